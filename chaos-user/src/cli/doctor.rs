@@ -1,0 +1,43 @@
+//! `chaos doctor`: the kernel-features probe on its own.
+use std::{fmt::Write as _, process::ExitCode};
+
+use crate::{features::{self, Check, KernelFeatures}, report::OutputFormat};
+
+pub fn run(output: OutputFormat) -> ExitCode {
+    let features = features::probe();
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&features).expect("features serialize")),
+        OutputFormat::Text => print!("{}", render(&features)),
+    }
+    ExitCode::SUCCESS
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "yes" } else { "no " }
+}
+
+fn line(out: &mut String, name: &str, check: &Check) {
+    let _ = writeln!(out, "  {} {name:<18} {}", mark(check.ok), check.detail);
+}
+
+fn render(f: &KernelFeatures) -> String {
+    let mut out = format!("chaos doctor: kernel {}\n\nBasics\n", f.kernel);
+    let b = &f.basics;
+    line(&mut out, "BTF", &b.btf);
+    line(&mut out, "cgroup v2", &b.cgroup2);
+    line(&mut out, "bpffs", &b.bpffs);
+    line(&mut out, "privileges", &b.privileges);
+    let _ = writeln!(out, "  --- {:<18} {}", "TC attach", b.tc_api_detail);
+    let _ = writeln!(out, "  --- {:<18} {}", "active LSMs", b.active_lsms_detail);
+    out.push_str("\nFault families\n");
+    for family in &f.families {
+        let detail = family.reason.as_deref().unwrap_or(&family.mechanism);
+        let shipped = if family.in_chaos { "" } else { " [not in this version of chaos yet]" };
+        let _ = writeln!(out, "  {} {:<38} {detail}{shipped}", mark(family.supported), family.name);
+    }
+    out.push_str("\nProgram types, helpers, qdiscs\n");
+    for (name, check) in f.program_types.iter().chain(&f.helpers).chain(&f.qdiscs) {
+        line(&mut out, name, check);
+    }
+    out
+}

@@ -1,0 +1,132 @@
+//! The `chaos` command line: one file per subcommand, each turning flags into a spec, a plan,
+//! and a run.
+mod doctor;
+mod net;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{report::OutputFormat, target::TargetSpec};
+
+const EXAMPLES: &str = "\
+Examples:
+  chaos doctor                                  what this kernel supports, and why not
+  chaos net drop --cgroup /my.slice/app --percent 20 --for 30s
+  chaos net drop --pid 4242 --percent 5 --for 2m --direction egress --output json
+
+Exit status: 0 the fault ran to its deadline; 2 it could not run (bad input, missing target,
+kernel or privileges lacking; nothing was changed); 130/143 stopped early by SIGINT/SIGTERM
+(everything was detached).";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chaos",
+    version,
+    about = "Kernel-level fault injection for one cgroup, time-boxed by the kernel itself",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Output format of the final result (live progress always goes to stderr).
+    #[arg(long, short, global = true, value_enum, default_value_t)]
+    output: OutputFormat,
+    /// More logging (-v, -vv); RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Probe this kernel: which fault families work here, by which mechanism, and if not, why.
+    #[command(after_help = "Example:\n  chaos doctor --output json | jq '.families[] | select(.supported)'")]
+    Doctor,
+    /// Network faults for a target cgroup.
+    #[command(subcommand)]
+    Net(net::NetCommand),
+}
+
+/// Exactly one way of naming the target.
+#[derive(Debug, Args, Clone)]
+#[group(id = "target", required = true, multiple = false)]
+pub struct TargetArgs {
+    /// A cgroup v2 path: absolute, as /proc/PID/cgroup shows it, or relative to the cgroup2 mount.
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<String>,
+    /// The cgroup of this process. Sockets it opened before joining that cgroup are not affected.
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+    /// A systemd unit's cgroup, e.g. nginx.service.
+    #[arg(long, value_name = "NAME")]
+    unit: Option<String>,
+    /// A container's cgroup (docker, containerd, cri-o, podman), by full id or unique prefix.
+    #[arg(long, value_name = "ID")]
+    container: Option<String>,
+}
+
+impl TargetArgs {
+    #[must_use]
+    pub fn spec(&self) -> TargetSpec {
+        match (&self.cgroup, self.pid, &self.unit, &self.container) {
+            (Some(path), ..) => TargetSpec::Cgroup(path.clone()),
+            (_, Some(pid), ..) => TargetSpec::Pid(pid),
+            (_, _, Some(unit), _) => TargetSpec::Unit(unit.clone()),
+            (.., Some(id)) => TargetSpec::Container(id.clone()),
+            _ => unreachable!("clap requires exactly one target"),
+        }
+    }
+}
+
+impl Cli {
+    #[must_use]
+    pub const fn verbosity(&self) -> u8 {
+        self.verbose
+    }
+
+    /// Runs the command. Errors are printed by the caller and mean "could not run" (exit 2).
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Doctor => Ok(doctor::run(self.output)),
+            Command::Net(command) => command.run(self.output),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from(std::iter::once("chaos").chain(args.iter().copied())).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn net_drop_parses() {
+        let cli = parse(&["net", "drop", "--cgroup", "/x", "--percent", "20", "--for", "30s"]).unwrap();
+        assert!(matches!(cli.command, Command::Net(_)));
+    }
+
+    #[test]
+    fn bad_flags_are_explained() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["net", "drop", "--cgroup", "/x", "--percent", "101", "--for", "30s"], "is over 100 %"),
+            (&["net", "drop", "--cgroup", "/x", "--percent", "20", "--for", "30"], "did you mean 30s?"),
+            (&["net", "drop", "--cgroup", "/x", "--percent", "20", "--for", "0s"], "is zero"),
+            (&["net", "drop", "--percent", "20", "--for", "30s"], "--cgroup <PATH>|--pid <PID>"),
+            (&["net", "drop", "--cgroup", "/x", "--pid", "1", "--percent", "20", "--for", "30s"], "cannot be used with"),
+            (&["net", "drop", "--cgroup", "/x", "--percent", "20", "--for", "30s", "--direction", "up"], "invalid value 'up'"),
+            (&["net", "drop", "--pid", "abc", "--percent", "20", "--for", "30s"], "invalid value 'abc' for '--pid <PID>'"),
+        ];
+        for (args, expected) in cases {
+            let err = parse(args).expect_err(&format!("{args:?}"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! chaos: kernel-level fault injection for one cgroup at a time.
+//!
+//! The path of one experiment: flags -> [`spec`] (validated request) -> [`target`] (resolved
+//! cgroup) + [`features`] (what this kernel can do) -> [`plan`] (programs, hooks, map contents)
+//! -> [`attach`] (links owned by this process) -> [`run`] (deadline, signals, counters) ->
+//! [`report`].
+pub mod attach;
+pub mod cli;
+pub mod errno;
+pub mod features;
+pub mod netlink;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod spec;
+pub mod sys;
+pub mod target;

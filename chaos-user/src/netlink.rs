@@ -1,0 +1,150 @@
+//! Just enough rtnetlink to manage qdiscs: add one and read the kernel's answer.
+//!
+//! aya manages the clsact qdisc for TC programs itself; this exists for what aya does not do:
+//! probing which qdisc kinds the kernel has (fq, netem), and later installing fq for
+//! earliest-departure-time delay.
+use std::{io, mem, os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd}};
+
+const NLMSG_ERROR: u16 = 2;
+const RTM_NEWQDISC: u16 = 36;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const TCA_KIND: u16 = 1;
+/// `TC_H_ROOT`: the device's root qdisc.
+pub const TC_H_ROOT: u32 = 0xFFFF_FFFF;
+/// `TC_H_CLSACT` (== `TC_H_INGRESS`): the clsact pseudo-qdisc's parent.
+pub const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
+/// The handle clsact always has (`ffff:`).
+pub const CLSACT_HANDLE: u32 = 0xFFFF_0000;
+
+/// A NETLINK_ROUTE socket in the network namespace of the calling thread.
+pub struct RouteSocket {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl RouteSocket {
+    pub fn open() -> io::Result<Self> {
+        // SAFETY: plain socket(2) call; the fd is owned below.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) }, seq: 0 })
+    }
+
+    /// Creates qdisc `kind` at `parent` of interface `ifindex` (fails with EEXIST if one is
+    /// there). ENOENT means the kernel has no qdisc of that kind (not built, module missing).
+    pub fn add_qdisc(&mut self, ifindex: i32, parent: u32, handle: u32, kind: &str) -> io::Result<()> {
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, TCA_KIND, kind.as_bytes(), true);
+        let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle, parent, info: 0 };
+        self.request(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, as_bytes(&tcmsg), &attrs)
+    }
+
+    fn request(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
+        self.seq += 1;
+        let len = mem::size_of::<NlMsgHdr>() + header.len() + attrs.len();
+        let nlh = NlMsgHdr {
+            len: len as u32,
+            msg_type,
+            flags: NLM_F_REQUEST | NLM_F_ACK | flags,
+            seq: self.seq,
+            pid: 0,
+        };
+        let mut message = Vec::with_capacity(len);
+        message.extend_from_slice(as_bytes(&nlh));
+        message.extend_from_slice(header);
+        message.extend_from_slice(attrs);
+        // SAFETY: valid buffer and length; the kernel is the default destination of a netlink send.
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), message.as_ptr().cast(), message.len(), 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.read_ack()
+    }
+
+    fn read_ack(&self) -> io::Result<()> {
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: valid buffer and length.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut rest = &buf[..n as usize];
+            while rest.len() >= mem::size_of::<NlMsgHdr>() {
+                let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+                let msg_type = u16::from_ne_bytes(rest[4..6].try_into().expect("2 bytes"));
+                let seq = u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes"));
+                if len < mem::size_of::<NlMsgHdr>() || len > rest.len() {
+                    return Err(io::Error::other("malformed netlink reply"));
+                }
+                if msg_type == NLMSG_ERROR && seq == self.seq {
+                    let errno = i32::from_ne_bytes(rest[16..20].try_into().expect("4 bytes"));
+                    return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) };
+                }
+                rest = &rest[align4(len).min(rest.len())..];
+            }
+        }
+    }
+}
+
+#[repr(C)]
+struct NlMsgHdr {
+    len: u32,
+    msg_type: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+}
+
+#[repr(C)]
+struct TcMsg {
+    family: u8,
+    pad1: u8,
+    pad2: u16,
+    ifindex: i32,
+    handle: u32,
+    parent: u32,
+    info: u32,
+}
+
+const fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn push_attr(buf: &mut Vec<u8>, attr_type: u16, payload: &[u8], nul_terminate: bool) {
+    let payload_len = payload.len() + usize::from(nul_terminate);
+    let len = 4 + payload_len;
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&attr_type.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    if nul_terminate {
+        buf.push(0);
+    }
+    buf.resize(buf.len() + align4(len) - len, 0);
+}
+
+fn as_bytes<T>(value: &T) -> &[u8] {
+    // SAFETY: only used on the #[repr(C)] headers above, which have no padding.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast(), mem::size_of::<T>()) }
+}
+
+/// Runs `f` on a fresh thread inside a brand-new, empty network namespace, which disappears
+/// with the thread. Probes that need to create things (a qdisc on `lo`) do it there, so they
+/// change nothing the machine can see.
+pub fn in_throwaway_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    std::thread::spawn(move || {
+        // SAFETY: unshare(CLONE_NEWNET) only affects the calling thread, which ends after `f`.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| io::Error::other("probe thread panicked"))?
+}

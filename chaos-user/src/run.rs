@@ -1,0 +1,183 @@
+//! Runs an attached fault until its deadline or a stop signal, showing live counters.
+//!
+//! The deadline is enforced twice: by the kernel (the programs compare `bpf_ktime_get_ns()` with
+//! the deadline in their map) and here (a timer that then disarms and detaches). The kernel one
+//! is what makes the time box hold when this process is stopped, slow, or dead.
+use std::{
+    io::{IsTerminal as _, Write as _},
+    time::Duration,
+};
+
+use chaos_common::{Direction, FaultCounters};
+use serde::Serialize;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::{Instant, MissedTickBehavior, interval, sleep_until},
+};
+
+use crate::attach::{AttachError, LoadedFault};
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "by", content = "signal")]
+pub enum StopReason {
+    Deadline,
+    Signal(StopSignal),
+}
+
+/// The signals that stop a run early (after clean-up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum StopSignal {
+    #[serde(rename = "SIGHUP")]
+    Hup = 1,
+    #[serde(rename = "SIGINT")]
+    Int = 2,
+    #[serde(rename = "SIGTERM")]
+    Term = 15,
+}
+
+impl StopSignal {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Hup => "SIGHUP",
+            Self::Int => "SIGINT",
+            Self::Term => "SIGTERM",
+        }
+    }
+}
+
+impl StopReason {
+    /// Conventional exit status: 0 for a run that reached its deadline, 128 + signal otherwise.
+    #[must_use]
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            Self::Deadline => 0,
+            Self::Signal(signal) => 128 + signal as u8,
+        }
+    }
+}
+
+/// The stop signals chaos handles, installed before anything is attached so that a Ctrl-C
+/// during set-up still goes through clean-up.
+pub struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> StopReason {
+        tokio::select! {
+            _ = self.int.recv() => StopReason::Signal(StopSignal::Int),
+            _ = self.term.recv() => StopReason::Signal(StopSignal::Term),
+            _ = self.hup.recv() => StopReason::Signal(StopSignal::Hup),
+        }
+    }
+}
+
+/// Counters of one direction at one moment. The names are stable (they become metrics).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct DirectionCounters {
+    pub direction: &'static str,
+    pub seen: u64,
+    pub matched: u64,
+    pub injected: u64,
+}
+
+impl DirectionCounters {
+    fn new(direction: Direction, c: FaultCounters) -> Self {
+        Self { direction: direction_name(direction), seen: c.seen, matched: c.matched, injected: c.injected }
+    }
+}
+
+#[must_use]
+pub const fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Egress => "egress",
+        Direction::Ingress => "ingress",
+    }
+}
+
+pub fn read_counters(fault: &LoadedFault, directions: &[Direction]) -> Result<Vec<DirectionCounters>, AttachError> {
+    directions
+        .iter()
+        .map(|&d| Ok(DirectionCounters::new(d, fault.counters(d)?)))
+        .collect()
+}
+
+/// How live progress is shown: a rewritten status line on a terminal, a plain line every few
+/// seconds otherwise (logs stay readable), on stderr so stdout stays machine-readable.
+#[derive(Clone, Copy)]
+pub struct Progress {
+    tty: bool,
+    label: &'static str,
+    injected_word: &'static str,
+}
+
+impl Progress {
+    #[must_use]
+    pub fn on_stderr(label: &'static str, injected_word: &'static str) -> Self {
+        Self { tty: std::io::stderr().is_terminal(), label, injected_word }
+    }
+
+    const fn period(self) -> Duration {
+        if self.tty { Duration::from_millis(250) } else { Duration::from_secs(5) }
+    }
+
+    fn show(self, remaining: Duration, counters: &[DirectionCounters]) {
+        let parts: Vec<String> = counters
+            .iter()
+            .map(|c| format!("{} seen {} {} {}", c.direction, c.seen, self.injected_word, c.injected))
+            .collect();
+        let line = format!("{}: {} | {}s left", self.label, parts.join(" | "), remaining.as_secs());
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(self) {
+        if self.tty {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+    }
+}
+
+/// Waits for the deadline or a stop signal, showing progress. Returns why it stopped.
+pub async fn supervise(
+    fault: &LoadedFault,
+    directions: &[Direction],
+    deadline: Instant,
+    signals: &mut StopSignals,
+    progress: Option<Progress>,
+) -> StopReason {
+    let mut ticks = interval(progress.map_or(Duration::from_secs(3600), Progress::period));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let stop = loop {
+        tokio::select! {
+            () = sleep_until(deadline) => break StopReason::Deadline,
+            reason = signals.next() => break reason,
+            _ = ticks.tick() => {
+                if let (Some(progress), Ok(counters)) = (progress, read_counters(fault, directions)) {
+                    progress.show(deadline.saturating_duration_since(Instant::now()), &counters);
+                }
+            }
+        }
+    };
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    stop
+}

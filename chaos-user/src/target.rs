@@ -1,0 +1,509 @@
+//! Who the fault is aimed at: `--cgroup`, `--pid`, `--unit` or `--container`, resolved to one
+//! cgroup v2 directory and its id, or refused with a message that says what to do.
+//!
+//! Never assume `/sys/fs/cgroup`: hybrid hosts mount cgroup v2 elsewhere (e.g.
+//! `/sys/fs/cgroup/unified`), so the mount point comes from `/proc/self/mountinfo`.
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Component, Path, PathBuf},
+};
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error(
+        "no cgroup v2 filesystem is mounted (looked in /proc/self/mountinfo); chaos targets cgroup \
+         v2 cgroups: mount one with `mount -t cgroup2 none /sys/fs/cgroup` or boot with \
+         systemd.unified_cgroup_hierarchy=1"
+    )]
+    NoCgroup2,
+    #[error("cannot read {what}: {reason}")]
+    Unreadable { what: String, reason: String },
+    #[error("{flag} {arg}: cgroup {path} does not exist (cgroup v2 is mounted at {mount})")]
+    NoSuchCgroup { flag: &'static str, arg: String, path: String, mount: String },
+    #[error("--cgroup {arg}: {path} is not inside the cgroup v2 mount {mount}")]
+    OutsideMount { arg: String, path: String, mount: String },
+    #[error("--pid {pid}: no such process")]
+    NoSuchPid { pid: u32 },
+    #[error("--pid {pid}: the process has no cgroup v2 membership in /proc/{pid}/cgroup")]
+    PidWithoutCgroup2 { pid: u32 },
+    #[error("--unit {unit}: no cgroup named {unit} under {mount}; is the unit running? (`systemctl status {unit}`)")]
+    NoSuchUnit { unit: String, mount: String },
+    #[error("--container {id}: no container cgroup matches (looked for docker, containerd, cri-o and podman naming under {mount}); `docker ps --no-trunc` or `crictl ps` show running ids")]
+    NoSuchContainer { id: String, mount: String },
+    #[error("--container {id}: a container id prefix needs at least 4 hexadecimal characters")]
+    BadContainerId { id: String },
+    #[error("{flag} {arg} is ambiguous, it matches:\n  {}\nname one of them with --cgroup", .matches.join("\n  "))]
+    Ambiguous { flag: &'static str, arg: String, matches: Vec<String> },
+    #[error(
+        "{flag} {arg} resolves to the root cgroup: every process on the machine would be \
+         affected. Aim at a child cgroup (a container, a unit, a process tree)"
+    )]
+    RootCgroup { flag: &'static str, arg: String },
+    #[error(
+        "{flag} {arg} resolves to cgroup {path}, which contains chaos itself (it runs in {own}). \
+         Run chaos from outside the target, or the controller would be hit by its own fault"
+    )]
+    ContainsController { flag: &'static str, arg: String, path: String, own: String },
+}
+
+/// What the user named on the command line or in a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// Absolute path inside the cgroup2 mount, a cgroup path as /proc/PID/cgroup shows it
+    /// (`/system.slice/x.service`), or a path relative to the mount.
+    Cgroup(String),
+    Pid(u32),
+    /// A systemd unit, e.g. `nginx.service`.
+    Unit(String),
+    /// A container id (full or unique prefix).
+    Container(String),
+}
+
+impl TargetSpec {
+    #[must_use]
+    pub const fn flag(&self) -> &'static str {
+        match self {
+            Self::Cgroup(_) => "--cgroup",
+            Self::Pid(_) => "--pid",
+            Self::Unit(_) => "--unit",
+            Self::Container(_) => "--container",
+        }
+    }
+
+    #[must_use]
+    pub fn arg(&self) -> String {
+        match self {
+            Self::Cgroup(s) | Self::Unit(s) | Self::Container(s) => s.clone(),
+            Self::Pid(pid) => pid.to_string(),
+        }
+    }
+}
+
+/// A resolved target: one cgroup v2 directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// How the user named it, e.g. `--pid 1234`.
+    pub named_as: String,
+    /// The cgroup path as the kernel shows it in /proc/PID/cgroup, e.g. `/system.slice/x.service`.
+    pub cgroup: String,
+    /// The directory in the cgroup2 filesystem.
+    pub dir: PathBuf,
+    /// The cgroup id (the directory's inode number), what `bpf_get_current_cgroup_id()` returns.
+    pub id: u64,
+}
+
+/// The cgroup v2 hierarchy as this process sees it.
+#[derive(Clone, Debug)]
+pub struct CgroupFs {
+    mount: PathBuf,
+}
+
+impl CgroupFs {
+    /// Finds the cgroup2 mount of this process.
+    pub fn discover() -> Result<Self, TargetError> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+            TargetError::Unreadable { what: "/proc/self/mountinfo".into(), reason: e.to_string() }
+        })?;
+        cgroup2_mount(&mountinfo).map(|mount| Self { mount }).ok_or(TargetError::NoCgroup2)
+    }
+
+    /// A hierarchy rooted somewhere else (tests build fake trees).
+    #[must_use]
+    pub fn at(mount: impl Into<PathBuf>) -> Self {
+        Self { mount: mount.into() }
+    }
+
+    #[must_use]
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The directory of a kernel cgroup path (`/a/b` -> `<mount>/a/b`).
+    #[must_use]
+    pub fn dir_of(&self, cgroup: &str) -> PathBuf {
+        self.mount.join(cgroup.trim_start_matches('/'))
+    }
+
+    /// The kernel cgroup path of a directory under the mount (`<mount>/a/b` -> `/a/b`).
+    fn cgroup_of(&self, dir: &Path) -> Option<String> {
+        let rel = dir.strip_prefix(&self.mount).ok()?;
+        Some(format!("/{}", rel.to_string_lossy()).trim_end_matches('/').to_owned())
+            .map(|s| if s.is_empty() { "/".to_owned() } else { s })
+    }
+
+    /// Resolves `spec`, refusing the root cgroup and any cgroup that contains `own_cgroup`
+    /// (the controller's own cgroup path, from /proc/self/cgroup).
+    pub fn resolve(&self, spec: &TargetSpec, own_cgroup: Option<&str>) -> Result<Target, TargetError> {
+        let (flag, arg) = (spec.flag(), spec.arg());
+        let dir = match spec {
+            TargetSpec::Cgroup(path) => self.cgroup_dir(path)?,
+            TargetSpec::Pid(pid) => {
+                let cgroup = pid_cgroup(Path::new("/proc"), *pid)?;
+                self.existing(flag, &arg, self.dir_of(&cgroup))?
+            }
+            TargetSpec::Unit(unit) => self.unit_dir(unit)?,
+            TargetSpec::Container(id) => self.container_dir(id)?,
+        };
+        let cgroup = self.cgroup_of(&dir).ok_or_else(|| TargetError::OutsideMount {
+            arg: arg.clone(),
+            path: dir.display().to_string(),
+            mount: self.mount.display().to_string(),
+        })?;
+        if cgroup == "/" {
+            return Err(TargetError::RootCgroup { flag, arg });
+        }
+        if let Some(own) = own_cgroup
+            && is_same_or_below(own, &cgroup)
+        {
+            return Err(TargetError::ContainsController { flag, arg, path: cgroup, own: own.to_owned() });
+        }
+        let id = fs::metadata(&dir)
+            .map_err(|e| TargetError::Unreadable { what: dir.display().to_string(), reason: e.to_string() })?
+            .ino();
+        Ok(Target { named_as: format!("{flag} {arg}"), cgroup, dir, id })
+    }
+
+    fn existing(&self, flag: &'static str, arg: &str, dir: PathBuf) -> Result<PathBuf, TargetError> {
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(TargetError::NoSuchCgroup {
+                flag,
+                arg: arg.to_owned(),
+                path: dir.display().to_string(),
+                mount: self.mount.display().to_string(),
+            })
+        }
+    }
+
+    fn cgroup_dir(&self, path: &str) -> Result<PathBuf, TargetError> {
+        let normalized = normalize(Path::new(path));
+        let dir = if normalized.starts_with(&self.mount) {
+            normalized
+        } else if normalized.is_absolute() && normalized.starts_with("/sys/fs/cgroup") {
+            // A cgroup v1 or wrong-mount path: say where v2 lives rather than guessing.
+            return Err(TargetError::OutsideMount {
+                arg: path.to_owned(),
+                path: normalized.display().to_string(),
+                mount: self.mount.display().to_string(),
+            });
+        } else {
+            // `/system.slice/x.service` as /proc/PID/cgroup shows it, or `a/b` relative.
+            self.dir_of(&normalized.to_string_lossy())
+        };
+        self.existing("--cgroup", path, dir)
+    }
+
+    fn unit_dir(&self, unit: &str) -> Result<PathBuf, TargetError> {
+        let matches = self.find_dirs(|name| name == unit);
+        match matches.as_slice() {
+            [] => Err(TargetError::NoSuchUnit { unit: unit.to_owned(), mount: self.mount.display().to_string() }),
+            [one] => Ok(one.clone()),
+            _ => Err(self.ambiguous("--unit", unit, &matches)),
+        }
+    }
+
+    fn container_dir(&self, id: &str) -> Result<PathBuf, TargetError> {
+        let id = id.to_ascii_lowercase();
+        if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(TargetError::BadContainerId { id });
+        }
+        let mut matches = self.find_dirs(|name| container_id(name).is_some_and(|full| full.starts_with(&id)));
+        // Some runtimes nest the container's processes one level down (e.g. `.../<id>/init.scope`
+        // or a `container` child): those are below a match and already covered by it.
+        matches.dedup_by(|below, above| below.starts_with(above));
+        match matches.as_slice() {
+            [] => Err(TargetError::NoSuchContainer { id, mount: self.mount.display().to_string() }),
+            [one] => Ok(one.clone()),
+            _ => Err(self.ambiguous("--container", &id, &matches)),
+        }
+    }
+
+    fn ambiguous(&self, flag: &'static str, arg: &str, matches: &[PathBuf]) -> TargetError {
+        TargetError::Ambiguous {
+            flag,
+            arg: arg.to_owned(),
+            matches: matches.iter().filter_map(|m| self.cgroup_of(m)).collect(),
+        }
+    }
+
+    /// Every cgroup directory whose name satisfies `wanted`, in sorted order, parents first.
+    fn find_dirs(&self, wanted: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+        // Real hierarchies are shallow (user@1000.service/app.slice/x.scope is depth 6).
+        const MAX_DEPTH: usize = 12;
+        let mut found = Vec::new();
+        let mut stack = vec![(self.mount.clone(), 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let path = entry.path();
+                if entry.file_name().to_str().is_some_and(&wanted) {
+                    found.push(path.clone());
+                }
+                if depth < MAX_DEPTH {
+                    stack.push((path, depth + 1));
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+/// The full container id a runtime's cgroup directory name carries, if it is one:
+/// `docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
+/// (systemd driver) or a bare 64-hex `<id>` (cgroupfs driver, e.g. `/docker/<id>`).
+fn container_id(dir_name: &str) -> Option<&str> {
+    let name = dir_name.strip_suffix(".scope").unwrap_or(dir_name);
+    let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
+        .unwrap_or(name);
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// The first `0::` line of /proc/PID/cgroup: the process's cgroup v2 path.
+pub fn pid_cgroup(proc_root: &Path, pid: u32) -> Result<String, TargetError> {
+    let file = proc_root.join(pid.to_string()).join("cgroup");
+    let text = fs::read_to_string(&file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => TargetError::NoSuchPid { pid },
+        _ => TargetError::Unreadable { what: file.display().to_string(), reason: e.to_string() },
+    })?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(|path| path.trim().trim_end_matches(" (deleted)").to_owned())
+        .ok_or(TargetError::PidWithoutCgroup2 { pid })
+}
+
+/// This process's own cgroup v2 path, if it has one.
+#[must_use]
+pub fn own_cgroup() -> Option<String> {
+    pid_cgroup(Path::new("/proc"), std::process::id()).ok()
+}
+
+/// Whether cgroup `inner` is `outer` or inside it (`/a/b` is inside `/a`, `/ab` is not).
+#[must_use]
+pub fn is_same_or_below(inner: &str, outer: &str) -> bool {
+    let outer = outer.trim_end_matches('/');
+    outer.is_empty() || inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The cgroup2 mount point in a mountinfo text (fields: id parent dev root mountpoint opts...
+/// `-` fstype source superopts), with the kernel's octal escapes (`\040` for space) undone.
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (mount_fields, fs_fields) = line.split_once(" - ")?;
+        let fs_type = fs_fields.split_whitespace().next()?;
+        if fs_type != "cgroup2" {
+            return None;
+        }
+        let mount_point = mount_fields.split_whitespace().nth(4)?;
+        Some(PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..=i + 3].iter().all(|b| (b'0'..=b'7').contains(b))
+        {
+            out.push((bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Lexically removes `.` and `..` so `/a/../b` cannot escape the mount by accident.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MOUNTINFO: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn finds_cgroup2_on_hybrid_hosts() {
+        assert_eq!(cgroup2_mount(HYBRID_MOUNTINFO), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(cgroup2_mount("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"), None);
+        assert_eq!(
+            cgroup2_mount("41 31 0:38 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n"),
+            Some(PathBuf::from("/mnt/my cg"))
+        );
+    }
+
+    #[test]
+    fn containment_is_by_path_component() {
+        assert!(is_same_or_below("/a/b", "/a"));
+        assert!(is_same_or_below("/a", "/a"));
+        assert!(!is_same_or_below("/ab", "/a"));
+        assert!(is_same_or_below("/anything", "/"));
+    }
+
+    #[test]
+    fn recognises_container_cgroup_names() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        for name in [
+            format!("docker-{id}.scope"),
+            format!("cri-containerd-{id}.scope"),
+            format!("crio-{id}.scope"),
+            format!("libpod-{id}.scope"),
+            id.to_owned(),
+        ] {
+            assert_eq!(container_id(&name), Some(id), "{name}");
+        }
+        assert_eq!(container_id("crio-conmon-0123.scope"), None);
+        assert_eq!(container_id("system.slice"), None);
+    }
+
+    /// A fake cgroup tree in a temporary directory, removed on drop.
+    struct FakeTree(PathBuf);
+
+    impl FakeTree {
+        fn new(dirs: &[&str]) -> Self {
+            let root = std::env::temp_dir().join(format!("chaos-target-test-{}-{}", std::process::id(), rand_suffix()));
+            for dir in dirs {
+                fs::create_dir_all(root.join(dir)).unwrap();
+            }
+            fs::create_dir_all(&root).unwrap();
+            Self(root)
+        }
+        fn fs(&self) -> CgroupFs {
+            CgroupFs::at(&self.0)
+        }
+    }
+
+    impl Drop for FakeTree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    const ID_A: &str = "aaaa456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const ID_B: &str = "aaab456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn tree() -> FakeTree {
+        FakeTree::new(&[
+            "system.slice/nginx.service",
+            "user.slice/user-1000.slice/user@1000.service/app.slice/nginx.service",
+            "system.slice/redis.service",
+            &format!("system.slice/docker-{ID_A}.scope"),
+            &format!("kubepods/burstable/pod1/cri-containerd-{ID_B}.scope"),
+            "chaos-test/inner",
+        ])
+    }
+
+    #[test]
+    fn resolves_cgroup_paths_in_every_spelling() {
+        let tree = tree();
+        let fs = tree.fs();
+        let expected = "/system.slice/redis.service";
+        for spelling in [
+            "/system.slice/redis.service".to_owned(),
+            "system.slice/redis.service".to_owned(),
+            format!("{}/system.slice/redis.service", tree.0.display()),
+            "/system.slice/../system.slice/redis.service/".to_owned(),
+        ] {
+            let target = fs.resolve(&TargetSpec::Cgroup(spelling.clone()), None).unwrap();
+            assert_eq!(target.cgroup, expected, "{spelling}");
+            assert!(target.id > 0);
+        }
+    }
+
+    #[test]
+    fn refuses_missing_root_and_own_cgroups() {
+        let tree = tree();
+        let fs = tree.fs();
+        let err = fs.resolve(&TargetSpec::Cgroup("/nope".into()), None).unwrap_err();
+        assert!(err.to_string().contains("--cgroup /nope: cgroup") && err.to_string().contains("does not exist"), "{err}");
+        let err = fs.resolve(&TargetSpec::Cgroup("/".into()), None).unwrap_err();
+        assert!(matches!(err, TargetError::RootCgroup { .. }), "{err}");
+        assert!(err.to_string().contains("every process on the machine"), "{err}");
+        let err = fs.resolve(&TargetSpec::Cgroup("/chaos-test".into()), Some("/chaos-test/inner")).unwrap_err();
+        assert!(err.to_string().contains("contains chaos itself"), "{err}");
+        // A sibling whose name shares a prefix is fine.
+        assert!(fs.resolve(&TargetSpec::Cgroup("/chaos-test/inner".into()), Some("/chaos-test")).is_ok());
+    }
+
+    #[test]
+    fn a_cgroup_v1_path_is_refused_with_the_v2_mount() {
+        let fs = CgroupFs::at("/sys/fs/cgroup/unified");
+        let err = fs.resolve(&TargetSpec::Cgroup("/sys/fs/cgroup/cpu/x".into()), None).unwrap_err();
+        assert!(err.to_string().contains("not inside the cgroup v2 mount /sys/fs/cgroup/unified"), "{err}");
+    }
+
+    #[test]
+    fn resolves_units_and_reports_ambiguity() {
+        let tree = tree();
+        let fs = tree.fs();
+        let target = fs.resolve(&TargetSpec::Unit("redis.service".into()), None).unwrap();
+        assert_eq!(target.cgroup, "/system.slice/redis.service");
+        let err = fs.resolve(&TargetSpec::Unit("nginx.service".into()), None).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("is ambiguous") && text.contains("/system.slice/nginx.service") && text.contains("app.slice/nginx.service"), "{text}");
+        let err = fs.resolve(&TargetSpec::Unit("gone.service".into()), None).unwrap_err();
+        assert!(err.to_string().contains("no cgroup named gone.service"), "{err}");
+    }
+
+    #[test]
+    fn resolves_containers_by_unique_prefix() {
+        let tree = tree();
+        let fs = tree.fs();
+        let docker = fs.resolve(&TargetSpec::Container("aaaa45".into()), None).unwrap();
+        assert_eq!(docker.cgroup, format!("/system.slice/docker-{ID_A}.scope"));
+        let k8s = fs.resolve(&TargetSpec::Container(ID_B.to_uppercase()), None).unwrap();
+        assert!(k8s.cgroup.ends_with(&format!("cri-containerd-{ID_B}.scope")));
+        let err = fs.resolve(&TargetSpec::Container("aaaa".into()), None).unwrap_err();
+        assert!(err.to_string().contains("is ambiguous"), "{err}");
+        let err = fs.resolve(&TargetSpec::Container("abc".into()), None).unwrap_err();
+        assert!(err.to_string().contains("at least 4 hexadecimal"), "{err}");
+        let err = fs.resolve(&TargetSpec::Container("ffff".into()), None).unwrap_err();
+        assert!(err.to_string().contains("no container cgroup matches"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_v2_line_of_proc_pid_cgroup() {
+        let tree = FakeTree::new(&["42"]);
+        fs::write(tree.0.join("42/cgroup"), "12:cpu:/x\n0::/system.slice/redis.service\n").unwrap();
+        assert_eq!(pid_cgroup(&tree.0, 42).unwrap(), "/system.slice/redis.service");
+        assert_eq!(pid_cgroup(&tree.0, 43), Err(TargetError::NoSuchPid { pid: 43 }));
+        fs::write(tree.0.join("42/cgroup"), "12:cpu:/x\n").unwrap();
+        assert_eq!(pid_cgroup(&tree.0, 42), Err(TargetError::PidWithoutCgroup2 { pid: 42 }));
+    }
+}

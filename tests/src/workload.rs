@@ -1,0 +1,194 @@
+//! Starting processes inside a test cgroup and/or network namespace, and running the
+//! `chaos-workload` traffic tools.
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufRead as _, BufReader, Write as _},
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::PathBuf,
+    process::{Child, ChildStdout, Command, Stdio},
+};
+
+use crate::{cgroup::TestCgroup, net::Netns};
+
+/// The workload binary built next to the test binaries.
+#[must_use]
+pub fn workload_bin() -> PathBuf {
+    sibling_binary("chaos-workload", option_env!("CARGO_BIN_EXE_chaos-workload"))
+}
+
+/// A binary of the workspace: `$CHAOS_<NAME>_BIN`, else next to the running test's target dir.
+#[must_use]
+pub fn sibling_binary(name: &str, compiled_in: Option<&str>) -> PathBuf {
+    let var = format!("CHAOS_{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Some(path) = std::env::var_os(&var) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let beside = exe.parent().and_then(|deps| deps.parent()).map(|dir| dir.join(name));
+    if let Some(path) = beside.filter(|p| p.exists()) {
+        return path;
+    }
+    if let Some(path) = compiled_in.map(PathBuf::from).filter(|p| p.exists()) {
+        return path;
+    }
+    panic!("{name} not found: build it first (`cargo build --bins`; `cargo xtask test` does) or set {var}")
+}
+
+/// A command that starts inside `cgroup` and `netns` (either optional): the child joins them
+/// between fork and exec, so the program's very first socket already belongs to both.
+#[must_use]
+pub fn command_in(program: impl Into<PathBuf>, cgroup: Option<&TestCgroup>, netns: Option<&Netns>) -> Command {
+    let mut command = Command::new(program.into());
+    let procs: Option<File> = cgroup.map(|c| {
+        OpenOptions::new().write(true).open(c.dir().join("cgroup.procs")).expect("open cgroup.procs")
+    });
+    let ns: Option<File> = netns.map(|n| File::open(n.path()).expect("open netns file"));
+    // SAFETY: only async-signal-safe calls (setns, write) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(ns) = &ns
+                && libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(mut procs) = procs.as_ref() {
+                // "0" moves the writing process: the child itself.
+                procs.write_all(b"0")?;
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// A running `chaos-workload udp-sink`, killed on Drop if still running.
+pub struct UdpSink {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl UdpSink {
+    /// Starts a sink on `port` in `netns` that stops after `idle_ms` without packets (counted from
+    /// its first packet) and reports per-sender counts, and arrival times when `times`.
+    #[must_use]
+    pub fn start(netns: &Netns, port: u16, idle_ms: u64, times: bool) -> Self {
+        let mut command = command_in(workload_bin(), None, Some(netns));
+        command.args(["udp-sink", "--port", &port.to_string(), "--idle-ms", &idle_ms.to_string()]);
+        if times {
+            command.arg("--times");
+        }
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("start udp-sink");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read from udp-sink");
+        assert_eq!(line.trim(), "ready", "udp-sink did not start");
+        Self { child, stdout }
+    }
+
+    /// Waits for the sink to finish and returns its report.
+    #[must_use]
+    pub fn finish(mut self) -> SinkReport {
+        let mut json = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut json).expect("read udp-sink report");
+        let status = self.child.wait().expect("wait udp-sink");
+        assert!(status.success(), "udp-sink failed: {status}");
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("udp-sink report {json:?}: {e}"))
+    }
+}
+
+impl Drop for UdpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct SinkReport {
+    /// Datagrams received per sender id.
+    pub received: std::collections::BTreeMap<u32, u64>,
+    /// Datagrams received more than once (same sender and sequence number), per sender id.
+    pub duplicates: std::collections::BTreeMap<u32, u64>,
+    /// `[sender id, sequence, CLOCK_MONOTONIC ns at receipt]` when started with `times`.
+    #[serde(default)]
+    pub arrivals: Vec<(u32, u64, u64)>,
+}
+
+impl SinkReport {
+    #[must_use]
+    pub fn received_from(&self, sender: u32) -> u64 {
+        self.received.get(&sender).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct BlastReport {
+    pub sent: u64,
+    /// sendto() calls that returned an error.
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+/// Options for `chaos-workload udp-blast`.
+pub struct Blast<'a> {
+    pub to: std::net::SocketAddrV4,
+    pub sender_id: u32,
+    pub count: u64,
+    /// Packets per second; 0 means as fast as possible.
+    pub pps: u64,
+    pub cgroup: Option<&'a TestCgroup>,
+    pub netns: &'a Netns,
+}
+
+impl Blast<'_> {
+    /// Starts the blaster; [`BlastRun::finish`] waits for its report.
+    #[must_use]
+    pub fn start(&self) -> BlastRun {
+        let child = command_in(workload_bin(), self.cgroup, Some(self.netns))
+            .args([
+                "udp-blast",
+                "--to",
+                &self.to.to_string(),
+                "--id",
+                &self.sender_id.to_string(),
+                "--count",
+                &self.count.to_string(),
+                "--pps",
+                &self.pps.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start udp-blast");
+        BlastRun { child: Some(child) }
+    }
+
+    /// Runs the blaster to completion.
+    #[must_use]
+    pub fn run(&self) -> BlastReport {
+        self.start().finish()
+    }
+}
+
+pub struct BlastRun {
+    child: Option<Child>,
+}
+
+impl BlastRun {
+    #[must_use]
+    pub fn finish(mut self) -> BlastReport {
+        let output = self.child.take().expect("running").wait_with_output().expect("wait udp-blast");
+        assert!(output.status.success(), "udp-blast failed: {}", output.status);
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("udp-blast report {:?}: {e}", String::from_utf8_lossy(&output.stdout)))
+    }
+}
+
+impl Drop for BlastRun {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! `chaos net drop` on a real kernel: a UDP workload in a test cgroup, sent from one test
+//! namespace to another across a veth pair.
+use std::{net::SocketAddrV4, time::Duration};
+
+use chaos_tests::{
+    cgroup::TestCgroup,
+    chaos::{self, Chaos},
+    kernel,
+    net::TwoHosts,
+    require_root,
+    workload::{Blast, UdpSink},
+};
+
+const PACKETS: u64 = 20_000;
+const TARGET_SENDER: u32 = 1;
+const OUTSIDE_SENDER: u32 = 2;
+
+fn sink_addr(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(TwoHosts::B, port)
+}
+
+/// Starts `chaos net drop` on `cgroup` and waits until the kernel shows its programs attached.
+fn start_drop(cgroup: &TestCgroup, percent: &str, duration: &str, direction: &str, expect_programs: u32) -> Chaos {
+    let chaos = Chaos::start(&[
+        "net", "drop", "--cgroup", cgroup.path(), "--percent", percent, "--for", duration,
+        "--direction", direction, "--output", "json", "-v",
+    ]);
+    kernel::wait_for_inet_programs(cgroup.dir(), expect_programs, Duration::from_secs(20));
+    chaos
+}
+
+#[test]
+fn drops_a_fifth_of_the_target_packets_silently_and_nothing_else() {
+    require_root!("drops_a_fifth_of_the_target_packets_silently_and_nothing_else");
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let sink = UdpSink::start(&hosts.b, 7001, 1000, false);
+    let chaos = start_drop(&cgroup, "20", "120s", "egress", 1);
+
+    // Paced so that nothing but chaos loses packets (the veth and the sink keep up).
+    let inside = Blast { to: sink_addr(7001), sender_id: TARGET_SENDER, count: PACKETS, pps: 50_000, cgroup: Some(&cgroup), netns: &hosts.a }.start();
+    let outside = Blast { to: sink_addr(7001), sender_id: OUTSIDE_SENDER, count: PACKETS, pps: 50_000, cgroup: None, netns: &hosts.a }.start();
+    let (inside, outside) = (inside.finish(), outside.finish());
+    let report = sink.finish();
+
+    chaos.signal(libc::SIGINT);
+    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "chaos stopped by SIGINT exits 130; stderr: {stderr}");
+
+    assert_eq!(inside.errors, 0, "the sender in the target must see no send error: {:?}", inside.first_error);
+    assert_eq!(outside.errors, 0);
+    let lost = PACKETS - report.received_from(TARGET_SENDER);
+    let rate = lost as f64 / PACKETS as f64;
+    eprintln!("measured: target lost {lost} of {PACKETS} ({:.2} %), outside lost {}", rate * 100.0, PACKETS - report.received_from(OUTSIDE_SENDER));
+    assert!((0.18..=0.22).contains(&rate), "target lost {lost} of {PACKETS} ({:.2} %), expected 20 % +- 2", rate * 100.0);
+    assert_eq!(report.received_from(OUTSIDE_SENDER), PACKETS, "a process outside the cgroup lost packets");
+
+    // chaos's own counters agree with what the receiver saw.
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let egress = &json["counters"][0];
+    assert_eq!(egress["direction"], "egress");
+    assert_eq!(egress["injected"].as_u64(), Some(lost), "{stdout}");
+    assert_eq!(json["stopped"]["signal"], "SIGINT");
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left attached after SIGINT");
+}
+
+#[test]
+fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
+    require_root!("the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen");
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let sink = UdpSink::start(&hosts.b, 7002, 1500, true);
+    let chaos = start_drop(&cgroup, "100", "2s", "egress", 1);
+    // Only the kernel can end the fault now: the controller cannot run its own timer.
+    chaos.signal(libc::SIGSTOP);
+    let armed_at = kernel::monotonic_ns();
+
+    // One packet per ms for 4 s: 2 s under a 100 % drop, then the deadline.
+    let blast = Blast { to: sink_addr(7002), sender_id: TARGET_SENDER, count: 4000, pps: 1000, cgroup: Some(&cgroup), netns: &hosts.a }.run();
+    let report = sink.finish();
+    chaos.signal(libc::SIGCONT);
+    let (_, _, stderr) = chaos.wait(Duration::from_secs(10));
+    assert_eq!(blast.errors, 0);
+
+    // The deadline chaos wrote into the map, as it logged it.
+    let deadline: u64 = stderr
+        .lines()
+        .find_map(|l| l.split("kernel deadline CLOCK_MONOTONIC ns=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("chaos -v did not log its deadline: {stderr}"));
+    assert!(deadline > armed_at, "deadline already passed when the blast started");
+    let first_after = report.arrivals.iter().map(|&(_, _, at)| at).min().expect("no packet got through after the deadline");
+    assert!(first_after >= deadline, "a packet got through {} ms before the deadline", (deadline - first_after) / 1_000_000);
+    let restored_after_ms = (first_after - deadline) as f64 / 1e6;
+    eprintln!("measured: first packet {restored_after_ms:.2} ms after the kernel deadline, {} delivered", report.received_from(TARGET_SENDER));
+    assert!(restored_after_ms <= 100.0, "traffic restored {restored_after_ms:.1} ms after the deadline (limit 100 ms)");
+    let delivered = report.received_from(TARGET_SENDER);
+    assert!(delivered >= 1500, "only {delivered} packets delivered after the deadline");
+}
+
+#[test]
+fn sigkill_of_chaos_leaves_nothing_attached() {
+    require_root!("sigkill_of_chaos_leaves_nothing_attached");
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let chaos = start_drop(&cgroup, "100", "60s", "both", 2);
+    chaos.signal(libc::SIGKILL);
+    let (status, _, _) = chaos.wait(Duration::from_secs(10));
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    // The kernel's view, not ours: the links went with the process's file descriptors.
+    kernel::wait_for_inet_programs(cgroup.dir(), 0, Duration::from_secs(5));
+
+    let sink = UdpSink::start(&hosts.b, 7003, 500, false);
+    let blast = Blast { to: sink_addr(7003), sender_id: TARGET_SENDER, count: 1000, pps: 20_000, cgroup: Some(&cgroup), netns: &hosts.a }.run();
+    assert_eq!(blast.errors, 0);
+    assert_eq!(sink.finish().received_from(TARGET_SENDER), 1000, "traffic not fully restored after SIGKILL");
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    require_root!("bad_input_is_refused_and_changes_nothing");
+    let cgroup = TestCgroup::new();
+    let missing = format!("{}-missing", cgroup.path());
+    let cases: &[(&[&str], &str)] = &[
+        (&["--cgroup", cgroup.path(), "--percent", "101", "--for", "5s"], "is over 100 %"),
+        (&["--cgroup", cgroup.path(), "--percent", "20", "--for", "5"], "did you mean 5s?"),
+        (&["--cgroup", &missing, "--percent", "20", "--for", "5s"], "does not exist"),
+        (&["--cgroup", "/", "--percent", "20", "--for", "5s"], "resolves to the root cgroup"),
+        (&["--pid", "999999999", "--percent", "20", "--for", "5s"], "no such process"),
+        (&["--cgroup", cgroup.path(), "--percent", "20", "--for", "2h"], "--i-know"),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["net", "drop"];
+        full.extend_from_slice(args);
+        let (status, _, stderr) = chaos::run(&full);
+        assert_eq!(status.code(), Some(2), "{args:?} should exit 2; stderr: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in: {stderr}");
+        assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "{args:?} attached something");
+    }
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_attaches_nothing() {
+    require_root!("dry_run_prints_the_plan_and_attaches_nothing");
+    let cgroup = TestCgroup::new();
+    let (status, stdout, stderr) =
+        chaos::run(&["net", "drop", "--cgroup", cgroup.path(), "--percent", "20", "--for", "5s", "--dry-run", "--output", "json"]);
+    assert!(status.success(), "{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(plan["programs"].as_array().map(Vec::len), Some(2), "{stdout}");
+    assert_eq!(plan["programs"][0]["hook"], "cgroup_skb/egress");
+    assert_eq!(plan["target"]["cgroup"], cgroup.path());
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0);
+}
