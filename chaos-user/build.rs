@@ -35,6 +35,10 @@ fn main() -> anyhow::Result<()> {
     let common_dir = root_dir.join("../chaos-common");
     println!("cargo:rerun-if-changed={common_dir}");
 
+    // aya-build forwards every line the nested cargo prints as a build warning; keep it to
+    // real diagnostics (compiler warnings and errors still come through).
+    // SAFETY: build scripts are single-threaded; the variable is read by the child cargo only.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: EBPF_PACKAGE,

@@ -224,8 +224,9 @@ fn qdisc_check(kind: &'static str) -> Check {
         (netlink::TC_H_ROOT, 0)
     };
     const LOOPBACK_IFINDEX: i32 = 1;
+    let options = (kind == "netem").then(netlink::netem_default_options);
     let result = netlink::in_throwaway_netns(move || {
-        netlink::RouteSocket::open()?.add_qdisc(LOOPBACK_IFINDEX, parent, handle, kind)
+        netlink::RouteSocket::open()?.add_qdisc(LOOPBACK_IFINDEX, parent, handle, kind, options.as_deref())
     });
     match result {
         Ok(Ok(())) => Check::yes(format!("qdisc {kind} available")),

@@ -12,6 +12,7 @@ const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
 /// `TC_H_ROOT`: the device's root qdisc.
 pub const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 /// `TC_H_CLSACT` (== `TC_H_INGRESS`): the clsact pseudo-qdisc's parent.
@@ -37,10 +38,14 @@ impl RouteSocket {
     }
 
     /// Creates qdisc `kind` at `parent` of interface `ifindex` (fails with EEXIST if one is
-    /// there). ENOENT means the kernel has no qdisc of that kind (not built, module missing).
-    pub fn add_qdisc(&mut self, ifindex: i32, parent: u32, handle: u32, kind: &str) -> io::Result<()> {
+    /// there), with `options` as its TCA_OPTIONS payload when given. ENOENT means the kernel has
+    /// no qdisc of that kind (not built, module missing).
+    pub fn add_qdisc(&mut self, ifindex: i32, parent: u32, handle: u32, kind: &str, options: Option<&[u8]>) -> io::Result<()> {
         let mut attrs = Vec::new();
         push_attr(&mut attrs, TCA_KIND, kind.as_bytes(), true);
+        if let Some(options) = options {
+            push_attr(&mut attrs, TCA_OPTIONS, options, false);
+        }
         let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle, parent, info: 0 };
         self.request(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, as_bytes(&tcmsg), &attrs)
     }
@@ -132,6 +137,13 @@ fn push_attr(buf: &mut Vec<u8>, attr_type: u16, payload: &[u8], nul_terminate: b
 fn as_bytes<T>(value: &T) -> &[u8] {
     // SAFETY: only used on the #[repr(C)] headers above, which have no padding.
     unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast(), mem::size_of::<T>()) }
+}
+
+/// `struct tc_netem_qopt` with only a queue limit: netem refuses to be created without options.
+#[must_use]
+pub fn netem_default_options() -> Vec<u8> {
+    // latency, limit, loss, gap, duplicate, jitter
+    [0u32, 1000, 0, 0, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect()
 }
 
 /// Runs `f` on a fresh thread inside a brand-new, empty network namespace, which disappears

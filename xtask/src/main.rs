@@ -1,1 +1,76 @@
-fn main() {}
+//! `cargo xtask <task>`: everything around the code, so that a fresh machine needs two commands
+//! (`cargo xtask demo`, `cargo xtask test`) and nothing else.
+mod bench;
+mod demo;
+mod setup;
+mod test;
+mod util;
+mod vm;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "chaos project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the project needs: nightly rust-src, bpf-linker 0.10.0, Debian packages, and
+    /// the Debian 6.1 / 6.12 kernels of the VM tier. Idempotent; quiet when nothing is missing.
+    Setup,
+    /// Run every test: the host tier, then the VM tier on each Debian kernel.
+    Test {
+        /// Only the host tier.
+        #[arg(long, conflicts_with = "vm_only")]
+        host_only: bool,
+        /// Only the VM tier.
+        #[arg(long)]
+        vm_only: bool,
+        /// VM kernels to use (default: all).
+        #[arg(long = "kernel", value_enum)]
+        kernels: Vec<vm::KernelName>,
+    },
+    /// Boot a Debian kernel under QEMU (TCG) and run a command inside; exits with its status.
+    /// The workspace's binaries, `ip` and `tc` are always there; the command's own file too.
+    Vm {
+        #[arg(long, value_enum)]
+        kernel: vm::KernelName,
+        /// More files to copy into the VM (same path inside; shared libraries follow).
+        #[arg(long)]
+        include: Vec<PathBuf>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run benchmarks side by side and write the figures into BENCHMARKS.md.
+    Bench {
+        /// Which benchmarks (default: all).
+        #[arg(value_enum)]
+        which: Vec<bench::Which>,
+    },
+    /// Show chaos dropping packets for one cgroup, end to end, in test namespaces.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Test { host_only, vm_only, kernels } => test::run(!vm_only, !host_only, &kernels),
+        Task::Vm { kernel, include, command } => vm::run_command(kernel, &include, &command),
+        Task::Bench { which } => bench::run(&which),
+        Task::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `cargo xtask setup`: installs what a fresh machine lacks, and nothing it already has.
+//! Every step checks first and stays silent when satisfied; a failing step says what to do.
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::{util, vm};
+
+/// The bpf-linker that loads the nightly's own LLVM (22); 0.11+ wants a system LLVM 23 that this
+/// machine's Debian does not have. Installed exactly, never upgraded.
+const BPF_LINKER_VERSION: &str = "0.10.0";
+
+/// Debian packages and why the project needs each.
+const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "boots the Debian kernels of the VM tier"),
+    ("busybox-static", "the VM tier's userland"),
+    ("cpio", "packs the VM tier's initramfs"),
+    ("xz-utils", "unpacks the 6.12 kernel's compressed modules"),
+    ("kmod", "depmod: module dependencies of the VM kernels"),
+    ("iproute2", "test hosts: network namespaces and veth pairs"),
+    ("binutils", "strips debug info from binaries copied into the VM"),
+    ("bpftool", "inspecting what is attached, when debugging"),
+    ("iptables", "the anchor tool of the packet-drop benchmark"),
+    ("strace", "the anchor tool of the syscall benchmarks"),
+];
+
+pub fn run() -> anyhow::Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()?;
+    debian_packages()?;
+    for kernel in vm::KernelName::ALL {
+        vm::ensure_kernel(kernel)?;
+    }
+    Ok(())
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let step = "setup: nightly toolchain";
+    let installed = util::output(
+        Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]),
+        step,
+    )
+    .context("the eBPF crate builds with the nightly toolchain (-Z build-std); install it with `rustup toolchain install nightly`")?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: adding rust-src to the nightly toolchain (needed for -Z build-std=core)");
+        util::run(
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+            "setup: rustup component add rust-src",
+        )?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let current = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match current.as_deref() {
+        Some(version) if version.ends_with(BPF_LINKER_VERSION) => return Ok(()),
+        Some(other) => eprintln!("setup: replacing {other} with bpf-linker {BPF_LINKER_VERSION} (newer ones need LLVM 23)"),
+        None => eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} (about 4 minutes, once)"),
+    }
+    util::run(
+        util::cargo().args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force"]),
+        "setup: cargo install bpf-linker",
+    )
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().map(|(name, _)| *name).filter(|name| !is_installed(name)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("setup: Debian packages missing: {}; run `cargo xtask setup` as root (it uses apt-get)", missing.join(" "));
+    }
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+    util::run(Command::new("apt-get").args(["update", "-q", "-q"]), "setup: apt-get update")?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "setup: apt-get install",
+    )
+}
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Abbrev}", package])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"ii"))
+}

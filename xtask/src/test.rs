@@ -1,0 +1,159 @@
+//! `cargo xtask test`: set up, build, then run the tests on the host kernel and on each VM kernel.
+//! Skipped tests are listed per tier with their reasons, so a skip never passes unnoticed.
+use std::{
+    fs,
+    io::BufRead as _,
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{setup, util, vm};
+
+/// The binaries the tests need, built once.
+pub struct Binaries {
+    pub chaos: PathBuf,
+    pub workload: PathBuf,
+    /// Integration test executables of the `chaos-tests` package.
+    pub integration_tests: Vec<PathBuf>,
+}
+
+impl Binaries {
+    /// Files to copy into a VM.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.chaos.clone(), self.workload.clone()];
+        files.extend(self.integration_tests.iter().cloned());
+        files
+    }
+
+    /// Environment that points the tests at these binaries and names the tier.
+    pub fn env(&self, tier: &str) -> Vec<(String, String)> {
+        vec![
+            ("CHAOS_TEST_TIER".into(), tier.into()),
+            ("CHAOS_BIN".into(), self.chaos.display().to_string()),
+            ("CHAOS_CHAOS_WORKLOAD_BIN".into(), self.workload.display().to_string()),
+        ]
+    }
+}
+
+/// `cargo build --bins` and `cargo test --no-run -p chaos-tests`, returning the executables.
+pub fn build_binaries() -> anyhow::Result<Binaries> {
+    let bins = executables(util::cargo().args(["build", "--bins", "--message-format=json-render-diagnostics"]), "build")?;
+    let find = |name: &str| {
+        bins.iter()
+            .find(|(target, kind, _)| target == name && kind == "bin")
+            .map(|(_, _, path)| path.clone())
+            .with_context(|| format!("cargo build produced no {name} binary"))
+    };
+    let tests = executables(
+        util::cargo().args(["test", "--no-run", "-p", "chaos-tests", "--message-format=json-render-diagnostics"]),
+        "build tests",
+    )?;
+    Ok(Binaries {
+        chaos: find("chaos")?,
+        workload: find("chaos-workload")?,
+        integration_tests: tests.into_iter().filter(|(_, kind, _)| kind == "test").map(|(_, _, path)| path).collect(),
+    })
+}
+
+/// (target name, target kind, executable) of every executable artifact cargo reports.
+fn executables(command: &mut std::process::Command, step: &str) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
+    let output = command.stderr(std::process::Stdio::inherit()).output().with_context(|| format!("{step}: cannot run cargo"))?;
+    if !output.status.success() {
+        bail!("{step}: cargo failed ({}); the compiler's messages are above", output.status);
+    }
+    let mut found = Vec::new();
+    for line in output.stdout.lines().map_while(Result::ok) {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if let Some(executable) = message["executable"].as_str() {
+            let name = message["target"]["name"].as_str().unwrap_or_default().to_owned();
+            let kind = message["target"]["kind"][0].as_str().unwrap_or_default().to_owned();
+            found.push((name, kind, PathBuf::from(executable)));
+        }
+    }
+    Ok(found)
+}
+
+struct TierResult {
+    tier: String,
+    passed: bool,
+    detail: String,
+    skips: Vec<String>,
+}
+
+pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<()> {
+    setup::run()?;
+    let binaries = build_binaries()?;
+    let mut results = Vec::new();
+    if host {
+        results.push(host_tier(&binaries)?);
+    }
+    if vms {
+        let kernels = if kernels.is_empty() { &vm::KernelName::ALL[..] } else { kernels };
+        for &kernel in kernels {
+            results.push(vm_tier(&binaries, kernel)?);
+        }
+    }
+    println!("\ntest summary");
+    for result in &results {
+        println!("  {:<8} {} {}", result.tier, if result.passed { "passed" } else { "FAILED" }, result.detail);
+        for skip in &result.skips {
+            println!("           {skip}");
+        }
+    }
+    let failed: Vec<&str> = results.iter().filter(|r| !r.passed).map(|r| r.tier.as_str()).collect();
+    if !failed.is_empty() {
+        bail!("tests failed on: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn skip_log(tier: &str) -> anyhow::Result<PathBuf> {
+    let path = util::cache_dir().join(format!("skips-{tier}.txt"));
+    fs::create_dir_all(util::cache_dir())?;
+    let _ = fs::remove_file(&path);
+    Ok(path)
+}
+
+fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
+    println!("== host tier: kernel {}", fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
+    let skips_path = skip_log("host")?;
+    let mut command = util::cargo();
+    command.args(["test", "--", "--show-output"]).env("CHAOS_SKIP_LOG", &skips_path);
+    for (key, value) in binaries.env("host") {
+        command.env(key, value);
+    }
+    let status = command.status().context("running cargo test")?;
+    let skips = fs::read_to_string(&skips_path).unwrap_or_default().lines().map(str::to_owned).collect();
+    Ok(TierResult { tier: "host".into(), passed: status.success(), detail: String::new(), skips })
+}
+
+fn vm_tier(binaries: &Binaries, name: vm::KernelName) -> anyhow::Result<TierResult> {
+    let kernel = vm::ensure_kernel(name)?;
+    println!("== VM tier: {} under QEMU (TCG)", kernel.package);
+    let mut script = String::from("export RUST_BACKTRACE=1 CHAOS_SKIP_LOG=/tmp/skips\nrc=0\n");
+    for test in &binaries.integration_tests {
+        let quoted = vm::shell_quote(&test.display().to_string());
+        script.push_str(&format!("echo \"=== {}\"\n{quoted} --test-threads=2 --show-output || rc=1\n", test.display()));
+    }
+    script.push_str("[ -f /tmp/skips ] && while read -r line; do echo \"CHAOS_SKIP $line\"; done < /tmp/skips\nexit $rc\n");
+    let job = vm::VmJob {
+        kernel: &kernel,
+        files: binaries.files(),
+        env: binaries.env(&name.tier()),
+        script,
+        timeout: Duration::from_secs(40 * 60),
+    };
+    let outcome = vm::boot(&job)?;
+    let skips = outcome.lines.iter().filter_map(|l| l.strip_prefix("CHAOS_SKIP ")).map(str::to_owned).collect();
+    Ok(TierResult {
+        tier: name.tier(),
+        passed: outcome.exit_code == 0,
+        detail: if outcome.exit_code == 0 { String::new() } else { format!("(exit {})", outcome.exit_code) },
+        skips,
+    })
+}
