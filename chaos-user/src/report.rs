@@ -42,12 +42,10 @@ impl FaultReport<'_> {
             StopReason::Signal(signal) => format!("stopped early by {}", signal.name()),
         };
         let mut out = format!(
-            "{} {} on {} (cgroup {}, id {}) {ended} after {:.1}s of {}; detached.\n",
+            "{} {} on {} {ended} after {:.1}s of {}; detached.\n",
             self.fault,
             self.percent,
-            self.target.named_as,
-            self.target.cgroup,
-            self.target.id,
+            self.target.describe(),
             self.elapsed.as_secs_f64(),
             humantime::format_duration(self.requested),
         );

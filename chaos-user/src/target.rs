@@ -95,6 +95,15 @@ pub struct Target {
     pub id: u64,
 }
 
+impl Target {
+    /// `cgroup /a/b (id 42)`, plus how it was named when that was not by path.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let cgroup = format!("cgroup {} (id {})", self.cgroup, self.id);
+        if self.named_as.starts_with("--cgroup") { cgroup } else { format!("{} = {cgroup}", self.named_as) }
+    }
+}
+
 /// The cgroup v2 hierarchy as this process sees it.
 #[derive(Clone, Debug)]
 pub struct CgroupFs {
@@ -416,7 +425,7 @@ mod tests {
     }
 
     const ID_A: &str = "aaaa456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    const ID_B: &str = "aaab456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const ID_B: &str = "aaaa556789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn tree() -> FakeTree {
         FakeTree::new(&[

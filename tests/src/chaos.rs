@@ -10,7 +10,7 @@ use crate::workload::sibling_binary;
 
 #[must_use]
 pub fn chaos_bin() -> PathBuf {
-    sibling_binary("chaos", None)
+    sibling_binary("chaos", "CHAOS_BIN", None)
 }
 
 /// Runs `chaos args...` to completion: (exit status, stdout, stderr).

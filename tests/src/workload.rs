@@ -13,14 +13,13 @@ use crate::{cgroup::TestCgroup, net::Netns};
 /// The workload binary built next to the test binaries.
 #[must_use]
 pub fn workload_bin() -> PathBuf {
-    sibling_binary("chaos-workload", option_env!("CARGO_BIN_EXE_chaos-workload"))
+    sibling_binary("chaos-workload", "CHAOS_WORKLOAD_BIN", option_env!("CARGO_BIN_EXE_chaos-workload"))
 }
 
-/// A binary of the workspace: `$CHAOS_<NAME>_BIN`, else next to the running test's target dir.
+/// A binary of the workspace: `$var` if set, else next to the running test's target dir.
 #[must_use]
-pub fn sibling_binary(name: &str, compiled_in: Option<&str>) -> PathBuf {
-    let var = format!("CHAOS_{}_BIN", name.to_uppercase().replace('-', "_"));
-    if let Some(path) = std::env::var_os(&var) {
+pub fn sibling_binary(name: &str, var: &str, compiled_in: Option<&str>) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current_exe");
@@ -128,6 +127,16 @@ pub struct BlastReport {
     /// sendto() calls that returned an error.
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Wall time of the whole send loop.
+    pub elapsed_ns: u64,
+}
+
+impl BlastReport {
+    /// Send rate achieved, in packets per second.
+    #[must_use]
+    pub fn pps(&self) -> f64 {
+        self.sent as f64 * 1e9 / self.elapsed_ns.max(1) as f64
+    }
 }
 
 /// Options for `chaos-workload udp-blast`.

@@ -1,10 +1,332 @@
 //! `cargo xtask bench`: side-by-side measurements written into BENCHMARKS.md.
+//!
+//! Every figure is a ratio of two things measured in the same run, variants interleaved round
+//! by round so that drift hits them alike; medians over the rounds. The machine and kernel are
+//! written next to the figures.
+use std::{fmt::Write as _, fs, net::SocketAddrV4, time::Duration};
+
+use anyhow::{Context as _, bail};
+use chaos_tests::{
+    cgroup::TestCgroup,
+    chaos::Chaos,
+    kernel,
+    net::TwoHosts,
+    workload::{Blast, BlastReport, UdpSink},
+};
+
+use crate::{setup, test, util};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
     /// Packet drop: untargeted throughput armed vs not, CPU per packet vs iptables.
     Drop,
 }
 
-pub fn run(_which: &[Which]) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub fn run(which: &[Which]) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmarks create cgroups, namespaces and BPF programs: run them as root");
+    }
+    setup::run()?;
+    let binaries = test::build_binaries()?;
+    for (key, value) in binaries.env("host") {
+        // SAFETY: still single-threaded; the helpers read these to find the binaries.
+        unsafe { std::env::set_var(key, value) };
+    }
+    let which = if which.is_empty() { &[Which::Drop][..] } else { which };
+    for bench in which {
+        let section = match bench {
+            Which::Drop => drop_bench()?,
+        };
+        write_section("drop", &section)?;
+    }
+    println!("figures written to BENCHMARKS.md");
+    Ok(())
+}
+
+/// Packets per run and rounds per variant.
+const PACKETS: u64 = 300_000;
+const ROUNDS: usize = 9;
+const PORT: u16 = 7100;
+
+fn drop_bench() -> anyhow::Result<String> {
+    let hosts = TwoHosts::new();
+    let workload = TestCgroup::new();
+    let other = TestCgroup::new();
+    let to = SocketAddrV4::new(TwoHosts::B, PORT);
+
+    // Each round measures every variant back to back; ratios are taken within a round, so slow
+    // phases of the machine (this is a 2-vCPU VM) hit both sides of a ratio alike.
+    let mut untargeted = Ratios::default();
+    let mut targeted_zero = Ratios::default();
+    let mut cpu_vs_iptables_in = Ratios::default();
+    let mut cpu_vs_iptables_out = Ratios::default();
+    let (mut cpu_chaos, mut cpu_iptables_in, mut cpu_iptables_out, mut cpu_none) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rate_chaos, mut rate_iptables_in, mut rate_iptables_out) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        eprintln!("bench drop: round {round}/{ROUNDS}");
+        let off = measure(&hosts, &workload, to)?;
+        let armed_elsewhere = {
+            let _armed = arm(&other, "20", "both")?;
+            measure(&hosts, &workload, to)?
+        };
+        let zero = {
+            let _armed = arm(&workload, "0", "egress")?;
+            measure(&hosts, &workload, to)?
+        };
+        let chaos = {
+            let _armed = arm(&workload, "20", "egress")?;
+            measure(&hosts, &workload, to)?
+        };
+        let iptables_in = {
+            let _rule = IptablesDrop::add(hosts.b.name(), "raw", "PREROUTING", PORT)?;
+            measure(&hosts, &workload, to)?
+        };
+        let iptables_out = {
+            let _rule = IptablesDrop::add(hosts.a.name(), "filter", "OUTPUT", PORT)?;
+            measure(&hosts, &workload, to)?
+        };
+        untargeted.push(armed_elsewhere.pps, off.pps);
+        targeted_zero.push(zero.pps, off.pps);
+        cpu_vs_iptables_in.push(chaos.cpu_ns_per_packet, iptables_in.cpu_ns_per_packet);
+        cpu_vs_iptables_out.push(chaos.cpu_ns_per_packet, iptables_out.cpu_ns_per_packet);
+        cpu_none.push(off.cpu_ns_per_packet);
+        cpu_chaos.push(chaos.cpu_ns_per_packet);
+        cpu_iptables_in.push(iptables_in.cpu_ns_per_packet);
+        cpu_iptables_out.push(iptables_out.cpu_ns_per_packet);
+        rate_chaos.push(chaos.lost_share);
+        rate_iptables_in.push(iptables_in.lost_share);
+        rate_iptables_out.push(iptables_out.lost_share);
+    }
+    // The program's own cost per packet, measured apart: the statistics slow every run a bit.
+    let program_ns = {
+        let _armed = arm(&workload, "0", "egress")?;
+        let stats = BpfStats::enable()?;
+        let _ = measure(&hosts, &workload, to)?;
+        stats.ns_per_run("net_drop_egress")?
+    };
+
+    let mut out = String::new();
+    let _ = writeln!(out, "## Packet drop (`cargo xtask bench drop`)\n");
+    let _ = writeln!(out, "{}\n", machine());
+    let _ = writeln!(
+        out,
+        "UDP, 64-byte payloads, {PACKETS} packets per run sent as fast as one sender can, from a test cgroup \
+         across a veth pair between two network namespaces. {ROUNDS} rounds; in each round every variant runs \
+         back to back and ratios are taken within the round; the table shows the median ratio and the range \
+         over rounds.\n"
+    );
+    let _ = writeln!(out, "| measurement | median (range) | goal |\n|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| untargeted throughput: chaos armed (20 %, both directions) on another cgroup vs nothing armed | **{}** | >= 0.98x |",
+        untargeted.summary()
+    );
+    let _ = writeln!(
+        out,
+        "| CPU per packet dropping 20 % as silent loss: chaos vs `iptables -m statistic --mode random` in the receiver's raw PREROUTING | **{}** ({:.0} vs {:.0} ns) | <= 1x |",
+        cpu_vs_iptables_in.summary(),
+        median(&cpu_chaos),
+        median(&cpu_iptables_in)
+    );
+    let _ = writeln!(
+        out,
+        "| CPU per packet dropping 20 % at the sender: chaos vs the same iptables rule in the sender's OUTPUT (which fails `sendto()` with EPERM instead) | {} ({:.0} vs {:.0} ns) | |",
+        cpu_vs_iptables_out.summary(),
+        median(&cpu_chaos),
+        median(&cpu_iptables_out)
+    );
+    let _ = writeln!(
+        out,
+        "| drop rate achieved | chaos {:.2} %, iptables PREROUTING {:.2} %, iptables OUTPUT {:.2} % | 20 % |",
+        100.0 * median(&rate_chaos),
+        100.0 * median(&rate_iptables_in),
+        100.0 * median(&rate_iptables_out)
+    );
+    let _ = writeln!(
+        out,
+        "| for scale: the target's own throughput at 0 % (program on every packet, never dropping) vs nothing armed | {} | |",
+        targeted_zero.summary()
+    );
+    let _ = writeln!(
+        out,
+        "| for scale: time inside chaos's egress program per packet (kernel.bpf_stats_enabled) | {program_ns:.0} ns | |"
+    );
+    let _ = writeln!(out, "| for scale: CPU per packet with nothing armed | {:.0} ns | |", median(&cpu_none));
+    let _ = writeln!(
+        out,
+        "\nCPU is all CPUs' busy time (/proc/stat: user, system, irq, softirq) over the run divided by packets \
+         sent, so it includes the receiver. chaos drops in the sender's egress path and the sender sees no error, as \
+         with real loss. iptables cannot do that at the sender: a DROP in OUTPUT makes `sendto()` fail with EPERM \
+         (an errno fault, not loss), so the like-for-like anchor drops on arrival at the receiver, after the packet \
+         crossed the link. Both placements are shown. Untargeted cgroups do not run chaos's \
+         programs at all (they are attached to the target cgroup only), which is why the first ratio is 1 within \
+         noise; the target itself pays for the cgroup-BPF hook on each packet, shown for scale."
+    );
+    Ok(out)
+}
+
+/// Per-round ratios a/b.
+#[derive(Default)]
+struct Ratios(Vec<f64>);
+
+impl Ratios {
+    fn push(&mut self, a: f64, b: f64) {
+        self.0.push(a / b);
+    }
+
+    fn summary(&self) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(0.0, f64::max);
+        format!("{:.3}x ({min:.3}-{max:.3})", median(&self.0))
+    }
+}
+
+struct Run {
+    pps: f64,
+    cpu_ns_per_packet: f64,
+    lost_share: f64,
+}
+
+fn measure(hosts: &TwoHosts, workload: &TestCgroup, to: SocketAddrV4) -> anyhow::Result<Run> {
+    let sink = UdpSink::start(&hosts.b, to.port(), 300, false);
+    let busy_before = busy_cpu_ns()?;
+    let blast: BlastReport =
+        Blast { to, sender_id: 1, count: PACKETS, pps: 0, cgroup: Some(workload), netns: &hosts.a }.run();
+    let busy = busy_cpu_ns()? - busy_before;
+    let received = sink.finish().received_from(1);
+    Ok(Run {
+        pps: blast.pps(),
+        cpu_ns_per_packet: busy as f64 / PACKETS as f64,
+        lost_share: 1.0 - received as f64 / PACKETS as f64,
+    })
+}
+
+/// chaos net drop armed on `cgroup` until dropped.
+fn arm(cgroup: &TestCgroup, percent: &str, direction: &str) -> anyhow::Result<Chaos> {
+    let chaos = Chaos::start(&[
+        "net", "drop", "--cgroup", cgroup.path(), "--percent", percent, "--for", "30m", "--direction", direction,
+    ]);
+    let programs = if direction == "both" { 2 } else { 1 };
+    kernel::wait_for_inet_programs(cgroup.dir(), programs, Duration::from_secs(20));
+    Ok(chaos)
+}
+
+/// `iptables -m statistic` dropping 20 % of the flow in a test namespace, removed on Drop.
+struct IptablesDrop<'a> {
+    ns: &'a str,
+    rule: Vec<String>,
+}
+
+impl<'a> IptablesDrop<'a> {
+    fn add(ns: &'a str, table: &str, chain: &str, port: u16) -> anyhow::Result<Self> {
+        let port = port.to_string();
+        let rule: Vec<String> = ["-t", table, chain, "-p", "udp", "--dport", &port, "-m", "statistic", "--mode", "random", "--probability", "0.2", "-j", "DROP"]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let this = Self { ns, rule };
+        this.iptables("-A")?;
+        Ok(this)
+    }
+
+    fn iptables(&self, action: &str) -> anyhow::Result<()> {
+        // -t TABLE goes before the action: iptables -t raw -A PREROUTING ...
+        let mut args = vec!["netns", "exec", self.ns, "iptables", &self.rule[0], &self.rule[1], action];
+        args.extend(self.rule[2..].iter().map(String::as_str));
+        util::output(std::process::Command::new("ip").args(&args), "bench: iptables").map(drop)
+    }
+}
+
+impl Drop for IptablesDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.iptables("-D");
+    }
+}
+
+/// The kernel's per-program run-time statistics, switched on for a measurement and back to
+/// their previous setting on Drop (they cost a little on every program run).
+struct BpfStats {
+    previous: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> anyhow::Result<Self> {
+        let previous = fs::read_to_string(BPF_STATS).context("read kernel.bpf_stats_enabled")?;
+        fs::write(BPF_STATS, "1").context("enable kernel.bpf_stats_enabled")?;
+        Ok(Self { previous })
+    }
+
+    /// Mean ns per run of the loaded program named `name`, from `bpftool -j prog show`.
+    fn ns_per_run(&self, name: &str) -> anyhow::Result<f64> {
+        let json = util::output(std::process::Command::new("bpftool").args(["-j", "prog", "show", "name", name]), "bench: bpftool")?;
+        let value: serde_json::Value = serde_json::from_str(&json)?;
+        let program = if value.is_array() { &value[0] } else { &value };
+        let (time, runs) = (program["run_time_ns"].as_f64(), program["run_cnt"].as_f64());
+        match (time, runs) {
+            (Some(time), Some(runs)) if runs > 0.0 => Ok(time / runs),
+            _ => bail!("bpftool reported no run statistics for {name}: {json}"),
+        }
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS, self.previous.trim());
+    }
+}
+
+/// Busy CPU time of the whole machine so far, in ns.
+fn busy_cpu_ns() -> anyhow::Result<u64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("no cpu line in /proc/stat")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| fields.get(i)).sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(busy * 1_000_000_000 / hz)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// Where and when the figures were measured.
+pub fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let date = util::output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]), "date").unwrap_or_default();
+    format!("Measured {} on {cpu} ({cpus} CPUs), kernel {} (host tier).", date.trim(), kernel.trim())
+}
+
+/// Replaces (or appends) the section between this benchmark's markers in BENCHMARKS.md.
+fn write_section(name: &str, body: &str) -> anyhow::Result<()> {
+    let path = util::root().join("BENCHMARKS.md");
+    let start = format!("<!-- bench:{name}:start -->");
+    let end = format!("<!-- bench:{name}:end -->");
+    let text = fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nWritten by `cargo xtask bench`; each section is replaced when its benchmark runs again.\n".into()
+    });
+    let block = format!("{start}\n{body}{end}");
+    let updated = match (text.find(&start), text.find(&end)) {
+        (Some(s), Some(e)) if e > s => format!("{}{block}{}", &text[..s], &text[e + end.len()..]),
+        _ => format!("{}\n{block}\n", text.trim_end()),
+    };
+    fs::write(&path, updated)?;
+    Ok(())
 }

@@ -32,7 +32,7 @@ impl Binaries {
         vec![
             ("CHAOS_TEST_TIER".into(), tier.into()),
             ("CHAOS_BIN".into(), self.chaos.display().to_string()),
-            ("CHAOS_CHAOS_WORKLOAD_BIN".into(), self.workload.display().to_string()),
+            ("CHAOS_WORKLOAD_BIN".into(), self.workload.display().to_string()),
         ]
     }
 }

@@ -376,10 +376,9 @@ fn module_load_order(modules_dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<
         order.push(path.to_owned());
     }
     for name in wanted {
-        match deps.iter().find(|(path, _)| module_name(path) == *name) {
-            Some((path, _)) => visit(path, &deps, &mut order),
-            // Built into this kernel: nothing to load.
-            None => {}
+        // A module missing from modules.dep is built into this kernel: nothing to load.
+        if let Some((path, _)) = deps.iter().find(|(path, _)| module_name(path) == *name) {
+            visit(path, &deps, &mut order);
         }
     }
     Ok(order)

@@ -125,7 +125,7 @@ fn print_plan(plan: &NetDropPlan, output: OutputFormat) {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(plan).expect("plan serializes")),
         OutputFormat::Text => {
             println!(
-                "plan: {} {} of {} packets of {} (cgroup {}, id {}) for {}",
+                "plan: {} {} of {} packets of {} for {}",
                 plan.fault,
                 plan.percent,
                 match plan.direction {
@@ -133,9 +133,7 @@ fn print_plan(plan: &NetDropPlan, output: OutputFormat) {
                     DirectionChoice::Egress => "outgoing",
                     DirectionChoice::Ingress => "incoming",
                 },
-                plan.target.named_as,
-                plan.target.cgroup,
-                plan.target.id,
+                plan.target.describe(),
                 humantime::format_duration(plan.duration),
             );
             for program in &plan.programs {

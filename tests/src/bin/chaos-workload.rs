@@ -52,8 +52,8 @@ fn udp_blast(to: SocketAddr, id: u32, count: u64, pps: u64) {
     let mut payload = [0u8; PAYLOAD];
     payload[..4].copy_from_slice(&id.to_le_bytes());
     for seq in 0..count {
-        if pps > 0 {
-            let due = start + Duration::from_nanos(seq * 1_000_000_000 / pps);
+        if let Some(gap_ns) = 1_000_000_000u64.checked_div(pps) {
+            let due = start + Duration::from_nanos(seq * gap_ns);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
@@ -66,7 +66,8 @@ fn udp_blast(to: SocketAddr, id: u32, count: u64, pps: u64) {
             first_error.get_or_insert_with(|| err.to_string());
         }
     }
-    let report = serde_json::json!({ "sent": count, "errors": errors, "first_error": first_error });
+    let elapsed_ns = start.elapsed().as_nanos() as u64;
+    let report = serde_json::json!({ "sent": count, "errors": errors, "first_error": first_error, "elapsed_ns": elapsed_ns });
     println!("{report}");
 }
 
