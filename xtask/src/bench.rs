@@ -14,7 +14,7 @@ use chaos_tests::{
     workload::{Blast, BlastReport, UdpSink},
 };
 
-use crate::{setup, test, util};
+use crate::{test, util};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -23,16 +23,7 @@ pub enum Which {
 }
 
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmarks create cgroups, namespaces and BPF programs: run them as root");
-    }
-    setup::run()?;
-    let binaries = test::build_binaries()?;
-    for (key, value) in binaries.env("host") {
-        // SAFETY: still single-threaded; the helpers read these to find the binaries.
-        unsafe { std::env::set_var(key, value) };
-    }
+    test::prepare_root_task("the benchmark")?;
     let which = if which.is_empty() { &[Which::Drop][..] } else { which };
     for bench in which {
         let section = match bench {

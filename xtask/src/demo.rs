@@ -2,7 +2,7 @@
 //! machine, inside test namespaces it creates and removes.
 use std::{net::SocketAddrV4, process::Command, time::Duration};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use chaos_tests::{
     cgroup::TestCgroup,
     chaos::chaos_bin,
@@ -11,22 +11,13 @@ use chaos_tests::{
     workload::{Blast, UdpSink},
 };
 
-use crate::{setup, test};
+use crate::test;
 
 const PPS: u64 = 1000;
 const SECONDS: u64 = 4;
 
 pub fn run() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the demo creates a cgroup, two network namespaces and BPF programs: run it as root");
-    }
-    setup::run()?;
-    let binaries = test::build_binaries()?;
-    for (key, value) in binaries.env("host") {
-        // SAFETY: single-threaded here; the helpers read these to find the binaries.
-        unsafe { std::env::set_var(key, value) };
-    }
+    test::prepare_root_task("the demo")?;
 
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();

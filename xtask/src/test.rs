@@ -37,6 +37,22 @@ impl Binaries {
     }
 }
 
+/// For tasks that run chaos on this machine (bench, demo): checks root, sets up, builds, and
+/// points the test helpers at the binaries through the environment.
+pub fn prepare_root_task(task: &str) -> anyhow::Result<Binaries> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{task} creates cgroups, network namespaces and BPF programs: run it as root");
+    }
+    setup::run()?;
+    let binaries = build_binaries()?;
+    for (key, value) in binaries.env("host") {
+        // SAFETY: xtask is still single-threaded here; the helpers read these variables.
+        unsafe { std::env::set_var(key, value) };
+    }
+    Ok(binaries)
+}
+
 /// `cargo build --bins` and `cargo test --no-run -p chaos-tests`, returning the executables.
 pub fn build_binaries() -> anyhow::Result<Binaries> {
     let bins = executables(util::cargo().args(["build", "--bins", "--message-format=json-render-diagnostics"]), "build")?;
