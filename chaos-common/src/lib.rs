@@ -3,23 +3,36 @@
 //!
 //! One loaded eBPF object serves one fault: its `FAULT_CONFIG` map holds one [`FaultConfig`], and
 //! its `FAULT_COUNTERS` per-CPU map holds one [`FaultCounters`] per [`Direction`]. Running two
-//! faults means loading the object twice; nothing is generated per fault.
+//! faults means loading the object twice; nothing is generated per fault. Filters (address
+//! prefixes, port sets, syscall sets) live in maps too, so one object serves every fault.
 //!
 //! All structs are `#[repr(C)]` with explicit padding fields so both compilers agree on the layout
 //! and no uninitialised bytes reach the kernel.
 #![no_std]
 
-/// Name of the array map (one entry) holding the fault's [`FaultConfig`].
-pub const FAULT_CONFIG_MAP: &str = "FAULT_CONFIG";
-/// Name of the per-CPU array map holding one [`FaultCounters`] per [`Direction`].
-pub const FAULT_COUNTERS_MAP: &str = "FAULT_COUNTERS";
+/// Map names, shared so neither side can misspell them.
+pub mod maps {
+    /// Array, one entry: the fault's [`super::FaultConfig`].
+    pub const FAULT_CONFIG: &str = "FAULT_CONFIG";
+    /// Per-CPU array, one entry per [`super::Direction`]: [`super::FaultCounters`].
+    pub const FAULT_COUNTERS: &str = "FAULT_COUNTERS";
+    /// Array, one entry: [`super::ScheduleState`], updated atomically (exact across CPUs).
+    pub const FAULT_SCHEDULE: &str = "FAULT_SCHEDULE";
+    /// Array, one entry: the burst-loss model's state (0 good, 1 bad).
+    pub const BURST_STATE: &str = "BURST_STATE";
+    /// LPM tries of remote prefixes: key `(prefix_len, address bytes)`, value unused (1).
+    pub const REMOTE_V4: &str = "REMOTE_V4";
+    pub const REMOTE_V6: &str = "REMOTE_V6";
+    /// Array of u64 words: two 65 536-bit port sets, remote ports then local ports.
+    pub const PORT_SETS: &str = "PORT_SETS";
+}
 
 /// Probabilities are given in parts per million: 1 ppm is the finest step a user can ask for.
 pub const PPM_SCALE: u32 = 1_000_000;
 
-/// How a fault's probability reaches the kernel: the program fires when a fresh
-/// `bpf_get_prandom_u32()` is below `threshold`. Working on the full 32-bit range (rather than
-/// `rand % 1_000_000`) avoids modulo bias, and a `u64` lets 100 % (2^32) always fire.
+/// How a probability reaches the kernel: the program fires when a fresh `bpf_get_prandom_u32()`
+/// is below `threshold`. Working on the full 32-bit range (rather than `rand % 1_000_000`) avoids
+/// modulo bias, and a `u64` lets 100 % (2^32) always fire.
 #[must_use]
 pub const fn threshold_from_ppm(ppm: u32) -> u64 {
     let ppm = if ppm > PPM_SCALE { PPM_SCALE } else { ppm };
@@ -44,8 +57,36 @@ impl Direction {
     }
 }
 
+/// [`FaultConfig::flags`] bits.
+pub mod flags {
+    /// Apply the schedule (`skip_first`, `only_first`, `every`, `max_injections`) before the draw.
+    pub const SCHEDULE: u32 = 1 << 0;
+    /// Decide with the Gilbert-Elliott burst model (`burst_enter`, `burst_leave`) instead of an
+    /// independent draw per event.
+    pub const BURST: u32 = 1 << 1;
+    /// Packet corruption: fix the L4 checksum after flipping the bit.
+    pub const FIX_CHECKSUM: u32 = 1 << 2;
+}
+
+/// [`FaultConfig::net_filters`] bits: which packet filters are active (all must match).
+pub mod net_filters {
+    /// The remote address must be in `REMOTE_V4` / `REMOTE_V6` (by the packet's family).
+    pub const REMOTE_ADDRESS: u32 = 1 << 0;
+    /// The remote port must be in the first port set.
+    pub const REMOTE_PORT: u32 = 1 << 1;
+    /// The local port must be in the second port set.
+    pub const LOCAL_PORT: u32 = 1 << 2;
+    /// The L4 protocol must be `FaultConfig::protocol`.
+    pub const PROTOCOL: u32 = 1 << 3;
+}
+
+/// Ports per set and u64 words per set in `PORT_SETS`.
+pub const PORTS_PER_SET: u32 = 65_536;
+pub const WORDS_PER_PORT_SET: u32 = PORTS_PER_SET / 64;
+
 /// One fault, as the kernel sees it. Written by userspace before the programs attach; may be
-/// rewritten while they run (a new rate is a map write, not a reload).
+/// rewritten while they run (a new rate is a map write, not a reload). Fields a fault family does
+/// not use stay zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultConfig {
@@ -55,13 +96,37 @@ pub struct FaultConfig {
     pub deadline_ns: u64,
     /// See [`threshold_from_ppm`].
     pub threshold: u64,
+    /// For programs on global hooks (tracepoints, LSM): the target cgroup's id. The program
+    /// compares it with the current task's ancestor at `target_level`, so tasks in child cgroups
+    /// of the target belong to it too. 0 for programs attached to the target cgroup itself.
+    pub target_cgroup: u64,
+    /// Depth of the target cgroup below the root (the root is level 0).
+    pub target_level: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// Schedule: leave the first `skip_first` matching events alone (`--after`).
+    pub skip_first: u64,
+    /// Schedule: only the first `only_first` events after those are eligible (`--first`; 0: all).
+    pub only_first: u64,
+    /// Schedule: only every `every`-th eligible event (`--every`; 0 or 1: each).
+    pub every: u64,
+    /// Schedule: inject at most this many times (`--max`; 0: no limit).
+    pub max_injections: u64,
+    /// Burst model: threshold (like `threshold`) of moving from the good to the bad state.
+    pub burst_enter: u64,
+    /// Burst model: threshold of moving from the bad back to the good state.
+    pub burst_leave: u64,
+    /// [`net_filters`] bits.
+    pub net_filters: u32,
+    /// IP protocol number for [`net_filters::PROTOCOL`] (1 also matches ICMPv6).
+    pub protocol: u32,
 }
 
 /// What a fault did, counted per CPU and per direction while it was live.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultCounters {
-    /// Events (packets, calls) the program saw while the fault was live.
+    /// Events (packets, calls) of the target the program saw while the fault was live.
     pub seen: u64,
     /// Of those, the ones that passed the fault's filters.
     pub matched: u64,
@@ -80,12 +145,21 @@ impl FaultCounters {
     }
 }
 
+/// Exact, machine-wide counts for schedules (`--first`, `--every`, `--max` must be exact, so
+/// these are shared by all CPUs and updated with atomic adds).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScheduleState {
+    pub matched: u64,
+    pub injected: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain-old-data, `#[repr(C)]`, every field an integer, padding spelled out.
+    // SAFETY (all): plain-old-data, `#[repr(C)]`, every field an integer, no implicit padding.
     unsafe impl aya::Pod for super::FaultConfig {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for super::FaultCounters {}
+    unsafe impl aya::Pod for super::ScheduleState {}
 }
 
 #[cfg(test)]
@@ -107,5 +181,12 @@ mod tests {
         for ppm in [1, 2, 999_999] {
             assert!(threshold_from_ppm(ppm) > threshold_from_ppm(ppm - 1));
         }
+    }
+
+    #[test]
+    fn shared_structs_have_no_implicit_padding() {
+        // 9 u64 and 4 u32 fields, nothing between them.
+        assert_eq!(core::mem::size_of::<FaultConfig>(), 9 * 8 + 4 * 4);
+        assert_eq!(core::mem::size_of::<ScheduleState>(), 2 * 8);
     }
 }

@@ -2,10 +2,15 @@
 //! does the event match, does it fire; then its hook family acts on the answer.
 #![no_std]
 #![no_main]
+// BPF atomics (gate.rs) are only reachable through inline assembly.
+#![feature(asm_experimental_arch)]
 
 mod gate;
 mod maps;
 mod net_cgroup;
+mod net_filter;
+mod net_tc;
+mod packet;
 
 #[cfg(not(test))]
 #[panic_handler]

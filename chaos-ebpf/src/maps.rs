@@ -1,9 +1,9 @@
 //! The maps userspace fills and reads (names and layouts in chaos-common).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray},
 };
-use chaos_common::{Direction, FaultConfig, FaultCounters};
+use chaos_common::{Direction, FaultConfig, FaultCounters, ScheduleState, WORDS_PER_PORT_SET};
 
 /// One entry: this object's fault.
 #[map(name = "FAULT_CONFIG")]
@@ -13,3 +13,22 @@ pub(crate) static FAULT_CONFIG: Array<FaultConfig> = Array::with_max_entries(1, 
 #[map(name = "FAULT_COUNTERS")]
 pub(crate) static FAULT_COUNTERS: PerCpuArray<FaultCounters> =
     PerCpuArray::with_max_entries(Direction::COUNT, 0);
+
+/// Exact machine-wide counts for schedules; only touched when the fault has one.
+#[map(name = "FAULT_SCHEDULE")]
+pub(crate) static FAULT_SCHEDULE: Array<ScheduleState> = Array::with_max_entries(1, 0);
+
+/// The burst-loss model's state: 0 good, 1 bad. Shared by all CPUs: bursts span the whole
+/// target, not one CPU's share of it.
+#[map(name = "BURST_STATE")]
+pub(crate) static BURST_STATE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Remote address prefixes (`--remote`, `partition --to`), one trie per family.
+#[map(name = "REMOTE_V4")]
+pub(crate) static REMOTE_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(1024, 0);
+#[map(name = "REMOTE_V6")]
+pub(crate) static REMOTE_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(1024, 0);
+
+/// Two port sets as bitmaps (remote, then local): any list or range is one lookup.
+#[map(name = "PORT_SETS")]
+pub(crate) static PORT_SETS: Array<u64> = Array::with_max_entries(2 * WORDS_PER_PORT_SET, 0);

@@ -1,9 +1,9 @@
-//! Packet faults on the target cgroup's own sockets (cgroup_skb). Attached to the target cgroup
+//! Packet loss for the target cgroup's own sockets (cgroup_skb). Attached to the target cgroup
 //! only, so other cgroups never run this code: their cost is zero.
 use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
 use chaos_common::Direction;
 
-use crate::gate;
+use crate::{gate, net_filter, packet};
 
 /// cgroup_skb verdict: let the packet through.
 const PASS: i32 = 1;
@@ -16,21 +16,28 @@ const DROP_INGRESS: i32 = 0;
 const DROP_EGRESS_SILENTLY: i32 = 2;
 
 #[cgroup_skb(egress)]
-pub fn net_drop_egress(_ctx: SkBuffContext) -> i32 {
-    if drops(Direction::Egress) { DROP_EGRESS_SILENTLY } else { PASS }
+pub fn net_drop_egress(ctx: SkBuffContext) -> i32 {
+    if drops(&ctx, Direction::Egress) { DROP_EGRESS_SILENTLY } else { PASS }
 }
 
 #[cgroup_skb(ingress)]
-pub fn net_drop_ingress(_ctx: SkBuffContext) -> i32 {
-    if drops(Direction::Ingress) { DROP_INGRESS } else { PASS }
+pub fn net_drop_ingress(ctx: SkBuffContext) -> i32 {
+    if drops(&ctx, Direction::Ingress) { DROP_INGRESS } else { PASS }
 }
 
 #[inline(always)]
-fn drops(direction: Direction) -> bool {
+fn drops(ctx: &SkBuffContext, direction: Direction) -> bool {
     let Some(fault) = gate::live(direction) else {
         return false;
     };
-    // No filters yet: every packet of the target matches.
+    // Unfiltered faults never parse the packet.
+    if fault.config.net_filters != 0 {
+        // cgroup_skb data starts at the IP header.
+        let Some(packet) = packet::parse(&ctx.skb, 0, direction) else { return false };
+        if !net_filter::matches(fault.config, &packet) {
+            return false;
+        }
+    }
     fault.matched();
     fault.fires()
 }

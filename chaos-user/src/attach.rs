@@ -1,18 +1,29 @@
-//! Loads the eBPF object, writes a fault's configuration, attaches its programs.
+//! Loads the eBPF object, writes a fault's configuration and maps, attaches its programs.
 //!
-//! Everything attached here is a bpf_link owned by a file descriptor of this process: dropping a
-//! [`LoadedFault`] detaches it, and so does the process dying for any reason, SIGKILL included.
-//! Nothing is pinned, so nothing can be left behind.
+//! Everything attached here is owned by this process: cgroup programs and tcx programs through
+//! bpf_link file descriptors, which the kernel drops with the process, SIGKILL included. Legacy
+//! TC filters (kernels before 6.6) are netlink objects that outlive it: they are written to the
+//! [`ledger`](crate::ledger) so `chaos cleanup` or the next run removes them after a crash, and
+//! until then the kernel-enforced deadline keeps them inert.
 use std::{fs::File, path::Path};
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{Array, MapError, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError},
+    maps::{Array, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        tc::{self, SchedClassifierLink, TcAttachOptions, TcError},
+    },
 };
-use chaos_common::{Direction, FAULT_CONFIG_MAP, FAULT_COUNTERS_MAP, FaultConfig, FaultCounters};
+use chaos_common::{Direction, FaultConfig, FaultCounters, maps};
 
-use crate::{errno, features::describe_program_error};
+use crate::{
+    errno,
+    features::{TcApi, describe_program_error},
+    ledger::{self, Entry, Item},
+    netns::Netns,
+    plan::{AttachPoint, MapContents, PlannedProgram},
+};
 
 /// The object built from chaos-ebpf by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos"));
@@ -32,16 +43,29 @@ pub enum AttachError {
     Map { map: &'static str, source: MapError },
     #[error("cannot open cgroup directory {path}: {source}")]
     Cgroup { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Tc(String),
+}
+
+/// A TC program attached in some namespace, detached from inside that namespace.
+struct TcAttachment {
+    link: Option<SchedClassifierLink>,
+    netns: Netns,
+    iface: String,
+    filter_record: Option<Entry>,
+    qdisc_record: Option<Entry>,
 }
 
 /// One fault's instance of the eBPF object: its own maps, its own attached programs.
 pub struct LoadedFault {
     ebpf: Ebpf,
+    tc: Vec<TcAttachment>,
+    tc_api: TcApi,
 }
 
 impl LoadedFault {
     /// Loads a fresh copy of the object (maps are created; no program is loaded yet).
-    pub fn load() -> Result<Self, AttachError> {
+    pub fn load(tc_api: TcApi) -> Result<Self, AttachError> {
         if EBPF_OBJECT.is_empty() {
             return Err(AttachError::NoObject);
         }
@@ -52,18 +76,13 @@ impl LoadedFault {
             },
             other => AttachError::Load(other),
         })?;
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, tc: Vec::new(), tc_api })
     }
 
     /// Writes the fault's configuration. Safe while the programs run: the next event sees it.
     pub fn configure(&mut self, config: FaultConfig) -> Result<(), AttachError> {
-        let map = self.ebpf.map_mut(FAULT_CONFIG_MAP).ok_or(AttachError::Map {
-            map: FAULT_CONFIG_MAP,
-            source: MapError::InvalidName { name: FAULT_CONFIG_MAP.into() },
-        })?;
-        let mut array: Array<_, FaultConfig> =
-            Array::try_from(map).map_err(|source| AttachError::Map { map: FAULT_CONFIG_MAP, source })?;
-        array.set(0, config, 0).map_err(|source| AttachError::Map { map: FAULT_CONFIG_MAP, source })
+        let mut array: Array<_, FaultConfig> = self.map(maps::FAULT_CONFIG)?;
+        array.set(0, config, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })
     }
 
     /// Switches the fault off now (deadline 0), without detaching anything.
@@ -71,9 +90,56 @@ impl LoadedFault {
         self.configure(FaultConfig::default())
     }
 
-    /// Loads `program` (a cgroup_skb program of the object) and attaches it to the cgroup
-    /// directory, alongside whatever else is attached there.
-    pub fn attach_cgroup_skb(
+    /// Fills the filter maps.
+    pub fn fill_maps(&mut self, contents: &MapContents) -> Result<(), AttachError> {
+        let map_error = |map| move |source| AttachError::Map { map, source };
+        if !contents.remote_v4.is_empty() {
+            let mut trie: LpmTrie<_, [u8; 4], u8> = self.map(maps::REMOTE_V4)?;
+            for &(len, address) in &contents.remote_v4 {
+                trie.insert(&Key::new(len, address), 1, 0).map_err(map_error(maps::REMOTE_V4))?;
+            }
+        }
+        if !contents.remote_v6.is_empty() {
+            let mut trie: LpmTrie<_, [u8; 16], u8> = self.map(maps::REMOTE_V6)?;
+            for &(len, address) in &contents.remote_v6 {
+                trie.insert(&Key::new(len, address), 1, 0).map_err(map_error(maps::REMOTE_V6))?;
+            }
+        }
+        if let Some(words) = &contents.port_sets {
+            let mut array: Array<_, u64> = self.map(maps::PORT_SETS)?;
+            for (index, &word) in words.iter().enumerate().filter(|(_, w)| **w != 0) {
+                array.set(index as u32, word, 0).map_err(map_error(maps::PORT_SETS))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn map<'a, T: TryFrom<&'a mut aya::maps::Map, Error = MapError>>(
+        &'a mut self,
+        name: &'static str,
+    ) -> Result<T, AttachError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(AttachError::Map { map: name, source: MapError::InvalidName { name: name.into() } })?;
+        T::try_from(map).map_err(|source| AttachError::Map { map: name, source })
+    }
+
+    /// Loads and attaches one planned program.
+    pub fn attach(&mut self, planned: &PlannedProgram) -> Result<(), AttachError> {
+        match &planned.attach {
+            AttachPoint::Cgroup { cgroup_dir } => {
+                let attach_type = match planned.direction {
+                    Direction::Egress => CgroupSkbAttachType::Egress,
+                    Direction::Ingress => CgroupSkbAttachType::Ingress,
+                };
+                self.attach_cgroup_skb(planned.program, attach_type, cgroup_dir)
+            }
+            AttachPoint::Tc { netns, iface } => self.attach_tc(planned.program, planned.direction, netns, iface),
+        }
+    }
+
+    fn attach_cgroup_skb(
         &mut self,
         program: &'static str,
         attach_type: CgroupSkbAttachType,
@@ -81,12 +147,7 @@ impl LoadedFault {
     ) -> Result<(), AttachError> {
         let cgroup = File::open(cgroup_dir)
             .map_err(|source| AttachError::Cgroup { path: cgroup_dir.display().to_string(), source })?;
-        let prog: &mut CgroupSkb = self
-            .ebpf
-            .program_mut(program)
-            .ok_or_else(|| AttachError::Program { program, reason: "not in the eBPF object".into() })?
-            .try_into()
-            .map_err(|err: ProgramError| AttachError::Program { program, reason: err.to_string() })?;
+        let prog: &mut CgroupSkb = self.program(program)?;
         prog.load().map_err(|err| program_error(program, "loading", &err))?;
         // On 5.7+ aya attaches through BPF_LINK_CREATE, which takes no flags (any flag is
         // EINVAL) and always attaches in multi mode: other programs on the cgroup (systemd's IP
@@ -97,18 +158,116 @@ impl LoadedFault {
         Ok(())
     }
 
+    fn attach_tc(&mut self, program: &'static str, direction: Direction, netns: &Netns, iface: &str) -> Result<(), AttachError> {
+        let legacy = self.tc_api == TcApi::Legacy;
+        let prog: &mut SchedClassifier = self.program(program)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|err| program_error(program, "loading", &err))?;
+        }
+        let attach_type = match direction {
+            Direction::Egress => TcAttachType::Egress,
+            Direction::Ingress => TcAttachType::Ingress,
+        };
+        let attachment = netns
+            .run(|| -> Result<TcAttachment, AttachError> {
+                let mut qdisc_record = None;
+                let options = if legacy {
+                    match tc::qdisc_add_clsact(iface) {
+                        Ok(()) => {
+                            qdisc_record = Some(
+                                ledger::write(netns, Item::ClsactQdisc { iface: iface.to_owned() })
+                                    .map_err(|e| AttachError::Tc(format!("recording the clsact qdisc on {iface}: {e}")))?,
+                            );
+                        }
+                        Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(err) => return Err(AttachError::Tc(format!("adding the clsact qdisc to {iface}: {err}"))),
+                    }
+                    TcAttachOptions::Netlink(tc::NlOptions::default())
+                } else {
+                    TcAttachOptions::TcxOrder(LinkOrder::default())
+                };
+                let id = prog
+                    .attach_with_options(iface, attach_type, options)
+                    .map_err(|err| program_error(program, &format!("attaching to {iface}"), &err))?;
+                let link = prog.take_link(id).map_err(|err| program_error(program, "taking the link", &err))?;
+                let filter_record = if legacy {
+                    let priority = link.priority().map_err(|e| AttachError::Tc(e.to_string()))?;
+                    let handle = u32::from(link.handle().map_err(|e| AttachError::Tc(e.to_string()))?);
+                    let item = Item::LegacyTcFilter { iface: iface.to_owned(), ingress: direction == Direction::Ingress, priority, handle };
+                    Some(ledger::write(netns, item).map_err(|e| AttachError::Tc(format!("recording the TC filter on {iface}: {e}")))?)
+                } else {
+                    None
+                };
+                Ok(TcAttachment { link: Some(link), netns: netns.clone(), iface: iface.to_owned(), filter_record, qdisc_record })
+            })
+            .map_err(|err| AttachError::Tc(err.to_string()))??;
+        self.tc.push(attachment);
+        Ok(())
+    }
+
+    fn program<'a, T>(&'a mut self, program: &'static str) -> Result<&'a mut T, AttachError>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
+        self.ebpf
+            .program_mut(program)
+            .ok_or_else(|| AttachError::Program { program, reason: "not in the eBPF object".into() })?
+            .try_into()
+            .map_err(|err: ProgramError| AttachError::Program { program, reason: err.to_string() })
+    }
+
     /// The counters of `direction`, summed over CPUs.
     pub fn counters(&self, direction: Direction) -> Result<FaultCounters, AttachError> {
-        let map = self.ebpf.map(FAULT_COUNTERS_MAP).ok_or(AttachError::Map {
-            map: FAULT_COUNTERS_MAP,
-            source: MapError::InvalidName { name: FAULT_COUNTERS_MAP.into() },
+        let map = self.ebpf.map(maps::FAULT_COUNTERS).ok_or(AttachError::Map {
+            map: maps::FAULT_COUNTERS,
+            source: MapError::InvalidName { name: maps::FAULT_COUNTERS.into() },
         })?;
         let array: PerCpuArray<_, FaultCounters> =
-            PerCpuArray::try_from(map).map_err(|source| AttachError::Map { map: FAULT_COUNTERS_MAP, source })?;
+            PerCpuArray::try_from(map).map_err(|source| AttachError::Map { map: maps::FAULT_COUNTERS, source })?;
         let per_cpu = array
             .get(&direction.index(), 0)
-            .map_err(|source| AttachError::Map { map: FAULT_COUNTERS_MAP, source })?;
+            .map_err(|source| AttachError::Map { map: maps::FAULT_COUNTERS, source })?;
         Ok(per_cpu.iter().fold(FaultCounters::default(), |sum, c| sum.add(*c)))
+    }
+
+    /// Detaches the TC programs from inside their namespaces, removes a clsact qdisc chaos
+    /// added once it is empty, and forgets the records of what is gone. (Cgroup links go when
+    /// the object is dropped.)
+    pub fn detach_tc(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for mut attachment in self.tc.drain(..) {
+            let iface = attachment.iface.clone();
+            let result = attachment.netns.clone().run(move || {
+                drop(attachment.link.take());
+                if let Some(record) = attachment.filter_record.take() {
+                    record.settle();
+                }
+                if let Some(record) = attachment.qdisc_record.take() {
+                    match ledger::remove(&Item::ClsactQdisc { iface: attachment.iface.clone() }) {
+                        // Still used by someone else's filters: keep the record, so a later
+                        // `chaos cleanup` removes the qdisc once they are gone.
+                        Ok(what) if what.starts_with("kept") => std::mem::forget(record),
+                        Ok(_) => record.settle(),
+                        Err(err) => return Err(err),
+                    }
+                }
+                Ok(())
+            });
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => problems.push(format!("removing the clsact qdisc on {iface}: {err}")),
+                Err(err) => problems.push(format!("detaching from {iface}: {err}")),
+            }
+        }
+        problems
+    }
+}
+
+impl Drop for LoadedFault {
+    fn drop(&mut self) {
+        for problem in self.detach_tc() {
+            tracing::warn!("{problem}; `chaos cleanup` will retry");
+        }
     }
 }
 

@@ -106,6 +106,7 @@ fn lookup<'a>(list: &'a [(&'static str, Check)], name: &str) -> &'a Check {
 
 /// Family ids, stable for scripts.
 pub const PACKET_DROP: &str = "packet-drop";
+pub const PACKET_CORRUPT_DUPLICATE: &str = "packet-corrupt-duplicate";
 
 /// Probes the running kernel. Takes a fraction of a second; changes nothing.
 #[must_use]
@@ -169,8 +170,8 @@ fn families(f: &KernelFeatures) -> Vec<FamilySupport> {
     vec![
         family(PACKET_DROP, "packet drop", "cgroup_skb programs on the target cgroup",
             &[f.program("cgroup_skb"), &f.basics.cgroup2], true),
-        family("packet-corrupt-duplicate", "packet corrupt/duplicate", tc_mechanism,
-            &[f.program("sched_cls"), f.helper("bpf_clone_redirect")], false),
+        family(PACKET_CORRUPT_DUPLICATE, "packet corrupt/duplicate", tc_mechanism,
+            &[f.program("sched_cls"), f.helper("bpf_clone_redirect")], true),
         family("network-delay", "network delay", "TC classifier setting skb->tstamp (EDT), enforced by the fq qdisc",
             &[f.program("sched_cls"), f.qdisc("fq")], false),
         family("syscall-errno-lsm", "syscall errno via LSM", "BPF LSM hooks filtered by cgroup id",

@@ -6,7 +6,12 @@
 use std::{io, mem, os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd}};
 
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const RTM_NEWQDISC: u16 = 36;
+const RTM_DELQDISC: u16 = 37;
+const RTM_NEWTFILTER: u16 = 44;
+const RTM_GETTFILTER: u16 = 46;
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
@@ -19,6 +24,9 @@ pub const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 pub const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 /// The handle clsact always has (`ffff:`).
 pub const CLSACT_HANDLE: u32 = 0xFFFF_0000;
+/// Parents of clsact's two hooks (`ffff:fff2` ingress, `ffff:fff3` egress).
+pub const CLSACT_INGRESS: u32 = 0xFFFF_FFF2;
+pub const CLSACT_EGRESS: u32 = 0xFFFF_FFF3;
 
 /// A NETLINK_ROUTE socket in the network namespace of the calling thread.
 pub struct RouteSocket {
@@ -50,13 +58,37 @@ impl RouteSocket {
         self.request(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, as_bytes(&tcmsg), &attrs)
     }
 
+    /// Deletes the qdisc at `parent` with `handle` on interface `ifindex`.
+    pub fn delete_qdisc(&mut self, ifindex: i32, parent: u32, handle: u32) -> io::Result<()> {
+        let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle, parent, info: 0 };
+        self.request(RTM_DELQDISC, 0, as_bytes(&tcmsg), &[])
+    }
+
+    /// How many filter entries hang under `parent` of interface `ifindex` (0 when none).
+    pub fn filter_count(&mut self, ifindex: i32, parent: u32) -> io::Result<usize> {
+        let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent, info: 0 };
+        self.send(RTM_GETTFILTER, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
+        let mut count = 0;
+        self.read_replies(|msg_type| {
+            if msg_type == RTM_NEWTFILTER {
+                count += 1;
+            }
+        })?;
+        Ok(count)
+    }
+
     fn request(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
+        self.send(msg_type, NLM_F_ACK | flags, header, attrs)?;
+        self.read_replies(|_| {})
+    }
+
+    fn send(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
         self.seq += 1;
         let len = mem::size_of::<NlMsgHdr>() + header.len() + attrs.len();
         let nlh = NlMsgHdr {
             len: len as u32,
             msg_type,
-            flags: NLM_F_REQUEST | NLM_F_ACK | flags,
+            flags: NLM_F_REQUEST | flags,
             seq: self.seq,
             pid: 0,
         };
@@ -69,10 +101,12 @@ impl RouteSocket {
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
-        self.read_ack()
+        Ok(())
     }
 
-    fn read_ack(&self) -> io::Result<()> {
+    /// Reads replies to the last request until its ack, error or end of dump, passing the type
+    /// of every other message to `each`.
+    fn read_replies(&self, mut each: impl FnMut(u16)) -> io::Result<()> {
         let mut buf = [0u8; 8192];
         loop {
             // SAFETY: valid buffer and length.
@@ -88,9 +122,15 @@ impl RouteSocket {
                 if len < mem::size_of::<NlMsgHdr>() || len > rest.len() {
                     return Err(io::Error::other("malformed netlink reply"));
                 }
-                if msg_type == NLMSG_ERROR && seq == self.seq {
-                    let errno = i32::from_ne_bytes(rest[16..20].try_into().expect("4 bytes"));
-                    return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) };
+                if seq == self.seq {
+                    match msg_type {
+                        NLMSG_ERROR => {
+                            let errno = i32::from_ne_bytes(rest[16..20].try_into().expect("4 bytes"));
+                            return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) };
+                        }
+                        NLMSG_DONE => return Ok(()),
+                        other => each(other),
+                    }
                 }
                 rest = &rest[align4(len).min(rest.len())..];
             }

@@ -3,7 +3,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use serde::Serialize;
 
-use crate::{plan::serialize_secs, run::{DirectionCounters, StopReason}, spec::Ppm, target::Target};
+use crate::{plan::serialize_secs, run::{DirectionCounters, StopReason}, target::Target};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum OutputFormat {
@@ -17,7 +17,9 @@ pub enum OutputFormat {
 pub struct FaultReport<'a> {
     pub fault: &'static str,
     pub target: &'a Target,
-    pub percent: Ppm,
+    #[serde(skip)]
+    pub summary: &'a str,
+    pub parameters: &'a serde_json::Value,
     #[serde(serialize_with = "serialize_secs")]
     pub requested: Duration,
     #[serde(serialize_with = "serialize_secs")]
@@ -31,7 +33,7 @@ impl FaultReport<'_> {
     #[must_use]
     pub fn render(&self, format: OutputFormat, injected_word: &str) -> String {
         match format {
-            OutputFormat::Json => serde_json::to_string_pretty(self).expect("report serializes"),
+            OutputFormat::Json => serde_json::to_string_pretty(self).expect("report serializes") + "\n",
             OutputFormat::Text => self.text(injected_word),
         }
     }
@@ -42,9 +44,9 @@ impl FaultReport<'_> {
             StopReason::Signal(signal) => format!("stopped early by {}", signal.name()),
         };
         let mut out = format!(
-            "{} {} on {} {ended} after {:.1}s of {}; detached.\n",
+            "{} ({}) on {} {ended} after {:.1}s of {}; detached.\n",
             self.fault,
-            self.percent,
+            self.summary,
             self.target.describe(),
             self.elapsed.as_secs_f64(),
             humantime::format_duration(self.requested),

@@ -5,17 +5,78 @@
 //! is what makes the time box hold when this process is stopped, slow, or dead.
 use std::{
     io::{IsTerminal as _, Write as _},
+    process::ExitCode,
     time::Duration,
 };
 
-use chaos_common::{Direction, FaultCounters};
+use anyhow::Context as _;
+use chaos_common::{Direction, FaultConfig, FaultCounters};
 use serde::Serialize;
 use tokio::{
     signal::unix::{SignalKind, signal},
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 
-use crate::attach::{AttachError, LoadedFault};
+use crate::{
+    attach::{AttachError, LoadedFault},
+    features::TcApi,
+    plan::FaultPlan,
+    report::{FaultReport, OutputFormat},
+    sys,
+};
+
+/// Loads a fresh copy of the object for `plan`, fills its maps, writes its configuration with
+/// `deadline_ns` (before anything attaches, so the time box holds from the first packet), and
+/// attaches its programs. On error, whatever was attached is detached again (drop).
+pub fn arm(plan: &FaultPlan, deadline_ns: u64, tc_api: TcApi) -> Result<LoadedFault, AttachError> {
+    let mut fault = LoadedFault::load(tc_api)?;
+    fault.fill_maps(&plan.maps)?;
+    fault.configure(FaultConfig { deadline_ns, ..plan.config })?;
+    for program in &plan.programs {
+        fault.attach(program)?;
+    }
+    Ok(fault)
+}
+
+/// Runs one fault from the command line: arm, wait for its deadline or a stop signal while
+/// showing counters, disarm, detach, report. Returns the exit status.
+pub fn run_plan(plan: &FaultPlan, tc_api: TcApi, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        // Signals first: a Ctrl-C during set-up must still reach the clean-up below.
+        let mut signals = StopSignals::install().context("installing signal handlers")?;
+        let _ = sys::raise_memlock_rlimit();
+        let started = Instant::now();
+        let deadline_ns = sys::monotonic_deadline_ns(plan.duration);
+        let mut fault = arm(plan, deadline_ns, tc_api)?;
+        tracing::info!("fault armed: kernel deadline CLOCK_MONOTONIC ns={deadline_ns}");
+
+        let directions = plan.directions();
+        let progress = Progress::on_stderr(plan.fault, plan.injected_word);
+        let stopped = supervise(&fault, &directions, started + plan.duration, &mut signals, Some(progress)).await;
+        let elapsed = started.elapsed();
+
+        fault.disarm()?;
+        let counters = read_counters(&fault, &directions)?;
+        for problem in fault.detach_tc() {
+            eprintln!("chaos: warning: {problem}; run `chaos cleanup`");
+        }
+        drop(fault); // detaches every fd-owned link
+
+        let report = FaultReport {
+            fault: plan.fault,
+            target: &plan.target,
+            summary: &plan.summary,
+            parameters: &plan.parameters,
+            requested: plan.duration,
+            elapsed,
+            stopped,
+            counters,
+        };
+        print!("{}", report.render(output, plan.injected_word));
+        Ok(ExitCode::from(stopped.exit_code()))
+    })
+}
 
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

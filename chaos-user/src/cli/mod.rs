@@ -1,5 +1,6 @@
 //! The `chaos` command line: one file per subcommand, each turning flags into a spec, a plan,
 //! and a run.
+mod cleanup;
 mod doctor;
 mod net;
 
@@ -45,6 +46,9 @@ enum Command {
     /// Network faults for a target cgroup.
     #[command(subcommand)]
     Net(net::NetCommand),
+    /// Remove what crashed runs left in the kernel (legacy TC filters and their qdiscs) and say
+    /// what was removed. Runs of chaos that are still alive are left alone.
+    Cleanup,
 }
 
 /// Exactly one way of naming the target.
@@ -89,6 +93,7 @@ impl Cli {
         match self.command {
             Command::Doctor => Ok(doctor::run(self.output)),
             Command::Net(command) => command.run(self.output),
+            Command::Cleanup => Ok(cleanup::run()),
         }
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Parsers here return `Err(String)` with the whole explanation, so clap can print
 //! "invalid value '101' for '--percent <PERCENT>': ..." and the same text serves experiment files.
+pub mod net;
+
 use std::{fmt, time::Duration};
 
 use chaos_common::PPM_SCALE;

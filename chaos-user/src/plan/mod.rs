@@ -1,0 +1,121 @@
+//! From what the user asked (a spec) to what will be done (a plan): which programs attach where,
+//! with which configuration and map contents. `--dry-run` prints the plan and stops. Every fault
+//! family produces the same [`FaultPlan`], so running, reporting and experiments need no
+//! per-family code.
+pub mod net;
+
+use std::{path::PathBuf, time::Duration};
+
+use chaos_common::{Direction, FaultConfig};
+use serde::Serialize;
+
+use crate::{netns::Netns, target::Target};
+
+/// One fault, ready to load and attach.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultPlan {
+    /// What it is, e.g. `net drop`.
+    pub fault: &'static str,
+    /// What its counters call an injection, e.g. `dropped`.
+    #[serde(skip)]
+    pub injected_word: &'static str,
+    pub target: Target,
+    /// The user's parameters, for people (`summary`) and programs (`parameters`).
+    #[serde(skip)]
+    pub summary: String,
+    pub parameters: serde_json::Value,
+    #[serde(serialize_with = "serialize_secs")]
+    pub duration: Duration,
+    pub programs: Vec<PlannedProgram>,
+    /// `FAULT_CONFIG[0]`, without its deadline (set when armed).
+    #[serde(skip)]
+    pub config: FaultConfig,
+    pub maps: MapContents,
+}
+
+impl FaultPlan {
+    /// The directions the plan has programs for (its counters).
+    #[must_use]
+    pub fn directions(&self) -> Vec<Direction> {
+        let mut directions: Vec<Direction> = Vec::new();
+        for program in &self.programs {
+            if !directions.contains(&program.direction) {
+                directions.push(program.direction);
+            }
+        }
+        directions
+    }
+}
+
+/// One program and where it attaches.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedProgram {
+    pub program: &'static str,
+    pub hook: &'static str,
+    pub attach: AttachPoint,
+    #[serde(skip)]
+    pub direction: Direction,
+}
+
+/// Where a program attaches.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "to", rename_all = "kebab-case")]
+pub enum AttachPoint {
+    /// The target cgroup's directory (cgroup_skb, cgroup sock_addr, ...).
+    Cgroup { cgroup_dir: PathBuf },
+    /// A TC hook of an interface in a network namespace.
+    Tc {
+        #[serde(serialize_with = "serialize_netns")]
+        netns: Netns,
+        iface: String,
+    },
+}
+
+fn serialize_netns<S: serde::Serializer>(netns: &Netns, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("net:[{}]", netns.inode))
+}
+
+/// What goes into the filter maps before anything attaches.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MapContents {
+    /// `REMOTE_V4` / `REMOTE_V6` entries: (prefix length, address bytes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_v4: Vec<(u32, [u8; 4])>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_v6: Vec<(u32, [u8; 16])>,
+    /// `PORT_SETS` words (remote set, then local set), when a port filter is active.
+    #[serde(skip)]
+    pub port_sets: Option<Vec<u64>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{family} is not supported by this kernel: {reason}")]
+    Unsupported { family: &'static str, reason: String },
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The depth of a cgroup below the root: `/a/b` is 2 (the root is level 0).
+#[must_use]
+pub fn cgroup_level(cgroup: &str) -> u32 {
+    cgroup.split('/').filter(|c| !c.is_empty()).count() as u32
+}
+
+pub fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_level;
+
+    #[test]
+    fn cgroup_levels_count_components() {
+        assert_eq!(cgroup_level("/"), 0);
+        assert_eq!(cgroup_level("/a"), 1);
+        assert_eq!(cgroup_level("/system.slice/x.service"), 2);
+    }
+}
