@@ -68,9 +68,9 @@ fn corrupt(ctx: &TcContext, direction: Direction) -> i32 {
     if !fault.fires() {
         return TC_ACT_UNSPEC;
     }
-    let words = (len - first_word) / 2;
-    let random = gate::random();
-    let at = first_word + (random as usize % words) * 2;
+    // checked_rem: a plain `%` keeps a division-by-zero panic path the verifier rejects.
+    let Some(word) = (gate::random() as usize).checked_rem((len - first_word) / 2) else { return TC_ACT_UNSPEC };
+    let at = first_word + word * 2;
     let Ok(old) = ctx.load::<u16>(at) else { return TC_ACT_UNSPEC };
     let new = old ^ (1 << (gate::random() % 16));
     if ctx.store(at, &new, 0).is_err() {

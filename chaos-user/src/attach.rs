@@ -60,12 +60,11 @@ struct TcAttachment {
 pub struct LoadedFault {
     ebpf: Ebpf,
     tc: Vec<TcAttachment>,
-    tc_api: TcApi,
 }
 
 impl LoadedFault {
     /// Loads a fresh copy of the object (maps are created; no program is loaded yet).
-    pub fn load(tc_api: TcApi) -> Result<Self, AttachError> {
+    pub fn load() -> Result<Self, AttachError> {
         if EBPF_OBJECT.is_empty() {
             return Err(AttachError::NoObject);
         }
@@ -76,7 +75,7 @@ impl LoadedFault {
             },
             other => AttachError::Load(other),
         })?;
-        Ok(Self { ebpf, tc: Vec::new(), tc_api })
+        Ok(Self { ebpf, tc: Vec::new() })
     }
 
     /// Writes the fault's configuration. Safe while the programs run: the next event sees it.
@@ -135,7 +134,9 @@ impl LoadedFault {
                 };
                 self.attach_cgroup_skb(planned.program, attach_type, cgroup_dir)
             }
-            AttachPoint::Tc { netns, iface } => self.attach_tc(planned.program, planned.direction, netns, iface),
+            AttachPoint::Tc { netns, iface, api } => {
+                self.attach_tc(planned.program, planned.direction, netns, iface, *api == TcApi::Legacy)
+            }
         }
     }
 
@@ -158,8 +159,14 @@ impl LoadedFault {
         Ok(())
     }
 
-    fn attach_tc(&mut self, program: &'static str, direction: Direction, netns: &Netns, iface: &str) -> Result<(), AttachError> {
-        let legacy = self.tc_api == TcApi::Legacy;
+    fn attach_tc(
+        &mut self,
+        program: &'static str,
+        direction: Direction,
+        netns: &Netns,
+        iface: &str,
+        legacy: bool,
+    ) -> Result<(), AttachError> {
         let prog: &mut SchedClassifier = self.program(program)?;
         if prog.fd().is_err() {
             prog.load().map_err(|err| program_error(program, "loading", &err))?;

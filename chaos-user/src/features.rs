@@ -3,7 +3,12 @@
 //!
 //! Every answer comes from asking the kernel (loading a trivial program, creating a qdisc in a
 //! throwaway network namespace, reading BTF), never from the version number alone.
-use std::{fs, path::Path};
+use std::{
+    cell::{OnceCell, RefCell},
+    collections::BTreeMap,
+    fs,
+    path::Path,
+};
 
 use aya::{
     programs::{LsmAttachType, ProgramError, ProgramType},
@@ -70,6 +75,7 @@ pub struct Basics {
     pub active_lsms_detail: String,
 }
 
+/// Everything `chaos doctor` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelFeatures {
     pub kernel: String,
@@ -81,109 +87,177 @@ pub struct KernelFeatures {
     pub families: Vec<FamilySupport>,
 }
 
-impl KernelFeatures {
-    #[must_use]
-    pub fn family(&self, id: &str) -> Option<&FamilySupport> {
-        self.families.iter().find(|f| f.id == id)
-    }
-
-    fn program(&self, name: &str) -> &Check {
-        lookup(&self.program_types, name)
-    }
-
-    fn helper(&self, name: &str) -> &Check {
-        lookup(&self.helpers, name)
-    }
-
-    fn qdisc(&self, name: &str) -> &Check {
-        lookup(&self.qdiscs, name)
-    }
-}
-
-fn lookup<'a>(list: &'a [(&'static str, Check)], name: &str) -> &'a Check {
-    &list.iter().find(|(n, _)| *n == name).expect("probed above").1
-}
-
 /// Family ids, stable for scripts.
 pub const PACKET_DROP: &str = "packet-drop";
 pub const PACKET_CORRUPT_DUPLICATE: &str = "packet-corrupt-duplicate";
+pub const NETWORK_DELAY: &str = "network-delay";
+pub const SYSCALL_ERRNO_LSM: &str = "syscall-errno-lsm";
+pub const SYSCALL_ERRNO_CGROUP_HOOKS: &str = "syscall-errno-cgroup-hooks";
+pub const SYSCALL_DELAY: &str = "syscall-delay";
+pub const PROCESS_KILL: &str = "process-kill";
 
-/// Probes the running kernel. Takes a fraction of a second; changes nothing.
-#[must_use]
-pub fn probe() -> KernelFeatures {
-    let program_types = vec![
-        ("cgroup_skb", program_check(ProgramType::CgroupSkb, "cgroup_skb")),
-        ("sched_cls", program_check(ProgramType::SchedClassifier, "sched_cls")),
-        ("cgroup_sock_addr", program_check(ProgramType::CgroupSockAddr, "cgroup_sock_addr")),
-        ("raw_tracepoint", program_check(ProgramType::RawTracePoint, "raw_tracepoint")),
-        ("lsm", program_check(ProgramType::Lsm(LsmAttachType::Mac), "lsm")),
-        ("tracing", program_check(ProgramType::Tracing, "tracing")),
-    ];
-    let helpers = vec![
-        ("bpf_set_retval", helper_check(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval, "bpf_set_retval", "cgroup_sock_addr")),
-        ("bpf_send_signal", helper_check(ProgramType::RawTracePoint, BpfHelper::BPF_FUNC_send_signal, "bpf_send_signal", "raw_tracepoint")),
-        ("bpf_clone_redirect", helper_check(ProgramType::SchedClassifier, BpfHelper::BPF_FUNC_clone_redirect, "bpf_clone_redirect", "sched_cls")),
-    ];
-    let qdiscs = ["clsact", "fq", "netem"].map(|kind| (kind, qdisc_check(kind))).to_vec();
-    let (active_lsms, active_lsms_detail) = active_lsms();
-    let (tc_api, tc_api_detail) = tc_api();
-    let basics = Basics {
-        btf: file_check(Path::new("/sys/kernel/btf/vmlinux"), "kernel BTF"),
-        cgroup2: match CgroupFs::discover() {
-            Ok(fs) => Check::yes(format!("mounted at {}", fs.mount().display())),
-            Err(err) => Check::no(err.to_string()),
-        },
-        bpffs: bpffs_check(),
-        privileges: privileges_check(),
-        tc_api,
-        tc_api_detail,
-        active_lsms,
-        active_lsms_detail,
-    };
-    let mut features = KernelFeatures {
-        kernel: sys::kernel_release(),
-        basics,
-        program_types,
-        helpers,
-        qdiscs,
-        families: Vec::new(),
-    };
-    features.families = families(&features);
-    features
+/// Something a fault family needs from the kernel.
+#[derive(Clone, Copy)]
+enum Requirement {
+    Program(&'static str),
+    Helper(&'static str),
+    Qdisc(&'static str),
+    Cgroup2,
+    BpfLsmActive,
 }
 
-fn families(f: &KernelFeatures) -> Vec<FamilySupport> {
-    let tc_mechanism = match f.basics.tc_api {
-        TcApi::Tcx => "TC classifier in the target's network namespace, attached with tcx links",
-        TcApi::Legacy => "TC classifier in the target's network namespace, clsact qdisc + bpf filter",
-    };
-    let lsm_active = f.basics.active_lsms.as_ref().map(|l| l.iter().any(|m| m == "bpf"));
-    let lsm_requirement = match lsm_active {
-        Some(true) => Check::yes("bpf is an active LSM"),
-        Some(false) => Check::no("'bpf' is not in the active LSM list (boot with lsm=...,bpf)"),
-        None => Check::no(format!("cannot tell whether 'bpf' is an active LSM: {}", f.basics.active_lsms_detail)),
-    };
-    let family = |id, name, mechanism: &str, requirements: &[&Check], in_chaos| {
-        let reason = requirements.iter().find(|c| !c.ok).map(|c| c.detail.clone());
-        FamilySupport { id, name, supported: reason.is_none(), mechanism: mechanism.to_owned(), reason, in_chaos }
-    };
-    vec![
-        family(PACKET_DROP, "packet drop", "cgroup_skb programs on the target cgroup",
-            &[f.program("cgroup_skb"), &f.basics.cgroup2], true),
-        family(PACKET_CORRUPT_DUPLICATE, "packet corrupt/duplicate", tc_mechanism,
-            &[f.program("sched_cls"), f.helper("bpf_clone_redirect")], true),
-        family("network-delay", "network delay", "TC classifier setting skb->tstamp (EDT), enforced by the fq qdisc",
-            &[f.program("sched_cls"), f.qdisc("fq")], false),
-        family("syscall-errno-lsm", "syscall errno via LSM", "BPF LSM hooks filtered by cgroup id",
-            &[f.program("lsm"), &lsm_requirement], false),
-        family("syscall-errno-cgroup-hooks", "syscall errno via cgroup socket hooks",
+const PROGRAM_TYPES: &[&str] = &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "tracing"];
+const HELPERS: &[&str] = &["bpf_set_retval", "bpf_send_signal", "bpf_clone_redirect"];
+const QDISCS: &[&str] = &["clsact", "fq", "netem"];
+
+/// (id, name, mechanism, requirements, shipped in this version)
+const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
+    use Requirement::{BpfLsmActive, Cgroup2, Helper, Program, Qdisc};
+    &[
+        (PACKET_DROP, "packet drop", "cgroup_skb programs on the target cgroup", &[Program("cgroup_skb"), Cgroup2], true),
+        (PACKET_CORRUPT_DUPLICATE, "packet corrupt/duplicate", "TC classifier in the target's network namespace",
+            &[Program("sched_cls"), Helper("bpf_clone_redirect")], true),
+        (NETWORK_DELAY, "network delay", "TC classifier setting skb->tstamp (EDT), enforced by the fq qdisc",
+            &[Program("sched_cls"), Qdisc("fq")], false),
+        (SYSCALL_ERRNO_LSM, "syscall errno via LSM", "BPF LSM hooks filtered by cgroup id", &[Program("lsm"), BpfLsmActive], false),
+        (SYSCALL_ERRNO_CGROUP_HOOKS, "syscall errno via cgroup socket hooks",
             "cgroup sock_addr hooks (connect, bind, sendmsg) returning an errno with bpf_set_retval",
-            &[f.program("cgroup_sock_addr"), f.helper("bpf_set_retval")], false),
-        family("syscall-delay", "syscall delay", "raw sys_enter tracepoint stopping the task, resumed by the controller",
-            &[f.program("raw_tracepoint"), f.helper("bpf_send_signal")], false),
-        family("process-kill", "process kill", "raw sys_enter tracepoint sending a signal with bpf_send_signal",
-            &[f.program("raw_tracepoint"), f.helper("bpf_send_signal")], false),
+            &[Program("cgroup_sock_addr"), Helper("bpf_set_retval")], false),
+        (SYSCALL_DELAY, "syscall delay", "raw sys_enter tracepoint stopping the task, resumed by the controller",
+            &[Program("raw_tracepoint"), Helper("bpf_send_signal")], false),
+        (PROCESS_KILL, "process kill", "raw sys_enter tracepoint sending a signal with bpf_send_signal",
+            &[Program("raw_tracepoint"), Helper("bpf_send_signal")], false),
     ]
+};
+
+/// Answers "can this kernel do X", asking the kernel about each thing at most once and only
+/// when asked: a plan probes what its family needs, `doctor` probes everything.
+#[derive(Default)]
+pub struct Prober {
+    checks: RefCell<BTreeMap<String, Check>>,
+    tc_api: OnceCell<(TcApi, String)>,
+    lsms: OnceCell<(Option<Vec<String>>, String)>,
+}
+
+impl Prober {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn memo(&self, key: String, probe: impl FnOnce() -> Check) -> Check {
+        if let Some(check) = self.checks.borrow().get(&key) {
+            return check.clone();
+        }
+        let check = probe();
+        self.checks.borrow_mut().insert(key, check.clone());
+        check
+    }
+
+    fn program(&self, name: &'static str) -> Check {
+        self.memo(format!("program {name}"), || {
+            let program_type = match name {
+                "cgroup_skb" => ProgramType::CgroupSkb,
+                "sched_cls" => ProgramType::SchedClassifier,
+                "cgroup_sock_addr" => ProgramType::CgroupSockAddr,
+                "raw_tracepoint" => ProgramType::RawTracePoint,
+                "lsm" => ProgramType::Lsm(LsmAttachType::Mac),
+                "tracing" => ProgramType::Tracing,
+                other => unreachable!("no probe for program type {other}"),
+            };
+            program_check(program_type, name)
+        })
+    }
+
+    fn helper(&self, name: &'static str) -> Check {
+        self.memo(format!("helper {name}"), || match name {
+            "bpf_set_retval" => helper_check(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval, name, "cgroup_sock_addr"),
+            "bpf_send_signal" => helper_check(ProgramType::RawTracePoint, BpfHelper::BPF_FUNC_send_signal, name, "raw_tracepoint"),
+            "bpf_clone_redirect" => helper_check(ProgramType::SchedClassifier, BpfHelper::BPF_FUNC_clone_redirect, name, "sched_cls"),
+            other => unreachable!("no probe for helper {other}"),
+        })
+    }
+
+    fn qdisc(&self, kind: &'static str) -> Check {
+        self.memo(format!("qdisc {kind}"), || qdisc_check(kind))
+    }
+
+    fn cgroup2(&self) -> Check {
+        self.memo("cgroup2".into(), || match CgroupFs::discover() {
+            Ok(fs) => Check::yes(format!("mounted at {}", fs.mount().display())),
+            Err(err) => Check::no(err.to_string()),
+        })
+    }
+
+    fn active_lsms(&self) -> &(Option<Vec<String>>, String) {
+        self.lsms.get_or_init(active_lsms)
+    }
+
+    /// How TC programs attach here: tcx links or legacy clsact filters.
+    pub fn tc_api(&self) -> TcApi {
+        self.tc_api.get_or_init(tc_api).0
+    }
+
+    fn requirement(&self, requirement: Requirement) -> Check {
+        match requirement {
+            Requirement::Program(name) => self.program(name),
+            Requirement::Helper(name) => self.helper(name),
+            Requirement::Qdisc(kind) => self.qdisc(kind),
+            Requirement::Cgroup2 => self.cgroup2(),
+            Requirement::BpfLsmActive => match &self.active_lsms().0 {
+                Some(list) if list.iter().any(|m| m == "bpf") => Check::yes("bpf is an active LSM"),
+                Some(_) => Check::no("'bpf' is not in the active LSM list (boot with lsm=...,bpf)"),
+                None => Check::no(format!("cannot tell whether 'bpf' is an active LSM: {}", self.active_lsms().1)),
+            },
+        }
+    }
+
+    /// Whether family `id` can run here; its requirements are probed in order, and the first
+    /// that fails is the reason.
+    #[must_use]
+    pub fn family(&self, id: &str) -> FamilySupport {
+        let &(id, name, mechanism, requirements, in_chaos) =
+            FAMILIES.iter().find(|f| f.0 == id).unwrap_or_else(|| panic!("unknown fault family {id}"));
+        let reason = requirements.iter().map(|&r| self.requirement(r)).find(|c| !c.ok).map(|c| c.detail);
+        let mut mechanism = mechanism.to_owned();
+        if id == PACKET_CORRUPT_DUPLICATE && reason.is_none() {
+            mechanism.push_str(match self.tc_api() {
+                TcApi::Tcx => ", attached with tcx links",
+                TcApi::Legacy => ", clsact qdisc + bpf filter",
+            });
+        }
+        FamilySupport { id, name, supported: reason.is_none(), mechanism, reason, in_chaos }
+    }
+
+    /// Everything, for `chaos doctor`.
+    #[must_use]
+    pub fn everything(&self) -> KernelFeatures {
+        let (tc_api, tc_api_detail) = self.tc_api.get_or_init(tc_api).clone();
+        let (active_lsms, active_lsms_detail) = self.active_lsms().clone();
+        KernelFeatures {
+            kernel: sys::kernel_release(),
+            basics: Basics {
+                btf: file_check(Path::new("/sys/kernel/btf/vmlinux"), "kernel BTF"),
+                cgroup2: self.cgroup2(),
+                bpffs: bpffs_check(),
+                privileges: privileges_check(),
+                tc_api,
+                tc_api_detail,
+                active_lsms,
+                active_lsms_detail,
+            },
+            program_types: PROGRAM_TYPES.iter().map(|&n| (n, self.program(n))).collect(),
+            helpers: HELPERS.iter().map(|&n| (n, self.helper(n))).collect(),
+            qdiscs: QDISCS.iter().map(|&n| (n, self.qdisc(n))).collect(),
+            families: FAMILIES.iter().map(|f| self.family(f.0)).collect(),
+        }
+    }
+}
+
+/// Probes everything (what `chaos doctor` prints). Takes a fraction of a second; changes nothing.
+#[must_use]
+pub fn probe() -> KernelFeatures {
+    Prober::new().everything()
 }
 
 fn program_check(program_type: ProgramType, name: &str) -> Check {

@@ -79,8 +79,18 @@ fn owner_alive(record: &Record) -> bool {
 }
 
 /// Removes what crashed runs left behind, returning a line per item (removed, or why not).
+/// Cleaners take turns (an exclusive lock on the ledger), so two runs starting together never
+/// race to remove the same item.
 #[must_use]
 pub fn cleanup_stale() -> Vec<String> {
+    let Ok(entries) = fs::read_dir(LEDGER_DIR) else { return Vec::new() };
+    let Ok(lock) = fs::File::open(LEDGER_DIR) else { return Vec::new() };
+    // SAFETY: flock on an open directory fd; released when `lock` is dropped.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return vec![format!("could not lock {LEDGER_DIR}: {}", io::Error::last_os_error())];
+    }
+    // Read after taking the lock: a cleaner before us may have removed some already.
+    drop(entries);
     let Ok(entries) = fs::read_dir(LEDGER_DIR) else { return Vec::new() };
     let mut records: Vec<(PathBuf, Record)> = entries
         .flatten()

@@ -19,7 +19,6 @@ use tokio::{
 
 use crate::{
     attach::{AttachError, LoadedFault},
-    features::TcApi,
     plan::FaultPlan,
     report::{FaultReport, OutputFormat},
     sys,
@@ -28,8 +27,8 @@ use crate::{
 /// Loads a fresh copy of the object for `plan`, fills its maps, writes its configuration with
 /// `deadline_ns` (before anything attaches, so the time box holds from the first packet), and
 /// attaches its programs. On error, whatever was attached is detached again (drop).
-pub fn arm(plan: &FaultPlan, deadline_ns: u64, tc_api: TcApi) -> Result<LoadedFault, AttachError> {
-    let mut fault = LoadedFault::load(tc_api)?;
+pub fn arm(plan: &FaultPlan, deadline_ns: u64) -> Result<LoadedFault, AttachError> {
+    let mut fault = LoadedFault::load()?;
     fault.fill_maps(&plan.maps)?;
     fault.configure(FaultConfig { deadline_ns, ..plan.config })?;
     for program in &plan.programs {
@@ -40,7 +39,7 @@ pub fn arm(plan: &FaultPlan, deadline_ns: u64, tc_api: TcApi) -> Result<LoadedFa
 
 /// Runs one fault from the command line: arm, wait for its deadline or a stop signal while
 /// showing counters, disarm, detach, report. Returns the exit status.
-pub fn run_plan(plan: &FaultPlan, tc_api: TcApi, output: OutputFormat) -> anyhow::Result<ExitCode> {
+pub fn run_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         // Signals first: a Ctrl-C during set-up must still reach the clean-up below.
@@ -48,7 +47,7 @@ pub fn run_plan(plan: &FaultPlan, tc_api: TcApi, output: OutputFormat) -> anyhow
         let _ = sys::raise_memlock_rlimit();
         let started = Instant::now();
         let deadline_ns = sys::monotonic_deadline_ns(plan.duration);
-        let mut fault = arm(plan, deadline_ns, tc_api)?;
+        let mut fault = arm(plan, deadline_ns)?;
         tracing::info!("fault armed: kernel deadline CLOCK_MONOTONIC ns={deadline_ns}");
 
         let directions = plan.directions();

@@ -46,6 +46,21 @@ impl Chaos {
         self.child.id() as i32
     }
 
+    /// Waits until `ready()` holds, for at most `timeout`; panics with chaos's output if chaos
+    /// exits first (it failed to start) or the time runs out.
+    pub fn wait_until(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !ready() {
+            if let Some(status) = self.child.try_wait().expect("try_wait chaos") {
+                let mut stderr = String::new();
+                let _ = self.child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+                panic!("chaos exited ({status}) before {what}: {stderr}");
+            }
+            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.pid(), signal) };

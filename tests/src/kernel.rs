@@ -76,3 +76,84 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// tcx attach types (enum bpf_attach_type).
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
+
+/// BPF programs on `iface` of `netns`, both directions, as the kernel reports them: tcx links
+/// (BPF_PROG_QUERY, 6.6+) plus legacy cls_bpf filters (`tc filter show`).
+#[must_use]
+pub fn tc_programs(netns: &crate::net::Netns, iface: &str) -> u32 {
+    let ns_file = File::open(netns.path()).expect("open netns");
+    let name = std::ffi::CString::new(iface).expect("iface name");
+    let tcx = thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns on a valid namespace fd, in this short-lived thread only.
+                assert_eq!(unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+                // SAFETY: valid C string.
+                let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+                assert_ne!(ifindex, 0, "no interface {iface}");
+                [BPF_TCX_INGRESS, BPF_TCX_EGRESS]
+                    .iter()
+                    .map(|&attach_type| {
+                        let mut attr = ProgQueryAttr { target_fd: ifindex, attach_type, ..Default::default() };
+                        // SAFETY: valid bpf_attr for BPF_PROG_QUERY.
+                        let rc = unsafe {
+                            libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &raw mut attr, std::mem::size_of::<ProgQueryAttr>() as u32)
+                        };
+                        // Kernels without tcx refuse the attach type: no tcx programs there.
+                        if rc < 0 { 0 } else { attr.prog_cnt }
+                    })
+                    .sum::<u32>()
+            })
+            .join()
+            .expect("query thread")
+    });
+    let legacy: u32 = ["ingress", "egress"]
+        .iter()
+        .map(|hook| {
+            let output = std::process::Command::new("tc")
+                .args(["-n", netns.name(), "filter", "show", "dev", iface, hook])
+                .output()
+                .expect("run tc");
+            String::from_utf8_lossy(&output.stdout).lines().filter(|l| l.contains(" bpf ") && l.contains("handle")).count() as u32
+        })
+        .sum();
+    tcx + legacy
+}
+
+/// Whether `iface` of `netns` has a clsact qdisc.
+#[must_use]
+pub fn has_clsact(netns: &crate::net::Netns, iface: &str) -> bool {
+    let output = std::process::Command::new("tc")
+        .args(["-n", netns.name(), "qdisc", "show", "dev", iface])
+        .output()
+        .expect("run tc");
+    String::from_utf8_lossy(&output.stdout).contains("clsact")
+}
+
+/// Waits until `iface` of `netns` has `count` BPF programs; panics after `timeout`.
+pub fn wait_for_tc_programs(netns: &crate::net::Netns, iface: &str, count: u32, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = tc_programs(netns, iface);
+        if now == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{iface} has {now} TC programs, expected {count}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A counter from `/proc/<pid>/net/snmp` (the namespace of `pid`), e.g. ("Udp", "InCsumErrors").
+#[must_use]
+pub fn snmp_counter(pid: u32, group: &str, name: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/snmp")).expect("read snmp");
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (lines.next().expect("snmp names"), lines.next().expect("snmp values"));
+    let index = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("no {group} {name}"));
+    values.split_whitespace().nth(index).and_then(|v| v.parse().ok()).expect("snmp value")
+}

@@ -2,7 +2,10 @@
 //!
 //! Everything is created with iproute2 (`ip`), in namespaces this test made; the root
 //! namespace's interfaces are never touched.
-use std::{net::Ipv4Addr, process::Command};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    process::Command,
+};
 
 /// Runs `ip` with `args`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) {
@@ -54,8 +57,10 @@ impl Drop for Netns {
     }
 }
 
-/// Two test hosts on one link: `a` (10.200.0.1/24) and `b` (10.200.0.2/24). Subnets may repeat
-/// across tests because every pair lives in its own namespaces.
+/// Two test hosts on one link: `a` (10.200.0.1, fd00:200::1) and `b`, which answers on two
+/// addresses per family (10.200.0.2 and .3, fd00:200::2 and ::3) so tests can tell a filtered
+/// peer from an unfiltered one. Subnets may repeat across tests because every pair lives in its
+/// own namespaces.
 pub struct TwoHosts {
     pub a: Netns,
     pub b: Netns,
@@ -64,16 +69,41 @@ pub struct TwoHosts {
 impl TwoHosts {
     pub const A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
     pub const B: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+    pub const B2: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 3);
+    pub const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 1);
+    pub const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 2);
+    pub const B6_2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 3);
 
     #[must_use]
     pub fn new() -> Self {
         let (a, b) = (Netns::new(), Netns::new());
         ip(&["link", "add", "veth-a", "netns", a.name(), "type", "veth", "peer", "name", "veth-b", "netns", b.name()]);
-        for (ns, dev, addr) in [(&a, "veth-a", Self::A), (&b, "veth-b", Self::B)] {
-            ip(&["-n", ns.name(), "addr", "add", &format!("{addr}/24"), "dev", dev]);
+        let addresses: [(&Netns, &str, &[String]); 2] = [
+            (&a, "veth-a", &[format!("{}/24", Self::A), format!("{}/64", Self::A6)]),
+            (&b, "veth-b", &[format!("{}/24", Self::B), format!("{}/24", Self::B2), format!("{}/64", Self::B6), format!("{}/64", Self::B6_2)]),
+        ];
+        for (ns, dev, list) in addresses {
+            for address in list {
+                // nodad: IPv6 addresses are usable at once instead of after duplicate detection.
+                let mut args = vec!["-n", ns.name(), "addr", "add", address.as_str(), "dev", dev];
+                if address.contains(':') {
+                    args.push("nodad");
+                }
+                ip(&args);
+            }
             ip(&["-n", ns.name(), "link", "set", dev, "up"]);
         }
         Self { a, b }
+    }
+
+    /// Turns off checksum offload on a's interface, so its stack computes UDP/TCP checksums in
+    /// software before TC egress, and b verifies them (veth otherwise trusts partial checksums).
+    pub fn checksum_in_software(&self) {
+        let output = Command::new("ip")
+            .args(["netns", "exec", self.a.name(), "ethtool", "-K", "veth-a", "tx", "off"])
+            .output()
+            .expect("run ethtool");
+        assert!(output.status.success(), "ethtool -K veth-a tx off: {}", String::from_utf8_lossy(&output.stderr));
     }
 }
 

@@ -68,6 +68,12 @@ pub struct UdpSink {
 }
 
 impl UdpSink {
+    /// The sink's pid: /proc/<pid>/net/snmp shows its namespace's UDP statistics.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts a sink on `port` in `netns` that stops after `idle_ms` without packets (counted from
     /// its first packet) and reports per-sender counts, and arrival times when `times`.
     #[must_use]
@@ -109,6 +115,10 @@ pub struct SinkReport {
     pub received: std::collections::BTreeMap<u32, u64>,
     /// Datagrams received more than once (same sender and sequence number), per sender id.
     pub duplicates: std::collections::BTreeMap<u32, u64>,
+    /// Datagrams whose payload check failed (corrupted on the way), from any sender.
+    pub corrupted: u64,
+    /// Per sender: lengths of the runs of consecutive missing sequence numbers.
+    pub loss_runs: std::collections::BTreeMap<u32, Vec<u64>>,
     /// `[sender id, sequence, CLOCK_MONOTONIC ns at receipt]` when started with `times`.
     #[serde(default)]
     pub arrivals: Vec<(u32, u64, u64)>,
@@ -119,6 +129,83 @@ impl SinkReport {
     pub fn received_from(&self, sender: u32) -> u64 {
         self.received.get(&sender).copied().unwrap_or(0)
     }
+
+    #[must_use]
+    pub fn duplicates_from(&self, sender: u32) -> u64 {
+        self.duplicates.get(&sender).copied().unwrap_or(0)
+    }
+}
+
+/// Starts a long-running process in `cgroup` and `netns`, so the cgroup has a member there;
+/// killed on Drop.
+pub struct Resident(Child);
+
+impl Resident {
+    #[must_use]
+    pub fn start(cgroup: &TestCgroup, netns: &Netns) -> Self {
+        let child = command_in(workload_bin(), Some(cgroup), Some(netns))
+            .args(["sleep", "--secs", "600"])
+            .spawn()
+            .expect("start resident");
+        // Wait until it has joined the cgroup (pre_exec ran before exec).
+        let pid = child.id() as i32;
+        for _ in 0..500 {
+            if cgroup.pids().contains(&pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `chaos-workload tcp-listen` in `netns`, killed on Drop.
+pub struct TcpListen(Child);
+
+impl TcpListen {
+    #[must_use]
+    pub fn start(netns: &Netns, port: u16) -> Self {
+        let mut child = command_in(workload_bin(), None, Some(netns))
+            .args(["tcp-listen", "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start tcp-listen");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "ready", "tcp-listen did not start");
+        Self(child)
+    }
+}
+
+impl Drop for TcpListen {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ConnectReport {
+    pub connected: bool,
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+/// `chaos-workload tcp-connect` from `cgroup` in `netns`.
+#[must_use]
+pub fn tcp_connect(to: std::net::SocketAddr, timeout_ms: u64, cgroup: Option<&TestCgroup>, netns: &Netns) -> ConnectReport {
+    let output = command_in(workload_bin(), cgroup, Some(netns))
+        .args(["tcp-connect", "--to", &to.to_string(), "--timeout-ms", &timeout_ms.to_string()])
+        .output()
+        .expect("run tcp-connect");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("tcp-connect report: {e}"))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -141,7 +228,7 @@ impl BlastReport {
 
 /// Options for `chaos-workload udp-blast`.
 pub struct Blast<'a> {
-    pub to: std::net::SocketAddrV4,
+    pub to: std::net::SocketAddr,
     pub sender_id: u32,
     pub count: u64,
     /// Packets per second; 0 means as fast as possible.

@@ -1,6 +1,6 @@
 //! `chaos net drop` on a real kernel: a UDP workload in a test cgroup, sent from one test
 //! namespace to another across a veth pair.
-use std::{net::SocketAddrV4, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use chaos_tests::{
     cgroup::TestCgroup,
@@ -15,8 +15,8 @@ const PACKETS: u64 = 20_000;
 const TARGET_SENDER: u32 = 1;
 const OUTSIDE_SENDER: u32 = 2;
 
-fn sink_addr(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(TwoHosts::B, port)
+fn sink_addr(port: u16) -> SocketAddr {
+    SocketAddr::from((TwoHosts::B, port))
 }
 
 /// Starts `chaos net drop` on `cgroup` and waits until the kernel shows its programs attached.
@@ -25,7 +25,8 @@ fn start_drop(cgroup: &TestCgroup, percent: &str, duration: &str, direction: &st
         "net", "drop", "--cgroup", cgroup.path(), "--percent", percent, "--for", duration,
         "--direction", direction, "--output", "json", "-v",
     ]);
-    kernel::wait_for_inet_programs(cgroup.dir(), expect_programs, Duration::from_secs(20));
+    let mut chaos = chaos;
+    chaos.wait_until("its programs attach", Duration::from_secs(60), || kernel::inet_programs_attached(cgroup.dir()) == expect_programs);
     chaos
 }
 
@@ -70,13 +71,14 @@ fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let sink = UdpSink::start(&hosts.b, 7002, 1500, true);
-    let chaos = start_drop(&cgroup, "100", "2s", "egress", 1);
+    // 5 s: long enough that even a slow start (a busy 2-CPU VM) leaves most of it to measure.
+    let chaos = start_drop(&cgroup, "100", "5s", "egress", 1);
     // Only the kernel can end the fault now: the controller cannot run its own timer.
     chaos.signal(libc::SIGSTOP);
     let armed_at = kernel::monotonic_ns();
 
-    // One packet per ms for 4 s: 2 s under a 100 % drop, then the deadline.
-    let blast = Blast { to: sink_addr(7002), sender_id: TARGET_SENDER, count: 4000, pps: 1000, cgroup: Some(&cgroup), netns: &hosts.a }.run();
+    // One packet per ms for 7 s: the rest of the 5 s under a 100 % drop, then the deadline.
+    let blast = Blast { to: sink_addr(7002), sender_id: TARGET_SENDER, count: 7000, pps: 1000, cgroup: Some(&cgroup), netns: &hosts.a }.run();
     let report = sink.finish();
     chaos.signal(libc::SIGCONT);
     let (_, _, stderr) = chaos.wait(Duration::from_secs(10));

@@ -3,7 +3,7 @@
 //! Every figure is a ratio of two things measured in the same run, variants interleaved round
 //! by round so that drift hits them alike; medians over the rounds. The machine and kernel are
 //! written next to the figures.
-use std::{fmt::Write as _, fs, net::SocketAddrV4, time::Duration};
+use std::{fmt::Write as _, fs, net::SocketAddr, time::Duration};
 
 use anyhow::{Context as _, bail};
 use chaos_tests::{
@@ -44,7 +44,7 @@ fn drop_bench() -> anyhow::Result<String> {
     let hosts = TwoHosts::new();
     let workload = TestCgroup::new();
     let other = TestCgroup::new();
-    let to = SocketAddrV4::new(TwoHosts::B, PORT);
+    let to = SocketAddr::from((TwoHosts::B, PORT));
 
     // Each round measures every variant back to back; ratios are taken within a round, so slow
     // phases of the machine (this is a 2-vCPU VM) hit both sides of a ratio alike.
@@ -179,7 +179,7 @@ struct Run {
     lost_share: f64,
 }
 
-fn measure(hosts: &TwoHosts, workload: &TestCgroup, to: SocketAddrV4) -> anyhow::Result<Run> {
+fn measure(hosts: &TwoHosts, workload: &TestCgroup, to: SocketAddr) -> anyhow::Result<Run> {
     let sink = UdpSink::start(&hosts.b, to.port(), 300, false);
     let busy_before = busy_cpu_ns()?;
     let blast: BlastReport =

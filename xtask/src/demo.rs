@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: chaos dropping a fifth of one cgroup's packets, end to end, on this
 //! machine, inside test namespaces it creates and removes.
-use std::{net::SocketAddrV4, process::Command, time::Duration};
+use std::{net::SocketAddr, process::Command, time::Duration};
 
 use anyhow::Context as _;
 use chaos_tests::{
@@ -21,7 +21,7 @@ pub fn run() -> anyhow::Result<()> {
 
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let server = SocketAddrV4::new(TwoHosts::B, 7200);
+    let server = SocketAddr::from((TwoHosts::B, 7200));
     println!(
         "\nchaos demo\n\nTwo test hosts joined by a veth pair: client namespace {} and server namespace {}.\n\
          A UDP client in cgroup {} and another client outside it each send {PPS} packets/s to {server}.\n\

@@ -18,6 +18,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("xz-utils", "unpacks the 6.12 kernel's compressed modules"),
     ("kmod", "depmod: module dependencies of the VM kernels"),
     ("iproute2", "test hosts: network namespaces and veth pairs"),
+    ("ethtool", "tests that need checksums computed in software"),
     ("binutils", "strips debug info from binaries copied into the VM"),
     ("bpftool", "inspecting what is attached, when debugging"),
     ("iptables", "the anchor tool of the packet-drop benchmark"),

@@ -45,7 +45,7 @@ enum Command {
     Doctor,
     /// Network faults for a target cgroup.
     #[command(subcommand)]
-    Net(net::NetCommand),
+    Net(Box<net::NetCommand>),
     /// Remove what crashed runs left in the kernel (legacy TC filters and their qdiscs) and say
     /// what was removed. Runs of chaos that are still alive are left alone.
     Cleanup,
@@ -92,7 +92,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Doctor => Ok(doctor::run(self.output)),
-            Command::Net(command) => command.run(self.output),
+            Command::Net(command) => (*command).run(self.output),
             Command::Cleanup => Ok(cleanup::run()),
         }
     }

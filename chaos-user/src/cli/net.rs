@@ -182,7 +182,7 @@ pub struct NetPartitionArgs {
 
 impl NetCommand {
     pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
-        let kernel = features::probe();
+        let kernel = features::Prober::new();
         let (target_args, run_args) = match &self {
             Self::Drop(a) => (&a.target, &a.run),
             Self::Corrupt(a) => (&a.target, &a.run),
@@ -228,7 +228,7 @@ impl NetCommand {
                 plan.target.cgroup
             );
         }
-        run::run_plan(&plan, kernel.basics.tc_api, output)
+        run::run_plan(&plan, output)
     }
 }
 
@@ -253,7 +253,7 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
             for program in &plan.programs {
                 let place = match &program.attach {
                     plan::AttachPoint::Cgroup { cgroup_dir } => cgroup_dir.display().to_string(),
-                    plan::AttachPoint::Tc { netns, iface } => format!("{iface} in net:[{}]", netns.inode),
+                    plan::AttachPoint::Tc { netns, iface, .. } => format!("{iface} in net:[{}]", netns.inode),
                 };
                 println!("  attach {} ({}) to {place}", program.program, program.hook);
             }

@@ -68,6 +68,8 @@ pub enum AttachPoint {
         #[serde(serialize_with = "serialize_netns")]
         netns: Netns,
         iface: String,
+        /// How: a tcx link (6.6+), or a clsact qdisc + cls_bpf filter.
+        api: crate::features::TcApi,
     },
 }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{AttachPoint, FaultPlan, MapContents, PlanError, PlannedProgram, cgroup_level};
 use crate::{
-    features::{self, KernelFeatures},
+    features::{self, Prober},
     netns::{self, Netns},
     spec::{
         DirectionChoice, Ppm,
@@ -47,16 +47,16 @@ impl NetFaultKind {
     }
 }
 
-pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &KernelFeatures) -> Result<FaultPlan, PlanError> {
+pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &Prober) -> Result<FaultPlan, PlanError> {
     spec.filters.validate().map_err(PlanError::Refused)?;
     let (fault, injected_word) = spec.kind.names();
     let family = match spec.kind {
         NetFaultKind::Drop { .. } => features::PACKET_DROP,
         _ => features::PACKET_CORRUPT_DUPLICATE,
     };
-    let support = kernel.family(family).expect("every family is probed");
+    let support = kernel.family(family);
     if !support.supported {
-        return Err(PlanError::Unsupported { family: support.name, reason: support.reason.clone().unwrap_or_default() });
+        return Err(PlanError::Unsupported { family: support.name, reason: support.reason.unwrap_or_default() });
     }
 
     let mut config = FaultConfig { threshold: threshold_from_ppm(spec.percent.get()), ..FaultConfig::default() };
@@ -95,6 +95,7 @@ pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &KernelFeatures) -> Res
             config.target_cgroup = target.id;
             config.target_level = cgroup_level(&target.cgroup);
             let (netns, ifaces) = tc_interfaces(spec, &target)?;
+            let api = kernel.tc_api();
             parameters["interfaces"] = json!(ifaces);
             let (egress, ingress) = match spec.kind {
                 NetFaultKind::Duplicate => ("net_duplicate_egress", "net_duplicate_ingress"),
@@ -106,7 +107,7 @@ pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &KernelFeatures) -> Res
                     directions.iter().map(|&direction| PlannedProgram {
                         program: by_direction(direction, egress, ingress),
                         hook: by_direction(direction, "tc/egress", "tc/ingress"),
-                        attach: AttachPoint::Tc { netns: netns.clone(), iface: iface.clone() },
+                        attach: AttachPoint::Tc { netns: netns.clone(), iface: iface.clone(), api },
                         direction,
                     })
                 })
@@ -133,7 +134,7 @@ pub fn partition(
     protocol: crate::spec::net::Protocol,
     duration: Duration,
     target: Target,
-    kernel: &KernelFeatures,
+    kernel: &Prober,
 ) -> Result<FaultPlan, PlanError> {
     let spec = NetFaultSpec {
         kind: NetFaultKind::Drop { burst: None },
@@ -168,7 +169,7 @@ fn describe_direction(direction: DirectionChoice) -> &'static str {
 
 fn describe_filters(filters: &NetFilters) -> String {
     let mut text = String::new();
-    if let Some(_) = filters.protocol.number() {
+    if filters.protocol.number().is_some() {
         text.push_str(&format!(", {:?} only", filters.protocol).to_lowercase());
     }
     if !filters.remote.is_empty() {

@@ -1,15 +1,23 @@
 //! Traffic for chaos's tests and benchmarks, run inside test cgroups and namespaces.
 //!
-//!   chaos-workload udp-blast --to IP:PORT --id N --count N [--pps N]
-//!       sends numbered datagrams, prints {"sent","errors","first_error"}
+//!   chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N]
+//!       sends numbered datagrams, prints {"sent","errors","first_error","elapsed_ns"}
 //!   chaos-workload udp-sink --port P [--idle-ms MS] [--max-secs S] [--times]
 //!       prints "ready", counts datagrams per sender until idle, prints a JSON report
+//!   chaos-workload tcp-listen --port P
+//!       prints "ready", accepts and closes connections until killed
+//!   chaos-workload tcp-connect --to ADDR:PORT [--timeout-ms MS]
+//!       prints {"connected", "error", "elapsed_ms"}
+//!   chaos-workload sleep --secs S
+//!       a resident process (gives a test cgroup a member in a namespace)
 //!
-//! Datagram payload: sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64), padding.
+//! Datagram payload (64 bytes): sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64),
+//! a filler derived from the sequence, and an FNV-1a checksum of the rest in the last 4 bytes, so
+//! a sink recognises corrupted datagrams even when the UDP checksum was fixed.
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet},
     io::{ErrorKind, Write as _},
-    net::{SocketAddr, UdpSocket},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
     time::{Duration, Instant},
 };
@@ -22,18 +30,23 @@ fn main() {
     let flag = |name: &str| flags.iter().position(|a| a == name).and_then(|i| flags.get(i + 1)).cloned();
     let has = |name: &str| flags.iter().any(|a| a == name);
     let num = |name: &str, default: u64| flag(name).map_or(default, |v| v.parse().unwrap_or_else(|_| usage()));
+    let addr = || -> SocketAddr { flag("--to").unwrap_or_else(|| usage()).parse().unwrap_or_else(|_| usage()) };
     match command.as_str() {
-        "udp-blast" => {
-            let to: SocketAddr = flag("--to").unwrap_or_else(|| usage()).parse().unwrap_or_else(|_| usage());
-            udp_blast(to, num("--id", 0) as u32, num("--count", 1000), num("--pps", 0));
-        }
+        "udp-blast" => udp_blast(addr(), num("--id", 0) as u32, num("--count", 1000), num("--pps", 0)),
         "udp-sink" => udp_sink(num("--port", 0) as u16, num("--idle-ms", 500), num("--max-secs", 120), has("--times")),
+        "tcp-listen" => tcp_listen(num("--port", 0) as u16),
+        "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
+        "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),
         _ => usage(),
     }
 }
 
 fn usage() -> ! {
-    eprintln!("usage: chaos-workload udp-blast --to IP:PORT --id N --count N [--pps N] | udp-sink --port P [--idle-ms MS] [--max-secs S] [--times]");
+    eprintln!(
+        "usage: chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N] | udp-sink --port P \
+         [--idle-ms MS] [--max-secs S] [--times] | tcp-listen --port P | tcp-connect --to ADDR:PORT \
+         [--timeout-ms MS] | sleep --secs S"
+    );
     std::process::exit(2)
 }
 
@@ -44,13 +57,28 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |hash, &b| (hash ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+fn datagram(id: u32, seq: u64) -> [u8; PAYLOAD] {
+    let mut payload = [0u8; PAYLOAD];
+    payload[..4].copy_from_slice(&id.to_le_bytes());
+    payload[4..12].copy_from_slice(&seq.to_le_bytes());
+    payload[12..20].copy_from_slice(&monotonic_ns().to_le_bytes());
+    for (i, byte) in payload[20..PAYLOAD - 4].iter_mut().enumerate() {
+        *byte = (seq as u8).wrapping_add(i as u8);
+    }
+    let check = fnv1a(&payload[..PAYLOAD - 4]);
+    payload[PAYLOAD - 4..].copy_from_slice(&check.to_le_bytes());
+    payload
+}
+
 fn udp_blast(to: SocketAddr, id: u32, count: u64, pps: u64) {
     let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("addr");
     let socket = UdpSocket::bind(bind).expect("bind");
     let start = Instant::now();
     let (mut errors, mut first_error) = (0u64, None::<String>);
-    let mut payload = [0u8; PAYLOAD];
-    payload[..4].copy_from_slice(&id.to_le_bytes());
     for seq in 0..count {
         if let Some(gap_ns) = 1_000_000_000u64.checked_div(pps) {
             let due = start + Duration::from_nanos(seq * gap_ns);
@@ -59,9 +87,7 @@ fn udp_blast(to: SocketAddr, id: u32, count: u64, pps: u64) {
                 std::thread::sleep(due - now);
             }
         }
-        payload[4..12].copy_from_slice(&seq.to_le_bytes());
-        payload[12..20].copy_from_slice(&monotonic_ns().to_le_bytes());
-        if let Err(err) = socket.send_to(&payload, to) {
+        if let Err(err) = socket.send_to(&datagram(id, seq), to) {
             errors += 1;
             first_error.get_or_insert_with(|| err.to_string());
         }
@@ -71,8 +97,17 @@ fn udp_blast(to: SocketAddr, id: u32, count: u64, pps: u64) {
     println!("{report}");
 }
 
+/// Per-sender statistics of what arrived.
+#[derive(Default)]
+struct Sender {
+    received: u64,
+    duplicates: u64,
+    seqs: BTreeSet<u64>,
+}
+
 fn udp_sink(port: u16, idle_ms: u64, max_secs: u64, times: bool) {
-    let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+    // Dual-stack: IPv4 arrives as mapped addresses on the same socket.
+    let socket = UdpSocket::bind(("::", port)).expect("bind");
     // A big receive buffer, so the sink never drops what the network delivered (root only;
     // falls back to the default silently).
     let size: libc::c_int = 64 << 20;
@@ -84,32 +119,75 @@ fn udp_sink(port: u16, idle_ms: u64, max_secs: u64, times: bool) {
     std::io::stdout().flush().expect("flush");
     let give_up = Instant::now() + Duration::from_secs(max_secs);
     socket.set_read_timeout(Some(Duration::from_secs(max_secs))).expect("timeout");
-    let mut received: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut duplicates: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    let mut arrivals = Vec::new();
+    let mut senders: BTreeMap<u32, Sender> = BTreeMap::new();
+    let (mut corrupted, mut arrivals) = (0u64, Vec::new());
     let mut buf = [0u8; 2048];
     while Instant::now() < give_up {
         match socket.recv(&mut buf) {
-            Ok(n) if n >= 20 => {
+            Ok(n) => {
                 let now = monotonic_ns();
+                socket.set_read_timeout(Some(Duration::from_millis(idle_ms))).expect("timeout");
+                let intact = n == PAYLOAD
+                    && u32::from_le_bytes(buf[PAYLOAD - 4..PAYLOAD].try_into().expect("4")) == fnv1a(&buf[..PAYLOAD - 4]);
+                if !intact {
+                    corrupted += 1;
+                    continue;
+                }
                 let id = u32::from_le_bytes(buf[..4].try_into().expect("4"));
                 let seq = u64::from_le_bytes(buf[4..12].try_into().expect("8"));
-                if seen.insert((id, seq)) {
-                    *received.entry(id).or_default() += 1;
+                let sender = senders.entry(id).or_default();
+                if sender.seqs.insert(seq) {
+                    sender.received += 1;
                 } else {
-                    *duplicates.entry(id).or_default() += 1;
+                    sender.duplicates += 1;
                 }
                 if times {
                     arrivals.push((id, seq, now));
                 }
-                socket.set_read_timeout(Some(Duration::from_millis(idle_ms))).expect("timeout");
             }
-            Ok(_) => {}
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
             Err(err) => panic!("recv: {err}"),
         }
     }
-    let report = serde_json::json!({ "received": received, "duplicates": duplicates, "arrivals": arrivals });
+    let received: BTreeMap<u32, u64> = senders.iter().map(|(id, s)| (*id, s.received)).collect();
+    let duplicates: BTreeMap<u32, u64> = senders.iter().map(|(id, s)| (*id, s.duplicates)).collect();
+    // Runs of consecutive missing sequence numbers below the highest received one.
+    let loss_runs: BTreeMap<u32, Vec<u64>> = senders
+        .iter()
+        .map(|(id, s)| {
+            let (mut runs, mut expected) = (Vec::new(), 0u64);
+            for &seq in &s.seqs {
+                if seq > expected {
+                    runs.push(seq - expected);
+                }
+                expected = seq + 1;
+            }
+            (*id, runs)
+        })
+        .collect();
+    let report = serde_json::json!({
+        "received": received, "duplicates": duplicates, "corrupted": corrupted,
+        "loss_runs": loss_runs, "arrivals": arrivals,
+    });
+    println!("{report}");
+}
+
+fn tcp_listen(port: u16) {
+    let listener = TcpListener::bind(("::", port)).expect("bind");
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    for stream in listener.incoming() {
+        drop(stream);
+    }
+}
+
+fn tcp_connect(to: SocketAddr, timeout_ms: u64) {
+    let start = Instant::now();
+    let result = TcpStream::connect_timeout(&to, Duration::from_millis(timeout_ms));
+    let report = serde_json::json!({
+        "connected": result.is_ok(),
+        "error": result.err().map(|e| e.to_string()),
+        "elapsed_ms": start.elapsed().as_millis() as u64,
+    });
     println!("{report}");
 }
