@@ -14,25 +14,149 @@ use chaos_tests::{
     workload::{Blast, BlastReport, UdpSink},
 };
 
-use crate::{test, util};
+use crate::{test, util, vm};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
     /// Packet drop: untargeted throughput armed vs not, CPU per packet vs iptables.
     Drop,
+    /// Network faults: `drop`, plus the same 20 % loss with tc netem vs chaos in the VM tier.
+    Net,
 }
 
+/// Benchmark halves that run inside a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InVm {
+    Netem,
+}
+
+const VM_SECTION_BEGIN: &str = "CHAOS_BENCH_SECTION_BEGIN";
+const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
+
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
-    test::prepare_root_task("the benchmark")?;
-    let which = if which.is_empty() { &[Which::Drop][..] } else { which };
-    for bench in which {
-        let section = match bench {
-            Which::Drop => drop_bench()?,
-        };
-        write_section("drop", &section)?;
+    let binaries = test::prepare_root_task("the benchmark")?;
+    let which = if which.is_empty() { &[Which::Drop, Which::Net][..] } else { which };
+    // `net` includes the host drop figures: measure them once.
+    if which.iter().any(|w| matches!(w, Which::Drop | Which::Net)) {
+        write_section("drop", &drop_bench()?)?;
+    }
+    if which.contains(&Which::Net) {
+        write_section("netem", &in_vm_section(&binaries, vm::KernelName::V6_12, "netem")?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
+}
+
+/// Boots `kernel` with this xtask, chaos and the workload, runs `xtask bench-in-vm which` there
+/// and returns the section it printed.
+fn in_vm_section(binaries: &test::Binaries, kernel: vm::KernelName, which: &str) -> anyhow::Result<String> {
+    let kernel = vm::ensure_kernel(kernel)?;
+    let xtask = std::env::current_exe()?;
+    let mut files = binaries.files();
+    files.push(xtask.clone());
+    let job = vm::VmJob {
+        kernel: &kernel,
+        files,
+        env: binaries.env(&kernel.name.tier()),
+        script: format!("{} bench-in-vm {which}\n", vm::shell_quote(&xtask.display().to_string())),
+        timeout: Duration::from_secs(30 * 60),
+    };
+    let outcome = vm::boot(&job)?;
+    if outcome.exit_code != 0 {
+        bail!("the {which} benchmark failed in the {} VM (exit {})", kernel.name.label(), outcome.exit_code);
+    }
+    let lines = &outcome.lines;
+    let begin = lines.iter().position(|l| l == VM_SECTION_BEGIN).context("the VM printed no benchmark section")?;
+    let end = lines.iter().position(|l| l == VM_SECTION_END).context("the VM's benchmark section did not end")?;
+    Ok(lines[begin + 1..end].iter().map(|l| format!("{l}\n")).collect())
+}
+
+/// `xtask bench-in-vm`: runs inside the VM, prints its section between markers.
+pub fn in_vm(which: InVm) -> anyhow::Result<()> {
+    let section = match which {
+        InVm::Netem => netem_bench()?,
+    };
+    println!("{VM_SECTION_BEGIN}\n{section}{VM_SECTION_END}");
+    Ok(())
+}
+
+/// In the VM tier (the host has no netem): 20 % loss by tc netem on the sender's interface vs
+/// chaos on the sender's cgroup, CPU per packet and achieved rate.
+fn netem_bench() -> anyhow::Result<String> {
+    const VM_PACKETS: u64 = 50_000;
+    const VM_ROUNDS: usize = 5;
+    let hosts = TwoHosts::new();
+    let workload = TestCgroup::new();
+    let to = SocketAddr::from((TwoHosts::B, PORT));
+    let mut cpu_ratio = Ratios::default();
+    let (mut cpu_chaos, mut cpu_netem, mut cpu_none) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rate_chaos, mut rate_netem) = (Vec::new(), Vec::new());
+    for round in 1..=VM_ROUNDS {
+        eprintln!("bench netem: round {round}/{VM_ROUNDS}");
+        let off = measure_n(&hosts, &workload, to, VM_PACKETS)?;
+        let chaos = {
+            let _armed = arm(&workload, "20", "egress")?;
+            measure_n(&hosts, &workload, to, VM_PACKETS)?
+        };
+        let netem = {
+            let _qdisc = Netem::add(&hosts)?;
+            measure_n(&hosts, &workload, to, VM_PACKETS)?
+        };
+        cpu_ratio.push(chaos.cpu_ns_per_packet, netem.cpu_ns_per_packet);
+        cpu_none.push(off.cpu_ns_per_packet);
+        cpu_chaos.push(chaos.cpu_ns_per_packet);
+        cpu_netem.push(netem.cpu_ns_per_packet);
+        rate_chaos.push(chaos.lost_share);
+        rate_netem.push(netem.lost_share);
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "## Packet loss against tc netem (`cargo xtask bench net`, VM tier)\n");
+    let _ = writeln!(out, "{}\n", machine().replace("(host tier)", "(VM tier: QEMU with TCG on the host above; ratios are valid within this run)"));
+    let _ = writeln!(
+        out,
+        "UDP, 64-byte payloads, {VM_PACKETS} packets per run as fast as one sender can, across a veth pair between \
+         two network namespaces. netem drops 20 % on the sender's interface (`tc qdisc add dev veth-a root netem \
+         loss 20%`); chaos drops 20 % on the sender's cgroup. Both are silent for the sender. {VM_ROUNDS} rounds, \
+         variants back to back in each; median ratio and range.\n"
+    );
+    let _ = writeln!(out, "| measurement | median (range) | goal |\n|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| CPU per packet, 20 % loss: chaos vs tc netem | **{}** ({:.0} vs {:.0} ns of emulated CPU) | <= 1x |",
+        cpu_ratio.summary(),
+        median(&cpu_chaos),
+        median(&cpu_netem)
+    );
+    let _ = writeln!(out, "| loss achieved | chaos {:.2} %, netem {:.2} % | 20 % |", 100.0 * median(&rate_chaos), 100.0 * median(&rate_netem));
+    let _ = writeln!(out, "| for scale: CPU per packet with no loss | {:.0} ns | |", median(&cpu_none));
+    let _ = writeln!(
+        out,
+        "\nnetem needs a qdisc on the interface, so it delays or drops everything that leaves it, whoever sent \
+         it; chaos attaches to one cgroup and leaves the other processes of the namespace alone."
+    );
+    Ok(out)
+}
+
+/// `tc qdisc add dev veth-a root netem loss 20%` in host a's namespace, removed on Drop.
+struct Netem<'a> {
+    ns: &'a str,
+}
+
+impl<'a> Netem<'a> {
+    fn add(hosts: &'a TwoHosts) -> anyhow::Result<Self> {
+        let ns = hosts.a.name();
+        util::output(
+            std::process::Command::new("tc").args(["-n", ns, "qdisc", "add", "dev", "veth-a", "root", "netem", "loss", "20%"]),
+            "bench: tc netem",
+        )?;
+        Ok(Self { ns })
+    }
+}
+
+impl Drop for Netem<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tc").args(["-n", self.ns, "qdisc", "del", "dev", "veth-a", "root"]).status();
+    }
 }
 
 /// Packets per run and rounds per variant.
@@ -180,16 +304,20 @@ struct Run {
 }
 
 fn measure(hosts: &TwoHosts, workload: &TestCgroup, to: SocketAddr) -> anyhow::Result<Run> {
+    measure_n(hosts, workload, to, PACKETS)
+}
+
+fn measure_n(hosts: &TwoHosts, workload: &TestCgroup, to: SocketAddr, packets: u64) -> anyhow::Result<Run> {
     let sink = UdpSink::start(&hosts.b, to.port(), 300, false);
     let busy_before = busy_cpu_ns()?;
     let blast: BlastReport =
-        Blast { to, sender_id: 1, count: PACKETS, pps: 0, cgroup: Some(workload), netns: &hosts.a }.run();
+        Blast { to, sender_id: 1, count: packets, pps: 0, cgroup: Some(workload), netns: &hosts.a }.run();
     let busy = busy_cpu_ns()? - busy_before;
     let received = sink.finish().received_from(1);
     Ok(Run {
         pps: blast.pps(),
-        cpu_ns_per_packet: busy as f64 / PACKETS as f64,
-        lost_share: 1.0 - received as f64 / PACKETS as f64,
+        cpu_ns_per_packet: busy as f64 / packets as f64,
+        lost_share: 1.0 - received as f64 / packets as f64,
     })
 }
 

@@ -55,6 +55,12 @@ enum Task {
     },
     /// Show chaos dropping packets for one cgroup, end to end, in test namespaces.
     Demo,
+    /// Inside a VM only: the VM half of a benchmark (prints a BENCHMARKS.md section).
+    #[command(hide = true)]
+    BenchInVm {
+        #[arg(value_enum)]
+        which: bench::InVm,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         Task::Vm { kernel, include, command } => vm::run_command(kernel, &include, &command),
         Task::Bench { which } => bench::run(&which),
         Task::Demo => demo::run(),
+        Task::BenchInVm { which } => bench::in_vm(which),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
