@@ -66,6 +66,16 @@ pub mod flags {
     pub const BURST: u32 = 1 << 1;
     /// Packet corruption: fix the L4 checksum after flipping the bit.
     pub const FIX_CHECKSUM: u32 = 1 << 2;
+    /// Syscall faults: only files under the directory (`path_dev`, `path_ino`).
+    pub const PATH_FILTER: u32 = 1 << 3;
+}
+
+/// [`FaultConfig::syscall_mask`] bits for hooks that serve several syscalls.
+pub mod syscall_mask {
+    /// file_permission with MAY_READ: read, readv, pread64, preadv.
+    pub const READ: u32 = 1 << 0;
+    /// file_permission with MAY_WRITE: write, writev, pwrite64, pwritev.
+    pub const WRITE: u32 = 1 << 1;
 }
 
 /// [`FaultConfig::net_filters`] bits: which packet filters are active (all must match).
@@ -120,7 +130,43 @@ pub struct FaultConfig {
     pub net_filters: u32,
     /// IP protocol number for [`net_filters::PROTOCOL`] (1 also matches ICMPv6).
     pub protocol: u32,
+    /// Syscall faults: the errno to fail with (positive, e.g. 5 for EIO).
+    pub errno: u32,
+    /// Syscall faults: [`syscall_mask`] bits, for hooks that serve several syscalls.
+    pub syscall_mask: u32,
+    /// Path filter: the directory's device, in the kernel's `dev_t` encoding (major << 20 |
+    /// minor, as `super_block.s_dev` holds it).
+    pub path_dev: u64,
+    /// Path filter: the directory's inode number.
+    pub path_ino: u64,
 }
+
+/// Offsets of the few kernel struct members the syscall programs read, taken from the running
+/// kernel's BTF at load time and written into the object's read-only data (the verifier sees
+/// them as constants). Rust eBPF cannot emit CO-RE relocations, and hard-coded offsets would be
+/// wrong on the next kernel. All zero means "not available": the path filter is then refused.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct file` -> `f_path.dentry`.
+    pub file_dentry: u32,
+    /// `struct dentry` -> `d_parent`.
+    pub dentry_parent: u32,
+    /// `struct dentry` -> `d_inode`.
+    pub dentry_inode: u32,
+    /// `struct inode` -> `i_ino`.
+    pub inode_ino: u32,
+    /// `struct inode` -> `i_sb`.
+    pub inode_sb: u32,
+    /// `struct super_block` -> `s_dev`.
+    pub sb_dev: u32,
+    /// `struct linux_binprm` -> `file`.
+    pub binprm_file: u32,
+    pub _pad: u32,
+}
+
+/// Name of the global holding [`KernelOffsets`] in the object.
+pub const KERNEL_OFFSETS_GLOBAL: &str = "KERNEL_OFFSETS";
 
 /// What a fault did, counted per CPU and per direction while it was live.
 #[repr(C)]
@@ -160,6 +206,7 @@ mod user {
     unsafe impl aya::Pod for super::FaultConfig {}
     unsafe impl aya::Pod for super::FaultCounters {}
     unsafe impl aya::Pod for super::ScheduleState {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }
 
 #[cfg(test)]
@@ -185,8 +232,9 @@ mod tests {
 
     #[test]
     fn shared_structs_have_no_implicit_padding() {
-        // 9 u64 and 4 u32 fields, nothing between them.
-        assert_eq!(core::mem::size_of::<FaultConfig>(), 9 * 8 + 4 * 4);
+        // 11 u64 and 6 u32 fields, nothing between them.
+        assert_eq!(core::mem::size_of::<FaultConfig>(), 11 * 8 + 6 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 8 * 4);
         assert_eq!(core::mem::size_of::<ScheduleState>(), 2 * 8);
     }
 }

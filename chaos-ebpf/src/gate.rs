@@ -35,7 +35,6 @@ pub(crate) fn live(direction: Direction) -> Option<Live> {
 
 /// [`live`] for hooks that every task runs through: only tasks in the target cgroup or below it.
 #[inline(always)]
-#[allow(dead_code, reason = "for the syscall families' global hooks")]
 pub(crate) fn live_for_current_task(direction: Direction) -> Option<Live> {
     let config = FAULT_CONFIG.get(0)?;
     // SAFETY: helper taking a plain integer.

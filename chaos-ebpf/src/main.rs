@@ -6,11 +6,19 @@
 #![feature(asm_experimental_arch)]
 
 mod gate;
+mod kernel;
 mod maps;
 mod net_cgroup;
 mod net_filter;
 mod net_tc;
 mod packet;
+mod syscall_cgroup;
+mod syscall_lsm;
+
+/// The kernel reads this section to decide which helpers the programs may call.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+pub static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
 #[cfg(not(test))]
 #[panic_handler]

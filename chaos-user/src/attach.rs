@@ -8,14 +8,15 @@
 use std::{fs::File, path::Path};
 
 use aya::{
-    Ebpf, EbpfError,
+    Btf, Ebpf, EbpfError, EbpfLoader,
     maps::{Array, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        CgroupAttachMode, CgroupSkbAttachType, LinkOrder, Lsm, Program, ProgramError, SchedClassifier,
+        TcAttachType,
         tc::{self, SchedClassifierLink, TcAttachOptions, TcError},
     },
 };
-use chaos_common::{Direction, FaultConfig, FaultCounters, maps};
+use chaos_common::{Direction, FaultConfig, FaultCounters, KERNEL_OFFSETS_GLOBAL, KernelOffsets, maps};
 
 use crate::{
     errno,
@@ -60,22 +61,32 @@ struct TcAttachment {
 pub struct LoadedFault {
     ebpf: Ebpf,
     tc: Vec<TcAttachment>,
+    /// The kernel's BTF, parsed once if an LSM program needs it.
+    btf: Option<Btf>,
 }
 
 impl LoadedFault {
-    /// Loads a fresh copy of the object (maps are created; no program is loaded yet).
-    pub fn load() -> Result<Self, AttachError> {
+    /// Loads a fresh copy of the object (maps are created; no program is loaded yet), with the
+    /// kernel struct offsets some syscall programs need written into its read-only data.
+    pub fn load(kernel_offsets: Option<KernelOffsets>) -> Result<Self, AttachError> {
         if EBPF_OBJECT.is_empty() {
             return Err(AttachError::NoObject);
         }
-        let ebpf = Ebpf::load(EBPF_OBJECT).map_err(|err| match err {
+        let offsets = kernel_offsets.unwrap_or_default();
+        // No kernel BTF: the object has no CO-RE relocations, and parsing all of vmlinux's BTF
+        // for nothing costs more than everything else chaos does at start.
+        let ebpf = EbpfLoader::new()
+            .btf(None)
+            .override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true)
+            .load(EBPF_OBJECT)
+            .map_err(|err| match err {
             EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {
                 program: "(maps)",
                 reason: format!("creating map {name} returned {}{}", errno::name_of(&io_error), privilege_hint(&io_error)),
             },
             other => AttachError::Load(other),
-        })?;
-        Ok(Self { ebpf, tc: Vec::new() })
+            })?;
+        Ok(Self { ebpf, tc: Vec::new(), btf: None })
     }
 
     /// Writes the fault's configuration. Safe while the programs run: the next event sees it.
@@ -127,36 +138,75 @@ impl LoadedFault {
     /// Loads and attaches one planned program.
     pub fn attach(&mut self, planned: &PlannedProgram) -> Result<(), AttachError> {
         match &planned.attach {
-            AttachPoint::Cgroup { cgroup_dir } => {
-                let attach_type = match planned.direction {
-                    Direction::Egress => CgroupSkbAttachType::Egress,
-                    Direction::Ingress => CgroupSkbAttachType::Ingress,
-                };
-                self.attach_cgroup_skb(planned.program, attach_type, cgroup_dir)
-            }
+            AttachPoint::Cgroup { cgroup_dir } => self.attach_cgroup(planned, cgroup_dir),
+            AttachPoint::Lsm { hook } => self.attach_lsm(planned.program, hook),
             AttachPoint::Tc { netns, iface, api } => {
                 self.attach_tc(planned.program, planned.direction, netns, iface, *api == TcApi::Legacy)
             }
         }
     }
 
-    fn attach_cgroup_skb(
-        &mut self,
-        program: &'static str,
-        attach_type: CgroupSkbAttachType,
-        cgroup_dir: &Path,
-    ) -> Result<(), AttachError> {
+    /// A program attached to the target cgroup itself; its type says how.
+    fn attach_cgroup(&mut self, planned: &PlannedProgram, cgroup_dir: &Path) -> Result<(), AttachError> {
+        let program = planned.program;
         let cgroup = File::open(cgroup_dir)
             .map_err(|source| AttachError::Cgroup { path: cgroup_dir.display().to_string(), source })?;
-        let prog: &mut CgroupSkb = self.program(program)?;
-        prog.load().map_err(|err| program_error(program, "loading", &err))?;
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| AttachError::Program { program, reason: "not in the eBPF object".into() })?;
+        let loading = |err| program_error(program, "loading", &err);
+        let attaching = |err| program_error(program, "attaching", &err);
         // On 5.7+ aya attaches through BPF_LINK_CREATE, which takes no flags (any flag is
         // EINVAL) and always attaches in multi mode: other programs on the cgroup (systemd's IP
         // accounting, a CNI's policies) keep running, and several chaos faults can share it.
         // `Single` is how aya spells "no flags".
-        prog.attach(cgroup, attach_type, CgroupAttachMode::Single)
-            .map_err(|err| program_error(program, "attaching", &err))?;
+        let mode = CgroupAttachMode::Single;
+        match prog {
+            Program::CgroupSkb(prog) => {
+                let attach_type = match planned.direction {
+                    Direction::Egress => CgroupSkbAttachType::Egress,
+                    Direction::Ingress => CgroupSkbAttachType::Ingress,
+                };
+                prog.load().map_err(loading)?;
+                prog.attach(cgroup, attach_type, mode).map_err(attaching)?;
+            }
+            Program::CgroupSockAddr(prog) => {
+                prog.load().map_err(loading)?;
+                prog.attach(cgroup, mode).map_err(attaching)?;
+            }
+            Program::CgroupSock(prog) => {
+                prog.load().map_err(loading)?;
+                prog.attach(cgroup, mode).map_err(attaching)?;
+            }
+            Program::CgroupSockopt(prog) => {
+                prog.load().map_err(loading)?;
+                prog.attach(cgroup, mode).map_err(attaching)?;
+            }
+            other => {
+                return Err(AttachError::Program { program, reason: format!("{:?} programs do not attach to cgroups", other.prog_type()) });
+            }
+        }
         Ok(())
+    }
+
+    /// A BPF LSM program: global, attached through a link owned by this process.
+    fn attach_lsm(&mut self, program: &'static str, hook: &str) -> Result<(), AttachError> {
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().map_err(|e| AttachError::Program {
+                program,
+                reason: format!("LSM programs need the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
+            })?);
+        }
+        let btf = self.btf.take().expect("just set");
+        let result = (|| {
+            let prog: &mut Lsm = self.program(program)?;
+            prog.load(hook, &btf).map_err(|err| program_error(program, "loading", &err))?;
+            prog.attach().map_err(|err| program_error(program, "attaching", &err))?;
+            Ok(())
+        })();
+        self.btf = Some(btf);
+        result
     }
 
     fn attach_tc(

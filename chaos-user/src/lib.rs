@@ -5,6 +5,7 @@
 //! -> [`attach`] (links owned by this process) -> [`run`] (deadline, signals, counters) ->
 //! [`report`].
 pub mod attach;
+pub mod btf;
 pub mod cli;
 pub mod errno;
 pub mod features;
@@ -16,4 +17,5 @@ pub mod report;
 pub mod run;
 pub mod spec;
 pub mod sys;
+pub mod syscalls;
 pub mod target;

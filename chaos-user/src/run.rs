@@ -28,7 +28,7 @@ use crate::{
 /// `deadline_ns` (before anything attaches, so the time box holds from the first packet), and
 /// attaches its programs. On error, whatever was attached is detached again (drop).
 pub fn arm(plan: &FaultPlan, deadline_ns: u64) -> Result<LoadedFault, AttachError> {
-    let mut fault = LoadedFault::load()?;
+    let mut fault = LoadedFault::load(plan.kernel_offsets)?;
     fault.fill_maps(&plan.maps)?;
     fault.configure(FaultConfig { deadline_ns, ..plan.config })?;
     for program in &plan.programs {
@@ -52,11 +52,12 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCo
 
         let directions = plan.directions();
         let progress = Progress::on_stderr(plan.fault, plan.injected_word);
-        let stopped = supervise(&fault, &directions, started + plan.duration, &mut signals, Some(progress)).await;
+        let stopped =
+            supervise(&fault, &directions, plan.counter_label, started + plan.duration, &mut signals, Some(progress)).await;
         let elapsed = started.elapsed();
 
         fault.disarm()?;
-        let counters = read_counters(&fault, &directions)?;
+        let counters = read_counters(&fault, &directions, plan.counter_label)?;
         for problem in fault.detach_tc() {
             eprintln!("chaos: warning: {problem}; run `chaos cleanup`");
         }
@@ -154,8 +155,10 @@ pub struct DirectionCounters {
 }
 
 impl DirectionCounters {
-    fn new(direction: Direction, c: FaultCounters) -> Self {
-        Self { direction: direction_name(direction), seen: c.seen, matched: c.matched, injected: c.injected }
+    /// `label` names the slot when it does not count a packet direction (e.g. `calls`).
+    fn new(direction: Direction, label: Option<&'static str>, c: FaultCounters) -> Self {
+        let direction = label.unwrap_or_else(|| direction_name(direction));
+        Self { direction, seen: c.seen, matched: c.matched, injected: c.injected }
     }
 }
 
@@ -167,11 +170,12 @@ pub const fn direction_name(direction: Direction) -> &'static str {
     }
 }
 
-pub fn read_counters(fault: &LoadedFault, directions: &[Direction]) -> Result<Vec<DirectionCounters>, AttachError> {
-    directions
-        .iter()
-        .map(|&d| Ok(DirectionCounters::new(d, fault.counters(d)?)))
-        .collect()
+pub fn read_counters(
+    fault: &LoadedFault,
+    directions: &[Direction],
+    label: Option<&'static str>,
+) -> Result<Vec<DirectionCounters>, AttachError> {
+    directions.iter().map(|&d| Ok(DirectionCounters::new(d, label, fault.counters(d)?))).collect()
 }
 
 /// How live progress is shown: a rewritten status line on a terminal, a plain line every few
@@ -219,6 +223,7 @@ impl Progress {
 pub async fn supervise(
     fault: &LoadedFault,
     directions: &[Direction],
+    label: Option<&'static str>,
     deadline: Instant,
     signals: &mut StopSignals,
     progress: Option<Progress>,
@@ -230,7 +235,7 @@ pub async fn supervise(
             () = sleep_until(deadline) => break StopReason::Deadline,
             reason = signals.next() => break reason,
             _ = ticks.tick() => {
-                if let (Some(progress), Ok(counters)) = (progress, read_counters(fault, directions)) {
+                if let (Some(progress), Ok(counters)) = (progress, read_counters(fault, directions, label)) {
                     progress.show(deadline.saturating_duration_since(Instant::now()), &counters);
                 }
             }

@@ -1,8 +1,10 @@
 //! Running the `chaos` binary under test, with a guard that never lets it outlive the test.
 use std::{
-    io::Read as _,
+    io::{BufRead as _, BufReader, Read as _},
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -24,21 +26,59 @@ pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
-/// A `chaos` running in the background; SIGKILLed on Drop if the test did not end it.
+/// Why BPF LSM faults cannot run here, if they cannot (asks `chaos doctor`).
+#[must_use]
+pub fn lsm_unavailable() -> Option<String> {
+    let (status, stdout, stderr) = run(&["doctor", "--output", "json"]);
+    assert!(status.success(), "chaos doctor failed: {stderr}");
+    let doctor: serde_json::Value = serde_json::from_str(&stdout).expect("doctor JSON");
+    let family = doctor["families"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["id"] == "syscall-errno-lsm"))
+        .expect("the LSM family");
+    (family["supported"] != true).then(|| format!("BPF LSM unavailable: {}", family["reason"].as_str().unwrap_or("?")))
+}
+
+/// A `chaos` running in the background; SIGKILLed on Drop if the test did not end it. Its
+/// stderr is collected as it comes, so tests can wait for a line while it runs.
 pub struct Chaos {
     child: Child,
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<JoinHandle<()>>,
 }
 
 impl Chaos {
     #[must_use]
     pub fn start(args: &[&str]) -> Self {
-        let child = Command::new(chaos_bin())
+        let mut child = Command::new(chaos_bin())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start chaos");
-        Self { child }
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        let stderr_reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut text = sink.lock().expect("stderr lock");
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        Self { child, stderr, stderr_reader: Some(stderr_reader) }
+    }
+
+    /// What chaos wrote to stderr so far.
+    #[must_use]
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Waits until chaos has armed its fault (it logs this with -v after every attach).
+    pub fn wait_until_armed(&mut self, timeout: Duration) {
+        let stderr = Arc::clone(&self.stderr);
+        self.wait_until("the fault is armed", timeout, || stderr.lock().expect("stderr lock").contains("fault armed"));
     }
 
     #[must_use]
@@ -52,9 +92,10 @@ impl Chaos {
         let deadline = Instant::now() + timeout;
         while !ready() {
             if let Some(status) = self.child.try_wait().expect("try_wait chaos") {
-                let mut stderr = String::new();
-                let _ = self.child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
-                panic!("chaos exited ({status}) before {what}: {stderr}");
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
+                panic!("chaos exited ({status}) before {what}: {}", self.stderr_so_far());
             }
             assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
             std::thread::sleep(Duration::from_millis(10));
@@ -78,10 +119,11 @@ impl Chaos {
             std::thread::sleep(Duration::from_millis(10));
         };
         let mut stdout = String::new();
-        let mut stderr = String::new();
         self.child.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("read stdout");
-        self.child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
-        (status, stdout, stderr)
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        (status, stdout, self.stderr_so_far())
     }
 }
 

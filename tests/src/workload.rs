@@ -191,6 +191,46 @@ impl Drop for TcpListen {
     }
 }
 
+/// What happened to one syscall's calls in a workload loop.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Calls {
+    pub calls: u64,
+    pub ok: u64,
+    /// errno -> count.
+    pub errors: std::collections::BTreeMap<i32, u64>,
+    /// Attempt numbers (from 1) of the calls that failed.
+    pub failed_at: Vec<u64>,
+}
+
+impl Calls {
+    #[must_use]
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// `chaos-workload connect-loop`: `count` TCP connects from `cgroup` in `netns`.
+#[must_use]
+pub fn connect_loop(to: std::net::SocketAddr, count: u64, cgroup: Option<&TestCgroup>, netns: &Netns) -> Calls {
+    let output = command_in(workload_bin(), cgroup, Some(netns))
+        .args(["connect-loop", "--to", &to.to_string(), "--count", &count.to_string()])
+        .output()
+        .expect("run connect-loop");
+    assert!(output.status.success(), "connect-loop failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("connect-loop report: {e}"))
+}
+
+/// `chaos-workload file-loop` in `dir`, from `cgroup`: per syscall, what happened.
+#[must_use]
+pub fn file_loop(dir: &std::path::Path, count: u64, cgroup: Option<&TestCgroup>) -> std::collections::BTreeMap<String, Calls> {
+    let output = command_in(workload_bin(), cgroup, None)
+        .args(["file-loop", "--dir", &dir.display().to_string(), "--count", &count.to_string()])
+        .output()
+        .expect("run file-loop");
+    assert!(output.status.success(), "file-loop failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("file-loop report: {e}"))
+}
+
 #[derive(Debug, serde::Deserialize)]
 pub struct ConnectReport {
     pub connected: bool,

@@ -3,12 +3,13 @@
 mod cleanup;
 mod doctor;
 mod net;
+mod syscall;
 
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{report::OutputFormat, target::TargetSpec};
+use crate::{plan::FaultPlan, report::OutputFormat, target::TargetSpec};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -46,6 +47,9 @@ enum Command {
     /// Network faults for a target cgroup.
     #[command(subcommand)]
     Net(Box<net::NetCommand>),
+    /// Syscall faults for a target cgroup.
+    #[command(subcommand)]
+    Syscall(Box<syscall::SyscallCommand>),
     /// Remove what crashed runs left in the kernel (legacy TC filters and their qdiscs) and say
     /// what was removed. Runs of chaos that are still alive are left alone.
     Cleanup,
@@ -93,7 +97,35 @@ impl Cli {
         match self.command {
             Command::Doctor => Ok(doctor::run(self.output)),
             Command::Net(command) => (*command).run(self.output),
+            Command::Syscall(command) => (*command).run(self.output),
             Command::Cleanup => Ok(cleanup::run()),
+        }
+    }
+}
+
+/// `--dry-run`: what would be attached where, with which configuration; nothing is.
+fn print_plan(plan: &FaultPlan, output: OutputFormat) {
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(plan).expect("plan serializes")),
+        OutputFormat::Text => {
+            println!(
+                "plan: {} ({}) on {} for {}",
+                plan.fault,
+                plan.summary,
+                plan.target.describe(),
+                humantime::format_duration(plan.duration),
+            );
+            for program in &plan.programs {
+                println!("  attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
+            }
+            println!(
+                "  map FAULT_CONFIG[0] = {{ threshold: {}, flags: {:#x}, net_filters: {:#x}, deadline: now + {} }}",
+                plan.config.threshold,
+                plan.config.flags,
+                plan.config.net_filters,
+                humantime::format_duration(plan.duration)
+            );
+            println!("dry run: nothing attached");
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::{
     features,
     ledger,
     plan::{
-        self, FaultPlan,
+        self,
         net::{NetFaultKind, NetFaultSpec},
     },
     report::OutputFormat,
@@ -71,13 +71,13 @@ TCP connections to the peers time out; everyone else stays reachable.")]
 pub struct RunArgs {
     /// How long the fault lasts, e.g. 30s, 5m (at most 1h without --i-know).
     #[arg(long = "for", value_name = "DURATION", value_parser = spec::parse_duration)]
-    duration: Duration,
+    pub duration: Duration,
     /// Print what would be attached where, and stop.
     #[arg(long)]
-    dry_run: bool,
+    pub dry_run: bool,
     /// Allow durations over the 1h cap, and TC faults on the host's own interfaces.
     #[arg(long)]
-    i_know: bool,
+    pub i_know: bool,
 }
 
 #[derive(Debug, Args)]
@@ -218,7 +218,7 @@ impl NetCommand {
             Self::Partition(a) => plan::net::partition(a.to.clone(), a.protocol, run_args.duration, target, &kernel)?,
         };
         if run_args.dry_run {
-            print_plan(&plan, output);
+            super::print_plan(&plan, output);
             return Ok(ExitCode::SUCCESS);
         }
         if matches!(target_spec, TargetSpec::Pid(_)) {
@@ -236,35 +236,5 @@ impl NetCommand {
 fn clean_up_after_crashes() {
     for line in ledger::cleanup_stale() {
         eprintln!("chaos: cleanup of an earlier run: {line}");
-    }
-}
-
-fn print_plan(plan: &FaultPlan, output: OutputFormat) {
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(plan).expect("plan serializes")),
-        OutputFormat::Text => {
-            println!(
-                "plan: {} ({}) on {} for {}",
-                plan.fault,
-                plan.summary,
-                plan.target.describe(),
-                humantime::format_duration(plan.duration),
-            );
-            for program in &plan.programs {
-                let place = match &program.attach {
-                    plan::AttachPoint::Cgroup { cgroup_dir } => cgroup_dir.display().to_string(),
-                    plan::AttachPoint::Tc { netns, iface, .. } => format!("{iface} in net:[{}]", netns.inode),
-                };
-                println!("  attach {} ({}) to {place}", program.program, program.hook);
-            }
-            println!(
-                "  map FAULT_CONFIG[0] = {{ threshold: {}, flags: {:#x}, net_filters: {:#x}, deadline: now + {} }}",
-                plan.config.threshold,
-                plan.config.flags,
-                plan.config.net_filters,
-                humantime::format_duration(plan.duration)
-            );
-            println!("dry run: nothing attached");
-        }
     }
 }

@@ -3,10 +3,11 @@
 //! family produces the same [`FaultPlan`], so running, reporting and experiments need no
 //! per-family code.
 pub mod net;
+pub mod syscall;
 
 use std::{path::PathBuf, time::Duration};
 
-use chaos_common::{Direction, FaultConfig};
+use chaos_common::{Direction, FaultConfig, KernelOffsets};
 use serde::Serialize;
 
 use crate::{netns::Netns, target::Target};
@@ -19,6 +20,9 @@ pub struct FaultPlan {
     /// What its counters call an injection, e.g. `dropped`.
     #[serde(skip)]
     pub injected_word: &'static str,
+    /// What its counter slots count when not packet directions, e.g. `calls`.
+    #[serde(skip)]
+    pub counter_label: Option<&'static str>,
     pub target: Target,
     /// The user's parameters, for people (`summary`) and programs (`parameters`).
     #[serde(skip)]
@@ -31,6 +35,9 @@ pub struct FaultPlan {
     #[serde(skip)]
     pub config: FaultConfig,
     pub maps: MapContents,
+    /// Kernel struct offsets for programs that read kernel memory (from BTF), when needed.
+    #[serde(skip)]
+    pub kernel_offsets: Option<KernelOffsets>,
 }
 
 impl FaultPlan {
@@ -63,6 +70,8 @@ pub struct PlannedProgram {
 pub enum AttachPoint {
     /// The target cgroup's directory (cgroup_skb, cgroup sock_addr, ...).
     Cgroup { cgroup_dir: PathBuf },
+    /// A BPF LSM hook (global: the program checks the current task's cgroup).
+    Lsm { hook: &'static str },
     /// A TC hook of an interface in a network namespace.
     Tc {
         #[serde(serialize_with = "serialize_netns")]
@@ -71,6 +80,18 @@ pub enum AttachPoint {
         /// How: a tcx link (6.6+), or a clsact qdisc + cls_bpf filter.
         api: crate::features::TcApi,
     },
+}
+
+impl AttachPoint {
+    /// Where, for people: a cgroup directory, `iface in net:[inode]`, or the LSM hook.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Cgroup { cgroup_dir } => cgroup_dir.display().to_string(),
+            Self::Lsm { hook } => format!("LSM hook {hook} (every task; the program keeps the target's)"),
+            Self::Tc { netns, iface, .. } => format!("{iface} in net:[{}]", netns.inode),
+        }
+    }
 }
 
 fn serialize_netns<S: serde::Serializer>(netns: &Netns, s: S) -> Result<S::Ok, S::Error> {

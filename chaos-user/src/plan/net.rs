@@ -118,6 +118,8 @@ pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &Prober) -> Result<Faul
     Ok(FaultPlan {
         fault,
         injected_word,
+        counter_label: None,
+        kernel_offsets: None,
         target,
         summary,
         parameters,
@@ -186,7 +188,7 @@ fn describe_filters(filters: &NetFilters) -> String {
 }
 
 /// Turns the filters into config bits and map contents.
-fn filter_maps(filters: &NetFilters, config: &mut FaultConfig) -> MapContents {
+pub(crate) fn filter_maps(filters: &NetFilters, config: &mut FaultConfig) -> MapContents {
     let mut maps = MapContents::default();
     if let Some(number) = filters.protocol.number() {
         config.net_filters |= net_filters::PROTOCOL;

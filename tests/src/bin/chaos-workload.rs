@@ -10,6 +10,11 @@
 //!       prints {"connected", "error", "elapsed_ms"}
 //!   chaos-workload sleep --secs S
 //!       a resident process (gives a test cgroup a member in a namespace)
+//!   chaos-workload connect-loop --to ADDR:PORT --count N
+//!       N TCP connects (a new socket each), prints {"calls", "ok", "errors": {errno: n}, "failed_at": [i]}
+//!   chaos-workload file-loop --dir D --count N
+//!       N rounds of openat(create)+write+fsync+close, openat+read+close, unlink in D; prints per
+//!       syscall {"calls", "ok", "errors", "failed_at"} (attempt numbers count from 1)
 //!
 //! Datagram payload (64 bytes): sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64),
 //! a filler derived from the sequence, and an FNV-1a checksum of the rest in the last 4 bytes, so
@@ -37,6 +42,8 @@ fn main() {
         "tcp-listen" => tcp_listen(num("--port", 0) as u16),
         "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),
+        "connect-loop" => connect_loop(addr(), num("--count", 100)),
+        "file-loop" => file_loop(&flag("--dir").unwrap_or_else(|| usage()), num("--count", 100)),
         _ => usage(),
     }
 }
@@ -169,6 +176,61 @@ fn udp_sink(port: u16, idle_ms: u64, max_secs: u64, times: bool) {
         "received": received, "duplicates": duplicates, "corrupted": corrupted,
         "loss_runs": loss_runs, "arrivals": arrivals,
     });
+    println!("{report}");
+}
+
+/// What happened to the calls of one syscall: attempt numbers of the failures, errno counts.
+#[derive(Default, serde::Serialize)]
+struct Calls {
+    calls: u64,
+    ok: u64,
+    errors: BTreeMap<i32, u64>,
+    failed_at: Vec<u64>,
+}
+
+impl Calls {
+    fn record<T>(&mut self, result: std::io::Result<T>) -> Option<T> {
+        self.calls += 1;
+        match result {
+            Ok(value) => {
+                self.ok += 1;
+                Some(value)
+            }
+            Err(err) => {
+                *self.errors.entry(err.raw_os_error().unwrap_or(-1)).or_default() += 1;
+                self.failed_at.push(self.calls);
+                None
+            }
+        }
+    }
+}
+
+fn connect_loop(to: SocketAddr, count: u64) {
+    let mut calls = Calls::default();
+    for _ in 0..count {
+        calls.record(TcpStream::connect_timeout(&to, Duration::from_secs(2)));
+    }
+    println!("{}", serde_json::to_string(&calls).expect("serialize"));
+}
+
+fn file_loop(dir: &str, count: u64) {
+    use std::io::{Read as _, Write as _};
+    let (mut open, mut write, mut fsync, mut read, mut unlink) =
+        (Calls::default(), Calls::default(), Calls::default(), Calls::default(), Calls::default());
+    let data = [0x5au8; 4096];
+    for i in 0..count {
+        let path = format!("{dir}/file-{i}");
+        if let Some(mut file) = open.record(std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path)) {
+            write.record(file.write(&data));
+            fsync.record(file.sync_all());
+        }
+        if let Some(mut file) = open.record(std::fs::File::open(&path)) {
+            let mut buf = [0u8; 4096];
+            read.record(file.read(&mut buf));
+        }
+        unlink.record(std::fs::remove_file(&path));
+    }
+    let report = serde_json::json!({ "openat": open, "write": write, "fsync": fsync, "read": read, "unlink": unlink });
     println!("{report}");
 }
 

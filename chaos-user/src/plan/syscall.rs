@@ -1,0 +1,231 @@
+//! Planning syscall errno faults: for each syscall, the hook that serves it on this kernel (a
+//! BPF LSM hook where `bpf` is an active LSM, else a cgroup socket hook), the filters it can
+//! take, and the configuration shared by all of the fault's programs.
+use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
+
+use chaos_common::{Direction, FaultConfig, flags, threshold_from_ppm};
+use serde_json::json;
+
+use super::{AttachPoint, FaultPlan, PlanError, PlannedProgram, cgroup_level, net::filter_maps};
+use crate::{
+    btf, errno,
+    features::{self, FamilySupport, Prober},
+    spec::{Ppm, net::NetFilters},
+    syscalls::{Filter, Syscall},
+    target::Target,
+};
+
+/// Which mechanism serves the syscalls (`--backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// BPF LSM where this kernel has it, cgroup socket hooks otherwise.
+    #[default]
+    Auto,
+    Lsm,
+    Cgroup,
+}
+
+/// `--after`, `--first`, `--every`, `--max`: exact counts over the fault's matching calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Schedule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+impl Schedule {
+    #[must_use]
+    pub const fn is_set(&self) -> bool {
+        self.after.is_some() || self.first.is_some() || self.every.is_some() || self.max.is_some()
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.after {
+            parts.push(format!("after the first {n}"));
+        }
+        if let Some(n) = self.first {
+            parts.push(format!("only the first {n}"));
+        }
+        if let Some(n) = self.every {
+            parts.push(format!("every {n}th"));
+        }
+        if let Some(n) = self.max {
+            parts.push(format!("at most {n} times"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// A syscall fault as the user asked for it.
+#[derive(Clone, Debug)]
+pub struct SyscallFaultSpec {
+    pub syscalls: Vec<&'static Syscall>,
+    pub errno: i32,
+    pub percent: Ppm,
+    pub path: Option<PathBuf>,
+    /// Only `remote` and `remote_ports` apply to syscalls.
+    pub filters: NetFilters,
+    pub schedule: Schedule,
+    pub backend: Backend,
+    pub duration: Duration,
+}
+
+/// The mechanism chosen for one syscall.
+enum Mechanism {
+    Lsm,
+    Cgroup,
+}
+
+pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<FaultPlan, PlanError> {
+    let lsm = kernel.family(features::SYSCALL_ERRNO_LSM);
+    let cgroup = kernel.family(features::SYSCALL_ERRNO_CGROUP_HOOKS);
+    let wants_path = spec.path.is_some();
+    let wants_remote = !spec.filters.remote.is_empty() || !spec.filters.remote_ports.is_empty();
+
+    let mut config = FaultConfig {
+        threshold: threshold_from_ppm(spec.percent.get()),
+        errno: spec.errno as u32,
+        target_cgroup: target.id,
+        target_level: cgroup_level(&target.cgroup),
+        ..FaultConfig::default()
+    };
+    let mut programs: Vec<PlannedProgram> = Vec::new();
+    let mut add = |program: &'static str, hook: &'static str, attach: AttachPoint| {
+        if !programs.iter().any(|p| p.program == program) {
+            programs.push(PlannedProgram { program, hook, attach, direction: Direction::Egress });
+        }
+    };
+    for syscall in &spec.syscalls {
+        let (mechanism, filter) = choose(syscall, spec.backend, &lsm, &cgroup)?;
+        if wants_path && filter != Filter::Path {
+            return Err(PlanError::Refused(format!(
+                "--path applies to file syscalls; {} has no file to filter on{}",
+                syscall.name,
+                if matches!(mechanism, Mechanism::Cgroup) { " (through cgroup socket hooks)" } else { "" }
+            )));
+        }
+        if wants_remote && filter != Filter::Remote {
+            return Err(PlanError::Refused(format!(
+                "--remote and --remote-port apply to calls with a peer address (connect{}); {} has none here",
+                if matches!(mechanism, Mechanism::Cgroup) { ", sendto and sendmsg" } else { "" },
+                syscall.name
+            )));
+        }
+        match mechanism {
+            Mechanism::Lsm => {
+                let hook = syscall.lsm.expect("chosen because it exists");
+                config.syscall_mask |= hook.mask;
+                add(hook.program, hook.hook, AttachPoint::Lsm { hook: hook.hook });
+            }
+            Mechanism::Cgroup => {
+                for hook in syscall.cgroup {
+                    add(hook.program, hook.hook, AttachPoint::Cgroup { cgroup_dir: target.dir.clone() });
+                }
+            }
+        }
+    }
+
+    let mut summary = format!(
+        "{} fail with {}, {} of calls",
+        spec.syscalls.iter().map(|s| s.name).collect::<Vec<_>>().join(","),
+        errno::name(spec.errno),
+        spec.percent
+    );
+    let mut kernel_offsets = None;
+    if let Some(path) = &spec.path {
+        let (dev, ino) = directory_identity(path)?;
+        config.flags |= flags::PATH_FILTER;
+        (config.path_dev, config.path_ino) = (dev, ino);
+        let offsets = btf::Btf::from_sys_fs()
+            .map_err(|e| PlanError::Refused(format!("--path needs this kernel's BTF (/sys/kernel/btf/vmlinux): {e}")))?
+            .kernel_offsets()
+            .map_err(|e| PlanError::Refused(format!("--path: {e}")))?;
+        kernel_offsets = Some(offsets);
+        summary.push_str(&format!(", under {}", path.display()));
+    }
+    if spec.schedule.is_set() {
+        config.flags |= flags::SCHEDULE;
+        config.skip_first = spec.schedule.after.unwrap_or(0);
+        config.only_first = spec.schedule.first.unwrap_or(0);
+        config.every = spec.schedule.every.unwrap_or(0);
+        config.max_injections = spec.schedule.max.unwrap_or(0);
+        summary.push_str(&format!(", {}", spec.schedule.describe()));
+    }
+    let maps = filter_maps(&spec.filters, &mut config);
+    let parameters = json!({
+        "syscalls": spec.syscalls.iter().map(|s| s.name).collect::<Vec<_>>(),
+        "errno": errno::name(spec.errno),
+        "percent": spec.percent,
+        "path": spec.path,
+        "remote": spec.filters.remote,
+        "remote_port": spec.filters.remote_ports,
+        "schedule": spec.schedule,
+        "backend": spec.backend,
+    });
+    Ok(FaultPlan {
+        fault: "syscall fail",
+        injected_word: "failed",
+        counter_label: Some("calls"),
+        target,
+        summary,
+        parameters,
+        duration: spec.duration,
+        programs,
+        config,
+        maps,
+        kernel_offsets,
+    })
+}
+
+fn choose(
+    syscall: &Syscall,
+    backend: Backend,
+    lsm: &FamilySupport,
+    cgroup: &FamilySupport,
+) -> Result<(Mechanism, Filter), PlanError> {
+    let by_lsm = || -> Result<(Mechanism, Filter), String> {
+        if syscall.lsm.is_none() {
+            return Err(format!("{} has no BPF LSM hook in chaos", syscall.name));
+        }
+        if !lsm.supported {
+            return Err(format!("BPF LSM is not available: {}", lsm.reason.clone().unwrap_or_default()));
+        }
+        Ok((Mechanism::Lsm, syscall.lsm_filter))
+    };
+    let by_cgroup = || -> Result<(Mechanism, Filter), String> {
+        if syscall.cgroup.is_empty() {
+            return Err(format!("{} has no cgroup hook", syscall.name));
+        }
+        if !cgroup.supported {
+            return Err(format!("cgroup socket hooks are not available: {}", cgroup.reason.clone().unwrap_or_default()));
+        }
+        Ok((Mechanism::Cgroup, syscall.cgroup_filter))
+    };
+    let refused = |reason: String| PlanError::Refused(format!("cannot fail {}: {reason}", syscall.name));
+    match backend {
+        Backend::Lsm => by_lsm().map_err(refused),
+        Backend::Cgroup => by_cgroup().map_err(refused),
+        Backend::Auto => by_lsm().or_else(|lsm_reason| by_cgroup().map_err(|cgroup_reason| refused(format!("{lsm_reason}; and {cgroup_reason}")))),
+    }
+}
+
+/// The (device, inode) the kernel's path filter compares with, device in the kernel's own
+/// `dev_t` encoding (major << 20 | minor), which is what `super_block.s_dev` holds.
+fn directory_identity(path: &std::path::Path) -> Result<(u64, u64), PlanError> {
+    if !path.is_absolute() {
+        return Err(PlanError::Refused(format!("--path {}: not an absolute path", path.display())));
+    }
+    let meta = std::fs::metadata(path).map_err(|e| {
+        PlanError::Refused(format!("--path {}: {e} (the filter needs an existing directory or file)", path.display()))
+    })?;
+    let dev = meta.dev();
+    let kernel_dev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+    Ok((kernel_dev, meta.ino()))
+}

@@ -1,0 +1,168 @@
+//! Which kernel hook serves which syscall, through which mechanism, with which filters.
+//!
+//! Two mechanisms: BPF LSM hooks (any of the syscalls below, where `bpf` is an active LSM) and
+//! cgroup socket hooks (a few socket calls, on every kernel). An LSM hook sits behind the
+//! syscall, so one hook serves several syscalls (file_permission serves read and write, told
+//! apart by the access mask). `chaos syscall list` prints this table for the running kernel.
+use chaos_common::syscall_mask;
+
+/// A BPF LSM program of the object and the hook it attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LsmHook {
+    pub program: &'static str,
+    pub hook: &'static str,
+    /// `syscall_mask` bits this syscall sets (hooks serving several kinds of access).
+    pub mask: u32,
+}
+
+/// A cgroup program of the object (attached to the target cgroup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupHook {
+    pub program: &'static str,
+    pub hook: &'static str,
+}
+
+/// What a syscall's fault can be narrowed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    None,
+    /// `--path`: the file (or directory entry) is under a directory.
+    Path,
+    /// `--remote`, `--remote-port`: the address the call is about.
+    Remote,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Syscall {
+    pub name: &'static str,
+    pub lsm: Option<LsmHook>,
+    /// Cgroup hooks covering the call (both address families where there are two).
+    pub cgroup: &'static [CgroupHook],
+    /// Filters on the LSM path, and on the cgroup path.
+    pub lsm_filter: Filter,
+    pub cgroup_filter: Filter,
+    /// What the cgroup hooks do not cover, said in `syscall list`.
+    pub cgroup_note: &'static str,
+}
+
+const fn lsm(program: &'static str, hook: &'static str) -> Option<LsmHook> {
+    Some(LsmHook { program, hook, mask: 0 })
+}
+
+const fn lsm_masked(program: &'static str, hook: &'static str, mask: u32) -> Option<LsmHook> {
+    Some(LsmHook { program, hook, mask })
+}
+
+const NO_CGROUP: &[CgroupHook] = &[];
+const CONNECT: &[CgroupHook] =
+    &[CgroupHook { program: "sys_connect4", hook: "cgroup/connect4" }, CgroupHook { program: "sys_connect6", hook: "cgroup/connect6" }];
+const BIND: &[CgroupHook] =
+    &[CgroupHook { program: "sys_bind4", hook: "cgroup/bind4" }, CgroupHook { program: "sys_bind6", hook: "cgroup/bind6" }];
+const SENDMSG: &[CgroupHook] =
+    &[CgroupHook { program: "sys_sendmsg4", hook: "cgroup/sendmsg4" }, CgroupHook { program: "sys_sendmsg6", hook: "cgroup/sendmsg6" }];
+const SOCK_CREATE: &[CgroupHook] = &[CgroupHook { program: "sys_sock_create", hook: "cgroup/sock_create" }];
+const SETSOCKOPT: &[CgroupHook] = &[CgroupHook { program: "sys_setsockopt", hook: "cgroup/setsockopt" }];
+const GETSOCKOPT: &[CgroupHook] = &[CgroupHook { program: "sys_getsockopt", hook: "cgroup/getsockopt" }];
+
+macro_rules! syscalls {
+    ($($name:literal => $lsm:expr, $lsm_filter:ident, $cgroup:expr, $cgroup_filter:ident, $note:literal;)*) => {
+        pub const SYSCALLS: &[Syscall] = &[$(Syscall {
+            name: $name,
+            lsm: $lsm,
+            cgroup: $cgroup,
+            lsm_filter: Filter::$lsm_filter,
+            cgroup_filter: Filter::$cgroup_filter,
+            cgroup_note: $note,
+        }),*];
+    };
+}
+
+syscalls! {
+    "open" => lsm("sys_file_open", "file_open"), Path, NO_CGROUP, None, "";
+    "openat" => lsm("sys_file_open", "file_open"), Path, NO_CGROUP, None, "";
+    "openat2" => lsm("sys_file_open", "file_open"), Path, NO_CGROUP, None, "";
+    "creat" => lsm("sys_file_open", "file_open"), Path, NO_CGROUP, None, "";
+    "read" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "readv" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "pread64" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "preadv" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "preadv2" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "write" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "writev" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "pwrite64" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "pwritev" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "pwritev2" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "ioctl" => lsm("sys_file_ioctl", "file_ioctl"), Path, NO_CGROUP, None, "";
+    "mmap" => lsm("sys_mmap_file", "mmap_file"), Path, NO_CGROUP, None, "";
+    "unlink" => lsm("sys_inode_unlink", "inode_unlink"), Path, NO_CGROUP, None, "";
+    "unlinkat" => lsm("sys_inode_unlink", "inode_unlink"), Path, NO_CGROUP, None, "";
+    "mkdir" => lsm("sys_inode_mkdir", "inode_mkdir"), Path, NO_CGROUP, None, "";
+    "mkdirat" => lsm("sys_inode_mkdir", "inode_mkdir"), Path, NO_CGROUP, None, "";
+    "rmdir" => lsm("sys_inode_rmdir", "inode_rmdir"), Path, NO_CGROUP, None, "";
+    "rename" => lsm("sys_inode_rename", "inode_rename"), Path, NO_CGROUP, None, "";
+    "renameat" => lsm("sys_inode_rename", "inode_rename"), Path, NO_CGROUP, None, "";
+    "renameat2" => lsm("sys_inode_rename", "inode_rename"), Path, NO_CGROUP, None, "";
+    "execve" => lsm("sys_bprm_check_security", "bprm_check_security"), Path, NO_CGROUP, None, "";
+    "execveat" => lsm("sys_bprm_check_security", "bprm_check_security"), Path, NO_CGROUP, None, "";
+    "fork" => lsm("sys_task_alloc", "task_alloc"), None, NO_CGROUP, None, "";
+    "vfork" => lsm("sys_task_alloc", "task_alloc"), None, NO_CGROUP, None, "";
+    "clone" => lsm("sys_task_alloc", "task_alloc"), None, NO_CGROUP, None, "";
+    "clone3" => lsm("sys_task_alloc", "task_alloc"), None, NO_CGROUP, None, "";
+    "socket" => lsm("sys_socket_create", "socket_create"), None, SOCK_CREATE, None, "IPv4 and IPv6 sockets only";
+    "connect" => lsm("sys_socket_connect", "socket_connect"), Remote, CONNECT, Remote, "IPv4 and IPv6 sockets only";
+    "bind" => lsm("sys_socket_bind", "socket_bind"), None, BIND, None, "IPv4 and IPv6 sockets only";
+    "listen" => lsm("sys_socket_listen", "socket_listen"), None, NO_CGROUP, None, "";
+    "accept" => lsm("sys_socket_accept", "socket_accept"), None, NO_CGROUP, None, "";
+    "accept4" => lsm("sys_socket_accept", "socket_accept"), None, NO_CGROUP, None, "";
+    "sendto" => lsm("sys_socket_sendmsg", "socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
+    "sendmsg" => lsm("sys_socket_sendmsg", "socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
+    "sendmmsg" => lsm("sys_socket_sendmsg", "socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
+    "recvfrom" => lsm("sys_socket_recvmsg", "socket_recvmsg"), None, NO_CGROUP, None, "";
+    "recvmsg" => lsm("sys_socket_recvmsg", "socket_recvmsg"), None, NO_CGROUP, None, "";
+    "recvmmsg" => lsm("sys_socket_recvmsg", "socket_recvmsg"), None, NO_CGROUP, None, "";
+    "setsockopt" => None, None, SETSOCKOPT, None, "";
+    "getsockopt" => None, None, GETSOCKOPT, None, "";
+}
+
+/// Looks a syscall up by name.
+#[must_use]
+pub fn find(name: &str) -> Option<&'static Syscall> {
+    SYSCALLS.iter().find(|s| s.name == name)
+}
+
+/// Parses `openat,read`: every name must be one chaos knows.
+pub fn parse_list(text: &str) -> Result<Vec<&'static Syscall>, String> {
+    let mut chosen: Vec<&'static Syscall> = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        let syscall = find(name).ok_or_else(|| {
+            let close: Vec<&str> = SYSCALLS.iter().map(|s| s.name).filter(|n| n.starts_with(&name[..name.len().min(3)])).collect();
+            let hint = if close.is_empty() { String::new() } else { format!(" (did you mean {}?)", close.join(", ")) };
+            format!("unknown syscall '{name}'{hint}; `chaos syscall list` shows the ones chaos can fail")
+        })?;
+        if !chosen.iter().any(|s| s.name == syscall.name) {
+            chosen.push(syscall);
+        }
+    }
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_syscall_has_a_mechanism() {
+        for syscall in SYSCALLS {
+            assert!(syscall.lsm.is_some() || !syscall.cgroup.is_empty(), "{} has no hook", syscall.name);
+        }
+    }
+
+    #[test]
+    fn lists_parse_and_unknown_names_get_a_hint() {
+        let names: Vec<&str> = parse_list("openat, read,openat").unwrap().iter().map(|s| s.name).collect();
+        assert_eq!(names, ["openat", "read"]);
+        let err = parse_list("opnat").unwrap_err();
+        assert!(err.contains("unknown syscall 'opnat'") && err.contains("chaos syscall list"), "{err}");
+        assert!(parse_list("conect").unwrap_err().contains("did you mean connect"));
+    }
+}

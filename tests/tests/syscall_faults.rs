@@ -1,0 +1,287 @@
+//! `chaos syscall fail` on a real kernel: cgroup socket hooks everywhere, BPF LSM hooks where
+//! the kernel has them (the VM tier), real programs making real calls.
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use chaos_tests::{
+    TempDir,
+    cgroup::TestCgroup,
+    chaos::{self, Chaos},
+    net::Netns,
+    require_root, skip_if,
+    workload::{TcpListen, command_in, connect_loop, file_loop},
+};
+
+const ECONNREFUSED: i32 = 111;
+const EIO: i32 = 5;
+const ENOSPC: i32 = 28;
+const EMFILE: i32 = 24;
+const ETIMEDOUT: i32 = 110;
+
+fn localhost(last: u8, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), port)
+}
+
+/// `chaos syscall fail <args> --cgroup X --for 5m --output json`, once its programs are in.
+fn start(args: &[&str], cgroup: &TestCgroup) -> Chaos {
+    let mut full = vec!["syscall", "fail"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--cgroup", cgroup.path(), "--for", "5m", "--output", "json", "-v"]);
+    let mut chaos = Chaos::start(&full);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    chaos
+}
+
+fn stop(chaos: Chaos) -> serde_json::Value {
+    chaos.signal(libc::SIGINT);
+    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\nstderr: {stderr}"))
+}
+
+#[test]
+fn connect_fails_with_the_errno_at_the_rate_through_cgroup_hooks() {
+    require_root!("connect_fails_with_the_errno_at_the_rate_through_cgroup_hooks");
+    let ns = Netns::new();
+    let _server = TcpListen::start(&ns, 7400);
+    let cgroup = TestCgroup::new();
+    let chaos = start(&["--syscall", "connect", "--errno", "ECONNREFUSED", "--percent", "20", "--backend", "cgroup"], &cgroup);
+    let inside = connect_loop(localhost(1, 7400), 5000, Some(&cgroup), &ns);
+    let outside = connect_loop(localhost(1, 7400), 500, None, &ns);
+    let report = stop(chaos);
+    let rate = inside.failed() as f64 / inside.calls as f64;
+    eprintln!("measured: connect failed {} of {} ({:.2} %) with {:?}", inside.failed(), inside.calls, rate * 100.0, inside.errors);
+    assert!((rate - 0.20).abs() <= 0.02, "{:.2} % failed, expected 20 % +- 2", rate * 100.0);
+    assert_eq!(inside.errors.keys().copied().collect::<Vec<_>>(), [ECONNREFUSED], "only the chosen errno");
+    assert_eq!(outside.failed(), 0, "a process outside the cgroup saw failures: {:?}", outside.errors);
+    assert_eq!(report["counters"][0]["direction"], "calls");
+    assert_eq!(report["counters"][0]["injected"].as_u64(), Some(inside.failed()), "{report}");
+}
+
+#[test]
+fn schedules_give_exact_counts() {
+    require_root!("schedules_give_exact_counts");
+    let ns = Netns::new();
+    let _server = TcpListen::start(&ns, 7410);
+    let cgroup = TestCgroup::new();
+    let cases: &[(&[&str], u64, Vec<u64>)] = &[
+        (&["--first", "10"], 100, (1..=10).collect()),
+        (&["--every", "7"], 700, (1..=100).map(|i| i * 7).collect()),
+        (&["--after", "50", "--first", "10"], 100, (51..=60).collect()),
+        (&["--after", "5", "--every", "3", "--max", "4"], 100, vec![8, 11, 14, 17]),
+    ];
+    for (schedule, calls, expected) in cases {
+        let mut args = vec!["--syscall", "connect", "--errno", "ECONNREFUSED", "--backend", "cgroup"];
+        args.extend_from_slice(schedule);
+        let chaos = start(&args, &cgroup);
+        let result = connect_loop(localhost(1, 7410), *calls, Some(&cgroup), &ns);
+        drop(stop(chaos));
+        assert_eq!(&result.failed_at, expected, "{schedule:?}");
+    }
+    // --max with a probability: exactly K failures, wherever they fall.
+    let chaos = start(&["--syscall", "connect", "--errno", "ECONNREFUSED", "--percent", "50", "--max", "25", "--backend", "cgroup"], &cgroup);
+    let result = connect_loop(localhost(1, 7410), 1000, Some(&cgroup), &ns);
+    drop(stop(chaos));
+    assert_eq!(result.failed(), 25, "--max 25 at 50 %");
+}
+
+#[test]
+fn remote_filters_pick_the_peer() {
+    require_root!("remote_filters_pick_the_peer");
+    let ns = Netns::new();
+    let _server = TcpListen::start(&ns, 7420);
+    let cgroup = TestCgroup::new();
+    let chaos = start(&["--syscall", "connect", "--errno", "ECONNREFUSED", "--remote", "127.0.0.2", "--remote-port", "7420", "--backend", "cgroup"], &cgroup);
+    let listed = connect_loop(localhost(2, 7420), 50, Some(&cgroup), &ns);
+    let other_address = connect_loop(localhost(1, 7420), 50, Some(&cgroup), &ns);
+    drop(stop(chaos));
+    assert_eq!(listed.failed(), 50, "{listed:?}");
+    assert_eq!(other_address.failed(), 0, "{other_address:?}");
+}
+
+#[test]
+fn socket_and_sendto_fail_through_cgroup_hooks() {
+    require_root!("socket_and_sendto_fail_through_cgroup_hooks");
+    let ns = Netns::new();
+    let _server = TcpListen::start(&ns, 7430);
+    let cgroup = TestCgroup::new();
+    let chaos = start(&["--syscall", "socket", "--errno", "EMFILE", "--first", "3", "--backend", "cgroup"], &cgroup);
+    let result = connect_loop(localhost(1, 7430), 10, Some(&cgroup), &ns);
+    drop(stop(chaos));
+    assert_eq!(result.failed_at, [1, 2, 3]);
+    assert_eq!(result.errors.keys().copied().collect::<Vec<_>>(), [EMFILE]);
+
+    let chaos = start(&["--syscall", "sendto", "--errno", "ETIMEDOUT", "--max", "10", "--backend", "cgroup"], &cgroup);
+    let blast = chaos_tests::workload::Blast {
+        to: localhost(1, 7431),
+        sender_id: 1,
+        count: 100,
+        pps: 0,
+        cgroup: Some(&cgroup),
+        netns: &ns,
+    }
+    .run();
+    drop(stop(chaos));
+    assert_eq!(blast.errors, 10, "sendto with --max 10: {blast:?}");
+    assert!(blast.first_error.unwrap_or_default().contains("timed out"));
+}
+
+#[test]
+fn file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup() {
+    require_root!("file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup");
+    skip_if!(chaos::lsm_unavailable().is_some(), "file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup", chaos::lsm_unavailable().unwrap_or_default());
+    let cgroup = TestCgroup::new();
+    let (inside, elsewhere) = (TempDir::new(), TempDir::new());
+    let prefix = inside.path().display().to_string();
+    for (syscall, errno, name) in [("openat", EIO, "EIO"), ("write", ENOSPC, "ENOSPC"), ("read", EIO, "EIO"), ("unlink", EIO, "EIO")] {
+        let chaos = start(&["--syscall", syscall, "--errno", name, "--every", "4", "--path", &prefix, "--backend", "lsm"], &cgroup);
+        let target = file_loop(inside.path(), 200, Some(&cgroup));
+        let other_path = file_loop(elsewhere.path(), 50, Some(&cgroup));
+        let other_cgroup = file_loop(inside.path(), 50, None);
+        let report = stop(chaos);
+        let calls = &target[syscall];
+        let expected: Vec<u64> = (1..=calls.calls / 4).map(|i| i * 4).collect();
+        eprintln!("measured: {syscall}: {} of {} calls failed, errnos {:?}", calls.failed(), calls.calls, calls.errors);
+        assert_eq!(calls.failed_at, expected, "{syscall} --every 4: {calls:?}");
+        assert_eq!(calls.errors.keys().copied().collect::<Vec<_>>(), [errno], "{syscall}");
+        for (what, run) in [("a path outside the prefix", &other_path), ("a process outside the cgroup", &other_cgroup)] {
+            let failures: u64 = run.values().map(chaos_tests::workload::Calls::failed).sum();
+            assert_eq!(failures, 0, "{syscall}: {what} saw failures: {run:?}");
+        }
+        assert_eq!(report["counters"][0]["injected"].as_u64(), Some(calls.failed()), "{report}");
+    }
+}
+
+#[test]
+fn a_real_program_reports_the_injected_error() {
+    require_root!("a_real_program_reports_the_injected_error");
+    skip_if!(chaos::lsm_unavailable().is_some(), "a_real_program_reports_the_injected_error", chaos::lsm_unavailable().unwrap_or_default());
+    let cgroup = TestCgroup::new();
+    let dir = TempDir::new();
+    let chaos = start(&["--syscall", "write", "--errno", "ENOSPC", "--path", &dir.path().display().to_string()], &cgroup);
+    let output = command_in("dd", Some(&cgroup), None)
+        .arg("if=/dev/zero")
+        .arg(format!("of={}/dd.out", dir.path().display()))
+        .args(["bs=4096", "count=16"])
+        .output()
+        .expect("run dd");
+    drop(stop(chaos));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("measured: dd said: {}", stderr.trim());
+    assert!(!output.status.success(), "dd succeeded under a write fault");
+    assert!(stderr.contains("No space left on device"), "dd: {stderr}");
+}
+
+#[test]
+fn connect_fails_through_lsm_with_a_remote_filter() {
+    require_root!("connect_fails_through_lsm_with_a_remote_filter");
+    skip_if!(chaos::lsm_unavailable().is_some(), "connect_fails_through_lsm_with_a_remote_filter", chaos::lsm_unavailable().unwrap_or_default());
+    let ns = Netns::new();
+    let _server = TcpListen::start(&ns, 7440);
+    let cgroup = TestCgroup::new();
+    let chaos = start(&["--syscall", "connect", "--errno", "ETIMEDOUT", "--remote", "127.0.0.2/32", "--backend", "lsm"], &cgroup);
+    let listed = connect_loop(localhost(2, 7440), 20, Some(&cgroup), &ns);
+    let other = connect_loop(localhost(1, 7440), 20, Some(&cgroup), &ns);
+    drop(stop(chaos));
+    assert_eq!(listed.errors.get(&ETIMEDOUT), Some(&20), "{listed:?}");
+    assert_eq!(other.failed(), 0, "{other:?}");
+}
+
+#[test]
+fn syscall_list_tells_the_mechanism_of_this_kernel() {
+    require_root!("syscall_list_tells_the_mechanism_of_this_kernel");
+    let (status, stdout, stderr) = chaos::run(&["syscall", "list", "--output", "json"]);
+    assert!(status.success(), "{stderr}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON rows");
+    let row = |name: &str| rows.iter().find(|r| r["syscall"] == name).unwrap_or_else(|| panic!("no row for {name}")).clone();
+    match chaos::lsm_unavailable() {
+        Some(_) => {
+            assert_eq!(row("openat")["mechanism"], serde_json::Value::Null);
+            assert!(row("openat")["note"].as_str().unwrap_or_default().contains("needs BPF LSM"));
+            assert_eq!(row("connect")["mechanism"], "cgroup/connect4 + cgroup/connect6");
+        }
+        None => {
+            assert_eq!(row("openat")["mechanism"], "lsm/file_open");
+            assert_eq!(row("read")["filters"][0], "path");
+        }
+    }
+}
+
+#[test]
+fn bad_syscall_input_is_refused_and_changes_nothing() {
+    require_root!("bad_syscall_input_is_refused_and_changes_nothing");
+    let cgroup = TestCgroup::new();
+    let mut cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["--syscall", "opnat", "--errno", "EIO"], "unknown syscall 'opnat'".into()),
+        (vec!["--syscall", "connect", "--errno", "EBOGUS"], "unknown errno 'EBOGUS'".into()),
+        (vec!["--syscall", "openat", "--errno", "EIO", "--path", "relative/dir", "--backend", "auto"], String::new()),
+        (vec!["--syscall", "connect", "--errno", "EIO", "--path", "/tmp"], "--path applies to file syscalls".into()),
+        (vec!["--syscall", "bind", "--errno", "EIO", "--remote", "10.0.0.0/8"], "--remote and --remote-port apply to calls with a peer".into()),
+        (vec!["--syscall", "connect", "--errno", "EIO", "--every", "0"], "invalid value '0'".into()),
+        (vec!["--syscall", "setsockopt", "--errno", "EIO", "--backend", "lsm"], "has no BPF LSM hook".into()),
+    ];
+    match chaos::lsm_unavailable() {
+        // Here a file syscall has no mechanism at all: that is what the relative path hits first.
+        Some(reason) => {
+            cases[2].1 = "BPF LSM is not available".into();
+            cases.push((vec!["--syscall", "openat", "--errno", "EIO", "--backend", "lsm"], "BPF LSM is not available".into()));
+            assert!(reason.contains("program type lsm"), "{reason}");
+        }
+        None => cases[2].1 = "--path relative/dir: not an absolute path".into(),
+    }
+    for (args, expected) in &cases {
+        let mut full = vec!["syscall", "fail"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--cgroup", cgroup.path(), "--for", "5s"]);
+        let (status, _, stderr) = chaos::run(&full);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected.as_str()), "{args:?}: expected {expected:?} in: {stderr}");
+    }
+}
+
+/// Every hook chaos ships must pass this kernel's verifier and attach: a fault on every syscall
+/// at 0 % (an empty test cgroup, nothing fails) loads them all.
+#[test]
+fn every_hook_loads_and_attaches_on_this_kernel() {
+    require_root!("every_hook_loads_and_attaches_on_this_kernel");
+    let cgroup = TestCgroup::new();
+    let (status, stdout, _) = chaos::run(&["syscall", "list", "--output", "json"]);
+    assert!(status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON rows");
+    for backend in ["cgroup", "lsm"] {
+        if backend == "lsm"
+            && let Some(reason) = chaos::lsm_unavailable()
+        {
+            chaos_tests::skip::record("every_hook_loads_and_attaches_on_this_kernel (LSM half)", &reason);
+            continue;
+        }
+        let names: Vec<&str> = rows
+            .iter()
+            .filter(|r| if backend == "lsm" { !r["lsm_hook"].is_null() } else { r["cgroup_hooks"].as_array().is_some_and(|h| !h.is_empty()) })
+            .filter_map(|r| r["syscall"].as_str())
+            .collect();
+        assert!(!names.is_empty(), "no {backend} syscalls listed");
+        let list = names.join(",");
+        let chaos = start(&["--syscall", &list, "--errno", "EIO", "--percent", "0", "--backend", backend], &cgroup);
+        let report = stop(chaos);
+        eprintln!("measured: {backend}: {} syscalls attached and detached", names.len());
+        assert_eq!(report["counters"][0]["injected"], 0);
+    }
+}
+
+#[test]
+fn mkdir_fails_under_the_path_through_lsm() {
+    require_root!("mkdir_fails_under_the_path_through_lsm");
+    skip_if!(chaos::lsm_unavailable().is_some(), "mkdir_fails_under_the_path_through_lsm", chaos::lsm_unavailable().unwrap_or_default());
+    let cgroup = TestCgroup::new();
+    let dir = TempDir::new();
+    let chaos = start(&["--syscall", "mkdir,mkdirat", "--errno", "EROFS", "--path", &dir.path().display().to_string()], &cgroup);
+    let inside = command_in("mkdir", Some(&cgroup), None).arg(dir.path().join("new")).output().expect("run mkdir");
+    let outside = command_in("mkdir", None, None).arg(dir.path().join("other")).output().expect("run mkdir");
+    drop(stop(chaos));
+    let stderr = String::from_utf8_lossy(&inside.stderr);
+    assert!(!inside.status.success() && stderr.contains("Read-only file system"), "mkdir in the cgroup: {stderr}");
+    assert!(outside.status.success(), "mkdir outside the cgroup failed");
+}
