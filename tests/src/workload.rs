@@ -200,6 +200,9 @@ pub struct Calls {
     pub errors: std::collections::BTreeMap<i32, u64>,
     /// Attempt numbers (from 1) of the calls that failed.
     pub failed_at: Vec<u64>,
+    /// Wall time of the loop, for the loops that time themselves.
+    #[serde(default)]
+    pub elapsed_ns: u64,
 }
 
 impl Calls {
@@ -207,6 +210,30 @@ impl Calls {
     pub fn failed(&self) -> u64 {
         self.errors.values().sum()
     }
+
+    /// Mean wall time per loop round, in ns.
+    #[must_use]
+    pub fn ns_per_call(&self) -> f64 {
+        self.elapsed_ns as f64 / self.calls.max(1) as f64
+    }
+}
+
+/// Runs a workload loop (`connect-loop ...`, `open-loop ...`) in `cgroup`/`netns`, optionally
+/// under a wrapper command such as strace, and returns its report.
+#[must_use]
+pub fn workload_loop(wrapper: &[&str], args: &[&str], cgroup: Option<&TestCgroup>, netns: Option<&Netns>) -> Calls {
+    let workload = workload_bin();
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut command = command_in(*program, cgroup, netns);
+            command.args(rest).arg(&workload);
+            command
+        }
+        None => command_in(workload, cgroup, netns),
+    };
+    let output = command.args(args).output().expect("run workload loop");
+    assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{args:?} report: {e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 /// `chaos-workload connect-loop`: `count` TCP connects from `cgroup` in `netns`.

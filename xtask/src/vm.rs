@@ -165,7 +165,7 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
 const MODULES: &[&str] = &["veth", "sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "act_bpf", "ifb", "sch_htb", "sch_tbf"];
 
 /// Host tools copied into every VM (with their shared libraries).
-const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool"];
+const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace"];
 
 /// What to run in a VM.
 pub struct VmJob<'a> {

@@ -10,8 +10,11 @@
 //!       prints {"connected", "error", "elapsed_ms"}
 //!   chaos-workload sleep --secs S
 //!       a resident process (gives a test cgroup a member in a namespace)
-//!   chaos-workload connect-loop --to ADDR:PORT --count N
-//!       N TCP connects (a new socket each), prints {"calls", "ok", "errors": {errno: n}, "failed_at": [i]}
+//!   chaos-workload connect-loop --to ADDR:PORT --count N [--udp]
+//!       N TCP connects (a new socket each), prints {"calls", "ok", "errors": {errno: n}, "failed_at": [i]};
+//!       with --udp, N connect() calls on one UDP socket (no packets: just the syscall and its hooks)
+//!   chaos-workload open-loop --path P --count N
+//!       N rounds of openat+read+close of P; prints {"calls", "ok", "errors", "failed_at", "elapsed_ns"}
 //!   chaos-workload file-loop --dir D --count N
 //!       N rounds of openat(create)+write+fsync+close, openat+read+close, unlink in D; prints per
 //!       syscall {"calls", "ok", "errors", "failed_at"} (attempt numbers count from 1)
@@ -42,8 +45,10 @@ fn main() {
         "tcp-listen" => tcp_listen(num("--port", 0) as u16),
         "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),
+        "connect-loop" if has("--udp") => udp_connect_loop(addr(), num("--count", 100)),
         "connect-loop" => connect_loop(addr(), num("--count", 100)),
         "file-loop" => file_loop(&flag("--dir").unwrap_or_else(|| usage()), num("--count", 100)),
+        "open-loop" => open_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
         _ => usage(),
     }
 }
@@ -186,6 +191,8 @@ struct Calls {
     ok: u64,
     errors: BTreeMap<i32, u64>,
     failed_at: Vec<u64>,
+    /// Wall time of the whole loop (loops that time themselves).
+    elapsed_ns: u64,
 }
 
 impl Calls {
@@ -207,9 +214,36 @@ impl Calls {
 
 fn connect_loop(to: SocketAddr, count: u64) {
     let mut calls = Calls::default();
+    let start = Instant::now();
     for _ in 0..count {
         calls.record(TcpStream::connect_timeout(&to, Duration::from_secs(2)));
     }
+    calls.elapsed_ns = start.elapsed().as_nanos() as u64;
+    println!("{}", serde_json::to_string(&calls).expect("serialize"));
+}
+
+fn udp_connect_loop(to: SocketAddr, count: u64) {
+    let socket = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
+    let mut calls = Calls::default();
+    let start = Instant::now();
+    for _ in 0..count {
+        calls.record(socket.connect(to));
+    }
+    calls.elapsed_ns = start.elapsed().as_nanos() as u64;
+    println!("{}", serde_json::to_string(&calls).expect("serialize"));
+}
+
+fn open_loop(path: &str, count: u64) {
+    use std::io::Read as _;
+    let mut calls = Calls::default();
+    let mut buf = [0u8; 64];
+    let start = Instant::now();
+    for _ in 0..count {
+        if let Some(mut file) = calls.record(std::fs::File::open(path)) {
+            let _ = file.read(&mut buf);
+        }
+    }
+    calls.elapsed_ns = start.elapsed().as_nanos() as u64;
     println!("{}", serde_json::to_string(&calls).expect("serialize"));
 }
 
