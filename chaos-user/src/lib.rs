@@ -7,6 +7,7 @@
 pub mod attach;
 pub mod cli;
 pub mod errno;
+pub mod experiment;
 pub mod features;
 pub mod ledger;
 pub mod netlink;
@@ -15,5 +16,6 @@ pub mod plan;
 pub mod report;
 pub mod run;
 pub mod spec;
+pub mod steady;
 pub mod sys;
 pub mod target;

@@ -24,6 +24,12 @@ impl Ppm {
         self.0
     }
 
+    /// From parts per million (clamped to 100 %).
+    #[must_use]
+    pub const fn from_ppm(ppm: u32) -> Self {
+        Self(if ppm > PPM_SCALE { PPM_SCALE } else { ppm })
+    }
+
     #[must_use]
     pub fn as_percent(self) -> f64 {
         f64::from(self.0) / 10_000.0
