@@ -9,9 +9,11 @@ use std::{fs::File, path::Path};
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{Array, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        cgroup_skb::CgroupSkbLinkId,
+        links::FdLink,
         tc::{self, SchedClassifierLink, TcAttachOptions, TcError},
     },
 };
@@ -45,6 +47,49 @@ pub enum AttachError {
     Cgroup { path: String, source: std::io::Error },
     #[error("{0}")]
     Tc(String),
+    #[error("{0}")]
+    Pin(String),
+}
+
+/// A fault pinned by a detached experiment, reached through its pinned maps by a process that
+/// did not load it (the reaper, `chaos status`).
+pub struct PinnedFault {
+    config: Array<MapData, FaultConfig>,
+    counters: PerCpuArray<MapData, FaultCounters>,
+}
+
+impl PinnedFault {
+    pub fn open(dir: &Path) -> Result<Self, AttachError> {
+        let open = |name: &'static str| {
+            MapData::from_pin(dir.join(name)).map_err(|source| AttachError::Map { map: name, source })
+        };
+        let config = Array::try_from(Map::Array(open(maps::FAULT_CONFIG)?))
+            .map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })?;
+        let counters = PerCpuArray::try_from(Map::PerCpuArray(open(maps::FAULT_COUNTERS)?))
+            .map_err(|source| AttachError::Map { map: maps::FAULT_COUNTERS, source })?;
+        Ok(Self { config, counters })
+    }
+
+    pub fn config(&self) -> Result<FaultConfig, AttachError> {
+        self.config.get(&0, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })
+    }
+
+    pub fn configure(&mut self, config: FaultConfig) -> Result<(), AttachError> {
+        self.config.set(0, config, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })
+    }
+
+    /// Counters of every direction, summed over CPUs and directions.
+    pub fn total(&self) -> Result<FaultCounters, AttachError> {
+        let mut sum = FaultCounters::default();
+        for direction in Direction::ALL {
+            let per_cpu = self
+                .counters
+                .get(&direction.index(), 0)
+                .map_err(|source| AttachError::Map { map: maps::FAULT_COUNTERS, source })?;
+            sum = per_cpu.iter().fold(sum, |s, c| s.add(*c));
+        }
+        Ok(sum)
+    }
 }
 
 /// A TC program attached in some namespace, detached from inside that namespace.
@@ -59,6 +104,8 @@ struct TcAttachment {
 /// One fault's instance of the eBPF object: its own maps, its own attached programs.
 pub struct LoadedFault {
     ebpf: Ebpf,
+    /// Cgroup links by program, kept so that a detached experiment can pin them.
+    cgroup_links: Vec<(&'static str, CgroupSkbLinkId)>,
     tc: Vec<TcAttachment>,
 }
 
@@ -75,7 +122,7 @@ impl LoadedFault {
             },
             other => AttachError::Load(other),
         })?;
-        Ok(Self { ebpf, tc: Vec::new() })
+        Ok(Self { ebpf, cgroup_links: Vec::new(), tc: Vec::new() })
     }
 
     /// Writes the fault's configuration. Safe while the programs run: the next event sees it.
@@ -154,8 +201,10 @@ impl LoadedFault {
         // EINVAL) and always attaches in multi mode: other programs on the cgroup (systemd's IP
         // accounting, a CNI's policies) keep running, and several chaos faults can share it.
         // `Single` is how aya spells "no flags".
-        prog.attach(cgroup, attach_type, CgroupAttachMode::Single)
+        let link = prog
+            .attach(cgroup, attach_type, CgroupAttachMode::Single)
             .map_err(|err| program_error(program, "attaching", &err))?;
+        self.cgroup_links.push((program, link));
         Ok(())
     }
 
@@ -221,6 +270,38 @@ impl LoadedFault {
             .ok_or_else(|| AttachError::Program { program, reason: "not in the eBPF object".into() })?
             .try_into()
             .map_err(|err: ProgramError| AttachError::Program { program, reason: err.to_string() })
+    }
+
+    /// Pins every link and the config and counter maps under `dir` (in bpffs), so that the
+    /// fault outlives this process: a detached experiment. Legacy TC filters cannot be pinned
+    /// (they are netlink objects), so faults that need them are refused.
+    pub fn pin(&mut self, dir: &Path) -> Result<(), AttachError> {
+        let pin_error = |what: &str, err: &dyn std::fmt::Display| AttachError::Pin(format!("pinning {what} in {}: {err}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(|e| pin_error("the directory", &e))?;
+        for name in [maps::FAULT_CONFIG, maps::FAULT_COUNTERS] {
+            let map = self.ebpf.map(name).ok_or_else(|| pin_error(name, &"not in the object"))?;
+            map.pin(dir.join(name)).map_err(|e| pin_error(name, &e))?;
+        }
+        for (index, (program, id)) in std::mem::take(&mut self.cgroup_links).into_iter().enumerate() {
+            let prog: &mut CgroupSkb = self.program(program)?;
+            let link = prog.take_link(id).map_err(|e| pin_error(program, &e))?;
+            let link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| pin_error(program, &e))?;
+            link.pin(dir.join(format!("link-{index}-{program}"))).map_err(|e| pin_error(program, &e))?;
+        }
+        for (index, attachment) in self.tc.iter_mut().enumerate() {
+            if attachment.filter_record.is_some() {
+                return Err(AttachError::Pin(format!(
+                    "TC programs on {} use a legacy TC filter on this kernel (before 6.6), which cannot be pinned: \
+                     --detach needs tcx for this fault; run it in the foreground",
+                    attachment.iface
+                )));
+            }
+            if let Some(link) = attachment.link.take() {
+                let link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| pin_error(&attachment.iface, &e))?;
+                link.pin(dir.join(format!("link-tc-{index}-{}", attachment.iface))).map_err(|e| pin_error(&attachment.iface, &e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The counters of `direction`, summed over CPUs.

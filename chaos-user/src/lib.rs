@@ -15,6 +15,7 @@ pub mod netns;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod runs;
 pub mod spec;
 pub mod steady;
 pub mod sys;

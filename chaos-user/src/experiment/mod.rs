@@ -6,9 +6,14 @@
 //! conflicts with running experiments refused) -> [`runner`] (baseline checks, faults armed at
 //! their offsets with their own kernel deadlines, ramps, checks, abort rules, after checks) ->
 //! the [`timeline`] (JSON Lines, written as things happen) -> the summary and the exit code.
+pub mod detached;
 pub mod faults;
 pub mod file;
+pub mod plan;
+pub mod runner;
+pub mod schedule;
 pub mod source;
+pub mod timeline;
 
 use std::{ops::Range, time::Duration};
 
@@ -125,4 +130,42 @@ impl Phase {
             Self::After => "after",
         }
     }
+}
+
+/// Removes what finished or crashed experiments left: records of foreground runs whose process
+/// is gone (their links went with it), and the pins of detached experiments whose deadline
+/// has passed or that no record describes. Returns one line per item removed.
+#[must_use]
+pub fn clean_stale_runs() -> Vec<String> {
+    use crate::runs::{self, Liveness};
+    let records = runs::all();
+    let mut lines = Vec::new();
+    for record in &records {
+        if record.liveness() != Liveness::Stale {
+            continue;
+        }
+        if record.detached {
+            lines.extend(detached::end(record, "deadline passed"));
+        } else {
+            record.remove();
+            lines.push(format!(
+                "removed the record of run {} (pid {} is gone; its links went with it)",
+                record.id, record.pid
+            ));
+        }
+    }
+    // An orphan younger than a minute may belong to a run that is still writing its record.
+    let old_enough = |path: &std::path::Path| {
+        std::fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(60)))
+    };
+    for dir in detached::orphan_pins(&runs::all()) {
+        if !old_enough(&dir) {
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => lines.push(format!("removed pins that no experiment describes: {}", dir.display())),
+            Err(err) => lines.push(format!("could not remove {}: {err}", dir.display())),
+        }
+    }
+    lines
 }
