@@ -161,7 +161,8 @@ fn a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval()
     let (status, stdout, stderr) = chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
     let took = started.elapsed();
     assert_eq!(status.code(), Some(1), "the hypothesis should be violated\nstdout: {stdout}\nstderr: {stderr}");
-    assert!(took < Duration::from_secs(20), "a 60 s experiment should abort early, took {took:?}");
+    // Loading programs under QEMU/TCG takes seconds: the tight bound is on the timeline below.
+    assert!(took < Duration::from_secs(50), "a 60 s experiment should abort early, took {took:?}");
     assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left attached");
 
     let events = read_timeline(&timeline);
