@@ -9,10 +9,11 @@ use std::{fs::File, path::Path};
 
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSkbAttachType, LinkOrder, Lsm, Program, ProgramError, SchedClassifier,
         TcAttachType,
+        links::{FdLink, LinkError},
         tc::{self, SchedClassifierLink, TcAttachOptions, TcError},
     },
 };
@@ -46,6 +47,49 @@ pub enum AttachError {
     Cgroup { path: String, source: std::io::Error },
     #[error("{0}")]
     Tc(String),
+    #[error("{0}")]
+    Pin(String),
+}
+
+/// A fault pinned by a detached experiment, reached through its pinned maps by a process that
+/// did not load it (the reaper, `chaos status`).
+pub struct PinnedFault {
+    config: Array<MapData, FaultConfig>,
+    counters: PerCpuArray<MapData, FaultCounters>,
+}
+
+impl PinnedFault {
+    pub fn open(dir: &Path) -> Result<Self, AttachError> {
+        let open = |name: &'static str| {
+            MapData::from_pin(dir.join(name)).map_err(|source| AttachError::Map { map: name, source })
+        };
+        let config = Array::try_from(Map::Array(open(maps::FAULT_CONFIG)?))
+            .map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })?;
+        let counters = PerCpuArray::try_from(Map::PerCpuArray(open(maps::FAULT_COUNTERS)?))
+            .map_err(|source| AttachError::Map { map: maps::FAULT_COUNTERS, source })?;
+        Ok(Self { config, counters })
+    }
+
+    pub fn config(&self) -> Result<FaultConfig, AttachError> {
+        self.config.get(&0, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })
+    }
+
+    pub fn configure(&mut self, config: FaultConfig) -> Result<(), AttachError> {
+        self.config.set(0, config, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })
+    }
+
+    /// Counters of every direction, summed over CPUs and directions.
+    pub fn total(&self) -> Result<FaultCounters, AttachError> {
+        let mut sum = FaultCounters::default();
+        for direction in Direction::ALL {
+            let per_cpu = self
+                .counters
+                .get(&direction.index(), 0)
+                .map_err(|source| AttachError::Map { map: maps::FAULT_COUNTERS, source })?;
+            sum = per_cpu.iter().fold(sum, |s, c| s.add(*c));
+        }
+        Ok(sum)
+    }
 }
 
 /// A TC program attached in some namespace, detached from inside that namespace.
@@ -60,6 +104,12 @@ struct TcAttachment {
 /// One fault's instance of the eBPF object: its own maps, its own attached programs.
 pub struct LoadedFault {
     ebpf: Ebpf,
+    /// Every bpf_link taken out of its program as soon as it is made: dropping one detaches
+    /// it, and a detached experiment pins them all the same way.
+    links: Vec<(&'static str, FdLink)>,
+    /// Programs whose links aya cannot hand over as an `FdLink` (cgroup sockopt): they stay
+    /// in the object (detached with it) and cannot be pinned.
+    unpinnable: Vec<&'static str>,
     tc: Vec<TcAttachment>,
     /// The kernel's BTF, parsed once if an LSM program needs it.
     btf: Option<Btf>,
@@ -86,7 +136,7 @@ impl LoadedFault {
             },
             other => AttachError::Load(other),
             })?;
-        Ok(Self { ebpf, tc: Vec::new(), btf: None })
+        Ok(Self { ebpf, links: Vec::new(), unpinnable: Vec::new(), tc: Vec::new(), btf: None })
     }
 
     /// Writes the fault's configuration. Safe while the programs run: the next event sees it.
@@ -157,36 +207,43 @@ impl LoadedFault {
             .ok_or_else(|| AttachError::Program { program, reason: "not in the eBPF object".into() })?;
         let loading = |err| program_error(program, "loading", &err);
         let attaching = |err| program_error(program, "attaching", &err);
+        let owning = |err: LinkError| AttachError::Program { program, reason: format!("taking its link: {err}") };
         // On 5.7+ aya attaches through BPF_LINK_CREATE, which takes no flags (any flag is
         // EINVAL) and always attaches in multi mode: other programs on the cgroup (systemd's IP
         // accounting, a CNI's policies) keep running, and several chaos faults can share it.
         // `Single` is how aya spells "no flags".
         let mode = CgroupAttachMode::Single;
-        match prog {
+        let link: FdLink = match prog {
             Program::CgroupSkb(prog) => {
                 let attach_type = match planned.direction {
                     Direction::Egress => CgroupSkbAttachType::Egress,
                     Direction::Ingress => CgroupSkbAttachType::Ingress,
                 };
                 prog.load().map_err(loading)?;
-                prog.attach(cgroup, attach_type, mode).map_err(attaching)?;
+                let id = prog.attach(cgroup, attach_type, mode).map_err(attaching)?;
+                prog.take_link(id).map_err(attaching)?.try_into().map_err(owning)?
             }
             Program::CgroupSockAddr(prog) => {
                 prog.load().map_err(loading)?;
-                prog.attach(cgroup, mode).map_err(attaching)?;
+                let id = prog.attach(cgroup, mode).map_err(attaching)?;
+                prog.take_link(id).map_err(attaching)?.try_into().map_err(owning)?
             }
             Program::CgroupSock(prog) => {
                 prog.load().map_err(loading)?;
-                prog.attach(cgroup, mode).map_err(attaching)?;
+                let id = prog.attach(cgroup, mode).map_err(attaching)?;
+                prog.take_link(id).map_err(attaching)?.try_into().map_err(owning)?
             }
             Program::CgroupSockopt(prog) => {
                 prog.load().map_err(loading)?;
                 prog.attach(cgroup, mode).map_err(attaching)?;
+                self.unpinnable.push(program);
+                return Ok(());
             }
             other => {
                 return Err(AttachError::Program { program, reason: format!("{:?} programs do not attach to cgroups", other.prog_type()) });
             }
-        }
+        };
+        self.links.push((program, link));
         Ok(())
     }
 
@@ -202,11 +259,13 @@ impl LoadedFault {
         let result = (|| {
             let prog: &mut Lsm = self.program(program)?;
             prog.load(hook, &btf).map_err(|err| program_error(program, "loading", &err))?;
-            prog.attach().map_err(|err| program_error(program, "attaching", &err))?;
-            Ok(())
+            let id = prog.attach().map_err(|err| program_error(program, "attaching", &err))?;
+            let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
+            Ok(FdLink::from(link))
         })();
         self.btf = Some(btf);
-        result
+        self.links.push((program, result?));
+        Ok(())
     }
 
     fn attach_tc(
@@ -271,6 +330,42 @@ impl LoadedFault {
             .ok_or_else(|| AttachError::Program { program, reason: "not in the eBPF object".into() })?
             .try_into()
             .map_err(|err: ProgramError| AttachError::Program { program, reason: err.to_string() })
+    }
+
+    /// Pins every link and the config and counter maps under `dir` (in bpffs), so that the
+    /// fault outlives this process: a detached experiment. Legacy TC filters (netlink objects)
+    /// and cgroup sockopt links (aya cannot hand them over) cannot be pinned: such faults are
+    /// refused.
+    pub fn pin(&mut self, dir: &Path) -> Result<(), AttachError> {
+        let pin_error = |what: &str, err: &dyn std::fmt::Display| AttachError::Pin(format!("pinning {what} in {}: {err}", dir.display()));
+        if let Some(program) = self.unpinnable.first() {
+            return Err(AttachError::Pin(format!(
+                "{program} (a cgroup sockopt hook) cannot be pinned: --detach does not support setsockopt/getsockopt \
+                 faults; run it in the foreground"
+            )));
+        }
+        if let Some(attachment) = self.tc.iter().find(|a| a.filter_record.is_some()) {
+            return Err(AttachError::Pin(format!(
+                "TC programs on {} use a legacy TC filter on this kernel (before 6.6), which cannot be pinned: \
+                 --detach needs tcx for this fault; run it in the foreground",
+                attachment.iface
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| pin_error("the directory", &e))?;
+        for name in [maps::FAULT_CONFIG, maps::FAULT_COUNTERS] {
+            let map = self.ebpf.map(name).ok_or_else(|| pin_error(name, &"not in the object"))?;
+            map.pin(dir.join(name)).map_err(|e| pin_error(name, &e))?;
+        }
+        for (index, (program, link)) in std::mem::take(&mut self.links).into_iter().enumerate() {
+            link.pin(dir.join(format!("link-{index}-{program}"))).map_err(|e| pin_error(program, &e))?;
+        }
+        for (index, attachment) in self.tc.iter_mut().enumerate() {
+            if let Some(link) = attachment.link.take() {
+                let link: FdLink = link.try_into().map_err(|e: LinkError| pin_error(&attachment.iface, &e))?;
+                link.pin(dir.join(format!("link-tc-{index}-{}", attachment.iface))).map_err(|e| pin_error(&attachment.iface, &e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The counters of `direction`, summed over CPUs.

@@ -68,14 +68,21 @@ pub fn write(netns: &Netns, item: Item) -> io::Result<Entry> {
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
-fn start_time(pid: u32) -> Option<u64> {
+#[must_use]
+pub fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; count fields after its closing parenthesis.
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn owner_alive(record: &Record) -> bool {
-    start_time(record.owner_pid).is_some_and(|start| start == record.owner_start)
+    process_alive(record.owner_pid, record.owner_start)
+}
+
+/// Whether process `pid` runs and is the one that started at `start` (not a reused pid).
+#[must_use]
+pub fn process_alive(pid: u32, start: u64) -> bool {
+    start_time(pid).is_some_and(|now| now == start)
 }
 
 /// Removes what crashed runs left behind, returning a line per item (removed, or why not).

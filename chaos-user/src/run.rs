@@ -136,7 +136,7 @@ impl StopSignals {
         })
     }
 
-    async fn next(&mut self) -> StopReason {
+    pub async fn next(&mut self) -> StopReason {
         tokio::select! {
             _ = self.int.recv() => StopReason::Signal(StopSignal::Int),
             _ = self.term.recv() => StopReason::Signal(StopSignal::Term),

@@ -10,6 +10,7 @@ use chaos_common::syscall_mask;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LsmHook {
     pub program: &'static str,
+    /// `lsm/<hook name>`, as the object's section spells it.
     pub hook: &'static str,
     /// `syscall_mask` bits this syscall sets (hooks serving several kinds of access).
     pub mask: u32,
@@ -30,6 +31,14 @@ pub enum Filter {
     Path,
     /// `--remote`, `--remote-port`: the address the call is about.
     Remote,
+}
+
+impl LsmHook {
+    /// The LSM hook's own name (`file_open`), which the kernel's BTF knows.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.hook.strip_prefix("lsm/").unwrap_or(self.hook)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -78,48 +87,48 @@ macro_rules! syscalls {
 }
 
 syscalls! {
-    "open" => lsm("sys_file_open", "file_open"), Path, NO_CGROUP, None, "";
-    "openat" => lsm("sys_file_open", "file_open"), Path, NO_CGROUP, None, "";
-    "openat2" => lsm("sys_file_open", "file_open"), Path, NO_CGROUP, None, "";
-    "creat" => lsm("sys_file_open", "file_open"), Path, NO_CGROUP, None, "";
-    "read" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
-    "readv" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
-    "pread64" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
-    "preadv" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
-    "preadv2" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
-    "write" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
-    "writev" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
-    "pwrite64" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
-    "pwritev" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
-    "pwritev2" => lsm_masked("sys_file_permission", "file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
-    "ioctl" => lsm("sys_file_ioctl", "file_ioctl"), Path, NO_CGROUP, None, "";
-    "mmap" => lsm("sys_mmap_file", "mmap_file"), Path, NO_CGROUP, None, "";
-    "unlink" => lsm("sys_inode_unlink", "inode_unlink"), Path, NO_CGROUP, None, "";
-    "unlinkat" => lsm("sys_inode_unlink", "inode_unlink"), Path, NO_CGROUP, None, "";
-    "mkdir" => lsm("sys_inode_mkdir", "inode_mkdir"), Path, NO_CGROUP, None, "";
-    "mkdirat" => lsm("sys_inode_mkdir", "inode_mkdir"), Path, NO_CGROUP, None, "";
-    "rmdir" => lsm("sys_inode_rmdir", "inode_rmdir"), Path, NO_CGROUP, None, "";
-    "rename" => lsm("sys_inode_rename", "inode_rename"), Path, NO_CGROUP, None, "";
-    "renameat" => lsm("sys_inode_rename", "inode_rename"), Path, NO_CGROUP, None, "";
-    "renameat2" => lsm("sys_inode_rename", "inode_rename"), Path, NO_CGROUP, None, "";
-    "execve" => lsm("sys_bprm_check_security", "bprm_check_security"), Path, NO_CGROUP, None, "";
-    "execveat" => lsm("sys_bprm_check_security", "bprm_check_security"), Path, NO_CGROUP, None, "";
-    "fork" => lsm("sys_task_alloc", "task_alloc"), None, NO_CGROUP, None, "";
-    "vfork" => lsm("sys_task_alloc", "task_alloc"), None, NO_CGROUP, None, "";
-    "clone" => lsm("sys_task_alloc", "task_alloc"), None, NO_CGROUP, None, "";
-    "clone3" => lsm("sys_task_alloc", "task_alloc"), None, NO_CGROUP, None, "";
-    "socket" => lsm("sys_socket_create", "socket_create"), None, SOCK_CREATE, None, "IPv4 and IPv6 sockets only";
-    "connect" => lsm("sys_socket_connect", "socket_connect"), Remote, CONNECT, Remote, "IPv4 and IPv6 sockets only";
-    "bind" => lsm("sys_socket_bind", "socket_bind"), None, BIND, None, "IPv4 and IPv6 sockets only";
-    "listen" => lsm("sys_socket_listen", "socket_listen"), None, NO_CGROUP, None, "";
-    "accept" => lsm("sys_socket_accept", "socket_accept"), None, NO_CGROUP, None, "";
-    "accept4" => lsm("sys_socket_accept", "socket_accept"), None, NO_CGROUP, None, "";
-    "sendto" => lsm("sys_socket_sendmsg", "socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
-    "sendmsg" => lsm("sys_socket_sendmsg", "socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
-    "sendmmsg" => lsm("sys_socket_sendmsg", "socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
-    "recvfrom" => lsm("sys_socket_recvmsg", "socket_recvmsg"), None, NO_CGROUP, None, "";
-    "recvmsg" => lsm("sys_socket_recvmsg", "socket_recvmsg"), None, NO_CGROUP, None, "";
-    "recvmmsg" => lsm("sys_socket_recvmsg", "socket_recvmsg"), None, NO_CGROUP, None, "";
+    "open" => lsm("sys_file_open", "lsm/file_open"), Path, NO_CGROUP, None, "";
+    "openat" => lsm("sys_file_open", "lsm/file_open"), Path, NO_CGROUP, None, "";
+    "openat2" => lsm("sys_file_open", "lsm/file_open"), Path, NO_CGROUP, None, "";
+    "creat" => lsm("sys_file_open", "lsm/file_open"), Path, NO_CGROUP, None, "";
+    "read" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "readv" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "pread64" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "preadv" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "preadv2" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "write" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "writev" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "pwrite64" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "pwritev" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "pwritev2" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "ioctl" => lsm("sys_file_ioctl", "lsm/file_ioctl"), Path, NO_CGROUP, None, "";
+    "mmap" => lsm("sys_mmap_file", "lsm/mmap_file"), Path, NO_CGROUP, None, "";
+    "unlink" => lsm("sys_inode_unlink", "lsm/inode_unlink"), Path, NO_CGROUP, None, "";
+    "unlinkat" => lsm("sys_inode_unlink", "lsm/inode_unlink"), Path, NO_CGROUP, None, "";
+    "mkdir" => lsm("sys_inode_mkdir", "lsm/inode_mkdir"), Path, NO_CGROUP, None, "";
+    "mkdirat" => lsm("sys_inode_mkdir", "lsm/inode_mkdir"), Path, NO_CGROUP, None, "";
+    "rmdir" => lsm("sys_inode_rmdir", "lsm/inode_rmdir"), Path, NO_CGROUP, None, "";
+    "rename" => lsm("sys_inode_rename", "lsm/inode_rename"), Path, NO_CGROUP, None, "";
+    "renameat" => lsm("sys_inode_rename", "lsm/inode_rename"), Path, NO_CGROUP, None, "";
+    "renameat2" => lsm("sys_inode_rename", "lsm/inode_rename"), Path, NO_CGROUP, None, "";
+    "execve" => lsm("sys_bprm_check_security", "lsm/bprm_check_security"), Path, NO_CGROUP, None, "";
+    "execveat" => lsm("sys_bprm_check_security", "lsm/bprm_check_security"), Path, NO_CGROUP, None, "";
+    "fork" => lsm("sys_task_alloc", "lsm/task_alloc"), None, NO_CGROUP, None, "";
+    "vfork" => lsm("sys_task_alloc", "lsm/task_alloc"), None, NO_CGROUP, None, "";
+    "clone" => lsm("sys_task_alloc", "lsm/task_alloc"), None, NO_CGROUP, None, "";
+    "clone3" => lsm("sys_task_alloc", "lsm/task_alloc"), None, NO_CGROUP, None, "";
+    "socket" => lsm("sys_socket_create", "lsm/socket_create"), None, SOCK_CREATE, None, "IPv4 and IPv6 sockets only";
+    "connect" => lsm("sys_socket_connect", "lsm/socket_connect"), Remote, CONNECT, Remote, "IPv4 and IPv6 sockets only";
+    "bind" => lsm("sys_socket_bind", "lsm/socket_bind"), None, BIND, None, "IPv4 and IPv6 sockets only";
+    "listen" => lsm("sys_socket_listen", "lsm/socket_listen"), None, NO_CGROUP, None, "";
+    "accept" => lsm("sys_socket_accept", "lsm/socket_accept"), None, NO_CGROUP, None, "";
+    "accept4" => lsm("sys_socket_accept", "lsm/socket_accept"), None, NO_CGROUP, None, "";
+    "sendto" => lsm("sys_socket_sendmsg", "lsm/socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
+    "sendmsg" => lsm("sys_socket_sendmsg", "lsm/socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
+    "sendmmsg" => lsm("sys_socket_sendmsg", "lsm/socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
+    "recvfrom" => lsm("sys_socket_recvmsg", "lsm/socket_recvmsg"), None, NO_CGROUP, None, "";
+    "recvmsg" => lsm("sys_socket_recvmsg", "lsm/socket_recvmsg"), None, NO_CGROUP, None, "";
+    "recvmmsg" => lsm("sys_socket_recvmsg", "lsm/socket_recvmsg"), None, NO_CGROUP, None, "";
     "setsockopt" => None, None, SETSOCKOPT, None, "";
     "getsockopt" => None, None, GETSOCKOPT, None, "";
 }

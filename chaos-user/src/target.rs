@@ -47,6 +47,20 @@ pub enum TargetError {
          Run chaos from outside the target, or the controller would be hit by its own fault"
     )]
     ContainsController { flag: &'static str, arg: String, path: String, own: String },
+    #[error(
+        "{flag} {arg} resolves to cgroup {path}, which holds the init process (pid 1): a fault there \
+         can take the whole machine down. Aim at the service's own cgroup"
+    )]
+    InitScope { flag: &'static str, arg: String, path: String },
+}
+
+impl TargetError {
+    /// A refusal made for safety (root cgroup, chaos's own, init's), which `chaos run --i-know`
+    /// may override, as opposed to a target that does not exist.
+    #[must_use]
+    pub const fn is_safety_refusal(&self) -> bool {
+        matches!(self, Self::RootCgroup { .. } | Self::ContainsController { .. } | Self::InitScope { .. })
+    }
 }
 
 /// What the user named on the command line or in a file.
@@ -143,9 +157,15 @@ impl CgroupFs {
             .map(|s| if s.is_empty() { "/".to_owned() } else { s })
     }
 
-    /// Resolves `spec`, refusing the root cgroup and any cgroup that contains `own_cgroup`
-    /// (the controller's own cgroup path, from /proc/self/cgroup).
+    /// Resolves `spec`, refusing the root cgroup, any cgroup that contains `own_cgroup` (the
+    /// controller's own cgroup path, from /proc/self/cgroup) and init's (`init.scope`).
     pub fn resolve(&self, spec: &TargetSpec, own_cgroup: Option<&str>) -> Result<Target, TargetError> {
+        self.resolve_allowing(spec, own_cgroup, false)
+    }
+
+    /// [`Self::resolve`]; with `i_know`, the safety refusals are lifted (the target must still
+    /// exist).
+    pub fn resolve_allowing(&self, spec: &TargetSpec, own_cgroup: Option<&str>, i_know: bool) -> Result<Target, TargetError> {
         let (flag, arg) = (spec.flag(), spec.arg());
         let dir = match spec {
             TargetSpec::Cgroup(path) => self.cgroup_dir(path)?,
@@ -161,13 +181,8 @@ impl CgroupFs {
             path: dir.display().to_string(),
             mount: self.mount.display().to_string(),
         })?;
-        if cgroup == "/" {
-            return Err(TargetError::RootCgroup { flag, arg });
-        }
-        if let Some(own) = own_cgroup
-            && is_same_or_below(own, &cgroup)
-        {
-            return Err(TargetError::ContainsController { flag, arg, path: cgroup, own: own.to_owned() });
+        if !i_know {
+            refuse_unsafe(flag, &arg, &cgroup, own_cgroup)?;
         }
         let id = fs::metadata(&dir)
             .map_err(|e| TargetError::Unreadable { what: dir.display().to_string(), reason: e.to_string() })?
@@ -263,6 +278,25 @@ impl CgroupFs {
         found.sort();
         found
     }
+}
+
+/// The refusals that protect the machine and chaos itself.
+fn refuse_unsafe(flag: &'static str, arg: &str, cgroup: &str, own_cgroup: Option<&str>) -> Result<(), TargetError> {
+    if cgroup == "/" {
+        return Err(TargetError::RootCgroup { flag, arg: arg.to_owned() });
+    }
+    if let Some(own) = own_cgroup
+        && is_same_or_below(own, cgroup)
+    {
+        return Err(TargetError::ContainsController { flag, arg: arg.to_owned(), path: cgroup.to_owned(), own: own.to_owned() });
+    }
+    // systemd puts init in /init.scope; elsewhere, wherever pid 1 lives (unless that is the
+    // root, refused above).
+    let init = pid_cgroup(Path::new("/proc"), 1).ok().filter(|c| c != "/");
+    if cgroup == "/init.scope" || init.is_some_and(|init| is_same_or_below(&init, cgroup)) {
+        return Err(TargetError::InitScope { flag, arg: arg.to_owned(), path: cgroup.to_owned() });
+    }
+    Ok(())
 }
 
 /// The full container id a runtime's cgroup directory name carries, if it is one:
@@ -468,6 +502,18 @@ mod tests {
         assert!(err.to_string().contains("contains chaos itself"), "{err}");
         // A sibling whose name shares a prefix is fine.
         assert!(fs.resolve(&TargetSpec::Cgroup("/chaos-test/inner".into()), Some("/chaos-test")).is_ok());
+    }
+
+    #[test]
+    fn i_know_lifts_the_safety_refusals_but_not_missing_targets() {
+        let tree = tree();
+        let fs = tree.fs();
+        let root = fs.resolve_allowing(&TargetSpec::Cgroup("/".into()), None, true).unwrap();
+        assert_eq!(root.cgroup, "/");
+        assert!(fs.resolve_allowing(&TargetSpec::Cgroup("/chaos-test".into()), Some("/chaos-test/inner"), true).is_ok());
+        let err = fs.resolve_allowing(&TargetSpec::Cgroup("/nope".into()), None, true).unwrap_err();
+        assert!(!err.is_safety_refusal(), "{err}");
+        assert!(TargetError::InitScope { flag: "--cgroup", arg: "/init.scope".into(), path: "/init.scope".into() }.is_safety_refusal());
     }
 
     #[test]

@@ -355,3 +355,38 @@ impl Drop for BlastRun {
         }
     }
 }
+
+/// A `chaos-workload http-serve` on 127.0.0.1 (root namespace) inside `cgroup`: its sockets
+/// belong to the cgroup, so cgroup programs on the test cgroup see its traffic and nothing is
+/// attached to `lo` itself. Killed on Drop.
+pub struct HttpServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl HttpServer {
+    #[must_use]
+    pub fn start(cgroup: &TestCgroup, port: u16) -> Self {
+        let mut child = command_in(workload_bin(), Some(cgroup), None)
+            .args(["http-serve", "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start http-serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "ready", "http-serve did not start (port {port} taken?)");
+        Self { child, port }
+    }
+
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,10 +1,11 @@
 //! `chaos cleanup`: removes what crashed runs left in the kernel.
 use std::process::ExitCode;
 
-use crate::ledger;
+use crate::{experiment, ledger};
 
 pub fn run() -> ExitCode {
-    let report = ledger::cleanup_stale();
+    let mut report = ledger::cleanup_stale();
+    report.extend(experiment::clean_stale_runs());
     if report.is_empty() {
         println!("nothing to clean up: no run left anything behind");
     }

@@ -2,10 +2,12 @@
 //! and a run.
 mod cleanup;
 mod doctor;
+mod experiment;
 mod net;
 mod syscall;
+mod status;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -16,6 +18,8 @@ Examples:
   chaos doctor                                  what this kernel supports, and why not
   chaos net drop --cgroup /my.slice/app --percent 20 --for 30s
   chaos net drop --pid 4242 --percent 5 --for 2m --direction egress --output json
+  chaos run experiment.toml                     an experiment: faults, steady-state checks, verdict
+  chaos status                                  running experiments
 
 Exit status: 0 the fault ran to its deadline; 2 it could not run (bad input, missing target,
 kernel or privileges lacking; nothing was changed); 130/143 stopped early by SIGINT/SIGTERM
@@ -50,9 +54,40 @@ enum Command {
     /// Syscall faults for a target cgroup.
     #[command(subcommand)]
     Syscall(Box<syscall::SyscallCommand>),
-    /// Remove what crashed runs left in the kernel (legacy TC filters and their qdiscs) and say
-    /// what was removed. Runs of chaos that are still alive are left alone.
+    /// Run an experiment file: several faults, a steady-state hypothesis, a timeline and a
+    /// verdict. Exit status: 0 the hypothesis held, 1 it was violated, 2 it could not run.
+    #[command(after_help = "\
+Examples:
+  chaos validate examples/dependency-latency.toml
+  chaos run experiment.toml --dry-run           which programs attach where, with which maps
+  chaos run experiment.toml --timeline run.jsonl
+  chaos run experiment.toml --detach            pinned; `chaos status`, `chaos stop ID`")]
+    Run(experiment::RunArgs),
+    /// Check an experiment file without running it (syntax, keys, types, values, fault
+    /// options); errors point at file:line:column.
+    Validate {
+        file: PathBuf,
+        /// Allow durations over the 1h cap.
+        #[arg(long)]
+        i_know: bool,
+    },
+    /// Print the summary of a saved timeline (JSON Lines); exits with its verdict's code.
+    Report { file: PathBuf },
+    /// List the running experiments (foreground and detached): target, faults, time left, counts.
+    Status,
+    /// Stop an experiment by id (from `chaos status`), or all of them.
+    Stop {
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Remove what crashed runs left (legacy TC filters and their qdiscs, pins of ended detached
+    /// experiments, records of dead runs) and say what was removed. Live runs are left alone.
     Cleanup,
+    /// A detached experiment's reaper (started by `chaos run --detach`).
+    #[command(name = "__reap", hide = true)]
+    Reap { id: String },
 }
 
 /// Exactly one way of naming the target.
@@ -98,7 +133,13 @@ impl Cli {
             Command::Doctor => Ok(doctor::run(self.output)),
             Command::Net(command) => (*command).run(self.output),
             Command::Syscall(command) => (*command).run(self.output),
+            Command::Run(args) => experiment::run(&args, self.output),
+            Command::Validate { file, i_know } => experiment::validate(&file, i_know),
+            Command::Report { file } => experiment::report(&file, self.output),
+            Command::Status => Ok(status::status(self.output)),
+            Command::Stop { id, all } => status::stop(id.as_deref(), all),
             Command::Cleanup => Ok(cleanup::run()),
+            Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
         }
     }
 }

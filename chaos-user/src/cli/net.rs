@@ -7,15 +7,12 @@ use super::TargetArgs;
 use crate::{
     features,
     ledger,
-    plan::{
-        self,
-        net::{NetFaultKind, NetFaultSpec},
-    },
+    plan::{FaultContext, PlanFault},
     report::OutputFormat,
     run,
     spec::{
-        self, DirectionChoice, Ppm,
-        net::{self as netspec, BurstModel, Cidr, NetFilters, PortSet, Protocol},
+        self,
+        net::{CorruptOptions, DropOptions, DuplicateOptions, PartitionOptions},
     },
     target::{self, CgroupFs, TargetSpec},
 };
@@ -81,52 +78,11 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct FilterArgs {
-    /// Which packets: those the target sends, receives, or both.
-    #[arg(long, value_enum, default_value = "both")]
-    direction: DirectionChoice,
-    /// Only this protocol (icmp covers ICMPv6 too).
-    #[arg(long, value_enum, default_value = "any")]
-    protocol: Protocol,
-    /// Only packets to or from this peer prefix (repeatable).
-    #[arg(long, value_name = "CIDR", value_parser = netspec::parse_cidr)]
-    remote: Vec<Cidr>,
-    /// Only packets to or from these peer ports.
-    #[arg(long, value_name = "PORTS", value_parser = netspec::parse_ports)]
-    remote_port: Vec<PortSet>,
-    /// Only packets on these local ports.
-    #[arg(long, value_name = "PORTS", value_parser = netspec::parse_ports)]
-    local_port: Vec<PortSet>,
-}
-
-impl FilterArgs {
-    fn filters(&self) -> NetFilters {
-        let merge = |sets: &[PortSet]| {
-            let mut all = PortSet::default();
-            sets.iter().for_each(|s| all.extend(s));
-            all
-        };
-        NetFilters {
-            protocol: self.protocol,
-            remote: self.remote.clone(),
-            remote_ports: merge(&self.remote_port),
-            local_ports: merge(&self.local_port),
-        }
-    }
-}
-
-#[derive(Debug, Args)]
 pub struct NetDropArgs {
     #[command(flatten)]
     target: TargetArgs,
-    /// Share of matching packets to drop, in percent (0 to 100, steps of 0.0001).
-    #[arg(long, value_parser = spec::parse_percent)]
-    percent: Ppm,
-    /// Lose packets in bursts of this many on average (Gilbert model), at the same overall rate.
-    #[arg(long, value_name = "PACKETS", value_parser = netspec::parse_burst_len)]
-    burst_len: Option<f64>,
     #[command(flatten)]
-    filters: FilterArgs,
+    fault: DropOptions,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -135,17 +91,8 @@ pub struct NetDropArgs {
 pub struct NetCorruptArgs {
     #[command(flatten)]
     target: TargetArgs,
-    /// Share of matching packets to corrupt, in percent.
-    #[arg(long, value_parser = spec::parse_percent)]
-    percent: Ppm,
-    /// Recompute the L4 checksum so the corruption reaches the application.
-    #[arg(long)]
-    fix_checksum: bool,
-    /// Attach to this interface of the target's namespace only.
-    #[arg(long, value_name = "NAME")]
-    iface: Option<String>,
     #[command(flatten)]
-    filters: FilterArgs,
+    fault: CorruptOptions,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -154,14 +101,8 @@ pub struct NetCorruptArgs {
 pub struct NetDuplicateArgs {
     #[command(flatten)]
     target: TargetArgs,
-    /// Share of matching packets to send twice, in percent.
-    #[arg(long, value_parser = spec::parse_percent)]
-    percent: Ppm,
-    /// Attach to this interface of the target's namespace only.
-    #[arg(long, value_name = "NAME")]
-    iface: Option<String>,
     #[command(flatten)]
-    filters: FilterArgs,
+    fault: DuplicateOptions,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -170,53 +111,34 @@ pub struct NetDuplicateArgs {
 pub struct NetPartitionArgs {
     #[command(flatten)]
     target: TargetArgs,
-    /// The peers to cut off (repeatable): addresses or prefixes, IPv4 or IPv6.
-    #[arg(long, value_name = "CIDR", required = true, num_args = 1.., value_parser = netspec::parse_cidr)]
-    to: Vec<Cidr>,
-    /// Only this protocol.
-    #[arg(long, value_enum, default_value = "any")]
-    protocol: Protocol,
+    #[command(flatten)]
+    fault: PartitionOptions,
     #[command(flatten)]
     run: RunArgs,
 }
 
 impl NetCommand {
+    /// The three parts every network fault has: whom, what, and for how long.
+    fn parts(&self) -> (&TargetArgs, &dyn PlanFault, &RunArgs) {
+        match self {
+            Self::Drop(a) => (&a.target, &a.fault, &a.run),
+            Self::Corrupt(a) => (&a.target, &a.fault, &a.run),
+            Self::Duplicate(a) => (&a.target, &a.fault, &a.run),
+            Self::Partition(a) => (&a.target, &a.fault, &a.run),
+        }
+    }
+
     pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         let kernel = features::Prober::new();
-        let (target_args, run_args) = match &self {
-            Self::Drop(a) => (&a.target, &a.run),
-            Self::Corrupt(a) => (&a.target, &a.run),
-            Self::Duplicate(a) => (&a.target, &a.run),
-            Self::Partition(a) => (&a.target, &a.run),
-        };
+        let (target_args, fault, run_args) = self.parts();
         spec::check_duration_cap(run_args.duration, run_args.i_know).map_err(anyhow::Error::msg)?;
         let target_spec = target_args.spec();
         let target = CgroupFs::discover()?.resolve(&target_spec, target::own_cgroup().as_deref())?;
-        let net_spec = |kind, percent, filters: &FilterArgs, iface: &Option<String>| NetFaultSpec {
-            kind,
-            percent,
-            filters: filters.filters(),
-            direction: filters.direction,
-            duration: run_args.duration,
-            iface: iface.clone(),
-            i_know: run_args.i_know,
-        };
-        let plan = match &self {
-            Self::Drop(a) => {
-                let burst = a.burst_len.map(|len| BurstModel::new(a.percent, len)).transpose().map_err(anyhow::Error::msg)?;
-                plan::net::plan(&net_spec(NetFaultKind::Drop { burst }, a.percent, &a.filters, &None), target, &kernel)?
-            }
-            Self::Corrupt(a) => {
-                clean_up_after_crashes();
-                let kind = NetFaultKind::Corrupt { fix_checksum: a.fix_checksum };
-                plan::net::plan(&net_spec(kind, a.percent, &a.filters, &a.iface), target, &kernel)?
-            }
-            Self::Duplicate(a) => {
-                clean_up_after_crashes();
-                plan::net::plan(&net_spec(NetFaultKind::Duplicate, a.percent, &a.filters, &a.iface), target, &kernel)?
-            }
-            Self::Partition(a) => plan::net::partition(a.to.clone(), a.protocol, run_args.duration, target, &kernel)?,
-        };
+        if fault.uses_ledger() {
+            clean_up_after_crashes();
+        }
+        let context = FaultContext { target: &target, duration: run_args.duration, i_know: run_args.i_know, kernel: &kernel };
+        let plan = fault.plan(&context)?;
         if run_args.dry_run {
             super::print_plan(&plan, output);
             return Ok(ExitCode::SUCCESS);

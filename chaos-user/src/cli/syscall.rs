@@ -1,21 +1,17 @@
 //! `chaos syscall ...`: make chosen syscalls of a target cgroup fail.
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
+use std::{fmt::Write as _, process::ExitCode};
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{TargetArgs, net::RunArgs};
 use crate::{
-    errno,
     features::{self, Prober},
-    plan::syscall::{self as plan_syscall, Backend, Schedule, SyscallFaultSpec},
+    plan::{FaultContext, PlanFault},
     report::OutputFormat,
     run,
-    spec::{
-        self, Ppm,
-        net::{self as netspec, Cidr, NetFilters, PortSet},
-    },
-    syscalls::{self, Filter, SYSCALLS, Syscall},
+    spec::{self, syscall::SyscallFailOptions},
+    syscalls::{Filter, SYSCALLS},
     target::{self, CgroupFs},
 };
 
@@ -43,39 +39,8 @@ filters that apply.")]
 pub struct SyscallFailArgs {
     #[command(flatten)]
     target: TargetArgs,
-    /// Comma-separated syscall names (see `chaos syscall list`).
-    #[arg(long = "syscall", value_name = "NAMES", value_parser = syscalls::parse_list)]
-    syscalls: Vec<Vec<&'static Syscall>>,
-    /// The error, by name or number: EIO, ENOSPC, ECONNREFUSED, EACCES, ETIMEDOUT, ...
-    #[arg(long, value_parser = errno::parse)]
-    errno: i32,
-    /// Share of matching calls to fail, in percent.
-    #[arg(long, value_parser = spec::parse_percent, default_value = "100")]
-    percent: Ppm,
-    /// Only files under this directory (or this file): file syscalls only.
-    #[arg(long, value_name = "PREFIX")]
-    path: Option<PathBuf>,
-    /// Only calls whose peer address is in this prefix (repeatable): connect, sendto.
-    #[arg(long, value_name = "CIDR", value_parser = netspec::parse_cidr)]
-    remote: Vec<Cidr>,
-    /// Only calls whose peer port is in this set.
-    #[arg(long, value_name = "PORTS", value_parser = netspec::parse_ports)]
-    remote_port: Vec<PortSet>,
-    /// Leave the first N matching calls alone.
-    #[arg(long, value_name = "N")]
-    after: Option<u64>,
-    /// Only the first N matching calls (after --after) are eligible.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    first: Option<u64>,
-    /// Only every Nth eligible call.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    every: Option<u64>,
-    /// Fail at most K calls in all.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
-    max: Option<u64>,
-    /// The mechanism: BPF LSM hooks, cgroup socket hooks, or the best this kernel has.
-    #[arg(long, value_enum, default_value = "auto")]
-    backend: Backend,
+    #[command(flatten)]
+    fault: SyscallFailOptions,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -94,30 +59,10 @@ impl SyscallCommand {
 
 fn fail(args: SyscallFailArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
     spec::check_duration_cap(args.run.duration, args.run.i_know).map_err(anyhow::Error::msg)?;
-    let mut chosen: Vec<&'static Syscall> = Vec::new();
-    for syscall in args.syscalls.into_iter().flatten() {
-        if !chosen.iter().any(|s| s.name == syscall.name) {
-            chosen.push(syscall);
-        }
-    }
-    if chosen.is_empty() {
-        anyhow::bail!("--syscall is required: name the calls to fail, e.g. --syscall openat,read");
-    }
-    let mut remote_ports = PortSet::default();
-    args.remote_port.iter().for_each(|p| remote_ports.extend(p));
     let target = CgroupFs::discover()?.resolve(&args.target.spec(), target::own_cgroup().as_deref())?;
     let kernel = Prober::new();
-    let spec = SyscallFaultSpec {
-        syscalls: chosen,
-        errno: args.errno,
-        percent: args.percent,
-        path: args.path,
-        filters: NetFilters { remote: args.remote, remote_ports, ..NetFilters::default() },
-        schedule: Schedule { after: args.after, first: args.first, every: args.every, max: args.max },
-        backend: args.backend,
-        duration: args.run.duration,
-    };
-    let plan = plan_syscall::plan(&spec, target, &kernel)?;
+    let context = FaultContext { target: &target, duration: args.run.duration, i_know: args.run.i_know, kernel: &kernel };
+    let plan = args.fault.plan(&context)?;
     if args.run.dry_run {
         super::print_plan(&plan, output);
         return Ok(ExitCode::SUCCESS);
@@ -145,7 +90,7 @@ fn list(output: OutputFormat) {
     let rows: Vec<Row> = SYSCALLS
         .iter()
         .map(|syscall| {
-            let lsm_hook = syscall.lsm.map(|h| h.hook);
+            let lsm_hook = syscall.lsm.map(|h| h.name());
             let cgroup_hooks: Vec<&'static str> = syscall.cgroup.iter().map(|h| h.hook).collect();
             let filter_names = |filter: Filter| match filter {
                 Filter::Path => vec!["path"],
@@ -157,7 +102,7 @@ fn list(output: OutputFormat) {
                     syscall: syscall.name,
                     lsm_hook,
                     cgroup_hooks,
-                    mechanism: Some(format!("lsm/{}", hook.hook)),
+                    mechanism: Some(hook.hook.to_owned()),
                     filters: filter_names(syscall.lsm_filter),
                     errnos: "any",
                     note: String::new(),

@@ -10,7 +10,34 @@ use std::{path::PathBuf, time::Duration};
 use chaos_common::{Direction, FaultConfig, KernelOffsets};
 use serde::Serialize;
 
-use crate::{netns::Netns, target::Target};
+use crate::{features::Prober, netns::Netns, spec::Ppm, target::Target};
+
+/// What a fault needs besides its own options to become a plan.
+pub struct FaultContext<'a> {
+    pub target: &'a Target,
+    pub duration: Duration,
+    /// The user passed `--i-know` (host interfaces for TC faults, durations over the cap).
+    pub i_know: bool,
+    pub kernel: &'a Prober,
+}
+
+/// A fault family's options, as the command line and experiment files parse them (one clap
+/// definition per family), turned into a plan. This is what makes a family usable from both.
+pub trait PlanFault: std::fmt::Debug {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError>;
+
+    /// The probability the user asked for, when the fault has one: a ramp rewrites the
+    /// config's threshold between 0 and this.
+    fn percent(&self) -> Option<Ppm> {
+        None
+    }
+
+    /// Whether the fault may leave kernel state behind a crash (legacy TC filters), so that
+    /// the ledger's stale records should be cleaned up before it attaches.
+    fn uses_ledger(&self) -> bool {
+        false
+    }
+}
 
 /// One fault, ready to load and attach.
 #[derive(Clone, Debug, Serialize)]

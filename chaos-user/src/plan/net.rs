@@ -5,16 +5,74 @@ use std::{net::IpAddr, time::Duration};
 use chaos_common::{Direction, FaultConfig, flags, net_filters, threshold_from_ppm};
 use serde_json::json;
 
-use super::{AttachPoint, FaultPlan, MapContents, PlanError, PlannedProgram, cgroup_level};
+use super::{AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level};
 use crate::{
     features::{self, Prober},
     netns::{self, Netns},
     spec::{
         DirectionChoice, Ppm,
-        net::{BurstModel, NetFilters},
+        net::{BurstModel, CorruptOptions, DropOptions, DuplicateOptions, FilterOptions, NetFilters, PartitionOptions},
     },
     target::Target,
 };
+
+impl PlanFault for DropOptions {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
+        let burst = self.burst_len.map(|len| BurstModel::new(self.percent, len)).transpose().map_err(PlanError::Refused)?;
+        plan(&net_spec(NetFaultKind::Drop { burst }, self.percent, &self.filters, None, context), context.target.clone(), context.kernel)
+    }
+
+    fn percent(&self) -> Option<Ppm> {
+        Some(self.percent)
+    }
+}
+
+impl PlanFault for CorruptOptions {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
+        let kind = NetFaultKind::Corrupt { fix_checksum: self.fix_checksum };
+        plan(&net_spec(kind, self.percent, &self.filters, self.iface.clone(), context), context.target.clone(), context.kernel)
+    }
+
+    fn percent(&self) -> Option<Ppm> {
+        Some(self.percent)
+    }
+
+    fn uses_ledger(&self) -> bool {
+        true
+    }
+}
+
+impl PlanFault for DuplicateOptions {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
+        plan(&net_spec(NetFaultKind::Duplicate, self.percent, &self.filters, self.iface.clone(), context), context.target.clone(), context.kernel)
+    }
+
+    fn percent(&self) -> Option<Ppm> {
+        Some(self.percent)
+    }
+
+    fn uses_ledger(&self) -> bool {
+        true
+    }
+}
+
+impl PlanFault for PartitionOptions {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
+        partition(self.to.clone(), self.protocol, context.duration, context.target.clone(), context.kernel)
+    }
+}
+
+fn net_spec(kind: NetFaultKind, percent: Ppm, filters: &FilterOptions, iface: Option<String>, context: &FaultContext<'_>) -> NetFaultSpec {
+    NetFaultSpec {
+        kind,
+        percent,
+        filters: filters.filters(),
+        direction: filters.direction,
+        duration: context.duration,
+        iface,
+        i_know: context.i_know,
+    }
+}
 
 /// A network fault as the user asked for it.
 #[derive(Clone, Debug)]

@@ -6,14 +6,34 @@ use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 use chaos_common::{Direction, FaultConfig, flags, threshold_from_ppm};
 use serde_json::json;
 
-use super::{AttachPoint, FaultPlan, PlanError, PlannedProgram, cgroup_level, net::filter_maps};
+use super::{AttachPoint, FaultContext, FaultPlan, PlanError, PlanFault, PlannedProgram, cgroup_level, net::filter_maps};
 use crate::{
     btf, errno,
     features::{self, FamilySupport, Prober},
-    spec::{Ppm, net::NetFilters},
+    spec::{Ppm, net::NetFilters, syscall::SyscallFailOptions},
     syscalls::{Filter, Syscall},
     target::Target,
 };
+
+impl PlanFault for SyscallFailOptions {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
+        let spec = SyscallFaultSpec {
+            syscalls: self.chosen(),
+            errno: self.errno,
+            percent: self.percent,
+            path: self.path.clone(),
+            filters: self.filters(),
+            schedule: self.schedule(),
+            backend: self.backend,
+            duration: context.duration,
+        };
+        plan(&spec, context.target.clone(), context.kernel)
+    }
+
+    fn percent(&self) -> Option<Ppm> {
+        Some(self.percent)
+    }
+}
 
 /// Which mechanism serves the syscalls (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, Default)]
@@ -122,7 +142,7 @@ pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<
             Mechanism::Lsm => {
                 let hook = syscall.lsm.expect("chosen because it exists");
                 config.syscall_mask |= hook.mask;
-                add(hook.program, hook.hook, AttachPoint::Lsm { hook: hook.hook });
+                add(hook.program, hook.hook, AttachPoint::Lsm { hook: hook.name() });
             }
             Mechanism::Cgroup => {
                 for hook in syscall.cgroup {

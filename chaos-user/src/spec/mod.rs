@@ -3,6 +3,7 @@
 //! Parsers here return `Err(String)` with the whole explanation, so clap can print
 //! "invalid value '101' for '--percent <PERCENT>': ..." and the same text serves experiment files.
 pub mod net;
+pub mod syscall;
 
 use std::{fmt, time::Duration};
 
@@ -22,6 +23,12 @@ impl Ppm {
     #[must_use]
     pub const fn get(self) -> u32 {
         self.0
+    }
+
+    /// From parts per million (clamped to 100 %).
+    #[must_use]
+    pub const fn from_ppm(ppm: u32) -> Self {
+        Self(if ppm > PPM_SCALE { PPM_SCALE } else { ppm })
     }
 
     #[must_use]

@@ -5,7 +5,101 @@ use std::{fmt, net::IpAddr};
 use chaos_common::threshold_from_ppm;
 use serde::Serialize;
 
-use super::Ppm;
+use super::{DirectionChoice, Ppm};
+
+// The options of each network fault, as clap parses them. They are the single definition of a
+// fault's options: the command line flattens them into its subcommands, and experiment files
+// parse a `[[fault]]` table through the same definitions (same names, parsers and messages).
+
+/// Which packets a network fault applies to; every given filter must match.
+#[derive(Clone, Debug, clap::Args)]
+pub struct FilterOptions {
+    /// Which packets: those the target sends, receives, or both.
+    #[arg(long, value_enum, default_value = "both")]
+    pub direction: DirectionChoice,
+    /// Only this protocol (icmp covers ICMPv6 too).
+    #[arg(long, value_enum, default_value = "any")]
+    pub protocol: Protocol,
+    /// Only packets to or from this peer prefix (repeatable).
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub remote: Vec<Cidr>,
+    /// Only packets to or from these peer ports.
+    #[arg(long, value_name = "PORTS", value_parser = parse_ports)]
+    pub remote_port: Vec<PortSet>,
+    /// Only packets on these local ports.
+    #[arg(long, value_name = "PORTS", value_parser = parse_ports)]
+    pub local_port: Vec<PortSet>,
+}
+
+impl FilterOptions {
+    #[must_use]
+    pub fn filters(&self) -> NetFilters {
+        let merge = |sets: &[PortSet]| {
+            let mut all = PortSet::default();
+            sets.iter().for_each(|s| all.extend(s));
+            all
+        };
+        NetFilters {
+            protocol: self.protocol,
+            remote: self.remote.clone(),
+            remote_ports: merge(&self.remote_port),
+            local_ports: merge(&self.local_port),
+        }
+    }
+}
+
+/// `net drop`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DropOptions {
+    /// Share of matching packets to drop, in percent (0 to 100, steps of 0.0001).
+    #[arg(long, value_parser = super::parse_percent)]
+    pub percent: Ppm,
+    /// Lose packets in bursts of this many on average (Gilbert model), at the same overall rate.
+    #[arg(long, value_name = "PACKETS", value_parser = parse_burst_len)]
+    pub burst_len: Option<f64>,
+    #[command(flatten)]
+    pub filters: FilterOptions,
+}
+
+/// `net corrupt`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CorruptOptions {
+    /// Share of matching packets to corrupt, in percent.
+    #[arg(long, value_parser = super::parse_percent)]
+    pub percent: Ppm,
+    /// Recompute the L4 checksum so the corruption reaches the application.
+    #[arg(long)]
+    pub fix_checksum: bool,
+    /// Attach to this interface of the target's namespace only.
+    #[arg(long, value_name = "NAME")]
+    pub iface: Option<String>,
+    #[command(flatten)]
+    pub filters: FilterOptions,
+}
+
+/// `net duplicate`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DuplicateOptions {
+    /// Share of matching packets to send twice, in percent.
+    #[arg(long, value_parser = super::parse_percent)]
+    pub percent: Ppm,
+    /// Attach to this interface of the target's namespace only.
+    #[arg(long, value_name = "NAME")]
+    pub iface: Option<String>,
+    #[command(flatten)]
+    pub filters: FilterOptions,
+}
+
+/// `net partition`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PartitionOptions {
+    /// The peers to cut off (repeatable): addresses or prefixes, IPv4 or IPv6.
+    #[arg(long, value_name = "CIDR", required = true, num_args = 1.., value_parser = parse_cidr)]
+    pub to: Vec<Cidr>,
+    /// Only this protocol.
+    #[arg(long, value_enum, default_value = "any")]
+    pub protocol: Protocol,
+}
 
 /// An address prefix, IPv4 or IPv6, with its host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,6 +8,8 @@
 //!       prints "ready", accepts and closes connections until killed
 //!   chaos-workload tcp-connect --to ADDR:PORT [--timeout-ms MS]
 //!       prints {"connected", "error", "elapsed_ms"}
+//!   chaos-workload http-serve --port P [--addr IP]
+//!       prints "ready", answers every HTTP request with 200 "ok" until killed
 //!   chaos-workload sleep --secs S
 //!       a resident process (gives a test cgroup a member in a namespace)
 //!   chaos-workload connect-loop --to ADDR:PORT --count N [--udp]
@@ -44,6 +46,7 @@ fn main() {
         "udp-sink" => udp_sink(num("--port", 0) as u16, num("--idle-ms", 500), num("--max-secs", 120), has("--times")),
         "tcp-listen" => tcp_listen(num("--port", 0) as u16),
         "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
+        "http-serve" => http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),
         "connect-loop" if has("--udp") => udp_connect_loop(addr(), num("--count", 100)),
         "connect-loop" => connect_loop(addr(), num("--count", 100)),
@@ -57,7 +60,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N] | udp-sink --port P \
          [--idle-ms MS] [--max-secs S] [--times] | tcp-listen --port P | tcp-connect --to ADDR:PORT \
-         [--timeout-ms MS] | sleep --secs S"
+         [--timeout-ms MS] | http-serve --port P [--addr IP] | sleep --secs S"
     );
     std::process::exit(2)
 }
@@ -286,4 +289,27 @@ fn tcp_connect(to: SocketAddr, timeout_ms: u64) {
         "elapsed_ms": start.elapsed().as_millis() as u64,
     });
     println!("{report}");
+}
+
+/// A tiny HTTP/1.1 server: one thread per connection, 200 "ok" to every request.
+fn http_serve(addr: String, port: u16) {
+    let ip: std::net::IpAddr = addr.parse().unwrap_or_else(|_| usage());
+    let listener = TcpListener::bind((ip, port)).expect("bind");
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match std::io::Read::read(&mut stream, &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        });
+    }
 }

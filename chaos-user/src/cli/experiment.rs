@@ -1,0 +1,89 @@
+//! `chaos run FILE`, `chaos validate FILE`, `chaos report FILE.jsonl`: experiments.
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::Args;
+
+use crate::{
+    experiment::{self, detached, file, plan, runner, timeline},
+    features,
+    report::OutputFormat,
+};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment file (TOML).
+    file: PathBuf,
+    /// Print the plan (which programs attach where, with which maps) and stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run without a foreground process: pinned under /sys/fs/bpf/chaos/ID, ended by
+    /// `chaos stop ID` or its deadline. Runs no steady-state checks.
+    #[arg(long)]
+    detach: bool,
+    /// Allow durations over the 1h cap, the root cgroup, chaos's own cgroup, init's, and TC
+    /// faults on the host's interfaces.
+    #[arg(long)]
+    i_know: bool,
+    /// Where to write the timeline (JSON Lines). Default: ./chaos-<name>-<time>.jsonl
+    #[arg(long, value_name = "PATH")]
+    timeline: Option<PathBuf>,
+}
+
+pub fn run(args: &RunArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    // Whatever finished runs left (records, expired pins) goes first: it would look like a
+    // conflict otherwise.
+    for line in experiment::clean_stale_runs() {
+        eprintln!("chaos: cleanup of an earlier run: {line}");
+    }
+    let experiment = file::load(&args.file, args.i_know)?;
+    let kernel = features::Prober::new();
+    let plan = plan::plan(&experiment, args.i_know, &kernel)?;
+    if args.dry_run {
+        match output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plan.to_json())?),
+            OutputFormat::Text => println!("{}dry run: nothing attached", plan.to_text()),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for note in &plan.notes {
+        eprintln!("chaos: note: {note}");
+    }
+    let timeline = args.timeline.clone().unwrap_or_else(|| default_timeline(&experiment.name));
+    if args.detach {
+        return detached::start(&plan, &timeline);
+    }
+    runner::run(&plan, &runner::RunOptions { timeline, output })
+}
+
+fn default_timeline(name: &str) -> PathBuf {
+    let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
+    PathBuf::from(format!("chaos-{safe}-{stamp}.jsonl"))
+}
+
+/// Checks a file without touching this machine: syntax, keys, types, values, fault options.
+pub fn validate(path: &Path, i_know: bool) -> anyhow::Result<ExitCode> {
+    let experiment = file::load(path, i_know)?;
+    println!(
+        "{}: valid: \"{}\", {} fault(s), {} check(s), {} (the target and the kernel are checked by `chaos run --dry-run`)",
+        path.display(),
+        experiment.name,
+        experiment.faults.len(),
+        experiment.steady_state.checks.len(),
+        humantime::format_duration(experiment.duration)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Re-renders a saved timeline; exits with the code of its verdict.
+pub fn report(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let events = timeline::read(path).map_err(anyhow::Error::msg)?;
+    match output {
+        OutputFormat::Text => print!("{}", timeline::summary(&events)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&events)?),
+    }
+    Ok(ExitCode::from(timeline::exit_code(&events)))
+}

@@ -1,0 +1,300 @@
+//! Detached experiments: faults that run without a foreground process.
+//!
+//! `chaos run --detach` attaches every fault inert, pins its links and its config and counter
+//! maps under `/sys/fs/bpf/chaos/<id>/`, writes the run's record (with its schedule) and starts
+//! a reaper: `chaos` itself in a new session, which arms, ramps and ends the faults on time by
+//! writing the pinned maps, and removes the pins at the end. What holds when:
+//! - each fault's kernel deadline is written when it is armed, so a live fault ends on time
+//!   even if the reaper is killed;
+//! - if the reaper is killed, faults not yet armed stay inert (deadline 0) and the pins stay
+//!   until `chaos stop`, `chaos status`, `chaos cleanup` or the next `chaos run` removes them
+//!   (they remove a detached experiment's pins once its deadline has passed);
+//! - steady-state checks need a process that watches: a detached experiment runs none.
+use std::{
+    fs,
+    io,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{ExitCode, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+use super::{
+    plan::ExperimentPlan,
+    schedule::{self, Action, Step},
+    timeline::Timeline,
+};
+use crate::{
+    attach::PinnedFault,
+    ledger,
+    run::arm,
+    runs::{self, FaultRecord, RunRecord},
+    sys,
+};
+
+/// Where detached experiments pin their links and maps.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/chaos";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The schedule a reaper follows, kept beside the run record.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Schedule {
+    /// CLOCK_MONOTONIC ns at which the faults phase started.
+    started_ns: u64,
+    /// The timeline's `t` at that moment, so the reaper's events continue its clock.
+    t0_s: f64,
+    steps: Vec<Step>,
+}
+
+fn schedule_path(id: &str) -> PathBuf {
+    Path::new(runs::RUNS_DIR).join(format!("{id}.schedule"))
+}
+
+/// Mounts bpffs on /sys/fs/bpf if nothing is mounted there; says so when it does.
+pub fn ensure_bpffs() -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if is_bpffs(root) {
+        return Ok(());
+    }
+    fs::create_dir_all(root).ok();
+    let (source, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+    // SAFETY: valid C strings; no data argument.
+    if unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
+        bail!("bpffs is not mounted at /sys/fs/bpf and mounting it failed: {}; mount it (`mount -t bpf bpf /sys/fs/bpf`) and retry", io::Error::last_os_error());
+    }
+    eprintln!("chaos: note: mounted bpffs at /sys/fs/bpf (it was not mounted) to pin the detached experiment; it stays mounted");
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs fills the zeroed struct; valid C string.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) == 0 && stat.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// Attaches and pins every fault, starts the reaper, and returns at once.
+pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<ExitCode> {
+    let experiment = plan.experiment;
+    ensure_bpffs()?;
+    let _ = sys::raise_memlock_rlimit();
+    if !experiment.steady_state.checks.is_empty() {
+        eprintln!(
+            "chaos: note: a detached experiment runs no steady-state checks (no process stays to watch them); \
+             run it in the foreground for a verdict"
+        );
+    }
+    let id = runs::new_id();
+    let pin_dir = Path::new(PIN_ROOT).join(&id);
+    let mut timeline = Timeline::create(timeline_path).with_context(|| format!("creating the timeline {}", timeline_path.display()))?;
+    timeline.event("experiment", json!({
+        "id": id, "name": experiment.name, "file": experiment.source.path, "target": plan.target.describe(),
+        "detached": true, "duration_s": experiment.duration.as_secs_f64(), "checks": [], "notes": plan.notes,
+    }));
+    let mut faults = Vec::new();
+    for fault in &plan.faults {
+        timeline.event("plan", json!({
+            "fault": fault.number, "kind": fault.plan.fault, "command_line": fault.command_line,
+            "start_s": fault.start.as_secs_f64(), "duration_s": fault.duration.as_secs_f64(),
+            "programs": fault.plan.programs, "maps": fault.plan.maps,
+        }));
+        let dir = pin_dir.join(format!("fault-{}", fault.number));
+        let pinned = arm(&fault.plan, 0).map_err(anyhow::Error::from).and_then(|mut loaded| {
+            loaded.pin(&dir)?;
+            Ok(loaded)
+        });
+        match pinned {
+            // Dropping the loaded object closes its fds; the pins keep the links and maps alive.
+            Ok(loaded) => drop(loaded),
+            Err(err) => {
+                let _ = fs::remove_dir_all(&pin_dir);
+                timeline.event("abort", json!({ "reason": format!("fault {} could not attach: {err}", fault.label) }));
+                timeline.event("verdict", json!({ "held": false, "exit_code": 2, "summary": format!("could not run: {err:#}") }));
+                return Err(err.context(format!("fault {}", fault.label)));
+            }
+        }
+        timeline.event("attach", json!({ "fault": fault.number, "pinned": dir, "hooks": fault.hooks() }));
+        faults.push(FaultRecord { label: fault.label.clone(), hooks: fault.hooks(), injected: 0, pin_dir: Some(dir) });
+    }
+    let started_ns = sys::monotonic_now_ns();
+    let mut record = RunRecord {
+        id: id.clone(),
+        pid: 0,
+        pid_start: 0,
+        detached: true,
+        name: experiment.name.clone(),
+        file: experiment.source.path.clone(),
+        target: plan.target.cgroup.clone(),
+        target_id: plan.target.id,
+        faults,
+        ends_ns: started_ns + u64::try_from(experiment.duration.as_nanos()).unwrap_or(u64::MAX),
+        timeline: timeline_path.canonicalize().unwrap_or_else(|_| timeline_path.to_owned()).display().to_string(),
+        pin_dir: Some(pin_dir.clone()),
+    };
+    let schedule = Schedule { started_ns, t0_s: timeline.elapsed(), steps: schedule::steps(&plan.faults) };
+    let written = record.write().and_then(|()| fs::write(schedule_path(&id), serde_json::to_vec(&schedule).map_err(io::Error::other)?));
+    if let Err(err) = written {
+        let _ = fs::remove_dir_all(&pin_dir);
+        record.remove();
+        bail!("recording the detached experiment in {}: {err}", runs::RUNS_DIR);
+    }
+    let reaper = spawn_reaper(&id);
+    match reaper {
+        Ok(pid) => {
+            record.pid = pid;
+            record.pid_start = ledger::start_time(pid).unwrap_or(0);
+            let _ = record.write();
+        }
+        Err(err) => {
+            let lines = end(&record, "could not start the reaper");
+            bail!("starting the reaper: {err}; the experiment was removed again ({})", lines.join("; "));
+        }
+    }
+    println!("{id}");
+    eprintln!(
+        "chaos: detached experiment {id} runs for {} on {}; pinned under {}. `chaos status` shows it, `chaos stop {id}` ends it; \
+         timeline: {}",
+        humantime::format_duration(experiment.duration),
+        plan.target.describe(),
+        pin_dir.display(),
+        record.timeline
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `chaos __reap ID` in its own session, detached from the terminal.
+fn spawn_reaper(id: &str) -> io::Result<u32> {
+    let exe = std::env::current_exe()?;
+    let mut command = std::process::Command::new(exe);
+    command.args(["__reap", id]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(command.spawn()?.id())
+}
+
+/// The reaper: follows the schedule by writing the pinned maps, then removes everything.
+pub fn reap(id: &str) -> ExitCode {
+    let (Some(record), Ok(schedule)) = (
+        runs::find(id),
+        fs::read(schedule_path(id)).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<Schedule>(&b).map_err(|e| e.to_string())),
+    ) else {
+        return ExitCode::from(2);
+    };
+    let mut timeline = Timeline::append(Path::new(&record.timeline)).ok();
+    let mut event = |name: &str, fields: serde_json::Value| {
+        if let Some(timeline) = timeline.as_mut() {
+            timeline.event_at(name, Some(schedule.t0_s + elapsed_s(schedule.started_ns)), fields);
+        }
+    };
+    for step in &schedule.steps {
+        sleep_until_ns(schedule.started_ns + u64::try_from(step.at.as_nanos()).unwrap_or(u64::MAX));
+        let Some(fault) = record.faults.get(step.fault) else { continue };
+        let number = step.fault + 1;
+        let Some(dir) = &fault.pin_dir else { continue };
+        let Ok(mut pinned) = PinnedFault::open(dir) else { continue };
+        match step.action {
+            Action::Arm { duration, ppm } => {
+                let deadline_ns = sys::monotonic_deadline_ns(duration);
+                if let Ok(config) = pinned.config()
+                    && pinned.configure(schedule::armed(config, deadline_ns, ppm)).is_ok()
+                {
+                    event("arm", json!({ "fault": number, "kernel_deadline_ns": deadline_ns }));
+                }
+            }
+            Action::Ramp { ppm } => {
+                if let Ok(config) = pinned.config()
+                    && pinned.configure(schedule::armed(config, config.deadline_ns, Some(ppm))).is_ok()
+                {
+                    event("ramp", json!({ "fault": number, "percent": f64::from(ppm) / 10_000.0 }));
+                }
+            }
+            Action::End => {
+                let total = pinned.total().unwrap_or_default();
+                let _ = pinned.configure(chaos_common::FaultConfig::default());
+                drop(pinned);
+                let _ = fs::remove_dir_all(dir);
+                event("detach", json!({ "fault": number, "why": "end", "seen": total.seen, "matched": total.matched, "injected": total.injected }));
+            }
+        }
+    }
+    sleep_until_ns(record.ends_ns);
+    end(&record, "its deadline");
+    ExitCode::SUCCESS
+}
+
+fn elapsed_s(started_ns: u64) -> f64 {
+    (sys::monotonic_now_ns().saturating_sub(started_ns) as f64 / 1e6).round() / 1e3
+}
+
+fn sleep_until_ns(at_ns: u64) {
+    let now = sys::monotonic_now_ns();
+    if at_ns > now {
+        std::thread::sleep(Duration::from_nanos(at_ns - now));
+    }
+}
+
+/// Ends a detached experiment: its reaper (if another process ends it), its pins, its record.
+/// Returns what was done, one line per item.
+pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    if record.pid != 0 && record.pid != std::process::id() && ledger::process_alive(record.pid, record.pid_start) {
+        // SAFETY: kill(2) on the reaper we started (pid and start time checked).
+        unsafe { libc::kill(record.pid as i32, libc::SIGKILL) };
+        lines.push(format!("stopped the reaper of detached experiment {} (pid {})", record.id, record.pid));
+    }
+    let mut timeline = Timeline::append(Path::new(&record.timeline)).ok();
+    for (index, fault) in record.faults.iter().enumerate() {
+        let Some(dir) = &fault.pin_dir else { continue };
+        if !dir.exists() {
+            continue;
+        }
+        let total = PinnedFault::open(dir).and_then(|mut pinned| {
+            let total = pinned.total()?;
+            pinned.configure(chaos_common::FaultConfig::default())?;
+            Ok(total)
+        });
+        if let (Some(timeline), Ok(total)) = (timeline.as_mut(), total) {
+            timeline.event_at("detach", None, json!({
+                "fault": index + 1, "why": why, "seen": total.seen, "matched": total.matched, "injected": total.injected,
+            }));
+        }
+    }
+    if let Some(dir) = &record.pin_dir
+        && dir.exists()
+    {
+        match fs::remove_dir_all(dir) {
+            Ok(()) => lines.push(format!("removed the pins of detached experiment {} ({why}): {}", record.id, dir.display())),
+            Err(err) => lines.push(format!("could not remove {}: {err}", dir.display())),
+        }
+    }
+    if let Some(timeline) = timeline.as_mut() {
+        timeline.event_at("verdict", None, json!({
+            "held": null, "exit_code": 0,
+            "summary": format!("detached experiment ended ({why}); it ran no steady-state checks"),
+        }));
+    }
+    record.remove();
+    let _ = fs::remove_file(schedule_path(&record.id));
+    lines
+}
+
+/// Pin directories that no record describes (a crash between pinning and recording).
+#[must_use]
+pub fn orphan_pins(records: &[RunRecord]) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(PIN_ROOT) else { return Vec::new() };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|path| !records.iter().any(|r| r.pin_dir.as_deref() == Some(path.as_path())))
+        .collect()
+}

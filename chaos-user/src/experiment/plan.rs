@@ -1,0 +1,290 @@
+//! From an experiment file to what will be done on this machine: the target resolved, each
+//! fault planned by its family's own planner, and conflicts with running experiments refused.
+//! `chaos run --dry-run` prints this and stops.
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Experiment, Ramp, source::FileError};
+use crate::{
+    features::Prober,
+    ledger,
+    plan::{FaultContext, FaultPlan},
+    runs::{self, Liveness, RunRecord},
+    spec::Ppm,
+    target::{self, CgroupFs, Target},
+};
+
+/// An experiment ready to run.
+pub struct ExperimentPlan<'e> {
+    pub experiment: &'e Experiment,
+    pub target: Target,
+    pub faults: Vec<PlannedFault>,
+    /// Running experiments this one shares hooks with, and why that is fine.
+    pub notes: Vec<String>,
+}
+
+/// One fault of the experiment, planned.
+pub struct PlannedFault {
+    pub number: usize,
+    pub label: String,
+    pub command_line: String,
+    pub start: Duration,
+    pub duration: Duration,
+    /// The ramp with the fault's own final percentage.
+    pub ramp: Option<(Ramp, Ppm)>,
+    pub plan: FaultPlan,
+}
+
+impl PlannedFault {
+    /// (hook, place) of each program, the unit of conflict between experiments.
+    #[must_use]
+    pub fn hooks(&self) -> Vec<(String, String)> {
+        self.plan
+            .programs
+            .iter()
+            .map(|p| (p.hook.to_owned(), p.attach.describe()))
+            .collect()
+    }
+}
+
+/// Hooks on which two chaos faults compose, and what the composition means. Two faults on the
+/// same target and the same hook of any other kind conflict: only one could decide.
+pub const COMPOSING_HOOKS: &[(&str, &str)] = &[
+    ("lsm/", "every chaos program on the LSM hook runs until one fails the call, so a call fails if any fault fires, with the errno of the first that does"),
+    ("cgroup/", "every program on the cgroup socket hook runs and the call fails if any rejects it, with the errno set last"),
+    ("cgroup_skb/", "every program on the hook runs and a packet survives only if all of them let it through, so losses multiply"),
+    ("tc/", "the programs run one after the other, each on the packets the ones before let through"),
+];
+
+/// Whether faults on `hook` compose, and how.
+#[must_use]
+pub fn composition(hook: &str) -> Option<&'static str> {
+    COMPOSING_HOOKS.iter().find(|(prefix, _)| hook.starts_with(prefix)).map(|(_, how)| *how)
+}
+
+/// Resolves the target and plans every fault. Errors point at the file.
+pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Result<ExperimentPlan<'e>, FileError> {
+    let target_error = |message: String| experiment.error_at(&experiment.target_span, message);
+    let cgroups = CgroupFs::discover().map_err(|e| target_error(e.to_string()))?;
+    let target = cgroups
+        .resolve_allowing(&experiment.target, target::own_cgroup().as_deref(), i_know)
+        .map_err(|err| {
+            let hint = if err.is_safety_refusal() { "; `chaos run --i-know` overrides this refusal" } else { "" };
+            target_error(format!("{err}{hint}"))
+        })?;
+    if experiment.faults.iter().any(|f| f.options.uses_ledger()) {
+        for line in ledger::cleanup_stale() {
+            eprintln!("chaos: cleanup of an earlier run: {line}");
+        }
+    }
+    let mut faults = Vec::new();
+    for entry in &experiment.faults {
+        let context = FaultContext { target: &target, duration: entry.duration, i_know, kernel };
+        let plan = entry
+            .options
+            .plan(&context)
+            .map_err(|err| experiment.error_at(&entry.span, format!("fault {}: {err}", entry.label())))?;
+        if entry.ramp.is_some() && plan.config.flags & chaos_common::flags::BURST != 0 {
+            let span = entry.ramp_span.as_ref().unwrap_or(&entry.span);
+            return Err(experiment.error_at(span, "a ramp changes the loss rate, which a burst model fixes: remove `ramp` or `burst_len`"));
+        }
+        let ramp = entry.ramp.zip(entry.options.percent());
+        faults.push(PlannedFault {
+            number: entry.number,
+            label: entry.label(),
+            command_line: entry.command_line(),
+            start: entry.start,
+            duration: entry.duration,
+            ramp,
+            plan,
+        });
+    }
+    let notes = check_conflicts(experiment, &target, &faults)?;
+    Ok(ExperimentPlan { experiment, target, faults, notes })
+}
+
+/// Refuses hooks shared with a running experiment (or within this one) that do not compose;
+/// returns a note for each that does.
+fn check_conflicts(experiment: &Experiment, target: &Target, faults: &[PlannedFault]) -> Result<Vec<String>, FileError> {
+    let mut notes = Vec::new();
+    let running: Vec<RunRecord> =
+        runs::all().into_iter().filter(|r| r.target_id == target.id && r.liveness() == Liveness::Running).collect();
+    for (index, fault) in faults.iter().enumerate() {
+        let entry = &experiment.faults[index];
+        for (hook, place) in fault.hooks() {
+            let mut others: Vec<String> = faults[..index]
+                .iter()
+                .filter(|f| f.hooks().iter().any(|(h, p)| *h == hook && *p == place))
+                .map(|f| format!("fault {} of this experiment", f.label))
+                .collect();
+            for record in &running {
+                for other in &record.faults {
+                    if other.hooks.iter().any(|(h, p)| *h == hook && *p == place) {
+                        others.push(format!("fault {} of running experiment {} (pid {})", other.label, record.id, record.pid));
+                    }
+                }
+            }
+            if others.is_empty() {
+                continue;
+            }
+            match composition(&hook) {
+                Some(how) => notes.push(format!(
+                    "{} shares {hook} on {place} with {}: they compose ({how})",
+                    fault.label,
+                    others.join(", ")
+                )),
+                None => {
+                    return Err(experiment.error_at(
+                        &entry.span,
+                        format!(
+                            "fault {} would attach to {hook} on {place}, where {} already is; faults on this hook do \
+                             not compose (only one of them could decide). Stop the other one (`chaos stop ID`) or \
+                             aim at another hook",
+                            fault.label,
+                            others.join(", ")
+                        ),
+                    ));
+                }
+            }
+            notes.dedup();
+        }
+    }
+    notes.sort();
+    notes.dedup();
+    Ok(notes)
+}
+
+impl ExperimentPlan<'_> {
+    /// The plan as `chaos run --dry-run --output json` prints it.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let experiment = self.experiment;
+        json!({
+            "name": experiment.name,
+            "file": experiment.source.path,
+            "target": self.target,
+            "duration_s": experiment.duration.as_secs_f64(),
+            "faults": self.faults.iter().map(|f| json!({
+                "fault": f.number,
+                "kind": f.plan.fault,
+                "command_line": f.command_line,
+                "start_s": f.start.as_secs_f64(),
+                "duration_s": f.duration.as_secs_f64(),
+                "ramp": f.ramp.map(|(r, to)| json!({ "from": r.from, "to": to, "steps": r.steps })),
+                "plan": f.plan,
+                "config": config_json(&f.plan),
+            })).collect::<Vec<_>>(),
+            "steady_state": {
+                "before_s": experiment.steady_state.before.as_secs_f64(),
+                "after_s": experiment.steady_state.after.as_secs_f64(),
+                "checks": experiment.steady_state.checks.iter().map(|c| json!({
+                    "name": c.name,
+                    "what": c.kind.to_string(),
+                    "interval_s": c.interval.as_secs_f64(),
+                    "timeout_s": c.timeout.as_secs_f64(),
+                    "pass_rate": c.pass_rate,
+                })).collect::<Vec<_>>(),
+            },
+            "abort": {
+                "on_violation": experiment.abort.on_violation,
+                "consecutive_failures": experiment.abort.consecutive_failures,
+            },
+            "notes": self.notes,
+        })
+    }
+
+    /// The plan for people.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let experiment = self.experiment;
+        let steady = &experiment.steady_state;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "experiment \"{}\" on {} for {}",
+            experiment.name,
+            self.target.describe(),
+            humantime::format_duration(experiment.duration)
+        );
+        if !steady.checks.is_empty() {
+            let _ = writeln!(
+                out,
+                "  steady state: {} check(s), {} before the faults (baseline), {} after",
+                steady.checks.len(),
+                humantime::format_duration(steady.before),
+                humantime::format_duration(steady.after)
+            );
+            for check in &steady.checks {
+                let _ = writeln!(
+                    out,
+                    "    check \"{}\": {} every {} (timeout {}), must pass {} of the time",
+                    check.name,
+                    check.kind,
+                    humantime::format_duration(check.interval),
+                    humantime::format_duration(check.timeout),
+                    check.pass_rate
+                );
+            }
+        }
+        for fault in &self.faults {
+            let _ = writeln!(
+                out,
+                "  fault {} from +{} for {}: {}",
+                fault.label,
+                humantime::format_duration(fault.start),
+                humantime::format_duration(fault.duration),
+                fault.plan.summary
+            );
+            let _ = writeln!(out, "    same as: chaos {}", fault.command_line);
+            if let Some((ramp, to)) = fault.ramp {
+                let _ = writeln!(out, "    ramp: {} to {} in {} steps", ramp.from, to, ramp.steps);
+            }
+            for program in &fault.plan.programs {
+                let _ = writeln!(out, "    attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
+            }
+            let _ = writeln!(out, "    map FAULT_CONFIG[0] = {}", config_json(&fault.plan));
+            let maps = serde_json::to_string(&fault.plan.maps).unwrap_or_default();
+            if maps != "{}" {
+                let _ = writeln!(out, "    filter maps: {maps}");
+            }
+        }
+        let abort = experiment.abort;
+        let _ = writeln!(
+            out,
+            "  abort: {}{}",
+            if abort.on_violation { "when a check fails more often than its pass rate allows" } else { "not on violations" },
+            abort.consecutive_failures.map_or_else(String::new, |n| format!(", or when a check fails {n} times in a row"))
+        );
+        for note in &self.notes {
+            let _ = writeln!(out, "  note: {note}");
+        }
+        out
+    }
+}
+
+fn config_json(plan: &FaultPlan) -> serde_json::Value {
+    json!({
+        "threshold": plan.config.threshold,
+        "flags": plan.config.flags,
+        "net_filters": plan.config.net_filters,
+        "protocol": plan.config.protocol,
+        "deadline": "armed at the fault's start + its duration",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::composition;
+
+    #[test]
+    fn packet_and_syscall_hooks_compose_and_others_do_not() {
+        assert!(composition("cgroup_skb/egress").is_some_and(|how| how.contains("losses multiply")));
+        assert!(composition("tc/ingress").is_some());
+        assert!(composition("lsm/file_open").is_some_and(|how| how.contains("first")));
+        assert!(composition("cgroup/connect4").is_some());
+        // A device has one root qdisc: two faults cannot both own it.
+        assert!(composition("qdisc/root").is_none());
+    }
+}

@@ -1,0 +1,180 @@
+//! What is running: one small JSON record per experiment in /run/chaos/runs, for `chaos
+//! status`, `chaos stop`, `chaos cleanup` and the conflict check of the next run.
+//!
+//! A foreground run writes its record when it starts, rewrites it with its counts every second
+//! and removes it when it ends (a guard's Drop, so panics too). A run killed by SIGKILL leaves
+//! its record behind; the record names its process (pid and start time), so a dead owner is
+//! recognised and the record cleaned. A detached experiment's record lives until its pins are
+//! removed (by `chaos stop`, its reaper at the deadline, or any later `status`, `cleanup` or
+//! `run` once the deadline has passed). /run is a tmpfs: records go with a reboot, as do pins.
+use std::{
+    fs,
+    io,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ledger, sys};
+
+pub const RUNS_DIR: &str = "/run/chaos/runs";
+
+/// One running (or stale) experiment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    /// The process that owns it: the foreground run, or a detached experiment's reaper.
+    pub pid: u32,
+    pub pid_start: u64,
+    pub detached: bool,
+    pub name: String,
+    pub file: String,
+    /// The target cgroup's path and id.
+    pub target: String,
+    pub target_id: u64,
+    pub faults: Vec<FaultRecord>,
+    /// CLOCK_MONOTONIC ns at which the whole experiment ends (after its last fault).
+    pub ends_ns: u64,
+    pub timeline: String,
+    /// Detached: the bpffs directory holding its pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// `#1 net drop`
+    pub label: String,
+    /// Where its programs attach: (hook, place), e.g. ("cgroup_skb/egress", "/sys/fs/cgroup/x").
+    pub hooks: Vec<(String, String)>,
+    /// Injections so far (foreground runs update it every second).
+    #[serde(default)]
+    pub injected: u64,
+    /// Detached: the fault's pinned maps, to read its counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// The state of a record's owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Its process runs (foreground), or its deadline has not passed (detached).
+    Running,
+    /// Its owner is gone or its deadline has passed: what it left can be removed.
+    Stale,
+}
+
+impl RunRecord {
+    #[must_use]
+    pub fn path(&self) -> PathBuf {
+        Path::new(RUNS_DIR).join(format!("{}.json", self.id))
+    }
+
+    #[must_use]
+    pub fn liveness(&self) -> Liveness {
+        let owner_alive = ledger::process_alive(self.pid, self.pid_start);
+        let before_deadline = sys::monotonic_now_ns() < self.ends_ns;
+        let running = if self.detached { before_deadline } else { owner_alive };
+        if running { Liveness::Running } else { Liveness::Stale }
+    }
+
+    /// Time left, in whole seconds.
+    #[must_use]
+    pub fn seconds_left(&self) -> u64 {
+        self.ends_ns.saturating_sub(sys::monotonic_now_ns()) / 1_000_000_000
+    }
+
+    /// Writes (or rewrites) the record atomically: readers never see half a file.
+    pub fn write(&self) -> io::Result<()> {
+        fs::create_dir_all(RUNS_DIR)?;
+        let temporary = Path::new(RUNS_DIR).join(format!(".{}.tmp", self.id));
+        fs::write(&temporary, serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
+        fs::rename(&temporary, self.path())
+    }
+
+    pub fn remove(&self) {
+        let _ = fs::remove_file(self.path());
+    }
+}
+
+/// Every record, stale ones included, oldest id first.
+#[must_use]
+pub fn all() -> Vec<RunRecord> {
+    let Ok(entries) = fs::read_dir(RUNS_DIR) else { return Vec::new() };
+    let mut records: Vec<RunRecord> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_slice(&fs::read(e.path()).ok()?).ok())
+        .collect();
+    records.sort_by(|a, b| a.id.cmp(&b.id));
+    records
+}
+
+/// The record of `id`.
+#[must_use]
+pub fn find(id: &str) -> Option<RunRecord> {
+    all().into_iter().find(|r| r.id == id)
+}
+
+/// Removes a foreground run's record when dropped (normal end, error, panic).
+pub struct Registration {
+    pub record: RunRecord,
+}
+
+impl Registration {
+    pub fn register(record: RunRecord) -> io::Result<Self> {
+        record.write()?;
+        Ok(Self { record })
+    }
+
+    /// Rewrites the record with fresh counts (best effort: status is informative).
+    pub fn update_counts(&mut self, injected: &[u64]) {
+        for (fault, &count) in self.record.faults.iter_mut().zip(injected) {
+            fault.injected = count;
+        }
+        let _ = self.record.write();
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.record.remove();
+    }
+}
+
+/// A new experiment id: short, unique on this machine, sortable by start time.
+#[must_use]
+pub fn new_id() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    // Seconds since 2020 in base 36 keep ids short; the pid keeps two runs in one second apart.
+    let seconds = now.as_secs().saturating_sub(1_577_836_800);
+    format!("{}-{}", base36(seconds), std::process::id())
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_short_and_distinct_per_process() {
+        let id = new_id();
+        assert!(id.len() < 16, "{id}");
+        assert!(id.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(36 * 36 - 1), "zz");
+    }
+}

@@ -1,0 +1,366 @@
+//! `chaos run FILE` on a real kernel: an HTTP server in a test cgroup (on 127.0.0.1, its
+//! sockets in the cgroup), experiments whose faults attach to that cgroup only, checks from the
+//! controller, timelines, detached runs, and bad files.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use chaos_tests::{
+    cgroup::TestCgroup,
+    chaos::{self, Chaos},
+    kernel, require_root,
+    workload::HttpServer,
+};
+use serde_json::Value;
+
+/// A directory for one test's files, removed on Drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(chaos_tests::unique_name("chaos-exp"));
+        fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        fs::write(&path, text).expect("write file");
+        path
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An experiment with two faults on the cgroup (a drop of `percent` of the server's outgoing
+/// packets, and a partition from an address nobody uses) and an HTTP check of the server.
+fn two_fault_experiment(cgroup: &TestCgroup, server: &HttpServer, percent: &str, duration: &str) -> String {
+    format!(
+        r#"
+name = "http under loss"
+target = {{ cgroup = "{cgroup}" }}
+duration = "{duration}"
+
+[[fault]]
+kind = "net drop"
+percent = {percent}
+direction = "egress"
+
+[[fault]]
+kind = "net partition"
+to = ["192.0.2.0/24"]
+start = "1s"
+duration = "2s"
+
+[steady_state]
+before = "2s"
+after = "2s"
+interval = "500ms"
+timeout = "400ms"
+pass_rate = "99%"
+
+[[steady_state.check]]
+name = "web"
+http = "{url}"
+"#,
+        cgroup = cgroup.path(),
+        url = server.url()
+    )
+}
+
+fn read_timeline(path: &Path) -> Vec<Value> {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("timeline {}: {e}", path.display()));
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("timeline line {l:?}: {e}"))).collect()
+}
+
+fn names(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["event"].as_str().unwrap_or("?")).collect()
+}
+
+/// Every event has an RFC 3339 time and a non-decreasing `t`.
+fn assert_well_formed(events: &[Value]) {
+    let mut last = 0.0;
+    for event in events {
+        let time = event["time"].as_str().unwrap_or_else(|| panic!("no time: {event}"));
+        assert!(humantime::parse_rfc3339(time).is_ok(), "not RFC 3339: {time}");
+        if let Some(t) = event["t"].as_f64() {
+            assert!(t + 1e-9 >= last, "t goes back: {event}");
+            last = t;
+        }
+    }
+}
+
+/// The position of the first `name` event after position `from`.
+fn position(events: &[Value], name: &str, from: usize) -> usize {
+    events[from..].iter().position(|e| e["event"] == name).map(|p| p + from).unwrap_or_else(|| {
+        panic!("no {name} event after #{from} in: {:?}", names(events))
+    })
+}
+
+#[test]
+fn a_mild_fault_holds_and_the_timeline_has_every_event_in_order() {
+    require_root!("a_mild_fault_holds_and_the_timeline_has_every_event_in_order");
+    let cgroup = TestCgroup::new();
+    let server = HttpServer::start(&cgroup, 18_601);
+    let scratch = Scratch::new();
+    let file = scratch.file("mild.toml", &two_fault_experiment(&cgroup, &server, "0.1", "4s"));
+    let timeline = scratch.path("mild.jsonl");
+    let (status, stdout, stderr) = chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "the hypothesis should hold\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("hypothesis held"), "{stdout}");
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left attached");
+
+    let events = read_timeline(&timeline);
+    assert_well_formed(&events);
+    // experiment, plan x2, baseline, attach x2, during (arm x2, counts), detach x2, after, verdict.
+    let mut at = position(&events, "experiment", 0);
+    for name in ["plan", "plan", "phase", "check", "attach", "attach", "phase", "arm", "arm", "counts", "detach", "detach", "phase", "check", "verdict"] {
+        at = position(&events, name, at + 1);
+    }
+    let phases: Vec<&str> = events.iter().filter(|e| e["event"] == "phase").map(|e| e["phase"].as_str().unwrap_or("?")).collect();
+    assert_eq!(phases, ["before", "during", "after"]);
+    assert!(events.iter().filter(|e| e["event"] == "check").all(|e| e["ok"] == true), "a check failed under a 0.1 % loss");
+    let verdict = events.last().unwrap();
+    assert_eq!((verdict["held"].as_bool(), verdict["exit_code"].as_u64()), (Some(true), Some(0)));
+    // Counts per fault per second: the drop saw the server's packets.
+    let counted: u64 = events
+        .iter()
+        .filter(|e| e["event"] == "counts")
+        .flat_map(|e| e["faults"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f["fault"] == 1)
+        .map(|f| f["seen"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(counted > 0, "the drop's counts saw no packet: {:?}", names(&events));
+    eprintln!("measured: mild experiment, {} events, {counted} packets seen by the drop", events.len());
+
+    // The saved timeline renders the same summary, with the verdict's exit code.
+    let (status, report, _) = chaos::run(&["report", timeline.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0));
+    assert!(report.contains("hypothesis held") && report.contains("#1 net drop") && report.contains("web"), "{report}");
+}
+
+#[test]
+fn a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval() {
+    require_root!("a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval");
+    let cgroup = TestCgroup::new();
+    let server = HttpServer::start(&cgroup, 18_602);
+    let scratch = Scratch::new();
+    let file = scratch.file("severe.toml", &two_fault_experiment(&cgroup, &server, "100", "60s"));
+    let timeline = scratch.path("severe.jsonl");
+    let started = Instant::now();
+    let (status, stdout, stderr) = chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "the hypothesis should be violated\nstdout: {stdout}\nstderr: {stderr}");
+    // Loading programs under QEMU/TCG takes seconds: the tight bound is on the timeline below.
+    assert!(took < Duration::from_secs(50), "a 60 s experiment should abort early, took {took:?}");
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left attached");
+
+    let events = read_timeline(&timeline);
+    assert_well_formed(&events);
+    let arm = position(&events, "arm", 0);
+    let abort = position(&events, "abort", arm);
+    // The first check started after arming fails at its timeout and aborts at once: within one
+    // interval (500 ms) plus that timeout (400 ms) of the fault going live.
+    let after_arm = events[abort]["t"].as_f64().unwrap() - events[arm]["t"].as_f64().unwrap();
+    eprintln!("measured: aborted {:.0} ms after the 100 % drop was armed; the run took {took:?}", after_arm * 1000.0);
+    // (Plus slack for a slow VM.) The abort itself follows the failing result at once.
+    assert!(after_arm <= 0.5 + 0.4 + 1.0, "abort {after_arm:.3} s after arming");
+    let failed = &events[abort - 1];
+    assert_eq!((failed["event"].as_str(), failed["ok"].as_bool()), (Some("check"), Some(false)), "{failed}");
+    let reaction = events[abort]["t"].as_f64().unwrap() - failed["t"].as_f64().unwrap();
+    assert!(reaction <= 0.05, "abort {reaction:.3} s after the failing result");
+    assert!(events[abort]["reason"].as_str().unwrap_or_default().contains("web"), "{}", events[abort]);
+    // Everything detached right after the abort, then the after phase, then the verdict.
+    let detach = position(&events, "detach", abort);
+    position(&events, "detach", detach + 1);
+    let after = position(&events, "phase", detach);
+    assert_eq!(events[after]["phase"], "after");
+    assert_eq!(events.last().unwrap()["exit_code"], 1);
+    let (status, _, _) = chaos::run(&["report", timeline.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "chaos report exits with the verdict's code");
+}
+
+#[test]
+fn a_failing_baseline_aborts_before_any_fault_is_attached() {
+    require_root!("a_failing_baseline_aborts_before_any_fault_is_attached");
+    let cgroup = TestCgroup::new();
+    let server = HttpServer::start(&cgroup, 18_603);
+    let scratch = Scratch::new();
+    // The check asks a port nobody listens on.
+    let text = two_fault_experiment(&cgroup, &server, "100", "10s").replace(":18603/", ":18613/");
+    let file = scratch.file("baseline.toml", &text);
+    let timeline = scratch.path("baseline.jsonl");
+    let run = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    // Nothing may attach at any time during the run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut finished = false;
+    while Instant::now() < deadline {
+        assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "a program attached despite the failing baseline");
+        if fs::read_to_string(&timeline).is_ok_and(|t| t.contains("\"verdict\"")) {
+            finished = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(finished, "no verdict within 10 s");
+    let (status, _, stderr) = run.wait(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let events = read_timeline(&timeline);
+    assert!(!names(&events).contains(&"attach"), "{:?}", names(&events));
+    let abort = &events[position(&events, "abort", 0)];
+    assert_eq!(abort["phase"], "before");
+    assert!(abort["reason"].as_str().unwrap_or_default().contains("baseline"), "{abort}");
+}
+
+fn status_json() -> Value {
+    let (status, stdout, stderr) = chaos::run(&["status", "--output", "json"]);
+    assert!(status.success(), "{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn listed(status: &Value, id: &str) -> Option<Value> {
+    status["experiments"].as_array()?.iter().find(|e| e["id"] == id).cloned()
+}
+
+fn detach(file: &Path, timeline: &Path) -> String {
+    let (status, stdout, stderr) = chaos::run(&["run", file.to_str().unwrap(), "--detach", "--timeline", timeline.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let id = stdout.trim().to_owned();
+    assert!(!id.is_empty(), "no id printed: {stderr}");
+    id
+}
+
+fn detached_experiment(cgroup: &TestCgroup, duration: &str) -> String {
+    format!(
+        "name = \"detached\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"{duration}\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 100\ndirection = \"egress\"\nremote = [\"192.0.2.1\"]\n",
+        cgroup.path()
+    )
+}
+
+#[test]
+fn a_detached_experiment_is_listed_and_stopped() {
+    require_root!("a_detached_experiment_is_listed_and_stopped");
+    let cgroup = TestCgroup::new();
+    let scratch = Scratch::new();
+    let file = scratch.file("detached.toml", &detached_experiment(&cgroup, "60s"));
+    let timeline = scratch.path("detached.jsonl");
+    let id = detach(&file, &timeline);
+    // The command returned; the programs stay, owned by their pins.
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 1);
+    let pins = Path::new("/sys/fs/bpf/chaos").join(&id);
+    assert!(pins.is_dir(), "no pins in {}", pins.display());
+    let entry = listed(&status_json(), &id).unwrap_or_else(|| panic!("{id} not listed"));
+    assert_eq!(entry["detached"], true);
+    assert_eq!(entry["target"], cgroup.path());
+    assert!(entry["seconds_left"].as_u64().unwrap_or(0) > 30, "{entry}");
+    assert_eq!(entry["faults"][0]["label"], "#1 net drop");
+
+    let (status, stdout, stderr) = chaos::run(&["stop", &id]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains(&format!("stopped detached experiment {id}")), "{stdout}");
+    kernel::wait_for_inet_programs(cgroup.dir(), 0, Duration::from_secs(5));
+    assert!(!pins.exists(), "pins left after stop");
+    assert!(listed(&status_json(), &id).is_none(), "still listed after stop");
+    let events = read_timeline(&timeline);
+    assert!(names(&events).contains(&"detach"), "{:?}", names(&events));
+}
+
+#[test]
+fn a_detached_experiment_ends_by_itself_at_its_deadline() {
+    require_root!("a_detached_experiment_ends_by_itself_at_its_deadline");
+    let cgroup = TestCgroup::new();
+    let scratch = Scratch::new();
+    let file = scratch.file("deadline.toml", &detached_experiment(&cgroup, "3s"));
+    let timeline = scratch.path("deadline.jsonl");
+    let id = detach(&file, &timeline);
+    let reaper = listed(&status_json(), &id).expect("listed")["pid"].as_u64().expect("pid") as i32;
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 1);
+    // No foreground process: the reaper arms, and removes the pins at the deadline.
+    kernel::wait_for_inet_programs(cgroup.dir(), 0, Duration::from_secs(10));
+    let pins = Path::new("/sys/fs/bpf/chaos").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pins.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!pins.exists(), "pins left after the deadline");
+    // The reaper is gone too (it may linger a few ms as a zombie of nobody: check /proc state).
+    let gone = || fs::read_to_string(format!("/proc/{reaper}/stat")).map_or(true, |s| s.contains(") Z "));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gone() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone(), "the reaper (pid {reaper}) still runs after the deadline");
+    assert!(listed(&status_json(), &id).is_none());
+    let events = read_timeline(&timeline);
+    let (arm, detach) = (position(&events, "arm", 0), position(&events, "detach", 0));
+    assert!(arm < detach, "{:?}", names(&events));
+    eprintln!("measured: detached 3 s experiment removed by its reaper; events {:?}", names(&events));
+}
+
+#[test]
+fn bad_files_are_refused_with_their_position_and_attach_nothing() {
+    require_root!("bad_files_are_refused_with_their_position_and_attach_nothing");
+    let cgroup = TestCgroup::new();
+    let scratch = Scratch::new();
+    let head = format!("target = {{ cgroup = \"{}\" }}\nduration = \"10s\"\n", cgroup.path());
+    let drop = "[[fault]]\nkind = \"net drop\"\n";
+    // (name, text, "line:column", message)
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("syntax", format!("{head}[[fault]\nkind = \"net drop\"\n"), "3:9", "not valid TOML: unclosed array table"),
+        ("unknown-fault", format!("{head}[[fault]]\nkind = \"net explode\"\n"), "4:8", "unknown fault kind \"net explode\""),
+        ("wrong-type", format!("{head}{drop}percent = \"twenty\"\n"), "5:11", "'twenty' is not a percentage"),
+        ("negative-duration", format!("{head}{drop}percent = 5\nduration = \"-3s\"\n"), "6:12", "is negative"),
+        ("over-100", format!("{head}{drop}percent = 120\n"), "5:11", "'120' is over 100 %"),
+        (
+            "unknown-target",
+            format!("target = {{ cgroup = \"{}-missing\" }}\nduration = \"10s\"\n{drop}percent = 5\n", cgroup.path()),
+            "1:10",
+            "does not exist",
+        ),
+        ("unknown-target-kind", format!("target = {{ vm = \"x\" }}\nduration = \"10s\"\n{drop}percent = 5\n"), "1:12", "unknown key `vm`"),
+        ("root-cgroup", format!("target = {{ cgroup = \"/\" }}\nduration = \"10s\"\n{drop}percent = 5\n"), "1:10", "--i-know"),
+    ];
+    for (name, text, at, message) in &cases {
+        let file = scratch.file(&format!("{name}.toml"), text);
+        let (status, _, stderr) = chaos::run(&["run", file.to_str().unwrap()]);
+        assert_eq!(status.code(), Some(2), "{name}: {stderr}");
+        let expected = format!("{}:{at}: ", file.display());
+        assert!(stderr.contains(&expected), "{name}: expected {expected:?} in {stderr}");
+        assert!(stderr.contains(message), "{name}: expected {message:?} in {stderr}");
+        assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "{name} attached something");
+        if *name != "unknown-target" && *name != "root-cgroup" {
+            // Problems of the file alone are found without this machine, by validate.
+            let (status, _, stderr) = chaos::run(&["validate", file.to_str().unwrap()]);
+            assert_eq!(status.code(), Some(2), "validate {name}: {stderr}");
+            assert!(stderr.contains(&expected), "validate {name}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn the_shipped_examples_validate() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    chaos_tests::skip_if!(!examples.is_dir(), "the_shipped_examples_validate", format!("{} is not on this machine (VM tier)", examples.display()));
+    let mut count = 0;
+    for entry in fs::read_dir(&examples).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let (status, stdout, stderr) = chaos::run(&["validate", path.to_str().unwrap()]);
+        assert!(status.success(), "{}: {stderr}", path.display());
+        assert!(stdout.contains("valid"), "{stdout}");
+        count += 1;
+    }
+    assert!(count >= 3, "expected at least 3 examples, found {count}");
+}
