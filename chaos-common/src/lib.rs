@@ -20,6 +20,13 @@ pub mod maps {
     pub const FAULT_SCHEDULE: &str = "FAULT_SCHEDULE";
     /// Array, one entry: the burst-loss model's state (0 good, 1 bad).
     pub const BURST_STATE: &str = "BURST_STATE";
+    /// Array of u64 words: a bitmap of syscall numbers (`syscall delay`).
+    pub const SYSCALL_SET: &str = "SYSCALL_SET";
+    /// Ring buffer of [`super::StopEvent`]s: tasks stopped by `syscall delay`, for the controller
+    /// to resume.
+    pub const STOP_EVENTS: &str = "STOP_EVENTS";
+    /// Array, one entry: the next free departure time of `net rate` (ns, CLOCK_MONOTONIC).
+    pub const RATE_STATE: &str = "RATE_STATE";
     /// LPM tries of remote prefixes: key `(prefix_len, address bytes)`, value unused (1).
     pub const REMOTE_V4: &str = "REMOTE_V4";
     pub const REMOTE_V6: &str = "REMOTE_V6";
@@ -68,7 +75,12 @@ pub mod flags {
     pub const FIX_CHECKSUM: u32 = 1 << 2;
     /// Syscall faults: only files under the directory (`path_dev`, `path_ino`).
     pub const PATH_FILTER: u32 = 1 << 3;
+    /// Network delay: jitter follows a normal distribution (else uniform).
+    pub const JITTER_NORMAL: u32 = 1 << 4;
 }
+
+/// Syscall numbers `syscall delay` can watch: the bitmap `SYSCALL_SET` has this many bits.
+pub const SYSCALL_SET_BITS: u32 = 512;
 
 /// [`FaultConfig::syscall_mask`] bits for hooks that serve several syscalls.
 pub mod syscall_mask {
@@ -139,6 +151,31 @@ pub struct FaultConfig {
     pub path_dev: u64,
     /// Path filter: the directory's inode number.
     pub path_ino: u64,
+    /// Delay faults: the delay in ns (`--by`).
+    pub delay_ns: u64,
+    /// Delay faults: the jitter in ns (uniform half-width, or standard deviation when
+    /// `JITTER_NORMAL`).
+    pub jitter_ns: u64,
+    /// `net rate`: the rate limit in bytes per second (0: none).
+    pub rate_bytes_per_sec: u64,
+    /// `net rate`: the longest a packet may wait for its turn (the queue, in time); a packet
+    /// that would wait longer is dropped, and takes no slot.
+    pub rate_queue_ns: u64,
+}
+
+/// A task `syscall delay` stopped (SIGSTOP): the controller resumes it (SIGCONT) when the delay
+/// has passed, counted from `stopped_at_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StopEvent {
+    /// `CLOCK_MONOTONIC` ns when the program sent SIGSTOP.
+    pub stopped_at_ns: u64,
+    /// The process (thread group) stopped.
+    pub tgid: u32,
+    /// The thread whose syscall was delayed.
+    pub tid: u32,
+    pub syscall: u32,
+    pub _pad: u32,
 }
 
 /// Offsets of the few kernel struct members the syscall programs read, taken from the running
@@ -207,6 +244,7 @@ mod user {
     unsafe impl aya::Pod for super::FaultCounters {}
     unsafe impl aya::Pod for super::ScheduleState {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::StopEvent {}
 }
 
 #[cfg(test)]
@@ -232,8 +270,9 @@ mod tests {
 
     #[test]
     fn shared_structs_have_no_implicit_padding() {
-        // 11 u64 and 6 u32 fields, nothing between them.
-        assert_eq!(core::mem::size_of::<FaultConfig>(), 11 * 8 + 6 * 4);
+        // 15 u64 and 6 u32 fields, nothing between them.
+        assert_eq!(core::mem::size_of::<FaultConfig>(), 15 * 8 + 6 * 4);
+        assert_eq!(core::mem::size_of::<StopEvent>(), 8 + 4 * 4);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 8 * 4);
         assert_eq!(core::mem::size_of::<ScheduleState>(), 2 * 8);
     }

@@ -9,10 +9,12 @@ mod gate;
 mod kernel;
 mod maps;
 mod net_cgroup;
+mod net_delay;
 mod net_filter;
 mod net_tc;
 mod packet;
 mod syscall_cgroup;
+mod syscall_delay;
 mod syscall_lsm;
 
 /// The kernel reads this section to decide which helpers the programs may call.

@@ -1,9 +1,9 @@
 //! The maps userspace fills and reads (names and layouts in chaos-common).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray, RingBuf},
 };
-use chaos_common::{Direction, FaultConfig, FaultCounters, ScheduleState, WORDS_PER_PORT_SET};
+use chaos_common::{Direction, FaultConfig, FaultCounters, SYSCALL_SET_BITS, ScheduleState, WORDS_PER_PORT_SET};
 
 /// One entry: this object's fault.
 #[map(name = "FAULT_CONFIG")]
@@ -28,6 +28,19 @@ pub(crate) static BURST_STATE: Array<u32> = Array::with_max_entries(1, 0);
 pub(crate) static REMOTE_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(1024, 0);
 #[map(name = "REMOTE_V6")]
 pub(crate) static REMOTE_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(1024, 0);
+
+/// Syscall numbers `syscall delay` watches, as a bitmap: one lookup per call.
+#[map(name = "SYSCALL_SET")]
+pub(crate) static SYSCALL_SET: Array<u64> = Array::with_max_entries(SYSCALL_SET_BITS / 64, 0);
+
+/// Tasks stopped by `syscall delay`, for the controller to resume. 64 KiB holds thousands of
+/// events; a full buffer means the task is not stopped at all (see syscall_delay.rs).
+#[map(name = "STOP_EVENTS")]
+pub(crate) static STOP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// `net rate`: the next free departure time, shared by all CPUs.
+#[map(name = "RATE_STATE")]
+pub(crate) static RATE_STATE: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Two port sets as bitmaps (remote, then local): any list or range is one lookup.
 #[map(name = "PORT_SETS")]

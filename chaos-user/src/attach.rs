@@ -9,9 +9,9 @@ use std::{fs::File, path::Path};
 
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{
-        CgroupAttachMode, CgroupSkbAttachType, LinkOrder, Lsm, Program, ProgramError, SchedClassifier,
+        CgroupAttachMode, CgroupSkbAttachType, LinkOrder, Lsm, Program, ProgramError, RawTracePoint, SchedClassifier,
         TcAttachType,
         links::{FdLink, LinkError},
         tc::{self, SchedClassifierLink, TcAttachOptions, TcError},
@@ -22,9 +22,12 @@ use chaos_common::{Direction, FaultConfig, FaultCounters, KERNEL_OFFSETS_GLOBAL,
 use crate::{
     errno,
     features::{TcApi, describe_program_error},
+    guard::Guard,
     ledger::{self, Entry, Item},
+    netlink,
     netns::Netns,
     plan::{AttachPoint, MapContents, PlannedProgram},
+    resumer::Resumer,
 };
 
 /// The object built from chaos-ebpf by build.rs.
@@ -99,6 +102,8 @@ struct TcAttachment {
     iface: String,
     filter_record: Option<Entry>,
     qdisc_record: Option<Entry>,
+    /// The root qdisc chaos replaced with fq, to put back, and its record.
+    replaced_root: Option<(netlink::Qdisc, Entry)>,
 }
 
 /// One fault's instance of the eBPF object: its own maps, its own attached programs.
@@ -113,6 +118,10 @@ pub struct LoadedFault {
     tc: Vec<TcAttachment>,
     /// The kernel's BTF, parsed once if an LSM program needs it.
     btf: Option<Btf>,
+    /// The configuration last written, which the resumer takes its delay from.
+    config: FaultConfig,
+    /// Resumes the tasks a syscall delay stops (with its guard and its ledger record).
+    resumer: Option<(Resumer, Entry)>,
 }
 
 impl LoadedFault {
@@ -136,13 +145,23 @@ impl LoadedFault {
             },
             other => AttachError::Load(other),
             })?;
-        Ok(Self { ebpf, links: Vec::new(), unpinnable: Vec::new(), tc: Vec::new(), btf: None })
+        Ok(Self {
+            ebpf,
+            links: Vec::new(),
+            unpinnable: Vec::new(),
+            tc: Vec::new(),
+            btf: None,
+            config: FaultConfig::default(),
+            resumer: None,
+        })
     }
 
     /// Writes the fault's configuration. Safe while the programs run: the next event sees it.
     pub fn configure(&mut self, config: FaultConfig) -> Result<(), AttachError> {
         let mut array: Array<_, FaultConfig> = self.map(maps::FAULT_CONFIG)?;
-        array.set(0, config, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })
+        array.set(0, config, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })?;
+        self.config = config;
+        Ok(())
     }
 
     /// Switches the fault off now (deadline 0), without detaching anything.
@@ -163,6 +182,12 @@ impl LoadedFault {
             let mut trie: LpmTrie<_, [u8; 16], u8> = self.map(maps::REMOTE_V6)?;
             for &(len, address) in &contents.remote_v6 {
                 trie.insert(&Key::new(len, address), 1, 0).map_err(map_error(maps::REMOTE_V6))?;
+            }
+        }
+        if let Some(words) = &contents.syscall_set {
+            let mut array: Array<_, u64> = self.map(maps::SYSCALL_SET)?;
+            for (index, &word) in words.iter().enumerate().filter(|(_, w)| **w != 0) {
+                array.set(index as u32, word, 0).map_err(map_error(maps::SYSCALL_SET))?;
             }
         }
         if let Some(words) = &contents.port_sets {
@@ -190,8 +215,11 @@ impl LoadedFault {
         match &planned.attach {
             AttachPoint::Cgroup { cgroup_dir } => self.attach_cgroup(planned, cgroup_dir),
             AttachPoint::Lsm { hook } => self.attach_lsm(planned.program, hook),
-            AttachPoint::Tc { netns, iface, api } => {
-                self.attach_tc(planned.program, planned.direction, netns, iface, *api == TcApi::Legacy)
+            AttachPoint::RawTracepoint { tracepoint, cgroup_dir } => {
+                self.attach_stopping_tracepoint(planned.program, tracepoint, cgroup_dir)
+            }
+            AttachPoint::Tc { netns, iface, api, needs_fq } => {
+                self.attach_tc(planned.program, planned.direction, netns, iface, *api == TcApi::Legacy, *needs_fq)
             }
         }
     }
@@ -247,6 +275,31 @@ impl LoadedFault {
         Ok(())
     }
 
+    /// A raw tracepoint program that stops tasks of `cgroup_dir` (syscall delay): the guard is
+    /// started before anything attaches, the resumer right after.
+    fn attach_stopping_tracepoint(&mut self, program: &'static str, tracepoint: &str, cgroup_dir: &Path) -> Result<(), AttachError> {
+        let record = ledger::write(None, Item::StoppedTasks { cgroup_dir: cgroup_dir.to_path_buf() })
+            .map_err(|e| AttachError::Program { program, reason: format!("recording the tasks it may stop: {e}") })?;
+        let guard = Guard::spawn(cgroup_dir)
+            .map_err(|e| AttachError::Program { program, reason: format!("starting the guard that resumes stopped tasks: {e}") })?;
+        let prog: &mut RawTracePoint = self.program(program)?;
+        prog.load().map_err(|err| program_error(program, "loading", &err))?;
+        let id = prog.attach(tracepoint).map_err(|err| program_error(program, "attaching", &err))?;
+        let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
+        self.links.push((program, FdLink::from(link)));
+        let events = self
+            .ebpf
+            .take_map(maps::STOP_EVENTS)
+            .ok_or(AttachError::Map { map: maps::STOP_EVENTS, source: MapError::InvalidName { name: maps::STOP_EVENTS.into() } })?;
+        let events = RingBuf::try_from(events).map_err(|source| AttachError::Map { map: maps::STOP_EVENTS, source })?;
+        let delay = std::time::Duration::from_nanos(self.config.delay_ns);
+        let jitter = std::time::Duration::from_nanos(self.config.jitter_ns);
+        let resumer = Resumer::start(events, guard, delay, jitter)
+            .map_err(|e| AttachError::Program { program, reason: format!("starting the resumer: {e}") })?;
+        self.resumer = Some((resumer, record));
+        Ok(())
+    }
+
     /// A BPF LSM program: global, attached through a link owned by this process.
     fn attach_lsm(&mut self, program: &'static str, hook: &str) -> Result<(), AttachError> {
         if self.btf.is_none() {
@@ -275,6 +328,7 @@ impl LoadedFault {
         netns: &Netns,
         iface: &str,
         legacy: bool,
+        needs_fq: bool,
     ) -> Result<(), AttachError> {
         let prog: &mut SchedClassifier = self.program(program)?;
         if prog.fd().is_err() {
@@ -286,12 +340,13 @@ impl LoadedFault {
         };
         let attachment = netns
             .run(|| -> Result<TcAttachment, AttachError> {
+                let replaced_root = if needs_fq { ensure_fq(netns, iface)? } else { None };
                 let mut qdisc_record = None;
                 let options = if legacy {
                     match tc::qdisc_add_clsact(iface) {
                         Ok(()) => {
                             qdisc_record = Some(
-                                ledger::write(netns, Item::ClsactQdisc { iface: iface.to_owned() })
+                                ledger::write(Some(netns), Item::ClsactQdisc { iface: iface.to_owned() })
                                     .map_err(|e| AttachError::Tc(format!("recording the clsact qdisc on {iface}: {e}")))?,
                             );
                         }
@@ -310,11 +365,18 @@ impl LoadedFault {
                     let priority = link.priority().map_err(|e| AttachError::Tc(e.to_string()))?;
                     let handle = u32::from(link.handle().map_err(|e| AttachError::Tc(e.to_string()))?);
                     let item = Item::LegacyTcFilter { iface: iface.to_owned(), ingress: direction == Direction::Ingress, priority, handle };
-                    Some(ledger::write(netns, item).map_err(|e| AttachError::Tc(format!("recording the TC filter on {iface}: {e}")))?)
+                    Some(ledger::write(Some(netns), item).map_err(|e| AttachError::Tc(format!("recording the TC filter on {iface}: {e}")))?)
                 } else {
                     None
                 };
-                Ok(TcAttachment { link: Some(link), netns: netns.clone(), iface: iface.to_owned(), filter_record, qdisc_record })
+                Ok(TcAttachment {
+                    link: Some(link),
+                    netns: netns.clone(),
+                    iface: iface.to_owned(),
+                    filter_record,
+                    qdisc_record,
+                    replaced_root,
+                })
             })
             .map_err(|err| AttachError::Tc(err.to_string()))??;
         self.tc.push(attachment);
@@ -338,6 +400,13 @@ impl LoadedFault {
     /// refused.
     pub fn pin(&mut self, dir: &Path) -> Result<(), AttachError> {
         let pin_error = |what: &str, err: &dyn std::fmt::Display| AttachError::Pin(format!("pinning {what} in {}: {err}", dir.display()));
+        if self.resumer.is_some() {
+            return Err(AttachError::Pin(
+                "a syscall delay stops tasks that only a running chaos resumes: --detach does not support it; run it \
+                 in the foreground"
+                    .into(),
+            ));
+        }
         if let Some(program) = self.unpinnable.first() {
             return Err(AttachError::Pin(format!(
                 "{program} (a cgroup sockopt hook) cannot be pinned: --detach does not support setsockopt/getsockopt \
@@ -394,6 +463,12 @@ impl LoadedFault {
                 if let Some(record) = attachment.filter_record.take() {
                     record.settle();
                 }
+                if let Some((previous, record)) = attachment.replaced_root.take() {
+                    let index = interface_index(&attachment.iface)?;
+                    let mut socket = netlink::RouteSocket::open()?;
+                    ledger::restore_root_qdisc(&mut socket, index, &previous)?;
+                    record.settle();
+                }
                 if let Some(record) = attachment.qdisc_record.take() {
                     match ledger::remove(&Item::ClsactQdisc { iface: attachment.iface.clone() }) {
                         // Still used by someone else's filters: keep the record, so a later
@@ -415,8 +490,51 @@ impl LoadedFault {
     }
 }
 
+impl LoadedFault {
+    /// Ends a syscall delay: no new stops (disarm), then every stopped task resumed now.
+    /// Returns how many were resumed and how late against their due time (ns).
+    pub fn finish_stops(&mut self) -> Option<crate::resumer::ResumeStats> {
+        let (mut resumer, record) = self.resumer.take()?;
+        let _ = self.disarm();
+        let stats = resumer.finish();
+        drop(resumer);
+        record.settle();
+        Some(stats)
+    }
+}
+
+/// Makes fq the root qdisc of `iface` (in the calling thread's namespace) unless it already is,
+/// returning what it replaced (with its ledger record) so it can be put back.
+fn ensure_fq(netns: &Netns, iface: &str) -> Result<Option<(netlink::Qdisc, Entry)>, AttachError> {
+    let fail = |what: &str, err: std::io::Error| AttachError::Tc(format!("{what} on {iface}: {err}"));
+    let index = interface_index(iface).map_err(|e| fail("finding the interface", e))?;
+    let mut socket = netlink::RouteSocket::open().map_err(|e| fail("opening rtnetlink", e))?;
+    let previous = socket.root_qdisc(index).map_err(|e| fail("reading the root qdisc", e))?;
+    if previous.as_ref().is_some_and(|q| q.kind == "fq") {
+        return Ok(None);
+    }
+    let previous = previous.unwrap_or(netlink::Qdisc { kind: "none".into(), handle: 0, options: None });
+    let record = ledger::write(Some(netns), Item::ReplacedRootQdisc { iface: iface.to_owned(), previous: previous.clone() })
+        .map_err(|e| fail("recording the root qdisc", e))?;
+    socket
+        .replace_root_qdisc(index, "fq", Some(&netlink::fq_options_for_delays()))
+        .map_err(|e| fail("installing fq as the root qdisc", e))?;
+    Ok(Some((previous, record)))
+}
+
+fn interface_index(iface: &str) -> std::io::Result<i32> {
+    let name = std::ffi::CString::new(iface).map_err(std::io::Error::other)?;
+    // SAFETY: valid C string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()),
+        index => Ok(index as i32),
+    }
+}
+
 impl Drop for LoadedFault {
     fn drop(&mut self) {
+        // Tasks first: nothing may stay stopped, whatever else goes wrong below.
+        let _ = self.finish_stops();
         for problem in self.detach_tc() {
             tracing::warn!("{problem}; `chaos cleanup` will retry");
         }

@@ -33,6 +33,10 @@ pub enum Item {
     LegacyTcFilter { iface: String, ingress: bool, priority: u16, handle: u32 },
     /// A clsact qdisc chaos added for its filters; removed only once no filter is left in it.
     ClsactQdisc { iface: String },
+    /// The root qdisc chaos replaced with fq (network delay): put back.
+    ReplacedRootQdisc { iface: String, previous: netlink::Qdisc },
+    /// Processes of this cgroup that `syscall delay` may have stopped: resumed.
+    StoppedTasks { cgroup_dir: std::path::PathBuf },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,12 +60,14 @@ impl Entry {
     }
 }
 
-/// Writes a record of `item` in `netns`, owned by this process.
-pub fn write(netns: &Netns, item: Item) -> io::Result<Entry> {
+/// Writes a record of `item` in `netns` (None for items outside any network namespace), owned
+/// by this process.
+pub fn write(netns: Option<&Netns>, item: Item) -> io::Result<Entry> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     fs::create_dir_all(LEDGER_DIR)?;
     let pid = std::process::id();
-    let record = Record { owner_pid: pid, owner_start: start_time(pid).unwrap_or(0), netns_inode: netns.inode, item };
+    let netns_inode = netns.map_or(0, |n| n.inode);
+    let record = Record { owner_pid: pid, owner_start: start_time(pid).unwrap_or(0), netns_inode, item };
     let path = Path::new(LEDGER_DIR).join(format!("{pid}-{}.json", NEXT.fetch_add(1, Ordering::Relaxed)));
     fs::write(&path, serde_json::to_vec(&record).expect("record serializes"))?;
     Ok(Entry { path })
@@ -107,10 +113,24 @@ pub fn cleanup_stale() -> Vec<String> {
         })
         .filter(|(_, record)| !owner_alive(record))
         .collect();
-    // Filters before the qdiscs that hold them.
-    records.sort_by_key(|(_, r)| matches!(r.item, Item::ClsactQdisc { .. }));
+    // Stopped tasks first (they wait on nothing), then filters before the qdiscs that hold them.
+    records.sort_by_key(|(_, r)| match r.item {
+        Item::StoppedTasks { .. } => 0,
+        Item::LegacyTcFilter { .. } => 1,
+        _ => 2,
+    });
     let mut report = Vec::new();
     for (path, record) in records {
+        if matches!(record.item, Item::StoppedTasks { .. }) {
+            match remove(&record.item) {
+                Ok(what) => {
+                    report.push(what);
+                    let _ = fs::remove_file(&path);
+                }
+                Err(err) => report.push(format!("{}: could not remove: {err}", describe(&record.item))),
+            }
+            continue;
+        }
         let Some(netns) = find_netns(record.netns_inode) else {
             // The namespace is gone, and everything in it with it.
             report.push(format!("{}: its network namespace no longer exists; nothing to remove", describe(&record.item)));
@@ -135,12 +155,23 @@ fn describe(item: &Item) -> String {
             format!("TC filter (pref {priority}) on {iface} {}", if *ingress { "ingress" } else { "egress" })
         }
         Item::ClsactQdisc { iface } => format!("clsact qdisc on {iface}"),
+        Item::ReplacedRootQdisc { iface, previous } => format!("fq put in place of the {} root qdisc on {iface}", previous.kind),
+        Item::StoppedTasks { cgroup_dir } => format!("processes of {} stopped by a syscall delay", cgroup_dir.display()),
     }
 }
 
 /// Removes `item` from the calling thread's namespace. Items already gone count as removed.
 pub fn remove(item: &Item) -> io::Result<String> {
     let what = describe(item);
+    if let Item::StoppedTasks { cgroup_dir } = item {
+        let stopped: Vec<i32> =
+            crate::netns::pids_below(cgroup_dir).into_iter().filter(|&pid| crate::guard::is_stopped(pid)).collect();
+        for &pid in &stopped {
+            // SAFETY: kill(2) with SIGCONT on a stopped process of the delayed cgroup.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+        return Ok(format!("{what}: resumed {} still stopped", stopped.len()));
+    }
     let Ok(ifindex) = ifindex(item) else {
         return Ok(format!("{what}: interface gone, nothing to remove"));
     };
@@ -160,6 +191,12 @@ pub fn remove(item: &Item) -> io::Result<String> {
                 }
             }
         }
+        Item::ReplacedRootQdisc { previous, .. } => {
+            let mut socket = netlink::RouteSocket::open()?;
+            restore_root_qdisc(&mut socket, ifindex, previous)?;
+            Ok(format!("restored the {} root qdisc (removed {what})", previous.kind))
+        }
+        Item::StoppedTasks { .. } => unreachable!("handled above"),
         Item::ClsactQdisc { .. } => {
             let mut socket = netlink::RouteSocket::open()?;
             let left = socket.filter_count(ifindex, netlink::CLSACT_INGRESS)?
@@ -176,9 +213,23 @@ pub fn remove(item: &Item) -> io::Result<String> {
     }
 }
 
+/// Puts back a root qdisc chaos replaced: a device default (handle 0) comes back by deleting
+/// chaos's fq, anything else is re-created as it was read.
+pub fn restore_root_qdisc(socket: &mut netlink::RouteSocket, ifindex: i32, previous: &netlink::Qdisc) -> io::Result<()> {
+    if previous.handle == 0 {
+        match socket.delete_root_qdisc(ifindex) {
+            Err(err) if !matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => Err(err),
+            _ => Ok(()),
+        }
+    } else {
+        socket.restore_root_qdisc(ifindex, previous)
+    }
+}
+
 fn ifindex(item: &Item) -> io::Result<i32> {
     let iface = match item {
-        Item::LegacyTcFilter { iface, .. } | Item::ClsactQdisc { iface } => iface,
+        Item::LegacyTcFilter { iface, .. } | Item::ClsactQdisc { iface } | Item::ReplacedRootQdisc { iface, .. } => iface,
+        Item::StoppedTasks { .. } => return Ok(0),
     };
     let name = std::ffi::CString::new(iface.as_str()).map_err(io::Error::other)?;
     // SAFETY: valid C string.

@@ -9,6 +9,8 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const RTM_NEWQDISC: u16 = 36;
 const RTM_DELQDISC: u16 = 37;
+const RTM_GETQDISC: u16 = 38;
+const NLM_F_REPLACE: u16 = 0x100;
 const RTM_NEWTFILTER: u16 = 44;
 const RTM_GETTFILTER: u16 = 46;
 const NLM_F_DUMP: u16 = 0x300;
@@ -58,6 +60,69 @@ impl RouteSocket {
         self.request(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, as_bytes(&tcmsg), &attrs)
     }
 
+    /// Replaces the root qdisc of `ifindex` with `kind` (created if there is none), with
+    /// `options` as its TCA_OPTIONS payload.
+    pub fn replace_root_qdisc(&mut self, ifindex: i32, kind: &str, options: Option<&[u8]>) -> io::Result<()> {
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, TCA_KIND, kind.as_bytes(), true);
+        if let Some(options) = options {
+            push_attr(&mut attrs, TCA_OPTIONS, options, false);
+        }
+        let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent: TC_H_ROOT, info: 0 };
+        self.request(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE, as_bytes(&tcmsg), &attrs)
+    }
+
+    /// The root qdisc of `ifindex`: its kind, handle and raw options, enough to put it back.
+    pub fn root_qdisc(&mut self, ifindex: i32) -> io::Result<Option<Qdisc>> {
+        let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent: 0, info: 0 };
+        self.send(RTM_GETQDISC, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
+        let mut found = None;
+        self.read_messages(|msg_type, body| {
+            if msg_type != RTM_NEWQDISC || body.len() < mem::size_of::<TcMsg>() || found.is_some() {
+                return;
+            }
+            let field = |at: usize| u32::from_ne_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+            let (index, handle, parent) = (field(4) as i32, field(8), field(12));
+            if index != ifindex || parent != TC_H_ROOT {
+                return;
+            }
+            let mut qdisc = Qdisc { kind: String::new(), handle, options: None };
+            let mut attrs = &body[mem::size_of::<TcMsg>()..];
+            while attrs.len() >= 4 {
+                let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+                let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
+                if len < 4 || len > attrs.len() {
+                    break;
+                }
+                let payload = &attrs[4..len];
+                match kind {
+                    TCA_KIND => qdisc.kind = String::from_utf8_lossy(payload).trim_end_matches('\0').to_owned(),
+                    TCA_OPTIONS => qdisc.options = Some(payload.to_vec()),
+                    _ => {}
+                }
+                attrs = &attrs[align4(len).min(attrs.len())..];
+            }
+            found = Some(qdisc);
+        })?;
+        Ok(found)
+    }
+
+    /// Puts a root qdisc back as [`RouteSocket::root_qdisc`] read it.
+    pub fn restore_root_qdisc(&mut self, ifindex: i32, qdisc: &Qdisc) -> io::Result<()> {
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, TCA_KIND, qdisc.kind.as_bytes(), true);
+        if let Some(options) = &qdisc.options {
+            push_attr(&mut attrs, TCA_OPTIONS, options, false);
+        }
+        let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: qdisc.handle, parent: TC_H_ROOT, info: 0 };
+        self.request(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE, as_bytes(&tcmsg), &attrs)
+    }
+
+    /// Deletes the root qdisc of `ifindex`: the kernel puts the device's default back.
+    pub fn delete_root_qdisc(&mut self, ifindex: i32) -> io::Result<()> {
+        self.delete_qdisc(ifindex, TC_H_ROOT, 0)
+    }
+
     /// Deletes the qdisc at `parent` with `handle` on interface `ifindex`.
     pub fn delete_qdisc(&mut self, ifindex: i32, parent: u32, handle: u32) -> io::Result<()> {
         let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle, parent, info: 0 };
@@ -69,7 +134,7 @@ impl RouteSocket {
         let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent, info: 0 };
         self.send(RTM_GETTFILTER, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
         let mut count = 0;
-        self.read_replies(|msg_type| {
+        self.read_messages(|msg_type, _| {
             if msg_type == RTM_NEWTFILTER {
                 count += 1;
             }
@@ -79,7 +144,7 @@ impl RouteSocket {
 
     fn request(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
         self.send(msg_type, NLM_F_ACK | flags, header, attrs)?;
-        self.read_replies(|_| {})
+        self.read_messages(|_, _| {})
     }
 
     fn send(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
@@ -105,8 +170,8 @@ impl RouteSocket {
     }
 
     /// Reads replies to the last request until its ack, error or end of dump, passing the type
-    /// of every other message to `each`.
-    fn read_replies(&self, mut each: impl FnMut(u16)) -> io::Result<()> {
+    /// and body (after the netlink header) of every other message to `each`.
+    fn read_messages(&self, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
         let mut buf = [0u8; 8192];
         loop {
             // SAFETY: valid buffer and length.
@@ -129,13 +194,23 @@ impl RouteSocket {
                             return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) };
                         }
                         NLMSG_DONE => return Ok(()),
-                        other => each(other),
+                        other => each(other, &rest[mem::size_of::<NlMsgHdr>()..len]),
                     }
                 }
                 rest = &rest[align4(len).min(rest.len())..];
             }
         }
     }
+}
+
+/// A qdisc as the kernel describes it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Qdisc {
+    pub kind: String,
+    /// 0 for the device's default qdisc (which the kernel re-creates on its own).
+    pub handle: u32,
+    /// The raw TCA_OPTIONS attribute.
+    pub options: Option<Vec<u8>>,
 }
 
 #[repr(C)]
@@ -177,6 +252,19 @@ fn push_attr(buf: &mut Vec<u8>, attr_type: u16, payload: &[u8], nul_terminate: b
 fn as_bytes<T>(value: &T) -> &[u8] {
     // SAFETY: only used on the #[repr(C)] headers above, which have no padding.
     unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast(), mem::size_of::<T>()) }
+}
+
+/// fq's options for chaos's delays and rate limits: room for 100 000 packets in all and 10 000
+/// per flow. fq's defaults (10 000 and 100) drop a flow's packets as soon as more than 100 of
+/// them wait, which a 100 ms delay reaches at 1000 packets per second.
+#[must_use]
+pub fn fq_options_for_delays() -> Vec<u8> {
+    const TCA_FQ_PLIMIT: u16 = 1;
+    const TCA_FQ_FLOW_PLIMIT: u16 = 2;
+    let mut options = Vec::new();
+    push_attr(&mut options, TCA_FQ_PLIMIT, &100_000u32.to_ne_bytes(), false);
+    push_attr(&mut options, TCA_FQ_FLOW_PLIMIT, &10_000u32.to_ne_bytes(), false);
+    options
 }
 
 /// `struct tc_netem_qopt` with only a queue limit: netem refuses to be created without options.

@@ -157,3 +157,22 @@ pub fn snmp_counter(pid: u32, group: &str, name: &str) -> u64 {
     let index = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("no {group} {name}"));
     values.split_whitespace().nth(index).and_then(|v| v.parse().ok()).expect("snmp value")
 }
+
+/// The kind of the root qdisc of `iface` in `netns` (`noqueue`, `fq`, ...), from `tc`.
+#[must_use]
+pub fn root_qdisc(netns: &crate::net::Netns, iface: &str) -> String {
+    let output = std::process::Command::new("tc")
+        .args(["-n", netns.name(), "qdisc", "show", "dev", iface, "root"])
+        .output()
+        .expect("run tc");
+    String::from_utf8_lossy(&output.stdout).split_whitespace().nth(1).unwrap_or("").to_owned()
+}
+
+/// Whether process `pid` is stopped (state T).
+#[must_use]
+pub fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+        .unwrap_or(false)
+}

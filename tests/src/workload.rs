@@ -166,6 +166,39 @@ impl Drop for Resident {
     }
 }
 
+/// A `chaos-workload udp-echo` in `netns`, killed on Drop.
+pub struct UdpEcho(Child);
+
+impl UdpEcho {
+    #[must_use]
+    pub fn start(netns: &Netns, port: u16) -> Self {
+        let mut child = command_in(workload_bin(), None, Some(netns))
+            .args(["udp-echo", "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start udp-echo");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "ready", "udp-echo did not start");
+        Self(child)
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a workload subcommand to completion in `cgroup`/`netns` and returns its JSON output.
+#[must_use]
+pub fn workload_json(args: &[&str], cgroup: Option<&TestCgroup>, netns: Option<&Netns>) -> serde_json::Value {
+    let output = command_in(workload_bin(), cgroup, netns).args(args).output().expect("run workload");
+    assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
 /// A `chaos-workload tcp-listen` in `netns`, killed on Drop.
 pub struct TcpListen(Child);
 

@@ -24,6 +24,8 @@ pub enum Which {
     Net,
     /// Syscall errors: chaos vs strace --inject, and untargeted overhead (host and VM tier).
     Syscall,
+    /// Delays: syscall delay cost and untargeted overhead (host); net delay vs tc netem (VM tier).
+    Delay,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -31,6 +33,7 @@ pub enum Which {
 pub enum InVm {
     Netem,
     Syscall,
+    Delay,
 }
 
 const VM_SECTION_BEGIN: &str = "CHAOS_BENCH_SECTION_BEGIN";
@@ -38,7 +41,7 @@ const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
     let binaries = test::prepare_root_task("the benchmark")?;
-    let which = if which.is_empty() { &[Which::Drop, Which::Net, Which::Syscall][..] } else { which };
+    let which = if which.is_empty() { &[Which::Drop, Which::Net, Which::Syscall, Which::Delay][..] } else { which };
     // `net` includes the host drop figures: measure them once.
     if which.iter().any(|w| matches!(w, Which::Drop | Which::Net)) {
         write_section("drop", &drop_bench()?)?;
@@ -49,6 +52,10 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
     if which.contains(&Which::Syscall) {
         write_section("syscall-host", &syscall_connect_bench()?)?;
         write_section("syscall-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "syscall")?)?;
+    }
+    if which.contains(&Which::Delay) {
+        write_section("delay-host", &syscall_delay_bench()?)?;
+        write_section("delay-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "delay")?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
@@ -83,6 +90,7 @@ pub fn in_vm(which: InVm) -> anyhow::Result<()> {
     let section = match which {
         InVm::Netem => netem_bench()?,
         InVm::Syscall => syscall_open_bench()?,
+        InVm::Delay => net_delay_bench()?,
     };
     println!("{VM_SECTION_BEGIN}\n{section}{VM_SECTION_END}");
     Ok(())
@@ -275,6 +283,164 @@ fn syscall_open_bench() -> anyhow::Result<String> {
         out,
         "\nLSM hooks run for every task: an untargeted task pays one map lookup and one cgroup-id helper call per \
          hooked syscall before the program leaves. Times are emulated (TCG), so only the ratios carry over."
+    );
+    Ok(out)
+}
+
+/// Host tier: what a delayed syscall costs, and what the armed `sys_exit` tracepoint costs
+/// every other syscall on the machine (a getpid loop in another cgroup).
+fn syscall_delay_bench() -> anyhow::Result<String> {
+    const GETPIDS: u64 = 2_000_000;
+    const DELAYED: u64 = 300;
+    let (target, other) = (TestCgroup::new(), TestCgroup::new());
+    let count = GETPIDS.to_string();
+    let mut untargeted = Ratios::default();
+    let (mut bare_ns, mut armed_ns) = (Vec::new(), Vec::new());
+    let getpid_ns = |json: &serde_json::Value| json["elapsed_ns"].as_f64().unwrap_or(0.0) / GETPIDS as f64;
+    for round in 1..=ROUNDS {
+        eprintln!("bench delay (host): round {round}/{ROUNDS}");
+        let bare = getpid_ns(&chaos_tests::workload::workload_json(&["getpid-loop", "--count", &count], Some(&other), None));
+        let armed = {
+            let _armed = arm_delay(&target, "read", "1ms")?;
+            getpid_ns(&chaos_tests::workload::workload_json(&["getpid-loop", "--count", &count], Some(&other), None))
+        };
+        untargeted.push(bare, armed);
+        bare_ns.push(bare);
+        armed_ns.push(armed);
+    }
+    // CPU per delayed call: the whole machine's busy time over a run of delayed reads, less the
+    // same reads undelayed, per call (the 1 ms waits themselves are idle time).
+    let delayed = DELAYED.to_string();
+    let busy_plain = {
+        let before = busy_cpu_ns()?;
+        let _ = chaos_tests::workload::workload_json(&["latency-loop", "--count", &delayed], Some(&target), None);
+        busy_cpu_ns()? - before
+    };
+    let (busy_delayed, controller_ns) = {
+        let chaos = arm_delay(&target, "read", "1ms")?;
+        let controller_before = process_cpu_ns(chaos.pid())?;
+        let before = busy_cpu_ns()?;
+        let _ = chaos_tests::workload::workload_json(&["latency-loop", "--count", &delayed], Some(&target), None);
+        (busy_cpu_ns()? - before, process_cpu_ns(chaos.pid())? - controller_before)
+    };
+    let per_call = busy_delayed.saturating_sub(busy_plain) as f64 / DELAYED as f64;
+    let mut out = String::new();
+    let _ = writeln!(out, "## Syscall delay on the host (`cargo xtask bench delay`)\n");
+    let _ = writeln!(out, "{}\n", machine());
+    let _ = writeln!(
+        out,
+        "chaos delays `read` for one cgroup with its raw `sys_exit` tracepoint program (SIGSTOP, then SIGCONT from the \
+         controller). {ROUNDS} rounds of {GETPIDS} raw getpid() calls in another cgroup, with and without the fault armed; \
+         then {DELAYED} delayed 1 ms reads.\n"
+    );
+    let _ = writeln!(out, "| measurement | median (range) | goal |\n|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| untargeted getpid() loop: throughput with the delay armed for another cgroup vs nothing armed | **{}** ({:.0} vs {:.0} ns per call) | >= 0.95x |",
+        untargeted.summary(), median(&armed_ns), median(&bare_ns)
+    );
+    let _ = writeln!(out, "| CPU per delayed call, whole machine (stop, resume, two context switches, the controller) | {:.1} us | |", per_call / 1e3);
+    let _ = writeln!(out, "| of which in the chaos controller (reading the event, scheduling, SIGCONT) | {:.1} us | |", controller_ns as f64 / DELAYED as f64 / 1e3);
+    let _ = writeln!(
+        out,
+        "\nAttaching any program to the raw syscall tracepoints switches every task on the machine to the kernel's \
+         syscall slow path (the tracepoint flag is global), and the program then runs for every syscall until it finds \
+         the task is not the target's. That is the untargeted cost above; it is the price of this mechanism on kernels \
+         without BPF LSM or fentry, and it ends when the fault is detached."
+    );
+    Ok(out)
+}
+
+fn arm_delay(cgroup: &TestCgroup, syscall: &str, by: &str) -> anyhow::Result<Chaos> {
+    let mut chaos = Chaos::start(&["syscall", "delay", "--cgroup", cgroup.path(), "--syscall", syscall, "--by", by, "--for", "30m", "-v"]);
+    chaos.wait_until_armed(Duration::from_secs(120));
+    Ok(chaos)
+}
+
+/// CPU time (user + system) a process has used, in ns.
+fn process_cpu_ns(pid: i32) -> anyhow::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<u64> = stat.rsplit_once(')').context("malformed stat")?.1.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    // After the command: state is not numeric, so utime and stime are fields 11 and 12 here.
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(ticks * 1_000_000_000 / hz)
+}
+
+/// VM tier (fq and netem): 100 ms of delay by tc netem vs chaos: accuracy of the added round
+/// trip, and CPU per packet at a fixed packet rate.
+fn net_delay_bench() -> anyhow::Result<String> {
+    const PINGS: u32 = 100;
+    const VM_ROUNDS: usize = 3;
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let _resident = chaos_tests::workload::Resident::start(&cgroup, &hosts.a);
+    let _echo = chaos_tests::workload::UdpEcho::start(&hosts.b, 7700);
+    let to = SocketAddr::from((TwoHosts::B, 7700));
+    let ping = |count: u32, interval: u32| -> Vec<f64> {
+        let json = chaos_tests::workload::workload_json(
+            &["udp-ping", "--to", &to.to_string(), "--count", &count.to_string(), "--interval-ms", &interval.to_string()],
+            Some(&cgroup),
+            Some(&hosts.a),
+        );
+        json["rtts_ns"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_f64).map(|ns| ns / 1e6).collect()).unwrap_or_default()
+    };
+    let blast_cpu = || -> anyhow::Result<f64> {
+        let sink = UdpSink::start(&hosts.b, PORT, 500, false);
+        let before = busy_cpu_ns()?;
+        let _ = Blast { to: SocketAddr::from((TwoHosts::B, PORT)), sender_id: 1, count: 4000, pps: 2000, cgroup: Some(&cgroup), netns: &hosts.a }.run();
+        let busy = busy_cpu_ns()? - before;
+        let _ = sink.finish();
+        Ok(busy as f64 / 4000.0)
+    };
+    let baseline = median(&ping(50, 10));
+    let (mut chaos_err, mut netem_err) = (Vec::new(), Vec::new());
+    let (mut cpu_chaos, mut cpu_netem, mut cpu_none) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=VM_ROUNDS {
+        eprintln!("bench delay (VM): round {round}/{VM_ROUNDS}");
+        cpu_none.push(blast_cpu()?);
+        {
+            let mut chaos = Chaos::start(&["net", "delay", "--cgroup", cgroup.path(), "--by", "100ms", "--for", "30m", "-v"]);
+            chaos.wait_until_armed(Duration::from_secs(120));
+            chaos_err.extend(ping(PINGS, 20).iter().map(|rtt| (rtt - baseline - 100.0).abs()));
+            cpu_chaos.push(blast_cpu()?);
+        }
+        {
+            let ns = hosts.a.name();
+            util::output(std::process::Command::new("tc").args(["-n", ns, "qdisc", "add", "dev", "veth-a", "root", "netem", "delay", "100ms", "limit", "100000"]), "bench: tc netem")?;
+            netem_err.extend(ping(PINGS, 20).iter().map(|rtt| (rtt - baseline - 100.0).abs()));
+            cpu_netem.push(blast_cpu()?);
+            let _ = std::process::Command::new("tc").args(["-n", ns, "qdisc", "del", "dev", "veth-a", "root"]).status();
+        }
+    }
+    let pct = |v: &[f64], p: f64| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[((p / 100.0) * (s.len() - 1) as f64).round() as usize]
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "## Network delay against tc netem (`cargo xtask bench delay`, VM tier)\n");
+    let _ = writeln!(out, "{}\n", machine().replace("(host tier)", "(VM tier: QEMU with TCG; ratios and errors are within this run)"));
+    let _ = writeln!(
+        out,
+        "100 ms of delay on what the sender in host a sends: `tc qdisc add dev veth-a root netem delay 100ms` against \
+         `chaos net delay --by 100ms` (a TC egress program setting departure times, fq holding the packets). Accuracy: \
+         UDP pings from the target cgroup, {PINGS} per round, error = |round trip - baseline - 100 ms|. CPU: 4000 packets \
+         at 2000 packets/s. {VM_ROUNDS} rounds.\n"
+    );
+    let _ = writeln!(out, "| measurement | chaos | tc netem |\n|---|---|---|");
+    let _ = writeln!(out, "| added-delay error p50 | **{:.2} ms** | {:.2} ms |", pct(&chaos_err, 50.0), pct(&netem_err, 50.0));
+    let _ = writeln!(out, "| added-delay error p99 | **{:.2} ms** | {:.2} ms |", pct(&chaos_err, 99.0), pct(&netem_err, 99.0));
+    let _ = writeln!(
+        out,
+        "| CPU per packet at 2000 packets/s (nothing: {:.0} ns) | **{:.0} ns** ({:.2}x netem) | {:.0} ns |",
+        median(&cpu_none), median(&cpu_chaos), median(&cpu_chaos) / median(&cpu_netem), median(&cpu_netem)
+    );
+    let _ = writeln!(
+        out,
+        "\nnetem delays everything that leaves the interface; chaos delays the target cgroup's packets (and only \
+         those matching its filters), with fq doing the holding."
     );
     Ok(out)
 }

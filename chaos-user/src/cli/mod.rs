@@ -85,6 +85,9 @@ Examples:
     /// Remove what crashed runs left (legacy TC filters and their qdiscs, pins of ended detached
     /// experiments, records of dead runs) and say what was removed. Live runs are left alone.
     Cleanup,
+    /// The guard of a syscall delay (started by chaos): resumes stopped tasks if chaos dies.
+    #[command(name = "__guard", hide = true)]
+    Guard { cgroup_dir: PathBuf },
     /// A detached experiment's reaper (started by `chaos run --detach`).
     #[command(name = "__reap", hide = true)]
     Reap { id: String },
@@ -139,6 +142,7 @@ impl Cli {
             Command::Status => Ok(status::status(self.output)),
             Command::Stop { id, all } => status::stop(id.as_deref(), all),
             Command::Cleanup => Ok(cleanup::run()),
+            Command::Guard { cgroup_dir } => Ok(crate::guard::run(&cgroup_dir)),
             Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
         }
     }

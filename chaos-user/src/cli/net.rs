@@ -12,7 +12,7 @@ use crate::{
     run,
     spec::{
         self,
-        net::{CorruptOptions, DropOptions, DuplicateOptions, PartitionOptions},
+        net::{CorruptOptions, DelayOptions, DropOptions, DuplicateOptions, PartitionOptions, RateOptions},
     },
     target::{self, CgroupFs, TargetSpec},
 };
@@ -62,6 +62,26 @@ Examples:
 
 TCP connections to the peers time out; everyone else stays reachable.")]
     Partition(NetPartitionArgs),
+    /// Hold the target's outgoing packets for a while (earliest departure time, enforced by fq).
+    #[command(after_help = "\
+Examples:
+  chaos net delay --container 3f2a --by 100ms --for 1m
+  chaos net delay --cgroup /app --by 100ms --jitter 20ms --distribution normal --remote 10.0.3.0/24 --for 5m
+
+A TC egress program on the interfaces of the target's network namespace writes each matching
+packet's departure time; the fq qdisc holds it until then. If an interface's root qdisc is not
+fq, chaos installs fq and puts the previous qdisc back afterwards (after a crash: `chaos
+cleanup` or the next run). fq releases a flow's packets in order, so with jitter a packet never
+leaves before the one sent ahead of it. Needs the fq qdisc (`chaos doctor`).")]
+    Delay(NetDelayArgs),
+    /// Limit the target's outgoing rate (earliest departure time, enforced by fq).
+    #[command(after_help = "\
+Examples:
+  chaos net rate --container 3f2a --limit 1mbit --for 2m
+
+Matching packets leave one after another at the given rate, all flows together; fq holds them
+(and drops what overflows its queues). See `net delay` for where the programs go.")]
+    Rate(NetRateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +137,26 @@ pub struct NetPartitionArgs {
     run: RunArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct NetDelayArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    fault: DelayOptions,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NetRateArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    fault: RateOptions,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 impl NetCommand {
     /// The three parts every network fault has: whom, what, and for how long.
     fn parts(&self) -> (&TargetArgs, &dyn PlanFault, &RunArgs) {
@@ -125,6 +165,8 @@ impl NetCommand {
             Self::Corrupt(a) => (&a.target, &a.fault, &a.run),
             Self::Duplicate(a) => (&a.target, &a.fault, &a.run),
             Self::Partition(a) => (&a.target, &a.fault, &a.run),
+            Self::Delay(a) => (&a.target, &a.fault, &a.run),
+            Self::Rate(a) => (&a.target, &a.fault, &a.run),
         }
     }
 

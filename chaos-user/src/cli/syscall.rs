@@ -10,7 +10,10 @@ use crate::{
     plan::{FaultContext, PlanFault},
     report::OutputFormat,
     run,
-    spec::{self, syscall::SyscallFailOptions},
+    spec::{
+        self,
+        syscall::{SyscallDelayOptions, SyscallFailOptions},
+    },
     syscalls::{Filter, SYSCALLS},
     target::{self, CgroupFs},
 };
@@ -31,6 +34,19 @@ fails at most K; --percent then draws among the eligible ones (default 100).
 `chaos syscall list` shows every syscall, the mechanism this kernel offers for it, and the
 filters that apply.")]
     Fail(Box<SyscallFailArgs>),
+    /// Hold chosen syscalls of the target for a while before they return.
+    #[command(after_help = "\
+Examples:
+  chaos syscall delay --cgroup /app --syscall read,write,fsync --by 50ms --for 60s
+  chaos syscall delay --unit db.service --syscall fsync --by 200ms --jitter 50ms --percent 10 --for 5m
+
+eBPF cannot sleep, so the whole process is stopped (SIGSTOP) as the delayed call returns and
+resumed (SIGCONT) when the delay is over: its other threads pause too, and concurrent delayed
+calls of one process overlap. The caller sees the call take its own time plus the delay. A
+guard process resumes every stopped task if chaos dies, even by SIGKILL; at the end of the run
+(deadline or signal) every stopped task is resumed at once. --jitter spreads each delay
+uniformly by up to that much either way.")]
+    Delay(Box<SyscallDelayArgs>),
     /// Every syscall chaos can fail, the mechanism used on this kernel, and its filters.
     List,
 }
@@ -45,10 +61,27 @@ pub struct SyscallFailArgs {
     run: RunArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct SyscallDelayArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    fault: SyscallDelayOptions,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 impl SyscallCommand {
     pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         match self {
-            Self::Fail(args) => fail(*args, output),
+            Self::Fail(args) => {
+                let SyscallFailArgs { target, fault, run } = *args;
+                run_fault(&target, &fault, &run, output)
+            }
+            Self::Delay(args) => {
+                let SyscallDelayArgs { target, fault, run } = *args;
+                run_fault(&target, &fault, &run, output)
+            }
             Self::List => {
                 list(output);
                 Ok(ExitCode::SUCCESS)
@@ -57,13 +90,13 @@ impl SyscallCommand {
     }
 }
 
-fn fail(args: SyscallFailArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
-    spec::check_duration_cap(args.run.duration, args.run.i_know).map_err(anyhow::Error::msg)?;
-    let target = CgroupFs::discover()?.resolve(&args.target.spec(), target::own_cgroup().as_deref())?;
+fn run_fault(target: &TargetArgs, fault: &dyn PlanFault, run: &RunArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    spec::check_duration_cap(run.duration, run.i_know).map_err(anyhow::Error::msg)?;
+    let target = CgroupFs::discover()?.resolve(&target.spec(), target::own_cgroup().as_deref())?;
     let kernel = Prober::new();
-    let context = FaultContext { target: &target, duration: args.run.duration, i_know: args.run.i_know, kernel: &kernel };
-    let plan = args.fault.plan(&context)?;
-    if args.run.dry_run {
+    let context = FaultContext { target: &target, duration: run.duration, i_know: run.i_know, kernel: &kernel };
+    let plan = fault.plan(&context)?;
+    if run.dry_run {
         super::print_plan(&plan, output);
         return Ok(ExitCode::SUCCESS);
     }

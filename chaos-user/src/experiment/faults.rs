@@ -16,8 +16,8 @@ use super::source::{FileError, Item, Table};
 use crate::{
     plan::PlanFault,
     spec::{
-        net::{CorruptOptions, DropOptions, DuplicateOptions, PartitionOptions},
-        syscall::SyscallFailOptions,
+        net::{CorruptOptions, DelayOptions, DropOptions, DuplicateOptions, PartitionOptions, RateOptions},
+        syscall::{SyscallDelayOptions, SyscallFailOptions},
     },
 };
 
@@ -67,7 +67,10 @@ pub const FAULT_KINDS: &[FaultKind] = &[
     FaultKind::of::<PartitionOptions>("net partition"),
     FaultKind::of::<CorruptOptions>("net corrupt"),
     FaultKind::of::<DuplicateOptions>("net duplicate"),
+    FaultKind::of::<DelayOptions>("net delay"),
+    FaultKind::of::<RateOptions>("net rate"),
     FaultKind::of::<SyscallFailOptions>("syscall fail"),
+    FaultKind::of::<SyscallDelayOptions>("syscall delay"),
 ];
 
 /// Looks a kind up by name (`net drop`; extra spaces are forgiven).

@@ -2,6 +2,7 @@
 //! with which configuration and map contents. `--dry-run` prints the plan and stops. Every fault
 //! family produces the same [`FaultPlan`], so running, reporting and experiments need no
 //! per-family code.
+pub mod delay;
 pub mod net;
 pub mod syscall;
 
@@ -106,6 +107,15 @@ pub enum AttachPoint {
         iface: String,
         /// How: a tcx link (6.6+), or a clsact qdisc + cls_bpf filter.
         api: crate::features::TcApi,
+        /// The program sets departure times: the interface's root qdisc must be fq (chaos puts
+        /// one there and the previous qdisc back afterwards).
+        needs_fq: bool,
+    },
+    /// A raw tracepoint (global: the program checks the current task's cgroup). Programs here
+    /// may stop tasks of `cgroup_dir`, which chaos resumes (and a guard process, if chaos dies).
+    RawTracepoint {
+        tracepoint: &'static str,
+        cgroup_dir: PathBuf,
     },
 }
 
@@ -116,6 +126,9 @@ impl AttachPoint {
         match self {
             Self::Cgroup { cgroup_dir } => cgroup_dir.display().to_string(),
             Self::Lsm { hook } => format!("LSM hook {hook} (every task; the program keeps the target's)"),
+            Self::RawTracepoint { tracepoint, .. } => {
+                format!("raw tracepoint {tracepoint} (every task; the program keeps the target's)")
+            }
             Self::Tc { netns, iface, .. } => format!("{iface} in net:[{}]", netns.inode),
         }
     }
@@ -136,6 +149,9 @@ pub struct MapContents {
     /// `PORT_SETS` words (remote set, then local set), when a port filter is active.
     #[serde(skip)]
     pub port_sets: Option<Vec<u64>>,
+    /// `SYSCALL_SET` words (a bitmap of syscall numbers), for `syscall delay`.
+    #[serde(skip)]
+    pub syscall_set: Option<Vec<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]

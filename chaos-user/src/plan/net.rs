@@ -1,5 +1,6 @@
 //! Planning network faults: loss (and partitions) on the target cgroup's sockets with
-//! cgroup_skb; corruption and duplication with TC programs in the target's network namespace.
+//! cgroup_skb; corruption, duplication, delay and rate limits with TC programs in the target's
+//! network namespace (delay and rate set departure times that fq enforces).
 use std::{net::IpAddr, time::Duration};
 
 use chaos_common::{Direction, FaultConfig, flags, net_filters, threshold_from_ppm};
@@ -11,7 +12,10 @@ use crate::{
     netns::{self, Netns},
     spec::{
         DirectionChoice, Ppm,
-        net::{BurstModel, CorruptOptions, DropOptions, DuplicateOptions, FilterOptions, NetFilters, PartitionOptions},
+        net::{
+            BurstModel, CorruptOptions, DelayOptions, Distribution, DropOptions, DuplicateOptions, FilterOptions, NetFilters,
+            PacketFilterOptions, PartitionOptions, RateOptions,
+        },
     },
     target::Target,
 };
@@ -56,6 +60,55 @@ impl PlanFault for DuplicateOptions {
     }
 }
 
+impl PlanFault for DelayOptions {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
+        let kind = NetFaultKind::Delay {
+            by: self.by,
+            jitter: self.jitter.unwrap_or_default(),
+            normal: self.distribution == Distribution::Normal,
+        };
+        plan(&egress_spec(kind, self.percent, &self.packets, self.iface.clone(), context), context.target.clone(), context.kernel)
+    }
+
+    fn percent(&self) -> Option<Ppm> {
+        Some(self.percent)
+    }
+
+    fn uses_ledger(&self) -> bool {
+        true
+    }
+}
+
+impl PlanFault for RateOptions {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
+        let kind = NetFaultKind::Rate { bytes_per_sec: self.limit, queue: self.queue };
+        plan(&egress_spec(kind, Ppm::ALL, &self.packets, self.iface.clone(), context), context.target.clone(), context.kernel)
+    }
+
+    fn uses_ledger(&self) -> bool {
+        true
+    }
+}
+
+/// Delay and rate shape what the target sends: egress only (fq holds packets on their way out).
+fn egress_spec(
+    kind: NetFaultKind,
+    percent: Ppm,
+    packets: &PacketFilterOptions,
+    iface: Option<String>,
+    context: &FaultContext<'_>,
+) -> NetFaultSpec {
+    NetFaultSpec {
+        kind,
+        percent,
+        filters: packets.filters(),
+        direction: DirectionChoice::Egress,
+        duration: context.duration,
+        iface,
+        i_know: context.i_know,
+    }
+}
+
 impl PlanFault for PartitionOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         partition(self.to.clone(), self.protocol, context.duration, context.target.clone(), context.kernel)
@@ -93,6 +146,8 @@ pub enum NetFaultKind {
     Drop { burst: Option<BurstModel> },
     Corrupt { fix_checksum: bool },
     Duplicate,
+    Delay { by: Duration, jitter: Duration, normal: bool },
+    Rate { bytes_per_sec: u64, queue: Duration },
 }
 
 impl NetFaultKind {
@@ -101,6 +156,8 @@ impl NetFaultKind {
             Self::Drop { .. } => ("net drop", "dropped"),
             Self::Corrupt { .. } => ("net corrupt", "corrupted"),
             Self::Duplicate => ("net duplicate", "duplicated"),
+            Self::Delay { .. } => ("net delay", "delayed"),
+            Self::Rate { .. } => ("net rate", "paced"),
         }
     }
 }
@@ -110,6 +167,7 @@ pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &Prober) -> Result<Faul
     let (fault, injected_word) = spec.kind.names();
     let family = match spec.kind {
         NetFaultKind::Drop { .. } => features::PACKET_DROP,
+        NetFaultKind::Delay { .. } | NetFaultKind::Rate { .. } => features::NETWORK_DELAY,
         _ => features::PACKET_CORRUPT_DUPLICATE,
     };
     let support = kernel.family(family);
@@ -142,12 +200,45 @@ pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &Prober) -> Result<Faul
                 })
                 .collect()
         }
-        NetFaultKind::Corrupt { .. } | NetFaultKind::Duplicate => {
-            if let NetFaultKind::Corrupt { fix_checksum: true } = spec.kind {
-                config.flags |= flags::FIX_CHECKSUM;
-                parameters["fix_checksum"] = json!(true);
-                summary.push_str(", checksums fixed");
+        NetFaultKind::Corrupt { .. } | NetFaultKind::Duplicate | NetFaultKind::Delay { .. } | NetFaultKind::Rate { .. } => {
+            match spec.kind {
+                NetFaultKind::Corrupt { fix_checksum: true } => {
+                    config.flags |= flags::FIX_CHECKSUM;
+                    parameters["fix_checksum"] = json!(true);
+                    summary.push_str(", checksums fixed");
+                }
+                NetFaultKind::Delay { by, jitter, normal } => {
+                    config.delay_ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+                    config.jitter_ns = u64::try_from(jitter.as_nanos()).unwrap_or(0);
+                    if normal {
+                        config.flags |= flags::JITTER_NORMAL;
+                    }
+                    let distribution = if normal { "normal" } else { "uniform" };
+                    parameters["by"] = json!(humantime::format_duration(by).to_string());
+                    parameters["jitter"] = json!(humantime::format_duration(jitter).to_string());
+                    parameters["distribution"] = json!(distribution);
+                    summary = format!("{} of outgoing packets held {}", spec.percent, humantime::format_duration(by));
+                    if !jitter.is_zero() {
+                        summary.push_str(&format!(" +- {} ({distribution})", humantime::format_duration(jitter)));
+                    }
+                }
+                NetFaultKind::Rate { bytes_per_sec, queue } => {
+                    config.rate_bytes_per_sec = bytes_per_sec;
+                    config.rate_queue_ns = u64::try_from(queue.as_nanos()).unwrap_or(u64::MAX);
+                    parameters = json!({
+                        "limit_bytes_per_sec": bytes_per_sec,
+                        "queue": humantime::format_duration(queue).to_string(),
+                        "filters": spec.filters,
+                    });
+                    summary = format!(
+                        "outgoing packets paced to {} bit/s, at most {} queued",
+                        bytes_per_sec * 8,
+                        humantime::format_duration(queue)
+                    );
+                }
+                _ => {}
             }
+            let needs_fq = matches!(spec.kind, NetFaultKind::Delay { .. } | NetFaultKind::Rate { .. });
             // Egress packets carry their socket: only the target's are touched even in a shared
             // namespace. (Ingress packets have no socket yet: all of the namespace's are.)
             config.target_cgroup = target.id;
@@ -157,6 +248,8 @@ pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &Prober) -> Result<Faul
             parameters["interfaces"] = json!(ifaces);
             let (egress, ingress) = match spec.kind {
                 NetFaultKind::Duplicate => ("net_duplicate_egress", "net_duplicate_ingress"),
+                NetFaultKind::Delay { .. } => ("net_delay_egress", "net_delay_egress"),
+                NetFaultKind::Rate { .. } => ("net_rate_egress", "net_rate_egress"),
                 _ => ("net_corrupt_egress", "net_corrupt_ingress"),
             };
             ifaces
@@ -165,7 +258,7 @@ pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &Prober) -> Result<Faul
                     directions.iter().map(|&direction| PlannedProgram {
                         program: by_direction(direction, egress, ingress),
                         hook: by_direction(direction, "tc/egress", "tc/ingress"),
-                        attach: AttachPoint::Tc { netns: netns.clone(), iface: iface.clone(), api },
+                        attach: AttachPoint::Tc { netns: netns.clone(), iface: iface.clone(), api, needs_fq },
                         direction,
                     })
                 })

@@ -116,6 +116,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// The longest delay chaos holds a call or a packet: beyond it a stopped process or a queued
+/// packet stops looking like latency (and fq drops packets scheduled further out than 10 s).
+pub const MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// Parses a delay such as `50ms`, `1.5s` would be `1500ms`, `250us`: positive, at most 10 s.
+pub fn parse_delay(text: &str) -> Result<Duration, String> {
+    let delay = parse_duration(text)?;
+    if delay > MAX_DELAY {
+        return Err(format!("'{text}' is longer than the {} a delay may last", humantime::format_duration(MAX_DELAY)));
+    }
+    Ok(delay)
+}
+
 /// Refuses durations above the cap unless the user said `--i-know`.
 pub fn check_duration_cap(duration: Duration, i_know: bool) -> Result<(), String> {
     if duration > DEFAULT_MAX_DURATION && !i_know {
@@ -214,6 +227,14 @@ mod tests {
             let err = parse_duration(input).expect_err(input);
             assert!(err.contains(expected), "{input:?}: {err}");
         }
+    }
+
+    #[test]
+    fn delays_are_capped() {
+        assert_eq!(parse_delay("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(parse_delay("250us"), Ok(Duration::from_micros(250)));
+        assert!(parse_delay("11s").unwrap_err().contains("longer than the 10s"));
+        assert!(parse_delay("0ms").unwrap_err().contains("is zero"));
     }
 
     #[test]

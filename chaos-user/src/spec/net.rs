@@ -17,6 +17,21 @@ pub struct FilterOptions {
     /// Which packets: those the target sends, receives, or both.
     #[arg(long, value_enum, default_value = "both")]
     pub direction: DirectionChoice,
+    #[command(flatten)]
+    pub packets: PacketFilterOptions,
+}
+
+impl FilterOptions {
+    #[must_use]
+    pub fn filters(&self) -> NetFilters {
+        self.packets.filters()
+    }
+}
+
+/// The filters on a packet's contents (every network fault has them; faults that only shape
+/// what the target sends have no `--direction`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct PacketFilterOptions {
     /// Only this protocol (icmp covers ICMPv6 too).
     #[arg(long, value_enum, default_value = "any")]
     pub protocol: Protocol,
@@ -31,7 +46,7 @@ pub struct FilterOptions {
     pub local_port: Vec<PortSet>,
 }
 
-impl FilterOptions {
+impl PacketFilterOptions {
     #[must_use]
     pub fn filters(&self) -> NetFilters {
         let merge = |sets: &[PortSet]| {
@@ -46,6 +61,77 @@ impl FilterOptions {
             local_ports: merge(&self.local_port),
         }
     }
+}
+
+/// `net delay`: hold the target's outgoing packets (earliest departure time, enforced by fq).
+#[derive(Clone, Debug, clap::Args)]
+pub struct DelayOptions {
+    /// How long each matching packet is held, e.g. 100ms (up to 10s).
+    #[arg(long, value_name = "DELAY", value_parser = super::parse_delay)]
+    pub by: std::time::Duration,
+    /// Spread of the delay: the standard deviation (normal) or half-width (uniform).
+    #[arg(long, value_name = "DELAY", value_parser = super::parse_delay)]
+    pub jitter: Option<std::time::Duration>,
+    /// How the jitter is distributed.
+    #[arg(long, value_enum, default_value = "normal")]
+    pub distribution: Distribution,
+    /// Share of matching packets to delay, in percent.
+    #[arg(long, value_parser = super::parse_percent, default_value = "100")]
+    pub percent: Ppm,
+    /// Attach to this interface of the target's namespace only.
+    #[arg(long, value_name = "NAME")]
+    pub iface: Option<String>,
+    #[command(flatten)]
+    pub packets: PacketFilterOptions,
+}
+
+/// `net rate`: limit the target's outgoing rate (earliest departure time, enforced by fq).
+#[derive(Clone, Debug, clap::Args)]
+pub struct RateOptions {
+    /// The rate, in tc's units: 1mbit, 500kbit, 2gbit (bits per second), or 125kbps (bytes).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit: u64,
+    /// How long a packet may wait for its turn; packets that would wait longer are dropped.
+    #[arg(long, value_name = "DELAY", value_parser = super::parse_delay, default_value = "100ms")]
+    pub queue: std::time::Duration,
+    /// Attach to this interface of the target's namespace only.
+    #[arg(long, value_name = "NAME")]
+    pub iface: Option<String>,
+    #[command(flatten)]
+    pub packets: PacketFilterOptions,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    #[default]
+    Normal,
+    Uniform,
+}
+
+/// Parses a rate in tc's units into bytes per second: `bit`, `kbit`, `mbit`, `gbit` are bits
+/// per second (powers of 1000); `bps`, `kbps`, `mbps`, `gbps` are bytes per second, as in tc.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim().to_ascii_lowercase();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("'{text}' is not a rate: expected e.g. 1mbit, 500kbit or 125kbps"))?;
+    let bits_per_second = match unit {
+        "bit" => value,
+        "kbit" => value * 1e3,
+        "mbit" => value * 1e6,
+        "gbit" => value * 1e9,
+        "bps" => value * 8.0,
+        "kbps" => value * 8e3,
+        "mbps" => value * 8e6,
+        "gbps" => value * 8e9,
+        _ => return Err(format!("'{text}': unknown rate unit '{unit}' (use bit, kbit, mbit, gbit, or bps, kbps, mbps, gbps for bytes)")),
+    };
+    let bytes = (bits_per_second / 8.0).round();
+    if !(bytes >= 1.0 && bytes.is_finite()) {
+        return Err(format!("'{text}' is too small a rate: at least 8bit"));
+    }
+    Ok(bytes as u64)
 }
 
 /// `net drop`.
@@ -373,6 +459,17 @@ mod tests {
             let err = parse_ports(input).unwrap_err();
             assert!(err.contains(expected), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn rates_parse_in_tc_units() {
+        assert_eq!(parse_rate("1mbit"), Ok(125_000));
+        assert_eq!(parse_rate("500kbit"), Ok(62_500));
+        assert_eq!(parse_rate("125kbps"), Ok(125_000));
+        assert_eq!(parse_rate("1.5Mbit"), Ok(187_500));
+        assert!(parse_rate("1mbits").unwrap_err().contains("unknown rate unit"));
+        assert!(parse_rate("fast").unwrap_err().contains("is not a rate"));
+        assert!(parse_rate("1bit").unwrap_err().contains("too small"));
     }
 
     #[test]

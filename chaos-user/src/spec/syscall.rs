@@ -74,3 +74,50 @@ impl SyscallFailOptions {
         Schedule { after: self.after, first: self.first, every: self.every, max: self.max }
     }
 }
+
+/// `syscall delay`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SyscallDelayOptions {
+    /// Comma-separated syscall names; repeatable (any of the common x86_64 syscalls).
+    #[arg(long = "syscall", value_name = "NAMES", required = true, value_parser = crate::syscall_numbers::parse_list)]
+    pub syscalls: Vec<Vec<crate::syscall_numbers::Numbered>>,
+    /// How long each matching call is held, e.g. 50ms (up to 10s).
+    #[arg(long, value_name = "DELAY", value_parser = super::parse_delay)]
+    pub by: std::time::Duration,
+    /// Spread each delay uniformly by up to this much either way.
+    #[arg(long, value_name = "DELAY", value_parser = super::parse_delay)]
+    pub jitter: Option<std::time::Duration>,
+    /// Share of matching calls to delay, in percent.
+    #[arg(long, value_parser = super::parse_percent, default_value = "100")]
+    pub percent: Ppm,
+    /// Leave the first N matching calls alone.
+    #[arg(long, value_name = "N")]
+    pub after: Option<u64>,
+    /// Only the first N matching calls (after --after) are eligible.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub first: Option<u64>,
+    /// Only every Nth eligible call.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub every: Option<u64>,
+    /// Delay at most K calls in all.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max: Option<u64>,
+}
+
+impl SyscallDelayOptions {
+    #[must_use]
+    pub fn chosen(&self) -> Vec<crate::syscall_numbers::Numbered> {
+        let mut chosen: Vec<crate::syscall_numbers::Numbered> = Vec::new();
+        for syscall in self.syscalls.iter().flatten() {
+            if !chosen.iter().any(|s| s.number == syscall.number) {
+                chosen.push(*syscall);
+            }
+        }
+        chosen
+    }
+
+    #[must_use]
+    pub const fn schedule(&self) -> Schedule {
+        Schedule { after: self.after, first: self.first, every: self.every, max: self.max }
+    }
+}

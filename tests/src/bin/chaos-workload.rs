@@ -17,6 +17,14 @@
 //!       with --udp, N connect() calls on one UDP socket (no packets: just the syscall and its hooks)
 //!   chaos-workload open-loop --path P --count N
 //!       N rounds of openat+read+close of P; prints {"calls", "ok", "errors", "failed_at", "elapsed_ns"}
+//!   chaos-workload latency-loop --count N [--gap-ms MS]
+//!       N read() calls of 1 byte from /dev/zero, prints {"latencies_ns": [...]}
+//!   chaos-workload getpid-loop --count N
+//!       N getpid() syscalls (raw, not glibc's), prints {"calls", "elapsed_ns"}
+//!   chaos-workload udp-echo --port P
+//!       prints "ready", echoes every datagram back until killed
+//!   chaos-workload udp-ping --to ADDR:PORT --count N --interval-ms MS
+//!       N pings, prints {"rtts_ns": [...], "lost": n}
 //!   chaos-workload file-loop --dir D --count N
 //!       N rounds of openat(create)+write+fsync+close, openat+read+close, unlink in D; prints per
 //!       syscall {"calls", "ok", "errors", "failed_at"} (attempt numbers count from 1)
@@ -52,6 +60,10 @@ fn main() {
         "connect-loop" => connect_loop(addr(), num("--count", 100)),
         "file-loop" => file_loop(&flag("--dir").unwrap_or_else(|| usage()), num("--count", 100)),
         "open-loop" => open_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
+        "latency-loop" => latency_loop(num("--count", 100), num("--gap-ms", 0)),
+        "udp-echo" => udp_echo(num("--port", 0) as u16),
+        "getpid-loop" => getpid_loop(num("--count", 1_000_000)),
+        "udp-ping" => udp_ping(addr(), num("--count", 100), num("--interval-ms", 10)),
         _ => usage(),
     }
 }
@@ -269,6 +281,74 @@ fn file_loop(dir: &str, count: u64) {
     }
     let report = serde_json::json!({ "openat": open, "write": write, "fsync": fsync, "read": read, "unlink": unlink });
     println!("{report}");
+}
+
+fn latency_loop(count: u64, gap_ms: u64) {
+    use std::io::Read as _;
+    let mut zero = std::fs::File::open("/dev/zero").expect("open /dev/zero");
+    let mut byte = [0u8; 1];
+    let mut latencies = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let start = Instant::now();
+        zero.read_exact(&mut byte).expect("read /dev/zero");
+        latencies.push(start.elapsed().as_nanos() as u64);
+        if gap_ms > 0 {
+            std::thread::sleep(Duration::from_millis(gap_ms));
+        }
+    }
+    println!("{}", serde_json::json!({ "latencies_ns": latencies }));
+}
+
+fn getpid_loop(count: u64) {
+    let start = Instant::now();
+    for _ in 0..count {
+        // SAFETY: getpid has no preconditions; the raw syscall always enters the kernel.
+        unsafe { libc::syscall(libc::SYS_getpid) };
+    }
+    println!("{}", serde_json::json!({ "calls": count, "elapsed_ns": start.elapsed().as_nanos() as u64 }));
+}
+
+fn udp_echo(port: u16) {
+    let socket = UdpSocket::bind(("::", port)).expect("bind");
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    }
+}
+
+fn udp_ping(to: SocketAddr, count: u64, interval_ms: u64) {
+    let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("addr");
+    let socket = UdpSocket::bind(bind).expect("bind");
+    socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let (mut rtts, mut lost) = (Vec::new(), 0u64);
+    let mut buf = [0u8; 64];
+    for seq in 0..count {
+        let start = Instant::now();
+        socket.send_to(&seq.to_le_bytes(), to).expect("send");
+        // Wait for this ping's echo; older echoes arriving late are skipped.
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(n) if n >= 8 && u64::from_le_bytes(buf[..8].try_into().expect("8")) == seq => {
+                    rtts.push(start.elapsed().as_nanos() as u64);
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    lost += 1;
+                    break;
+                }
+            }
+        }
+        let spent = start.elapsed();
+        if spent < Duration::from_millis(interval_ms) {
+            std::thread::sleep(Duration::from_millis(interval_ms) - spent);
+        }
+    }
+    println!("{}", serde_json::json!({ "rtts_ns": rtts, "lost": lost }));
 }
 
 fn tcp_listen(port: u16) {

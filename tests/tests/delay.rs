@@ -1,0 +1,268 @@
+//! `chaos syscall delay` (host and VM tiers) and `chaos net delay` / `net rate` (kernels with
+//! fq: the VM tier) on a real kernel, with real calls and real packets.
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use chaos_tests::{
+    cgroup::TestCgroup,
+    chaos::{self, Chaos},
+    kernel,
+    net::TwoHosts,
+    require_root, skip, skip_if,
+    workload::{Blast, Resident, UdpEcho, UdpSink, command_in, workload_bin, workload_json},
+};
+
+const MS: f64 = 1e6;
+
+/// Percentile `p` (0..=100) of `values`.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let index = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[index]
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+fn std_dev(values: &[f64]) -> f64 {
+    let m = mean(values);
+    (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt()
+}
+
+fn numbers(json: &serde_json::Value, key: &str) -> Vec<f64> {
+    json[key].as_array().unwrap_or_else(|| panic!("no {key} in {json}")).iter().filter_map(serde_json::Value::as_f64).collect()
+}
+
+/// The VM tier runs under TCG: emulated timers are coarser, so its bounds are wider.
+fn on_vm() -> bool {
+    skip::tier().is_some_and(|t| t.starts_with("vm-"))
+}
+
+fn start(args: &[&str], cgroup: &TestCgroup) -> Chaos {
+    let mut full = args.to_vec();
+    full.extend_from_slice(&["--cgroup", cgroup.path(), "--for", "5m", "--output", "json", "-v"]);
+    let mut chaos = Chaos::start(&full);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    chaos
+}
+
+fn stop(chaos: Chaos) -> serde_json::Value {
+    chaos.signal(libc::SIGINT);
+    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\nstderr: {stderr}"))
+}
+
+#[test]
+fn syscall_delay_adds_the_requested_latency_and_nothing_elsewhere() {
+    require_root!("syscall_delay_adds_the_requested_latency_and_nothing_elsewhere");
+    let cgroup = TestCgroup::new();
+    let (p50_bound, p99_bound) = if on_vm() { (5.0, 20.0) } else { (1.0, 5.0) };
+    for delay_ms in [20.0, 100.0] {
+        let chaos = start(&["syscall", "delay", "--syscall", "read", "--by", &format!("{delay_ms}ms")], &cgroup);
+        let inside = workload_json(&["latency-loop", "--count", "200"], Some(&cgroup), None);
+        let outside = workload_json(&["latency-loop", "--count", "200"], None, None);
+        let report = stop(chaos);
+        let errors: Vec<f64> = numbers(&inside, "latencies_ns").iter().map(|ns| (ns / MS - delay_ms).abs()).collect();
+        let (p50, p99) = (percentile(&errors, 50.0), percentile(&errors, 99.0));
+        let outside_p99 = percentile(&numbers(&outside, "latencies_ns"), 99.0) / MS;
+        eprintln!(
+            "measured: {delay_ms} ms delay over {} reads: error p50 {p50:.3} ms, p99 {p99:.3} ms; untargeted read p99 {outside_p99:.3} ms",
+            errors.len()
+        );
+        assert!(p50 <= p50_bound, "{delay_ms} ms: p50 error {p50:.3} ms > {p50_bound} ms");
+        assert!(p99 <= p99_bound, "{delay_ms} ms: p99 error {p99:.3} ms > {p99_bound} ms");
+        assert!(outside_p99 < delay_ms / 2.0, "a process outside the cgroup was delayed: p99 {outside_p99:.3} ms");
+        // The loop's 200 reads, plus the few its dynamic loader makes at start-up (in the cgroup too).
+        let injected = report["counters"][0]["injected"].as_u64().unwrap_or(0);
+        assert!((200..220).contains(&injected), "{report}");
+    }
+}
+
+#[test]
+fn sigkill_of_chaos_mid_delay_leaves_the_target_running() {
+    require_root!("sigkill_of_chaos_mid_delay_leaves_the_target_running");
+    let cgroup = TestCgroup::new();
+    let chaos = start(&["syscall", "delay", "--syscall", "read", "--by", "10s"], &cgroup);
+    let started = Instant::now();
+    let mut target = command_in(workload_bin(), Some(&cgroup), None)
+        .args(["latency-loop", "--count", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the target");
+    let pid = target.id();
+    while !kernel::is_stopped(pid) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the target was never stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    chaos.signal(libc::SIGKILL);
+    drop(chaos.wait(Duration::from_secs(10)));
+    // Only the guard is left to resume it.
+    let killed = Instant::now();
+    while kernel::is_stopped(pid) {
+        assert!(killed.elapsed() < Duration::from_secs(3), "the target is still stopped 3 s after chaos was killed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let resumed_after = killed.elapsed();
+    let status = target.wait().expect("wait for the target");
+    eprintln!("measured: target resumed {:.1} ms after SIGKILL of chaos", resumed_after.as_secs_f64() * 1e3);
+    assert!(status.success(), "the target did not finish: {status}");
+    assert!(started.elapsed() < Duration::from_secs(8), "the target waited for the 10 s delay");
+}
+
+#[test]
+fn syscall_delays_end_at_the_deadline() {
+    require_root!("syscall_delays_end_at_the_deadline");
+    let cgroup = TestCgroup::new();
+    let mut chaos = Chaos::start(&["syscall", "delay", "--syscall", "read", "--by", "50ms", "--cgroup", cgroup.path(), "--for", "2s", "-v"]);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let after = workload_json(&["latency-loop", "--count", "50"], Some(&cgroup), None);
+    let p99 = percentile(&numbers(&after, "latencies_ns"), 99.0) / MS;
+    eprintln!("measured: read p99 after the deadline {p99:.3} ms");
+    assert!(p99 < 25.0, "reads are still delayed after the deadline: p99 {p99:.3} ms");
+}
+
+/// Why network delays cannot run here, if they cannot.
+fn fq_missing() -> Option<String> {
+    let (_, stdout, _) = chaos::run(&["doctor", "--output", "json"]);
+    let doctor: serde_json::Value = serde_json::from_str(&stdout).expect("doctor JSON");
+    let family = doctor["families"].as_array()?.iter().find(|f| f["id"] == "network-delay")?.clone();
+    (family["supported"] != true).then(|| format!("network delay unavailable: {}", family["reason"].as_str().unwrap_or("?")))
+}
+
+/// A network-delay setup: hosts, a target cgroup with a resident in host a, an echo in b.
+struct NetSetup {
+    hosts: TwoHosts,
+    cgroup: TestCgroup,
+    _resident: Resident,
+    _echo: UdpEcho,
+}
+
+impl NetSetup {
+    fn new() -> Self {
+        let hosts = TwoHosts::new();
+        let cgroup = TestCgroup::new();
+        let resident = Resident::start(&cgroup, &hosts.a);
+        let echo = UdpEcho::start(&hosts.b, 7600);
+        Self { hosts, cgroup, _resident: resident, _echo: echo }
+    }
+
+    fn start(&self, args: &[&str]) -> Chaos {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["--cgroup", self.cgroup.path(), "--for", "5m", "--output", "json"]);
+        let mut chaos = Chaos::start(&full);
+        chaos.wait_until("its TC program attaches", Duration::from_secs(60), || kernel::tc_programs(&self.hosts.a, "veth-a") >= 1);
+        chaos
+    }
+
+    /// Round trips of `count` pings from the cgroup, in ms.
+    fn ping(&self, count: u32, interval_ms: u32) -> Vec<f64> {
+        let to = SocketAddr::from((TwoHosts::B, 7600)).to_string();
+        let json = workload_json(
+            &["udp-ping", "--to", &to, "--count", &count.to_string(), "--interval-ms", &interval_ms.to_string()],
+            Some(&self.cgroup),
+            Some(&self.hosts.a),
+        );
+        numbers(&json, "rtts_ns").iter().map(|ns| ns / MS).collect()
+    }
+}
+
+#[test]
+fn net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back() {
+    require_root!("net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back");
+    skip_if!(fq_missing().is_some(), "net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back", fq_missing().unwrap_or_default());
+    let setup = NetSetup::new();
+    let before = kernel::root_qdisc(&setup.hosts.a, "veth-a");
+    let baseline = percentile(&setup.ping(50, 10), 50.0);
+    let chaos = setup.start(&["net", "delay", "--by", "100ms"]);
+    assert_eq!(kernel::root_qdisc(&setup.hosts.a, "veth-a"), "fq", "chaos must put fq in place");
+    let rtts = setup.ping(100, 20);
+    drop(stop(chaos));
+    let extra = percentile(&rtts, 50.0) - baseline;
+    eprintln!("measured: 100 ms net delay: extra RTT p50 {extra:.2} ms (baseline {baseline:.2} ms), {} pings", rtts.len());
+    assert!((extra - 100.0).abs() <= 5.0, "extra RTT {extra:.2} ms, expected 100 +- 5");
+    assert_eq!(kernel::root_qdisc(&setup.hosts.a, "veth-a"), before, "the root qdisc was not put back");
+    assert_eq!(kernel::tc_programs(&setup.hosts.a, "veth-a"), 0);
+}
+
+#[test]
+fn net_delay_jitter_has_the_requested_mean_and_spread() {
+    require_root!("net_delay_jitter_has_the_requested_mean_and_spread");
+    skip_if!(fq_missing().is_some(), "net_delay_jitter_has_the_requested_mean_and_spread", fq_missing().unwrap_or_default());
+    let setup = NetSetup::new();
+    let baseline = percentile(&setup.ping(50, 10), 50.0);
+    // Pings 60 ms apart: further apart than the jitter spreads them, so fq's in-order release
+    // of a flow does not hold one behind another.
+    for (distribution, expected_sd) in [("normal", 20.0), ("uniform", 20.0 / 3f64.sqrt())] {
+        let chaos = setup.start(&["net", "delay", "--by", "100ms", "--jitter", "20ms", "--distribution", distribution]);
+        let extra: Vec<f64> = setup.ping(200, 60).iter().map(|rtt| rtt - baseline).collect();
+        drop(stop(chaos));
+        let (m, sd) = (mean(&extra), std_dev(&extra));
+        eprintln!("measured: {distribution} jitter: mean {m:.2} ms, standard deviation {sd:.2} ms (expected 100, {expected_sd:.2})");
+        assert!((m - 100.0).abs() <= 4.0, "{distribution}: mean {m:.2} ms");
+        assert!((sd - expected_sd).abs() <= expected_sd * 0.2 + 1.0, "{distribution}: standard deviation {sd:.2} ms, expected {expected_sd:.2}");
+        if distribution == "uniform" {
+            // Bounded to 80..120 ms; the extremes of a sample also carry the round trip's own
+            // noise (a few ms under TCG), hence percentiles and a little slack.
+            let (low, high) = (percentile(&extra, 2.0), percentile(&extra, 98.0));
+            assert!(low >= 78.0 && high <= 124.0, "uniform delays outside 80..120 ms: p2 {low:.2}, p98 {high:.2}");
+        }
+    }
+}
+
+#[test]
+fn net_rate_holds_the_limit() {
+    require_root!("net_rate_holds_the_limit");
+    skip_if!(fq_missing().is_some(), "net_rate_holds_the_limit", fq_missing().unwrap_or_default());
+    let setup = NetSetup::new();
+    let chaos = setup.start(&["net", "rate", "--limit", "1mbit"]);
+    let sink = UdpSink::start(&setup.hosts.b, 7610, 1500, true);
+    // About 3 mbit/s offered for 4 s: 106-byte frames (64 bytes of payload + UDP, IP, Ethernet).
+    let blast = Blast { to: SocketAddr::from((TwoHosts::B, 7610)), sender_id: 1, count: 14_000, pps: 3500, cgroup: Some(&setup.cgroup), netns: &setup.hosts.a }.run();
+    let report = sink.finish();
+    drop(stop(chaos));
+    assert_eq!(blast.errors, 0);
+    let times: Vec<u64> = report.arrivals.iter().map(|&(_, _, at)| at).collect();
+    let span = (times.iter().max().expect("arrivals") - times.iter().min().expect("arrivals")) as f64 / 1e9;
+    let bits_per_second = times.len() as f64 * 106.0 * 8.0 / span;
+    eprintln!("measured: 1 mbit limit delivered {:.3} mbit/s over {span:.2} s", bits_per_second / 1e6);
+    assert!((bits_per_second - 1e6).abs() <= 1e5, "{:.3} mbit/s, expected 1 +- 10 %", bits_per_second / 1e6);
+}
+
+#[test]
+fn net_delay_state_is_put_back_after_sigkill_by_cleanup() {
+    require_root!("net_delay_state_is_put_back_after_sigkill_by_cleanup");
+    skip_if!(fq_missing().is_some(), "net_delay_state_is_put_back_after_sigkill_by_cleanup", fq_missing().unwrap_or_default());
+    let setup = NetSetup::new();
+    let before = kernel::root_qdisc(&setup.hosts.a, "veth-a");
+    let chaos = setup.start(&["net", "delay", "--by", "50ms"]);
+    chaos.signal(libc::SIGKILL);
+    drop(chaos.wait(Duration::from_secs(10)));
+    let (status, stdout, stderr) = chaos::run(&["cleanup"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    eprintln!("measured: chaos cleanup said: {}", stdout.trim().replace('\n', "; "));
+    assert!(stdout.contains("restored the"), "{stdout}");
+    assert_eq!(kernel::root_qdisc(&setup.hosts.a, "veth-a"), before);
+    assert_eq!(kernel::tc_programs(&setup.hosts.a, "veth-a"), 0);
+}
+
+#[test]
+fn network_delay_is_refused_plainly_where_fq_is_missing() {
+    require_root!("network_delay_is_refused_plainly_where_fq_is_missing");
+    let Some(reason) = fq_missing() else {
+        skip::record("network_delay_is_refused_plainly_where_fq_is_missing", "this kernel has fq: nothing to refuse");
+        return;
+    };
+    assert!(reason.contains("qdisc fq not available"), "{reason}");
+    let setup_cgroup = TestCgroup::new();
+    let (status, _, stderr) = chaos::run(&["net", "delay", "--cgroup", setup_cgroup.path(), "--by", "100ms", "--for", "5s"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("network delay is not supported by this kernel") && stderr.contains("fq"), "{stderr}");
+}
