@@ -1,13 +1,16 @@
-//! Syscall delay: eBPF cannot sleep, so the program stops the whole process (SIGSTOP) as its
-//! delayed syscall returns, and tells the controller through a ring buffer; the controller
-//! resumes it (SIGCONT) when the delay has passed. Attached to the raw `sys_exit` tracepoint:
-//! stopping on the way out leaves blocking calls alone (a stop signal at entry would interrupt
-//! them), and the caller sees the call take its own time plus the delay.
+//! Syscall delay: eBPF cannot sleep, so the program stops the whole process (SIGSTOP) when it
+//! makes a delayed syscall, and tells the controller through a ring buffer; the controller
+//! resumes it (SIGCONT) when the delay has passed.
 //!
-//! Every syscall of every task passes here, so the program checks the current task's cgroup
-//! first (through the gate) and leaves at once if it is not the target's.
+//! Attached to the raw `sys_enter` tracepoint, which every syscall of every task passes: there
+//! the syscall number is an argument, so the watched-syscall bitmap (an inlined array lookup)
+//! turns away every other syscall before any helper call, and only the watched ones go on to
+//! the cgroup check. The stop signal is acted on when the task next returns to user space: a
+//! call that does not block completes first and the task stops on its way out; a blocking call
+//! is interrupted, and the kernel restarts it after the stop, so either way the caller sees the
+//! call's own time plus the delay.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_send_signal},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -19,23 +22,17 @@ use crate::{
 };
 
 const SIGSTOP: u32 = 19;
-/// Offset of `orig_ax` (the syscall number) in x86_64's `struct pt_regs`: part of the ptrace
-/// ABI (`user_regs_struct`), so it does not move between kernels.
-#[cfg(bpf_target_arch = "x86_64")]
-const PT_REGS_ORIG_AX: u64 = 15 * 8;
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
+#[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn syscall_delay(ctx: RawTracePointContext) -> i32 {
-    let Some(fault) = gate::live_for_current_task(Direction::Egress) else { return 0 };
-    // Arg 0 of sys_exit is the task's `struct pt_regs *`.
-    let regs: u64 = ctx.arg(0);
-    // SAFETY: bpf_probe_read_kernel checks the address.
-    let Ok(number) = (unsafe { bpf_probe_read_kernel((regs + PT_REGS_ORIG_AX) as *const u64) }) else { return 0 };
+    // Arg 1 of sys_enter is the syscall number.
+    let number: u64 = ctx.arg(1);
     if number >= u64::from(SYSCALL_SET_BITS)
         || SYSCALL_SET.get((number / 64) as u32).is_none_or(|word| word >> (number % 64) & 1 == 0)
     {
         return 0;
     }
+    let Some(fault) = gate::live_for_current_task(Direction::Egress) else { return 0 };
     fault.matched();
     if !fault.fires() {
         return 0;

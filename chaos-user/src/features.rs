@@ -123,7 +123,7 @@ const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
         (SYSCALL_ERRNO_CGROUP_HOOKS, "syscall errno via cgroup socket hooks",
             "cgroup socket hooks (connect, bind, sendmsg, socket, sockopt) returning an errno with bpf_set_retval",
             &[Program("cgroup_sock_addr"), Helper("bpf_set_retval")], true),
-        (SYSCALL_DELAY, "syscall delay", "raw sys_exit tracepoint stopping the process, resumed by the controller",
+        (SYSCALL_DELAY, "syscall delay", "raw sys_enter tracepoint stopping the process, resumed by the controller",
             &[Program("raw_tracepoint"), Helper("bpf_send_signal")], true),
         (PROCESS_KILL, "process kill", "raw sys_enter tracepoint sending a signal with bpf_send_signal",
             &[Program("raw_tracepoint"), Helper("bpf_send_signal")], false),

@@ -1,5 +1,5 @@
 //! x86_64 syscall numbers, for faults that watch syscalls by number (`syscall delay` on the raw
-//! `sys_exit` tracepoint). These are ABI: they never change on a given architecture.
+//! `sys_enter` tracepoint). These are ABI: they never change on a given architecture.
 
 /// (name, number) on x86_64.
 pub const X86_64: &[(&str, u32)] = &[

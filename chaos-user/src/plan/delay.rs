@@ -1,4 +1,4 @@
-//! Planning syscall delays: a raw `sys_exit` tracepoint program that stops the target's
+//! Planning syscall delays: a raw `sys_enter` tracepoint program that stops the target's
 //! matching calls (SIGSTOP) for the controller to resume after the delay.
 use chaos_common::{Direction, FaultConfig, flags, threshold_from_ppm};
 use serde_json::json;
@@ -51,8 +51,8 @@ impl PlanFault for SyscallDelayOptions {
             duration: context.duration,
             programs: vec![PlannedProgram {
                 program: "syscall_delay",
-                hook: "raw_tracepoint/sys_exit",
-                attach: AttachPoint::RawTracepoint { tracepoint: "sys_exit", cgroup_dir: target.dir.clone() },
+                hook: "raw_tracepoint/sys_enter",
+                attach: AttachPoint::RawTracepoint { tracepoint: "sys_enter", cgroup_dir: target.dir.clone() },
                 direction: Direction::Egress,
             }],
             config,
