@@ -280,7 +280,8 @@ impl LoadedFault {
     fn attach_stopping_tracepoint(&mut self, program: &'static str, tracepoint: &str, cgroup_dir: &Path) -> Result<(), AttachError> {
         let record = ledger::write(None, Item::StoppedTasks { cgroup_dir: cgroup_dir.to_path_buf() })
             .map_err(|e| AttachError::Program { program, reason: format!("recording the tasks it may stop: {e}") })?;
-        let guard = Guard::spawn(cgroup_dir)
+        let longest_delay = self.config.delay_ns.saturating_add(self.config.jitter_ns);
+        let guard = Guard::spawn(cgroup_dir, self.config.deadline_ns.saturating_add(longest_delay))
             .map_err(|e| AttachError::Program { program, reason: format!("starting the guard that resumes stopped tasks: {e}") })?;
         let prog: &mut RawTracePoint = self.program(program)?;
         prog.load().map_err(|err| program_error(program, "loading", &err))?;

@@ -8,6 +8,11 @@
 //! was killed) the guard resumes every task still recorded as stopped, then every stopped
 //! process of the target cgroup (a task stopped just before the controller died may not have
 //! been recorded yet), and exits.
+//!
+//! A controller that is stopped rather than dead keeps the pipe open, so the guard also knows
+//! when the fault's time box is over (its kernel deadline plus the longest delay, plus a
+//! margin): then it resumes everything whatever the controller is doing. After the deadline the
+//! kernel stops nobody new, so no task stays stopped past the time box.
 use std::{
     collections::BTreeSet,
     fs,
@@ -15,9 +20,14 @@ use std::{
     os::unix::process::CommandExt as _,
     path::Path,
     process::{Child, ChildStdin, Command, ExitCode, Stdio},
+    sync::mpsc,
+    time::Duration,
 };
 
-use crate::netns::pids_below;
+use crate::{netns::pids_below, sys};
+
+/// Slack after the time box before the guard resumes everything on its own.
+const MARGIN_NS: u64 = 200_000_000;
 
 /// The controller's side: the pipe to a running guard.
 pub struct Guard {
@@ -26,10 +36,16 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Starts a guard for the tasks of `cgroup_dir`.
-    pub fn spawn(cgroup_dir: &Path) -> io::Result<Self> {
+    /// Starts a guard for the tasks of `cgroup_dir`; no task may stay stopped past
+    /// `time_box_end_ns` (CLOCK_MONOTONIC: the fault's deadline plus its longest delay).
+    pub fn spawn(cgroup_dir: &Path, time_box_end_ns: u64) -> io::Result<Self> {
         let mut command = Command::new(std::env::current_exe()?);
-        command.arg("__guard").arg(cgroup_dir).stdin(Stdio::piped()).stdout(Stdio::null());
+        command
+            .arg("__guard")
+            .arg(cgroup_dir)
+            .arg(time_box_end_ns.saturating_add(MARGIN_NS).to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
         // SAFETY: setsid is async-signal-safe.
         unsafe {
             command.pre_exec(|| {
@@ -70,31 +86,59 @@ impl Drop for Guard {
     }
 }
 
-/// `chaos __guard <cgroup dir>`: the guard's side.
-pub fn run(cgroup_dir: &Path) -> ExitCode {
-    // Only the pipe ends the guard: Ctrl-C, SIGTERM or a hang-up aimed at chaos must not.
+/// `chaos __guard <cgroup dir> <resume-all-at ns>`: the guard's side.
+pub fn run(cgroup_dir: &Path, resume_all_at_ns: u64) -> ExitCode {
+    // Only the pipe (or the time box) ends the guard's watch: Ctrl-C, SIGTERM or a hang-up
+    // aimed at chaos must not.
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
         // SAFETY: ignoring a signal.
         unsafe { libc::signal(signal, libc::SIG_IGN) };
     }
+    let (lines, from_controller) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut stopped = BTreeSet::new();
-    for line in io::stdin().lock().lines().map_while(Result::ok) {
-        match line.split_once(' ') {
-            Some(("stop", pid)) => {
-                stopped.insert(pid.trim().parse::<i32>().unwrap_or(0));
+    let mut time_box_over = false;
+    loop {
+        let wait = if time_box_over {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_nanos(resume_all_at_ns.saturating_sub(sys::monotonic_now_ns()))
+        };
+        match from_controller.recv_timeout(wait) {
+            Ok(line) => match line.split_once(' ') {
+                Some(("stop", pid)) => {
+                    stopped.insert(pid.trim().parse::<i32>().unwrap_or(0));
+                }
+                Some(("cont", pid)) => {
+                    stopped.remove(&pid.trim().parse::<i32>().unwrap_or(0));
+                }
+                _ => {}
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) if !time_box_over => {
+                // The controller is alive but not doing its job (stopped?): end the stops now.
+                resume_all(cgroup_dir, &mut stopped);
+                time_box_over = true;
             }
-            Some(("cont", pid)) => {
-                stopped.remove(&pid.trim().parse::<i32>().unwrap_or(0));
-            }
-            _ => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    resume_all(cgroup_dir, &mut stopped);
+    ExitCode::SUCCESS
+}
+
+fn resume_all(cgroup_dir: &Path, stopped: &mut BTreeSet<i32>) {
     let stragglers = pids_below(cgroup_dir).into_iter().filter(|&pid| is_stopped(pid));
-    for pid in stopped.into_iter().filter(|&pid| pid > 0).chain(stragglers) {
+    for pid in std::mem::take(stopped).into_iter().filter(|&pid| pid > 0).chain(stragglers) {
         // SAFETY: kill(2) with SIGCONT on a task chaos stopped (or of the target cgroup).
         unsafe { libc::kill(pid, libc::SIGCONT) };
     }
-    ExitCode::SUCCESS
 }
 
 /// Whether a process is stopped by a signal (state T in /proc/PID/stat).

@@ -266,3 +266,54 @@ fn network_delay_is_refused_plainly_where_fq_is_missing() {
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("network delay is not supported by this kernel") && stderr.contains("fq"), "{stderr}");
 }
+
+#[test]
+fn a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box() {
+    require_root!("a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box");
+    let cgroup = TestCgroup::new();
+    let mut chaos = Chaos::start(&["syscall", "delay", "--syscall", "read", "--by", "1s", "--cgroup", cgroup.path(), "--for", "2s", "-v"]);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    let armed = Instant::now();
+    let mut target = command_in(workload_bin(), Some(&cgroup), None)
+        .args(["latency-loop", "--count", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the target");
+    let pid = target.id();
+    while !kernel::is_stopped(pid) {
+        assert!(armed.elapsed() < Duration::from_secs(2), "the target was never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The controller can no longer resume anyone.
+    chaos.signal(libc::SIGSTOP);
+    // Time box: 2 s, plus the 1 s delay, plus the guard's 200 ms margin.
+    while kernel::is_stopped(pid) {
+        assert!(armed.elapsed() < Duration::from_secs(5), "the target is still stopped 5 s after arming a 2 s fault");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let resumed_at = armed.elapsed();
+    chaos.signal(libc::SIGCONT);
+    drop(chaos.wait(Duration::from_secs(20)));
+    assert!(target.wait().expect("wait").success());
+    eprintln!("measured: with chaos frozen, the guard resumed the target {:.2} s after arming (time box 3.2 s)", resumed_at.as_secs_f64());
+}
+
+#[test]
+fn the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen() {
+    require_root!("the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen");
+    skip_if!(fq_missing().is_some(), "the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen", fq_missing().unwrap_or_default());
+    let setup = NetSetup::new();
+    let baseline = percentile(&setup.ping(30, 10), 50.0);
+    let mut chaos = Chaos::start(&["net", "delay", "--by", "100ms", "--cgroup", setup.cgroup.path(), "--for", "3s", "-v"]);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    let armed = Instant::now();
+    chaos.signal(libc::SIGSTOP);
+    let during = percentile(&setup.ping(5, 10), 50.0) - baseline;
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(armed.elapsed()) + Duration::from_millis(200));
+    let after = percentile(&setup.ping(30, 10), 50.0) - baseline;
+    chaos.signal(libc::SIGCONT);
+    drop(chaos.wait(Duration::from_secs(20)));
+    eprintln!("measured: extra RTT with chaos frozen, before the deadline {during:.2} ms, after it {after:.2} ms");
+    assert!(during > 90.0, "the delay was not in force before the deadline: {during:.2} ms");
+    assert!(after < 10.0, "the delay outlived its deadline: {after:.2} ms");
+}

@@ -285,3 +285,25 @@ fn mkdir_fails_under_the_path_through_lsm() {
     assert!(!inside.status.success() && stderr.contains("Read-only file system"), "mkdir in the cgroup: {stderr}");
     assert!(outside.status.success(), "mkdir outside the cgroup failed");
 }
+
+#[test]
+fn the_kernel_ends_a_syscall_fault_at_its_deadline_even_if_chaos_is_frozen() {
+    require_root!("the_kernel_ends_a_syscall_fault_at_its_deadline_even_if_chaos_is_frozen");
+    let ns = Netns::new();
+    let _server = TcpListen::start(&ns, 7450);
+    let cgroup = TestCgroup::new();
+    let mut chaos = Chaos::start(&[
+        "syscall", "fail", "--syscall", "connect", "--errno", "ECONNREFUSED", "--backend", "cgroup",
+        "--cgroup", cgroup.path(), "--for", "3s", "-v",
+    ]);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    let armed = std::time::Instant::now();
+    chaos.signal(libc::SIGSTOP);
+    let during = connect_loop(localhost(1, 7450), 10, Some(&cgroup), &ns);
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(armed.elapsed()) + Duration::from_millis(200));
+    let after = connect_loop(localhost(1, 7450), 10, Some(&cgroup), &ns);
+    chaos.signal(libc::SIGCONT);
+    drop(chaos.wait(Duration::from_secs(20)));
+    assert_eq!(during.failed(), 10, "the fault was not in force before the deadline: {during:?}");
+    assert_eq!(after.failed(), 0, "the fault outlived its deadline with chaos frozen: {after:?}");
+}

@@ -87,7 +87,7 @@ Examples:
     Cleanup,
     /// The guard of a syscall delay (started by chaos): resumes stopped tasks if chaos dies.
     #[command(name = "__guard", hide = true)]
-    Guard { cgroup_dir: PathBuf },
+    Guard { cgroup_dir: PathBuf, resume_all_at_ns: u64 },
     /// A detached experiment's reaper (started by `chaos run --detach`).
     #[command(name = "__reap", hide = true)]
     Reap { id: String },
@@ -142,7 +142,7 @@ impl Cli {
             Command::Status => Ok(status::status(self.output)),
             Command::Stop { id, all } => status::stop(id.as_deref(), all),
             Command::Cleanup => Ok(cleanup::run()),
-            Command::Guard { cgroup_dir } => Ok(crate::guard::run(&cgroup_dir)),
+            Command::Guard { cgroup_dir, resume_all_at_ns } => Ok(crate::guard::run(&cgroup_dir, resume_all_at_ns)),
             Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
         }
     }
