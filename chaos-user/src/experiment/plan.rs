@@ -284,7 +284,9 @@ mod tests {
         assert!(composition("tc/ingress").is_some());
         assert!(composition("lsm/file_open").is_some_and(|how| how.contains("first")));
         assert!(composition("cgroup/connect4").is_some());
-        // A device has one root qdisc: two faults cannot both own it.
-        assert!(composition("qdisc/root").is_none());
+        // A departure time has one writer: two delays (or a delay and a rate) on one
+        // interface would not add up, so they conflict.
+        assert!(composition("tc-edt/egress").is_none());
+        assert!(composition("raw_tracepoint/sys_enter").is_none());
     }
 }

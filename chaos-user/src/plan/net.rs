@@ -257,7 +257,9 @@ pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &Prober) -> Result<Faul
                 .flat_map(|iface| {
                     directions.iter().map(|&direction| PlannedProgram {
                         program: by_direction(direction, egress, ingress),
-                        hook: by_direction(direction, "tc/egress", "tc/ingress"),
+                        // Departure times do not compose (the last program to write one wins),
+                        // so delay and rate have a hook name of their own.
+                        hook: if needs_fq { "tc-edt/egress" } else { by_direction(direction, "tc/egress", "tc/ingress") },
                         attach: AttachPoint::Tc { netns: netns.clone(), iface: iface.clone(), api, needs_fq },
                         direction,
                     })
