@@ -26,6 +26,17 @@ pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// Starts `chaos <args> --cgroup <cgroup> --for 5m --output json -v` and waits until the fault
+/// is armed (every program attached).
+#[must_use]
+pub fn start_fault(args: &[&str], cgroup: &crate::cgroup::TestCgroup) -> Chaos {
+    let mut full = args.to_vec();
+    full.extend_from_slice(&["--cgroup", cgroup.path(), "--for", "5m", "--output", "json", "-v"]);
+    let mut chaos = Chaos::start(&full);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    chaos
+}
+
 /// Why BPF LSM faults cannot run here, if they cannot (asks `chaos doctor`).
 #[must_use]
 pub fn lsm_unavailable() -> Option<String> {
@@ -105,6 +116,15 @@ impl Chaos {
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Stops chaos with SIGINT (it must exit 130, having detached) and returns its JSON report.
+    #[must_use]
+    pub fn stop_json(self) -> serde_json::Value {
+        self.signal(libc::SIGINT);
+        let (status, stdout, stderr) = self.wait(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(130), "chaos stopped by SIGINT must exit 130; stderr: {stderr}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\nstderr: {stderr}"))
     }
 
     /// Waits (at most `timeout`) for chaos to exit: (status, stdout, stderr).

@@ -61,6 +61,20 @@ pub fn command_in(program: impl Into<PathBuf>, cgroup: Option<&TestCgroup>, netn
     command
 }
 
+/// Starts a `chaos-workload` server in `netns` and waits until it says "ready".
+fn spawn_ready(args: &[&str], netns: &Netns) -> (Child, BufReader<ChildStdout>) {
+    let mut child = command_in(workload_bin(), None, Some(netns))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {args:?}: {e}"));
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read from the workload");
+    assert_eq!(line.trim(), "ready", "{args:?} did not start");
+    (child, stdout)
+}
+
 /// A running `chaos-workload udp-sink`, killed on Drop if still running.
 pub struct UdpSink {
     child: Child,
@@ -78,16 +92,12 @@ impl UdpSink {
     /// its first packet) and reports per-sender counts, and arrival times when `times`.
     #[must_use]
     pub fn start(netns: &Netns, port: u16, idle_ms: u64, times: bool) -> Self {
-        let mut command = command_in(workload_bin(), None, Some(netns));
-        command.args(["udp-sink", "--port", &port.to_string(), "--idle-ms", &idle_ms.to_string()]);
+        let (port, idle_ms) = (port.to_string(), idle_ms.to_string());
+        let mut args = vec!["udp-sink", "--port", &port, "--idle-ms", &idle_ms];
         if times {
-            command.arg("--times");
+            args.push("--times");
         }
-        let mut child = command.stdout(Stdio::piped()).spawn().expect("start udp-sink");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read from udp-sink");
-        assert_eq!(line.trim(), "ready", "udp-sink did not start");
+        let (child, stdout) = spawn_ready(&args, netns);
         Self { child, stdout }
     }
 
@@ -172,15 +182,7 @@ pub struct UdpEcho(Child);
 impl UdpEcho {
     #[must_use]
     pub fn start(netns: &Netns, port: u16) -> Self {
-        let mut child = command_in(workload_bin(), None, Some(netns))
-            .args(["udp-echo", "--port", &port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start udp-echo");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("read");
-        assert_eq!(line.trim(), "ready", "udp-echo did not start");
-        Self(child)
+        Self(spawn_ready(&["udp-echo", "--port", &port.to_string()], netns).0)
     }
 }
 
@@ -205,15 +207,7 @@ pub struct TcpListen(Child);
 impl TcpListen {
     #[must_use]
     pub fn start(netns: &Netns, port: u16) -> Self {
-        let mut child = command_in(workload_bin(), None, Some(netns))
-            .args(["tcp-listen", "--port", &port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start tcp-listen");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("read");
-        assert_eq!(line.trim(), "ready", "tcp-listen did not start");
-        Self(child)
+        Self(spawn_ready(&["tcp-listen", "--port", &port.to_string()], netns).0)
     }
 }
 

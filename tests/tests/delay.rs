@@ -44,18 +44,11 @@ fn on_vm() -> bool {
 }
 
 fn start(args: &[&str], cgroup: &TestCgroup) -> Chaos {
-    let mut full = args.to_vec();
-    full.extend_from_slice(&["--cgroup", cgroup.path(), "--for", "5m", "--output", "json", "-v"]);
-    let mut chaos = Chaos::start(&full);
-    chaos.wait_until_armed(Duration::from_secs(60));
-    chaos
+    chaos::start_fault(args, cgroup)
 }
 
 fn stop(chaos: Chaos) -> serde_json::Value {
-    chaos.signal(libc::SIGINT);
-    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(20));
-    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\nstderr: {stderr}"))
+    chaos.stop_json()
 }
 
 #[test]

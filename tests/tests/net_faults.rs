@@ -31,12 +31,8 @@ fn start(args: &[&str], cgroup: &TestCgroup, programs: u32) -> Chaos {
     chaos
 }
 
-/// Stops chaos with SIGINT and returns its JSON report.
 fn stop(chaos: Chaos) -> serde_json::Value {
-    chaos.signal(libc::SIGINT);
-    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(20));
-    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\nstderr: {stderr}"))
+    chaos.stop_json()
 }
 
 /// Sends `PACKETS` from the cgroup (or from outside it) and returns how many arrived.

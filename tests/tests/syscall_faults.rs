@@ -24,21 +24,15 @@ fn localhost(last: u8, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), port)
 }
 
-/// `chaos syscall fail <args> --cgroup X --for 5m --output json`, once its programs are in.
+/// `chaos syscall fail <args>` on the cgroup, armed.
 fn start(args: &[&str], cgroup: &TestCgroup) -> Chaos {
     let mut full = vec!["syscall", "fail"];
     full.extend_from_slice(args);
-    full.extend_from_slice(&["--cgroup", cgroup.path(), "--for", "5m", "--output", "json", "-v"]);
-    let mut chaos = Chaos::start(&full);
-    chaos.wait_until_armed(Duration::from_secs(60));
-    chaos
+    chaos::start_fault(&full, cgroup)
 }
 
 fn stop(chaos: Chaos) -> serde_json::Value {
-    chaos.signal(libc::SIGINT);
-    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(20));
-    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\nstderr: {stderr}"))
+    chaos.stop_json()
 }
 
 #[test]

@@ -156,6 +156,60 @@ fn netem_bench() -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// A workload loop run three ways: in the target with chaos failing its calls, in the target
+/// under strace failing them, and in another cgroup with and without chaos armed.
+struct Loop<'a> {
+    args: &'a [&'a str],
+    strace: &'a [&'a str],
+    calls: u64,
+    netns: Option<&'a chaos_tests::net::Netns>,
+    target: &'a TestCgroup,
+    other: &'a TestCgroup,
+}
+
+struct InjectionFigures {
+    /// strace's time per call over chaos's, per round.
+    vs_strace: Ratios,
+    /// Untargeted throughput armed over not armed, per round.
+    untargeted: Ratios,
+    chaos_ns: Vec<f64>,
+    strace_ns: Vec<f64>,
+    bare_ns: Vec<f64>,
+}
+
+fn injection_vs_strace(tier: &str, rounds: usize, workload: &Loop<'_>, arm: impl Fn() -> Chaos) -> anyhow::Result<InjectionFigures> {
+    let mut figures = InjectionFigures {
+        vs_strace: Ratios::default(),
+        untargeted: Ratios::default(),
+        chaos_ns: Vec::new(),
+        strace_ns: Vec::new(),
+        bare_ns: Vec::new(),
+    };
+    let run = |wrapper: &[&str], cgroup: &TestCgroup| workload_loop(wrapper, workload.args, Some(cgroup), workload.netns);
+    for round in 1..=rounds {
+        eprintln!("bench syscall ({tier}): round {round}/{rounds}");
+        let bare = run(&[], workload.other);
+        let (injected, armed_elsewhere) = {
+            let _armed = arm();
+            (run(&[], workload.target), run(&[], workload.other))
+        };
+        let traced = run(workload.strace, workload.target);
+        anyhow::ensure!(
+            injected.failed() == workload.calls && traced.failed() == workload.calls,
+            "every call must fail under both injectors (chaos failed {}, strace {}, of {})",
+            injected.failed(),
+            traced.failed(),
+            workload.calls
+        );
+        figures.vs_strace.push(traced.ns_per_call(), injected.ns_per_call());
+        figures.untargeted.push(bare.ns_per_call(), armed_elsewhere.ns_per_call());
+        figures.chaos_ns.push(injected.ns_per_call());
+        figures.strace_ns.push(traced.ns_per_call());
+        figures.bare_ns.push(bare.ns_per_call());
+    }
+    Ok(figures)
+}
+
 /// A `chaos syscall fail` on `cgroup` until dropped.
 fn arm_syscall(cgroup: &TestCgroup, syscall: &str, errno: &str, backend: &str, path: Option<&str>) -> Chaos {
     let mut args = vec![
@@ -180,23 +234,12 @@ fn syscall_connect_bench() -> anyhow::Result<String> {
     // connect() on a UDP socket sends nothing: each round is exactly one syscall and its hooks.
     let args = ["connect-loop", "--udp", "--to", "127.0.0.1:7500", "--count", &count];
     let strace = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "inject=connect:error=ECONNREFUSED"];
-    let (mut vs_strace, mut untargeted) = (Ratios::default(), Ratios::default());
-    let (mut chaos_ns, mut strace_ns, mut bare_ns) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=ROUNDS {
-        eprintln!("bench syscall (host): round {round}/{ROUNDS}");
-        let bare = workload_loop(&[], &args, Some(&other), Some(&ns));
-        let (injected, armed_elsewhere) = {
-            let _armed = arm_syscall(&target, "connect", "ECONNREFUSED", "cgroup", None);
-            (workload_loop(&[], &args, Some(&target), Some(&ns)), workload_loop(&[], &args, Some(&other), Some(&ns)))
-        };
-        let traced = workload_loop(&strace, &args, Some(&target), Some(&ns));
-        anyhow::ensure!(injected.failed() == CALLS && traced.failed() == CALLS, "every connect must fail under both injectors");
-        vs_strace.push(traced.ns_per_call(), injected.ns_per_call());
-        untargeted.push(bare.ns_per_call(), armed_elsewhere.ns_per_call());
-        chaos_ns.push(injected.ns_per_call());
-        strace_ns.push(traced.ns_per_call());
-        bare_ns.push(bare.ns_per_call());
-    }
+    let InjectionFigures { vs_strace, untargeted, chaos_ns, strace_ns, bare_ns } = injection_vs_strace(
+        "host",
+        ROUNDS,
+        &Loop { args: &args, strace: &strace, calls: CALLS, netns: Some(&ns), target: &target, other: &other },
+        || arm_syscall(&target, "connect", "ECONNREFUSED", "cgroup", None),
+    )?;
     let mut out = String::new();
     let _ = writeln!(out, "## Syscall errors on the host: connect() (`cargo xtask bench syscall`)\n");
     let _ = writeln!(out, "{}\n", machine());
@@ -243,23 +286,13 @@ fn syscall_open_bench() -> anyhow::Result<String> {
     // Both injectors are scoped to the file (`-P` for strace, `--path` for chaos): an unscoped
     // openat fault also fails the workload's own dynamic loader, before the loop even starts.
     let strace = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", &path, "-e", "inject=openat:error=EIO"];
-    let (mut vs_strace, mut untargeted) = (Ratios::default(), Ratios::default());
-    let (mut chaos_ns, mut strace_ns, mut bare_ns) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=VM_ROUNDS {
-        eprintln!("bench syscall (VM): round {round}/{VM_ROUNDS}");
-        let bare = workload_loop(&[], &args, Some(&other), None);
-        let (injected, armed_elsewhere) = {
-            let _armed = arm_syscall(&target, "openat,read", "EIO", "lsm", Some(&dir.path().display().to_string()));
-            (workload_loop(&[], &args, Some(&target), None), workload_loop(&[], &args, Some(&other), None))
-        };
-        let traced = workload_loop(&strace, &args, Some(&target), None);
-        anyhow::ensure!(injected.failed() == CALLS && traced.failed() == CALLS, "every openat must fail under both injectors");
-        vs_strace.push(traced.ns_per_call(), injected.ns_per_call());
-        untargeted.push(bare.ns_per_call(), armed_elsewhere.ns_per_call());
-        chaos_ns.push(injected.ns_per_call());
-        strace_ns.push(traced.ns_per_call());
-        bare_ns.push(bare.ns_per_call());
-    }
+    let prefix = dir.path().display().to_string();
+    let InjectionFigures { vs_strace, untargeted, chaos_ns, strace_ns, bare_ns } = injection_vs_strace(
+        "VM",
+        VM_ROUNDS,
+        &Loop { args: &args, strace: &strace, calls: CALLS, netns: None, target: &target, other: &other },
+        || arm_syscall(&target, "openat,read", "EIO", "lsm", Some(&prefix)),
+    )?;
     let mut out = String::new();
     let _ = writeln!(out, "## Syscall errors through BPF LSM: openat()/read() (`cargo xtask bench syscall`, VM tier)\n");
     let _ = writeln!(out, "{}\n", machine().replace("(host tier)", "(VM tier: QEMU with TCG; ratios are valid within this run)"));

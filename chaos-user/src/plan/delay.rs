@@ -1,6 +1,6 @@
 //! Planning syscall delays: a raw `sys_enter` tracepoint program that stops the target's
 //! matching calls (SIGSTOP) for the controller to resume after the delay.
-use chaos_common::{Direction, FaultConfig, flags, threshold_from_ppm};
+use chaos_common::{Direction, FaultConfig, threshold_from_ppm};
 use serde_json::json;
 
 use super::{AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level};
@@ -14,7 +14,7 @@ impl PlanFault for SyscallDelayOptions {
         }
         let target = context.target.clone();
         let syscalls = self.chosen();
-        let schedule = self.schedule();
+        let schedule = self.schedule.schedule();
         let mut config = FaultConfig {
             threshold: threshold_from_ppm(self.percent.get()),
             target_cgroup: target.id,
@@ -29,11 +29,8 @@ impl PlanFault for SyscallDelayOptions {
             summary.push_str(&format!(" +- {} (uniform)", humantime::format_duration(jitter)));
         }
         if schedule.is_set() {
-            config.flags |= flags::SCHEDULE;
-            config.skip_first = schedule.after.unwrap_or(0);
-            config.only_first = schedule.first.unwrap_or(0);
-            config.every = schedule.every.unwrap_or(0);
-            config.max_injections = schedule.max.unwrap_or(0);
+            schedule.apply(&mut config);
+            summary.push_str(&format!(", {}", schedule.describe()));
         }
         summary.push_str("; stops the whole process while a call is held");
         Ok(FaultPlan {

@@ -23,7 +23,7 @@ impl PlanFault for SyscallFailOptions {
             percent: self.percent,
             path: self.path.clone(),
             filters: self.filters(),
-            schedule: self.schedule(),
+            schedule: self.schedule.schedule(),
             backend: self.backend,
             duration: context.duration,
         };
@@ -65,7 +65,20 @@ impl Schedule {
         self.after.is_some() || self.first.is_some() || self.every.is_some() || self.max.is_some()
     }
 
-    fn describe(&self) -> String {
+    /// Writes the schedule into the fault's configuration (exact, machine-wide counts).
+    pub fn apply(&self, config: &mut FaultConfig) {
+        if !self.is_set() {
+            return;
+        }
+        config.flags |= flags::SCHEDULE;
+        config.skip_first = self.after.unwrap_or(0);
+        config.only_first = self.first.unwrap_or(0);
+        config.every = self.every.unwrap_or(0);
+        config.max_injections = self.max.unwrap_or(0);
+    }
+
+    #[must_use]
+    pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(n) = self.after {
             parts.push(format!("after the first {n}"));
@@ -171,11 +184,7 @@ pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<
         summary.push_str(&format!(", under {}", path.display()));
     }
     if spec.schedule.is_set() {
-        config.flags |= flags::SCHEDULE;
-        config.skip_first = spec.schedule.after.unwrap_or(0);
-        config.only_first = spec.schedule.first.unwrap_or(0);
-        config.every = spec.schedule.every.unwrap_or(0);
-        config.max_injections = spec.schedule.max.unwrap_or(0);
+        spec.schedule.apply(&mut config);
         summary.push_str(&format!(", {}", spec.schedule.describe()));
     }
     let maps = filter_maps(&spec.filters, &mut config);

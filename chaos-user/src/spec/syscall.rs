@@ -11,6 +11,31 @@ use crate::{
     syscalls::{self, Syscall},
 };
 
+/// Schedules over a fault's matching calls (`--after`, `--first`, `--every`, `--max`), shared
+/// by every syscall fault.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct ScheduleOptions {
+    /// Leave the first N matching calls alone.
+    #[arg(long, value_name = "N")]
+    pub after: Option<u64>,
+    /// Only the first N matching calls (after --after) are eligible.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub first: Option<u64>,
+    /// Only every Nth eligible call.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub every: Option<u64>,
+    /// Apply the fault to at most K calls in all.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max: Option<u64>,
+}
+
+impl ScheduleOptions {
+    #[must_use]
+    pub const fn schedule(&self) -> Schedule {
+        Schedule { after: self.after, first: self.first, every: self.every, max: self.max }
+    }
+}
+
 /// `syscall fail`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SyscallFailOptions {
@@ -32,18 +57,8 @@ pub struct SyscallFailOptions {
     /// Only calls whose peer port is in this set.
     #[arg(long, value_name = "PORTS", value_parser = parse_ports)]
     pub remote_port: Vec<PortSet>,
-    /// Leave the first N matching calls alone.
-    #[arg(long, value_name = "N")]
-    pub after: Option<u64>,
-    /// Only the first N matching calls (after --after) are eligible.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub first: Option<u64>,
-    /// Only every Nth eligible call.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub every: Option<u64>,
-    /// Fail at most K calls in all.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max: Option<u64>,
+    #[command(flatten)]
+    pub schedule: ScheduleOptions,
     /// The mechanism: BPF LSM hooks, cgroup socket hooks, or the best this kernel has.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
@@ -68,11 +83,6 @@ impl SyscallFailOptions {
         self.remote_port.iter().for_each(|p| remote_ports.extend(p));
         NetFilters { remote: self.remote.clone(), remote_ports, ..NetFilters::default() }
     }
-
-    #[must_use]
-    pub const fn schedule(&self) -> Schedule {
-        Schedule { after: self.after, first: self.first, every: self.every, max: self.max }
-    }
 }
 
 /// `syscall delay`.
@@ -90,18 +100,8 @@ pub struct SyscallDelayOptions {
     /// Share of matching calls to delay, in percent.
     #[arg(long, value_parser = super::parse_percent, default_value = "100")]
     pub percent: Ppm,
-    /// Leave the first N matching calls alone.
-    #[arg(long, value_name = "N")]
-    pub after: Option<u64>,
-    /// Only the first N matching calls (after --after) are eligible.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub first: Option<u64>,
-    /// Only every Nth eligible call.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub every: Option<u64>,
-    /// Delay at most K calls in all.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max: Option<u64>,
+    #[command(flatten)]
+    pub schedule: ScheduleOptions,
 }
 
 impl SyscallDelayOptions {
@@ -114,10 +114,5 @@ impl SyscallDelayOptions {
             }
         }
         chosen
-    }
-
-    #[must_use]
-    pub const fn schedule(&self) -> Schedule {
-        Schedule { after: self.after, first: self.first, every: self.every, max: self.max }
     }
 }
