@@ -77,22 +77,29 @@ fn syscall_delay_adds_the_requested_latency_and_nothing_elsewhere() {
     }
 }
 
-#[test]
-fn sigkill_of_chaos_mid_delay_leaves_the_target_running() {
-    require_root!("sigkill_of_chaos_mid_delay_leaves_the_target_running");
-    let cgroup = TestCgroup::new();
-    let chaos = start(&["syscall", "delay", "--syscall", "read", "--by", "10s"], &cgroup);
+/// Starts a one-read workload in the cgroup and waits until a read delay has stopped it.
+fn start_stopped_target(cgroup: &TestCgroup) -> (std::process::Child, u32) {
     let started = Instant::now();
-    let mut target = command_in(workload_bin(), Some(&cgroup), None)
+    let target = command_in(workload_bin(), Some(cgroup), None)
         .args(["latency-loop", "--count", "1"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the target");
     let pid = target.id();
     while !kernel::is_stopped(pid) {
-        assert!(started.elapsed() < Duration::from_secs(10), "the target was never stopped");
-        std::thread::sleep(Duration::from_millis(10));
+        assert!(started.elapsed() < Duration::from_secs(2), "the target was never stopped");
+        std::thread::sleep(Duration::from_millis(5));
     }
+    (target, pid)
+}
+
+#[test]
+fn sigkill_of_chaos_mid_delay_leaves_the_target_running() {
+    require_root!("sigkill_of_chaos_mid_delay_leaves_the_target_running");
+    let cgroup = TestCgroup::new();
+    let chaos = start(&["syscall", "delay", "--syscall", "read", "--by", "10s"], &cgroup);
+    let started = Instant::now();
+    let (mut target, pid) = start_stopped_target(&cgroup);
     chaos.signal(libc::SIGKILL);
     drop(chaos.wait(Duration::from_secs(10)));
     // Only the guard is left to resume it.
@@ -267,16 +274,7 @@ fn a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box() {
     let mut chaos = Chaos::start(&["syscall", "delay", "--syscall", "read", "--by", "1s", "--cgroup", cgroup.path(), "--for", "2s", "-v"]);
     chaos.wait_until_armed(Duration::from_secs(60));
     let armed = Instant::now();
-    let mut target = command_in(workload_bin(), Some(&cgroup), None)
-        .args(["latency-loop", "--count", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the target");
-    let pid = target.id();
-    while !kernel::is_stopped(pid) {
-        assert!(armed.elapsed() < Duration::from_secs(2), "the target was never stopped");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (mut target, pid) = start_stopped_target(&cgroup);
     // The controller can no longer resume anyone.
     chaos.signal(libc::SIGSTOP);
     // Time box: 2 s, plus the 1 s delay, plus the guard's 200 ms margin.
