@@ -49,3 +49,13 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Tests that must not overlap with one another in a test binary hold this while they run:
+/// those whose chaos runs clean up the ledger first (TC faults, which may leave legacy filters
+/// behind a crash, and network delays: one test's start-up cleanup would remove what another
+/// test killed chaos to leave behind, before that test's own `chaos cleanup` is checked), and
+/// timing-sensitive ones (delays), which other tests' load would blur under TCG.
+pub fn serialized() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -150,6 +150,7 @@ fn start_tc(args: &[&str], hosts: &TwoHosts, cgroup: &TestCgroup) -> Chaos {
 #[test]
 fn corruption_without_fixed_checksums_is_dropped_by_the_receiver() {
     require_root!("corruption_without_fixed_checksums_is_dropped_by_the_receiver");
+    let _serial = chaos_tests::serialized();
     let hosts = TwoHosts::new();
     hosts.checksum_in_software();
     let cgroup = TestCgroup::new();
@@ -173,6 +174,7 @@ fn corruption_without_fixed_checksums_is_dropped_by_the_receiver() {
 #[test]
 fn corruption_with_fixed_checksums_reaches_the_application() {
     require_root!("corruption_with_fixed_checksums_reaches_the_application");
+    let _serial = chaos_tests::serialized();
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let _resident = Resident::start(&cgroup, &hosts.a);
@@ -191,6 +193,7 @@ fn corruption_with_fixed_checksums_reaches_the_application() {
 #[test]
 fn duplication_sends_copies_of_the_chosen_share() {
     require_root!("duplication_sends_copies_of_the_chosen_share");
+    let _serial = chaos_tests::serialized();
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let _resident = Resident::start(&cgroup, &hosts.a);
@@ -209,6 +212,7 @@ fn duplication_sends_copies_of_the_chosen_share() {
 #[test]
 fn tc_faults_leave_nothing_on_the_interfaces_after_sigkill() {
     require_root!("tc_faults_leave_nothing_on_the_interfaces_after_sigkill");
+    let _serial = chaos_tests::serialized();
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let _resident = Resident::start(&cgroup, &hosts.a);
@@ -233,6 +237,7 @@ fn tc_faults_leave_nothing_on_the_interfaces_after_sigkill() {
 #[test]
 fn tc_faults_refuse_the_host_namespace_without_iface_and_i_know() {
     require_root!("tc_faults_refuse_the_host_namespace_without_iface_and_i_know");
+    let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
     // A member in chaos's own (the host's) network namespace.
     let mut sleeper = chaos_tests::workload::command_in(chaos_tests::workload::workload_bin(), Some(&cgroup), None)
