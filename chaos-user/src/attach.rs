@@ -161,6 +161,12 @@ impl LoadedFault {
         let mut array: Array<_, FaultConfig> = self.map(maps::FAULT_CONFIG)?;
         array.set(0, config, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })?;
         self.config = config;
+        if let Some((resumer, _)) = &self.resumer {
+            // A disarmed fault (deadline 0) stops nobody new: its time box ends with the
+            // longest delay from now.
+            let deadline = if config.deadline_ns == 0 { crate::sys::monotonic_now_ns() } else { config.deadline_ns };
+            resumer.set_time_box(deadline.saturating_add(config.delay_ns).saturating_add(config.jitter_ns));
+        }
         Ok(())
     }
 

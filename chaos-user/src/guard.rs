@@ -12,7 +12,9 @@
 //! A controller that is stopped rather than dead keeps the pipe open, so the guard also knows
 //! when the fault's time box is over (its kernel deadline plus the longest delay, plus a
 //! margin): then it resumes everything whatever the controller is doing. After the deadline the
-//! kernel stops nobody new, so no task stays stopped past the time box.
+//! kernel stops nobody new, so no task stays stopped past the time box. The controller sends
+//! the time box again whenever the fault's deadline changes (an experiment arms a fault it
+//! attached inert).
 use std::{
     collections::BTreeSet,
     fs,
@@ -76,6 +78,11 @@ impl Guard {
     pub fn resumed(&mut self, pid: u32) {
         self.tell(&format!("cont {pid}"));
     }
+
+    /// The fault's time box moved: no task may stay stopped past `time_box_end_ns`.
+    pub fn time_box(&mut self, time_box_end_ns: u64) {
+        self.tell(&format!("until {}", time_box_end_ns.saturating_add(MARGIN_NS)));
+    }
 }
 
 impl Drop for Guard {
@@ -87,7 +94,7 @@ impl Drop for Guard {
 }
 
 /// `chaos __guard <cgroup dir> <resume-all-at ns>`: the guard's side.
-pub fn run(cgroup_dir: &Path, resume_all_at_ns: u64) -> ExitCode {
+pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
     // Only the pipe (or the time box) ends the guard's watch: Ctrl-C, SIGTERM or a hang-up
     // aimed at chaos must not.
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
@@ -117,6 +124,10 @@ pub fn run(cgroup_dir: &Path, resume_all_at_ns: u64) -> ExitCode {
                 }
                 Some(("cont", pid)) => {
                     stopped.remove(&pid.trim().parse::<i32>().unwrap_or(0));
+                }
+                Some(("until", at)) => {
+                    resume_all_at_ns = at.trim().parse().unwrap_or(resume_all_at_ns);
+                    time_box_over = false;
                 }
                 _ => {}
             },

@@ -11,7 +11,7 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::Duration,
@@ -31,6 +31,8 @@ pub struct ResumeStats {
 
 pub struct Resumer {
     stop: Arc<AtomicBool>,
+    /// The fault's time box (deadline + longest delay), for the guard; 0 when unchanged.
+    time_box: Arc<AtomicU64>,
     wake: Arc<OwnedFd>,
     thread: Option<JoinHandle<ResumeStats>>,
 }
@@ -47,7 +49,8 @@ impl Resumer {
         // SAFETY: raw is a fresh fd nobody else owns.
         let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
         let stop = Arc::new(AtomicBool::new(false));
-        let (thread_stop, thread_wake) = (Arc::clone(&stop), Arc::clone(&wake));
+        let time_box = Arc::new(AtomicU64::new(0));
+        let (thread_stop, thread_wake, thread_time_box) = (Arc::clone(&stop), Arc::clone(&wake), Arc::clone(&time_box));
         let thread = std::thread::Builder::new().name("chaos-resumer".into()).spawn(move || {
             // SAFETY: prctl on this thread only: its sleeps end on time, not up to 50 us late.
             unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
@@ -57,6 +60,10 @@ impl Resumer {
             let mut stats = ResumeStats::default();
             let events_fd = events.as_raw_fd();
             loop {
+                let moved = thread_time_box.swap(0, Ordering::AcqRel);
+                if moved != 0 {
+                    guard.time_box(moved);
+                }
                 while let Some(item) = events.next() {
                     if item.len() < std::mem::size_of::<StopEvent>() {
                         continue;
@@ -87,16 +94,27 @@ impl Resumer {
                 wait(events_fd, thread_wake.as_raw_fd(), timeout);
             }
         })?;
-        Ok(Self { stop, wake, thread: Some(thread) })
+        Ok(Self { stop, time_box, wake, thread: Some(thread) })
+    }
+
+    /// The fault's deadline changed: tell the guard its new time box (deadline plus the
+    /// longest delay).
+    pub fn set_time_box(&self, time_box_end_ns: u64) {
+        self.time_box.store(time_box_end_ns.max(1), Ordering::Release);
+        self.wake_thread();
+    }
+
+    fn wake_thread(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to our eventfd wakes the thread's ppoll.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&raw const one).cast(), 8) };
     }
 
     /// Resumes every task still stopped, now, and stops the thread. Disarm the fault first, so
     /// that no new stop comes in after this.
     pub fn finish(&mut self) -> ResumeStats {
         self.stop.store(true, Ordering::Release);
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to our eventfd wakes the thread's ppoll.
-        unsafe { libc::write(self.wake.as_raw_fd(), (&raw const one).cast(), 8) };
+        self.wake_thread();
         self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default()
     }
 }

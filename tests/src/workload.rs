@@ -417,3 +417,20 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+/// Starts a one-read workload in the cgroup and waits until a read delay has stopped it.
+pub fn start_stopped_reader(cgroup: &TestCgroup) -> (Child, u32) {
+    let started = std::time::Instant::now();
+    let target = command_in(workload_bin(), Some(cgroup), None)
+        .args(["latency-loop", "--count", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the target");
+    let pid = target.id();
+    // Generous: starting a process takes seconds in a busy TCG VM.
+    while !crate::kernel::is_stopped(pid) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "the target was never stopped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    (target, pid)
+}

@@ -2,7 +2,6 @@
 //! fq: the VM tier) on a real kernel, with real calls and real packets.
 use std::{
     net::SocketAddr,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -12,7 +11,7 @@ use chaos_tests::{
     kernel,
     net::TwoHosts,
     require_root, skip, skip_if,
-    workload::{Blast, Resident, UdpEcho, UdpSink, command_in, workload_bin, workload_json},
+    workload::{Blast, Resident, UdpEcho, UdpSink, start_stopped_reader, workload_json},
 };
 
 const MS: f64 = 1e6;
@@ -74,23 +73,6 @@ fn syscall_delay_adds_the_requested_latency_and_nothing_elsewhere() {
     }
 }
 
-/// Starts a one-read workload in the cgroup and waits until a read delay has stopped it.
-fn start_stopped_target(cgroup: &TestCgroup) -> (std::process::Child, u32) {
-    let started = Instant::now();
-    let target = command_in(workload_bin(), Some(cgroup), None)
-        .args(["latency-loop", "--count", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the target");
-    let pid = target.id();
-    // Generous: starting a process takes seconds in a busy TCG VM.
-    while !kernel::is_stopped(pid) {
-        assert!(started.elapsed() < Duration::from_secs(15), "the target was never stopped");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    (target, pid)
-}
-
 #[test]
 fn sigkill_of_chaos_mid_delay_leaves_the_target_running() {
     require_root!("sigkill_of_chaos_mid_delay_leaves_the_target_running");
@@ -98,7 +80,7 @@ fn sigkill_of_chaos_mid_delay_leaves_the_target_running() {
     let cgroup = TestCgroup::new();
     let chaos = start(&["syscall", "delay", "--syscall", "read", "--by", "10s"], &cgroup);
     let started = Instant::now();
-    let (mut target, pid) = start_stopped_target(&cgroup);
+    let (mut target, pid) = start_stopped_reader(&cgroup);
     chaos.signal(libc::SIGKILL);
     drop(chaos.wait(Duration::from_secs(10)));
     // Only the guard is left to resume it.
@@ -289,7 +271,7 @@ fn a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box() {
     let mut chaos = Chaos::start(&["syscall", "delay", "--syscall", "read", "--by", "1s", "--cgroup", cgroup.path(), "--for", "20s", "-v"]);
     chaos.wait_until_armed(Duration::from_secs(60));
     let armed = Instant::now();
-    let (mut target, pid) = start_stopped_target(&cgroup);
+    let (mut target, pid) = start_stopped_reader(&cgroup);
     // The controller can no longer resume anyone.
     chaos.signal(libc::SIGSTOP);
     // Time box: the kernel deadline, plus the 1 s delay, plus the guard's 200 ms margin.

@@ -11,7 +11,7 @@ use chaos_tests::{
     cgroup::TestCgroup,
     chaos::{self, Chaos},
     kernel, require_root,
-    workload::HttpServer,
+    workload::{HttpServer, start_stopped_reader},
 };
 use serde_json::Value;
 
@@ -220,6 +220,49 @@ fn a_failing_baseline_aborts_before_any_fault_is_attached() {
     let abort = &events[position(&events, "abort", 0)];
     assert_eq!(abort["phase"], "before");
     assert!(abort["reason"].as_str().unwrap_or_default().contains("baseline"), "{abort}");
+}
+
+/// An experiment attaches its faults inert and arms them later: the syscall delay's guard must
+/// take its time box from the armed deadline, not from the inert one.
+#[test]
+fn a_frozen_experiment_cannot_keep_a_task_stopped_past_its_delay_time_box() {
+    require_root!("a_frozen_experiment_cannot_keep_a_task_stopped_past_its_delay_time_box");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let scratch = Scratch::new();
+    let experiment = format!(
+        "name = \"slow reads\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"20s\"\n\n\
+         [[fault]]\nkind = \"syscall delay\"\nsyscall = \"read\"\nby = \"1s\"\n",
+        cgroup.path()
+    );
+    let file = scratch.file("frozen.toml", &experiment);
+    let timeline = scratch.path("frozen.jsonl");
+    let mut chaos = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    chaos.wait_until("the fault is armed", Duration::from_secs(60), || {
+        fs::read_to_string(&timeline).is_ok_and(|t| t.contains("\"arm\""))
+    });
+    let deadline_ns = read_timeline(&timeline)
+        .iter()
+        .find(|e| e["event"] == "arm")
+        .and_then(|e| e["kernel_deadline_ns"].as_u64())
+        .expect("the arm event names its kernel deadline");
+    let (mut target, pid) = start_stopped_reader(&cgroup);
+    // The controller can no longer resume anyone.
+    chaos.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    while kernel::is_stopped(pid) {
+        assert!(frozen.elapsed() < Duration::from_secs(25), "the target is still stopped 25 s into a 20 s experiment");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after_deadline_ms = (kernel::monotonic_ns() as f64 - deadline_ns as f64) / 1e6;
+    chaos.signal(libc::SIGCONT);
+    drop(chaos.wait(Duration::from_secs(30)));
+    assert!(target.wait().expect("wait").success());
+    eprintln!("measured: with the experiment frozen, the guard resumed the target {after_deadline_ms:.0} ms after the armed deadline");
+    assert!(
+        (1000.0..=3000.0).contains(&after_deadline_ms),
+        "the guard must resume at the armed time box (deadline + 1 s delay + 200 ms), not {after_deadline_ms:.0} ms after the deadline"
+    );
 }
 
 fn status_json() -> Value {
