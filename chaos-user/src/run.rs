@@ -24,17 +24,21 @@ use crate::{
     sys,
 };
 
-/// Loads a fresh copy of the object for `plan`, fills its maps, writes its configuration with
-/// `deadline_ns` (before anything attaches, so the time box holds from the first packet), and
-/// attaches its programs. On error, whatever was attached is detached again (drop).
-pub fn arm(plan: &FaultPlan, deadline_ns: u64) -> Result<LoadedFault, AttachError> {
+/// Loads a fresh copy of the object for `plan`, fills its maps, writes its configuration with a
+/// kernel deadline `in_force_for` from now (None: disarmed, deadline 0), and attaches its
+/// programs. The deadline is taken after loading, which the verifier can make take seconds on a
+/// slow machine, so a short fault is not spent before it is attached; and it is written before
+/// anything attaches, so the time box holds from the first packet. On error, whatever was
+/// attached is detached again (drop). Returns the fault and its deadline (CLOCK_MONOTONIC ns).
+pub fn arm(plan: &FaultPlan, in_force_for: Option<Duration>) -> Result<(LoadedFault, u64), AttachError> {
     let mut fault = LoadedFault::load(plan.kernel_offsets)?;
     fault.fill_maps(&plan.maps)?;
+    let deadline_ns = in_force_for.map_or(0, sys::monotonic_deadline_ns);
     fault.configure(FaultConfig { deadline_ns, ..plan.config })?;
     for program in &plan.programs {
         fault.attach(program)?;
     }
-    Ok(fault)
+    Ok((fault, deadline_ns))
 }
 
 /// Runs one fault from the command line: arm, wait for its deadline or a stop signal while
@@ -45,15 +49,16 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCo
         // Signals first: a Ctrl-C during set-up must still reach the clean-up below.
         let mut signals = StopSignals::install().context("installing signal handlers")?;
         let _ = sys::raise_memlock_rlimit();
-        let started = Instant::now();
-        let deadline_ns = sys::monotonic_deadline_ns(plan.duration);
-        let mut fault = arm(plan, deadline_ns)?;
+        let (mut fault, deadline_ns) = arm(plan, Some(plan.duration))?;
+        // The user-space timer ends with the kernel deadline (both CLOCK_MONOTONIC).
+        let deadline = Instant::now() + Duration::from_nanos(deadline_ns.saturating_sub(sys::monotonic_now_ns()));
+        let started = deadline.checked_sub(plan.duration).unwrap_or_else(Instant::now);
         tracing::info!("fault armed: kernel deadline CLOCK_MONOTONIC ns={deadline_ns}");
 
         let directions = plan.directions();
         let progress = Progress::on_stderr(plan.fault, plan.injected_word);
         let stopped =
-            supervise(&fault, &directions, plan.counter_label, started + plan.duration, &mut signals, Some(progress)).await;
+            supervise(&fault, &directions, plan.counter_label, deadline, &mut signals, Some(progress)).await;
         let elapsed = started.elapsed();
 
         fault.disarm()?;

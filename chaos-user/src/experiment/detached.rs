@@ -102,7 +102,7 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
             "programs": fault.plan.programs, "maps": fault.plan.maps,
         }));
         let dir = pin_dir.join(format!("fault-{}", fault.number));
-        let pinned = arm(&fault.plan, 0).map_err(anyhow::Error::from).and_then(|mut loaded| {
+        let pinned = arm(&fault.plan, None).map_err(anyhow::Error::from).and_then(|(mut loaded, _)| {
             loaded.pin(&dir)?;
             Ok(loaded)
         });

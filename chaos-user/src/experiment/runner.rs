@@ -236,8 +236,8 @@ impl<'p, 't> Runner<'p, 't> {
         // Attach every fault, inert, so that one that cannot attach stops the run before any is live.
         for index in 0..self.plan.faults.len() {
             let fault = &self.plan.faults[index];
-            match arm(&fault.plan, 0) {
-                Ok(loaded) => {
+            match arm(&fault.plan, None) {
+                Ok((loaded, _)) => {
                     self.timeline.event("attach", json!({ "fault": fault.number, "programs": fault.plan.programs.len(), "hooks": fault.hooks() }));
                     self.loaded[index] = Some(Loaded { fault: loaded, config: fault.plan.config, armed: false, last: FaultCounters::default() });
                 }
