@@ -152,4 +152,11 @@ fn wait(events_fd: i32, wake_fd: i32, timeout_ns: u64) {
     let timeout = libc::timespec { tv_sec: (timeout_ns / 1_000_000_000) as i64, tv_nsec: (timeout_ns % 1_000_000_000) as i64 };
     // SAFETY: valid pollfd array and timespec.
     unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &raw const timeout, std::ptr::null()) };
+    if fds[1].revents & libc::POLLIN != 0 {
+        // Reset the eventfd, or it stays readable and every later ppoll returns at once (a
+        // busy loop for the rest of the fault).
+        let mut count: u64 = 0;
+        // SAFETY: reading 8 bytes from our nonblocking eventfd into a local.
+        unsafe { libc::read(wake_fd, (&raw mut count).cast(), 8) };
+    }
 }

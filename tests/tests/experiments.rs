@@ -265,6 +265,46 @@ fn a_frozen_experiment_cannot_keep_a_task_stopped_past_its_delay_time_box() {
     );
 }
 
+/// CPU time (user + system) a process has used so far, from /proc/PID/stat.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat format").1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5): 12th and 13th after the command name.
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).expect("clock ticks");
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// Arming a syscall delay wakes the resumer thread through an eventfd; one that was never
+/// reset kept it spinning on a whole CPU for the rest of the experiment.
+#[test]
+fn an_armed_syscall_delay_leaves_the_controller_idle() {
+    require_root!("an_armed_syscall_delay_leaves_the_controller_idle");
+    let cgroup = TestCgroup::new();
+    let scratch = Scratch::new();
+    let experiment = format!(
+        "name = \"idle controller\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"6s\"\n\n\
+         [[fault]]\nkind = \"syscall delay\"\nsyscall = \"read\"\nby = \"10ms\"\n",
+        cgroup.path()
+    );
+    let file = scratch.file("idle.toml", &experiment);
+    let timeline = scratch.path("idle.jsonl");
+    let mut chaos = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    chaos.wait_until("the fault is armed", Duration::from_secs(60), || {
+        fs::read_to_string(&timeline).is_ok_and(|t| t.contains("\"arm\""))
+    });
+    let (cpu_before, wall_before) = (cpu_time(chaos.pid()), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (cpu, wall) = (cpu_time(chaos.pid()) - cpu_before, wall_before.elapsed());
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(30));
+    assert!(status.success(), "{stderr}");
+    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    eprintln!("measured: the controller used {:.0} % of a CPU while the delay was armed", share * 100.0);
+    // Checks and counters cost a few percent; a busy loop costs 100 %.
+    assert!(share < 0.5, "the controller used {:.0} % of a CPU with nothing to do", share * 100.0);
+}
+
 fn status_json() -> Value {
     let (status, stdout, stderr) = chaos::run(&["status", "--output", "json"]);
     assert!(status.success(), "{stderr}");
