@@ -287,7 +287,8 @@ impl LoadedFault {
         let record = ledger::write(None, Item::StoppedTasks { cgroup_dir: cgroup_dir.to_path_buf() })
             .map_err(|e| AttachError::Program { program, reason: format!("recording the tasks it may stop: {e}") })?;
         let longest_delay = self.config.delay_ns.saturating_add(self.config.jitter_ns);
-        let guard = Guard::spawn(cgroup_dir, self.config.deadline_ns.saturating_add(longest_delay))
+        let time_box = (self.config.deadline_ns != 0).then(|| self.config.deadline_ns.saturating_add(longest_delay));
+        let guard = Guard::spawn(cgroup_dir, time_box)
             .map_err(|e| AttachError::Program { program, reason: format!("starting the guard that resumes stopped tasks: {e}") })?;
         let prog: &mut RawTracePoint = self.program(program)?;
         prog.load().map_err(|err| program_error(program, "loading", &err))?;

@@ -39,13 +39,15 @@ pub struct Guard {
 
 impl Guard {
     /// Starts a guard for the tasks of `cgroup_dir`; no task may stay stopped past
-    /// `time_box_end_ns` (CLOCK_MONOTONIC: the fault's deadline plus its longest delay).
-    pub fn spawn(cgroup_dir: &Path, time_box_end_ns: u64) -> io::Result<Self> {
+    /// `time_box_end_ns` (CLOCK_MONOTONIC: the fault's deadline plus its longest delay). None
+    /// for a fault attached inert: the kernel stops nobody until it is armed, and arming sends
+    /// the time box ([`Guard::time_box`]).
+    pub fn spawn(cgroup_dir: &Path, time_box_end_ns: Option<u64>) -> io::Result<Self> {
         let mut command = Command::new(std::env::current_exe()?);
         command
             .arg("__guard")
             .arg(cgroup_dir)
-            .arg(time_box_end_ns.saturating_add(MARGIN_NS).to_string())
+            .arg(time_box_end_ns.map_or(0, |end| end.saturating_add(MARGIN_NS)).to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::null());
         // SAFETY: setsid is async-signal-safe.
@@ -93,7 +95,7 @@ impl Drop for Guard {
     }
 }
 
-/// `chaos __guard <cgroup dir> <resume-all-at ns>`: the guard's side.
+/// `chaos __guard <cgroup dir> <resume-all-at ns, 0 for none yet>`: the guard's side.
 pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
     // Only the pipe (or the time box) ends the guard's watch: Ctrl-C, SIGTERM or a hang-up
     // aimed at chaos must not.
@@ -110,7 +112,10 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
         }
     });
     let mut stopped = BTreeSet::new();
-    let mut time_box_over = false;
+    // No time box yet: the fault was attached inert, and arming it sends one. (Treating that as
+    // a time box long over would resume everything at this process's first look, which in a
+    // slow start can come after the fault was armed and legitimately stopped a task.)
+    let mut time_box_over = resume_all_at_ns == 0;
     loop {
         let wait = if time_box_over {
             Duration::from_secs(3600)
