@@ -26,19 +26,25 @@ use crate::{
 
 /// Loads a fresh copy of the object for `plan`, fills its maps, writes its configuration with a
 /// kernel deadline `in_force_for` from now (None: disarmed, deadline 0), and attaches its
-/// programs. The deadline is taken after loading, which the verifier can make take seconds on a
-/// slow machine, so a short fault is not spent before it is attached; and it is written before
-/// anything attaches, so the time box holds from the first packet. On error, whatever was
-/// attached is detached again (drop). Returns the fault and its deadline (CLOCK_MONOTONIC ns).
+/// programs. The deadline is written before anything attaches, so the time box holds from the
+/// first packet even if chaos dies mid-way; and written again once every program is attached,
+/// because attaching verifies each one, which can take seconds on a slow machine: a short
+/// fault is not spent before it is in place. On error, whatever was attached is detached again
+/// (drop). Returns the fault and its deadline (CLOCK_MONOTONIC ns).
 pub fn arm(plan: &FaultPlan, in_force_for: Option<Duration>) -> Result<(LoadedFault, u64), AttachError> {
+    let armed_until = |in_force_for: Option<Duration>| FaultConfig { deadline_ns: in_force_for.map_or(0, sys::monotonic_deadline_ns), ..plan.config };
     let mut fault = LoadedFault::load(plan.kernel_offsets)?;
     fault.fill_maps(&plan.maps)?;
-    let deadline_ns = in_force_for.map_or(0, sys::monotonic_deadline_ns);
-    fault.configure(FaultConfig { deadline_ns, ..plan.config })?;
+    fault.configure(armed_until(in_force_for))?;
     for program in &plan.programs {
         fault.attach(program)?;
     }
-    Ok((fault, deadline_ns))
+    if in_force_for.is_none() {
+        return Ok((fault, 0));
+    }
+    let config = armed_until(in_force_for);
+    fault.configure(config)?;
+    Ok((fault, config.deadline_ns))
 }
 
 /// Runs one fault from the command line: arm, wait for its deadline or a stop signal while
