@@ -72,7 +72,9 @@ fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     let cgroup = TestCgroup::new();
     let sink = UdpSink::start(&hosts.b, 7002, 1500, true);
     // 5 s: long enough that even a slow start (a busy 2-CPU VM) leaves most of it to measure.
-    let chaos = start_drop(&cgroup, "100", "5s", "egress", 1);
+    let mut chaos = start_drop(&cgroup, "100", "5s", "egress", 1);
+    // Attached is not yet armed: chaos writes the deadline again once every program is in place.
+    chaos.wait_until_armed(Duration::from_secs(60));
     // Only the kernel can end the fault now: the controller cannot run its own timer.
     chaos.signal(libc::SIGSTOP);
     let armed_at = kernel::monotonic_ns();
