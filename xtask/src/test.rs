@@ -2,8 +2,9 @@
 //! Skipped tests are listed per tier with their reasons, so a skip never passes unnoticed.
 use std::{
     fs,
-    io::BufRead as _,
+    io::{BufRead as _, BufReader},
     path::PathBuf,
+    process::Stdio,
     time::Duration,
 };
 
@@ -99,6 +100,26 @@ struct TierResult {
     passed: bool,
     detail: String,
     skips: Vec<String>,
+    /// One line per failed test (name and the first line of its panic) and per kernel oops,
+    /// repeated in the summary: a long run's log is often cut, and the end is what is read.
+    failures: Vec<String>,
+}
+
+/// The failures a test run printed: "test: panic message" for each panicked test, and the
+/// first line of any kernel oops or BUG the guest printed.
+fn failure_digest(lines: &[String]) -> Vec<String> {
+    let mut digest = Vec::new();
+    let mut lines = lines.iter().map(String::as_str).peekable();
+    while let Some(line) = lines.next() {
+        let panicked = line.strip_prefix("thread '").and_then(|rest| rest.split_once('\''));
+        if let Some((test, _)) = panicked.filter(|(_, tail)| tail.contains("panicked at")) {
+            let message = lines.peek().copied().unwrap_or_default();
+            digest.push(format!("{test}: {message}"));
+        } else if ["Oops:", "BUG:", "traps: double fault", "Kernel panic"].iter().any(|m| line.contains(m)) {
+            digest.push(format!("kernel: {}", line.trim()));
+        }
+    }
+    digest
 }
 
 pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<()> {
@@ -117,6 +138,9 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
     println!("\ntest summary");
     for result in &results {
         println!("  {:<8} {} {}", result.tier, if result.passed { "passed" } else { "FAILED" }, result.detail);
+        for failure in &result.failures {
+            println!("           FAILED {failure}");
+        }
         for skip in &result.skips {
             println!("           {skip}");
         }
@@ -143,9 +167,17 @@ fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
     for (key, value) in binaries.env("host") {
         command.env(key, value);
     }
-    let status = command.status().context("running cargo test")?;
+    // The test output is passed through line by line and kept for the failure digest.
+    let mut child = command.stdout(Stdio::piped()).spawn().context("running cargo test")?;
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+        println!("{line}");
+        lines.push(line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
     let skips = fs::read_to_string(&skips_path).unwrap_or_default().lines().map(str::to_owned).collect();
-    Ok(TierResult { tier: "host".into(), passed: status.success(), detail: String::new(), skips })
+    let failures = failure_digest(&lines);
+    Ok(TierResult { tier: "host".into(), passed: status.success(), detail: String::new(), skips, failures })
 }
 
 fn vm_tier(binaries: &Binaries, name: vm::KernelName) -> anyhow::Result<TierResult> {
@@ -171,5 +203,31 @@ fn vm_tier(binaries: &Binaries, name: vm::KernelName) -> anyhow::Result<TierResu
         passed: outcome.exit_code == 0,
         detail: if outcome.exit_code == 0 { String::new() } else { format!("(exit {})", outcome.exit_code) },
         skips,
+        failures: failure_digest(&outcome.lines),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_digest;
+
+    #[test]
+    fn the_digest_names_each_failed_test_with_its_message_and_kernel_oopses() {
+        let output = [
+            "test a ... FAILED",
+            "---- a stdout ----",
+            "thread 'a' (984) panicked at tests/tests/net_drop.rs:95:5:",
+            "a packet got through 8811 ms before the deadline",
+            "thread 'b::c' panicked at src/lib.rs:1:1:",
+            "left == right",
+            "[   41.2] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+            "thread 'main' has overflowed its stack? no: not a panic line",
+        ]
+        .map(str::to_owned);
+        assert_eq!(failure_digest(&output), [
+            "a: a packet got through 8811 ms before the deadline",
+            "b::c: left == right",
+            "kernel: [   41.2] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+        ]);
+    }
 }
