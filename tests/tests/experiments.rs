@@ -222,6 +222,23 @@ fn a_failing_baseline_aborts_before_any_fault_is_attached() {
     assert!(abort["reason"].as_str().unwrap_or_default().contains("baseline"), "{abort}");
 }
 
+/// Starts `chaos run` on an experiment of one syscall delay of `by` on `read` in `cgroup`, and
+/// waits until its fault is armed. Returns chaos and the timeline it writes.
+fn start_read_delay_experiment(scratch: &Scratch, name: &str, cgroup: &TestCgroup, duration: &str, by: &str) -> (Chaos, PathBuf) {
+    let experiment = format!(
+        "name = \"{name}\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"{duration}\"\n\n\
+         [[fault]]\nkind = \"syscall delay\"\nsyscall = \"read\"\nby = \"{by}\"\n",
+        cgroup.path()
+    );
+    let file = scratch.file(&format!("{name}.toml"), &experiment);
+    let timeline = scratch.path(&format!("{name}.jsonl"));
+    let mut chaos = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    chaos.wait_until("the fault is armed", Duration::from_secs(60), || {
+        fs::read_to_string(&timeline).is_ok_and(|t| t.contains("\"arm\""))
+    });
+    (chaos, timeline)
+}
+
 /// An experiment attaches its faults inert and arms them later: the syscall delay's guard must
 /// take its time box from the armed deadline, not from the inert one.
 #[test]
@@ -230,17 +247,7 @@ fn a_frozen_experiment_cannot_keep_a_task_stopped_past_its_delay_time_box() {
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
     let scratch = Scratch::new();
-    let experiment = format!(
-        "name = \"slow reads\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"20s\"\n\n\
-         [[fault]]\nkind = \"syscall delay\"\nsyscall = \"read\"\nby = \"1s\"\n",
-        cgroup.path()
-    );
-    let file = scratch.file("frozen.toml", &experiment);
-    let timeline = scratch.path("frozen.jsonl");
-    let mut chaos = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
-    chaos.wait_until("the fault is armed", Duration::from_secs(60), || {
-        fs::read_to_string(&timeline).is_ok_and(|t| t.contains("\"arm\""))
-    });
+    let (chaos, timeline) = start_read_delay_experiment(&scratch, "frozen", &cgroup, "20s", "1s");
     let deadline_ns = read_timeline(&timeline)
         .iter()
         .find(|e| e["event"] == "arm")
@@ -283,17 +290,7 @@ fn an_armed_syscall_delay_leaves_the_controller_idle() {
     require_root!("an_armed_syscall_delay_leaves_the_controller_idle");
     let cgroup = TestCgroup::new();
     let scratch = Scratch::new();
-    let experiment = format!(
-        "name = \"idle controller\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"6s\"\n\n\
-         [[fault]]\nkind = \"syscall delay\"\nsyscall = \"read\"\nby = \"10ms\"\n",
-        cgroup.path()
-    );
-    let file = scratch.file("idle.toml", &experiment);
-    let timeline = scratch.path("idle.jsonl");
-    let mut chaos = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
-    chaos.wait_until("the fault is armed", Duration::from_secs(60), || {
-        fs::read_to_string(&timeline).is_ok_and(|t| t.contains("\"arm\""))
-    });
+    let (chaos, _) = start_read_delay_experiment(&scratch, "idle", &cgroup, "6s", "10ms");
     let (cpu_before, wall_before) = (cpu_time(chaos.pid()), Instant::now());
     std::thread::sleep(Duration::from_secs(2));
     let (cpu, wall) = (cpu_time(chaos.pid()) - cpu_before, wall_before.elapsed());
