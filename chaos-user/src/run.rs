@@ -32,18 +32,18 @@ use crate::{
 /// fault is not spent before it is in place. On error, whatever was attached is detached again
 /// (drop). Returns the fault and its deadline (CLOCK_MONOTONIC ns).
 pub fn arm(plan: &FaultPlan, in_force_for: Option<Duration>) -> Result<(LoadedFault, u64), AttachError> {
-    let armed_until = |in_force_for: Option<Duration>| FaultConfig { deadline_ns: in_force_for.map_or(0, sys::monotonic_deadline_ns), ..plan.config };
+    let armed_from_now = || FaultConfig { deadline_ns: in_force_for.map_or(0, sys::monotonic_deadline_ns), ..plan.config };
     let mut fault = LoadedFault::load(plan.kernel_offsets)?;
     fault.fill_maps(&plan.maps)?;
-    fault.configure(armed_until(in_force_for))?;
+    let mut config = armed_from_now();
+    fault.configure(config)?;
     for program in &plan.programs {
         fault.attach(program)?;
     }
-    if in_force_for.is_none() {
-        return Ok((fault, 0));
+    if in_force_for.is_some() {
+        config = armed_from_now();
+        fault.configure(config)?;
     }
-    let config = armed_until(in_force_for);
-    fault.configure(config)?;
     Ok((fault, config.deadline_ns))
 }
 
