@@ -146,14 +146,14 @@ impl SinkReport {
     }
 }
 
-/// Starts a long-running process in `cgroup` and `netns`, so the cgroup has a member there;
-/// killed on Drop.
+/// Starts a long-running process in `cgroup` (and `netns`, if any), so the cgroup has a member
+/// there; killed on Drop.
 pub struct Resident(Child);
 
 impl Resident {
     #[must_use]
-    pub fn start(cgroup: &TestCgroup, netns: &Netns) -> Self {
-        let child = command_in(workload_bin(), Some(cgroup), Some(netns))
+    pub fn start(cgroup: &TestCgroup, netns: Option<&Netns>) -> Self {
+        let child = command_in(workload_bin(), Some(cgroup), netns)
             .args(["sleep", "--secs", "600"])
             .spawn()
             .expect("start resident");
@@ -166,6 +166,11 @@ impl Resident {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Self(child)
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.0.id()
     }
 }
 
@@ -427,10 +432,15 @@ pub fn start_stopped_reader(cgroup: &TestCgroup) -> (Child, u32) {
         .spawn()
         .expect("start the target");
     let pid = target.id();
-    // Generous: starting a process takes seconds in a busy TCG VM.
+    wait_until_stopped(pid, started);
+    (target, pid)
+}
+
+/// Waits until process `pid` is stopped, at most 15 s after `since` (generous: starting a
+/// process takes seconds in a busy TCG VM).
+pub fn wait_until_stopped(pid: u32, since: std::time::Instant) {
     while !crate::kernel::is_stopped(pid) {
-        assert!(started.elapsed() < std::time::Duration::from_secs(15), "the target was never stopped");
+        assert!(since.elapsed() < std::time::Duration::from_secs(15), "process {pid} was never stopped");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    (target, pid)
 }

@@ -11,7 +11,7 @@ use chaos_tests::{
     kernel,
     net::TwoHosts,
     require_root, skip, skip_if,
-    workload::{Blast, Resident, UdpEcho, UdpSink, start_stopped_reader, workload_json},
+    workload::{Blast, Resident, UdpEcho, UdpSink, start_stopped_reader, wait_until_stopped, workload_json},
 };
 
 const MS: f64 = 1e6;
@@ -131,7 +131,7 @@ impl NetSetup {
     fn new() -> Self {
         let hosts = TwoHosts::new();
         let cgroup = TestCgroup::new();
-        let resident = Resident::start(&cgroup, &hosts.a);
+        let resident = Resident::start(&cgroup, Some(&hosts.a));
         let echo = UdpEcho::start(&hosts.b, 7600);
         Self { hosts, cgroup, _resident: resident, _echo: echo }
     }
@@ -265,12 +265,12 @@ fn network_delay_is_refused_plainly_where_fq_is_missing() {
     assert!(stderr.contains("network delay is not supported by this kernel") && stderr.contains("fq"), "{stderr}");
 }
 
-/// Kills and reaps a child on Drop, so a failing test leaves no process behind.
-struct Reaped(std::process::Child);
+/// A guard process started by hand; killed and reaped on Drop, so a failing test leaves no
+/// process behind.
+struct GuardProcess(std::process::Child);
 
-impl Drop for Reaped {
+impl Drop for GuardProcess {
     fn drop(&mut self) {
-        drop(self.0.stdin.take());
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -283,21 +283,12 @@ impl Drop for Reaped {
 fn the_guard_of_an_inert_fault_waits_for_its_time_box() {
     require_root!("the_guard_of_an_inert_fault_waits_for_its_time_box");
     let cgroup = TestCgroup::new();
-    let target = Reaped(
-        chaos_tests::workload::command_in(chaos_tests::workload::workload_bin(), Some(&cgroup), None)
-            .args(["sleep", "--secs", "600"])
-            .spawn()
-            .expect("start the target"),
-    );
-    let pid = target.0.id();
+    let target = Resident::start(&cgroup, None);
+    let pid = target.pid();
     // SAFETY: stopping our own child, as the delay program would.
     unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-    let started = Instant::now();
-    while !kernel::is_stopped(pid) {
-        assert!(started.elapsed() < Duration::from_secs(15), "the target was never stopped");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let mut guard = Reaped(
+    wait_until_stopped(pid, Instant::now());
+    let mut guard = GuardProcess(
         std::process::Command::new(chaos::chaos_bin())
             .arg("__guard")
             .arg(cgroup.dir())

@@ -154,7 +154,7 @@ fn corruption_without_fixed_checksums_is_dropped_by_the_receiver() {
     let hosts = TwoHosts::new();
     hosts.checksum_in_software();
     let cgroup = TestCgroup::new();
-    let _resident = Resident::start(&cgroup, &hosts.a);
+    let _resident = Resident::start(&cgroup, Some(&hosts.a));
     let chaos = start_tc(&["corrupt", "--percent", "20", "--for", "5m", "--direction", "egress"], &hosts, &cgroup);
     let sink = UdpSink::start(&hosts.b, 7140, 1000, false);
     let checksum_errors_before = kernel::snmp_counter(sink.pid(), "Udp", "InCsumErrors");
@@ -177,7 +177,7 @@ fn corruption_with_fixed_checksums_reaches_the_application() {
     let _serial = chaos_tests::serialized();
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let _resident = Resident::start(&cgroup, &hosts.a);
+    let _resident = Resident::start(&cgroup, Some(&hosts.a));
     let chaos = start_tc(&["corrupt", "--percent", "20", "--fix-checksum", "--for", "5m", "--direction", "egress"], &hosts, &cgroup);
     let sink = UdpSink::start(&hosts.b, 7150, 1000, false);
     let blast = Blast { to: to(TwoHosts::B, 7150), sender_id: 1, count: PACKETS, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }.run();
@@ -196,7 +196,7 @@ fn duplication_sends_copies_of_the_chosen_share() {
     let _serial = chaos_tests::serialized();
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let _resident = Resident::start(&cgroup, &hosts.a);
+    let _resident = Resident::start(&cgroup, Some(&hosts.a));
     let chaos = start_tc(&["duplicate", "--percent", "20", "--for", "5m", "--direction", "egress"], &hosts, &cgroup);
     let sink = UdpSink::start(&hosts.b, 7160, 1000, false);
     let inside = Blast { to: to(TwoHosts::B, 7160), sender_id: 1, count: PACKETS, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }.run();
@@ -215,7 +215,7 @@ fn tc_faults_leave_nothing_on_the_interfaces_after_sigkill() {
     let _serial = chaos_tests::serialized();
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let _resident = Resident::start(&cgroup, &hosts.a);
+    let _resident = Resident::start(&cgroup, Some(&hosts.a));
     let had_clsact = kernel::has_clsact(&hosts.a, "veth-a");
     let mut chaos = Chaos::start(&["net", "duplicate", "--cgroup", cgroup.path(), "--percent", "10", "--for", "5m"]);
     chaos.wait_until("its TC programs attach", Duration::from_secs(60), || kernel::tc_programs(&hosts.a, "veth-a") == 2);

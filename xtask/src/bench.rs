@@ -424,7 +424,7 @@ fn net_delay_bench() -> anyhow::Result<String> {
     const VM_ROUNDS: usize = 3;
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let _resident = chaos_tests::workload::Resident::start(&cgroup, &hosts.a);
+    let _resident = chaos_tests::workload::Resident::start(&cgroup, Some(&hosts.a));
     let _echo = chaos_tests::workload::UdpEcho::start(&hosts.b, 7700);
     let to = SocketAddr::from((TwoHosts::B, 7700));
     let ping = |count: u32, interval: u32| -> Vec<f64> {
