@@ -27,10 +27,8 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .find(|p| p.name.as_str() == EBPF_PACKAGE)
         .ok_or_else(|| anyhow!("package {EBPF_PACKAGE} not found in the workspace"))?;
-    let root_dir = ebpf
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("{EBPF_PACKAGE} manifest has no parent directory"))?;
+    let root_dir =
+        ebpf.manifest_path.parent().ok_or_else(|| anyhow!("{EBPF_PACKAGE} manifest has no parent directory"))?;
     // The shared types change the object too; aya-build only watches the eBPF crate itself.
     let common_dir = root_dir.join("../chaos-common");
     println!("cargo:rerun-if-changed={common_dir}");
@@ -40,11 +38,7 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: build scripts are single-threaded; the variable is read by the child cargo only.
     unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: EBPF_PACKAGE,
-            root_dir: root_dir.as_str(),
-            ..Default::default()
-        }],
+        [aya_build::Package { name: EBPF_PACKAGE, root_dir: root_dir.as_str(), ..Default::default() }],
         aya_build::Toolchain::default(),
     )
     .context(

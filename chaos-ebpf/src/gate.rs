@@ -91,11 +91,8 @@ impl Live {
         if scheduled && !schedule_allows(config) {
             return false;
         }
-        let fire = if config.flags & flags::BURST != 0 {
-            burst_loses(config)
-        } else {
-            u64::from(random()) < config.threshold
-        };
+        let fire =
+            if config.flags & flags::BURST != 0 { burst_loses(config) } else { u64::from(random()) < config.threshold };
         if !fire || (scheduled && config.max_injections != 0 && !take_injection(config)) {
             return false;
         }

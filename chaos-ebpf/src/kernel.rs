@@ -60,7 +60,9 @@ pub(crate) fn under_directory(config: &FaultConfig, mut dentry: u64) -> bool {
         let inode: u64 = read(dentry + u64::from(offsets.dentry_inode)).unwrap_or(0);
         if inode != 0 && read::<u64>(inode + u64::from(offsets.inode_ino)) == Some(config.path_ino) {
             let super_block: u64 = read(inode + u64::from(offsets.inode_sb)).unwrap_or(0);
-            if super_block != 0 && read::<u32>(super_block + u64::from(offsets.sb_dev)).map(u64::from) == Some(config.path_dev) {
+            if super_block != 0
+                && read::<u32>(super_block + u64::from(offsets.sb_dev)).map(u64::from) == Some(config.path_dev)
+            {
                 return true;
             }
         }

@@ -11,8 +11,7 @@ pub(crate) static FAULT_CONFIG: Array<FaultConfig> = Array::with_max_entries(1, 
 
 /// One entry per direction, per CPU: increments need no atomics and never contend.
 #[map(name = "FAULT_COUNTERS")]
-pub(crate) static FAULT_COUNTERS: PerCpuArray<FaultCounters> =
-    PerCpuArray::with_max_entries(Direction::COUNT, 0);
+pub(crate) static FAULT_COUNTERS: PerCpuArray<FaultCounters> = PerCpuArray::with_max_entries(Direction::COUNT, 0);
 
 /// Exact machine-wide counts for schedules; only touched when the fault has one.
 #[map(name = "FAULT_SCHEDULE")]

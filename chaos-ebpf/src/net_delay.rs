@@ -9,11 +9,7 @@ use aya_ebpf::{
 };
 use chaos_common::{Direction, FaultConfig, flags};
 
-use crate::{
-    gate, net_filter,
-    maps::RATE_STATE,
-    packet,
-};
+use crate::{gate, maps::RATE_STATE, net_filter, packet};
 
 const ETH_HLEN: usize = 14;
 

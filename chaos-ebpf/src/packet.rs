@@ -57,7 +57,8 @@ pub(crate) fn parse(skb: &SkBuff, l3: usize, direction: Direction) -> Option<Pac
         && let Some(l4) = packet.l4
     {
         let ports: [u8; 4] = skb.load(l4).ok()?;
-        let (source, destination) = (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]]));
+        let (source, destination) =
+            (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]]));
         (packet.local_port, packet.remote_port) =
             if direction == Direction::Egress { (source, destination) } else { (destination, source) };
     } else {

@@ -139,11 +139,15 @@ impl LoadedFault {
             .override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true)
             .load(EBPF_OBJECT)
             .map_err(|err| match err {
-            EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {
-                program: "(maps)",
-                reason: format!("creating map {name} returned {}{}", errno::name_of(&io_error), privilege_hint(&io_error)),
-            },
-            other => AttachError::Load(other),
+                EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {
+                    program: "(maps)",
+                    reason: format!(
+                        "creating map {name} returned {}{}",
+                        errno::name_of(&io_error),
+                        privilege_hint(&io_error)
+                    ),
+                },
+                other => AttachError::Load(other),
             })?;
         Ok(Self {
             ebpf,
@@ -274,7 +278,10 @@ impl LoadedFault {
                 return Ok(());
             }
             other => {
-                return Err(AttachError::Program { program, reason: format!("{:?} programs do not attach to cgroups", other.prog_type()) });
+                return Err(AttachError::Program {
+                    program,
+                    reason: format!("{:?} programs do not attach to cgroups", other.prog_type()),
+                });
             }
         };
         self.links.push((program, link));
@@ -283,22 +290,29 @@ impl LoadedFault {
 
     /// A raw tracepoint program that stops tasks of `cgroup_dir` (syscall delay): the guard is
     /// started before anything attaches, the resumer right after.
-    fn attach_stopping_tracepoint(&mut self, program: &'static str, tracepoint: &str, cgroup_dir: &Path) -> Result<(), AttachError> {
+    fn attach_stopping_tracepoint(
+        &mut self,
+        program: &'static str,
+        tracepoint: &str,
+        cgroup_dir: &Path,
+    ) -> Result<(), AttachError> {
         let record = ledger::write(None, Item::StoppedTasks { cgroup_dir: cgroup_dir.to_path_buf() })
             .map_err(|e| AttachError::Program { program, reason: format!("recording the tasks it may stop: {e}") })?;
         let longest_delay = self.config.delay_ns.saturating_add(self.config.jitter_ns);
         let time_box = (self.config.deadline_ns != 0).then(|| self.config.deadline_ns.saturating_add(longest_delay));
-        let guard = Guard::spawn(cgroup_dir, time_box)
-            .map_err(|e| AttachError::Program { program, reason: format!("starting the guard that resumes stopped tasks: {e}") })?;
+        let guard = Guard::spawn(cgroup_dir, time_box).map_err(|e| AttachError::Program {
+            program,
+            reason: format!("starting the guard that resumes stopped tasks: {e}"),
+        })?;
         let prog: &mut RawTracePoint = self.program(program)?;
         prog.load().map_err(|err| program_error(program, "loading", &err))?;
         let id = prog.attach(tracepoint).map_err(|err| program_error(program, "attaching", &err))?;
         let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
         self.links.push((program, FdLink::from(link)));
-        let events = self
-            .ebpf
-            .take_map(maps::STOP_EVENTS)
-            .ok_or(AttachError::Map { map: maps::STOP_EVENTS, source: MapError::InvalidName { name: maps::STOP_EVENTS.into() } })?;
+        let events = self.ebpf.take_map(maps::STOP_EVENTS).ok_or(AttachError::Map {
+            map: maps::STOP_EVENTS,
+            source: MapError::InvalidName { name: maps::STOP_EVENTS.into() },
+        })?;
         let events = RingBuf::try_from(events).map_err(|source| AttachError::Map { map: maps::STOP_EVENTS, source })?;
         let delay = std::time::Duration::from_nanos(self.config.delay_ns);
         let jitter = std::time::Duration::from_nanos(self.config.jitter_ns);
@@ -354,8 +368,9 @@ impl LoadedFault {
                     match tc::qdisc_add_clsact(iface) {
                         Ok(()) => {
                             qdisc_record = Some(
-                                ledger::write(Some(netns), Item::ClsactQdisc { iface: iface.to_owned() })
-                                    .map_err(|e| AttachError::Tc(format!("recording the clsact qdisc on {iface}: {e}")))?,
+                                ledger::write(Some(netns), Item::ClsactQdisc { iface: iface.to_owned() }).map_err(
+                                    |e| AttachError::Tc(format!("recording the clsact qdisc on {iface}: {e}")),
+                                )?,
                             );
                         }
                         Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => {}
@@ -372,8 +387,16 @@ impl LoadedFault {
                 let filter_record = if legacy {
                     let priority = link.priority().map_err(|e| AttachError::Tc(e.to_string()))?;
                     let handle = u32::from(link.handle().map_err(|e| AttachError::Tc(e.to_string()))?);
-                    let item = Item::LegacyTcFilter { iface: iface.to_owned(), ingress: direction == Direction::Ingress, priority, handle };
-                    Some(ledger::write(Some(netns), item).map_err(|e| AttachError::Tc(format!("recording the TC filter on {iface}: {e}")))?)
+                    let item = Item::LegacyTcFilter {
+                        iface: iface.to_owned(),
+                        ingress: direction == Direction::Ingress,
+                        priority,
+                        handle,
+                    };
+                    Some(
+                        ledger::write(Some(netns), item)
+                            .map_err(|e| AttachError::Tc(format!("recording the TC filter on {iface}: {e}")))?,
+                    )
                 } else {
                     None
                 };
@@ -407,7 +430,9 @@ impl LoadedFault {
     /// and cgroup sockopt links (aya cannot hand them over) cannot be pinned: such faults are
     /// refused.
     pub fn pin(&mut self, dir: &Path) -> Result<(), AttachError> {
-        let pin_error = |what: &str, err: &dyn std::fmt::Display| AttachError::Pin(format!("pinning {what} in {}: {err}", dir.display()));
+        let pin_error = |what: &str, err: &dyn std::fmt::Display| {
+            AttachError::Pin(format!("pinning {what} in {}: {err}", dir.display()))
+        };
         if self.resumer.is_some() {
             return Err(AttachError::Pin(
                 "a syscall delay stops tasks that only a running chaos resumes: --detach does not support it; run it \
@@ -439,7 +464,8 @@ impl LoadedFault {
         for (index, attachment) in self.tc.iter_mut().enumerate() {
             if let Some(link) = attachment.link.take() {
                 let link: FdLink = link.try_into().map_err(|e: LinkError| pin_error(&attachment.iface, &e))?;
-                link.pin(dir.join(format!("link-tc-{index}-{}", attachment.iface))).map_err(|e| pin_error(&attachment.iface, &e))?;
+                link.pin(dir.join(format!("link-tc-{index}-{}", attachment.iface)))
+                    .map_err(|e| pin_error(&attachment.iface, &e))?;
             }
         }
         Ok(())
@@ -522,8 +548,9 @@ fn ensure_fq(netns: &Netns, iface: &str) -> Result<Option<(netlink::Qdisc, Entry
         return Ok(None);
     }
     let previous = previous.unwrap_or(netlink::Qdisc { kind: "none".into(), handle: 0, options: None });
-    let record = ledger::write(Some(netns), Item::ReplacedRootQdisc { iface: iface.to_owned(), previous: previous.clone() })
-        .map_err(|e| fail("recording the root qdisc", e))?;
+    let record =
+        ledger::write(Some(netns), Item::ReplacedRootQdisc { iface: iface.to_owned(), previous: previous.clone() })
+            .map_err(|e| fail("recording the root qdisc", e))?;
     socket
         .replace_root_qdisc(index, "fq", Some(&netlink::fq_options_for_delays()))
         .map_err(|e| fail("installing fq as the root qdisc", e))?;

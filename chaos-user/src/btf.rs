@@ -120,7 +120,9 @@ impl Btf {
 
     /// The offsets the syscall programs need, or the first one the kernel's BTF lacks.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, String> {
-        let get = |s: &str, m: &str| self.member_offset(s, m).ok_or_else(|| format!("struct {s} has no member {m} in this kernel's BTF"));
+        let get = |s: &str, m: &str| {
+            self.member_offset(s, m).ok_or_else(|| format!("struct {s} has no member {m} in this kernel's BTF"))
+        };
         Ok(KernelOffsets {
             file_dentry: get("file", "f_path")? + get("path", "dentry")?,
             dentry_parent: get("dentry", "d_parent")?,

@@ -114,19 +114,55 @@ const QDISCS: &[&str] = &["clsact", "fq", "netem"];
 const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
     use Requirement::{BpfLsmActive, Cgroup2, Helper, Program, Qdisc};
     &[
-        (PACKET_DROP, "packet drop", "cgroup_skb programs on the target cgroup", &[Program("cgroup_skb"), Cgroup2], true),
-        (PACKET_CORRUPT_DUPLICATE, "packet corrupt/duplicate", "TC classifier in the target's network namespace",
-            &[Program("sched_cls"), Helper("bpf_clone_redirect")], true),
-        (NETWORK_DELAY, "network delay", "TC classifier setting skb->tstamp (EDT), enforced by the fq qdisc",
-            &[Program("sched_cls"), Qdisc("fq")], true),
-        (SYSCALL_ERRNO_LSM, "syscall errno via LSM", "BPF LSM hooks filtered by cgroup id", &[Program("lsm"), BpfLsmActive], true),
-        (SYSCALL_ERRNO_CGROUP_HOOKS, "syscall errno via cgroup socket hooks",
+        (
+            PACKET_DROP,
+            "packet drop",
+            "cgroup_skb programs on the target cgroup",
+            &[Program("cgroup_skb"), Cgroup2],
+            true,
+        ),
+        (
+            PACKET_CORRUPT_DUPLICATE,
+            "packet corrupt/duplicate",
+            "TC classifier in the target's network namespace",
+            &[Program("sched_cls"), Helper("bpf_clone_redirect")],
+            true,
+        ),
+        (
+            NETWORK_DELAY,
+            "network delay",
+            "TC classifier setting skb->tstamp (EDT), enforced by the fq qdisc",
+            &[Program("sched_cls"), Qdisc("fq")],
+            true,
+        ),
+        (
+            SYSCALL_ERRNO_LSM,
+            "syscall errno via LSM",
+            "BPF LSM hooks filtered by cgroup id",
+            &[Program("lsm"), BpfLsmActive],
+            true,
+        ),
+        (
+            SYSCALL_ERRNO_CGROUP_HOOKS,
+            "syscall errno via cgroup socket hooks",
             "cgroup socket hooks (connect, bind, sendmsg, socket, sockopt) returning an errno with bpf_set_retval",
-            &[Program("cgroup_sock_addr"), Helper("bpf_set_retval")], true),
-        (SYSCALL_DELAY, "syscall delay", "raw sys_enter tracepoint stopping the process, resumed by the controller",
-            &[Program("raw_tracepoint"), Helper("bpf_send_signal")], true),
-        (PROCESS_KILL, "process kill", "raw sys_enter tracepoint sending a signal with bpf_send_signal",
-            &[Program("raw_tracepoint"), Helper("bpf_send_signal")], false),
+            &[Program("cgroup_sock_addr"), Helper("bpf_set_retval")],
+            true,
+        ),
+        (
+            SYSCALL_DELAY,
+            "syscall delay",
+            "raw sys_enter tracepoint stopping the process, resumed by the controller",
+            &[Program("raw_tracepoint"), Helper("bpf_send_signal")],
+            true,
+        ),
+        (
+            PROCESS_KILL,
+            "process kill",
+            "raw sys_enter tracepoint sending a signal with bpf_send_signal",
+            &[Program("raw_tracepoint"), Helper("bpf_send_signal")],
+            false,
+        ),
     ]
 };
 
@@ -171,9 +207,15 @@ impl Prober {
 
     fn helper(&self, name: &'static str) -> Check {
         self.memo(format!("helper {name}"), || match name {
-            "bpf_set_retval" => helper_check(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval, name, "cgroup_sock_addr"),
-            "bpf_send_signal" => helper_check(ProgramType::RawTracePoint, BpfHelper::BPF_FUNC_send_signal, name, "raw_tracepoint"),
-            "bpf_clone_redirect" => helper_check(ProgramType::SchedClassifier, BpfHelper::BPF_FUNC_clone_redirect, name, "sched_cls"),
+            "bpf_set_retval" => {
+                helper_check(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_set_retval, name, "cgroup_sock_addr")
+            }
+            "bpf_send_signal" => {
+                helper_check(ProgramType::RawTracePoint, BpfHelper::BPF_FUNC_send_signal, name, "raw_tracepoint")
+            }
+            "bpf_clone_redirect" => {
+                helper_check(ProgramType::SchedClassifier, BpfHelper::BPF_FUNC_clone_redirect, name, "sched_cls")
+            }
             other => unreachable!("no probe for helper {other}"),
         })
     }
@@ -293,11 +335,8 @@ pub fn describe_program_error(err: &ProgramError) -> String {
 }
 
 fn qdisc_check(kind: &'static str) -> Check {
-    let (parent, handle) = if kind == "clsact" {
-        (netlink::TC_H_CLSACT, netlink::CLSACT_HANDLE)
-    } else {
-        (netlink::TC_H_ROOT, 0)
-    };
+    let (parent, handle) =
+        if kind == "clsact" { (netlink::TC_H_CLSACT, netlink::CLSACT_HANDLE) } else { (netlink::TC_H_ROOT, 0) };
     const LOOPBACK_IFINDEX: i32 = 1;
     let options = (kind == "netem").then(netlink::netem_default_options);
     let result = netlink::in_throwaway_netns(move || {
@@ -309,7 +348,9 @@ fn qdisc_check(kind: &'static str) -> Check {
             "qdisc {kind} not available (RTM_NEWQDISC returned ENOENT: not built into this kernel and no module loaded)"
         )),
         Ok(Err(err)) => Check::no(format!("qdisc {kind}: RTM_NEWQDISC returned {}", errno::name_of(&err))),
-        Err(err) => Check::no(format!("qdisc {kind}: cannot probe in a private network namespace: {}", errno::name_of(&err))),
+        Err(err) => {
+            Check::no(format!("qdisc {kind}: cannot probe in a private network namespace: {}", errno::name_of(&err)))
+        }
     }
 }
 
@@ -353,10 +394,9 @@ fn active_lsms() -> (Option<Vec<String>>, String) {
             let detail = lsms.join(",");
             (Some(lsms), detail)
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => (
-            None,
-            "securityfs is not mounted (mount -t securityfs securityfs /sys/kernel/security)".into(),
-        ),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            (None, "securityfs is not mounted (mount -t securityfs securityfs /sys/kernel/security)".into())
+        }
         Err(err) => (None, format!("cannot read {LSM_FILE}: {err}")),
     }
 }

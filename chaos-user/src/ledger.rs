@@ -8,8 +8,7 @@
 //! describe). A record is stale when its owner process is gone (pid and start time, so a reused
 //! pid does not keep it alive).
 use std::{
-    fs,
-    io,
+    fs, io,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
@@ -133,7 +132,8 @@ pub fn cleanup_stale() -> Vec<String> {
         }
         let Some(netns) = find_netns(record.netns_inode) else {
             // The namespace is gone, and everything in it with it.
-            report.push(format!("{}: its network namespace no longer exists; nothing to remove", describe(&record.item)));
+            report
+                .push(format!("{}: its network namespace no longer exists; nothing to remove", describe(&record.item)));
             let _ = fs::remove_file(&path);
             continue;
         };
@@ -155,8 +155,12 @@ fn describe(item: &Item) -> String {
             format!("TC filter (pref {priority}) on {iface} {}", if *ingress { "ingress" } else { "egress" })
         }
         Item::ClsactQdisc { iface } => format!("clsact qdisc on {iface}"),
-        Item::ReplacedRootQdisc { iface, previous } => format!("fq put in place of the {} root qdisc on {iface}", previous.kind),
-        Item::StoppedTasks { cgroup_dir } => format!("processes of {} stopped by a syscall delay", cgroup_dir.display()),
+        Item::ReplacedRootQdisc { iface, previous } => {
+            format!("fq put in place of the {} root qdisc on {iface}", previous.kind)
+        }
+        Item::StoppedTasks { cgroup_dir } => {
+            format!("processes of {} stopped by a syscall delay", cgroup_dir.display())
+        }
     }
 }
 
@@ -206,7 +210,9 @@ pub fn remove(item: &Item) -> io::Result<String> {
             }
             match socket.delete_qdisc(ifindex, netlink::TC_H_CLSACT, netlink::CLSACT_HANDLE) {
                 Ok(()) => Ok(format!("removed {what}")),
-                Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => Ok(format!("{what}: already gone")),
+                Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => {
+                    Ok(format!("{what}: already gone"))
+                }
                 Err(err) => Err(err),
             }
         }
@@ -215,7 +221,11 @@ pub fn remove(item: &Item) -> io::Result<String> {
 
 /// Puts back a root qdisc chaos replaced: a device default (handle 0) comes back by deleting
 /// chaos's fq, anything else is re-created as it was read.
-pub fn restore_root_qdisc(socket: &mut netlink::RouteSocket, ifindex: i32, previous: &netlink::Qdisc) -> io::Result<()> {
+pub fn restore_root_qdisc(
+    socket: &mut netlink::RouteSocket,
+    ifindex: i32,
+    previous: &netlink::Qdisc,
+) -> io::Result<()> {
     if previous.handle == 0 {
         match socket.delete_root_qdisc(ifindex) {
             Err(err) if !matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => Err(err),
@@ -228,7 +238,9 @@ pub fn restore_root_qdisc(socket: &mut netlink::RouteSocket, ifindex: i32, previ
 
 fn ifindex(item: &Item) -> io::Result<i32> {
     let iface = match item {
-        Item::LegacyTcFilter { iface, .. } | Item::ClsactQdisc { iface } | Item::ReplacedRootQdisc { iface, .. } => iface,
+        Item::LegacyTcFilter { iface, .. } | Item::ClsactQdisc { iface } | Item::ReplacedRootQdisc { iface, .. } => {
+            iface
+        }
         Item::StoppedTasks { .. } => return Ok(0),
     };
     let name = std::ffi::CString::new(iface.as_str()).map_err(io::Error::other)?;

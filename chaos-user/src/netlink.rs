@@ -3,7 +3,10 @@
 //! aya manages the clsact qdisc for TC programs itself; this exists for what aya does not do:
 //! probing which qdisc kinds the kernel has (fq, netem), and later installing fq for
 //! earliest-departure-time delay.
-use std::{io, mem, os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd}};
+use std::{
+    io, mem,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -50,7 +53,14 @@ impl RouteSocket {
     /// Creates qdisc `kind` at `parent` of interface `ifindex` (fails with EEXIST if one is
     /// there), with `options` as its TCA_OPTIONS payload when given. ENOENT means the kernel has
     /// no qdisc of that kind (not built, module missing).
-    pub fn add_qdisc(&mut self, ifindex: i32, parent: u32, handle: u32, kind: &str, options: Option<&[u8]>) -> io::Result<()> {
+    pub fn add_qdisc(
+        &mut self,
+        ifindex: i32,
+        parent: u32,
+        handle: u32,
+        kind: &str,
+        options: Option<&[u8]>,
+    ) -> io::Result<()> {
         let mut attrs = Vec::new();
         push_attr(&mut attrs, TCA_KIND, kind.as_bytes(), true);
         if let Some(options) = options {
@@ -68,7 +78,8 @@ impl RouteSocket {
         if let Some(options) = options {
             push_attr(&mut attrs, TCA_OPTIONS, options, false);
         }
-        let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent: TC_H_ROOT, info: 0 };
+        let tcmsg =
+            TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent: TC_H_ROOT, info: 0 };
         self.request(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE, as_bytes(&tcmsg), &attrs)
     }
 
@@ -114,7 +125,15 @@ impl RouteSocket {
         if let Some(options) = &qdisc.options {
             push_attr(&mut attrs, TCA_OPTIONS, options, false);
         }
-        let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: qdisc.handle, parent: TC_H_ROOT, info: 0 };
+        let tcmsg = TcMsg {
+            family: libc::AF_UNSPEC as u8,
+            pad1: 0,
+            pad2: 0,
+            ifindex,
+            handle: qdisc.handle,
+            parent: TC_H_ROOT,
+            info: 0,
+        };
         self.request(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE, as_bytes(&tcmsg), &attrs)
     }
 
@@ -150,13 +169,7 @@ impl RouteSocket {
     fn send(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
         self.seq += 1;
         let len = mem::size_of::<NlMsgHdr>() + header.len() + attrs.len();
-        let nlh = NlMsgHdr {
-            len: len as u32,
-            msg_type,
-            flags: NLM_F_REQUEST | flags,
-            seq: self.seq,
-            pid: 0,
-        };
+        let nlh = NlMsgHdr { len: len as u32, msg_type, flags: NLM_F_REQUEST | flags, seq: self.seq, pid: 0 };
         let mut message = Vec::with_capacity(len);
         message.extend_from_slice(as_bytes(&nlh));
         message.extend_from_slice(header);

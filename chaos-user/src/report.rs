@@ -3,7 +3,11 @@ use std::{fmt::Write as _, time::Duration};
 
 use serde::Serialize;
 
-use crate::{plan::serialize_secs, run::{DirectionCounters, StopReason}, target::Target};
+use crate::{
+    plan::serialize_secs,
+    run::{DirectionCounters, StopReason},
+    target::Target,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum OutputFormat {
@@ -51,18 +55,16 @@ impl FaultReport<'_> {
             self.elapsed.as_secs_f64(),
             humantime::format_duration(self.requested),
         );
-        let _ = writeln!(out, "{:<10} {:>12} {:>12} {:>12} {:>8}", "direction", "seen", "matched", injected_word, "rate");
+        let _ =
+            writeln!(out, "{:<10} {:>12} {:>12} {:>12} {:>8}", "direction", "seen", "matched", injected_word, "rate");
         for c in &self.counters {
             let rate = if c.matched == 0 {
                 "-".to_owned()
             } else {
                 format!("{:.2}%", 100.0 * c.injected as f64 / c.matched as f64)
             };
-            let _ = writeln!(
-                out,
-                "{:<10} {:>12} {:>12} {:>12} {:>8}",
-                c.direction, c.seen, c.matched, c.injected, rate
-            );
+            let _ =
+                writeln!(out, "{:<10} {:>12} {:>12} {:>12} {:>8}", c.direction, c.seen, c.matched, c.injected, rate);
         }
         out
     }

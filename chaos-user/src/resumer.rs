@@ -40,7 +40,12 @@ pub struct Resumer {
 impl Resumer {
     /// Starts resuming the tasks reported in `events` after `delay` (plus a uniform jitter of
     /// up to `jitter` either way), telling `guard` about every stop and resume.
-    pub fn start(mut events: RingBuf<MapData>, mut guard: Guard, delay: Duration, jitter: Duration) -> std::io::Result<Self> {
+    pub fn start(
+        mut events: RingBuf<MapData>,
+        mut guard: Guard,
+        delay: Duration,
+        jitter: Duration,
+    ) -> std::io::Result<Self> {
         // SAFETY: eventfd(2) returns a new fd, owned below.
         let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if raw < 0 {
@@ -90,7 +95,8 @@ impl Resumer {
                 if stopping {
                     return stats;
                 }
-                let timeout = due.peek().map_or(100_000_000, |Reverse((at, _))| at.saturating_sub(sys::monotonic_now_ns()));
+                let timeout =
+                    due.peek().map_or(100_000_000, |Reverse((at, _))| at.saturating_sub(sys::monotonic_now_ns()));
                 wait(events_fd, thread_wake.as_raw_fd(), timeout);
             }
         })?;
@@ -149,7 +155,8 @@ fn wait(events_fd: i32, wake_fd: i32, timeout_ns: u64) {
         libc::pollfd { fd: events_fd, events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: wake_fd, events: libc::POLLIN, revents: 0 },
     ];
-    let timeout = libc::timespec { tv_sec: (timeout_ns / 1_000_000_000) as i64, tv_nsec: (timeout_ns % 1_000_000_000) as i64 };
+    let timeout =
+        libc::timespec { tv_sec: (timeout_ns / 1_000_000_000) as i64, tv_nsec: (timeout_ns % 1_000_000_000) as i64 };
     // SAFETY: valid pollfd array and timespec.
     unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &raw const timeout, std::ptr::null()) };
     if fds[1].revents & libc::POLLIN != 0 {

@@ -32,7 +32,8 @@ use crate::{
 /// fault is not spent before it is in place. On error, whatever was attached is detached again
 /// (drop). Returns the fault and its deadline (CLOCK_MONOTONIC ns).
 pub fn arm(plan: &FaultPlan, in_force_for: Option<Duration>) -> Result<(LoadedFault, u64), AttachError> {
-    let armed_from_now = || FaultConfig { deadline_ns: in_force_for.map_or(0, sys::monotonic_deadline_ns), ..plan.config };
+    let armed_from_now =
+        || FaultConfig { deadline_ns: in_force_for.map_or(0, sys::monotonic_deadline_ns), ..plan.config };
     let mut fault = LoadedFault::load(plan.kernel_offsets)?;
     fault.fill_maps(&plan.maps)?;
     let mut config = armed_from_now();
@@ -63,8 +64,7 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCo
 
         let directions = plan.directions();
         let progress = Progress::on_stderr(plan.fault, plan.injected_word);
-        let stopped =
-            supervise(&fault, &directions, plan.counter_label, deadline, &mut signals, Some(progress)).await;
+        let stopped = supervise(&fault, &directions, plan.counter_label, deadline, &mut signals, Some(progress)).await;
         let elapsed = started.elapsed();
 
         fault.disarm()?;

@@ -8,8 +8,7 @@
 //! removed (by `chaos stop`, its reaper at the deadline, or any later `status`, `cleanup` or
 //! `run` once the deadline has passed). /run is a tmpfs: records go with a reboot, as do pins.
 use std::{
-    fs,
-    io,
+    fs, io,
     path::{Path, PathBuf},
 };
 

@@ -68,7 +68,9 @@ pub struct HttpUrl {
 pub fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
     let rest = text.strip_prefix("http://").ok_or_else(|| {
         if text.starts_with("https://") {
-            format!("'{text}': https is not supported; check a plain http:// endpoint, or use a command check (e.g. curl)")
+            format!(
+                "'{text}': https is not supported; check a plain http:// endpoint, or use a command check (e.g. curl)"
+            )
         } else {
             format!("'{text}' is not an http:// URL, e.g. http://127.0.0.1:8080/health")
         }
@@ -159,7 +161,10 @@ async fn attempt(kind: &CheckKind) -> Result<String, String> {
                 .map_err(|e| format!("cannot run {program}: {e}"))?;
             let code = output.status.code();
             if code != Some(*exit_code) {
-                return Err(code.map_or_else(|| format!("killed by a signal ({})", output.status), |c| format!("exit {c}, expected {exit_code}")));
+                return Err(code.map_or_else(
+                    || format!("killed by a signal ({})", output.status),
+                    |c| format!("exit {c}, expected {exit_code}"),
+                ));
             }
             if let Some(text) = stdout_contains
                 && !String::from_utf8_lossy(&output.stdout).contains(text.as_str())

@@ -63,12 +63,18 @@ const fn lsm_masked(program: &'static str, hook: &'static str, mask: u32) -> Opt
 }
 
 const NO_CGROUP: &[CgroupHook] = &[];
-const CONNECT: &[CgroupHook] =
-    &[CgroupHook { program: "sys_connect4", hook: "cgroup/connect4" }, CgroupHook { program: "sys_connect6", hook: "cgroup/connect6" }];
-const BIND: &[CgroupHook] =
-    &[CgroupHook { program: "sys_bind4", hook: "cgroup/bind4" }, CgroupHook { program: "sys_bind6", hook: "cgroup/bind6" }];
-const SENDMSG: &[CgroupHook] =
-    &[CgroupHook { program: "sys_sendmsg4", hook: "cgroup/sendmsg4" }, CgroupHook { program: "sys_sendmsg6", hook: "cgroup/sendmsg6" }];
+const CONNECT: &[CgroupHook] = &[
+    CgroupHook { program: "sys_connect4", hook: "cgroup/connect4" },
+    CgroupHook { program: "sys_connect6", hook: "cgroup/connect6" },
+];
+const BIND: &[CgroupHook] = &[
+    CgroupHook { program: "sys_bind4", hook: "cgroup/bind4" },
+    CgroupHook { program: "sys_bind6", hook: "cgroup/bind6" },
+];
+const SENDMSG: &[CgroupHook] = &[
+    CgroupHook { program: "sys_sendmsg4", hook: "cgroup/sendmsg4" },
+    CgroupHook { program: "sys_sendmsg6", hook: "cgroup/sendmsg6" },
+];
 const SOCK_CREATE: &[CgroupHook] = &[CgroupHook { program: "sys_sock_create", hook: "cgroup/sock_create" }];
 const SETSOCKOPT: &[CgroupHook] = &[CgroupHook { program: "sys_setsockopt", hook: "cgroup/setsockopt" }];
 const GETSOCKOPT: &[CgroupHook] = &[CgroupHook { program: "sys_getsockopt", hook: "cgroup/getsockopt" }];
@@ -144,7 +150,8 @@ pub fn parse_list(text: &str) -> Result<Vec<&'static Syscall>, String> {
     let mut chosen: Vec<&'static Syscall> = Vec::new();
     for name in text.split(',').map(str::trim) {
         let syscall = find(name).ok_or_else(|| {
-            let close: Vec<&str> = SYSCALLS.iter().map(|s| s.name).filter(|n| n.starts_with(&name[..name.len().min(3)])).collect();
+            let close: Vec<&str> =
+                SYSCALLS.iter().map(|s| s.name).filter(|n| n.starts_with(&name[..name.len().min(3)])).collect();
             let hint = if close.is_empty() { String::new() } else { format!(" (did you mean {}?)", close.join(", ")) };
             format!("unknown syscall '{name}'{hint}; `chaos syscall list` shows the ones chaos can fail")
         })?;

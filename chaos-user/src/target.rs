@@ -31,7 +31,9 @@ pub enum TargetError {
     PidWithoutCgroup2 { pid: u32 },
     #[error("--unit {unit}: no cgroup named {unit} under {mount}; is the unit running? (`systemctl status {unit}`)")]
     NoSuchUnit { unit: String, mount: String },
-    #[error("--container {id}: no container cgroup matches (looked for docker, containerd, cri-o and podman naming under {mount}); `docker ps --no-trunc` or `crictl ps` show running ids")]
+    #[error(
+        "--container {id}: no container cgroup matches (looked for docker, containerd, cri-o and podman naming under {mount}); `docker ps --no-trunc` or `crictl ps` show running ids"
+    )]
     NoSuchContainer { id: String, mount: String },
     #[error("--container {id}: a container id prefix needs at least 4 hexadecimal characters")]
     BadContainerId { id: String },
@@ -127,9 +129,8 @@ pub struct CgroupFs {
 impl CgroupFs {
     /// Finds the cgroup2 mount of this process.
     pub fn discover() -> Result<Self, TargetError> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
-            TargetError::Unreadable { what: "/proc/self/mountinfo".into(), reason: e.to_string() }
-        })?;
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| TargetError::Unreadable { what: "/proc/self/mountinfo".into(), reason: e.to_string() })?;
         cgroup2_mount(&mountinfo).map(|mount| Self { mount }).ok_or(TargetError::NoCgroup2)
     }
 
@@ -165,7 +166,12 @@ impl CgroupFs {
 
     /// [`Self::resolve`]; with `i_know`, the safety refusals are lifted (the target must still
     /// exist).
-    pub fn resolve_allowing(&self, spec: &TargetSpec, own_cgroup: Option<&str>, i_know: bool) -> Result<Target, TargetError> {
+    pub fn resolve_allowing(
+        &self,
+        spec: &TargetSpec,
+        own_cgroup: Option<&str>,
+        i_know: bool,
+    ) -> Result<Target, TargetError> {
         let (flag, arg) = (spec.flag(), spec.arg());
         let dir = match spec {
             TargetSpec::Cgroup(path) => self.cgroup_dir(path)?,
@@ -288,7 +294,12 @@ fn refuse_unsafe(flag: &'static str, arg: &str, cgroup: &str, own_cgroup: Option
     if let Some(own) = own_cgroup
         && is_same_or_below(own, cgroup)
     {
-        return Err(TargetError::ContainsController { flag, arg: arg.to_owned(), path: cgroup.to_owned(), own: own.to_owned() });
+        return Err(TargetError::ContainsController {
+            flag,
+            arg: arg.to_owned(),
+            path: cgroup.to_owned(),
+            own: own.to_owned(),
+        });
     }
     // systemd puts init in /init.scope; elsewhere, wherever pid 1 lives (unless that is the
     // root, refused above).
@@ -356,10 +367,7 @@ fn unescape_mountinfo(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..=i + 3].iter().all(|b| (b'0'..=b'7').contains(b))
-        {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..=i + 3].iter().all(|b| (b'0'..=b'7').contains(b)) {
             out.push((bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'));
             i += 4;
         } else {
@@ -494,7 +502,10 @@ mod tests {
         let tree = tree();
         let fs = tree.fs();
         let err = fs.resolve(&TargetSpec::Cgroup("/nope".into()), None).unwrap_err();
-        assert!(err.to_string().contains("--cgroup /nope: cgroup") && err.to_string().contains("does not exist"), "{err}");
+        assert!(
+            err.to_string().contains("--cgroup /nope: cgroup") && err.to_string().contains("does not exist"),
+            "{err}"
+        );
         let err = fs.resolve(&TargetSpec::Cgroup("/".into()), None).unwrap_err();
         assert!(matches!(err, TargetError::RootCgroup { .. }), "{err}");
         assert!(err.to_string().contains("every process on the machine"), "{err}");
@@ -510,10 +521,15 @@ mod tests {
         let fs = tree.fs();
         let root = fs.resolve_allowing(&TargetSpec::Cgroup("/".into()), None, true).unwrap();
         assert_eq!(root.cgroup, "/");
-        assert!(fs.resolve_allowing(&TargetSpec::Cgroup("/chaos-test".into()), Some("/chaos-test/inner"), true).is_ok());
+        assert!(
+            fs.resolve_allowing(&TargetSpec::Cgroup("/chaos-test".into()), Some("/chaos-test/inner"), true).is_ok()
+        );
         let err = fs.resolve_allowing(&TargetSpec::Cgroup("/nope".into()), None, true).unwrap_err();
         assert!(!err.is_safety_refusal(), "{err}");
-        assert!(TargetError::InitScope { flag: "--cgroup", arg: "/init.scope".into(), path: "/init.scope".into() }.is_safety_refusal());
+        assert!(
+            TargetError::InitScope { flag: "--cgroup", arg: "/init.scope".into(), path: "/init.scope".into() }
+                .is_safety_refusal()
+        );
     }
 
     #[test]
@@ -531,7 +547,12 @@ mod tests {
         assert_eq!(target.cgroup, "/system.slice/redis.service");
         let err = fs.resolve(&TargetSpec::Unit("nginx.service".into()), None).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("is ambiguous") && text.contains("/system.slice/nginx.service") && text.contains("app.slice/nginx.service"), "{text}");
+        assert!(
+            text.contains("is ambiguous")
+                && text.contains("/system.slice/nginx.service")
+                && text.contains("app.slice/nginx.service"),
+            "{text}"
+        );
         let err = fs.resolve(&TargetSpec::Unit("gone.service".into()), None).unwrap_err();
         assert!(err.to_string().contains("no cgroup named gone.service"), "{err}");
     }

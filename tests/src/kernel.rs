@@ -36,7 +36,8 @@ struct ProgQueryAttr {
 /// BPF_PROG_QUERY.
 pub fn programs_attached(cgroup_dir: &Path, hook: CgroupHook) -> io::Result<u32> {
     let cgroup = File::open(cgroup_dir)?;
-    let mut attr = ProgQueryAttr { target_fd: cgroup.as_raw_fd() as u32, attach_type: hook as u32, ..Default::default() };
+    let mut attr =
+        ProgQueryAttr { target_fd: cgroup.as_raw_fd() as u32, attach_type: hook as u32, ..Default::default() };
     // SAFETY: attr is a valid, zero-padded bpf_attr for BPF_PROG_QUERY; size matches.
     let rc = unsafe {
         libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &raw mut attr, std::mem::size_of::<ProgQueryAttr>() as u32)
@@ -51,7 +52,10 @@ pub fn programs_attached(cgroup_dir: &Path, hook: CgroupHook) -> io::Result<u32>
 pub fn inet_programs_attached(cgroup_dir: &Path) -> u32 {
     [CgroupHook::InetIngress, CgroupHook::InetEgress]
         .iter()
-        .map(|&hook| programs_attached(cgroup_dir, hook).unwrap_or_else(|e| panic!("BPF_PROG_QUERY {}: {e}", cgroup_dir.display())))
+        .map(|&hook| {
+            programs_attached(cgroup_dir, hook)
+                .unwrap_or_else(|e| panic!("BPF_PROG_QUERY {}: {e}", cgroup_dir.display()))
+        })
         .sum()
 }
 
@@ -63,7 +67,11 @@ pub fn wait_for_inet_programs(cgroup_dir: &Path, count: u32, timeout: Duration) 
         if now == count {
             return;
         }
-        assert!(Instant::now() < deadline, "{} has {now} inet programs attached, expected {count}", cgroup_dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} has {now} inet programs attached, expected {count}",
+            cgroup_dir.display()
+        );
         thread::sleep(Duration::from_millis(10));
     }
 }
@@ -101,7 +109,12 @@ pub fn tc_programs(netns: &crate::net::Netns, iface: &str) -> u32 {
                         let mut attr = ProgQueryAttr { target_fd: ifindex, attach_type, ..Default::default() };
                         // SAFETY: valid bpf_attr for BPF_PROG_QUERY.
                         let rc = unsafe {
-                            libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &raw mut attr, std::mem::size_of::<ProgQueryAttr>() as u32)
+                            libc::syscall(
+                                libc::SYS_bpf,
+                                BPF_PROG_QUERY,
+                                &raw mut attr,
+                                std::mem::size_of::<ProgQueryAttr>() as u32,
+                            )
                         };
                         // Kernels without tcx refuse the attach type: no tcx programs there.
                         if rc < 0 { 0 } else { attr.prog_cnt }
@@ -118,7 +131,10 @@ pub fn tc_programs(netns: &crate::net::Netns, iface: &str) -> u32 {
                 .args(["-n", netns.name(), "filter", "show", "dev", iface, hook])
                 .output()
                 .expect("run tc");
-            String::from_utf8_lossy(&output.stdout).lines().filter(|l| l.contains(" bpf ") && l.contains("handle")).count() as u32
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|l| l.contains(" bpf ") && l.contains("handle"))
+                .count() as u32
         })
         .sum();
     tcx + legacy

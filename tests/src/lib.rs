@@ -5,8 +5,8 @@
 //!
 //! Safety rules these helpers enforce: nothing is attached outside a cgroup or namespace the test
 //! created; traffic only crosses veth pairs between test namespaces.
-pub mod chaos;
 pub mod cgroup;
+pub mod chaos;
 pub mod kernel;
 pub mod net;
 pub mod skip;

@@ -10,12 +10,7 @@ use std::{
 /// Runs `ip` with `args`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) {
     let output = Command::new("ip").args(args).output().expect("run ip (iproute2)");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
+    assert!(output.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
 }
 
 /// A named network namespace (`ip netns add`), deleted on Drop with its interfaces.
@@ -80,7 +75,16 @@ impl TwoHosts {
         ip(&["link", "add", "veth-a", "netns", a.name(), "type", "veth", "peer", "name", "veth-b", "netns", b.name()]);
         let addresses: [(&Netns, &str, &[String]); 2] = [
             (&a, "veth-a", &[format!("{}/24", Self::A), format!("{}/64", Self::A6)]),
-            (&b, "veth-b", &[format!("{}/24", Self::B), format!("{}/24", Self::B2), format!("{}/64", Self::B6), format!("{}/64", Self::B6_2)]),
+            (
+                &b,
+                "veth-b",
+                &[
+                    format!("{}/24", Self::B),
+                    format!("{}/24", Self::B2),
+                    format!("{}/64", Self::B6),
+                    format!("{}/64", Self::B6_2),
+                ],
+            ),
         ];
         for (ns, dev, list) in addresses {
             for address in list {

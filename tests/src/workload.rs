@@ -39,9 +39,8 @@ pub fn sibling_binary(name: &str, var: &str, compiled_in: Option<&str>) -> PathB
 #[must_use]
 pub fn command_in(program: impl Into<PathBuf>, cgroup: Option<&TestCgroup>, netns: Option<&Netns>) -> Command {
     let mut command = Command::new(program.into());
-    let procs: Option<File> = cgroup.map(|c| {
-        OpenOptions::new().write(true).open(c.dir().join("cgroup.procs")).expect("open cgroup.procs")
-    });
+    let procs: Option<File> =
+        cgroup.map(|c| OpenOptions::new().write(true).open(c.dir().join("cgroup.procs")).expect("open cgroup.procs"));
     let ns: Option<File> = netns.map(|n| File::open(n.path()).expect("open netns file"));
     // SAFETY: only async-signal-safe calls (setns, write) between fork and exec.
     unsafe {
@@ -203,7 +202,8 @@ impl Drop for UdpEcho {
 pub fn workload_json(args: &[&str], cgroup: Option<&TestCgroup>, netns: Option<&Netns>) -> serde_json::Value {
     let output = command_in(workload_bin(), cgroup, netns).args(args).output().expect("run workload");
     assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 /// A `chaos-workload tcp-listen` in `netns`, killed on Drop.
@@ -265,7 +265,8 @@ pub fn workload_loop(wrapper: &[&str], args: &[&str], cgroup: Option<&TestCgroup
     };
     let output = command.args(args).output().expect("run workload loop");
     assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{args:?} report: {e}: {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{args:?} report: {e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 /// `chaos-workload connect-loop`: `count` TCP connects from `cgroup` in `netns`.
@@ -281,7 +282,11 @@ pub fn connect_loop(to: std::net::SocketAddr, count: u64, cgroup: Option<&TestCg
 
 /// `chaos-workload file-loop` in `dir`, from `cgroup`: per syscall, what happened.
 #[must_use]
-pub fn file_loop(dir: &std::path::Path, count: u64, cgroup: Option<&TestCgroup>) -> std::collections::BTreeMap<String, Calls> {
+pub fn file_loop(
+    dir: &std::path::Path,
+    count: u64,
+    cgroup: Option<&TestCgroup>,
+) -> std::collections::BTreeMap<String, Calls> {
     let output = command_in(workload_bin(), cgroup, None)
         .args(["file-loop", "--dir", &dir.display().to_string(), "--count", &count.to_string()])
         .output()
@@ -299,7 +304,12 @@ pub struct ConnectReport {
 
 /// `chaos-workload tcp-connect` from `cgroup` in `netns`.
 #[must_use]
-pub fn tcp_connect(to: std::net::SocketAddr, timeout_ms: u64, cgroup: Option<&TestCgroup>, netns: &Netns) -> ConnectReport {
+pub fn tcp_connect(
+    to: std::net::SocketAddr,
+    timeout_ms: u64,
+    cgroup: Option<&TestCgroup>,
+    netns: &Netns,
+) -> ConnectReport {
     let output = command_in(workload_bin(), cgroup, Some(netns))
         .args(["tcp-connect", "--to", &to.to_string(), "--timeout-ms", &timeout_ms.to_string()])
         .output()

@@ -30,7 +30,12 @@ fn std_dev(values: &[f64]) -> f64 {
 }
 
 fn numbers(json: &serde_json::Value, key: &str) -> Vec<f64> {
-    json[key].as_array().unwrap_or_else(|| panic!("no {key} in {json}")).iter().filter_map(serde_json::Value::as_f64).collect()
+    json[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .collect()
 }
 
 /// The VM tier runs under TCG: emulated timers are coarser, so its bounds are wider.
@@ -101,7 +106,19 @@ fn syscall_delays_end_at_the_deadline() {
     require_root!("syscall_delays_end_at_the_deadline");
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
-    let mut chaos = Chaos::start(&["syscall", "delay", "--syscall", "read", "--by", "50ms", "--cgroup", cgroup.path(), "--for", "2s", "-v"]);
+    let mut chaos = Chaos::start(&[
+        "syscall",
+        "delay",
+        "--syscall",
+        "read",
+        "--by",
+        "50ms",
+        "--cgroup",
+        cgroup.path(),
+        "--for",
+        "2s",
+        "-v",
+    ]);
     chaos.wait_until_armed(Duration::from_secs(60));
     let (status, _, stderr) = chaos.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{stderr}");
@@ -116,7 +133,8 @@ fn fq_missing() -> Option<String> {
     let (_, stdout, _) = chaos::run(&["doctor", "--output", "json"]);
     let doctor: serde_json::Value = serde_json::from_str(&stdout).expect("doctor JSON");
     let family = doctor["families"].as_array()?.iter().find(|f| f["id"] == "network-delay")?.clone();
-    (family["supported"] != true).then(|| format!("network delay unavailable: {}", family["reason"].as_str().unwrap_or("?")))
+    (family["supported"] != true)
+        .then(|| format!("network delay unavailable: {}", family["reason"].as_str().unwrap_or("?")))
 }
 
 /// A network-delay setup: hosts, a target cgroup with a resident in host a, an echo in b.
@@ -140,7 +158,9 @@ impl NetSetup {
         let mut full = args.to_vec();
         full.extend_from_slice(&["--cgroup", self.cgroup.path(), "--for", "5m", "--output", "json"]);
         let mut chaos = Chaos::start(&full);
-        chaos.wait_until("its TC program attaches", Duration::from_secs(60), || kernel::tc_programs(&self.hosts.a, "veth-a") >= 1);
+        chaos.wait_until("its TC program attaches", Duration::from_secs(60), || {
+            kernel::tc_programs(&self.hosts.a, "veth-a") >= 1
+        });
         chaos
     }
 
@@ -160,7 +180,11 @@ impl NetSetup {
 fn net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back() {
     require_root!("net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back");
     let _serial = chaos_tests::serialized();
-    skip_if!(fq_missing().is_some(), "net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back", fq_missing().unwrap_or_default());
+    skip_if!(
+        fq_missing().is_some(),
+        "net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back",
+        fq_missing().unwrap_or_default()
+    );
     let setup = NetSetup::new();
     let before = kernel::root_qdisc(&setup.hosts.a, "veth-a");
     let baseline = percentile(&setup.ping(50, 10), 50.0);
@@ -169,7 +193,10 @@ fn net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back() {
     let rtts = setup.ping(100, 20);
     drop(stop(chaos));
     let extra = percentile(&rtts, 50.0) - baseline;
-    eprintln!("measured: 100 ms net delay: extra RTT p50 {extra:.2} ms (baseline {baseline:.2} ms), {} pings", rtts.len());
+    eprintln!(
+        "measured: 100 ms net delay: extra RTT p50 {extra:.2} ms (baseline {baseline:.2} ms), {} pings",
+        rtts.len()
+    );
     assert!((extra - 100.0).abs() <= 5.0, "extra RTT {extra:.2} ms, expected 100 +- 5");
     assert_eq!(kernel::root_qdisc(&setup.hosts.a, "veth-a"), before, "the root qdisc was not put back");
     assert_eq!(kernel::tc_programs(&setup.hosts.a, "veth-a"), 0);
@@ -179,7 +206,11 @@ fn net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back() {
 fn net_delay_jitter_has_the_requested_mean_and_spread() {
     require_root!("net_delay_jitter_has_the_requested_mean_and_spread");
     let _serial = chaos_tests::serialized();
-    skip_if!(fq_missing().is_some(), "net_delay_jitter_has_the_requested_mean_and_spread", fq_missing().unwrap_or_default());
+    skip_if!(
+        fq_missing().is_some(),
+        "net_delay_jitter_has_the_requested_mean_and_spread",
+        fq_missing().unwrap_or_default()
+    );
     let setup = NetSetup::new();
     let baseline = percentile(&setup.ping(50, 10), 50.0);
     // Pings 60 ms apart: further apart than the jitter spreads them, so fq's in-order release
@@ -188,7 +219,9 @@ fn net_delay_jitter_has_the_requested_mean_and_spread() {
     // occasional scheduling spikes (a busy TCG VM) barely move: a normal distribution's IQR is
     // 1.349 standard deviations; a uniform one on [-j, +j] has an IQR of j and a standard
     // deviation of j / sqrt(3), so its IQR is sqrt(3) standard deviations.
-    for (distribution, expected_sd, iqr_per_sd) in [("normal", 20.0, 1.349), ("uniform", 20.0 / 3f64.sqrt(), 3f64.sqrt())] {
+    for (distribution, expected_sd, iqr_per_sd) in
+        [("normal", 20.0, 1.349), ("uniform", 20.0 / 3f64.sqrt(), 3f64.sqrt())]
+    {
         let chaos = setup.start(&["net", "delay", "--by", "100ms", "--jitter", "20ms", "--distribution", distribution]);
         let extra: Vec<f64> = setup.ping(400, 60).iter().map(|rtt| rtt - baseline).collect();
         drop(stop(chaos));
@@ -201,8 +234,14 @@ fn net_delay_jitter_has_the_requested_mean_and_spread() {
         // Four standard errors of a sample median (1.2533 sd / sqrt(n)), at least 4 ms: with
         // 200 pings and a flat 4 ms, a normal jitter's median missed about one run in fifty.
         let median_tolerance = (4.0 * 1.2533 * expected_sd / (extra.len() as f64).sqrt()).max(4.0);
-        assert!((m - 100.0).abs() <= median_tolerance, "{distribution}: median {m:.2} ms, expected 100 +- {median_tolerance:.1}");
-        assert!((sd - expected_sd).abs() <= expected_sd * 0.2 + 1.0, "{distribution}: spread {sd:.2} ms, expected {expected_sd:.2}");
+        assert!(
+            (m - 100.0).abs() <= median_tolerance,
+            "{distribution}: median {m:.2} ms, expected 100 +- {median_tolerance:.1}"
+        );
+        assert!(
+            (sd - expected_sd).abs() <= expected_sd * 0.2 + 1.0,
+            "{distribution}: spread {sd:.2} ms, expected {expected_sd:.2}"
+        );
         if distribution == "uniform" {
             // Bounded to 80..120 ms; the extremes of a sample also carry the round trip's own
             // noise (a few ms under TCG), hence percentiles and a little slack.
@@ -221,7 +260,15 @@ fn net_rate_holds_the_limit() {
     let chaos = setup.start(&["net", "rate", "--limit", "1mbit"]);
     let sink = UdpSink::start(&setup.hosts.b, 7610, 1500, true);
     // About 3 mbit/s offered for 4 s: 106-byte frames (64 bytes of payload + UDP, IP, Ethernet).
-    let blast = Blast { to: SocketAddr::from((TwoHosts::B, 7610)), sender_id: 1, count: 14_000, pps: 3500, cgroup: Some(&setup.cgroup), netns: &setup.hosts.a }.run();
+    let blast = Blast {
+        to: SocketAddr::from((TwoHosts::B, 7610)),
+        sender_id: 1,
+        count: 14_000,
+        pps: 3500,
+        cgroup: Some(&setup.cgroup),
+        netns: &setup.hosts.a,
+    }
+    .run();
     let report = sink.finish();
     drop(stop(chaos));
     assert_eq!(blast.errors, 0);
@@ -236,7 +283,11 @@ fn net_rate_holds_the_limit() {
 fn net_delay_state_is_put_back_after_sigkill_by_cleanup() {
     require_root!("net_delay_state_is_put_back_after_sigkill_by_cleanup");
     let _serial = chaos_tests::serialized();
-    skip_if!(fq_missing().is_some(), "net_delay_state_is_put_back_after_sigkill_by_cleanup", fq_missing().unwrap_or_default());
+    skip_if!(
+        fq_missing().is_some(),
+        "net_delay_state_is_put_back_after_sigkill_by_cleanup",
+        fq_missing().unwrap_or_default()
+    );
     let setup = NetSetup::new();
     let before = kernel::root_qdisc(&setup.hosts.a, "veth-a");
     let chaos = setup.start(&["net", "delay", "--by", "50ms"]);
@@ -260,7 +311,8 @@ fn network_delay_is_refused_plainly_where_fq_is_missing() {
     };
     assert!(reason.contains("qdisc fq not available"), "{reason}");
     let setup_cgroup = TestCgroup::new();
-    let (status, _, stderr) = chaos::run(&["net", "delay", "--cgroup", setup_cgroup.path(), "--by", "100ms", "--for", "5s"]);
+    let (status, _, stderr) =
+        chaos::run(&["net", "delay", "--cgroup", setup_cgroup.path(), "--by", "100ms", "--for", "5s"]);
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("network delay is not supported by this kernel") && stderr.contains("fq"), "{stderr}");
 }
@@ -303,7 +355,10 @@ fn the_guard_of_an_inert_fault_waits_for_its_time_box() {
     let stdin = guard.0.stdin.as_mut().expect("the guard's stdin");
     std::io::Write::write_all(stdin, format!("until {until_ns}\n").as_bytes()).expect("send the time box");
     while kernel::is_stopped(pid) {
-        assert!(kernel::monotonic_ns() < until_ns + 5_000_000_000, "the guard did not resume the target 5 s after its time box");
+        assert!(
+            kernel::monotonic_ns() < until_ns + 5_000_000_000,
+            "the guard did not resume the target 5 s after its time box"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let late_ms = (kernel::monotonic_ns() as f64 - until_ns as f64) / MS;
@@ -317,7 +372,19 @@ fn a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box() {
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
     // A 20 s fault of 1 s delays: time to start the target (slow under TCG) well inside it.
-    let mut chaos = Chaos::start(&["syscall", "delay", "--syscall", "read", "--by", "1s", "--cgroup", cgroup.path(), "--for", "20s", "-v"]);
+    let mut chaos = Chaos::start(&[
+        "syscall",
+        "delay",
+        "--syscall",
+        "read",
+        "--by",
+        "1s",
+        "--cgroup",
+        cgroup.path(),
+        "--for",
+        "20s",
+        "-v",
+    ]);
     chaos.wait_until_armed(Duration::from_secs(60));
     let armed = Instant::now();
     let (mut target, pid) = start_stopped_reader(&cgroup);
@@ -325,7 +392,10 @@ fn a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box() {
     chaos.signal(libc::SIGSTOP);
     // Time box: the kernel deadline, plus the 1 s delay, plus the guard's 200 ms margin.
     while kernel::is_stopped(pid) {
-        assert!(armed.elapsed() < Duration::from_secs(24), "the target is still stopped 24 s after arming a 20 s fault");
+        assert!(
+            armed.elapsed() < Duration::from_secs(24),
+            "the target is still stopped 24 s after arming a 20 s fault"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let resumed_ns = kernel::monotonic_ns();
@@ -355,10 +425,15 @@ fn a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box() {
 fn the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen() {
     require_root!("the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen");
     let _serial = chaos_tests::serialized();
-    skip_if!(fq_missing().is_some(), "the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen", fq_missing().unwrap_or_default());
+    skip_if!(
+        fq_missing().is_some(),
+        "the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen",
+        fq_missing().unwrap_or_default()
+    );
     let setup = NetSetup::new();
     let baseline = percentile(&setup.ping(30, 10), 50.0);
-    let mut chaos = Chaos::start(&["net", "delay", "--by", "100ms", "--cgroup", setup.cgroup.path(), "--for", "3s", "-v"]);
+    let mut chaos =
+        Chaos::start(&["net", "delay", "--by", "100ms", "--cgroup", setup.cgroup.path(), "--for", "3s", "-v"]);
     chaos.wait_until_armed(Duration::from_secs(60));
     let armed = Instant::now();
     chaos.signal(libc::SIGSTOP);

@@ -9,7 +9,12 @@ fn doctor_json() -> serde_json::Value {
 }
 
 fn family<'a>(doctor: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    doctor["families"].as_array().expect("families").iter().find(|f| f["id"] == id).unwrap_or_else(|| panic!("no family {id}"))
+    doctor["families"]
+        .as_array()
+        .expect("families")
+        .iter()
+        .find(|f| f["id"] == id)
+        .unwrap_or_else(|| panic!("no family {id}"))
 }
 
 fn kernel_version() -> (u32, u32) {

@@ -102,9 +102,11 @@ fn assert_well_formed(events: &[Value]) {
 
 /// The position of the first `name` event after position `from`.
 fn position(events: &[Value], name: &str, from: usize) -> usize {
-    events[from..].iter().position(|e| e["event"] == name).map(|p| p + from).unwrap_or_else(|| {
-        panic!("no {name} event after #{from} in: {:?}", names(events))
-    })
+    events[from..]
+        .iter()
+        .position(|e| e["event"] == name)
+        .map(|p| p + from)
+        .unwrap_or_else(|| panic!("no {name} event after #{from} in: {:?}", names(events)))
 }
 
 #[test]
@@ -115,7 +117,8 @@ fn a_mild_fault_holds_and_the_timeline_has_every_event_in_order() {
     let scratch = Scratch::new();
     let file = scratch.file("mild.toml", &two_fault_experiment(&cgroup, &server, "0.1", "4s"));
     let timeline = scratch.path("mild.jsonl");
-    let (status, stdout, stderr) = chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    let (status, stdout, stderr) =
+        chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
     assert_eq!(status.code(), Some(0), "the hypothesis should hold\nstdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("hypothesis held"), "{stdout}");
     assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left attached");
@@ -124,12 +127,19 @@ fn a_mild_fault_holds_and_the_timeline_has_every_event_in_order() {
     assert_well_formed(&events);
     // experiment, plan x2, baseline, attach x2, during (arm x2, counts), detach x2, after, verdict.
     let mut at = position(&events, "experiment", 0);
-    for name in ["plan", "plan", "phase", "check", "attach", "attach", "phase", "arm", "arm", "counts", "detach", "detach", "phase", "check", "verdict"] {
+    for name in [
+        "plan", "plan", "phase", "check", "attach", "attach", "phase", "arm", "arm", "counts", "detach", "detach",
+        "phase", "check", "verdict",
+    ] {
         at = position(&events, name, at + 1);
     }
-    let phases: Vec<&str> = events.iter().filter(|e| e["event"] == "phase").map(|e| e["phase"].as_str().unwrap_or("?")).collect();
+    let phases: Vec<&str> =
+        events.iter().filter(|e| e["event"] == "phase").map(|e| e["phase"].as_str().unwrap_or("?")).collect();
     assert_eq!(phases, ["before", "during", "after"]);
-    assert!(events.iter().filter(|e| e["event"] == "check").all(|e| e["ok"] == true), "a check failed under a 0.1 % loss");
+    assert!(
+        events.iter().filter(|e| e["event"] == "check").all(|e| e["ok"] == true),
+        "a check failed under a 0.1 % loss"
+    );
     let verdict = events.last().unwrap();
     assert_eq!((verdict["held"].as_bool(), verdict["exit_code"].as_u64()), (Some(true), Some(0)));
     // Counts per fault per second: the drop saw the server's packets.
@@ -158,7 +168,8 @@ fn a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval()
     let file = scratch.file("severe.toml", &two_fault_experiment(&cgroup, &server, "100", "60s"));
     let timeline = scratch.path("severe.jsonl");
     let started = Instant::now();
-    let (status, stdout, stderr) = chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    let (status, stdout, stderr) =
+        chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
     let took = started.elapsed();
     assert_eq!(status.code(), Some(1), "the hypothesis should be violated\nstdout: {stdout}\nstderr: {stderr}");
     // Loading programs under QEMU/TCG takes seconds: the tight bound is on the timeline below.
@@ -224,7 +235,13 @@ fn a_failing_baseline_aborts_before_any_fault_is_attached() {
 
 /// Starts `chaos run` on an experiment of one syscall delay of `by` on `read` in `cgroup`, and
 /// waits until its fault is armed. Returns chaos and the timeline it writes.
-fn start_read_delay_experiment(scratch: &Scratch, name: &str, cgroup: &TestCgroup, duration: &str, by: &str) -> (Chaos, PathBuf) {
+fn start_read_delay_experiment(
+    scratch: &Scratch,
+    name: &str,
+    cgroup: &TestCgroup,
+    duration: &str,
+    by: &str,
+) -> (Chaos, PathBuf) {
     let experiment = format!(
         "name = \"{name}\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"{duration}\"\n\n\
          [[fault]]\nkind = \"syscall delay\"\nsyscall = \"read\"\nby = \"{by}\"\n",
@@ -265,7 +282,9 @@ fn a_frozen_experiment_cannot_keep_a_task_stopped_past_its_delay_time_box() {
     chaos.signal(libc::SIGCONT);
     drop(chaos.wait(Duration::from_secs(30)));
     assert!(target.wait().expect("wait").success());
-    eprintln!("measured: with the experiment frozen, the guard resumed the target {after_deadline_ms:.0} ms after the armed deadline");
+    eprintln!(
+        "measured: with the experiment frozen, the guard resumed the target {after_deadline_ms:.0} ms after the armed deadline"
+    );
     assert!(
         (1000.0..=3000.0).contains(&after_deadline_ms),
         "the guard must resume at the armed time box (deadline + 1 s delay + 200 ms), not {after_deadline_ms:.0} ms after the deadline"
@@ -313,7 +332,8 @@ fn listed(status: &Value, id: &str) -> Option<Value> {
 }
 
 fn detach(file: &Path, timeline: &Path) -> String {
-    let (status, stdout, stderr) = chaos::run(&["run", file.to_str().unwrap(), "--detach", "--timeline", timeline.to_str().unwrap()]);
+    let (status, stdout, stderr) =
+        chaos::run(&["run", file.to_str().unwrap(), "--detach", "--timeline", timeline.to_str().unwrap()]);
     assert_eq!(status.code(), Some(0), "{stderr}");
     let id = stdout.trim().to_owned();
     assert!(!id.is_empty(), "no id printed: {stderr}");
@@ -397,7 +417,12 @@ fn bad_files_are_refused_with_their_position_and_attach_nothing() {
     // (name, text, "line:column", message)
     let cases: Vec<(&str, String, &str, &str)> = vec![
         ("syntax", format!("{head}[[fault]\nkind = \"net drop\"\n"), "3:9", "not valid TOML: unclosed array table"),
-        ("unknown-fault", format!("{head}[[fault]]\nkind = \"net explode\"\n"), "4:8", "unknown fault kind \"net explode\""),
+        (
+            "unknown-fault",
+            format!("{head}[[fault]]\nkind = \"net explode\"\n"),
+            "4:8",
+            "unknown fault kind \"net explode\"",
+        ),
         ("wrong-type", format!("{head}{drop}percent = \"twenty\"\n"), "5:11", "'twenty' is not a percentage"),
         ("negative-duration", format!("{head}{drop}percent = 5\nduration = \"-3s\"\n"), "6:12", "is negative"),
         ("over-100", format!("{head}{drop}percent = 120\n"), "5:11", "'120' is over 100 %"),
@@ -407,8 +432,18 @@ fn bad_files_are_refused_with_their_position_and_attach_nothing() {
             "1:10",
             "does not exist",
         ),
-        ("unknown-target-kind", format!("target = {{ vm = \"x\" }}\nduration = \"10s\"\n{drop}percent = 5\n"), "1:12", "unknown key `vm`"),
-        ("root-cgroup", format!("target = {{ cgroup = \"/\" }}\nduration = \"10s\"\n{drop}percent = 5\n"), "1:10", "--i-know"),
+        (
+            "unknown-target-kind",
+            format!("target = {{ vm = \"x\" }}\nduration = \"10s\"\n{drop}percent = 5\n"),
+            "1:12",
+            "unknown key `vm`",
+        ),
+        (
+            "root-cgroup",
+            format!("target = {{ cgroup = \"/\" }}\nduration = \"10s\"\n{drop}percent = 5\n"),
+            "1:10",
+            "--i-know",
+        ),
     ];
     for (name, text, at, message) in &cases {
         let file = scratch.file(&format!("{name}.toml"), text);
@@ -430,7 +465,11 @@ fn bad_files_are_refused_with_their_position_and_attach_nothing() {
 #[test]
 fn the_shipped_examples_validate() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    chaos_tests::skip_if!(!examples.is_dir(), "the_shipped_examples_validate", format!("{} is not on this machine (VM tier)", examples.display()));
+    chaos_tests::skip_if!(
+        !examples.is_dir(),
+        "the_shipped_examples_validate",
+        format!("{} is not on this machine (VM tier)", examples.display())
+    );
     let mut count = 0;
     for entry in fs::read_dir(&examples).expect("examples/") {
         let path = entry.expect("entry").path();

@@ -22,11 +22,24 @@ fn sink_addr(port: u16) -> SocketAddr {
 /// Starts `chaos net drop` on `cgroup` and waits until the kernel shows its programs attached.
 fn start_drop(cgroup: &TestCgroup, percent: &str, duration: &str, direction: &str, expect_programs: u32) -> Chaos {
     let chaos = Chaos::start(&[
-        "net", "drop", "--cgroup", cgroup.path(), "--percent", percent, "--for", duration,
-        "--direction", direction, "--output", "json", "-v",
+        "net",
+        "drop",
+        "--cgroup",
+        cgroup.path(),
+        "--percent",
+        percent,
+        "--for",
+        duration,
+        "--direction",
+        direction,
+        "--output",
+        "json",
+        "-v",
     ]);
     let mut chaos = chaos;
-    chaos.wait_until("its programs attach", Duration::from_secs(60), || kernel::inet_programs_attached(cgroup.dir()) == expect_programs);
+    chaos.wait_until("its programs attach", Duration::from_secs(60), || {
+        kernel::inet_programs_attached(cgroup.dir()) == expect_programs
+    });
     chaos
 }
 
@@ -39,8 +52,24 @@ fn drops_a_fifth_of_the_target_packets_silently_and_nothing_else() {
     let chaos = start_drop(&cgroup, "20", "120s", "egress", 1);
 
     // Paced so that nothing but chaos loses packets (the veth and the sink keep up).
-    let inside = Blast { to: sink_addr(7001), sender_id: TARGET_SENDER, count: PACKETS, pps: 50_000, cgroup: Some(&cgroup), netns: &hosts.a }.start();
-    let outside = Blast { to: sink_addr(7001), sender_id: OUTSIDE_SENDER, count: PACKETS, pps: 50_000, cgroup: None, netns: &hosts.a }.start();
+    let inside = Blast {
+        to: sink_addr(7001),
+        sender_id: TARGET_SENDER,
+        count: PACKETS,
+        pps: 50_000,
+        cgroup: Some(&cgroup),
+        netns: &hosts.a,
+    }
+    .start();
+    let outside = Blast {
+        to: sink_addr(7001),
+        sender_id: OUTSIDE_SENDER,
+        count: PACKETS,
+        pps: 50_000,
+        cgroup: None,
+        netns: &hosts.a,
+    }
+    .start();
     let (inside, outside) = (inside.finish(), outside.finish());
     let report = sink.finish();
 
@@ -52,8 +81,16 @@ fn drops_a_fifth_of_the_target_packets_silently_and_nothing_else() {
     assert_eq!(outside.errors, 0);
     let lost = PACKETS - report.received_from(TARGET_SENDER);
     let rate = lost as f64 / PACKETS as f64;
-    eprintln!("measured: target lost {lost} of {PACKETS} ({:.2} %), outside lost {}", rate * 100.0, PACKETS - report.received_from(OUTSIDE_SENDER));
-    assert!((0.18..=0.22).contains(&rate), "target lost {lost} of {PACKETS} ({:.2} %), expected 20 % +- 2", rate * 100.0);
+    eprintln!(
+        "measured: target lost {lost} of {PACKETS} ({:.2} %), outside lost {}",
+        rate * 100.0,
+        PACKETS - report.received_from(OUTSIDE_SENDER)
+    );
+    assert!(
+        (0.18..=0.22).contains(&rate),
+        "target lost {lost} of {PACKETS} ({:.2} %), expected 20 % +- 2",
+        rate * 100.0
+    );
     assert_eq!(report.received_from(OUTSIDE_SENDER), PACKETS, "a process outside the cgroup lost packets");
 
     // chaos's own counters agree with what the receiver saw.
@@ -80,7 +117,15 @@ fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     let armed_at = kernel::monotonic_ns();
 
     // One packet per ms for 7 s: the rest of the 5 s under a 100 % drop, then the deadline.
-    let blast = Blast { to: sink_addr(7002), sender_id: TARGET_SENDER, count: 7000, pps: 1000, cgroup: Some(&cgroup), netns: &hosts.a }.run();
+    let blast = Blast {
+        to: sink_addr(7002),
+        sender_id: TARGET_SENDER,
+        count: 7000,
+        pps: 1000,
+        cgroup: Some(&cgroup),
+        netns: &hosts.a,
+    }
+    .run();
     let report = sink.finish();
     chaos.signal(libc::SIGCONT);
     let (_, _, stderr) = chaos.wait(Duration::from_secs(10));
@@ -93,10 +138,18 @@ fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("chaos -v did not log its deadline: {stderr}"));
     assert!(deadline > armed_at, "deadline already passed when the blast started");
-    let first_after = report.arrivals.iter().map(|&(_, _, at)| at).min().expect("no packet got through after the deadline");
-    assert!(first_after >= deadline, "a packet got through {} ms before the deadline", (deadline - first_after) / 1_000_000);
+    let first_after =
+        report.arrivals.iter().map(|&(_, _, at)| at).min().expect("no packet got through after the deadline");
+    assert!(
+        first_after >= deadline,
+        "a packet got through {} ms before the deadline",
+        (deadline - first_after) / 1_000_000
+    );
     let restored_after_ms = (first_after - deadline) as f64 / 1e6;
-    eprintln!("measured: first packet {restored_after_ms:.2} ms after the kernel deadline, {} delivered", report.received_from(TARGET_SENDER));
+    eprintln!(
+        "measured: first packet {restored_after_ms:.2} ms after the kernel deadline, {} delivered",
+        report.received_from(TARGET_SENDER)
+    );
     assert!(restored_after_ms <= 100.0, "traffic restored {restored_after_ms:.1} ms after the deadline (limit 100 ms)");
     let delivered = report.received_from(TARGET_SENDER);
     assert!(delivered >= 1500, "only {delivered} packets delivered after the deadline");
@@ -115,7 +168,15 @@ fn sigkill_of_chaos_leaves_nothing_attached() {
     kernel::wait_for_inet_programs(cgroup.dir(), 0, Duration::from_secs(5));
 
     let sink = UdpSink::start(&hosts.b, 7003, 500, false);
-    let blast = Blast { to: sink_addr(7003), sender_id: TARGET_SENDER, count: 1000, pps: 20_000, cgroup: Some(&cgroup), netns: &hosts.a }.run();
+    let blast = Blast {
+        to: sink_addr(7003),
+        sender_id: TARGET_SENDER,
+        count: 1000,
+        pps: 20_000,
+        cgroup: Some(&cgroup),
+        netns: &hosts.a,
+    }
+    .run();
     assert_eq!(blast.errors, 0);
     assert_eq!(sink.finish().received_from(TARGET_SENDER), 1000, "traffic not fully restored after SIGKILL");
 }
@@ -147,8 +208,19 @@ fn bad_input_is_refused_and_changes_nothing() {
 fn dry_run_prints_the_plan_and_attaches_nothing() {
     require_root!("dry_run_prints_the_plan_and_attaches_nothing");
     let cgroup = TestCgroup::new();
-    let (status, stdout, stderr) =
-        chaos::run(&["net", "drop", "--cgroup", cgroup.path(), "--percent", "20", "--for", "5s", "--dry-run", "--output", "json"]);
+    let (status, stdout, stderr) = chaos::run(&[
+        "net",
+        "drop",
+        "--cgroup",
+        cgroup.path(),
+        "--percent",
+        "20",
+        "--for",
+        "5s",
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
     assert!(status.success(), "{stderr}");
     let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(plan["programs"].as_array().map(Vec::len), Some(2), "{stdout}");

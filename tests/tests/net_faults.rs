@@ -27,7 +27,9 @@ fn start(args: &[&str], cgroup: &TestCgroup, programs: u32) -> Chaos {
     full.extend_from_slice(args);
     full.extend_from_slice(&["--cgroup", cgroup.path(), "--output", "json"]);
     let mut chaos = Chaos::start(&full);
-    chaos.wait_until("its programs attach", Duration::from_secs(60), || kernel::inet_programs_attached(cgroup.dir()) == programs);
+    chaos.wait_until("its programs attach", Duration::from_secs(60), || {
+        kernel::inet_programs_attached(cgroup.dir()) == programs
+    });
     chaos
 }
 
@@ -46,7 +48,12 @@ fn lost_share(hosts: &TwoHosts, cgroup: Option<&TestCgroup>, destination: Socket
 
 fn assert_rate(name: &str, measured: f64, expected: f64) {
     eprintln!("measured: {name}: {:.2} % (expected {:.0} % +- 2)", measured * 100.0, expected * 100.0);
-    assert!((measured - expected).abs() <= 0.02, "{name}: {:.2} %, expected {:.0} % +- 2", measured * 100.0, expected * 100.0);
+    assert!(
+        (measured - expected).abs() <= 0.02,
+        "{name}: {:.2} %, expected {:.0} % +- 2",
+        measured * 100.0,
+        expected * 100.0
+    );
 }
 
 #[test]
@@ -55,8 +62,21 @@ fn filters_select_only_the_matching_packets() {
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let chaos = start(
-        &["drop", "--percent", "20", "--for", "5m", "--direction", "egress", "--protocol", "udp",
-          "--remote", "10.200.0.2/32", "--remote-port", "7101,7105-7106"],
+        &[
+            "drop",
+            "--percent",
+            "20",
+            "--for",
+            "5m",
+            "--direction",
+            "egress",
+            "--protocol",
+            "udp",
+            "--remote",
+            "10.200.0.2/32",
+            "--remote-port",
+            "7101,7105-7106",
+        ],
         &cgroup,
         1,
     );
@@ -67,7 +87,10 @@ fn filters_select_only_the_matching_packets() {
     assert_rate("other cgroup", lost_share(&hosts, None, to(TwoHosts::B, 7101), 2), 0.0);
     let report = stop(chaos);
     let egress = &report["counters"][0];
-    assert!(egress["seen"].as_u64() > egress["matched"].as_u64(), "unmatched packets must be seen but not matched: {report}");
+    assert!(
+        egress["seen"].as_u64() > egress["matched"].as_u64(),
+        "unmatched packets must be seen but not matched: {report}"
+    );
 }
 
 #[test]
@@ -86,7 +109,11 @@ fn ipv6_prefixes_filter_like_ipv4_ones() {
     require_root!("ipv6_prefixes_filter_like_ipv4_ones");
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let chaos = start(&["drop", "--percent", "20", "--for", "5m", "--direction", "egress", "--remote", "fd00:200::2/128"], &cgroup, 1);
+    let chaos = start(
+        &["drop", "--percent", "20", "--for", "5m", "--direction", "egress", "--remote", "fd00:200::2/128"],
+        &cgroup,
+        1,
+    );
     assert_rate("IPv6 to the listed peer", lost_share(&hosts, Some(&cgroup), to(TwoHosts::B6, 7120), 1), 0.20);
     assert_rate("IPv6 to another peer", lost_share(&hosts, Some(&cgroup), to(TwoHosts::B6_2, 7120), 1), 0.0);
     assert_rate("IPv4 to the same host", lost_share(&hosts, Some(&cgroup), to(TwoHosts::B, 7120), 1), 0.0);
@@ -101,9 +128,18 @@ fn burst_loss_has_the_requested_mean_loss_and_burst_length() {
     // Bursts make the loss rate of a sample vary more than independent losses do: 50 000
     // packets keep the +-2 % check above 4 standard deviations.
     let packets = 50_000;
-    let chaos = start(&["drop", "--percent", "20", "--burst-len", "4", "--for", "5m", "--direction", "egress"], &cgroup, 1);
+    let chaos =
+        start(&["drop", "--percent", "20", "--burst-len", "4", "--for", "5m", "--direction", "egress"], &cgroup, 1);
     let sink = UdpSink::start(&hosts.b, 7130, 1000, false);
-    let blast = Blast { to: to(TwoHosts::B, 7130), sender_id: 1, count: packets, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }.run();
+    let blast = Blast {
+        to: to(TwoHosts::B, 7130),
+        sender_id: 1,
+        count: packets,
+        pps: PPS,
+        cgroup: Some(&cgroup),
+        netns: &hosts.a,
+    }
+    .run();
     let report = sink.finish();
     drop(stop(chaos));
     assert_eq!(blast.errors, 0);
@@ -122,7 +158,12 @@ fn a_partition_cuts_off_only_the_named_peers_in_both_families() {
     let cgroup = TestCgroup::new();
     let _server = TcpListen::start(&hosts.b, 7300);
     let chaos = start(&["partition", "--to", "10.200.0.2", "--to", "fd00:200::2/128", "--for", "5m"], &cgroup, 2);
-    for (peer, cut) in [(IpAddr::from(TwoHosts::B), true), (TwoHosts::B2.into(), false), (TwoHosts::B6.into(), true), (TwoHosts::B6_2.into(), false)] {
+    for (peer, cut) in [
+        (IpAddr::from(TwoHosts::B), true),
+        (TwoHosts::B2.into(), false),
+        (TwoHosts::B6.into(), true),
+        (TwoHosts::B6_2.into(), false),
+    ] {
         let result = tcp_connect(to(peer, 7300), 1500, Some(&cgroup), &hosts.a);
         if cut {
             assert!(!result.connected, "connect to partitioned {peer} succeeded");
@@ -143,7 +184,9 @@ fn start_tc(args: &[&str], hosts: &TwoHosts, cgroup: &TestCgroup) -> Chaos {
     full.extend_from_slice(args);
     full.extend_from_slice(&["--cgroup", cgroup.path(), "--output", "json"]);
     let mut chaos = Chaos::start(&full);
-    chaos.wait_until("its TC program attaches", Duration::from_secs(60), || kernel::tc_programs(&hosts.a, "veth-a") == 1);
+    chaos.wait_until("its TC program attaches", Duration::from_secs(60), || {
+        kernel::tc_programs(&hosts.a, "veth-a") == 1
+    });
     chaos
 }
 
@@ -158,7 +201,15 @@ fn corruption_without_fixed_checksums_is_dropped_by_the_receiver() {
     let chaos = start_tc(&["corrupt", "--percent", "20", "--for", "5m", "--direction", "egress"], &hosts, &cgroup);
     let sink = UdpSink::start(&hosts.b, 7140, 1000, false);
     let checksum_errors_before = kernel::snmp_counter(sink.pid(), "Udp", "InCsumErrors");
-    let blast = Blast { to: to(TwoHosts::B, 7140), sender_id: 1, count: PACKETS, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }.run();
+    let blast = Blast {
+        to: to(TwoHosts::B, 7140),
+        sender_id: 1,
+        count: PACKETS,
+        pps: PPS,
+        cgroup: Some(&cgroup),
+        netns: &hosts.a,
+    }
+    .run();
     let sink_pid = sink.pid();
     let checksum_errors = kernel::snmp_counter(sink_pid, "Udp", "InCsumErrors") - checksum_errors_before;
     let report = sink.finish();
@@ -178,9 +229,21 @@ fn corruption_with_fixed_checksums_reaches_the_application() {
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let _resident = Resident::start(&cgroup, Some(&hosts.a));
-    let chaos = start_tc(&["corrupt", "--percent", "20", "--fix-checksum", "--for", "5m", "--direction", "egress"], &hosts, &cgroup);
+    let chaos = start_tc(
+        &["corrupt", "--percent", "20", "--fix-checksum", "--for", "5m", "--direction", "egress"],
+        &hosts,
+        &cgroup,
+    );
     let sink = UdpSink::start(&hosts.b, 7150, 1000, false);
-    let blast = Blast { to: to(TwoHosts::B, 7150), sender_id: 1, count: PACKETS, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }.run();
+    let blast = Blast {
+        to: to(TwoHosts::B, 7150),
+        sender_id: 1,
+        count: PACKETS,
+        pps: PPS,
+        cgroup: Some(&cgroup),
+        netns: &hosts.a,
+    }
+    .run();
     // The payload check is 32 bits: a flipped bit never goes unnoticed.
     let report = sink.finish();
     let chaos_report = stop(chaos);
@@ -199,14 +262,28 @@ fn duplication_sends_copies_of_the_chosen_share() {
     let _resident = Resident::start(&cgroup, Some(&hosts.a));
     let chaos = start_tc(&["duplicate", "--percent", "20", "--for", "5m", "--direction", "egress"], &hosts, &cgroup);
     let sink = UdpSink::start(&hosts.b, 7160, 1000, false);
-    let inside = Blast { to: to(TwoHosts::B, 7160), sender_id: 1, count: PACKETS, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }.run();
-    let outside = Blast { to: to(TwoHosts::B, 7160), sender_id: 2, count: PACKETS, pps: PPS, cgroup: None, netns: &hosts.a }.run();
+    let inside = Blast {
+        to: to(TwoHosts::B, 7160),
+        sender_id: 1,
+        count: PACKETS,
+        pps: PPS,
+        cgroup: Some(&cgroup),
+        netns: &hosts.a,
+    }
+    .run();
+    let outside =
+        Blast { to: to(TwoHosts::B, 7160), sender_id: 2, count: PACKETS, pps: PPS, cgroup: None, netns: &hosts.a }
+            .run();
     let report = sink.finish();
     drop(stop(chaos));
     assert_eq!(inside.errors + outside.errors, 0);
     assert_eq!(report.received_from(1), PACKETS, "duplication must not lose the originals");
     assert_rate("duplicated datagrams", report.duplicates_from(1) as f64 / PACKETS as f64, 0.20);
-    assert_eq!(report.duplicates_from(2), 0, "a process outside the cgroup got duplicates, though it shares the namespace");
+    assert_eq!(
+        report.duplicates_from(2),
+        0,
+        "a process outside the cgroup got duplicates, though it shares the namespace"
+    );
 }
 
 #[test]
@@ -218,7 +295,8 @@ fn tc_faults_leave_nothing_on_the_interfaces_after_sigkill() {
     let _resident = Resident::start(&cgroup, Some(&hosts.a));
     let had_clsact = kernel::has_clsact(&hosts.a, "veth-a");
     let mut chaos = Chaos::start(&["net", "duplicate", "--cgroup", cgroup.path(), "--percent", "10", "--for", "5m"]);
-    chaos.wait_until("its TC programs attach", Duration::from_secs(60), || kernel::tc_programs(&hosts.a, "veth-a") == 2);
+    chaos
+        .wait_until("its TC programs attach", Duration::from_secs(60), || kernel::tc_programs(&hosts.a, "veth-a") == 2);
     chaos.signal(libc::SIGKILL);
     drop(chaos.wait(Duration::from_secs(10)));
     // tcx links die with the process; legacy filters stay until `chaos cleanup` removes them.
@@ -247,13 +325,15 @@ fn tc_faults_refuse_the_host_namespace_without_iface_and_i_know() {
     while cgroup.pids().is_empty() {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let (status, _, stderr) = chaos::run(&["net", "corrupt", "--cgroup", cgroup.path(), "--percent", "5", "--for", "10s"]);
+    let (status, _, stderr) =
+        chaos::run(&["net", "corrupt", "--cgroup", cgroup.path(), "--percent", "5", "--for", "10s"]);
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("shares chaos's own network namespace") && stderr.contains("--i-know"), "{stderr}");
     let empty = TestCgroup::new();
-    let (status, _, stderr) = chaos::run(&["net", "duplicate", "--cgroup", empty.path(), "--percent", "5", "--for", "10s"]);
+    let (status, _, stderr) =
+        chaos::run(&["net", "duplicate", "--cgroup", empty.path(), "--percent", "5", "--for", "10s"]);
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("the cgroup has no processes"), "{stderr}");
 }

@@ -41,12 +41,19 @@ fn connect_fails_with_the_errno_at_the_rate_through_cgroup_hooks() {
     let ns = Netns::new();
     let _server = TcpListen::start(&ns, 7400);
     let cgroup = TestCgroup::new();
-    let chaos = start(&["--syscall", "connect", "--errno", "ECONNREFUSED", "--percent", "20", "--backend", "cgroup"], &cgroup);
+    let chaos =
+        start(&["--syscall", "connect", "--errno", "ECONNREFUSED", "--percent", "20", "--backend", "cgroup"], &cgroup);
     let inside = connect_loop(localhost(1, 7400), 5000, Some(&cgroup), &ns);
     let outside = connect_loop(localhost(1, 7400), 500, None, &ns);
     let report = stop(chaos);
     let rate = inside.failed() as f64 / inside.calls as f64;
-    eprintln!("measured: connect failed {} of {} ({:.2} %) with {:?}", inside.failed(), inside.calls, rate * 100.0, inside.errors);
+    eprintln!(
+        "measured: connect failed {} of {} ({:.2} %) with {:?}",
+        inside.failed(),
+        inside.calls,
+        rate * 100.0,
+        inside.errors
+    );
     assert!((rate - 0.20).abs() <= 0.02, "{:.2} % failed, expected 20 % +- 2", rate * 100.0);
     assert_eq!(inside.errors.keys().copied().collect::<Vec<_>>(), [ECONNREFUSED], "only the chosen errno");
     assert_eq!(outside.failed(), 0, "a process outside the cgroup saw failures: {:?}", outside.errors);
@@ -75,7 +82,10 @@ fn schedules_give_exact_counts() {
         assert_eq!(&result.failed_at, expected, "{schedule:?}");
     }
     // --max with a probability: exactly K failures, wherever they fall.
-    let chaos = start(&["--syscall", "connect", "--errno", "ECONNREFUSED", "--percent", "50", "--max", "25", "--backend", "cgroup"], &cgroup);
+    let chaos = start(
+        &["--syscall", "connect", "--errno", "ECONNREFUSED", "--percent", "50", "--max", "25", "--backend", "cgroup"],
+        &cgroup,
+    );
     let result = connect_loop(localhost(1, 7410), 1000, Some(&cgroup), &ns);
     drop(stop(chaos));
     assert_eq!(result.failed(), 25, "--max 25 at 50 %");
@@ -87,7 +97,21 @@ fn remote_filters_pick_the_peer() {
     let ns = Netns::new();
     let _server = TcpListen::start(&ns, 7420);
     let cgroup = TestCgroup::new();
-    let chaos = start(&["--syscall", "connect", "--errno", "ECONNREFUSED", "--remote", "127.0.0.2", "--remote-port", "7420", "--backend", "cgroup"], &cgroup);
+    let chaos = start(
+        &[
+            "--syscall",
+            "connect",
+            "--errno",
+            "ECONNREFUSED",
+            "--remote",
+            "127.0.0.2",
+            "--remote-port",
+            "7420",
+            "--backend",
+            "cgroup",
+        ],
+        &cgroup,
+    );
     let listed = connect_loop(localhost(2, 7420), 50, Some(&cgroup), &ns);
     let other_address = connect_loop(localhost(1, 7420), 50, Some(&cgroup), &ns);
     drop(stop(chaos));
@@ -125,12 +149,21 @@ fn socket_and_sendto_fail_through_cgroup_hooks() {
 #[test]
 fn file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup() {
     require_root!("file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup");
-    skip_if!(chaos::lsm_unavailable().is_some(), "file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup", chaos::lsm_unavailable().unwrap_or_default());
+    skip_if!(
+        chaos::lsm_unavailable().is_some(),
+        "file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup",
+        chaos::lsm_unavailable().unwrap_or_default()
+    );
     let cgroup = TestCgroup::new();
     let (inside, elsewhere) = (TempDir::new(), TempDir::new());
     let prefix = inside.path().display().to_string();
-    for (syscall, errno, name) in [("openat", EIO, "EIO"), ("write", ENOSPC, "ENOSPC"), ("read", EIO, "EIO"), ("unlink", EIO, "EIO")] {
-        let chaos = start(&["--syscall", syscall, "--errno", name, "--every", "4", "--path", &prefix, "--backend", "lsm"], &cgroup);
+    for (syscall, errno, name) in
+        [("openat", EIO, "EIO"), ("write", ENOSPC, "ENOSPC"), ("read", EIO, "EIO"), ("unlink", EIO, "EIO")]
+    {
+        let chaos = start(
+            &["--syscall", syscall, "--errno", name, "--every", "4", "--path", &prefix, "--backend", "lsm"],
+            &cgroup,
+        );
         let target = file_loop(inside.path(), 200, Some(&cgroup));
         let other_path = file_loop(elsewhere.path(), 50, Some(&cgroup));
         let other_cgroup = file_loop(inside.path(), 50, None);
@@ -140,7 +173,8 @@ fn file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup() 
         eprintln!("measured: {syscall}: {} of {} calls failed, errnos {:?}", calls.failed(), calls.calls, calls.errors);
         assert_eq!(calls.failed_at, expected, "{syscall} --every 4: {calls:?}");
         assert_eq!(calls.errors.keys().copied().collect::<Vec<_>>(), [errno], "{syscall}");
-        for (what, run) in [("a path outside the prefix", &other_path), ("a process outside the cgroup", &other_cgroup)] {
+        for (what, run) in [("a path outside the prefix", &other_path), ("a process outside the cgroup", &other_cgroup)]
+        {
             let failures: u64 = run.values().map(chaos_tests::workload::Calls::failed).sum();
             assert_eq!(failures, 0, "{syscall}: {what} saw failures: {run:?}");
         }
@@ -151,10 +185,15 @@ fn file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup() 
 #[test]
 fn a_real_program_reports_the_injected_error() {
     require_root!("a_real_program_reports_the_injected_error");
-    skip_if!(chaos::lsm_unavailable().is_some(), "a_real_program_reports_the_injected_error", chaos::lsm_unavailable().unwrap_or_default());
+    skip_if!(
+        chaos::lsm_unavailable().is_some(),
+        "a_real_program_reports_the_injected_error",
+        chaos::lsm_unavailable().unwrap_or_default()
+    );
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
-    let chaos = start(&["--syscall", "write", "--errno", "ENOSPC", "--path", &dir.path().display().to_string()], &cgroup);
+    let chaos =
+        start(&["--syscall", "write", "--errno", "ENOSPC", "--path", &dir.path().display().to_string()], &cgroup);
     let output = command_in("dd", Some(&cgroup), None)
         .arg("if=/dev/zero")
         .arg(format!("of={}/dd.out", dir.path().display()))
@@ -171,11 +210,18 @@ fn a_real_program_reports_the_injected_error() {
 #[test]
 fn connect_fails_through_lsm_with_a_remote_filter() {
     require_root!("connect_fails_through_lsm_with_a_remote_filter");
-    skip_if!(chaos::lsm_unavailable().is_some(), "connect_fails_through_lsm_with_a_remote_filter", chaos::lsm_unavailable().unwrap_or_default());
+    skip_if!(
+        chaos::lsm_unavailable().is_some(),
+        "connect_fails_through_lsm_with_a_remote_filter",
+        chaos::lsm_unavailable().unwrap_or_default()
+    );
     let ns = Netns::new();
     let _server = TcpListen::start(&ns, 7440);
     let cgroup = TestCgroup::new();
-    let chaos = start(&["--syscall", "connect", "--errno", "ETIMEDOUT", "--remote", "127.0.0.2/32", "--backend", "lsm"], &cgroup);
+    let chaos = start(
+        &["--syscall", "connect", "--errno", "ETIMEDOUT", "--remote", "127.0.0.2/32", "--backend", "lsm"],
+        &cgroup,
+    );
     let listed = connect_loop(localhost(2, 7440), 20, Some(&cgroup), &ns);
     let other = connect_loop(localhost(1, 7440), 20, Some(&cgroup), &ns);
     drop(stop(chaos));
@@ -189,7 +235,8 @@ fn syscall_list_tells_the_mechanism_of_this_kernel() {
     let (status, stdout, stderr) = chaos::run(&["syscall", "list", "--output", "json"]);
     assert!(status.success(), "{stderr}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON rows");
-    let row = |name: &str| rows.iter().find(|r| r["syscall"] == name).unwrap_or_else(|| panic!("no row for {name}")).clone();
+    let row =
+        |name: &str| rows.iter().find(|r| r["syscall"] == name).unwrap_or_else(|| panic!("no row for {name}")).clone();
     match chaos::lsm_unavailable() {
         Some(_) => {
             assert_eq!(row("openat")["mechanism"], serde_json::Value::Null);
@@ -212,7 +259,10 @@ fn bad_syscall_input_is_refused_and_changes_nothing() {
         (vec!["--syscall", "connect", "--errno", "EBOGUS"], "unknown errno 'EBOGUS'".into()),
         (vec!["--syscall", "openat", "--errno", "EIO", "--path", "relative/dir", "--backend", "auto"], String::new()),
         (vec!["--syscall", "connect", "--errno", "EIO", "--path", "/tmp"], "--path applies to file syscalls".into()),
-        (vec!["--syscall", "bind", "--errno", "EIO", "--remote", "10.0.0.0/8"], "--remote and --remote-port apply to calls with a peer".into()),
+        (
+            vec!["--syscall", "bind", "--errno", "EIO", "--remote", "10.0.0.0/8"],
+            "--remote and --remote-port apply to calls with a peer".into(),
+        ),
         (vec!["--syscall", "connect", "--errno", "EIO", "--every", "0"], "invalid value '0'".into()),
         (vec!["--syscall", "setsockopt", "--errno", "EIO", "--backend", "lsm"], "has no BPF LSM hook".into()),
     ];
@@ -220,7 +270,10 @@ fn bad_syscall_input_is_refused_and_changes_nothing() {
         // Here a file syscall has no mechanism at all: that is what the relative path hits first.
         Some(reason) => {
             cases[2].1 = "BPF LSM is not available".into();
-            cases.push((vec!["--syscall", "openat", "--errno", "EIO", "--backend", "lsm"], "BPF LSM is not available".into()));
+            cases.push((
+                vec!["--syscall", "openat", "--errno", "EIO", "--backend", "lsm"],
+                "BPF LSM is not available".into(),
+            ));
             assert!(reason.contains("program type lsm"), "{reason}");
         }
         None => cases[2].1 = "--path relative/dir: not an absolute path".into(),
@@ -253,7 +306,13 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
         }
         let names: Vec<&str> = rows
             .iter()
-            .filter(|r| if backend == "lsm" { !r["lsm_hook"].is_null() } else { r["cgroup_hooks"].as_array().is_some_and(|h| !h.is_empty()) })
+            .filter(|r| {
+                if backend == "lsm" {
+                    !r["lsm_hook"].is_null()
+                } else {
+                    r["cgroup_hooks"].as_array().is_some_and(|h| !h.is_empty())
+                }
+            })
             .filter_map(|r| r["syscall"].as_str())
             .collect();
         assert!(!names.is_empty(), "no {backend} syscalls listed");
@@ -268,10 +327,17 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
 #[test]
 fn mkdir_fails_under_the_path_through_lsm() {
     require_root!("mkdir_fails_under_the_path_through_lsm");
-    skip_if!(chaos::lsm_unavailable().is_some(), "mkdir_fails_under_the_path_through_lsm", chaos::lsm_unavailable().unwrap_or_default());
+    skip_if!(
+        chaos::lsm_unavailable().is_some(),
+        "mkdir_fails_under_the_path_through_lsm",
+        chaos::lsm_unavailable().unwrap_or_default()
+    );
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
-    let chaos = start(&["--syscall", "mkdir,mkdirat", "--errno", "EROFS", "--path", &dir.path().display().to_string()], &cgroup);
+    let chaos = start(
+        &["--syscall", "mkdir,mkdirat", "--errno", "EROFS", "--path", &dir.path().display().to_string()],
+        &cgroup,
+    );
     let inside = command_in("mkdir", Some(&cgroup), None).arg(dir.path().join("new")).output().expect("run mkdir");
     let outside = command_in("mkdir", None, None).arg(dir.path().join("other")).output().expect("run mkdir");
     drop(stop(chaos));
@@ -287,8 +353,19 @@ fn the_kernel_ends_a_syscall_fault_at_its_deadline_even_if_chaos_is_frozen() {
     let _server = TcpListen::start(&ns, 7450);
     let cgroup = TestCgroup::new();
     let mut chaos = Chaos::start(&[
-        "syscall", "fail", "--syscall", "connect", "--errno", "ECONNREFUSED", "--backend", "cgroup",
-        "--cgroup", cgroup.path(), "--for", "3s", "-v",
+        "syscall",
+        "fail",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--backend",
+        "cgroup",
+        "--cgroup",
+        cgroup.path(),
+        "--for",
+        "3s",
+        "-v",
     ]);
     chaos.wait_until_armed(Duration::from_secs(60));
     let armed = std::time::Instant::now();

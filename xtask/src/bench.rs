@@ -130,7 +130,12 @@ fn netem_bench() -> anyhow::Result<String> {
     }
     let mut out = String::new();
     let _ = writeln!(out, "## Packet loss against tc netem (`cargo xtask bench net`, VM tier)\n");
-    let _ = writeln!(out, "{}\n", machine().replace("(host tier)", "(VM tier: QEMU with TCG on the host above; ratios are valid within this run)"));
+    let _ = writeln!(
+        out,
+        "{}\n",
+        machine()
+            .replace("(host tier)", "(VM tier: QEMU with TCG on the host above; ratios are valid within this run)")
+    );
     let _ = writeln!(
         out,
         "UDP, 64-byte payloads, {VM_PACKETS} packets per run as fast as one sender can, across a veth pair between \
@@ -146,7 +151,12 @@ fn netem_bench() -> anyhow::Result<String> {
         median(&cpu_chaos),
         median(&cpu_netem)
     );
-    let _ = writeln!(out, "| loss achieved | chaos {:.2} %, netem {:.2} % | 20 % |", 100.0 * median(&rate_chaos), 100.0 * median(&rate_netem));
+    let _ = writeln!(
+        out,
+        "| loss achieved | chaos {:.2} %, netem {:.2} % | 20 % |",
+        100.0 * median(&rate_chaos),
+        100.0 * median(&rate_netem)
+    );
     let _ = writeln!(out, "| for scale: CPU per packet with no loss | {:.0} ns | |", median(&cpu_none));
     let _ = writeln!(
         out,
@@ -177,7 +187,12 @@ struct InjectionFigures {
     bare_ns: Vec<f64>,
 }
 
-fn injection_vs_strace(tier: &str, rounds: usize, workload: &Loop<'_>, arm: impl Fn() -> Chaos) -> anyhow::Result<InjectionFigures> {
+fn injection_vs_strace(
+    tier: &str,
+    rounds: usize,
+    workload: &Loop<'_>,
+    arm: impl Fn() -> Chaos,
+) -> anyhow::Result<InjectionFigures> {
     let mut figures = InjectionFigures {
         vs_strace: Ratios::default(),
         untargeted: Ratios::default(),
@@ -185,7 +200,8 @@ fn injection_vs_strace(tier: &str, rounds: usize, workload: &Loop<'_>, arm: impl
         strace_ns: Vec::new(),
         bare_ns: Vec::new(),
     };
-    let run = |wrapper: &[&str], cgroup: &TestCgroup| workload_loop(wrapper, workload.args, Some(cgroup), workload.netns);
+    let run =
+        |wrapper: &[&str], cgroup: &TestCgroup| workload_loop(wrapper, workload.args, Some(cgroup), workload.netns);
     for round in 1..=rounds {
         eprintln!("bench syscall ({tier}): round {round}/{rounds}");
         let bare = run(&[], workload.other);
@@ -213,8 +229,19 @@ fn injection_vs_strace(tier: &str, rounds: usize, workload: &Loop<'_>, arm: impl
 /// A `chaos syscall fail` on `cgroup` until dropped.
 fn arm_syscall(cgroup: &TestCgroup, syscall: &str, errno: &str, backend: &str, path: Option<&str>) -> Chaos {
     let mut args = vec![
-        "syscall", "fail", "--cgroup", cgroup.path(), "--syscall", syscall, "--errno", errno, "--backend", backend,
-        "--for", "30m", "-v",
+        "syscall",
+        "fail",
+        "--cgroup",
+        cgroup.path(),
+        "--syscall",
+        syscall,
+        "--errno",
+        errno,
+        "--backend",
+        backend,
+        "--for",
+        "30m",
+        "-v",
     ];
     if let Some(path) = path {
         args.extend(["--path", path]);
@@ -254,14 +281,17 @@ fn syscall_connect_bench() -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "| time per failed connect(): strace vs chaos (how many times faster chaos is) | **{}** ({:.0} vs {:.0} ns) | >= 100x |",
-        vs_strace.summary(), median(&strace_ns), median(&chaos_ns)
+        vs_strace.summary(),
+        median(&strace_ns),
+        median(&chaos_ns)
     );
     let _ = writeln!(
         out,
         "| untargeted connect loop: throughput with chaos armed on another cgroup vs nothing armed | **{}** | >= 0.97x |",
         untargeted.summary()
     );
-    let _ = writeln!(out, "| for scale: one connect() with nothing armed (it succeeds) | {:.0} ns | |", median(&bare_ns));
+    let _ =
+        writeln!(out, "| for scale: one connect() with nothing armed (it succeeds) | {:.0} ns | |", median(&bare_ns));
     let _ = writeln!(
         out,
         "\nThe ratio is bounded by what the syscall costs without any tracer: strace pays two ptrace stops per call, \
@@ -294,8 +324,13 @@ fn syscall_open_bench() -> anyhow::Result<String> {
         || arm_syscall(&target, "openat,read", "EIO", "lsm", Some(&prefix)),
     )?;
     let mut out = String::new();
-    let _ = writeln!(out, "## Syscall errors through BPF LSM: openat()/read() (`cargo xtask bench syscall`, VM tier)\n");
-    let _ = writeln!(out, "{}\n", machine().replace("(host tier)", "(VM tier: QEMU with TCG; ratios are valid within this run)"));
+    let _ =
+        writeln!(out, "## Syscall errors through BPF LSM: openat()/read() (`cargo xtask bench syscall`, VM tier)\n");
+    let _ = writeln!(
+        out,
+        "{}\n",
+        machine().replace("(host tier)", "(VM tier: QEMU with TCG; ratios are valid within this run)")
+    );
     let _ = writeln!(
         out,
         "A loop of openat() + read() + close() of a small file, {CALLS} rounds per run, {VM_ROUNDS} runs; ratios within \
@@ -307,14 +342,20 @@ fn syscall_open_bench() -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "| time per failed open round: strace vs chaos (how many times faster chaos is) | **{}** ({:.0} vs {:.0} ns) | >= 100x |",
-        vs_strace.summary(), median(&strace_ns), median(&chaos_ns)
+        vs_strace.summary(),
+        median(&strace_ns),
+        median(&chaos_ns)
     );
     let _ = writeln!(
         out,
         "| untargeted open/read loop: throughput with chaos's LSM hooks armed for another cgroup vs nothing armed | **{}** | >= 0.97x |",
         untargeted.summary()
     );
-    let _ = writeln!(out, "| for scale: one round with nothing armed (open and read succeed) | {:.0} ns | |", median(&bare_ns));
+    let _ = writeln!(
+        out,
+        "| for scale: one round with nothing armed (open and read succeed) | {:.0} ns | |",
+        median(&bare_ns)
+    );
     let _ = writeln!(
         out,
         "\nLSM hooks run for every task: an untargeted task pays one map lookup and one cgroup-id helper call per \
@@ -335,7 +376,8 @@ fn syscall_delay_bench() -> anyhow::Result<String> {
     let getpid_ns = |json: &serde_json::Value| json["elapsed_ns"].as_f64().unwrap_or(0.0) / GETPIDS as f64;
     for round in 1..=ROUNDS {
         eprintln!("bench delay (host): round {round}/{ROUNDS}");
-        let bare = getpid_ns(&chaos_tests::workload::workload_json(&["getpid-loop", "--count", &count], Some(&other), None));
+        let bare =
+            getpid_ns(&chaos_tests::workload::workload_json(&["getpid-loop", "--count", &count], Some(&other), None));
         let armed = {
             let _armed = arm_delay(&target, "read", "1ms")?;
             getpid_ns(&chaos_tests::workload::workload_json(&["getpid-loop", "--count", &count], Some(&other), None))
@@ -380,15 +422,25 @@ fn syscall_delay_bench() -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "| untargeted getpid() loop: throughput with the delay armed for another cgroup vs nothing armed | **{}** ({:.0} vs {:.0} ns per call) | >= 0.95x |",
-        untargeted.summary(), median(&armed_ns), median(&bare_ns)
+        untargeted.summary(),
+        median(&armed_ns),
+        median(&bare_ns)
     );
     let _ = writeln!(
         out,
         "| of the added time per untargeted syscall, inside chaos's program (kernel.bpf_stats_enabled); the rest is the kernel's syscall slow path | {program_ns:.0} ns of {:.0} ns | |",
         median(&armed_ns) - median(&bare_ns)
     );
-    let _ = writeln!(out, "| CPU per delayed call, whole machine (stop, resume, two context switches, the controller) | {:.1} us | |", per_call / 1e3);
-    let _ = writeln!(out, "| of which in the chaos controller (reading the event, scheduling, SIGCONT) | {:.1} us | |", controller_ns as f64 / DELAYED as f64 / 1e3);
+    let _ = writeln!(
+        out,
+        "| CPU per delayed call, whole machine (stop, resume, two context switches, the controller) | {:.1} us | |",
+        per_call / 1e3
+    );
+    let _ = writeln!(
+        out,
+        "| of which in the chaos controller (reading the event, scheduling, SIGCONT) | {:.1} us | |",
+        controller_ns as f64 / DELAYED as f64 / 1e3
+    );
     let _ = writeln!(
         out,
         "\nAttaching any program to the raw syscall tracepoints switches every task on the machine to the kernel's \
@@ -401,7 +453,19 @@ fn syscall_delay_bench() -> anyhow::Result<String> {
 }
 
 fn arm_delay(cgroup: &TestCgroup, syscall: &str, by: &str) -> anyhow::Result<Chaos> {
-    let mut chaos = Chaos::start(&["syscall", "delay", "--cgroup", cgroup.path(), "--syscall", syscall, "--by", by, "--for", "30m", "-v"]);
+    let mut chaos = Chaos::start(&[
+        "syscall",
+        "delay",
+        "--cgroup",
+        cgroup.path(),
+        "--syscall",
+        syscall,
+        "--by",
+        by,
+        "--for",
+        "30m",
+        "-v",
+    ]);
     chaos.wait_until_armed(Duration::from_secs(120));
     Ok(chaos)
 }
@@ -409,7 +473,8 @@ fn arm_delay(cgroup: &TestCgroup, syscall: &str, by: &str) -> anyhow::Result<Cha
 /// CPU time (user + system) a process has used, in ns.
 fn process_cpu_ns(pid: i32) -> anyhow::Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<u64> = stat.rsplit_once(')').context("malformed stat")?.1.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let fields: Vec<u64> =
+        stat.rsplit_once(')').context("malformed stat")?.1.split_whitespace().filter_map(|f| f.parse().ok()).collect();
     // After the command: state is not numeric, so utime and stime are fields 11 and 12 here.
     let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
@@ -429,16 +494,35 @@ fn net_delay_bench() -> anyhow::Result<String> {
     let to = SocketAddr::from((TwoHosts::B, 7700));
     let ping = |count: u32, interval: u32| -> Vec<f64> {
         let json = chaos_tests::workload::workload_json(
-            &["udp-ping", "--to", &to.to_string(), "--count", &count.to_string(), "--interval-ms", &interval.to_string()],
+            &[
+                "udp-ping",
+                "--to",
+                &to.to_string(),
+                "--count",
+                &count.to_string(),
+                "--interval-ms",
+                &interval.to_string(),
+            ],
             Some(&cgroup),
             Some(&hosts.a),
         );
-        json["rtts_ns"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_f64).map(|ns| ns / 1e6).collect()).unwrap_or_default()
+        json["rtts_ns"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).map(|ns| ns / 1e6).collect())
+            .unwrap_or_default()
     };
     let blast_cpu = || -> anyhow::Result<f64> {
         let sink = UdpSink::start(&hosts.b, PORT, 500, false);
         let before = busy_cpu_ns()?;
-        let _ = Blast { to: SocketAddr::from((TwoHosts::B, PORT)), sender_id: 1, count: 4000, pps: 2000, cgroup: Some(&cgroup), netns: &hosts.a }.run();
+        let _ = Blast {
+            to: SocketAddr::from((TwoHosts::B, PORT)),
+            sender_id: 1,
+            count: 4000,
+            pps: 2000,
+            cgroup: Some(&cgroup),
+            netns: &hosts.a,
+        }
+        .run();
         let busy = busy_cpu_ns()? - before;
         let _ = sink.finish();
         Ok(busy as f64 / 4000.0)
@@ -450,14 +534,20 @@ fn net_delay_bench() -> anyhow::Result<String> {
         eprintln!("bench delay (VM): round {round}/{VM_ROUNDS}");
         cpu_none.push(blast_cpu()?);
         {
-            let mut chaos = Chaos::start(&["net", "delay", "--cgroup", cgroup.path(), "--by", "100ms", "--for", "30m", "-v"]);
+            let mut chaos =
+                Chaos::start(&["net", "delay", "--cgroup", cgroup.path(), "--by", "100ms", "--for", "30m", "-v"]);
             chaos.wait_until_armed(Duration::from_secs(120));
             chaos_err.extend(ping(PINGS, 20).iter().map(|rtt| (rtt - baseline - 100.0).abs()));
             cpu_chaos.push(blast_cpu()?);
         }
         {
             let ns = hosts.a.name();
-            util::output(std::process::Command::new("tc").args(["-n", ns, "qdisc", "add", "dev", "veth-a", "root", "netem", "delay", "100ms", "limit", "100000"]), "bench: tc netem")?;
+            util::output(
+                std::process::Command::new("tc").args([
+                    "-n", ns, "qdisc", "add", "dev", "veth-a", "root", "netem", "delay", "100ms", "limit", "100000",
+                ]),
+                "bench: tc netem",
+            )?;
             netem_err.extend(ping(PINGS, 20).iter().map(|rtt| (rtt - baseline - 100.0).abs()));
             cpu_netem.push(blast_cpu()?);
             let _ = std::process::Command::new("tc").args(["-n", ns, "qdisc", "del", "dev", "veth-a", "root"]).status();
@@ -470,7 +560,11 @@ fn net_delay_bench() -> anyhow::Result<String> {
     };
     let mut out = String::new();
     let _ = writeln!(out, "## Network delay against tc netem (`cargo xtask bench delay`, VM tier)\n");
-    let _ = writeln!(out, "{}\n", machine().replace("(host tier)", "(VM tier: QEMU with TCG; ratios and errors are within this run)"));
+    let _ = writeln!(
+        out,
+        "{}\n",
+        machine().replace("(host tier)", "(VM tier: QEMU with TCG; ratios and errors are within this run)")
+    );
     let _ = writeln!(
         out,
         "100 ms of delay on what the sender in host a sends: `tc qdisc add dev veth-a root netem delay 100ms` against \
@@ -479,12 +573,25 @@ fn net_delay_bench() -> anyhow::Result<String> {
          at 2000 packets/s. {VM_ROUNDS} rounds.\n"
     );
     let _ = writeln!(out, "| measurement | chaos | tc netem |\n|---|---|---|");
-    let _ = writeln!(out, "| added-delay error p50 | **{:.2} ms** | {:.2} ms |", pct(&chaos_err, 50.0), pct(&netem_err, 50.0));
-    let _ = writeln!(out, "| added-delay error p99 | **{:.2} ms** | {:.2} ms |", pct(&chaos_err, 99.0), pct(&netem_err, 99.0));
+    let _ = writeln!(
+        out,
+        "| added-delay error p50 | **{:.2} ms** | {:.2} ms |",
+        pct(&chaos_err, 50.0),
+        pct(&netem_err, 50.0)
+    );
+    let _ = writeln!(
+        out,
+        "| added-delay error p99 | **{:.2} ms** | {:.2} ms |",
+        pct(&chaos_err, 99.0),
+        pct(&netem_err, 99.0)
+    );
     let _ = writeln!(
         out,
         "| CPU per packet at 2000 packets/s (nothing: {:.0} ns) | **{:.0} ns** ({:.2}x netem) | {:.0} ns |",
-        median(&cpu_none), median(&cpu_chaos), median(&cpu_chaos) / median(&cpu_netem), median(&cpu_netem)
+        median(&cpu_none),
+        median(&cpu_chaos),
+        median(&cpu_chaos) / median(&cpu_netem),
+        median(&cpu_netem)
     );
     let _ = writeln!(
         out,
@@ -503,7 +610,8 @@ impl<'a> Netem<'a> {
     fn add(hosts: &'a TwoHosts) -> anyhow::Result<Self> {
         let ns = hosts.a.name();
         util::output(
-            std::process::Command::new("tc").args(["-n", ns, "qdisc", "add", "dev", "veth-a", "root", "netem", "loss", "20%"]),
+            std::process::Command::new("tc")
+                .args(["-n", ns, "qdisc", "add", "dev", "veth-a", "root", "netem", "loss", "20%"]),
             "bench: tc netem",
         )?;
         Ok(Self { ns })
@@ -512,7 +620,8 @@ impl<'a> Netem<'a> {
 
 impl Drop for Netem<'_> {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("tc").args(["-n", self.ns, "qdisc", "del", "dev", "veth-a", "root"]).status();
+        let _ =
+            std::process::Command::new("tc").args(["-n", self.ns, "qdisc", "del", "dev", "veth-a", "root"]).status();
     }
 }
 
@@ -533,7 +642,8 @@ fn drop_bench() -> anyhow::Result<String> {
     let mut targeted_zero = Ratios::default();
     let mut cpu_vs_iptables_in = Ratios::default();
     let mut cpu_vs_iptables_out = Ratios::default();
-    let (mut cpu_chaos, mut cpu_iptables_in, mut cpu_iptables_out, mut cpu_none) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_chaos, mut cpu_iptables_in, mut cpu_iptables_out, mut cpu_none) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut rate_chaos, mut rate_iptables_in, mut rate_iptables_out) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         eprintln!("bench drop: round {round}/{ROUNDS}");
@@ -681,7 +791,16 @@ fn measure_n(hosts: &TwoHosts, workload: &TestCgroup, to: SocketAddr, packets: u
 /// chaos net drop armed on `cgroup` until dropped.
 fn arm(cgroup: &TestCgroup, percent: &str, direction: &str) -> anyhow::Result<Chaos> {
     let chaos = Chaos::start(&[
-        "net", "drop", "--cgroup", cgroup.path(), "--percent", percent, "--for", "30m", "--direction", direction,
+        "net",
+        "drop",
+        "--cgroup",
+        cgroup.path(),
+        "--percent",
+        percent,
+        "--for",
+        "30m",
+        "--direction",
+        direction,
     ]);
     let programs = if direction == "both" { 2 } else { 1 };
     kernel::wait_for_inet_programs(cgroup.dir(), programs, Duration::from_secs(20));
@@ -697,10 +816,26 @@ struct IptablesDrop<'a> {
 impl<'a> IptablesDrop<'a> {
     fn add(ns: &'a str, table: &str, chain: &str, port: u16) -> anyhow::Result<Self> {
         let port = port.to_string();
-        let rule: Vec<String> = ["-t", table, chain, "-p", "udp", "--dport", &port, "-m", "statistic", "--mode", "random", "--probability", "0.2", "-j", "DROP"]
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let rule: Vec<String> = [
+            "-t",
+            table,
+            chain,
+            "-p",
+            "udp",
+            "--dport",
+            &port,
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            "0.2",
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
         let this = Self { ns, rule };
         this.iptables("-A")?;
         Ok(this)
@@ -737,7 +872,10 @@ impl BpfStats {
 
     /// Mean ns per run of the loaded program named `name`, from `bpftool -j prog show`.
     fn ns_per_run(&self, name: &str) -> anyhow::Result<f64> {
-        let json = util::output(std::process::Command::new("bpftool").args(["-j", "prog", "show", "name", name]), "bench: bpftool")?;
+        let json = util::output(
+            std::process::Command::new("bpftool").args(["-j", "prog", "show", "name", name]),
+            "bench: bpftool",
+        )?;
         let value: serde_json::Value = serde_json::from_str(&json)?;
         let program = if value.is_array() { &value[0] } else { &value };
         let (time, runs) = (program["run_time_ns"].as_f64(), program["run_cnt"].as_f64());
@@ -782,7 +920,10 @@ fn median(values: &[f64]) -> f64 {
 pub fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -796,7 +937,8 @@ fn write_section(name: &str, body: &str) -> anyhow::Result<()> {
     let start = format!("<!-- bench:{name}:start -->");
     let end = format!("<!-- bench:{name}:end -->");
     let text = fs::read_to_string(&path).unwrap_or_else(|_| {
-        "# Benchmarks\n\nWritten by `cargo xtask bench`; each section is replaced when its benchmark runs again.\n".into()
+        "# Benchmarks\n\nWritten by `cargo xtask bench`; each section is replaced when its benchmark runs again.\n"
+            .into()
     });
     let block = format!("{start}\n{body}{end}");
     let updated = match (text.find(&start), text.find(&end)) {

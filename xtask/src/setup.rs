@@ -61,7 +61,9 @@ fn bpf_linker() -> anyhow::Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     match current.as_deref() {
         Some(version) if version.ends_with(BPF_LINKER_VERSION) => return Ok(()),
-        Some(other) => eprintln!("setup: replacing {other} with bpf-linker {BPF_LINKER_VERSION} (newer ones need LLVM 23)"),
+        Some(other) => {
+            eprintln!("setup: replacing {other} with bpf-linker {BPF_LINKER_VERSION} (newer ones need LLVM 23)")
+        }
         None => eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} (about 4 minutes, once)"),
     }
     util::run(
@@ -77,7 +79,10 @@ fn debian_packages() -> anyhow::Result<()> {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("setup: Debian packages missing: {}; run `cargo xtask setup` as root (it uses apt-get)", missing.join(" "));
+        bail!(
+            "setup: Debian packages missing: {}; run `cargo xtask setup` as root (it uses apt-get)",
+            missing.join(" ")
+        );
     }
     eprintln!("setup: installing Debian packages: {}", missing.join(" "));
     util::run(Command::new("apt-get").args(["update", "-q", "-q"]), "setup: apt-get update")?;

@@ -56,7 +56,8 @@ pub fn prepare_root_task(task: &str) -> anyhow::Result<Binaries> {
 
 /// `cargo build --bins` and `cargo test --no-run -p chaos-tests`, returning the executables.
 pub fn build_binaries() -> anyhow::Result<Binaries> {
-    let bins = executables(util::cargo().args(["build", "--bins", "--message-format=json-render-diagnostics"]), "build")?;
+    let bins =
+        executables(util::cargo().args(["build", "--bins", "--message-format=json-render-diagnostics"]), "build")?;
     let find = |name: &str| {
         bins.iter()
             .find(|(target, kind, _)| target == name && kind == "bin")
@@ -76,7 +77,8 @@ pub fn build_binaries() -> anyhow::Result<Binaries> {
 
 /// (target name, target kind, executable) of every executable artifact cargo reports.
 fn executables(command: &mut std::process::Command, step: &str) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
-    let output = command.stderr(std::process::Stdio::inherit()).output().with_context(|| format!("{step}: cannot run cargo"))?;
+    let output =
+        command.stderr(std::process::Stdio::inherit()).output().with_context(|| format!("{step}: cannot run cargo"))?;
     if !output.status.success() {
         bail!("{step}: cargo failed ({}); the compiler's messages are above", output.status);
     }
@@ -188,7 +190,9 @@ fn vm_tier(binaries: &Binaries, name: vm::KernelName) -> anyhow::Result<TierResu
         let quoted = vm::shell_quote(&test.display().to_string());
         script.push_str(&format!("echo \"=== {}\"\n{quoted} --test-threads=2 --show-output || rc=1\n", test.display()));
     }
-    script.push_str("[ -f /tmp/skips ] && while read -r line; do echo \"CHAOS_SKIP $line\"; done < /tmp/skips\nexit $rc\n");
+    script.push_str(
+        "[ -f /tmp/skips ] && while read -r line; do echo \"CHAOS_SKIP $line\"; done < /tmp/skips\nexit $rc\n",
+    );
     let job = vm::VmJob {
         kernel: &kernel,
         files: binaries.files(),
@@ -224,10 +228,13 @@ mod tests {
             "thread 'd' finished",
         ]
         .map(str::to_owned);
-        assert_eq!(failure_digest(&output), [
-            "a: a packet got through 8811 ms before the deadline",
-            "b::c: left == right",
-            "kernel: [   41.2] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
-        ]);
+        assert_eq!(
+            failure_digest(&output),
+            [
+                "a: a packet got through 8811 ms before the deadline",
+                "b::c: left == right",
+                "kernel: [   41.2] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+            ]
+        );
     }
 }

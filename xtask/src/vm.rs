@@ -79,10 +79,12 @@ pub fn ensure_kernel(name: KernelName) -> anyhow::Result<Kernel> {
     let apt_options = |command: &mut Command| {
         command.args([
             "-q",
-            "-o", "Dir::Etc::SourceList=/dev/null",
+            "-o",
+            "Dir::Etc::SourceList=/dev/null",
             &format!("-o=Dir::Etc::SourceParts={}", dir.join("apt/sources").display()),
             &format!("-o=Dir::State::Lists={}", dir.join("apt/lists").display()),
-            "-o", "APT::Sandbox::User=root",
+            "-o",
+            "APT::Sandbox::User=root",
         ]);
     };
     let mut update = Command::new("apt-get");
@@ -96,7 +98,9 @@ pub fn ensure_kernel(name: KernelName) -> anyhow::Result<Kernel> {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
         .find(|p| p.starts_with(&wanted))
-        .ok_or_else(|| anyhow!("{step}: linux-image-amd64 in {} depends on no {wanted}* package:\n{depends}", name.suite()))?
+        .ok_or_else(|| {
+            anyhow!("{step}: linux-image-amd64 in {} depends on no {wanted}* package:\n{depends}", name.suite())
+        })?
         .to_owned();
     let mut download = Command::new("apt-get");
     apt_options(&mut download);
@@ -122,13 +126,20 @@ fn locate(name: KernelName, dir: &Path, package: &str) -> anyhow::Result<Kernel>
     let root = dir.join("root");
     let find = |sub: &str, prefix: &str| -> anyhow::Result<PathBuf> {
         fs::read_dir(root.join(sub))
-            .with_context(|| format!("kernel cache {} is incomplete; delete it and rerun `cargo xtask setup`", dir.display()))?
+            .with_context(|| {
+                format!("kernel cache {} is incomplete; delete it and rerun `cargo xtask setup`", dir.display())
+            })?
             .flatten()
             .map(|e| e.path())
             .find(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(prefix)))
             .ok_or_else(|| anyhow!("no {sub}/{prefix}* in {}", root.display()))
     };
-    Ok(Kernel { name, vmlinuz: find("boot", "vmlinuz-")?, modules: find("lib/modules", "")?, package: package.to_owned() })
+    Ok(Kernel {
+        name,
+        vmlinuz: find("boot", "vmlinuz-")?,
+        modules: find("lib/modules", "")?,
+        package: package.to_owned(),
+    })
 }
 
 /// A deb822 sources file for `suite`, using the archive URI and keyring this machine is already
@@ -162,7 +173,8 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
 }
 
 /// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
-const MODULES: &[&str] = &["veth", "sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "act_bpf", "ifb", "sch_htb", "sch_tbf"];
+const MODULES: &[&str] =
+    &["veth", "sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "act_bpf", "ifb", "sch_htb", "sch_tbf"];
 
 /// Host tools copied into every VM (with their shared libraries).
 const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace"];
@@ -198,8 +210,10 @@ pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
     let mut qemu = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg,thread=single", "-cpu", "max", "-m", "2048", "-smp", "2"])
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"])
-        .arg("-kernel").arg(&job.kernel.vmlinuz)
-        .arg("-initrd").arg(&initramfs)
+        .arg("-kernel")
+        .arg(&job.kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(&initramfs)
         .args(["-append", append])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -270,7 +284,8 @@ fn build_initramfs(job: &VmJob<'_>, root: &Path, out: &Path) -> anyhow::Result<(
     let _ = fs::remove_dir_all(root);
     fs::create_dir_all(root.join("bin"))?;
     fs::create_dir_all(root.join("modules"))?;
-    fs::copy("/bin/busybox", root.join("bin/busybox")).context("copy /bin/busybox (`cargo xtask setup` installs busybox-static)")?;
+    fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .context("copy /bin/busybox (`cargo xtask setup` installs busybox-static)")?;
     write_executable(&root.join("init"), INIT)?;
     write_executable(&root.join("job.sh"), &job.script)?;
     let env: String = job.env.iter().map(|(k, v)| format!("export {k}={}\n", shell_quote(v))).collect();
@@ -283,7 +298,11 @@ fn build_initramfs(job: &VmJob<'_>, root: &Path, out: &Path) -> anyhow::Result<(
         let name = Path::new(relative).file_name().expect("file").to_string_lossy().trim_end_matches(".xz").to_owned();
         let target = root.join("modules").join(&name);
         if relative.ends_with(".xz") {
-            let data = Command::new("xz").arg("-dc").arg(&source).output().context("xz (`cargo xtask setup` installs xz-utils)")?;
+            let data = Command::new("xz")
+                .arg("-dc")
+                .arg(&source)
+                .output()
+                .context("xz (`cargo xtask setup` installs xz-utils)")?;
             if !data.status.success() {
                 bail!("xz -dc {} failed", source.display());
             }
@@ -331,7 +350,8 @@ fn copy_with_libraries(file: &Path, root: &Path, copied: &mut BTreeSet<PathBuf>)
     if !copied.insert(file.to_path_buf()) {
         return Ok(());
     }
-    let target = root.join(file.strip_prefix("/").with_context(|| format!("{} is not an absolute path", file.display()))?);
+    let target =
+        root.join(file.strip_prefix("/").with_context(|| format!("{} is not an absolute path", file.display()))?);
     fs::create_dir_all(target.parent().expect("absolute path has a parent"))?;
     let from_workspace = file.starts_with(util::root());
     let stripped = from_workspace
@@ -366,7 +386,10 @@ fn module_load_order(modules_dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<
         .map(|(module, deps)| (module.to_owned(), deps.split_whitespace().map(str::to_owned).collect()))
         .collect();
     let module_name = |path: &str| {
-        Path::new(path).file_name().map(|f| f.to_string_lossy().split('.').next().unwrap_or_default().replace('-', "_")).unwrap_or_default()
+        Path::new(path)
+            .file_name()
+            .map(|f| f.to_string_lossy().split('.').next().unwrap_or_default().replace('-', "_"))
+            .unwrap_or_default()
     };
     let mut order = Vec::new();
     fn visit(path: &str, deps: &[(String, Vec<String>)], order: &mut Vec<String>) {

@@ -1,7 +1,10 @@
 //! `chaos doctor`: the kernel-features probe on its own.
 use std::{fmt::Write as _, process::ExitCode};
 
-use crate::{features::{self, Check, KernelFeatures}, report::OutputFormat};
+use crate::{
+    features::{self, Check, KernelFeatures},
+    report::OutputFormat,
+};
 
 pub fn run(output: OutputFormat) -> ExitCode {
     let features = features::probe();

@@ -4,8 +4,8 @@ mod cleanup;
 mod doctor;
 mod experiment;
 mod net;
-mod syscall;
 mod status;
+mod syscall;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -202,9 +202,18 @@ mod tests {
             (&["net", "drop", "--cgroup", "/x", "--percent", "20", "--for", "30"], "did you mean 30s?"),
             (&["net", "drop", "--cgroup", "/x", "--percent", "20", "--for", "0s"], "is zero"),
             (&["net", "drop", "--percent", "20", "--for", "30s"], "--cgroup <PATH>|--pid <PID>"),
-            (&["net", "drop", "--cgroup", "/x", "--pid", "1", "--percent", "20", "--for", "30s"], "cannot be used with"),
-            (&["net", "drop", "--cgroup", "/x", "--percent", "20", "--for", "30s", "--direction", "up"], "invalid value 'up'"),
-            (&["net", "drop", "--pid", "abc", "--percent", "20", "--for", "30s"], "invalid value 'abc' for '--pid <PID>'"),
+            (
+                &["net", "drop", "--cgroup", "/x", "--pid", "1", "--percent", "20", "--for", "30s"],
+                "cannot be used with",
+            ),
+            (
+                &["net", "drop", "--cgroup", "/x", "--percent", "20", "--for", "30s", "--direction", "up"],
+                "invalid value 'up'",
+            ),
+            (
+                &["net", "drop", "--pid", "abc", "--percent", "20", "--for", "30s"],
+                "invalid value 'abc' for '--pid <PID>'",
+            ),
         ];
         for (args, expected) in cases {
             let err = parse(args).expect_err(&format!("{args:?}"));

@@ -5,8 +5,7 @@ use clap::{Args, Subcommand};
 
 use super::TargetArgs;
 use crate::{
-    features,
-    ledger,
+    features, ledger,
     plan::{FaultContext, PlanFault},
     report::OutputFormat,
     run,
@@ -179,7 +178,8 @@ impl NetCommand {
         if fault.uses_ledger() {
             clean_up_after_crashes();
         }
-        let context = FaultContext { target: &target, duration: run_args.duration, i_know: run_args.i_know, kernel: &kernel };
+        let context =
+            FaultContext { target: &target, duration: run_args.duration, i_know: run_args.i_know, kernel: &kernel };
         let plan = fault.plan(&context)?;
         if run_args.dry_run {
             super::print_plan(&plan, output);

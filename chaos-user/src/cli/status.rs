@@ -88,7 +88,9 @@ pub fn stop(id: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
             }
             found
         }
-        (None, false) => anyhow::bail!("name the experiment to stop (`chaos stop ID`, ids from `chaos status`) or pass --all"),
+        (None, false) => {
+            anyhow::bail!("name the experiment to stop (`chaos stop ID`, ids from `chaos status`) or pass --all")
+        }
     };
     if chosen.is_empty() {
         println!("no experiment is running");
@@ -102,7 +104,10 @@ pub fn stop(id: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
         } else if record.liveness() == Liveness::Running && ledger::process_alive(record.pid, record.pid_start) {
             // SAFETY: kill(2) on the run's own process (pid and start time checked).
             unsafe { libc::kill(record.pid as i32, libc::SIGTERM) };
-            println!("sent SIGTERM to experiment {} (pid {}): it detaches its faults and writes its verdict", record.id, record.pid);
+            println!(
+                "sent SIGTERM to experiment {} (pid {}): it detaches its faults and writes its verdict",
+                record.id, record.pid
+            );
         } else {
             record.remove();
             println!("experiment {} had already ended (pid {} is gone); removed its record", record.id, record.pid);

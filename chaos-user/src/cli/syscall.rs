@@ -90,7 +90,12 @@ impl SyscallCommand {
     }
 }
 
-fn run_fault(target: &TargetArgs, fault: &dyn PlanFault, run: &RunArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
+fn run_fault(
+    target: &TargetArgs,
+    fault: &dyn PlanFault,
+    run: &RunArgs,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
     spec::check_duration_cap(run.duration, run.i_know).map_err(anyhow::Error::msg)?;
     let target = CgroupFs::discover()?.resolve(&target.spec(), target::own_cgroup().as_deref())?;
     let kernel = Prober::new();
@@ -156,14 +161,23 @@ fn list(output: OutputFormat) {
                 } else {
                     format!("needs cgroup hooks: {}", cgroup.reason.clone().unwrap_or_default())
                 };
-                Row { syscall: syscall.name, mechanism: None, lsm_hook, cgroup_hooks, filters: vec![], errnos: "-", note: why }
+                Row {
+                    syscall: syscall.name,
+                    mechanism: None,
+                    lsm_hook,
+                    cgroup_hooks,
+                    filters: vec![],
+                    errnos: "-",
+                    note: why,
+                }
             }
         })
         .collect();
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize")),
         OutputFormat::Text => {
-            let mut out = format!("{:<11} {:<34} {:<19} {:<21} notes\n", "syscall", "mechanism here", "filters", "errnos");
+            let mut out =
+                format!("{:<11} {:<34} {:<19} {:<21} notes\n", "syscall", "mechanism here", "filters", "errnos");
             for row in &rows {
                 let _ = writeln!(
                     out,

@@ -11,8 +11,7 @@
 //!   (they remove a detached experiment's pins once its deadline has passed);
 //! - steady-state checks need a process that watches: a detached experiment runs none.
 use std::{
-    fs,
-    io,
+    fs, io,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{ExitCode, Stdio},
@@ -63,9 +62,14 @@ pub fn ensure_bpffs() -> anyhow::Result<()> {
     let (source, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
     // SAFETY: valid C strings; no data argument.
     if unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
-        bail!("bpffs is not mounted at /sys/fs/bpf and mounting it failed: {}; mount it (`mount -t bpf bpf /sys/fs/bpf`) and retry", io::Error::last_os_error());
+        bail!(
+            "bpffs is not mounted at /sys/fs/bpf and mounting it failed: {}; mount it (`mount -t bpf bpf /sys/fs/bpf`) and retry",
+            io::Error::last_os_error()
+        );
     }
-    eprintln!("chaos: note: mounted bpffs at /sys/fs/bpf (it was not mounted) to pin the detached experiment; it stays mounted");
+    eprintln!(
+        "chaos: note: mounted bpffs at /sys/fs/bpf (it was not mounted) to pin the detached experiment; it stays mounted"
+    );
     Ok(())
 }
 
@@ -89,18 +93,25 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
     }
     let id = runs::new_id();
     let pin_dir = Path::new(PIN_ROOT).join(&id);
-    let mut timeline = Timeline::create(timeline_path).with_context(|| format!("creating the timeline {}", timeline_path.display()))?;
-    timeline.event("experiment", json!({
-        "id": id, "name": experiment.name, "file": experiment.source.path, "target": plan.target.describe(),
-        "detached": true, "duration_s": experiment.duration.as_secs_f64(), "checks": [], "notes": plan.notes,
-    }));
+    let mut timeline = Timeline::create(timeline_path)
+        .with_context(|| format!("creating the timeline {}", timeline_path.display()))?;
+    timeline.event(
+        "experiment",
+        json!({
+            "id": id, "name": experiment.name, "file": experiment.source.path, "target": plan.target.describe(),
+            "detached": true, "duration_s": experiment.duration.as_secs_f64(), "checks": [], "notes": plan.notes,
+        }),
+    );
     let mut faults = Vec::new();
     for fault in &plan.faults {
-        timeline.event("plan", json!({
-            "fault": fault.number, "kind": fault.plan.fault, "command_line": fault.command_line,
-            "start_s": fault.start.as_secs_f64(), "duration_s": fault.duration.as_secs_f64(),
-            "programs": fault.plan.programs, "maps": fault.plan.maps,
-        }));
+        timeline.event(
+            "plan",
+            json!({
+                "fault": fault.number, "kind": fault.plan.fault, "command_line": fault.command_line,
+                "start_s": fault.start.as_secs_f64(), "duration_s": fault.duration.as_secs_f64(),
+                "programs": fault.plan.programs, "maps": fault.plan.maps,
+            }),
+        );
         let dir = pin_dir.join(format!("fault-{}", fault.number));
         let pinned = arm(&fault.plan, None).map_err(anyhow::Error::from).and_then(|(mut loaded, _)| {
             loaded.pin(&dir)?;
@@ -112,7 +123,10 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
             Err(err) => {
                 let _ = fs::remove_dir_all(&pin_dir);
                 timeline.event("abort", json!({ "reason": format!("fault {} could not attach: {err}", fault.label) }));
-                timeline.event("verdict", json!({ "held": false, "exit_code": 2, "summary": format!("could not run: {err:#}") }));
+                timeline.event(
+                    "verdict",
+                    json!({ "held": false, "exit_code": 2, "summary": format!("could not run: {err:#}") }),
+                );
                 return Err(err.context(format!("fault {}", fault.label)));
             }
         }
@@ -135,7 +149,9 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
         pin_dir: Some(pin_dir.clone()),
     };
     let schedule = Schedule { started_ns, t0_s: timeline.elapsed(), steps: schedule::steps(&plan.faults) };
-    let written = record.write().and_then(|()| fs::write(schedule_path(&id), serde_json::to_vec(&schedule).map_err(io::Error::other)?));
+    let written = record
+        .write()
+        .and_then(|()| fs::write(schedule_path(&id), serde_json::to_vec(&schedule).map_err(io::Error::other)?));
     if let Err(err) = written {
         let _ = fs::remove_dir_all(&pin_dir);
         record.remove();
@@ -186,7 +202,9 @@ fn spawn_reaper(id: &str) -> io::Result<u32> {
 pub fn reap(id: &str) -> ExitCode {
     let (Some(record), Ok(schedule)) = (
         runs::find(id),
-        fs::read(schedule_path(id)).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<Schedule>(&b).map_err(|e| e.to_string())),
+        fs::read(schedule_path(id))
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Schedule>(&b).map_err(|e| e.to_string())),
     ) else {
         return ExitCode::from(2);
     };
@@ -223,7 +241,10 @@ pub fn reap(id: &str) -> ExitCode {
                 let _ = pinned.configure(chaos_common::FaultConfig::default());
                 drop(pinned);
                 let _ = fs::remove_dir_all(dir);
-                event("detach", json!({ "fault": number, "why": "end", "seen": total.seen, "matched": total.matched, "injected": total.injected }));
+                event(
+                    "detach",
+                    json!({ "fault": number, "why": "end", "seen": total.seen, "matched": total.matched, "injected": total.injected }),
+                );
             }
         }
     }
@@ -273,15 +294,21 @@ pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
         && dir.exists()
     {
         match fs::remove_dir_all(dir) {
-            Ok(()) => lines.push(format!("removed the pins of detached experiment {} ({why}): {}", record.id, dir.display())),
+            Ok(()) => {
+                lines.push(format!("removed the pins of detached experiment {} ({why}): {}", record.id, dir.display()))
+            }
             Err(err) => lines.push(format!("could not remove {}: {err}", dir.display())),
         }
     }
     if let Some(timeline) = timeline.as_mut() {
-        timeline.event_at("verdict", None, json!({
-            "held": null, "exit_code": 0,
-            "summary": format!("detached experiment ended ({why}); it ran no steady-state checks"),
-        }));
+        timeline.event_at(
+            "verdict",
+            None,
+            json!({
+                "held": null, "exit_code": 0,
+                "summary": format!("detached experiment ended ({why}); it ran no steady-state checks"),
+            }),
+        );
     }
     record.remove();
     let _ = fs::remove_file(schedule_path(&record.id));

@@ -10,7 +10,10 @@
 //!
 //! Adding a fault family to experiments is one entry in [`FAULT_KINDS`]: its name as the
 //! command line spells it and its options struct, which implements [`PlanFault`].
-use clap::{ArgMatches, Args, Command, FromArgMatches, error::ContextKind, error::ContextValue, error::ErrorKind};
+use clap::{
+    ArgMatches, Args, Command, FromArgMatches,
+    error::{ContextKind, ContextValue, ErrorKind},
+};
 
 use super::source::{FileError, Item, Table};
 use crate::{
@@ -107,10 +110,10 @@ pub fn parse_options(kind: &FaultKind, table: &Table<'_>, reserved: &[&str]) -> 
         let long = item.key.replace('_', "-");
         let Some(arg) = command.get_arguments().find(|a| a.get_long() == Some(long.as_str())) else {
             return Err(item.error_at_key(format!(
-                    "unknown option `{}` for {}; it takes: {} (and {})",
-                    item.key,
-                    kind.name,
-                    kind.option_names().join(", "),
+                "unknown option `{}` for {}; it takes: {} (and {})",
+                item.key,
+                kind.name,
+                kind.option_names().join(", "),
                 reserved.join(", ")
             )));
         };
@@ -156,9 +159,9 @@ fn clap_error(kind: &FaultKind, table: &Table<'_>, origins: &[(String, Item<'_>)
         Some(ContextValue::String(s)) => Some(s.clone()),
         _ => None,
     };
-    let element = origin.zip(bad_value).and_then(|(item, value)| {
-        item.array().ok()?.into_iter().find(|e| e.scalar_text().is_ok_and(|t| t == value))
-    });
+    let element = origin
+        .zip(bad_value)
+        .and_then(|(item, value)| item.array().ok()?.into_iter().find(|e| e.scalar_text().is_ok_and(|t| t == value)));
     let origin = element.as_ref().or(origin);
     match (err.kind(), origin) {
         (ErrorKind::MissingRequiredArgument, _) => {
@@ -169,7 +172,9 @@ fn clap_error(kind: &FaultKind, table: &Table<'_>, origins: &[(String, Item<'_>)
             };
             let keys: Vec<String> = missing
                 .iter()
-                .map(|m| format!("`{}`", m.trim_start_matches("--").split([' ', '=']).next().unwrap_or(m).replace('-', "_")))
+                .map(|m| {
+                    format!("`{}`", m.trim_start_matches("--").split([' ', '=']).next().unwrap_or(m).replace('-', "_"))
+                })
                 .collect();
             table.error(format!("{} needs {}", kind.name, keys.join(" and ")))
         }

@@ -18,8 +18,19 @@ pub const FAULT_KEYS: &[&str] = &["kind", "start", "duration", "ramp"];
 const TOP_KEYS: &[&str] = &["name", "description", "target", "duration", "fault", "steady_state", "abort"];
 const TARGET_KEYS: &[&str] = &["cgroup", "pid", "unit", "container"];
 const STEADY_KEYS: &[&str] = &["before", "after", "interval", "timeout", "pass_rate", "check"];
-const CHECK_KEYS: &[&str] =
-    &["name", "http", "tcp", "command", "status", "max_latency", "exit_code", "stdout_contains", "interval", "timeout", "pass_rate"];
+const CHECK_KEYS: &[&str] = &[
+    "name",
+    "http",
+    "tcp",
+    "command",
+    "status",
+    "max_latency",
+    "exit_code",
+    "stdout_contains",
+    "interval",
+    "timeout",
+    "pass_rate",
+];
 const ABORT_KEYS: &[&str] = &["on_violation", "consecutive_failures"];
 
 /// Defaults of `[steady_state]`.
@@ -49,7 +60,9 @@ fn parse_parts(source: &Source, i_know: bool) -> Result<Experiment, FileError> {
     let root = document.root();
     let name = match root.get("name") {
         Some(item) => item.str()?.to_owned(),
-        None => Path::new(&source.path).file_stem().map_or_else(|| "experiment".into(), |s| s.to_string_lossy().into_owned()),
+        None => Path::new(&source.path)
+            .file_stem()
+            .map_or_else(|| "experiment".into(), |s| s.to_string_lossy().into_owned()),
     };
     if let Some(item) = root.get("description") {
         item.str()?;
@@ -263,9 +276,13 @@ fn parse_check(table: &Table<'_>, defaults: &CheckDefaults) -> Result<CheckSpec,
     let kind = match what.key.as_str() {
         "http" => {
             let url = steady::parse_http_url(what.str()?).map_err(|e| what.error(e))?;
-            let status = table.get("status").map(|i| i.integer::<u16>("an HTTP status, 100 to 599")).transpose()?.unwrap_or(200);
+            let status =
+                table.get("status").map(|i| i.integer::<u16>("an HTTP status, 100 to 599")).transpose()?.unwrap_or(200);
             if !(100..=599).contains(&status) {
-                return Err(table.get("status").expect("given").error(format!("{status} is not an HTTP status (100 to 599)")));
+                return Err(table
+                    .get("status")
+                    .expect("given")
+                    .error(format!("{status} is not an HTTP status (100 to 599)")));
             }
             let max_latency = table.get("max_latency").map(|i| i.duration()).transpose()?;
             CheckKind::Http { url, status, max_latency }
@@ -286,7 +303,8 @@ fn parse_check(table: &Table<'_>, defaults: &CheckDefaults) -> Result<CheckSpec,
             if argv.is_empty() || argv[0].is_empty() {
                 return Err(what.error("is empty: give a command line or [program, args...]"));
             }
-            let exit_code = table.get("exit_code").map(|i| i.integer::<i32>("an exit code, 0 to 255")).transpose()?.unwrap_or(0);
+            let exit_code =
+                table.get("exit_code").map(|i| i.integer::<i32>("an exit code, 0 to 255")).transpose()?.unwrap_or(0);
             let stdout_contains = table.get("stdout_contains").map(|i| i.str().map(str::to_owned)).transpose()?;
             CheckKind::Command { argv, exit_code, stdout_contains }
         }
@@ -392,8 +410,15 @@ consecutive_failures = 3
         assert_eq!((drop.start, drop.duration), (Duration::from_secs(10), Duration::from_secs(60)));
         assert_eq!(
             drop.flags,
-            ["--percent=20", "--burst-len=4", "--direction=egress", "--remote=10.0.3.0/24", "--remote=fd00::/64",
-             "--remote-port=80", "--remote-port=8000-8100"]
+            [
+                "--percent=20",
+                "--burst-len=4",
+                "--direction=egress",
+                "--remote=10.0.3.0/24",
+                "--remote=fd00::/64",
+                "--remote-port=80",
+                "--remote-port=8000-8100"
+            ]
         );
         // Defaults: from its start to the end of the experiment.
         assert_eq!((exp.faults[1].start, exp.faults[1].duration), (Duration::ZERO, Duration::from_secs(120)));
@@ -412,27 +437,122 @@ consecutive_failures = 3
     /// (file text, line, column, expected message part)
     const BAD: &[(&str, usize, usize, &str)] = &[
         ("target = { cgroup = \"/a\" \nduration = \"1m\"", 2, 1, "not valid TOML: missing comma"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net fly\"\n", 4, 8, "unknown fault kind \"net fly\"; chaos knows: net drop"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = true\n", 5, 11, "expected a number or a string, found the boolean true"),
-        ("target = { cgroup = \"/a\" }\nduration = \"-5s\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n", 2, 12, "is negative"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 101\n", 5, 11, "`percent`: '101' is over 100 %"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = \"150%\"\n", 5, 11, "is over 100 %"),
-        ("target = { vm = \"/a\" }\nduration = \"1m\"\n", 1, 12, "unknown key `vm` in the target; expected one of: cgroup, pid, unit, container"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\nburst = 4\n", 6, 1, "unknown option `burst` for net drop; it takes: percent, burst_len"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\ndirection = \"up\"\n", 6, 13, "'up' is not one of: egress, ingress, both"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\n", 3, 1, "net drop needs `percent`"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net partition\"\n", 3, 1, "net partition needs `to`"),
-        ("target = { cgroup = \"/a\" }\nduration = \"2h\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n", 2, 12, "longer than the 1h cap; pass --i-know"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\nstart = \"50s\"\nduration = \"20s\"\n", 7, 12, "ends after the experiment's 1m"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net partition\"\nto = [\"10.0.0.0/33\"]\n", 5, 7, "`to`: '10.0.0.0/33': the prefix length must be a number from 0 to 32"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net partition\"\nto = [\"10.0.0.0/8\"]\nramp = { steps = 3 }\n", 6, 8, "net partition has no percent to ramp"),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net fly\"\n",
+            4,
+            8,
+            "unknown fault kind \"net fly\"; chaos knows: net drop",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = true\n",
+            5,
+            11,
+            "expected a number or a string, found the boolean true",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"-5s\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n",
+            2,
+            12,
+            "is negative",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 101\n",
+            5,
+            11,
+            "`percent`: '101' is over 100 %",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = \"150%\"\n",
+            5,
+            11,
+            "is over 100 %",
+        ),
+        (
+            "target = { vm = \"/a\" }\nduration = \"1m\"\n",
+            1,
+            12,
+            "unknown key `vm` in the target; expected one of: cgroup, pid, unit, container",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\nburst = 4\n",
+            6,
+            1,
+            "unknown option `burst` for net drop; it takes: percent, burst_len",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\ndirection = \"up\"\n",
+            6,
+            13,
+            "'up' is not one of: egress, ingress, both",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\n",
+            3,
+            1,
+            "net drop needs `percent`",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net partition\"\n",
+            3,
+            1,
+            "net partition needs `to`",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"2h\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n",
+            2,
+            12,
+            "longer than the 1h cap; pass --i-know",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\nstart = \"50s\"\nduration = \"20s\"\n",
+            7,
+            12,
+            "ends after the experiment's 1m",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net partition\"\nto = [\"10.0.0.0/33\"]\n",
+            5,
+            7,
+            "`to`: '10.0.0.0/33': the prefix length must be a number from 0 to 32",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net partition\"\nto = [\"10.0.0.0/8\"]\nramp = { steps = 3 }\n",
+            6,
+            8,
+            "net partition has no percent to ramp",
+        ),
         ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n", 1, 1, "needs at least one [[fault]]"),
         ("duration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n", 1, 1, "needs `target`"),
-        ("target = { cgroup = \"/a\" }\nduration = 60\n", 2, 12, "expected a duration with a unit as a string, e.g. \"60s\""),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\nhttp = \"https://x/\"\n", 8, 8, "https is not supported"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\ntcp = \"x:1\"\nstatus = 200\n", 9, 1, "`status` does not apply to a `tcp` check"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\ncolour = 1\n[[fault]]\nkind = \"net drop\"\npercent = 1\n", 3, 1, "unknown key `colour` in the file"),
-        ("target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[abort]\nconsecutive_failures = 0\n", 7, 24, "0 failures in a row"),
+        (
+            "target = { cgroup = \"/a\" }\nduration = 60\n",
+            2,
+            12,
+            "expected a duration with a unit as a string, e.g. \"60s\"",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\nhttp = \"https://x/\"\n",
+            8,
+            8,
+            "https is not supported",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\ntcp = \"x:1\"\nstatus = 200\n",
+            9,
+            1,
+            "`status` does not apply to a `tcp` check",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\ncolour = 1\n[[fault]]\nkind = \"net drop\"\npercent = 1\n",
+            3,
+            1,
+            "unknown key `colour` in the file",
+        ),
+        (
+            "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[abort]\nconsecutive_failures = 0\n",
+            7,
+            24,
+            "0 failures in a row",
+        ),
     ];
 
     #[test]

@@ -17,13 +17,9 @@ pub mod timeline;
 
 use std::{ops::Range, time::Duration};
 
-use crate::{
-    plan::PlanFault,
-    spec::Ppm,
-    steady::CheckSpec,
-    target::TargetSpec,
-};
 use source::{FileError, Source};
+
+use crate::{plan::PlanFault, spec::Ppm, steady::CheckSpec, target::TargetSpec};
 
 /// An experiment as its file describes it, validated.
 #[derive(Debug)]
@@ -156,7 +152,9 @@ pub fn clean_stale_runs() -> Vec<String> {
     }
     // An orphan younger than a minute may belong to a run that is still writing its record.
     let old_enough = |path: &std::path::Path| {
-        std::fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(60)))
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(60)))
     };
     for dir in detached::orphan_pins(&runs::all()) {
         if !old_enough(&dir) {

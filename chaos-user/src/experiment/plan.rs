@@ -40,20 +40,25 @@ impl PlannedFault {
     /// (hook, place) of each program, the unit of conflict between experiments.
     #[must_use]
     pub fn hooks(&self) -> Vec<(String, String)> {
-        self.plan
-            .programs
-            .iter()
-            .map(|p| (p.hook.to_owned(), p.attach.describe()))
-            .collect()
+        self.plan.programs.iter().map(|p| (p.hook.to_owned(), p.attach.describe())).collect()
     }
 }
 
 /// Hooks on which two chaos faults compose, and what the composition means. Two faults on the
 /// same target and the same hook of any other kind conflict: only one could decide.
 pub const COMPOSING_HOOKS: &[(&str, &str)] = &[
-    ("lsm/", "every chaos program on the LSM hook runs until one fails the call, so a call fails if any fault fires, with the errno of the first that does"),
-    ("cgroup/", "every program on the cgroup socket hook runs and the call fails if any rejects it, with the errno set last"),
-    ("cgroup_skb/", "every program on the hook runs and a packet survives only if all of them let it through, so losses multiply"),
+    (
+        "lsm/",
+        "every chaos program on the LSM hook runs until one fails the call, so a call fails if any fault fires, with the errno of the first that does",
+    ),
+    (
+        "cgroup/",
+        "every program on the cgroup socket hook runs and the call fails if any rejects it, with the errno set last",
+    ),
+    (
+        "cgroup_skb/",
+        "every program on the hook runs and a packet survives only if all of them let it through, so losses multiply",
+    ),
     ("tc/", "the programs run one after the other, each on the packets the ones before let through"),
 ];
 
@@ -67,9 +72,8 @@ pub fn composition(hook: &str) -> Option<&'static str> {
 pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Result<ExperimentPlan<'e>, FileError> {
     let target_error = |message: String| experiment.error_at(&experiment.target_span, message);
     let cgroups = CgroupFs::discover().map_err(|e| target_error(e.to_string()))?;
-    let target = cgroups
-        .resolve_allowing(&experiment.target, target::own_cgroup().as_deref(), i_know)
-        .map_err(|err| {
+    let target =
+        cgroups.resolve_allowing(&experiment.target, target::own_cgroup().as_deref(), i_know).map_err(|err| {
             let hint = if err.is_safety_refusal() { "; `chaos run --i-know` overrides this refusal" } else { "" };
             target_error(format!("{err}{hint}"))
         })?;
@@ -87,7 +91,10 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
             .map_err(|err| experiment.error_at(&entry.span, format!("fault {}: {err}", entry.label())))?;
         if entry.ramp.is_some() && plan.config.flags & chaos_common::flags::BURST != 0 {
             let span = entry.ramp_span.as_ref().unwrap_or(&entry.span);
-            return Err(experiment.error_at(span, "a ramp changes the loss rate, which a burst model fixes: remove `ramp` or `burst_len`"));
+            return Err(experiment.error_at(
+                span,
+                "a ramp changes the loss rate, which a burst model fixes: remove `ramp` or `burst_len`",
+            ));
         }
         let ramp = entry.ramp.zip(entry.options.percent());
         faults.push(PlannedFault {
@@ -106,7 +113,11 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
 
 /// Refuses hooks shared with a running experiment (or within this one) that do not compose;
 /// returns a note for each that does.
-fn check_conflicts(experiment: &Experiment, target: &Target, faults: &[PlannedFault]) -> Result<Vec<String>, FileError> {
+fn check_conflicts(
+    experiment: &Experiment,
+    target: &Target,
+    faults: &[PlannedFault],
+) -> Result<Vec<String>, FileError> {
     let mut notes = Vec::new();
     let running: Vec<RunRecord> =
         runs::all().into_iter().filter(|r| r.target_id == target.id && r.liveness() == Liveness::Running).collect();
@@ -121,7 +132,10 @@ fn check_conflicts(experiment: &Experiment, target: &Target, faults: &[PlannedFa
             for record in &running {
                 for other in &record.faults {
                     if other.hooks.iter().any(|(h, p)| *h == hook && *p == place) {
-                        others.push(format!("fault {} of running experiment {} (pid {})", other.label, record.id, record.pid));
+                        others.push(format!(
+                            "fault {} of running experiment {} (pid {})",
+                            other.label, record.id, record.pid
+                        ));
                     }
                 }
             }
@@ -242,7 +256,8 @@ impl ExperimentPlan<'_> {
                 let _ = writeln!(out, "    ramp: {} to {} in {} steps", ramp.from, to, ramp.steps);
             }
             for program in &fault.plan.programs {
-                let _ = writeln!(out, "    attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
+                let _ =
+                    writeln!(out, "    attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
             }
             let _ = writeln!(out, "    map FAULT_CONFIG[0] = {}", config_json(&fault.plan));
             let maps = serde_json::to_string(&fault.plan.maps).unwrap_or_default();
@@ -254,8 +269,14 @@ impl ExperimentPlan<'_> {
         let _ = writeln!(
             out,
             "  abort: {}{}",
-            if abort.on_violation { "when a check fails more often than its pass rate allows" } else { "not on violations" },
-            abort.consecutive_failures.map_or_else(String::new, |n| format!(", or when a check fails {n} times in a row"))
+            if abort.on_violation {
+                "when a check fails more often than its pass rate allows"
+            } else {
+                "not on violations"
+            },
+            abort
+                .consecutive_failures
+                .map_or_else(String::new, |n| format!(", or when a check fails {n} times in a row"))
         );
         for note in &self.notes {
             let _ = writeln!(out, "  note: {note}");

@@ -56,7 +56,9 @@ impl Verdict {
 
     fn summary(&self, has_checks: bool) -> String {
         match self {
-            Self::Held if has_checks => "hypothesis held: the steady state held before, during and after the faults".into(),
+            Self::Held if has_checks => {
+                "hypothesis held: the steady state held before, during and after the faults".into()
+            }
             Self::Held => "ran to the end (no steady-state checks: nothing to hold)".into(),
             Self::Violated(why) => format!("hypothesis violated: {why}"),
             Self::CouldNotRun(why) => format!("could not run: {why}"),
@@ -137,11 +139,14 @@ pub fn run(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow::Result<Ex
         let verdict = runner.run(&mut signals).await;
         drop(runner);
         let has_checks = !plan.experiment.steady_state.checks.is_empty();
-        timeline.event("verdict", json!({
-            "held": verdict == Verdict::Held,
-            "exit_code": verdict.exit_code(),
-            "summary": verdict.summary(has_checks),
-        }));
+        timeline.event(
+            "verdict",
+            json!({
+                "held": verdict == Verdict::Held,
+                "exit_code": verdict.exit_code(),
+                "summary": verdict.summary(has_checks),
+            }),
+        );
         match options.output {
             OutputFormat::Text => print!("{}", timeline::summary(timeline.events())),
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&timeline.events()).unwrap_or_default()),
@@ -175,7 +180,11 @@ impl<'p, 't> Runner<'p, 't> {
             file: experiment.source.path.clone(),
             target: plan.target.cgroup.clone(),
             target_id: plan.target.id,
-            faults: plan.faults.iter().map(|f| FaultRecord { label: f.label.clone(), hooks: f.hooks(), injected: 0, pin_dir: None }).collect(),
+            faults: plan
+                .faults
+                .iter()
+                .map(|f| FaultRecord { label: f.label.clone(), hooks: f.hooks(), injected: 0, pin_dir: None })
+                .collect(),
             ends_ns: sys::monotonic_deadline_ns(total),
             timeline: timeline.path().display().to_string(),
             pin_dir: None,
@@ -194,15 +203,18 @@ impl<'p, 't> Runner<'p, 't> {
             "notes": plan.notes,
         }));
         for fault in &plan.faults {
-            timeline.event("plan", json!({
-                "fault": fault.number,
-                "kind": fault.plan.fault,
-                "command_line": fault.command_line,
-                "start_s": fault.start.as_secs_f64(),
-                "duration_s": fault.duration.as_secs_f64(),
-                "programs": fault.plan.programs,
-                "maps": fault.plan.maps,
-            }));
+            timeline.event(
+                "plan",
+                json!({
+                    "fault": fault.number,
+                    "kind": fault.plan.fault,
+                    "command_line": fault.command_line,
+                    "start_s": fault.start.as_secs_f64(),
+                    "duration_s": fault.duration.as_secs_f64(),
+                    "programs": fault.plan.programs,
+                    "maps": fault.plan.maps,
+                }),
+            );
         }
         eprintln!("chaos: experiment {id} \"{}\" on {}", experiment.name, plan.target.describe());
         Ok(Self {
@@ -222,7 +234,9 @@ impl<'p, 't> Runner<'p, 't> {
 
         // Baseline: the hypothesis must hold before anything is attached.
         if !checks.is_empty() {
-            if let Err(verdict) = self.phase(Phase::Before, experiment.steady_state.before, &results_tx, &mut results, signals).await {
+            if let Err(verdict) =
+                self.phase(Phase::Before, experiment.steady_state.before, &results_tx, &mut results, signals).await
+            {
                 self.status.finish();
                 return verdict;
             }
@@ -238,8 +252,16 @@ impl<'p, 't> Runner<'p, 't> {
             let fault = &self.plan.faults[index];
             match arm(&fault.plan, None) {
                 Ok((loaded, _)) => {
-                    self.timeline.event("attach", json!({ "fault": fault.number, "programs": fault.plan.programs.len(), "hooks": fault.hooks() }));
-                    self.loaded[index] = Some(Loaded { fault: loaded, config: fault.plan.config, armed: false, last: FaultCounters::default() });
+                    self.timeline.event(
+                        "attach",
+                        json!({ "fault": fault.number, "programs": fault.plan.programs.len(), "hooks": fault.hooks() }),
+                    );
+                    self.loaded[index] = Some(Loaded {
+                        fault: loaded,
+                        config: fault.plan.config,
+                        armed: false,
+                        last: FaultCounters::default(),
+                    });
                 }
                 Err(err) => {
                     let reason = format!("fault {} could not attach: {err}", fault.label);
@@ -259,7 +281,8 @@ impl<'p, 't> Runner<'p, 't> {
 
         // After: did the system come back?
         if !checks.is_empty()
-            && let Err(verdict) = self.phase(Phase::After, experiment.steady_state.after, &results_tx, &mut results, signals).await
+            && let Err(verdict) =
+                self.phase(Phase::After, experiment.steady_state.after, &results_tx, &mut results, signals).await
         {
             self.status.finish();
             return verdict;
@@ -406,13 +429,16 @@ impl<'p, 't> Runner<'p, 't> {
             tally.streak += 1;
         }
         let tally = *tally;
-        self.timeline.event("check", json!({
-            "check": check.name,
-            "phase": outcome.phase.name(),
-            "ok": outcome.result.ok,
-            "latency_ms": (outcome.result.latency.as_secs_f64() * 1e6).round() / 1e3,
-            "detail": outcome.result.detail,
-        }));
+        self.timeline.event(
+            "check",
+            json!({
+                "check": check.name,
+                "phase": outcome.phase.name(),
+                "ok": outcome.result.ok,
+                "latency_ms": (outcome.result.latency.as_secs_f64() * 1e6).round() / 1e3,
+                "detail": outcome.result.detail,
+            }),
+        );
         if outcome.result.ok || outcome.phase == Phase::After {
             return None;
         }
@@ -420,12 +446,16 @@ impl<'p, 't> Runner<'p, 't> {
         if let Some(limit) = rules.consecutive_failures
             && tally.streak >= limit
         {
-            return Some(format!("check \"{}\" failed {} times in a row (last: {})", check.name, tally.streak, outcome.result.detail));
+            return Some(format!(
+                "check \"{}\" failed {} times in a row (last: {})",
+                check.name, tally.streak, outcome.result.detail
+            ));
         }
         if rules.on_violation || outcome.phase == Phase::Before {
             // Results still to come in this phase, at most: if even all of them passing cannot
             // bring the pass rate back up, the phase is lost already.
-            let remaining = phase_end.saturating_duration_since(Instant::now()).as_secs_f64() / check.interval.as_secs_f64();
+            let remaining =
+                phase_end.saturating_duration_since(Instant::now()).as_secs_f64() / check.interval.as_secs_f64();
             let total = (tally.passed + tally.failed) as f64 + remaining.ceil();
             let best_rate = (total - tally.failed as f64) / total * 100.0;
             if best_rate < check.pass_rate.as_percent() {
@@ -502,14 +532,17 @@ impl<'p, 't> Runner<'p, 't> {
         for problem in &problems {
             eprintln!("chaos: warning: {problem}; run `chaos cleanup`");
         }
-        self.timeline.event("detach", json!({
-            "fault": fault.number,
-            "why": why,
-            "seen": total.seen,
-            "matched": total.matched,
-            "injected": total.injected,
-            "problems": problems,
-        }));
+        self.timeline.event(
+            "detach",
+            json!({
+                "fault": fault.number,
+                "why": why,
+                "seen": total.seen,
+                "matched": total.matched,
+                "injected": total.injected,
+                "problems": problems,
+            }),
+        );
     }
 
     fn detach_all(&mut self, why: &str) {

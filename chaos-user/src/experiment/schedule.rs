@@ -40,11 +40,19 @@ pub fn steps(faults: &[PlannedFault]) -> Vec<Step> {
     let mut steps = Vec::new();
     for (index, fault) in faults.iter().enumerate() {
         let first = fault.ramp.map(|(ramp, _)| ramp.from.get());
-        steps.push(Step { at: fault.start, fault: index, action: Action::Arm { duration: fault.duration, ppm: first } });
+        steps.push(Step {
+            at: fault.start,
+            fault: index,
+            action: Action::Arm { duration: fault.duration, ppm: first },
+        });
         if let Some((ramp, to)) = fault.ramp {
             for k in 1..ramp.steps {
                 let at = fault.start + fault.duration * k / ramp.steps;
-                steps.push(Step { at, fault: index, action: Action::Ramp { ppm: ramp_ppm(ramp.from, to, k, ramp.steps) } });
+                steps.push(Step {
+                    at,
+                    fault: index,
+                    action: Action::Ramp { ppm: ramp_ppm(ramp.from, to, k, ramp.steps) },
+                });
             }
         }
         steps.push(Step { at: fault.start + fault.duration, fault: index, action: Action::End });
@@ -104,7 +112,10 @@ mod tests {
     fn arming_keeps_everything_but_deadline_and_threshold() {
         let config = FaultConfig { threshold: 7, flags: 3, protocol: 17, ..FaultConfig::default() };
         let armed_config = armed(config, 99, None);
-        assert_eq!((armed_config.deadline_ns, armed_config.threshold, armed_config.flags, armed_config.protocol), (99, 7, 3, 17));
+        assert_eq!(
+            (armed_config.deadline_ns, armed_config.threshold, armed_config.flags, armed_config.protocol),
+            (99, 7, 3, 17)
+        );
         assert_eq!(armed(config, 99, Some(1_000_000)).threshold, 1 << 32);
     }
 }

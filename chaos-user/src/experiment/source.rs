@@ -78,7 +78,13 @@ pub struct Document<'a> {
 impl Document<'_> {
     #[must_use]
     pub fn root(&self) -> Table<'_> {
-        Table { source: self.source, entries: &self.root, span: self.span.clone(), name: "the file".into(), used: RefCell::default() }
+        Table {
+            source: self.source,
+            entries: &self.root,
+            span: self.span.clone(),
+            name: "the file".into(),
+            used: RefCell::default(),
+        }
     }
 }
 
@@ -133,7 +139,8 @@ impl<'a> Table<'a> {
         for (key, _) in self.entries() {
             let name = key.get_ref().as_ref();
             if !used.iter().any(|u| u == name) {
-                let expected = if known.is_empty() { String::new() } else { format!("; expected one of: {}", known.join(", ")) };
+                let expected =
+                    if known.is_empty() { String::new() } else { format!("; expected one of: {}", known.join(", ")) };
                 return Err(self.source.error(&key.span(), format!("unknown key `{name}` in {}{expected}", self.name)));
             }
         }
@@ -237,9 +244,13 @@ impl<'a> Item<'a> {
     /// A table value, to read further.
     pub fn table(&self, name: impl Into<String>) -> Result<Table<'a>, FileError> {
         match self.value {
-            DeValue::Table(entries) => {
-                Ok(Table { source: self.source, entries, span: self.span.clone(), name: name.into(), used: RefCell::default() })
-            }
+            DeValue::Table(entries) => Ok(Table {
+                source: self.source,
+                entries,
+                span: self.span.clone(),
+                name: name.into(),
+                used: RefCell::default(),
+            }),
             _ => Err(self.type_error("a table")),
         }
     }
@@ -249,7 +260,13 @@ impl<'a> Item<'a> {
         match self.value {
             DeValue::Array(values) => Ok(values
                 .iter()
-                .map(|v| Item { source: self.source, key: self.key.clone(), key_span: self.key_span.clone(), span: v.span(), value: v.get_ref() })
+                .map(|v| Item {
+                    source: self.source,
+                    key: self.key.clone(),
+                    key_span: self.key_span.clone(),
+                    span: v.span(),
+                    value: v.get_ref(),
+                })
                 .collect()),
             _ => Err(self.type_error("an array")),
         }

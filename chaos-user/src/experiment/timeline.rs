@@ -93,7 +93,9 @@ pub fn read(path: &Path) -> Result<Vec<Value>, String> {
         // A run killed mid-write may leave a cut last line: say so, keep the rest.
         match serde_json::from_str::<Value>(&line) {
             Ok(event) if event.get("event").is_some() => events.push(event),
-            Ok(_) => return Err(format!("{}:{}: not a chaos timeline event (no \"event\")", path.display(), number + 1)),
+            Ok(_) => {
+                return Err(format!("{}:{}: not a chaos timeline event (no \"event\")", path.display(), number + 1));
+            }
             Err(err) => return Err(format!("{}:{}: not JSON: {err}", path.display(), number + 1)),
         }
     }
@@ -168,16 +170,26 @@ pub fn summary(events: &[Value]) -> String {
             _ => {}
         }
     }
-    let _ = writeln!(out, "{:<22} {:<18} {:>10} {:>10} {:>10} {:>8}  state", "fault", "window", "seen", "matched", "injected", "rate");
+    let _ = writeln!(
+        out,
+        "{:<22} {:<18} {:>10} {:>10} {:>10} {:>8}  state",
+        "fault", "window", "seen", "matched", "injected", "rate"
+    );
     for (number, (kind, window, seen, matched, injected, state)) in &faults {
-        let rate = if *matched == 0 { "-".to_owned() } else { format!("{:.2}%", 100.0 * *injected as f64 / *matched as f64) };
-        let _ = writeln!(out, "{:<22} {window:<18} {seen:>10} {matched:>10} {injected:>10} {rate:>8}  {state}", format!("#{number} {kind}"));
+        let rate =
+            if *matched == 0 { "-".to_owned() } else { format!("{:.2}%", 100.0 * *injected as f64 / *matched as f64) };
+        let _ = writeln!(
+            out,
+            "{:<22} {window:<18} {seen:>10} {matched:>10} {injected:>10} {rate:>8}  {state}",
+            format!("#{number} {kind}")
+        );
     }
     // Checks: pass counts per phase.
     let mut checks: BTreeMap<String, (BTreeMap<String, Tally>, String)> = BTreeMap::new();
     for check in start["checks"].as_array().into_iter().flatten() {
         let name = check["name"].as_str().unwrap_or("?").to_owned();
-        checks.insert(name, (BTreeMap::new(), check["pass_rate"].as_f64().map_or_else(String::new, |r| format!("{r}%"))));
+        checks
+            .insert(name, (BTreeMap::new(), check["pass_rate"].as_f64().map_or_else(String::new, |r| format!("{r}%"))));
     }
     for event in events.iter().filter(|e| e["event"] == "check") {
         let name = event["check"].as_str().unwrap_or("?").to_owned();
@@ -201,11 +213,22 @@ pub fn summary(events: &[Value]) -> String {
                     },
                 )
             };
-            let _ = writeln!(out, "{name:<22} {:>16} {:>16} {:>16}  {needs}", cell("before"), cell("during"), cell("after"));
+            let _ = writeln!(
+                out,
+                "{name:<22} {:>16} {:>16} {:>16}  {needs}",
+                cell("before"),
+                cell("during"),
+                cell("after")
+            );
         }
     }
     if let Some(abort) = find("abort") {
-        let _ = writeln!(out, "aborted at {}s: {}", abort["t"].as_f64().unwrap_or(0.0), abort["reason"].as_str().unwrap_or("?"));
+        let _ = writeln!(
+            out,
+            "aborted at {}s: {}",
+            abort["t"].as_f64().unwrap_or(0.0),
+            abort["reason"].as_str().unwrap_or("?")
+        );
     }
     match find("verdict") {
         Some(verdict) => {

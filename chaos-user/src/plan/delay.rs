@@ -4,7 +4,11 @@ use chaos_common::{Direction, FaultConfig, threshold_from_ppm};
 use serde_json::json;
 
 use super::{AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level};
-use crate::{features, spec::{Ppm, syscall::SyscallDelayOptions}, syscall_numbers};
+use crate::{
+    features,
+    spec::{Ppm, syscall::SyscallDelayOptions},
+    syscall_numbers,
+};
 
 impl PlanFault for SyscallDelayOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
@@ -24,7 +28,8 @@ impl PlanFault for SyscallDelayOptions {
             ..FaultConfig::default()
         };
         let names: Vec<&str> = syscalls.iter().map(|s| s.name).collect();
-        let mut summary = format!("{} of {} calls held {}", self.percent, names.join(","), humantime::format_duration(self.by));
+        let mut summary =
+            format!("{} of {} calls held {}", self.percent, names.join(","), humantime::format_duration(self.by));
         if let Some(jitter) = self.jitter {
             summary.push_str(&format!(" +- {} (uniform)", humantime::format_duration(jitter)));
         }

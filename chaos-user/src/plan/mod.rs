@@ -113,10 +113,7 @@ pub enum AttachPoint {
     },
     /// A raw tracepoint (global: the program checks the current task's cgroup). Programs here
     /// may stop tasks of `cgroup_dir`, which chaos resumes (and a guard process, if chaos dies).
-    RawTracepoint {
-        tracepoint: &'static str,
-        cgroup_dir: PathBuf,
-    },
+    RawTracepoint { tracepoint: &'static str, cgroup_dir: PathBuf },
 }
 
 impl AttachPoint {

@@ -13,8 +13,8 @@ use crate::{
     spec::{
         DirectionChoice, Ppm,
         net::{
-            BurstModel, CorruptOptions, DelayOptions, Distribution, DropOptions, DuplicateOptions, FilterOptions, NetFilters,
-            PacketFilterOptions, PartitionOptions, RateOptions,
+            BurstModel, CorruptOptions, DelayOptions, Distribution, DropOptions, DuplicateOptions, FilterOptions,
+            NetFilters, PacketFilterOptions, PartitionOptions, RateOptions,
         },
     },
     target::Target,
@@ -22,8 +22,13 @@ use crate::{
 
 impl PlanFault for DropOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
-        let burst = self.burst_len.map(|len| BurstModel::new(self.percent, len)).transpose().map_err(PlanError::Refused)?;
-        plan(&net_spec(NetFaultKind::Drop { burst }, self.percent, &self.filters, None, context), context.target.clone(), context.kernel)
+        let burst =
+            self.burst_len.map(|len| BurstModel::new(self.percent, len)).transpose().map_err(PlanError::Refused)?;
+        plan(
+            &net_spec(NetFaultKind::Drop { burst }, self.percent, &self.filters, None, context),
+            context.target.clone(),
+            context.kernel,
+        )
     }
 
     fn percent(&self) -> Option<Ppm> {
@@ -34,7 +39,11 @@ impl PlanFault for DropOptions {
 impl PlanFault for CorruptOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let kind = NetFaultKind::Corrupt { fix_checksum: self.fix_checksum };
-        plan(&net_spec(kind, self.percent, &self.filters, self.iface.clone(), context), context.target.clone(), context.kernel)
+        plan(
+            &net_spec(kind, self.percent, &self.filters, self.iface.clone(), context),
+            context.target.clone(),
+            context.kernel,
+        )
     }
 
     fn percent(&self) -> Option<Ppm> {
@@ -48,7 +57,11 @@ impl PlanFault for CorruptOptions {
 
 impl PlanFault for DuplicateOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
-        plan(&net_spec(NetFaultKind::Duplicate, self.percent, &self.filters, self.iface.clone(), context), context.target.clone(), context.kernel)
+        plan(
+            &net_spec(NetFaultKind::Duplicate, self.percent, &self.filters, self.iface.clone(), context),
+            context.target.clone(),
+            context.kernel,
+        )
     }
 
     fn percent(&self) -> Option<Ppm> {
@@ -67,7 +80,11 @@ impl PlanFault for DelayOptions {
             jitter: self.jitter.unwrap_or_default(),
             normal: self.distribution == Distribution::Normal,
         };
-        plan(&egress_spec(kind, self.percent, &self.packets, self.iface.clone(), context), context.target.clone(), context.kernel)
+        plan(
+            &egress_spec(kind, self.percent, &self.packets, self.iface.clone(), context),
+            context.target.clone(),
+            context.kernel,
+        )
     }
 
     fn percent(&self) -> Option<Ppm> {
@@ -82,7 +99,11 @@ impl PlanFault for DelayOptions {
 impl PlanFault for RateOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let kind = NetFaultKind::Rate { bytes_per_sec: self.limit, queue: self.queue };
-        plan(&egress_spec(kind, Ppm::ALL, &self.packets, self.iface.clone(), context), context.target.clone(), context.kernel)
+        plan(
+            &egress_spec(kind, Ppm::ALL, &self.packets, self.iface.clone(), context),
+            context.target.clone(),
+            context.kernel,
+        )
     }
 
     fn uses_ledger(&self) -> bool {
@@ -115,7 +136,13 @@ impl PlanFault for PartitionOptions {
     }
 }
 
-fn net_spec(kind: NetFaultKind, percent: Ppm, filters: &FilterOptions, iface: Option<String>, context: &FaultContext<'_>) -> NetFaultSpec {
+fn net_spec(
+    kind: NetFaultKind,
+    percent: Ppm,
+    filters: &FilterOptions,
+    iface: Option<String>,
+    context: &FaultContext<'_>,
+) -> NetFaultSpec {
     NetFaultSpec {
         kind,
         percent,
@@ -200,7 +227,10 @@ pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &Prober) -> Result<Faul
                 })
                 .collect()
         }
-        NetFaultKind::Corrupt { .. } | NetFaultKind::Duplicate | NetFaultKind::Delay { .. } | NetFaultKind::Rate { .. } => {
+        NetFaultKind::Corrupt { .. }
+        | NetFaultKind::Duplicate
+        | NetFaultKind::Delay { .. }
+        | NetFaultKind::Rate { .. } => {
             match spec.kind {
                 NetFaultKind::Corrupt { fix_checksum: true } => {
                     config.flags |= flags::FIX_CHECKSUM;
@@ -259,7 +289,11 @@ pub fn plan(spec: &NetFaultSpec, target: Target, kernel: &Prober) -> Result<Faul
                         program: by_direction(direction, egress, ingress),
                         // Departure times do not compose (the last program to write one wins),
                         // so delay and rate have a hook name of their own.
-                        hook: if needs_fq { "tc-edt/egress" } else { by_direction(direction, "tc/egress", "tc/ingress") },
+                        hook: if needs_fq {
+                            "tc-edt/egress"
+                        } else {
+                            by_direction(direction, "tc/egress", "tc/ingress")
+                        },
                         attach: AttachPoint::Tc { netns: netns.clone(), iface: iface.clone(), api, needs_fq },
                         direction,
                     })
@@ -396,7 +430,9 @@ fn tc_interfaces(spec: &NetFaultSpec, target: &Target) -> Result<(Netns, Vec<Str
                 )));
             };
             if !iface.ethernet {
-                return Err(PlanError::Refused(format!("--iface {name}: not an Ethernet interface; chaos's TC programs expect Ethernet framing")));
+                return Err(PlanError::Refused(format!(
+                    "--iface {name}: not an Ethernet interface; chaos's TC programs expect Ethernet framing"
+                )));
             }
             vec![name.clone()]
         }

@@ -6,7 +6,9 @@ use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 use chaos_common::{Direction, FaultConfig, flags, threshold_from_ppm};
 use serde_json::json;
 
-use super::{AttachPoint, FaultContext, FaultPlan, PlanError, PlanFault, PlannedProgram, cgroup_level, net::filter_maps};
+use super::{
+    AttachPoint, FaultContext, FaultPlan, PlanError, PlanFault, PlannedProgram, cgroup_level, net::filter_maps,
+};
 use crate::{
     btf, errno,
     features::{self, FamilySupport, Prober},
@@ -233,7 +235,10 @@ fn choose(
             return Err(format!("{} has no cgroup hook", syscall.name));
         }
         if !cgroup.supported {
-            return Err(format!("cgroup socket hooks are not available: {}", cgroup.reason.clone().unwrap_or_default()));
+            return Err(format!(
+                "cgroup socket hooks are not available: {}",
+                cgroup.reason.clone().unwrap_or_default()
+            ));
         }
         Ok((Mechanism::Cgroup, syscall.cgroup_filter))
     };
@@ -241,7 +246,9 @@ fn choose(
     match backend {
         Backend::Lsm => by_lsm().map_err(refused),
         Backend::Cgroup => by_cgroup().map_err(refused),
-        Backend::Auto => by_lsm().or_else(|lsm_reason| by_cgroup().map_err(|cgroup_reason| refused(format!("{lsm_reason}; and {cgroup_reason}")))),
+        Backend::Auto => by_lsm().or_else(|lsm_reason| {
+            by_cgroup().map_err(|cgroup_reason| refused(format!("{lsm_reason}; and {cgroup_reason}")))
+        }),
     }
 }
 

@@ -59,9 +59,7 @@ impl Serialize for Ppm {
 pub fn parse_percent(text: &str) -> Result<Ppm, String> {
     let trimmed = text.trim();
     let number = trimmed.strip_suffix('%').unwrap_or(trimmed).trim();
-    let bad = || {
-        format!("'{text}' is not a percentage: expected a number from 0 to 100, e.g. 20 or 0.5")
-    };
+    let bad = || format!("'{text}' is not a percentage: expected a number from 0 to 100, e.g. 20 or 0.5");
     if number.is_empty() || number.starts_with('-') {
         return Err(if number.starts_with('-') {
             format!("'{text}' is negative: a percentage goes from 0 to 100")
@@ -77,9 +75,7 @@ pub fn parse_percent(text: &str) -> Result<Ppm, String> {
         return Err(bad());
     }
     if frac.len() > 4 && frac[4..].bytes().any(|b| b != b'0') {
-        return Err(format!(
-            "'{text}' is finer than chaos can inject: the smallest step is 0.0001 % (1 ppm)"
-        ));
+        return Err(format!("'{text}' is finer than chaos can inject: the smallest step is 0.0001 % (1 ppm)"));
     }
     let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
     let frac4 = format!("{:0<4}", &frac[..frac.len().min(4)]);

@@ -115,7 +115,8 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
     let trimmed = text.trim().to_ascii_lowercase();
     let split = trimmed.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("'{text}' is not a rate: expected e.g. 1mbit, 500kbit or 125kbps"))?;
+    let value: f64 =
+        number.parse().map_err(|_| format!("'{text}' is not a rate: expected e.g. 1mbit, 500kbit or 125kbps"))?;
     let bits_per_second = match unit {
         "bit" => value,
         "kbit" => value * 1e3,
@@ -125,7 +126,11 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         "kbps" => value * 8e3,
         "mbps" => value * 8e6,
         "gbps" => value * 8e9,
-        _ => return Err(format!("'{text}': unknown rate unit '{unit}' (use bit, kbit, mbit, gbit, or bps, kbps, mbps, gbps for bytes)")),
+        _ => {
+            return Err(format!(
+                "'{text}': unknown rate unit '{unit}' (use bit, kbit, mbit, gbit, or bps, kbps, mbps, gbps for bytes)"
+            ));
+        }
     };
     let bytes = (bits_per_second / 8.0).round();
     if !(bytes >= 1.0 && bytes.is_finite()) {
@@ -269,11 +274,8 @@ impl PortSet {
 
 impl fmt::Display for PortSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .ranges
-            .iter()
-            .map(|&(l, h)| if l == h { l.to_string() } else { format!("{l}-{h}") })
-            .collect();
+        let parts: Vec<String> =
+            self.ranges.iter().map(|&(l, h)| if l == h { l.to_string() } else { format!("{l}-{h}") }).collect();
         f.write_str(&parts.join(","))
     }
 }
@@ -401,11 +403,9 @@ impl BurstModel {
 }
 
 pub fn parse_burst_len(text: &str) -> Result<f64, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 1.0)
-        .ok_or_else(|| format!("'{text}' is not a burst length: expected a number of packets, at least 1 (e.g. 4 or 2.5)"))
+    text.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 1.0).ok_or_else(|| {
+        format!("'{text}' is not a burst length: expected a number of packets, at least 1 (e.g. 4 or 2.5)")
+    })
 }
 
 #[cfg(test)]
@@ -474,7 +474,8 @@ mod tests {
 
     #[test]
     fn icmp_has_no_ports() {
-        let filters = NetFilters { protocol: Protocol::Icmp, remote_ports: parse_ports("53").unwrap(), ..Default::default() };
+        let filters =
+            NetFilters { protocol: Protocol::Icmp, remote_ports: parse_ports("53").unwrap(), ..Default::default() };
         assert!(filters.validate().unwrap_err().contains("ICMP has no ports"));
     }
 

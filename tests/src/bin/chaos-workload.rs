@@ -120,7 +120,8 @@ fn udp_blast(to: SocketAddr, id: u32, count: u64, pps: u64) {
         }
     }
     let elapsed_ns = start.elapsed().as_nanos() as u64;
-    let report = serde_json::json!({ "sent": count, "errors": errors, "first_error": first_error, "elapsed_ns": elapsed_ns });
+    let report =
+        serde_json::json!({ "sent": count, "errors": errors, "first_error": first_error, "elapsed_ns": elapsed_ns });
     println!("{report}");
 }
 
@@ -155,7 +156,8 @@ fn udp_sink(port: u16, idle_ms: u64, max_secs: u64, times: bool) {
                 let now = monotonic_ns();
                 socket.set_read_timeout(Some(Duration::from_millis(idle_ms))).expect("timeout");
                 let intact = n == PAYLOAD
-                    && u32::from_le_bytes(buf[PAYLOAD - 4..PAYLOAD].try_into().expect("4")) == fnv1a(&buf[..PAYLOAD - 4]);
+                    && u32::from_le_bytes(buf[PAYLOAD - 4..PAYLOAD].try_into().expect("4"))
+                        == fnv1a(&buf[..PAYLOAD - 4]);
                 if !intact {
                     corrupted += 1;
                     continue;
@@ -269,7 +271,9 @@ fn file_loop(dir: &str, count: u64) {
     let data = [0x5au8; 4096];
     for i in 0..count {
         let path = format!("{dir}/file-{i}");
-        if let Some(mut file) = open.record(std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path)) {
+        if let Some(mut file) =
+            open.record(std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path))
+        {
             write.record(file.write(&data));
             fsync.record(file.sync_all());
         }
