@@ -6,7 +6,7 @@
 #![feature(asm_experimental_arch)]
 
 mod gate;
-mod kernel;
+mod dentry;
 mod maps;
 mod net_cgroup;
 mod net_delay;

@@ -9,9 +9,12 @@ use aya_ebpf::{
 };
 use chaos_common::{Direction, FaultConfig, flags};
 
-use crate::{gate, maps::RATE_STATE, net_filter, packet};
-
-const ETH_HLEN: usize = 14;
+use crate::{
+    gate,
+    maps::RATE_STATE,
+    net_filter,
+    packet::{self, ETH_HLEN},
+};
 
 #[classifier]
 pub fn net_delay_egress(ctx: TcContext) -> i32 {

@@ -10,11 +10,9 @@ use chaos_common::{Direction, flags};
 
 use crate::{
     gate, net_filter,
-    packet::{self, IPPROTO_TCP, IPPROTO_UDP},
+    packet::{self, ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-/// TC programs see the Ethernet header first.
-const ETH_HLEN: usize = 14;
 /// Set on our own copy of a packet while it is redirected, so that when the copy comes back
 /// through this program it is recognised, the bit cleared, and the copy not copied again.
 const DUPLICATE_MARK: u32 = 1 << 30;

@@ -9,6 +9,9 @@ pub(crate) const IPPROTO_TCP: u8 = 6;
 pub(crate) const IPPROTO_UDP: u8 = 17;
 pub(crate) const IPPROTO_ICMPV6: u8 = 58;
 
+/// TC programs see the Ethernet header first; cgroup_skb programs start at the IP header.
+pub(crate) const ETH_HLEN: usize = 14;
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 

@@ -50,7 +50,7 @@ fn negative_errno(errno: u32) -> i32 {
 #[inline(always)]
 fn for_dentry(dentry: impl FnOnce() -> u64) -> i32 {
     let Some(fault) = gate::live_for_current_task(CALLS) else { return 0 };
-    if fault.config.flags & flags::PATH_FILTER != 0 && !kernel::under_directory(fault.config, dentry()) {
+    if fault.config.flags & flags::PATH_FILTER != 0 && !dentry::under_directory(fault.config, dentry()) {
         return 0;
     }
     decide(&fault)
@@ -64,7 +64,7 @@ fn arg_address(ctx: &LsmContext, n: usize) -> u64 {
 /// open, openat, openat2, creat.
 #[lsm(hook = "file_open")]
 pub fn sys_file_open(ctx: LsmContext) -> i32 {
-    for_dentry(|| kernel::file_dentry(arg_address(&ctx, 0)))
+    for_dentry(|| dentry::file_dentry(arg_address(&ctx, 0)))
 }
 
 /// read-like (MAY_READ) and write-like (MAY_WRITE) calls on an open file.
@@ -79,7 +79,7 @@ pub fn sys_file_permission(ctx: LsmContext) -> i32 {
         return 0;
     }
     if fault.config.flags & flags::PATH_FILTER != 0
-        && !kernel::under_directory(fault.config, kernel::file_dentry(arg_address(&ctx, 0)))
+        && !dentry::under_directory(fault.config, dentry::file_dentry(arg_address(&ctx, 0)))
     {
         return 0;
     }
@@ -89,13 +89,13 @@ pub fn sys_file_permission(ctx: LsmContext) -> i32 {
 /// ioctl.
 #[lsm(hook = "file_ioctl")]
 pub fn sys_file_ioctl(ctx: LsmContext) -> i32 {
-    for_dentry(|| kernel::file_dentry(arg_address(&ctx, 0)))
+    for_dentry(|| dentry::file_dentry(arg_address(&ctx, 0)))
 }
 
 /// mmap (file-backed and anonymous; the path filter only matches file-backed maps).
 #[lsm(hook = "mmap_file")]
 pub fn sys_mmap_file(ctx: LsmContext) -> i32 {
-    for_dentry(|| kernel::file_dentry(arg_address(&ctx, 0)))
+    for_dentry(|| dentry::file_dentry(arg_address(&ctx, 0)))
 }
 
 /// unlink, unlinkat.
@@ -125,7 +125,7 @@ pub fn sys_inode_rename(ctx: LsmContext) -> i32 {
 /// execve, execveat.
 #[lsm(hook = "bprm_check_security")]
 pub fn sys_bprm_check_security(ctx: LsmContext) -> i32 {
-    for_dentry(|| kernel::file_dentry(kernel::binprm_file(arg_address(&ctx, 0))))
+    for_dentry(|| dentry::file_dentry(dentry::binprm_file(arg_address(&ctx, 0))))
 }
 
 /// fork, vfork, clone, clone3 (checked in the parent, which is the current task).
