@@ -5,8 +5,8 @@
 // BPF atomics (gate.rs) are only reachable through inline assembly.
 #![feature(asm_experimental_arch)]
 
-mod gate;
 mod dentry;
+mod gate;
 mod maps;
 mod net_cgroup;
 mod net_delay;
