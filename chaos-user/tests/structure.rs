@@ -79,19 +79,23 @@ fn use_statements(text: &str) -> Vec<String> {
     let mut current: Option<String> = None;
     for line in code.lines() {
         let trimmed = line.trim();
-        if current.is_none() {
-            let rest = trimmed.strip_prefix("pub ").or_else(|| trimmed.strip_prefix("pub(crate) ")).unwrap_or(trimmed);
-            if let Some(rest) = rest.strip_prefix("use ") {
-                current = Some(String::new());
-                current.as_mut().expect("set").push_str(rest);
-            } else {
-                continue;
+        let statement = match current.take() {
+            Some(mut open) => {
+                open.push_str(trimmed);
+                open
             }
-        } else {
-            current.as_mut().expect("set").push_str(trimmed);
-        }
-        if current.as_ref().is_some_and(|c| c.ends_with(';')) {
-            statements.push(current.take().expect("set").trim_end_matches(';').to_owned());
+            None => {
+                let rest =
+                    trimmed.strip_prefix("pub ").or_else(|| trimmed.strip_prefix("pub(crate) ")).unwrap_or(trimmed);
+                match rest.strip_prefix("use ") {
+                    Some(rest) => rest.to_owned(),
+                    None => continue,
+                }
+            }
+        };
+        match statement.strip_suffix(';') {
+            Some(done) => statements.push(done.to_owned()),
+            None => current = Some(statement),
         }
     }
     statements
