@@ -67,7 +67,7 @@ impl TargetError {
 
 /// What the user named on the command line or in a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TargetSpec {
+pub enum TargetName {
     /// Absolute path inside the cgroup2 mount, a cgroup path as /proc/PID/cgroup shows it
     /// (`/system.slice/x.service`), or a path relative to the mount.
     Cgroup(String),
@@ -78,7 +78,7 @@ pub enum TargetSpec {
     Container(String),
 }
 
-impl TargetSpec {
+impl TargetName {
     #[must_use]
     pub const fn flag(&self) -> &'static str {
         match self {
@@ -160,7 +160,7 @@ impl CgroupFs {
 
     /// Resolves `spec`, refusing the root cgroup, any cgroup that contains `own_cgroup` (the
     /// controller's own cgroup path, from /proc/self/cgroup) and init's (`init.scope`).
-    pub fn resolve(&self, spec: &TargetSpec, own_cgroup: Option<&str>) -> Result<Target, TargetError> {
+    pub fn resolve(&self, spec: &TargetName, own_cgroup: Option<&str>) -> Result<Target, TargetError> {
         self.resolve_allowing(spec, own_cgroup, false)
     }
 
@@ -168,19 +168,19 @@ impl CgroupFs {
     /// exist).
     pub fn resolve_allowing(
         &self,
-        spec: &TargetSpec,
+        spec: &TargetName,
         own_cgroup: Option<&str>,
         i_know: bool,
     ) -> Result<Target, TargetError> {
         let (flag, arg) = (spec.flag(), spec.arg());
         let dir = match spec {
-            TargetSpec::Cgroup(path) => self.cgroup_dir(path)?,
-            TargetSpec::Pid(pid) => {
+            TargetName::Cgroup(path) => self.cgroup_dir(path)?,
+            TargetName::Pid(pid) => {
                 let cgroup = pid_cgroup(Path::new("/proc"), *pid)?;
                 self.existing(flag, &arg, self.dir_of(&cgroup))?
             }
-            TargetSpec::Unit(unit) => self.unit_dir(unit)?,
-            TargetSpec::Container(id) => self.container_dir(id)?,
+            TargetName::Unit(unit) => self.unit_dir(unit)?,
+            TargetName::Container(id) => self.container_dir(id)?,
         };
         let cgroup = self.cgroup_of(&dir).ok_or_else(|| TargetError::OutsideMount {
             arg: arg.clone(),
@@ -491,7 +491,7 @@ mod tests {
             format!("{}/system.slice/redis.service", tree.0.display()),
             "/system.slice/../system.slice/redis.service/".to_owned(),
         ] {
-            let target = fs.resolve(&TargetSpec::Cgroup(spelling.clone()), None).unwrap();
+            let target = fs.resolve(&TargetName::Cgroup(spelling.clone()), None).unwrap();
             assert_eq!(target.cgroup, expected, "{spelling}");
             assert!(target.id > 0);
         }
@@ -501,30 +501,30 @@ mod tests {
     fn refuses_missing_root_and_own_cgroups() {
         let tree = tree();
         let fs = tree.fs();
-        let err = fs.resolve(&TargetSpec::Cgroup("/nope".into()), None).unwrap_err();
+        let err = fs.resolve(&TargetName::Cgroup("/nope".into()), None).unwrap_err();
         assert!(
             err.to_string().contains("--cgroup /nope: cgroup") && err.to_string().contains("does not exist"),
             "{err}"
         );
-        let err = fs.resolve(&TargetSpec::Cgroup("/".into()), None).unwrap_err();
+        let err = fs.resolve(&TargetName::Cgroup("/".into()), None).unwrap_err();
         assert!(matches!(err, TargetError::RootCgroup { .. }), "{err}");
         assert!(err.to_string().contains("every process on the machine"), "{err}");
-        let err = fs.resolve(&TargetSpec::Cgroup("/chaos-test".into()), Some("/chaos-test/inner")).unwrap_err();
+        let err = fs.resolve(&TargetName::Cgroup("/chaos-test".into()), Some("/chaos-test/inner")).unwrap_err();
         assert!(err.to_string().contains("contains chaos itself"), "{err}");
         // A sibling whose name shares a prefix is fine.
-        assert!(fs.resolve(&TargetSpec::Cgroup("/chaos-test/inner".into()), Some("/chaos-test")).is_ok());
+        assert!(fs.resolve(&TargetName::Cgroup("/chaos-test/inner".into()), Some("/chaos-test")).is_ok());
     }
 
     #[test]
     fn i_know_lifts_the_safety_refusals_but_not_missing_targets() {
         let tree = tree();
         let fs = tree.fs();
-        let root = fs.resolve_allowing(&TargetSpec::Cgroup("/".into()), None, true).unwrap();
+        let root = fs.resolve_allowing(&TargetName::Cgroup("/".into()), None, true).unwrap();
         assert_eq!(root.cgroup, "/");
         assert!(
-            fs.resolve_allowing(&TargetSpec::Cgroup("/chaos-test".into()), Some("/chaos-test/inner"), true).is_ok()
+            fs.resolve_allowing(&TargetName::Cgroup("/chaos-test".into()), Some("/chaos-test/inner"), true).is_ok()
         );
-        let err = fs.resolve_allowing(&TargetSpec::Cgroup("/nope".into()), None, true).unwrap_err();
+        let err = fs.resolve_allowing(&TargetName::Cgroup("/nope".into()), None, true).unwrap_err();
         assert!(!err.is_safety_refusal(), "{err}");
         assert!(
             TargetError::InitScope { flag: "--cgroup", arg: "/init.scope".into(), path: "/init.scope".into() }
@@ -535,7 +535,7 @@ mod tests {
     #[test]
     fn a_cgroup_v1_path_is_refused_with_the_v2_mount() {
         let fs = CgroupFs::at("/sys/fs/cgroup/unified");
-        let err = fs.resolve(&TargetSpec::Cgroup("/sys/fs/cgroup/cpu/x".into()), None).unwrap_err();
+        let err = fs.resolve(&TargetName::Cgroup("/sys/fs/cgroup/cpu/x".into()), None).unwrap_err();
         assert!(err.to_string().contains("not inside the cgroup v2 mount /sys/fs/cgroup/unified"), "{err}");
     }
 
@@ -543,9 +543,9 @@ mod tests {
     fn resolves_units_and_reports_ambiguity() {
         let tree = tree();
         let fs = tree.fs();
-        let target = fs.resolve(&TargetSpec::Unit("redis.service".into()), None).unwrap();
+        let target = fs.resolve(&TargetName::Unit("redis.service".into()), None).unwrap();
         assert_eq!(target.cgroup, "/system.slice/redis.service");
-        let err = fs.resolve(&TargetSpec::Unit("nginx.service".into()), None).unwrap_err();
+        let err = fs.resolve(&TargetName::Unit("nginx.service".into()), None).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("is ambiguous")
@@ -553,7 +553,7 @@ mod tests {
                 && text.contains("app.slice/nginx.service"),
             "{text}"
         );
-        let err = fs.resolve(&TargetSpec::Unit("gone.service".into()), None).unwrap_err();
+        let err = fs.resolve(&TargetName::Unit("gone.service".into()), None).unwrap_err();
         assert!(err.to_string().contains("no cgroup named gone.service"), "{err}");
     }
 
@@ -561,15 +561,15 @@ mod tests {
     fn resolves_containers_by_unique_prefix() {
         let tree = tree();
         let fs = tree.fs();
-        let docker = fs.resolve(&TargetSpec::Container("aaaa45".into()), None).unwrap();
+        let docker = fs.resolve(&TargetName::Container("aaaa45".into()), None).unwrap();
         assert_eq!(docker.cgroup, format!("/system.slice/docker-{ID_A}.scope"));
-        let k8s = fs.resolve(&TargetSpec::Container(ID_B.to_uppercase()), None).unwrap();
+        let k8s = fs.resolve(&TargetName::Container(ID_B.to_uppercase()), None).unwrap();
         assert!(k8s.cgroup.ends_with(&format!("cri-containerd-{ID_B}.scope")));
-        let err = fs.resolve(&TargetSpec::Container("aaaa".into()), None).unwrap_err();
+        let err = fs.resolve(&TargetName::Container("aaaa".into()), None).unwrap_err();
         assert!(err.to_string().contains("is ambiguous"), "{err}");
-        let err = fs.resolve(&TargetSpec::Container("abc".into()), None).unwrap_err();
+        let err = fs.resolve(&TargetName::Container("abc".into()), None).unwrap_err();
         assert!(err.to_string().contains("at least 4 hexadecimal"), "{err}");
-        let err = fs.resolve(&TargetSpec::Container("ffff".into()), None).unwrap_err();
+        let err = fs.resolve(&TargetName::Container("ffff".into()), None).unwrap_err();
         assert!(err.to_string().contains("no container cgroup matches"), "{err}");
     }
 

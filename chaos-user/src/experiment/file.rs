@@ -11,8 +11,8 @@ use crate::{
         options::{self, Ppm},
         registry::{self, kind_named},
     },
-    steady::{self, CheckKind, CheckSpec},
-    target::TargetSpec,
+    steady::{self, Check, CheckKind},
+    target::TargetName,
 };
 
 /// Keys of a `[[fault]]` table that belong to the experiment, not to the fault's options.
@@ -107,7 +107,7 @@ fn parse_parts(source: &Source, i_know: bool) -> Result<Experiment, FileError> {
     })
 }
 
-fn parse_target(item: &Item<'_>) -> Result<TargetSpec, FileError> {
+fn parse_target(item: &Item<'_>) -> Result<TargetName, FileError> {
     let table = item.table("the target")?;
     let given: Vec<Item<'_>> = TARGET_KEYS.iter().filter_map(|k| table.get(k)).collect();
     table.finish(TARGET_KEYS)?;
@@ -119,10 +119,10 @@ fn parse_target(item: &Item<'_>) -> Result<TargetSpec, FileError> {
         )));
     };
     Ok(match one.key.as_str() {
-        "cgroup" => TargetSpec::Cgroup(one.str()?.to_owned()),
-        "pid" => TargetSpec::Pid(one.integer::<u32>("a process id")?),
-        "unit" => TargetSpec::Unit(one.str()?.to_owned()),
-        _ => TargetSpec::Container(one.str()?.to_owned()),
+        "cgroup" => TargetName::Cgroup(one.str()?.to_owned()),
+        "pid" => TargetName::Pid(one.integer::<u32>("a process id")?),
+        "unit" => TargetName::Unit(one.str()?.to_owned()),
+        _ => TargetName::Container(one.str()?.to_owned()),
     })
 }
 
@@ -238,7 +238,7 @@ fn parse_steady_state(table: &Table<'_>) -> Result<SteadyState, FileError> {
             None => options::parse_percent(DEFAULT_PASS_RATE).expect("valid default"),
         },
     };
-    let mut checks: Vec<CheckSpec> = Vec::new();
+    let mut checks: Vec<Check> = Vec::new();
     if let Some(item) = table.get("check") {
         for entry in item.array()? {
             let (line, _) = entry_position(&entry);
@@ -262,7 +262,7 @@ struct CheckDefaults {
     pass_rate: Ppm,
 }
 
-fn parse_check(table: &Table<'_>, defaults: &CheckDefaults) -> Result<CheckSpec, FileError> {
+fn parse_check(table: &Table<'_>, defaults: &CheckDefaults) -> Result<Check, FileError> {
     let kinds: Vec<Item<'_>> = ["http", "tcp", "command"].iter().filter_map(|k| table.get(k)).collect();
     let [what] = kinds.as_slice() else {
         return Err(table.error(format!(
@@ -327,7 +327,7 @@ fn parse_check(table: &Table<'_>, defaults: &CheckDefaults) -> Result<CheckSpec,
         None => what.value.as_str().map_or_else(|| what.key.clone(), str::to_owned),
     };
     table.finish(CHECK_KEYS)?;
-    Ok(CheckSpec { name, kind, interval, timeout, pass_rate })
+    Ok(Check { name, kind, interval, timeout, pass_rate })
 }
 
 fn parse_abort(table: &Table<'_>) -> Result<AbortRules, FileError> {
@@ -404,7 +404,7 @@ consecutive_failures = 3
     fn a_full_experiment_parses() {
         let exp = parse_text(GOOD).unwrap();
         assert_eq!(exp.name, "api under loss");
-        assert_eq!(exp.target, TargetSpec::Cgroup("/app".into()));
+        assert_eq!(exp.target, TargetName::Cgroup("/app".into()));
         assert_eq!(exp.duration, Duration::from_secs(120));
         assert_eq!(exp.faults.len(), 3);
         let drop = &exp.faults[0];
