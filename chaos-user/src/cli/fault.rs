@@ -101,7 +101,7 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
                 humantime::format_duration(plan.duration),
             );
             for program in &plan.programs {
-                println!("  attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
+                println!("  {}", program.describe());
             }
             println!(
                 "  map FAULT_CONFIG[0] = {{ threshold: {}, flags: {:#x}, net_filters: {:#x}, deadline: now + {} }}",

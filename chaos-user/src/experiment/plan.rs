@@ -261,8 +261,7 @@ impl ExperimentPlan<'_> {
                 let _ = writeln!(out, "    ramp: {} to {} in {} steps", ramp.from, to, ramp.steps);
             }
             for program in &fault.plan.programs {
-                let _ =
-                    writeln!(out, "    attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
+                let _ = writeln!(out, "    {}", program.describe());
             }
             let _ = writeln!(out, "    map FAULT_CONFIG[0] = {}", config_json(&fault.plan));
             let maps = serde_json::to_string(&fault.plan.maps).unwrap_or_default();
