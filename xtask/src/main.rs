@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: everything around the code, so that a fresh machine needs two commands
 //! (`cargo xtask demo`, `cargo xtask test`) and nothing else.
 mod bench;
+mod build;
 mod demo;
 mod setup;
 mod test;

@@ -415,7 +415,7 @@ fn module_load_order(modules_dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<
 /// `cargo xtask vm --kernel K -- command...`
 pub fn run_command(name: KernelName, include: &[PathBuf], command: &[String]) -> anyhow::Result<()> {
     let kernel = ensure_kernel(name)?;
-    let bins = crate::test::build_binaries()?;
+    let bins = crate::build::build_binaries()?;
     let mut files = bins.files();
     files.extend(include.iter().map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     let mut command = command.to_vec();
