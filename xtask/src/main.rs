@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod demo;
+mod lint;
 mod setup;
 mod test;
 mod util;
@@ -24,7 +25,8 @@ enum Task {
     /// Install what the project needs: nightly rust-src, bpf-linker 0.10.0, Debian packages, and
     /// the Debian 6.1 / 6.12 kernels of the VM tier. Idempotent; quiet when nothing is missing.
     Setup,
-    /// Run every test: the host tier, then the VM tier on each Debian kernel.
+    /// Check formatting and clippy, then run every test: the host tier, then the VM tier on each
+    /// kernel.
     Test {
         /// Only the host tier.
         #[arg(long, conflicts_with = "vm_only")]
@@ -35,6 +37,9 @@ enum Task {
         /// VM kernels to use (default: all).
         #[arg(long = "kernel", value_enum)]
         kernels: Vec<vm::KernelName>,
+        /// Skip the rustfmt and clippy checks (local iteration only: CI always runs them).
+        #[arg(long)]
+        skip_lint: bool,
     },
     /// Boot a Debian kernel under QEMU (TCG) and run a command inside; exits with its status.
     /// The workspace's binaries, `ip` and `tc` are always there; the command's own file too.
@@ -68,7 +73,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup::run(),
-        Task::Test { host_only, vm_only, kernels } => test::run(!vm_only, !host_only, &kernels),
+        Task::Test { host_only, vm_only, kernels, skip_lint } => {
+            let lint = if skip_lint { Ok(()) } else { lint::run() };
+            lint.and_then(|()| test::run(!vm_only, !host_only, &kernels))
+        }
         Task::Vm { kernel, include, command } => vm::run_command(kernel, &include, &command),
         Task::Bench { which } => bench::run(&which),
         Task::Demo => demo::run(),

@@ -42,12 +42,15 @@ fn nightly_rust_src() -> anyhow::Result<()> {
         step,
     )
     .context("the eBPF crate builds with the nightly toolchain (-Z build-std); install it with `rustup toolchain install nightly`")?;
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("setup: adding rust-src to the nightly toolchain (needed for -Z build-std=core)");
-        util::run(
-            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
-            "setup: rustup component add rust-src",
-        )?;
+    // rust-src for -Z build-std=core; rustfmt because rustfmt.toml uses nightly-only options.
+    for (component, why) in [("rust-src", "-Z build-std=core"), ("rustfmt", "the lint step of `cargo xtask test`")] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            eprintln!("setup: adding {component} to the nightly toolchain (needed for {why})");
+            util::run(
+                Command::new("rustup").args(["component", "add", component, "--toolchain", "nightly"]),
+                &format!("setup: rustup component add {component}"),
+            )?;
+        }
     }
     Ok(())
 }
