@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod demo;
+mod errinj;
 mod lint;
 mod setup;
 mod test;
@@ -18,6 +19,15 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     task: Task,
+}
+
+/// The kernels `cargo xtask kernel` can build.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BuildableKernel {
+    /// Debian's linux-source-6.1 with error injection and BPF kprobe override, all built in
+    /// (the recipe of the prebuilt copy; about 20 minutes on two cores).
+    #[value(name = "6.1-errinj")]
+    V6_1ErrInj,
 }
 
 #[derive(Subcommand)]
@@ -53,6 +63,11 @@ enum Task {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Build a VM kernel that Debian does not ship, from Debian's source package.
+    Kernel {
+        #[arg(value_enum)]
+        name: BuildableKernel,
+    },
     /// Run benchmarks side by side and write the figures into BENCHMARKS.md.
     Bench {
         /// Which benchmarks (default: all).
@@ -78,6 +93,7 @@ fn main() -> ExitCode {
             lint.and_then(|()| test::run(!vm_only, !host_only, &kernels))
         }
         Task::Vm { kernel, include, command } => vm::run_command(kernel, &include, &command),
+        Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
         Task::Bench { which } => bench::run(&which),
         Task::Demo => demo::run(),
         Task::BenchInVm { which } => bench::in_vm(which),

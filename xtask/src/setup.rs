@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::{util, vm};
+use crate::{errinj, util, vm};
 
 /// The bpf-linker that loads the nightly's own LLVM (22); 0.11+ wants a system LLVM 23 that this
 /// machine's Debian does not have. Installed exactly, never upgraded.
@@ -29,8 +29,12 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages()?;
-    for kernel in vm::KernelName::ALL {
+    for kernel in vm::KernelName::ALL.into_iter().filter(|k| k.is_debian_package()) {
         vm::ensure_kernel(kernel)?;
+    }
+    // Not in Debian's archive, and 20 minutes to build: say so, but do not build it unasked.
+    if errinj::find()?.is_none() {
+        eprintln!("setup: no 6.1-errinj kernel, so its VM tier will be skipped; {}", errinj::HOW_TO_GET);
     }
     Ok(())
 }
