@@ -19,6 +19,7 @@ impl Binaries {
     pub fn files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.chaos.clone(), self.workload.clone()];
         files.extend(self.integration_tests.iter().cloned());
+        files.extend(golden_files());
         files
     }
 
@@ -89,4 +90,18 @@ fn executables(command: &mut std::process::Command, step: &str) -> anyhow::Resul
         }
     }
     Ok(found)
+}
+
+/// The golden files of `tests/tests/golden.rs` (what chaos prints, per tier): the test reads them
+/// at their path in the source tree, inside the VM too.
+fn golden_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(tiers) = std::fs::read_dir(crate::util::root().join("tests/golden")) else { return files };
+    for tier in tiers.flatten() {
+        if let Ok(entries) = std::fs::read_dir(tier.path()) {
+            files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+        }
+    }
+    files.sort();
+    files
 }
