@@ -388,10 +388,16 @@ fn copy_with_libraries(file: &Path, root: &Path, copied: &mut BTreeSet<PathBuf>)
         root.join(file.strip_prefix("/").with_context(|| format!("{} is not an absolute path", file.display()))?);
     fs::create_dir_all(target.parent().expect("absolute path has a parent"))?;
     let from_workspace = file.starts_with(util::root());
+    // Only ELF files are stripped and have libraries; data files (golden outputs) are copied.
+    let elf = fs::read(file).is_ok_and(|bytes| bytes.starts_with(b"\x7fELF"));
     let stripped = from_workspace
+        && elf
         && Command::new("objcopy").arg("--strip-debug").arg(file).arg(&target).status().is_ok_and(|s| s.success());
     if !stripped {
         fs::copy(file, &target).with_context(|| format!("copy {} into the VM", file.display()))?;
+    }
+    if !elf {
+        return Ok(());
     }
     let Ok(ldd) = Command::new("ldd").arg(file).output() else { return Ok(()) };
     for line in String::from_utf8_lossy(&ldd.stdout).lines() {
