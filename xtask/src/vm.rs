@@ -389,7 +389,9 @@ fn copy_with_libraries(file: &Path, root: &Path, copied: &mut BTreeSet<PathBuf>)
     fs::create_dir_all(target.parent().expect("absolute path has a parent"))?;
     let from_workspace = file.starts_with(util::root());
     // Only ELF files are stripped and have libraries; data files (golden outputs) are copied.
-    let elf = fs::read(file).is_ok_and(|bytes| bytes.starts_with(b"\x7fELF"));
+    let mut magic = [0u8; 4];
+    let elf = fs::File::open(file).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && magic == *b"\x7fELF";
     let stripped = from_workspace
         && elf
         && Command::new("objcopy").arg("--strip-debug").arg(file).arg(&target).status().is_ok_and(|s| s.success());
