@@ -130,7 +130,8 @@ pub fn build() -> anyhow::Result<()> {
     eprintln!("{step}: installing {}", BUILD_PACKAGES.join(" "));
     util::run(
         Command::new("apt-get")
-            .args(["install", "-y", "-q", "-q", "--no-install-recommends"])
+            // Waits for another apt-get to finish rather than failing on its lock.
+            .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", "-q", "--no-install-recommends"])
             .args(BUILD_PACKAGES)
             .env("DEBIAN_FRONTEND", "noninteractive"),
         &format!("{step}: apt-get install (run `apt-get update` first if a package is not found)"),
