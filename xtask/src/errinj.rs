@@ -113,7 +113,17 @@ const OPTIONS: &[&str] = &[
     "SERIAL_8250_CONSOLE",
     "VIRTIO_PCI",
     "SECURITYFS",
+    // Not in the prebuilt copy's written recipe but in its `config`: with these (and the two
+    // options of DISABLED off), `make olddefconfig` gives that config byte for byte.
+    "BPF_JIT_ALWAYS_ON",
+    "DEVTMPFS_MOUNT",
+    "NET_CLS_FLOWER",
+    "DEBUG_INFO_DWARF5",
 ];
+
+/// Switched off, for the same reason: DWARF 5 instead of the toolchain's default, and no module
+/// signing step (there are no modules to sign).
+const DISABLED: &[&str] = &["DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT", "MODULE_SIG_ALL"];
 
 /// Options the result must have: without them the tier would test nothing new.
 const REQUIRED: &[&str] = &["FUNCTION_ERROR_INJECTION", "BPF_KPROBE_OVERRIDE", "BPF_LSM", "DEBUG_INFO_BTF", "KPROBES"];
@@ -162,8 +172,9 @@ pub fn build() -> anyhow::Result<()> {
     };
     make(&["olddefconfig"])?;
     make(&["mod2noconfig"])?;
-    let enable: Vec<&str> = OPTIONS.iter().flat_map(|option| ["--enable", option]).collect();
-    scripts_config(&enable)?;
+    let enable = OPTIONS.iter().flat_map(|option| ["--enable", option]);
+    let disable = DISABLED.iter().flat_map(|option| ["--disable", option]);
+    scripts_config(&enable.chain(disable).collect::<Vec<_>>())?;
     scripts_config(&[
         "--set-str",
         "LSM",
@@ -178,6 +189,11 @@ pub fn build() -> anyhow::Result<()> {
         REQUIRED.iter().copied().filter(|o| !final_config.lines().any(|l| l == format!("CONFIG_{o}=y"))).collect();
     if !missing.is_empty() {
         bail!("{step}: the configuration lacks {} after olddefconfig (a dependency is off)", missing.join(", "));
+    }
+    // Beside the prebuilt copy is its exact config: a difference means another kernel.
+    let shared_config = util::root().join(SHARED_COPY).with_file_name("config");
+    if fs::read_to_string(&shared_config).is_ok_and(|shared| shared != final_config) {
+        eprintln!("{step}: warning: the configuration differs from {} (diff it with .config)", shared_config.display());
     }
 
     let jobs = std::thread::available_parallelism().map_or(2, usize::from);
