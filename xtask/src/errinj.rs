@@ -154,13 +154,22 @@ pub fn build() -> anyhow::Result<()> {
         }
     }
 
-    // A fresh tree every time: a half-built tree from an interrupted run is not worth trusting.
+    // The unpacked tree is kept: the configuration below is made afresh each time and kbuild
+    // rebuilds what it changes, so an interrupted build resumes. A tree whose unpacking did not
+    // finish, or of another linux-source-6.1 (the marker holds the tarball's size and mtime), is
+    // replaced; deleting a tree takes minutes on a busy disk, so only then.
     let work = util::cache_dir().join("kernel-build").join("6.1-errinj");
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).with_context(|| format!("{step}: create {}", work.display()))?;
-    eprintln!("{step}: unpacking {} into {}", tarball.display(), work.display());
-    util::run(Command::new("tar").arg("-xf").arg(tarball).arg("-C").arg(&work), &format!("{step}: tar"))?;
     let tree = work.join("linux-source-6.1");
+    let unpacked = work.join("unpacked");
+    let source = fs::metadata(tarball)?;
+    let stamp = format!("{} {:?}\n", source.len(), source.modified()?);
+    if fs::read_to_string(&unpacked).ok().as_deref() != Some(stamp.as_str()) {
+        let _ = fs::remove_dir_all(&work);
+        fs::create_dir_all(&work).with_context(|| format!("{step}: create {}", work.display()))?;
+        eprintln!("{step}: unpacking {} into {}", tarball.display(), work.display());
+        util::run(Command::new("tar").arg("-xf").arg(tarball).arg("-C").arg(&work), &format!("{step}: tar"))?;
+        fs::write(&unpacked, &stamp)?;
+    }
 
     let dot_config = util::output(Command::new("xzcat").arg(config), step)?;
     fs::write(tree.join(".config"), dot_config)?;
