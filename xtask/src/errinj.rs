@@ -55,13 +55,21 @@ pub fn find() -> anyhow::Result<Option<(PathBuf, String)>> {
 /// The kernel release a bzImage carries in its setup header (and a check that it is one).
 pub fn release(bzimage: &Path) -> anyhow::Result<String> {
     let data = fs::read(bzimage).with_context(|| format!("read {}", bzimage.display()))?;
-    // x86 boot protocol: "HdrS" at 0x202; at 0x20e the offset (from 0x200) of the version string.
+    release_in(&data).with_context(|| format!("{} is not an x86 bzImage", bzimage.display()))
+}
+
+/// The release in a bzImage's bytes. x86 boot protocol: "HdrS" at 0x202; at 0x20e the offset
+/// (from 0x200) of the version string, "6.1.192-chaos-errinj (builder@host) #1 ...".
+fn release_in(data: &[u8]) -> anyhow::Result<String> {
     if data.get(0x202..0x206) != Some(b"HdrS") {
-        bail!("{} is not an x86 bzImage (no HdrS boot header)", bzimage.display());
+        bail!("no HdrS boot header");
     }
     let offset = usize::from(u16::from_le_bytes([data[0x20e], data[0x20f]])) + 0x200;
     let version = data.get(offset..).unwrap_or_default();
     let end = version.iter().position(|&b| b == 0 || b == b' ').unwrap_or(version.len());
+    if end == 0 {
+        bail!("an empty kernel version string");
+    }
     Ok(String::from_utf8_lossy(&version[..end]).into_owned())
 }
 
@@ -221,4 +229,22 @@ pub fn build() -> anyhow::Result<()> {
         work.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_in;
+
+    #[test]
+    fn the_release_is_read_from_the_boot_header_and_anything_else_is_refused() {
+        let mut image = vec![0u8; 0x600];
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x20e..0x210].copy_from_slice(&0x300u16.to_le_bytes());
+        let version = b"6.1.192-chaos-errinj (root@build) #1 SMP\0";
+        image[0x500..0x500 + version.len()].copy_from_slice(version);
+        assert_eq!(release_in(&image).unwrap(), "6.1.192-chaos-errinj");
+        image[0x500] = 0;
+        assert!(release_in(&image).is_err());
+        assert!(release_in(b"#!/bin/sh\n").is_err());
+    }
 }
