@@ -55,13 +55,21 @@ pub fn find() -> anyhow::Result<Option<(PathBuf, String)>> {
 /// The kernel release a bzImage carries in its setup header (and a check that it is one).
 pub fn release(bzimage: &Path) -> anyhow::Result<String> {
     let data = fs::read(bzimage).with_context(|| format!("read {}", bzimage.display()))?;
-    // x86 boot protocol: "HdrS" at 0x202; at 0x20e the offset (from 0x200) of the version string.
+    release_in(&data).with_context(|| format!("{} is not an x86 bzImage", bzimage.display()))
+}
+
+/// The release in a bzImage's bytes. x86 boot protocol: "HdrS" at 0x202; at 0x20e the offset
+/// (from 0x200) of the version string, "6.1.192-chaos-errinj (builder@host) #1 ...".
+fn release_in(data: &[u8]) -> anyhow::Result<String> {
     if data.get(0x202..0x206) != Some(b"HdrS") {
-        bail!("{} is not an x86 bzImage (no HdrS boot header)", bzimage.display());
+        bail!("no HdrS boot header");
     }
     let offset = usize::from(u16::from_le_bytes([data[0x20e], data[0x20f]])) + 0x200;
     let version = data.get(offset..).unwrap_or_default();
     let end = version.iter().position(|&b| b == 0 || b == b' ').unwrap_or(version.len());
+    if end == 0 {
+        bail!("an empty kernel version string");
+    }
     Ok(String::from_utf8_lossy(&version[..end]).into_owned())
 }
 
@@ -113,7 +121,17 @@ const OPTIONS: &[&str] = &[
     "SERIAL_8250_CONSOLE",
     "VIRTIO_PCI",
     "SECURITYFS",
+    // Not in the prebuilt copy's written recipe but in its `config`: with these (and the two
+    // options of DISABLED off), `make olddefconfig` gives that config byte for byte.
+    "BPF_JIT_ALWAYS_ON",
+    "DEVTMPFS_MOUNT",
+    "NET_CLS_FLOWER",
+    "DEBUG_INFO_DWARF5",
 ];
+
+/// Switched off, for the same reason: DWARF 5 instead of the toolchain's default, and no module
+/// signing step (there are no modules to sign).
+const DISABLED: &[&str] = &["DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT", "MODULE_SIG_ALL"];
 
 /// Options the result must have: without them the tier would test nothing new.
 const REQUIRED: &[&str] = &["FUNCTION_ERROR_INJECTION", "BPF_KPROBE_OVERRIDE", "BPF_LSM", "DEBUG_INFO_BTF", "KPROBES"];
@@ -130,7 +148,8 @@ pub fn build() -> anyhow::Result<()> {
     eprintln!("{step}: installing {}", BUILD_PACKAGES.join(" "));
     util::run(
         Command::new("apt-get")
-            .args(["install", "-y", "-q", "-q", "--no-install-recommends"])
+            // Waits for another apt-get to finish rather than failing on its lock.
+            .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", "-q", "--no-install-recommends"])
             .args(BUILD_PACKAGES)
             .env("DEBIAN_FRONTEND", "noninteractive"),
         &format!("{step}: apt-get install (run `apt-get update` first if a package is not found)"),
@@ -143,13 +162,22 @@ pub fn build() -> anyhow::Result<()> {
         }
     }
 
-    // A fresh tree every time: a half-built tree from an interrupted run is not worth trusting.
+    // The unpacked tree is kept: the configuration below is made afresh each time and kbuild
+    // rebuilds what it changes, so an interrupted build resumes. A tree whose unpacking did not
+    // finish, or of another linux-source-6.1 (the marker holds the tarball's size and mtime), is
+    // replaced; deleting a tree takes minutes on a busy disk, so only then.
     let work = util::cache_dir().join("kernel-build").join("6.1-errinj");
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).with_context(|| format!("{step}: create {}", work.display()))?;
-    eprintln!("{step}: unpacking {} into {}", tarball.display(), work.display());
-    util::run(Command::new("tar").arg("-xf").arg(tarball).arg("-C").arg(&work), &format!("{step}: tar"))?;
     let tree = work.join("linux-source-6.1");
+    let unpacked = work.join("unpacked");
+    let source = fs::metadata(tarball)?;
+    let stamp = format!("{} {:?}\n", source.len(), source.modified()?);
+    if fs::read_to_string(&unpacked).ok().as_deref() != Some(stamp.as_str()) {
+        let _ = fs::remove_dir_all(&work);
+        fs::create_dir_all(&work).with_context(|| format!("{step}: create {}", work.display()))?;
+        eprintln!("{step}: unpacking {} into {}", tarball.display(), work.display());
+        util::run(Command::new("tar").arg("-xf").arg(tarball).arg("-C").arg(&work), &format!("{step}: tar"))?;
+        fs::write(&unpacked, &stamp)?;
+    }
 
     let dot_config = util::output(Command::new("xzcat").arg(config), step)?;
     fs::write(tree.join(".config"), dot_config)?;
@@ -161,8 +189,9 @@ pub fn build() -> anyhow::Result<()> {
     };
     make(&["olddefconfig"])?;
     make(&["mod2noconfig"])?;
-    let enable: Vec<&str> = OPTIONS.iter().flat_map(|option| ["--enable", option]).collect();
-    scripts_config(&enable)?;
+    let enable = OPTIONS.iter().flat_map(|option| ["--enable", option]);
+    let disable = DISABLED.iter().flat_map(|option| ["--disable", option]);
+    scripts_config(&enable.chain(disable).collect::<Vec<_>>())?;
     scripts_config(&[
         "--set-str",
         "LSM",
@@ -177,6 +206,11 @@ pub fn build() -> anyhow::Result<()> {
         REQUIRED.iter().copied().filter(|o| !final_config.lines().any(|l| l == format!("CONFIG_{o}=y"))).collect();
     if !missing.is_empty() {
         bail!("{step}: the configuration lacks {} after olddefconfig (a dependency is off)", missing.join(", "));
+    }
+    // Beside the prebuilt copy is its exact config: a difference means another kernel.
+    let shared_config = util::root().join(SHARED_COPY).with_file_name("config");
+    if fs::read_to_string(&shared_config).is_ok_and(|shared| shared != final_config) {
+        eprintln!("{step}: warning: the configuration differs from {} (diff it with .config)", shared_config.display());
     }
 
     let jobs = std::thread::available_parallelism().map_or(2, usize::from);
@@ -195,4 +229,22 @@ pub fn build() -> anyhow::Result<()> {
         work.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_in;
+
+    #[test]
+    fn the_release_is_read_from_the_boot_header_and_anything_else_is_refused() {
+        let mut image = vec![0u8; 0x600];
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x20e..0x210].copy_from_slice(&0x300u16.to_le_bytes());
+        let version = b"6.1.192-chaos-errinj (root@build) #1 SMP\0";
+        image[0x500..0x500 + version.len()].copy_from_slice(version);
+        assert_eq!(release_in(&image).unwrap(), "6.1.192-chaos-errinj");
+        image[0x500] = 0;
+        assert!(release_in(&image).is_err());
+        assert!(release_in(b"#!/bin/sh\n").is_err());
+    }
 }

@@ -57,8 +57,9 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
             match vm::available_kernel(kernel)? {
                 Some(kernel) => results.push(vm_tier(&binaries, &kernel)?),
                 None => skipped_tiers.push(format!(
-                    "{} skipped: no such kernel here; {}",
+                    "{:<13} skipped: no {} kernel on this machine; {}",
                     kernel.tier(),
+                    kernel.label(),
                     errinj::HOW_TO_GET
                 )),
             }
@@ -66,12 +67,12 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
     }
     println!("\ntest summary");
     for result in &results {
-        println!("  {:<8} {} {}", result.tier, if result.passed { "passed" } else { "FAILED" }, result.detail);
+        println!("  {:<13} {} {}", result.tier, if result.passed { "passed" } else { "FAILED" }, result.detail);
         for failure in &result.failures {
-            println!("           FAILED {failure}");
+            println!("                FAILED {failure}");
         }
         for skip in &result.skips {
-            println!("           {skip}");
+            println!("                {skip}");
         }
     }
     for skipped in &skipped_tiers {
