@@ -125,6 +125,16 @@ fn failure_digest(lines: &[String]) -> Vec<String> {
 }
 
 pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<()> {
+    // As non-root every integration test of the host tier would skip and the tier would pass
+    // having run nothing. (The VM tiers run as root inside their guest.)
+    // SAFETY: geteuid has no preconditions.
+    if host && unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the host tier's integration tests create cgroups, network namespaces and BPF programs: run \
+             `cargo xtask test` as root, or `cargo xtask test --vm-only`; `cargo test --workspace --exclude \
+             chaos-tests` runs the unit tests without root"
+        );
+    }
     setup::run()?;
     let binaries = build_binaries()?;
     let mut results = Vec::new();
