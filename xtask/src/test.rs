@@ -195,6 +195,12 @@ fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
 fn vm_tier(binaries: &Binaries, name: vm::KernelName) -> anyhow::Result<TierResult> {
     let kernel = vm::ensure_kernel(name)?;
     println!("== VM tier: {} under QEMU (TCG)", kernel.package);
+    if binaries.integration_tests.is_empty() {
+        bail!(
+            "cargo test --no-run -p chaos-tests built no integration test binary: the {} VM would run nothing",
+            name.tier()
+        );
+    }
     let mut script = String::from("export RUST_BACKTRACE=1 CHAOS_SKIP_LOG=/tmp/skips\nrc=0\n");
     for test in &binaries.integration_tests {
         let quoted = vm::shell_quote(&test.display().to_string());
