@@ -7,7 +7,7 @@ use core::ffi::c_void;
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use chaos_common::{Direction, flags, syscall_mask};
 
-use crate::{gate, kernel, net_filter, packet::Packet};
+use crate::{dentry, gate, net_filter, packet::Packet};
 
 /// Syscalls are counted in the first counter slot.
 const CALLS: Direction = Direction::Egress;
