@@ -10,7 +10,9 @@ use chaos_tests::{
     chaos::{self, Chaos},
     kernel,
     net::TwoHosts,
-    require_root, skip, skip_if,
+    require_root,
+    skip::{self, Feature},
+    skip_unless_has,
     workload::{Blast, Resident, UdpEcho, UdpSink, start_stopped_reader, wait_until_stopped, workload_json},
 };
 
@@ -180,11 +182,7 @@ impl NetSetup {
 fn net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back() {
     require_root!("net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back");
     let _serial = chaos_tests::serialized();
-    skip_if!(
-        fq_missing().is_some(),
-        "net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back",
-        fq_missing().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::Fq, fq_missing(), "net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back");
     let setup = NetSetup::new();
     let before = kernel::root_qdisc(&setup.hosts.a, "veth-a");
     let baseline = percentile(&setup.ping(50, 10), 50.0);
@@ -206,11 +204,7 @@ fn net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back() {
 fn net_delay_jitter_has_the_requested_mean_and_spread() {
     require_root!("net_delay_jitter_has_the_requested_mean_and_spread");
     let _serial = chaos_tests::serialized();
-    skip_if!(
-        fq_missing().is_some(),
-        "net_delay_jitter_has_the_requested_mean_and_spread",
-        fq_missing().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::Fq, fq_missing(), "net_delay_jitter_has_the_requested_mean_and_spread");
     let setup = NetSetup::new();
     let baseline = percentile(&setup.ping(50, 10), 50.0);
     // Pings 60 ms apart: further apart than the jitter spreads them, so fq's in-order release
@@ -255,7 +249,7 @@ fn net_delay_jitter_has_the_requested_mean_and_spread() {
 fn net_rate_holds_the_limit() {
     require_root!("net_rate_holds_the_limit");
     let _serial = chaos_tests::serialized();
-    skip_if!(fq_missing().is_some(), "net_rate_holds_the_limit", fq_missing().unwrap_or_default());
+    skip_unless_has!(Feature::Fq, fq_missing(), "net_rate_holds_the_limit");
     let setup = NetSetup::new();
     let chaos = setup.start(&["net", "rate", "--limit", "1mbit"]);
     let sink = UdpSink::start(&setup.hosts.b, 7610, 1500, true);
@@ -283,11 +277,7 @@ fn net_rate_holds_the_limit() {
 fn net_delay_state_is_put_back_after_sigkill_by_cleanup() {
     require_root!("net_delay_state_is_put_back_after_sigkill_by_cleanup");
     let _serial = chaos_tests::serialized();
-    skip_if!(
-        fq_missing().is_some(),
-        "net_delay_state_is_put_back_after_sigkill_by_cleanup",
-        fq_missing().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::Fq, fq_missing(), "net_delay_state_is_put_back_after_sigkill_by_cleanup");
     let setup = NetSetup::new();
     let before = kernel::root_qdisc(&setup.hosts.a, "veth-a");
     let chaos = setup.start(&["net", "delay", "--by", "50ms"]);
@@ -425,11 +415,7 @@ fn a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box() {
 fn the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen() {
     require_root!("the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen");
     let _serial = chaos_tests::serialized();
-    skip_if!(
-        fq_missing().is_some(),
-        "the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen",
-        fq_missing().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::Fq, fq_missing(), "the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen");
     let setup = NetSetup::new();
     let baseline = percentile(&setup.ping(30, 10), 50.0);
     let mut chaos =

@@ -10,7 +10,9 @@ use chaos_tests::{
     cgroup::TestCgroup,
     chaos::{self, Chaos},
     net::Netns,
-    require_root, skip_if,
+    require_root,
+    skip::Feature,
+    skip_unless_has,
     workload::{TcpListen, command_in, connect_loop, file_loop},
 };
 
@@ -149,10 +151,10 @@ fn socket_and_sendto_fail_through_cgroup_hooks() {
 #[test]
 fn file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup() {
     require_root!("file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup");
-    skip_if!(
-        chaos::lsm_unavailable().is_some(),
-        "file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup",
-        chaos::lsm_unavailable().unwrap_or_default()
+    skip_unless_has!(
+        Feature::BpfLsm,
+        chaos::lsm_unavailable(),
+        "file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup"
     );
     let cgroup = TestCgroup::new();
     let (inside, elsewhere) = (TempDir::new(), TempDir::new());
@@ -185,11 +187,7 @@ fn file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup() 
 #[test]
 fn a_real_program_reports_the_injected_error() {
     require_root!("a_real_program_reports_the_injected_error");
-    skip_if!(
-        chaos::lsm_unavailable().is_some(),
-        "a_real_program_reports_the_injected_error",
-        chaos::lsm_unavailable().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), "a_real_program_reports_the_injected_error");
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
     let chaos =
@@ -210,11 +208,7 @@ fn a_real_program_reports_the_injected_error() {
 #[test]
 fn connect_fails_through_lsm_with_a_remote_filter() {
     require_root!("connect_fails_through_lsm_with_a_remote_filter");
-    skip_if!(
-        chaos::lsm_unavailable().is_some(),
-        "connect_fails_through_lsm_with_a_remote_filter",
-        chaos::lsm_unavailable().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), "connect_fails_through_lsm_with_a_remote_filter");
     let ns = Netns::new();
     let _server = TcpListen::start(&ns, 7440);
     let cgroup = TestCgroup::new();
@@ -301,7 +295,11 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
         if backend == "lsm"
             && let Some(reason) = chaos::lsm_unavailable()
         {
-            chaos_tests::skip::record("every_hook_loads_and_attaches_on_this_kernel (LSM half)", &reason);
+            chaos_tests::skip::missing(
+                Feature::BpfLsm,
+                "every_hook_loads_and_attaches_on_this_kernel (LSM half)",
+                &reason,
+            );
             continue;
         }
         let names: Vec<&str> = rows
@@ -327,11 +325,7 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
 #[test]
 fn mkdir_fails_under_the_path_through_lsm() {
     require_root!("mkdir_fails_under_the_path_through_lsm");
-    skip_if!(
-        chaos::lsm_unavailable().is_some(),
-        "mkdir_fails_under_the_path_through_lsm",
-        chaos::lsm_unavailable().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), "mkdir_fails_under_the_path_through_lsm");
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
     let chaos = start(
