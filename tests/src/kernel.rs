@@ -116,8 +116,17 @@ pub fn tc_programs(netns: &crate::net::Netns, iface: &str) -> u32 {
                                 std::mem::size_of::<ProgQueryAttr>() as u32,
                             )
                         };
-                        // Kernels without tcx refuse the attach type: no tcx programs there.
-                        if rc < 0 { 0 } else { attr.prog_cnt }
+                        if rc == 0 {
+                            return attr.prog_cnt;
+                        }
+                        // Kernels before 6.6 have no tcx and refuse the attach type: no tcx
+                        // programs there. Any other failure must not read as "nothing attached".
+                        let error = io::Error::last_os_error();
+                        assert!(
+                            error.raw_os_error() == Some(libc::EINVAL) && !release_at_least(6, 6),
+                            "BPF_PROG_QUERY of tcx attach type {attach_type} on {iface}: {error}"
+                        );
+                        0
                     })
                     .sum::<u32>()
             })
@@ -138,6 +147,14 @@ pub fn tc_programs(netns: &crate::net::Netns, iface: &str) -> u32 {
         })
         .sum();
     tcx + legacy
+}
+
+/// Whether the running kernel is at least `major.minor`.
+#[must_use]
+pub fn release_at_least(major: u32, minor: u32) -> bool {
+    let release = crate::skip::kernel_release();
+    let mut parts = release.split(['.', '-']).filter_map(|p| p.parse::<u32>().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// Whether `iface` of `netns` has a clsact qdisc.
