@@ -156,15 +156,20 @@ impl Resident {
             .args(["sleep", "--secs", "600"])
             .spawn()
             .expect("start resident");
-        // Wait until it has joined the cgroup (pre_exec ran before exec).
+        // pre_exec joined the cgroup before exec, so it is normally there at once; a resident
+        // that is not in the cgroup would make every test using it prove nothing.
         let pid = child.id() as i32;
+        let mut joined = false;
         for _ in 0..500 {
-            if cgroup.pids().contains(&pid) {
+            joined = cgroup.pids().contains(&pid);
+            if joined {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Self(child)
+        let resident = Self(child);
+        assert!(joined, "resident {pid} is not in the test cgroup {} after 5 s", cgroup.path());
+        resident
     }
 
     #[must_use]
@@ -314,6 +319,12 @@ pub fn tcp_connect(
         .args(["tcp-connect", "--to", &to.to_string(), "--timeout-ms", &timeout_ms.to_string()])
         .output()
         .expect("run tcp-connect");
+    assert!(
+        output.status.success(),
+        "tcp-connect failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("tcp-connect report: {e}"))
 }
 
