@@ -37,6 +37,30 @@ pub fn start_fault(args: &[&str], cgroup: &crate::cgroup::TestCgroup) -> Chaos {
     chaos
 }
 
+/// The kernel deadline (CLOCK_MONOTONIC ns) that `chaos -v` logged when it armed its fault.
+#[must_use]
+pub fn logged_deadline_ns(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.split("kernel deadline CLOCK_MONOTONIC ns=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("chaos -v did not log its kernel deadline: {stderr}"))
+}
+
+/// Asserts that the kernel deadline is `--for` after arming: chaos arms between `started_ns`
+/// (before it was started) and `armed_seen_ns` (when the test saw it armed), so the deadline
+/// lies between those two plus `in_force_for`.
+pub fn assert_deadline_is_for(deadline_ns: u64, started_ns: u64, armed_seen_ns: u64, in_force_for: Duration) {
+    let for_ns = in_force_for.as_nanos() as u64;
+    assert!(
+        (started_ns + for_ns..=armed_seen_ns + for_ns).contains(&deadline_ns),
+        "the kernel deadline is {:.3} s after chaos started and {:.3} s after it was seen armed: --for is {:?}",
+        (deadline_ns as f64 - started_ns as f64) / 1e9,
+        (deadline_ns as f64 - armed_seen_ns as f64) / 1e9,
+        in_force_for
+    );
+}
+
 /// Why BPF LSM faults cannot run here, if they cannot (asks `chaos doctor`).
 #[must_use]
 pub fn lsm_unavailable() -> Option<String> {

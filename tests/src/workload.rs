@@ -240,6 +240,9 @@ pub struct Calls {
     /// Wall time of the loop, for the loops that time themselves.
     #[serde(default)]
     pub elapsed_ns: u64,
+    /// CLOCK_MONOTONIC ns at the start of each call, for the loops that time their calls.
+    #[serde(default)]
+    pub at_ns: Vec<u64>,
 }
 
 impl Calls {
@@ -277,8 +280,20 @@ pub fn workload_loop(wrapper: &[&str], args: &[&str], cgroup: Option<&TestCgroup
 /// `chaos-workload connect-loop`: `count` TCP connects from `cgroup` in `netns`.
 #[must_use]
 pub fn connect_loop(to: std::net::SocketAddr, count: u64, cgroup: Option<&TestCgroup>, netns: &Netns) -> Calls {
+    connect_loop_paced(to, count, 0, cgroup, netns)
+}
+
+/// [`connect_loop`] with `gap_ms` between calls (each call's start time is in `at_ns`).
+#[must_use]
+pub fn connect_loop_paced(
+    to: std::net::SocketAddr,
+    count: u64,
+    gap_ms: u64,
+    cgroup: Option<&TestCgroup>,
+    netns: &Netns,
+) -> Calls {
     let output = command_in(workload_bin(), cgroup, Some(netns))
-        .args(["connect-loop", "--to", &to.to_string(), "--count", &count.to_string()])
+        .args(["connect-loop", "--to", &to.to_string(), "--count", &count.to_string(), "--gap-ms", &gap_ms.to_string()])
         .output()
         .expect("run connect-loop");
     assert!(output.status.success(), "connect-loop failed: {}", String::from_utf8_lossy(&output.stderr));

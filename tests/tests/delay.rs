@@ -103,31 +103,75 @@ fn sigkill_of_chaos_mid_delay_leaves_the_target_running() {
     assert!(started.elapsed() < Duration::from_secs(8), "the target waited for the 10 s delay");
 }
 
+/// While chaos is live its reads are delayed, and the first undelayed read comes at arm +
+/// `--for`; with chaos frozen (no timer, no resumer) the kernel still ends the delay at `--for`.
 #[test]
 fn syscall_delays_end_at_the_deadline() {
     require_root!("syscall_delays_end_at_the_deadline");
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
-    let mut chaos = Chaos::start(&[
-        "syscall",
-        "delay",
-        "--syscall",
-        "read",
-        "--by",
-        "50ms",
-        "--cgroup",
-        cgroup.path(),
-        "--for",
-        "2s",
-        "-v",
-    ]);
-    chaos.wait_until_armed(Duration::from_secs(60));
+    let delay = |for_: &str| {
+        let started_ns = kernel::monotonic_ns();
+        let mut chaos = Chaos::start(&[
+            "syscall",
+            "delay",
+            "--syscall",
+            "read",
+            "--by",
+            "50ms",
+            "--cgroup",
+            cgroup.path(),
+            "--for",
+            for_,
+            "-v",
+        ]);
+        chaos.wait_until_armed(Duration::from_secs(60));
+        let armed_ns = kernel::monotonic_ns();
+        let deadline_ns = chaos::logged_deadline_ns(&chaos.stderr_so_far());
+        let for_ = humantime::parse_duration(for_).expect("duration");
+        chaos::assert_deadline_is_for(deadline_ns, started_ns, armed_ns, for_);
+        (chaos, deadline_ns)
+    };
+
+    // Live: one read every 20 ms through the deadline and 1 s past it.
+    let (chaos, deadline_ns) = delay("3s");
+    let left_ms = deadline_ns.saturating_sub(kernel::monotonic_ns()) / 1_000_000;
+    let count = (left_ms / 70 + 1000 / 20).to_string();
+    let reads = workload_json(&["latency-loop", "--count", &count, "--gap-ms", "20"], Some(&cgroup), None);
     let (status, _, stderr) = chaos.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{stderr}");
+    let latencies = numbers(&reads, "latencies_ns");
+    let starts = numbers(&reads, "starts_ns");
+    let first_fast = latencies.iter().position(|&ns| ns / MS < 25.0).expect("every read was delayed");
+    let delayed: Vec<f64> = latencies[..first_fast].iter().map(|ns| ns / MS).collect();
+    assert!(delayed.len() >= 5, "only {} reads were delayed before the deadline", delayed.len());
+    let live_p50 = percentile(&delayed, 50.0);
+    let after_ms = (starts[first_fast] - deadline_ns as f64) / MS;
+    eprintln!(
+        "measured: live, {} reads delayed (p50 {live_p50:.1} ms for 50 ms); the first undelayed read started \
+         {after_ms:.1} ms after the kernel deadline",
+        delayed.len()
+    );
+    let bound = if on_vm() { 5.0 } else { 2.0 };
+    assert!((live_p50 - 50.0).abs() <= bound, "live delay p50 {live_p50:.1} ms, not 50 ± {bound} ms");
+    assert!(latencies[first_fast..].iter().all(|ns| ns / MS < 25.0), "a read was delayed after an undelayed one");
+    // A read that starts just before the deadline may enter the kernel just after it.
+    assert!(after_ms >= -5.0, "the delay ended {:.1} ms before its deadline", -after_ms);
+    assert!(after_ms <= 200.0, "the delay outlived its deadline by {after_ms:.1} ms (limit 200 ms)");
+
+    // Frozen: nothing in user space can end the fault; past the deadline reads are not delayed.
+    let (chaos, deadline_ns) = delay("2s");
+    chaos.signal(libc::SIGSTOP);
+    std::thread::sleep(
+        Duration::from_nanos(deadline_ns.saturating_sub(kernel::monotonic_ns())) + Duration::from_millis(100),
+    );
     let after = workload_json(&["latency-loop", "--count", "50"], Some(&cgroup), None);
+    chaos.signal(libc::SIGCONT);
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "chaos thawed after its deadline: {stderr}");
     let p99 = percentile(&numbers(&after, "latencies_ns"), 99.0) / MS;
-    eprintln!("measured: read p99 after the deadline {p99:.3} ms");
-    assert!(p99 < 25.0, "reads are still delayed after the deadline: p99 {p99:.3} ms");
+    eprintln!("measured: with chaos frozen, read p99 after the deadline {p99:.3} ms");
+    assert!(p99 < 25.0, "reads are still delayed after the deadline with chaos frozen: p99 {p99:.3} ms");
 }
 
 /// Why network delays cannot run here, if they cannot.
@@ -418,17 +462,42 @@ fn the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen() {
     skip_unless_has!(Feature::Fq, fq_missing(), "the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen");
     let setup = NetSetup::new();
     let baseline = percentile(&setup.ping(30, 10), 50.0);
+    let started_ns = kernel::monotonic_ns();
     let mut chaos =
         Chaos::start(&["net", "delay", "--by", "100ms", "--cgroup", setup.cgroup.path(), "--for", "3s", "-v"]);
     chaos.wait_until_armed(Duration::from_secs(60));
-    let armed = Instant::now();
+    // Only the kernel can end the fault now: the controller cannot run its own timer.
     chaos.signal(libc::SIGSTOP);
-    let during = percentile(&setup.ping(5, 10), 50.0) - baseline;
-    std::thread::sleep(Duration::from_secs(3).saturating_sub(armed.elapsed()) + Duration::from_millis(200));
-    let after = percentile(&setup.ping(30, 10), 50.0) - baseline;
+    let armed_ns = kernel::monotonic_ns();
+    let deadline_ns = chaos::logged_deadline_ns(&chaos.stderr_so_far());
+    chaos::assert_deadline_is_for(deadline_ns, started_ns, armed_ns, Duration::from_secs(3));
+    // A ping every 20 ms (every round trip while delayed) until 1 s past the deadline.
+    let left_ms = deadline_ns.saturating_sub(armed_ns) / 1_000_000;
+    let count = (left_ms / 100 + 1000 / 20).to_string();
+    let to = SocketAddr::from((TwoHosts::B, 7600)).to_string();
+    let pings = workload_json(
+        &["udp-ping", "--to", &to, "--count", &count, "--interval-ms", "20"],
+        Some(&setup.cgroup),
+        Some(&setup.hosts.a),
+    );
     chaos.signal(libc::SIGCONT);
-    drop(chaos.wait(Duration::from_secs(20)));
-    eprintln!("measured: extra RTT with chaos frozen, before the deadline {during:.2} ms, after it {after:.2} ms");
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "chaos thawed after its deadline: {stderr}");
+    let extra: Vec<f64> = numbers(&pings, "rtts_ns").iter().map(|ns| ns / MS - baseline).collect();
+    let sent = numbers(&pings, "sent_ns");
+    let first_fast = extra.iter().position(|&ms| ms < 50.0).expect("every ping was delayed");
+    let during = percentile(&extra[..first_fast], 50.0);
+    let after = percentile(&extra[first_fast..], 50.0);
+    let after_ms = (sent[first_fast] - deadline_ns as f64) / MS;
+    eprintln!(
+        "measured: extra RTT with chaos frozen, before the deadline {during:.2} ms ({first_fast} pings), after it \
+         {after:.2} ms; the first undelayed ping left {after_ms:.1} ms after the kernel deadline"
+    );
+    assert!(first_fast >= 3, "only {first_fast} pings were delayed before the deadline");
     assert!(during > 90.0, "the delay was not in force before the deadline: {during:.2} ms");
     assert!(after < 10.0, "the delay outlived its deadline: {after:.2} ms");
+    assert!(extra[first_fast..].iter().all(|&ms| ms < 50.0), "a ping was delayed after an undelayed one");
+    // A ping sent just before the deadline may leave the interface just after it.
+    assert!(after_ms >= -10.0, "the delay ended {:.1} ms before its deadline", -after_ms);
+    assert!(after_ms <= 250.0, "the delay outlived its deadline by {after_ms:.1} ms (limit 250 ms)");
 }

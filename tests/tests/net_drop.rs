@@ -108,6 +108,7 @@ fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let sink = UdpSink::start(&hosts.b, 7002, 1500, true);
+    let started_ns = kernel::monotonic_ns();
     // 5 s: long enough that even a slow start (a busy 2-CPU VM) leaves most of it to measure.
     let mut chaos = start_drop(&cgroup, "100", "5s", "egress", 1);
     // Attached is not yet armed: chaos writes the deadline again once every program is in place.
@@ -128,15 +129,14 @@ fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     .run();
     let report = sink.finish();
     chaos.signal(libc::SIGCONT);
-    let (_, _, stderr) = chaos.wait(Duration::from_secs(10));
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(10));
     assert_eq!(blast.errors, 0);
+    // Thawed past its deadline, chaos finds its run over: a run that reached its deadline.
+    assert_eq!(status.code(), Some(0), "chaos thawed after its deadline: {stderr}");
 
-    // The deadline chaos wrote into the map, as it logged it.
-    let deadline: u64 = stderr
-        .lines()
-        .find_map(|l| l.split("kernel deadline CLOCK_MONOTONIC ns=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("chaos -v did not log its deadline: {stderr}"));
+    // The deadline chaos wrote into the map, as it logged it: --for after arming.
+    let deadline = chaos::logged_deadline_ns(&stderr);
+    chaos::assert_deadline_is_for(deadline, started_ns, armed_at, Duration::from_secs(5));
     assert!(deadline > armed_at, "deadline already passed when the blast started");
     let first_after =
         report.arrivals.iter().map(|&(_, _, at)| at).min().expect("no packet got through after the deadline");

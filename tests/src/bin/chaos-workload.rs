@@ -12,19 +12,20 @@
 //!       prints "ready", answers every HTTP request with 200 "ok" until killed
 //!   chaos-workload sleep --secs S
 //!       a resident process (gives a test cgroup a member in a namespace)
-//!   chaos-workload connect-loop --to ADDR:PORT --count N [--udp]
-//!       N TCP connects (a new socket each), prints {"calls", "ok", "errors": {errno: n}, "failed_at": [i]};
+//!   chaos-workload connect-loop --to ADDR:PORT --count N [--udp] [--gap-ms MS]
+//!       N TCP connects (a new socket each), prints {"calls", "ok", "errors": {errno: n}, "failed_at": [i],
+//!       "at_ns": [CLOCK_MONOTONIC ns at the start of each call]};
 //!       with --udp, N connect() calls on one UDP socket (no packets: just the syscall and its hooks)
 //!   chaos-workload open-loop --path P --count N
 //!       N rounds of openat+read+close of P; prints {"calls", "ok", "errors", "failed_at", "elapsed_ns"}
 //!   chaos-workload latency-loop --count N [--gap-ms MS]
-//!       N read() calls of 1 byte from /dev/zero, prints {"latencies_ns": [...]}
+//!       N read() calls of 1 byte from /dev/zero, prints {"latencies_ns": [...], "starts_ns": [CLOCK_MONOTONIC]}
 //!   chaos-workload getpid-loop --count N
 //!       N getpid() syscalls (raw, not glibc's), prints {"calls", "elapsed_ns"}
 //!   chaos-workload udp-echo --port P
 //!       prints "ready", echoes every datagram back until killed
 //!   chaos-workload udp-ping --to ADDR:PORT --count N --interval-ms MS
-//!       N pings, prints {"rtts_ns": [...], "lost": n}
+//!       N pings, prints {"rtts_ns": [...], "sent_ns": [CLOCK_MONOTONIC send time of each answered ping], "lost": n}
 //!   chaos-workload file-loop --dir D --count N
 //!       N rounds of openat(create)+write+fsync+close, openat+read+close, unlink in D; prints per
 //!       syscall {"calls", "ok", "errors", "failed_at"} (attempt numbers count from 1)
@@ -57,7 +58,7 @@ fn main() {
         "http-serve" => http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),
         "connect-loop" if has("--udp") => udp_connect_loop(addr(), num("--count", 100)),
-        "connect-loop" => connect_loop(addr(), num("--count", 100)),
+        "connect-loop" => connect_loop(addr(), num("--count", 100), num("--gap-ms", 0)),
         "file-loop" => file_loop(&flag("--dir").unwrap_or_else(|| usage()), num("--count", 100)),
         "open-loop" => open_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
         "latency-loop" => latency_loop(num("--count", 100), num("--gap-ms", 0)),
@@ -210,6 +211,8 @@ struct Calls {
     failed_at: Vec<u64>,
     /// Wall time of the whole loop (loops that time themselves).
     elapsed_ns: u64,
+    /// CLOCK_MONOTONIC ns at the start of each call (loops that time their calls).
+    at_ns: Vec<u64>,
 }
 
 impl Calls {
@@ -229,11 +232,15 @@ impl Calls {
     }
 }
 
-fn connect_loop(to: SocketAddr, count: u64) {
+fn connect_loop(to: SocketAddr, count: u64, gap_ms: u64) {
     let mut calls = Calls::default();
     let start = Instant::now();
     for _ in 0..count {
+        calls.at_ns.push(monotonic_ns());
         calls.record(TcpStream::connect_timeout(&to, Duration::from_secs(2)));
+        if gap_ms > 0 {
+            std::thread::sleep(Duration::from_millis(gap_ms));
+        }
     }
     calls.elapsed_ns = start.elapsed().as_nanos() as u64;
     println!("{}", serde_json::to_string(&calls).expect("serialize"));
@@ -291,8 +298,9 @@ fn latency_loop(count: u64, gap_ms: u64) {
     use std::io::Read as _;
     let mut zero = std::fs::File::open("/dev/zero").expect("open /dev/zero");
     let mut byte = [0u8; 1];
-    let mut latencies = Vec::with_capacity(count as usize);
+    let (mut latencies, mut starts) = (Vec::with_capacity(count as usize), Vec::with_capacity(count as usize));
     for _ in 0..count {
+        starts.push(monotonic_ns());
         let start = Instant::now();
         zero.read_exact(&mut byte).expect("read /dev/zero");
         latencies.push(start.elapsed().as_nanos() as u64);
@@ -300,7 +308,7 @@ fn latency_loop(count: u64, gap_ms: u64) {
             std::thread::sleep(Duration::from_millis(gap_ms));
         }
     }
-    println!("{}", serde_json::json!({ "latencies_ns": latencies }));
+    println!("{}", serde_json::json!({ "latencies_ns": latencies, "starts_ns": starts }));
 }
 
 fn getpid_loop(count: u64) {
@@ -328,9 +336,10 @@ fn udp_ping(to: SocketAddr, count: u64, interval_ms: u64) {
     let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("addr");
     let socket = UdpSocket::bind(bind).expect("bind");
     socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-    let (mut rtts, mut lost) = (Vec::new(), 0u64);
+    let (mut rtts, mut sent, mut lost) = (Vec::new(), Vec::new(), 0u64);
     let mut buf = [0u8; 64];
     for seq in 0..count {
+        let sent_ns = monotonic_ns();
         let start = Instant::now();
         socket.send_to(&seq.to_le_bytes(), to).expect("send");
         // Wait for this ping's echo; older echoes arriving late are skipped.
@@ -338,6 +347,7 @@ fn udp_ping(to: SocketAddr, count: u64, interval_ms: u64) {
             match socket.recv(&mut buf) {
                 Ok(n) if n >= 8 && u64::from_le_bytes(buf[..8].try_into().expect("8")) == seq => {
                     rtts.push(start.elapsed().as_nanos() as u64);
+                    sent.push(sent_ns);
                     break;
                 }
                 Ok(_) => {}
@@ -352,7 +362,7 @@ fn udp_ping(to: SocketAddr, count: u64, interval_ms: u64) {
             std::thread::sleep(Duration::from_millis(interval_ms) - spent);
         }
     }
-    println!("{}", serde_json::json!({ "rtts_ns": rtts, "lost": lost }));
+    println!("{}", serde_json::json!({ "rtts_ns": rtts, "sent_ns": sent, "lost": lost }));
 }
 
 fn tcp_listen(port: u16) {
