@@ -98,6 +98,7 @@ fn remote_filters_pick_the_peer() {
     require_root!("remote_filters_pick_the_peer");
     let ns = Netns::new();
     let _server = TcpListen::start(&ns, 7420);
+    let _other_server = TcpListen::start(&ns, 7421);
     let cgroup = TestCgroup::new();
     let chaos = start(
         &[
@@ -116,9 +117,11 @@ fn remote_filters_pick_the_peer() {
     );
     let listed = connect_loop(localhost(2, 7420), 50, Some(&cgroup), &ns);
     let other_address = connect_loop(localhost(1, 7420), 50, Some(&cgroup), &ns);
+    let other_port = connect_loop(localhost(2, 7421), 50, Some(&cgroup), &ns);
     drop(stop(chaos));
     assert_eq!(listed.failed(), 50, "{listed:?}");
     assert_eq!(other_address.failed(), 0, "{other_address:?}");
+    assert_eq!(other_port.failed(), 0, "the listed address on another port: {other_port:?}");
 }
 
 #[test]
