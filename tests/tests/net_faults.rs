@@ -98,10 +98,21 @@ fn a_protocol_filter_spares_other_protocols() {
     require_root!("a_protocol_filter_spares_other_protocols");
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
+    let _server = TcpListen::start(&hosts.b, 7111);
     let chaos = start(&["drop", "--percent", "100", "--for", "5m", "--protocol", "tcp"], &cgroup, 2);
     assert_rate("UDP under a TCP-only drop", lost_share(&hosts, Some(&cgroup), to(TwoHosts::B, 7110), 1), 0.0);
+    let dropped = tcp_connect(to(TwoHosts::B, 7111), 1500, Some(&cgroup), &hosts.a);
+    let outside = tcp_connect(to(TwoHosts::B, 7111), 5000, None, &hosts.a);
     let report = stop(chaos);
-    assert_eq!(report["counters"][0]["matched"], 0, "{report}");
+    let after = tcp_connect(to(TwoHosts::B, 7111), 5000, Some(&cgroup), &hosts.a);
+    eprintln!("measured: TCP connect from the cgroup under a TCP drop: {dropped:?}; after it: {after:?}");
+    assert!(!dropped.connected, "TCP got through a 100 % TCP drop: {dropped:?}");
+    assert!(outside.connected, "TCP from outside the cgroup failed: {outside:?}");
+    assert!(after.connected, "TCP from the cgroup failed after the drop ended: {after:?}");
+    // Only the TCP packets (the SYN and its retries) matched; the 20 000 datagrams did not.
+    let matched: u64 =
+        report["counters"].as_array().expect("counters").iter().filter_map(|c| c["matched"].as_u64()).sum();
+    assert!((1..100).contains(&matched), "{report}");
 }
 
 #[test]
