@@ -26,6 +26,49 @@ pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// Runs `chaos args...` to completion under `strace -e trace=bpf`: (exit status, stderr, the
+/// bpf(2) calls the kernel accepted that attach, link, pin or write a map). Feature probes are
+/// not changes: they load unnamed programs (aya's probes, and the attach some of them try to see
+/// whether the kernel allows it) that do nothing and die with their file descriptors.
+#[must_use]
+pub fn run_watching_attaches(args: &[&str]) -> (ExitStatus, String, Vec<String>) {
+    const CHANGES: &[&str] =
+        &["BPF_PROG_ATTACH", "BPF_LINK_CREATE", "BPF_RAW_TRACEPOINT_OPEN", "BPF_OBJ_PIN", "BPF_MAP_UPDATE_ELEM"];
+    let trace = crate::TempDir::new();
+    let log = trace.path().join("bpf.trace");
+    let output = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=bpf", "-o"])
+        .arg(&log)
+        .arg(chaos_bin())
+        .args(args)
+        .output()
+        .expect("run chaos under strace (`cargo xtask setup` installs it)");
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    let field = |line: &str, name: &str| -> Option<String> {
+        let rest = line.split(name).nth(1)?;
+        Some(rest.split([',', '}']).next()?.trim_matches('"').to_owned())
+    };
+    // The name each program fd was loaded with, as the calls go (fds are reused).
+    let mut program_names = std::collections::HashMap::new();
+    let mut changes = Vec::new();
+    for line in calls.lines() {
+        let result = line.rsplit_once(") = ").map(|(_, r)| r.split_whitespace().next().unwrap_or("")).unwrap_or("");
+        if result.starts_with('-') {
+            continue; // refused by the kernel: changed nothing
+        }
+        if line.contains("BPF_PROG_LOAD") {
+            program_names.insert(result.to_owned(), field(line, "prog_name=").unwrap_or_default());
+        } else if CHANGES.iter().any(|c| line.contains(c)) {
+            let program = field(line, "prog_fd=").or_else(|| field(line, "attach_bpf_fd="));
+            let probe = program.is_some_and(|fd| program_names.get(&fd).is_some_and(String::is_empty));
+            if !probe {
+                changes.push(line.to_owned());
+            }
+        }
+    }
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned(), changes)
+}
+
 /// Starts `chaos <args> --cgroup <cgroup> --for 5m --output json -v` and waits until the fault
 /// is armed (every program attached).
 #[must_use]

@@ -48,6 +48,35 @@ pub fn programs_attached(cgroup_dir: &Path, hook: CgroupHook) -> io::Result<u32>
     Ok(attr.prog_cnt)
 }
 
+/// Every cgroup attach type (enum bpf_attach_type, all known to 6.1+): skb, sock, sock_ops,
+/// device, sock_addr (bind, connect, sendmsg, recvmsg, getpeername, getsockname), sysctl,
+/// sockopt, sock_release and lsm_cgroup.
+const CGROUP_ATTACH_TYPES: &[u32] =
+    &[0, 1, 2, 3, 6, 8, 9, 10, 11, 12, 13, 14, 15, 18, 19, 20, 21, 22, 29, 30, 31, 32, 34, 43];
+
+/// Programs attached to `cgroup_dir` at any cgroup hook, by BPF_PROG_QUERY of each type.
+#[must_use]
+pub fn cgroup_programs(cgroup_dir: &Path) -> u32 {
+    let cgroup = File::open(cgroup_dir).unwrap_or_else(|e| panic!("open {}: {e}", cgroup_dir.display()));
+    CGROUP_ATTACH_TYPES
+        .iter()
+        .map(|&attach_type| {
+            let mut attr = ProgQueryAttr { target_fd: cgroup.as_raw_fd() as u32, attach_type, ..Default::default() };
+            // SAFETY: attr is a valid, zero-padded bpf_attr for BPF_PROG_QUERY; size matches.
+            let rc = unsafe {
+                libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &raw mut attr, std::mem::size_of::<ProgQueryAttr>() as u32)
+            };
+            assert!(
+                rc == 0,
+                "BPF_PROG_QUERY {} attach type {attach_type}: {}",
+                cgroup_dir.display(),
+                io::Error::last_os_error()
+            );
+            attr.prog_cnt
+        })
+        .sum()
+}
+
 /// Total programs on the cgroup's inet ingress and egress hooks.
 pub fn inet_programs_attached(cgroup_dir: &Path) -> u32 {
     [CgroupHook::InetIngress, CgroupHook::InetEgress]

@@ -9,6 +9,7 @@ use chaos_tests::{
     TempDir,
     cgroup::TestCgroup,
     chaos::{self, Chaos},
+    kernel,
     net::Netns,
     require_root,
     skip::Feature,
@@ -279,9 +280,13 @@ fn bad_syscall_input_is_refused_and_changes_nothing() {
         let mut full = vec!["syscall", "fail"];
         full.extend_from_slice(args);
         full.extend_from_slice(&["--cgroup", cgroup.path(), "--for", "5s"]);
-        let (status, _, stderr) = chaos::run(&full);
+        let (status, stderr, changes) = chaos::run_watching_attaches(&full);
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expected.as_str()), "{args:?}: expected {expected:?} in: {stderr}");
+        // The kernel saw no attach, link (cgroup, LSM, raw tracepoint), pin or map write...
+        assert!(changes.is_empty(), "{args:?} was refused but changed the kernel: {changes:#?}");
+        // ...and nothing is left on any cgroup hook of the target.
+        assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "{args:?} left programs on the cgroup");
     }
 }
 
@@ -349,7 +354,7 @@ fn the_kernel_ends_a_syscall_fault_at_its_deadline_even_if_chaos_is_frozen() {
     let ns = Netns::new();
     let _server = TcpListen::start(&ns, 7450);
     let cgroup = TestCgroup::new();
-    let started_ns = chaos_tests::kernel::monotonic_ns();
+    let started_ns = kernel::monotonic_ns();
     let mut chaos = Chaos::start(&[
         "syscall",
         "fail",
@@ -368,7 +373,7 @@ fn the_kernel_ends_a_syscall_fault_at_its_deadline_even_if_chaos_is_frozen() {
     chaos.wait_until_armed(Duration::from_secs(60));
     // Only the kernel can end the fault now: the controller cannot run its own timer.
     chaos.signal(libc::SIGSTOP);
-    let armed_ns = chaos_tests::kernel::monotonic_ns();
+    let armed_ns = kernel::monotonic_ns();
     let deadline_ns = chaos::logged_deadline_ns(&chaos.stderr_so_far());
     chaos::assert_deadline_is_for(deadline_ns, started_ns, armed_ns, Duration::from_secs(3));
     // One connect every 20 ms from now until 1 s past the deadline (fewer if calls are slow).
