@@ -316,8 +316,12 @@ fn tc_faults_leave_nothing_on_the_interfaces_after_sigkill() {
     let (status, stdout, stderr) = chaos::run(&["cleanup"]);
     assert!(status.success(), "chaos cleanup failed: {stdout}{stderr}");
     eprintln!("measured: {left} TC programs left by SIGKILL; chaos cleanup said: {}", stdout.trim());
-    if left > 0 {
-        assert!(stdout.contains("removed TC filter"), "cleanup did not remove the filters: {stdout}");
+    // What SIGKILL leaves depends on the kernel's TC API, not on what happened to be left.
+    if kernel::release_at_least(6, 6) {
+        assert_eq!(left, 0, "tcx links must die with chaos: {left} programs left on veth-a");
+    } else {
+        assert_eq!(left, 2, "legacy filters outlive chaos until cleanup; the kernel shows {left}");
+        assert!(stdout.contains("removed TC filter"), "cleanup did not say it removed the filters: {stdout}");
     }
     assert_eq!(kernel::tc_programs(&hosts.a, "veth-a"), 0, "TC programs left on veth-a after cleanup");
     assert_eq!(kernel::has_clsact(&hosts.a, "veth-a"), had_clsact, "the clsact qdisc chaos added is still there");
