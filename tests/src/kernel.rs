@@ -77,6 +77,53 @@ pub fn cgroup_programs(cgroup_dir: &Path) -> u32 {
         .sum()
 }
 
+/// The cgroup attach type (enum bpf_attach_type) of a hook as `chaos syscall list` names it
+/// (`cgroup/connect4`), if it is one.
+#[must_use]
+pub fn cgroup_attach_type(hook: &str) -> Option<u32> {
+    Some(match hook.strip_prefix("cgroup/")? {
+        "sock_create" => 2,
+        "bind4" => 8,
+        "bind6" => 9,
+        "connect4" => 10,
+        "connect6" => 11,
+        "sendmsg4" => 14,
+        "sendmsg6" => 15,
+        "getsockopt" => 21,
+        "setsockopt" => 22,
+        _ => return None,
+    })
+}
+
+/// Programs attached to `cgroup_dir` at one cgroup attach type, by BPF_PROG_QUERY.
+#[must_use]
+pub fn cgroup_programs_at(cgroup_dir: &Path, attach_type: u32) -> u32 {
+    let cgroup = File::open(cgroup_dir).unwrap_or_else(|e| panic!("open {}: {e}", cgroup_dir.display()));
+    let mut attr = ProgQueryAttr { target_fd: cgroup.as_raw_fd() as u32, attach_type, ..Default::default() };
+    // SAFETY: attr is a valid, zero-padded bpf_attr for BPF_PROG_QUERY; size matches.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &raw mut attr, std::mem::size_of::<ProgQueryAttr>() as u32)
+    };
+    assert!(rc == 0, "BPF_PROG_QUERY {} type {attach_type}: {}", cgroup_dir.display(), io::Error::last_os_error());
+    attr.prog_cnt
+}
+
+/// The BPF LSM links process `pid` holds, as the kernel describes its descriptors in
+/// /proc/<pid>/fdinfo (tracing links of attach type BPF_LSM_MAC, 27).
+#[must_use]
+pub fn lsm_links_held_by(pid: u32) -> u32 {
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .filter(|info| {
+            let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+            field("link_type:") == Some("tracing") && field("attach_type:") == Some("27")
+        })
+        .count() as u32
+}
+
 /// Total programs on the cgroup's inet ingress and egress hooks.
 pub fn inet_programs_attached(cgroup_dir: &Path) -> u32 {
     [CgroupHook::InetIngress, CgroupHook::InetEgress]

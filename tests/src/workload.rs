@@ -480,3 +480,42 @@ pub fn wait_until_stopped(pid: u32, since: std::time::Instant) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// A `chaos-workload socket-calls` in `cgroup` and `netns`: its sockets are made (in the
+/// cgroup) at start; [`SocketCalls::call`] makes one call of each hooked kind.
+pub struct SocketCalls(Option<Child>);
+
+impl SocketCalls {
+    #[must_use]
+    pub fn start(cgroup: &TestCgroup, netns: &Netns) -> Self {
+        let mut child = command_in(workload_bin(), Some(cgroup), Some(netns))
+            .arg("socket-calls")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start socket-calls");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "ready", "socket-calls did not start");
+        Self(Some(child))
+    }
+
+    /// Makes the calls: call name -> errno (0 if it worked).
+    #[must_use]
+    pub fn call(mut self) -> std::collections::BTreeMap<String, i32> {
+        let mut child = self.0.take().expect("running");
+        child.stdin.take().expect("stdin").write_all(b"go\n").expect("write to socket-calls");
+        let output = child.wait_with_output().expect("wait socket-calls");
+        assert!(output.status.success(), "socket-calls failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("socket-calls report: {e}"))
+    }
+}
+
+impl Drop for SocketCalls {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

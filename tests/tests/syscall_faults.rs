@@ -14,7 +14,7 @@ use chaos_tests::{
     require_root,
     skip::Feature,
     skip_unless_has,
-    workload::{TcpListen, command_in, connect_loop, connect_loop_paced, file_loop},
+    workload::{SocketCalls, TcpListen, command_in, connect_loop, connect_loop_paced, file_loop},
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -290,44 +290,67 @@ fn bad_syscall_input_is_refused_and_changes_nothing() {
     }
 }
 
-/// Every hook chaos ships must pass this kernel's verifier and attach: a fault on every syscall
-/// at 0 % (an empty test cgroup, nothing fails) loads them all.
+/// Every hook chaos ships must pass this kernel's verifier and attach: the kernel must show
+/// each one attached, and each cgroup hook must fire on one matching call at 100 %. (The LSM
+/// half is attached at 0 % and counted in the kernel; its hooks fire in the LSM tests above.)
 #[test]
 fn every_hook_loads_and_attaches_on_this_kernel() {
     require_root!("every_hook_loads_and_attaches_on_this_kernel");
-    let cgroup = TestCgroup::new();
     let (status, stdout, _) = chaos::run(&["syscall", "list", "--output", "json"]);
     assert!(status.success());
     let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON rows");
-    for backend in ["cgroup", "lsm"] {
-        if backend == "lsm"
-            && let Some(reason) = chaos::lsm_unavailable()
-        {
-            chaos_tests::skip::missing(
-                Feature::BpfLsm,
-                "every_hook_loads_and_attaches_on_this_kernel (LSM half)",
-                &reason,
-            );
-            continue;
-        }
-        let names: Vec<&str> = rows
-            .iter()
-            .filter(|r| {
-                if backend == "lsm" {
-                    !r["lsm_hook"].is_null()
-                } else {
-                    r["cgroup_hooks"].as_array().is_some_and(|h| !h.is_empty())
-                }
-            })
-            .filter_map(|r| r["syscall"].as_str())
-            .collect();
-        assert!(!names.is_empty(), "no {backend} syscalls listed");
-        let list = names.join(",");
-        let chaos = start(&["--syscall", &list, "--errno", "EIO", "--percent", "0", "--backend", backend], &cgroup);
-        let report = stop(chaos);
-        eprintln!("measured: {backend}: {} syscalls attached and detached", names.len());
-        assert_eq!(report["counters"][0]["injected"], 0);
+
+    // The cgroup half: every hook attached (asked of the kernel per attach type), then one call
+    // of each kind from sockets made in the cgroup before the fault, each refused with EIO.
+    let cgroup = TestCgroup::new();
+    let ns = Netns::new();
+    let cgroup_rows: Vec<&serde_json::Value> =
+        rows.iter().filter(|r| r["cgroup_hooks"].as_array().is_some_and(|h| !h.is_empty())).collect();
+    let names: Vec<&str> = cgroup_rows.iter().filter_map(|r| r["syscall"].as_str()).collect();
+    let hooks: std::collections::BTreeSet<&str> = cgroup_rows
+        .iter()
+        .flat_map(|r| r["cgroup_hooks"].as_array().expect("hooks").iter().filter_map(|h| h.as_str()))
+        .collect();
+    assert!(!names.is_empty(), "no cgroup syscalls listed");
+    let calls = SocketCalls::start(&cgroup, &ns);
+    let chaos =
+        start(&["--syscall", &names.join(","), "--errno", "EIO", "--percent", "100", "--backend", "cgroup"], &cgroup);
+    for hook in &hooks {
+        let attach_type = kernel::cgroup_attach_type(hook).unwrap_or_else(|| panic!("unknown cgroup hook {hook}"));
+        assert_eq!(kernel::cgroup_programs_at(cgroup.dir(), attach_type), 1, "{hook} is not attached to the cgroup");
     }
+    let results = calls.call();
+    let report = stop(chaos);
+    eprintln!(
+        "measured: cgroup: {} syscalls on {} hooks attached; calls at 100 %: {results:?}",
+        names.len(),
+        hooks.len()
+    );
+    for (call, errno) in &results {
+        assert_eq!(*errno, EIO, "{call} in the cgroup was not refused by its hook");
+    }
+    assert_eq!(results.len(), 9, "{results:?}");
+    let injected: u64 =
+        report["counters"].as_array().expect("counters").iter().filter_map(|c| c["injected"].as_u64()).sum();
+    assert_eq!(injected, 9, "one injection per call: {report}");
+    assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left on the cgroup");
+
+    // The LSM half: every distinct LSM hook is a link chaos holds, as the kernel reports it.
+    if let Some(reason) = chaos::lsm_unavailable() {
+        chaos_tests::skip::missing(Feature::BpfLsm, "every_hook_loads_and_attaches_on_this_kernel (LSM half)", &reason);
+        return;
+    }
+    let cgroup = TestCgroup::new();
+    let lsm_rows: Vec<&serde_json::Value> = rows.iter().filter(|r| !r["lsm_hook"].is_null()).collect();
+    let names: Vec<&str> = lsm_rows.iter().filter_map(|r| r["syscall"].as_str()).collect();
+    let hooks: std::collections::BTreeSet<&str> = lsm_rows.iter().filter_map(|r| r["lsm_hook"].as_str()).collect();
+    let chaos =
+        start(&["--syscall", &names.join(","), "--errno", "EIO", "--percent", "0", "--backend", "lsm"], &cgroup);
+    let links = kernel::lsm_links_held_by(chaos.pid() as u32);
+    let report = stop(chaos);
+    eprintln!("measured: lsm: {} syscalls on {} hooks, {links} LSM links in the kernel", names.len(), hooks.len());
+    assert_eq!(links as usize, hooks.len(), "LSM links held by chaos, one per hook {hooks:?}");
+    assert_eq!(report["counters"][0]["injected"], 0);
 }
 
 #[test]

@@ -26,6 +26,10 @@
 //!       prints "ready", echoes every datagram back until killed
 //!   chaos-workload udp-ping --to ADDR:PORT --count N --interval-ms MS
 //!       N pings, prints {"rtts_ns": [...], "sent_ns": [CLOCK_MONOTONIC send time of each answered ping], "lost": n}
+//!   chaos-workload socket-calls
+//!       makes its sockets, prints "ready", waits for a line on stdin, then makes one call of
+//!       each kind a cgroup socket hook sees (socket, bind, connect, sendto, each in IPv4 and
+//!       IPv6 where the hook has both, setsockopt, getsockopt); prints {call: errno, 0 if it worked}
 //!   chaos-workload file-loop --dir D --count N
 //!       N rounds of openat(create)+write+fsync+close, openat+read+close, unlink in D; prints per
 //!       syscall {"calls", "ok", "errors", "failed_at"} (attempt numbers count from 1)
@@ -65,6 +69,7 @@ fn main() {
         "udp-echo" => udp_echo(num("--port", 0) as u16),
         "getpid-loop" => getpid_loop(num("--count", 1_000_000)),
         "udp-ping" => udp_ping(addr(), num("--count", 100), num("--interval-ms", 10)),
+        "socket-calls" => socket_calls(),
         _ => usage(),
     }
 }
@@ -406,4 +411,80 @@ fn http_serve(addr: String, port: u16) {
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
         });
     }
+}
+
+/// The errno of a libc call that returned `rc`, 0 if it worked.
+fn errno_of(rc: libc::c_long) -> i32 {
+    if rc < 0 { std::io::Error::last_os_error().raw_os_error().unwrap_or(-1) } else { 0 }
+}
+
+fn socket_calls() {
+    use std::io::BufRead as _;
+    // SAFETY: socket(2) with constant arguments.
+    let socket = |family: i32| unsafe { libc::socket(family, libc::SOCK_DGRAM, 0) };
+    // Made before any fault is armed: a socket keeps the cgroup it was made in, so the hooks
+    // of that cgroup see every later call on it.
+    let sockets: Vec<i32> = [libc::AF_INET, libc::AF_INET6].iter().cycle().take(6).map(|&f| socket(f)).collect();
+    assert!(sockets.iter().all(|&fd| fd >= 0), "socket: {}", std::io::Error::last_os_error());
+    let (bind4, bind6, connect4, connect6, send4, send6) =
+        (sockets[0], sockets[1], sockets[2], sockets[3], sockets[4], sockets[5]);
+    // SAFETY: sockaddr_in and sockaddr_in6 are plain C structs; all zeroes is a valid value.
+    let mut v4: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    v4.sin_family = libc::AF_INET as u16;
+    v4.sin_port = 9u16.to_be();
+    v4.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    // SAFETY: as above.
+    let mut v6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    v6.sin6_family = libc::AF_INET6 as u16;
+    v6.sin6_port = 9u16.to_be();
+    v6.sin6_addr.s6_addr = std::net::Ipv6Addr::LOCALHOST.octets();
+    let (mut bind_v4, mut bind_v6) = (v4, v6);
+    (bind_v4.sin_port, bind_v6.sin6_port) = (0, 0);
+    let addr4 =
+        |a: &libc::sockaddr_in| (std::ptr::from_ref(a).cast::<libc::sockaddr>(), size_of::<libc::sockaddr_in>() as u32);
+    let addr6 = |a: &libc::sockaddr_in6| {
+        (std::ptr::from_ref(a).cast::<libc::sockaddr>(), size_of::<libc::sockaddr_in6>() as u32)
+    };
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).expect("read stdin");
+    let byte = [0u8; 1];
+    let mut value: libc::c_int = 65536;
+    let mut length = size_of::<libc::c_int>() as libc::socklen_t;
+    let value_ptr = std::ptr::from_mut(&mut value).cast::<libc::c_void>();
+    // SAFETY (each call below): plain socket calls on our own descriptors with valid addresses
+    // and buffers that outlive the call.
+    let report: BTreeMap<&str, i32> = [
+        ("socket", errno_of(socket(libc::AF_INET) as libc::c_long)),
+        ("bind4", errno_of(unsafe { libc::bind(bind4, addr4(&bind_v4).0, addr4(&bind_v4).1) } as libc::c_long)),
+        ("bind6", errno_of(unsafe { libc::bind(bind6, addr6(&bind_v6).0, addr6(&bind_v6).1) } as libc::c_long)),
+        ("connect4", errno_of(unsafe { libc::connect(connect4, addr4(&v4).0, addr4(&v4).1) } as libc::c_long)),
+        ("connect6", errno_of(unsafe { libc::connect(connect6, addr6(&v6).0, addr6(&v6).1) } as libc::c_long)),
+        (
+            "sendto4",
+            errno_of(
+                unsafe { libc::sendto(send4, byte.as_ptr().cast(), 1, 0, addr4(&v4).0, addr4(&v4).1) } as libc::c_long
+            ),
+        ),
+        (
+            "sendto6",
+            errno_of(
+                unsafe { libc::sendto(send6, byte.as_ptr().cast(), 1, 0, addr6(&v6).0, addr6(&v6).1) } as libc::c_long
+            ),
+        ),
+        (
+            "setsockopt",
+            errno_of(unsafe { libc::setsockopt(send4, libc::SOL_SOCKET, libc::SO_RCVBUF, value_ptr, length) }
+                as libc::c_long),
+        ),
+        (
+            "getsockopt",
+            errno_of(unsafe { libc::getsockopt(send4, libc::SOL_SOCKET, libc::SO_RCVBUF, value_ptr, &raw mut length) }
+                as libc::c_long),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    println!("{}", serde_json::to_string(&report).expect("serialize"));
 }
