@@ -14,7 +14,7 @@ use chaos_tests::{
     require_root,
     skip::Feature,
     skip_unless_has,
-    workload::{SocketCalls, TcpListen, command_in, connect_loop, connect_loop_paced, file_loop},
+    workload::{Resident, SocketCalls, TcpListen, command_in, connect_loop, connect_loop_paced, file_loop},
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -92,6 +92,44 @@ fn schedules_give_exact_counts() {
     let result = connect_loop(localhost(1, 7410), 1000, Some(&cgroup), &ns);
     drop(stop(chaos));
     assert_eq!(result.failed(), 25, "--max 25 at 50 %");
+}
+
+/// `--pid` finds the cgroup of a process started in a test cgroup: the fault lands on that
+/// cgroup (the kernel shows its programs there) and its calls fail; others do not.
+#[test]
+fn a_pid_target_faults_the_cgroup_the_process_is_in() {
+    require_root!("a_pid_target_faults_the_cgroup_the_process_is_in");
+    let ns = Netns::new();
+    let _server = TcpListen::start(&ns, 7460);
+    let cgroup = TestCgroup::new();
+    let resident = Resident::start(&cgroup, None);
+    let pid = resident.pid().to_string();
+    let mut chaos = Chaos::start(&[
+        "syscall",
+        "fail",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--backend",
+        "cgroup",
+        "--pid",
+        &pid,
+        "--for",
+        "5m",
+        "--output",
+        "json",
+        "-v",
+    ]);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    assert_eq!(kernel::cgroup_programs_at(cgroup.dir(), 10), 1, "no connect4 program on the pid's cgroup");
+    let inside = connect_loop(localhost(1, 7460), 20, Some(&cgroup), &ns);
+    let outside = connect_loop(localhost(1, 7460), 20, None, &ns);
+    let report = stop(chaos);
+    assert_eq!(inside.failed(), 20, "connects from the pid's cgroup: {inside:?}");
+    assert_eq!(outside.failed(), 0, "connects from outside it: {outside:?}");
+    assert_eq!(report["target"]["cgroup"], cgroup.path(), "{report}");
+    assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0);
 }
 
 #[test]
