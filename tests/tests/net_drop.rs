@@ -155,6 +155,24 @@ fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     assert!(delivered >= 1500, "only {delivered} packets delivered after the deadline");
 }
 
+/// SIGTERM and SIGHUP stop a foreground run like Ctrl-C: the fault is detached (the kernel
+/// shows nothing on the cgroup), the report names the signal, the exit status is 128 + signal.
+#[test]
+fn sigterm_and_sighup_detach_a_foreground_fault_and_exit_128_plus_the_signal() {
+    require_root!("sigterm_and_sighup_detach_a_foreground_fault_and_exit_128_plus_the_signal");
+    let cgroup = TestCgroup::new();
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP")] {
+        let mut chaos = start_drop(&cgroup, "100", "5m", "egress", 1);
+        chaos.wait_until_armed(Duration::from_secs(60));
+        chaos.signal(signal);
+        let (status, stdout, stderr) = chaos.wait(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(128 + signal), "{name}: {stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(report["stopped"]["signal"], name, "{report}");
+        assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left attached after {name}");
+    }
+}
+
 #[test]
 fn sigkill_of_chaos_leaves_nothing_attached() {
     require_root!("sigkill_of_chaos_leaves_nothing_attached");
