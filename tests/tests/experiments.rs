@@ -413,7 +413,7 @@ fn a_detached_experiment_is_listed_and_stopped() {
     assert!(entry["seconds_left"].as_u64().unwrap_or(0) > 30, "{entry}");
     assert_eq!(entry["faults"][0]["label"], "#1 net drop");
     let reaper = entry["pid"].as_u64().expect("pid") as i32;
-    drop(wait_for_arm(&timeline));
+    let _armed = wait_for_arm(&timeline);
     let (_, during) = blast_through(&hosts, &cgroup, 7031, 500);
     assert_eq!(during, 0, "the armed detached drop let {during} of 500 datagrams through");
 
@@ -429,6 +429,42 @@ fn a_detached_experiment_is_listed_and_stopped() {
     let events = read_timeline(&timeline);
     let detach = events.iter().find(|e| e["event"] == "detach").unwrap_or_else(|| panic!("{:?}", names(&events)));
     assert_eq!(detach["injected"].as_u64(), Some(500), "the detach event counts the drops: {detach}");
+}
+
+/// `chaos stop` on a foreground experiment: the run detaches its fault, writes its verdict
+/// ("stopped before the end", exit 2) and the kernel shows nothing left on the cgroup.
+#[test]
+fn chaos_stop_ends_a_foreground_experiment() {
+    require_root!("chaos_stop_ends_a_foreground_experiment");
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let scratch = Scratch::new();
+    let file = scratch.file("foreground.toml", &detached_experiment(&cgroup, "60s"));
+    let timeline = scratch.path("foreground.jsonl");
+    let mut run = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    let mut id = None;
+    run.wait_until("the run is listed", Duration::from_secs(60), || {
+        id = status_json()["experiments"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["target"] == cgroup.path()))
+            .and_then(|e| e["id"].as_str().map(str::to_owned));
+        id.is_some() && kernel::inet_programs_attached(cgroup.dir()) == 1
+    });
+    let id = id.expect("listed");
+    let (_, during) = blast_through(&hosts, &cgroup, 7035, 300);
+    let (status, _, stderr) = chaos::run(&["stop", &id]);
+    assert!(status.success(), "{stderr}");
+    let (status, stdout, stderr) = run.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "a stopped experiment has no verdict: {stdout}{stderr}");
+    assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left after chaos stop");
+    let (_, after) = blast_through(&hosts, &cgroup, 7036, 300);
+    eprintln!("measured: foreground experiment: {during} of 300 delivered while running, {after} of 300 after stop");
+    assert_eq!(during, 0, "the experiment's drop was not in force");
+    assert!(after >= 297, "only {after} of 300 delivered after chaos stop");
+    let events = read_timeline(&timeline);
+    let verdict = events.iter().find(|e| e["event"] == "verdict").unwrap_or_else(|| panic!("{:?}", names(&events)));
+    assert!(verdict["summary"].as_str().unwrap_or_default().contains("SIGTERM"), "{verdict}");
+    assert!(listed(&status_json(), &id).is_none(), "still listed after stop");
 }
 
 /// The reaper arms the fault, which drops traffic until the kernel deadline `duration` after
