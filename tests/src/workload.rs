@@ -62,7 +62,12 @@ pub fn command_in(program: impl Into<PathBuf>, cgroup: Option<&TestCgroup>, netn
 
 /// Starts a `chaos-workload` server in `netns` and waits until it says "ready".
 fn spawn_ready(args: &[&str], netns: &Netns) -> (Child, BufReader<ChildStdout>) {
-    let mut child = command_in(workload_bin(), None, Some(netns))
+    spawn_ready_in(args, None, netns)
+}
+
+/// [`spawn_ready`] with the server in `cgroup` too.
+fn spawn_ready_in(args: &[&str], cgroup: Option<&TestCgroup>, netns: &Netns) -> (Child, BufReader<ChildStdout>) {
+    let mut child = command_in(workload_bin(), cgroup, Some(netns))
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
@@ -97,6 +102,16 @@ impl UdpSink {
             args.push("--times");
         }
         let (child, stdout) = spawn_ready(&args, netns);
+        Self { child, stdout }
+    }
+
+    /// [`UdpSink::start`] inside `cgroup`: its socket belongs to the cgroup, so the cgroup's
+    /// ingress hook sees what it receives.
+    #[must_use]
+    pub fn start_in(cgroup: &TestCgroup, netns: &Netns, port: u16, idle_ms: u64) -> Self {
+        let (port, idle_ms) = (port.to_string(), idle_ms.to_string());
+        let (child, stdout) =
+            spawn_ready_in(&["udp-sink", "--port", &port, "--idle-ms", &idle_ms], Some(cgroup), netns);
         Self { child, stdout }
     }
 

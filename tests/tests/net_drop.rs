@@ -102,6 +102,38 @@ fn drops_a_fifth_of_the_target_packets_silently_and_nothing_else() {
     assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left attached after SIGINT");
 }
 
+/// The ingress direction on real traffic: a sink inside the cgroup loses the share, a sink
+/// beside it (same namespace, outside the cgroup) loses nothing.
+#[test]
+fn an_ingress_drop_loses_the_share_of_what_the_cgroup_receives() {
+    require_root!("an_ingress_drop_loses_the_share_of_what_the_cgroup_receives");
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let inside = UdpSink::start_in(&cgroup, &hosts.b, 7010, 1000);
+    let outside = UdpSink::start(&hosts.b, 7011, 1000, false);
+    let chaos = start_drop(&cgroup, "20", "120s", "ingress", 1);
+    let blast = |port, sender_id| Blast {
+        to: sink_addr(port),
+        sender_id,
+        count: PACKETS,
+        pps: 50_000,
+        cgroup: None,
+        netns: &hosts.a,
+    };
+    let (to_inside, to_outside) = (blast(7010, TARGET_SENDER).start(), blast(7011, OUTSIDE_SENDER).start());
+    assert_eq!(to_inside.finish().errors + to_outside.finish().errors, 0);
+    let (inside, outside) = (inside.finish(), outside.finish());
+    let json = chaos.stop_json();
+    let lost = PACKETS - inside.received_from(TARGET_SENDER);
+    let rate = lost as f64 / PACKETS as f64;
+    eprintln!("measured: ingress drop: the cgroup's sink lost {lost} of {PACKETS} ({:.2} %)", rate * 100.0);
+    assert!((0.18..=0.22).contains(&rate), "lost {:.2} %, expected 20 % +- 2", rate * 100.0);
+    assert_eq!(outside.received_from(OUTSIDE_SENDER), PACKETS, "a sink outside the cgroup lost packets");
+    let ingress = &json["counters"][0];
+    assert_eq!(ingress["direction"], "ingress", "{json}");
+    assert_eq!(ingress["injected"].as_u64(), Some(lost), "{json}");
+}
+
 #[test]
 fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     require_root!("the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen");
