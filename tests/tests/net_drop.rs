@@ -134,6 +134,47 @@ fn an_ingress_drop_loses_the_share_of_what_the_cgroup_receives() {
     assert_eq!(ingress["injected"].as_u64(), Some(lost), "{json}");
 }
 
+/// Two drops on one cgroup at once compose: each loses its share of what the other let
+/// through, so 50 % and 50 % lose 75 %.
+#[test]
+fn two_drops_on_one_cgroup_compose() {
+    require_root!("two_drops_on_one_cgroup_compose");
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let sink = UdpSink::start(&hosts.b, 7012, 1000, false);
+    let first = start_drop(&cgroup, "50", "120s", "egress", 1);
+    let second = start_drop(&cgroup, "50", "120s", "egress", 2);
+    let blast = Blast {
+        to: sink_addr(7012),
+        sender_id: TARGET_SENDER,
+        count: PACKETS,
+        pps: 50_000,
+        cgroup: Some(&cgroup),
+        netns: &hosts.a,
+    }
+    .run();
+    assert_eq!(blast.errors, 0);
+    let report = sink.finish();
+    let (first, second) = (first.stop_json(), second.stop_json());
+    let lost = PACKETS - report.received_from(TARGET_SENDER);
+    let rate = lost as f64 / PACKETS as f64;
+    let injected = |json: &serde_json::Value| json["counters"][0]["injected"].as_u64().unwrap_or(0);
+    eprintln!(
+        "measured: two 50 % drops lost {lost} of {PACKETS} ({:.2} %, expected 75 %); each dropped {} and {}",
+        rate * 100.0,
+        injected(&first),
+        injected(&second)
+    );
+    assert!((0.73..=0.77).contains(&rate), "lost {:.2} %, expected 75 % +- 2", rate * 100.0);
+    // The kernel runs every program of the cgroup on each packet, so each fault sees all of
+    // them and counts its own half, including packets the other dropped too.
+    for json in [&first, &second] {
+        let share = injected(json) as f64 / PACKETS as f64;
+        assert!((0.48..=0.52).contains(&share), "one drop counted {:.2} %: {json}", share * 100.0);
+    }
+    assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0);
+}
+
 #[test]
 fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     require_root!("the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen");
