@@ -467,6 +467,91 @@ fn chaos_stop_ends_a_foreground_experiment() {
     assert!(listed(&status_json(), &id).is_none(), "still listed after stop");
 }
 
+/// A drop ramped 20, 40, 60, 80 % in four 1.5 s steps, run in the foreground or detached
+/// (the reaper ramps it), measured at the receiver in the middle of each step.
+fn ramp_is_measured_per_step(detached: bool) {
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "ramp.toml",
+        &format!(
+            "name = \"ramp\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"6s\"\n\n[[fault]]\nkind = \"net drop\"\n\
+             percent = 80\ndirection = \"egress\"\nremote = [\"{}\"]\nramp = {{ from = 20, steps = 4 }}\n",
+            cgroup.path(),
+            TwoHosts::B
+        ),
+    );
+    let timeline = scratch.path("ramp.jsonl");
+    // 2000 datagrams a second for 10 s, from before the run (it arms within 4 s) until after it.
+    const PPS: u64 = 2000;
+    let sink = UdpSink::start(&hosts.b, 7040, 1500, true);
+    let to = std::net::SocketAddr::from((TwoHosts::B, 7040));
+    let blast = Blast { to, sender_id: 1, count: PPS * 10, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }.start();
+    let run = if detached {
+        drop(detach(&file, &timeline));
+        None
+    } else {
+        Some(Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]))
+    };
+    let (deadline_ns, _) = wait_for_arm(&timeline);
+    let report_of_blast = blast.finish();
+    assert_eq!(report_of_blast.errors, 0);
+    let report = sink.finish();
+    if let Some(run) = run {
+        let (status, stdout, stderr) = run.wait(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    }
+    // Step starts in CLOCK_MONOTONIC: the arm event's kernel deadline is 6 s after arming, and
+    // the ramp events follow it by their timeline `t`.
+    let events = read_timeline(&timeline);
+    let arm = &events[position(&events, "arm", 0)];
+    let arm_ns = deadline_ns - 6_000_000_000;
+    let t_arm = arm["t"].as_f64().expect("t");
+    let mut starts = vec![(arm_ns, 20.0)];
+    for event in events.iter().filter(|e| e["event"] == "ramp") {
+        let at = arm_ns + ((event["t"].as_f64().expect("t") - t_arm) * 1e9) as u64;
+        starts.push((at, event["percent"].as_f64().expect("percent")));
+    }
+    assert_eq!(starts.iter().map(|s| s.1.round() as u32).collect::<Vec<_>>(), [20, 40, 60, 80], "{:?}", names(&events));
+    // Send time of sequence i: t0 + i / PPS, with t0 from the arrivals (none arrives before it was sent).
+    let gap_ns = 1_000_000_000 / PPS;
+    let t0 = report.arrivals.iter().map(|&(_, seq, at)| at - seq * gap_ns).min().expect("arrivals");
+    let arrived: std::collections::BTreeSet<u64> = report.arrivals.iter().map(|&(_, seq, _)| seq).collect();
+    let mut measured = Vec::new();
+    for (step, &(start, percent)) in starts.iter().enumerate() {
+        let end = starts.get(step + 1).map_or(deadline_ns, |s| s.0);
+        // The middle of the step: away from the switch, whatever the blur of the clocks.
+        let (from, to) = (start + (end - start) / 4, end - (end - start) / 4);
+        let seqs: Vec<u64> = (0..PPS * 10).filter(|&i| (from..to).contains(&(t0 + i * gap_ns))).collect();
+        assert!(
+            seqs.len() as u64 >= PPS / 2,
+            "step {step} had {} datagrams in its middle (the blast ended?)",
+            seqs.len()
+        );
+        let lost = seqs.iter().filter(|i| !arrived.contains(i)).count() as f64 / seqs.len() as f64;
+        measured.push(format!("{percent:.0} %: {:.1} % of {}", lost * 100.0, seqs.len()));
+        assert!(
+            (lost * 100.0 - percent).abs() <= 5.0,
+            "step {step}: {:.1} % lost, expected {percent} % +- 5 ({measured:?})",
+            lost * 100.0
+        );
+    }
+    eprintln!("measured: ramp ({}): {measured:?}", if detached { "detached" } else { "foreground" });
+}
+
+#[test]
+fn a_ramp_raises_the_loss_step_by_step() {
+    require_root!("a_ramp_raises_the_loss_step_by_step");
+    ramp_is_measured_per_step(false);
+}
+
+#[test]
+fn a_detached_reaper_ramps_the_loss_step_by_step() {
+    require_root!("a_detached_reaper_ramps_the_loss_step_by_step");
+    ramp_is_measured_per_step(true);
+}
+
 /// The reaper arms the fault, which drops traffic until the kernel deadline `duration` after
 /// arming, and removes the pins at the end.
 #[test]
