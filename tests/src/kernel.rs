@@ -267,6 +267,16 @@ pub fn snmp_counter(pid: u32, group: &str, name: &str) -> u64 {
     values.split_whitespace().nth(index).and_then(|v| v.parse().ok()).expect("snmp value")
 }
 
+/// A counter from `/proc/<pid>/net/snmp6` (the namespace of `pid`), e.g. "Udp6InCsumErrors".
+#[must_use]
+pub fn snmp6_counter(pid: u32, name: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/snmp6")).expect("read snmp6");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).filter(|rest| rest.starts_with([' ', '\t'])))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in snmp6"))
+}
+
 /// The kind of the root qdisc of `iface` in `netns` (`noqueue`, `fq`, ...), from `tc`.
 #[must_use]
 pub fn root_qdisc(netns: &crate::net::Netns, iface: &str) -> String {

@@ -233,6 +233,33 @@ fn corruption_without_fixed_checksums_is_dropped_by_the_receiver() {
     assert_eq!(chaos_report["counters"][0]["injected"].as_u64(), Some(lost), "{chaos_report}");
 }
 
+/// The same over IPv6, whose UDP checksum is mandatory: every corrupted datagram is a
+/// checksum error at the receiver.
+#[test]
+fn corruption_over_ipv6_is_dropped_by_the_receiver() {
+    require_root!("corruption_over_ipv6_is_dropped_by_the_receiver");
+    let _serial = chaos_tests::serialized();
+    let hosts = TwoHosts::new();
+    hosts.checksum_in_software();
+    let cgroup = TestCgroup::new();
+    let _resident = Resident::start(&cgroup, Some(&hosts.a));
+    let chaos = start_tc(&["corrupt", "--percent", "20", "--for", "5m", "--direction", "egress"], &hosts, &cgroup);
+    let sink = UdpSink::start(&hosts.b, 7141, 1000, false);
+    let before = kernel::snmp6_counter(sink.pid(), "Udp6InCsumErrors");
+    let count = PACKETS / 4;
+    let blast =
+        Blast { to: to(TwoHosts::B6, 7141), sender_id: 1, count, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }
+            .run();
+    let checksum_errors = kernel::snmp6_counter(sink.pid(), "Udp6InCsumErrors") - before;
+    let report = sink.finish();
+    drop(stop(chaos));
+    assert_eq!(blast.errors, 0);
+    assert_eq!(report.corrupted, 0, "a corrupted datagram reached the application");
+    let lost = count - report.received_from(1);
+    assert_rate("IPv6: corrupted and dropped for a bad checksum", lost as f64 / count as f64, 0.20);
+    assert_eq!(checksum_errors, lost, "every lost datagram must be a checksum error at the receiver");
+}
+
 #[test]
 fn corruption_with_fixed_checksums_reaches_the_application() {
     require_root!("corruption_with_fixed_checksums_reaches_the_application");
@@ -285,9 +312,21 @@ fn duplication_sends_copies_of_the_chosen_share() {
     let outside =
         Blast { to: to(TwoHosts::B, 7160), sender_id: 2, count: PACKETS, pps: PPS, cgroup: None, netns: &hosts.a }
             .run();
+    let count6 = PACKETS / 4;
+    let inside6 = Blast {
+        to: to(TwoHosts::B6, 7160),
+        sender_id: 3,
+        count: count6,
+        pps: PPS,
+        cgroup: Some(&cgroup),
+        netns: &hosts.a,
+    }
+    .run();
     let report = sink.finish();
     drop(stop(chaos));
-    assert_eq!(inside.errors + outside.errors, 0);
+    assert_eq!(inside.errors + outside.errors + inside6.errors, 0);
+    assert_eq!(report.received_from(3), count6, "IPv6: duplication must not lose the originals");
+    assert_rate("IPv6 duplicated datagrams", report.duplicates_from(3) as f64 / count6 as f64, 0.20);
     assert_eq!(report.received_from(1), PACKETS, "duplication must not lose the originals");
     assert_rate("duplicated datagrams", report.duplicates_from(1) as f64 / PACKETS as f64, 0.20);
     assert_eq!(
