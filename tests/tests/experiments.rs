@@ -353,7 +353,7 @@ fn detached_experiment(cgroup: &TestCgroup, duration: &str) -> String {
 
 /// Waits for the reaper's `arm` event: (the kernel deadline it wrote, when the test saw it).
 fn wait_for_arm(timeline: &Path) -> (u64, u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let seen_ns = kernel::monotonic_ns();
         if let Some(arm) = fs::read_to_string(timeline).ok().and_then(|text| {
@@ -361,7 +361,7 @@ fn wait_for_arm(timeline: &Path) -> (u64, u64) {
         }) {
             return (arm["kernel_deadline_ns"].as_u64().expect("arm event has its kernel deadline"), seen_ns);
         }
-        assert!(Instant::now() < deadline, "the reaper did not arm within 20 s");
+        assert!(Instant::now() < deadline, "the fault was not armed within 60 s");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -483,11 +483,13 @@ fn ramp_is_measured_per_step(detached: bool) {
         ),
     );
     let timeline = scratch.path("ramp.jsonl");
-    // 2000 datagrams a second for 10 s, from before the run (it arms within 4 s) until after it.
+    // 2000 datagrams a second from before the run until just after it (the blaster is stopped
+    // then: arming may take seconds under TCG).
     const PPS: u64 = 2000;
+    const MAX: u64 = PPS * 120;
     let sink = UdpSink::start(&hosts.b, 7040, 1500, true);
     let to = std::net::SocketAddr::from((TwoHosts::B, 7040));
-    let blast = Blast { to, sender_id: 1, count: PPS * 10, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }.start();
+    let blast = Blast { to, sender_id: 1, count: MAX, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }.start();
     let run = if detached {
         drop(detach(&file, &timeline));
         None
@@ -495,8 +497,10 @@ fn ramp_is_measured_per_step(detached: bool) {
         Some(Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]))
     };
     let (deadline_ns, _) = wait_for_arm(&timeline);
-    let report_of_blast = blast.finish();
-    assert_eq!(report_of_blast.errors, 0);
+    std::thread::sleep(
+        Duration::from_nanos(deadline_ns.saturating_sub(kernel::monotonic_ns())) + Duration::from_millis(500),
+    );
+    drop(blast);
     let report = sink.finish();
     if let Some(run) = run {
         let (status, stdout, stderr) = run.wait(Duration::from_secs(30));
@@ -523,7 +527,7 @@ fn ramp_is_measured_per_step(detached: bool) {
         let end = starts.get(step + 1).map_or(deadline_ns, |s| s.0);
         // The middle of the step: away from the switch, whatever the blur of the clocks.
         let (from, to) = (start + (end - start) / 4, end - (end - start) / 4);
-        let seqs: Vec<u64> = (0..PPS * 10).filter(|&i| (from..to).contains(&(t0 + i * gap_ns))).collect();
+        let seqs: Vec<u64> = (0..MAX).filter(|&i| (from..to).contains(&(t0 + i * gap_ns))).collect();
         assert!(
             seqs.len() as u64 >= PPS / 2,
             "step {step} had {} datagrams in its middle (the blast ended?)",
