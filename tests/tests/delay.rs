@@ -212,7 +212,12 @@ impl NetSetup {
 
     /// Round trips of `count` pings from the cgroup, in ms.
     fn ping(&self, count: u32, interval_ms: u32) -> Vec<f64> {
-        let to = SocketAddr::from((TwoHosts::B, 7600)).to_string();
+        self.ping_to(SocketAddr::from((TwoHosts::B, 7600)), count, interval_ms)
+    }
+
+    /// [`NetSetup::ping`] to `to` (the echo answers on 7600 in both families).
+    fn ping_to(&self, to: SocketAddr, count: u32, interval_ms: u32) -> Vec<f64> {
+        let to = to.to_string();
         let json = workload_json(
             &["udp-ping", "--to", &to, "--count", &count.to_string(), "--interval-ms", &interval_ms.to_string()],
             Some(&self.cgroup),
@@ -229,17 +234,24 @@ fn net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back() {
     skip_unless_has!(Feature::Fq, fq_missing(), "net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back");
     let setup = NetSetup::new();
     let before = kernel::root_qdisc(&setup.hosts.a, "veth-a");
+    let v6 = SocketAddr::from((TwoHosts::B6, 7600));
     let baseline = percentile(&setup.ping(50, 10), 50.0);
+    let baseline6 = percentile(&setup.ping_to(v6, 30, 10), 50.0);
     let chaos = setup.start(&["net", "delay", "--by", "100ms"]);
     assert_eq!(kernel::root_qdisc(&setup.hosts.a, "veth-a"), "fq", "chaos must put fq in place");
     let rtts = setup.ping(100, 20);
+    let rtts6 = setup.ping_to(v6, 30, 20);
     drop(stop(chaos));
     let extra = percentile(&rtts, 50.0) - baseline;
+    let extra6 = percentile(&rtts6, 50.0) - baseline6;
     eprintln!(
-        "measured: 100 ms net delay: extra RTT p50 {extra:.2} ms (baseline {baseline:.2} ms), {} pings",
-        rtts.len()
+        "measured: 100 ms net delay: extra RTT p50 {extra:.2} ms (baseline {baseline:.2} ms), {} pings; IPv6 \
+         {extra6:.2} ms, {} pings",
+        rtts.len(),
+        rtts6.len()
     );
     assert!((extra - 100.0).abs() <= 5.0, "extra RTT {extra:.2} ms, expected 100 +- 5");
+    assert!((extra6 - 100.0).abs() <= 5.0, "IPv6: extra RTT {extra6:.2} ms, expected 100 +- 5");
     assert_eq!(kernel::root_qdisc(&setup.hosts.a, "veth-a"), before, "the root qdisc was not put back");
     assert_eq!(kernel::tc_programs(&setup.hosts.a, "veth-a"), 0);
 }
@@ -289,6 +301,31 @@ fn net_delay_jitter_has_the_requested_mean_and_spread() {
     }
 }
 
+/// One interface has one delay: a second is refused while the first runs, saying which run
+/// holds it, and the first stays in force.
+#[test]
+fn a_second_delay_on_the_same_interface_is_refused_naming_the_first() {
+    require_root!("a_second_delay_on_the_same_interface_is_refused_naming_the_first");
+    let _serial = chaos_tests::serialized();
+    skip_unless_has!(Feature::Fq, fq_missing(), "a_second_delay_on_the_same_interface_is_refused_naming_the_first");
+    let setup = NetSetup::new();
+    let baseline = percentile(&setup.ping(30, 10), 50.0);
+    let first = setup.start(&["net", "delay", "--by", "50ms"]);
+    let first_pid = first.pid();
+    let (status, _, stderr) =
+        chaos::run(&["net", "delay", "--by", "10ms", "--cgroup", setup.cgroup.path(), "--for", "5s"]);
+    let extra = percentile(&setup.ping(30, 10), 50.0) - baseline;
+    drop(stop(first));
+    eprintln!("measured: second delay: {status}: {}; the first's extra RTT {extra:.2} ms", stderr.trim());
+    assert_eq!(status.code(), Some(2), "a second delay on veth-a was not refused: {stderr}");
+    assert!(
+        stderr.contains("veth-a") && stderr.contains(&format!("pid {first_pid}")),
+        "the refusal must name the interface and the run holding it (pid {first_pid}): {stderr}"
+    );
+    assert!((extra - 50.0).abs() <= 5.0, "the first delay is no longer in force: extra RTT {extra:.2} ms");
+    assert_eq!(kernel::tc_programs(&setup.hosts.a, "veth-a"), 0);
+}
+
 #[test]
 fn net_rate_holds_the_limit() {
     require_root!("net_rate_holds_the_limit");
@@ -296,25 +333,28 @@ fn net_rate_holds_the_limit() {
     skip_unless_has!(Feature::Fq, fq_missing(), "net_rate_holds_the_limit");
     let setup = NetSetup::new();
     let chaos = setup.start(&["net", "rate", "--limit", "1mbit"]);
-    let sink = UdpSink::start(&setup.hosts.b, 7610, 1500, true);
-    // About 3 mbit/s offered for 4 s: 106-byte frames (64 bytes of payload + UDP, IP, Ethernet).
-    let blast = Blast {
-        to: SocketAddr::from((TwoHosts::B, 7610)),
-        sender_id: 1,
-        count: 14_000,
-        pps: 3500,
-        cgroup: Some(&setup.cgroup),
-        netns: &setup.hosts.a,
-    }
-    .run();
-    let report = sink.finish();
+    let rate_of = |to: SocketAddr, count: u64, frame_bytes: f64| {
+        let sink = UdpSink::start(&setup.hosts.b, to.port(), 1500, true);
+        let blast =
+            Blast { to, sender_id: 1, count, pps: 3500, cgroup: Some(&setup.cgroup), netns: &setup.hosts.a }.run();
+        assert_eq!(blast.errors, 0);
+        let report = sink.finish();
+        let times: Vec<u64> = report.arrivals.iter().map(|&(_, _, at)| at).collect();
+        let span = (times.iter().max().expect("arrivals") - times.iter().min().expect("arrivals")) as f64 / 1e9;
+        (times.len() as f64 * frame_bytes * 8.0 / span, span)
+    };
+    // About 3 mbit/s offered: 106-byte frames (64 bytes of payload + UDP, IP, Ethernet) for 4 s,
+    // then IPv6 (126-byte frames) for 2 s.
+    let (bits_per_second, span) = rate_of(SocketAddr::from((TwoHosts::B, 7610)), 14_000, 106.0);
+    let (bits_per_second6, span6) = rate_of(SocketAddr::from((TwoHosts::B6, 7611)), 7_000, 126.0);
     drop(stop(chaos));
-    assert_eq!(blast.errors, 0);
-    let times: Vec<u64> = report.arrivals.iter().map(|&(_, _, at)| at).collect();
-    let span = (times.iter().max().expect("arrivals") - times.iter().min().expect("arrivals")) as f64 / 1e9;
-    let bits_per_second = times.len() as f64 * 106.0 * 8.0 / span;
-    eprintln!("measured: 1 mbit limit delivered {:.3} mbit/s over {span:.2} s", bits_per_second / 1e6);
+    eprintln!(
+        "measured: 1 mbit limit delivered {:.3} mbit/s over {span:.2} s; IPv6 {:.3} mbit/s over {span6:.2} s",
+        bits_per_second / 1e6,
+        bits_per_second6 / 1e6
+    );
     assert!((bits_per_second - 1e6).abs() <= 1e5, "{:.3} mbit/s, expected 1 +- 10 %", bits_per_second / 1e6);
+    assert!((bits_per_second6 - 1e6).abs() <= 1e5, "IPv6: {:.3} mbit/s, expected 1 +- 10 %", bits_per_second6 / 1e6);
 }
 
 #[test]
@@ -399,7 +439,7 @@ fn the_guard_of_an_inert_fault_waits_for_its_time_box() {
     eprintln!("measured: the guard resumed the target {late_ms:.1} ms after the time box it was sent");
     assert!(late_ms >= 0.0, "the guard resumed the target {:.1} ms before its time box", -late_ms);
     // ...and right after it: the guard waits for the time box itself, not for a coarse poll.
-    let limit_ms = if on_vm() { 300.0 } else { 50.0 };
+    let limit_ms = if on_vm() { 500.0 } else { 50.0 };
     assert!(
         late_ms <= limit_ms,
         "the guard resumed the target {late_ms:.1} ms after its time box (limit {limit_ms} ms)"
