@@ -523,24 +523,32 @@ fn ramp_is_measured_per_step(detached: bool) {
     let t0 = report.arrivals.iter().map(|&(_, seq, at)| at - seq * gap_ns).min().expect("arrivals");
     let arrived: std::collections::BTreeSet<u64> = report.arrivals.iter().map(|&(_, seq, _)| seq).collect();
     let mut measured = Vec::new();
+    let mut judged = 0;
     for (step, &(start, percent)) in starts.iter().enumerate() {
-        let end = starts.get(step + 1).map_or(deadline_ns, |s| s.0);
+        let end = starts.get(step + 1).map_or(deadline_ns, |s| s.0).max(start);
         // The middle of the step: away from the switch, whatever the blur of the clocks.
         let (from, to) = (start + (end - start) / 4, end - (end - start) / 4);
         let seqs: Vec<u64> = (0..MAX).filter(|&i| (from..to).contains(&(t0 + i * gap_ns))).collect();
-        assert!(
-            seqs.len() as u64 >= PPS / 2,
-            "step {step} had {} datagrams in its middle (the blast ended?)",
-            seqs.len()
-        );
-        let lost = seqs.iter().filter(|i| !arrived.contains(i)).count() as f64 / seqs.len() as f64;
+        // A detached fault is armed when its reaper gets going, but ramps on the run's
+        // schedule: under TCG that start-up lag can leave the first step a sliver.
+        if seqs.len() < 100 {
+            measured.push(format!("{percent:.0} %: too short ({} datagrams)", seqs.len()));
+            continue;
+        }
+        let n = seqs.len() as f64;
+        let lost = seqs.iter().filter(|i| !arrived.contains(i)).count() as f64 / n;
         measured.push(format!("{percent:.0} %: {:.1} % of {}", lost * 100.0, seqs.len()));
+        // 5 points, or four standard deviations of a binomial share when the step is short.
+        let p = percent / 100.0;
+        let tolerance = (4.0 * (p * (1.0 - p) / n).sqrt() * 100.0).max(5.0);
         assert!(
-            (lost * 100.0 - percent).abs() <= 5.0,
-            "step {step}: {:.1} % lost, expected {percent} % +- 5 ({measured:?})",
+            (lost * 100.0 - percent).abs() <= tolerance,
+            "step {step}: {:.1} % lost, expected {percent} % +- {tolerance:.1} ({measured:?})",
             lost * 100.0
         );
+        judged += 1;
     }
+    assert!(judged >= 3, "only {judged} steps long enough to measure: {measured:?}");
     eprintln!("measured: ramp ({}): {measured:?}", if detached { "detached" } else { "foreground" });
 }
 
