@@ -43,6 +43,16 @@ fn failure_digest(lines: &[String]) -> Vec<String> {
 }
 
 pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<()> {
+    // As non-root every integration test of the host tier would skip and the tier would pass
+    // having run nothing. (The VM tiers run as root inside their guest.)
+    // SAFETY: geteuid has no preconditions.
+    if host && unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the host tier's integration tests create cgroups, network namespaces and BPF programs: run \
+             `cargo xtask test` as root, or `cargo xtask test --vm-only`; `cargo test --workspace --exclude \
+             chaos-tests` runs the unit tests without root"
+        );
+    }
     setup::run()?;
     let binaries = build::build_binaries()?;
     let mut results = Vec::new();
@@ -51,11 +61,18 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
     if host {
         results.push(host_tier(&binaries)?);
     }
+    for result in &mut results {
+        result.fail_on_required_skips();
+    }
     if vms {
         let kernels = if kernels.is_empty() { &vm::KernelName::ALL[..] } else { kernels };
         for &kernel in kernels {
             match vm::available_kernel(kernel)? {
-                Some(kernel) => results.push(vm_tier(&binaries, &kernel)?),
+                Some(kernel) => {
+                    let mut result = vm_tier(&binaries, &kernel)?;
+                    result.fail_on_required_skips();
+                    results.push(result);
+                }
                 None => skipped_tiers.push(format!(
                     "{:<13} skipped: no {} kernel on this machine; {}",
                     kernel.tier(),
@@ -116,6 +133,12 @@ fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
 fn vm_tier(binaries: &Binaries, kernel: &vm::Kernel) -> anyhow::Result<TierResult> {
     let name = kernel.name;
     println!("== VM tier: {} under QEMU (TCG)", kernel.package);
+    if binaries.integration_tests.is_empty() {
+        bail!(
+            "cargo test --no-run -p chaos-tests built no integration test binary: the {} VM would run nothing",
+            name.tier()
+        );
+    }
     let mut script = String::from("export RUST_BACKTRACE=1 CHAOS_SKIP_LOG=/tmp/skips\nrc=0\n");
     for test in &binaries.integration_tests {
         let quoted = vm::shell_quote(&test.display().to_string());
@@ -142,9 +165,60 @@ fn vm_tier(binaries: &Binaries, kernel: &vm::Kernel) -> anyhow::Result<TierResul
     })
 }
 
+/// The features whose tests must run on `tier`: a test skipping for want of one fails the tier
+/// (a module that failed to load, a kernel booted without `lsm=bpf`, a run without root would
+/// otherwise turn those tests into skips and the run green). The names are those of
+/// chaos_tests::skip::Feature, which tags each such skip `[needs <name>]`.
+fn required_features(tier: &str) -> &'static [&'static str] {
+    match tier {
+        "host" => &["root", "cgroup-hooks", "raw_tp", "tcx"],
+        // 6.1 kernels (Debian's own and any build of it) predate tcx: legacy TC there.
+        tier if tier == "vm-6.1" || tier.starts_with("vm-6.1-") => {
+            &["root", "cgroup-hooks", "raw_tp", "bpf-lsm", "fq", "netem"]
+        }
+        _ => &["root", "cgroup-hooks", "raw_tp", "bpf-lsm", "fq", "netem", "tcx"],
+    }
+}
+
+/// The skip lines of `skips` that name a feature in `required`.
+fn required_skips<'a>(skips: &'a [String], required: &[&str]) -> Vec<&'a str> {
+    skips
+        .iter()
+        .filter(|line| {
+            line.split("[needs ").skip(1).filter_map(|rest| rest.split_once(']')).any(|(f, _)| required.contains(&f))
+        })
+        .map(String::as_str)
+        .collect()
+}
+
+impl TierResult {
+    fn fail_on_required_skips(&mut self) {
+        let required = required_features(&self.tier);
+        let bad: Vec<String> = required_skips(&self.skips, required).into_iter().map(str::to_owned).collect();
+        for line in bad {
+            self.passed = false;
+            self.failures.push(format!("skipped a test {} must run: {line}", self.tier));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::failure_digest;
+    use super::{failure_digest, required_features, required_skips};
+
+    #[test]
+    fn a_skip_for_a_required_feature_is_found_and_others_are_not() {
+        let skips = [
+            "SKIPPED a on 6.12.1 [needs fq]: network delay unavailable: no sch_fq",
+            "SKIPPED b on 6.12.1: this kernel has fq: nothing to refuse",
+            "SKIPPED c on 6.18.0 [needs bpf-lsm]: BPF LSM unavailable",
+        ]
+        .map(str::to_owned);
+        assert_eq!(required_skips(&skips, required_features("vm-6.12")), [skips[0].as_str(), skips[2].as_str()]);
+        assert!(required_skips(&skips, required_features("host")).is_empty());
+        assert!(required_features("vm-6.1").contains(&"fq") && !required_features("vm-6.1").contains(&"tcx"));
+        assert!(required_features("vm-6.12").contains(&"tcx") && required_features("host").contains(&"tcx"));
+    }
 
     #[test]
     fn the_digest_names_each_failed_test_with_its_message_and_kernel_oopses() {

@@ -262,13 +262,15 @@ pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
         }
     });
     let deadline = Instant::now() + job.timeout;
-    let (mut exit_code, mut lines) = (None, Vec::new());
+    let (mut exit_code, mut lines, mut module_failed) = (None, Vec::new(), None);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
                 if let Some(code) = line.strip_prefix("CHAOS_VM_EXIT=") {
                     exit_code = code.trim().parse().ok();
+                } else if let Some(module) = line.strip_prefix("CHAOS_VM_MODULE_FAILED=") {
+                    module_failed = Some(module.trim().to_owned());
                 } else {
                     println!("[vm {label}] {line}");
                 }
@@ -283,6 +285,12 @@ pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
         }
     }
     let status = qemu.wait()?;
+    if let Some(module) = module_failed {
+        bail!(
+            "the {label} VM could not load kernel module {module} (insmod's message is above): the tests that \
+             need it would only skip; check the kernel cache (`cargo xtask setup`)"
+        );
+    }
     let exit_code = exit_code.ok_or_else(|| {
         anyhow!("the {label} VM stopped ({status}) before its job reported an exit status; see the output above")
     })?;
@@ -304,7 +312,14 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 # For /sys/kernel/debug/error_injection/list (the 6.1-errinj kernel's injectable functions).
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-while read -r module; do insmod "/modules/$module" || echo "insmod $module failed"; done < /modules/load-order
+# A module that does not load fails the boot: the tests that need it would only skip.
+while read -r module; do
+    if ! insmod "/modules/$module"; then
+        echo "CHAOS_VM_MODULE_FAILED=$module"
+        echo "CHAOS_VM_EXIT=3"
+        poweroff -f
+    fi
+done < /modules/load-order
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
 ip link set lo up
 . /job-env
