@@ -5,8 +5,8 @@
 // BPF atomics (gate.rs) are only reachable through inline assembly.
 #![feature(asm_experimental_arch)]
 
-mod gate;
 mod dentry;
+mod gate;
 mod maps;
 mod net_cgroup;
 mod net_delay;
@@ -16,6 +16,7 @@ mod packet;
 mod syscall_cgroup;
 mod syscall_delay;
 mod syscall_lsm;
+mod syscall_override;
 
 /// The kernel reads this section to decide which helpers the programs may call.
 #[unsafe(no_mangle)]

@@ -17,7 +17,12 @@ use aya::{
 use aya_obj::btf::BtfKind;
 use serde::Serialize;
 
-use crate::{errno, netlink, sys, target::CgroupFs};
+use crate::{
+    errno,
+    error_injection::{InjectionList, KPROBE_PMU},
+    netlink, sys,
+    target::CgroupFs,
+};
 
 /// One yes/no answer with what was found, or why not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -27,6 +32,14 @@ pub struct Check {
 }
 
 impl Check {
+    /// Adds what the kernel would need to a "no".
+    fn or_why(mut self, needs: &str) -> Self {
+        if !self.ok {
+            self.detail.push_str(&format!(" ({needs})"));
+        }
+        self
+    }
+
     fn yes(detail: impl Into<String>) -> Self {
         Self { ok: true, detail: detail.into() }
     }
@@ -93,6 +106,7 @@ pub const PACKET_CORRUPT_DUPLICATE: &str = "packet-corrupt-duplicate";
 pub const NETWORK_DELAY: &str = "network-delay";
 pub const SYSCALL_ERRNO_LSM: &str = "syscall-errno-lsm";
 pub const SYSCALL_ERRNO_CGROUP_HOOKS: &str = "syscall-errno-cgroup-hooks";
+pub const SYSCALL_ERRNO_OVERRIDE: &str = "syscall-errno-override";
 pub const SYSCALL_DELAY: &str = "syscall-delay";
 pub const PROCESS_KILL: &str = "process-kill";
 
@@ -104,15 +118,18 @@ enum Requirement {
     Qdisc(&'static str),
     Cgroup2,
     BpfLsmActive,
+    /// The kprobe PMU (CONFIG_KPROBES), which aya attaches kprobes through.
+    Kprobes,
 }
 
-const PROGRAM_TYPES: &[&str] = &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "tracing"];
-const HELPERS: &[&str] = &["bpf_set_retval", "bpf_send_signal", "bpf_clone_redirect"];
+const PROGRAM_TYPES: &[&str] =
+    &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "tracing", "kprobe"];
+const HELPERS: &[&str] = &["bpf_set_retval", "bpf_send_signal", "bpf_clone_redirect", "bpf_override_return"];
 const QDISCS: &[&str] = &["clsact", "fq", "netem"];
 
 /// (id, name, mechanism, requirements, shipped in this version)
 const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
-    use Requirement::{BpfLsmActive, Cgroup2, Helper, Program, Qdisc};
+    use Requirement::{BpfLsmActive, Cgroup2, Helper, Kprobes, Program, Qdisc};
     &[
         (
             PACKET_DROP,
@@ -150,6 +167,13 @@ const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
             true,
         ),
         (
+            SYSCALL_ERRNO_OVERRIDE,
+            "syscall errno via error injection",
+            "kprobe on the syscall's entry function calling bpf_override_return, filtered by cgroup id",
+            &[Kprobes, Program("kprobe"), Helper("bpf_override_return")],
+            true,
+        ),
+        (
             SYSCALL_DELAY,
             "syscall delay",
             "raw sys_enter tracepoint stopping the process, resumed by the controller",
@@ -173,6 +197,7 @@ pub struct Prober {
     checks: RefCell<BTreeMap<String, Check>>,
     tc_api: OnceCell<(TcApi, String)>,
     lsms: OnceCell<(Option<Vec<String>>, String)>,
+    injection_list: OnceCell<InjectionList>,
 }
 
 impl Prober {
@@ -199,6 +224,7 @@ impl Prober {
                 "raw_tracepoint" => ProgramType::RawTracePoint,
                 "lsm" => ProgramType::Lsm(LsmAttachType::Mac),
                 "tracing" => ProgramType::Tracing,
+                "kprobe" => ProgramType::KProbe,
                 other => unreachable!("no probe for program type {other}"),
             };
             program_check(program_type, name)
@@ -216,6 +242,10 @@ impl Prober {
             "bpf_clone_redirect" => {
                 helper_check(ProgramType::SchedClassifier, BpfHelper::BPF_FUNC_clone_redirect, name, "sched_cls")
             }
+            "bpf_override_return" => {
+                helper_check(ProgramType::KProbe, BpfHelper::BPF_FUNC_override_return, name, "kprobe")
+                    .or_why("the kernel needs CONFIG_BPF_KPROBE_OVERRIDE (and CONFIG_FUNCTION_ERROR_INJECTION)")
+            }
             other => unreachable!("no probe for helper {other}"),
         })
     }
@@ -229,6 +259,11 @@ impl Prober {
             Ok(fs) => Check::yes(format!("mounted at {}", fs.mount().display())),
             Err(err) => Check::no(err.to_string()),
         })
+    }
+
+    /// The kernel's error-injection list, read once (only where debugfs is mounted).
+    pub fn injection_list(&self) -> &InjectionList {
+        self.injection_list.get_or_init(InjectionList::read)
     }
 
     fn active_lsms(&self) -> &(Option<Vec<String>>, String) {
@@ -251,6 +286,13 @@ impl Prober {
                 Some(_) => Check::no("'bpf' is not in the active LSM list (boot with lsm=...,bpf)"),
                 None => Check::no(format!("cannot tell whether 'bpf' is an active LSM: {}", self.active_lsms().1)),
             },
+            Requirement::Kprobes => self.memo("kprobes".into(), || {
+                if Path::new(KPROBE_PMU).exists() {
+                    Check::yes(format!("kprobe PMU at {KPROBE_PMU}"))
+                } else {
+                    Check::no(format!("no kprobes: {KPROBE_PMU} is missing (the kernel has no CONFIG_KPROBES)"))
+                }
+            }),
         }
     }
 
@@ -267,6 +309,9 @@ impl Prober {
                 TcApi::Tcx => ", attached with tcx links",
                 TcApi::Legacy => ", clsact qdisc + bpf filter",
             });
+        }
+        if id == SYSCALL_ERRNO_OVERRIDE && reason.is_none() {
+            mechanism.push_str(&format!("; {}", self.injection_list().describe()));
         }
         FamilySupport { id, name, supported: reason.is_none(), mechanism, reason, in_chaos }
     }

@@ -1,6 +1,7 @@
 //! Planning syscall errno faults: for each syscall, the hook that serves it on this kernel (a
-//! BPF LSM hook where `bpf` is an active LSM, else a cgroup socket hook), the filters it can
-//! take, and the configuration shared by all of the fault's programs.
+//! BPF LSM hook where `bpf` is an active LSM, else error injection on the syscall's entry
+//! function where the kernel allows it, else a cgroup socket hook), the filters it can take,
+//! and the configuration shared by all of the fault's programs.
 use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 
 use chaos_common::{Direction, FaultConfig, flags, threshold_from_ppm};
@@ -10,7 +11,7 @@ use super::{
     AttachPoint, FaultContext, FaultPlan, PlanError, PlanFault, PlannedProgram, cgroup_level, net::filter_maps,
 };
 use crate::{
-    btf, errno,
+    btf, errno, error_injection,
     features::{self, FamilySupport, Prober},
     spec::{Ppm, net::NetFilters, syscall::SyscallFailOptions},
     syscalls::{Filter, Syscall},
@@ -41,11 +42,14 @@ impl PlanFault for SyscallFailOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// BPF LSM where this kernel has it, cgroup socket hooks otherwise.
+    /// BPF LSM where a hook serves the call, else error injection, else cgroup socket hooks.
     #[default]
     Auto,
     Lsm,
     Cgroup,
+    /// Error injection: a kprobe on the syscall's entry function calling bpf_override_return
+    /// (kernels with CONFIG_FUNCTION_ERROR_INJECTION and CONFIG_BPF_KPROBE_OVERRIDE).
+    Override,
 }
 
 /// `--after`, `--first`, `--every`, `--max`: exact counts over the fault's matching calls.
@@ -113,14 +117,52 @@ pub struct SyscallFaultSpec {
 }
 
 /// The mechanism chosen for one syscall.
-enum Mechanism {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
     Lsm,
     Cgroup,
+    Override,
+}
+
+impl Mechanism {
+    /// The `--backend` value that asks for it.
+    #[must_use]
+    pub const fn backend(self) -> &'static str {
+        match self {
+            Self::Lsm => "lsm",
+            Self::Cgroup => "cgroup",
+            Self::Override => "override",
+        }
+    }
+}
+
+/// What each mechanism looks like on this kernel, probed once per plan or listing.
+pub struct Mechanisms<'a> {
+    lsm: FamilySupport,
+    cgroup: FamilySupport,
+    over: FamilySupport,
+    kernel: &'a Prober,
+}
+
+impl<'a> Mechanisms<'a> {
+    #[must_use]
+    pub fn probe(kernel: &'a Prober) -> Self {
+        Self {
+            lsm: kernel.family(features::SYSCALL_ERRNO_LSM),
+            cgroup: kernel.family(features::SYSCALL_ERRNO_CGROUP_HOOKS),
+            over: kernel.family(features::SYSCALL_ERRNO_OVERRIDE),
+            kernel,
+        }
+    }
+
+    /// The mechanism `backend` gives `syscall` here and the filter it can take, or why none.
+    pub fn choose(&self, syscall: &Syscall, backend: Backend) -> Result<(Mechanism, Filter), String> {
+        choose(syscall, backend, self)
+    }
 }
 
 pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<FaultPlan, PlanError> {
-    let lsm = kernel.family(features::SYSCALL_ERRNO_LSM);
-    let cgroup = kernel.family(features::SYSCALL_ERRNO_CGROUP_HOOKS);
+    let mechanisms = Mechanisms::probe(kernel);
     let wants_path = spec.path.is_some();
     let wants_remote = !spec.filters.remote.is_empty() || !spec.filters.remote_ports.is_empty();
 
@@ -133,17 +175,24 @@ pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<
     };
     let mut programs: Vec<PlannedProgram> = Vec::new();
     let mut add = |program: &'static str, hook: &'static str, attach: AttachPoint| {
-        if !programs.iter().any(|p| p.program == program) {
+        // One program per hook, except the override program, which attaches once per function.
+        if !programs.iter().any(|p| p.program == program && p.attach.describe() == attach.describe()) {
             programs.push(PlannedProgram { program, hook, attach, direction: Direction::Egress });
         }
     };
     for syscall in &spec.syscalls {
-        let (mechanism, filter) = choose(syscall, spec.backend, &lsm, &cgroup)?;
+        let (mechanism, filter) = mechanisms
+            .choose(syscall, spec.backend)
+            .map_err(|reason| PlanError::Refused(format!("cannot fail {}: {reason}", syscall.name)))?;
         if wants_path && filter != Filter::Path {
             return Err(PlanError::Refused(format!(
                 "--path applies to file syscalls; {} has no file to filter on{}",
                 syscall.name,
-                if matches!(mechanism, Mechanism::Cgroup) { " (through cgroup socket hooks)" } else { "" }
+                match mechanism {
+                    Mechanism::Cgroup => " (through cgroup socket hooks)",
+                    Mechanism::Override => " (error injection filters calls whose first argument is a file descriptor)",
+                    Mechanism::Lsm => "",
+                }
             )));
         }
         if wants_remote && filter != Filter::Remote {
@@ -163,6 +212,10 @@ pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<
                 for hook in syscall.cgroup {
                     add(hook.program, hook.hook, AttachPoint::Cgroup { cgroup_dir: target.dir.clone() });
                 }
+            }
+            Mechanism::Override => {
+                let function = error_injection::entry_function(syscall.name);
+                add(error_injection::PROGRAM, "kprobe", AttachPoint::Kprobe { function });
             }
         }
     }
@@ -215,18 +268,13 @@ pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<
     })
 }
 
-fn choose(
-    syscall: &Syscall,
-    backend: Backend,
-    lsm: &FamilySupport,
-    cgroup: &FamilySupport,
-) -> Result<(Mechanism, Filter), PlanError> {
+fn choose(syscall: &Syscall, backend: Backend, kernel: &Mechanisms<'_>) -> Result<(Mechanism, Filter), String> {
     let by_lsm = || -> Result<(Mechanism, Filter), String> {
         if syscall.lsm.is_none() {
             return Err(format!("{} has no BPF LSM hook in chaos", syscall.name));
         }
-        if !lsm.supported {
-            return Err(format!("BPF LSM is not available: {}", lsm.reason.clone().unwrap_or_default()));
+        if !kernel.lsm.supported {
+            return Err(format!("BPF LSM is not available: {}", kernel.lsm.reason.clone().unwrap_or_default()));
         }
         Ok((Mechanism::Lsm, syscall.lsm_filter))
     };
@@ -234,20 +282,33 @@ fn choose(
         if syscall.cgroup.is_empty() {
             return Err(format!("{} has no cgroup hook", syscall.name));
         }
-        if !cgroup.supported {
+        if !kernel.cgroup.supported {
             return Err(format!(
                 "cgroup socket hooks are not available: {}",
-                cgroup.reason.clone().unwrap_or_default()
+                kernel.cgroup.reason.clone().unwrap_or_default()
             ));
         }
         Ok((Mechanism::Cgroup, syscall.cgroup_filter))
     };
-    let refused = |reason: String| PlanError::Refused(format!("cannot fail {}: {reason}", syscall.name));
+    let by_override = || -> Result<(Mechanism, Filter), String> {
+        if !kernel.over.supported {
+            return Err(format!(
+                "error injection is not available: {}",
+                kernel.over.reason.clone().unwrap_or_default()
+            ));
+        }
+        let function = error_injection::entry_function(syscall.name);
+        kernel.kernel.injection_list().allows(&function).map_err(|reason| format!("error injection: {reason}"))?;
+        Ok((Mechanism::Override, syscall.override_filter()))
+    };
     match backend {
-        Backend::Lsm => by_lsm().map_err(refused),
-        Backend::Cgroup => by_cgroup().map_err(refused),
+        Backend::Lsm => by_lsm(),
+        Backend::Cgroup => by_cgroup(),
+        Backend::Override => by_override(),
         Backend::Auto => by_lsm().or_else(|lsm_reason| {
-            by_cgroup().map_err(|cgroup_reason| refused(format!("{lsm_reason}; and {cgroup_reason}")))
+            by_override().or_else(|override_reason| {
+                by_cgroup().map_err(|cgroup_reason| format!("{lsm_reason}; {override_reason}; and {cgroup_reason}"))
+            })
         }),
     }
 }

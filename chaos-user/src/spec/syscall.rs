@@ -59,7 +59,8 @@ pub struct SyscallFailOptions {
     pub remote_port: Vec<PortSet>,
     #[command(flatten)]
     pub schedule: ScheduleOptions,
-    /// The mechanism: BPF LSM hooks, cgroup socket hooks, or the best this kernel has.
+    /// The mechanism: BPF LSM hooks, error injection (override), cgroup socket hooks, or the
+    /// best this kernel has (auto: LSM, then override, then cgroup hooks).
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
 }
