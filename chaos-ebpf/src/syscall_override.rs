@@ -11,7 +11,7 @@
 //! One program serves every syscall of a fault: it is attached once per entry function. Every
 //! task runs it, so the gate's cgroup test comes first.
 use aya_ebpf::{helpers::bpf_override_return, macros::kprobe, programs::ProbeContext};
-use chaos_common::{Direction, flags};
+use chaos_common::{Direction, FaultConfig, flags};
 
 use crate::{dentry, gate};
 
@@ -26,27 +26,40 @@ const MAX_ERRNO: u32 = 4095;
 #[kprobe]
 pub fn sys_override(ctx: ProbeContext) -> u32 {
     let Some(fault) = gate::live_for_current_task(CALLS) else { return 0 };
-    // `--path` is only accepted for calls whose first argument is a file descriptor.
-    if fault.config.flags & flags::PATH_FILTER != 0 {
-        let user_regs: u64 = ctx.arg(0).unwrap_or(0);
-        let file = dentry::fd_file(dentry::first_syscall_argument(user_regs) as u32);
-        if !dentry::under_directory(fault.config, dentry::file_dentry(file)) {
-            return 0;
-        }
+    if !entry_matches(&ctx, fault.config) {
+        return 0;
     }
     fault.matched();
-    if !fault.fires() {
-        return 0;
+    if fault.fires() {
+        skip_call(&ctx, fault.config.errno);
     }
-    let errno = fault.config.errno;
+    0
+}
+
+/// Whether a call caught at its entry function passes the fault's filters: `--path`, which is
+/// only accepted for calls whose first argument is a file descriptor, is that descriptor's file
+/// under the directory. Other kprobe programs on syscall entries (process crash points) reuse it.
+#[inline(always)]
+pub(crate) fn entry_matches(ctx: &ProbeContext, config: &FaultConfig) -> bool {
+    if config.flags & flags::PATH_FILTER == 0 {
+        return true;
+    }
+    let user_regs: u64 = ctx.arg(0).unwrap_or(0);
+    let file = dentry::fd_file(dentry::first_syscall_argument(user_regs) as u32);
+    dentry::under_directory(config, dentry::file_dentry(file))
+}
+
+/// Makes the probed entry function return `-errno` at once: the syscall does nothing at all
+/// (the caller sees the errno). Reused by anything that must stop a call before its effect.
+#[inline(always)]
+pub(crate) fn skip_call(ctx: &ProbeContext, errno: u32) {
     if errno == 0 || errno > MAX_ERRNO {
-        return 0;
+        return;
     }
     let rc = (-i64::from(errno)) as u64;
     // SAFETY: `ctx.regs` is this kprobe's own register set, which the helper rewrites so the
     // probed function returns `rc` without running.
     unsafe { bpf_override_return(ctx.regs, rc) };
-    0
 }
 
 /// The floor the override's cost is measured against (`cargo xtask bench`): a kprobe that does

@@ -163,7 +163,12 @@ fn a_call_no_hook_serves_fails_with_its_errno_at_the_rate() {
     assert!((rate - 0.30).abs() <= 0.03, "{:.2} % failed, expected 30 % +- 3", rate * 100.0);
     assert_eq!(inside.errors.keys().copied().collect::<Vec<_>>(), [EAGAIN]);
     assert_eq!(outside.failed(), 0, "outside the cgroup: {outside:?}");
-    assert_eq!(report["counters"][0]["injected"].as_u64(), Some(inside.failed()), "{report}");
+    // The workload's own runtime may call getrandom once at start (std seeds itself): the
+    // counters count it, the loop does not.
+    let matched = report["counters"][0]["matched"].as_u64().expect("matched");
+    let injected = report["counters"][0]["injected"].as_u64().expect("injected");
+    let extra = matched.checked_sub(inside.calls).filter(|&e| e <= 2).expect("matched = the loop's calls + start");
+    assert!(injected >= inside.failed() && injected - inside.failed() <= extra, "{report}");
 }
 
 #[test]
