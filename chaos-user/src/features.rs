@@ -17,12 +17,7 @@ use aya::{
 use aya_obj::btf::BtfKind;
 use serde::Serialize;
 
-use crate::{
-    errno,
-    error_injection::{InjectionList, KPROBE_PMU},
-    netlink, sys,
-    target::CgroupFs,
-};
+use crate::{errno, fault::syscall::error_injection as injection, netlink, sys, target::CgroupFs};
 
 /// One yes/no answer with what was found, or why not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -32,14 +27,6 @@ pub struct Check {
 }
 
 impl Check {
-    /// Adds what the kernel would need to a "no".
-    fn or_why(mut self, needs: &str) -> Self {
-        if !self.ok {
-            self.detail.push_str(&format!(" ({needs})"));
-        }
-        self
-    }
-
     fn yes(detail: impl Into<String>) -> Self {
         Self { ok: true, detail: detail.into() }
     }
@@ -118,7 +105,6 @@ enum Requirement {
     Qdisc(&'static str),
     Cgroup2,
     BpfLsmActive,
-    /// The kprobe PMU (CONFIG_KPROBES), which aya attaches kprobes through.
     Kprobes,
 }
 
@@ -197,7 +183,6 @@ pub struct Prober {
     checks: RefCell<BTreeMap<String, Check>>,
     tc_api: OnceCell<(TcApi, String)>,
     lsms: OnceCell<(Option<Vec<String>>, String)>,
-    injection_list: OnceCell<InjectionList>,
 }
 
 impl Prober {
@@ -244,7 +229,6 @@ impl Prober {
             }
             "bpf_override_return" => {
                 helper_check(ProgramType::KProbe, BpfHelper::BPF_FUNC_override_return, name, "kprobe")
-                    .or_why("the kernel needs CONFIG_BPF_KPROBE_OVERRIDE (and CONFIG_FUNCTION_ERROR_INJECTION)")
             }
             other => unreachable!("no probe for helper {other}"),
         })
@@ -259,11 +243,6 @@ impl Prober {
             Ok(fs) => Check::yes(format!("mounted at {}", fs.mount().display())),
             Err(err) => Check::no(err.to_string()),
         })
-    }
-
-    /// The kernel's error-injection list, read once (only where debugfs is mounted).
-    pub fn injection_list(&self) -> &InjectionList {
-        self.injection_list.get_or_init(InjectionList::read)
     }
 
     fn active_lsms(&self) -> &(Option<Vec<String>>, String) {
@@ -286,13 +265,9 @@ impl Prober {
                 Some(_) => Check::no("'bpf' is not in the active LSM list (boot with lsm=...,bpf)"),
                 None => Check::no(format!("cannot tell whether 'bpf' is an active LSM: {}", self.active_lsms().1)),
             },
-            Requirement::Kprobes => self.memo("kprobes".into(), || {
-                if Path::new(KPROBE_PMU).exists() {
-                    Check::yes(format!("kprobe PMU at {KPROBE_PMU}"))
-                } else {
-                    Check::no(format!("no kprobes: {KPROBE_PMU} is missing (the kernel has no CONFIG_KPROBES)"))
-                }
-            }),
+            Requirement::Kprobes => {
+                self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
+            }
         }
     }
 
@@ -311,7 +286,7 @@ impl Prober {
             });
         }
         if id == SYSCALL_ERRNO_OVERRIDE && reason.is_none() {
-            mechanism.push_str(&format!("; {}", self.injection_list().describe()));
+            mechanism.push_str(&format!("; {}", injection::InjectionList::cached().describe()));
         }
         FamilySupport { id, name, supported: reason.is_none(), mechanism, reason, in_chaos }
     }

@@ -168,8 +168,10 @@ fn describe(item: &Item) -> String {
 pub fn remove(item: &Item) -> io::Result<String> {
     let what = describe(item);
     if let Item::StoppedTasks { cgroup_dir } = item {
-        let stopped: Vec<i32> =
-            crate::netns::pids_below(cgroup_dir).into_iter().filter(|&pid| crate::guard::is_stopped(pid)).collect();
+        let stopped: Vec<i32> = crate::netns::pids_below(cgroup_dir)
+            .into_iter()
+            .filter(|&pid| crate::fault::syscall::guard::is_stopped(pid))
+            .collect();
         for &pid in &stopped {
             // SAFETY: kill(2) with SIGCONT on a stopped process of the delayed cgroup.
             unsafe { libc::kill(pid, libc::SIGCONT) };

@@ -13,7 +13,7 @@ use tokio::{
     time::{Instant, timeout},
 };
 
-use crate::spec::Ppm;
+use crate::fault::options::Ppm;
 
 /// One check, with how often it runs and how often it must pass.
 #[derive(Clone, Debug)]

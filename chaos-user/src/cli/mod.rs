@@ -1,8 +1,9 @@
-//! The `chaos` command line: one file per subcommand, each turning flags into a spec, a plan,
-//! and a run.
+//! The `chaos` command line: one file per subcommand group; every fault's flags go through
+//! the one pipeline in `fault.rs` (options, target, plan, run).
 mod cleanup;
 mod doctor;
 mod experiment;
+mod fault;
 mod net;
 mod status;
 mod syscall;
@@ -11,7 +12,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{plan::FaultPlan, report::OutputFormat, target::TargetSpec};
+use crate::{report::OutputFormat, target::TargetSpec};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -142,35 +143,10 @@ impl Cli {
             Command::Status => Ok(status::status(self.output)),
             Command::Stop { id, all } => status::stop(id.as_deref(), all),
             Command::Cleanup => Ok(cleanup::run()),
-            Command::Guard { cgroup_dir, resume_all_at_ns } => Ok(crate::guard::run(&cgroup_dir, resume_all_at_ns)),
-            Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
-        }
-    }
-}
-
-/// `--dry-run`: what would be attached where, with which configuration; nothing is.
-fn print_plan(plan: &FaultPlan, output: OutputFormat) {
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(plan).expect("plan serializes")),
-        OutputFormat::Text => {
-            println!(
-                "plan: {} ({}) on {} for {}",
-                plan.fault,
-                plan.summary,
-                plan.target.describe(),
-                humantime::format_duration(plan.duration),
-            );
-            for program in &plan.programs {
-                println!("  attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
+            Command::Guard { cgroup_dir, resume_all_at_ns } => {
+                Ok(crate::fault::syscall::guard::run(&cgroup_dir, resume_all_at_ns))
             }
-            println!(
-                "  map FAULT_CONFIG[0] = {{ threshold: {}, flags: {:#x}, net_filters: {:#x}, deadline: now + {} }}",
-                plan.config.threshold,
-                plan.config.flags,
-                plan.config.net_filters,
-                humantime::format_duration(plan.duration)
-            );
-            println!("dry run: nothing attached");
+            Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
         }
     }
 }

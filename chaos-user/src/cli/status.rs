@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use crate::{
-    attach::PinnedFault,
+    engine::PinnedFault,
     experiment::{self, detached},
     ledger,
     report::OutputFormat,

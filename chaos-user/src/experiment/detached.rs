@@ -27,7 +27,7 @@ use super::{
     timeline::Timeline,
 };
 use crate::{
-    attach::PinnedFault,
+    engine::PinnedFault,
     ledger,
     run::arm,
     runs::{self, FaultRecord, RunRecord},

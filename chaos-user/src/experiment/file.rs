@@ -3,12 +3,14 @@
 use std::{path::Path, time::Duration};
 
 use super::{
-    AbortRules, Experiment, FaultEntry, Ramp, SteadyState,
-    faults::{self, kind_named},
+    AbortRules, Experiment, FaultEntry, Ramp, SteadyState, faults,
     source::{FileError, Item, Source, Table},
 };
 use crate::{
-    spec::{self, Ppm},
+    fault::{
+        options::{self, Ppm},
+        registry::{self, kind_named},
+    },
     steady::{self, CheckKind, CheckSpec},
     target::TargetSpec,
 };
@@ -71,7 +73,7 @@ fn parse_parts(source: &Source, i_know: bool) -> Result<Experiment, FileError> {
     let target = parse_target(&target_item)?;
     let duration_item = root.require("duration", "duration = \"2m\"")?;
     let duration = duration_item.duration()?;
-    if let Err(reason) = spec::check_duration_cap(duration, i_know) {
+    if let Err(reason) = options::check_duration_cap(duration, i_know) {
         return Err(duration_item.error(reason.replace("--for ", "")));
     }
     let faults = match root.get("fault") {
@@ -81,7 +83,7 @@ fn parse_parts(source: &Source, i_know: bool) -> Result<Experiment, FileError> {
     if faults.is_empty() {
         return Err(root.error(format!(
             "an experiment needs at least one [[fault]] (kinds: {})",
-            faults::kind_names().join(", ")
+            registry::kind_names().join(", ")
         )));
     }
     let steady_state = match root.get("steady_state") {
@@ -135,7 +137,7 @@ fn parse_faults(item: &Item<'_>, experiment: Duration) -> Result<Vec<FaultEntry>
             kind_item.error(format!(
                 "unknown fault kind \"{}\"; chaos knows: {}",
                 kind_item.str().unwrap_or_default(),
-                faults::kind_names().join(", ")
+                registry::kind_names().join(", ")
             ))
         })?;
         let parsed = faults::parse_options(kind, &table, FAULT_KEYS)?;
@@ -233,7 +235,7 @@ fn parse_steady_state(table: &Table<'_>) -> Result<SteadyState, FileError> {
         timeout: table.get("timeout").map(|i| i.duration()).transpose()?,
         pass_rate: match table.get("pass_rate") {
             Some(item) => item.percent()?,
-            None => spec::parse_percent(DEFAULT_PASS_RATE).expect("valid default"),
+            None => options::parse_percent(DEFAULT_PASS_RATE).expect("valid default"),
         },
     };
     let mut checks: Vec<CheckSpec> = Vec::new();
@@ -423,13 +425,13 @@ consecutive_failures = 3
         // Defaults: from its start to the end of the experiment.
         assert_eq!((exp.faults[1].start, exp.faults[1].duration), (Duration::ZERO, Duration::from_secs(120)));
         assert_eq!(exp.faults[2].flags, ["--percent=0.5", "--fix-checksum"]);
-        assert_eq!(exp.faults[2].ramp, Some(Ramp { from: spec::parse_percent("0.1").unwrap(), steps: 5 }));
+        assert_eq!(exp.faults[2].ramp, Some(Ramp { from: options::parse_percent("0.1").unwrap(), steps: 5 }));
         let steady = &exp.steady_state;
         assert_eq!((steady.before, steady.after), (Duration::from_secs(3), Duration::from_secs(5)));
         assert_eq!(steady.checks.len(), 3);
         assert_eq!(steady.checks[0].timeout, Duration::from_millis(500), "the timeout defaults to the interval");
         assert_eq!(steady.checks[1].name, "127.0.0.1:5432");
-        assert_eq!(steady.checks[1].pass_rate, spec::parse_percent("95").unwrap());
+        assert_eq!(steady.checks[1].pass_rate, options::parse_percent("95").unwrap());
         assert!(matches!(&steady.checks[2].kind, CheckKind::Command { argv, .. } if argv[0] == "sh"));
         assert_eq!(exp.abort, AbortRules { on_violation: true, consecutive_failures: Some(3) });
     }

@@ -19,7 +19,11 @@ use std::{ops::Range, time::Duration};
 
 use source::{FileError, Source};
 
-use crate::{plan::PlanFault, spec::Ppm, steady::CheckSpec, target::TargetSpec};
+use crate::{
+    fault::{PlanFault, options::Ppm, registry::FaultKind},
+    steady::CheckSpec,
+    target::TargetSpec,
+};
 
 /// An experiment as its file describes it, validated.
 #[derive(Debug)]
@@ -49,7 +53,7 @@ impl Experiment {
 pub struct FaultEntry {
     /// 1-based, in file order: how the timeline and the summary name it (`#1 net drop`).
     pub number: usize,
-    pub kind: &'static faults::FaultKind,
+    pub kind: &'static FaultKind,
     pub options: Box<dyn PlanFault>,
     /// The command-line flags this table stands for.
     pub flags: Vec<String>,

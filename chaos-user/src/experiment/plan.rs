@@ -7,11 +7,10 @@ use serde_json::json;
 
 use super::{Experiment, Ramp, source::FileError};
 use crate::{
+    fault::{FaultContext, FaultPlan, options::Ppm},
     features::Prober,
     ledger,
-    plan::{FaultContext, FaultPlan},
     runs::{self, Liveness, RunRecord},
-    spec::Ppm,
     target::{self, CgroupFs, Target},
 };
 

@@ -28,9 +28,9 @@ use super::{
     timeline::{self, Timeline},
 };
 use crate::{
-    attach::LoadedFault,
-    report::OutputFormat,
-    run::{StopReason, StopSignals, arm},
+    engine::LoadedFault,
+    report::{OutputFormat, StopReason},
+    run::{StopSignals, arm},
     runs::{self, FaultRecord, Registration, RunRecord},
     steady::{self, CheckResult, CheckSpec},
     sys,

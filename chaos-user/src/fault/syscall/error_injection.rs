@@ -11,6 +11,15 @@ pub const ERROR_INJECTION_LIST: &str = "/sys/kernel/debug/error_injection/list";
 /// The kprobe PMU: present when the kernel has kprobes (and perf-based attachment, 4.17+).
 pub const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 
+/// Whether the kernel has kprobes (the PMU aya attaches them through): what was found, or why not.
+pub fn kprobes() -> Result<String, String> {
+    if Path::new(KPROBE_PMU).exists() {
+        Ok(format!("kprobe PMU at {KPROBE_PMU}"))
+    } else {
+        Err(format!("no kprobes: {KPROBE_PMU} is missing (the kernel has no CONFIG_KPROBES)"))
+    }
+}
+
 /// The program of the object every override attaches (once per entry function).
 pub const PROGRAM: &str = "sys_override";
 
@@ -69,6 +78,12 @@ pub enum InjectionList {
 }
 
 impl InjectionList {
+    /// The list, read once per process (it changes only when modules load).
+    pub fn cached() -> &'static Self {
+        static LIST: std::sync::OnceLock<InjectionList> = std::sync::OnceLock::new();
+        LIST.get_or_init(Self::read)
+    }
+
     /// Reads the list only where debugfs is already mounted: chaos does not mount filesystems
     /// behind the user's back, it says how instead.
     #[must_use]

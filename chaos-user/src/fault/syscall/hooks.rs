@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 use chaos_common::syscall_mask;
 
-use crate::{error_injection, syscall_numbers};
+use super::{error_injection, numbers as syscall_numbers};
 
 /// A BPF LSM program of the object and the hook it attaches to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,10 +1,8 @@
-//! What the user asked for, parsed and validated, before anything touches the kernel.
+//! The option values every family shares, parsed and validated before anything touches the
+//! kernel: percentages (as exact parts per million), durations and delays, and their caps.
 //!
 //! Parsers here return `Err(String)` with the whole explanation, so clap can print
 //! "invalid value '101' for '--percent <PERCENT>': ..." and the same text serves experiment files.
-pub mod net;
-pub mod syscall;
-
 use std::{fmt, time::Duration};
 
 use chaos_common::PPM_SCALE;
@@ -125,6 +123,17 @@ pub fn parse_delay(text: &str) -> Result<Duration, String> {
     Ok(delay)
 }
 
+/// Durations as seconds (a float) in JSON: plans, reports, a detached experiment's schedule.
+pub fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Reads what [`serialize_secs`] wrote.
+pub fn deserialize_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = <f64 as serde::Deserialize>::deserialize(d)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+}
+
 /// Refuses durations above the cap unless the user said `--i-know`.
 pub fn check_duration_cap(duration: Duration, i_know: bool) -> Result<(), String> {
     if duration > DEFAULT_MAX_DURATION && !i_know {
@@ -135,27 +144,6 @@ pub fn check_duration_cap(duration: Duration, i_know: bool) -> Result<(), String
         ));
     }
     Ok(())
-}
-
-/// Which way packets are affected, seen from the target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DirectionChoice {
-    Egress,
-    Ingress,
-    Both,
-}
-
-impl DirectionChoice {
-    #[must_use]
-    pub fn directions(self) -> &'static [chaos_common::Direction] {
-        use chaos_common::Direction::{Egress, Ingress};
-        match self {
-            Self::Egress => &[Egress],
-            Self::Ingress => &[Ingress],
-            Self::Both => &[Egress, Ingress],
-        }
-    }
 }
 
 #[cfg(test)]

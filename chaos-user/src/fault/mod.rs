@@ -1,17 +1,21 @@
-//! From what the user asked (a spec) to what will be done (a plan): which programs attach where,
-//! with which configuration and map contents. `--dry-run` prints the plan and stops. Every fault
-//! family produces the same [`FaultPlan`], so running, reporting and experiments need no
-//! per-family code.
-pub mod delay;
+//! Fault families: each family's options (one clap definition, for the command line and
+//! experiment files alike) and its planner, which turns them into what will be done: which
+//! programs attach where, with which configuration and map contents. `--dry-run` prints the
+//! plan and stops. Every family produces the same [`FaultPlan`], so the engine, runs, reports
+//! and experiments need no per-family code. Adding a family: its module here, one line in
+//! [`registry::FAULT_KINDS`], an [`AttachPoint`] arm if it needs a new kind of hook.
 pub mod net;
+pub mod options;
+pub mod registry;
 pub mod syscall;
 
 use std::{path::PathBuf, time::Duration};
 
 use chaos_common::{Direction, FaultConfig, KernelOffsets};
+use options::Ppm;
 use serde::Serialize;
 
-use crate::{features::Prober, netns::Netns, spec::Ppm, target::Target};
+use crate::{features::Prober, netns::Netns, target::Target};
 
 /// What a fault needs besides its own options to become a plan.
 pub struct FaultContext<'a> {
@@ -56,7 +60,7 @@ pub struct FaultPlan {
     #[serde(skip)]
     pub summary: String,
     pub parameters: serde_json::Value,
-    #[serde(serialize_with = "serialize_secs")]
+    #[serde(serialize_with = "options::serialize_secs")]
     pub duration: Duration,
     pub programs: Vec<PlannedProgram>,
     /// `FAULT_CONFIG[0]`, without its deadline (set when armed).
@@ -169,10 +173,6 @@ pub enum PlanError {
 #[must_use]
 pub fn cgroup_level(cgroup: &str) -> u32 {
     cgroup.split('/').filter(|c| !c.is_empty()).count() as u32
-}
-
-pub fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }
 
 #[cfg(test)]

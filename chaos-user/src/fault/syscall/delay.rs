@@ -1,14 +1,49 @@
-//! Planning syscall delays: a raw `sys_enter` tracepoint program that stops the target's
-//! matching calls (SIGSTOP) for the controller to resume after the delay.
+//! `syscall delay`: a raw `sys_enter` tracepoint program stops the target's matching calls
+//! (SIGSTOP) for the resumer to continue after the delay; a guard process resumes them if chaos
+//! dies.
 use chaos_common::{Direction, FaultConfig, threshold_from_ppm};
 use serde_json::json;
 
-use super::{AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level};
+use super::{ScheduleOptions, numbers};
 use crate::{
+    fault::{
+        AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
+        options::{Ppm, parse_delay, parse_percent},
+    },
     features,
-    spec::{Ppm, syscall::SyscallDelayOptions},
-    syscall_numbers,
 };
+
+/// `syscall delay`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SyscallDelayOptions {
+    /// Comma-separated syscall names; repeatable (any of the common x86_64 syscalls).
+    #[arg(long = "syscall", value_name = "NAMES", required = true, value_parser = numbers::parse_list)]
+    pub syscalls: Vec<Vec<numbers::Numbered>>,
+    /// How long each matching call is held, e.g. 50ms (up to 10s).
+    #[arg(long, value_name = "DELAY", value_parser = parse_delay)]
+    pub by: std::time::Duration,
+    /// Spread each delay uniformly by up to this much either way.
+    #[arg(long, value_name = "DELAY", value_parser = parse_delay)]
+    pub jitter: Option<std::time::Duration>,
+    /// Share of matching calls to delay, in percent.
+    #[arg(long, value_parser = parse_percent, default_value = "100")]
+    pub percent: Ppm,
+    #[command(flatten)]
+    pub schedule: ScheduleOptions,
+}
+
+impl SyscallDelayOptions {
+    #[must_use]
+    pub fn chosen(&self) -> Vec<numbers::Numbered> {
+        let mut chosen: Vec<numbers::Numbered> = Vec::new();
+        for syscall in self.syscalls.iter().flatten() {
+            if !chosen.iter().any(|s| s.number == syscall.number) {
+                chosen.push(*syscall);
+            }
+        }
+        chosen
+    }
+}
 
 impl PlanFault for SyscallDelayOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
@@ -58,7 +93,7 @@ impl PlanFault for SyscallDelayOptions {
                 direction: Direction::Egress,
             }],
             config,
-            maps: MapContents { syscall_set: Some(syscall_numbers::bitmap(&syscalls)), ..MapContents::default() },
+            maps: MapContents { syscall_set: Some(numbers::bitmap(&syscalls)), ..MapContents::default() },
             kernel_offsets: None,
             target,
         })

@@ -1,15 +1,12 @@
-//! Network fault parameters: which packets (`--protocol`, `--remote`, `--remote-port`,
-//! `--local-port`) and how losses cluster (`--burst-len`).
+//! Which packets a network fault applies to: `--direction`, `--protocol`, `--remote`,
+//! `--remote-port`, `--local-port`; their parsers, how they are described, and how they become
+//! config bits and map contents (LPM tries for prefixes, 65 536-bit sets for ports).
 use std::{fmt, net::IpAddr};
 
-use chaos_common::threshold_from_ppm;
+use chaos_common::{Direction, FaultConfig, net_filters};
 use serde::Serialize;
 
-use super::{DirectionChoice, Ppm};
-
-// The options of each network fault, as clap parses them. They are the single definition of a
-// fault's options: the command line flattens them into its subcommands, and experiment files
-// parse a `[[fault]]` table through the same definitions (same names, parsers and messages).
+use crate::fault::MapContents;
 
 /// Which packets a network fault applies to; every given filter must match.
 #[derive(Clone, Debug, clap::Args)]
@@ -63,133 +60,25 @@ impl PacketFilterOptions {
     }
 }
 
-/// `net delay`: hold the target's outgoing packets (earliest departure time, enforced by fq).
-#[derive(Clone, Debug, clap::Args)]
-pub struct DelayOptions {
-    /// How long each matching packet is held, e.g. 100ms (up to 10s).
-    #[arg(long, value_name = "DELAY", value_parser = super::parse_delay)]
-    pub by: std::time::Duration,
-    /// Spread of the delay: the standard deviation (normal) or half-width (uniform).
-    #[arg(long, value_name = "DELAY", value_parser = super::parse_delay)]
-    pub jitter: Option<std::time::Duration>,
-    /// How the jitter is distributed.
-    #[arg(long, value_enum, default_value = "normal")]
-    pub distribution: Distribution,
-    /// Share of matching packets to delay, in percent.
-    #[arg(long, value_parser = super::parse_percent, default_value = "100")]
-    pub percent: Ppm,
-    /// Attach to this interface of the target's namespace only.
-    #[arg(long, value_name = "NAME")]
-    pub iface: Option<String>,
-    #[command(flatten)]
-    pub packets: PacketFilterOptions,
-}
-
-/// `net rate`: limit the target's outgoing rate (earliest departure time, enforced by fq).
-#[derive(Clone, Debug, clap::Args)]
-pub struct RateOptions {
-    /// The rate, in tc's units: 1mbit, 500kbit, 2gbit (bits per second), or 125kbps (bytes).
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
-    pub limit: u64,
-    /// How long a packet may wait for its turn; packets that would wait longer are dropped.
-    #[arg(long, value_name = "DELAY", value_parser = super::parse_delay, default_value = "100ms")]
-    pub queue: std::time::Duration,
-    /// Attach to this interface of the target's namespace only.
-    #[arg(long, value_name = "NAME")]
-    pub iface: Option<String>,
-    #[command(flatten)]
-    pub packets: PacketFilterOptions,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Default)]
+/// Which way packets are affected, seen from the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Distribution {
-    #[default]
-    Normal,
-    Uniform,
+pub enum DirectionChoice {
+    Egress,
+    Ingress,
+    Both,
 }
 
-/// Parses a rate in tc's units into bytes per second: `bit`, `kbit`, `mbit`, `gbit` are bits
-/// per second (powers of 1000); `bps`, `kbps`, `mbps`, `gbps` are bytes per second, as in tc.
-pub fn parse_rate(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim().to_ascii_lowercase();
-    let split = trimmed.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    let value: f64 =
-        number.parse().map_err(|_| format!("'{text}' is not a rate: expected e.g. 1mbit, 500kbit or 125kbps"))?;
-    let bits_per_second = match unit {
-        "bit" => value,
-        "kbit" => value * 1e3,
-        "mbit" => value * 1e6,
-        "gbit" => value * 1e9,
-        "bps" => value * 8.0,
-        "kbps" => value * 8e3,
-        "mbps" => value * 8e6,
-        "gbps" => value * 8e9,
-        _ => {
-            return Err(format!(
-                "'{text}': unknown rate unit '{unit}' (use bit, kbit, mbit, gbit, or bps, kbps, mbps, gbps for bytes)"
-            ));
+impl DirectionChoice {
+    #[must_use]
+    pub fn directions(self) -> &'static [chaos_common::Direction] {
+        use chaos_common::Direction::{Egress, Ingress};
+        match self {
+            Self::Egress => &[Egress],
+            Self::Ingress => &[Ingress],
+            Self::Both => &[Egress, Ingress],
         }
-    };
-    let bytes = (bits_per_second / 8.0).round();
-    if !(bytes >= 1.0 && bytes.is_finite()) {
-        return Err(format!("'{text}' is too small a rate: at least 8bit"));
     }
-    Ok(bytes as u64)
-}
-
-/// `net drop`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct DropOptions {
-    /// Share of matching packets to drop, in percent (0 to 100, steps of 0.0001).
-    #[arg(long, value_parser = super::parse_percent)]
-    pub percent: Ppm,
-    /// Lose packets in bursts of this many on average (Gilbert model), at the same overall rate.
-    #[arg(long, value_name = "PACKETS", value_parser = parse_burst_len)]
-    pub burst_len: Option<f64>,
-    #[command(flatten)]
-    pub filters: FilterOptions,
-}
-
-/// `net corrupt`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct CorruptOptions {
-    /// Share of matching packets to corrupt, in percent.
-    #[arg(long, value_parser = super::parse_percent)]
-    pub percent: Ppm,
-    /// Recompute the L4 checksum so the corruption reaches the application.
-    #[arg(long)]
-    pub fix_checksum: bool,
-    /// Attach to this interface of the target's namespace only.
-    #[arg(long, value_name = "NAME")]
-    pub iface: Option<String>,
-    #[command(flatten)]
-    pub filters: FilterOptions,
-}
-
-/// `net duplicate`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct DuplicateOptions {
-    /// Share of matching packets to send twice, in percent.
-    #[arg(long, value_parser = super::parse_percent)]
-    pub percent: Ppm,
-    /// Attach to this interface of the target's namespace only.
-    #[arg(long, value_name = "NAME")]
-    pub iface: Option<String>,
-    #[command(flatten)]
-    pub filters: FilterOptions,
-}
-
-/// `net partition`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct PartitionOptions {
-    /// The peers to cut off (repeatable): addresses or prefixes, IPv4 or IPv6.
-    #[arg(long, value_name = "CIDR", required = true, num_args = 1.., value_parser = parse_cidr)]
-    pub to: Vec<Cidr>,
-    /// Only this protocol.
-    #[arg(long, value_enum, default_value = "any")]
-    pub protocol: Protocol,
 }
 
 /// An address prefix, IPv4 or IPv6, with its host bits cleared.
@@ -361,57 +250,72 @@ impl NetFilters {
     }
 }
 
-/// The burst-loss model: losses come in bursts of `mean_len` packets on average, at `loss`
-/// overall (simple Gilbert model, see [`BurstModel::thresholds`]).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct BurstModel {
-    pub loss: Ppm,
-    pub mean_len: f64,
-}
-
-impl BurstModel {
-    /// Checks the model can exist: in the simple Gilbert model a burst ends with probability
-    /// r = 1 / mean_len per packet and starts with p = loss * r / (1 - loss); p must be <= 1.
-    pub fn new(loss: Ppm, mean_len: f64) -> Result<Self, String> {
-        if !(mean_len >= 1.0 && mean_len.is_finite()) {
-            return Err(format!("--burst-len {mean_len}: bursts average at least 1 packet"));
-        }
-        if loss == Ppm::ZERO || loss == Ppm::ALL {
-            return Err(format!("--burst-len needs a loss between 0 and 100 % exclusive, not {loss}"));
-        }
-        let l = loss.as_percent() / 100.0;
-        let enter = l / (mean_len * (1.0 - l));
-        if enter > 1.0 {
-            return Err(format!(
-                "a {loss} loss cannot come in bursts averaging {mean_len} packets: bursts must average at \
-                 least {:.2} packets at that loss (loss / (1 - loss))",
-                l / (1.0 - l)
-            ));
-        }
-        Ok(Self { loss, mean_len })
-    }
-
-    /// (enter-bad, leave-bad) thresholds on the 32-bit scale of `threshold_from_ppm`.
-    #[must_use]
-    pub fn thresholds(&self) -> (u64, u64) {
-        let l = self.loss.as_percent() / 100.0;
-        let leave = 1.0 / self.mean_len;
-        let enter = l * leave / (1.0 - l);
-        let to_ppm = |p: f64| (p * 1e6).round().clamp(0.0, 1e6) as u32;
-        (threshold_from_ppm(to_ppm(enter)), threshold_from_ppm(to_ppm(leave)))
+pub const fn by_direction(direction: Direction, egress: &'static str, ingress: &'static str) -> &'static str {
+    match direction {
+        Direction::Egress => egress,
+        Direction::Ingress => ingress,
     }
 }
 
-pub fn parse_burst_len(text: &str) -> Result<f64, String> {
-    text.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 1.0).ok_or_else(|| {
-        format!("'{text}' is not a burst length: expected a number of packets, at least 1 (e.g. 4 or 2.5)")
-    })
+pub fn describe_direction(direction: DirectionChoice) -> &'static str {
+    match direction {
+        DirectionChoice::Both => "all packets",
+        DirectionChoice::Egress => "outgoing packets",
+        DirectionChoice::Ingress => "incoming packets",
+    }
+}
+
+pub fn describe_filters(filters: &NetFilters) -> String {
+    let mut text = String::new();
+    if filters.protocol.number().is_some() {
+        text.push_str(&format!(", {:?} only", filters.protocol).to_lowercase());
+    }
+    if !filters.remote.is_empty() {
+        let list: Vec<String> = filters.remote.iter().map(ToString::to_string).collect();
+        text.push_str(&format!(", to/from {}", list.join(" ")));
+    }
+    if !filters.remote_ports.is_empty() {
+        text.push_str(&format!(", remote port {}", filters.remote_ports));
+    }
+    if !filters.local_ports.is_empty() {
+        text.push_str(&format!(", local port {}", filters.local_ports));
+    }
+    text
+}
+
+/// Turns the filters into config bits and map contents.
+pub fn filter_maps(filters: &NetFilters, config: &mut FaultConfig) -> MapContents {
+    let mut maps = MapContents::default();
+    if let Some(number) = filters.protocol.number() {
+        config.net_filters |= net_filters::PROTOCOL;
+        config.protocol = number;
+    }
+    if !filters.remote.is_empty() {
+        config.net_filters |= net_filters::REMOTE_ADDRESS;
+        for cidr in &filters.remote {
+            match cidr.address {
+                IpAddr::V4(v4) => maps.remote_v4.push((u32::from(cidr.prefix_len), v4.octets())),
+                IpAddr::V6(v6) => maps.remote_v6.push((u32::from(cidr.prefix_len), v6.octets())),
+            }
+        }
+    }
+    if !filters.remote_ports.is_empty() || !filters.local_ports.is_empty() {
+        let mut words = filters.remote_ports.bitmap();
+        words.extend(filters.local_ports.bitmap());
+        maps.port_sets = Some(words);
+        if !filters.remote_ports.is_empty() {
+            config.net_filters |= net_filters::REMOTE_PORT;
+        }
+        if !filters.local_ports.is_empty() {
+            config.net_filters |= net_filters::LOCAL_PORT;
+        }
+    }
+    maps
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::parse_percent;
 
     #[test]
     fn cidrs_parse_and_lose_their_host_bits() {
@@ -462,37 +366,9 @@ mod tests {
     }
 
     #[test]
-    fn rates_parse_in_tc_units() {
-        assert_eq!(parse_rate("1mbit"), Ok(125_000));
-        assert_eq!(parse_rate("500kbit"), Ok(62_500));
-        assert_eq!(parse_rate("125kbps"), Ok(125_000));
-        assert_eq!(parse_rate("1.5Mbit"), Ok(187_500));
-        assert!(parse_rate("1mbits").unwrap_err().contains("unknown rate unit"));
-        assert!(parse_rate("fast").unwrap_err().contains("is not a rate"));
-        assert!(parse_rate("1bit").unwrap_err().contains("too small"));
-    }
-
-    #[test]
     fn icmp_has_no_ports() {
         let filters =
             NetFilters { protocol: Protocol::Icmp, remote_ports: parse_ports("53").unwrap(), ..Default::default() };
         assert!(filters.validate().unwrap_err().contains("ICMP has no ports"));
-    }
-
-    #[test]
-    fn the_burst_model_has_the_requested_mean_loss_and_burst_length() {
-        let model = BurstModel::new(parse_percent("20").unwrap(), 4.0).unwrap();
-        let (enter, leave) = model.thresholds();
-        let (p, r) = (enter as f64 / 2f64.powi(32), leave as f64 / 2f64.powi(32));
-        assert!((r - 0.25).abs() < 1e-6, "{r}");
-        assert!((p / (p + r) - 0.2).abs() < 1e-5, "mean loss {}", p / (p + r));
-    }
-
-    #[test]
-    fn impossible_burst_models_are_refused() {
-        let err = BurstModel::new(parse_percent("80").unwrap(), 2.0).unwrap_err();
-        assert!(err.contains("at least 4.00 packets"), "{err}");
-        assert!(BurstModel::new(parse_percent("100").unwrap(), 2.0).is_err());
-        assert!(parse_burst_len("0.5").is_err());
     }
 }

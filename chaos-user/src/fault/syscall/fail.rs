@@ -1,40 +1,74 @@
-//! Planning syscall errno faults: for each syscall, the hook that serves it on this kernel (a
-//! BPF LSM hook where `bpf` is an active LSM, else error injection on the syscall's entry
-//! function where the kernel allows it, else a cgroup socket hook), the filters it can take,
-//! and the configuration shared by all of the fault's programs.
-use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
+//! `syscall fail`: chosen syscalls of the target fail with an errno. For each syscall, the hook
+//! that serves it on this kernel (a BPF LSM hook where `bpf` is an active LSM, else error
+//! injection on the syscall's entry function where the kernel allows it, else a cgroup socket
+//! hook), the filters it can take, and the configuration shared by all of the fault's programs.
+use std::{os::unix::fs::MetadataExt as _, path::PathBuf};
 
 use chaos_common::{Direction, FaultConfig, flags, threshold_from_ppm};
 use serde_json::json;
 
 use super::{
-    AttachPoint, FaultContext, FaultPlan, PlanError, PlanFault, PlannedProgram, cgroup_level, net::filter_maps,
+    ScheduleOptions,
+    hooks::{self, Filter, Syscall},
 };
 use crate::{
-    btf, errno, error_injection,
+    btf, errno,
+    fault::{
+        AttachPoint, FaultContext, FaultPlan, PlanError, PlanFault, PlannedProgram, cgroup_level,
+        net::filters::{Cidr, NetFilters, PortSet, filter_maps, parse_cidr, parse_ports},
+        options::{Ppm, parse_percent},
+        syscall::error_injection,
+    },
     features::{self, FamilySupport, Prober},
-    spec::{Ppm, net::NetFilters, syscall::SyscallFailOptions},
-    syscalls::{Filter, Syscall},
-    target::Target,
 };
 
-impl PlanFault for SyscallFailOptions {
-    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
-        let spec = SyscallFaultSpec {
-            syscalls: self.chosen(),
-            errno: self.errno,
-            percent: self.percent,
-            path: self.path.clone(),
-            filters: self.filters(),
-            schedule: self.schedule.schedule(),
-            backend: self.backend,
-            duration: context.duration,
-        };
-        plan(&spec, context.target.clone(), context.kernel)
+/// `syscall fail`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SyscallFailOptions {
+    /// Comma-separated syscall names (see `chaos syscall list`); repeatable.
+    #[arg(long = "syscall", value_name = "NAMES", required = true, value_parser = hooks::parse_list)]
+    pub syscalls: Vec<Vec<&'static Syscall>>,
+    /// The error, by name or number: EIO, ENOSPC, ECONNREFUSED, EACCES, ETIMEDOUT, ...
+    #[arg(long, value_parser = errno::parse)]
+    pub errno: i32,
+    /// Share of matching calls to fail, in percent.
+    #[arg(long, value_parser = parse_percent, default_value = "100")]
+    pub percent: Ppm,
+    /// Only files under this directory (or this file): file syscalls only.
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<PathBuf>,
+    /// Only calls whose peer address is in this prefix (repeatable): connect, sendto.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub remote: Vec<Cidr>,
+    /// Only calls whose peer port is in this set.
+    #[arg(long, value_name = "PORTS", value_parser = parse_ports)]
+    pub remote_port: Vec<PortSet>,
+    #[command(flatten)]
+    pub schedule: ScheduleOptions,
+    /// The mechanism: BPF LSM hooks, error injection (override), cgroup socket hooks, or the
+    /// best this kernel has (auto: LSM, then override, then cgroup hooks).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: Backend,
+}
+
+impl SyscallFailOptions {
+    /// The syscalls asked for, each once, in order.
+    #[must_use]
+    pub fn chosen(&self) -> Vec<&'static Syscall> {
+        let mut chosen: Vec<&'static Syscall> = Vec::new();
+        for syscall in self.syscalls.iter().flatten() {
+            if !chosen.iter().any(|s| s.name == syscall.name) {
+                chosen.push(syscall);
+            }
+        }
+        chosen
     }
 
-    fn percent(&self) -> Option<Ppm> {
-        Some(self.percent)
+    #[must_use]
+    pub fn filters(&self) -> NetFilters {
+        let mut remote_ports = PortSet::default();
+        self.remote_port.iter().for_each(|p| remote_ports.extend(p));
+        NetFilters { remote: self.remote.clone(), remote_ports, ..NetFilters::default() }
     }
 }
 
@@ -52,68 +86,14 @@ pub enum Backend {
     Override,
 }
 
-/// `--after`, `--first`, `--every`, `--max`: exact counts over the fault's matching calls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Schedule {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub after: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub every: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max: Option<u64>,
-}
-
-impl Schedule {
-    #[must_use]
-    pub const fn is_set(&self) -> bool {
-        self.after.is_some() || self.first.is_some() || self.every.is_some() || self.max.is_some()
+impl PlanFault for SyscallFailOptions {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
+        plan(self, context)
     }
 
-    /// Writes the schedule into the fault's configuration (exact, machine-wide counts).
-    pub fn apply(&self, config: &mut FaultConfig) {
-        if !self.is_set() {
-            return;
-        }
-        config.flags |= flags::SCHEDULE;
-        config.skip_first = self.after.unwrap_or(0);
-        config.only_first = self.first.unwrap_or(0);
-        config.every = self.every.unwrap_or(0);
-        config.max_injections = self.max.unwrap_or(0);
+    fn percent(&self) -> Option<Ppm> {
+        Some(self.percent)
     }
-
-    #[must_use]
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(n) = self.after {
-            parts.push(format!("after the first {n}"));
-        }
-        if let Some(n) = self.first {
-            parts.push(format!("only the first {n}"));
-        }
-        if let Some(n) = self.every {
-            parts.push(format!("every {n}th"));
-        }
-        if let Some(n) = self.max {
-            parts.push(format!("at most {n} times"));
-        }
-        parts.join(", ")
-    }
-}
-
-/// A syscall fault as the user asked for it.
-#[derive(Clone, Debug)]
-pub struct SyscallFaultSpec {
-    pub syscalls: Vec<&'static Syscall>,
-    pub errno: i32,
-    pub percent: Ppm,
-    pub path: Option<PathBuf>,
-    /// Only `remote` and `remote_ports` apply to syscalls.
-    pub filters: NetFilters,
-    pub schedule: Schedule,
-    pub backend: Backend,
-    pub duration: Duration,
 }
 
 /// The mechanism chosen for one syscall.
@@ -137,21 +117,19 @@ impl Mechanism {
 }
 
 /// What each mechanism looks like on this kernel, probed once per plan or listing.
-pub struct Mechanisms<'a> {
+pub struct Mechanisms {
     lsm: FamilySupport,
     cgroup: FamilySupport,
     over: FamilySupport,
-    kernel: &'a Prober,
 }
 
-impl<'a> Mechanisms<'a> {
+impl Mechanisms {
     #[must_use]
-    pub fn probe(kernel: &'a Prober) -> Self {
+    pub fn probe(kernel: &Prober) -> Self {
         Self {
             lsm: kernel.family(features::SYSCALL_ERRNO_LSM),
             cgroup: kernel.family(features::SYSCALL_ERRNO_CGROUP_HOOKS),
             over: kernel.family(features::SYSCALL_ERRNO_OVERRIDE),
-            kernel,
         }
     }
 
@@ -161,14 +139,18 @@ impl<'a> Mechanisms<'a> {
     }
 }
 
-pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<FaultPlan, PlanError> {
+fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
+    let (target, kernel) = (context.target.clone(), context.kernel);
+    let syscalls = options.chosen();
+    let filters = options.filters();
+    let schedule = options.schedule.schedule();
     let mechanisms = Mechanisms::probe(kernel);
-    let wants_path = spec.path.is_some();
-    let wants_remote = !spec.filters.remote.is_empty() || !spec.filters.remote_ports.is_empty();
+    let wants_path = options.path.is_some();
+    let wants_remote = !filters.remote.is_empty() || !filters.remote_ports.is_empty();
 
     let mut config = FaultConfig {
-        threshold: threshold_from_ppm(spec.percent.get()),
-        errno: spec.errno as u32,
+        threshold: threshold_from_ppm(options.percent.get()),
+        errno: options.errno as u32,
         target_cgroup: target.id,
         target_level: cgroup_level(&target.cgroup),
         ..FaultConfig::default()
@@ -180,9 +162,9 @@ pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<
             programs.push(PlannedProgram { program, hook, attach, direction: Direction::Egress });
         }
     };
-    for syscall in &spec.syscalls {
+    for syscall in &syscalls {
         let (mechanism, filter) = mechanisms
-            .choose(syscall, spec.backend)
+            .choose(syscall, options.backend)
             .map_err(|reason| PlanError::Refused(format!("cannot fail {}: {reason}", syscall.name)))?;
         if wants_path && filter != Filter::Path {
             return Err(PlanError::Refused(format!(
@@ -222,12 +204,12 @@ pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<
 
     let mut summary = format!(
         "{} fail with {}, {} of calls",
-        spec.syscalls.iter().map(|s| s.name).collect::<Vec<_>>().join(","),
-        errno::name(spec.errno),
-        spec.percent
+        syscalls.iter().map(|s| s.name).collect::<Vec<_>>().join(","),
+        errno::name(options.errno),
+        options.percent
     );
     let mut kernel_offsets = None;
-    if let Some(path) = &spec.path {
+    if let Some(path) = &options.path {
         let (dev, ino) = directory_identity(path)?;
         config.flags |= flags::PATH_FILTER;
         (config.path_dev, config.path_ino) = (dev, ino);
@@ -238,20 +220,20 @@ pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<
         kernel_offsets = Some(offsets);
         summary.push_str(&format!(", under {}", path.display()));
     }
-    if spec.schedule.is_set() {
-        spec.schedule.apply(&mut config);
-        summary.push_str(&format!(", {}", spec.schedule.describe()));
+    if schedule.is_set() {
+        schedule.apply(&mut config);
+        summary.push_str(&format!(", {}", schedule.describe()));
     }
-    let maps = filter_maps(&spec.filters, &mut config);
+    let maps = filter_maps(&filters, &mut config);
     let parameters = json!({
-        "syscalls": spec.syscalls.iter().map(|s| s.name).collect::<Vec<_>>(),
-        "errno": errno::name(spec.errno),
-        "percent": spec.percent,
-        "path": spec.path,
-        "remote": spec.filters.remote,
-        "remote_port": spec.filters.remote_ports,
-        "schedule": spec.schedule,
-        "backend": spec.backend,
+        "syscalls": syscalls.iter().map(|s| s.name).collect::<Vec<_>>(),
+        "errno": errno::name(options.errno),
+        "percent": options.percent,
+        "path": options.path,
+        "remote": filters.remote,
+        "remote_port": filters.remote_ports,
+        "schedule": schedule,
+        "backend": options.backend,
     });
     Ok(FaultPlan {
         fault: "syscall fail",
@@ -260,7 +242,7 @@ pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<
         target,
         summary,
         parameters,
-        duration: spec.duration,
+        duration: context.duration,
         programs,
         config,
         maps,
@@ -268,7 +250,7 @@ pub fn plan(spec: &SyscallFaultSpec, target: Target, kernel: &Prober) -> Result<
     })
 }
 
-fn choose(syscall: &Syscall, backend: Backend, kernel: &Mechanisms<'_>) -> Result<(Mechanism, Filter), String> {
+fn choose(syscall: &Syscall, backend: Backend, kernel: &Mechanisms) -> Result<(Mechanism, Filter), String> {
     let by_lsm = || -> Result<(Mechanism, Filter), String> {
         if syscall.lsm.is_none() {
             return Err(format!("{} has no BPF LSM hook in chaos", syscall.name));
@@ -298,7 +280,9 @@ fn choose(syscall: &Syscall, backend: Backend, kernel: &Mechanisms<'_>) -> Resul
             ));
         }
         let function = error_injection::entry_function(syscall.name);
-        kernel.kernel.injection_list().allows(&function).map_err(|reason| format!("error injection: {reason}"))?;
+        error_injection::InjectionList::cached()
+            .allows(&function)
+            .map_err(|reason| format!("error injection: {reason}"))?;
         Ok((Mechanism::Override, syscall.override_filter()))
     };
     match backend {

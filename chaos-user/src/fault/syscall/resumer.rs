@@ -20,7 +20,8 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use chaos_common::StopEvent;
 
-use crate::{guard::Guard, sys};
+use super::guard::Guard;
+use crate::sys;
 
 /// How precisely tasks were resumed: lateness of each SIGCONT against its due time.
 #[derive(Clone, Debug, Default)]
