@@ -61,10 +61,3 @@ pub(crate) fn skip_call(ctx: &ProbeContext, errno: u32) {
     // probed function returns `rc` without running.
     unsafe { bpf_override_return(ctx.regs, rc) };
 }
-
-/// The floor the override's cost is measured against (`cargo xtask bench`): a kprobe that does
-/// nothing.
-#[kprobe]
-pub fn bench_empty_kprobe(_ctx: ProbeContext) -> u32 {
-    0
-}

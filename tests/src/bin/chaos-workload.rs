@@ -65,6 +65,7 @@ fn main() {
         "getpid-loop" => getpid_loop(num("--count", 1_000_000)),
         "sync-loop" => sync_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
         "getrandom-loop" => getrandom_loop(num("--count", 100)),
+        "fsync-loop" => fsync_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
         "udp-ping" => udp_ping(addr(), num("--count", 100), num("--interval-ms", 10)),
         _ => usage(),
     }
@@ -75,7 +76,7 @@ fn usage() -> ! {
         "usage: chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N] | udp-sink --port P \
          [--idle-ms MS] [--max-secs S] [--times] | tcp-listen --port P | tcp-connect --to ADDR:PORT \
          [--timeout-ms MS] | http-serve --port P [--addr IP] | sleep --secs S | sync-loop --path FILE --count N \
-         | getrandom-loop --count N"
+         | getrandom-loop --count N | fsync-loop --path FILE --count N"
     );
     std::process::exit(2)
 }
@@ -333,6 +334,18 @@ fn sync_loop(path: &str, count: u64) {
     let elapsed_ns = start.elapsed().as_nanos() as u64;
     (fsync.elapsed_ns, fdatasync.elapsed_ns) = (elapsed_ns, elapsed_ns);
     println!("{}", serde_json::json!({ "fsync": fsync, "fdatasync": fdatasync }));
+}
+
+/// `count` fsync(2) calls on one file, timed (the benchmark's loop: nothing else per round).
+fn fsync_loop(path: &str, count: u64) {
+    let file = std::fs::File::create(path).expect("create the file to sync");
+    let mut calls = Calls::default();
+    let start = Instant::now();
+    for _ in 0..count {
+        calls.record(file.sync_all());
+    }
+    calls.elapsed_ns = start.elapsed().as_nanos() as u64;
+    println!("{}", serde_json::to_string(&calls).expect("serialize"));
 }
 
 /// `count` getrandom(2) calls for 16 bytes (a call no LSM or cgroup hook sees).
