@@ -232,6 +232,38 @@ fn after_sigkill_no_kprobe_stays_attached() {
     assert_eq!(after.failed(), 0, "fdatasync still fails after chaos was killed: {after:?}");
 }
 
+/// Every syscall chaos names has an entry function this kernel's kprobes accept for an override:
+/// a fault on all of them at 0 % (an empty test cgroup; nothing fails) attaches every one.
+#[test]
+fn every_syscall_chaos_knows_attaches_through_error_injection() {
+    let name = "every_syscall_chaos_knows_attaches_through_error_injection";
+    require_root!(name);
+    skip_if!(override_unavailable().is_some(), name, override_unavailable().unwrap_or_default());
+    let debugfs = Debugfs::mount();
+    let cgroup = TestCgroup::new();
+    let (status, stdout, _) = chaos::run(&["syscall", "list", "--output", "json"]);
+    assert!(status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON rows");
+    // The kernel decides which entries may be overridden (fork and vfork are not, on 6.1):
+    // `syscall list` says which and why, and those must all attach.
+    let (overridable, refused): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r["override_refused"].is_null());
+    for row in &refused {
+        let why = row["override_refused"].as_str().unwrap_or_default();
+        assert!(why.contains("not on the kernel's error-injection list"), "{row}");
+    }
+    let refused: Vec<&str> = refused.iter().filter_map(|r| r["syscall"].as_str()).collect();
+    eprintln!("measured: not on this kernel's error-injection list: {refused:?}");
+    let names: Vec<&str> = overridable.iter().filter_map(|r| r["syscall"].as_str()).collect();
+    let list = names.join(",");
+    let chaos = start(&["--syscall", &list, "--errno", "EIO", "--percent", "0", "--backend", "override"], &cgroup);
+    let probes = debugfs.kprobes();
+    let attached = names.iter().filter(|n| probes.contains(&format!("__x64_sys_{n}+"))).count();
+    let report = chaos.stop_json();
+    eprintln!("measured: {attached} of {} syscall entries carry chaos's kprobe", names.len());
+    assert_eq!(attached, names.len(), "kprobes listed by the kernel: {probes}");
+    assert_eq!(report["counters"][0]["injected"], 0);
+}
+
 /// Every tier: where the kernel cannot do it, `--backend override` is refused (exit 2) with
 /// the reason `chaos doctor` gives; `--backend auto` never picks it there, and where BPF LSM
 /// serves a call, auto takes LSM even when error injection is available.

@@ -429,7 +429,8 @@ fn syscall_override_bench() -> anyhow::Result<String> {
         "\nThe kprobe runs for every task's fsync: an untargeted task pays the probe (an ftrace call at the \
          function's entry), one map lookup and one cgroup-id helper call. Not measured: the floor of an empty \
          kprobe (the floor bench does not exist yet) and fmod_ret (aya 0.14 cannot load BPF_MODIFY_RETURN \
-         programs). Times are emulated (TCG), so only the ratios carry over."
+         programs). Times are emulated (TCG) on a machine shared with other work, so only the ratios carry over, \
+         and their ranges are wide: measure the untargeted cost on hardware before relying on it."
     );
     Ok(out)
 }

@@ -76,6 +76,8 @@ struct Row {
     lsm_hook: Option<&'static str>,
     cgroup_hooks: Vec<&'static str>,
     override_function: String,
+    /// Why `--backend override` cannot serve it here (none: it can).
+    override_refused: Option<String>,
     filters: Vec<&'static str>,
     errnos: &'static str,
     /// Why this mechanism (what the better ones lack), or why none.
@@ -124,6 +126,7 @@ fn list(output: OutputFormat) {
                 lsm_hook,
                 cgroup_hooks,
                 override_function,
+                override_refused: mechanisms.choose(syscall, Backend::Override).err(),
                 filters: chosen.map(|(_, f)| filter_names(f)).unwrap_or_default(),
                 errnos,
                 note,
