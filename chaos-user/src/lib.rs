@@ -19,7 +19,7 @@ pub mod netlink;
 pub mod netns;
 pub mod report;
 pub mod run;
-pub mod runs;
+pub mod run_records;
 pub mod steady;
 pub mod sys;
 pub mod target;

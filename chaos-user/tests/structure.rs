@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// Longest a source file may be (tests included in the file count; `tests/` do not).
+/// Longest a source file may be (unit tests in their own `tests.rs` files do not count).
 const MAX_LINES: usize = 450;
 
 fn source_dir() -> PathBuf {
@@ -200,7 +200,7 @@ fn no_source_file_is_over_the_line_limit() {
         .iter()
         .filter_map(|file| {
             let lines = fs::read_to_string(file).expect("read").lines().count();
-            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", file.display()))
+            (lines > MAX_LINES && !file.ends_with("tests.rs")).then(|| format!("{} ({lines} lines)", file.display()))
         })
         .collect();
     assert!(long.is_empty(), "files over {MAX_LINES} lines (split them by job): {}", long.join(", "));

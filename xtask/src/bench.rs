@@ -14,7 +14,7 @@ use chaos_tests::{
     workload::{Blast, BlastReport, UdpSink, workload_loop},
 };
 
-use crate::{test, util, vm};
+use crate::{build, util, vm};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -48,7 +48,7 @@ const VM_SECTION_BEGIN: &str = "CHAOS_BENCH_SECTION_BEGIN";
 const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
-    let binaries = test::prepare_root_task("the benchmark")?;
+    let binaries = build::prepare_root_task("the benchmark")?;
     let which = if which.is_empty() { &[Which::Drop, Which::Net, Which::Syscall, Which::Delay][..] } else { which };
     // `net` includes the host drop figures: measure them once.
     if which.iter().any(|w| matches!(w, Which::Drop | Which::Net)) {
@@ -74,7 +74,7 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
 
 /// Boots `kernel` with this xtask, chaos and the workload, runs `xtask bench-in-vm which` there
 /// and returns the section it printed.
-fn in_vm_section(binaries: &test::Binaries, kernel: vm::KernelName, which: &str) -> anyhow::Result<String> {
+fn in_vm_section(binaries: &build::Binaries, kernel: vm::KernelName, which: &str) -> anyhow::Result<String> {
     let kernel = vm::ensure_kernel(kernel)?;
     // If the build step rebuilt xtask itself, the running file was replaced: the new one at the
     // same path is this very source, freshly built.

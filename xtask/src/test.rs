@@ -10,92 +10,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{setup, util, vm};
-
-/// The binaries the tests need, built once.
-pub struct Binaries {
-    pub chaos: PathBuf,
-    pub workload: PathBuf,
-    /// Integration test executables of the `chaos-tests` package.
-    pub integration_tests: Vec<PathBuf>,
-}
-
-impl Binaries {
-    /// Files to copy into a VM.
-    pub fn files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.chaos.clone(), self.workload.clone()];
-        files.extend(self.integration_tests.iter().cloned());
-        files
-    }
-
-    /// Environment that points the tests at these binaries and names the tier.
-    pub fn env(&self, tier: &str) -> Vec<(String, String)> {
-        vec![
-            ("CHAOS_TEST_TIER".into(), tier.into()),
-            ("CHAOS_BIN".into(), self.chaos.display().to_string()),
-            ("CHAOS_WORKLOAD_BIN".into(), self.workload.display().to_string()),
-        ]
-    }
-}
-
-/// For tasks that run chaos on this machine (bench, demo): checks root, sets up, builds, and
-/// points the test helpers at the binaries through the environment.
-pub fn prepare_root_task(task: &str) -> anyhow::Result<Binaries> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{task} creates cgroups, network namespaces and BPF programs: run it as root");
-    }
-    setup::run()?;
-    let binaries = build_binaries()?;
-    for (key, value) in binaries.env("host") {
-        // SAFETY: xtask is still single-threaded here; the helpers read these variables.
-        unsafe { std::env::set_var(key, value) };
-    }
-    Ok(binaries)
-}
-
-/// `cargo build --bins` and `cargo test --no-run -p chaos-tests`, returning the executables.
-pub fn build_binaries() -> anyhow::Result<Binaries> {
-    let bins =
-        executables(util::cargo().args(["build", "--bins", "--message-format=json-render-diagnostics"]), "build")?;
-    let find = |name: &str| {
-        bins.iter()
-            .find(|(target, kind, _)| target == name && kind == "bin")
-            .map(|(_, _, path)| path.clone())
-            .with_context(|| format!("cargo build produced no {name} binary"))
-    };
-    let tests = executables(
-        util::cargo().args(["test", "--no-run", "-p", "chaos-tests", "--message-format=json-render-diagnostics"]),
-        "build tests",
-    )?;
-    Ok(Binaries {
-        chaos: find("chaos")?,
-        workload: find("chaos-workload")?,
-        integration_tests: tests.into_iter().filter(|(_, kind, _)| kind == "test").map(|(_, _, path)| path).collect(),
-    })
-}
-
-/// (target name, target kind, executable) of every executable artifact cargo reports.
-fn executables(command: &mut std::process::Command, step: &str) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
-    let output =
-        command.stderr(std::process::Stdio::inherit()).output().with_context(|| format!("{step}: cannot run cargo"))?;
-    if !output.status.success() {
-        bail!("{step}: cargo failed ({}); the compiler's messages are above", output.status);
-    }
-    let mut found = Vec::new();
-    for line in output.stdout.lines().map_while(Result::ok) {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        if message["reason"] != "compiler-artifact" {
-            continue;
-        }
-        if let Some(executable) = message["executable"].as_str() {
-            let name = message["target"]["name"].as_str().unwrap_or_default().to_owned();
-            let kind = message["target"]["kind"][0].as_str().unwrap_or_default().to_owned();
-            found.push((name, kind, PathBuf::from(executable)));
-        }
-    }
-    Ok(found)
-}
+use crate::{
+    build::{self, Binaries},
+    errinj, setup, util, vm,
+};
 
 struct TierResult {
     tier: String,
@@ -126,15 +44,24 @@ fn failure_digest(lines: &[String]) -> Vec<String> {
 
 pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<()> {
     setup::run()?;
-    let binaries = build_binaries()?;
+    let binaries = build::build_binaries()?;
     let mut results = Vec::new();
+    // Tiers whose kernel is missing (only the 6.1-errinj one can be): listed, never silent.
+    let mut skipped_tiers = Vec::new();
     if host {
         results.push(host_tier(&binaries)?);
     }
     if vms {
         let kernels = if kernels.is_empty() { &vm::KernelName::ALL[..] } else { kernels };
         for &kernel in kernels {
-            results.push(vm_tier(&binaries, kernel)?);
+            match vm::available_kernel(kernel)? {
+                Some(kernel) => results.push(vm_tier(&binaries, &kernel)?),
+                None => skipped_tiers.push(format!(
+                    "{} skipped: no such kernel here; {}",
+                    kernel.tier(),
+                    errinj::HOW_TO_GET
+                )),
+            }
         }
     }
     println!("\ntest summary");
@@ -146,6 +73,9 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
         for skip in &result.skips {
             println!("           {skip}");
         }
+    }
+    for skipped in &skipped_tiers {
+        println!("  {skipped}");
     }
     let failed: Vec<&str> = results.iter().filter(|r| !r.passed).map(|r| r.tier.as_str()).collect();
     if !failed.is_empty() {
@@ -182,8 +112,8 @@ fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
     Ok(TierResult { tier: "host".into(), passed: status.success(), detail: String::new(), skips, failures })
 }
 
-fn vm_tier(binaries: &Binaries, name: vm::KernelName) -> anyhow::Result<TierResult> {
-    let kernel = vm::ensure_kernel(name)?;
+fn vm_tier(binaries: &Binaries, kernel: &vm::Kernel) -> anyhow::Result<TierResult> {
+    let name = kernel.name;
     println!("== VM tier: {} under QEMU (TCG)", kernel.package);
     let mut script = String::from("export RUST_BACKTRACE=1 CHAOS_SKIP_LOG=/tmp/skips\nrc=0\n");
     for test in &binaries.integration_tests {
@@ -194,7 +124,7 @@ fn vm_tier(binaries: &Binaries, name: vm::KernelName) -> anyhow::Result<TierResu
         "[ -f /tmp/skips ] && while read -r line; do echo \"CHAOS_SKIP $line\"; done < /tmp/skips\nexit $rc\n",
     );
     let job = vm::VmJob {
-        kernel: &kernel,
+        kernel,
         files: binaries.files(),
         env: binaries.env(&name.tier()),
         script,

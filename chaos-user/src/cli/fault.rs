@@ -12,7 +12,7 @@ use crate::{
     ledger,
     report::OutputFormat,
     run,
-    target::{self, CgroupFs, TargetSpec},
+    target::{self, CgroupFs, TargetName},
 };
 
 /// One fault from the command line: its target, its options and how it runs.
@@ -65,7 +65,7 @@ pub fn run_fault(
         print_plan(&plan, output);
         return Ok(ExitCode::SUCCESS);
     }
-    if matches!(target_spec, TargetSpec::Pid(_)) && keys_on_sockets(&plan) {
+    if matches!(target_spec, TargetName::Pid(_)) && keys_on_sockets(&plan) {
         eprintln!(
             "note: a socket stays in the cgroup it was created in; sockets this process opened \
              before it joined {} are not affected",
@@ -101,7 +101,7 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
                 humantime::format_duration(plan.duration),
             );
             for program in &plan.programs {
-                println!("  attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
+                println!("  {}", program.describe());
             }
             println!(
                 "  map FAULT_CONFIG[0] = {{ threshold: {}, flags: {:#x}, net_filters: {:#x}, deadline: now + {} }}",

@@ -12,7 +12,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{report::OutputFormat, target::TargetSpec};
+use crate::{report::OutputFormat, target::TargetName};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -63,7 +63,7 @@ Examples:
   chaos run experiment.toml --dry-run           which programs attach where, with which maps
   chaos run experiment.toml --timeline run.jsonl
   chaos run experiment.toml --detach            pinned; `chaos status`, `chaos stop ID`")]
-    Run(experiment::RunArgs),
+    Run(experiment::ExperimentArgs),
     /// Check an experiment file without running it (syntax, keys, types, values, fault
     /// options); errors point at file:line:column.
     Validate {
@@ -114,12 +114,12 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     #[must_use]
-    pub fn spec(&self) -> TargetSpec {
+    pub fn spec(&self) -> TargetName {
         match (&self.cgroup, self.pid, &self.unit, &self.container) {
-            (Some(path), ..) => TargetSpec::Cgroup(path.clone()),
-            (_, Some(pid), ..) => TargetSpec::Pid(pid),
-            (_, _, Some(unit), _) => TargetSpec::Unit(unit.clone()),
-            (.., Some(id)) => TargetSpec::Container(id.clone()),
+            (Some(path), ..) => TargetName::Cgroup(path.clone()),
+            (_, Some(pid), ..) => TargetName::Pid(pid),
+            (_, _, Some(unit), _) => TargetName::Unit(unit.clone()),
+            (.., Some(id)) => TargetName::Container(id.clone()),
             _ => unreachable!("clap requires exactly one target"),
         }
     }

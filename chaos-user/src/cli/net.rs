@@ -6,10 +6,10 @@ use clap::Subcommand;
 use super::fault::FaultArgs;
 use crate::{
     fault::net::{
-        drop::DropOptions,
-        partition::PartitionOptions,
-        rewrite::{CorruptOptions, DuplicateOptions},
-        shape::{DelayOptions, RateOptions},
+        drop::NetDropOptions,
+        partition::NetPartitionOptions,
+        rewrite::{NetCorruptOptions, NetDuplicateOptions},
+        shape::{NetDelayOptions, NetRateOptions},
     },
     report::OutputFormat,
 };
@@ -30,7 +30,7 @@ The fault ends at its deadline even if chaos itself is stopped or killed.
 
 ", "Filters (all optional, all must match): --protocol tcp|udp|icmp, --remote CIDR (repeatable,
 IPv4 or IPv6), --remote-port and --local-port (80, 8000-8100, 80,443)."))]
-    Drop(FaultArgs<DropOptions>),
+    Drop(FaultArgs<NetDropOptions>),
     /// Flip a random bit in the payload of a share of the target's TCP and UDP packets.
     #[command(after_help = "\
 Examples:
@@ -44,21 +44,21 @@ the sending interface computes checksums later, in hardware or in software after
 checksum covers the corruption.) With --fix-checksum the corruption reaches the application.
 Outgoing packets of other cgroups sharing the namespace are not touched; incoming packets have
 no owner yet, so all of the namespace's are candidates.")]
-    Corrupt(FaultArgs<CorruptOptions>),
+    Corrupt(FaultArgs<NetCorruptOptions>),
     /// Send a share of the target's packets twice.
     #[command(after_help = "\
 Examples:
   chaos net duplicate --container 3f2a --percent 10 --for 1m --direction egress
 
 Runs as TC programs on the interfaces of the target's network namespace (see `net corrupt`).")]
-    Duplicate(FaultArgs<DuplicateOptions>),
+    Duplicate(FaultArgs<NetDuplicateOptions>),
     /// Cut the target off from some peers: every packet to or from them is dropped.
     #[command(after_help = "\
 Examples:
   chaos net partition --cgroup /app --to 10.0.3.0/24 --to fd00:3::/64 --for 2m
 
 TCP connections to the peers time out; everyone else stays reachable.")]
-    Partition(FaultArgs<PartitionOptions>),
+    Partition(FaultArgs<NetPartitionOptions>),
     /// Hold the target's outgoing packets for a while (earliest departure time, enforced by fq).
     #[command(after_help = "\
 Examples:
@@ -70,7 +70,7 @@ packet's departure time; the fq qdisc holds it until then. If an interface's roo
 fq, chaos installs fq and puts the previous qdisc back afterwards (after a crash: `chaos
 cleanup` or the next run). fq releases a flow's packets in order, so with jitter a packet never
 leaves before the one sent ahead of it. Needs the fq qdisc (`chaos doctor`).")]
-    Delay(FaultArgs<DelayOptions>),
+    Delay(FaultArgs<NetDelayOptions>),
     /// Limit the target's outgoing rate (earliest departure time, enforced by fq).
     #[command(after_help = "\
 Examples:
@@ -78,7 +78,7 @@ Examples:
 
 Matching packets leave one after another at the given rate, all flows together; fq holds them
 (and drops what overflows its queues). See `net delay` for where the programs go.")]
-    Rate(FaultArgs<RateOptions>),
+    Rate(FaultArgs<NetRateOptions>),
 }
 
 impl NetCommand {

@@ -123,6 +123,14 @@ pub enum AttachPoint {
     Kprobe { function: String },
 }
 
+impl PlannedProgram {
+    /// `attach PROGRAM (HOOK) to PLACE`, as both dry runs print it.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        format!("attach {} ({}) to {}", self.program, self.hook, self.attach.describe())
+    }
+}
+
 impl AttachPoint {
     /// Where, for people: a cgroup directory, `iface in net:[inode]`, or the LSM hook.
     #[must_use]
@@ -165,8 +173,15 @@ pub enum PlanError {
     Unsupported { family: &'static str, reason: String },
     #[error(transparent)]
     Netns(#[from] crate::netns::NetnsError),
+    /// Refused: the options cannot work on this target or kernel; the message says why.
     #[error("{0}")]
     Refused(String),
+    #[error("listing the interfaces of {target}: {source}")]
+    Interfaces { target: String, source: std::io::Error },
+    #[error("--path needs this kernel's BTF (/sys/kernel/btf/vmlinux): {0}")]
+    NoBtf(#[source] std::io::Error),
+    #[error("--path {path}: {source} (the filter needs an existing directory or file)")]
+    NoSuchPath { path: String, source: std::io::Error },
 }
 
 /// The depth of a cgroup below the root: `/a/b` is 2 (the root is level 0).

@@ -53,6 +53,17 @@ impl Serialize for Ppm {
     }
 }
 
+/// Reads a percentage written by `Serialize` (a timeline read back), to the nearest ppm.
+impl<'de> serde::Deserialize<'de> for Ppm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let percent = f64::deserialize(d)?;
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(serde::de::Error::custom(format!("{percent} is not a percentage")));
+        }
+        Ok(Self::from_ppm((percent * 10_000.0).round() as u32))
+    }
+}
+
 /// Parses a percentage: `20`, `20%`, `0.5`, `99.9999`. At most four decimals (1 ppm).
 pub fn parse_percent(text: &str) -> Result<Ppm, String> {
     let trimmed = text.trim();

@@ -9,10 +9,10 @@ use clap::{ArgMatches, Args, Command, FromArgMatches};
 use super::{
     PlanFault,
     net::{
-        drop::DropOptions,
-        partition::PartitionOptions,
-        rewrite::{CorruptOptions, DuplicateOptions},
-        shape::{DelayOptions, RateOptions},
+        drop::NetDropOptions,
+        partition::NetPartitionOptions,
+        rewrite::{NetCorruptOptions, NetDuplicateOptions},
+        shape::{NetDelayOptions, NetRateOptions},
     },
     syscall::{delay::SyscallDelayOptions, fail::SyscallFailOptions},
 };
@@ -64,12 +64,12 @@ fn build_of<T: FromArgMatches + PlanFault + 'static>(matches: &ArgMatches) -> Re
 
 /// Every fault kind, for the command line and experiment files.
 pub const FAULT_KINDS: &[FaultKind] = &[
-    FaultKind::of::<DropOptions>("net drop"),
-    FaultKind::of::<PartitionOptions>("net partition"),
-    FaultKind::of::<CorruptOptions>("net corrupt"),
-    FaultKind::of::<DuplicateOptions>("net duplicate"),
-    FaultKind::of::<DelayOptions>("net delay"),
-    FaultKind::of::<RateOptions>("net rate"),
+    FaultKind::of::<NetDropOptions>("net drop"),
+    FaultKind::of::<NetPartitionOptions>("net partition"),
+    FaultKind::of::<NetCorruptOptions>("net corrupt"),
+    FaultKind::of::<NetDuplicateOptions>("net duplicate"),
+    FaultKind::of::<NetDelayOptions>("net delay"),
+    FaultKind::of::<NetRateOptions>("net rate"),
     FaultKind::of::<SyscallFailOptions>("syscall fail"),
     FaultKind::of::<SyscallDelayOptions>("syscall delay"),
 ];

@@ -16,7 +16,7 @@ use crate::fault::{
 
 /// `net drop`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct DropOptions {
+pub struct NetDropOptions {
     /// Share of matching packets to drop, in percent (0 to 100, steps of 0.0001).
     #[arg(long, value_parser = parse_percent)]
     pub percent: Ppm,
@@ -27,7 +27,7 @@ pub struct DropOptions {
     pub filters: FilterOptions,
 }
 
-impl PlanFault for DropOptions {
+impl PlanFault for NetDropOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let burst =
             self.burst_len.map(|len| BurstModel::new(self.percent, len)).transpose().map_err(PlanError::Refused)?;

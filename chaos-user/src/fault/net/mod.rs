@@ -138,7 +138,7 @@ fn tc_interfaces(target: &Target, iface: Option<&String>, i_know: bool) -> Resul
     }
     let interfaces = netns
         .run(netns::interfaces)?
-        .map_err(|err| PlanError::Refused(format!("listing the interfaces of {}: {err}", target.named_as)))?;
+        .map_err(|source| PlanError::Interfaces { target: target.named_as.clone(), source })?;
     let chosen: Vec<String> = match iface {
         Some(name) => {
             let Some(iface) = interfaces.iter().find(|i| &i.name == name) else {

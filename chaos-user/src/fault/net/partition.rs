@@ -11,7 +11,7 @@ use crate::fault::{FaultContext, FaultPlan, PlanError, PlanFault, options::Ppm};
 
 /// `net partition`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct PartitionOptions {
+pub struct NetPartitionOptions {
     /// The peers to cut off (repeatable): addresses or prefixes, IPv4 or IPv6.
     #[arg(long, value_name = "CIDR", required = true, num_args = 1.., value_parser = parse_cidr)]
     pub to: Vec<Cidr>,
@@ -20,7 +20,7 @@ pub struct PartitionOptions {
     pub protocol: Protocol,
 }
 
-impl PlanFault for PartitionOptions {
+impl PlanFault for NetPartitionOptions {
     /// A 100 % drop of the packets to and from the peers, in both directions.
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let filters = NetFilters { protocol: self.protocol, remote: self.to.clone(), ..NetFilters::default() };

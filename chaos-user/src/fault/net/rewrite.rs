@@ -16,7 +16,7 @@ use crate::fault::{
 
 /// `net corrupt`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct CorruptOptions {
+pub struct NetCorruptOptions {
     /// Share of matching packets to corrupt, in percent.
     #[arg(long, value_parser = parse_percent)]
     pub percent: Ppm,
@@ -32,7 +32,7 @@ pub struct CorruptOptions {
 
 /// `net duplicate`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct DuplicateOptions {
+pub struct NetDuplicateOptions {
     /// Share of matching packets to send twice, in percent.
     #[arg(long, value_parser = parse_percent)]
     pub percent: Ppm,
@@ -70,7 +70,7 @@ fn plan_rewrite(
     Ok(finish(names, NetStart { config, maps }, summary, &filters, parameters, programs, context))
 }
 
-impl PlanFault for CorruptOptions {
+impl PlanFault for NetCorruptOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         plan_rewrite(
             ("net corrupt", "corrupted"),
@@ -92,7 +92,7 @@ impl PlanFault for CorruptOptions {
     }
 }
 
-impl PlanFault for DuplicateOptions {
+impl PlanFault for NetDuplicateOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         plan_rewrite(
             ("net duplicate", "duplicated"),

@@ -13,7 +13,7 @@ use crate::fault::{
 
 /// `net delay`: hold the target's outgoing packets (earliest departure time, enforced by fq).
 #[derive(Clone, Debug, clap::Args)]
-pub struct DelayOptions {
+pub struct NetDelayOptions {
     /// How long each matching packet is held, e.g. 100ms (up to 10s).
     #[arg(long, value_name = "DELAY", value_parser = parse_delay)]
     pub by: std::time::Duration,
@@ -35,7 +35,7 @@ pub struct DelayOptions {
 
 /// `net rate`: limit the target's outgoing rate (earliest departure time, enforced by fq).
 #[derive(Clone, Debug, clap::Args)]
-pub struct RateOptions {
+pub struct NetRateOptions {
     /// The rate, in tc's units: 1mbit, 500kbit, 2gbit (bits per second), or 125kbps (bytes).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub limit: u64,
@@ -94,7 +94,7 @@ fn nanos(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl PlanFault for DelayOptions {
+impl PlanFault for NetDelayOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let filters = self.packets.filters();
         let NetStart { mut config, maps } = start(NETWORK_DELAY, self.percent, &filters, context.kernel)?;
@@ -145,7 +145,7 @@ impl PlanFault for DelayOptions {
     }
 }
 
-impl PlanFault for RateOptions {
+impl PlanFault for NetRateOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let filters = self.packets.filters();
         let NetStart { mut config, maps } = start(NETWORK_DELAY, Ppm::ALL, &filters, context.kernel)?;

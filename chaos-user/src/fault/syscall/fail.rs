@@ -214,7 +214,7 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         config.flags |= flags::PATH_FILTER;
         (config.path_dev, config.path_ino) = (dev, ino);
         let offsets = btf::Btf::from_sys_fs()
-            .map_err(|e| PlanError::Refused(format!("--path needs this kernel's BTF (/sys/kernel/btf/vmlinux): {e}")))?
+            .map_err(PlanError::NoBtf)?
             .kernel_offsets()
             .map_err(|e| PlanError::Refused(format!("--path: {e}")))?;
         kernel_offsets = Some(offsets);
@@ -303,9 +303,8 @@ fn directory_identity(path: &std::path::Path) -> Result<(u64, u64), PlanError> {
     if !path.is_absolute() {
         return Err(PlanError::Refused(format!("--path {}: not an absolute path", path.display())));
     }
-    let meta = std::fs::metadata(path).map_err(|e| {
-        PlanError::Refused(format!("--path {}: {e} (the filter needs an existing directory or file)", path.display()))
-    })?;
+    let meta =
+        std::fs::metadata(path).map_err(|source| PlanError::NoSuchPath { path: path.display().to_string(), source })?;
     let dev = meta.dev();
     let kernel_dev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
     Ok((kernel_dev, meta.ino()))

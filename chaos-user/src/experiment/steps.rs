@@ -6,14 +6,14 @@ use chaos_common::{FaultConfig, threshold_from_ppm};
 use serde::{Deserialize, Serialize};
 
 use super::plan::PlannedFault;
-use crate::fault::options::Ppm;
+use crate::fault::options::{Ppm, deserialize_secs, serialize_secs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Action {
     /// Arm with a kernel deadline `duration` from now (at `ppm`, the ramp's first step, if set).
     Arm {
-        #[serde(with = "humantime_serde_secs")]
+        #[serde(serialize_with = "serialize_secs", deserialize_with = "deserialize_secs")]
         duration: Duration,
         ppm: Option<u32>,
     },
@@ -26,7 +26,7 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// Offset from the start of the faults phase.
-    #[serde(with = "humantime_serde_secs")]
+    #[serde(serialize_with = "serialize_secs", deserialize_with = "deserialize_secs")]
     pub at: Duration,
     /// Index into the plan's faults.
     pub fault: usize,
@@ -79,22 +79,6 @@ pub fn ramp_ppm(from: Ppm, to: Ppm, k: u32, steps: u32) -> u32 {
 pub fn armed(config: FaultConfig, deadline_ns: u64, ppm: Option<u32>) -> FaultConfig {
     let threshold = ppm.map_or(config.threshold, threshold_from_ppm);
     FaultConfig { deadline_ns, threshold, ..config }
-}
-
-/// Durations as seconds in JSON (the reaper's metadata).
-mod humantime_serde_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]
