@@ -40,10 +40,6 @@ pub enum InVm {
     Override,
 }
 
-/// The kernel with CONFIG_FUNCTION_ERROR_INJECTION the override bench boots. The VM tier boots
-/// whatever kernel sits in the 6.1 slot; point this at the error-injection tier once xtask has it.
-const ERROR_INJECTION_KERNEL: vm::KernelName = vm::KernelName::V6_1;
-
 const VM_SECTION_BEGIN: &str = "CHAOS_BENCH_SECTION_BEGIN";
 const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 
@@ -66,7 +62,7 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
         write_section("delay-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "delay")?)?;
     }
     if which.contains(&Which::Override) {
-        write_section("override-vm", &in_vm_section(&binaries, ERROR_INJECTION_KERNEL, "override")?)?;
+        write_section("override-vm", &in_vm_section(&binaries, vm::KernelName::V6_1ErrInj, "override")?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
