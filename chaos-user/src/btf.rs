@@ -131,7 +131,11 @@ impl Btf {
             inode_sb: get("inode", "i_sb")?,
             sb_dev: get("super_block", "s_dev")?,
             binprm_file: get("linux_binprm", "file")?,
-            _pad: 0,
+            task_files: get("task_struct", "files")?,
+            files_fdt: get("files_struct", "fdt")?,
+            fdt_max_fds: get("fdtable", "max_fds")?,
+            fdt_fd: get("fdtable", "fd")?,
+            regs_di: get("pt_regs", "di")?,
         })
     }
 }
@@ -156,6 +160,11 @@ mod tests {
         // Sanity, not exact values: each is inside its struct and the dentry fields differ.
         assert!(offsets.file_dentry > 0 && offsets.file_dentry < 512, "{offsets:?}");
         assert_ne!(offsets.dentry_parent, offsets.dentry_inode);
+        // The syscall's registers: pt_regs is r15, r14, .., si, di (the 15th u64) on x86_64.
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(offsets.regs_di, 14 * 8, "{offsets:?}");
+        }
+        assert_ne!(offsets.fdt_max_fds, offsets.fdt_fd);
         assert!(btf.member_offset("file", "no_such_member").is_none());
     }
 }

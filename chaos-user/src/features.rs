@@ -17,7 +17,7 @@ use aya::{
 use aya_obj::btf::BtfKind;
 use serde::Serialize;
 
-use crate::{errno, netlink, sys, target::CgroupFs};
+use crate::{errno, fault::syscall::error_injection as injection, netlink, sys, target::CgroupFs};
 
 /// One yes/no answer with what was found, or why not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -93,6 +93,7 @@ pub const PACKET_CORRUPT_DUPLICATE: &str = "packet-corrupt-duplicate";
 pub const NETWORK_DELAY: &str = "network-delay";
 pub const SYSCALL_ERRNO_LSM: &str = "syscall-errno-lsm";
 pub const SYSCALL_ERRNO_CGROUP_HOOKS: &str = "syscall-errno-cgroup-hooks";
+pub const SYSCALL_ERRNO_OVERRIDE: &str = "syscall-errno-override";
 pub const SYSCALL_DELAY: &str = "syscall-delay";
 pub const PROCESS_KILL: &str = "process-kill";
 
@@ -104,15 +105,17 @@ enum Requirement {
     Qdisc(&'static str),
     Cgroup2,
     BpfLsmActive,
+    Kprobes,
 }
 
-const PROGRAM_TYPES: &[&str] = &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "tracing"];
-const HELPERS: &[&str] = &["bpf_set_retval", "bpf_send_signal", "bpf_clone_redirect"];
+const PROGRAM_TYPES: &[&str] =
+    &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "tracing", "kprobe"];
+const HELPERS: &[&str] = &["bpf_set_retval", "bpf_send_signal", "bpf_clone_redirect", "bpf_override_return"];
 const QDISCS: &[&str] = &["clsact", "fq", "netem"];
 
 /// (id, name, mechanism, requirements, shipped in this version)
 const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
-    use Requirement::{BpfLsmActive, Cgroup2, Helper, Program, Qdisc};
+    use Requirement::{BpfLsmActive, Cgroup2, Helper, Kprobes, Program, Qdisc};
     &[
         (
             PACKET_DROP,
@@ -147,6 +150,13 @@ const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
             "syscall errno via cgroup socket hooks",
             "cgroup socket hooks (connect, bind, sendmsg, socket, sockopt) returning an errno with bpf_set_retval",
             &[Program("cgroup_sock_addr"), Helper("bpf_set_retval")],
+            true,
+        ),
+        (
+            SYSCALL_ERRNO_OVERRIDE,
+            "syscall errno via error injection",
+            "kprobe on the syscall's entry function calling bpf_override_return, filtered by cgroup id",
+            &[Kprobes, Program("kprobe"), Helper("bpf_override_return")],
             true,
         ),
         (
@@ -199,6 +209,7 @@ impl Prober {
                 "raw_tracepoint" => ProgramType::RawTracePoint,
                 "lsm" => ProgramType::Lsm(LsmAttachType::Mac),
                 "tracing" => ProgramType::Tracing,
+                "kprobe" => ProgramType::KProbe,
                 other => unreachable!("no probe for program type {other}"),
             };
             program_check(program_type, name)
@@ -215,6 +226,9 @@ impl Prober {
             }
             "bpf_clone_redirect" => {
                 helper_check(ProgramType::SchedClassifier, BpfHelper::BPF_FUNC_clone_redirect, name, "sched_cls")
+            }
+            "bpf_override_return" => {
+                helper_check(ProgramType::KProbe, BpfHelper::BPF_FUNC_override_return, name, "kprobe")
             }
             other => unreachable!("no probe for helper {other}"),
         })
@@ -251,6 +265,9 @@ impl Prober {
                 Some(_) => Check::no("'bpf' is not in the active LSM list (boot with lsm=...,bpf)"),
                 None => Check::no(format!("cannot tell whether 'bpf' is an active LSM: {}", self.active_lsms().1)),
             },
+            Requirement::Kprobes => {
+                self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
+            }
         }
     }
 
@@ -267,6 +284,9 @@ impl Prober {
                 TcApi::Tcx => ", attached with tcx links",
                 TcApi::Legacy => ", clsact qdisc + bpf filter",
             });
+        }
+        if id == SYSCALL_ERRNO_OVERRIDE && reason.is_none() {
+            mechanism.push_str(&format!("; {}", injection::InjectionList::cached().describe()));
         }
         FamilySupport { id, name, supported: reason.is_none(), mechanism, reason, in_chaos }
     }

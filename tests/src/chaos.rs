@@ -107,14 +107,20 @@ pub fn assert_deadline_is_for(deadline_ns: u64, started_ns: u64, armed_seen_ns: 
 /// Why BPF LSM faults cannot run here, if they cannot (asks `chaos doctor`).
 #[must_use]
 pub fn lsm_unavailable() -> Option<String> {
+    family_unavailable("syscall-errno-lsm").map(|reason| format!("BPF LSM unavailable: {reason}"))
+}
+
+/// Doctor's reason why fault family `id` cannot run here, if it cannot.
+#[must_use]
+pub fn family_unavailable(id: &str) -> Option<String> {
     let (status, stdout, stderr) = run(&["doctor", "--output", "json"]);
     assert!(status.success(), "chaos doctor failed: {stderr}");
     let doctor: serde_json::Value = serde_json::from_str(&stdout).expect("doctor JSON");
     let family = doctor["families"]
         .as_array()
-        .and_then(|f| f.iter().find(|f| f["id"] == "syscall-errno-lsm"))
-        .expect("the LSM family");
-    (family["supported"] != true).then(|| format!("BPF LSM unavailable: {}", family["reason"].as_str().unwrap_or("?")))
+        .and_then(|f| f.iter().find(|f| f["id"] == id))
+        .unwrap_or_else(|| panic!("doctor lists no family {id}"));
+    (family["supported"] != true).then(|| family["reason"].as_str().unwrap_or("?").to_owned())
 }
 
 /// A `chaos` running in the background; SIGKILLed on Drop if the test did not end it. Its

@@ -276,7 +276,7 @@ fn syscall_list_tells_the_mechanism_of_this_kernel() {
     match chaos::lsm_unavailable() {
         Some(_) => {
             assert_eq!(row("openat")["mechanism"], serde_json::Value::Null);
-            assert!(row("openat")["note"].as_str().unwrap_or_default().contains("needs BPF LSM"));
+            assert!(row("openat")["note"].as_str().unwrap_or_default().contains("BPF LSM is not available"));
             assert_eq!(row("connect")["mechanism"], "cgroup/connect4 + cgroup/connect6");
         }
         None => {

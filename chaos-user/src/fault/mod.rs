@@ -118,6 +118,9 @@ pub enum AttachPoint {
     /// A raw tracepoint (global: the program checks the current task's cgroup). Programs here
     /// may stop tasks of `cgroup_dir`, which chaos resumes (and a guard process, if chaos dies).
     RawTracepoint { tracepoint: &'static str, cgroup_dir: PathBuf },
+    /// A kprobe on a kernel function (global: the program checks the current task's cgroup),
+    /// through a perf-event bpf_link owned by this process.
+    Kprobe { function: String },
 }
 
 impl PlannedProgram {
@@ -139,6 +142,7 @@ impl AttachPoint {
                 format!("raw tracepoint {tracepoint} (every task; the program keeps the target's)")
             }
             Self::Tc { netns, iface, .. } => format!("{iface} in net:[{}]", netns.inode),
+            Self::Kprobe { function } => format!("kprobe on {function} (every task; the program keeps the target's)"),
         }
     }
 }

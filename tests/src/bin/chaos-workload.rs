@@ -68,6 +68,9 @@ fn main() {
         "latency-loop" => latency_loop(num("--count", 100), num("--gap-ms", 0)),
         "udp-echo" => udp_echo(num("--port", 0) as u16),
         "getpid-loop" => getpid_loop(num("--count", 1_000_000)),
+        "sync-loop" => sync_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
+        "getrandom-loop" => getrandom_loop(num("--count", 100)),
+        "fsync-loop" => fsync_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
         "udp-ping" => udp_ping(addr(), num("--count", 100), num("--interval-ms", 10)),
         "socket-calls" => socket_calls(),
         _ => usage(),
@@ -78,7 +81,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N] | udp-sink --port P \
          [--idle-ms MS] [--max-secs S] [--times] | tcp-listen --port P | tcp-connect --to ADDR:PORT \
-         [--timeout-ms MS] | http-serve --port P [--addr IP] | sleep --secs S"
+         [--timeout-ms MS] | http-serve --port P [--addr IP] | sleep --secs S | sync-loop --path FILE --count N \
+         | getrandom-loop --count N | fsync-loop --path FILE --count N"
     );
     std::process::exit(2)
 }
@@ -323,6 +327,52 @@ fn getpid_loop(count: u64) {
         unsafe { libc::syscall(libc::SYS_getpid) };
     }
     println!("{}", serde_json::json!({ "calls": count, "elapsed_ns": start.elapsed().as_nanos() as u64 }));
+}
+
+/// Writes `path`, then `count` fsyncs and after them `count` fdatasyncs of it (in that order, so
+/// a schedule over both calls has a known sequence).
+fn sync_loop(path: &str, count: u64) {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path).expect("create the file to sync");
+    let (mut fsync, mut fdatasync) = (Calls::default(), Calls::default());
+    let start = Instant::now();
+    for _ in 0..count {
+        file.write_all(b"x").expect("write");
+        fsync.record(file.sync_all());
+    }
+    for _ in 0..count {
+        file.write_all(b"y").expect("write");
+        fdatasync.record(file.sync_data());
+    }
+    let elapsed_ns = start.elapsed().as_nanos() as u64;
+    (fsync.elapsed_ns, fdatasync.elapsed_ns) = (elapsed_ns, elapsed_ns);
+    println!("{}", serde_json::json!({ "fsync": fsync, "fdatasync": fdatasync }));
+}
+
+/// `count` fsync(2) calls on one file, timed (the benchmark's loop: nothing else per round).
+fn fsync_loop(path: &str, count: u64) {
+    let file = std::fs::File::create(path).expect("create the file to sync");
+    let mut calls = Calls::default();
+    let start = Instant::now();
+    for _ in 0..count {
+        calls.record(file.sync_all());
+    }
+    calls.elapsed_ns = start.elapsed().as_nanos() as u64;
+    println!("{}", serde_json::to_string(&calls).expect("serialize"));
+}
+
+/// `count` getrandom(2) calls for 16 bytes (a call no LSM or cgroup hook sees).
+fn getrandom_loop(count: u64) {
+    let mut calls = Calls::default();
+    let mut buf = [0u8; 16];
+    let start = Instant::now();
+    for _ in 0..count {
+        // SAFETY: the buffer is valid for its length; flags 0.
+        let n = unsafe { libc::syscall(libc::SYS_getrandom, buf.as_mut_ptr(), buf.len(), 0) };
+        calls.record(if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+    }
+    calls.elapsed_ns = start.elapsed().as_nanos() as u64;
+    println!("{}", serde_json::to_string(&calls).expect("serialize"));
 }
 
 fn udp_echo(port: u16) {
