@@ -533,8 +533,16 @@ fn ramp_is_measured_per_step(detached: bool) {
     }
     let mut measured = Vec::new();
     let mut judged = 0;
+    // The last step ends where the fault was detached (on the run's schedule), which for a
+    // detached run comes its reaper's start-up lag before the kernel deadline.
+    let detached_at = events
+        .iter()
+        .find(|e| e["event"] == "detach")
+        .and_then(|e| e["t"].as_f64())
+        .map_or(deadline_ns, |t| arm_ns + ((t - t_arm) * 1e9) as u64);
+    let lag_s = t_arm - events[0]["t"].as_f64().unwrap_or(0.0);
     for (step, &(start, percent)) in starts.iter().enumerate() {
-        let end = starts.get(step + 1).map_or(deadline_ns, |s| s.0).max(start);
+        let end = starts.get(step + 1).map_or(detached_at, |s| s.0).max(start);
         // The middle of the step: away from the switch, whatever the blur of the clocks.
         let (from, to) = (start + (end - start) / 4, end - (end - start) / 4);
         let seqs: Vec<u64> = sent_at.iter().filter(|(_, at)| (from..to).contains(at)).map(|&(seq, _)| seq).collect();
@@ -557,8 +565,13 @@ fn ramp_is_measured_per_step(detached: bool) {
         );
         judged += 1;
     }
-    assert!(judged >= 3, "only {judged} steps long enough to measure: {measured:?}");
-    eprintln!("measured: ramp ({}): {measured:?}", if detached { "detached" } else { "foreground" });
+    // A reaper that starts late (seconds, in a busy TCG guest) follows the schedule from its own
+    // start, so no step is lost; one may still be too short to judge.
+    assert!(judged >= 3, "only {judged} steps long enough to measure (armed {lag_s:.2} s in): {measured:?}");
+    eprintln!(
+        "measured: ramp ({}, armed {lag_s:.2} s after the run started): {measured:?}",
+        if detached { "detached" } else { "foreground" }
+    );
 }
 
 #[test]
