@@ -567,9 +567,12 @@ fn ramp_is_measured_per_step(detached: bool) {
     }
     // A reaper that starts late (seconds, in a busy TCG guest) follows the schedule from its own
     // start, so no step is lost; one may still be too short to judge.
-    assert!(judged >= 3, "only {judged} steps long enough to measure (armed {lag_s:.2} s in): {measured:?}");
+    assert!(
+        judged >= 3,
+        "only {judged} steps long enough to measure (armed {lag_s:.2} s into its timeline): {measured:?}"
+    );
     eprintln!(
-        "measured: ramp ({}, armed {lag_s:.2} s after the run started): {measured:?}",
+        "measured: ramp ({}, armed {lag_s:.2} s into its timeline): {measured:?}",
         if detached { "detached" } else { "foreground" }
     );
 }
