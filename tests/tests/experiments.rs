@@ -533,8 +533,16 @@ fn ramp_is_measured_per_step(detached: bool) {
     }
     let mut measured = Vec::new();
     let mut judged = 0;
+    // The last step ends where the fault was detached (on the run's schedule), which for a
+    // detached run comes its reaper's start-up lag before the kernel deadline.
+    let detached_at = events
+        .iter()
+        .find(|e| e["event"] == "detach")
+        .and_then(|e| e["t"].as_f64())
+        .map_or(deadline_ns, |t| arm_ns + ((t - t_arm) * 1e9) as u64);
+    let lag_s = t_arm - events[0]["t"].as_f64().unwrap_or(0.0);
     for (step, &(start, percent)) in starts.iter().enumerate() {
-        let end = starts.get(step + 1).map_or(deadline_ns, |s| s.0).max(start);
+        let end = starts.get(step + 1).map_or(detached_at, |s| s.0).max(start);
         // The middle of the step: away from the switch, whatever the blur of the clocks.
         let (from, to) = (start + (end - start) / 4, end - (end - start) / 4);
         let seqs: Vec<u64> = sent_at.iter().filter(|(_, at)| (from..to).contains(at)).map(|&(seq, _)| seq).collect();
@@ -557,8 +565,16 @@ fn ramp_is_measured_per_step(detached: bool) {
         );
         judged += 1;
     }
-    assert!(judged >= 3, "only {judged} steps long enough to measure: {measured:?}");
-    eprintln!("measured: ramp ({}): {measured:?}", if detached { "detached" } else { "foreground" });
+    // A reaper that starts late (seconds, in a busy TCG guest) follows the schedule from its own
+    // start, so no step is lost; one may still be too short to judge.
+    assert!(
+        judged >= 3,
+        "only {judged} steps long enough to measure (armed {lag_s:.2} s into its timeline): {measured:?}"
+    );
+    eprintln!(
+        "measured: ramp ({}, armed {lag_s:.2} s into its timeline): {measured:?}",
+        if detached { "detached" } else { "foreground" }
+    );
 }
 
 #[test]
@@ -595,8 +611,9 @@ fn a_detached_experiment_ends_by_itself_at_its_deadline() {
     eprintln!(
         "measured: detached 3 s drop: first datagram {late_ms:.1} ms after the kernel deadline, {delivered} delivered"
     );
-    // The reaper ends the fault on the experiment's schedule (3 s after the run started), which
-    // comes its start-up lag (a few ms) before the kernel deadline it wrote when it armed.
+    // The reaper ends the fault on the experiment's schedule, which it follows from its own
+    // start when that is over 100 ms late: at the kernel deadline it wrote when it armed, or
+    // up to its start-up lag before it (never less than 3 s after the run started).
     assert!(
         first >= started_ns + 3_000_000_000,
         "a datagram got through {:.1} ms before the kernel deadline, less than 3 s after the experiment started",
