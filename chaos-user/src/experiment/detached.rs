@@ -214,7 +214,7 @@ pub fn reap(id: &str) -> ExitCode {
     // has long recorded this reaper's pid).
     let lag_ns = sys::monotonic_now_ns().saturating_sub(schedule.started_ns);
     let (started_ns, record) = if lag_ns > 100_000_000 {
-        let mut record = runs::find(id).unwrap_or(record);
+        let mut record = run_records::find(id).unwrap_or(record);
         record.ends_ns += lag_ns;
         let _ = record.write();
         (schedule.started_ns + lag_ns, record)
