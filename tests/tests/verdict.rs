@@ -81,20 +81,31 @@ const HARMLESS_FAULT: &str = "[[fault]]\nkind = \"net partition\"\nto = [\"192.0
 // ---------------------------------------------------------------------------------------------
 // HTTPS
 
-/// A self-signed certificate for 127.0.0.1 and `openssl s_server -WWW` serving the scratch
-/// directory over TLS on `port`; the server logs `FILE:<name>` on stderr for each file served.
+/// A test CA (self-signed), a certificate for 127.0.0.1 it signed, and `openssl s_server -WWW`
+/// serving the scratch directory over TLS on `port`; the server logs `FILE:<name>` on stderr
+/// for each file it serves.
 fn https_server(scratch: &Scratch, port: u16) -> Killed {
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=chaos-test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(scratch.path("key.pem"))
-        .arg("-out")
-        .arg(scratch.path("cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl req");
-    assert!(made.success(), "openssl could not make a certificate");
+    let openssl = |args: &[&str]| {
+        let made = Command::new("openssl")
+            .args(args)
+            .current_dir(&scratch.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(made.success(), "openssl {args:?} failed");
+    };
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=chaos test CA"]
+        .iter()
+        .chain(&["-keyout", "ca.key", "-out", "ca.pem"])
+        .copied()
+        .collect::<Vec<_>>());
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "leaf.csr"]);
+    scratch.file("leaf.ext", "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n");
+    openssl(&[
+        "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+        "-extfile", "leaf.ext", "-out", "cert.pem",
+    ]);
     scratch.file("health.txt", "all good\n");
     let child = Command::new("openssl")
         .args(["s_server", "-WWW", "-accept", &format!("127.0.0.1:{port}")])
@@ -140,7 +151,7 @@ fn an_https_check_trusts_its_ca_file_and_nothing_else() {
     let _server = https_server(&scratch, 18_701);
 
     // The CA file, relative to the experiment file: every result passes, and the server served them.
-    let file = scratch.file("ca.toml", &https_experiment(&cgroup, 18_701, "ca = \"cert.pem\"", "all good"));
+    let file = scratch.file("ca.toml", &https_experiment(&cgroup, 18_701, "ca = \"ca.pem\"", "all good"));
     let (code, output, events) = run_experiment(&file, &scratch.path("ca.jsonl"));
     assert_eq!(code, 0, "{output}");
     let checks = check_events(&events, None);
