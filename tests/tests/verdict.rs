@@ -95,16 +95,42 @@ fn https_server(scratch: &Scratch, port: u16) -> Killed {
             .expect("openssl");
         assert!(made.success(), "openssl {args:?} failed");
     };
-    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=chaos test CA"]
-        .iter()
-        .chain(&["-keyout", "ca.key", "-out", "ca.pem"])
-        .copied()
-        .collect::<Vec<_>>());
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "leaf.csr"]);
+    openssl(
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=chaos test CA"]
+            .iter()
+            .chain(&["-keyout", "ca.key", "-out", "ca.pem"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
     scratch.file("leaf.ext", "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n");
     openssl(&[
-        "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
-        "-extfile", "leaf.ext", "-out", "cert.pem",
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
     ]);
     scratch.file("health.txt", "all good\n");
     let child = Command::new("openssl")
@@ -457,4 +483,127 @@ fn bad_control_groups_and_tolerances_are_refused_at_their_position() {
     let (status, _, stderr) = chaos::run(&["run", "--dry-run", file.to_str().unwrap()]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("is the target itself"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reports
+
+/// Headless Chromium (Debian's) renders `page` to a PNG; returns the PNG's pixels (RGBA) and
+/// Chromium's log (console messages included: `--enable-logging=stderr --v=0`).
+fn chromium_render(scratch: &Scratch, page: &Path, name: &str) -> (Vec<[u8; 4]>, String) {
+    let shot = scratch.path(&format!("{name}.png"));
+    let output = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1000,1400"])
+        .args(["--enable-logging=stderr", "--v=0"])
+        .arg(format!("--user-data-dir={}", scratch.path(&format!("{name}-profile")).display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    let file = fs::File::open(&shot).unwrap_or_else(|e| panic!("no screenshot ({e}): {log}"));
+    let mut reader = png::Decoder::new(file).read_info().expect("a PNG");
+    let mut buffer = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buffer).expect("a frame");
+    let channels = info.color_type.samples();
+    let pixels = buffer[..info.buffer_size()]
+        .chunks(channels)
+        .map(|p| [p[0], p[1 % channels], p[2 % channels], if channels == 4 { p[3] } else { 255 }])
+        .collect();
+    (pixels, log)
+}
+
+/// Lines of Chromium's log that report a console message or a refused load.
+fn console_errors(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Content Security Policy") || l.contains("Uncaught"))
+        .collect()
+}
+
+#[test]
+fn the_report_of_a_violated_run_renders_in_chromium_and_the_review_has_every_section() {
+    let name = "the_report_of_a_violated_run_renders_in_chromium_and_the_review_has_every_section";
+    require_root!(name);
+    skip_if!(!installed("chromium"), name, "Debian's chromium is not installed (cargo xtask setup installs it)");
+    let _serial = chaos_tests::serialized();
+    let scratch = Scratch::new();
+    let cgroup = TestCgroup::new();
+    let server = HttpServer::start(&cgroup, 18_731);
+    let text = format!(
+        "name = \"report\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"3s\"\n\n\
+         [[fault]]\nkind = \"net drop\"\npercent = 100\ndirection = \"egress\"\nstart = \"1s\"\n\n\
+         [steady_state]\nbefore = \"1s\"\nafter = \"1s\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\n\n\
+         [[steady_state.check]]\nname = \"web\"\nhttp = \"{}\"\n\n[abort]\nconsecutive_failures = 5\n",
+        cgroup.path(),
+        server.url()
+    );
+    let file = scratch.file("report.toml", &text);
+    let timeline = scratch.path("report.jsonl");
+    let (code, output, _) = run_experiment(&file, &timeline);
+    assert_eq!(code, 1, "{output}");
+    let (html, markdown) = (scratch.path("report.html"), scratch.path("report.md"));
+    let (status, _, stderr) = chaos::run(&[
+        "report",
+        timeline.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+        "--markdown",
+        markdown.to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(1), "report exits with the verdict's code: {stderr}");
+
+    // The review document has every section, and the facts of the run.
+    let review = fs::read_to_string(&markdown).expect("markdown written");
+    for section in [
+        "# Learning review: report",
+        "## Summary",
+        "## Timeline",
+        "## Faults",
+        "## Checks",
+        "## Compared with the control",
+        "## Machine",
+        "## Questions for the review",
+    ] {
+        assert!(review.contains(section), "no {section:?} in:\n{review}");
+    }
+    assert!(
+        review.contains("violated") && review.contains("`chaos net drop") && review.contains("| web |"),
+        "{review}"
+    );
+
+    // The page is self-contained: nothing to fetch, no script.
+    let page = fs::read_to_string(&html).expect("html written");
+    for outside in ["<script", "src=", "<link", "url(", "@import"] {
+        assert!(!page.contains(outside), "the page has {outside:?}");
+    }
+    assert!(page.contains("<svg") && page.contains("violated"), "no chart or verdict");
+
+    // Rendered: not blank (a good share of pixels is not white, the faults phase's shade and
+    // the failing checks' red are there), and Chromium logged no console message.
+    let (pixels, log) = chromium_render(&scratch, &html, "report");
+    if let Some(keep) = std::env::var_os("CHAOS_KEEP_REPORT") {
+        let _ = fs::copy(scratch.path("report.png"), Path::new(&keep).join("report.png"));
+        let _ = fs::copy(&html, Path::new(&keep).join("report.html"));
+        let _ = fs::copy(&markdown, Path::new(&keep).join("report.md"));
+    }
+    let inked = pixels.iter().filter(|p| p[0] < 240 || p[1] < 240 || p[2] < 240).count();
+    let shaded = pixels.iter().filter(|p| p[..3] == [0xfd, 0xe8, 0xd0]).count();
+    let red = pixels.iter().filter(|p| p[0] > 180 && p[1] < 80 && p[2] < 80).count();
+    eprintln!("rendered: {} pixels, {inked} inked, {shaded} in the faults shade, {red} red", pixels.len());
+    assert!(
+        inked * 50 > pixels.len() && shaded > 1000 && red > 20,
+        "a blank render? {inked} inked, {shaded} shaded, {red} red of {}",
+        pixels.len()
+    );
+    assert!(console_errors(&log).is_empty(), "console messages: {:?}", console_errors(&log));
+
+    // The console check sees what it looks for: a page that logs an error is caught.
+    let noisy = scratch.file(
+        "noisy.html",
+        "<!DOCTYPE html><html><body><p>x</p><script>console.error('chaos report test')</script></body></html>",
+    );
+    let (_, log) = chromium_render(&scratch, &noisy, "noisy");
+    assert!(console_errors(&log).iter().any(|l| l.contains("chaos report test")), "the console check is blind: {log}");
 }

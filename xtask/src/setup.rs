@@ -25,6 +25,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("strace", "the anchor tool of the syscall benchmarks"),
     ("openssl", "the verdict tests: a self-signed certificate and an HTTPS test server (s_server)"),
     ("prometheus", "the verdict tests: a real Prometheus for the Prometheus check to query"),
+    ("chromium", "the verdict tests: renders `chaos report --html` headless, to a PNG"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
