@@ -440,6 +440,7 @@ fn a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not() {
 
     // No fault on either replica (a partition from an unused network): 20 short runs of 3 s
     // (about 60 results per group each), and not one false alarm.
+    let mut lowest = 1.0_f64;
     for run in 1..=20 {
         let file =
             scratch.file("alike.toml", &control_experiment(&target, &control, (a.port, b.port), HARMLESS_FAULT, "3s"));
@@ -450,7 +451,9 @@ fn a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not() {
             found.len() == 2 && found.iter().all(|c| c["worse"] == false && c["n_control"].as_u64() >= Some(30)),
             "{found:?}"
         );
+        lowest = found.iter().filter_map(|c| c["p_value"].as_f64()).fold(lowest, f64::min);
     }
+    eprintln!("no fault: 20 runs of 3 s held; the lowest p-value of any comparison was {lowest:.4}");
 }
 
 #[test]

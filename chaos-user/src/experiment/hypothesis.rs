@@ -85,9 +85,9 @@ impl RunningChecks {
                 tokio::spawn(async move {
                     let mut ticks = interval(spec.interval);
                     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                    loop {
+                    for tick in 0u64.. {
                         ticks.tick().await;
-                        let (result, control) = steady::run_with_control(&spec).await;
+                        let (result, control) = steady::run_with_control(&spec, tick % 2 == 1).await;
                         if results.send(Outcome { check: index, phase, result, control }).is_err() {
                             return;
                         }

@@ -114,9 +114,15 @@ pub async fn run(check: &Check) -> CheckResult {
 }
 
 /// Runs the check and its control at the same time; the control's result is `None` without one.
-pub async fn run_with_control(check: &Check) -> (CheckResult, Option<CheckResult>) {
+/// `control_first` says which of the two is started (and polled) first: on one thread the first
+/// gets ahead, so callers alternate it, and neither group is favoured by the order.
+pub async fn run_with_control(check: &Check, control_first: bool) -> (CheckResult, Option<CheckResult>) {
     match &check.control {
         None => (run(check).await, None),
+        Some(control) if control_first => {
+            let (control, result) = tokio::join!(run_kind(check, control), run(check));
+            (result, Some(control))
+        }
         Some(control) => {
             let (result, control) = tokio::join!(run(check), run_kind(check, control));
             (result, Some(control))
