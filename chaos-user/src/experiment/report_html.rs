@@ -34,10 +34,10 @@ pub fn render(review: &Review) -> String {
         verdict =
             esc(review.verdict.as_ref().map_or("no verdict: the timeline ends before the run did", |v| v.1.as_str())),
     );
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<table class=\"facts\"><tr><th>run</th><td>{}</td></tr><tr><th>file</th><td>{}</td></tr>\
-         <tr><th>target</th><td>{}</td></tr><tr><th>rendered on</th><td>{}</td></tr></table>\n",
+         <tr><th>target</th><td>{}</td></tr><tr><th>rendered on</th><td>{}</td></tr></table>",
         esc(&review.id),
         esc(&review.file),
         esc(&review.target),
