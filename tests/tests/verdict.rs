@@ -75,6 +75,14 @@ fn check_events<'a>(events: &'a [Value], group: Option<&str>) -> Vec<&'a Value> 
     events.iter().filter(|e| e["event"] == "check" && e["group"].as_str() == group).collect()
 }
 
+/// These tests belong to the host tier: they need Debian's packages and real time (under the VM
+/// tier's TCG emulation, latencies are the emulator's).
+fn on_a_vm() -> bool {
+    chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm"))
+}
+
+const VM_REASON: &str = "host tier only (Debian's openssl, prometheus and chromium; real-time latencies)";
+
 /// A fault that touches nothing anybody uses (an experiment needs one).
 const HARMLESS_FAULT: &str = "[[fault]]\nkind = \"net partition\"\nto = [\"192.0.2.0/24\"]\n";
 
@@ -166,6 +174,7 @@ fn https_experiment(cgroup: &TestCgroup, port: u16, trust: &str, body: &str) -> 
 #[test]
 fn an_https_check_trusts_its_ca_file_and_nothing_else() {
     require_root!("an_https_check_trusts_its_ca_file_and_nothing_else");
+    skip_if!(on_a_vm(), "an_https_check_trusts_its_ca_file_and_nothing_else", VM_REASON);
     skip_if!(
         !installed("openssl"),
         "an_https_check_trusts_its_ca_file_and_nothing_else",
@@ -275,6 +284,7 @@ fn prometheus_experiment(cgroup: &TestCgroup, prometheus: u16, listener: u16, pe
 fn a_prometheus_check_fails_under_a_severe_fault_and_holds_under_a_mild_one() {
     let name = "a_prometheus_check_fails_under_a_severe_fault_and_holds_under_a_mild_one";
     require_root!(name);
+    skip_if!(on_a_vm(), name, VM_REASON);
     skip_if!(!installed("prometheus"), name, "Debian's prometheus is not installed (cargo xtask setup installs it)");
     let _serial = chaos_tests::serialized();
     let scratch = Scratch::new();
@@ -324,6 +334,7 @@ fn a_prometheus_check_fails_under_a_severe_fault_and_holds_under_a_mild_one() {
 fn prometheus_queries_are_checked_at_validate_time() {
     let name = "prometheus_queries_are_checked_at_validate_time";
     require_root!(name);
+    skip_if!(on_a_vm(), name, VM_REASON);
     skip_if!(!installed("prometheus"), name, "Debian's prometheus is not installed (cargo xtask setup installs it)");
     let _serial = chaos_tests::serialized();
     let scratch = Scratch::new();
@@ -405,6 +416,7 @@ fn comparisons(events: &[Value]) -> Vec<&Value> {
 #[test]
 fn a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not() {
     require_root!("a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not");
+    skip_if!(on_a_vm(), "a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not", VM_REASON);
     let _serial = chaos_tests::serialized();
     let scratch = Scratch::new();
     let (target, control) = (TestCgroup::new(), TestCgroup::new());
@@ -459,6 +471,7 @@ fn a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not() {
 #[test]
 fn bad_control_groups_and_tolerances_are_refused_at_their_position() {
     require_root!("bad_control_groups_and_tolerances_are_refused_at_their_position");
+    skip_if!(on_a_vm(), "bad_control_groups_and_tolerances_are_refused_at_their_position", VM_REASON);
     let scratch = Scratch::new();
     let (target, control) = (TestCgroup::new(), TestCgroup::new());
     let good = control_experiment(&target, &control, (18_723, 18_724), HARMLESS_FAULT, "3s");
@@ -529,6 +542,7 @@ fn console_errors(log: &str) -> Vec<&str> {
 fn the_report_of_a_violated_run_renders_in_chromium_and_the_review_has_every_section() {
     let name = "the_report_of_a_violated_run_renders_in_chromium_and_the_review_has_every_section";
     require_root!(name);
+    skip_if!(on_a_vm(), name, VM_REASON);
     skip_if!(!installed("chromium"), name, "Debian's chromium is not installed (cargo xtask setup installs it)");
     let _serial = chaos_tests::serialized();
     let scratch = Scratch::new();
