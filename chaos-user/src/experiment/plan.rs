@@ -198,7 +198,7 @@ impl ExperimentPlan<'_> {
     #[must_use]
     pub fn to_json(&self) -> serde_json::Value {
         let experiment = self.experiment;
-        json!({
+        let mut plan = json!({
             "name": experiment.name,
             "file": experiment.source.path,
             "target": self.target,
@@ -229,7 +229,12 @@ impl ExperimentPlan<'_> {
                 "consecutive_failures": experiment.abort.consecutive_failures,
             },
             "notes": self.notes,
-        })
+        });
+        // Only with a control group, so plans without one print as before.
+        if let (Some(control), Some(spec)) = (&self.control, &experiment.steady_state.control) {
+            plan["control"] = json!({ "target": control, "confidence": spec.confidence });
+        }
+        plan
     }
 
     /// The plan for people.
@@ -264,7 +269,19 @@ impl ExperimentPlan<'_> {
                     humantime::format_duration(check.timeout),
                     check.pass_rate
                 );
+                if let Some(control) = &check.control {
+                    let tolerances: Vec<String> = check.max_difference.iter().map(ToString::to_string).collect();
+                    let _ = writeln!(out, "      control: {control}, worse by at most {}", tolerances.join(", "));
+                }
             }
+        }
+        if let (Some(control), Some(spec)) = (&self.control, &steady.control) {
+            let _ = writeln!(
+                out,
+                "  control group: {} (no fault), compared at confidence {}",
+                control.describe(),
+                spec.confidence
+            );
         }
         for fault in &self.faults {
             let _ = writeln!(
