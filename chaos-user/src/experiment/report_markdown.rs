@@ -97,3 +97,52 @@ pub fn render(review: &Review) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::timeline::Recorded;
+
+    /// A small violated run with a control group, as a timeline holds it.
+    const TIMELINE: &[&str] = &[
+        r#"{"t":0.0,"event":"experiment","id":"x1","name":"canary <a>","file":"c.toml","target":"cgroup /a","duration_s":2.0,"checks":[{"name":"web","what":"GET http://a/ -> 200","pass_rate":0.0}],"notes":[]}"#,
+        r#"{"t":0.0,"event":"plan","fault":1,"kind":"net drop","command_line":"net drop --percent=5","start_s":0.0,"duration_s":2.0,"programs":[],"maps":{}}"#,
+        r#"{"t":0.0,"event":"phase","phase":"during","length_s":2.0}"#,
+        r#"{"t":0.1,"event":"arm","fault":1,"kernel_deadline_ns":5,"percent":5.0}"#,
+        r#"{"t":0.5,"event":"check","check":"web","phase":"during","ok":false,"latency_ms":300.0,"detail":"no answer"}"#,
+        r#"{"t":0.5,"event":"check","check":"web","phase":"during","ok":true,"latency_ms":1.0,"detail":"200","group":"control"}"#,
+        r#"{"t":1.0,"event":"counts","faults":[{"fault":1,"injected":3,"seen":60,"matched":60,"injected_total":3,"seen_total":60,"matched_total":60}]}"#,
+        r#"{"t":2.0,"event":"comparison","check":"web","tolerance":"pass rate -1%","test":"two-proportion z-test","experimental":0.0,"control":100.0,"n_experimental":1,"n_control":1,"z":9.0,"p_value":0.0001,"confidence":0.99,"worse":true,"words":"pass rate: worse"}"#,
+        r#"{"t":2.1,"event":"verdict","held":false,"exit_code":1,"summary":"hypothesis violated: worse"}"#,
+    ];
+
+    fn review() -> Review {
+        let events: Vec<Recorded> = TIMELINE.iter().map(|l| serde_json::from_str(l).expect("event")).collect();
+        Review::of(&events)
+    }
+
+    #[test]
+    fn the_review_has_every_section_and_the_facts() {
+        let text = render(&review());
+        for section in SECTIONS {
+            assert!(text.contains(section), "no {section}: {text}");
+        }
+        assert!(text.contains("violated") && text.contains("`chaos net drop --percent=5`"), "{text}");
+        assert!(text.contains("| web | GET http://a/ -> 200 | - | 0/1 (0.0 %) | - |"), "{text}");
+        assert!(text.contains("**worse**") && text.contains("fault #1 armed"), "{text}");
+    }
+
+    #[test]
+    fn the_page_escapes_text_and_fetches_nothing() {
+        let page = super::super::report_html::render(&review());
+        assert!(page.contains("canary &lt;a&gt;") && !page.contains("canary <a>"), "not escaped");
+        for outside in ["<script", "src=", "<link", "url("] {
+            assert!(!page.contains(outside), "{outside}");
+        }
+        // Both groups are drawn: the target's failing point and the control's square.
+        assert!(
+            page.contains("target at 0.50s: 300 ms, fail") && page.contains("control at 0.50s: 1 ms, pass"),
+            "{page}"
+        );
+    }
+}
