@@ -68,7 +68,8 @@ fn default_timeline(name: &str) -> PathBuf {
     PathBuf::from(format!("chaos-{safe}-{stamp}.jsonl"))
 }
 
-/// Checks a file without touching this machine: syntax, keys, types, values, fault options.
+/// Checks a file without touching this machine: syntax, keys, types, values, fault options (and
+/// asks each Prometheus server about its query: a refusal is an error, no answer a warning).
 pub fn validate(path: &Path, i_know: bool) -> anyhow::Result<ExitCode> {
     let experiment = file::load(path, i_know)?;
     for warning in file::checks::ask_servers(&experiment.steady_state.checks, &experiment.source)? {
