@@ -23,6 +23,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "inspecting what is attached, when debugging"),
     ("iptables", "the anchor tool of the packet-drop benchmark"),
     ("strace", "the anchor tool of the syscall benchmarks"),
+    ("openssl", "the verdict tests: a self-signed certificate and an HTTPS test server (s_server)"),
+    ("prometheus", "the verdict tests: a real Prometheus for the Prometheus check to query"),
+    ("chromium", "the verdict tests: renders `chaos report --html` headless, to a PNG"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

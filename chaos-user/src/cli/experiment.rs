@@ -4,10 +4,11 @@ use std::{
     process::ExitCode,
 };
 
+use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    experiment::{self, detached, file, plan, runner, timeline},
+    experiment::{self, detached, file, plan, report_html, report_markdown, review::Review, runner, timeline},
     features,
     report::OutputFormat,
 };
@@ -39,6 +40,9 @@ pub fn run(args: &ExperimentArgs, output: OutputFormat) -> anyhow::Result<ExitCo
         eprintln!("chaos: cleanup of an earlier run: {line}");
     }
     let experiment = file::load(&args.file, args.i_know)?;
+    for warning in file::checks::ask_servers(&experiment.steady_state.checks, &experiment.source)? {
+        eprintln!("chaos: warning: {warning}");
+    }
     let kernel = features::Prober::new();
     let plan = plan::plan(&experiment, args.i_know, &kernel)?;
     if args.dry_run {
@@ -64,9 +68,13 @@ fn default_timeline(name: &str) -> PathBuf {
     PathBuf::from(format!("chaos-{safe}-{stamp}.jsonl"))
 }
 
-/// Checks a file without touching this machine: syntax, keys, types, values, fault options.
+/// Checks a file without touching this machine: syntax, keys, types, values, fault options (and
+/// asks each Prometheus server about its query: a refusal is an error, no answer a warning).
 pub fn validate(path: &Path, i_know: bool) -> anyhow::Result<ExitCode> {
     let experiment = file::load(path, i_know)?;
+    for warning in file::checks::ask_servers(&experiment.steady_state.checks, &experiment.source)? {
+        eprintln!("chaos: warning: {warning}");
+    }
     println!(
         "{}: valid: \"{}\", {} fault(s), {} check(s), {} (the target and the kernel are checked by `chaos run --dry-run`)",
         path.display(),
@@ -79,8 +87,22 @@ pub fn validate(path: &Path, i_know: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Re-renders a saved timeline; exits with the code of its verdict.
-pub fn report(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
+pub fn report(
+    path: &Path,
+    output: OutputFormat,
+    html: Option<&Path>,
+    markdown: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let (written, events): (Vec<_>, Vec<_>) = timeline::read(path).map_err(anyhow::Error::msg)?.into_iter().unzip();
+    if html.is_some() || markdown.is_some() {
+        let review = Review::of(&events);
+        for (out, text) in [(html, report_html::render as fn(&Review) -> String), (markdown, report_markdown::render)] {
+            if let Some(out) = out {
+                std::fs::write(out, text(&review)).with_context(|| format!("writing {}", out.display()))?;
+                eprintln!("report: {}", out.display());
+            }
+        }
+    }
     match output {
         OutputFormat::Text => print!("{}", timeline::summary(&events)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&written)?),

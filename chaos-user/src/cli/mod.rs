@@ -73,7 +73,15 @@ Examples:
         i_know: bool,
     },
     /// Print the summary of a saved timeline (JSON Lines); exits with its verdict's code.
-    Report { file: PathBuf },
+    Report {
+        file: PathBuf,
+        /// Also write a self-contained HTML report (charts as inline SVG, no network).
+        #[arg(long, value_name = "OUT.html")]
+        html: Option<PathBuf>,
+        /// Also write a learning-review document in Markdown.
+        #[arg(long, value_name = "OUT.md")]
+        markdown: Option<PathBuf>,
+    },
     /// List the running experiments (foreground and detached): target, faults, time left, counts.
     Status,
     /// Stop an experiment by id (from `chaos status`), or all of them.
@@ -139,7 +147,9 @@ impl Cli {
             Command::Syscall(command) => (*command).run(self.output),
             Command::Run(args) => experiment::run(&args, self.output),
             Command::Validate { file, i_know } => experiment::validate(&file, i_know),
-            Command::Report { file } => experiment::report(&file, self.output),
+            Command::Report { file, html, markdown } => {
+                experiment::report(&file, self.output, html.as_deref(), markdown.as_deref())
+            }
             Command::Status => Ok(status::status(self.output)),
             Command::Stop { id, all } => status::stop(id.as_deref(), all),
             Command::Cleanup => Ok(cleanup::run()),

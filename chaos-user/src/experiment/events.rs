@@ -9,12 +9,15 @@ use super::{
     Phase,
     plan::{ExperimentPlan, PlannedFault},
 };
-use crate::fault::options::Ppm;
+use crate::{
+    fault::options::Ppm,
+    steady::{CheckResult, verdict::Comparison},
+};
 
 /// Every event a timeline holds, in the order a run writes them: `experiment`, `plan` (one per
 /// fault), `phase`, `check` (each result), `attach` (one per fault), `arm`, `ramp`, `counts`
 /// (injections per fault per second), `abort`, `detach` (one per fault, with its totals),
-/// `verdict`.
+/// `comparison` (with a control group), `verdict`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 pub enum TimelineEvent {
@@ -30,7 +33,16 @@ pub enum TimelineEvent {
         ok: bool,
         latency_ms: f64,
         detail: String,
+        /// `control` for the control group's result (absent: the target's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        /// The metric value a Prometheus check read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<f64>,
     },
+    /// One tolerance of one check with a control: the test, its figures and whether the target
+    /// was worse (written before the verdict).
+    Comparison(Comparison),
     Attach(FaultAttached),
     Arm {
         fault: usize,
@@ -60,6 +72,22 @@ pub enum TimelineEvent {
     /// An event this version of chaos does not know (a newer chaos wrote it).
     #[serde(other)]
     Unknown,
+}
+
+impl TimelineEvent {
+    /// The `check` event of one result (of the control group's replica when `group` says so).
+    #[must_use]
+    pub fn check(name: &str, phase: Phase, result: &CheckResult, group: Option<&str>) -> Self {
+        Self::Check {
+            check: name.to_owned(),
+            phase,
+            ok: result.ok,
+            latency_ms: (result.latency.as_secs_f64() * 1e6).round() / 1e3,
+            detail: result.detail.clone(),
+            group: group.map(str::to_owned),
+            value: result.value,
+        }
+    }
 }
 
 /// `experiment`: what runs, where, and what the hypothesis is.

@@ -8,7 +8,22 @@ use tokio::{
 };
 
 use super::{AbortRules, Phase};
-use crate::steady::{self, Check, CheckResult};
+use crate::steady::{
+    self, Check, CheckKind, CheckResult,
+    verdict::{Comparison, Samples, compare},
+};
+
+/// Counts one result into a group's samples: its latency in ms, or for a metric check the value
+/// it read (a query that read none adds to the pass rate only).
+fn add_sample(samples: &mut Samples, result: &CheckResult, metric: bool) {
+    samples.total += 1;
+    samples.passed += u64::from(result.ok);
+    if !metric {
+        samples.values.push(result.latency.as_secs_f64() * 1e3);
+    } else if let Some(value) = result.value {
+        samples.values.push(value);
+    }
+}
 
 /// How the run ended, and its exit code: 0 held, 1 violated, 2 could not run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +60,8 @@ pub struct Outcome {
     pub check: usize,
     pub phase: Phase,
     pub result: CheckResult,
+    /// The control group's result, measured at the same time (checks with a control).
+    pub control: Option<CheckResult>,
 }
 
 /// Pass counts of one check in one phase, and its current run of failures.
@@ -68,10 +85,10 @@ impl RunningChecks {
                 tokio::spawn(async move {
                     let mut ticks = interval(spec.interval);
                     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                    loop {
+                    for tick in 0u64.. {
                         ticks.tick().await;
-                        let result = steady::run(&spec).await;
-                        if results.send(Outcome { check: index, phase, result }).is_err() {
+                        let (result, control) = steady::run_with_control(&spec, tick % 2 == 1).await;
+                        if results.send(Outcome { check: index, phase, result, control }).is_err() {
                             return;
                         }
                     }
@@ -93,17 +110,49 @@ pub struct Hypothesis<'e> {
     checks: &'e [Check],
     rules: AbortRules,
     tallies: Vec<[Tally; 3]>,
+    /// Per check with a control: both groups' results during the faults, for the comparison.
+    during: Vec<(Samples, Samples)>,
 }
 
 impl<'e> Hypothesis<'e> {
     #[must_use]
     pub fn new(checks: &'e [Check], rules: AbortRules) -> Self {
-        Self { checks, rules, tallies: vec![[Tally::default(); 3]; checks.len()] }
+        Self {
+            checks,
+            rules,
+            tallies: vec![[Tally::default(); 3]; checks.len()],
+            during: vec![Default::default(); checks.len()],
+        }
+    }
+
+    /// Each tolerance of each check with a control, compared over the faults phase.
+    #[must_use]
+    pub fn comparisons(&self, confidence: f64) -> Vec<Comparison> {
+        self.checks
+            .iter()
+            .zip(&self.during)
+            .filter(|(check, _)| check.control.is_some())
+            .flat_map(|(check, (experimental, control))| {
+                let what = if matches!(check.kind, CheckKind::Prometheus(_)) { "value" } else { "latency (ms)" };
+                check
+                    .max_difference
+                    .iter()
+                    .map(move |tolerance| compare(&check.name, what, tolerance, experimental, control, confidence))
+            })
+            .collect()
     }
 
     /// Counts a check result; returns why to abort, if an abort rule now holds.
     pub fn record(&mut self, outcome: &Outcome, phase_end: Instant) -> Option<String> {
         let check = &self.checks[outcome.check];
+        if outcome.phase == Phase::During
+            && let Some(control) = &outcome.control
+        {
+            let (experimental, control_samples) = &mut self.during[outcome.check];
+            let metric = matches!(check.kind, CheckKind::Prometheus(_));
+            add_sample(experimental, &outcome.result, metric);
+            add_sample(control_samples, control, metric);
+        }
         let tally = &mut self.tallies[outcome.check][outcome.phase as usize];
         if outcome.result.ok {
             tally.passed += 1;

@@ -12,6 +12,9 @@ pub mod faults;
 pub mod file;
 pub mod hypothesis;
 pub mod plan;
+pub mod report_html;
+pub mod report_markdown;
+pub mod review;
 pub mod runner;
 pub mod source;
 pub mod steps;
@@ -96,6 +99,17 @@ pub struct SteadyState {
     pub before: Duration,
     pub after: Duration,
     pub checks: Vec<Check>,
+    /// The control group, when the file has `[control]`.
+    pub control: Option<Control>,
+}
+
+/// `[control]`: a replica that gets no fault, measured by the checks that name it.
+#[derive(Debug)]
+pub struct Control {
+    pub target: TargetName,
+    pub target_span: Range<usize>,
+    /// How sure a comparison must be that the target is worse (default 0.99).
+    pub confidence: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,6 +18,8 @@ use crate::{
 pub struct ExperimentPlan<'e> {
     pub experiment: &'e Experiment,
     pub target: Target,
+    /// The control group's replica (no fault attaches to it), when the file has `[control]`.
+    pub control: Option<Target>,
     pub faults: Vec<PlannedFault>,
     /// Running experiments this one shares hooks with, and why that is fine.
     pub notes: Vec<String>,
@@ -78,6 +80,23 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
             let hint = if err.is_safety_refusal() { "; `chaos run --i-know` overrides this refusal" } else { "" };
             target_error(format!("{err}{hint}"))
         })?;
+    let control = match &experiment.steady_state.control {
+        None => None,
+        Some(control) => {
+            let error =
+                |message: String| experiment.error_at(&control.target_span, format!("[control] target: {message}"));
+            // The control only gets measured, never touched: no refusal applies, but it must
+            // exist and be another replica than the target.
+            let resolved = cgroups.resolve_allowing(&control.target, None, true).map_err(|e| error(e.to_string()))?;
+            if resolved.id == target.id {
+                return Err(error(format!(
+                    "{} is the target itself: the control must be another replica, with no fault",
+                    resolved.describe()
+                )));
+            }
+            Some(resolved)
+        }
+    };
     if experiment.faults.iter().any(|f| f.options.uses_ledger()) {
         for line in ledger::cleanup_stale() {
             eprintln!("chaos: cleanup of an earlier run: {line}");
@@ -111,7 +130,7 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
         });
     }
     let notes = check_conflicts(experiment, &target, &faults)?;
-    Ok(ExperimentPlan { experiment, target, faults, notes })
+    Ok(ExperimentPlan { experiment, target, control, faults, notes })
 }
 
 /// Refuses hooks shared with a running experiment (or within this one) that do not compose;
@@ -179,7 +198,7 @@ impl ExperimentPlan<'_> {
     #[must_use]
     pub fn to_json(&self) -> serde_json::Value {
         let experiment = self.experiment;
-        json!({
+        let mut plan = json!({
             "name": experiment.name,
             "file": experiment.source.path,
             "target": self.target,
@@ -210,7 +229,12 @@ impl ExperimentPlan<'_> {
                 "consecutive_failures": experiment.abort.consecutive_failures,
             },
             "notes": self.notes,
-        })
+        });
+        // Only with a control group, so plans without one print as before.
+        if let (Some(control), Some(spec)) = (&self.control, &experiment.steady_state.control) {
+            plan["control"] = json!({ "target": control, "confidence": spec.confidence });
+        }
+        plan
     }
 
     /// The plan for people.
@@ -245,7 +269,19 @@ impl ExperimentPlan<'_> {
                     humantime::format_duration(check.timeout),
                     check.pass_rate
                 );
+                if let Some(control) = &check.control {
+                    let tolerances: Vec<String> = check.max_difference.iter().map(ToString::to_string).collect();
+                    let _ = writeln!(out, "      control: {control}, worse by at most {}", tolerances.join(", "));
+                }
             }
+        }
+        if let (Some(control), Some(spec)) = (&self.control, &steady.control) {
+            let _ = writeln!(
+                out,
+                "  control group: {} (no fault), compared at confidence {}",
+                control.describe(),
+                spec.confidence
+            );
         }
         for fault in &self.faults {
             let _ = writeln!(

@@ -192,6 +192,19 @@ impl<'p, 't> Runner<'p, 't> {
                 return Verdict::Violated(format!("{why} ({} the faults)", phase.name()));
             }
         }
+        // With a control group: is the target worse than its untouched replica?
+        if let Some(control) = &experiment.steady_state.control {
+            let comparisons = self.hypothesis.comparisons(control.confidence);
+            for comparison in &comparisons {
+                self.timeline.event(&TimelineEvent::Comparison(comparison.clone()));
+            }
+            if let Some(worse) = comparisons.iter().find(|c| c.worse) {
+                return Verdict::Violated(format!(
+                    "check \"{}\" is worse than the control during the faults: {}",
+                    worse.check, worse.words
+                ));
+            }
+        }
         Verdict::Held
     }
 
@@ -319,13 +332,10 @@ impl<'p, 't> Runner<'p, 't> {
     /// abort rule now holds.
     fn record(&mut self, outcome: &Outcome, phase_end: Instant) -> Option<String> {
         let check = &self.plan.experiment.steady_state.checks[outcome.check];
-        self.timeline.event(&TimelineEvent::Check {
-            check: check.name.clone(),
-            phase: outcome.phase,
-            ok: outcome.result.ok,
-            latency_ms: (outcome.result.latency.as_secs_f64() * 1e6).round() / 1e3,
-            detail: outcome.result.detail.clone(),
-        });
+        self.timeline.event(&TimelineEvent::check(&check.name, outcome.phase, &outcome.result, None));
+        if let Some(control) = &outcome.control {
+            self.timeline.event(&TimelineEvent::check(&check.name, outcome.phase, control, Some("control")));
+        }
         self.hypothesis.record(outcome, phase_end)
     }
 

@@ -207,8 +207,9 @@ pub fn summary(events: &[Recorded]) -> String {
         checks.insert(check.name.clone(), (BTreeMap::new(), format!("{}%", check.pass_rate.as_percent())));
     }
     for event in events {
-        if let TimelineEvent::Check { check, phase, ok, .. } = &event.event {
-            let tally = checks.entry(check.clone()).or_default().0.entry(phase.name()).or_default();
+        if let TimelineEvent::Check { check, phase, ok, group, .. } = &event.event {
+            let name = group.as_ref().map_or_else(|| check.clone(), |group| format!("{check} ({group})"));
+            let tally = checks.entry(name).or_default().0.entry(phase.name()).or_default();
             if *ok {
                 tally.passed += 1;
             } else {
@@ -234,6 +235,15 @@ pub fn summary(events: &[Recorded]) -> String {
                 cell("before"),
                 cell("during"),
                 cell("after")
+            );
+        }
+    }
+    for event in events {
+        if let TimelineEvent::Comparison(comparison) = &event.event {
+            let _ = writeln!(
+                out,
+                "compared with the control: {} ({}): {}",
+                comparison.check, comparison.tolerance, comparison.words
             );
         }
     }

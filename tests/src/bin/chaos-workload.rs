@@ -10,6 +10,10 @@
 //!       prints {"connected", "error", "elapsed_ms"}
 //!   chaos-workload http-serve --port P [--addr IP]
 //!       prints "ready", answers every HTTP request with 200 "ok" until killed
+//!   chaos-workload metrics-serve --port P --probe ADDR:PORT [--timeout-ms MS]
+//!       a Prometheus exporter: TCP-connects to ADDR:PORT every 20 ms (each attempt waits at most
+//!       MS, default 100) and serves the counters `workload_probe_total` and
+//!       `workload_probe_errors_total` at /metrics on 127.0.0.1:P; prints "ready"
 //!   chaos-workload sleep --secs S
 //!       a resident process (gives a test cgroup a member in a namespace)
 //!   chaos-workload connect-loop --to ADDR:PORT --count N [--udp] [--gap-ms MS]
@@ -53,13 +57,16 @@ fn main() {
     let flag = |name: &str| flags.iter().position(|a| a == name).and_then(|i| flags.get(i + 1)).cloned();
     let has = |name: &str| flags.iter().any(|a| a == name);
     let num = |name: &str, default: u64| flag(name).map_or(default, |v| v.parse().unwrap_or_else(|_| usage()));
-    let addr = || -> SocketAddr { flag("--to").unwrap_or_else(|| usage()).parse().unwrap_or_else(|_| usage()) };
+    let addr_of =
+        |name: &str| -> SocketAddr { flag(name).unwrap_or_else(|| usage()).parse().unwrap_or_else(|_| usage()) };
+    let addr = || addr_of("--to");
     match command.as_str() {
         "udp-blast" => udp_blast(addr(), num("--id", 0) as u32, num("--count", 1000), num("--pps", 0)),
         "udp-sink" => udp_sink(num("--port", 0) as u16, num("--idle-ms", 500), num("--max-secs", 120), has("--times")),
         "tcp-listen" => tcp_listen(num("--port", 0) as u16),
         "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
         "http-serve" => http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16),
+        "metrics-serve" => metrics_serve(num("--port", 0) as u16, addr_of("--probe"), num("--timeout-ms", 100)),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),
         "connect-loop" if has("--udp") => udp_connect_loop(addr(), num("--count", 100)),
         "connect-loop" => connect_loop(addr(), num("--count", 100), num("--gap-ms", 0)),
@@ -441,6 +448,54 @@ fn tcp_connect(to: SocketAddr, timeout_ms: u64) {
 }
 
 /// A tiny HTTP/1.1 server: one thread per connection, 200 "ok" to every request.
+fn metrics_serve(port: u16, probe: SocketAddr, timeout_ms: u64) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    };
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    let (total, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    {
+        let (total, errors) = (total.clone(), errors.clone());
+        std::thread::spawn(move || {
+            loop {
+                if TcpStream::connect_timeout(&probe, Duration::from_millis(timeout_ms)).is_err() {
+                    errors.fetch_add(1, Relaxed);
+                }
+                total.fetch_add(1, Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+    }
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match std::io::Read::read(&mut stream, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = format!(
+            "# TYPE workload_probe_total counter\nworkload_probe_total {}\n\
+             # TYPE workload_probe_errors_total counter\nworkload_probe_errors_total {}\n",
+            total.load(Relaxed),
+            errors.load(Relaxed)
+        );
+        let _ = stream.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+}
+
 fn http_serve(addr: String, port: u16) {
     let ip: std::net::IpAddr = addr.parse().unwrap_or_else(|_| usage());
     let listener = TcpListener::bind((ip, port)).expect("bind");

@@ -3,7 +3,7 @@
 use std::{path::Path, time::Duration};
 
 use super::{
-    AbortRules, Experiment, FaultEntry, Ramp, SteadyState, faults,
+    AbortRules, Control, Experiment, FaultEntry, Ramp, SteadyState, faults,
     source::{FileError, Item, Source, Table},
 };
 use crate::{
@@ -11,34 +11,24 @@ use crate::{
         options::{self, Ppm},
         registry::{self, kind_named},
     },
-    steady::{self, Check, CheckKind},
+    steady::Check,
     target::TargetName,
 };
 
 /// Keys of a `[[fault]]` table that belong to the experiment, not to the fault's options.
 pub const FAULT_KEYS: &[&str] = &["kind", "start", "duration", "ramp"];
-const TOP_KEYS: &[&str] = &["name", "description", "target", "duration", "fault", "steady_state", "abort"];
+const TOP_KEYS: &[&str] = &["name", "description", "target", "duration", "fault", "control", "steady_state", "abort"];
+const CONTROL_KEYS: &[&str] = &["target", "confidence"];
 const TARGET_KEYS: &[&str] = &["cgroup", "pid", "unit", "container"];
 const STEADY_KEYS: &[&str] = &["before", "after", "interval", "timeout", "pass_rate", "check"];
-const CHECK_KEYS: &[&str] = &[
-    "name",
-    "http",
-    "tcp",
-    "command",
-    "status",
-    "max_latency",
-    "exit_code",
-    "stdout_contains",
-    "interval",
-    "timeout",
-    "pass_rate",
-];
 const ABORT_KEYS: &[&str] = &["on_violation", "consecutive_failures"];
 
 /// Defaults of `[steady_state]`.
 const DEFAULT_PHASE: Duration = Duration::from_secs(5);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_PASS_RATE: &str = "99";
+/// Defaults of `[control]`.
+const DEFAULT_CONFIDENCE: f64 = 0.99;
 
 /// Reads and validates an experiment file. `i_know` lifts the duration cap.
 pub fn load(path: &Path, i_know: bool) -> Result<Experiment, FileError> {
@@ -86,10 +76,18 @@ fn parse_parts(source: &Source, i_know: bool) -> Result<Experiment, FileError> {
             registry::kind_names().join(", ")
         )));
     }
-    let steady_state = match root.get("steady_state") {
-        Some(item) => parse_steady_state(&item.table("[steady_state]")?)?,
+    let control = root.get("control").map(|item| parse_control(&item)).transpose()?;
+    let mut steady_state = match root.get("steady_state") {
+        Some(item) => parse_steady_state(&item.table("[steady_state]")?, control.is_some())?,
         None => SteadyState::default(),
     };
+    if let (Some(control), false) = (&control, steady_state.checks.iter().any(|c| c.control.is_some())) {
+        return Err(source.error(
+            &control.target_span,
+            "[control] is measured by checks that name it: give a [[steady_state.check]] `control = \"...\"`",
+        ));
+    }
+    steady_state.control = control;
     let abort = match root.get("abort") {
         Some(item) => parse_abort(&item.table("[abort]")?)?,
         None => AbortRules::default(),
@@ -227,22 +225,44 @@ fn parse_ramp(item: &Item<'_>, percent: Option<Ppm>, kind: &str) -> Result<Ramp,
     Ok(Ramp { from, steps })
 }
 
-fn parse_steady_state(table: &Table<'_>) -> Result<SteadyState, FileError> {
+/// `[control]`: the replica that gets no fault, and how sure a comparison must be.
+fn parse_control(item: &Item<'_>) -> Result<Control, FileError> {
+    let table = item.table("[control]")?;
+    let target_item = table.require("target", "target = { cgroup = \"/system.slice/api-replica.service\" }")?;
+    let target = parse_target(&target_item)?;
+    let confidence = match table.get("confidence") {
+        None => DEFAULT_CONFIDENCE,
+        Some(item) => {
+            let text = item.scalar_text()?;
+            let value = text.trim_end_matches('%').trim().parse::<f64>().ok();
+            let value = value.map(|v| if text.ends_with('%') { v / 100.0 } else { v });
+            value.filter(|v| (0.5..1.0).contains(v)).ok_or_else(|| {
+                item.error(format!("'{text}' is not a confidence: give 0.5 to 0.9999, e.g. 0.99 (or \"99%\")"))
+            })?
+        }
+    };
+    table.finish(CONTROL_KEYS)?;
+    Ok(Control { target, target_span: target_item.span.clone(), confidence })
+}
+
+fn parse_steady_state(table: &Table<'_>, has_control: bool) -> Result<SteadyState, FileError> {
     let before = table.get("before").map(|i| zero_or_duration(&i)).transpose()?.unwrap_or(DEFAULT_PHASE);
     let after = table.get("after").map(|i| zero_or_duration(&i)).transpose()?.unwrap_or(DEFAULT_PHASE);
-    let defaults = CheckDefaults {
+    let defaults = checks::CheckDefaults {
         interval: table.get("interval").map(|i| i.duration()).transpose()?.unwrap_or(DEFAULT_INTERVAL),
         timeout: table.get("timeout").map(|i| i.duration()).transpose()?,
         pass_rate: match table.get("pass_rate") {
             Some(item) => item.percent()?,
             None => options::parse_percent(DEFAULT_PASS_RATE).expect("valid default"),
         },
+        has_control,
     };
     let mut checks: Vec<Check> = Vec::new();
     if let Some(item) = table.get("check") {
         for entry in item.array()? {
             let (line, _) = entry_position(&entry);
-            let check = parse_check(&entry.table(format!("the [[steady_state.check]] at line {line}"))?, &defaults)?;
+            let check =
+                checks::parse_check(&entry.table(format!("the [[steady_state.check]] at line {line}"))?, &defaults)?;
             if checks.iter().any(|c| c.name == check.name) {
                 return Err(entry.error(format!("two checks are named \"{}\"; give each its own name", check.name)));
             }
@@ -253,81 +273,7 @@ fn parse_steady_state(table: &Table<'_>) -> Result<SteadyState, FileError> {
     if checks.is_empty() {
         return Err(table.error("[steady_state] has no [[steady_state.check]]: add one, or remove the section"));
     }
-    Ok(SteadyState { before, after, checks })
-}
-
-struct CheckDefaults {
-    interval: Duration,
-    timeout: Option<Duration>,
-    pass_rate: Ppm,
-}
-
-fn parse_check(table: &Table<'_>, defaults: &CheckDefaults) -> Result<Check, FileError> {
-    let kinds: Vec<Item<'_>> = ["http", "tcp", "command"].iter().filter_map(|k| table.get(k)).collect();
-    let [what] = kinds.as_slice() else {
-        return Err(table.error(format!(
-            "{} needs exactly one of `http`, `tcp`, `command`{}",
-            table.name,
-            if kinds.is_empty() { String::new() } else { format!(", not {}", kinds.len()) }
-        )));
-    };
-    let interval = table.get("interval").map(|i| i.duration()).transpose()?.unwrap_or(defaults.interval);
-    // A check that may take longer than its interval would overlap the next one.
-    let timeout = table.get("timeout").map(|i| i.duration()).transpose()?.or(defaults.timeout).unwrap_or(interval);
-    let pass_rate = table.get("pass_rate").map(|i| i.percent()).transpose()?.unwrap_or(defaults.pass_rate);
-    let kind = match what.key.as_str() {
-        "http" => {
-            let url = steady::parse_http_url(what.str()?).map_err(|e| what.error(e))?;
-            let status =
-                table.get("status").map(|i| i.integer::<u16>("an HTTP status, 100 to 599")).transpose()?.unwrap_or(200);
-            if !(100..=599).contains(&status) {
-                return Err(table
-                    .get("status")
-                    .expect("given")
-                    .error(format!("{status} is not an HTTP status (100 to 599)")));
-            }
-            let max_latency = table.get("max_latency").map(|i| i.duration()).transpose()?;
-            CheckKind::Http { url, status, max_latency }
-        }
-        "tcp" => {
-            let address = what.str()?.to_owned();
-            if address.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
-                return Err(what.error(format!("'{address}' is not host:port, e.g. \"127.0.0.1:5432\"")));
-            }
-            CheckKind::Tcp { address }
-        }
-        _ => {
-            // A string runs through `sh -c`; an array is the program and its arguments.
-            let argv = match what.value {
-                toml::de::DeValue::String(s) => vec!["sh".to_owned(), "-c".to_owned(), s.to_string()],
-                _ => what.strings()?,
-            };
-            if argv.is_empty() || argv[0].is_empty() {
-                return Err(what.error("is empty: give a command line or [program, args...]"));
-            }
-            let exit_code =
-                table.get("exit_code").map(|i| i.integer::<i32>("an exit code, 0 to 255")).transpose()?.unwrap_or(0);
-            let stdout_contains = table.get("stdout_contains").map(|i| i.str().map(str::to_owned)).transpose()?;
-            CheckKind::Command { argv, exit_code, stdout_contains }
-        }
-    };
-    // Options that only make sense for another kind are a mistake worth pointing at.
-    let stray = match &kind {
-        CheckKind::Http { .. } => &["exit_code", "stdout_contains"][..],
-        CheckKind::Tcp { .. } => &["status", "max_latency", "exit_code", "stdout_contains"][..],
-        CheckKind::Command { .. } => &["status", "max_latency"][..],
-    };
-    for key in stray {
-        if let Some(item) = table.get(key) {
-            return Err(item.error_at_key(format!("`{key}` does not apply to a `{}` check", what.key)));
-        }
-    }
-    let name = match table.get("name") {
-        Some(item) => item.str()?.to_owned(),
-        None => what.value.as_str().map_or_else(|| what.key.clone(), str::to_owned),
-    };
-    table.finish(CHECK_KEYS)?;
-    Ok(Check { name, kind, interval, timeout, pass_rate })
+    Ok(SteadyState { before, after, checks, control: None })
 }
 
 fn parse_abort(table: &Table<'_>) -> Result<AbortRules, FileError> {
@@ -346,5 +292,6 @@ fn parse_abort(table: &Table<'_>) -> Result<AbortRules, FileError> {
     Ok(AbortRules { on_violation, consecutive_failures })
 }
 
+pub mod checks;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Unit tests of the parent module.
 use super::*;
+use crate::steady::CheckKind;
 
 const GOOD: &str = r#"
 name = "api under loss"
@@ -183,10 +184,40 @@ const BAD: &[(&str, usize, usize, &str)] = &[
         "expected a duration with a unit as a string, e.g. \"60s\"",
     ),
     (
-        "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\nhttp = \"https://x/\"\n",
+        "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\nhttp = \"ftp://x/\"\n",
         8,
         8,
-        "https is not supported",
+        "is not an http:// or https:// URL",
+    ),
+    (
+        "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\nprometheus = { url = \"http://127.0.0.1:9090\", query = \"up\" }\nbetween = [2, 1]\n",
+        7,
+        1,
+        "the minimum 2 is above the maximum 1",
+    ),
+    (
+        "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\nprometheus = { url = \"http://127.0.0.1:9090\", query = \"up\" }\nreduce = \"median\"\n",
+        9,
+        10,
+        "is not a reduction",
+    ),
+    (
+        "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\nhttp = \"http://x/\"\nca = \"x.pem\"\n",
+        9,
+        1,
+        "only applies to an https:// URL",
+    ),
+    (
+        "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\nhttp = \"https://x/\"\nca = \"/nonexistent/ca.pem\"\n",
+        9,
+        6,
+        "cannot read the CA file",
+    ),
+    (
+        "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\ntcp = \"x:1\"\nmax = 3\n",
+        9,
+        1,
+        "`max` does not apply to a `tcp` check",
     ),
     (
         "target = { cgroup = \"/a\" }\nduration = \"1m\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n[steady_state]\n[[steady_state.check]]\ntcp = \"x:1\"\nstatus = 200\n",

@@ -1,0 +1,168 @@
+//! What a saved timeline says, gathered for the reports people read (`chaos report --html`,
+//! `--markdown`): phases, faults, check results per group over time, injections per second,
+//! ramps, aborts, comparisons and the verdict.
+use std::collections::BTreeMap;
+
+use super::{
+    Phase,
+    events::{Started, TimelineEvent},
+    timeline::Recorded,
+};
+use crate::steady::verdict::Comparison;
+
+/// One check result at a time.
+#[derive(Clone, Copy, Debug)]
+pub struct Point {
+    pub t: f64,
+    pub ok: bool,
+    pub latency_ms: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct FaultReview {
+    pub kind: String,
+    pub command_line: String,
+    pub start_s: f64,
+    pub duration_s: f64,
+    pub seen: u64,
+    pub matched: u64,
+    pub injected: u64,
+    /// (t, injected since the last sample) of each `counts` event.
+    pub per_second: Vec<(f64, u64)>,
+    pub armed_at: Option<f64>,
+    pub ramps: Vec<(f64, f64)>,
+}
+
+/// A check's series: the target's results, and the control's when it has one.
+#[derive(Clone, Debug, Default)]
+pub struct CheckReview {
+    pub what: String,
+    pub pass_rate: f64,
+    pub target: Vec<Point>,
+    pub control: Vec<Point>,
+    /// (passed, total) per phase, target's results.
+    pub phases: BTreeMap<&'static str, (u64, u64)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Review {
+    pub name: String,
+    pub id: String,
+    pub file: String,
+    pub target: String,
+    /// (phase, start, length) in seconds since the start.
+    pub phases: Vec<(Phase, f64, f64)>,
+    pub faults: BTreeMap<usize, FaultReview>,
+    pub checks: BTreeMap<String, CheckReview>,
+    pub aborts: Vec<(f64, String)>,
+    pub comparisons: Vec<Comparison>,
+    pub verdict: Option<(u8, String)>,
+    pub notes: Vec<String>,
+    /// The last `t` of the timeline.
+    pub end: f64,
+}
+
+impl Review {
+    #[must_use]
+    pub fn of(events: &[Recorded]) -> Self {
+        let mut review = Self::default();
+        for event in events {
+            let t = event.t.unwrap_or(review.end);
+            review.end = review.end.max(t);
+            match &event.event {
+                TimelineEvent::Experiment(started) => review.start(started),
+                TimelineEvent::Plan(plan) => {
+                    review.faults.insert(
+                        plan.fault,
+                        FaultReview {
+                            kind: plan.kind.clone(),
+                            command_line: plan.command_line.clone(),
+                            start_s: plan.start_s,
+                            duration_s: plan.duration_s,
+                            ..FaultReview::default()
+                        },
+                    );
+                }
+                TimelineEvent::Phase { phase, length_s } => review.phases.push((*phase, t, *length_s)),
+                TimelineEvent::Check { check, phase, ok, latency_ms, group, .. } => {
+                    let entry = review.checks.entry(check.clone()).or_default();
+                    let point = Point { t, ok: *ok, latency_ms: *latency_ms };
+                    if group.is_some() {
+                        entry.control.push(point);
+                    } else {
+                        entry.target.push(point);
+                        let tally = entry.phases.entry(phase.name()).or_default();
+                        tally.0 += u64::from(*ok);
+                        tally.1 += 1;
+                    }
+                }
+                TimelineEvent::Arm { fault, .. } => {
+                    if let Some(f) = review.faults.get_mut(fault) {
+                        f.armed_at = Some(t);
+                    }
+                }
+                TimelineEvent::Ramp { fault, percent } => {
+                    if let Some(f) = review.faults.get_mut(fault) {
+                        f.ramps.push((t, percent.as_percent()));
+                    }
+                }
+                TimelineEvent::Counts { faults } => {
+                    for c in faults {
+                        if let Some(f) = review.faults.get_mut(&c.fault) {
+                            f.per_second.push((t, c.injected));
+                            (f.seen, f.matched, f.injected) = (c.seen_total, c.matched_total, c.injected_total);
+                        }
+                    }
+                }
+                TimelineEvent::Abort { reason, .. } => review.aborts.push((t, reason.clone())),
+                TimelineEvent::Detach(d) => {
+                    if let Some(f) = review.faults.get_mut(&d.fault) {
+                        (f.seen, f.matched, f.injected) = (d.seen, d.matched, d.injected);
+                    }
+                }
+                TimelineEvent::Comparison(c) => review.comparisons.push(c.clone()),
+                TimelineEvent::Verdict { exit_code, summary, .. } => {
+                    review.verdict = Some((*exit_code, summary.clone()))
+                }
+                TimelineEvent::Attach(_) | TimelineEvent::Unknown => {}
+            }
+        }
+        review
+    }
+
+    fn start(&mut self, started: &Started) {
+        self.name.clone_from(&started.name);
+        self.id.clone_from(&started.id);
+        self.file.clone_from(&started.file);
+        self.target.clone_from(&started.target);
+        self.notes.clone_from(&started.notes);
+        for check in &started.checks {
+            let entry = self.checks.entry(check.name.clone()).or_default();
+            entry.what.clone_from(&check.what);
+            entry.pass_rate = check.pass_rate.as_percent();
+        }
+    }
+
+    /// "held", "violated", "could not run" or "no verdict".
+    #[must_use]
+    pub fn outcome(&self) -> &'static str {
+        match self.verdict {
+            Some((0, _)) => "held",
+            Some((1, _)) => "violated",
+            Some(_) => "could not run",
+            None => "no verdict",
+        }
+    }
+}
+
+/// The machine that renders the report (the timeline does not record where it ran).
+#[must_use]
+pub fn this_machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into());
+    format!(
+        "{} (Linux {}, {})",
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/osrelease"),
+        std::env::consts::ARCH
+    )
+}
