@@ -55,7 +55,7 @@ pub fn run(args: &ExperimentArgs, output: OutputFormat) -> anyhow::Result<ExitCo
     if args.detach {
         return detached::start(&plan, &timeline);
     }
-    runner::run(&plan, &runner::RunOptions { timeline, output })
+    runner::run(&plan, &runner::RunOptions::foreground(timeline, output))
 }
 
 fn default_timeline(name: &str) -> PathBuf {
