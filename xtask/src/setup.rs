@@ -23,6 +23,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "inspecting what is attached, when debugging"),
     ("iptables", "the anchor tool of the packet-drop benchmark"),
     ("strace", "the anchor tool of the syscall benchmarks"),
+    ("prometheus", "the daemon test scrapes its /metrics with a real Prometheus server"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -116,16 +116,18 @@ impl DaemonConfig {
             Some(item) if item.value.as_bool() == Some(false) => None,
             Some(item) => {
                 let address = item.str()?;
-                address
-                    .parse::<std::net::SocketAddr>()
-                    .map_err(|e| item.error(format!("\"{address}\" is not an address:port ({e}), e.g. \"127.0.0.1:9464\"")))?;
+                address.parse::<std::net::SocketAddr>().map_err(|e| {
+                    item.error(format!("\"{address}\" is not an address:port ({e}), e.g. \"127.0.0.1:9464\""))
+                })?;
                 Some(address.to_owned())
             }
         };
         let schedule = parse_schedule(&root.require("schedule", "[schedule] every = \"10m\"")?)?;
         let budget = match root.get("budget") {
             Some(item) => parse_budget(&item)?,
-            None => Budget { max_runs_per_hour: 6, max_concurrent: 1, min_gap_per_target: Duration::ZERO, max_share: 1.0 },
+            None => {
+                Budget { max_runs_per_hour: 6, max_concurrent: 1, min_gap_per_target: Duration::ZERO, max_share: 1.0 }
+            }
         };
         let cool_down = match root.get("safety") {
             Some(item) => {
@@ -192,7 +194,9 @@ fn parse_budget(item: &Item<'_>) -> Result<Budget, FileError> {
         Some(item) => f64::from(item.percent()?.get()) / 1e6,
         None => 1.0,
     };
-    for (key, value) in [("max_runs_per_hour", max_runs_per_hour.map(|n| n as usize)), ("max_concurrent", max_concurrent)] {
+    for (key, value) in
+        [("max_runs_per_hour", max_runs_per_hour.map(|n| n as usize)), ("max_concurrent", max_concurrent)]
+    {
         if value == Some(0)
             && let Some(item) = table.get(key)
         {

@@ -63,7 +63,10 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
 /// Sends one request to the daemon at `socket` and returns its reply.
 pub fn ask(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
-        anyhow::anyhow!("cannot reach the daemon at {}: {e} (is `chaos daemon` running? --socket names another path)", socket.display())
+        anyhow::anyhow!(
+            "cannot reach the daemon at {}: {e} (is `chaos daemon` running? --socket names another path)",
+            socket.display()
+        )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut line = serde_json::to_string(request)?;

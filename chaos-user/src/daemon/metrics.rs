@@ -104,7 +104,9 @@ impl Metrics {
 
     pub fn set_paused(&self, reason: Option<&str>) {
         self.paused.clear();
-        self.paused.get_or_create(&PausedLabels { reason: reason.unwrap_or_default().to_owned() }).set(i64::from(reason.is_some()));
+        self.paused
+            .get_or_create(&PausedLabels { reason: reason.unwrap_or_default().to_owned() })
+            .set(i64::from(reason.is_some()));
     }
 
     pub fn set_config(&self, path: &str) {
@@ -122,8 +124,9 @@ impl Metrics {
 
     /// Serves `/metrics` on `address` from a thread of its own, until the process ends.
     pub fn serve(&self, address: &str) -> anyhow::Result<()> {
-        let server = tiny_http::Server::http(address)
-            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {address}: {e} (set `metrics` in the configuration)"))?;
+        let server = tiny_http::Server::http(address).map_err(|e| {
+            anyhow::anyhow!("cannot serve metrics on {address}: {e} (set `metrics` in the configuration)")
+        })?;
         let metrics = self.clone();
         std::thread::Builder::new().name("chaos-metrics".into()).spawn(move || {
             for request in server.incoming_requests() {

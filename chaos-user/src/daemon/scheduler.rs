@@ -84,7 +84,11 @@ impl Budgets {
             return Err(format!("{running} run(s) under way, the budget allows {} at once", budget.max_concurrent));
         }
         if self.starts.len() >= budget.max_runs_per_hour as usize {
-            return Err(format!("{} runs in the last hour, the budget allows {}", self.starts.len(), budget.max_runs_per_hour));
+            return Err(format!(
+                "{} runs in the last hour, the budget allows {}",
+                self.starts.len(),
+                budget.max_runs_per_hour
+            ));
         }
         Ok(())
     }

@@ -175,7 +175,9 @@ pub fn share_hook(label: &str, hook: &str, place: &str, others: &[String]) -> Re
         return Ok(None);
     }
     match composition(hook) {
-        Some(how) => Ok(Some(format!("{label} shares {hook} on {place} with {}: they compose ({how})", others.join(", ")))),
+        Some(how) => {
+            Ok(Some(format!("{label} shares {hook} on {place} with {}: they compose ({how})", others.join(", "))))
+        }
         None => Err(format!(
             "fault {label} would attach to {hook} on {place}, where {} already is; faults on this hook do not \
              compose (only one of them could decide). Stop the other one (`chaos stop ID`) or aim at another hook",
