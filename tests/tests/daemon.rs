@@ -351,6 +351,18 @@ fn a_bad_configuration_is_refused_at_its_line_and_column_and_check_prints_the_ne
             "daemon.toml:3:10: `jitter`: a jitter of 2m",
         ),
         (
+            "[schedule]\ncron = \"every minute\"\n[[experiment]]\nfile = \"e.toml\"\n",
+            "daemon.toml:2:8: `cron`: not a cron expression",
+        ),
+        (
+            "[schedule]\nevery = \"1m\"\ntime_zone = \"Mars/Olympus\"\n[[experiment]]\nfile = \"e.toml\"\n",
+            "daemon.toml:3:13: `time_zone`: \"Mars/Olympus\" is not a time zone",
+        ),
+        (
+            "[schedule]\nevery = \"1m\"\nwindows = [{ days = \"Mon-Fri\", from = \"25:00\", to = \"16:00\" }]\n[[experiment]]\nfile = \"e.toml\"\n",
+            "daemon.toml:3:39: `from`: \"25:00\" is not a time of day",
+        ),
+        (
             "[schedule]\nevery = \"1m\"\n[[experiment]]\nfile = \"e.toml\"\ntargets = { container = \"web\" }\n",
             "container selectors are not supported yet",
         ),
@@ -628,5 +640,38 @@ fn a_real_prometheus_sees_the_same_run_counts_as_the_timelines() {
     assert_eq!(seen, want, "chaos_daemon_runs_total by outcome, as Prometheus scraped it");
     let paused = prometheus.query("chaos_daemon_paused", "reason");
     assert!(paused.iter().any(|(reason, v)| reason.contains("chaos daemon pause") && *v == 1.0), "{paused:?}");
+    drop(daemon.terminate());
+}
+
+#[test]
+fn a_window_that_closes_mid_run_ends_the_run() {
+    require_root!("a_window_that_closes_mid_run_ends_the_run");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let (experiment, config) = long_drop(&cgroup);
+    // A window (UTC, every day) that opened 10 s ago and closes 8 s from now.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time");
+    let closes = now + Duration::from_secs(8);
+    let time = |d: Duration| {
+        let s = d.as_secs() % 86_400;
+        format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
+    };
+    let window = format!(
+        "windows = [{{ days = \"Mon-Sun\", from = \"{}\", to = \"{}\" }}]\n",
+        time(now - Duration::from_secs(10)),
+        time(closes)
+    );
+    let config = config.replace("[schedule]\n", &format!("[schedule]\n{window}"));
+    let mut daemon = Daemon::start(&experiment, &config);
+    wait_for_programs(&cgroup, true, Duration::from_secs(8));
+    wait_for_programs(&cgroup, false, Duration::from_secs(20));
+    let ended = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time");
+    // The window's end is a whole second: the run ends within that second plus a tick.
+    let late = ended.as_secs_f64() - closes.as_secs() as f64;
+    eprintln!("measured: the run ended {:.0} ms after its window closed", late * 1e3);
+    assert!((-0.05..=0.5).contains(&late), "the run ended {late:.3} s after the window closed");
+    daemon.wait_for_log("the allowed window closed", Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "a run started outside the window");
     drop(daemon.terminate());
 }

@@ -60,11 +60,32 @@ pub enum Selector {
     Unit(String),
 }
 
-/// When runs start: every `every`, each time moved by up to ± `jitter` at random.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// When runs start: every `every` or at each time of a cron expression, each start moved by up
+/// to ± `jitter` at random; only inside the allowed windows (all the time if there are none)
+/// and never in a blackout, both in `time_zone`.
+#[derive(Clone, Debug)]
 pub struct Schedule {
-    pub every: Duration,
+    pub when: When,
     pub jitter: Duration,
+    pub time_zone: chrono_tz::Tz,
+    pub windows: Vec<Window>,
+    pub blackouts: Vec<Window>,
+}
+
+#[derive(Clone, Debug)]
+pub enum When {
+    Every(Duration),
+    /// A cron expression (seconds first, as the `cron` crate reads it), in the time zone.
+    Cron(Box<cron::Schedule>),
+}
+
+/// A weekly time window: on these days (Monday = 0), from `from` to `to` (seconds of the day;
+/// `to` may pass midnight, then the window ends the next day).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub days: [bool; 7],
+    pub from: u32,
+    pub to: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -170,10 +191,26 @@ impl DaemonConfig {
 
 fn parse_schedule(item: &Item<'_>) -> Result<Schedule, FileError> {
     let table = item.table("[schedule]")?;
-    let every_item = table.require("every", "every = \"10m\"")?;
-    let every = every_item.duration()?;
+    let (when, every_item) = match (table.get("every"), table.get("cron")) {
+        (Some(every), None) => (When::Every(every.duration()?), every),
+        (None, Some(cron)) => {
+            let text = cron.str()?;
+            let parsed = text.parse::<cron::Schedule>().map_err(|e| {
+                let e = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                cron.error(format!(
+                    "not a cron expression ({e}); seconds come first, e.g. \"0 */10 10-15 * * Mon-Fri\""
+                ))
+            })?;
+            (When::Cron(Box::new(parsed)), cron)
+        }
+        _ => {
+            return Err(table.error("[schedule] needs exactly one of `every = \"10m\"` or `cron = \"0 */10 * * * *\"`"));
+        }
+    };
     let jitter = table.get("jitter").map(|i| i.duration()).transpose()?.unwrap_or_default();
-    if jitter >= every {
+    if let When::Every(every) = when
+        && jitter >= every
+    {
         let at = table.get("jitter").unwrap_or(every_item);
         return Err(at.error(format!(
             "a jitter of {} would let runs overlap their neighbours: keep it under `every` ({})",
@@ -181,8 +218,87 @@ fn parse_schedule(item: &Item<'_>) -> Result<Schedule, FileError> {
             humantime::format_duration(every)
         )));
     }
-    table.finish(&["every", "jitter"])?;
-    Ok(Schedule { every, jitter })
+    let time_zone = match table.get("time_zone") {
+        Some(item) => {
+            let name = item.str()?;
+            name.parse::<chrono_tz::Tz>().map_err(|_| {
+                item.error(format!("\"{name}\" is not a time zone of the tz database, e.g. \"Europe/Paris\""))
+            })?
+        }
+        None => chrono_tz::UTC,
+    };
+    let windows = table.get("windows").map(|i| parse_windows(&i)).transpose()?.unwrap_or_default();
+    let blackouts = table.get("blackouts").map(|i| parse_windows(&i)).transpose()?.unwrap_or_default();
+    table.finish(&["every", "cron", "jitter", "time_zone", "windows", "blackouts"])?;
+    Ok(Schedule { when, jitter, time_zone, windows, blackouts })
+}
+
+/// `[{ days = "Mon-Fri", from = "10:00", to = "16:00" }, ...]`
+fn parse_windows(item: &Item<'_>) -> Result<Vec<Window>, FileError> {
+    item.array()?
+        .iter()
+        .map(|entry| {
+            let table = entry.table(format!("a window of `{}`", item.key))?;
+            let days = match table.get("days") {
+                Some(days) => parse_days(&days)?,
+                None => [true; 7],
+            };
+            let from = parse_time_of_day(&table.require("from", "from = \"10:00\"")?)?;
+            let to = parse_time_of_day(&table.require("to", "to = \"16:00\"")?)?;
+            if from == to {
+                return Err(table.error("a window from a time to the same time is empty"));
+            }
+            table.finish(&["days", "from", "to"])?;
+            Ok(Window { days, from, to })
+        })
+        .collect()
+}
+
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// "Mon-Fri", "Sat,Sun", "Mon-Wed,Fri".
+fn parse_days(item: &Item<'_>) -> Result<[bool; 7], FileError> {
+    let text = item.str()?;
+    let day = |name: &str| {
+        DAY_NAMES.iter().position(|d| name.trim().eq_ignore_ascii_case(d)).ok_or_else(|| {
+            item.error(format!(
+                "\"{}\" is not a day: use Mon, Tue, Wed, Thu, Fri, Sat, Sun, ranges (Mon-Fri) and commas",
+                name.trim()
+            ))
+        })
+    };
+    let mut days = [false; 7];
+    for part in text.split(',') {
+        match part.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (day(first)?, day(last)?);
+                let mut d = first;
+                loop {
+                    days[d] = true;
+                    if d == last {
+                        break;
+                    }
+                    d = (d + 1) % 7;
+                }
+            }
+            None => days[day(part)?] = true,
+        }
+    }
+    Ok(days)
+}
+
+/// "HH:MM" or "HH:MM:SS" (24:00 is the end of the day), as seconds of the day.
+fn parse_time_of_day(item: &Item<'_>) -> Result<u32, FileError> {
+    let text = item.str()?;
+    let parts: Vec<Option<u32>> = text.split(':').map(|p| p.parse().ok()).collect();
+    let seconds = match parts.as_slice() {
+        [Some(h), Some(m)] => Some((*h, *m, 0)),
+        [Some(h), Some(m), Some(s)] => Some((*h, *m, *s)),
+        _ => None,
+    }
+    .filter(|&(h, m, s)| (h < 24 && m < 60 && s < 60) || (h == 24 && m == 0 && s == 0))
+    .map(|(h, m, s)| h * 3600 + m * 60 + s);
+    seconds.ok_or_else(|| item.error(format!("\"{text}\" is not a time of day: HH:MM or HH:MM:SS, e.g. \"16:00\"")))
 }
 
 fn parse_budget(item: &Item<'_>) -> Result<Budget, FileError> {

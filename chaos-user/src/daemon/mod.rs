@@ -115,7 +115,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let (ended, mut ends) = mpsc::unbounded_channel();
-        let first_run = Instant::now() + next_delay(config.schedule, random_u64());
+        let first_run = Instant::now() + next_delay(&config.schedule, chrono::Utc::now(), random_u64());
         tracing::info!(
             config = %config.path.display(),
             socket = %config.socket.display(),
@@ -177,10 +177,23 @@ impl Service {
             tracing::info!("cool-down over: injection resumes");
             self.set_paused(None);
         }
+        if let Err(why) = scheduler::allowed_at(&self.config.schedule, chrono::Utc::now()) {
+            // A window that closes mid-run ends the run.
+            if !self.runs.is_empty() {
+                let reason = format!("the allowed window closed: {why}");
+                let ended = self.end_all(&reason);
+                tracing::info!(runs_ended = ended, "{reason}");
+            }
+            if now >= self.next_run {
+                self.next_run = now + next_delay(&self.config.schedule, chrono::Utc::now(), random_u64());
+                tracing::debug!("scheduled run skipped: {why}");
+            }
+            return;
+        }
         if self.paused.is_some() || now < self.next_run {
             return;
         }
-        self.next_run = now + next_delay(self.config.schedule, random_u64());
+        self.next_run = now + next_delay(&self.config.schedule, chrono::Utc::now(), random_u64());
         let weights: Vec<u32> = self.config.catalogue.iter().map(|e| e.weight).collect();
         if let Some(index) = pick_weighted(&weights, random_u64())
             && let Err(why) = self.start(index)
@@ -502,17 +515,37 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             .cool_down
             .map_or("until `chaos daemon resume`".to_owned(), |d| format!("for {}", humantime::format_duration(d)))
     );
-    println!(
-        "next runs (every {} ± {}):",
-        humantime::format_duration(config.schedule.every),
-        humantime::format_duration(config.schedule.jitter)
-    );
+    let schedule = &config.schedule;
+    let when = match &schedule.when {
+        config::When::Every(every) => format!("every {}", humantime::format_duration(*every)),
+        config::When::Cron(cron) => format!("cron \"{cron}\""),
+    };
+    println!("next runs ({when} ± {}, time zone {}):", humantime::format_duration(schedule.jitter), schedule.time_zone);
+    for window in &schedule.windows {
+        println!("  allowed: {}", scheduler::describe_window(window));
+    }
+    for window in &schedule.blackouts {
+        println!("  blackout: {}", scheduler::describe_window(window));
+    }
     let weights: Vec<u32> = config.catalogue.iter().map(|e| e.weight).collect();
-    let mut at = SystemTime::now();
-    for _ in 0..10 {
-        at += next_delay(config.schedule, random_u64());
+    let mut at = chrono::Utc::now();
+    let mut shown = 0;
+    // Starts that fall outside the windows are skipped, as the daemon skips them.
+    for _ in 0..100_000 {
+        let delay = next_delay(schedule, at, random_u64());
+        at += chrono::TimeDelta::from_std(delay.max(Duration::from_millis(1))).unwrap_or(chrono::TimeDelta::MAX);
+        if scheduler::allowed_at(schedule, at).is_err() {
+            continue;
+        }
         let name = pick_weighted(&weights, random_u64()).map_or("?", |i| config.catalogue[i].name.as_str());
-        println!("  {}  {name}", humantime::format_rfc3339_seconds(at));
+        println!("  {}  {name}", at.with_timezone(&schedule.time_zone).format("%Y-%m-%dT%H:%M:%S%:z"));
+        shown += 1;
+        if shown == 10 {
+            break;
+        }
+    }
+    if shown == 0 {
+        println!("  none: the windows and blackouts leave no time to run");
     }
     println!("check: nothing attached");
     Ok(ExitCode::SUCCESS)

@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::config::{Budget, Schedule, Selector};
+use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
+
+use super::config::{Budget, Schedule, Selector, When, Window};
 
 /// A random u64 from the kernel (jitter and weighted picks need no more than this).
 #[must_use]
@@ -19,15 +21,58 @@ pub fn random_u64() -> u64 {
     u64::from_ne_bytes(bytes)
 }
 
-/// The wait until the next start: `every`, moved by a uniform draw in [-jitter, +jitter].
+/// The wait from `now` until the next start: `every`, or until the cron expression's next
+/// time, moved by a uniform draw in [-jitter, +jitter] (never before now).
 #[must_use]
-pub fn next_delay(schedule: Schedule, random: u64) -> Duration {
+pub fn next_delay(schedule: &Schedule, now: DateTime<Utc>, random: u64) -> Duration {
+    let nominal = match &schedule.when {
+        When::Every(every) => *every,
+        When::Cron(cron) => cron
+            .after(&now.with_timezone(&schedule.time_zone))
+            .next()
+            .and_then(|at| (at.with_timezone(&Utc) - now).to_std().ok())
+            .unwrap_or(Duration::from_secs(3600)),
+    };
     let jitter_ns = u64::try_from(schedule.jitter.as_nanos()).unwrap_or(u64::MAX);
     if jitter_ns == 0 {
-        return schedule.every;
+        return nominal;
     }
     let offset = Duration::from_nanos(random % (2 * jitter_ns + 1));
-    (schedule.every + offset).saturating_sub(schedule.jitter)
+    (nominal + offset).saturating_sub(schedule.jitter)
+}
+
+/// Whether injection may run at `now`: inside an allowed window (if any are set) and in no
+/// blackout. If not, why.
+pub fn allowed_at(schedule: &Schedule, now: DateTime<Utc>) -> Result<(), String> {
+    let local = now.with_timezone(&schedule.time_zone);
+    let weekday = local.weekday().num_days_from_monday() as usize;
+    let second = local.num_seconds_from_midnight();
+    let inside = |w: &Window| {
+        if w.from < w.to {
+            w.days[weekday] && (w.from..w.to).contains(&second)
+        } else {
+            // Past midnight: the evening part on its day, the morning part on the next.
+            (w.days[weekday] && second >= w.from) || (w.days[(weekday + 6) % 7] && second < w.to)
+        }
+    };
+    if let Some(blackout) = schedule.blackouts.iter().find(|w| inside(w)) {
+        return Err(format!("in a blackout window ({})", describe_window(blackout)));
+    }
+    if !schedule.windows.is_empty() && !schedule.windows.iter().any(inside) {
+        return Err(format!(
+            "outside the allowed windows ({})",
+            schedule.windows.iter().map(describe_window).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
+}
+
+#[must_use]
+pub fn describe_window(window: &Window) -> String {
+    const NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let days: Vec<&str> = NAMES.iter().zip(window.days).filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+    let time = |s: u32| format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60);
+    format!("{} {}-{}", days.join(","), time(window.from), time(window.to))
 }
 
 /// Index of the entry picked with chances proportional to `weights`.
@@ -141,15 +186,53 @@ mod tests {
         Budget { max_runs_per_hour: 3, max_concurrent: 2, min_gap_per_target: Duration::from_secs(60), max_share: 0.5 }
     }
 
+    fn every(every: u64, jitter: u64) -> Schedule {
+        Schedule {
+            when: When::Every(Duration::from_secs(every)),
+            jitter: Duration::from_secs(jitter),
+            time_zone: chrono_tz::UTC,
+            windows: Vec::new(),
+            blackouts: Vec::new(),
+        }
+    }
+
     #[test]
     fn jitter_stays_within_its_bounds() {
-        let schedule = Schedule { every: Duration::from_secs(10), jitter: Duration::from_secs(2) };
+        let now = Utc::now();
         for _ in 0..1000 {
-            let delay = next_delay(schedule, random_u64());
+            let delay = next_delay(&every(10, 2), now, random_u64());
             assert!(delay >= Duration::from_secs(8) && delay <= Duration::from_secs(12), "{delay:?}");
         }
-        let exact = Schedule { every: Duration::from_secs(10), jitter: Duration::ZERO };
-        assert_eq!(next_delay(exact, random_u64()), Duration::from_secs(10));
+        assert_eq!(next_delay(&every(10, 0), now, random_u64()), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cron_runs_at_its_times_in_its_time_zone() {
+        let schedule = Schedule {
+            when: When::Cron(Box::new("0 30 10 * * *".parse().unwrap())),
+            time_zone: chrono_tz::Europe::Paris,
+            ..every(1, 0)
+        };
+        // 2026-07-01 08:00 UTC is 10:00 in Paris (CEST): the next 10:30 there is in 30 minutes.
+        let now = "2026-07-01T08:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(next_delay(&schedule, now, 0), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn windows_and_blackouts_hold_in_their_time_zone() {
+        let weekdays = Window { days: [true, true, true, true, true, false, false], from: 10 * 3600, to: 16 * 3600 };
+        let schedule = Schedule { windows: vec![weekdays], time_zone: chrono_tz::America::New_York, ..every(1, 0) };
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        // Wednesday 2026-07-01: 15:00 UTC is 11:00 in New York (EDT), 21:00 UTC is 17:00.
+        assert_eq!(allowed_at(&schedule, at("2026-07-01T15:00:00Z")), Ok(()));
+        assert!(allowed_at(&schedule, at("2026-07-01T21:00:00Z")).unwrap_err().contains("outside"));
+        // Saturday 2026-07-04, 11:00 in New York.
+        assert!(allowed_at(&schedule, at("2026-07-04T15:00:00Z")).is_err());
+        let night = Window { days: [true; 7], from: 22 * 3600, to: 2 * 3600 };
+        let blacked = Schedule { blackouts: vec![night], ..every(1, 0) };
+        assert!(allowed_at(&blacked, at("2026-07-01T23:00:00Z")).unwrap_err().contains("blackout"));
+        assert!(allowed_at(&blacked, at("2026-07-02T01:00:00Z")).is_err());
+        assert_eq!(allowed_at(&blacked, at("2026-07-02T03:00:00Z")), Ok(()));
     }
 
     #[test]
