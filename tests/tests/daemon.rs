@@ -381,7 +381,7 @@ fn a_bad_configuration_is_refused_at_its_line_and_column_and_check_prints_the_ne
     fs::write(&path, good).unwrap();
     let (status, stdout, stderr) = chaos::run(&["daemon", "--check", path.to_str().unwrap()]);
     assert!(status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("e (weight 2") && stdout.contains("next runs (every 10m ± 1m)"), "{stdout}");
+    assert!(stdout.contains("e (weight 2") && stdout.contains("next runs (every 10m ± 1m, time zone UTC)"), "{stdout}");
     assert_eq!(stdout.lines().filter(|l| l.starts_with("  20")).count(), 10, "ten next runs: {stdout}");
     assert!(stdout.ends_with("check: nothing attached\n"), "{stdout}");
 }
