@@ -103,24 +103,37 @@ fn a_second_syscall_delay_on_one_target_is_refused_naming_the_first() {
 struct Daemon {
     chaos: Option<Chaos>,
     dir: TempDir,
+    /// More arguments of `chaos daemon` (e.g. `--log-format json`).
+    args: Vec<String>,
 }
 
 impl Daemon {
     /// Writes `experiment` (TOML) and a configuration around it (`extra` is appended to the
     /// configuration), and starts the daemon; returns once its socket answers.
     fn start(experiment: &str, extra: &str) -> Self {
-        let dir = TempDir::new();
-        fs::write(dir.path().join("experiment.toml"), experiment).expect("write the experiment");
-        let config = format!("socket = \"daemon.sock\"\nkill_switch = \"kill\"\nstate_dir = \"state\"\n{extra}\n");
-        fs::write(dir.path().join("daemon.toml"), config).expect("write the configuration");
-        let mut daemon = Self { chaos: None, dir };
+        Self::start_with(experiment, extra, &[])
+    }
+
+    fn start_with(experiment: &str, extra: &str, args: &[&str]) -> Self {
+        let mut daemon = Self::start_stopped(experiment, extra);
+        daemon.args = args.iter().map(|a| (*a).to_owned()).collect();
         daemon.launch();
         daemon
     }
 
+    fn start_stopped(experiment: &str, extra: &str) -> Self {
+        let dir = TempDir::new();
+        fs::write(dir.path().join("experiment.toml"), experiment).expect("write the experiment");
+        let config = format!("socket = \"daemon.sock\"\nkill_switch = \"kill\"\nstate_dir = \"state\"\n{extra}\n");
+        fs::write(dir.path().join("daemon.toml"), config).expect("write the configuration");
+        Self { chaos: None, dir, args: Vec::new() }
+    }
+
     fn launch(&mut self) {
         let config = self.dir.path().join("daemon.toml");
-        let mut chaos = Chaos::start(&["daemon", "--config", config.to_str().expect("utf-8")]);
+        let mut args = vec!["daemon", "--config", config.to_str().expect("utf-8")];
+        args.extend(self.args.iter().map(String::as_str));
+        let mut chaos = Chaos::start(&args);
         let socket = self.socket();
         chaos.wait_until("the daemon's socket answers", Duration::from_secs(30), || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
@@ -674,4 +687,38 @@ fn a_window_that_closes_mid_run_ends_the_run() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "a run started outside the window");
     drop(daemon.terminate());
+}
+
+#[test]
+fn sighup_reloads_the_configuration_and_keeps_the_old_one_when_the_new_one_is_invalid() {
+    require_root!("sighup_reloads_the_configuration_and_keeps_the_old_one_when_the_new_one_is_invalid");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let (experiment, config) = long_drop(&cgroup);
+    let config = config.replace("metrics = false", "metrics = \"127.0.0.1:19467\"");
+    let mut daemon = Daemon::start_with(&experiment, &config, &["--log-format", "json"]);
+    let path = daemon.dir.path().join("daemon.toml");
+    let good = fs::read_to_string(&path).expect("the configuration");
+    fs::write(&path, good.replace("every = \"1s\"", "every = 1")).expect("break the configuration");
+    daemon.chaos().signal(libc::SIGHUP);
+    daemon.wait_for_log("configuration not reloaded", Duration::from_secs(5));
+    assert!(
+        daemon.chaos().stderr_so_far().contains("daemon.toml:"),
+        "the log says where: {}",
+        daemon.chaos().stderr_so_far()
+    );
+    let metrics = scrape("127.0.0.1:19467");
+    assert!(metrics.contains("chaos_daemon_config_reload_failures_total 1"), "{metrics}");
+    // The old configuration still runs: the drop is attached on schedule.
+    wait_for_programs(&cgroup, true, Duration::from_secs(30));
+    fs::write(&path, good.replace("every = \"1s\"", "every = \"2s\"")).expect("fix the configuration");
+    daemon.chaos().signal(libc::SIGHUP);
+    daemon.wait_for_log("configuration reloaded", Duration::from_secs(5));
+    let log = daemon.terminate();
+    // --log-format json: every line is one JSON object with a message.
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(event["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(log.lines().filter(|l| l.starts_with('{')).count() >= 4, "{log}");
 }
