@@ -321,8 +321,34 @@ fn a_violated_steady_state_pauses_injection_until_resume_and_the_metrics_count_i
         "{metrics}"
     );
     assert!(metrics.contains("chaos_daemon_paused{reason=\"steady state violated"), "{metrics}");
-    let timelines = fs::read_dir(daemon.dir.path().join("state/timelines")).expect("timelines").count();
-    assert_eq!(timelines, 1, "one timeline per run");
+    let timelines: Vec<PathBuf> = fs::read_dir(daemon.dir.path().join("state/timelines"))
+        .expect("timelines")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(timelines.len(), 1, "one timeline per run");
+    // The metrics count what the timeline recorded: injections by family, check results.
+    let events: Vec<serde_json::Value> = fs::read_to_string(&timelines[0])
+        .expect("the timeline")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let injected: u64 = events.iter().filter(|e| e["event"] == "detach").filter_map(|e| e["injected"].as_u64()).sum();
+    let failed = events.iter().filter(|e| e["event"] == "check" && e["ok"] == false).count();
+    eprintln!("measured: the timeline has {injected} injections and {failed} failed checks");
+    assert!(injected > 0, "the 100 % drop dropped the checks' packets");
+    assert!(
+        metrics.contains(&format!(
+            "chaos_daemon_injections_total{{experiment=\"web under total loss\",family=\"net drop\"}} {injected}\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "chaos_daemon_checks_total{{experiment=\"web under total loss\",check=\"web\",result=\"failed\"}} {failed}\n"
+        )),
+        "{metrics}"
+    );
     let (ok, reply) = daemon.ask(&["resume"]);
     assert!(ok, "{reply}");
     wait_for_programs(&cgroup, true, Duration::from_secs(30));

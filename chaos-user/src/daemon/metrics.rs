@@ -25,6 +25,21 @@ pub struct ExperimentLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InjectionLabels {
+    pub experiment: String,
+    /// the fault's kind, e.g. "net drop", "syscall delay"
+    pub family: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub experiment: String,
+    pub check: String,
+    /// passed or failed
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PausedLabels {
     /// why injection is paused ("" when it is not)
     pub reason: String,
@@ -40,6 +55,9 @@ pub struct ConfigLabels {
 pub struct Metrics {
     pub runs: Family<RunLabels, Counter>,
     pub runs_active: Gauge,
+    pub faults_active: Gauge,
+    pub injections: Family<InjectionLabels, Counter>,
+    pub checks: Family<CheckLabels, Counter>,
     pub paused: Family<PausedLabels, Gauge>,
     pub last_verdict_exit_code: Family<ExperimentLabel, Gauge>,
     pub last_run_end: Family<ExperimentLabel, Gauge<f64, AtomicU64>>,
@@ -57,6 +75,20 @@ impl Metrics {
         registry.register("daemon_runs", "Runs of the daemon by experiment and outcome", runs.clone());
         let runs_active = Gauge::default();
         registry.register("daemon_runs_active", "Experiments running now (faults attached)", runs_active.clone());
+        let faults_active = Gauge::default();
+        registry.register("daemon_faults_active", "Faults of the running experiments", faults_active.clone());
+        let injections = Family::<InjectionLabels, Counter>::default();
+        registry.register(
+            "daemon_injections",
+            "Injections (packets dropped, calls failed or delayed, ...) by experiment and fault family, counted when a run ends",
+            injections.clone(),
+        );
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "daemon_checks",
+            "Steady-state check results by experiment, check and result",
+            checks.clone(),
+        );
         let paused = Family::<PausedLabels, Gauge>::default();
         registry.register("daemon_paused", "1 while injection is paused, labelled with why", paused.clone());
         let last_verdict_exit_code = Family::<ExperimentLabel, Gauge>::default();
@@ -88,6 +120,9 @@ impl Metrics {
         Self {
             runs,
             runs_active,
+            faults_active,
+            injections,
+            checks,
             paused,
             last_verdict_exit_code,
             last_run_end,
@@ -100,6 +135,31 @@ impl Metrics {
 
     pub fn count_run(&self, experiment: &str, outcome: &str) {
         self.runs.get_or_create(&RunLabels { experiment: experiment.to_owned(), outcome: outcome.to_owned() }).inc();
+    }
+
+    /// Counts what a run's timeline records: injections per fault family and check results.
+    pub fn count_timeline(&self, experiment: &str, timeline: &std::path::Path) {
+        use crate::experiment::{events::TimelineEvent, timeline};
+        let Ok(events) = timeline::read(timeline) else { return };
+        let mut kinds = std::collections::HashMap::new();
+        for (_, recorded) in events {
+            match recorded.event {
+                TimelineEvent::Plan(planned) => {
+                    kinds.insert(planned.fault, planned.kind);
+                }
+                TimelineEvent::Detach(detached) => {
+                    let family = kinds.get(&detached.fault).cloned().unwrap_or_default();
+                    self.injections
+                        .get_or_create(&InjectionLabels { experiment: experiment.to_owned(), family })
+                        .inc_by(detached.injected);
+                }
+                TimelineEvent::Check { check, ok, .. } => {
+                    let result = if ok { "passed" } else { "failed" }.to_owned();
+                    self.checks.get_or_create(&CheckLabels { experiment: experiment.to_owned(), check, result }).inc();
+                }
+                _ => {}
+            }
+        }
     }
 
     pub fn set_paused(&self, reason: Option<&str>) {

@@ -54,6 +54,8 @@ struct ActiveRun {
     number: u64,
     name: String,
     target: String,
+    /// How many faults it has (attached while it runs).
+    faults: usize,
     started: Instant,
     cancel: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
@@ -245,8 +247,10 @@ impl Service {
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         tracing::info!(run = number, experiment = %name, target = %target, "run started");
         self.metrics.count_run(&name, "started");
-        self.runs.push(ActiveRun { number, name, target, started: now, cancel, thread: Some(thread) });
+        let faults = entry.experiment.faults.len();
+        self.runs.push(ActiveRun { number, name, target, faults, started: now, cancel, thread: Some(thread) });
         self.metrics.runs_active.set(self.runs.len() as i64);
+        self.set_faults_active();
         prune_timelines(&self.config.timelines_dir(), self.config.keep_timelines);
         Ok(number)
     }
@@ -279,6 +283,8 @@ impl Service {
             "run ended"
         );
         self.metrics.count_run(&run.name, outcome);
+        self.metrics.count_timeline(&run.name, &end.timeline);
+        self.set_faults_active();
         let label = metrics::ExperimentLabel { experiment: run.name.clone() };
         self.metrics.last_verdict_exit_code.get_or_create(&label).set(i64::from(*end.outcome.as_ref().unwrap_or(&2)));
         let now_s = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
@@ -296,6 +302,11 @@ impl Service {
             self.end_all(&reason);
             self.set_paused(Some(Pause { reason, until }));
         }
+    }
+
+    fn set_faults_active(&self) {
+        let faults: usize = self.runs.iter().map(|r| r.faults).sum();
+        self.metrics.faults_active.set(i64::try_from(faults).unwrap_or(i64::MAX));
     }
 
     fn set_paused(&mut self, pause: Option<Pause>) {
