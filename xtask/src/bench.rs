@@ -16,6 +16,8 @@ use chaos_tests::{
 
 use crate::{test, util, vm};
 
+mod daemon;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
     /// Packet drop: untargeted throughput armed vs not, CPU per packet vs iptables.
@@ -26,6 +28,8 @@ pub enum Which {
     Syscall,
     /// Delays: syscall delay cost and untargeted overhead (host); net delay vs tc netem (VM tier).
     Delay,
+    /// The daemon: CPU and RSS idle and during a run, untargeted throughput during a run (host).
+    Daemon,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -41,7 +45,8 @@ const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
     let binaries = test::prepare_root_task("the benchmark")?;
-    let which = if which.is_empty() { &[Which::Drop, Which::Net, Which::Syscall, Which::Delay][..] } else { which };
+    let which =
+        if which.is_empty() { &[Which::Drop, Which::Net, Which::Syscall, Which::Delay, Which::Daemon][..] } else { which };
     // `net` includes the host drop figures: measure them once.
     if which.iter().any(|w| matches!(w, Which::Drop | Which::Net)) {
         write_section("drop", &drop_bench()?)?;
@@ -56,6 +61,9 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
     if which.contains(&Which::Delay) {
         write_section("delay-host", &syscall_delay_bench()?)?;
         write_section("delay-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "delay")?)?;
+    }
+    if which.contains(&Which::Daemon) {
+        write_section("daemon", &daemon::daemon_bench()?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
