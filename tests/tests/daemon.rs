@@ -231,6 +231,9 @@ fn the_daemon_runs_on_schedule_and_pause_now_detaches_everything_within_100ms() 
     );
     let (ok, status) = daemon.ask(&["status"]);
     assert!(ok && status["details"]["runs"][0]["target"] == cgroup.path(), "{status}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(daemon.socket()).expect("the socket").permissions());
+    assert_eq!(mode & 0o777, 0o600, "the control socket is for root only");
 
     // The kill switch, measured from the client's start to the kernel listing nothing.
     let socket = daemon.socket();

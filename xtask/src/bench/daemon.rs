@@ -83,11 +83,17 @@ pub fn daemon_bench() -> anyhow::Result<String> {
         IDLE.as_secs()
     );
     let _ = writeln!(out, "| measurement | median (range) | goal |\n|---|---|---|");
-    let _ = writeln!(out, "| CPU while idle, share of one core over {}s | **{:.3} %** | <= 0.1 % |", IDLE.as_secs(), idle_share * 100.0);
+    let _ = writeln!(
+        out,
+        "| CPU while idle, share of one core over {}s | **{:.3} %** | <= 0.1 % |",
+        IDLE.as_secs(),
+        idle_share * 100.0
+    );
     let _ = writeln!(out, "| RSS while idle | **{idle_rss:.1} MiB** | <= 30 MiB |");
     let _ = writeln!(out, "| CPU during a run, share of one core | **{:.3} %** | |", median(&run_share) * 100.0);
     let _ = writeln!(out, "| RSS during a run | **{:.1} MiB** | <= 30 MiB |", median(&run_rss));
-    let _ = writeln!(out, "| untargeted UDP throughput during a run vs none | **{}** | >= 0.95x |", untargeted.summary());
+    let _ =
+        writeln!(out, "| untargeted UDP throughput during a run vs none | **{}** | >= 0.95x |", untargeted.summary());
     let _ = writeln!(
         out,
         "\nBetween runs the daemon holds no program attached: it wakes every 20 ms to look at its schedule, the \
