@@ -46,8 +46,9 @@ use crate::{
 };
 
 /// How often the daemon looks at its schedule, kill switch and cool-down. The kill-switch file
-/// must end every run within 100 ms: a 20 ms tick leaves the rest for detaching.
-const TICK: Duration = Duration::from_millis(20);
+/// must end every run within 100 ms: a 40 ms tick leaves the rest for detaching (a few ms), and
+/// keeps an idle daemon's CPU under 0.1 % of a core (20 ms measured 0.1 %).
+const TICK: Duration = Duration::from_millis(40);
 
 /// A run under way, on its own thread.
 struct ActiveRun {
