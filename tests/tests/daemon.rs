@@ -751,3 +751,38 @@ fn sighup_reloads_the_configuration_and_keeps_the_old_one_when_the_new_one_is_in
     }
     assert!(log.lines().filter(|l| l.starts_with('{')).count() >= 4, "{log}");
 }
+
+#[test]
+fn budgets_hold_no_target_is_hit_twice_at_once_and_the_share_cap_holds() {
+    require_root!("budgets_hold_no_target_is_hit_twice_at_once_and_the_share_cap_holds");
+    let _serial = chaos_tests::serialized();
+    // Three cgroups of this test process, matched by one glob (the tests of this binary are
+    // serialized, so no other cgroup of this process exists meanwhile).
+    let cgroups = [TestCgroup::new(), TestCgroup::new(), TestCgroup::new()];
+    let glob = format!("/chaos-test-{}-*", std::process::id());
+    let experiment = "name = \"share\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"30s\"\n\n\
+                      [[fault]]\nkind = \"net drop\"\npercent = 10\ndirection = \"egress\"\n";
+    let config = format!(
+        "metrics = false\n[schedule]\nevery = \"200ms\"\n[budget]\nmax_runs_per_hour = 1000\nmax_concurrent = 3\n\
+         max_share = 67\n\n[[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{glob}\" }}\n"
+    );
+    let daemon = Daemon::start(experiment, &config);
+    let started = Instant::now();
+    let mut most = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        let attached: Vec<u32> = cgroups.iter().map(|c| kernel::inet_programs_attached(c.dir())).collect();
+        assert!(attached.iter().all(|&n| n <= 1), "a target is hit twice at once: {attached:?}");
+        let under_fault = attached.iter().filter(|&&n| n > 0).count();
+        assert!(under_fault <= 2, "the share cap (67 % of 3 matches: 2) is exceeded: {attached:?}");
+        most = most.max(under_fault);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(most, 2, "two of the three targets run at once, as the budget allows");
+    let (_, status) = daemon.ask(&["status"]);
+    assert_eq!(status["details"]["runs"].as_array().map(Vec::len), Some(2), "{status}");
+    let log = daemon.terminate();
+    assert!(log.contains("the share cap allows 2"), "scheduled runs beyond the cap are skipped, saying why: {log}");
+    for cgroup in &cgroups {
+        assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0);
+    }
+}
