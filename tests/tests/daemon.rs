@@ -12,7 +12,7 @@ use chaos_tests::{
     cgroup::TestCgroup,
     chaos::{self, Chaos},
     kernel, require_root,
-    workload::HttpServer,
+    workload::{HttpServer, start_stopped_reader},
 };
 
 /// `chaos status --output json`'s rows.
@@ -785,4 +785,55 @@ fn budgets_hold_no_target_is_hit_twice_at_once_and_the_share_cap_holds() {
     for cgroup in &cgroups {
         assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0);
     }
+}
+
+#[test]
+fn kill_9_of_the_daemon_mid_delay_leaves_no_task_stopped() {
+    require_root!("kill_9_of_the_daemon_mid_delay_leaves_no_task_stopped");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let experiment = "name = \"slow reads\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"30s\"\n\n\
+                      [[fault]]\nkind = \"syscall delay\"\nsyscall = \"read\"\nby = \"10s\"\n";
+    let config = format!(
+        "metrics = false\n[schedule]\nevery = \"1s\"\n[budget]\nmax_runs_per_hour = 1000\n\n\
+         [[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{}\" }}\n",
+        cgroup.path()
+    );
+    let mut daemon = Daemon::start(experiment, &config);
+    // A reader started once the run has armed its delay (the timeline says so) is stopped by it.
+    let timelines = daemon.dir.path().join("state/timelines");
+    let started = Instant::now();
+    let armed = || {
+        fs::read_dir(&timelines)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"event\":\"arm\"")))
+    };
+    while !armed() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no run armed its delay: {}",
+            daemon.chaos().stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (mut reader, pid) = start_stopped_reader(&cgroup);
+    let chaos = daemon.chaos.take().expect("the daemon");
+    let killed = Instant::now();
+    chaos.signal(libc::SIGKILL);
+    drop(chaos.wait(Duration::from_secs(10)));
+    while kernel::is_stopped(pid) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "the reader is still stopped 3 s after kill -9 of the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "measured: the delayed reader resumed {:.1} ms after kill -9 of the daemon",
+        killed.elapsed().as_secs_f64() * 1e3
+    );
+    let status = reader.wait().expect("wait for the reader");
+    assert!(status.success(), "the reader did not finish: {status}");
 }
