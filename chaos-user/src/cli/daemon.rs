@@ -69,7 +69,7 @@ impl DaemonArgs {
             DaemonCommand::Run { name } => Request::Run { name: name.clone() },
             DaemonCommand::StopAll => Request::StopAll,
         };
-        let socket = self.socket.clone().unwrap_or_else(|| daemon::socket_of(&self.config));
-        daemon::ask(&socket, &request, output == OutputFormat::Json)
+        let socket = self.socket.clone().unwrap_or_else(|| daemon::control::socket_of(&self.config));
+        daemon::control::run_client(&socket, &request, output == OutputFormat::Json)
     }
 }

@@ -10,6 +10,7 @@ use crate::{
     experiment::{self, detached, file, plan, runner, timeline},
     features,
     report::OutputFormat,
+    run_records::RunKind,
 };
 
 #[derive(Debug, Args)]
@@ -55,7 +56,7 @@ pub fn run(args: &ExperimentArgs, output: OutputFormat) -> anyhow::Result<ExitCo
     if args.detach {
         return detached::start(&plan, &timeline);
     }
-    runner::run(&plan, &runner::RunOptions::foreground(timeline, output))
+    runner::run(&plan, &runner::RunOptions { timeline, output, kind: RunKind::Experiment, cancel: None })
 }
 
 fn default_timeline(name: &str) -> PathBuf {

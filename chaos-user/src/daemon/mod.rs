@@ -8,6 +8,7 @@
 //! answers the control socket, collects ended runs and handles SIGHUP (reload) and SIGTERM/SIGINT
 //! (end every run, then exit). Crash safety needs nothing here beyond the clean-up at start: each
 //! fault has its kernel deadline and fd-owned links, which go with the process.
+mod check;
 pub mod config;
 pub mod control;
 pub mod metrics;
@@ -21,18 +22,15 @@ use std::{
 };
 
 use anyhow::Context as _;
-use serde_json::json;
+pub use check::check;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
-    net::UnixStream,
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
-    time::{MissedTickBehavior, interval, timeout},
+    time::{MissedTickBehavior, interval},
 };
 
 use self::{
-    config::{DaemonConfig, Selector},
-    control::{Reply, Request},
+    config::DaemonConfig,
     metrics::Metrics,
     scheduler::{Budgets, next_delay, pick_weighted, random_u64},
 };
@@ -354,110 +352,6 @@ impl Service {
             }
         }
     }
-
-    /// Answers one control connection (a request line, a reply line).
-    async fn answer(&mut self, stream: UnixStream) {
-        let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        let mut reader = BufReader::new(read);
-        let reply = match timeout(Duration::from_secs(2), reader.read_line(&mut line)).await {
-            Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-                Ok(request) => self.handle(request),
-                Err(e) => Reply { ok: false, message: format!("not a request: {e}"), details: json!(null) },
-            },
-            _ => return,
-        };
-        let mut text = serde_json::to_string(&reply).unwrap_or_default();
-        text.push('\n');
-        let _ = write.write_all(text.as_bytes()).await;
-    }
-
-    fn handle(&mut self, request: Request) -> Reply {
-        let reply = |ok: bool, message: String| Reply { ok, message, details: json!(null) };
-        match request {
-            Request::Status => Reply { ok: true, message: self.status_line(), details: self.status_json() },
-            Request::Pause { now: false } => {
-                self.set_paused(Some(Pause { reason: "paused by `chaos daemon pause`".into(), until: None }));
-                tracing::info!("paused: running experiments finish, no new one starts");
-                reply(true, format!("paused; {} run(s) finish on their own", self.runs.len()))
-            }
-            Request::Pause { now: true } => {
-                let started = Instant::now();
-                let ended = self.pause_now("paused by `chaos daemon pause --now`");
-                let ms = started.elapsed().as_secs_f64() * 1e3;
-                tracing::warn!(runs_ended = ended, ms, "kill switch: every fault detached");
-                Reply {
-                    ok: true,
-                    message: format!("paused; ended {ended} run(s), every fault detached in {ms:.1} ms"),
-                    details: json!({ "ended": ended, "ms": ms }),
-                }
-            }
-            Request::Resume => {
-                if self.config.kill_switch.exists() {
-                    return reply(
-                        false,
-                        format!("the kill-switch file {} exists: remove it first", self.config.kill_switch.display()),
-                    );
-                }
-                self.set_paused(None);
-                tracing::info!("resumed");
-                reply(true, "resumed".into())
-            }
-            Request::Run { name } => {
-                let Some(index) = self.config.catalogue.iter().position(|e| e.name == name) else {
-                    let known: Vec<&str> = self.config.catalogue.iter().map(|e| e.name.as_str()).collect();
-                    return reply(
-                        false,
-                        format!("no experiment \"{name}\" in the catalogue (it has: {})", known.join(", ")),
-                    );
-                };
-                if let Some(pause) = &self.paused {
-                    return reply(
-                        false,
-                        format!("injection is paused ({}): `chaos daemon resume` first", pause.reason),
-                    );
-                }
-                match self.start(index) {
-                    Ok(number) => reply(true, format!("started run {number} of \"{name}\"")),
-                    Err(why) => reply(false, format!("\"{name}\" not started: {why}")),
-                }
-            }
-            Request::StopAll => {
-                let ended = self.end_all("stopped by `chaos daemon stop-all`");
-                reply(true, format!("ended {ended} run(s); the schedule goes on"))
-            }
-        }
-    }
-
-    fn status_line(&self) -> String {
-        let state = self.paused.as_ref().map_or_else(|| "running".to_owned(), |p| format!("paused: {}", p.reason));
-        format!(
-            "{state}; {} run(s) under way; next scheduled run in {}s",
-            self.runs.len(),
-            self.next_run.saturating_duration_since(Instant::now()).as_secs()
-        )
-    }
-
-    fn status_json(&self) -> serde_json::Value {
-        let runs: Vec<_> = self
-            .runs
-            .iter()
-            .map(|r| json!({ "run": r.number, "experiment": r.name, "target": r.target, "seconds": r.started.elapsed().as_secs_f64() }))
-            .collect();
-        let catalogue: Vec<_> = self
-            .config
-            .catalogue
-            .iter()
-            .map(|e| json!({ "experiment": e.name, "file": e.file, "weight": e.weight, "targets": e.selector.as_ref().map(describe_selector) }))
-            .collect();
-        json!({
-            "paused": self.paused.as_ref().map(|p| p.reason.clone()),
-            "runs": runs,
-            "next_run_in_s": self.next_run.saturating_duration_since(Instant::now()).as_secs_f64(),
-            "config": self.config.path,
-            "catalogue": catalogue,
-        })
-    }
 }
 
 /// The same path as `chaos run FILE`, with the target the daemon picked and its cancellation.
@@ -475,14 +369,6 @@ fn run_one(file: &Path, target: &str, timeline: &Path, cancel: watch::Receiver<b
     runner::run_to_verdict(&plan, &options).map_err(|e| format!("{e:#}"))
 }
 
-#[must_use]
-pub fn describe_selector(selector: &Selector) -> String {
-    match selector {
-        Selector::Cgroup(glob) => format!("cgroup {glob}"),
-        Selector::Unit(glob) => format!("unit {glob}"),
-    }
-}
-
 /// Keeps the newest `keep` timelines (their names start with the time).
 fn prune_timelines(dir: &Path, keep: usize) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -495,103 +381,4 @@ fn prune_timelines(dir: &Path, keep: usize) {
     for old in &files[..files.len() - keep] {
         let _ = std::fs::remove_file(old);
     }
-}
-
-/// `chaos daemon --check FILE`: validates and prints the catalogue, budgets and next runs.
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = DaemonConfig::load(path)?;
-    println!("{}: valid: {} experiment(s)", path.display(), config.catalogue.len());
-    let mount = CgroupFs::discover().ok().map(|c| c.mount().to_owned());
-    for entry in &config.catalogue {
-        let targets = match (&entry.selector, &mount) {
-            (Some(selector), Some(mount)) => {
-                let found = scheduler::matches(selector, mount);
-                format!("{} ({} match now)", describe_selector(selector), found.len())
-            }
-            (Some(selector), None) => describe_selector(selector),
-            (None, _) => "the file's own target".to_owned(),
-        };
-        println!("  {} (weight {}, {}): {}", entry.name, entry.weight, entry.file.display(), targets);
-    }
-    let budget = &config.budget;
-    println!(
-        "budget: at most {} run(s) an hour, {} at once, {} between runs on one target, {:.0} % of a selector's matches",
-        budget.max_runs_per_hour,
-        budget.max_concurrent,
-        humantime::format_duration(budget.min_gap_per_target),
-        budget.max_share * 100.0
-    );
-    println!(
-        "after a violated steady state: paused {}",
-        config
-            .cool_down
-            .map_or("until `chaos daemon resume`".to_owned(), |d| format!("for {}", humantime::format_duration(d)))
-    );
-    let schedule = &config.schedule;
-    let when = match &schedule.when {
-        config::When::Every(every) => format!("every {}", humantime::format_duration(*every)),
-        config::When::Cron(cron) => format!("cron \"{cron}\""),
-    };
-    println!("next runs ({when} ± {}, time zone {}):", humantime::format_duration(schedule.jitter), schedule.time_zone);
-    for window in &schedule.windows {
-        println!("  allowed: {}", scheduler::describe_window(window));
-    }
-    for window in &schedule.blackouts {
-        println!("  blackout: {}", scheduler::describe_window(window));
-    }
-    let weights: Vec<u32> = config.catalogue.iter().map(|e| e.weight).collect();
-    let mut at = chrono::Utc::now();
-    let mut shown = 0;
-    // Starts that fall outside the windows are skipped, as the daemon skips them.
-    for _ in 0..100_000 {
-        let delay = next_delay(schedule, at, random_u64());
-        at += chrono::TimeDelta::from_std(delay.max(Duration::from_millis(1))).unwrap_or(chrono::TimeDelta::MAX);
-        if scheduler::allowed_at(schedule, at).is_err() {
-            continue;
-        }
-        let name = pick_weighted(&weights, random_u64()).map_or("?", |i| config.catalogue[i].name.as_str());
-        println!("  {}  {name}", at.with_timezone(&schedule.time_zone).format("%Y-%m-%dT%H:%M:%S%:z"));
-        shown += 1;
-        if shown == 10 {
-            break;
-        }
-    }
-    if shown == 0 {
-        println!("  none: the windows and blackouts leave no time to run");
-    }
-    println!("check: nothing attached");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The client side of `chaos daemon status | pause | resume | run | stop-all`.
-pub fn ask(socket: &Path, request: &Request, json_output: bool) -> anyhow::Result<ExitCode> {
-    let reply = control::ask(socket, request)?;
-    if json_output {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({ "ok": reply.ok, "message": reply.message, "details": reply.details })
-            )?
-        );
-    } else {
-        println!("{}", reply.message);
-        if let Some(runs) = reply.details["runs"].as_array() {
-            for run in runs {
-                println!(
-                    "  run {} {} on {} ({:.0}s)",
-                    run["run"],
-                    run["experiment"],
-                    run["target"],
-                    run["seconds"].as_f64().unwrap_or(0.0)
-                );
-            }
-        }
-    }
-    Ok(if reply.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// The socket of the configuration at `config`, if it loads; the default otherwise.
-#[must_use]
-pub fn socket_of(config: &Path) -> PathBuf {
-    DaemonConfig::load(config).map_or_else(|_| PathBuf::from(config::DEFAULT_SOCKET), |c| c.socket)
 }

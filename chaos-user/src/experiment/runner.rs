@@ -46,17 +46,8 @@ pub struct RunOptions {
     pub output: OutputFormat,
     /// Who runs it (an experiment from `chaos run`, or the daemon), for its run record.
     pub kind: RunKind,
-    /// A run inside the daemon ends when this turns true, instead of on a signal; it prints no
-    /// summary (the daemon logs the verdict).
+    /// A daemon's run ends when this turns true (not on a signal) and prints no summary.
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
-}
-
-impl RunOptions {
-    /// `chaos run FILE` in the foreground.
-    #[must_use]
-    pub const fn foreground(timeline: std::path::PathBuf, output: OutputFormat) -> Self {
-        Self { timeline, output, kind: RunKind::Experiment, cancel: None }
-    }
 }
 
 /// Runs the plan; returns the exit code (0 held, 1 violated, 2 could not run).
