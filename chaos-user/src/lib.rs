@@ -8,6 +8,7 @@
 //! checks ([`steady`]).
 pub mod btf;
 pub mod cli;
+pub mod daemon;
 pub mod engine;
 pub mod errno;
 pub mod experiment;

@@ -44,6 +44,7 @@ impl FaultReport<'_> {
         let ended = match self.stopped {
             StopReason::Deadline => "reached its deadline".to_owned(),
             StopReason::Signal(signal) => format!("stopped early by {}", signal.name()),
+            StopReason::Cancelled => "stopped early by the daemon".to_owned(),
         };
         let mut out = format!(
             "{} ({}) on {} {ended} after {:.1}s of {}; detached.\n",
@@ -74,6 +75,8 @@ impl FaultReport<'_> {
 pub enum StopReason {
     Deadline,
     Signal(StopSignal),
+    /// The daemon ended the run (kill switch, pause --now, stop-all, its own end).
+    Cancelled,
 }
 
 /// The signals that stop a run early (after clean-up).
@@ -105,6 +108,7 @@ impl StopReason {
         match self {
             Self::Deadline => 0,
             Self::Signal(signal) => 128 + signal as u8,
+            Self::Cancelled => 128 + StopSignal::Term as u8,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     fault::FaultPlan,
     live::LiveLine,
     report::{DirectionCounters, FaultReport, OutputFormat, StopReason, StopSignal},
+    run_records::Registration,
     sys,
 };
 
@@ -45,8 +46,9 @@ pub fn arm(plan: &FaultPlan, in_force_for: Option<Duration>) -> Result<(LoadedFa
 }
 
 /// Runs one fault from the command line: arm, wait for its deadline or a stop signal while
-/// showing counters, disarm, detach, report. Returns the exit status.
-pub fn run_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCode> {
+/// showing counters (on stderr and in its run record), disarm, detach, report. Returns the exit
+/// status.
+pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Registration) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         // Signals first: a Ctrl-C during set-up must still reach the clean-up below.
@@ -60,7 +62,12 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCo
 
         let directions = plan.directions();
         let progress = Progress { line: LiveLine::on_stderr(), label: plan.fault, injected_word: plan.injected_word };
-        let stopped = supervise(&fault, &directions, plan.counter_label, deadline, &mut signals, Some(progress)).await;
+        let record_counts = |counters: &[DirectionCounters]| {
+            registration.update_counts(&[counters.iter().map(|c| c.injected).sum()]);
+        };
+        let stopped =
+            supervise(&fault, &directions, plan.counter_label, deadline, &mut signals, Some(progress), record_counts)
+                .await;
         let elapsed = started.elapsed();
 
         fault.disarm()?;
@@ -85,28 +92,44 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCo
     })
 }
 
-/// The stop signals chaos handles, installed before anything is attached so that a Ctrl-C
-/// during set-up still goes through clean-up.
+/// What ends a run early: the stop signals chaos handles (installed before anything is attached
+/// so that a Ctrl-C during set-up still goes through clean-up), or, for a run inside the daemon,
+/// its cancellation (the daemon owns the process's signals).
 pub struct StopSignals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+    signals: Option<[tokio::signal::unix::Signal; 3]>,
+    cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl StopSignals {
     pub fn install() -> std::io::Result<Self> {
         Ok(Self {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-            hup: signal(SignalKind::hangup())?,
+            signals: Some([
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::hangup())?,
+            ]),
+            cancel: None,
         })
     }
 
+    /// Ends the run when `cancel` turns true (or its sender is gone: nobody is left to end it).
+    #[must_use]
+    pub const fn cancelled_by(cancel: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { signals: None, cancel: Some(cancel) }
+    }
+
     pub async fn next(&mut self) -> StopReason {
-        tokio::select! {
-            _ = self.int.recv() => StopReason::Signal(StopSignal::Int),
-            _ = self.term.recv() => StopReason::Signal(StopSignal::Term),
-            _ = self.hup.recv() => StopReason::Signal(StopSignal::Hup),
+        match (&mut self.signals, &mut self.cancel) {
+            (Some([int, term, hup]), _) => tokio::select! {
+                _ = int.recv() => StopReason::Signal(StopSignal::Int),
+                _ = term.recv() => StopReason::Signal(StopSignal::Term),
+                _ = hup.recv() => StopReason::Signal(StopSignal::Hup),
+            },
+            (None, Some(cancel)) => {
+                let _ = cancel.wait_for(|cancelled| *cancelled).await;
+                StopReason::Cancelled
+            }
+            (None, None) => std::future::pending().await,
         }
     }
 }
@@ -145,6 +168,7 @@ pub async fn supervise(
     deadline: Instant,
     signals: &mut StopSignals,
     progress: Option<Progress>,
+    mut on_counts: impl FnMut(&[DirectionCounters]),
 ) -> StopReason {
     let mut ticks = interval(progress.map_or(Duration::from_secs(3600), |p| p.line.period()));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -155,6 +179,7 @@ pub async fn supervise(
             _ = ticks.tick() => {
                 if let (Some(progress), Ok(counters)) = (progress, read_counters(fault, directions, label)) {
                     progress.show(deadline.saturating_duration_since(Instant::now()), &counters);
+                    on_counts(&counters);
                 }
             }
         }

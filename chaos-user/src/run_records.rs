@@ -1,5 +1,6 @@
-//! What is running: one small JSON record per experiment in /run/chaos/runs, for `chaos
-//! status`, `chaos stop`, `chaos cleanup` and the conflict check of the next run.
+//! What is running: one small JSON record per run in /run/chaos/runs (experiments, one-shot
+//! faults from the command line, the daemon's runs), for `chaos status`, `chaos stop`, `chaos
+//! cleanup` and the conflict check of the next run.
 //!
 //! A foreground run writes its record when it starts, rewrites it with its counts every second
 //! and removes it when it ends (a guard's Drop, so panics too). A run killed by SIGKILL leaves
@@ -26,6 +27,9 @@ pub struct RunRecord {
     pub pid: u32,
     pub pid_start: u64,
     pub detached: bool,
+    /// Who started it: absent in records written before one-shot faults registered.
+    #[serde(default)]
+    pub kind: RunKind,
     pub name: String,
     pub file: String,
     /// The target cgroup's path and id.
@@ -38,6 +42,31 @@ pub struct RunRecord {
     /// Detached: the bpffs directory holding its pins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_dir: Option<PathBuf>,
+}
+
+/// What kind of chaos process a record stands for. Every kind is listed by `status`, ended by
+/// `stop --all` and counted by the conflict check: "stop all chaos" means all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// `chaos run FILE` (foreground or detached).
+    #[default]
+    Experiment,
+    /// One fault from the command line (`chaos net drop ...`).
+    OneShot,
+    /// An experiment the daemon runs in its own process.
+    Daemon,
+}
+
+impl RunKind {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Experiment => "experiment",
+            Self::OneShot => "one-shot",
+            Self::Daemon => "daemon",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -16,6 +16,8 @@ use chaos_tests::{
 
 use crate::{build, util, vm};
 
+mod daemon;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
     /// Packet drop: untargeted throughput armed vs not, CPU per packet vs iptables.
@@ -29,6 +31,8 @@ pub enum Which {
     /// Error injection: failed fsync vs strace --inject, and untargeted overhead of the kprobe
     /// (the kernel with error injection).
     Override,
+    /// The daemon: CPU and RSS idle and during a run, untargeted throughput during a run (host).
+    Daemon,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -45,7 +49,11 @@ const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
     let binaries = build::prepare_root_task("the benchmark")?;
-    let which = if which.is_empty() { &[Which::Drop, Which::Net, Which::Syscall, Which::Delay][..] } else { which };
+    let which = if which.is_empty() {
+        &[Which::Drop, Which::Net, Which::Syscall, Which::Delay, Which::Daemon][..]
+    } else {
+        which
+    };
     // `net` includes the host drop figures: measure them once.
     if which.iter().any(|w| matches!(w, Which::Drop | Which::Net)) {
         write_section("drop", &drop_bench()?)?;
@@ -63,6 +71,9 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
     }
     if which.contains(&Which::Override) {
         write_section("override-vm", &in_vm_section(&binaries, vm::KernelName::V6_1ErrInj, "override")?)?;
+    }
+    if which.contains(&Which::Daemon) {
+        write_section("daemon", &daemon::daemon_bench()?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())

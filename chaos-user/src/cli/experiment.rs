@@ -11,6 +11,7 @@ use crate::{
     experiment::{self, detached, file, plan, report_html, report_markdown, review::Review, runner, timeline},
     features,
     report::OutputFormat,
+    run_records::RunKind,
 };
 
 #[derive(Debug, Args)]
@@ -59,7 +60,7 @@ pub fn run(args: &ExperimentArgs, output: OutputFormat) -> anyhow::Result<ExitCo
     if args.detach {
         return detached::start(&plan, &timeline);
     }
-    runner::run(&plan, &runner::RunOptions { timeline, output })
+    runner::run(&plan, &runner::RunOptions { timeline, output, kind: RunKind::Experiment, cancel: None })
 }
 
 fn default_timeline(name: &str) -> PathBuf {

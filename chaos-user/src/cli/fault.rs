@@ -1,17 +1,20 @@
 //! What every fault's command line has, written once: whom (`TargetArgs`), what (the family's
 //! options, `F`), and for how long (`RunArgs`), and the one pipeline that turns them into a run:
-//! cap, target, plan, dry run or arm, wait, report.
+//! cap, target, plan, conflicts with every live run, dry run or register and arm, wait, report.
 use std::{process::ExitCode, time::Duration};
 
 use clap::Args;
 
 use super::TargetArgs;
 use crate::{
+    experiment::plan::check_one_shot,
     fault::{AttachPoint, FaultContext, FaultPlan, PlanFault, options},
     features::Prober,
     ledger,
     report::OutputFormat,
     run,
+    run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
+    sys,
     target::{self, CgroupFs, TargetName},
 };
 
@@ -61,6 +64,12 @@ pub fn run_fault(
     }
     let context = FaultContext { target: &target, duration: run.duration, i_know: run.i_know, kernel: &kernel };
     let plan = fault.plan(&context)?;
+    // The conflict rules of experiments hold across one-shot faults too: a second fault on a
+    // hook that does not compose would leave only one of them deciding.
+    let hooks: Vec<(String, String)> = plan.programs.iter().map(|p| (p.hook.to_owned(), p.attach.describe())).collect();
+    for note in check_one_shot(plan.target.id, plan.fault, &hooks).map_err(anyhow::Error::msg)? {
+        eprintln!("chaos: note: {note}");
+    }
     if run.dry_run {
         print_plan(&plan, output);
         return Ok(ExitCode::SUCCESS);
@@ -72,7 +81,30 @@ pub fn run_fault(
             plan.target.cgroup
         );
     }
-    run::run_plan(&plan, output)
+    let mut registration = register(&plan, hooks)?;
+    run::run_plan(&plan, output, &mut registration)
+}
+
+/// Registers the fault in /run/chaos/runs, so that `chaos status` lists it, `chaos stop --all`
+/// ends it and later runs see its hooks. The record goes when the guard drops.
+fn register(plan: &FaultPlan, hooks: Vec<(String, String)>) -> anyhow::Result<Registration> {
+    let pid = std::process::id();
+    let record = RunRecord {
+        id: run_records::new_id(),
+        pid,
+        pid_start: ledger::start_time(pid).unwrap_or(0),
+        detached: false,
+        kind: RunKind::OneShot,
+        name: plan.fault.to_owned(),
+        file: String::new(),
+        target: plan.target.cgroup.clone(),
+        target_id: plan.target.id,
+        faults: vec![FaultRecord { label: plan.fault.to_owned(), hooks, injected: 0, pin_dir: None }],
+        ends_ns: sys::monotonic_deadline_ns(plan.duration),
+        timeline: String::new(),
+        pin_dir: None,
+    };
+    Registration::register(record).map_err(|e| anyhow::anyhow!("registering the run in {}: {e}", run_records::RUNS_DIR))
 }
 
 /// Whether the fault's programs find the target by a socket's cgroup (cgroup_skb, cgroup

@@ -1,6 +1,7 @@
 //! The `chaos` command line: one file per subcommand group; every fault's flags go through
 //! the one pipeline in `fault.rs` (options, target, plan, run).
 mod cleanup;
+mod daemon;
 mod doctor;
 mod experiment;
 mod fault;
@@ -12,6 +13,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
+pub use self::daemon::LogFormat;
 use crate::{report::OutputFormat, target::TargetName};
 
 const EXAMPLES: &str = "\
@@ -91,6 +93,16 @@ Examples:
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
+    /// The node agent: runs the experiments of a catalogue on a schedule, within budgets,
+    /// pausing on a violated steady state; or, with a subcommand, talks to the running one.
+    #[command(after_help = "\
+Examples:
+  chaos daemon --config /etc/chaos/daemon.toml   run the service (systemd: deploy/systemd/chaos.service)
+  chaos daemon --check /etc/chaos/daemon.toml    validate it and print the next runs
+  chaos daemon status
+  chaos daemon pause --now                       the kill switch: every fault detached at once
+  chaos daemon resume")]
+    Daemon(Box<daemon::DaemonArgs>),
     /// Remove what crashed runs left (legacy TC filters and their qdiscs, pins of ended detached
     /// experiments, records of dead runs) and say what was removed. Live runs are left alone.
     Cleanup,
@@ -139,6 +151,15 @@ impl Cli {
         self.verbose
     }
 
+    /// Whether this runs the daemon, which logs at info level by default, and in which format.
+    #[must_use]
+    pub fn daemon_log_format(&self) -> Option<LogFormat> {
+        match &self.command {
+            Command::Daemon(args) if args.serves() => Some(args.log_format),
+            _ => None,
+        }
+    }
+
     /// Runs the command. Errors are printed by the caller and mean "could not run" (exit 2).
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
@@ -152,6 +173,7 @@ impl Cli {
             }
             Command::Status => Ok(status::status(self.output)),
             Command::Stop { id, all } => status::stop(id.as_deref(), all),
+            Command::Daemon(args) => args.run(self.output),
             Command::Cleanup => Ok(cleanup::run()),
             Command::Guard { cgroup_dir, resume_all_at_ns } => {
                 Ok(crate::fault::syscall::guard::run(&cgroup_dir, resume_all_at_ns))

@@ -1,4 +1,5 @@
-//! `chaos status` and `chaos stop`: the experiments running now, foreground and detached.
+//! `chaos status` and `chaos stop`: everything chaos runs now: experiments (foreground and
+//! detached), one-shot faults from the command line, the daemon's runs.
 use std::process::ExitCode;
 
 use serde_json::json;
@@ -8,7 +9,7 @@ use crate::{
     experiment::{self, detached},
     ledger,
     report::OutputFormat,
-    run_records::{self, Liveness, RunRecord},
+    run_records::{self, Liveness, RunKind, RunRecord},
 };
 
 pub fn status(output: OutputFormat) -> ExitCode {
@@ -27,8 +28,9 @@ pub fn status(output: OutputFormat) -> ExitCode {
             }
             for (record, row) in records.iter().zip(&rows) {
                 println!(
-                    "{}  {}  {} on {}  {}s left  ({})",
+                    "{}  {:<10}  {}  {} on {}  {}s left  ({})",
                     record.id,
+                    record.kind.name(),
                     if record.detached { "detached  " } else { "foreground" },
                     record.name,
                     record.target,
@@ -61,6 +63,7 @@ fn describe(record: &RunRecord) -> serde_json::Value {
     json!({
         "id": record.id,
         "detached": record.detached,
+        "kind": record.kind,
         "pid": record.pid,
         "name": record.name,
         "file": record.file,
@@ -104,10 +107,12 @@ pub fn stop(id: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
         } else if record.liveness() == Liveness::Running && ledger::process_alive(record.pid, record.pid_start) {
             // SAFETY: kill(2) on the run's own process (pid and start time checked).
             unsafe { libc::kill(record.pid as i32, libc::SIGTERM) };
-            println!(
-                "sent SIGTERM to experiment {} (pid {}): it detaches its faults and writes its verdict",
-                record.id, record.pid
-            );
+            let what = match record.kind {
+                RunKind::OneShot => "it detaches its fault and reports",
+                RunKind::Daemon => "the daemon ends every run it has, detaching their faults, and exits",
+                RunKind::Experiment => "it detaches its faults and writes its verdict",
+            };
+            println!("sent SIGTERM to {} {} (pid {}): {what}", record.kind.name(), record.id, record.pid);
         } else {
             record.remove();
             println!("experiment {} had already ended (pid {} is gone); removed its record", record.id, record.pid);

@@ -134,6 +134,7 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
         pid: 0,
         pid_start: 0,
         detached: true,
+        kind: run_records::RunKind::Experiment,
         name: experiment.name.clone(),
         file: experiment.source.path.clone(),
         target: plan.target.cgroup.clone(),

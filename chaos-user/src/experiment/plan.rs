@@ -10,7 +10,7 @@ use crate::{
     fault::{FaultContext, FaultPlan, options::Ppm},
     features::Prober,
     ledger,
-    run_records::{self, Liveness, RunRecord},
+    run_records::{self, Liveness, RunKind, RunRecord},
     target::{self, CgroupFs, Target},
 };
 
@@ -141,10 +141,7 @@ fn check_conflicts(
     faults: &[PlannedFault],
 ) -> Result<Vec<String>, FileError> {
     let mut notes = Vec::new();
-    let running: Vec<RunRecord> = run_records::all()
-        .into_iter()
-        .filter(|r| r.target_id == target.id && r.liveness() == Liveness::Running)
-        .collect();
+    let running = running_on(target.id);
     for (index, fault) in faults.iter().enumerate() {
         let entry = &experiment.faults[index];
         for (hook, place) in fault.hooks() {
@@ -153,42 +150,68 @@ fn check_conflicts(
                 .filter(|f| f.hooks().iter().any(|(h, p)| *h == hook && *p == place))
                 .map(|f| format!("fault {} of this experiment", f.label))
                 .collect();
-            for record in &running {
-                for other in &record.faults {
-                    if other.hooks.iter().any(|(h, p)| *h == hook && *p == place) {
-                        others.push(format!(
-                            "fault {} of running experiment {} (pid {})",
-                            other.label, record.id, record.pid
-                        ));
-                    }
-                }
+            others.extend(running_faults_on(&running, &hook, &place));
+            match share_hook(&fault.label, &hook, &place, &others) {
+                Ok(note) => notes.extend(note),
+                Err(message) => return Err(experiment.error_at(&entry.span, message)),
             }
-            if others.is_empty() {
-                continue;
-            }
-            match composition(&hook) {
-                Some(how) => notes.push(format!(
-                    "{} shares {hook} on {place} with {}: they compose ({how})",
-                    fault.label,
-                    others.join(", ")
-                )),
-                None => {
-                    return Err(experiment.error_at(
-                        &entry.span,
-                        format!(
-                            "fault {} would attach to {hook} on {place}, where {} already is; faults on this hook do \
-                             not compose (only one of them could decide). Stop the other one (`chaos stop ID`) or \
-                             aim at another hook",
-                            fault.label,
-                            others.join(", ")
-                        ),
-                    ));
-                }
-            }
-            notes.dedup();
         }
     }
     notes.sort();
+    notes.dedup();
+    Ok(notes)
+}
+
+/// The live runs (experiments, one-shot faults, the daemon's) on the target with this cgroup id.
+#[must_use]
+pub fn running_on(target_id: u64) -> Vec<RunRecord> {
+    run_records::all().into_iter().filter(|r| r.target_id == target_id && r.liveness() == Liveness::Running).collect()
+}
+
+/// The faults of `running` attached to `hook` on `place`, described for an error message.
+#[must_use]
+pub fn running_faults_on(running: &[RunRecord], hook: &str, place: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for record in running {
+        for other in &record.faults {
+            if other.hooks.iter().any(|(h, p)| h == hook && p == place) {
+                let what = match record.kind {
+                    RunKind::OneShot => "one-shot fault",
+                    RunKind::Daemon => "daemon run",
+                    RunKind::Experiment => "running experiment",
+                };
+                found.push(format!("fault {} of {what} {} (pid {})", other.label, record.id, record.pid));
+            }
+        }
+    }
+    found
+}
+
+/// The one rule for a hook already used by `others`: a note when faults on it compose, the
+/// refusal when they do not (only one of them could decide).
+pub fn share_hook(label: &str, hook: &str, place: &str, others: &[String]) -> Result<Option<String>, String> {
+    if others.is_empty() {
+        return Ok(None);
+    }
+    match composition(hook) {
+        Some(how) => {
+            Ok(Some(format!("{label} shares {hook} on {place} with {}: they compose ({how})", others.join(", "))))
+        }
+        None => Err(format!(
+            "fault {label} would attach to {hook} on {place}, where {} already is; faults on this hook do not \
+             compose (only one of them could decide). Stop the other one (`chaos stop ID`) or aim at another hook",
+            others.join(", ")
+        )),
+    }
+}
+
+/// The conflict check of a one-shot fault against every live run on its target.
+pub fn check_one_shot(target_id: u64, label: &str, hooks: &[(String, String)]) -> Result<Vec<String>, String> {
+    let running = running_on(target_id);
+    let mut notes = Vec::new();
+    for (hook, place) in hooks {
+        notes.extend(share_hook(label, hook, place, &running_faults_on(&running, hook, place))?);
+    }
     notes.dedup();
     Ok(notes)
 }

@@ -29,7 +29,7 @@ use crate::{
     live::LiveLine,
     report::{OutputFormat, StopReason},
     run::{StopSignals, arm},
-    run_records::{self, FaultRecord, Registration, RunRecord},
+    run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
     sys,
 };
 
@@ -44,17 +44,30 @@ struct Loaded {
 pub struct RunOptions {
     pub timeline: std::path::PathBuf,
     pub output: OutputFormat,
+    /// Who runs it (an experiment from `chaos run`, or the daemon), for its run record.
+    pub kind: RunKind,
+    /// A daemon's run ends when this turns true (not on a signal) and prints no summary.
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Runs the plan; returns the exit code (0 held, 1 violated, 2 could not run).
 pub fn run(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow::Result<ExitCode> {
+    run_to_verdict(plan, options).map(ExitCode::from)
+}
+
+/// Runs the plan on a runtime of its own (a daemon runs each experiment on its own thread);
+/// returns the verdict's exit code (0 held, 1 violated, 2 could not run).
+pub fn run_to_verdict(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let mut signals = StopSignals::install().context("installing signal handlers")?;
+        let mut signals = match &options.cancel {
+            Some(cancel) => StopSignals::cancelled_by(cancel.clone()),
+            None => StopSignals::install().context("installing signal handlers")?,
+        };
         let _ = sys::raise_memlock_rlimit();
         let mut timeline = Timeline::create(&options.timeline)
             .with_context(|| format!("creating the timeline {}", options.timeline.display()))?;
-        let mut runner = Runner::new(plan, &mut timeline)?;
+        let mut runner = Runner::new(plan, &mut timeline, options.kind)?;
         let verdict = runner.run(&mut signals).await;
         drop(runner);
         let has_checks = !plan.experiment.steady_state.checks.is_empty();
@@ -63,12 +76,16 @@ pub fn run(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow::Result<Ex
             exit_code: verdict.exit_code(),
             summary: verdict.summary(has_checks),
         });
-        match options.output {
-            OutputFormat::Text => print!("{}", timeline::summary(&timeline::typed(timeline.events()))),
-            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&timeline.events()).unwrap_or_default()),
+        if options.cancel.is_none() {
+            match options.output {
+                OutputFormat::Text => print!("{}", timeline::summary(&timeline::typed(timeline.events()))),
+                OutputFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&timeline.events()).unwrap_or_default());
+                }
+            }
+            eprintln!("timeline: {}", timeline.path().display());
         }
-        eprintln!("timeline: {}", timeline.path().display());
-        Ok(ExitCode::from(verdict.exit_code()))
+        Ok(verdict.exit_code())
     })
 }
 
@@ -82,7 +99,7 @@ struct Runner<'p, 't> {
 }
 
 impl<'p, 't> Runner<'p, 't> {
-    fn new(plan: &'p ExperimentPlan<'p>, timeline: &'t mut Timeline) -> anyhow::Result<Self> {
+    fn new(plan: &'p ExperimentPlan<'p>, timeline: &'t mut Timeline, kind: RunKind) -> anyhow::Result<Self> {
         let experiment = plan.experiment;
         let steady = &experiment.steady_state;
         let total = steady.before + experiment.duration + steady.after;
@@ -92,6 +109,7 @@ impl<'p, 't> Runner<'p, 't> {
             pid: std::process::id(),
             pid_start: crate::ledger::start_time(std::process::id()).unwrap_or(0),
             detached: false,
+            kind,
             name: experiment.name.clone(),
             file: experiment.source.path.clone(),
             target: plan.target.cgroup.clone(),
@@ -295,6 +313,7 @@ impl<'p, 't> Runner<'p, 't> {
         let reason = match stop {
             StopReason::Signal(signal) => format!("stopped by {}", signal.name()),
             StopReason::Deadline => "stopped".to_owned(),
+            StopReason::Cancelled => "stopped by the daemon".to_owned(),
         };
         self.abort(None, &reason);
         self.detach_all("abort");

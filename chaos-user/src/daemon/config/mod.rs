@@ -1,0 +1,404 @@
+//! The daemon's configuration (`/etc/chaos/daemon.toml`): its catalogue of experiments, their
+//! target selectors, the schedule, budgets, safety and where its socket, kill switch and state
+//! live. Read through the experiment files' positioned TOML, so every error is at
+//! `file:line:column`; every experiment of the catalogue is loaded (and so validated) too.
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::experiment::{
+    Experiment, file,
+    source::{FileError, Item, Source, Table},
+};
+
+pub const DEFAULT_CONFIG: &str = "/etc/chaos/daemon.toml";
+pub const DEFAULT_SOCKET: &str = "/run/chaos/daemon.sock";
+pub const DEFAULT_KILL_SWITCH: &str = "/run/chaos/kill";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/chaos";
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+
+/// A loaded, validated configuration.
+#[derive(Debug)]
+pub struct DaemonConfig {
+    pub path: PathBuf,
+    pub catalogue: Vec<CatalogueEntry>,
+    pub schedule: Schedule,
+    pub budget: Budget,
+    /// How long injection stays paused after a violated steady state; None: until `resume`.
+    pub cool_down: Option<Duration>,
+    pub socket: PathBuf,
+    pub kill_switch: PathBuf,
+    /// Timelines of the daemon's runs go to `<state_dir>/timelines`.
+    pub state_dir: PathBuf,
+    /// How many timelines are kept (the oldest go first).
+    pub keep_timelines: usize,
+    /// Where `/metrics` is served; None: nowhere.
+    pub metrics: Option<String>,
+}
+
+/// One experiment file of the catalogue.
+#[derive(Debug)]
+pub struct CatalogueEntry {
+    /// The experiment's `name`.
+    pub name: String,
+    pub file: PathBuf,
+    /// Relative chance of being picked at a scheduled run.
+    pub weight: u32,
+    /// Targets to pick from, instead of the file's own `target`.
+    pub selector: Option<Selector>,
+    /// The experiment as loaded (a run loads its file again: a change is picked up by SIGHUP).
+    pub experiment: Experiment,
+}
+
+/// Which cgroups an experiment may run on; one matching target is picked per run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// A glob over cgroup paths, e.g. `/system.slice/*.service`.
+    Cgroup(String),
+    /// A glob over systemd unit names, e.g. `web-*.service`: the cgroups named so.
+    Unit(String),
+}
+
+/// When runs start: every `every` or at each time of a cron expression, each start moved by up
+/// to ± `jitter` at random; only inside the allowed windows (all the time if there are none)
+/// and never in a blackout, both in `time_zone`.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub when: When,
+    pub jitter: Duration,
+    pub time_zone: chrono_tz::Tz,
+    pub windows: Vec<Window>,
+    pub blackouts: Vec<Window>,
+}
+
+#[derive(Clone, Debug)]
+pub enum When {
+    Every(Duration),
+    /// A cron expression (seconds first, as the `cron` crate reads it), in the time zone.
+    Cron(Box<cron::Schedule>),
+}
+
+/// A weekly time window: on these days (Monday = 0), from `from` to `to` (seconds of the day;
+/// `to` may pass midnight, then the window ends the next day).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub days: [bool; 7],
+    pub from: u32,
+    pub to: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    pub max_runs_per_hour: u32,
+    pub max_concurrent: usize,
+    pub min_gap_per_target: Duration,
+    /// The largest share (0..=1) of a selector's matches under fault at once.
+    pub max_share: f64,
+}
+
+const TOP_KEYS: &[&str] =
+    &["socket", "kill_switch", "state_dir", "keep_timelines", "metrics", "schedule", "budget", "safety", "experiment"];
+
+impl DaemonConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| FileError {
+            path: path.display().to_string(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the daemon configuration: {e}"),
+        })?;
+        Self::parse(&Source::new(path.display().to_string(), text))
+    }
+
+    pub fn parse(source: &Source) -> Result<Self, FileError> {
+        let document = source.parse()?;
+        let root = document.root();
+        let base = Path::new(&source.path).parent().unwrap_or_else(|| Path::new("."));
+        let path_of = |item: Option<Item<'_>>, default: &str| -> Result<PathBuf, FileError> {
+            match item {
+                None => Ok(PathBuf::from(default)),
+                Some(item) => {
+                    let text = item.str()?;
+                    if text.is_empty() { Err(item.error("an empty path")) } else { Ok(base.join(text)) }
+                }
+            }
+        };
+        let socket = path_of(root.get("socket"), DEFAULT_SOCKET)?;
+        let kill_switch = path_of(root.get("kill_switch"), DEFAULT_KILL_SWITCH)?;
+        let state_dir = path_of(root.get("state_dir"), DEFAULT_STATE_DIR)?;
+        let keep_timelines = match root.get("keep_timelines") {
+            Some(item) => item.integer::<usize>("1 to 100000")?.clamp(1, 100_000),
+            None => 200,
+        };
+        let metrics = match root.get("metrics") {
+            None => Some(DEFAULT_METRICS.to_owned()),
+            Some(item) if item.value.as_bool() == Some(false) => None,
+            Some(item) => {
+                let address = item.str()?;
+                address.parse::<std::net::SocketAddr>().map_err(|e| {
+                    item.error(format!("\"{address}\" is not an address:port ({e}), e.g. \"127.0.0.1:9464\""))
+                })?;
+                Some(address.to_owned())
+            }
+        };
+        let schedule = parse_schedule(&root.require("schedule", "[schedule] every = \"10m\"")?)?;
+        let budget = match root.get("budget") {
+            Some(item) => parse_budget(&item)?,
+            None => {
+                Budget { max_runs_per_hour: 6, max_concurrent: 1, min_gap_per_target: Duration::ZERO, max_share: 1.0 }
+            }
+        };
+        let cool_down = match root.get("safety") {
+            Some(item) => {
+                let table = item.table("[safety]")?;
+                let cool_down = table.get("cool_down").map(|i| i.duration()).transpose()?;
+                table.finish(&["cool_down"])?;
+                cool_down
+            }
+            None => None,
+        };
+        let experiments = root.require("experiment", "[[experiment]] file = \"latency.toml\"")?;
+        let mut catalogue = Vec::new();
+        for item in experiments.array()? {
+            let table = item.table("an [[experiment]]")?;
+            catalogue.extend(parse_entry(&table, base)?);
+        }
+        if catalogue.is_empty() {
+            return Err(experiments.error("the catalogue is empty: name at least one experiment file"));
+        }
+        root.finish(TOP_KEYS)?;
+        Ok(Self {
+            path: PathBuf::from(&source.path),
+            catalogue,
+            schedule,
+            budget,
+            cool_down,
+            socket,
+            kill_switch,
+            state_dir,
+            keep_timelines,
+            metrics,
+        })
+    }
+
+    #[must_use]
+    pub fn timelines_dir(&self) -> PathBuf {
+        self.state_dir.join("timelines")
+    }
+}
+
+fn parse_schedule(item: &Item<'_>) -> Result<Schedule, FileError> {
+    let table = item.table("[schedule]")?;
+    let (when, every_item) = match (table.get("every"), table.get("cron")) {
+        (Some(every), None) => (When::Every(every.duration()?), every),
+        (None, Some(cron)) => {
+            let text = cron.str()?;
+            let parsed = text.parse::<cron::Schedule>().map_err(|e| {
+                let e = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                cron.error(format!(
+                    "not a cron expression ({e}); seconds come first, e.g. \"0 */10 10-15 * * Mon-Fri\""
+                ))
+            })?;
+            (When::Cron(Box::new(parsed)), cron)
+        }
+        _ => {
+            return Err(table.error("[schedule] needs exactly one of `every = \"10m\"` or `cron = \"0 */10 * * * *\"`"));
+        }
+    };
+    let jitter = table.get("jitter").map(|i| i.duration()).transpose()?.unwrap_or_default();
+    if let When::Every(every) = when
+        && jitter >= every
+    {
+        let at = table.get("jitter").unwrap_or(every_item);
+        return Err(at.error(format!(
+            "a jitter of {} would let runs overlap their neighbours: keep it under `every` ({})",
+            humantime::format_duration(jitter),
+            humantime::format_duration(every)
+        )));
+    }
+    let time_zone = match table.get("time_zone") {
+        Some(item) => {
+            let name = item.str()?;
+            name.parse::<chrono_tz::Tz>().map_err(|_| {
+                item.error(format!("\"{name}\" is not a time zone of the tz database, e.g. \"Europe/Paris\""))
+            })?
+        }
+        None => chrono_tz::UTC,
+    };
+    let windows = table.get("windows").map(|i| parse_windows(&i)).transpose()?.unwrap_or_default();
+    let blackouts = table.get("blackouts").map(|i| parse_windows(&i)).transpose()?.unwrap_or_default();
+    table.finish(&["every", "cron", "jitter", "time_zone", "windows", "blackouts"])?;
+    Ok(Schedule { when, jitter, time_zone, windows, blackouts })
+}
+
+/// `[{ days = "Mon-Fri", from = "10:00", to = "16:00" }, ...]`
+fn parse_windows(item: &Item<'_>) -> Result<Vec<Window>, FileError> {
+    item.array()?
+        .iter()
+        .map(|entry| {
+            let table = entry.table(format!("a window of `{}`", item.key))?;
+            let days = match table.get("days") {
+                Some(days) => parse_days(&days)?,
+                None => [true; 7],
+            };
+            let from = parse_time_of_day(&table.require("from", "from = \"10:00\"")?)?;
+            let to = parse_time_of_day(&table.require("to", "to = \"16:00\"")?)?;
+            if from == to {
+                return Err(table.error("a window from a time to the same time is empty"));
+            }
+            table.finish(&["days", "from", "to"])?;
+            Ok(Window { days, from, to })
+        })
+        .collect()
+}
+
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// "Mon-Fri", "Sat,Sun", "Mon-Wed,Fri".
+fn parse_days(item: &Item<'_>) -> Result<[bool; 7], FileError> {
+    let text = item.str()?;
+    let day = |name: &str| {
+        DAY_NAMES.iter().position(|d| name.trim().eq_ignore_ascii_case(d)).ok_or_else(|| {
+            item.error(format!(
+                "\"{}\" is not a day: use Mon, Tue, Wed, Thu, Fri, Sat, Sun, ranges (Mon-Fri) and commas",
+                name.trim()
+            ))
+        })
+    };
+    let mut days = [false; 7];
+    for part in text.split(',') {
+        match part.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (day(first)?, day(last)?);
+                let mut d = first;
+                loop {
+                    days[d] = true;
+                    if d == last {
+                        break;
+                    }
+                    d = (d + 1) % 7;
+                }
+            }
+            None => days[day(part)?] = true,
+        }
+    }
+    Ok(days)
+}
+
+/// "HH:MM" or "HH:MM:SS" (24:00 is the end of the day), as seconds of the day.
+fn parse_time_of_day(item: &Item<'_>) -> Result<u32, FileError> {
+    let text = item.str()?;
+    let parts: Vec<Option<u32>> = text.split(':').map(|p| p.parse().ok()).collect();
+    let seconds = match parts.as_slice() {
+        [Some(h), Some(m)] => Some((*h, *m, 0)),
+        [Some(h), Some(m), Some(s)] => Some((*h, *m, *s)),
+        _ => None,
+    }
+    .filter(|&(h, m, s)| (h < 24 && m < 60 && s < 60) || (h == 24 && m == 0 && s == 0))
+    .map(|(h, m, s)| h * 3600 + m * 60 + s);
+    seconds.ok_or_else(|| item.error(format!("\"{text}\" is not a time of day: HH:MM or HH:MM:SS, e.g. \"16:00\"")))
+}
+
+fn parse_budget(item: &Item<'_>) -> Result<Budget, FileError> {
+    let table = item.table("[budget]")?;
+    let max_runs_per_hour = table.get("max_runs_per_hour").map(|i| i.integer::<u32>("1 to 100000")).transpose()?;
+    let max_concurrent = table.get("max_concurrent").map(|i| i.integer::<usize>("1 to 1000")).transpose()?;
+    let min_gap_per_target = table.get("min_gap_per_target").map(|i| i.duration()).transpose()?;
+    let max_share = match table.get("max_share") {
+        Some(item) => f64::from(item.percent()?.get()) / 1e6,
+        None => 1.0,
+    };
+    for (key, value) in
+        [("max_runs_per_hour", max_runs_per_hour.map(|n| n as usize)), ("max_concurrent", max_concurrent)]
+    {
+        if value == Some(0)
+            && let Some(item) = table.get(key)
+        {
+            return Err(item.error("0 would never run anything: remove the experiment instead"));
+        }
+    }
+    table.finish(&["max_runs_per_hour", "max_concurrent", "min_gap_per_target", "max_share"])?;
+    Ok(Budget {
+        max_runs_per_hour: max_runs_per_hour.unwrap_or(6),
+        max_concurrent: max_concurrent.unwrap_or(1),
+        min_gap_per_target: min_gap_per_target.unwrap_or_default(),
+        max_share,
+    })
+}
+
+/// One `[[experiment]]`: a file, or a directory of them (each `*.toml`), with a weight and a
+/// selector shared by all.
+fn parse_entry(table: &Table<'_>, base: &Path) -> Result<Vec<CatalogueEntry>, FileError> {
+    let file_item = table.require("file", "file = \"latency.toml\"")?;
+    let path = base.join(file_item.str()?);
+    let weight = match table.get("weight") {
+        Some(item) => item.integer::<u32>("1 to 1000000")?,
+        None => 1,
+    };
+    let selector = match table.get("targets") {
+        Some(item) => Some(parse_selector(&item)?),
+        None => None,
+    };
+    table.finish(&["file", "weight", "targets"])?;
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map_err(|e| file_item.error(format!("cannot read the directory {}: {e}", path.display())))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(file_item.error(format!("{} holds no experiment file (*.toml)", path.display())));
+        }
+        files
+    } else if path.exists() {
+        vec![path]
+    } else {
+        return Err(file_item.error(format!("{} does not exist", path.display())));
+    };
+    files
+        .into_iter()
+        .map(|file| {
+            let experiment = file::load(&file, false)?;
+            Ok(CatalogueEntry { name: experiment.name.clone(), file, weight, selector: selector.clone(), experiment })
+        })
+        .collect()
+}
+
+fn parse_selector(item: &Item<'_>) -> Result<Selector, FileError> {
+    let table = item.table("`targets`")?;
+    let selector = match (table.get("cgroup"), table.get("unit"), table.get("container")) {
+        (Some(glob), None, None) => {
+            let pattern = glob.str()?;
+            if !pattern.starts_with('/') {
+                return Err(glob.error("a cgroup glob is an absolute cgroup path, e.g. \"/system.slice/*.service\""));
+            }
+            check_glob(&glob, pattern)?;
+            Selector::Cgroup(pattern.to_owned())
+        }
+        (None, Some(glob), None) => {
+            let pattern = glob.str()?;
+            if pattern.contains('/') {
+                return Err(glob.error("a unit glob is a unit name, without a slash, e.g. \"web-*.service\""));
+            }
+            check_glob(&glob, pattern)?;
+            Selector::Unit(pattern.to_owned())
+        }
+        (None, None, Some(item)) => {
+            return Err(item.error("container selectors are not supported yet (they come with container targets)"));
+        }
+        _ => return Err(table.error("`targets` takes exactly one of `cgroup` (a path glob) or `unit` (a unit glob)")),
+    };
+    table.finish(&["cgroup", "unit", "container"])?;
+    Ok(selector)
+}
+
+fn check_glob(item: &Item<'_>, pattern: &str) -> Result<(), FileError> {
+    glob::Pattern::new(pattern).map(drop).map_err(|e| item.error(format!("not a valid glob: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,839 @@
+//! Every chaos run is known (host and VM tiers): one-shot faults from the command line are
+//! listed by `chaos status`, ended by `chaos stop`, and checked for conflicts like experiments;
+//! and `chaos daemon`, the long-lived service that runs experiments on a schedule.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use chaos_tests::{
+    TempDir,
+    cgroup::TestCgroup,
+    chaos::{self, Chaos},
+    kernel, require_root,
+    workload::{HttpServer, start_stopped_reader},
+};
+
+/// `chaos status --output json`'s rows.
+fn status_rows() -> Vec<serde_json::Value> {
+    let (status, stdout, stderr) = chaos::run(&["status", "--output", "json"]);
+    assert!(status.success(), "chaos status failed: {stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    json["experiments"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_one_shot_fault_is_listed_by_status_and_ended_by_stop() {
+    require_root!("a_one_shot_fault_is_listed_by_status_and_ended_by_stop");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let chaos = chaos::start_fault(&["net", "drop", "--percent", "50"], &cgroup);
+    assert!(kernel::inet_programs_attached(cgroup.dir()) > 0, "the drop is attached");
+
+    let rows = status_rows();
+    let row = rows
+        .iter()
+        .find(|r| r["target"] == cgroup.path())
+        .unwrap_or_else(|| panic!("chaos status does not list the one-shot fault on {}: {rows:?}", cgroup.path()));
+    assert_eq!(row["kind"], "one-shot", "{row}");
+    assert_eq!(row["pid"], chaos.pid(), "{row}");
+    assert_eq!(row["name"], "net drop", "{row}");
+    let id = row["id"].as_str().expect("an id").to_owned();
+
+    // The same path `stop --all` takes for each record (a test must not stop other tests' runs).
+    let (status, stdout, stderr) = chaos::run(&["stop", &id]);
+    assert!(status.success(), "chaos stop {id}: {stdout}{stderr}");
+    let stopped = Instant::now();
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "a one-shot fault ended by chaos stop exits 143 (SIGTERM): {stderr}");
+    eprintln!("measured: one-shot fault exited {:.1} ms after chaos stop", stopped.elapsed().as_secs_f64() * 1e3);
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "the kernel still lists the drop after chaos stop");
+    assert!(status_rows().iter().all(|r| r["id"] != id.as_str()), "the record of the stopped fault is still listed");
+}
+
+#[test]
+fn a_second_syscall_delay_on_one_target_is_refused_naming_the_first() {
+    require_root!("a_second_syscall_delay_on_one_target_is_refused_naming_the_first");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let first = chaos::start_fault(&["syscall", "delay", "--syscall", "read", "--by", "1ms"], &cgroup);
+    let id = status_rows()
+        .into_iter()
+        .find(|r| r["target"] == cgroup.path())
+        .and_then(|r| r["id"].as_str().map(str::to_owned))
+        .expect("the first delay is listed");
+
+    let (status, stdout, stderr) = chaos::run(&[
+        "syscall",
+        "delay",
+        "--syscall",
+        "write",
+        "--by",
+        "1ms",
+        "--cgroup",
+        cgroup.path(),
+        "--for",
+        "10s",
+    ]);
+    assert_eq!(status.code(), Some(2), "the second delay must be refused: {stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("one-shot fault {id} (pid {})", first.pid())) && stderr.contains("do not compose"),
+        "the refusal names the first fault: {stderr}"
+    );
+    // The refused one attached nothing: the first is still the only record on the target.
+    let on_target: Vec<_> = status_rows().into_iter().filter(|r| r["target"] == cgroup.path()).collect();
+    assert_eq!(on_target.len(), 1, "{on_target:?}");
+
+    // Packet faults on one cgroup compose (losses multiply): the second drop is accepted, noted.
+    let drop_one = chaos::start_fault(&["net", "drop", "--percent", "10"], &cgroup);
+    let one = kernel::inet_programs_attached(cgroup.dir());
+    let drop_two = chaos::start_fault(&["net", "drop", "--percent", "10"], &cgroup);
+    assert!(drop_two.stderr_so_far().contains("they compose"), "{}", drop_two.stderr_so_far());
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 2 * one, "both drops are attached");
+    drop(drop_two.stop_json());
+    drop(drop_one.stop_json());
+    drop(first.stop_json());
+}
+
+// ---- chaos daemon -------------------------------------------------------------------------
+
+/// A daemon under test: its configuration, socket, kill switch and state in a directory of its
+/// own; killed on Drop (its faults go with it: fd-owned links and kernel deadlines).
+struct Daemon {
+    chaos: Option<Chaos>,
+    dir: TempDir,
+    /// More arguments of `chaos daemon` (e.g. `--log-format json`).
+    args: Vec<String>,
+}
+
+impl Daemon {
+    /// Writes `experiment` (TOML) and a configuration around it (`extra` is appended to the
+    /// configuration), and starts the daemon; returns once its socket answers.
+    fn start(experiment: &str, extra: &str) -> Self {
+        Self::start_with(experiment, extra, &[])
+    }
+
+    fn start_with(experiment: &str, extra: &str, args: &[&str]) -> Self {
+        let mut daemon = Self::start_stopped(experiment, extra);
+        daemon.args = args.iter().map(|a| (*a).to_owned()).collect();
+        daemon.launch();
+        daemon
+    }
+
+    fn start_stopped(experiment: &str, extra: &str) -> Self {
+        let dir = TempDir::new();
+        fs::write(dir.path().join("experiment.toml"), experiment).expect("write the experiment");
+        let config = format!("socket = \"daemon.sock\"\nkill_switch = \"kill\"\nstate_dir = \"state\"\n{extra}\n");
+        fs::write(dir.path().join("daemon.toml"), config).expect("write the configuration");
+        Self { chaos: None, dir, args: Vec::new() }
+    }
+
+    fn launch(&mut self) {
+        let config = self.dir.path().join("daemon.toml");
+        let mut args = vec!["daemon", "--config", config.to_str().expect("utf-8")];
+        args.extend(self.args.iter().map(String::as_str));
+        let mut chaos = Chaos::start(&args);
+        let socket = self.socket();
+        chaos.wait_until("the daemon's socket answers", Duration::from_secs(30), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        self.chaos = Some(chaos);
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("daemon.sock")
+    }
+
+    fn kill_switch(&self) -> PathBuf {
+        self.dir.path().join("kill")
+    }
+
+    fn chaos(&mut self) -> &mut Chaos {
+        self.chaos.as_mut().expect("the daemon runs")
+    }
+
+    /// `chaos daemon <args> --socket S --output json`: (ok, reply).
+    fn ask(&self, args: &[&str]) -> (bool, serde_json::Value) {
+        let socket = self.socket();
+        let mut full = vec!["daemon"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--socket", socket.to_str().expect("utf-8"), "--output", "json"]);
+        let (status, stdout, stderr) = chaos::run(&full);
+        let reply =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("chaos daemon {args:?}: {e}: {stdout}{stderr}"));
+        (status.success(), reply)
+    }
+
+    fn wait_for_log(&mut self, what: &str, timeout: Duration) {
+        let chaos = self.chaos();
+        let log = |c: &Chaos| c.stderr_so_far().contains(what);
+        let deadline = Instant::now() + timeout;
+        while !log(chaos) {
+            assert!(
+                Instant::now() < deadline,
+                "no \"{what}\" in the daemon's log after {timeout:?}: {}",
+                chaos.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM: every run ends, the daemon exits 0. Returns its log.
+    fn terminate(mut self) -> String {
+        let chaos = self.chaos.take().expect("the daemon runs");
+        chaos.signal(libc::SIGTERM);
+        let (status, _, stderr) = chaos.wait(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0), "the daemon ends cleanly on SIGTERM: {stderr}");
+        stderr
+    }
+}
+
+/// A 30 s drop of 10 % of the target's egress, picked by a cgroup glob that matches the test
+/// cgroup alone.
+fn long_drop(cgroup: &TestCgroup) -> (String, String) {
+    let experiment = "name = \"background drop\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"30s\"\n\n\
+                      [[fault]]\nkind = \"net drop\"\npercent = 10\ndirection = \"egress\"\n";
+    let config = format!(
+        "metrics = false\n[schedule]\nevery = \"1s\"\n[budget]\nmax_runs_per_hour = 1000\n\n\
+         [[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{}\" }}\n",
+        cgroup.path()
+    );
+    (experiment.to_owned(), config)
+}
+
+fn wait_for_programs(cgroup: &TestCgroup, present: bool, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    while (kernel::inet_programs_attached(cgroup.dir()) > 0) != present {
+        assert!(
+            started.elapsed() < timeout,
+            "programs on {} {} after {timeout:?}",
+            cgroup.path(),
+            if present { "not attached" } else { "still attached" }
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn the_daemon_runs_on_schedule_and_pause_now_detaches_everything_within_100ms() {
+    require_root!("the_daemon_runs_on_schedule_and_pause_now_detaches_everything_within_100ms");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let (experiment, config) = long_drop(&cgroup);
+    let mut daemon = Daemon::start(&experiment, &config);
+    wait_for_programs(&cgroup, true, Duration::from_secs(30));
+    let rows = status_rows();
+    assert!(
+        rows.iter().any(|r| r["target"] == cgroup.path() && r["kind"] == "daemon" && r["pid"] == daemon.chaos().pid()),
+        "chaos status lists the daemon's run: {rows:?}"
+    );
+    let (ok, status) = daemon.ask(&["status"]);
+    assert!(ok && status["details"]["runs"][0]["target"] == cgroup.path(), "{status}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(daemon.socket()).expect("the socket").permissions());
+    assert_eq!(mode & 0o777, 0o600, "the control socket is for root only");
+
+    // The kill switch, measured from the client's start to the kernel listing nothing.
+    let socket = daemon.socket();
+    let started = Instant::now();
+    let client =
+        std::thread::spawn(move || chaos::run(&["daemon", "pause", "--now", "--socket", socket.to_str().unwrap()]));
+    while kernel::inet_programs_attached(cgroup.dir()) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "pause --now left the drop attached");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let detached_after = started.elapsed();
+    let (status, stdout, stderr) = client.join().expect("the client");
+    assert!(status.success(), "{stdout}{stderr}");
+    eprintln!(
+        "measured: pause --now: nothing attached {:.1} ms after the command started ({})",
+        detached_after.as_secs_f64() * 1e3,
+        stdout.trim()
+    );
+    assert!(detached_after <= Duration::from_millis(100), "pause --now took {detached_after:?}");
+
+    // Paused: the schedule (every second) starts nothing.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "a run started while paused");
+    let (_, status) = daemon.ask(&["status"]);
+    assert!(status["details"]["paused"].as_str().is_some_and(|r| r.contains("pause --now")), "{status}");
+
+    let (ok, reply) = daemon.ask(&["resume"]);
+    assert!(ok, "{reply}");
+    wait_for_programs(&cgroup, true, Duration::from_secs(30));
+    let log = daemon.terminate();
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "SIGTERM of the daemon left the drop attached");
+    assert!(log.contains("run ended"), "one log line per run with its verdict: {log}");
+}
+
+#[test]
+fn the_kill_switch_file_detaches_everything_within_100ms() {
+    require_root!("the_kill_switch_file_detaches_everything_within_100ms");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let (experiment, config) = long_drop(&cgroup);
+    let daemon = Daemon::start(&experiment, &config);
+    wait_for_programs(&cgroup, true, Duration::from_secs(30));
+    fs::write(daemon.kill_switch(), "").expect("touch the kill switch");
+    let detached_after = wait_for_programs(&cgroup, false, Duration::from_secs(5));
+    eprintln!(
+        "measured: kill-switch file: nothing attached {:.1} ms after it appeared",
+        detached_after.as_secs_f64() * 1e3
+    );
+    assert!(detached_after <= Duration::from_millis(100), "the kill-switch file took {detached_after:?}");
+    let (ok, reply) = daemon.ask(&["resume"]);
+    assert!(!ok && reply["message"].as_str().unwrap_or("").contains("remove it first"), "{reply}");
+    fs::remove_file(daemon.kill_switch()).expect("remove the kill switch");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "removing the file alone must not resume injection");
+    let (ok, reply) = daemon.ask(&["resume"]);
+    assert!(ok, "{reply}");
+    wait_for_programs(&cgroup, true, Duration::from_secs(30));
+    drop(daemon.terminate());
+}
+
+#[test]
+fn a_violated_steady_state_pauses_injection_until_resume_and_the_metrics_count_it() {
+    require_root!("a_violated_steady_state_pauses_injection_until_resume_and_the_metrics_count_it");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let server = HttpServer::start(&cgroup, 18_471);
+    let experiment = format!(
+        "name = \"web under total loss\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"20s\"\n\n\
+         [[fault]]\nkind = \"net drop\"\npercent = 100\ndirection = \"egress\"\n\n\
+         [steady_state]\nbefore = \"1s\"\nafter = \"0s\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\npass_rate = \"99%\"\n\n\
+         [[steady_state.check]]\nname = \"web\"\nhttp = \"{}\"\n",
+        cgroup.path(),
+        server.url()
+    );
+    let config = "metrics = \"127.0.0.1:19464\"\n[schedule]\nevery = \"1s\"\n[budget]\nmax_runs_per_hour = 1000\n\n\
+                  [[experiment]]\nfile = \"experiment.toml\"\n";
+    let mut daemon = Daemon::start(&experiment, config);
+    daemon.wait_for_log("steady state violated", Duration::from_secs(60));
+    wait_for_programs(&cgroup, false, Duration::from_secs(5));
+    let (_, status) = daemon.ask(&["status"]);
+    assert!(status["details"]["paused"].as_str().is_some_and(|r| r.contains("steady state violated")), "{status}");
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "a run started after the violation, before resume");
+    let metrics = scrape("127.0.0.1:19464");
+    let line = |name: &str| metrics.lines().find(|l| l.starts_with(name)).map(str::to_owned);
+    assert!(
+        line("chaos_daemon_runs_total{experiment=\"web under total loss\",outcome=\"violated\"} 1").is_some(),
+        "{metrics}"
+    );
+    assert!(metrics.contains("chaos_daemon_paused{reason=\"steady state violated"), "{metrics}");
+    let timelines: Vec<PathBuf> = fs::read_dir(daemon.dir.path().join("state/timelines"))
+        .expect("timelines")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(timelines.len(), 1, "one timeline per run");
+    // The metrics count what the timeline recorded: injections by family, check results.
+    let events: Vec<serde_json::Value> = fs::read_to_string(&timelines[0])
+        .expect("the timeline")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let injected: u64 = events.iter().filter(|e| e["event"] == "detach").filter_map(|e| e["injected"].as_u64()).sum();
+    let failed = events.iter().filter(|e| e["event"] == "check" && e["ok"] == false).count();
+    eprintln!("measured: the timeline has {injected} injections and {failed} failed checks");
+    assert!(injected > 0, "the 100 % drop dropped the checks' packets");
+    assert!(
+        metrics.contains(&format!(
+            "chaos_daemon_injections_total{{experiment=\"web under total loss\",family=\"net drop\"}} {injected}\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "chaos_daemon_checks_total{{experiment=\"web under total loss\",check=\"web\",result=\"failed\"}} {failed}\n"
+        )),
+        "{metrics}"
+    );
+    let (ok, reply) = daemon.ask(&["resume"]);
+    assert!(ok, "{reply}");
+    wait_for_programs(&cgroup, true, Duration::from_secs(30));
+    drop(daemon.terminate());
+}
+
+/// GET /metrics from the daemon.
+fn scrape(address: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("response");
+    assert!(text.starts_with("HTTP/1.") && text.contains(" 200 "), "{text}");
+    text
+}
+
+#[test]
+fn a_bad_configuration_is_refused_at_its_line_and_column_and_check_prints_the_next_runs() {
+    let dir = TempDir::new();
+    fs::write(
+        dir.path().join("e.toml"),
+        "target = { cgroup = \"/x\" }\nduration = \"5s\"\n[[fault]]\nkind = \"net drop\"\npercent = 5\n",
+    )
+    .unwrap();
+    let good = "[schedule]\nevery = \"10m\"\njitter = \"1m\"\n\n[[experiment]]\nfile = \"e.toml\"\nweight = 2\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "[schedule]\nevery = 30\n[[experiment]]\nfile = \"e.toml\"\n",
+            "daemon.toml:2:9: `every`: expected a duration with a unit",
+        ),
+        (
+            "[schedule]\nevery = \"10m\"\nevry = 1\n[[experiment]]\nfile = \"e.toml\"\n",
+            "daemon.toml:3:1: unknown key `evry`",
+        ),
+        ("[schedule]\nevery = \"10m\"\n[[experiment]]\nfile = \"missing.toml\"\n", "daemon.toml:4:8: `file`:"),
+        (
+            "[schedule]\nevery = \"1m\"\njitter = \"2m\"\n[[experiment]]\nfile = \"e.toml\"\n",
+            "daemon.toml:3:10: `jitter`: a jitter of 2m",
+        ),
+        (
+            "[schedule]\ncron = \"every minute\"\n[[experiment]]\nfile = \"e.toml\"\n",
+            "daemon.toml:2:8: `cron`: not a cron expression",
+        ),
+        (
+            "[schedule]\nevery = \"1m\"\ntime_zone = \"Mars/Olympus\"\n[[experiment]]\nfile = \"e.toml\"\n",
+            "daemon.toml:3:13: `time_zone`: \"Mars/Olympus\" is not a time zone",
+        ),
+        (
+            "[schedule]\nevery = \"1m\"\nwindows = [{ days = \"Mon-Fri\", from = \"25:00\", to = \"16:00\" }]\n[[experiment]]\nfile = \"e.toml\"\n",
+            "daemon.toml:3:39: `from`: \"25:00\" is not a time of day",
+        ),
+        (
+            "[schedule]\nevery = \"1m\"\n[[experiment]]\nfile = \"e.toml\"\ntargets = { container = \"web\" }\n",
+            "container selectors are not supported yet",
+        ),
+    ];
+    let path = dir.path().join("daemon.toml");
+    for (text, expected) in cases {
+        fs::write(&path, text).unwrap();
+        for args in
+            [vec!["daemon", "--config", path.to_str().unwrap()], vec!["daemon", "--check", path.to_str().unwrap()]]
+        {
+            let (status, stdout, stderr) = chaos::run(&args);
+            assert_eq!(status.code(), Some(2), "{args:?} on {text:?}: {stdout}{stderr}");
+            assert!(stderr.contains(expected), "{text:?}: expected {expected:?} in: {stderr}");
+        }
+    }
+    fs::write(&path, good).unwrap();
+    let (status, stdout, stderr) = chaos::run(&["daemon", "--check", path.to_str().unwrap()]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("e (weight 2") && stdout.contains("next runs (every 10m ± 1m, time zone UTC)"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("  20")).count(), 10, "ten next runs: {stdout}");
+    assert!(stdout.ends_with("check: nothing attached\n"), "{stdout}");
+}
+
+#[test]
+fn kill_9_of_the_daemon_mid_run_leaves_nothing_attached_and_the_restarted_daemon_cleans_up() {
+    require_root!("kill_9_of_the_daemon_mid_run_leaves_nothing_attached_and_the_restarted_daemon_cleans_up");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let (experiment, config) = long_drop(&cgroup);
+    let mut daemon = Daemon::start(&experiment, &config);
+    wait_for_programs(&cgroup, true, Duration::from_secs(30));
+    let pid = daemon.chaos().pid();
+    let chaos = daemon.chaos.take().expect("the daemon");
+    chaos.signal(libc::SIGKILL);
+    drop(chaos.wait(Duration::from_secs(10)));
+    // fd-owned links go with the process; the 30 s kernel deadline is the second line of defence.
+    let gone = wait_for_programs(&cgroup, false, Duration::from_secs(2));
+    eprintln!("measured: nothing attached {:.1} ms after SIGKILL of the daemon", gone.as_secs_f64() * 1e3);
+    let record = fs::read_dir("/run/chaos/runs")
+        .expect("run records")
+        .flatten()
+        .filter_map(|e| serde_json::from_slice::<serde_json::Value>(&fs::read(e.path()).ok()?).ok())
+        .find(|r| r["pid"] == pid)
+        .expect("the killed daemon's run left its record");
+    let id = record["id"].as_str().expect("an id").to_owned();
+
+    daemon.launch();
+    daemon.wait_for_log(&format!("removed the record of run {id}"), Duration::from_secs(10));
+    wait_for_programs(&cgroup, true, Duration::from_secs(30));
+    drop(daemon.terminate());
+}
+
+/// The daemon's open file descriptors, as the kernel names them (`anon_inode:bpf-prog`,
+/// `anon_inode:bpf-map`, `anon_inode:bpf_link`, files, sockets), sorted.
+fn open_fds(pid: i32) -> Vec<String> {
+    let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the daemon's fds")
+        .flatten()
+        .map(|entry| fs::read_link(entry.path()).map(|l| l.display().to_string()).unwrap_or_default())
+        .collect();
+    fds.sort();
+    fds
+}
+
+fn count_bpf(fds: &[String], kind: &str) -> usize {
+    fds.iter().filter(|fd| fd.starts_with("anon_inode:bpf") && fd.contains(kind)).count()
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+fn runs_ended(daemon: &Daemon) -> usize {
+    daemon.chaos.as_ref().expect("the daemon").stderr_so_far().matches("run ended").count()
+}
+
+/// Waits until no run is under way.
+fn wait_idle(daemon: &Daemon) {
+    let started = Instant::now();
+    loop {
+        let (_, status) = daemon.ask(&["status"]);
+        if status["details"]["runs"].as_array().is_some_and(Vec::is_empty) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "runs still under way: {status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn soak_200_short_runs_leave_no_fd_program_map_or_link_behind() {
+    require_root!("soak_200_short_runs_leave_no_fd_program_map_or_link_behind");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let experiment = "name = \"blip\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"50ms\"\n\n\
+                      [[fault]]\nkind = \"net drop\"\npercent = 10\ndirection = \"egress\"\n";
+    let config = format!(
+        "metrics = false\nkeep_timelines = 20\n[schedule]\nevery = \"30ms\"\n[budget]\nmax_runs_per_hour = 100000\n\n\
+         [[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{}\" }}\n",
+        cgroup.path()
+    );
+    let mut daemon = Daemon::start(experiment, &config);
+    let pid = daemon.chaos().pid();
+    let started = Instant::now();
+    while runs_ended(&daemon) < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "fewer than 5 runs in a minute: {}",
+            daemon.chaos().stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(daemon.ask(&["pause"]).0);
+    wait_idle(&daemon);
+    let (before, before_rss) = (open_fds(pid), rss_kib(pid));
+    let first = runs_ended(&daemon);
+    // Four rounds of 50 runs, each ended by a pause: RSS after each round shows whether it
+    // grows with the number of runs (a leak) or settles (the allocator's working set).
+    let soak = Instant::now();
+    let mut rss = vec![before_rss];
+    for round in 1..=4 {
+        assert!(daemon.ask(&["resume"]).0);
+        while runs_ended(&daemon) < first + 50 * round {
+            assert!(soak.elapsed() < Duration::from_secs(240), "only {} runs in 240 s", runs_ended(&daemon) - first);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(daemon.ask(&["pause"]).0);
+        wait_idle(&daemon);
+        rss.push(rss_kib(pid));
+    }
+    let took = soak.elapsed();
+    let after = open_fds(pid);
+    let runs = runs_ended(&daemon) - first;
+    eprintln!(
+        "measured: {runs} runs in {:.1} s; fds {} -> {}, BPF progs {} -> {}, maps {} -> {}, links {} -> {}; RSS every 50 runs {rss:?} KiB",
+        took.as_secs_f64(),
+        before.len(),
+        after.len(),
+        count_bpf(&before, "prog"),
+        count_bpf(&after, "prog"),
+        count_bpf(&before, "map"),
+        count_bpf(&after, "map"),
+        count_bpf(&before, "link"),
+        count_bpf(&after, "link"),
+    );
+    assert_eq!(after, before, "the daemon's open fds after {runs} runs");
+    // The first rounds warm the allocator up; after that, 100 more runs must not add 2 MiB.
+    assert!(rss[4] < rss[2] + 2 * 1024, "RSS grows with the runs: {rss:?} KiB");
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0);
+    let log = daemon.chaos().stderr_so_far();
+    assert!(!log.contains("could not run"), "a run failed: {log}");
+    let timelines = fs::read_dir(daemon.dir.path().join("state/timelines")).expect("timelines").count();
+    assert!(timelines <= 21, "the retention limit keeps 20 timelines (+ the one being written): {timelines}");
+    drop(daemon.terminate());
+}
+
+/// A Prometheus server on loopback scraping the daemon every second, with its data in a
+/// directory of the test's; killed on Drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str, port: u16) -> Option<Self> {
+        let binary =
+            ["/usr/bin/prometheus", "/usr/local/bin/prometheus"].into_iter().find(|p| Path::new(p).exists())?;
+        let dir = TempDir::new();
+        let config = dir.path().join("prometheus.yml");
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: chaos\n    \
+                 static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let child = std::process::Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        Some(Self { child, port, _dir: dir })
+    }
+
+    /// The value of each series of an instant query, by the label `label`.
+    fn query(&self, query: &str, label: &str) -> Vec<(String, f64)> {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return Vec::new() };
+        let request = format!("GET /api/v1/query?query={query} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).expect("query");
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        let Some(body) = text.split("\r\n\r\n").nth(1) else { return Vec::new() };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(body) else { return Vec::new() };
+        json["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|series| {
+                let value = series["value"][1].as_str()?.parse().ok()?;
+                Some((series["metric"][label].as_str().unwrap_or("").to_owned(), value))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_sees_the_same_run_counts_as_the_timelines() {
+    require_root!("a_real_prometheus_sees_the_same_run_counts_as_the_timelines");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let experiment = "name = \"short drop\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"500ms\"\n\n\
+                      [[fault]]\nkind = \"net drop\"\npercent = 10\ndirection = \"egress\"\n";
+    let config = format!(
+        "metrics = \"127.0.0.1:19465\"\n[schedule]\nevery = \"700ms\"\n[budget]\nmax_runs_per_hour = 1000\n\n\
+         [[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{}\" }}\n",
+        cgroup.path()
+    );
+    let Some(prometheus) = Prometheus::start("127.0.0.1:19465", 19_466) else {
+        chaos_tests::skip::record(
+            "a_real_prometheus_sees_the_same_run_counts_as_the_timelines",
+            "no prometheus binary (Debian package `prometheus`; `cargo xtask setup` installs it)",
+        );
+        return;
+    };
+    let mut daemon = Daemon::start(experiment, &config);
+    let started = Instant::now();
+    while runs_ended(&daemon) < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "fewer than 3 runs: {}", daemon.chaos().stderr_so_far());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(daemon.ask(&["pause"]).0);
+    wait_idle(&daemon);
+    // What the timelines say, against what Prometheus scraped once the counts stopped moving.
+    let timelines: Vec<PathBuf> = fs::read_dir(daemon.dir.path().join("state/timelines"))
+        .expect("timelines")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let held = timelines
+        .iter()
+        .filter(|t| {
+            fs::read_to_string(t)
+                .is_ok_and(|text| text.lines().any(|l| l.contains("\"verdict\"") && l.contains("\"held\":true")))
+        })
+        .count();
+    let want = vec![("held".to_owned(), held as f64), ("started".to_owned(), timelines.len() as f64)];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let mut seen = prometheus.query("chaos_daemon_runs_total", "outcome");
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        if seen == want || Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!("measured: Prometheus scraped {seen:?}; {} timelines, {held} held", timelines.len());
+    assert_eq!(seen, want, "chaos_daemon_runs_total by outcome, as Prometheus scraped it");
+    let paused = prometheus.query("chaos_daemon_paused", "reason");
+    assert!(paused.iter().any(|(reason, v)| reason.contains("chaos daemon pause") && *v == 1.0), "{paused:?}");
+    drop(daemon.terminate());
+}
+
+#[test]
+fn a_window_that_closes_mid_run_ends_the_run() {
+    require_root!("a_window_that_closes_mid_run_ends_the_run");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let (experiment, config) = long_drop(&cgroup);
+    // A window (UTC, every day) that opened 10 s ago and closes 8 s from now.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time");
+    let closes = now + Duration::from_secs(8);
+    let time = |d: Duration| {
+        let s = d.as_secs() % 86_400;
+        format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
+    };
+    let window = format!(
+        "windows = [{{ days = \"Mon-Sun\", from = \"{}\", to = \"{}\" }}]\n",
+        time(now - Duration::from_secs(10)),
+        time(closes)
+    );
+    let config = config.replace("[schedule]\n", &format!("[schedule]\n{window}"));
+    let mut daemon = Daemon::start(&experiment, &config);
+    wait_for_programs(&cgroup, true, Duration::from_secs(8));
+    wait_for_programs(&cgroup, false, Duration::from_secs(20));
+    let ended = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time");
+    // The window's end is a whole second: the run ends within that second plus a tick.
+    let late = ended.as_secs_f64() - closes.as_secs() as f64;
+    eprintln!("measured: the run ended {:.0} ms after its window closed", late * 1e3);
+    assert!((-0.05..=0.5).contains(&late), "the run ended {late:.3} s after the window closed");
+    daemon.wait_for_log("the allowed window closed", Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "a run started outside the window");
+    drop(daemon.terminate());
+}
+
+#[test]
+fn sighup_reloads_the_configuration_and_keeps_the_old_one_when_the_new_one_is_invalid() {
+    require_root!("sighup_reloads_the_configuration_and_keeps_the_old_one_when_the_new_one_is_invalid");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let (experiment, config) = long_drop(&cgroup);
+    let config = config.replace("metrics = false", "metrics = \"127.0.0.1:19467\"");
+    let mut daemon = Daemon::start_with(&experiment, &config, &["--log-format", "json"]);
+    let path = daemon.dir.path().join("daemon.toml");
+    let good = fs::read_to_string(&path).expect("the configuration");
+    fs::write(&path, good.replace("every = \"1s\"", "every = 1")).expect("break the configuration");
+    daemon.chaos().signal(libc::SIGHUP);
+    daemon.wait_for_log("configuration not reloaded", Duration::from_secs(5));
+    assert!(
+        daemon.chaos().stderr_so_far().contains("daemon.toml:"),
+        "the log says where: {}",
+        daemon.chaos().stderr_so_far()
+    );
+    let metrics = scrape("127.0.0.1:19467");
+    assert!(metrics.contains("chaos_daemon_config_reload_failures_total 1"), "{metrics}");
+    // The old configuration still runs: the drop is attached on schedule.
+    wait_for_programs(&cgroup, true, Duration::from_secs(30));
+    fs::write(&path, good.replace("every = \"1s\"", "every = \"2s\"")).expect("fix the configuration");
+    daemon.chaos().signal(libc::SIGHUP);
+    daemon.wait_for_log("configuration reloaded", Duration::from_secs(5));
+    let log = daemon.terminate();
+    // --log-format json: every line is one JSON object with a message.
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(event["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(log.lines().filter(|l| l.starts_with('{')).count() >= 4, "{log}");
+}
+
+#[test]
+fn budgets_hold_no_target_is_hit_twice_at_once_and_the_share_cap_holds() {
+    require_root!("budgets_hold_no_target_is_hit_twice_at_once_and_the_share_cap_holds");
+    let _serial = chaos_tests::serialized();
+    // Three cgroups of this test process, matched by one glob (the tests of this binary are
+    // serialized, so no other cgroup of this process exists meanwhile).
+    let cgroups = [TestCgroup::new(), TestCgroup::new(), TestCgroup::new()];
+    let glob = format!("/chaos-test-{}-*", std::process::id());
+    let experiment = "name = \"share\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"30s\"\n\n\
+                      [[fault]]\nkind = \"net drop\"\npercent = 10\ndirection = \"egress\"\n";
+    let config = format!(
+        "metrics = false\n[schedule]\nevery = \"200ms\"\n[budget]\nmax_runs_per_hour = 1000\nmax_concurrent = 3\n\
+         max_share = 67\n\n[[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{glob}\" }}\n"
+    );
+    let daemon = Daemon::start(experiment, &config);
+    let started = Instant::now();
+    let mut most = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        let attached: Vec<u32> = cgroups.iter().map(|c| kernel::inet_programs_attached(c.dir())).collect();
+        assert!(attached.iter().all(|&n| n <= 1), "a target is hit twice at once: {attached:?}");
+        let under_fault = attached.iter().filter(|&&n| n > 0).count();
+        assert!(under_fault <= 2, "the share cap (67 % of 3 matches: 2) is exceeded: {attached:?}");
+        most = most.max(under_fault);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(most, 2, "two of the three targets run at once, as the budget allows");
+    let (_, status) = daemon.ask(&["status"]);
+    assert_eq!(status["details"]["runs"].as_array().map(Vec::len), Some(2), "{status}");
+    let log = daemon.terminate();
+    assert!(log.contains("the share cap allows 2"), "scheduled runs beyond the cap are skipped, saying why: {log}");
+    for cgroup in &cgroups {
+        assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0);
+    }
+}
+
+#[test]
+fn kill_9_of_the_daemon_mid_delay_leaves_no_task_stopped() {
+    require_root!("kill_9_of_the_daemon_mid_delay_leaves_no_task_stopped");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let experiment = "name = \"slow reads\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"30s\"\n\n\
+                      [[fault]]\nkind = \"syscall delay\"\nsyscall = \"read\"\nby = \"10s\"\n";
+    let config = format!(
+        "metrics = false\n[schedule]\nevery = \"1s\"\n[budget]\nmax_runs_per_hour = 1000\n\n\
+         [[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{}\" }}\n",
+        cgroup.path()
+    );
+    let mut daemon = Daemon::start(experiment, &config);
+    // A reader started once the run has armed its delay (the timeline says so) is stopped by it.
+    let timelines = daemon.dir.path().join("state/timelines");
+    let started = Instant::now();
+    let armed = || {
+        fs::read_dir(&timelines)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"event\":\"arm\"")))
+    };
+    while !armed() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no run armed its delay: {}",
+            daemon.chaos().stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (mut reader, pid) = start_stopped_reader(&cgroup);
+    let chaos = daemon.chaos.take().expect("the daemon");
+    let killed = Instant::now();
+    chaos.signal(libc::SIGKILL);
+    drop(chaos.wait(Duration::from_secs(10)));
+    while kernel::is_stopped(pid) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "the reader is still stopped 3 s after kill -9 of the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "measured: the delayed reader resumed {:.1} ms after kill -9 of the daemon",
+        killed.elapsed().as_secs_f64() * 1e3
+    );
+    let status = reader.wait().expect("wait for the reader");
+    assert!(status.success(), "the reader did not finish: {status}");
+}
