@@ -5,14 +5,15 @@
 // BPF atomics (gate.rs) are only reachable through inline assembly.
 #![feature(asm_experimental_arch)]
 
-mod gate;
 mod dentry;
+mod gate;
 mod maps;
 mod net_cgroup;
 mod net_delay;
 mod net_filter;
 mod net_tc;
 mod packet;
+mod proc_kill;
 mod syscall_cgroup;
 mod syscall_delay;
 mod syscall_lsm;

@@ -1,4 +1,5 @@
-//! The guard of `syscall delay`: a small process that makes sure no task stays stopped.
+//! The guard of `syscall delay` and `proc pause`: a small process that makes sure no task stays
+//! stopped and no cgroup stays frozen.
 //!
 //! The controller stops tasks (SIGSTOP, from the kernel) and resumes them (SIGCONT) when their
 //! delay is over. If the controller dies in between, even by SIGKILL, nothing would resume
@@ -15,6 +16,12 @@
 //! kernel stops nobody new, so no task stays stopped past the time box. The controller sends
 //! the time box again whenever the fault's deadline changes (an experiment arms a fault it
 //! attached inert).
+//!
+//! `proc pause` uses the same guard for the cgroup freezer: the controller says `freeze` before
+//! it writes `cgroup.freeze` (so a controller killed in between still leaves a guard that knows)
+//! and `thaw` after it thawed; the guard thaws the cgroup when the pipe closes or the time box
+//! is over while a freeze is recorded. A pause never targets a cgroup that holds chaos, and so
+//! the guard (which runs in chaos's cgroup), so the guard itself is never frozen.
 use std::{
     collections::BTreeSet,
     fs,
@@ -81,6 +88,16 @@ impl Guard {
         self.tell(&format!("cont {pid}"));
     }
 
+    /// The controller is about to freeze the cgroup: thaw it if the controller goes away.
+    pub fn freezing(&mut self) {
+        self.tell("freeze");
+    }
+
+    /// The controller thawed the cgroup.
+    pub fn thawed(&mut self) {
+        self.tell("thaw");
+    }
+
     /// The fault's time box moved: no task may stay stopped past `time_box_end_ns`.
     pub fn time_box(&mut self, time_box_end_ns: u64) {
         self.tell(&format!("until {}", time_box_end_ns.saturating_add(MARGIN_NS)));
@@ -112,6 +129,7 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
         }
     });
     let mut stopped = BTreeSet::new();
+    let mut frozen = false;
     // No time box yet: the fault was attached inert, and arming it sends one. (Treating that as
     // a time box long over would resume everything at this process's first look, which in a
     // slow start can come after the fault was armed and legitimately stopped a task.)
@@ -123,6 +141,8 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
             Duration::from_nanos(resume_all_at_ns.saturating_sub(sys::monotonic_now_ns()))
         };
         match from_controller.recv_timeout(wait) {
+            Ok(line) if line == "freeze" => frozen = true,
+            Ok(line) if line == "thaw" => frozen = false,
             Ok(line) => match line.split_once(' ') {
                 Some(("stop", pid)) => {
                     stopped.insert(pid.trim().parse::<i32>().unwrap_or(0));
@@ -139,14 +159,23 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
             Err(mpsc::RecvTimeoutError::Timeout) if !time_box_over => {
                 // The controller is alive but not doing its job (stopped?): end the stops now.
                 resume_all(cgroup_dir, &mut stopped);
+                thaw_if_frozen(cgroup_dir, &mut frozen);
                 time_box_over = true;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    // Thaw first: a frozen task cannot act on SIGCONT until it is thawed anyway.
+    thaw_if_frozen(cgroup_dir, &mut frozen);
     resume_all(cgroup_dir, &mut stopped);
     ExitCode::SUCCESS
+}
+
+fn thaw_if_frozen(cgroup_dir: &Path, frozen: &mut bool) {
+    if std::mem::take(frozen) {
+        let _ = crate::proc_fault::freezer::thaw(cgroup_dir);
+    }
 }
 
 fn resume_all(cgroup_dir: &Path, stopped: &mut BTreeSet<i32>) {

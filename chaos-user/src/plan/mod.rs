@@ -114,6 +114,9 @@ pub enum AttachPoint {
     /// A raw tracepoint (global: the program checks the current task's cgroup). Programs here
     /// may stop tasks of `cgroup_dir`, which chaos resumes (and a guard process, if chaos dies).
     RawTracepoint { tracepoint: &'static str, cgroup_dir: PathBuf },
+    /// A raw tracepoint whose program only signals the task it runs in (crash points): a link
+    /// owned by this process, nothing to resume.
+    SignallingTracepoint { tracepoint: &'static str },
 }
 
 impl AttachPoint {
@@ -123,7 +126,7 @@ impl AttachPoint {
         match self {
             Self::Cgroup { cgroup_dir } => cgroup_dir.display().to_string(),
             Self::Lsm { hook } => format!("LSM hook {hook} (every task; the program keeps the target's)"),
-            Self::RawTracepoint { tracepoint, .. } => {
+            Self::RawTracepoint { tracepoint, .. } | Self::SignallingTracepoint { tracepoint } => {
                 format!("raw tracepoint {tracepoint} (every task; the program keeps the target's)")
             }
             Self::Tc { netns, iface, .. } => format!("{iface} in net:[{}]", netns.inode),

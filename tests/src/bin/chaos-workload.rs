@@ -28,6 +28,14 @@
 //!   chaos-workload file-loop --dir D --count N
 //!       N rounds of openat(create)+write+fsync+close, openat+read+close, unlink in D; prints per
 //!       syscall {"calls", "ok", "errors", "failed_at"} (attempt numbers count from 1)
+//!   chaos-workload append-fsync --file F --count N
+//!       appends records "record I\n" (I from 1) to F, each with one write(2) then fsync(2); prints
+//!       "done I" after the last (a crash point kills it before)
+//!   chaos-workload counter --file F
+//!       prints "ready", then rewrites F with an increasing counter every millisecond until killed
+//!   chaos-workload supervise --restart-ms MS -- COMMAND ARGS...
+//!       runs COMMAND and starts it again MS after each exit, as systemd or a container runtime
+//!       would; prints "started PID" per start, until killed
 //!
 //! Datagram payload (64 bytes): sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64),
 //! a filler derived from the sequence, and an FNV-1a checksum of the rest in the last 4 bytes, so
@@ -64,7 +72,51 @@ fn main() {
         "udp-echo" => udp_echo(num("--port", 0) as u16),
         "getpid-loop" => getpid_loop(num("--count", 1_000_000)),
         "udp-ping" => udp_ping(addr(), num("--count", 100), num("--interval-ms", 10)),
+        "append-fsync" => append_fsync(&flag("--file").unwrap_or_else(|| usage()), num("--count", 200)),
+        "counter" => counter(&flag("--file").unwrap_or_else(|| usage())),
+        "supervise" => {
+            let command = flags.iter().position(|a| a == "--").map(|i| &flags[i + 1..]).unwrap_or_else(|| usage());
+            supervise(num("--restart-ms", 100), command);
+        }
         _ => usage(),
+    }
+}
+
+fn append_fsync(path: &str, count: u64) {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the record file");
+    for i in 1..=count {
+        let record = format!("record {i}\n");
+        // SAFETY: write(2) and fsync(2) on an fd this process owns, with a valid buffer; raw calls so
+        // each record is exactly one write and one fsync.
+        unsafe {
+            libc::write(file.as_raw_fd(), record.as_ptr().cast(), record.len());
+            libc::fsync(file.as_raw_fd());
+        }
+    }
+    println!("done {count}");
+}
+
+fn counter(path: &str) {
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    for i in 0u64.. {
+        let _ = std::fs::write(path, i.to_string());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn supervise(restart_ms: u64, command: &[String]) {
+    let Some((program, args)) = command.split_first() else { usage() };
+    loop {
+        match std::process::Command::new(program).args(args).stdout(std::process::Stdio::null()).spawn() {
+            Ok(mut child) => {
+                println!("started {}", child.id());
+                std::io::stdout().flush().expect("flush");
+                let _ = child.wait();
+            }
+            Err(err) => eprintln!("supervise: cannot start {program}: {err}"),
+        }
+        std::thread::sleep(Duration::from_millis(restart_ms));
     }
 }
 
