@@ -33,9 +33,10 @@
 //!       "done I" after the last (a crash point kills it before)
 //!   chaos-workload counter --file F
 //!       prints "ready", then rewrites F with an increasing counter every millisecond until killed
-//!   chaos-workload supervise --restart-ms MS -- COMMAND ARGS...
-//!       runs COMMAND and starts it again MS after each exit, as systemd or a container runtime
-//!       would; prints "started PID" per start, until killed
+//!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
+//!       runs COMMAND (in cgroup DIR if given, the supervisor staying where it is) and starts it
+//!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
+//!       per start, until killed
 //!
 //! Datagram payload (64 bytes): sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64),
 //! a filler derived from the sequence, and an FNV-1a checksum of the rest in the last 4 bytes, so
@@ -76,7 +77,7 @@ fn main() {
         "counter" => counter(&flag("--file").unwrap_or_else(|| usage())),
         "supervise" => {
             let command = flags.iter().position(|a| a == "--").map(|i| &flags[i + 1..]).unwrap_or_else(|| usage());
-            supervise(num("--restart-ms", 100), command);
+            supervise(num("--restart-ms", 100), flag("--into-cgroup"), command);
         }
         _ => usage(),
     }
@@ -105,10 +106,26 @@ fn counter(path: &str) {
     }
 }
 
-fn supervise(restart_ms: u64, command: &[String]) {
+fn supervise(restart_ms: u64, cgroup: Option<String>, command: &[String]) {
+    use std::os::unix::process::CommandExt as _;
     let Some((program, args)) = command.split_first() else { usage() };
     loop {
-        match std::process::Command::new(program).args(args).stdout(std::process::Stdio::null()).spawn() {
+        let mut child = std::process::Command::new(program);
+        child.args(args).stdout(std::process::Stdio::null());
+        if let Some(dir) = &cgroup {
+            let procs = std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("{dir}/cgroup.procs"))
+                .expect("open the target's cgroup.procs");
+            // SAFETY: only write(2) between fork and exec.
+            unsafe {
+                child.pre_exec(move || {
+                    // "0" moves the writing process: the child itself.
+                    (&procs).write_all(b"0")
+                });
+            }
+        }
+        match child.spawn() {
             Ok(mut child) => {
                 println!("started {}", child.id());
                 std::io::stdout().flush().expect("flush");

@@ -80,6 +80,7 @@ pub fn run(plan: &FaultPlan, action: Action, output: OutputFormat) -> anyhow::Re
         let (mut ticks, mut acted) = (0u64, 0u64);
         let stopped = match action {
             Action::Kill(kill) => {
+                tracing::info!("fault armed: periodic kills until CLOCK_MONOTONIC ns={deadline_ns}");
                 let mut ticker = Ticker::new(kill.every, kill.jitter, kill.max, start_ns);
                 loop {
                     let Some(due_ns) = ticker.next_due_ns().filter(|&due| due < deadline_ns) else {
@@ -101,6 +102,7 @@ pub fn run(plan: &FaultPlan, action: Action, output: OutputFormat) -> anyhow::Re
             }
             Action::Pause(pause) => {
                 let mut paused = Paused::start(plan, &pause, deadline_ns)?;
+                tracing::info!("fault armed: pauses until CLOCK_MONOTONIC ns={deadline_ns}, guard started");
                 let reason = paused.run(&mut signals, started, start_ns, deadline_ns, &mut events).await;
                 ticks = paused.freezes();
                 acted = paused.freezes();
