@@ -95,6 +95,7 @@ pub const SYSCALL_ERRNO_LSM: &str = "syscall-errno-lsm";
 pub const SYSCALL_ERRNO_CGROUP_HOOKS: &str = "syscall-errno-cgroup-hooks";
 pub const SYSCALL_DELAY: &str = "syscall-delay";
 pub const PROCESS_KILL: &str = "process-kill";
+pub const PROCESS_PAUSE: &str = "process-pause";
 
 /// Something a fault family needs from the kernel.
 #[derive(Clone, Copy)]
@@ -104,6 +105,7 @@ enum Requirement {
     Qdisc(&'static str),
     Cgroup2,
     BpfLsmActive,
+    CgroupFreezer,
 }
 
 const PROGRAM_TYPES: &[&str] = &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "tracing"];
@@ -112,7 +114,7 @@ const QDISCS: &[&str] = &["clsact", "fq", "netem"];
 
 /// (id, name, mechanism, requirements, shipped in this version)
 const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
-    use Requirement::{BpfLsmActive, Cgroup2, Helper, Program, Qdisc};
+    use Requirement::{BpfLsmActive, Cgroup2, CgroupFreezer, Helper, Program, Qdisc};
     &[
         (
             PACKET_DROP,
@@ -159,9 +161,17 @@ const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
         (
             PROCESS_KILL,
             "process kill",
-            "raw sys_enter tracepoint sending a signal with bpf_send_signal",
+            "periodic: kill(2) / cgroup.kill; crash points: raw sys_enter tracepoint sending the signal with \
+             bpf_send_signal",
             &[Program("raw_tracepoint"), Helper("bpf_send_signal")],
-            false,
+            true,
+        ),
+        (
+            PROCESS_PAUSE,
+            "process pause",
+            "cgroup v2 freezer (cgroup.freeze), thawed by a guard process if chaos dies",
+            &[Cgroup2, CgroupFreezer],
+            true,
         ),
     ]
 };
@@ -251,6 +261,7 @@ impl Prober {
                 Some(_) => Check::no("'bpf' is not in the active LSM list (boot with lsm=...,bpf)"),
                 None => Check::no(format!("cannot tell whether 'bpf' is an active LSM: {}", self.active_lsms().1)),
             },
+            Requirement::CgroupFreezer => self.memo("cgroup freezer".into(), cgroup_freezer_check),
         }
     }
 
@@ -266,6 +277,13 @@ impl Prober {
             mechanism.push_str(match self.tc_api() {
                 TcApi::Tcx => ", attached with tcx links",
                 TcApi::Legacy => ", clsact qdisc + bpf filter",
+            });
+        }
+        if id == PROCESS_KILL && reason.is_none() {
+            let lsm = self.family(SYSCALL_ERRNO_LSM);
+            mechanism.push_str(&match lsm.reason {
+                None => "; --before-effect and --path: available (BPF LSM hooks)".to_owned(),
+                Some(why) => format!("; --before-effect and --path: not available ({why})"),
             });
         }
         FamilySupport { id, name, supported: reason.is_none(), mechanism, reason, in_chaos }
@@ -293,6 +311,28 @@ impl Prober {
             qdiscs: QDISCS.iter().map(|&n| (n, self.qdisc(n))).collect(),
             families: FAMILIES.iter().map(|f| self.family(f.0)).collect(),
         }
+    }
+}
+
+/// Whether the cgroup v2 freezer is there: every non-root cgroup has `cgroup.freeze` from 5.2
+/// on. Looks at chaos's own cgroup, else at any child of the mount (the root has none).
+fn cgroup_freezer_check() -> Check {
+    let Ok(fs) = CgroupFs::discover() else { return Check::no("no cgroup v2 mount") };
+    let own = crate::target::own_cgroup().filter(|c| c != "/").map(|c| fs.dir_of(&c));
+    let child = || {
+        fs::read_dir(fs.mount())
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.is_dir() && p.join("cgroup.procs").exists())
+    };
+    let Some(dir) = own.or_else(child) else {
+        return Check::no("no cgroup below the cgroup v2 root to look at");
+    };
+    if dir.join("cgroup.freeze").exists() {
+        Check::yes(format!("cgroup.freeze present ({})", dir.display()))
+    } else {
+        Check::no(format!("{} has no cgroup.freeze: the cgroup v2 freezer needs kernel 5.2 or later", dir.display()))
     }
 }
 

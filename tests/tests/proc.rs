@@ -412,3 +412,89 @@ fn a_pause_of_the_cgroup_chaos_runs_in_is_refused() {
     assert!(stderr.contains("chaos itself"), "{stderr}");
     assert!(!kernel::is_frozen(cgroup.dir()));
 }
+
+#[test]
+fn an_experiment_sees_the_service_go_and_come_back_under_periodic_kills() {
+    require_root!("an_experiment_sees_the_service_go_and_come_back_under_periodic_kills");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let port = free_port();
+    let server = Supervised::start(&cgroup, port);
+    wait_for("the server to answer", Duration::from_secs(30), || http_ok(port));
+    let scratch = TempDir::new();
+    let file = scratch.path().join("kills.toml");
+    let timeline = scratch.path().join("kills.jsonl");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+name = "the server restarts after crashes"
+target = {{ cgroup = "{cgroup}" }}
+duration = "4500ms"
+
+[[fault]]
+kind = "proc kill"
+every = "1s"
+
+[steady_state]
+before = "1s"
+after = "3s"
+interval = "50ms"
+timeout = "300ms"
+pass_rate = "50%"
+
+[[steady_state.check]]
+name = "web"
+http = "http://127.0.0.1:{port}/"
+"#,
+            cgroup = cgroup.path()
+        ),
+    )
+    .expect("write the experiment");
+    let (status, stdout, stderr) =
+        chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&timeline)
+        .expect("timeline")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("timeline line"))
+        .collect();
+    let killed: Vec<u32> = events
+        .iter()
+        .filter(|e| e["event"] == "proc-kill")
+        .filter_map(|e| e["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
+    let failed_during =
+        events.iter().filter(|e| e["event"] == "check" && e["phase"] == "during" && e["ok"] == false).count();
+    let after: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["event"] == "check" && e["phase"] == "after").collect();
+    eprintln!(
+        "measured: experiment: {} kills, {failed_during} failed checks during, {} of {} checks passed after",
+        killed.len(),
+        after.iter().filter(|e| e["ok"] == true).count(),
+        after.len()
+    );
+    assert_eq!(status.code(), Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(killed.len(), 4, "{events:?}");
+    let started = server.started();
+    assert!(killed.iter().all(|pid| started.contains(pid)), "{killed:?} vs {started:?}");
+    assert!(failed_during > 0, "the checks never saw the server go");
+    // Came back: the last checks of the after phase pass.
+    assert!(after.iter().rev().take(10).all(|e| e["ok"] == true), "the server did not come back");
+}
+
+#[test]
+fn doctor_says_how_process_faults_run_here() {
+    require_root!("doctor_says_how_process_faults_run_here");
+    let (status, stdout, _) = chaos::run(&["doctor", "--output", "json"]);
+    assert!(status.success());
+    let doctor: serde_json::Value = serde_json::from_str(&stdout).expect("doctor JSON");
+    let family =
+        |id: &str| doctor["families"].as_array().and_then(|f| f.iter().find(|f| f["id"] == id)).cloned().expect(id);
+    let (kill, pause) = (family("process-kill"), family("process-pause"));
+    assert_eq!((kill["in_chaos"].as_bool(), kill["supported"].as_bool()), (Some(true), Some(true)), "{kill}");
+    let mechanism = kill["mechanism"].as_str().unwrap_or_default();
+    let before_effect = if chaos::lsm_unavailable().is_none() { "available" } else { "not available" };
+    assert!(mechanism.contains(&format!("--before-effect and --path: {before_effect}")), "{mechanism}");
+    assert_eq!((pause["in_chaos"].as_bool(), pause["supported"].as_bool()), (Some(true), Some(true)), "{pause}");
+}

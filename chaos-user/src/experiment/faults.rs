@@ -74,6 +74,8 @@ pub const FAULT_KINDS: &[FaultKind] = &[
     FaultKind::of::<RateOptions>("net rate"),
     FaultKind::of::<SyscallFailOptions>("syscall fail"),
     FaultKind::of::<SyscallDelayOptions>("syscall delay"),
+    FaultKind::of::<crate::proc_fault::kill::ProcKillOptions>("proc kill"),
+    FaultKind::of::<crate::proc_fault::pause::ProcPauseOptions>("proc pause"),
 ];
 
 /// Looks a kind up by name (`net drop`; extra spaces are forgiven).

@@ -120,6 +120,8 @@ struct Loaded {
     config: FaultConfig,
     armed: bool,
     last: FaultCounters,
+    /// The userspace action of a `proc` fault, running while it is armed.
+    actor: Option<crate::proc_fault::periodic::Actor>,
 }
 
 pub struct RunOptions {
@@ -261,6 +263,7 @@ impl<'p, 't> Runner<'p, 't> {
                         config: fault.plan.config,
                         armed: false,
                         last: FaultCounters::default(),
+                        actor: None,
                     });
                 }
                 Err(err) => {
@@ -400,6 +403,12 @@ impl<'p, 't> Runner<'p, 't> {
                 let config = schedule::armed(loaded.config, deadline_ns, ppm);
                 loaded.fault.configure(config).map_err(|e| format!("arming fault {}: {e}", fault.label))?;
                 (loaded.config, loaded.armed) = (config, true);
+                if let Some(action) = &fault.userspace {
+                    loaded.actor = Some(
+                        crate::proc_fault::periodic::Actor::start(&fault.plan.target, action.clone(), deadline_ns)
+                            .map_err(|e| format!("starting fault {}: {e}", fault.label))?,
+                    );
+                }
                 self.timeline.event("arm", json!({
                     "fault": fault.number,
                     "kernel_deadline_ns": deadline_ns,
@@ -526,7 +535,18 @@ impl<'p, 't> Runner<'p, 't> {
         let Some(mut loaded) = self.loaded[index].take() else { return };
         let fault = &self.plan.faults[index];
         let _ = loaded.fault.disarm();
-        let total = total_counters(&loaded.fault, &fault.plan.directions());
+        let mut total = total_counters(&loaded.fault, &fault.plan.directions());
+        if let Some(actor) = loaded.actor.take() {
+            let outcome = actor.finish();
+            for event in &outcome.events {
+                let mut fields = serde_json::to_value(event).unwrap_or_default();
+                let name = fields["event"].as_str().unwrap_or("proc").to_owned();
+                fields["fault"] = json!(fault.number);
+                fields.as_object_mut().map(|f| f.remove("event"));
+                self.timeline.event(&format!("proc-{name}"), fields);
+            }
+            total = FaultCounters { seen: outcome.ticks, matched: outcome.ticks, injected: outcome.acted };
+        }
         let problems = loaded.fault.detach_tc();
         drop(loaded);
         for problem in &problems {

@@ -38,6 +38,12 @@ pub trait PlanFault: std::fmt::Debug {
     fn uses_ledger(&self) -> bool {
         false
     }
+
+    /// For faults done from userspace on a schedule (`proc kill --every`, `proc pause`): what to
+    /// run while the fault is armed. The plan then has no program.
+    fn userspace_action(&self, _i_know: bool) -> Option<crate::proc_fault::periodic::Action> {
+        None
+    }
 }
 
 /// One fault, ready to load and attach.

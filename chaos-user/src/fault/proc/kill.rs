@@ -157,6 +157,10 @@ impl PlanFault for ProcKillOptions {
         }
     }
 
+    fn userspace_action(&self, i_know: bool) -> Option<super::periodic::Action> {
+        self.periodic(i_know).ok().flatten().map(super::periodic::Action::Kill)
+    }
+
     fn percent(&self) -> Option<Ppm> {
         self.is_crash_point().then(|| self.percent.unwrap_or(Ppm::ALL))
     }

@@ -10,14 +10,12 @@
 use std::time::Duration;
 
 use chaos_common::FaultConfig;
-use tokio::time::{Instant, sleep_until};
 
 use super::{freezer::Freezer, periodic::ProcEvent, ticker::Ticker};
 use crate::{
     guard::Guard,
     ledger::{self, Entry, Item},
     plan::{FaultContext, FaultPlan, MapContents, PlanError, PlanFault},
-    run::{StopReason, StopSignals},
     sys, target,
 };
 
@@ -72,6 +70,10 @@ impl ProcPauseOptions {
 }
 
 impl PlanFault for ProcPauseOptions {
+    fn userspace_action(&self, _i_know: bool) -> Option<super::periodic::Action> {
+        self.pause_plan().ok().map(super::periodic::Action::Pause)
+    }
+
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let pause = self.pause_plan()?;
         let target = context.target;
@@ -125,11 +127,11 @@ pub struct Paused {
 impl Paused {
     /// Writes the ledger record and starts the guard (time box: `deadline_ns`), before any
     /// freeze.
-    pub fn start(fault: &FaultPlan, plan: &PausePlan, deadline_ns: u64) -> anyhow::Result<Self> {
-        let freezer = Freezer::of(&fault.target.dir).map_err(anyhow::Error::msg)?;
-        let record = ledger::write(None, Item::FrozenCgroup { cgroup_dir: fault.target.dir.clone() })
+    pub fn start(target: &crate::target::Target, plan: &PausePlan, deadline_ns: u64) -> anyhow::Result<Self> {
+        let freezer = Freezer::of(&target.dir).map_err(anyhow::Error::msg)?;
+        let record = ledger::write(None, Item::FrozenCgroup { cgroup_dir: target.dir.clone() })
             .map_err(|e| anyhow::anyhow!("recording the cgroup a pause freezes: {e}"))?;
-        let guard = Guard::spawn(&fault.target.dir, Some(deadline_ns))
+        let guard = Guard::spawn(&target.dir, Some(deadline_ns))
             .map_err(|e| anyhow::anyhow!("starting the guard that thaws the target if chaos dies: {e}"))?;
         Ok(Self { plan: *plan, freezer, guard, record: Some(record), frozen: false, freezes: 0 })
     }
@@ -178,54 +180,32 @@ impl Paused {
         }
     }
 
-    /// Freezes as planned until the deadline or a stop signal; returns why it stopped, thawed.
-    pub async fn run(
-        &mut self,
-        signals: &mut StopSignals,
-        started: Instant,
-        start_ns: u64,
-        deadline_ns: u64,
-        events: &mut Vec<ProcEvent>,
-    ) -> StopReason {
-        let at = |ns: u64| started + Duration::from_nanos(ns.saturating_sub(start_ns));
-        let deadline = at(deadline_ns);
-        let reason = match (self.plan.every, self.plan.pause) {
+    /// Freezes as planned until `deadline_ns` or until `wait` says to stop; leaves the target
+    /// thawed. `wait(ns)` sleeps until CLOCK_MONOTONIC `ns` and returns false if told to stop.
+    pub fn run(&mut self, start_ns: u64, deadline_ns: u64, wait: &dyn Fn(u64) -> bool, events: &mut Vec<ProcEvent>) {
+        match (self.plan.every, self.plan.pause) {
             (Some(every), Some(length)) => {
+                let length_ns = u64::try_from(length.as_nanos()).unwrap_or(u64::MAX);
                 let mut ticker = Ticker::new(every, None, self.plan.max, start_ns);
-                loop {
-                    let Some(due_ns) = ticker.next_due_ns().filter(|&due| due < deadline_ns) else {
-                        break tokio::select! {
-                            () = sleep_until(deadline) => StopReason::Deadline,
-                            reason = signals.next() => reason,
-                        };
-                    };
-                    tokio::select! {
-                        () = sleep_until(at(due_ns)) => {}
-                        reason = signals.next() => break reason,
+                while let Some(due_ns) = ticker.next_due_ns().filter(|&due| due < deadline_ns) {
+                    if !wait(due_ns) {
+                        break;
                     }
                     ticker.take(sys::monotonic_now_ns());
                     self.freeze(events);
-                    let thaw_at = (Instant::now() + length).min(deadline);
-                    let interrupted = tokio::select! {
-                        () = sleep_until(thaw_at) => None,
-                        reason = signals.next() => Some(reason),
-                    };
+                    let go_on = wait(sys::monotonic_now_ns().saturating_add(length_ns).min(deadline_ns));
                     self.thaw(events);
-                    if let Some(reason) = interrupted {
-                        break reason;
+                    if !go_on {
+                        break;
                     }
                 }
             }
             _ => {
                 self.freeze(events);
-                tokio::select! {
-                    () = sleep_until(deadline) => StopReason::Deadline,
-                    reason = signals.next() => reason,
-                }
+                wait(deadline_ns);
             }
-        };
+        }
         self.thaw(events);
-        reason
     }
 }
 
