@@ -38,6 +38,9 @@ use crate::{netns::pids_below, sys};
 /// Slack after the time box before the guard resumes everything on its own.
 const MARGIN_NS: u64 = 200_000_000;
 
+/// How often the guard looks for a dying controller while the target is frozen.
+const EXIT_POLL: Duration = Duration::from_millis(2);
+
 /// The controller's side: the pipe to a running guard.
 pub struct Guard {
     stdin: Option<ChildStdin>,
@@ -134,12 +137,20 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
     // a time box long over would resume everything at this process's first look, which in a
     // slow start can come after the fault was armed and legitimately stopped a task.)
     let mut time_box_over = resume_all_at_ns == 0;
+    // SAFETY: getppid has no preconditions. The guard is the controller's child until it dies.
+    let controller = unsafe { libc::getppid() };
     loop {
-        let wait = if time_box_over {
+        let mut wait = if time_box_over {
             Duration::from_secs(3600)
         } else {
             Duration::from_nanos(resume_all_at_ns.saturating_sub(sys::monotonic_now_ns()))
         };
+        if frozen {
+            // A dying controller closes the pipe only once the kernel has torn its memory down,
+            // which takes a while for a large process (hundreds of ms under emulation): while the
+            // target is frozen, also look for the controller starting to exit.
+            wait = wait.min(EXIT_POLL);
+        }
         match from_controller.recv_timeout(wait) {
             Ok(line) if line == "freeze" => frozen = true,
             Ok(line) if line == "thaw" => frozen = false,
@@ -156,7 +167,10 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
                 }
                 _ => {}
             },
-            Err(mpsc::RecvTimeoutError::Timeout) if !time_box_over => {
+            Err(mpsc::RecvTimeoutError::Timeout) if frozen && is_exiting(controller) => {
+                thaw_if_frozen(cgroup_dir, &mut frozen);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if !time_box_over && sys::monotonic_now_ns() >= resume_all_at_ns => {
                 // The controller is alive but not doing its job (stopped?): end the stops now.
                 resume_all(cgroup_dir, &mut stopped);
                 thaw_if_frozen(cgroup_dir, &mut frozen);
@@ -170,6 +184,15 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
     thaw_if_frozen(cgroup_dir, &mut frozen);
     resume_all(cgroup_dir, &mut stopped);
     ExitCode::SUCCESS
+}
+
+/// Whether process `pid` is gone or exiting (PF_EXITING, set as the kernel starts `do_exit`, in
+/// the flags field of /proc/PID/stat).
+fn is_exiting(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+    let flags = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok());
+    flags.is_none_or(|flags| flags & PF_EXITING != 0)
 }
 
 fn thaw_if_frozen(cgroup_dir: &Path, frozen: &mut bool) {

@@ -169,6 +169,14 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
             for program in &plan.programs {
                 println!("  attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
             }
+            if plan.programs.is_empty() {
+                println!(
+                    "  nothing to attach: chaos's own process does this (signals, the cgroup freezer), for {}",
+                    humantime::format_duration(plan.duration)
+                );
+                println!("dry run: nothing done");
+                return;
+            }
             println!(
                 "  map FAULT_CONFIG[0] = {{ threshold: {}, flags: {:#x}, net_filters: {:#x}, deadline: now + {} }}",
                 plan.config.threshold,
