@@ -31,6 +31,9 @@
 //!   chaos-workload append-fsync --file F --count N
 //!       appends records "record I\n" (I from 1) to F, each with one write(2) then fsync(2); prints
 //!       "done I" after the last (a crash point kills it before)
+//!   chaos-workload crash-stamp --file F
+//!       writes CLOCK_MONOTONIC ns into F (mapped shared, so no syscall) just before one raw
+//!       getppid(2), the call a benchmark's crash point kills; exits 0 if it survives
 //!   chaos-workload counter --file F
 //!       prints "ready", then rewrites F with an increasing counter every millisecond until killed
 //!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
@@ -74,6 +77,7 @@ fn main() {
         "getpid-loop" => getpid_loop(num("--count", 1_000_000)),
         "udp-ping" => udp_ping(addr(), num("--count", 100), num("--interval-ms", 10)),
         "append-fsync" => append_fsync(&flag("--file").unwrap_or_else(|| usage()), num("--count", 200)),
+        "crash-stamp" => crash_stamp(&flag("--file").unwrap_or_else(|| usage())),
         "counter" => counter(&flag("--file").unwrap_or_else(|| usage())),
         "supervise" => {
             let command = flags.iter().position(|a| a == "--").map(|i| &flags[i + 1..]).unwrap_or_else(|| usage());
@@ -95,6 +99,23 @@ fn append_fsync(path: &str, count: u64) {
         }
     }
     println!("done {count}");
+}
+
+fn crash_stamp(path: &str) {
+    let file =
+        std::fs::OpenOptions::new().create(true).read(true).write(true).truncate(true).open(path).expect("open stamp");
+    file.set_len(8).expect("size the stamp file");
+    // SAFETY: mapping 8 bytes of a file we own, shared, so the stamp reaches the file without a
+    // syscall (the benchmark's crash point watches syscalls).
+    let map = unsafe {
+        libc::mmap(std::ptr::null_mut(), 8, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0)
+    };
+    assert_ne!(map, libc::MAP_FAILED, "mmap the stamp file");
+    let stamp = monotonic_ns();
+    // SAFETY: the mapping is 8 bytes, aligned (page start), and ours; volatile so it is not elided.
+    unsafe { std::ptr::write_volatile(map.cast::<u64>(), stamp) };
+    // SAFETY: getppid has no preconditions; raw, so it is exactly one syscall.
+    unsafe { libc::syscall(libc::SYS_getppid) };
 }
 
 fn counter(path: &str) {
