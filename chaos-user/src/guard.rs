@@ -59,7 +59,7 @@ impl Guard {
             .arg(cgroup_dir)
             .arg(time_box_end_ns.map_or(0, |end| end.saturating_add(MARGIN_NS)).to_string())
             .stdin(Stdio::piped())
-            .stdout(Stdio::null());
+            .stdout(Stdio::piped());
         // SAFETY: setsid is async-signal-safe.
         unsafe {
             command.pre_exec(|| {
@@ -71,6 +71,17 @@ impl Guard {
         }
         let mut child = command.spawn()?;
         let stdin = child.stdin.take();
+        // Wait until the guard is watching: starting a large binary takes a while (hundreds of
+        // ms under emulation), and a controller that died before then would leave the target
+        // stopped or frozen that long.
+        let mut ready = String::new();
+        let stdout = child.stdout.take().ok_or_else(|| io::Error::other("the guard has no stdout"))?;
+        io::BufReader::new(stdout).read_line(&mut ready)?;
+        if ready.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other("the guard exited before it was ready"));
+        }
         Ok(Self { stdin, child })
     }
 
@@ -131,6 +142,10 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
             }
         }
     });
+    // Tell the controller the watch has begun: it waits for this before attaching anything.
+    // (Its end of the pipe closes then; nothing is written to stdout after this.)
+    println!("ready");
+    let _ = io::stdout().flush();
     let mut stopped = BTreeSet::new();
     let mut frozen = false;
     // No time box yet: the fault was attached inert, and arming it sends one. (Treating that as
