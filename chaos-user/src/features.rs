@@ -261,7 +261,9 @@ impl Prober {
                 Some(_) => Check::no("'bpf' is not in the active LSM list (boot with lsm=...,bpf)"),
                 None => Check::no(format!("cannot tell whether 'bpf' is an active LSM: {}", self.active_lsms().1)),
             },
-            Requirement::CgroupFreezer => self.memo("cgroup freezer".into(), cgroup_freezer_check),
+            Requirement::CgroupFreezer => self.memo("cgroup freezer".into(), || {
+                crate::fault::proc::freezer::probe().map_or_else(Check::no, Check::yes)
+            }),
         }
     }
 
@@ -311,28 +313,6 @@ impl Prober {
             qdiscs: QDISCS.iter().map(|&n| (n, self.qdisc(n))).collect(),
             families: FAMILIES.iter().map(|f| self.family(f.0)).collect(),
         }
-    }
-}
-
-/// Whether the cgroup v2 freezer is there: every non-root cgroup has `cgroup.freeze` from 5.2
-/// on. Looks at chaos's own cgroup, else at any child of the mount (the root has none).
-fn cgroup_freezer_check() -> Check {
-    let Ok(fs) = CgroupFs::discover() else { return Check::no("no cgroup v2 mount") };
-    let own = crate::target::own_cgroup().filter(|c| c != "/").map(|c| fs.dir_of(&c));
-    let child = || {
-        fs::read_dir(fs.mount())
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.is_dir() && p.join("cgroup.procs").exists())
-    };
-    let Some(dir) = own.or_else(child) else {
-        return Check::no("no cgroup below the cgroup v2 root to look at");
-    };
-    if dir.join("cgroup.freeze").exists() {
-        Check::yes(format!("cgroup.freeze present ({})", dir.display()))
-    } else {
-        Check::no(format!("{} has no cgroup.freeze: the cgroup v2 freezer needs kernel 5.2 or later", dir.display()))
     }
 }
 

@@ -172,8 +172,10 @@ fn describe(item: &Item) -> String {
 pub fn remove(item: &Item) -> io::Result<String> {
     let what = describe(item);
     if let Item::StoppedTasks { cgroup_dir } = item {
-        let stopped: Vec<i32> =
-            crate::netns::pids_below(cgroup_dir).into_iter().filter(|&pid| crate::guard::is_stopped(pid)).collect();
+        let stopped: Vec<i32> = crate::netns::pids_below(cgroup_dir)
+            .into_iter()
+            .filter(|&pid| crate::fault::syscall::guard::is_stopped(pid))
+            .collect();
         for &pid in &stopped {
             // SAFETY: kill(2) with SIGCONT on a stopped process of the delayed cgroup.
             unsafe { libc::kill(pid, libc::SIGCONT) };
@@ -181,8 +183,8 @@ pub fn remove(item: &Item) -> io::Result<String> {
         return Ok(format!("{what}: resumed {} still stopped", stopped.len()));
     }
     if let Item::FrozenCgroup { cgroup_dir } = item {
-        let was_frozen = crate::proc_fault::freezer::Freezer::of(cgroup_dir).is_ok_and(|f| f.freeze_requested());
-        crate::proc_fault::freezer::thaw(cgroup_dir)?;
+        let was_frozen = crate::fault::proc::freezer::Freezer::of(cgroup_dir).is_ok_and(|f| f.freeze_requested());
+        crate::fault::proc::freezer::thaw(cgroup_dir)?;
         return Ok(format!("{what}: {}", if was_frozen { "thawed" } else { "not frozen any more" }));
     }
     let Ok(ifindex) = ifindex(item) else {

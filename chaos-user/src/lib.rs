@@ -1,30 +1,25 @@
 //! chaos: kernel-level fault injection for one cgroup at a time.
 //!
-//! The path of one experiment: flags -> [`spec`] (validated request) -> [`target`] (resolved
-//! cgroup) + [`features`] (what this kernel can do) -> [`plan`] (programs, hooks, map contents)
-//! -> [`attach`] (links owned by this process) -> [`run`] (deadline, signals, counters) ->
-//! [`report`].
-pub mod attach;
+//! The path of one fault: flags or a `[[fault]]` table -> a family's options in [`fault`]
+//! (validated) -> [`target`] (resolved cgroup) + [`features`] (what this kernel can do) -> the
+//! family's planner ([`fault::FaultPlan`]: programs, hooks, map contents) -> [`engine`] (links
+//! owned by this process, or pinned) -> [`run`] (deadline, signals, counters) -> [`report`].
+//! Experiments ([`experiment`]) drive the same path for several faults with steady-state
+//! checks ([`steady`]).
 pub mod btf;
 pub mod cli;
+pub mod engine;
 pub mod errno;
 pub mod experiment;
+pub mod fault;
 pub mod features;
-// Temporary home until the restructure adds fault/mod.rs (then: `pub mod proc;` there).
-pub mod guard;
 pub mod ledger;
+pub mod live;
 pub mod netlink;
 pub mod netns;
-pub mod plan;
-#[path = "fault/proc/mod.rs"]
-pub mod proc_fault;
 pub mod report;
-pub mod resumer;
 pub mod run;
-pub mod runs;
-pub mod spec;
+pub mod run_records;
 pub mod steady;
 pub mod sys;
-pub mod syscall_numbers;
-pub mod syscalls;
 pub mod target;

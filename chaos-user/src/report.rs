@@ -1,13 +1,11 @@
-//! What a run did, for people (a short table) and for programs (`--output json`).
+//! What a run did, for people (a short table) and for programs (`--output json`): why it
+//! stopped, its counters per direction, and the output format.
 use std::{fmt::Write as _, time::Duration};
 
+use chaos_common::{Direction, FaultCounters};
 use serde::Serialize;
 
-use crate::{
-    plan::serialize_secs,
-    run::{DirectionCounters, StopReason},
-    target::Target,
-};
+use crate::{fault::options::serialize_secs, target::Target};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum OutputFormat {
@@ -67,5 +65,71 @@ impl FaultReport<'_> {
                 writeln!(out, "{:<10} {:>12} {:>12} {:>12} {:>8}", c.direction, c.seen, c.matched, c.injected, rate);
         }
         out
+    }
+}
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "by", content = "signal")]
+pub enum StopReason {
+    Deadline,
+    Signal(StopSignal),
+}
+
+/// The signals that stop a run early (after clean-up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum StopSignal {
+    #[serde(rename = "SIGHUP")]
+    Hup = 1,
+    #[serde(rename = "SIGINT")]
+    Int = 2,
+    #[serde(rename = "SIGTERM")]
+    Term = 15,
+}
+
+impl StopSignal {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Hup => "SIGHUP",
+            Self::Int => "SIGINT",
+            Self::Term => "SIGTERM",
+        }
+    }
+}
+
+impl StopReason {
+    /// Conventional exit status: 0 for a run that reached its deadline, 128 + signal otherwise.
+    #[must_use]
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            Self::Deadline => 0,
+            Self::Signal(signal) => 128 + signal as u8,
+        }
+    }
+}
+
+/// Counters of one direction at one moment. The names are stable (they become metrics).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct DirectionCounters {
+    pub direction: &'static str,
+    pub seen: u64,
+    pub matched: u64,
+    pub injected: u64,
+}
+
+impl DirectionCounters {
+    /// `label` names the slot when it does not count a packet direction (e.g. `calls`).
+    pub fn new(direction: Direction, label: Option<&'static str>, c: FaultCounters) -> Self {
+        let direction = label.unwrap_or_else(|| direction_name(direction));
+        Self { direction, seen: c.seen, matched: c.matched, injected: c.injected }
+    }
+}
+
+#[must_use]
+pub const fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Egress => "egress",
+        Direction::Ingress => "ingress",
     }
 }

@@ -3,24 +3,20 @@
 //! The deadline is enforced twice: by the kernel (the programs compare `bpf_ktime_get_ns()` with
 //! the deadline in their map) and here (a timer that then disarms and detaches). The kernel one
 //! is what makes the time box hold when this process is stopped, slow, or dead.
-use std::{
-    io::{IsTerminal as _, Write as _},
-    process::ExitCode,
-    time::Duration,
-};
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use chaos_common::{Direction, FaultConfig, FaultCounters};
-use serde::Serialize;
+use chaos_common::{Direction, FaultConfig};
 use tokio::{
     signal::unix::{SignalKind, signal},
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 
 use crate::{
-    attach::{AttachError, LoadedFault},
-    plan::FaultPlan,
-    report::{FaultReport, OutputFormat},
+    engine::{AttachError, LoadedFault},
+    fault::FaultPlan,
+    live::LiveLine,
+    report::{DirectionCounters, FaultReport, OutputFormat, StopReason, StopSignal},
     sys,
 };
 
@@ -63,7 +59,7 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCo
         tracing::info!("fault armed: kernel deadline CLOCK_MONOTONIC ns={deadline_ns}");
 
         let directions = plan.directions();
-        let progress = Progress::on_stderr(plan.fault, plan.injected_word);
+        let progress = Progress { line: LiveLine::on_stderr(), label: plan.fault, injected_word: plan.injected_word };
         let stopped = supervise(&fault, &directions, plan.counter_label, deadline, &mut signals, Some(progress)).await;
         let elapsed = started.elapsed();
 
@@ -87,47 +83,6 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCo
         print!("{}", report.render(output, plan.injected_word));
         Ok(ExitCode::from(stopped.exit_code()))
     })
-}
-
-/// Why a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "by", content = "signal")]
-pub enum StopReason {
-    Deadline,
-    Signal(StopSignal),
-}
-
-/// The signals that stop a run early (after clean-up).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum StopSignal {
-    #[serde(rename = "SIGHUP")]
-    Hup = 1,
-    #[serde(rename = "SIGINT")]
-    Int = 2,
-    #[serde(rename = "SIGTERM")]
-    Term = 15,
-}
-
-impl StopSignal {
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Hup => "SIGHUP",
-            Self::Int => "SIGINT",
-            Self::Term => "SIGTERM",
-        }
-    }
-}
-
-impl StopReason {
-    /// Conventional exit status: 0 for a run that reached its deadline, 128 + signal otherwise.
-    #[must_use]
-    pub const fn exit_code(self) -> u8 {
-        match self {
-            Self::Deadline => 0,
-            Self::Signal(signal) => 128 + signal as u8,
-        }
-    }
 }
 
 /// The stop signals chaos handles, installed before anything is attached so that a Ctrl-C
@@ -156,31 +111,6 @@ impl StopSignals {
     }
 }
 
-/// Counters of one direction at one moment. The names are stable (they become metrics).
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct DirectionCounters {
-    pub direction: &'static str,
-    pub seen: u64,
-    pub matched: u64,
-    pub injected: u64,
-}
-
-impl DirectionCounters {
-    /// `label` names the slot when it does not count a packet direction (e.g. `calls`).
-    fn new(direction: Direction, label: Option<&'static str>, c: FaultCounters) -> Self {
-        let direction = label.unwrap_or_else(|| direction_name(direction));
-        Self { direction, seen: c.seen, matched: c.matched, injected: c.injected }
-    }
-}
-
-#[must_use]
-pub const fn direction_name(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Egress => "egress",
-        Direction::Ingress => "ingress",
-    }
-}
-
 pub fn read_counters(
     fault: &LoadedFault,
     directions: &[Direction],
@@ -189,44 +119,21 @@ pub fn read_counters(
     directions.iter().map(|&d| Ok(DirectionCounters::new(d, label, fault.counters(d)?))).collect()
 }
 
-/// How live progress is shown: a rewritten status line on a terminal, a plain line every few
-/// seconds otherwise (logs stay readable), on stderr so stdout stays machine-readable.
+/// A fault's live counters, per direction, and the time left.
 #[derive(Clone, Copy)]
 pub struct Progress {
-    tty: bool,
-    label: &'static str,
-    injected_word: &'static str,
+    pub line: LiveLine,
+    pub label: &'static str,
+    pub injected_word: &'static str,
 }
 
 impl Progress {
-    #[must_use]
-    pub fn on_stderr(label: &'static str, injected_word: &'static str) -> Self {
-        Self { tty: std::io::stderr().is_terminal(), label, injected_word }
-    }
-
-    const fn period(self) -> Duration {
-        if self.tty { Duration::from_millis(250) } else { Duration::from_secs(5) }
-    }
-
     fn show(self, remaining: Duration, counters: &[DirectionCounters]) {
         let parts: Vec<String> = counters
             .iter()
             .map(|c| format!("{} seen {} {} {}", c.direction, c.seen, self.injected_word, c.injected))
             .collect();
-        let line = format!("{}: {} | {}s left", self.label, parts.join(" | "), remaining.as_secs());
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{line}");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
-    }
-
-    fn finish(self) {
-        if self.tty {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
-        }
+        self.line.show(&format!("{}: {} | {}s left", self.label, parts.join(" | "), remaining.as_secs()));
     }
 }
 
@@ -239,7 +146,7 @@ pub async fn supervise(
     signals: &mut StopSignals,
     progress: Option<Progress>,
 ) -> StopReason {
-    let mut ticks = interval(progress.map_or(Duration::from_secs(3600), Progress::period));
+    let mut ticks = interval(progress.map_or(Duration::from_secs(3600), |p| p.line.period()));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stop = loop {
         tokio::select! {
@@ -253,7 +160,7 @@ pub async fn supervise(
         }
     };
     if let Some(progress) = progress {
-        progress.finish();
+        progress.line.finish();
     }
     stop
 }

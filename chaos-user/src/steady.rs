@@ -13,11 +13,11 @@ use tokio::{
     time::{Instant, timeout},
 };
 
-use crate::spec::Ppm;
+use crate::fault::options::Ppm;
 
 /// One check, with how often it runs and how often it must pass.
 #[derive(Clone, Debug)]
-pub struct CheckSpec {
+pub struct Check {
     pub name: String,
     pub kind: CheckKind,
     pub interval: Duration,
@@ -111,7 +111,7 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// Runs the check once, within its timeout.
-pub async fn run(check: &CheckSpec) -> CheckResult {
+pub async fn run(check: &Check) -> CheckResult {
     let started = Instant::now();
     let outcome = timeout(check.timeout, attempt(&check.kind)).await;
     let latency = started.elapsed();

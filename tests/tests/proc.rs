@@ -126,7 +126,7 @@ fn periodic_kill_hits_one_target_process_per_tick_and_the_supervisor_brings_it_b
         .as_array()
         .expect("events")
         .iter()
-        .filter(|e| e["event"] == "kill")
+        .filter(|e| e["what"] == "kill")
         .map(|e| e["pid"].as_u64().expect("pid") as u32)
         .collect();
     let started = server.started();
@@ -463,7 +463,7 @@ http = "http://127.0.0.1:{port}/"
         .collect();
     let killed: Vec<u32> = events
         .iter()
-        .filter(|e| e["event"] == "proc-kill")
+        .filter(|e| e["event"] == "proc" && e["what"] == "kill")
         .filter_map(|e| e["pid"].as_u64())
         .map(|p| p as u32)
         .collect();

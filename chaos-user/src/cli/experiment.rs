@@ -13,7 +13,7 @@ use crate::{
 };
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct ExperimentArgs {
     /// The experiment file (TOML).
     file: PathBuf,
     /// Print the plan (which programs attach where, with which maps) and stop.
@@ -32,7 +32,7 @@ pub struct RunArgs {
     timeline: Option<PathBuf>,
 }
 
-pub fn run(args: &RunArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
+pub fn run(args: &ExperimentArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
     // Whatever finished runs left (records, expired pins) goes first: it would look like a
     // conflict otherwise.
     for line in experiment::clean_stale_runs() {
@@ -87,10 +87,10 @@ pub fn validate(path: &Path, i_know: bool) -> anyhow::Result<ExitCode> {
 
 /// Re-renders a saved timeline; exits with the code of its verdict.
 pub fn report(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
-    let events = timeline::read(path).map_err(anyhow::Error::msg)?;
+    let (written, events): (Vec<_>, Vec<_>) = timeline::read(path).map_err(anyhow::Error::msg)?.into_iter().unzip();
     match output {
         OutputFormat::Text => print!("{}", timeline::summary(&events)),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&events)?),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&written)?),
     }
     Ok(ExitCode::from(timeline::exit_code(&events)))
 }

@@ -1,8 +1,9 @@
-//! The `chaos` command line: one file per subcommand, each turning flags into a spec, a plan,
-//! and a run.
+//! The `chaos` command line: one file per subcommand group; every fault's flags go through
+//! the one pipeline in `fault.rs` (options, target, plan, run).
 mod cleanup;
 mod doctor;
 mod experiment;
+mod fault;
 mod net;
 mod proc;
 mod status;
@@ -12,7 +13,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{plan::FaultPlan, report::OutputFormat, target::TargetSpec};
+use crate::{report::OutputFormat, target::TargetName};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -66,7 +67,7 @@ Examples:
   chaos run experiment.toml --dry-run           which programs attach where, with which maps
   chaos run experiment.toml --timeline run.jsonl
   chaos run experiment.toml --detach            pinned; `chaos status`, `chaos stop ID`")]
-    Run(experiment::RunArgs),
+    Run(experiment::ExperimentArgs),
     /// Check an experiment file without running it (syntax, keys, types, values, fault
     /// options); errors point at file:line:column.
     Validate {
@@ -118,12 +119,12 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     #[must_use]
-    pub fn spec(&self) -> TargetSpec {
+    pub fn spec(&self) -> TargetName {
         match (&self.cgroup, self.pid, &self.unit, &self.container) {
-            (Some(path), ..) => TargetSpec::Cgroup(path.clone()),
-            (_, Some(pid), ..) => TargetSpec::Pid(pid),
-            (_, _, Some(unit), _) => TargetSpec::Unit(unit.clone()),
-            (.., Some(id)) => TargetSpec::Container(id.clone()),
+            (Some(path), ..) => TargetName::Cgroup(path.clone()),
+            (_, Some(pid), ..) => TargetName::Pid(pid),
+            (_, _, Some(unit), _) => TargetName::Unit(unit.clone()),
+            (.., Some(id)) => TargetName::Container(id.clone()),
             _ => unreachable!("clap requires exactly one target"),
         }
     }
@@ -148,43 +149,10 @@ impl Cli {
             Command::Status => Ok(status::status(self.output)),
             Command::Stop { id, all } => status::stop(id.as_deref(), all),
             Command::Cleanup => Ok(cleanup::run()),
-            Command::Guard { cgroup_dir, resume_all_at_ns } => Ok(crate::guard::run(&cgroup_dir, resume_all_at_ns)),
+            Command::Guard { cgroup_dir, resume_all_at_ns } => {
+                Ok(crate::fault::syscall::guard::run(&cgroup_dir, resume_all_at_ns))
+            }
             Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
-        }
-    }
-}
-
-/// `--dry-run`: what would be attached where, with which configuration; nothing is.
-fn print_plan(plan: &FaultPlan, output: OutputFormat) {
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(plan).expect("plan serializes")),
-        OutputFormat::Text => {
-            println!(
-                "plan: {} ({}) on {} for {}",
-                plan.fault,
-                plan.summary,
-                plan.target.describe(),
-                humantime::format_duration(plan.duration),
-            );
-            for program in &plan.programs {
-                println!("  attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
-            }
-            if plan.programs.is_empty() {
-                println!(
-                    "  nothing to attach: chaos's own process does this (signals, the cgroup freezer), for {}",
-                    humantime::format_duration(plan.duration)
-                );
-                println!("dry run: nothing done");
-                return;
-            }
-            println!(
-                "  map FAULT_CONFIG[0] = {{ threshold: {}, flags: {:#x}, net_filters: {:#x}, deadline: now + {} }}",
-                plan.config.threshold,
-                plan.config.flags,
-                plan.config.net_filters,
-                humantime::format_duration(plan.duration)
-            );
-            println!("dry run: nothing attached");
         }
     }
 }

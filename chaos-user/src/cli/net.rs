@@ -1,19 +1,17 @@
 //! `chaos net ...`: packet faults for a target cgroup.
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
-use super::TargetArgs;
+use super::fault::FaultArgs;
 use crate::{
-    features, ledger,
-    plan::{FaultContext, PlanFault},
-    report::OutputFormat,
-    run,
-    spec::{
-        self,
-        net::{CorruptOptions, DelayOptions, DropOptions, DuplicateOptions, PartitionOptions, RateOptions},
+    fault::net::{
+        drop::NetDropOptions,
+        partition::NetPartitionOptions,
+        rewrite::{NetCorruptOptions, NetDuplicateOptions},
+        shape::{NetDelayOptions, NetRateOptions},
     },
-    target::{self, CgroupFs, TargetSpec},
+    report::OutputFormat,
 };
 
 #[derive(Debug, Subcommand)]
@@ -32,7 +30,7 @@ The fault ends at its deadline even if chaos itself is stopped or killed.
 
 ", "Filters (all optional, all must match): --protocol tcp|udp|icmp, --remote CIDR (repeatable,
 IPv4 or IPv6), --remote-port and --local-port (80, 8000-8100, 80,443)."))]
-    Drop(NetDropArgs),
+    Drop(FaultArgs<NetDropOptions>),
     /// Flip a random bit in the payload of a share of the target's TCP and UDP packets.
     #[command(after_help = "\
 Examples:
@@ -46,21 +44,21 @@ the sending interface computes checksums later, in hardware or in software after
 checksum covers the corruption.) With --fix-checksum the corruption reaches the application.
 Outgoing packets of other cgroups sharing the namespace are not touched; incoming packets have
 no owner yet, so all of the namespace's are candidates.")]
-    Corrupt(NetCorruptArgs),
+    Corrupt(FaultArgs<NetCorruptOptions>),
     /// Send a share of the target's packets twice.
     #[command(after_help = "\
 Examples:
   chaos net duplicate --container 3f2a --percent 10 --for 1m --direction egress
 
 Runs as TC programs on the interfaces of the target's network namespace (see `net corrupt`).")]
-    Duplicate(NetDuplicateArgs),
+    Duplicate(FaultArgs<NetDuplicateOptions>),
     /// Cut the target off from some peers: every packet to or from them is dropped.
     #[command(after_help = "\
 Examples:
   chaos net partition --cgroup /app --to 10.0.3.0/24 --to fd00:3::/64 --for 2m
 
 TCP connections to the peers time out; everyone else stays reachable.")]
-    Partition(NetPartitionArgs),
+    Partition(FaultArgs<NetPartitionOptions>),
     /// Hold the target's outgoing packets for a while (earliest departure time, enforced by fq).
     #[command(after_help = "\
 Examples:
@@ -72,7 +70,7 @@ packet's departure time; the fq qdisc holds it until then. If an interface's roo
 fq, chaos installs fq and puts the previous qdisc back afterwards (after a crash: `chaos
 cleanup` or the next run). fq releases a flow's packets in order, so with jitter a packet never
 leaves before the one sent ahead of it. Needs the fq qdisc (`chaos doctor`).")]
-    Delay(NetDelayArgs),
+    Delay(FaultArgs<NetDelayOptions>),
     /// Limit the target's outgoing rate (earliest departure time, enforced by fq).
     #[command(after_help = "\
 Examples:
@@ -80,125 +78,18 @@ Examples:
 
 Matching packets leave one after another at the given rate, all flows together; fq holds them
 (and drops what overflows its queues). See `net delay` for where the programs go.")]
-    Rate(NetRateArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// How long the fault lasts, e.g. 30s, 5m (at most 1h without --i-know).
-    #[arg(long = "for", value_name = "DURATION", value_parser = spec::parse_duration)]
-    pub duration: Duration,
-    /// Print what would be attached where, and stop.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Allow durations over the 1h cap, and TC faults on the host's own interfaces.
-    #[arg(long)]
-    pub i_know: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct NetDropArgs {
-    #[command(flatten)]
-    target: TargetArgs,
-    #[command(flatten)]
-    fault: DropOptions,
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct NetCorruptArgs {
-    #[command(flatten)]
-    target: TargetArgs,
-    #[command(flatten)]
-    fault: CorruptOptions,
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct NetDuplicateArgs {
-    #[command(flatten)]
-    target: TargetArgs,
-    #[command(flatten)]
-    fault: DuplicateOptions,
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct NetPartitionArgs {
-    #[command(flatten)]
-    target: TargetArgs,
-    #[command(flatten)]
-    fault: PartitionOptions,
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct NetDelayArgs {
-    #[command(flatten)]
-    target: TargetArgs,
-    #[command(flatten)]
-    fault: DelayOptions,
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct NetRateArgs {
-    #[command(flatten)]
-    target: TargetArgs,
-    #[command(flatten)]
-    fault: RateOptions,
-    #[command(flatten)]
-    run: RunArgs,
+    Rate(FaultArgs<NetRateOptions>),
 }
 
 impl NetCommand {
-    /// The three parts every network fault has: whom, what, and for how long.
-    fn parts(&self) -> (&TargetArgs, &dyn PlanFault, &RunArgs) {
-        match self {
-            Self::Drop(a) => (&a.target, &a.fault, &a.run),
-            Self::Corrupt(a) => (&a.target, &a.fault, &a.run),
-            Self::Duplicate(a) => (&a.target, &a.fault, &a.run),
-            Self::Partition(a) => (&a.target, &a.fault, &a.run),
-            Self::Delay(a) => (&a.target, &a.fault, &a.run),
-            Self::Rate(a) => (&a.target, &a.fault, &a.run),
-        }
-    }
-
     pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
-        let kernel = features::Prober::new();
-        let (target_args, fault, run_args) = self.parts();
-        spec::check_duration_cap(run_args.duration, run_args.i_know).map_err(anyhow::Error::msg)?;
-        let target_spec = target_args.spec();
-        let target = CgroupFs::discover()?.resolve(&target_spec, target::own_cgroup().as_deref())?;
-        if fault.uses_ledger() {
-            clean_up_after_crashes();
+        match self {
+            Self::Drop(args) => args.run(output),
+            Self::Corrupt(args) => args.run(output),
+            Self::Duplicate(args) => args.run(output),
+            Self::Partition(args) => args.run(output),
+            Self::Delay(args) => args.run(output),
+            Self::Rate(args) => args.run(output),
         }
-        let context =
-            FaultContext { target: &target, duration: run_args.duration, i_know: run_args.i_know, kernel: &kernel };
-        let plan = fault.plan(&context)?;
-        if run_args.dry_run {
-            super::print_plan(&plan, output);
-            return Ok(ExitCode::SUCCESS);
-        }
-        if matches!(target_spec, TargetSpec::Pid(_)) {
-            eprintln!(
-                "note: a socket stays in the cgroup it was created in; sockets this process opened \
-                 before it joined {} are not affected",
-                plan.target.cgroup
-            );
-        }
-        run::run_plan(&plan, output)
-    }
-}
-
-/// Legacy TC filters of crashed runs are removed before new ones attach.
-fn clean_up_after_crashes() {
-    for line in ledger::cleanup_stale() {
-        eprintln!("chaos: cleanup of an earlier run: {line}");
     }
 }

@@ -4,17 +4,17 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use crate::{
-    attach::PinnedFault,
+    engine::PinnedFault,
     experiment::{self, detached},
     ledger,
     report::OutputFormat,
-    runs::{self, Liveness, RunRecord},
+    run_records::{self, Liveness, RunRecord},
 };
 
 pub fn status(output: OutputFormat) -> ExitCode {
     // Expired detached experiments and dead runs are removed, not listed as running.
     let cleaned = experiment::clean_stale_runs();
-    let records = runs::all();
+    let records = run_records::all();
     let rows: Vec<serde_json::Value> = records.iter().map(describe).collect();
     match output {
         OutputFormat::Json => println!("{}", json!({ "experiments": rows, "cleaned": cleaned })),
@@ -74,7 +74,7 @@ fn describe(record: &RunRecord) -> serde_json::Value {
 /// Stops one experiment, or all: a foreground run gets SIGTERM (it detaches and reports); a
 /// detached one is unpinned here.
 pub fn stop(id: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
-    let records = runs::all();
+    let records = run_records::all();
     let chosen: Vec<&RunRecord> = match (id, all) {
         (_, true) => records.iter().collect(),
         (Some(id), false) => {

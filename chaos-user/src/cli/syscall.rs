@@ -1,21 +1,18 @@
-//! `chaos syscall ...`: make chosen syscalls of a target cgroup fail.
+//! `chaos syscall ...`: make chosen syscalls of a target cgroup fail or wait, and list them.
 use std::{fmt::Write as _, process::ExitCode};
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde::Serialize;
 
-use super::{TargetArgs, net::RunArgs};
+use super::fault::FaultArgs;
 use crate::{
-    features::{self, Prober},
-    plan::{FaultContext, PlanFault},
-    report::OutputFormat,
-    run,
-    spec::{
-        self,
-        syscall::{SyscallDelayOptions, SyscallFailOptions},
+    fault::syscall::{
+        delay::SyscallDelayOptions,
+        fail::SyscallFailOptions,
+        hooks::{Filter, SYSCALLS},
     },
-    syscalls::{Filter, SYSCALLS},
-    target::{self, CgroupFs},
+    features::{self, Prober},
+    report::OutputFormat,
 };
 
 #[derive(Debug, Subcommand)]
@@ -33,7 +30,7 @@ alone, --first N makes only the next N eligible, --every N only every Nth of tho
 fails at most K; --percent then draws among the eligible ones (default 100).
 `chaos syscall list` shows every syscall, the mechanism this kernel offers for it, and the
 filters that apply.")]
-    Fail(Box<SyscallFailArgs>),
+    Fail(Box<FaultArgs<SyscallFailOptions>>),
     /// Hold chosen syscalls of the target for a while before they return.
     #[command(after_help = "\
 Examples:
@@ -46,66 +43,22 @@ calls of one process overlap. The caller sees the call take its own time plus th
 guard process resumes every stopped task if chaos dies, even by SIGKILL; at the end of the run
 (deadline or signal) every stopped task is resumed at once. --jitter spreads each delay
 uniformly by up to that much either way.")]
-    Delay(Box<SyscallDelayArgs>),
+    Delay(Box<FaultArgs<SyscallDelayOptions>>),
     /// Every syscall chaos can fail, the mechanism used on this kernel, and its filters.
     List,
-}
-
-#[derive(Debug, Args)]
-pub struct SyscallFailArgs {
-    #[command(flatten)]
-    target: TargetArgs,
-    #[command(flatten)]
-    fault: SyscallFailOptions,
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct SyscallDelayArgs {
-    #[command(flatten)]
-    target: TargetArgs,
-    #[command(flatten)]
-    fault: SyscallDelayOptions,
-    #[command(flatten)]
-    run: RunArgs,
 }
 
 impl SyscallCommand {
     pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         match self {
-            Self::Fail(args) => {
-                let SyscallFailArgs { target, fault, run } = *args;
-                run_fault(&target, &fault, &run, output)
-            }
-            Self::Delay(args) => {
-                let SyscallDelayArgs { target, fault, run } = *args;
-                run_fault(&target, &fault, &run, output)
-            }
+            Self::Fail(args) => args.run(output),
+            Self::Delay(args) => args.run(output),
             Self::List => {
                 list(output);
                 Ok(ExitCode::SUCCESS)
             }
         }
     }
-}
-
-fn run_fault(
-    target: &TargetArgs,
-    fault: &dyn PlanFault,
-    run: &RunArgs,
-    output: OutputFormat,
-) -> anyhow::Result<ExitCode> {
-    spec::check_duration_cap(run.duration, run.i_know).map_err(anyhow::Error::msg)?;
-    let target = CgroupFs::discover()?.resolve(&target.spec(), target::own_cgroup().as_deref())?;
-    let kernel = Prober::new();
-    let context = FaultContext { target: &target, duration: run.duration, i_know: run.i_know, kernel: &kernel };
-    let plan = fault.plan(&context)?;
-    if run.dry_run {
-        super::print_plan(&plan, output);
-        return Ok(ExitCode::SUCCESS);
-    }
-    run::run_plan(&plan, output)
 }
 
 #[derive(Serialize)]

@@ -19,18 +19,19 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde_json::json;
 
 use super::{
+    events::{FaultAttached, FaultDetached, FaultPlanned, Started, TimelineEvent},
     plan::ExperimentPlan,
-    schedule::{self, Action, Step},
+    steps::{self, Action, Step},
     timeline::Timeline,
 };
 use crate::{
-    attach::PinnedFault,
+    engine::PinnedFault,
+    fault::options::Ppm,
     ledger,
     run::arm,
-    runs::{self, FaultRecord, RunRecord},
+    run_records::{self, FaultRecord, RunRecord},
     sys,
 };
 
@@ -40,16 +41,19 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The schedule a reaper follows, kept beside the run record.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Schedule {
+struct ReaperSchedule {
     /// CLOCK_MONOTONIC ns at which the faults phase started.
     started_ns: u64,
     /// The timeline's `t` at that moment, so the reaper's events continue its clock.
     t0_s: f64,
     steps: Vec<Step>,
+    /// Each fault's own probability, for its `arm` event.
+    #[serde(default)]
+    percents: Vec<Option<Ppm>>,
 }
 
 fn schedule_path(id: &str) -> PathBuf {
-    Path::new(runs::RUNS_DIR).join(format!("{id}.schedule"))
+    Path::new(run_records::RUNS_DIR).join(format!("{id}.schedule"))
 }
 
 /// Mounts bpffs on /sys/fs/bpf if nothing is mounted there; says so when it does.
@@ -91,27 +95,14 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
              run it in the foreground for a verdict"
         );
     }
-    let id = runs::new_id();
+    let id = run_records::new_id();
     let pin_dir = Path::new(PIN_ROOT).join(&id);
     let mut timeline = Timeline::create(timeline_path)
         .with_context(|| format!("creating the timeline {}", timeline_path.display()))?;
-    timeline.event(
-        "experiment",
-        json!({
-            "id": id, "name": experiment.name, "file": experiment.source.path, "target": plan.target.describe(),
-            "detached": true, "duration_s": experiment.duration.as_secs_f64(), "checks": [], "notes": plan.notes,
-        }),
-    );
+    timeline.event(&TimelineEvent::Experiment(Started::detached(&id, plan)));
     let mut faults = Vec::new();
     for fault in &plan.faults {
-        timeline.event(
-            "plan",
-            json!({
-                "fault": fault.number, "kind": fault.plan.fault, "command_line": fault.command_line,
-                "start_s": fault.start.as_secs_f64(), "duration_s": fault.duration.as_secs_f64(),
-                "programs": fault.plan.programs, "maps": fault.plan.maps,
-            }),
-        );
+        timeline.event(&TimelineEvent::Plan(FaultPlanned::of(fault)));
         let dir = pin_dir.join(format!("fault-{}", fault.number));
         let pinned = arm(&fault.plan, None).map_err(anyhow::Error::from).and_then(|(mut loaded, _)| {
             loaded.pin(&dir)?;
@@ -122,15 +113,19 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
             Ok(loaded) => drop(loaded),
             Err(err) => {
                 let _ = fs::remove_dir_all(&pin_dir);
-                timeline.event("abort", json!({ "reason": format!("fault {} could not attach: {err}", fault.label) }));
-                timeline.event(
-                    "verdict",
-                    json!({ "held": false, "exit_code": 2, "summary": format!("could not run: {err:#}") }),
-                );
+                let reason = format!("fault {} could not attach: {err}", fault.label);
+                timeline.event(&TimelineEvent::Abort { phase: None, reason });
+                let summary = format!("could not run: {err:#}");
+                timeline.event(&TimelineEvent::Verdict { held: Some(false), exit_code: 2, summary });
                 return Err(err.context(format!("fault {}", fault.label)));
             }
         }
-        timeline.event("attach", json!({ "fault": fault.number, "pinned": dir, "hooks": fault.hooks() }));
+        timeline.event(&TimelineEvent::Attach(FaultAttached {
+            fault: fault.number,
+            programs: None,
+            pinned: Some(dir.clone()),
+            hooks: fault.hooks(),
+        }));
         faults.push(FaultRecord { label: fault.label.clone(), hooks: fault.hooks(), injected: 0, pin_dir: Some(dir) });
     }
     let started_ns = sys::monotonic_now_ns();
@@ -148,14 +143,19 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
         timeline: timeline_path.canonicalize().unwrap_or_else(|_| timeline_path.to_owned()).display().to_string(),
         pin_dir: Some(pin_dir.clone()),
     };
-    let schedule = Schedule { started_ns, t0_s: timeline.elapsed(), steps: schedule::steps(&plan.faults) };
+    let schedule = ReaperSchedule {
+        started_ns,
+        t0_s: timeline.elapsed(),
+        steps: steps::steps(&plan.faults),
+        percents: plan.faults.iter().map(|f| f.percent).collect(),
+    };
     let written = record
         .write()
         .and_then(|()| fs::write(schedule_path(&id), serde_json::to_vec(&schedule).map_err(io::Error::other)?));
     if let Err(err) = written {
         let _ = fs::remove_dir_all(&pin_dir);
         record.remove();
-        bail!("recording the detached experiment in {}: {err}", runs::RUNS_DIR);
+        bail!("recording the detached experiment in {}: {err}", run_records::RUNS_DIR);
     }
     let reaper = spawn_reaper(&id);
     match reaper {
@@ -201,17 +201,17 @@ fn spawn_reaper(id: &str) -> io::Result<u32> {
 /// The reaper: follows the schedule by writing the pinned maps, then removes everything.
 pub fn reap(id: &str) -> ExitCode {
     let (Some(record), Ok(schedule)) = (
-        runs::find(id),
+        run_records::find(id),
         fs::read(schedule_path(id))
             .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Schedule>(&b).map_err(|e| e.to_string())),
+            .and_then(|b| serde_json::from_slice::<ReaperSchedule>(&b).map_err(|e| e.to_string())),
     ) else {
         return ExitCode::from(2);
     };
     let mut timeline = Timeline::append(Path::new(&record.timeline)).ok();
-    let mut event = |name: &str, fields: serde_json::Value| {
+    let mut event = |event: TimelineEvent| {
         if let Some(timeline) = timeline.as_mut() {
-            timeline.event_at(name, Some(schedule.t0_s + elapsed_s(schedule.started_ns)), fields);
+            timeline.event_at(Some(schedule.t0_s + elapsed_s(schedule.started_ns)), &event);
         }
     };
     for step in &schedule.steps {
@@ -224,16 +224,17 @@ pub fn reap(id: &str) -> ExitCode {
             Action::Arm { duration, ppm } => {
                 let deadline_ns = sys::monotonic_deadline_ns(duration);
                 if let Ok(config) = pinned.config()
-                    && pinned.configure(schedule::armed(config, deadline_ns, ppm)).is_ok()
+                    && pinned.configure(steps::armed(config, deadline_ns, ppm)).is_ok()
                 {
-                    event("arm", json!({ "fault": number, "kernel_deadline_ns": deadline_ns }));
+                    let percent = ppm.map(Ppm::from_ppm).or(schedule.percents.get(step.fault).copied().flatten());
+                    event(TimelineEvent::Arm { fault: number, kernel_deadline_ns: deadline_ns, percent });
                 }
             }
             Action::Ramp { ppm } => {
                 if let Ok(config) = pinned.config()
-                    && pinned.configure(schedule::armed(config, config.deadline_ns, Some(ppm))).is_ok()
+                    && pinned.configure(steps::armed(config, config.deadline_ns, Some(ppm))).is_ok()
                 {
-                    event("ramp", json!({ "fault": number, "percent": f64::from(ppm) / 10_000.0 }));
+                    event(TimelineEvent::Ramp { fault: number, percent: Ppm::from_ppm(ppm) });
                 }
             }
             Action::End => {
@@ -241,10 +242,7 @@ pub fn reap(id: &str) -> ExitCode {
                 let _ = pinned.configure(chaos_common::FaultConfig::default());
                 drop(pinned);
                 let _ = fs::remove_dir_all(dir);
-                event(
-                    "detach",
-                    json!({ "fault": number, "why": "end", "seen": total.seen, "matched": total.matched, "injected": total.injected }),
-                );
+                event(TimelineEvent::Detach(detached(number, "end", total)));
             }
         }
     }
@@ -285,9 +283,7 @@ pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
             Ok(total)
         });
         if let (Some(timeline), Ok(total)) = (timeline.as_mut(), total) {
-            timeline.event_at("detach", None, json!({
-                "fault": index + 1, "why": why, "seen": total.seen, "matched": total.matched, "injected": total.injected,
-            }));
+            timeline.event_at(None, &TimelineEvent::Detach(detached(index + 1, why, total)));
         }
     }
     if let Some(dir) = &record.pin_dir
@@ -301,18 +297,24 @@ pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
         }
     }
     if let Some(timeline) = timeline.as_mut() {
-        timeline.event_at(
-            "verdict",
-            None,
-            json!({
-                "held": null, "exit_code": 0,
-                "summary": format!("detached experiment ended ({why}); it ran no steady-state checks"),
-            }),
-        );
+        let summary = format!("detached experiment ended ({why}); it ran no steady-state checks");
+        timeline.event_at(None, &TimelineEvent::Verdict { held: None, exit_code: 0, summary });
     }
     record.remove();
     let _ = fs::remove_file(schedule_path(&record.id));
     lines
+}
+
+/// A `detach` event of a pinned fault (the reaper and `chaos stop` have no problems to report).
+fn detached(fault: usize, why: &str, total: chaos_common::FaultCounters) -> FaultDetached {
+    FaultDetached {
+        fault,
+        why: why.to_owned(),
+        seen: total.seen,
+        matched: total.matched,
+        injected: total.injected,
+        problems: None,
+    }
 }
 
 /// Pin directories that no record describes (a crash between pinning and recording).

@@ -1,94 +1,12 @@
-//! The fault kinds an experiment file can name, and how a `[[fault]]` table becomes the same
-//! options the command line builds.
-//!
-//! There is one definition of a family's options: its clap `Args` struct (in `spec`). A
-//! `[[fault]]` table is turned into the flags the command line would have received
-//! (`percent = 20` -> `--percent=20`, `remote = ["a", "b"]` -> `--remote=a --remote=b`,
-//! `fix_checksum = true` -> `--fix-checksum`) and parsed by that struct, so names, defaults,
-//! parsers and messages are the command line's. Errors are then mapped back to the key's
-//! position in the file.
-//!
-//! Adding a fault family to experiments is one entry in [`FAULT_KINDS`]: its name as the
-//! command line spells it and its options struct, which implements [`PlanFault`].
-use clap::{
-    ArgMatches, Args, Command, FromArgMatches,
-    error::{ContextKind, ContextValue, ErrorKind},
-};
+//! How a `[[fault]]` table becomes the options the command line builds: the table is turned
+//! into the flags the command line would have received (`percent = 20` -> `--percent=20`,
+//! `remote = ["a", "b"]` -> `--remote=a --remote=b`, `fix_checksum = true` ->
+//! `--fix-checksum`) and parsed by the kind's own clap definition (`fault::registry`). Errors
+//! are then mapped back to the key's position in the file.
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 
 use super::source::{FileError, Item, Table};
-use crate::{
-    plan::PlanFault,
-    spec::{
-        net::{CorruptOptions, DelayOptions, DropOptions, DuplicateOptions, PartitionOptions, RateOptions},
-        syscall::{SyscallDelayOptions, SyscallFailOptions},
-    },
-};
-
-/// One fault kind: its name and its options.
-pub struct FaultKind {
-    /// As the command line spells it: `net drop`.
-    pub name: &'static str,
-    options: fn() -> Command,
-    build: fn(&ArgMatches) -> Result<Box<dyn PlanFault>, clap::Error>,
-}
-
-impl FaultKind {
-    const fn of<T: Args + FromArgMatches + PlanFault + 'static>(name: &'static str) -> Self {
-        Self { name, options: options_of::<T>, build: build_of::<T> }
-    }
-
-    /// The options as clap knows them.
-    #[must_use]
-    pub fn command(&self) -> Command {
-        (self.options)()
-    }
-
-    /// The option names as a file spells them (`burst_len`).
-    #[must_use]
-    pub fn option_names(&self) -> Vec<String> {
-        self.command().get_arguments().filter_map(|a| a.get_long()).map(|l| l.replace('-', "_")).collect()
-    }
-}
-
-impl std::fmt::Debug for FaultKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name)
-    }
-}
-
-fn options_of<T: Args>() -> Command {
-    T::augment_args(Command::new("fault").no_binary_name(true).disable_help_flag(true))
-}
-
-fn build_of<T: FromArgMatches + PlanFault + 'static>(matches: &ArgMatches) -> Result<Box<dyn PlanFault>, clap::Error> {
-    Ok(Box::new(T::from_arg_matches(matches)?))
-}
-
-/// Every fault an experiment can use. Syscall families add their entries here.
-pub const FAULT_KINDS: &[FaultKind] = &[
-    FaultKind::of::<DropOptions>("net drop"),
-    FaultKind::of::<PartitionOptions>("net partition"),
-    FaultKind::of::<CorruptOptions>("net corrupt"),
-    FaultKind::of::<DuplicateOptions>("net duplicate"),
-    FaultKind::of::<DelayOptions>("net delay"),
-    FaultKind::of::<RateOptions>("net rate"),
-    FaultKind::of::<SyscallFailOptions>("syscall fail"),
-    FaultKind::of::<SyscallDelayOptions>("syscall delay"),
-    FaultKind::of::<crate::proc_fault::kill::ProcKillOptions>("proc kill"),
-    FaultKind::of::<crate::proc_fault::pause::ProcPauseOptions>("proc pause"),
-];
-
-/// Looks a kind up by name (`net drop`; extra spaces are forgiven).
-#[must_use]
-pub fn kind_named(name: &str) -> Option<&'static FaultKind> {
-    let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
-    FAULT_KINDS.iter().find(|k| k.name == name)
-}
-
-#[must_use]
-pub fn kind_names() -> Vec<&'static str> {
-    FAULT_KINDS.iter().map(|k| k.name).collect()
-}
+use crate::fault::{PlanFault, registry::FaultKind};
 
 /// A fault's options read from its table, and the command line they stand for.
 #[derive(Debug)]
@@ -138,7 +56,7 @@ pub fn parse_options(kind: &FaultKind, table: &Table<'_>, reserved: &[&str]) -> 
         origins.push((long, item));
     }
     let matches = command.try_get_matches_from(&flags).map_err(|err| clap_error(kind, table, &origins, &err))?;
-    let options = (kind.build)(&matches).map_err(|err| clap_error(kind, table, &origins, &err))?;
+    let options = kind.build(&matches).map_err(|err| clap_error(kind, table, &origins, &err))?;
     Ok(ParsedOptions { options, flags })
 }
 
@@ -208,20 +126,4 @@ fn clap_error(kind: &FaultKind, table: &Table<'_>, origins: &[(String, Item<'_>)
 fn first_line(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
     rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_kind_has_a_unique_name_and_a_consistent_definition() {
-        for kind in FAULT_KINDS {
-            kind.command().debug_assert();
-            assert_eq!(FAULT_KINDS.iter().filter(|k| k.name == kind.name).count(), 1, "{}", kind.name);
-            assert!(kind_named(kind.name).is_some());
-        }
-        assert!(kind_named("net  drop").is_some());
-        assert!(kind_named("net fly").is_none());
-    }
 }

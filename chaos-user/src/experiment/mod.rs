@@ -7,19 +7,25 @@
 //! their offsets with their own kernel deadlines, ramps, checks, abort rules, after checks) ->
 //! the [`timeline`] (JSON Lines, written as things happen) -> the summary and the exit code.
 pub mod detached;
+pub mod events;
 pub mod faults;
 pub mod file;
+pub mod hypothesis;
 pub mod plan;
 pub mod runner;
-pub mod schedule;
 pub mod source;
+pub mod steps;
 pub mod timeline;
 
 use std::{ops::Range, time::Duration};
 
 use source::{FileError, Source};
 
-use crate::{plan::PlanFault, spec::Ppm, steady::CheckSpec, target::TargetSpec};
+use crate::{
+    fault::{PlanFault, options::Ppm, registry::FaultKind},
+    steady::Check,
+    target::TargetName,
+};
 
 /// An experiment as its file describes it, validated.
 #[derive(Debug)]
@@ -27,7 +33,7 @@ pub struct Experiment {
     pub source: Source,
     /// `name`, or the file's stem.
     pub name: String,
-    pub target: TargetSpec,
+    pub target: TargetName,
     pub target_span: Range<usize>,
     /// How long the faults phase lasts (the baseline and after phases come on top).
     pub duration: Duration,
@@ -49,7 +55,7 @@ impl Experiment {
 pub struct FaultEntry {
     /// 1-based, in file order: how the timeline and the summary name it (`#1 net drop`).
     pub number: usize,
-    pub kind: &'static faults::FaultKind,
+    pub kind: &'static FaultKind,
     pub options: Box<dyn PlanFault>,
     /// The command-line flags this table stands for.
     pub flags: Vec<String>,
@@ -89,7 +95,7 @@ pub struct SteadyState {
     /// How long the checks run before any fault (the baseline) and after the last one.
     pub before: Duration,
     pub after: Duration,
-    pub checks: Vec<CheckSpec>,
+    pub checks: Vec<Check>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,8 +139,8 @@ impl Phase {
 /// has passed or that no record describes. Returns one line per item removed.
 #[must_use]
 pub fn clean_stale_runs() -> Vec<String> {
-    use crate::runs::{self, Liveness};
-    let records = runs::all();
+    use crate::run_records::{self, Liveness};
+    let records = run_records::all();
     let mut lines = Vec::new();
     for record in &records {
         if record.liveness() != Liveness::Stale {
@@ -156,7 +162,7 @@ pub fn clean_stale_runs() -> Vec<String> {
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(60)))
     };
-    for dir in detached::orphan_pins(&runs::all()) {
+    for dir in detached::orphan_pins(&run_records::all()) {
         if !old_enough(&dir) {
             continue;
         }

@@ -7,11 +7,10 @@ use serde_json::json;
 
 use super::{Experiment, Ramp, source::FileError};
 use crate::{
+    fault::{FaultContext, FaultPlan, options::Ppm},
     features::Prober,
     ledger,
-    plan::{FaultContext, FaultPlan},
-    runs::{self, Liveness, RunRecord},
-    spec::Ppm,
+    run_records::{self, Liveness, RunRecord},
     target::{self, CgroupFs, Target},
 };
 
@@ -31,11 +30,13 @@ pub struct PlannedFault {
     pub command_line: String,
     pub start: Duration,
     pub duration: Duration,
+    /// The probability its options ask for, if it has one.
+    pub percent: Option<Ppm>,
     /// The ramp with the fault's own final percentage.
     pub ramp: Option<(Ramp, Ppm)>,
     pub plan: FaultPlan,
     /// What userspace does while the fault is armed (`proc kill --every`, `proc pause`).
-    pub userspace: Option<crate::proc_fault::periodic::Action>,
+    pub userspace: Option<crate::fault::proc::periodic::Action>,
 }
 
 impl PlannedFault {
@@ -98,13 +99,15 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
                 "a ramp changes the loss rate, which a burst model fixes: remove `ramp` or `burst_len`",
             ));
         }
-        let ramp = entry.ramp.zip(entry.options.percent());
+        let percent = entry.options.percent();
+        let ramp = entry.ramp.zip(percent);
         faults.push(PlannedFault {
             number: entry.number,
             label: entry.label(),
             command_line: entry.command_line(),
             start: entry.start,
             duration: entry.duration,
+            percent,
             ramp,
             plan,
             userspace: entry.options.userspace_action(i_know),
@@ -122,8 +125,10 @@ fn check_conflicts(
     faults: &[PlannedFault],
 ) -> Result<Vec<String>, FileError> {
     let mut notes = Vec::new();
-    let running: Vec<RunRecord> =
-        runs::all().into_iter().filter(|r| r.target_id == target.id && r.liveness() == Liveness::Running).collect();
+    let running: Vec<RunRecord> = run_records::all()
+        .into_iter()
+        .filter(|r| r.target_id == target.id && r.liveness() == Liveness::Running)
+        .collect();
     for (index, fault) in faults.iter().enumerate() {
         let entry = &experiment.faults[index];
         for (hook, place) in fault.hooks() {
@@ -259,8 +264,7 @@ impl ExperimentPlan<'_> {
                 let _ = writeln!(out, "    ramp: {} to {} in {} steps", ramp.from, to, ramp.steps);
             }
             for program in &fault.plan.programs {
-                let _ =
-                    writeln!(out, "    attach {} ({}) to {}", program.program, program.hook, program.attach.describe());
+                let _ = writeln!(out, "    {}", program.describe());
             }
             let _ = writeln!(out, "    map FAULT_CONFIG[0] = {}", config_json(&fault.plan));
             let maps = serde_json::to_string(&fault.plan.maps).unwrap_or_default();

@@ -8,7 +8,7 @@ use std::{cell::RefCell, fmt, ops::Range, time::Duration};
 
 use toml::de::{DeTable, DeValue};
 
-use crate::spec::{self, Ppm};
+use crate::fault::options::{self, Ppm};
 
 /// An error in a file, at a position.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,13 +232,13 @@ impl<'a> Item<'a> {
             }
             _ => return Err(self.type_error("a duration as a string, e.g. \"30s\"")),
         };
-        spec::parse_duration(text).map_err(|e| self.error(e))
+        options::parse_duration(text).map_err(|e| self.error(e))
     }
 
     /// A percentage: `20`, `0.5` or `"99.9%"` (the command line's parser and messages).
     pub fn percent(&self) -> Result<Ppm, FileError> {
         let text = self.scalar_text()?;
-        spec::parse_percent(&text).map_err(|e| self.error(e))
+        options::parse_percent(&text).map_err(|e| self.error(e))
     }
 
     /// A table value, to read further.

@@ -1,11 +1,8 @@
 //! The timeline of a run: one JSON object per line, each with an RFC 3339 `time`, the seconds
-//! since the experiment started (`t`) and an `event` name. Lines are written and flushed as
-//! things happen, so a run that is killed leaves a readable partial timeline.
-//!
-//! Events, in order: `experiment`, `plan` (one per fault), `phase`, `check` (each result),
-//! `attach` (one per fault), `arm`, `ramp`, `counts` (injections per fault per second),
-//! `abort`, `detach` (one per fault, with its totals), `verdict`. The summary printed at the
-//! end is rendered from these events alone, which is what `chaos report` does with a saved file.
+//! since the experiment started (`t`) and an `event` name ([`TimelineEvent`]). Lines are written
+//! and flushed as things happen, so a run that is killed leaves a readable partial timeline.
+//! The summary printed at the end is rendered from these events alone, which is what
+//! `chaos report` does with a saved file.
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -15,7 +12,10 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use serde::Deserialize;
 use serde_json::{Value, json};
+
+use super::events::TimelineEvent;
 
 /// Appends events to a file, and keeps them for the summary.
 pub struct Timeline {
@@ -49,40 +49,48 @@ impl Timeline {
         (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
     }
 
-    /// Writes one event; `fields` is an object whose members are added to it. A write error is
-    /// reported once on stderr and does not stop the run (the faults matter more than the log).
-    pub fn event(&mut self, name: &str, fields: Value) {
-        self.event_at(name, Some(self.elapsed()), fields);
+    /// Writes one event. A write error is reported once on stderr and does not stop the run
+    /// (the faults matter more than the log).
+    pub fn event(&mut self, event: &TimelineEvent) {
+        self.event_at(Some(self.elapsed()), event);
     }
 
-    /// An event without `t` (written by another process than the one that started the run).
-    pub fn event_at(&mut self, name: &str, t: Option<f64>, fields: Value) {
-        let mut event = json!({
-            "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            "event": name,
-        });
+    /// An event with its own `t` (none: written by another process than the one that started
+    /// the run, which does not know its clock).
+    pub fn event_at(&mut self, t: Option<f64>, event: &TimelineEvent) {
+        let mut line =
+            serde_json::to_value(event).unwrap_or_else(|e| json!({ "event": "unknown", "error": e.to_string() }));
+        line["time"] = json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
         if let Some(t) = t {
-            event["t"] = json!(t);
+            line["t"] = json!(t);
         }
-        if let (Some(event), Value::Object(fields)) = (event.as_object_mut(), fields) {
-            event.extend(fields);
-        }
-        let line = format!("{event}\n");
-        if let Err(err) = self.file.write_all(line.as_bytes()).and_then(|()| self.file.flush()) {
+        let text = format!("{line}\n");
+        if let Err(err) = self.file.write_all(text.as_bytes()).and_then(|()| self.file.flush()) {
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| eprintln!("chaos: warning: writing the timeline {}: {err}", self.path.display()));
         }
-        self.events.push(event);
+        self.events.push(line);
     }
 
+    /// The events written so far, as written.
     #[must_use]
     pub fn events(&self) -> &[Value] {
         &self.events
     }
 }
 
-/// Reads a saved timeline; a bad line is an error naming its line number.
-pub fn read(path: &Path) -> Result<Vec<Value>, String> {
+/// One event as a timeline holds it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Recorded {
+    #[serde(default)]
+    pub t: Option<f64>,
+    #[serde(flatten)]
+    pub event: TimelineEvent,
+}
+
+/// Reads a saved timeline: each event as written (for `--output json`) and typed. A bad line
+/// is an error naming its line number.
+pub fn read(path: &Path) -> Result<Vec<(Value, Recorded)>, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut events = Vec::new();
     for (number, line) in BufReader::new(file).lines().enumerate() {
@@ -90,19 +98,25 @@ pub fn read(path: &Path) -> Result<Vec<Value>, String> {
         if line.trim().is_empty() {
             continue;
         }
-        // A run killed mid-write may leave a cut last line: say so, keep the rest.
-        match serde_json::from_str::<Value>(&line) {
-            Ok(event) if event.get("event").is_some() => events.push(event),
-            Ok(_) => {
-                return Err(format!("{}:{}: not a chaos timeline event (no \"event\")", path.display(), number + 1));
-            }
-            Err(err) => return Err(format!("{}:{}: not JSON: {err}", path.display(), number + 1)),
+        let value = serde_json::from_str::<Value>(&line)
+            .map_err(|err| format!("{}:{}: not JSON: {err}", path.display(), number + 1))?;
+        if value.get("event").is_none() {
+            return Err(format!("{}:{}: not a chaos timeline event (no \"event\")", path.display(), number + 1));
         }
+        let recorded = Recorded::deserialize(&value)
+            .map_err(|err| format!("{}:{}: not a chaos timeline event: {err}", path.display(), number + 1))?;
+        events.push((value, recorded));
     }
     if events.is_empty() {
         return Err(format!("{}: no events", path.display()));
     }
     Ok(events)
+}
+
+/// The events as written, typed (the runner's own, for its summary).
+#[must_use]
+pub fn typed(events: &[Value]) -> Vec<Recorded> {
+    events.iter().filter_map(|e| Recorded::deserialize(e).ok()).collect()
 }
 
 /// Pass counts of one check in one phase.
@@ -112,59 +126,54 @@ struct Tally {
     failed: u64,
 }
 
+/// One fault's line in the summary.
+struct FaultLine {
+    kind: String,
+    window: String,
+    seen: u64,
+    matched: u64,
+    injected: u64,
+    state: &'static str,
+}
+
 /// The human summary of a run, from its events: verdict, faults with their counts, and the
 /// checks' pass rates before, during and after.
 #[must_use]
-pub fn summary(events: &[Value]) -> String {
+pub fn summary(events: &[Recorded]) -> String {
     let mut out = String::new();
-    let find = |name: &str| events.iter().find(|e| e["event"] == name);
-    let Some(start) = find("experiment") else {
+    let Some((start, _)) = events.iter().find_map(|e| match &e.event {
+        TimelineEvent::Experiment(start) => Some((start, e.t)),
+        _ => None,
+    }) else {
         return "not a chaos experiment timeline: it has no \"experiment\" event\n".into();
     };
-    let _ = writeln!(
-        out,
-        "experiment \"{}\" ({}) on {}",
-        start["name"].as_str().unwrap_or("?"),
-        start["id"].as_str().unwrap_or("?"),
-        start["target"].as_str().unwrap_or("?")
-    );
+    let _ = writeln!(out, "experiment \"{}\" ({}) on {}", start.name, start.id, start.target);
     // Faults: kind and window from `plan`, totals from `detach` (or the last `counts`).
-    let mut faults: BTreeMap<u64, (String, String, u64, u64, u64, &str)> = BTreeMap::new();
-    for event in events.iter().filter(|e| e["event"] == "plan") {
-        let number = event["fault"].as_u64().unwrap_or(0);
-        let window = format!(
-            "+{}s for {}s",
-            event["start_s"].as_f64().unwrap_or(0.0),
-            event["duration_s"].as_f64().unwrap_or(0.0)
-        );
-        faults.insert(number, (event["kind"].as_str().unwrap_or("?").to_owned(), window, 0, 0, 0, "not armed"));
-    }
+    let mut faults: BTreeMap<usize, FaultLine> = BTreeMap::new();
     for event in events {
-        match event["event"].as_str() {
-            Some("arm") => {
-                if let Some(f) = faults.get_mut(&event["fault"].as_u64().unwrap_or(0)) {
-                    f.5 = "armed";
+        match &event.event {
+            TimelineEvent::Plan(plan) => {
+                let window = format!("+{}s for {}s", plan.start_s, plan.duration_s);
+                let line =
+                    FaultLine { kind: plan.kind.clone(), window, seen: 0, matched: 0, injected: 0, state: "not armed" };
+                faults.insert(plan.fault, line);
+            }
+            TimelineEvent::Arm { fault, .. } => {
+                if let Some(f) = faults.get_mut(fault) {
+                    f.state = "armed";
                 }
             }
-            Some("counts") => {
-                for c in event["faults"].as_array().into_iter().flatten() {
-                    if let Some(f) = faults.get_mut(&c["fault"].as_u64().unwrap_or(0)) {
-                        (f.2, f.3, f.4) = (
-                            c["seen_total"].as_u64().unwrap_or(f.2),
-                            c["matched_total"].as_u64().unwrap_or(f.3),
-                            c["injected_total"].as_u64().unwrap_or(f.4),
-                        );
+            TimelineEvent::Counts { faults: counts } => {
+                for c in counts {
+                    if let Some(f) = faults.get_mut(&c.fault) {
+                        (f.seen, f.matched, f.injected) = (c.seen_total, c.matched_total, c.injected_total);
                     }
                 }
             }
-            Some("detach") => {
-                if let Some(f) = faults.get_mut(&event["fault"].as_u64().unwrap_or(0)) {
-                    (f.2, f.3, f.4) = (
-                        event["seen"].as_u64().unwrap_or(f.2),
-                        event["matched"].as_u64().unwrap_or(f.3),
-                        event["injected"].as_u64().unwrap_or(f.4),
-                    );
-                    f.5 = "detached";
+            TimelineEvent::Detach(detach) => {
+                if let Some(f) = faults.get_mut(&detach.fault) {
+                    (f.seen, f.matched, f.injected) = (detach.seen, detach.matched, detach.injected);
+                    f.state = "detached";
                 }
             }
             _ => {}
@@ -175,30 +184,36 @@ pub fn summary(events: &[Value]) -> String {
         "{:<22} {:<18} {:>10} {:>10} {:>10} {:>8}  state",
         "fault", "window", "seen", "matched", "injected", "rate"
     );
-    for (number, (kind, window, seen, matched, injected, state)) in &faults {
-        let rate =
-            if *matched == 0 { "-".to_owned() } else { format!("{:.2}%", 100.0 * *injected as f64 / *matched as f64) };
+    for (number, f) in &faults {
+        let rate = if f.matched == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2}%", 100.0 * f.injected as f64 / f.matched as f64)
+        };
         let _ = writeln!(
             out,
-            "{:<22} {window:<18} {seen:>10} {matched:>10} {injected:>10} {rate:>8}  {state}",
-            format!("#{number} {kind}")
+            "{:<22} {:<18} {:>10} {:>10} {:>10} {rate:>8}  {}",
+            format!("#{number} {}", f.kind),
+            f.window,
+            f.seen,
+            f.matched,
+            f.injected,
+            f.state
         );
     }
     // Checks: pass counts per phase.
-    let mut checks: BTreeMap<String, (BTreeMap<String, Tally>, String)> = BTreeMap::new();
-    for check in start["checks"].as_array().into_iter().flatten() {
-        let name = check["name"].as_str().unwrap_or("?").to_owned();
-        checks
-            .insert(name, (BTreeMap::new(), check["pass_rate"].as_f64().map_or_else(String::new, |r| format!("{r}%"))));
+    let mut checks: BTreeMap<String, (BTreeMap<&'static str, Tally>, String)> = BTreeMap::new();
+    for check in &start.checks {
+        checks.insert(check.name.clone(), (BTreeMap::new(), format!("{}%", check.pass_rate.as_percent())));
     }
-    for event in events.iter().filter(|e| e["event"] == "check") {
-        let name = event["check"].as_str().unwrap_or("?").to_owned();
-        let phase = event["phase"].as_str().unwrap_or("?").to_owned();
-        let tally = checks.entry(name).or_default().0.entry(phase).or_default();
-        if event["ok"].as_bool() == Some(true) {
-            tally.passed += 1;
-        } else {
-            tally.failed += 1;
+    for event in events {
+        if let TimelineEvent::Check { check, phase, ok, .. } = &event.event {
+            let tally = checks.entry(check.clone()).or_default().0.entry(phase.name()).or_default();
+            if *ok {
+                tally.passed += 1;
+            } else {
+                tally.failed += 1;
+            }
         }
     }
     if !checks.is_empty() {
@@ -222,17 +237,18 @@ pub fn summary(events: &[Value]) -> String {
             );
         }
     }
-    if let Some(abort) = find("abort") {
-        let _ = writeln!(
-            out,
-            "aborted at {}s: {}",
-            abort["t"].as_f64().unwrap_or(0.0),
-            abort["reason"].as_str().unwrap_or("?")
-        );
+    if let Some((t, reason)) = events.iter().find_map(|e| match &e.event {
+        TimelineEvent::Abort { reason, .. } => Some((e.t, reason)),
+        _ => None,
+    }) {
+        let _ = writeln!(out, "aborted at {}s: {reason}", t.unwrap_or(0.0));
     }
-    match find("verdict") {
-        Some(verdict) => {
-            let _ = writeln!(out, "verdict: {}", verdict["summary"].as_str().unwrap_or("?"));
+    match events.iter().find_map(|e| match &e.event {
+        TimelineEvent::Verdict { summary, .. } => Some(summary),
+        _ => None,
+    }) {
+        Some(summary) => {
+            let _ = writeln!(out, "verdict: {summary}");
         }
         None => {
             let _ = writeln!(out, "verdict: none (the timeline ends before the run did: killed, or still running)");
@@ -243,11 +259,12 @@ pub fn summary(events: &[Value]) -> String {
 
 /// The exit code a timeline's verdict stands for (2 when it has none).
 #[must_use]
-pub fn exit_code(events: &[Value]) -> u8 {
+pub fn exit_code(events: &[Recorded]) -> u8 {
     events
         .iter()
-        .find(|e| e["event"] == "verdict")
-        .and_then(|v| v["exit_code"].as_u64())
-        .and_then(|c| u8::try_from(c).ok())
+        .find_map(|e| match &e.event {
+            TimelineEvent::Verdict { exit_code, .. } => Some(*exit_code),
+            _ => None,
+        })
         .unwrap_or(2)
 }

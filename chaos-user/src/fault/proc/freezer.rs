@@ -106,6 +106,27 @@ pub fn kill_all(cgroup_dir: &Path) -> io::Result<()> {
     fs::write(cgroup_dir.join("cgroup.kill"), "1")
 }
 
+/// Whether this kernel has the cgroup v2 freezer (`chaos doctor`): every non-root cgroup has
+/// `cgroup.freeze` from 5.2 on. Looks at chaos's own cgroup, else at any child of the mount
+/// (the root has none).
+pub fn probe() -> Result<String, String> {
+    let fs = crate::target::CgroupFs::discover().map_err(|e| e.to_string())?;
+    let own = crate::target::own_cgroup().filter(|c| c != "/").map(|c| fs.dir_of(&c));
+    let child = || {
+        fs::read_dir(fs.mount())
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.is_dir() && p.join("cgroup.procs").exists())
+    };
+    let dir = own.or_else(child).ok_or("no cgroup below the cgroup v2 root to look at")?;
+    if dir.join("cgroup.freeze").exists() {
+        Ok(format!("cgroup.freeze present ({})", dir.display()))
+    } else {
+        Err(format!("{} has no cgroup.freeze: the cgroup v2 freezer needs kernel 5.2 or later", dir.display()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

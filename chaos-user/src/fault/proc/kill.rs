@@ -13,13 +13,16 @@ use serde_json::json;
 
 use super::{pick::Pick, signal::Signal};
 use crate::{
-    features,
-    plan::{
+    fault::{
         AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
-        syscall::{Backend, Schedule, SyscallFaultSpec},
+        options::{Ppm, parse_duration, parse_percent, serialize_secs},
+        syscall::{
+            Schedule, ScheduleOptions,
+            fail::{Backend, SyscallFailOptions},
+            hooks, numbers as syscall_numbers,
+        },
     },
-    spec::{Ppm, net::NetFilters},
-    syscall_numbers, syscalls,
+    features,
 };
 
 /// `--pick all` over more processes than this needs `--i-know`.
@@ -45,7 +48,7 @@ pub fn parse_every(text: &str) -> Result<Every, String> {
             Ok(n) => Ok(Every::Calls(n)),
         };
     }
-    let period = crate::spec::parse_duration(trimmed)
+    let period = parse_duration(trimmed)
         .map_err(|e| format!("{e}; --every takes a period (30s) or, with --on-syscall, a count of calls (5)"))?;
     Ok(Every::Period(period))
 }
@@ -60,7 +63,7 @@ pub struct ProcKillOptions {
     #[arg(long, value_name = "PERIOD|N", value_parser = parse_every)]
     pub every: Option<Every>,
     /// Periodic: move each tick by up to this much either way (below half the period).
-    #[arg(long, value_name = "DURATION", value_parser = crate::spec::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub jitter: Option<Duration>,
     /// Periodic: which process of the target each tick hits.
     #[arg(long, value_enum, default_value = "random")]
@@ -81,7 +84,7 @@ pub struct ProcKillOptions {
     #[arg(long, value_name = "N", requires = "on_syscall")]
     pub after: Option<u64>,
     /// Crash point: share of eligible calls that kill, in percent.
-    #[arg(long, value_parser = crate::spec::parse_percent, requires = "on_syscall")]
+    #[arg(long, value_parser = parse_percent, requires = "on_syscall")]
     pub percent: Option<Ppm>,
     /// Crash point: also fail the call, so it never takes effect (BPF LSM hooks only).
     #[arg(long, requires = "on_syscall")]
@@ -91,7 +94,7 @@ pub struct ProcKillOptions {
 /// What a periodic kill does, for its runner.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PeriodicKill {
-    #[serde(serialize_with = "crate::plan::serialize_secs")]
+    #[serde(serialize_with = "serialize_secs")]
     pub every: Duration,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_optional_secs")]
     pub jitter: Option<Duration>,
@@ -291,24 +294,30 @@ impl ProcKillOptions {
         }
         let mut chosen = Vec::new();
         for name in names {
-            let syscall = syscalls::SYSCALLS.iter().find(|s| s.name == *name && s.lsm.is_some()).ok_or_else(|| {
+            let syscall = hooks::SYSCALLS.iter().find(|s| s.name == *name && s.lsm.is_some()).ok_or_else(|| {
                 PlanError::Refused(format!(
                     "{flag}: {name} has no BPF LSM hook in chaos (`chaos syscall list` shows the ones that do)"
                 ))
             })?;
             chosen.push(syscall);
         }
-        let spec = SyscallFaultSpec {
-            syscalls: chosen,
+        // The `syscall fail` planner, on the LSM hooks only: same hooks, filters and gate.
+        let fail = SyscallFailOptions {
+            syscalls: vec![chosen],
             errno: BEFORE_EFFECT_ERRNO,
             percent,
             path: self.path.clone(),
-            filters: NetFilters::default(),
-            schedule,
+            remote: Vec::new(),
+            remote_port: Vec::new(),
+            schedule: ScheduleOptions {
+                after: schedule.after,
+                first: schedule.first,
+                every: schedule.every,
+                max: schedule.max,
+            },
             backend: Backend::Lsm,
-            duration: context.duration,
         };
-        let mut plan = crate::plan::syscall::plan(&spec, context.target.clone(), context.kernel)?;
+        let mut plan = fail.plan(context)?;
         plan.config.action = if self.before_effect { action::KILL_AND_FAIL } else { action::KILL };
         Ok(plan)
     }

@@ -7,6 +7,7 @@
 //! ([`ticker`]), and the cgroup's freezer and `cgroup.kill` ([`freezer`]). A frozen target is
 //! thawed by the guard process if chaos dies (guard.rs) and by `chaos cleanup` if the guard died
 //! too (ledger.rs).
+pub mod events;
 pub mod freezer;
 pub mod kill;
 pub mod pause;

@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use chaos_common::FaultConfig;
 
-use super::{freezer::Freezer, periodic::ProcEvent, ticker::Ticker};
+use super::{events::ProcEvent, freezer::Freezer, ticker::Ticker};
 use crate::{
-    guard::Guard,
+    fault::{FaultContext, FaultPlan, MapContents, PlanError, PlanFault, syscall::guard::Guard},
     ledger::{self, Entry, Item},
-    plan::{FaultContext, FaultPlan, MapContents, PlanError, PlanFault},
     sys, target,
 };
 
@@ -27,10 +26,10 @@ const FREEZE_WAIT: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug, clap::Args)]
 pub struct ProcPauseOptions {
     /// Freeze periodically, once every PERIOD (else: for the whole --for).
-    #[arg(long, value_name = "PERIOD", value_parser = crate::spec::parse_duration, requires = "pause")]
+    #[arg(long, value_name = "PERIOD", value_parser = crate::fault::options::parse_duration, requires = "pause")]
     pub every: Option<Duration>,
     /// With --every: how long each freeze lasts (shorter than the period).
-    #[arg(long, value_name = "DURATION", value_parser = crate::spec::parse_duration, requires = "every")]
+    #[arg(long, value_name = "DURATION", value_parser = crate::fault::options::parse_duration, requires = "every")]
     pub pause: Option<Duration>,
     /// With --every: at most N freezes.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), requires = "every")]

@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::time::{Instant, sleep_until};
 
 use super::{
+    events::ProcEvent,
     freezer,
     kill::PeriodicKill,
     pause::{PausePlan, Paused},
@@ -23,44 +24,12 @@ use super::{
     ticker::Ticker,
 };
 use crate::{
-    plan::FaultPlan,
-    report::{FaultReport, OutputFormat},
-    run::{DirectionCounters, StopReason, StopSignals},
+    fault::FaultPlan,
+    report::{DirectionCounters, FaultReport, OutputFormat, StopReason},
+    run::StopSignals,
     sys,
     target::Target,
 };
-
-/// One thing a `proc` action did, for the timeline and the JSON summary.
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum ProcEvent {
-    /// A signal sent to one process.
-    Kill {
-        pid: u32,
-        comm: String,
-        signal: String,
-        at_ns: u64,
-    },
-    /// `cgroup.kill` took the whole cgroup down at once.
-    KillAll {
-        processes: usize,
-        at_ns: u64,
-    },
-    /// A tick killed nothing: the target was empty (between a crash and its restart), or
-    /// held more processes than `--max-procs` allows for `--pick all`.
-    NoKill {
-        reason: String,
-        at_ns: u64,
-    },
-    /// The target was frozen (`frozen_after_ns`: until `cgroup.events` said so).
-    Freeze {
-        at_ns: u64,
-        frozen_after_ns: Option<u64>,
-    },
-    Thaw {
-        at_ns: u64,
-    },
-}
 
 /// What a userspace `proc` action does at each tick.
 #[derive(Clone, Debug)]

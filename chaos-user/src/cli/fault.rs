@@ -1,0 +1,128 @@
+//! What every fault's command line has, written once: whom (`TargetArgs`), what (the family's
+//! options, `F`), and for how long (`RunArgs`), and the one pipeline that turns them into a run:
+//! cap, target, plan, dry run or arm, wait, report. Faults done from userspace (`proc kill
+//! --every`, `proc pause`) take the same path up to the plan, then run their actor instead.
+use std::{process::ExitCode, time::Duration};
+
+use clap::Args;
+
+use super::TargetArgs;
+use crate::{
+    fault::{AttachPoint, FaultContext, FaultPlan, PlanFault, options},
+    features::Prober,
+    ledger,
+    report::OutputFormat,
+    run,
+    target::{self, CgroupFs, TargetName},
+};
+
+/// One fault from the command line: its target, its options and how it runs.
+#[derive(Debug, Args)]
+pub struct FaultArgs<F: Args> {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub fault: F,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// How long the fault lasts, e.g. 30s, 5m (at most 1h without --i-know).
+    #[arg(long = "for", value_name = "DURATION", value_parser = options::parse_duration)]
+    pub duration: Duration,
+    /// Print what would be attached where, and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow durations over the 1h cap, and TC faults on the host's own interfaces.
+    #[arg(long)]
+    pub i_know: bool,
+}
+
+impl<F: Args + PlanFault> FaultArgs<F> {
+    pub fn run(&self, output: OutputFormat) -> anyhow::Result<ExitCode> {
+        run_fault(&self.target, &self.fault, &self.run, output)
+    }
+}
+
+/// The pipeline of every one-shot fault.
+pub fn run_fault(
+    target: &TargetArgs,
+    fault: &dyn PlanFault,
+    run: &RunArgs,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let kernel = Prober::new();
+    options::check_duration_cap(run.duration, run.i_know).map_err(anyhow::Error::msg)?;
+    let target_spec = target.spec();
+    let target = CgroupFs::discover()?.resolve(&target_spec, target::own_cgroup().as_deref())?;
+    if fault.uses_ledger() {
+        clean_up_after_crashes();
+    }
+    let context = FaultContext { target: &target, duration: run.duration, i_know: run.i_know, kernel: &kernel };
+    let plan = fault.plan(&context)?;
+    if run.dry_run {
+        print_plan(&plan, output);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(action) = fault.userspace_action(run.i_know) {
+        return crate::fault::proc::periodic::run(&plan, action, output);
+    }
+    if matches!(target_spec, TargetName::Pid(_)) && keys_on_sockets(&plan) {
+        eprintln!(
+            "note: a socket stays in the cgroup it was created in; sockets this process opened \
+             before it joined {} are not affected",
+            plan.target.cgroup
+        );
+    }
+    run::run_plan(&plan, output)
+}
+
+/// Whether the fault's programs find the target by a socket's cgroup (cgroup_skb, cgroup
+/// socket hooks, TC egress), so that sockets opened elsewhere escape it.
+fn keys_on_sockets(plan: &FaultPlan) -> bool {
+    plan.programs.iter().any(|p| matches!(p.attach, AttachPoint::Cgroup { .. } | AttachPoint::Tc { .. }))
+}
+
+/// Legacy TC filters of crashed runs are removed before new ones attach.
+fn clean_up_after_crashes() {
+    for line in ledger::cleanup_stale() {
+        eprintln!("chaos: cleanup of an earlier run: {line}");
+    }
+}
+
+/// `--dry-run`: what would be attached where, with which configuration; nothing is.
+fn print_plan(plan: &FaultPlan, output: OutputFormat) {
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(plan).expect("plan serializes")),
+        OutputFormat::Text => {
+            println!(
+                "plan: {} ({}) on {} for {}",
+                plan.fault,
+                plan.summary,
+                plan.target.describe(),
+                humantime::format_duration(plan.duration),
+            );
+            for program in &plan.programs {
+                println!("  {}", program.describe());
+            }
+            if plan.programs.is_empty() {
+                println!(
+                    "  nothing to attach: chaos's own process does this (signals, the cgroup freezer), for {}",
+                    humantime::format_duration(plan.duration)
+                );
+                println!("dry run: nothing done");
+                return;
+            }
+            println!(
+                "  map FAULT_CONFIG[0] = {{ threshold: {}, flags: {:#x}, net_filters: {:#x}, deadline: now + {} }}",
+                plan.config.threshold,
+                plan.config.flags,
+                plan.config.net_filters,
+                humantime::format_duration(plan.duration)
+            );
+            println!("dry run: nothing attached");
+        }
+    }
+}

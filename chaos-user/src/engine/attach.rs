@@ -1,0 +1,180 @@
+//! Attaching a fault's programs where its plan says: the target cgroup (cgroup_skb, socket
+//! hooks), a BPF LSM hook, a raw tracepoint that stops tasks (with its guard and resumer), or a
+//! TC hook in the target's namespace (`tc`).
+use std::{fs::File, path::Path};
+
+use aya::{
+    Btf,
+    maps::{MapError, RingBuf},
+    programs::{
+        CgroupAttachMode, CgroupSkbAttachType, Lsm, Program, RawTracePoint, SchedClassifier,
+        links::{FdLink, LinkError},
+    },
+};
+use chaos_common::{Direction, maps};
+
+use super::{
+    AttachError, LoadedFault, program_error,
+    tc::{self, TcPlace},
+};
+use crate::{
+    fault::{
+        AttachPoint, PlannedProgram,
+        syscall::{guard::Guard, resumer::Resumer},
+    },
+    features::TcApi,
+    ledger::{self, Item},
+};
+
+impl LoadedFault {
+    /// Loads and attaches one planned program.
+    pub fn attach(&mut self, planned: &PlannedProgram) -> Result<(), AttachError> {
+        match &planned.attach {
+            AttachPoint::Cgroup { cgroup_dir } => self.attach_cgroup(planned, cgroup_dir),
+            AttachPoint::Lsm { hook } => self.attach_lsm(planned.program, hook),
+            AttachPoint::RawTracepoint { tracepoint, cgroup_dir } => {
+                self.attach_stopping_tracepoint(planned.program, tracepoint, cgroup_dir)
+            }
+            AttachPoint::SignallingTracepoint { tracepoint } => self.attach_tracepoint(planned.program, tracepoint),
+            AttachPoint::Tc { netns, iface, api, needs_fq } => {
+                let place = TcPlace {
+                    netns,
+                    iface,
+                    direction: planned.direction,
+                    legacy: *api == TcApi::Legacy,
+                    needs_fq: *needs_fq,
+                };
+                self.attach_tc(planned.program, &place)
+            }
+        }
+    }
+
+    /// A program attached to the target cgroup itself; its type says how.
+    fn attach_cgroup(&mut self, planned: &PlannedProgram, cgroup_dir: &Path) -> Result<(), AttachError> {
+        let program = planned.program;
+        let cgroup = File::open(cgroup_dir)
+            .map_err(|source| AttachError::Cgroup { path: cgroup_dir.display().to_string(), source })?;
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| AttachError::Program { program, reason: "not in the eBPF object".into() })?;
+        let loading = |err| program_error(program, "loading", &err);
+        let attaching = |err| program_error(program, "attaching", &err);
+        let owning = |err: LinkError| AttachError::Program { program, reason: format!("taking its link: {err}") };
+        // On 5.7+ aya attaches through BPF_LINK_CREATE, which takes no flags (any flag is
+        // EINVAL) and always attaches in multi mode: other programs on the cgroup (systemd's IP
+        // accounting, a CNI's policies) keep running, and several chaos faults can share it.
+        // `Single` is how aya spells "no flags".
+        let mode = CgroupAttachMode::Single;
+        let link: FdLink = match prog {
+            Program::CgroupSkb(prog) => {
+                let attach_type = match planned.direction {
+                    Direction::Egress => CgroupSkbAttachType::Egress,
+                    Direction::Ingress => CgroupSkbAttachType::Ingress,
+                };
+                prog.load().map_err(loading)?;
+                let id = prog.attach(cgroup, attach_type, mode).map_err(attaching)?;
+                prog.take_link(id).map_err(attaching)?.try_into().map_err(owning)?
+            }
+            Program::CgroupSockAddr(prog) => {
+                prog.load().map_err(loading)?;
+                let id = prog.attach(cgroup, mode).map_err(attaching)?;
+                prog.take_link(id).map_err(attaching)?.try_into().map_err(owning)?
+            }
+            Program::CgroupSock(prog) => {
+                prog.load().map_err(loading)?;
+                let id = prog.attach(cgroup, mode).map_err(attaching)?;
+                prog.take_link(id).map_err(attaching)?.try_into().map_err(owning)?
+            }
+            Program::CgroupSockopt(prog) => {
+                prog.load().map_err(loading)?;
+                prog.attach(cgroup, mode).map_err(attaching)?;
+                self.unpinnable.push(program);
+                return Ok(());
+            }
+            other => {
+                return Err(AttachError::Program {
+                    program,
+                    reason: format!("{:?} programs do not attach to cgroups", other.prog_type()),
+                });
+            }
+        };
+        self.links.push((program, link));
+        Ok(())
+    }
+
+    /// A raw tracepoint program that stops tasks of `cgroup_dir` (syscall delay): the guard is
+    /// started before anything attaches, the resumer right after.
+    fn attach_stopping_tracepoint(
+        &mut self,
+        program: &'static str,
+        tracepoint: &str,
+        cgroup_dir: &Path,
+    ) -> Result<(), AttachError> {
+        let record = ledger::write(None, Item::StoppedTasks { cgroup_dir: cgroup_dir.to_path_buf() })
+            .map_err(|e| AttachError::Program { program, reason: format!("recording the tasks it may stop: {e}") })?;
+        let longest_delay = self.config.delay_ns.saturating_add(self.config.jitter_ns);
+        let time_box = (self.config.deadline_ns != 0).then(|| self.config.deadline_ns.saturating_add(longest_delay));
+        let guard = Guard::spawn(cgroup_dir, time_box).map_err(|e| AttachError::Program {
+            program,
+            reason: format!("starting the guard that resumes stopped tasks: {e}"),
+        })?;
+        let prog: &mut RawTracePoint = self.program(program)?;
+        prog.load().map_err(|err| program_error(program, "loading", &err))?;
+        let id = prog.attach(tracepoint).map_err(|err| program_error(program, "attaching", &err))?;
+        let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
+        self.links.push((program, FdLink::from(link)));
+        let events = self.ebpf.take_map(maps::STOP_EVENTS).ok_or(AttachError::Map {
+            map: maps::STOP_EVENTS,
+            source: MapError::InvalidName { name: maps::STOP_EVENTS.into() },
+        })?;
+        let events = RingBuf::try_from(events).map_err(|source| AttachError::Map { map: maps::STOP_EVENTS, source })?;
+        let delay = std::time::Duration::from_nanos(self.config.delay_ns);
+        let jitter = std::time::Duration::from_nanos(self.config.jitter_ns);
+        let resumer = Resumer::start(events, guard, delay, jitter)
+            .map_err(|e| AttachError::Program { program, reason: format!("starting the resumer: {e}") })?;
+        self.resumer = Some((resumer, record));
+        Ok(())
+    }
+
+    /// A raw tracepoint program that only signals the current task (crash points).
+    fn attach_tracepoint(&mut self, program: &'static str, tracepoint: &str) -> Result<(), AttachError> {
+        let prog: &mut RawTracePoint = self.program(program)?;
+        prog.load().map_err(|err| program_error(program, "loading", &err))?;
+        let id = prog.attach(tracepoint).map_err(|err| program_error(program, "attaching", &err))?;
+        let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
+        self.links.push((program, FdLink::from(link)));
+        Ok(())
+    }
+
+    /// A BPF LSM program: global, attached through a link owned by this process.
+    fn attach_lsm(&mut self, program: &'static str, hook: &str) -> Result<(), AttachError> {
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().map_err(|e| AttachError::Program {
+                program,
+                reason: format!("LSM programs need the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
+            })?);
+        }
+        let btf = self.btf.take().expect("just set");
+        let result = (|| -> Result<FdLink, AttachError> {
+            let prog: &mut Lsm = self.program(program)?;
+            prog.load(hook, &btf).map_err(|err| program_error(program, "loading", &err))?;
+            let id = prog.attach().map_err(|err| program_error(program, "attaching", &err))?;
+            let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
+            Ok(FdLink::from(link))
+        })();
+        self.btf = Some(btf);
+        self.links.push((program, result?));
+        Ok(())
+    }
+
+    fn attach_tc(&mut self, program: &'static str, place: &TcPlace<'_>) -> Result<(), AttachError> {
+        let prog: &mut SchedClassifier = self.program(program)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|err| program_error(program, "loading", &err))?;
+        }
+        let attachment = place.netns.run(|| tc::attach(prog, program, place))??;
+        self.tc.push(attachment);
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! One fault's instance of the eBPF object: loaded with the kernel offsets its programs need,
+//! its configuration and filter maps written, its counters read, and everything it attached
+//! detached when it is dropped (tasks a syscall delay stopped are resumed first).
+use aya::{
+    Btf, Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
+    programs::{ProgramError, links::FdLink},
+};
+use chaos_common::{Direction, FaultConfig, FaultCounters, KERNEL_OFFSETS_GLOBAL, KernelOffsets, maps};
+
+use super::{
+    AttachError, privilege_hint, sum_counters,
+    tc::{self, TcAttachment},
+};
+use crate::{
+    errno,
+    fault::{MapContents, syscall::resumer::Resumer},
+    ledger::Entry,
+};
+
+/// The object built from chaos-ebpf by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos"));
+
+/// One fault's instance of the eBPF object: its own maps, its own attached programs.
+pub struct LoadedFault {
+    pub(super) ebpf: Ebpf,
+    /// Every bpf_link taken out of its program as soon as it is made: dropping one detaches
+    /// it, and a detached experiment pins them all the same way.
+    pub(super) links: Vec<(&'static str, FdLink)>,
+    /// Programs whose links aya cannot hand over as an `FdLink` (cgroup sockopt): they stay
+    /// in the object (detached with it) and cannot be pinned.
+    pub(super) unpinnable: Vec<&'static str>,
+    pub(super) tc: Vec<TcAttachment>,
+    /// The kernel's BTF, parsed once if an LSM program needs it.
+    pub(super) btf: Option<Btf>,
+    /// The configuration last written, which the resumer takes its delay from.
+    pub(super) config: FaultConfig,
+    /// Resumes the tasks a syscall delay stops (with its guard and its ledger record).
+    pub(super) resumer: Option<(Resumer, Entry)>,
+}
+
+impl LoadedFault {
+    /// Loads a fresh copy of the object (maps are created; no program is loaded yet), with the
+    /// kernel struct offsets some syscall programs need written into its read-only data.
+    pub fn load(kernel_offsets: Option<KernelOffsets>) -> Result<Self, AttachError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(AttachError::NoObject);
+        }
+        let offsets = kernel_offsets.unwrap_or_default();
+        // No kernel BTF: the object has no CO-RE relocations, and parsing all of vmlinux's BTF
+        // for nothing costs more than everything else chaos does at start.
+        let ebpf = EbpfLoader::new()
+            .btf(None)
+            .override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true)
+            .load(EBPF_OBJECT)
+            .map_err(|err| match err {
+                EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {
+                    program: "(maps)",
+                    reason: format!(
+                        "creating map {name} returned {}{}",
+                        errno::name_of(&io_error),
+                        privilege_hint(&io_error)
+                    ),
+                },
+                other => AttachError::Load(other),
+            })?;
+        Ok(Self {
+            ebpf,
+            links: Vec::new(),
+            unpinnable: Vec::new(),
+            tc: Vec::new(),
+            btf: None,
+            config: FaultConfig::default(),
+            resumer: None,
+        })
+    }
+
+    /// Writes the fault's configuration. Safe while the programs run: the next event sees it.
+    pub fn configure(&mut self, config: FaultConfig) -> Result<(), AttachError> {
+        let mut array: Array<_, FaultConfig> = self.map(maps::FAULT_CONFIG)?;
+        array.set(0, config, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })?;
+        self.config = config;
+        if let Some((resumer, _)) = &self.resumer {
+            // A disarmed fault (deadline 0) stops nobody new: its time box ends with the
+            // longest delay from now.
+            let deadline = if config.deadline_ns == 0 { crate::sys::monotonic_now_ns() } else { config.deadline_ns };
+            resumer.set_time_box(deadline.saturating_add(config.delay_ns).saturating_add(config.jitter_ns));
+        }
+        Ok(())
+    }
+
+    /// Switches the fault off now (deadline 0), without detaching anything.
+    pub fn disarm(&mut self) -> Result<(), AttachError> {
+        self.configure(FaultConfig::default())
+    }
+
+    /// Fills the filter maps.
+    pub fn fill_maps(&mut self, contents: &MapContents) -> Result<(), AttachError> {
+        let map_error = |map| move |source| AttachError::Map { map, source };
+        if !contents.remote_v4.is_empty() {
+            let mut trie: LpmTrie<_, [u8; 4], u8> = self.map(maps::REMOTE_V4)?;
+            for &(len, address) in &contents.remote_v4 {
+                trie.insert(&Key::new(len, address), 1, 0).map_err(map_error(maps::REMOTE_V4))?;
+            }
+        }
+        if !contents.remote_v6.is_empty() {
+            let mut trie: LpmTrie<_, [u8; 16], u8> = self.map(maps::REMOTE_V6)?;
+            for &(len, address) in &contents.remote_v6 {
+                trie.insert(&Key::new(len, address), 1, 0).map_err(map_error(maps::REMOTE_V6))?;
+            }
+        }
+        if let Some(words) = &contents.syscall_set {
+            let mut array: Array<_, u64> = self.map(maps::SYSCALL_SET)?;
+            for (index, &word) in words.iter().enumerate().filter(|(_, w)| **w != 0) {
+                array.set(index as u32, word, 0).map_err(map_error(maps::SYSCALL_SET))?;
+            }
+        }
+        if let Some(words) = &contents.port_sets {
+            let mut array: Array<_, u64> = self.map(maps::PORT_SETS)?;
+            for (index, &word) in words.iter().enumerate().filter(|(_, w)| **w != 0) {
+                array.set(index as u32, word, 0).map_err(map_error(maps::PORT_SETS))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn map<'a, T: TryFrom<&'a mut aya::maps::Map, Error = MapError>>(
+        &'a mut self,
+        name: &'static str,
+    ) -> Result<T, AttachError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(AttachError::Map { map: name, source: MapError::InvalidName { name: name.into() } })?;
+        T::try_from(map).map_err(|source| AttachError::Map { map: name, source })
+    }
+
+    pub(super) fn program<'a, T>(&'a mut self, program: &'static str) -> Result<&'a mut T, AttachError>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
+        self.ebpf
+            .program_mut(program)
+            .ok_or_else(|| AttachError::Program { program, reason: "not in the eBPF object".into() })?
+            .try_into()
+            .map_err(|err: ProgramError| AttachError::Program { program, reason: err.to_string() })
+    }
+
+    /// The counters of `direction`, summed over CPUs.
+    pub fn counters(&self, direction: Direction) -> Result<FaultCounters, AttachError> {
+        self.total(&[direction])
+    }
+
+    /// The counters of `directions`, summed over CPUs and directions.
+    pub fn total(&self, directions: &[Direction]) -> Result<FaultCounters, AttachError> {
+        let map = self.ebpf.map(maps::FAULT_COUNTERS).ok_or(AttachError::Map {
+            map: maps::FAULT_COUNTERS,
+            source: MapError::InvalidName { name: maps::FAULT_COUNTERS.into() },
+        })?;
+        let array: PerCpuArray<_, FaultCounters> =
+            PerCpuArray::try_from(map).map_err(|source| AttachError::Map { map: maps::FAULT_COUNTERS, source })?;
+        sum_counters(&array, directions)
+    }
+
+    /// Detaches the TC programs from inside their namespaces, removes a clsact qdisc chaos
+    /// added once it is empty, and forgets the records of what is gone; returns what could not
+    /// be undone, for people. (Cgroup links go when the object is dropped.)
+    pub fn detach_tc(&mut self) -> Vec<String> {
+        self.tc.drain(..).filter_map(tc::detach).collect()
+    }
+
+    /// Ends a syscall delay: no new stops (disarm), then every stopped task resumed now.
+    /// Returns how many were resumed and how late against their due time (ns).
+    pub fn finish_stops(&mut self) -> Option<crate::fault::syscall::resumer::ResumeStats> {
+        let (mut resumer, record) = self.resumer.take()?;
+        let _ = self.disarm();
+        let stats = resumer.finish();
+        drop(resumer);
+        record.settle();
+        Some(stats)
+    }
+}
+
+impl Drop for LoadedFault {
+    fn drop(&mut self) {
+        // Tasks first: nothing may stay stopped, whatever else goes wrong below.
+        let _ = self.finish_stops();
+        for problem in self.detach_tc() {
+            tracing::warn!("{problem}; `chaos cleanup` will retry");
+        }
+    }
+}

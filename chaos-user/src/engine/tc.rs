@@ -1,0 +1,158 @@
+//! TC programs in the target's network namespace: a tcx link (6.6+) or a clsact qdisc and a
+//! cls_bpf filter (older kernels; both recorded in the ledger, since they outlive chaos), fq
+//! made the root qdisc for programs that set departure times (the previous root qdisc recorded
+//! and put back), and detaching all of it from inside that namespace.
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttachType,
+    tc::{self, SchedClassifierLink, TcAttachOptions, TcError},
+};
+use chaos_common::Direction;
+
+use super::{AttachError, program_error};
+use crate::{
+    ledger::{self, Entry, Item},
+    netlink,
+    netns::Netns,
+};
+
+/// A TC program attached in some namespace, detached from inside that namespace.
+pub struct TcAttachment {
+    pub(super) link: Option<SchedClassifierLink>,
+    netns: Netns,
+    pub(super) iface: String,
+    pub(super) filter_record: Option<Entry>,
+    qdisc_record: Option<Entry>,
+    /// The root qdisc chaos replaced with fq, to put back, and its record.
+    replaced_root: Option<(netlink::Qdisc, Entry)>,
+}
+
+/// Where and how one TC program attaches.
+pub(super) struct TcPlace<'a> {
+    pub netns: &'a Netns,
+    pub iface: &'a str,
+    pub direction: Direction,
+    pub legacy: bool,
+    pub needs_fq: bool,
+}
+
+/// Attaches `prog` (loaded) at `place`; runs in the target's namespace (the caller enters it).
+pub(super) fn attach(
+    prog: &mut SchedClassifier,
+    program: &'static str,
+    place: &TcPlace<'_>,
+) -> Result<TcAttachment, AttachError> {
+    let TcPlace { netns, iface, direction, legacy, needs_fq } = *place;
+    let attach_type = match direction {
+        Direction::Egress => TcAttachType::Egress,
+        Direction::Ingress => TcAttachType::Ingress,
+    };
+
+    let replaced_root = if needs_fq { ensure_fq(netns, iface)? } else { None };
+    let mut qdisc_record = None;
+    let options = if legacy {
+        match tc::qdisc_add_clsact(iface) {
+            Ok(()) => {
+                qdisc_record = Some(
+                    ledger::write(Some(netns), Item::ClsactQdisc { iface: iface.to_owned() })
+                        .map_err(|e| AttachError::tc(format!("recording the clsact qdisc on {iface}"), e))?,
+                );
+            }
+            Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(err) => return Err(AttachError::tc(format!("adding the clsact qdisc to {iface}"), err)),
+        }
+        TcAttachOptions::Netlink(tc::NlOptions::default())
+    } else {
+        TcAttachOptions::TcxOrder(LinkOrder::default())
+    };
+    let id = prog
+        .attach_with_options(iface, attach_type, options)
+        .map_err(|err| program_error(program, &format!("attaching to {iface}"), &err))?;
+    let link = prog.take_link(id).map_err(|err| program_error(program, "taking the link", &err))?;
+    let filter_record = if legacy {
+        let priority = link.priority().map_err(|e| AttachError::tc("reading the TC filter's priority", e))?;
+        let handle = u32::from(link.handle().map_err(|e| AttachError::tc("reading the TC filter's handle", e))?);
+        let item = Item::LegacyTcFilter {
+            iface: iface.to_owned(),
+            ingress: direction == Direction::Ingress,
+            priority,
+            handle,
+        };
+        Some(
+            ledger::write(Some(netns), item)
+                .map_err(|e| AttachError::tc(format!("recording the TC filter on {iface}"), e))?,
+        )
+    } else {
+        None
+    };
+    Ok(TcAttachment {
+        link: Some(link),
+        netns: netns.clone(),
+        iface: iface.to_owned(),
+        filter_record,
+        qdisc_record,
+        replaced_root,
+    })
+}
+
+/// Detaches one TC program from inside its namespace, puts back the root qdisc chaos replaced
+/// with fq, removes a clsact qdisc chaos added once it is empty, and settles the records of what
+/// is gone. Returns what could not be undone, for people.
+pub(super) fn detach(mut attachment: TcAttachment) -> Option<String> {
+    let iface = attachment.iface.clone();
+    let result = attachment.netns.clone().run(move || {
+        drop(attachment.link.take());
+        if let Some(record) = attachment.filter_record.take() {
+            record.settle();
+        }
+        if let Some((previous, record)) = attachment.replaced_root.take() {
+            let index = interface_index(&attachment.iface)?;
+            let mut socket = netlink::RouteSocket::open()?;
+            ledger::restore_root_qdisc(&mut socket, index, &previous)?;
+            record.settle();
+        }
+        if let Some(record) = attachment.qdisc_record.take() {
+            match ledger::remove(&Item::ClsactQdisc { iface: attachment.iface.clone() }) {
+                // Still used by someone else's filters: keep the record, so a later
+                // `chaos cleanup` removes the qdisc once they are gone.
+                Ok(what) if what.starts_with("kept") => std::mem::forget(record),
+                Ok(_) => record.settle(),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(format!("removing the clsact qdisc on {iface}: {err}")),
+        Err(err) => Some(format!("detaching from {iface}: {err}")),
+    }
+}
+
+/// Makes fq the root qdisc of `iface` (in the calling thread's namespace) unless it already is,
+/// returning what it replaced (with its ledger record) so it can be put back.
+fn ensure_fq(netns: &Netns, iface: &str) -> Result<Option<(netlink::Qdisc, Entry)>, AttachError> {
+    let fail = |what: &str, err: std::io::Error| AttachError::tc(format!("{what} on {iface}"), err);
+    let index = interface_index(iface).map_err(|e| fail("finding the interface", e))?;
+    let mut socket = netlink::RouteSocket::open().map_err(|e| fail("opening rtnetlink", e))?;
+    let previous = socket.root_qdisc(index).map_err(|e| fail("reading the root qdisc", e))?;
+    if previous.as_ref().is_some_and(|q| q.kind == "fq") {
+        return Ok(None);
+    }
+    let previous = previous.unwrap_or(netlink::Qdisc { kind: "none".into(), handle: 0, options: None });
+    let record =
+        ledger::write(Some(netns), Item::ReplacedRootQdisc { iface: iface.to_owned(), previous: previous.clone() })
+            .map_err(|e| fail("recording the root qdisc", e))?;
+    socket
+        .replace_root_qdisc(index, "fq", Some(&netlink::fq_options_for_delays()))
+        .map_err(|e| fail("installing fq as the root qdisc", e))?;
+    Ok(Some((previous, record)))
+}
+
+pub(super) fn interface_index(iface: &str) -> std::io::Result<i32> {
+    let name = std::ffi::CString::new(iface).map_err(std::io::Error::other)?;
+    // SAFETY: valid C string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()),
+        index => Ok(index as i32),
+    }
+}

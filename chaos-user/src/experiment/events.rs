@@ -1,0 +1,202 @@
+//! The events of a timeline, typed: the foreground runner and a detached experiment's reaper
+//! write them, `chaos report` reads them back. One JSON object per event, its name in `event`,
+//! its fields beside it; the writer adds `time` (RFC 3339) and `t` (seconds since the start).
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Phase,
+    plan::{ExperimentPlan, PlannedFault},
+};
+use crate::fault::options::Ppm;
+
+/// Every event a timeline holds, in the order a run writes them: `experiment`, `plan` (one per
+/// fault), `phase`, `check` (each result), `attach` (one per fault), `arm`, `ramp`, `counts`
+/// (injections per fault per second), `proc` (what a userspace process fault did), `abort`, `detach` (one per fault, with its totals),
+/// `verdict`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum TimelineEvent {
+    Experiment(Started),
+    Plan(FaultPlanned),
+    Phase {
+        phase: Phase,
+        length_s: f64,
+    },
+    Check {
+        check: String,
+        phase: Phase,
+        ok: bool,
+        latency_ms: f64,
+        detail: String,
+    },
+    Attach(FaultAttached),
+    Arm {
+        fault: usize,
+        kernel_deadline_ns: u64,
+        /// The probability it was armed with (the ramp's first step, or its own), if it has one.
+        percent: Option<Ppm>,
+    },
+    Ramp {
+        fault: usize,
+        percent: Ppm,
+    },
+    Counts {
+        faults: Vec<FaultCounts>,
+    },
+    Abort {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phase: Option<Phase>,
+        reason: String,
+    },
+    /// What a userspace `proc` fault did: a kill, a freeze, a thaw.
+    Proc {
+        fault: usize,
+        #[serde(flatten)]
+        did: crate::fault::proc::events::ProcEvent,
+    },
+    Detach(FaultDetached),
+    Verdict {
+        /// None for a detached experiment: it ran no checks.
+        held: Option<bool>,
+        exit_code: u8,
+        summary: String,
+    },
+    /// An event this version of chaos does not know (a newer chaos wrote it).
+    #[serde(other)]
+    Unknown,
+}
+
+/// `experiment`: what runs, where, and what the hypothesis is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Started {
+    pub id: String,
+    pub name: String,
+    pub file: String,
+    pub target: String,
+    /// The foreground process (a detached experiment has none while it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
+    pub duration_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_s: Option<f64>,
+    pub checks: Vec<CheckInfo>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckInfo {
+    pub name: String,
+    pub what: String,
+    pub pass_rate: Ppm,
+}
+
+/// `plan`: one fault, when it starts and for how long, and what it attaches where.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultPlanned {
+    pub fault: usize,
+    pub kind: String,
+    pub command_line: String,
+    pub start_s: f64,
+    pub duration_s: f64,
+    /// The planned programs and map contents as the dry run shows them.
+    pub programs: serde_json::Value,
+    pub maps: serde_json::Value,
+}
+
+impl FaultPlanned {
+    #[must_use]
+    pub fn of(fault: &PlannedFault) -> Self {
+        Self {
+            fault: fault.number,
+            kind: fault.plan.fault.to_owned(),
+            command_line: fault.command_line.clone(),
+            start_s: fault.start.as_secs_f64(),
+            duration_s: fault.duration.as_secs_f64(),
+            programs: serde_json::to_value(&fault.plan.programs).unwrap_or_default(),
+            maps: serde_json::to_value(&fault.plan.maps).unwrap_or_default(),
+        }
+    }
+}
+
+/// `attach`: a fault's programs are in place (inert until armed).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultAttached {
+    pub fault: usize,
+    /// How many programs (foreground runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub programs: Option<usize>,
+    /// Where its links and maps are pinned (detached experiments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<PathBuf>,
+    pub hooks: Vec<(String, String)>,
+}
+
+/// One fault's line in a `counts` event: since the last one, and in all.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct FaultCounts {
+    pub fault: usize,
+    pub injected: u64,
+    pub seen: u64,
+    pub matched: u64,
+    pub injected_total: u64,
+    pub seen_total: u64,
+    pub matched_total: u64,
+}
+
+/// `detach`: a fault is gone, with its totals.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultDetached {
+    pub fault: usize,
+    pub why: String,
+    pub seen: u64,
+    pub matched: u64,
+    pub injected: u64,
+    /// What could not be undone (foreground runs say so even when nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+}
+
+impl Started {
+    /// The `experiment` event of a foreground run.
+    #[must_use]
+    pub fn foreground(id: &str, plan: &ExperimentPlan<'_>) -> Self {
+        let experiment = plan.experiment;
+        let steady = &experiment.steady_state;
+        Self {
+            id: id.to_owned(),
+            name: experiment.name.clone(),
+            file: experiment.source.path.clone(),
+            target: plan.target.describe(),
+            pid: Some(std::process::id()),
+            detached: false,
+            duration_s: experiment.duration.as_secs_f64(),
+            before_s: Some(steady.before.as_secs_f64()),
+            after_s: Some(steady.after.as_secs_f64()),
+            checks: steady
+                .checks
+                .iter()
+                .map(|c| CheckInfo { name: c.name.clone(), what: c.kind.to_string(), pass_rate: c.pass_rate })
+                .collect(),
+            notes: plan.notes.clone(),
+        }
+    }
+
+    /// The `experiment` event of a detached experiment (it runs no checks).
+    #[must_use]
+    pub fn detached(id: &str, plan: &ExperimentPlan<'_>) -> Self {
+        Self {
+            pid: None,
+            detached: true,
+            before_s: None,
+            after_s: None,
+            checks: Vec::new(),
+            ..Self::foreground(id, plan)
+        }
+    }
+}

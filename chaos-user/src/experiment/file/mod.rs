@@ -1,0 +1,350 @@
+//! Reading an experiment file: the layout of the TOML, its defaults, and every check that does
+//! not need this machine (the target's existence and the kernel are checked by the planner).
+use std::{path::Path, time::Duration};
+
+use super::{
+    AbortRules, Experiment, FaultEntry, Ramp, SteadyState, faults,
+    source::{FileError, Item, Source, Table},
+};
+use crate::{
+    fault::{
+        options::{self, Ppm},
+        registry::{self, kind_named},
+    },
+    steady::{self, Check, CheckKind},
+    target::TargetName,
+};
+
+/// Keys of a `[[fault]]` table that belong to the experiment, not to the fault's options.
+pub const FAULT_KEYS: &[&str] = &["kind", "start", "duration", "ramp"];
+const TOP_KEYS: &[&str] = &["name", "description", "target", "duration", "fault", "steady_state", "abort"];
+const TARGET_KEYS: &[&str] = &["cgroup", "pid", "unit", "container"];
+const STEADY_KEYS: &[&str] = &["before", "after", "interval", "timeout", "pass_rate", "check"];
+const CHECK_KEYS: &[&str] = &[
+    "name",
+    "http",
+    "tcp",
+    "command",
+    "status",
+    "max_latency",
+    "exit_code",
+    "stdout_contains",
+    "interval",
+    "timeout",
+    "pass_rate",
+];
+const ABORT_KEYS: &[&str] = &["on_violation", "consecutive_failures"];
+
+/// Defaults of `[steady_state]`.
+const DEFAULT_PHASE: Duration = Duration::from_secs(5);
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_PASS_RATE: &str = "99";
+
+/// Reads and validates an experiment file. `i_know` lifts the duration cap.
+pub fn load(path: &Path, i_know: bool) -> Result<Experiment, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FileError {
+        path: path.display().to_string(),
+        line: 1,
+        column: 1,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    parse(Source::new(path.display().to_string(), text), i_know)
+}
+
+/// Parses and validates an experiment from its text.
+pub fn parse(source: Source, i_know: bool) -> Result<Experiment, FileError> {
+    let parsed = parse_parts(&source, i_know)?;
+    Ok(Experiment { source, ..parsed })
+}
+
+fn parse_parts(source: &Source, i_know: bool) -> Result<Experiment, FileError> {
+    let document = source.parse()?;
+    let root = document.root();
+    let name = match root.get("name") {
+        Some(item) => item.str()?.to_owned(),
+        None => Path::new(&source.path)
+            .file_stem()
+            .map_or_else(|| "experiment".into(), |s| s.to_string_lossy().into_owned()),
+    };
+    if let Some(item) = root.get("description") {
+        item.str()?;
+    }
+    let target_item = root.require("target", "target = { cgroup = \"/system.slice/api.service\" }")?;
+    let target = parse_target(&target_item)?;
+    let duration_item = root.require("duration", "duration = \"2m\"")?;
+    let duration = duration_item.duration()?;
+    if let Err(reason) = options::check_duration_cap(duration, i_know) {
+        return Err(duration_item.error(reason.replace("--for ", "")));
+    }
+    let faults = match root.get("fault") {
+        Some(item) => parse_faults(&item, duration)?,
+        None => Vec::new(),
+    };
+    if faults.is_empty() {
+        return Err(root.error(format!(
+            "an experiment needs at least one [[fault]] (kinds: {})",
+            registry::kind_names().join(", ")
+        )));
+    }
+    let steady_state = match root.get("steady_state") {
+        Some(item) => parse_steady_state(&item.table("[steady_state]")?)?,
+        None => SteadyState::default(),
+    };
+    let abort = match root.get("abort") {
+        Some(item) => parse_abort(&item.table("[abort]")?)?,
+        None => AbortRules::default(),
+    };
+    root.finish(TOP_KEYS)?;
+    Ok(Experiment {
+        source: source.clone(),
+        name,
+        target,
+        target_span: target_item.span.clone(),
+        duration,
+        faults,
+        steady_state,
+        abort,
+    })
+}
+
+fn parse_target(item: &Item<'_>) -> Result<TargetName, FileError> {
+    let table = item.table("the target")?;
+    let given: Vec<Item<'_>> = TARGET_KEYS.iter().filter_map(|k| table.get(k)).collect();
+    table.finish(TARGET_KEYS)?;
+    let [one] = given.as_slice() else {
+        return Err(item.error(format!(
+            "name exactly one of: {} (e.g. target = {{ unit = \"api.service\" }}){}",
+            TARGET_KEYS.join(", "),
+            if given.is_empty() { String::new() } else { format!(", not {}", given.len()) }
+        )));
+    };
+    Ok(match one.key.as_str() {
+        "cgroup" => TargetName::Cgroup(one.str()?.to_owned()),
+        "pid" => TargetName::Pid(one.integer::<u32>("a process id")?),
+        "unit" => TargetName::Unit(one.str()?.to_owned()),
+        _ => TargetName::Container(one.str()?.to_owned()),
+    })
+}
+
+fn parse_faults(item: &Item<'_>, experiment: Duration) -> Result<Vec<FaultEntry>, FileError> {
+    let mut faults = Vec::new();
+    for (index, entry) in item.array()?.iter().enumerate() {
+        let number = index + 1;
+        let (line, _) = entry_position(entry);
+        let table = entry.table(format!("the [[fault]] at line {line}"))?;
+        let kind_item = table.require("kind", "kind = \"net drop\"")?;
+        let kind = kind_named(kind_item.str()?).ok_or_else(|| {
+            kind_item.error(format!(
+                "unknown fault kind \"{}\"; chaos knows: {}",
+                kind_item.str().unwrap_or_default(),
+                registry::kind_names().join(", ")
+            ))
+        })?;
+        let parsed = faults::parse_options(kind, &table, FAULT_KEYS)?;
+        let start = match table.get("start") {
+            Some(item) => zero_or_duration(&item)?,
+            None => Duration::ZERO,
+        };
+        if start >= experiment {
+            let item = table.get("start").expect("start was given");
+            return Err(item.error(format!(
+                "starts at {} but the experiment lasts {}",
+                humantime::format_duration(start),
+                humantime::format_duration(experiment)
+            )));
+        }
+        let duration = match table.get("duration") {
+            Some(item) => {
+                let duration = item.duration()?;
+                if start + duration > experiment {
+                    return Err(item.error(format!(
+                        "{} from {} ends after the experiment's {}; shorten it or start it earlier",
+                        humantime::format_duration(duration),
+                        humantime::format_duration(start),
+                        humantime::format_duration(experiment)
+                    )));
+                }
+                duration
+            }
+            None => experiment - start,
+        };
+        let ramp_item = table.get("ramp");
+        let ramp = match &ramp_item {
+            Some(item) => Some(parse_ramp(item, parsed.options.percent(), kind.name)?),
+            None => None,
+        };
+        faults.push(FaultEntry {
+            number,
+            kind,
+            options: parsed.options,
+            flags: parsed.flags,
+            start,
+            duration,
+            ramp,
+            span: kind_item.span.clone(),
+            ramp_span: ramp_item.map(|i| i.span.clone()),
+        });
+    }
+    Ok(faults)
+}
+
+fn entry_position(item: &Item<'_>) -> (usize, usize) {
+    let err = item.error("");
+    (err.line, err.column)
+}
+
+/// `start = "0s"` is allowed (the default, written out).
+fn zero_or_duration(item: &Item<'_>) -> Result<Duration, FileError> {
+    let text = item.str()?;
+    if humantime::parse_duration(text.trim()).is_ok_and(|d| d.is_zero()) {
+        return Ok(Duration::ZERO);
+    }
+    item.duration()
+}
+
+fn parse_ramp(item: &Item<'_>, percent: Option<Ppm>, kind: &str) -> Result<Ramp, FileError> {
+    let Some(percent) = percent else {
+        return Err(item.error(format!("{kind} has no percent to ramp")));
+    };
+    let table = item.table("the ramp")?;
+    let steps = table.require("steps", "ramp = { steps = 4 }")?.integer::<u32>("2 to 100 steps")?;
+    if !(2..=100).contains(&steps) {
+        let item = table.get("steps").expect("steps was given");
+        return Err(item.error(format!("{steps} steps: a ramp has 2 to 100 steps")));
+    }
+    let from = match table.get("from") {
+        Some(item) => {
+            let from = item.percent()?;
+            if from >= percent {
+                return Err(item.error(format!("a ramp rises: start it below the fault's percent ({percent})")));
+            }
+            from
+        }
+        // The first step of an even ramp from zero.
+        None => Ppm::from_ppm(percent.get() / steps),
+    };
+    table.finish(&["steps", "from"])?;
+    Ok(Ramp { from, steps })
+}
+
+fn parse_steady_state(table: &Table<'_>) -> Result<SteadyState, FileError> {
+    let before = table.get("before").map(|i| zero_or_duration(&i)).transpose()?.unwrap_or(DEFAULT_PHASE);
+    let after = table.get("after").map(|i| zero_or_duration(&i)).transpose()?.unwrap_or(DEFAULT_PHASE);
+    let defaults = CheckDefaults {
+        interval: table.get("interval").map(|i| i.duration()).transpose()?.unwrap_or(DEFAULT_INTERVAL),
+        timeout: table.get("timeout").map(|i| i.duration()).transpose()?,
+        pass_rate: match table.get("pass_rate") {
+            Some(item) => item.percent()?,
+            None => options::parse_percent(DEFAULT_PASS_RATE).expect("valid default"),
+        },
+    };
+    let mut checks: Vec<Check> = Vec::new();
+    if let Some(item) = table.get("check") {
+        for entry in item.array()? {
+            let (line, _) = entry_position(&entry);
+            let check = parse_check(&entry.table(format!("the [[steady_state.check]] at line {line}"))?, &defaults)?;
+            if checks.iter().any(|c| c.name == check.name) {
+                return Err(entry.error(format!("two checks are named \"{}\"; give each its own name", check.name)));
+            }
+            checks.push(check);
+        }
+    }
+    table.finish(STEADY_KEYS)?;
+    if checks.is_empty() {
+        return Err(table.error("[steady_state] has no [[steady_state.check]]: add one, or remove the section"));
+    }
+    Ok(SteadyState { before, after, checks })
+}
+
+struct CheckDefaults {
+    interval: Duration,
+    timeout: Option<Duration>,
+    pass_rate: Ppm,
+}
+
+fn parse_check(table: &Table<'_>, defaults: &CheckDefaults) -> Result<Check, FileError> {
+    let kinds: Vec<Item<'_>> = ["http", "tcp", "command"].iter().filter_map(|k| table.get(k)).collect();
+    let [what] = kinds.as_slice() else {
+        return Err(table.error(format!(
+            "{} needs exactly one of `http`, `tcp`, `command`{}",
+            table.name,
+            if kinds.is_empty() { String::new() } else { format!(", not {}", kinds.len()) }
+        )));
+    };
+    let interval = table.get("interval").map(|i| i.duration()).transpose()?.unwrap_or(defaults.interval);
+    // A check that may take longer than its interval would overlap the next one.
+    let timeout = table.get("timeout").map(|i| i.duration()).transpose()?.or(defaults.timeout).unwrap_or(interval);
+    let pass_rate = table.get("pass_rate").map(|i| i.percent()).transpose()?.unwrap_or(defaults.pass_rate);
+    let kind = match what.key.as_str() {
+        "http" => {
+            let url = steady::parse_http_url(what.str()?).map_err(|e| what.error(e))?;
+            let status =
+                table.get("status").map(|i| i.integer::<u16>("an HTTP status, 100 to 599")).transpose()?.unwrap_or(200);
+            if !(100..=599).contains(&status) {
+                return Err(table
+                    .get("status")
+                    .expect("given")
+                    .error(format!("{status} is not an HTTP status (100 to 599)")));
+            }
+            let max_latency = table.get("max_latency").map(|i| i.duration()).transpose()?;
+            CheckKind::Http { url, status, max_latency }
+        }
+        "tcp" => {
+            let address = what.str()?.to_owned();
+            if address.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+                return Err(what.error(format!("'{address}' is not host:port, e.g. \"127.0.0.1:5432\"")));
+            }
+            CheckKind::Tcp { address }
+        }
+        _ => {
+            // A string runs through `sh -c`; an array is the program and its arguments.
+            let argv = match what.value {
+                toml::de::DeValue::String(s) => vec!["sh".to_owned(), "-c".to_owned(), s.to_string()],
+                _ => what.strings()?,
+            };
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(what.error("is empty: give a command line or [program, args...]"));
+            }
+            let exit_code =
+                table.get("exit_code").map(|i| i.integer::<i32>("an exit code, 0 to 255")).transpose()?.unwrap_or(0);
+            let stdout_contains = table.get("stdout_contains").map(|i| i.str().map(str::to_owned)).transpose()?;
+            CheckKind::Command { argv, exit_code, stdout_contains }
+        }
+    };
+    // Options that only make sense for another kind are a mistake worth pointing at.
+    let stray = match &kind {
+        CheckKind::Http { .. } => &["exit_code", "stdout_contains"][..],
+        CheckKind::Tcp { .. } => &["status", "max_latency", "exit_code", "stdout_contains"][..],
+        CheckKind::Command { .. } => &["status", "max_latency"][..],
+    };
+    for key in stray {
+        if let Some(item) = table.get(key) {
+            return Err(item.error_at_key(format!("`{key}` does not apply to a `{}` check", what.key)));
+        }
+    }
+    let name = match table.get("name") {
+        Some(item) => item.str()?.to_owned(),
+        None => what.value.as_str().map_or_else(|| what.key.clone(), str::to_owned),
+    };
+    table.finish(CHECK_KEYS)?;
+    Ok(Check { name, kind, interval, timeout, pass_rate })
+}
+
+fn parse_abort(table: &Table<'_>) -> Result<AbortRules, FileError> {
+    let on_violation = table.get("on_violation").map(|i| i.bool()).transpose()?.unwrap_or(true);
+    let consecutive_failures = match table.get("consecutive_failures") {
+        Some(item) => {
+            let n = item.integer::<u32>("a number of results, at least 1")?;
+            if n == 0 {
+                return Err(item.error("0 failures in a row would abort at once: use 1 or more"));
+            }
+            Some(n)
+        }
+        None => None,
+    };
+    table.finish(ABORT_KEYS)?;
+    Ok(AbortRules { on_violation, consecutive_failures })
+}
+
+#[cfg(test)]
+mod tests;

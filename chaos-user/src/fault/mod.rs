@@ -1,0 +1,209 @@
+//! Fault families: each family's options (one clap definition, for the command line and
+//! experiment files alike) and its planner, which turns them into what will be done: which
+//! programs attach where, with which configuration and map contents. `--dry-run` prints the
+//! plan and stops. Every family produces the same [`FaultPlan`], so the engine, runs, reports
+//! and experiments need no per-family code. Adding a family: its module here, one line in
+//! [`registry::FAULT_KINDS`], an [`AttachPoint`] arm if it needs a new kind of hook.
+pub mod net;
+pub mod options;
+pub mod proc;
+pub mod registry;
+pub mod syscall;
+
+use std::{path::PathBuf, time::Duration};
+
+use chaos_common::{Direction, FaultConfig, KernelOffsets};
+use options::Ppm;
+use serde::Serialize;
+
+use crate::{features::Prober, netns::Netns, target::Target};
+
+/// What a fault needs besides its own options to become a plan.
+pub struct FaultContext<'a> {
+    pub target: &'a Target,
+    pub duration: Duration,
+    /// The user passed `--i-know` (host interfaces for TC faults, durations over the cap).
+    pub i_know: bool,
+    pub kernel: &'a Prober,
+}
+
+/// A fault family's options, as the command line and experiment files parse them (one clap
+/// definition per family), turned into a plan. This is what makes a family usable from both.
+pub trait PlanFault: std::fmt::Debug {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError>;
+
+    /// The probability the user asked for, when the fault has one: a ramp rewrites the
+    /// config's threshold between 0 and this.
+    fn percent(&self) -> Option<Ppm> {
+        None
+    }
+
+    /// Whether the fault may leave kernel state behind a crash (legacy TC filters), so that
+    /// the ledger's stale records should be cleaned up before it attaches.
+    fn uses_ledger(&self) -> bool {
+        false
+    }
+
+    /// For faults done from userspace on a schedule (`proc kill --every`, `proc pause`): what to
+    /// run while the fault is armed. The plan then has no program.
+    fn userspace_action(&self, _i_know: bool) -> Option<proc::periodic::Action> {
+        None
+    }
+}
+
+/// One fault, ready to load and attach.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultPlan {
+    /// What it is, e.g. `net drop`.
+    pub fault: &'static str,
+    /// What its counters call an injection, e.g. `dropped`.
+    #[serde(skip)]
+    pub injected_word: &'static str,
+    /// What its counter slots count when not packet directions, e.g. `calls`.
+    #[serde(skip)]
+    pub counter_label: Option<&'static str>,
+    pub target: Target,
+    /// The user's parameters, for people (`summary`) and programs (`parameters`).
+    #[serde(skip)]
+    pub summary: String,
+    pub parameters: serde_json::Value,
+    #[serde(serialize_with = "options::serialize_secs")]
+    pub duration: Duration,
+    pub programs: Vec<PlannedProgram>,
+    /// `FAULT_CONFIG[0]`, without its deadline (set when armed).
+    #[serde(skip)]
+    pub config: FaultConfig,
+    pub maps: MapContents,
+    /// Kernel struct offsets for programs that read kernel memory (from BTF), when needed.
+    #[serde(skip)]
+    pub kernel_offsets: Option<KernelOffsets>,
+}
+
+impl FaultPlan {
+    /// The directions the plan has programs for (its counters).
+    #[must_use]
+    pub fn directions(&self) -> Vec<Direction> {
+        let mut directions: Vec<Direction> = Vec::new();
+        for program in &self.programs {
+            if !directions.contains(&program.direction) {
+                directions.push(program.direction);
+            }
+        }
+        directions
+    }
+}
+
+/// One program and where it attaches.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedProgram {
+    pub program: &'static str,
+    pub hook: &'static str,
+    pub attach: AttachPoint,
+    #[serde(skip)]
+    pub direction: Direction,
+}
+
+/// Where a program attaches.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "to", rename_all = "kebab-case")]
+pub enum AttachPoint {
+    /// The target cgroup's directory (cgroup_skb, cgroup sock_addr, ...).
+    Cgroup { cgroup_dir: PathBuf },
+    /// A BPF LSM hook (global: the program checks the current task's cgroup).
+    Lsm { hook: &'static str },
+    /// A TC hook of an interface in a network namespace.
+    Tc {
+        #[serde(serialize_with = "serialize_netns")]
+        netns: Netns,
+        iface: String,
+        /// How: a tcx link (6.6+), or a clsact qdisc + cls_bpf filter.
+        api: crate::features::TcApi,
+        /// The program sets departure times: the interface's root qdisc must be fq (chaos puts
+        /// one there and the previous qdisc back afterwards).
+        needs_fq: bool,
+    },
+    /// A raw tracepoint (global: the program checks the current task's cgroup). Programs here
+    /// may stop tasks of `cgroup_dir`, which chaos resumes (and a guard process, if chaos dies).
+    RawTracepoint { tracepoint: &'static str, cgroup_dir: PathBuf },
+    /// A raw tracepoint whose program only signals the task it runs in (crash points): a link
+    /// owned by this process, nothing to resume.
+    SignallingTracepoint { tracepoint: &'static str },
+}
+
+impl PlannedProgram {
+    /// `attach PROGRAM (HOOK) to PLACE`, as both dry runs print it.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        format!("attach {} ({}) to {}", self.program, self.hook, self.attach.describe())
+    }
+}
+
+impl AttachPoint {
+    /// Where, for people: a cgroup directory, `iface in net:[inode]`, or the LSM hook.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Cgroup { cgroup_dir } => cgroup_dir.display().to_string(),
+            Self::Lsm { hook } => format!("LSM hook {hook} (every task; the program keeps the target's)"),
+            Self::RawTracepoint { tracepoint, .. } | Self::SignallingTracepoint { tracepoint } => {
+                format!("raw tracepoint {tracepoint} (every task; the program keeps the target's)")
+            }
+            Self::Tc { netns, iface, .. } => format!("{iface} in net:[{}]", netns.inode),
+        }
+    }
+}
+
+fn serialize_netns<S: serde::Serializer>(netns: &Netns, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("net:[{}]", netns.inode))
+}
+
+/// What goes into the filter maps before anything attaches.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MapContents {
+    /// `REMOTE_V4` / `REMOTE_V6` entries: (prefix length, address bytes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_v4: Vec<(u32, [u8; 4])>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_v6: Vec<(u32, [u8; 16])>,
+    /// `PORT_SETS` words (remote set, then local set), when a port filter is active.
+    #[serde(skip)]
+    pub port_sets: Option<Vec<u64>>,
+    /// `SYSCALL_SET` words (a bitmap of syscall numbers), for `syscall delay`.
+    #[serde(skip)]
+    pub syscall_set: Option<Vec<u64>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{family} is not supported by this kernel: {reason}")]
+    Unsupported { family: &'static str, reason: String },
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+    /// Refused: the options cannot work on this target or kernel; the message says why.
+    #[error("{0}")]
+    Refused(String),
+    #[error("listing the interfaces of {target}: {source}")]
+    Interfaces { target: String, source: std::io::Error },
+    #[error("--path needs this kernel's BTF (/sys/kernel/btf/vmlinux): {0}")]
+    NoBtf(#[source] std::io::Error),
+    #[error("--path {path}: {source} (the filter needs an existing directory or file)")]
+    NoSuchPath { path: String, source: std::io::Error },
+}
+
+/// The depth of a cgroup below the root: `/a/b` is 2 (the root is level 0).
+#[must_use]
+pub fn cgroup_level(cgroup: &str) -> u32 {
+    cgroup.split('/').filter(|c| !c.is_empty()).count() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_level;
+
+    #[test]
+    fn cgroup_levels_count_components() {
+        assert_eq!(cgroup_level("/"), 0);
+        assert_eq!(cgroup_level("/a"), 1);
+        assert_eq!(cgroup_level("/system.slice/x.service"), 2);
+    }
+}

@@ -1,0 +1,105 @@
+//! `syscall delay`: a raw `sys_enter` tracepoint program stops the target's matching calls
+//! (SIGSTOP) for the resumer to continue after the delay; a guard process resumes them if chaos
+//! dies.
+use chaos_common::{Direction, FaultConfig, threshold_from_ppm};
+use serde_json::json;
+
+use super::{ScheduleOptions, numbers};
+use crate::{
+    fault::{
+        AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
+        options::{Ppm, parse_delay, parse_percent},
+    },
+    features,
+};
+
+/// `syscall delay`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SyscallDelayOptions {
+    /// Comma-separated syscall names; repeatable (any of the common x86_64 syscalls).
+    #[arg(long = "syscall", value_name = "NAMES", required = true, value_parser = numbers::parse_list)]
+    pub syscalls: Vec<Vec<numbers::Numbered>>,
+    /// How long each matching call is held, e.g. 50ms (up to 10s).
+    #[arg(long, value_name = "DELAY", value_parser = parse_delay)]
+    pub by: std::time::Duration,
+    /// Spread each delay uniformly by up to this much either way.
+    #[arg(long, value_name = "DELAY", value_parser = parse_delay)]
+    pub jitter: Option<std::time::Duration>,
+    /// Share of matching calls to delay, in percent.
+    #[arg(long, value_parser = parse_percent, default_value = "100")]
+    pub percent: Ppm,
+    #[command(flatten)]
+    pub schedule: ScheduleOptions,
+}
+
+impl SyscallDelayOptions {
+    #[must_use]
+    pub fn chosen(&self) -> Vec<numbers::Numbered> {
+        let mut chosen: Vec<numbers::Numbered> = Vec::new();
+        for syscall in self.syscalls.iter().flatten() {
+            if !chosen.iter().any(|s| s.number == syscall.number) {
+                chosen.push(*syscall);
+            }
+        }
+        chosen
+    }
+}
+
+impl PlanFault for SyscallDelayOptions {
+    fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
+        let support = context.kernel.family(features::SYSCALL_DELAY);
+        if !support.supported {
+            return Err(PlanError::Unsupported { family: support.name, reason: support.reason.unwrap_or_default() });
+        }
+        let target = context.target.clone();
+        let syscalls = self.chosen();
+        let schedule = self.schedule.schedule();
+        let mut config = FaultConfig {
+            threshold: threshold_from_ppm(self.percent.get()),
+            target_cgroup: target.id,
+            target_level: cgroup_level(&target.cgroup),
+            delay_ns: u64::try_from(self.by.as_nanos()).unwrap_or(u64::MAX),
+            jitter_ns: self.jitter.map_or(0, |j| u64::try_from(j.as_nanos()).unwrap_or(0)),
+            ..FaultConfig::default()
+        };
+        let names: Vec<&str> = syscalls.iter().map(|s| s.name).collect();
+        let mut summary =
+            format!("{} of {} calls held {}", self.percent, names.join(","), humantime::format_duration(self.by));
+        if let Some(jitter) = self.jitter {
+            summary.push_str(&format!(" +- {} (uniform)", humantime::format_duration(jitter)));
+        }
+        if schedule.is_set() {
+            schedule.apply(&mut config);
+            summary.push_str(&format!(", {}", schedule.describe()));
+        }
+        summary.push_str("; stops the whole process while a call is held");
+        Ok(FaultPlan {
+            fault: "syscall delay",
+            injected_word: "delayed",
+            counter_label: Some("calls"),
+            parameters: json!({
+                "syscalls": names,
+                "by": humantime::format_duration(self.by).to_string(),
+                "jitter": self.jitter.map(|j| humantime::format_duration(j).to_string()),
+                "percent": self.percent,
+                "schedule": schedule,
+            }),
+            summary,
+            duration: context.duration,
+            programs: vec![PlannedProgram {
+                program: "syscall_delay",
+                hook: "raw_tracepoint/sys_enter",
+                attach: AttachPoint::RawTracepoint { tracepoint: "sys_enter", cgroup_dir: target.dir.clone() },
+                direction: Direction::Egress,
+            }],
+            config,
+            maps: MapContents { syscall_set: Some(numbers::bitmap(&syscalls)), ..MapContents::default() },
+            kernel_offsets: None,
+            target,
+        })
+    }
+
+    fn percent(&self) -> Option<Ppm> {
+        Some(self.percent)
+    }
+}

@@ -1,0 +1,397 @@
+//! Who the fault is aimed at: `--cgroup`, `--pid`, `--unit` or `--container`, resolved to one
+//! cgroup v2 directory and its id, or refused with a message that says what to do.
+//!
+//! Never assume `/sys/fs/cgroup`: hybrid hosts mount cgroup v2 elsewhere (e.g.
+//! `/sys/fs/cgroup/unified`), so the mount point comes from `/proc/self/mountinfo`.
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Component, Path, PathBuf},
+};
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error(
+        "no cgroup v2 filesystem is mounted (looked in /proc/self/mountinfo); chaos targets cgroup \
+         v2 cgroups: mount one with `mount -t cgroup2 none /sys/fs/cgroup` or boot with \
+         systemd.unified_cgroup_hierarchy=1"
+    )]
+    NoCgroup2,
+    #[error("cannot read {what}: {reason}")]
+    Unreadable { what: String, reason: String },
+    #[error("{flag} {arg}: cgroup {path} does not exist (cgroup v2 is mounted at {mount})")]
+    NoSuchCgroup { flag: &'static str, arg: String, path: String, mount: String },
+    #[error("--cgroup {arg}: {path} is not inside the cgroup v2 mount {mount}")]
+    OutsideMount { arg: String, path: String, mount: String },
+    #[error("--pid {pid}: no such process")]
+    NoSuchPid { pid: u32 },
+    #[error("--pid {pid}: the process has no cgroup v2 membership in /proc/{pid}/cgroup")]
+    PidWithoutCgroup2 { pid: u32 },
+    #[error("--unit {unit}: no cgroup named {unit} under {mount}; is the unit running? (`systemctl status {unit}`)")]
+    NoSuchUnit { unit: String, mount: String },
+    #[error(
+        "--container {id}: no container cgroup matches (looked for docker, containerd, cri-o and podman naming under {mount}); `docker ps --no-trunc` or `crictl ps` show running ids"
+    )]
+    NoSuchContainer { id: String, mount: String },
+    #[error("--container {id}: a container id prefix needs at least 4 hexadecimal characters")]
+    BadContainerId { id: String },
+    #[error("{flag} {arg} is ambiguous, it matches:\n  {}\nname one of them with --cgroup", .matches.join("\n  "))]
+    Ambiguous { flag: &'static str, arg: String, matches: Vec<String> },
+    #[error(
+        "{flag} {arg} resolves to the root cgroup: every process on the machine would be \
+         affected. Aim at a child cgroup (a container, a unit, a process tree)"
+    )]
+    RootCgroup { flag: &'static str, arg: String },
+    #[error(
+        "{flag} {arg} resolves to cgroup {path}, which contains chaos itself (it runs in {own}). \
+         Run chaos from outside the target, or the controller would be hit by its own fault"
+    )]
+    ContainsController { flag: &'static str, arg: String, path: String, own: String },
+    #[error(
+        "{flag} {arg} resolves to cgroup {path}, which holds the init process (pid 1): a fault there \
+         can take the whole machine down. Aim at the service's own cgroup"
+    )]
+    InitScope { flag: &'static str, arg: String, path: String },
+}
+
+impl TargetError {
+    /// A refusal made for safety (root cgroup, chaos's own, init's), which `chaos run --i-know`
+    /// may override, as opposed to a target that does not exist.
+    #[must_use]
+    pub const fn is_safety_refusal(&self) -> bool {
+        matches!(self, Self::RootCgroup { .. } | Self::ContainsController { .. } | Self::InitScope { .. })
+    }
+}
+
+/// What the user named on the command line or in a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetName {
+    /// Absolute path inside the cgroup2 mount, a cgroup path as /proc/PID/cgroup shows it
+    /// (`/system.slice/x.service`), or a path relative to the mount.
+    Cgroup(String),
+    Pid(u32),
+    /// A systemd unit, e.g. `nginx.service`.
+    Unit(String),
+    /// A container id (full or unique prefix).
+    Container(String),
+}
+
+impl TargetName {
+    #[must_use]
+    pub const fn flag(&self) -> &'static str {
+        match self {
+            Self::Cgroup(_) => "--cgroup",
+            Self::Pid(_) => "--pid",
+            Self::Unit(_) => "--unit",
+            Self::Container(_) => "--container",
+        }
+    }
+
+    #[must_use]
+    pub fn arg(&self) -> String {
+        match self {
+            Self::Cgroup(s) | Self::Unit(s) | Self::Container(s) => s.clone(),
+            Self::Pid(pid) => pid.to_string(),
+        }
+    }
+}
+
+/// A resolved target: one cgroup v2 directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// How the user named it, e.g. `--pid 1234`.
+    pub named_as: String,
+    /// The cgroup path as the kernel shows it in /proc/PID/cgroup, e.g. `/system.slice/x.service`.
+    pub cgroup: String,
+    /// The directory in the cgroup2 filesystem.
+    pub dir: PathBuf,
+    /// The cgroup id (the directory's inode number), what `bpf_get_current_cgroup_id()` returns.
+    pub id: u64,
+}
+
+impl Target {
+    /// `cgroup /a/b (id 42)`, plus how it was named when that was not by path.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let cgroup = format!("cgroup {} (id {})", self.cgroup, self.id);
+        if self.named_as.starts_with("--cgroup") { cgroup } else { format!("{} = {cgroup}", self.named_as) }
+    }
+}
+
+/// The cgroup v2 hierarchy as this process sees it.
+#[derive(Clone, Debug)]
+pub struct CgroupFs {
+    mount: PathBuf,
+}
+
+impl CgroupFs {
+    /// Finds the cgroup2 mount of this process.
+    pub fn discover() -> Result<Self, TargetError> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| TargetError::Unreadable { what: "/proc/self/mountinfo".into(), reason: e.to_string() })?;
+        cgroup2_mount(&mountinfo).map(|mount| Self { mount }).ok_or(TargetError::NoCgroup2)
+    }
+
+    /// A hierarchy rooted somewhere else (tests build fake trees).
+    #[must_use]
+    pub fn at(mount: impl Into<PathBuf>) -> Self {
+        Self { mount: mount.into() }
+    }
+
+    #[must_use]
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The directory of a kernel cgroup path (`/a/b` -> `<mount>/a/b`).
+    #[must_use]
+    pub fn dir_of(&self, cgroup: &str) -> PathBuf {
+        self.mount.join(cgroup.trim_start_matches('/'))
+    }
+
+    /// The kernel cgroup path of a directory under the mount (`<mount>/a/b` -> `/a/b`).
+    fn cgroup_of(&self, dir: &Path) -> Option<String> {
+        let rel = dir.strip_prefix(&self.mount).ok()?;
+        Some(format!("/{}", rel.to_string_lossy()).trim_end_matches('/').to_owned())
+            .map(|s| if s.is_empty() { "/".to_owned() } else { s })
+    }
+
+    /// Resolves `spec`, refusing the root cgroup, any cgroup that contains `own_cgroup` (the
+    /// controller's own cgroup path, from /proc/self/cgroup) and init's (`init.scope`).
+    pub fn resolve(&self, spec: &TargetName, own_cgroup: Option<&str>) -> Result<Target, TargetError> {
+        self.resolve_allowing(spec, own_cgroup, false)
+    }
+
+    /// [`Self::resolve`]; with `i_know`, the safety refusals are lifted (the target must still
+    /// exist).
+    pub fn resolve_allowing(
+        &self,
+        spec: &TargetName,
+        own_cgroup: Option<&str>,
+        i_know: bool,
+    ) -> Result<Target, TargetError> {
+        let (flag, arg) = (spec.flag(), spec.arg());
+        let dir = match spec {
+            TargetName::Cgroup(path) => self.cgroup_dir(path)?,
+            TargetName::Pid(pid) => {
+                let cgroup = pid_cgroup(Path::new("/proc"), *pid)?;
+                self.existing(flag, &arg, self.dir_of(&cgroup))?
+            }
+            TargetName::Unit(unit) => self.unit_dir(unit)?,
+            TargetName::Container(id) => self.container_dir(id)?,
+        };
+        let cgroup = self.cgroup_of(&dir).ok_or_else(|| TargetError::OutsideMount {
+            arg: arg.clone(),
+            path: dir.display().to_string(),
+            mount: self.mount.display().to_string(),
+        })?;
+        if !i_know {
+            refuse_unsafe(flag, &arg, &cgroup, own_cgroup)?;
+        }
+        let id = fs::metadata(&dir)
+            .map_err(|e| TargetError::Unreadable { what: dir.display().to_string(), reason: e.to_string() })?
+            .ino();
+        Ok(Target { named_as: format!("{flag} {arg}"), cgroup, dir, id })
+    }
+
+    fn existing(&self, flag: &'static str, arg: &str, dir: PathBuf) -> Result<PathBuf, TargetError> {
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(TargetError::NoSuchCgroup {
+                flag,
+                arg: arg.to_owned(),
+                path: dir.display().to_string(),
+                mount: self.mount.display().to_string(),
+            })
+        }
+    }
+
+    fn cgroup_dir(&self, path: &str) -> Result<PathBuf, TargetError> {
+        let normalized = normalize(Path::new(path));
+        let dir = if normalized.starts_with(&self.mount) {
+            normalized
+        } else if normalized.is_absolute() && normalized.starts_with("/sys/fs/cgroup") {
+            // A cgroup v1 or wrong-mount path: say where v2 lives rather than guessing.
+            return Err(TargetError::OutsideMount {
+                arg: path.to_owned(),
+                path: normalized.display().to_string(),
+                mount: self.mount.display().to_string(),
+            });
+        } else {
+            // `/system.slice/x.service` as /proc/PID/cgroup shows it, or `a/b` relative.
+            self.dir_of(&normalized.to_string_lossy())
+        };
+        self.existing("--cgroup", path, dir)
+    }
+
+    fn unit_dir(&self, unit: &str) -> Result<PathBuf, TargetError> {
+        let matches = self.find_dirs(|name| name == unit);
+        match matches.as_slice() {
+            [] => Err(TargetError::NoSuchUnit { unit: unit.to_owned(), mount: self.mount.display().to_string() }),
+            [one] => Ok(one.clone()),
+            _ => Err(self.ambiguous("--unit", unit, &matches)),
+        }
+    }
+
+    fn container_dir(&self, id: &str) -> Result<PathBuf, TargetError> {
+        let id = id.to_ascii_lowercase();
+        if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(TargetError::BadContainerId { id });
+        }
+        let mut matches = self.find_dirs(|name| container_id(name).is_some_and(|full| full.starts_with(&id)));
+        // Some runtimes nest the container's processes one level down (e.g. `.../<id>/init.scope`
+        // or a `container` child): those are below a match and already covered by it.
+        matches.dedup_by(|below, above| below.starts_with(above));
+        match matches.as_slice() {
+            [] => Err(TargetError::NoSuchContainer { id, mount: self.mount.display().to_string() }),
+            [one] => Ok(one.clone()),
+            _ => Err(self.ambiguous("--container", &id, &matches)),
+        }
+    }
+
+    fn ambiguous(&self, flag: &'static str, arg: &str, matches: &[PathBuf]) -> TargetError {
+        TargetError::Ambiguous {
+            flag,
+            arg: arg.to_owned(),
+            matches: matches.iter().filter_map(|m| self.cgroup_of(m)).collect(),
+        }
+    }
+
+    /// Every cgroup directory whose name satisfies `wanted`, in sorted order, parents first.
+    fn find_dirs(&self, wanted: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+        // Real hierarchies are shallow (user@1000.service/app.slice/x.scope is depth 6).
+        const MAX_DEPTH: usize = 12;
+        let mut found = Vec::new();
+        let mut stack = vec![(self.mount.clone(), 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let path = entry.path();
+                if entry.file_name().to_str().is_some_and(&wanted) {
+                    found.push(path.clone());
+                }
+                if depth < MAX_DEPTH {
+                    stack.push((path, depth + 1));
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+/// The refusals that protect the machine and chaos itself.
+fn refuse_unsafe(flag: &'static str, arg: &str, cgroup: &str, own_cgroup: Option<&str>) -> Result<(), TargetError> {
+    if cgroup == "/" {
+        return Err(TargetError::RootCgroup { flag, arg: arg.to_owned() });
+    }
+    if let Some(own) = own_cgroup
+        && is_same_or_below(own, cgroup)
+    {
+        return Err(TargetError::ContainsController {
+            flag,
+            arg: arg.to_owned(),
+            path: cgroup.to_owned(),
+            own: own.to_owned(),
+        });
+    }
+    // systemd puts init in /init.scope; elsewhere, wherever pid 1 lives (unless that is the
+    // root, refused above).
+    let init = pid_cgroup(Path::new("/proc"), 1).ok().filter(|c| c != "/");
+    if cgroup == "/init.scope" || init.is_some_and(|init| is_same_or_below(&init, cgroup)) {
+        return Err(TargetError::InitScope { flag, arg: arg.to_owned(), path: cgroup.to_owned() });
+    }
+    Ok(())
+}
+
+/// The full container id a runtime's cgroup directory name carries, if it is one:
+/// `docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
+/// (systemd driver) or a bare 64-hex `<id>` (cgroupfs driver, e.g. `/docker/<id>`).
+fn container_id(dir_name: &str) -> Option<&str> {
+    let name = dir_name.strip_suffix(".scope").unwrap_or(dir_name);
+    let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
+        .unwrap_or(name);
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// The first `0::` line of /proc/PID/cgroup: the process's cgroup v2 path.
+pub fn pid_cgroup(proc_root: &Path, pid: u32) -> Result<String, TargetError> {
+    let file = proc_root.join(pid.to_string()).join("cgroup");
+    let text = fs::read_to_string(&file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => TargetError::NoSuchPid { pid },
+        _ => TargetError::Unreadable { what: file.display().to_string(), reason: e.to_string() },
+    })?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(|path| path.trim().trim_end_matches(" (deleted)").to_owned())
+        .ok_or(TargetError::PidWithoutCgroup2 { pid })
+}
+
+/// This process's own cgroup v2 path, if it has one.
+#[must_use]
+pub fn own_cgroup() -> Option<String> {
+    pid_cgroup(Path::new("/proc"), std::process::id()).ok()
+}
+
+/// Whether cgroup `inner` is `outer` or inside it (`/a/b` is inside `/a`, `/ab` is not).
+#[must_use]
+pub fn is_same_or_below(inner: &str, outer: &str) -> bool {
+    let outer = outer.trim_end_matches('/');
+    outer.is_empty() || inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The cgroup2 mount point in a mountinfo text (fields: id parent dev root mountpoint opts...
+/// `-` fstype source superopts), with the kernel's octal escapes (`\040` for space) undone.
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (mount_fields, fs_fields) = line.split_once(" - ")?;
+        let fs_type = fs_fields.split_whitespace().next()?;
+        if fs_type != "cgroup2" {
+            return None;
+        }
+        let mount_point = mount_fields.split_whitespace().nth(4)?;
+        Some(PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..=i + 3].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            out.push((bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Lexically removes `.` and `..` so `/a/../b` cannot escape the mount by accident.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
