@@ -155,7 +155,10 @@ impl ProcKillOptions {
 impl PlanFault for ProcKillOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         match self.periodic(context.i_know)? {
-            Some(periodic) => Ok(plan_periodic(&periodic, context)),
+            Some(periodic) => {
+                refuse_all_over_cap(&periodic, context)?;
+                Ok(plan_periodic(&periodic, context))
+            }
             None => self.plan_crash_point(context),
         }
     }
@@ -167,6 +170,22 @@ impl PlanFault for ProcKillOptions {
     fn percent(&self) -> Option<Ppm> {
         self.is_crash_point().then(|| self.percent.unwrap_or(Ppm::ALL))
     }
+}
+
+/// `--pick all` on a target holding more than `--max-procs` processes needs `--i-know`.
+fn refuse_all_over_cap(periodic: &PeriodicKill, context: &FaultContext<'_>) -> Result<(), PlanError> {
+    if periodic.pick != Pick::All || periodic.i_know {
+        return Ok(());
+    }
+    let count = super::pick::members(&context.target.dir).len() as u64;
+    if count <= periodic.max_procs {
+        return Ok(());
+    }
+    Err(PlanError::Refused(format!(
+        "--pick all: {} holds {count} processes, more than --max-procs {}; raise --max-procs, or add --i-know if \
+         killing all of them at every tick is what you want",
+        context.target.cgroup, periodic.max_procs
+    )))
 }
 
 /// A periodic kill has no program: the plan says what the runner will do, for `--dry-run`,
