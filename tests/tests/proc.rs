@@ -377,6 +377,9 @@ fn bad_input_exits_2_and_changes_nothing() {
     if let Some(reason) = chaos::lsm_unavailable() {
         eprintln!("({reason}: --before-effect must be refused)");
         cases.push((vec!["--on-syscall", "write", "--before-effect"], "needs BPF LSM"));
+    } else {
+        // fsync has no LSM hook: it cannot be failed before it takes effect.
+        cases.push((vec!["--on-syscall", "fsync", "--before-effect"], "fsync has no BPF LSM hook"));
     }
     for (args, expected) in cases {
         let mut full = vec!["proc", "kill", "--cgroup", target, "--for", "5s"];
@@ -500,4 +503,97 @@ fn doctor_says_how_process_faults_run_here() {
     let before_effect = if chaos::lsm_unavailable().is_none() { "available" } else { "not available" };
     assert!(mechanism.contains(&format!("--before-effect and --path: {before_effect}")), "{mechanism}");
     assert_eq!((pause["in_chaos"].as_bool(), pause["supported"].as_bool()), (Some(true), Some(true)), "{pause}");
+}
+
+#[test]
+fn pick_all_takes_the_whole_target_down_at_once() {
+    require_root!("pick_all_takes_the_whole_target_down_at_once");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let residents: Vec<Resident> = (0..3).map(|_| Resident::start(&cgroup, None)).collect();
+    let (status, stdout, stderr) = chaos::run(&[
+        "proc",
+        "kill",
+        "--cgroup",
+        cgroup.path(),
+        "--every",
+        "1s",
+        "--pick",
+        "all",
+        "--max",
+        "1",
+        "--for",
+        "2s",
+        "--output",
+        "json",
+    ]);
+    assert!(status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let events = report["events"].as_array().expect("events");
+    // cgroup.kill where the kernel has it (5.14+), one signal per process otherwise.
+    let via_cgroup_kill = cgroup.dir().join("cgroup.kill").exists();
+    let killed: u64 = if via_cgroup_kill {
+        events.iter().filter(|e| e["what"] == "kill-all").map(|e| e["processes"].as_u64().unwrap_or(0)).sum()
+    } else {
+        events.iter().filter(|e| e["what"] == "kill").count() as u64
+    };
+    assert_eq!(killed, 3, "{report}");
+    wait_for("the cgroup to empty", Duration::from_secs(5), || cgroup.pids().is_empty());
+    eprintln!("measured: --pick all killed {killed} processes (cgroup.kill: {via_cgroup_kill})");
+    drop(residents);
+}
+
+#[test]
+fn a_crash_point_does_nothing_after_its_kernel_deadline_even_with_chaos_stopped() {
+    require_root!("a_crash_point_does_nothing_after_its_kernel_deadline_even_with_chaos_stopped");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let dir = TempDir::new();
+    let mut chaos = Chaos::start(&[
+        "proc",
+        "kill",
+        "--cgroup",
+        cgroup.path(),
+        "--on-syscall",
+        "fsync",
+        "--after",
+        "5",
+        "--for",
+        "2s",
+        "-v",
+    ]);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    // chaos cannot detach anything while stopped: only the kernel's deadline ends the fault.
+    chaos.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(kernel::programs_named(CRASH_POINT_PROGRAM), 1, "the program should still be attached");
+    let (killed_by, records) = write_records(&cgroup, dir.path(), 20);
+    chaos.signal(libc::SIGCONT);
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    assert_eq!((killed_by, records.len()), (None, 20), "the crash point fired after its deadline");
+}
+
+#[test]
+fn dry_runs_say_what_would_be_done_and_do_nothing() {
+    require_root!("dry_runs_say_what_would_be_done_and_do_nothing");
+    let cgroup = TestCgroup::new();
+    let resident = Resident::start(&cgroup, None);
+    let target = cgroup.path();
+    let cases: &[(&[&str], &str)] = &[
+        (&["kill", "--every", "1s"], "nothing to attach"),
+        (&["kill", "--on-syscall", "fsync", "--after", "99"], "attach proc_kill_on_syscall (raw_tracepoint/sys_enter)"),
+        (&["pause", "--every", "1s", "--pause", "200ms"], "freezes the whole cgroup for 200ms every 1s"),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["proc"];
+        full.extend_from_slice(args);
+        full.extend(["--cgroup", target, "--for", "5s", "--dry-run"]);
+        let (status, stdout, stderr) = chaos::run(&full);
+        assert!(status.success(), "{args:?}: {stderr}");
+        assert!(stdout.contains(expected), "{args:?}: {stdout}");
+    }
+    assert!(cgroup.pids().contains(&(resident.pid() as i32)));
+    assert!(!kernel::is_frozen(cgroup.dir()));
+    assert_eq!(kernel::programs_named(CRASH_POINT_PROGRAM), 0);
 }
