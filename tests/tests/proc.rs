@@ -597,3 +597,28 @@ fn dry_runs_say_what_would_be_done_and_do_nothing() {
     assert!(!kernel::is_frozen(cgroup.dir()));
     assert_eq!(kernel::programs_named(CRASH_POINT_PROGRAM), 0);
 }
+
+#[test]
+fn a_crash_point_with_a_path_kills_only_for_files_under_it() {
+    require_root!("a_crash_point_with_a_path_kills_only_for_files_under_it");
+    if let Some(reason) = chaos::lsm_unavailable() {
+        skip::record("a_crash_point_with_a_path_kills_only_for_files_under_it", &reason);
+        return;
+    }
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let (inside, outside) = (TempDir::new(), TempDir::new());
+    let path = inside.path().display().to_string();
+    let chaos = chaos::start_fault(
+        &["proc", "kill", "--on-syscall", "write", "--path", &path, "--after", "9", "--max", "1"],
+        &cgroup,
+    );
+    let (elsewhere_killed_by, elsewhere) = write_records(&cgroup, outside.path(), 50);
+    let (killed_by, records) = write_records(&cgroup, inside.path(), 50);
+    let report = chaos.stop_json();
+    eprintln!("measured: --path crash point: {} records elsewhere, {} under the path", elsewhere.len(), records.len());
+    assert_eq!((elsewhere_killed_by, elsewhere.len()), (None, 50), "a write outside the path was a crash point");
+    // LSM file_permission runs before the write copies anything: without --before-effect the
+    // SIGKILL is pending when the copy would start, so write #10 writes nothing either.
+    assert_eq!((killed_by, records.len()), (Some(libc::SIGKILL), 9), "{report}");
+}

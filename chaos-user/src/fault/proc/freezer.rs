@@ -107,24 +107,29 @@ pub fn kill_all(cgroup_dir: &Path) -> io::Result<()> {
 }
 
 /// Whether this kernel has the cgroup v2 freezer (`chaos doctor`): every non-root cgroup has
-/// `cgroup.freeze` from 5.2 on. Looks at chaos's own cgroup, else at any child of the mount
-/// (the root has none).
+/// `cgroup.freeze` from 5.2 on (the root has none). Looks at chaos's own cgroup, else at any
+/// child of the mount, else at a throwaway child it creates and removes again.
 pub fn probe() -> Result<String, String> {
     let fs = crate::target::CgroupFs::discover().map_err(|e| e.to_string())?;
     let own = crate::target::own_cgroup().filter(|c| c != "/").map(|c| fs.dir_of(&c));
     let child = || {
-        fs::read_dir(fs.mount())
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.is_dir() && p.join("cgroup.procs").exists())
+        fs::read_dir(fs.mount()).ok()?.flatten().map(|e| e.path()).find(|p| p.is_dir() && p.join("cgroup.procs").exists())
     };
-    let dir = own.or_else(child).ok_or("no cgroup below the cgroup v2 root to look at")?;
-    if dir.join("cgroup.freeze").exists() {
-        Ok(format!("cgroup.freeze present ({})", dir.display()))
-    } else {
-        Err(format!("{} has no cgroup.freeze: the cgroup v2 freezer needs kernel 5.2 or later", dir.display()))
+    let answer = |dir: &Path| {
+        if dir.join("cgroup.freeze").exists() {
+            Ok("cgroup.freeze present".to_owned())
+        } else {
+            Err("no cgroup.freeze in a non-root cgroup: the cgroup v2 freezer needs kernel 5.2 or later".to_owned())
+        }
+    };
+    if let Some(dir) = own.or_else(child) {
+        return answer(&dir);
     }
+    let throwaway = fs.mount().join(format!("chaos-freezer-probe-{}", std::process::id()));
+    fs::create_dir(&throwaway).map_err(|e| format!("cannot create a cgroup to look for cgroup.freeze: {e}"))?;
+    let result = answer(&throwaway);
+    let _ = fs::remove_dir(&throwaway);
+    result
 }
 
 #[cfg(test)]
