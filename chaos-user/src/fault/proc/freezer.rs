@@ -113,7 +113,11 @@ pub fn probe() -> Result<String, String> {
     let fs = crate::target::CgroupFs::discover().map_err(|e| e.to_string())?;
     let own = crate::target::own_cgroup().filter(|c| c != "/").map(|c| fs.dir_of(&c));
     let child = || {
-        fs::read_dir(fs.mount()).ok()?.flatten().map(|e| e.path()).find(|p| p.is_dir() && p.join("cgroup.procs").exists())
+        fs::read_dir(fs.mount())
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.is_dir() && p.join("cgroup.procs").exists())
     };
     let answer = |dir: &Path| {
         if dir.join("cgroup.freeze").exists() {
