@@ -238,7 +238,17 @@ pub struct KernelOffsets {
     pub sb_dev: u32,
     /// `struct linux_binprm` -> `file`.
     pub binprm_file: u32,
-    pub _pad: u32,
+    /// `struct task_struct` -> `files` (fd-based calls of the error-injection backend).
+    pub task_files: u32,
+    /// `struct files_struct` -> `fdt`.
+    pub files_fdt: u32,
+    /// `struct fdtable` -> `max_fds`.
+    pub fdt_max_fds: u32,
+    /// `struct fdtable` -> `fd` (the array of `struct file *`).
+    pub fdt_fd: u32,
+    /// `struct pt_regs` -> `di`: a syscall's first argument, in the registers its entry
+    /// function receives.
+    pub regs_di: u32,
 }
 
 /// Name of the global holding [`KernelOffsets`] in the object.
@@ -314,7 +324,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<FaultConfig>(), 15 * 8 + 8 * 4);
         assert_eq!(core::mem::size_of::<KillEvent>(), 8 + 4 * 4 + 16);
         assert_eq!(core::mem::size_of::<StopEvent>(), 8 + 4 * 4);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 8 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 12 * 4);
         assert_eq!(core::mem::size_of::<ScheduleState>(), 2 * 8);
     }
 }

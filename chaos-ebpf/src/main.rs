@@ -17,6 +17,7 @@ mod proc_kill;
 mod syscall_cgroup;
 mod syscall_delay;
 mod syscall_lsm;
+mod syscall_override;
 
 /// The kernel reads this section to decide which helpers the programs may call.
 #[unsafe(no_mangle)]

@@ -74,6 +74,24 @@ pub fn write(netns: Option<&Netns>, item: Item) -> io::Result<Entry> {
     Ok(Entry { path })
 }
 
+/// The live chaos process, other than this one, that put fq in place of the root qdisc of
+/// `iface` in `netns` for a network delay or rate, if any. Two such faults on one interface
+/// would clash: the first to end puts the old qdisc back under the other.
+#[must_use]
+pub fn root_qdisc_owner(netns: &Netns, iface: &str) -> Option<u32> {
+    fs::read_dir(LEDGER_DIR)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| serde_json::from_slice::<Record>(&fs::read(entry.path()).ok()?).ok())
+        .find(|record| {
+            record.netns_inode == netns.inode
+                && record.owner_pid != std::process::id()
+                && matches!(&record.item, Item::ReplacedRootQdisc { iface: i, .. } if i == iface)
+                && owner_alive(record)
+        })
+        .map(|record| record.owner_pid)
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
 #[must_use]
 pub fn start_time(pid: u32) -> Option<u64> {

@@ -26,6 +26,49 @@ pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// Runs `chaos args...` to completion under `strace -e trace=bpf`: (exit status, stderr, the
+/// bpf(2) calls the kernel accepted that attach, link, pin or write a map). Feature probes are
+/// not changes: they load unnamed programs (aya's probes, and the attach some of them try to see
+/// whether the kernel allows it) that do nothing and die with their file descriptors.
+#[must_use]
+pub fn run_watching_attaches(args: &[&str]) -> (ExitStatus, String, Vec<String>) {
+    const CHANGES: &[&str] =
+        &["BPF_PROG_ATTACH", "BPF_LINK_CREATE", "BPF_RAW_TRACEPOINT_OPEN", "BPF_OBJ_PIN", "BPF_MAP_UPDATE_ELEM"];
+    let trace = crate::TempDir::new();
+    let log = trace.path().join("bpf.trace");
+    let output = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=bpf", "-o"])
+        .arg(&log)
+        .arg(chaos_bin())
+        .args(args)
+        .output()
+        .expect("run chaos under strace (`cargo xtask setup` installs it)");
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    let field = |line: &str, name: &str| -> Option<String> {
+        let rest = line.split(name).nth(1)?;
+        Some(rest.split([',', '}']).next()?.trim_matches('"').to_owned())
+    };
+    // The name each program fd was loaded with, as the calls go (fds are reused).
+    let mut program_names = std::collections::HashMap::new();
+    let mut changes = Vec::new();
+    for line in calls.lines() {
+        let result = line.rsplit_once(") = ").map(|(_, r)| r.split_whitespace().next().unwrap_or("")).unwrap_or("");
+        if result.starts_with('-') {
+            continue; // refused by the kernel: changed nothing
+        }
+        if line.contains("BPF_PROG_LOAD") {
+            program_names.insert(result.to_owned(), field(line, "prog_name=").unwrap_or_default());
+        } else if CHANGES.iter().any(|c| line.contains(c)) {
+            let program = field(line, "prog_fd=").or_else(|| field(line, "attach_bpf_fd="));
+            let probe = program.is_some_and(|fd| program_names.get(&fd).is_some_and(String::is_empty));
+            if !probe {
+                changes.push(line.to_owned());
+            }
+        }
+    }
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned(), changes)
+}
+
 /// Starts `chaos <args> --cgroup <cgroup> --for 5m --output json -v` and waits until the fault
 /// is armed (every program attached).
 #[must_use]
@@ -37,17 +80,47 @@ pub fn start_fault(args: &[&str], cgroup: &crate::cgroup::TestCgroup) -> Chaos {
     chaos
 }
 
+/// The kernel deadline (CLOCK_MONOTONIC ns) that `chaos -v` logged when it armed its fault.
+#[must_use]
+pub fn logged_deadline_ns(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.split("kernel deadline CLOCK_MONOTONIC ns=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("chaos -v did not log its kernel deadline: {stderr}"))
+}
+
+/// Asserts that the kernel deadline is `--for` after arming: chaos arms between `started_ns`
+/// (before it was started) and `armed_seen_ns` (when the test saw it armed), so the deadline
+/// lies between those two plus `in_force_for`.
+pub fn assert_deadline_is_for(deadline_ns: u64, started_ns: u64, armed_seen_ns: u64, in_force_for: Duration) {
+    let for_ns = in_force_for.as_nanos() as u64;
+    assert!(
+        (started_ns + for_ns..=armed_seen_ns + for_ns).contains(&deadline_ns),
+        "the kernel deadline is {:.3} s after chaos started and {:.3} s after it was seen armed: --for is {:?}",
+        (deadline_ns as f64 - started_ns as f64) / 1e9,
+        (deadline_ns as f64 - armed_seen_ns as f64) / 1e9,
+        in_force_for
+    );
+}
+
 /// Why BPF LSM faults cannot run here, if they cannot (asks `chaos doctor`).
 #[must_use]
 pub fn lsm_unavailable() -> Option<String> {
+    family_unavailable("syscall-errno-lsm").map(|reason| format!("BPF LSM unavailable: {reason}"))
+}
+
+/// Doctor's reason why fault family `id` cannot run here, if it cannot.
+#[must_use]
+pub fn family_unavailable(id: &str) -> Option<String> {
     let (status, stdout, stderr) = run(&["doctor", "--output", "json"]);
     assert!(status.success(), "chaos doctor failed: {stderr}");
     let doctor: serde_json::Value = serde_json::from_str(&stdout).expect("doctor JSON");
     let family = doctor["families"]
         .as_array()
-        .and_then(|f| f.iter().find(|f| f["id"] == "syscall-errno-lsm"))
-        .expect("the LSM family");
-    (family["supported"] != true).then(|| format!("BPF LSM unavailable: {}", family["reason"].as_str().unwrap_or("?")))
+        .and_then(|f| f.iter().find(|f| f["id"] == id))
+        .unwrap_or_else(|| panic!("doctor lists no family {id}"));
+    (family["supported"] != true).then(|| family["reason"].as_str().unwrap_or("?").to_owned())
 }
 
 /// A `chaos` running in the background; SIGKILLed on Drop if the test did not end it. Its

@@ -48,6 +48,82 @@ pub fn programs_attached(cgroup_dir: &Path, hook: CgroupHook) -> io::Result<u32>
     Ok(attr.prog_cnt)
 }
 
+/// Every cgroup attach type (enum bpf_attach_type, all known to 6.1+): skb, sock, sock_ops,
+/// device, sock_addr (bind, connect, sendmsg, recvmsg, getpeername, getsockname), sysctl,
+/// sockopt, sock_release and lsm_cgroup.
+const CGROUP_ATTACH_TYPES: &[u32] =
+    &[0, 1, 2, 3, 6, 8, 9, 10, 11, 12, 13, 14, 15, 18, 19, 20, 21, 22, 29, 30, 31, 32, 34, 43];
+
+/// Programs attached to `cgroup_dir` at any cgroup hook, by BPF_PROG_QUERY of each type.
+#[must_use]
+pub fn cgroup_programs(cgroup_dir: &Path) -> u32 {
+    let cgroup = File::open(cgroup_dir).unwrap_or_else(|e| panic!("open {}: {e}", cgroup_dir.display()));
+    CGROUP_ATTACH_TYPES
+        .iter()
+        .map(|&attach_type| {
+            let mut attr = ProgQueryAttr { target_fd: cgroup.as_raw_fd() as u32, attach_type, ..Default::default() };
+            // SAFETY: attr is a valid, zero-padded bpf_attr for BPF_PROG_QUERY; size matches.
+            let rc = unsafe {
+                libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &raw mut attr, std::mem::size_of::<ProgQueryAttr>() as u32)
+            };
+            assert!(
+                rc == 0,
+                "BPF_PROG_QUERY {} attach type {attach_type}: {}",
+                cgroup_dir.display(),
+                io::Error::last_os_error()
+            );
+            attr.prog_cnt
+        })
+        .sum()
+}
+
+/// The cgroup attach type (enum bpf_attach_type) of a hook as `chaos syscall list` names it
+/// (`cgroup/connect4`), if it is one.
+#[must_use]
+pub fn cgroup_attach_type(hook: &str) -> Option<u32> {
+    Some(match hook.strip_prefix("cgroup/")? {
+        "sock_create" => 2,
+        "bind4" => 8,
+        "bind6" => 9,
+        "connect4" => 10,
+        "connect6" => 11,
+        "sendmsg4" => 14,
+        "sendmsg6" => 15,
+        "getsockopt" => 21,
+        "setsockopt" => 22,
+        _ => return None,
+    })
+}
+
+/// Programs attached to `cgroup_dir` at one cgroup attach type, by BPF_PROG_QUERY.
+#[must_use]
+pub fn cgroup_programs_at(cgroup_dir: &Path, attach_type: u32) -> u32 {
+    let cgroup = File::open(cgroup_dir).unwrap_or_else(|e| panic!("open {}: {e}", cgroup_dir.display()));
+    let mut attr = ProgQueryAttr { target_fd: cgroup.as_raw_fd() as u32, attach_type, ..Default::default() };
+    // SAFETY: attr is a valid, zero-padded bpf_attr for BPF_PROG_QUERY; size matches.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &raw mut attr, std::mem::size_of::<ProgQueryAttr>() as u32)
+    };
+    assert!(rc == 0, "BPF_PROG_QUERY {} type {attach_type}: {}", cgroup_dir.display(), io::Error::last_os_error());
+    attr.prog_cnt
+}
+
+/// The BPF LSM links process `pid` holds, as the kernel describes its descriptors in
+/// /proc/<pid>/fdinfo (tracing links of attach type BPF_LSM_MAC, 27).
+#[must_use]
+pub fn lsm_links_held_by(pid: u32) -> u32 {
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .filter(|info| {
+            let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+            field("link_type:") == Some("tracing") && field("attach_type:") == Some("27")
+        })
+        .count() as u32
+}
+
 /// Total programs on the cgroup's inet ingress and egress hooks.
 pub fn inet_programs_attached(cgroup_dir: &Path) -> u32 {
     [CgroupHook::InetIngress, CgroupHook::InetEgress]
@@ -116,8 +192,17 @@ pub fn tc_programs(netns: &crate::net::Netns, iface: &str) -> u32 {
                                 std::mem::size_of::<ProgQueryAttr>() as u32,
                             )
                         };
-                        // Kernels without tcx refuse the attach type: no tcx programs there.
-                        if rc < 0 { 0 } else { attr.prog_cnt }
+                        if rc == 0 {
+                            return attr.prog_cnt;
+                        }
+                        // Kernels before 6.6 have no tcx and refuse the attach type: no tcx
+                        // programs there. Any other failure must not read as "nothing attached".
+                        let error = io::Error::last_os_error();
+                        assert!(
+                            error.raw_os_error() == Some(libc::EINVAL) && !release_at_least(6, 6),
+                            "BPF_PROG_QUERY of tcx attach type {attach_type} on {iface}: {error}"
+                        );
+                        0
                     })
                     .sum::<u32>()
             })
@@ -138,6 +223,14 @@ pub fn tc_programs(netns: &crate::net::Netns, iface: &str) -> u32 {
         })
         .sum();
     tcx + legacy
+}
+
+/// Whether the running kernel is at least `major.minor`.
+#[must_use]
+pub fn release_at_least(major: u32, minor: u32) -> bool {
+    let release = crate::skip::kernel_release();
+    let mut parts = release.split(['.', '-']).filter_map(|p| p.parse::<u32>().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// Whether `iface` of `netns` has a clsact qdisc.
@@ -172,6 +265,16 @@ pub fn snmp_counter(pid: u32, group: &str, name: &str) -> u64 {
     let (names, values) = (lines.next().expect("snmp names"), lines.next().expect("snmp values"));
     let index = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("no {group} {name}"));
     values.split_whitespace().nth(index).and_then(|v| v.parse().ok()).expect("snmp value")
+}
+
+/// A counter from `/proc/<pid>/net/snmp6` (the namespace of `pid`), e.g. "Udp6InCsumErrors".
+#[must_use]
+pub fn snmp6_counter(pid: u32, name: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/snmp6")).expect("read snmp6");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).filter(|rest| rest.starts_with([' ', '\t'])))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in snmp6"))
 }
 
 /// The kind of the root qdisc of `iface` in `netns` (`noqueue`, `fq`, ...), from `tc`.

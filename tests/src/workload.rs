@@ -62,7 +62,12 @@ pub fn command_in(program: impl Into<PathBuf>, cgroup: Option<&TestCgroup>, netn
 
 /// Starts a `chaos-workload` server in `netns` and waits until it says "ready".
 fn spawn_ready(args: &[&str], netns: &Netns) -> (Child, BufReader<ChildStdout>) {
-    let mut child = command_in(workload_bin(), None, Some(netns))
+    spawn_ready_in(args, None, netns)
+}
+
+/// [`spawn_ready`] with the server in `cgroup` too.
+fn spawn_ready_in(args: &[&str], cgroup: Option<&TestCgroup>, netns: &Netns) -> (Child, BufReader<ChildStdout>) {
+    let mut child = command_in(workload_bin(), cgroup, Some(netns))
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
@@ -97,6 +102,16 @@ impl UdpSink {
             args.push("--times");
         }
         let (child, stdout) = spawn_ready(&args, netns);
+        Self { child, stdout }
+    }
+
+    /// [`UdpSink::start`] inside `cgroup`: its socket belongs to the cgroup, so the cgroup's
+    /// ingress hook sees what it receives.
+    #[must_use]
+    pub fn start_in(cgroup: &TestCgroup, netns: &Netns, port: u16, idle_ms: u64) -> Self {
+        let (port, idle_ms) = (port.to_string(), idle_ms.to_string());
+        let (child, stdout) =
+            spawn_ready_in(&["udp-sink", "--port", &port, "--idle-ms", &idle_ms], Some(cgroup), netns);
         Self { child, stdout }
     }
 
@@ -156,15 +171,20 @@ impl Resident {
             .args(["sleep", "--secs", "600"])
             .spawn()
             .expect("start resident");
-        // Wait until it has joined the cgroup (pre_exec ran before exec).
+        // pre_exec joined the cgroup before exec, so it is normally there at once; a resident
+        // that is not in the cgroup would make every test using it prove nothing.
         let pid = child.id() as i32;
+        let mut joined = false;
         for _ in 0..500 {
-            if cgroup.pids().contains(&pid) {
+            joined = cgroup.pids().contains(&pid);
+            if joined {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Self(child)
+        let resident = Self(child);
+        assert!(joined, "resident {pid} is not in the test cgroup {} after 5 s", cgroup.path());
+        resident
     }
 
     #[must_use]
@@ -235,6 +255,9 @@ pub struct Calls {
     /// Wall time of the loop, for the loops that time themselves.
     #[serde(default)]
     pub elapsed_ns: u64,
+    /// CLOCK_MONOTONIC ns at the start of each call, for the loops that time their calls.
+    #[serde(default)]
+    pub at_ns: Vec<u64>,
 }
 
 impl Calls {
@@ -272,8 +295,20 @@ pub fn workload_loop(wrapper: &[&str], args: &[&str], cgroup: Option<&TestCgroup
 /// `chaos-workload connect-loop`: `count` TCP connects from `cgroup` in `netns`.
 #[must_use]
 pub fn connect_loop(to: std::net::SocketAddr, count: u64, cgroup: Option<&TestCgroup>, netns: &Netns) -> Calls {
+    connect_loop_paced(to, count, 0, cgroup, netns)
+}
+
+/// [`connect_loop`] with `gap_ms` between calls (each call's start time is in `at_ns`).
+#[must_use]
+pub fn connect_loop_paced(
+    to: std::net::SocketAddr,
+    count: u64,
+    gap_ms: u64,
+    cgroup: Option<&TestCgroup>,
+    netns: &Netns,
+) -> Calls {
     let output = command_in(workload_bin(), cgroup, Some(netns))
-        .args(["connect-loop", "--to", &to.to_string(), "--count", &count.to_string()])
+        .args(["connect-loop", "--to", &to.to_string(), "--count", &count.to_string(), "--gap-ms", &gap_ms.to_string()])
         .output()
         .expect("run connect-loop");
     assert!(output.status.success(), "connect-loop failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -314,6 +349,12 @@ pub fn tcp_connect(
         .args(["tcp-connect", "--to", &to.to_string(), "--timeout-ms", &timeout_ms.to_string()])
         .output()
         .expect("run tcp-connect");
+    assert!(
+        output.status.success(),
+        "tcp-connect failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("tcp-connect report: {e}"))
 }
 
@@ -452,5 +493,44 @@ pub fn wait_until_stopped(pid: u32, since: std::time::Instant) {
     while !crate::kernel::is_stopped(pid) {
         assert!(since.elapsed() < std::time::Duration::from_secs(15), "process {pid} was never stopped");
         std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A `chaos-workload socket-calls` in `cgroup` and `netns`: its sockets are made (in the
+/// cgroup) at start; [`SocketCalls::call`] makes one call of each hooked kind.
+pub struct SocketCalls(Option<Child>);
+
+impl SocketCalls {
+    #[must_use]
+    pub fn start(cgroup: &TestCgroup, netns: &Netns) -> Self {
+        let mut child = command_in(workload_bin(), Some(cgroup), Some(netns))
+            .arg("socket-calls")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start socket-calls");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "ready", "socket-calls did not start");
+        Self(Some(child))
+    }
+
+    /// Makes the calls: call name -> errno (0 if it worked).
+    #[must_use]
+    pub fn call(mut self) -> std::collections::BTreeMap<String, i32> {
+        let mut child = self.0.take().expect("running");
+        child.stdin.take().expect("stdin").write_all(b"go\n").expect("write to socket-calls");
+        let output = child.wait_with_output().expect("wait socket-calls");
+        assert!(output.status.success(), "socket-calls failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("socket-calls report: {e}"))
+    }
+}
+
+impl Drop for SocketCalls {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -10,7 +10,9 @@ use chaos_tests::{
     chaos::{self, Chaos},
     kernel,
     net::TwoHosts,
-    require_root, skip, skip_if,
+    require_root,
+    skip::{self, Feature},
+    skip_unless_has,
     workload::{Blast, Resident, UdpEcho, UdpSink, start_stopped_reader, wait_until_stopped, workload_json},
 };
 
@@ -101,31 +103,75 @@ fn sigkill_of_chaos_mid_delay_leaves_the_target_running() {
     assert!(started.elapsed() < Duration::from_secs(8), "the target waited for the 10 s delay");
 }
 
+/// While chaos is live its reads are delayed, and the first undelayed read comes at arm +
+/// `--for`; with chaos frozen (no timer, no resumer) the kernel still ends the delay at `--for`.
 #[test]
 fn syscall_delays_end_at_the_deadline() {
     require_root!("syscall_delays_end_at_the_deadline");
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
-    let mut chaos = Chaos::start(&[
-        "syscall",
-        "delay",
-        "--syscall",
-        "read",
-        "--by",
-        "50ms",
-        "--cgroup",
-        cgroup.path(),
-        "--for",
-        "2s",
-        "-v",
-    ]);
-    chaos.wait_until_armed(Duration::from_secs(60));
+    let delay = |for_: &str| {
+        let started_ns = kernel::monotonic_ns();
+        let mut chaos = Chaos::start(&[
+            "syscall",
+            "delay",
+            "--syscall",
+            "read",
+            "--by",
+            "50ms",
+            "--cgroup",
+            cgroup.path(),
+            "--for",
+            for_,
+            "-v",
+        ]);
+        chaos.wait_until_armed(Duration::from_secs(60));
+        let armed_ns = kernel::monotonic_ns();
+        let deadline_ns = chaos::logged_deadline_ns(&chaos.stderr_so_far());
+        let for_ = humantime::parse_duration(for_).expect("duration");
+        chaos::assert_deadline_is_for(deadline_ns, started_ns, armed_ns, for_);
+        (chaos, deadline_ns)
+    };
+
+    // Live: one read every 20 ms through the deadline and 1 s past it.
+    let (chaos, deadline_ns) = delay("3s");
+    let left_ms = deadline_ns.saturating_sub(kernel::monotonic_ns()) / 1_000_000;
+    let count = (left_ms / 70 + 1000 / 20).to_string();
+    let reads = workload_json(&["latency-loop", "--count", &count, "--gap-ms", "20"], Some(&cgroup), None);
     let (status, _, stderr) = chaos.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{stderr}");
+    let latencies = numbers(&reads, "latencies_ns");
+    let starts = numbers(&reads, "starts_ns");
+    let first_fast = latencies.iter().position(|&ns| ns / MS < 25.0).expect("every read was delayed");
+    let delayed: Vec<f64> = latencies[..first_fast].iter().map(|ns| ns / MS).collect();
+    assert!(delayed.len() >= 5, "only {} reads were delayed before the deadline", delayed.len());
+    let live_p50 = percentile(&delayed, 50.0);
+    let after_ms = (starts[first_fast] - deadline_ns as f64) / MS;
+    eprintln!(
+        "measured: live, {} reads delayed (p50 {live_p50:.1} ms for 50 ms); the first undelayed read started \
+         {after_ms:.1} ms after the kernel deadline",
+        delayed.len()
+    );
+    let bound = if on_vm() { 5.0 } else { 2.0 };
+    assert!((live_p50 - 50.0).abs() <= bound, "live delay p50 {live_p50:.1} ms, not 50 ± {bound} ms");
+    assert!(latencies[first_fast..].iter().all(|ns| ns / MS < 25.0), "a read was delayed after an undelayed one");
+    // A read that starts just before the deadline may enter the kernel just after it.
+    assert!(after_ms >= -5.0, "the delay ended {:.1} ms before its deadline", -after_ms);
+    assert!(after_ms <= 200.0, "the delay outlived its deadline by {after_ms:.1} ms (limit 200 ms)");
+
+    // Frozen: nothing in user space can end the fault; past the deadline reads are not delayed.
+    let (chaos, deadline_ns) = delay("2s");
+    chaos.signal(libc::SIGSTOP);
+    std::thread::sleep(
+        Duration::from_nanos(deadline_ns.saturating_sub(kernel::monotonic_ns())) + Duration::from_millis(100),
+    );
     let after = workload_json(&["latency-loop", "--count", "50"], Some(&cgroup), None);
+    chaos.signal(libc::SIGCONT);
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "chaos thawed after its deadline: {stderr}");
     let p99 = percentile(&numbers(&after, "latencies_ns"), 99.0) / MS;
-    eprintln!("measured: read p99 after the deadline {p99:.3} ms");
-    assert!(p99 < 25.0, "reads are still delayed after the deadline: p99 {p99:.3} ms");
+    eprintln!("measured: with chaos frozen, read p99 after the deadline {p99:.3} ms");
+    assert!(p99 < 25.0, "reads are still delayed after the deadline with chaos frozen: p99 {p99:.3} ms");
 }
 
 /// Why network delays cannot run here, if they cannot.
@@ -166,7 +212,12 @@ impl NetSetup {
 
     /// Round trips of `count` pings from the cgroup, in ms.
     fn ping(&self, count: u32, interval_ms: u32) -> Vec<f64> {
-        let to = SocketAddr::from((TwoHosts::B, 7600)).to_string();
+        self.ping_to(SocketAddr::from((TwoHosts::B, 7600)), count, interval_ms)
+    }
+
+    /// [`NetSetup::ping`] to `to` (the echo answers on 7600 in both families).
+    fn ping_to(&self, to: SocketAddr, count: u32, interval_ms: u32) -> Vec<f64> {
+        let to = to.to_string();
         let json = workload_json(
             &["udp-ping", "--to", &to, "--count", &count.to_string(), "--interval-ms", &interval_ms.to_string()],
             Some(&self.cgroup),
@@ -180,24 +231,27 @@ impl NetSetup {
 fn net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back() {
     require_root!("net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back");
     let _serial = chaos_tests::serialized();
-    skip_if!(
-        fq_missing().is_some(),
-        "net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back",
-        fq_missing().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::Fq, fq_missing(), "net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back");
     let setup = NetSetup::new();
     let before = kernel::root_qdisc(&setup.hosts.a, "veth-a");
+    let v6 = SocketAddr::from((TwoHosts::B6, 7600));
     let baseline = percentile(&setup.ping(50, 10), 50.0);
+    let baseline6 = percentile(&setup.ping_to(v6, 30, 10), 50.0);
     let chaos = setup.start(&["net", "delay", "--by", "100ms"]);
     assert_eq!(kernel::root_qdisc(&setup.hosts.a, "veth-a"), "fq", "chaos must put fq in place");
     let rtts = setup.ping(100, 20);
+    let rtts6 = setup.ping_to(v6, 30, 20);
     drop(stop(chaos));
     let extra = percentile(&rtts, 50.0) - baseline;
+    let extra6 = percentile(&rtts6, 50.0) - baseline6;
     eprintln!(
-        "measured: 100 ms net delay: extra RTT p50 {extra:.2} ms (baseline {baseline:.2} ms), {} pings",
-        rtts.len()
+        "measured: 100 ms net delay: extra RTT p50 {extra:.2} ms (baseline {baseline:.2} ms), {} pings; IPv6 \
+         {extra6:.2} ms, {} pings",
+        rtts.len(),
+        rtts6.len()
     );
     assert!((extra - 100.0).abs() <= 5.0, "extra RTT {extra:.2} ms, expected 100 +- 5");
+    assert!((extra6 - 100.0).abs() <= 5.0, "IPv6: extra RTT {extra6:.2} ms, expected 100 +- 5");
     assert_eq!(kernel::root_qdisc(&setup.hosts.a, "veth-a"), before, "the root qdisc was not put back");
     assert_eq!(kernel::tc_programs(&setup.hosts.a, "veth-a"), 0);
 }
@@ -206,11 +260,7 @@ fn net_delay_adds_the_requested_round_trip_and_puts_the_qdisc_back() {
 fn net_delay_jitter_has_the_requested_mean_and_spread() {
     require_root!("net_delay_jitter_has_the_requested_mean_and_spread");
     let _serial = chaos_tests::serialized();
-    skip_if!(
-        fq_missing().is_some(),
-        "net_delay_jitter_has_the_requested_mean_and_spread",
-        fq_missing().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::Fq, fq_missing(), "net_delay_jitter_has_the_requested_mean_and_spread");
     let setup = NetSetup::new();
     let baseline = percentile(&setup.ping(50, 10), 50.0);
     // Pings 60 ms apart: further apart than the jitter spreads them, so fq's in-order release
@@ -251,43 +301,86 @@ fn net_delay_jitter_has_the_requested_mean_and_spread() {
     }
 }
 
+/// One interface has one delay: a second is refused while the first runs, saying which run
+/// holds it, and the first stays in force.
+#[test]
+fn a_second_delay_on_the_same_interface_is_refused_naming_the_first() {
+    require_root!("a_second_delay_on_the_same_interface_is_refused_naming_the_first");
+    let _serial = chaos_tests::serialized();
+    skip_unless_has!(Feature::Fq, fq_missing(), "a_second_delay_on_the_same_interface_is_refused_naming_the_first");
+    let setup = NetSetup::new();
+    let baseline = percentile(&setup.ping(30, 10), 50.0);
+    let first = setup.start(&["net", "delay", "--by", "50ms"]);
+    let first_pid = first.pid();
+    let (status, _, stderr) =
+        chaos::run(&["net", "delay", "--by", "10ms", "--cgroup", setup.cgroup.path(), "--for", "5s"]);
+    let extra = percentile(&setup.ping(30, 10), 50.0) - baseline;
+    drop(stop(first));
+    eprintln!("measured: second delay: {status}: {}; the first's extra RTT {extra:.2} ms", stderr.trim());
+    assert_eq!(status.code(), Some(2), "a second delay on veth-a was not refused: {stderr}");
+    assert!(
+        stderr.contains("veth-a") && stderr.contains(&format!("pid {first_pid}")),
+        "the refusal must name the interface and the run holding it (pid {first_pid}): {stderr}"
+    );
+    assert!((extra - 50.0).abs() <= 5.0, "the first delay is no longer in force: extra RTT {extra:.2} ms");
+    assert_eq!(kernel::tc_programs(&setup.hosts.a, "veth-a"), 0);
+}
+
 #[test]
 fn net_rate_holds_the_limit() {
     require_root!("net_rate_holds_the_limit");
     let _serial = chaos_tests::serialized();
-    skip_if!(fq_missing().is_some(), "net_rate_holds_the_limit", fq_missing().unwrap_or_default());
+    skip_unless_has!(Feature::Fq, fq_missing(), "net_rate_holds_the_limit");
     let setup = NetSetup::new();
     let chaos = setup.start(&["net", "rate", "--limit", "1mbit"]);
-    let sink = UdpSink::start(&setup.hosts.b, 7610, 1500, true);
-    // About 3 mbit/s offered for 4 s: 106-byte frames (64 bytes of payload + UDP, IP, Ethernet).
-    let blast = Blast {
-        to: SocketAddr::from((TwoHosts::B, 7610)),
-        sender_id: 1,
-        count: 14_000,
-        pps: 3500,
-        cgroup: Some(&setup.cgroup),
-        netns: &setup.hosts.a,
-    }
-    .run();
-    let report = sink.finish();
+    let rate_of = |to: SocketAddr, count: u64, frame_bytes: f64| {
+        let sink = UdpSink::start(&setup.hosts.b, to.port(), 1500, true);
+        let blast =
+            Blast { to, sender_id: 1, count, pps: 3500, cgroup: Some(&setup.cgroup), netns: &setup.hosts.a }.run();
+        assert_eq!(blast.errors, 0);
+        let report = sink.finish();
+        let times: Vec<u64> = report.arrivals.iter().map(|&(_, _, at)| at).collect();
+        let span = (times.iter().max().expect("arrivals") - times.iter().min().expect("arrivals")) as f64 / 1e9;
+        // What the sender managed to offer: a busy TCG guest may fall short of 3 mbit/s.
+        let offered = blast.sent as f64 * frame_bytes * 8.0 / (blast.elapsed_ns as f64 / 1e9);
+        (times.len() as f64 * frame_bytes * 8.0 / span, span, offered)
+    };
+    // About 3 mbit/s offered: 106-byte frames (64 bytes of payload + UDP, IP, Ethernet) for 4 s,
+    // then IPv6 (126-byte frames) for 2 s.
+    let (bits_per_second, span, offered) = rate_of(SocketAddr::from((TwoHosts::B, 7610)), 14_000, 106.0);
+    let (bits_per_second6, span6, offered6) = rate_of(SocketAddr::from((TwoHosts::B6, 7611)), 7_000, 126.0);
     drop(stop(chaos));
-    assert_eq!(blast.errors, 0);
-    let times: Vec<u64> = report.arrivals.iter().map(|&(_, _, at)| at).collect();
-    let span = (times.iter().max().expect("arrivals") - times.iter().min().expect("arrivals")) as f64 / 1e9;
-    let bits_per_second = times.len() as f64 * 106.0 * 8.0 / span;
-    eprintln!("measured: 1 mbit limit delivered {:.3} mbit/s over {span:.2} s", bits_per_second / 1e6);
-    assert!((bits_per_second - 1e6).abs() <= 1e5, "{:.3} mbit/s, expected 1 +- 10 %", bits_per_second / 1e6);
+    eprintln!(
+        "measured: 1 mbit limit delivered {:.3} mbit/s over {span:.2} s (offered {:.3}); IPv6 {:.3} mbit/s over \
+         {span6:.2} s (offered {:.3})",
+        bits_per_second / 1e6,
+        offered / 1e6,
+        bits_per_second6 / 1e6,
+        offered6 / 1e6
+    );
+    // The limit holds (never 10 % above it), and is reached whenever the sender offers more:
+    // within 10 % on the host; under TCG, with other guests busy, fq's pacing timers have been
+    // seen to deliver 12.5 % short (0.875 mbit/s), so 20 % there.
+    let short = if on_vm() { 0.8 } else { 0.9 };
+    for (family, delivered, offered) in [("IPv4", bits_per_second, offered), ("IPv6", bits_per_second6, offered6)] {
+        let expected = offered.min(1e6);
+        assert!(
+            delivered <= 1.1e6 && delivered >= short * expected,
+            "{family}: {:.3} mbit/s delivered, expected {:.3} (the 1 mbit limit or the {:.3} mbit/s offered), at most \
+             10 % over, {:.0} % under",
+            delivered / 1e6,
+            expected / 1e6,
+            offered / 1e6,
+            (1.0 - short) * 100.0
+        );
+    }
 }
 
 #[test]
 fn net_delay_state_is_put_back_after_sigkill_by_cleanup() {
     require_root!("net_delay_state_is_put_back_after_sigkill_by_cleanup");
     let _serial = chaos_tests::serialized();
-    skip_if!(
-        fq_missing().is_some(),
-        "net_delay_state_is_put_back_after_sigkill_by_cleanup",
-        fq_missing().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::Fq, fq_missing(), "net_delay_state_is_put_back_after_sigkill_by_cleanup");
     let setup = NetSetup::new();
     let before = kernel::root_qdisc(&setup.hosts.a, "veth-a");
     let chaos = setup.start(&["net", "delay", "--by", "50ms"]);
@@ -366,6 +459,12 @@ fn the_guard_of_an_inert_fault_waits_for_its_time_box() {
     let late_ms = (kernel::monotonic_ns() as f64 - until_ns as f64) / MS;
     eprintln!("measured: the guard resumed the target {late_ms:.1} ms after the time box it was sent");
     assert!(late_ms >= 0.0, "the guard resumed the target {:.1} ms before its time box", -late_ms);
+    // ...and right after it: the guard waits for the time box itself, not for a coarse poll.
+    let limit_ms = if on_vm() { 500.0 } else { 50.0 };
+    assert!(
+        late_ms <= limit_ms,
+        "the guard resumed the target {late_ms:.1} ms after its time box (limit {limit_ms} ms)"
+    );
 }
 
 #[test]
@@ -427,24 +526,45 @@ fn a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box() {
 fn the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen() {
     require_root!("the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen");
     let _serial = chaos_tests::serialized();
-    skip_if!(
-        fq_missing().is_some(),
-        "the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen",
-        fq_missing().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::Fq, fq_missing(), "the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen");
     let setup = NetSetup::new();
     let baseline = percentile(&setup.ping(30, 10), 50.0);
+    let started_ns = kernel::monotonic_ns();
     let mut chaos =
         Chaos::start(&["net", "delay", "--by", "100ms", "--cgroup", setup.cgroup.path(), "--for", "3s", "-v"]);
     chaos.wait_until_armed(Duration::from_secs(60));
-    let armed = Instant::now();
+    // Only the kernel can end the fault now: the controller cannot run its own timer.
     chaos.signal(libc::SIGSTOP);
-    let during = percentile(&setup.ping(5, 10), 50.0) - baseline;
-    std::thread::sleep(Duration::from_secs(3).saturating_sub(armed.elapsed()) + Duration::from_millis(200));
-    let after = percentile(&setup.ping(30, 10), 50.0) - baseline;
+    let armed_ns = kernel::monotonic_ns();
+    let deadline_ns = chaos::logged_deadline_ns(&chaos.stderr_so_far());
+    chaos::assert_deadline_is_for(deadline_ns, started_ns, armed_ns, Duration::from_secs(3));
+    // A ping every 20 ms (every round trip while delayed) until 1 s past the deadline.
+    let left_ms = deadline_ns.saturating_sub(armed_ns) / 1_000_000;
+    let count = (left_ms / 100 + 1000 / 20).to_string();
+    let to = SocketAddr::from((TwoHosts::B, 7600)).to_string();
+    let pings = workload_json(
+        &["udp-ping", "--to", &to, "--count", &count, "--interval-ms", "20"],
+        Some(&setup.cgroup),
+        Some(&setup.hosts.a),
+    );
     chaos.signal(libc::SIGCONT);
-    drop(chaos.wait(Duration::from_secs(20)));
-    eprintln!("measured: extra RTT with chaos frozen, before the deadline {during:.2} ms, after it {after:.2} ms");
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "chaos thawed after its deadline: {stderr}");
+    let extra: Vec<f64> = numbers(&pings, "rtts_ns").iter().map(|ns| ns / MS - baseline).collect();
+    let sent = numbers(&pings, "sent_ns");
+    let first_fast = extra.iter().position(|&ms| ms < 50.0).expect("every ping was delayed");
+    let during = percentile(&extra[..first_fast], 50.0);
+    let after = percentile(&extra[first_fast..], 50.0);
+    let after_ms = (sent[first_fast] - deadline_ns as f64) / MS;
+    eprintln!(
+        "measured: extra RTT with chaos frozen, before the deadline {during:.2} ms ({first_fast} pings), after it \
+         {after:.2} ms; the first undelayed ping left {after_ms:.1} ms after the kernel deadline"
+    );
+    assert!(first_fast >= 3, "only {first_fast} pings were delayed before the deadline");
     assert!(during > 90.0, "the delay was not in force before the deadline: {during:.2} ms");
     assert!(after < 10.0, "the delay outlived its deadline: {after:.2} ms");
+    assert!(extra[first_fast..].iter().all(|&ms| ms < 50.0), "a ping was delayed after an undelayed one");
+    // A ping sent just before the deadline may leave the interface just after it.
+    assert!(after_ms >= -10.0, "the delay ended {:.1} ms before its deadline", -after_ms);
+    assert!(after_ms <= 250.0, "the delay outlived its deadline by {after_ms:.1} ms (limit 250 ms)");
 }

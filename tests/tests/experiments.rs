@@ -10,8 +10,10 @@ use std::{
 use chaos_tests::{
     cgroup::TestCgroup,
     chaos::{self, Chaos},
-    kernel, require_root,
-    workload::{HttpServer, start_stopped_reader},
+    kernel,
+    net::TwoHosts,
+    require_root,
+    workload::{Blast, HttpServer, UdpSink, start_stopped_reader},
 };
 use serde_json::Value;
 
@@ -340,16 +342,62 @@ fn detach(file: &Path, timeline: &Path) -> String {
     id
 }
 
+/// A detached experiment that drops every packet the cgroup sends to host b.
 fn detached_experiment(cgroup: &TestCgroup, duration: &str) -> String {
     format!(
-        "name = \"detached\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"{duration}\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 100\ndirection = \"egress\"\nremote = [\"192.0.2.1\"]\n",
-        cgroup.path()
+        "name = \"detached\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"{duration}\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 100\ndirection = \"egress\"\nremote = [\"{}\"]\n",
+        cgroup.path(),
+        TwoHosts::B
     )
+}
+
+/// Waits for the reaper's `arm` event: (the kernel deadline it wrote, when the test saw it).
+fn wait_for_arm(timeline: &Path) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen_ns = kernel::monotonic_ns();
+        if let Some(arm) = fs::read_to_string(timeline).ok().and_then(|text| {
+            text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|e| e["event"] == "arm")
+        }) {
+            return (arm["kernel_deadline_ns"].as_u64().expect("arm event has its kernel deadline"), seen_ns);
+        }
+        assert!(Instant::now() < deadline, "the fault was not armed within 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether process `pid` is gone (it may linger a few ms as a zombie of nobody).
+fn process_gone(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+}
+
+fn wait_until_gone(pid: i32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !process_gone(pid) {
+        assert!(Instant::now() < deadline, "{what} (pid {pid}) still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One datagram per ms from the cgroup (in host a) to host b for `ms`: when the first one
+/// arrived (CLOCK_MONOTONIC ns), if any, and how many did.
+fn blast_through(hosts: &TwoHosts, cgroup: &TestCgroup, port: u16, ms: u64) -> (Option<u64>, u64) {
+    let sink = UdpSink::start(&hosts.b, port, 1500, true);
+    let to = std::net::SocketAddr::from((TwoHosts::B, port));
+    let blast = Blast { to, sender_id: 1, count: ms, pps: 1000, cgroup: Some(cgroup), netns: &hosts.a }.run();
+    assert_eq!(blast.errors, 0, "{:?}", blast.first_error);
+    // A few from outside the cgroup: the sink's idle timer starts at its first datagram.
+    let outside = Blast { to, sender_id: 2, count: 10, pps: 1000, cgroup: None, netns: &hosts.a }.run();
+    assert_eq!(outside.errors, 0, "{:?}", outside.first_error);
+    let report = sink.finish();
+    let first = report.arrivals.iter().filter(|&&(sender, _, _)| sender == 1).map(|&(_, _, at)| at).min();
+    (first, report.received_from(1))
 }
 
 #[test]
 fn a_detached_experiment_is_listed_and_stopped() {
     require_root!("a_detached_experiment_is_listed_and_stopped");
+    let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let scratch = Scratch::new();
     let file = scratch.file("detached.toml", &detached_experiment(&cgroup, "60s"));
@@ -364,47 +412,259 @@ fn a_detached_experiment_is_listed_and_stopped() {
     assert_eq!(entry["target"], cgroup.path());
     assert!(entry["seconds_left"].as_u64().unwrap_or(0) > 30, "{entry}");
     assert_eq!(entry["faults"][0]["label"], "#1 net drop");
+    let reaper = entry["pid"].as_u64().expect("pid") as i32;
+    let _armed = wait_for_arm(&timeline);
+    let (_, during) = blast_through(&hosts, &cgroup, 7031, 500);
+    assert_eq!(during, 0, "the armed detached drop let {during} of 500 datagrams through");
 
-    let (status, stdout, stderr) = chaos::run(&["stop", &id]);
+    let (status, _, stderr) = chaos::run(&["stop", &id]);
     assert!(status.success(), "{stderr}");
-    assert!(stdout.contains(&format!("stopped detached experiment {id}")), "{stdout}");
     kernel::wait_for_inet_programs(cgroup.dir(), 0, Duration::from_secs(5));
     assert!(!pins.exists(), "pins left after stop");
+    wait_until_gone(reaper, "the reaper after chaos stop");
     assert!(listed(&status_json(), &id).is_none(), "still listed after stop");
+    let (_, after) = blast_through(&hosts, &cgroup, 7032, 500);
+    eprintln!("measured: detached drop: {during} of 500 delivered while armed, {after} of 500 after chaos stop");
+    assert!(after >= 495, "only {after} of 500 datagrams delivered after chaos stop");
     let events = read_timeline(&timeline);
-    assert!(names(&events).contains(&"detach"), "{:?}", names(&events));
+    let detach = events.iter().find(|e| e["event"] == "detach").unwrap_or_else(|| panic!("{:?}", names(&events)));
+    assert_eq!(detach["injected"].as_u64(), Some(500), "the detach event counts the drops: {detach}");
+}
+
+/// `chaos stop` on a foreground experiment: the run detaches its fault, writes its verdict
+/// ("stopped before the end", exit 2) and the kernel shows nothing left on the cgroup.
+#[test]
+fn chaos_stop_ends_a_foreground_experiment() {
+    require_root!("chaos_stop_ends_a_foreground_experiment");
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let scratch = Scratch::new();
+    let file = scratch.file("foreground.toml", &detached_experiment(&cgroup, "60s"));
+    let timeline = scratch.path("foreground.jsonl");
+    let mut run = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    let mut id = None;
+    run.wait_until("the run is listed", Duration::from_secs(60), || {
+        id = status_json()["experiments"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["target"] == cgroup.path()))
+            .and_then(|e| e["id"].as_str().map(str::to_owned));
+        id.is_some() && kernel::inet_programs_attached(cgroup.dir()) == 1
+    });
+    let id = id.expect("listed");
+    let (_, during) = blast_through(&hosts, &cgroup, 7035, 300);
+    let (status, _, stderr) = chaos::run(&["stop", &id]);
+    assert!(status.success(), "{stderr}");
+    let (status, stdout, stderr) = run.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "a stopped experiment has no verdict: {stdout}{stderr}");
+    assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left after chaos stop");
+    let (_, after) = blast_through(&hosts, &cgroup, 7036, 300);
+    eprintln!("measured: foreground experiment: {during} of 300 delivered while running, {after} of 300 after stop");
+    assert_eq!(during, 0, "the experiment's drop was not in force");
+    assert!(after >= 297, "only {after} of 300 delivered after chaos stop");
+    let events = read_timeline(&timeline);
+    let verdict = events.iter().find(|e| e["event"] == "verdict").unwrap_or_else(|| panic!("{:?}", names(&events)));
+    assert!(verdict["summary"].as_str().unwrap_or_default().contains("SIGTERM"), "{verdict}");
+    assert!(listed(&status_json(), &id).is_none(), "still listed after stop");
+}
+
+/// A drop ramped 20, 40, 60, 80 % in four 1.5 s steps, run in the foreground or detached
+/// (the reaper ramps it), measured at the receiver in the middle of each step.
+fn ramp_is_measured_per_step(detached: bool) {
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "ramp.toml",
+        &format!(
+            "name = \"ramp\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"6s\"\n\n[[fault]]\nkind = \"net drop\"\n\
+             percent = 80\ndirection = \"egress\"\nremote = [\"{}\"]\nramp = {{ from = 20, steps = 4 }}\n",
+            cgroup.path(),
+            TwoHosts::B
+        ),
+    );
+    let timeline = scratch.path("ramp.jsonl");
+    // 2000 datagrams a second from before the run until just after it (the blaster is stopped
+    // then: arming may take seconds under TCG).
+    const PPS: u64 = 2000;
+    const MAX: u64 = PPS * 120;
+    let sink = UdpSink::start(&hosts.b, 7040, 1500, true);
+    let to = std::net::SocketAddr::from((TwoHosts::B, 7040));
+    let blast = Blast { to, sender_id: 1, count: MAX, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }.start();
+    let run = if detached {
+        drop(detach(&file, &timeline));
+        None
+    } else {
+        Some(Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]))
+    };
+    let (deadline_ns, _) = wait_for_arm(&timeline);
+    std::thread::sleep(
+        Duration::from_nanos(deadline_ns.saturating_sub(kernel::monotonic_ns())) + Duration::from_millis(500),
+    );
+    drop(blast);
+    let report = sink.finish();
+    if let Some(run) = run {
+        let (status, stdout, stderr) = run.wait(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    }
+    // Step starts in CLOCK_MONOTONIC: the arm event's kernel deadline is 6 s after arming, and
+    // the ramp events follow it by their timeline `t`.
+    let events = read_timeline(&timeline);
+    let arm = &events[position(&events, "arm", 0)];
+    let arm_ns = deadline_ns - 6_000_000_000;
+    let t_arm = arm["t"].as_f64().expect("t");
+    let mut starts = vec![(arm_ns, 20.0)];
+    for event in events.iter().filter(|e| e["event"] == "ramp") {
+        let at = arm_ns + ((event["t"].as_f64().expect("t") - t_arm) * 1e9) as u64;
+        starts.push((at, event["percent"].as_f64().expect("percent")));
+    }
+    assert_eq!(starts.iter().map(|s| s.1.round() as u32).collect::<Vec<_>>(), [20, 40, 60, 80], "{:?}", names(&events));
+    // When each sequence number was sent: an arrived datagram's arrival time (a veth hop
+    // later), and a lost one's interpolated between the arrived ones around it. (Not from the
+    // pacing: a busy TCG guest's blaster falls behind its schedule by up to seconds.)
+    let mut arrivals: Vec<(u64, u64)> = report.arrivals.iter().map(|&(_, seq, at)| (seq, at)).collect();
+    arrivals.sort_unstable();
+    let arrived: std::collections::BTreeSet<u64> = arrivals.iter().map(|&(seq, _)| seq).collect();
+    let mut sent_at: Vec<(u64, u64)> = Vec::new();
+    for pair in arrivals.windows(2) {
+        let ((s1, t1), (s2, t2)) = (pair[0], pair[1]);
+        for seq in s1..s2 {
+            sent_at.push((seq, t1 + (t2.saturating_sub(t1)) * (seq - s1) / (s2 - s1)));
+        }
+    }
+    let mut measured = Vec::new();
+    let mut judged = 0;
+    // The last step ends where the fault was detached (on the run's schedule), which for a
+    // detached run comes its reaper's start-up lag before the kernel deadline.
+    let detached_at = events
+        .iter()
+        .find(|e| e["event"] == "detach")
+        .and_then(|e| e["t"].as_f64())
+        .map_or(deadline_ns, |t| arm_ns + ((t - t_arm) * 1e9) as u64);
+    let lag_s = t_arm - events[0]["t"].as_f64().unwrap_or(0.0);
+    for (step, &(start, percent)) in starts.iter().enumerate() {
+        let end = starts.get(step + 1).map_or(detached_at, |s| s.0).max(start);
+        // The middle of the step: away from the switch, whatever the blur of the clocks.
+        let (from, to) = (start + (end - start) / 4, end - (end - start) / 4);
+        let seqs: Vec<u64> = sent_at.iter().filter(|(_, at)| (from..to).contains(at)).map(|&(seq, _)| seq).collect();
+        // A detached fault is armed when its reaper gets going, but ramps on the run's
+        // schedule: under TCG that start-up lag can leave the first step a sliver.
+        if seqs.len() < 100 {
+            measured.push(format!("{percent:.0} %: too short ({} datagrams)", seqs.len()));
+            continue;
+        }
+        let n = seqs.len() as f64;
+        let lost = seqs.iter().filter(|i| !arrived.contains(i)).count() as f64 / n;
+        measured.push(format!("{percent:.0} %: {:.1} % of {}", lost * 100.0, seqs.len()));
+        // 5 points, or four standard deviations of a binomial share when the step is short.
+        let p = percent / 100.0;
+        let tolerance = (4.0 * (p * (1.0 - p) / n).sqrt() * 100.0).max(5.0);
+        assert!(
+            (lost * 100.0 - percent).abs() <= tolerance,
+            "step {step}: {:.1} % lost, expected {percent} % +- {tolerance:.1} ({measured:?})",
+            lost * 100.0
+        );
+        judged += 1;
+    }
+    // A reaper that starts late (seconds, in a busy TCG guest) follows the schedule from its own
+    // start, so no step is lost; one may still be too short to judge.
+    assert!(
+        judged >= 3,
+        "only {judged} steps long enough to measure (armed {lag_s:.2} s into its timeline): {measured:?}"
+    );
+    eprintln!(
+        "measured: ramp ({}, armed {lag_s:.2} s into its timeline): {measured:?}",
+        if detached { "detached" } else { "foreground" }
+    );
 }
 
 #[test]
+fn a_ramp_raises_the_loss_step_by_step() {
+    require_root!("a_ramp_raises_the_loss_step_by_step");
+    ramp_is_measured_per_step(false);
+}
+
+#[test]
+fn a_detached_reaper_ramps_the_loss_step_by_step() {
+    require_root!("a_detached_reaper_ramps_the_loss_step_by_step");
+    ramp_is_measured_per_step(true);
+}
+
+/// The reaper arms the fault, which drops traffic until the kernel deadline `duration` after
+/// arming, and removes the pins at the end.
+#[test]
 fn a_detached_experiment_ends_by_itself_at_its_deadline() {
     require_root!("a_detached_experiment_ends_by_itself_at_its_deadline");
+    let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let scratch = Scratch::new();
     let file = scratch.file("deadline.toml", &detached_experiment(&cgroup, "3s"));
     let timeline = scratch.path("deadline.jsonl");
+    let started_ns = kernel::monotonic_ns();
     let id = detach(&file, &timeline);
     let reaper = listed(&status_json(), &id).expect("listed")["pid"].as_u64().expect("pid") as i32;
-    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 1);
-    // No foreground process: the reaper arms, and removes the pins at the deadline.
-    kernel::wait_for_inet_programs(cgroup.dir(), 0, Duration::from_secs(10));
+    let (deadline_ns, armed_seen_ns) = wait_for_arm(&timeline);
+    chaos::assert_deadline_is_for(deadline_ns, started_ns, armed_seen_ns, Duration::from_secs(3));
+    let blast_ms = deadline_ns.saturating_sub(kernel::monotonic_ns()) / 1_000_000 + 2000;
+    let (first, delivered) = blast_through(&hosts, &cgroup, 7033, blast_ms);
+    let first = first.expect("nothing got through after the deadline");
+    let late_ms = (first as f64 - deadline_ns as f64) / 1e6;
+    eprintln!(
+        "measured: detached 3 s drop: first datagram {late_ms:.1} ms after the kernel deadline, {delivered} delivered"
+    );
+    // The reaper ends the fault on the experiment's schedule, which it follows from its own
+    // start when that is over 100 ms late: at the kernel deadline it wrote when it armed, or
+    // up to its start-up lag before it (never less than 3 s after the run started).
+    assert!(
+        first >= started_ns + 3_000_000_000,
+        "a datagram got through {:.1} ms before the kernel deadline, less than 3 s after the experiment started",
+        -late_ms
+    );
+    assert!(late_ms <= 100.0, "traffic restored {late_ms:.1} ms after the deadline (limit 100 ms)");
+    // No foreground process: the reaper removes the pins and itself at the deadline.
+    kernel::wait_for_inet_programs(cgroup.dir(), 0, Duration::from_secs(5));
     let pins = Path::new("/sys/fs/bpf/chaos").join(&id);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pins.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(!pins.exists(), "pins left after the deadline");
-    // The reaper is gone too (it may linger a few ms as a zombie of nobody: check /proc state).
-    let gone = || fs::read_to_string(format!("/proc/{reaper}/stat")).map_or(true, |s| s.contains(") Z "));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gone() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(gone(), "the reaper (pid {reaper}) still runs after the deadline");
+    wait_until_gone(reaper, "the reaper after the deadline");
     assert!(listed(&status_json(), &id).is_none());
     let events = read_timeline(&timeline);
     let (arm, detach) = (position(&events, "arm", 0), position(&events, "detach", 0));
     assert!(arm < detach, "{:?}", names(&events));
-    eprintln!("measured: detached 3 s experiment removed by its reaper; events {:?}", names(&events));
+}
+
+/// A killed reaper cannot end the fault: the kernel deadline does, and the next `chaos status`
+/// removes the pins it left.
+#[test]
+fn a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed() {
+    require_root!("a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed");
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let scratch = Scratch::new();
+    let file = scratch.file("killed.toml", &detached_experiment(&cgroup, "3s"));
+    let timeline = scratch.path("killed.jsonl");
+    let started_ns = kernel::monotonic_ns();
+    let id = detach(&file, &timeline);
+    let reaper = listed(&status_json(), &id).expect("listed")["pid"].as_u64().expect("pid") as i32;
+    let (deadline_ns, armed_seen_ns) = wait_for_arm(&timeline);
+    chaos::assert_deadline_is_for(deadline_ns, started_ns, armed_seen_ns, Duration::from_secs(3));
+    // SAFETY: kill(2) on the reaper of the experiment this test started.
+    unsafe { libc::kill(reaper, libc::SIGKILL) };
+    wait_until_gone(reaper, "the killed reaper");
+    let blast_ms = deadline_ns.saturating_sub(kernel::monotonic_ns()) / 1_000_000 + 2000;
+    let (first, delivered) = blast_through(&hosts, &cgroup, 7034, blast_ms);
+    let first = first.expect("nothing got through after the deadline with the reaper killed");
+    let late_ms = (first as f64 - deadline_ns as f64) / 1e6;
+    eprintln!(
+        "measured: reaper killed: first datagram {late_ms:.1} ms after the kernel deadline, {delivered} delivered"
+    );
+    assert!(late_ms >= 0.0, "a datagram got through {:.1} ms before the deadline", -late_ms);
+    assert!(late_ms <= 100.0, "traffic restored {late_ms:.1} ms after the deadline (limit 100 ms)");
+    // Nobody removed the pins: the inert program is still attached until something cleans up.
+    let pins = Path::new("/sys/fs/bpf/chaos").join(&id);
+    assert!(pins.is_dir(), "the pins vanished with the reaper: {}", pins.display());
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 1);
+    assert!(listed(&status_json(), &id).is_none(), "listed after its deadline");
+    assert!(!pins.exists(), "chaos status left the pins of an experiment past its deadline");
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left after chaos status");
 }
 
 #[test]

@@ -102,12 +102,86 @@ fn drops_a_fifth_of_the_target_packets_silently_and_nothing_else() {
     assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left attached after SIGINT");
 }
 
+/// The ingress direction on real traffic: a sink inside the cgroup loses the share, a sink
+/// beside it (same namespace, outside the cgroup) loses nothing.
+#[test]
+fn an_ingress_drop_loses_the_share_of_what_the_cgroup_receives() {
+    require_root!("an_ingress_drop_loses_the_share_of_what_the_cgroup_receives");
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let inside = UdpSink::start_in(&cgroup, &hosts.b, 7010, 1000);
+    let outside = UdpSink::start(&hosts.b, 7011, 1000, false);
+    let chaos = start_drop(&cgroup, "20", "120s", "ingress", 1);
+    let blast = |port, sender_id| Blast {
+        to: sink_addr(port),
+        sender_id,
+        count: PACKETS,
+        pps: 50_000,
+        cgroup: None,
+        netns: &hosts.a,
+    };
+    let (to_inside, to_outside) = (blast(7010, TARGET_SENDER).start(), blast(7011, OUTSIDE_SENDER).start());
+    assert_eq!(to_inside.finish().errors + to_outside.finish().errors, 0);
+    let (inside, outside) = (inside.finish(), outside.finish());
+    let json = chaos.stop_json();
+    let lost = PACKETS - inside.received_from(TARGET_SENDER);
+    let rate = lost as f64 / PACKETS as f64;
+    eprintln!("measured: ingress drop: the cgroup's sink lost {lost} of {PACKETS} ({:.2} %)", rate * 100.0);
+    assert!((0.18..=0.22).contains(&rate), "lost {:.2} %, expected 20 % +- 2", rate * 100.0);
+    assert_eq!(outside.received_from(OUTSIDE_SENDER), PACKETS, "a sink outside the cgroup lost packets");
+    let ingress = &json["counters"][0];
+    assert_eq!(ingress["direction"], "ingress", "{json}");
+    assert_eq!(ingress["injected"].as_u64(), Some(lost), "{json}");
+}
+
+/// Two drops on one cgroup at once compose: each loses its share of what the other let
+/// through, so 50 % and 50 % lose 75 %.
+#[test]
+fn two_drops_on_one_cgroup_compose() {
+    require_root!("two_drops_on_one_cgroup_compose");
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    let sink = UdpSink::start(&hosts.b, 7012, 1000, false);
+    let first = start_drop(&cgroup, "50", "120s", "egress", 1);
+    let second = start_drop(&cgroup, "50", "120s", "egress", 2);
+    let blast = Blast {
+        to: sink_addr(7012),
+        sender_id: TARGET_SENDER,
+        count: PACKETS,
+        pps: 50_000,
+        cgroup: Some(&cgroup),
+        netns: &hosts.a,
+    }
+    .run();
+    assert_eq!(blast.errors, 0);
+    let report = sink.finish();
+    let (first, second) = (first.stop_json(), second.stop_json());
+    let lost = PACKETS - report.received_from(TARGET_SENDER);
+    let rate = lost as f64 / PACKETS as f64;
+    let injected = |json: &serde_json::Value| json["counters"][0]["injected"].as_u64().unwrap_or(0);
+    eprintln!(
+        "measured: two 50 % drops lost {lost} of {PACKETS} ({:.2} %, expected 75 %); each dropped {} and {}",
+        rate * 100.0,
+        injected(&first),
+        injected(&second)
+    );
+    assert!((0.73..=0.77).contains(&rate), "lost {:.2} %, expected 75 % +- 2", rate * 100.0);
+    // The kernel runs every program of the cgroup on each packet, so each fault sees all of
+    // them and counts its own half, including packets the other dropped too.
+    for json in [&first, &second] {
+        let share = injected(json) as f64 / PACKETS as f64;
+        assert!((0.48..=0.52).contains(&share), "one drop counted {:.2} %: {json}", share * 100.0);
+    }
+    assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0);
+}
+
 #[test]
 fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     require_root!("the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen");
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let sink = UdpSink::start(&hosts.b, 7002, 1500, true);
+    let started_ns = kernel::monotonic_ns();
     // 5 s: long enough that even a slow start (a busy 2-CPU VM) leaves most of it to measure.
     let mut chaos = start_drop(&cgroup, "100", "5s", "egress", 1);
     // Attached is not yet armed: chaos writes the deadline again once every program is in place.
@@ -128,15 +202,14 @@ fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     .run();
     let report = sink.finish();
     chaos.signal(libc::SIGCONT);
-    let (_, _, stderr) = chaos.wait(Duration::from_secs(10));
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(10));
     assert_eq!(blast.errors, 0);
+    // Thawed past its deadline, chaos finds its run over: a run that reached its deadline.
+    assert_eq!(status.code(), Some(0), "chaos thawed after its deadline: {stderr}");
 
-    // The deadline chaos wrote into the map, as it logged it.
-    let deadline: u64 = stderr
-        .lines()
-        .find_map(|l| l.split("kernel deadline CLOCK_MONOTONIC ns=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("chaos -v did not log its deadline: {stderr}"));
+    // The deadline chaos wrote into the map, as it logged it: --for after arming.
+    let deadline = chaos::logged_deadline_ns(&stderr);
+    chaos::assert_deadline_is_for(deadline, started_ns, armed_at, Duration::from_secs(5));
     assert!(deadline > armed_at, "deadline already passed when the blast started");
     let first_after =
         report.arrivals.iter().map(|&(_, _, at)| at).min().expect("no packet got through after the deadline");
@@ -153,6 +226,24 @@ fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     assert!(restored_after_ms <= 100.0, "traffic restored {restored_after_ms:.1} ms after the deadline (limit 100 ms)");
     let delivered = report.received_from(TARGET_SENDER);
     assert!(delivered >= 1500, "only {delivered} packets delivered after the deadline");
+}
+
+/// SIGTERM and SIGHUP stop a foreground run like Ctrl-C: the fault is detached (the kernel
+/// shows nothing on the cgroup), the report names the signal, the exit status is 128 + signal.
+#[test]
+fn sigterm_and_sighup_detach_a_foreground_fault_and_exit_128_plus_the_signal() {
+    require_root!("sigterm_and_sighup_detach_a_foreground_fault_and_exit_128_plus_the_signal");
+    let cgroup = TestCgroup::new();
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP")] {
+        let mut chaos = start_drop(&cgroup, "100", "5m", "egress", 1);
+        chaos.wait_until_armed(Duration::from_secs(60));
+        chaos.signal(signal);
+        let (status, stdout, stderr) = chaos.wait(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(128 + signal), "{name}: {stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(report["stopped"]["signal"], name, "{report}");
+        assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left attached after {name}");
+    }
 }
 
 #[test]

@@ -9,9 +9,12 @@ use chaos_tests::{
     TempDir,
     cgroup::TestCgroup,
     chaos::{self, Chaos},
+    kernel,
     net::Netns,
-    require_root, skip_if,
-    workload::{TcpListen, command_in, connect_loop, file_loop},
+    require_root,
+    skip::Feature,
+    skip_unless_has,
+    workload::{Resident, SocketCalls, TcpListen, command_in, connect_loop, connect_loop_paced, file_loop},
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -91,11 +94,50 @@ fn schedules_give_exact_counts() {
     assert_eq!(result.failed(), 25, "--max 25 at 50 %");
 }
 
+/// `--pid` finds the cgroup of a process started in a test cgroup: the fault lands on that
+/// cgroup (the kernel shows its programs there) and its calls fail; others do not.
+#[test]
+fn a_pid_target_faults_the_cgroup_the_process_is_in() {
+    require_root!("a_pid_target_faults_the_cgroup_the_process_is_in");
+    let ns = Netns::new();
+    let _server = TcpListen::start(&ns, 7460);
+    let cgroup = TestCgroup::new();
+    let resident = Resident::start(&cgroup, None);
+    let pid = resident.pid().to_string();
+    let mut chaos = Chaos::start(&[
+        "syscall",
+        "fail",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--backend",
+        "cgroup",
+        "--pid",
+        &pid,
+        "--for",
+        "5m",
+        "--output",
+        "json",
+        "-v",
+    ]);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    assert_eq!(kernel::cgroup_programs_at(cgroup.dir(), 10), 1, "no connect4 program on the pid's cgroup");
+    let inside = connect_loop(localhost(1, 7460), 20, Some(&cgroup), &ns);
+    let outside = connect_loop(localhost(1, 7460), 20, None, &ns);
+    let report = stop(chaos);
+    assert_eq!(inside.failed(), 20, "connects from the pid's cgroup: {inside:?}");
+    assert_eq!(outside.failed(), 0, "connects from outside it: {outside:?}");
+    assert_eq!(report["target"]["cgroup"], cgroup.path(), "{report}");
+    assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0);
+}
+
 #[test]
 fn remote_filters_pick_the_peer() {
     require_root!("remote_filters_pick_the_peer");
     let ns = Netns::new();
     let _server = TcpListen::start(&ns, 7420);
+    let _other_server = TcpListen::start(&ns, 7421);
     let cgroup = TestCgroup::new();
     let chaos = start(
         &[
@@ -114,9 +156,11 @@ fn remote_filters_pick_the_peer() {
     );
     let listed = connect_loop(localhost(2, 7420), 50, Some(&cgroup), &ns);
     let other_address = connect_loop(localhost(1, 7420), 50, Some(&cgroup), &ns);
+    let other_port = connect_loop(localhost(2, 7421), 50, Some(&cgroup), &ns);
     drop(stop(chaos));
     assert_eq!(listed.failed(), 50, "{listed:?}");
     assert_eq!(other_address.failed(), 0, "{other_address:?}");
+    assert_eq!(other_port.failed(), 0, "the listed address on another port: {other_port:?}");
 }
 
 #[test]
@@ -149,10 +193,10 @@ fn socket_and_sendto_fail_through_cgroup_hooks() {
 #[test]
 fn file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup() {
     require_root!("file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup");
-    skip_if!(
-        chaos::lsm_unavailable().is_some(),
-        "file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup",
-        chaos::lsm_unavailable().unwrap_or_default()
+    skip_unless_has!(
+        Feature::BpfLsm,
+        chaos::lsm_unavailable(),
+        "file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup"
     );
     let cgroup = TestCgroup::new();
     let (inside, elsewhere) = (TempDir::new(), TempDir::new());
@@ -185,11 +229,7 @@ fn file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup() 
 #[test]
 fn a_real_program_reports_the_injected_error() {
     require_root!("a_real_program_reports_the_injected_error");
-    skip_if!(
-        chaos::lsm_unavailable().is_some(),
-        "a_real_program_reports_the_injected_error",
-        chaos::lsm_unavailable().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), "a_real_program_reports_the_injected_error");
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
     let chaos =
@@ -210,11 +250,7 @@ fn a_real_program_reports_the_injected_error() {
 #[test]
 fn connect_fails_through_lsm_with_a_remote_filter() {
     require_root!("connect_fails_through_lsm_with_a_remote_filter");
-    skip_if!(
-        chaos::lsm_unavailable().is_some(),
-        "connect_fails_through_lsm_with_a_remote_filter",
-        chaos::lsm_unavailable().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), "connect_fails_through_lsm_with_a_remote_filter");
     let ns = Netns::new();
     let _server = TcpListen::start(&ns, 7440);
     let cgroup = TestCgroup::new();
@@ -240,7 +276,7 @@ fn syscall_list_tells_the_mechanism_of_this_kernel() {
     match chaos::lsm_unavailable() {
         Some(_) => {
             assert_eq!(row("openat")["mechanism"], serde_json::Value::Null);
-            assert!(row("openat")["note"].as_str().unwrap_or_default().contains("needs BPF LSM"));
+            assert!(row("openat")["note"].as_str().unwrap_or_default().contains("BPF LSM is not available"));
             assert_eq!(row("connect")["mechanism"], "cgroup/connect4 + cgroup/connect6");
         }
         None => {
@@ -282,56 +318,83 @@ fn bad_syscall_input_is_refused_and_changes_nothing() {
         let mut full = vec!["syscall", "fail"];
         full.extend_from_slice(args);
         full.extend_from_slice(&["--cgroup", cgroup.path(), "--for", "5s"]);
-        let (status, _, stderr) = chaos::run(&full);
+        let (status, stderr, changes) = chaos::run_watching_attaches(&full);
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expected.as_str()), "{args:?}: expected {expected:?} in: {stderr}");
+        // The kernel saw no attach, link (cgroup, LSM, raw tracepoint), pin or map write...
+        assert!(changes.is_empty(), "{args:?} was refused but changed the kernel: {changes:#?}");
+        // ...and nothing is left on any cgroup hook of the target.
+        assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "{args:?} left programs on the cgroup");
     }
 }
 
-/// Every hook chaos ships must pass this kernel's verifier and attach: a fault on every syscall
-/// at 0 % (an empty test cgroup, nothing fails) loads them all.
+/// Every hook chaos ships must pass this kernel's verifier and attach: the kernel must show
+/// each one attached, and each cgroup hook must fire on one matching call at 100 %. (The LSM
+/// half is attached at 0 % and counted in the kernel; its hooks fire in the LSM tests above.)
 #[test]
 fn every_hook_loads_and_attaches_on_this_kernel() {
     require_root!("every_hook_loads_and_attaches_on_this_kernel");
-    let cgroup = TestCgroup::new();
     let (status, stdout, _) = chaos::run(&["syscall", "list", "--output", "json"]);
     assert!(status.success());
     let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON rows");
-    for backend in ["cgroup", "lsm"] {
-        if backend == "lsm"
-            && let Some(reason) = chaos::lsm_unavailable()
-        {
-            chaos_tests::skip::record("every_hook_loads_and_attaches_on_this_kernel (LSM half)", &reason);
-            continue;
-        }
-        let names: Vec<&str> = rows
-            .iter()
-            .filter(|r| {
-                if backend == "lsm" {
-                    !r["lsm_hook"].is_null()
-                } else {
-                    r["cgroup_hooks"].as_array().is_some_and(|h| !h.is_empty())
-                }
-            })
-            .filter_map(|r| r["syscall"].as_str())
-            .collect();
-        assert!(!names.is_empty(), "no {backend} syscalls listed");
-        let list = names.join(",");
-        let chaos = start(&["--syscall", &list, "--errno", "EIO", "--percent", "0", "--backend", backend], &cgroup);
-        let report = stop(chaos);
-        eprintln!("measured: {backend}: {} syscalls attached and detached", names.len());
-        assert_eq!(report["counters"][0]["injected"], 0);
+
+    // The cgroup half: every hook attached (asked of the kernel per attach type), then one call
+    // of each kind from sockets made in the cgroup before the fault, each refused with EIO.
+    let cgroup = TestCgroup::new();
+    let ns = Netns::new();
+    let cgroup_rows: Vec<&serde_json::Value> =
+        rows.iter().filter(|r| r["cgroup_hooks"].as_array().is_some_and(|h| !h.is_empty())).collect();
+    let names: Vec<&str> = cgroup_rows.iter().filter_map(|r| r["syscall"].as_str()).collect();
+    let hooks: std::collections::BTreeSet<&str> = cgroup_rows
+        .iter()
+        .flat_map(|r| r["cgroup_hooks"].as_array().expect("hooks").iter().filter_map(|h| h.as_str()))
+        .collect();
+    assert!(!names.is_empty(), "no cgroup syscalls listed");
+    let calls = SocketCalls::start(&cgroup, &ns);
+    let chaos =
+        start(&["--syscall", &names.join(","), "--errno", "EIO", "--percent", "100", "--backend", "cgroup"], &cgroup);
+    for hook in &hooks {
+        let attach_type = kernel::cgroup_attach_type(hook).unwrap_or_else(|| panic!("unknown cgroup hook {hook}"));
+        assert_eq!(kernel::cgroup_programs_at(cgroup.dir(), attach_type), 1, "{hook} is not attached to the cgroup");
     }
+    let results = calls.call();
+    let report = stop(chaos);
+    eprintln!(
+        "measured: cgroup: {} syscalls on {} hooks attached; calls at 100 %: {results:?}",
+        names.len(),
+        hooks.len()
+    );
+    for (call, errno) in &results {
+        assert_eq!(*errno, EIO, "{call} in the cgroup was not refused by its hook");
+    }
+    assert_eq!(results.len(), 9, "{results:?}");
+    let injected: u64 =
+        report["counters"].as_array().expect("counters").iter().filter_map(|c| c["injected"].as_u64()).sum();
+    assert_eq!(injected, 9, "one injection per call: {report}");
+    assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left on the cgroup");
+
+    // The LSM half: every distinct LSM hook is a link chaos holds, as the kernel reports it.
+    if let Some(reason) = chaos::lsm_unavailable() {
+        chaos_tests::skip::missing(Feature::BpfLsm, "every_hook_loads_and_attaches_on_this_kernel (LSM half)", &reason);
+        return;
+    }
+    let cgroup = TestCgroup::new();
+    let lsm_rows: Vec<&serde_json::Value> = rows.iter().filter(|r| !r["lsm_hook"].is_null()).collect();
+    let names: Vec<&str> = lsm_rows.iter().filter_map(|r| r["syscall"].as_str()).collect();
+    let hooks: std::collections::BTreeSet<&str> = lsm_rows.iter().filter_map(|r| r["lsm_hook"].as_str()).collect();
+    let chaos =
+        start(&["--syscall", &names.join(","), "--errno", "EIO", "--percent", "0", "--backend", "lsm"], &cgroup);
+    let links = kernel::lsm_links_held_by(chaos.pid() as u32);
+    let report = stop(chaos);
+    eprintln!("measured: lsm: {} syscalls on {} hooks, {links} LSM links in the kernel", names.len(), hooks.len());
+    assert_eq!(links as usize, hooks.len(), "LSM links held by chaos, one per hook {hooks:?}");
+    assert_eq!(report["counters"][0]["injected"], 0);
 }
 
 #[test]
 fn mkdir_fails_under_the_path_through_lsm() {
     require_root!("mkdir_fails_under_the_path_through_lsm");
-    skip_if!(
-        chaos::lsm_unavailable().is_some(),
-        "mkdir_fails_under_the_path_through_lsm",
-        chaos::lsm_unavailable().unwrap_or_default()
-    );
+    skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), "mkdir_fails_under_the_path_through_lsm");
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
     let chaos = start(
@@ -352,6 +415,7 @@ fn the_kernel_ends_a_syscall_fault_at_its_deadline_even_if_chaos_is_frozen() {
     let ns = Netns::new();
     let _server = TcpListen::start(&ns, 7450);
     let cgroup = TestCgroup::new();
+    let started_ns = kernel::monotonic_ns();
     let mut chaos = Chaos::start(&[
         "syscall",
         "fail",
@@ -368,13 +432,32 @@ fn the_kernel_ends_a_syscall_fault_at_its_deadline_even_if_chaos_is_frozen() {
         "-v",
     ]);
     chaos.wait_until_armed(Duration::from_secs(60));
-    let armed = std::time::Instant::now();
+    // Only the kernel can end the fault now: the controller cannot run its own timer.
     chaos.signal(libc::SIGSTOP);
-    let during = connect_loop(localhost(1, 7450), 10, Some(&cgroup), &ns);
-    std::thread::sleep(Duration::from_secs(3).saturating_sub(armed.elapsed()) + Duration::from_millis(200));
-    let after = connect_loop(localhost(1, 7450), 10, Some(&cgroup), &ns);
+    let armed_ns = kernel::monotonic_ns();
+    let deadline_ns = chaos::logged_deadline_ns(&chaos.stderr_so_far());
+    chaos::assert_deadline_is_for(deadline_ns, started_ns, armed_ns, Duration::from_secs(3));
+    // One connect every 20 ms from now until 1 s past the deadline (fewer if calls are slow).
+    let gap_ms = 20;
+    let count = (deadline_ns.saturating_sub(armed_ns) / 1_000_000 + 1000) / gap_ms;
+    let calls = connect_loop_paced(localhost(1, 7450), count, gap_ms, Some(&cgroup), &ns);
     chaos.signal(libc::SIGCONT);
-    drop(chaos.wait(Duration::from_secs(20)));
-    assert_eq!(during.failed(), 10, "the fault was not in force before the deadline: {during:?}");
-    assert_eq!(after.failed(), 0, "the fault outlived its deadline with chaos frozen: {after:?}");
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "chaos thawed after its deadline: {stderr}");
+
+    let failed: std::collections::BTreeSet<u64> = calls.failed_at.iter().copied().collect();
+    let first_ok = (1..=calls.calls).find(|i| !failed.contains(i)).expect("no connect succeeded after the deadline");
+    let first_ok_ns = calls.at_ns[first_ok as usize - 1];
+    let after_ms = (first_ok_ns as f64 - deadline_ns as f64) / 1e6;
+    eprintln!(
+        "measured: with chaos frozen, {} of {} connects refused; the first to succeed started {after_ms:.1} ms after \
+         the kernel deadline",
+        calls.failed(),
+        calls.calls
+    );
+    assert!(first_ok > 1, "the fault was not in force after arming: {calls:?}");
+    assert!(failed.iter().all(|&i| i < first_ok), "a connect failed after one had succeeded: {calls:?}");
+    // A call that starts just before the deadline may reach the hook just after it.
+    assert!(after_ms >= -50.0, "the fault ended {:.1} ms before its deadline", -after_ms);
+    assert!(after_ms <= 250.0, "the fault outlived its deadline by {after_ms:.1} ms with chaos frozen (limit 250 ms)");
 }

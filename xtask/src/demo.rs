@@ -11,13 +11,13 @@ use chaos_tests::{
     workload::{Blast, UdpSink},
 };
 
-use crate::test;
+use crate::build;
 
 const PPS: u64 = 1000;
 const SECONDS: u64 = 4;
 
 pub fn run() -> anyhow::Result<()> {
-    test::prepare_root_task("the demo")?;
+    build::prepare_root_task("the demo")?;
 
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::{util, vm};
+use crate::{errinj, util, vm};
 
 /// The bpf-linker that loads the nightly's own LLVM (22); 0.11+ wants a system LLVM 23 that this
 /// machine's Debian does not have. Installed exactly, never upgraded.
@@ -29,8 +29,12 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages()?;
-    for kernel in vm::KernelName::ALL {
+    for kernel in vm::KernelName::ALL.into_iter().filter(|k| k.is_debian_package()) {
         vm::ensure_kernel(kernel)?;
+    }
+    // Not in Debian's archive, and 20 minutes to build: say so, but do not build it unasked.
+    if errinj::find()?.is_none() {
+        eprintln!("setup: no 6.1-errinj kernel, so its VM tier will be skipped; {}", errinj::HOW_TO_GET);
     }
     Ok(())
 }
@@ -42,12 +46,15 @@ fn nightly_rust_src() -> anyhow::Result<()> {
         step,
     )
     .context("the eBPF crate builds with the nightly toolchain (-Z build-std); install it with `rustup toolchain install nightly`")?;
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("setup: adding rust-src to the nightly toolchain (needed for -Z build-std=core)");
-        util::run(
-            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
-            "setup: rustup component add rust-src",
-        )?;
+    // rust-src for -Z build-std=core; rustfmt because rustfmt.toml uses nightly-only options.
+    for (component, why) in [("rust-src", "-Z build-std=core"), ("rustfmt", "the lint step of `cargo xtask test`")] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            eprintln!("setup: adding {component} to the nightly toolchain (needed for {why})");
+            util::run(
+                Command::new("rustup").args(["component", "add", component, "--toolchain", "nightly"]),
+                &format!("setup: rustup component add {component}"),
+            )?;
+        }
     }
     Ok(())
 }

@@ -10,92 +10,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{setup, util, vm};
-
-/// The binaries the tests need, built once.
-pub struct Binaries {
-    pub chaos: PathBuf,
-    pub workload: PathBuf,
-    /// Integration test executables of the `chaos-tests` package.
-    pub integration_tests: Vec<PathBuf>,
-}
-
-impl Binaries {
-    /// Files to copy into a VM.
-    pub fn files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.chaos.clone(), self.workload.clone()];
-        files.extend(self.integration_tests.iter().cloned());
-        files
-    }
-
-    /// Environment that points the tests at these binaries and names the tier.
-    pub fn env(&self, tier: &str) -> Vec<(String, String)> {
-        vec![
-            ("CHAOS_TEST_TIER".into(), tier.into()),
-            ("CHAOS_BIN".into(), self.chaos.display().to_string()),
-            ("CHAOS_WORKLOAD_BIN".into(), self.workload.display().to_string()),
-        ]
-    }
-}
-
-/// For tasks that run chaos on this machine (bench, demo): checks root, sets up, builds, and
-/// points the test helpers at the binaries through the environment.
-pub fn prepare_root_task(task: &str) -> anyhow::Result<Binaries> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{task} creates cgroups, network namespaces and BPF programs: run it as root");
-    }
-    setup::run()?;
-    let binaries = build_binaries()?;
-    for (key, value) in binaries.env("host") {
-        // SAFETY: xtask is still single-threaded here; the helpers read these variables.
-        unsafe { std::env::set_var(key, value) };
-    }
-    Ok(binaries)
-}
-
-/// `cargo build --bins` and `cargo test --no-run -p chaos-tests`, returning the executables.
-pub fn build_binaries() -> anyhow::Result<Binaries> {
-    let bins =
-        executables(util::cargo().args(["build", "--bins", "--message-format=json-render-diagnostics"]), "build")?;
-    let find = |name: &str| {
-        bins.iter()
-            .find(|(target, kind, _)| target == name && kind == "bin")
-            .map(|(_, _, path)| path.clone())
-            .with_context(|| format!("cargo build produced no {name} binary"))
-    };
-    let tests = executables(
-        util::cargo().args(["test", "--no-run", "-p", "chaos-tests", "--message-format=json-render-diagnostics"]),
-        "build tests",
-    )?;
-    Ok(Binaries {
-        chaos: find("chaos")?,
-        workload: find("chaos-workload")?,
-        integration_tests: tests.into_iter().filter(|(_, kind, _)| kind == "test").map(|(_, _, path)| path).collect(),
-    })
-}
-
-/// (target name, target kind, executable) of every executable artifact cargo reports.
-fn executables(command: &mut std::process::Command, step: &str) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
-    let output =
-        command.stderr(std::process::Stdio::inherit()).output().with_context(|| format!("{step}: cannot run cargo"))?;
-    if !output.status.success() {
-        bail!("{step}: cargo failed ({}); the compiler's messages are above", output.status);
-    }
-    let mut found = Vec::new();
-    for line in output.stdout.lines().map_while(Result::ok) {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        if message["reason"] != "compiler-artifact" {
-            continue;
-        }
-        if let Some(executable) = message["executable"].as_str() {
-            let name = message["target"]["name"].as_str().unwrap_or_default().to_owned();
-            let kind = message["target"]["kind"][0].as_str().unwrap_or_default().to_owned();
-            found.push((name, kind, PathBuf::from(executable)));
-        }
-    }
-    Ok(found)
-}
+use crate::{
+    build::{self, Binaries},
+    errinj, setup, util, vm,
+};
 
 struct TierResult {
     tier: String,
@@ -125,27 +43,57 @@ fn failure_digest(lines: &[String]) -> Vec<String> {
 }
 
 pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<()> {
+    // As non-root every integration test of the host tier would skip and the tier would pass
+    // having run nothing. (The VM tiers run as root inside their guest.)
+    // SAFETY: geteuid has no preconditions.
+    if host && unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the host tier's integration tests create cgroups, network namespaces and BPF programs: run \
+             `cargo xtask test` as root, or `cargo xtask test --vm-only`; `cargo test --workspace --exclude \
+             chaos-tests` runs the unit tests without root"
+        );
+    }
     setup::run()?;
-    let binaries = build_binaries()?;
+    let binaries = build::build_binaries()?;
     let mut results = Vec::new();
+    // Tiers whose kernel is missing (only the 6.1-errinj one can be): listed, never silent.
+    let mut skipped_tiers = Vec::new();
     if host {
         results.push(host_tier(&binaries)?);
+    }
+    for result in &mut results {
+        result.fail_on_required_skips();
     }
     if vms {
         let kernels = if kernels.is_empty() { &vm::KernelName::ALL[..] } else { kernels };
         for &kernel in kernels {
-            results.push(vm_tier(&binaries, kernel)?);
+            match vm::available_kernel(kernel)? {
+                Some(kernel) => {
+                    let mut result = vm_tier(&binaries, &kernel)?;
+                    result.fail_on_required_skips();
+                    results.push(result);
+                }
+                None => skipped_tiers.push(format!(
+                    "{:<13} skipped: no {} kernel on this machine; {}",
+                    kernel.tier(),
+                    kernel.label(),
+                    errinj::HOW_TO_GET
+                )),
+            }
         }
     }
     println!("\ntest summary");
     for result in &results {
-        println!("  {:<8} {} {}", result.tier, if result.passed { "passed" } else { "FAILED" }, result.detail);
+        println!("  {:<13} {} {}", result.tier, if result.passed { "passed" } else { "FAILED" }, result.detail);
         for failure in &result.failures {
-            println!("           FAILED {failure}");
+            println!("                FAILED {failure}");
         }
         for skip in &result.skips {
-            println!("           {skip}");
+            println!("                {skip}");
         }
+    }
+    for skipped in &skipped_tiers {
+        println!("  {skipped}");
     }
     let failed: Vec<&str> = results.iter().filter(|r| !r.passed).map(|r| r.tier.as_str()).collect();
     if !failed.is_empty() {
@@ -182,9 +130,15 @@ fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
     Ok(TierResult { tier: "host".into(), passed: status.success(), detail: String::new(), skips, failures })
 }
 
-fn vm_tier(binaries: &Binaries, name: vm::KernelName) -> anyhow::Result<TierResult> {
-    let kernel = vm::ensure_kernel(name)?;
+fn vm_tier(binaries: &Binaries, kernel: &vm::Kernel) -> anyhow::Result<TierResult> {
+    let name = kernel.name;
     println!("== VM tier: {} under QEMU (TCG)", kernel.package);
+    if binaries.integration_tests.is_empty() {
+        bail!(
+            "cargo test --no-run -p chaos-tests built no integration test binary: the {} VM would run nothing",
+            name.tier()
+        );
+    }
     let mut script = String::from("export RUST_BACKTRACE=1 CHAOS_SKIP_LOG=/tmp/skips\nrc=0\n");
     for test in &binaries.integration_tests {
         let quoted = vm::shell_quote(&test.display().to_string());
@@ -194,7 +148,7 @@ fn vm_tier(binaries: &Binaries, name: vm::KernelName) -> anyhow::Result<TierResu
         "[ -f /tmp/skips ] && while read -r line; do echo \"CHAOS_SKIP $line\"; done < /tmp/skips\nexit $rc\n",
     );
     let job = vm::VmJob {
-        kernel: &kernel,
+        kernel,
         files: binaries.files(),
         env: binaries.env(&name.tier()),
         script,
@@ -211,9 +165,60 @@ fn vm_tier(binaries: &Binaries, name: vm::KernelName) -> anyhow::Result<TierResu
     })
 }
 
+/// The features whose tests must run on `tier`: a test skipping for want of one fails the tier
+/// (a module that failed to load, a kernel booted without `lsm=bpf`, a run without root would
+/// otherwise turn those tests into skips and the run green). The names are those of
+/// chaos_tests::skip::Feature, which tags each such skip `[needs <name>]`.
+fn required_features(tier: &str) -> &'static [&'static str] {
+    match tier {
+        "host" => &["root", "cgroup-hooks", "raw_tp", "tcx"],
+        // 6.1 kernels (Debian's own and any build of it) predate tcx: legacy TC there.
+        tier if tier == "vm-6.1" || tier.starts_with("vm-6.1-") => {
+            &["root", "cgroup-hooks", "raw_tp", "bpf-lsm", "fq", "netem"]
+        }
+        _ => &["root", "cgroup-hooks", "raw_tp", "bpf-lsm", "fq", "netem", "tcx"],
+    }
+}
+
+/// The skip lines of `skips` that name a feature in `required`.
+fn required_skips<'a>(skips: &'a [String], required: &[&str]) -> Vec<&'a str> {
+    skips
+        .iter()
+        .filter(|line| {
+            line.split("[needs ").skip(1).filter_map(|rest| rest.split_once(']')).any(|(f, _)| required.contains(&f))
+        })
+        .map(String::as_str)
+        .collect()
+}
+
+impl TierResult {
+    fn fail_on_required_skips(&mut self) {
+        let required = required_features(&self.tier);
+        let bad: Vec<String> = required_skips(&self.skips, required).into_iter().map(str::to_owned).collect();
+        for line in bad {
+            self.passed = false;
+            self.failures.push(format!("skipped a test {} must run: {line}", self.tier));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::failure_digest;
+    use super::{failure_digest, required_features, required_skips};
+
+    #[test]
+    fn a_skip_for_a_required_feature_is_found_and_others_are_not() {
+        let skips = [
+            "SKIPPED a on 6.12.1 [needs fq]: network delay unavailable: no sch_fq",
+            "SKIPPED b on 6.12.1: this kernel has fq: nothing to refuse",
+            "SKIPPED c on 6.18.0 [needs bpf-lsm]: BPF LSM unavailable",
+        ]
+        .map(str::to_owned);
+        assert_eq!(required_skips(&skips, required_features("vm-6.12")), [skips[0].as_str(), skips[2].as_str()]);
+        assert!(required_skips(&skips, required_features("host")).is_empty());
+        assert!(required_features("vm-6.1").contains(&"fq") && !required_features("vm-6.1").contains(&"tcx"));
+        assert!(required_features("vm-6.12").contains(&"tcx") && required_features("host").contains(&"tcx"));
+    }
 
     #[test]
     fn the_digest_names_each_failed_test_with_its_message_and_kernel_oopses() {

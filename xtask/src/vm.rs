@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
-use crate::util;
+use crate::{errinj, util};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum KernelName {
@@ -25,16 +25,26 @@ pub enum KernelName {
     /// Debian 12 backports: tcx, BPF LSM, fq and netem as modules.
     #[value(name = "6.12")]
     V6_12,
+    /// Debian's 6.1 source built with error injection and BPF kprobe override, everything built
+    /// in (no modules). Not in Debian's archive: prebuilt beside the clone, or `cargo xtask kernel`.
+    #[value(name = "6.1-errinj")]
+    V6_1ErrInj,
 }
 
 impl KernelName {
-    pub const ALL: [Self; 2] = [Self::V6_1, Self::V6_12];
+    pub const ALL: [Self; 3] = [Self::V6_1, Self::V6_12, Self::V6_1ErrInj];
 
     pub const fn label(self) -> &'static str {
         match self {
             Self::V6_1 => "6.1",
             Self::V6_12 => "6.12",
+            Self::V6_1ErrInj => "6.1-errinj",
         }
+    }
+
+    /// Whether the kernel is a package of Debian's archive (so `cargo xtask setup` downloads it).
+    pub const fn is_debian_package(self) -> bool {
+        !matches!(self, Self::V6_1ErrInj)
     }
 
     pub fn tier(self) -> String {
@@ -43,7 +53,7 @@ impl KernelName {
 
     const fn suite(self) -> &'static str {
         match self {
-            Self::V6_1 => "bookworm",
+            Self::V6_1 | Self::V6_1ErrInj => "bookworm",
             Self::V6_12 => "bookworm-backports",
         }
     }
@@ -62,8 +72,30 @@ fn kernel_dir(name: KernelName) -> PathBuf {
     util::cache_dir().join("vm").join("kernels").join(name.label())
 }
 
-/// Downloads and unpacks the kernel once; afterwards returns the cached one silently.
+/// The kernel, downloaded and unpacked once for Debian's; an error when the 6.1-errinj one is
+/// nowhere to be found (it says how to get it).
 pub fn ensure_kernel(name: KernelName) -> anyhow::Result<Kernel> {
+    available_kernel(name)?.ok_or_else(|| anyhow!("no {} kernel here: {}", name.label(), errinj::HOW_TO_GET))
+}
+
+/// The kernel if this machine has it or can download it; `None` only for the 6.1-errinj kernel
+/// when no bzImage of it is found (`cargo xtask test` then skips its tier, saying so).
+pub fn available_kernel(name: KernelName) -> anyhow::Result<Option<Kernel>> {
+    if name.is_debian_package() {
+        return ensure_debian_kernel(name).map(Some);
+    }
+    let Some((bzimage, origin)) = errinj::find()? else { return Ok(None) };
+    let release = errinj::release(&bzimage)?;
+    // Everything is built in: the module loader finds nothing to load in an empty modules.dep.
+    let modules = kernel_dir(name).join("lib/modules").join(&release);
+    fs::create_dir_all(&modules).with_context(|| format!("create {}", modules.display()))?;
+    fs::write(modules.join("modules.dep"), "")?;
+    let package = format!("{release} ({origin})");
+    Ok(Some(Kernel { name, vmlinuz: bzimage, modules, package }))
+}
+
+/// Downloads and unpacks the kernel once; afterwards returns the cached one silently.
+fn ensure_debian_kernel(name: KernelName) -> anyhow::Result<Kernel> {
     let dir = kernel_dir(name);
     let ready = dir.join("ready");
     if let Ok(package) = fs::read_to_string(&ready) {
@@ -230,13 +262,15 @@ pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
         }
     });
     let deadline = Instant::now() + job.timeout;
-    let (mut exit_code, mut lines) = (None, Vec::new());
+    let (mut exit_code, mut lines, mut module_failed) = (None, Vec::new(), None);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
                 if let Some(code) = line.strip_prefix("CHAOS_VM_EXIT=") {
                     exit_code = code.trim().parse().ok();
+                } else if let Some(module) = line.strip_prefix("CHAOS_VM_MODULE_FAILED=") {
+                    module_failed = Some(module.trim().to_owned());
                 } else {
                     println!("[vm {label}] {line}");
                 }
@@ -251,6 +285,12 @@ pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
         }
     }
     let status = qemu.wait()?;
+    if let Some(module) = module_failed {
+        bail!(
+            "the {label} VM could not load kernel module {module} (insmod's message is above): the tests that \
+             need it would only skip; check the kernel cache (`cargo xtask setup`)"
+        );
+    }
     let exit_code = exit_code.ok_or_else(|| {
         anyhow!("the {label} VM stopped ({status}) before its job reported an exit status; see the output above")
     })?;
@@ -269,8 +309,17 @@ mount -t tmpfs tmpfs /run
 mount -t securityfs securityfs /sys/kernel/security
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+# For /sys/kernel/debug/error_injection/list (the 6.1-errinj kernel's injectable functions).
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-while read -r module; do insmod "/modules/$module" || echo "insmod $module failed"; done < /modules/load-order
+# A module that does not load fails the boot: the tests that need it would only skip.
+while read -r module; do
+    if ! insmod "/modules/$module"; then
+        echo "CHAOS_VM_MODULE_FAILED=$module"
+        echo "CHAOS_VM_EXIT=3"
+        poweroff -f
+    fi
+done < /modules/load-order
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
 ip link set lo up
 . /job-env
@@ -354,10 +403,18 @@ fn copy_with_libraries(file: &Path, root: &Path, copied: &mut BTreeSet<PathBuf>)
         root.join(file.strip_prefix("/").with_context(|| format!("{} is not an absolute path", file.display()))?);
     fs::create_dir_all(target.parent().expect("absolute path has a parent"))?;
     let from_workspace = file.starts_with(util::root());
+    // Only ELF files are stripped and have libraries; data files (golden outputs) are copied.
+    let mut magic = [0u8; 4];
+    let elf = fs::File::open(file).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && magic == *b"\x7fELF";
     let stripped = from_workspace
+        && elf
         && Command::new("objcopy").arg("--strip-debug").arg(file).arg(&target).status().is_ok_and(|s| s.success());
     if !stripped {
         fs::copy(file, &target).with_context(|| format!("copy {} into the VM", file.display()))?;
+    }
+    if !elf {
+        return Ok(());
     }
     let Ok(ldd) = Command::new("ldd").arg(file).output() else { return Ok(()) };
     for line in String::from_utf8_lossy(&ldd.stdout).lines() {
@@ -415,7 +472,7 @@ fn module_load_order(modules_dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<
 /// `cargo xtask vm --kernel K -- command...`
 pub fn run_command(name: KernelName, include: &[PathBuf], command: &[String]) -> anyhow::Result<()> {
     let kernel = ensure_kernel(name)?;
-    let bins = crate::test::build_binaries()?;
+    let bins = crate::build::build_binaries()?;
     let mut files = bins.files();
     files.extend(include.iter().map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     let mut command = command.to_vec();

@@ -8,10 +8,11 @@ use super::fault::FaultArgs;
 use crate::{
     fault::syscall::{
         delay::SyscallDelayOptions,
-        fail::SyscallFailOptions,
-        hooks::{Filter, SYSCALLS},
+        error_injection,
+        fail::{Backend, Mechanism, Mechanisms, SyscallFailOptions},
+        hooks::{Filter, SYSCALLS, entry_only},
     },
-    features::{self, Prober},
+    features::Prober,
     report::OutputFormat,
 };
 
@@ -29,7 +30,10 @@ Schedules count the fault's matching calls exactly, machine-wide: --after N leav
 alone, --first N makes only the next N eligible, --every N only every Nth of those, --max K
 fails at most K; --percent then draws among the eligible ones (default 100).
 `chaos syscall list` shows every syscall, the mechanism this kernel offers for it, and the
-filters that apply.")]
+filters that apply. --backend auto takes BPF LSM where a hook serves the call, else error
+injection (kernels with CONFIG_FUNCTION_ERROR_INJECTION and CONFIG_BPF_KPROBE_OVERRIDE: any
+syscall, fsync included, fails at its entry before doing any work), else cgroup hooks:
+  chaos syscall fail --cgroup /db --syscall fsync,fdatasync --errno EIO --path /var/lib/db --for 1m")]
     Fail(Box<FaultArgs<SyscallFailOptions>>),
     /// Hold chosen syscalls of the target for a while before they return.
     #[command(after_help = "\
@@ -64,78 +68,84 @@ impl SyscallCommand {
 #[derive(Serialize)]
 struct Row {
     syscall: &'static str,
-    /// The mechanism `--backend auto` picks here, or none.
+    /// The `--backend` that `auto` picks here (`lsm`, `override`, `cgroup`), or none.
+    backend: Option<&'static str>,
+    /// What it attaches: the hook(s), or the kprobe on the entry function.
     mechanism: Option<String>,
     /// Every mechanism chaos has for it (whether or not this kernel offers it).
     lsm_hook: Option<&'static str>,
     cgroup_hooks: Vec<&'static str>,
+    override_function: String,
+    /// Why `--backend override` cannot serve it here (none: it can).
+    override_refused: Option<String>,
     filters: Vec<&'static str>,
     errnos: &'static str,
+    /// Why this mechanism (what the better ones lack), or why none.
     note: String,
 }
 
 fn list(output: OutputFormat) {
     let kernel = Prober::new();
-    let lsm = kernel.family(features::SYSCALL_ERRNO_LSM);
-    let cgroup = kernel.family(features::SYSCALL_ERRNO_CGROUP_HOOKS);
+    let mechanisms = Mechanisms::probe(&kernel);
+    let filter_names = |filter: Filter| match filter {
+        Filter::Path => vec!["path"],
+        Filter::Remote => vec!["remote", "remote-port"],
+        Filter::None => vec![],
+    };
     let rows: Vec<Row> = SYSCALLS
         .iter()
+        .chain(entry_only())
         .map(|syscall| {
             let lsm_hook = syscall.lsm.map(|h| h.name());
             let cgroup_hooks: Vec<&'static str> = syscall.cgroup.iter().map(|h| h.hook).collect();
-            let filter_names = |filter: Filter| match filter {
-                Filter::Path => vec!["path"],
-                Filter::Remote => vec!["remote", "remote-port"],
-                Filter::None => vec![],
+            let override_function = error_injection::entry_function(syscall.name);
+            let chosen = mechanisms.choose(syscall, Backend::Auto);
+            let (mechanism, errnos, note) = match &chosen {
+                Ok((Mechanism::Lsm, _)) => (syscall.lsm.map(|h| h.hook.to_owned()), "any", String::new()),
+                Ok((Mechanism::Override, _)) => (
+                    Some(format!("kprobe/{override_function}")),
+                    "any",
+                    if syscall.lsm.is_some() {
+                        "no BPF LSM here".to_owned()
+                    } else {
+                        "no LSM hook serves it".to_owned()
+                    },
+                ),
+                Ok((Mechanism::Cgroup, _)) => {
+                    let why = mechanisms.choose(syscall, Backend::Override).err().unwrap_or_default();
+                    let note =
+                        [syscall.cgroup_note, &why].iter().filter(|n| !n.is_empty()).copied().collect::<Vec<_>>();
+                    (Some(cgroup_hooks.join(" + ")), "any (bpf_set_retval)", note.join("; "))
+                }
+                Err(why) => (None, "-", why.clone()),
             };
-            if let (Some(hook), true) = (syscall.lsm, lsm.supported) {
-                Row {
-                    syscall: syscall.name,
-                    lsm_hook,
-                    cgroup_hooks,
-                    mechanism: Some(hook.hook.to_owned()),
-                    filters: filter_names(syscall.lsm_filter),
-                    errnos: "any",
-                    note: String::new(),
-                }
-            } else if !syscall.cgroup.is_empty() && cgroup.supported {
-                Row {
-                    syscall: syscall.name,
-                    mechanism: Some(cgroup_hooks.join(" + ")),
-                    lsm_hook,
-                    cgroup_hooks,
-                    filters: filter_names(syscall.cgroup_filter),
-                    errnos: "any (bpf_set_retval)",
-                    note: syscall.cgroup_note.to_owned(),
-                }
-            } else {
-                let why = if syscall.lsm.is_some() {
-                    format!("needs BPF LSM: {}", lsm.reason.clone().unwrap_or_default())
-                } else {
-                    format!("needs cgroup hooks: {}", cgroup.reason.clone().unwrap_or_default())
-                };
-                Row {
-                    syscall: syscall.name,
-                    mechanism: None,
-                    lsm_hook,
-                    cgroup_hooks,
-                    filters: vec![],
-                    errnos: "-",
-                    note: why,
-                }
+            Row {
+                syscall: syscall.name,
+                backend: chosen.as_ref().ok().map(|(m, _)| m.backend()),
+                mechanism,
+                lsm_hook,
+                cgroup_hooks,
+                override_function,
+                override_refused: mechanisms.choose(syscall, Backend::Override).err(),
+                filters: chosen.map(|(_, f)| filter_names(f)).unwrap_or_default(),
+                errnos,
+                note,
             }
         })
         .collect();
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize")),
         OutputFormat::Text => {
-            let mut out =
-                format!("{:<11} {:<34} {:<19} {:<21} notes\n", "syscall", "mechanism here", "filters", "errnos");
+            let mut out = format!(
+                "{:<16} {:<9} {:<34} {:<10} {:<21} notes\n",
+                "syscall", "backend", "mechanism here", "filters", "errnos"
+            );
             for row in &rows {
                 let _ = writeln!(
                     out,
-                    "{:<11} {:<34} {:<19} {:<21} {}",
+                    "{:<16} {:<9} {:<34} {:<10} {:<21} {}",
                     row.syscall,
+                    row.backend.unwrap_or("-"),
                     row.mechanism.as_deref().unwrap_or("unavailable"),
                     if row.filters.is_empty() { "-".to_owned() } else { row.filters.join(", ") },
                     row.errnos,

@@ -7,7 +7,7 @@ use aya::{
     Btf,
     maps::{MapError, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkbAttachType, Lsm, Program, RawTracePoint, SchedClassifier,
+        CgroupAttachMode, CgroupSkbAttachType, KProbe, Lsm, Program, RawTracePoint, SchedClassifier,
         links::{FdLink, LinkError},
     },
 };
@@ -36,6 +36,7 @@ impl LoadedFault {
                 self.attach_stopping_tracepoint(planned.program, tracepoint, cgroup_dir)
             }
             AttachPoint::SignallingTracepoint { tracepoint } => self.attach_tracepoint(planned.program, tracepoint),
+            AttachPoint::Kprobe { function } => self.attach_kprobe(planned.program, function),
             AttachPoint::Tc { netns, iface, api, needs_fq } => {
                 let place = TcPlace {
                     netns,
@@ -165,6 +166,32 @@ impl LoadedFault {
         })();
         self.btf = Some(btf);
         self.links.push((program, result?));
+        Ok(())
+    }
+
+    /// A kprobe program (error injection), loaded once and attached once per function, each
+    /// through a perf-event bpf_link owned by this process (kernel 5.15+), which goes with the
+    /// process, SIGKILL included, and can be pinned for a detached experiment.
+    fn attach_kprobe(&mut self, program: &'static str, function: &str) -> Result<(), AttachError> {
+        let prog: &mut KProbe = self.program(program)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|err| program_error(program, "loading", &err))?;
+        }
+        let id = prog.attach(function, 0).map_err(|err| {
+            let mut error = program_error(program, &format!("attaching to {function}"), &err);
+            if let AttachError::Program { reason, .. } = &mut error
+                && reason.contains("EINVAL")
+            {
+                reason.push_str(" (the kernel refuses overrides of functions not on its error-injection list)");
+            }
+            error
+        })?;
+        let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
+        let link = FdLink::try_from(link).map_err(|_| AttachError::Program {
+            program,
+            reason: "this kernel has no perf-event bpf_links (5.15+), which chaos's kprobes need".into(),
+        })?;
+        self.links.push((program, link));
         Ok(())
     }
 

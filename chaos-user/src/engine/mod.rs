@@ -47,6 +47,9 @@ pub enum AttachError {
     /// Pinning a link or a map failed.
     #[error("pinning {what} in {dir}: {source}")]
     Pin { what: String, dir: String, source: Box<dyn std::error::Error + Send + Sync> },
+    /// Another run holds what this fault needs (one departure-time writer per interface).
+    #[error("{0}")]
+    Refused(String),
     /// The fault holds something that cannot outlive chaos, so it cannot be detached.
     #[error("{0}")]
     NotPinnable(String),

@@ -132,6 +132,13 @@ pub(super) fn detach(mut attachment: TcAttachment) -> Option<String> {
 /// returning what it replaced (with its ledger record) so it can be put back.
 fn ensure_fq(netns: &Netns, iface: &str) -> Result<Option<(netlink::Qdisc, Entry)>, AttachError> {
     let fail = |what: &str, err: std::io::Error| AttachError::tc(format!("{what} on {iface}"), err);
+    if let Some(pid) = ledger::root_qdisc_owner(netns, iface) {
+        return Err(AttachError::Refused(format!(
+            "{iface} already carries a network delay or rate of another chaos run (pid {pid}): one per \
+             interface, as the first to end would put the old root qdisc back under the other; stop that \
+             run first"
+        )));
+    }
     let index = interface_index(iface).map_err(|e| fail("finding the interface", e))?;
     let mut socket = netlink::RouteSocket::open().map_err(|e| fail("opening rtnetlink", e))?;
     let previous = socket.root_qdisc(index).map_err(|e| fail("reading the root qdisc", e))?;

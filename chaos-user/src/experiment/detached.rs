@@ -208,6 +208,19 @@ pub fn reap(id: &str) -> ExitCode {
     ) else {
         return ExitCode::from(2);
     };
+    // The reaper starts a moment after the run was recorded: seconds in a busy VM, which would
+    // shorten the steps it has not reached yet, or skip them all. When late, follow the
+    // schedule from now and move the run's end by as much (re-read first: by then the parent
+    // has long recorded this reaper's pid).
+    let lag_ns = sys::monotonic_now_ns().saturating_sub(schedule.started_ns);
+    let (started_ns, record) = if lag_ns > 100_000_000 {
+        let mut record = run_records::find(id).unwrap_or(record);
+        record.ends_ns += lag_ns;
+        let _ = record.write();
+        (schedule.started_ns + lag_ns, record)
+    } else {
+        (schedule.started_ns, record)
+    };
     let mut timeline = Timeline::append(Path::new(&record.timeline)).ok();
     let mut event = |event: TimelineEvent| {
         if let Some(timeline) = timeline.as_mut() {
@@ -215,7 +228,7 @@ pub fn reap(id: &str) -> ExitCode {
         }
     };
     for step in &schedule.steps {
-        sleep_until_ns(schedule.started_ns + u64::try_from(step.at.as_nanos()).unwrap_or(u64::MAX));
+        sleep_until_ns(started_ns + u64::try_from(step.at.as_nanos()).unwrap_or(u64::MAX));
         let Some(fault) = record.faults.get(step.fault) else { continue };
         let number = step.fault + 1;
         let Some(dir) = &fault.pin_dir else { continue };

@@ -128,6 +128,9 @@ pub enum AttachPoint {
     /// A raw tracepoint whose program only signals the task it runs in (crash points): a link
     /// owned by this process, nothing to resume.
     SignallingTracepoint { tracepoint: &'static str },
+    /// A kprobe on a kernel function (global: the program checks the current task's cgroup),
+    /// through a perf-event bpf_link owned by this process.
+    Kprobe { function: String },
 }
 
 impl PlannedProgram {
@@ -149,6 +152,7 @@ impl AttachPoint {
                 format!("raw tracepoint {tracepoint} (every task; the program keeps the target's)")
             }
             Self::Tc { netns, iface, .. } => format!("{iface} in net:[{}]", netns.inode),
+            Self::Kprobe { function } => format!("kprobe on {function} (every task; the program keeps the target's)"),
         }
     }
 }

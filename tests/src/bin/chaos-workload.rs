@@ -12,19 +12,24 @@
 //!       prints "ready", answers every HTTP request with 200 "ok" until killed
 //!   chaos-workload sleep --secs S
 //!       a resident process (gives a test cgroup a member in a namespace)
-//!   chaos-workload connect-loop --to ADDR:PORT --count N [--udp]
-//!       N TCP connects (a new socket each), prints {"calls", "ok", "errors": {errno: n}, "failed_at": [i]};
+//!   chaos-workload connect-loop --to ADDR:PORT --count N [--udp] [--gap-ms MS]
+//!       N TCP connects (a new socket each), prints {"calls", "ok", "errors": {errno: n}, "failed_at": [i],
+//!       "at_ns": [CLOCK_MONOTONIC ns at the start of each call]};
 //!       with --udp, N connect() calls on one UDP socket (no packets: just the syscall and its hooks)
 //!   chaos-workload open-loop --path P --count N
 //!       N rounds of openat+read+close of P; prints {"calls", "ok", "errors", "failed_at", "elapsed_ns"}
 //!   chaos-workload latency-loop --count N [--gap-ms MS]
-//!       N read() calls of 1 byte from /dev/zero, prints {"latencies_ns": [...]}
+//!       N read() calls of 1 byte from /dev/zero, prints {"latencies_ns": [...], "starts_ns": [CLOCK_MONOTONIC]}
 //!   chaos-workload getpid-loop --count N
 //!       N getpid() syscalls (raw, not glibc's), prints {"calls", "elapsed_ns"}
 //!   chaos-workload udp-echo --port P
 //!       prints "ready", echoes every datagram back until killed
 //!   chaos-workload udp-ping --to ADDR:PORT --count N --interval-ms MS
-//!       N pings, prints {"rtts_ns": [...], "lost": n}
+//!       N pings, prints {"rtts_ns": [...], "sent_ns": [CLOCK_MONOTONIC send time of each answered ping], "lost": n}
+//!   chaos-workload socket-calls
+//!       makes its sockets, prints "ready", waits for a line on stdin, then makes one call of
+//!       each kind a cgroup socket hook sees (socket, bind, connect, sendto, each in IPv4 and
+//!       IPv6 where the hook has both, setsockopt, getsockopt); prints {call: errno, 0 if it worked}
 //!   chaos-workload file-loop --dir D --count N
 //!       N rounds of openat(create)+write+fsync+close, openat+read+close, unlink in D; prints per
 //!       syscall {"calls", "ok", "errors", "failed_at"} (attempt numbers count from 1)
@@ -69,12 +74,15 @@ fn main() {
         "http-serve" => http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),
         "connect-loop" if has("--udp") => udp_connect_loop(addr(), num("--count", 100)),
-        "connect-loop" => connect_loop(addr(), num("--count", 100)),
+        "connect-loop" => connect_loop(addr(), num("--count", 100), num("--gap-ms", 0)),
         "file-loop" => file_loop(&flag("--dir").unwrap_or_else(|| usage()), num("--count", 100)),
         "open-loop" => open_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
         "latency-loop" => latency_loop(num("--count", 100), num("--gap-ms", 0)),
         "udp-echo" => udp_echo(num("--port", 0) as u16),
         "getpid-loop" => getpid_loop(num("--count", 1_000_000)),
+        "sync-loop" => sync_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
+        "getrandom-loop" => getrandom_loop(num("--count", 100)),
+        "fsync-loop" => fsync_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
         "udp-ping" => udp_ping(addr(), num("--count", 100), num("--interval-ms", 10)),
         "append-fsync" => append_fsync(&flag("--file").unwrap_or_else(|| usage()), num("--count", 200)),
         "crash-stamp" => crash_stamp(&flag("--file").unwrap_or_else(|| usage())),
@@ -83,6 +91,7 @@ fn main() {
             let command = flags.iter().position(|a| a == "--").map(|i| &flags[i + 1..]).unwrap_or_else(|| usage());
             supervise(num("--restart-ms", 100), flag("--into-cgroup"), command);
         }
+        "socket-calls" => socket_calls(),
         _ => usage(),
     }
 }
@@ -162,7 +171,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N] | udp-sink --port P \
          [--idle-ms MS] [--max-secs S] [--times] | tcp-listen --port P | tcp-connect --to ADDR:PORT \
-         [--timeout-ms MS] | http-serve --port P [--addr IP] | sleep --secs S"
+         [--timeout-ms MS] | http-serve --port P [--addr IP] | sleep --secs S | sync-loop --path FILE --count N \
+         | getrandom-loop --count N | fsync-loop --path FILE --count N"
     );
     std::process::exit(2)
 }
@@ -300,6 +310,8 @@ struct Calls {
     failed_at: Vec<u64>,
     /// Wall time of the whole loop (loops that time themselves).
     elapsed_ns: u64,
+    /// CLOCK_MONOTONIC ns at the start of each call (loops that time their calls).
+    at_ns: Vec<u64>,
 }
 
 impl Calls {
@@ -319,11 +331,15 @@ impl Calls {
     }
 }
 
-fn connect_loop(to: SocketAddr, count: u64) {
+fn connect_loop(to: SocketAddr, count: u64, gap_ms: u64) {
     let mut calls = Calls::default();
     let start = Instant::now();
     for _ in 0..count {
+        calls.at_ns.push(monotonic_ns());
         calls.record(TcpStream::connect_timeout(&to, Duration::from_secs(2)));
+        if gap_ms > 0 {
+            std::thread::sleep(Duration::from_millis(gap_ms));
+        }
     }
     calls.elapsed_ns = start.elapsed().as_nanos() as u64;
     println!("{}", serde_json::to_string(&calls).expect("serialize"));
@@ -381,8 +397,9 @@ fn latency_loop(count: u64, gap_ms: u64) {
     use std::io::Read as _;
     let mut zero = std::fs::File::open("/dev/zero").expect("open /dev/zero");
     let mut byte = [0u8; 1];
-    let mut latencies = Vec::with_capacity(count as usize);
+    let (mut latencies, mut starts) = (Vec::with_capacity(count as usize), Vec::with_capacity(count as usize));
     for _ in 0..count {
+        starts.push(monotonic_ns());
         let start = Instant::now();
         zero.read_exact(&mut byte).expect("read /dev/zero");
         latencies.push(start.elapsed().as_nanos() as u64);
@@ -390,7 +407,7 @@ fn latency_loop(count: u64, gap_ms: u64) {
             std::thread::sleep(Duration::from_millis(gap_ms));
         }
     }
-    println!("{}", serde_json::json!({ "latencies_ns": latencies }));
+    println!("{}", serde_json::json!({ "latencies_ns": latencies, "starts_ns": starts }));
 }
 
 fn getpid_loop(count: u64) {
@@ -400,6 +417,52 @@ fn getpid_loop(count: u64) {
         unsafe { libc::syscall(libc::SYS_getpid) };
     }
     println!("{}", serde_json::json!({ "calls": count, "elapsed_ns": start.elapsed().as_nanos() as u64 }));
+}
+
+/// Writes `path`, then `count` fsyncs and after them `count` fdatasyncs of it (in that order, so
+/// a schedule over both calls has a known sequence).
+fn sync_loop(path: &str, count: u64) {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path).expect("create the file to sync");
+    let (mut fsync, mut fdatasync) = (Calls::default(), Calls::default());
+    let start = Instant::now();
+    for _ in 0..count {
+        file.write_all(b"x").expect("write");
+        fsync.record(file.sync_all());
+    }
+    for _ in 0..count {
+        file.write_all(b"y").expect("write");
+        fdatasync.record(file.sync_data());
+    }
+    let elapsed_ns = start.elapsed().as_nanos() as u64;
+    (fsync.elapsed_ns, fdatasync.elapsed_ns) = (elapsed_ns, elapsed_ns);
+    println!("{}", serde_json::json!({ "fsync": fsync, "fdatasync": fdatasync }));
+}
+
+/// `count` fsync(2) calls on one file, timed (the benchmark's loop: nothing else per round).
+fn fsync_loop(path: &str, count: u64) {
+    let file = std::fs::File::create(path).expect("create the file to sync");
+    let mut calls = Calls::default();
+    let start = Instant::now();
+    for _ in 0..count {
+        calls.record(file.sync_all());
+    }
+    calls.elapsed_ns = start.elapsed().as_nanos() as u64;
+    println!("{}", serde_json::to_string(&calls).expect("serialize"));
+}
+
+/// `count` getrandom(2) calls for 16 bytes (a call no LSM or cgroup hook sees).
+fn getrandom_loop(count: u64) {
+    let mut calls = Calls::default();
+    let mut buf = [0u8; 16];
+    let start = Instant::now();
+    for _ in 0..count {
+        // SAFETY: the buffer is valid for its length; flags 0.
+        let n = unsafe { libc::syscall(libc::SYS_getrandom, buf.as_mut_ptr(), buf.len(), 0) };
+        calls.record(if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+    }
+    calls.elapsed_ns = start.elapsed().as_nanos() as u64;
+    println!("{}", serde_json::to_string(&calls).expect("serialize"));
 }
 
 fn udp_echo(port: u16) {
@@ -418,9 +481,10 @@ fn udp_ping(to: SocketAddr, count: u64, interval_ms: u64) {
     let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("addr");
     let socket = UdpSocket::bind(bind).expect("bind");
     socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-    let (mut rtts, mut lost) = (Vec::new(), 0u64);
+    let (mut rtts, mut sent, mut lost) = (Vec::new(), Vec::new(), 0u64);
     let mut buf = [0u8; 64];
     for seq in 0..count {
+        let sent_ns = monotonic_ns();
         let start = Instant::now();
         socket.send_to(&seq.to_le_bytes(), to).expect("send");
         // Wait for this ping's echo; older echoes arriving late are skipped.
@@ -428,6 +492,7 @@ fn udp_ping(to: SocketAddr, count: u64, interval_ms: u64) {
             match socket.recv(&mut buf) {
                 Ok(n) if n >= 8 && u64::from_le_bytes(buf[..8].try_into().expect("8")) == seq => {
                     rtts.push(start.elapsed().as_nanos() as u64);
+                    sent.push(sent_ns);
                     break;
                 }
                 Ok(_) => {}
@@ -442,7 +507,7 @@ fn udp_ping(to: SocketAddr, count: u64, interval_ms: u64) {
             std::thread::sleep(Duration::from_millis(interval_ms) - spent);
         }
     }
-    println!("{}", serde_json::json!({ "rtts_ns": rtts, "lost": lost }));
+    println!("{}", serde_json::json!({ "rtts_ns": rtts, "sent_ns": sent, "lost": lost }));
 }
 
 fn tcp_listen(port: u16) {
@@ -486,4 +551,80 @@ fn http_serve(addr: String, port: u16) {
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
         });
     }
+}
+
+/// The errno of a libc call that returned `rc`, 0 if it worked.
+fn errno_of(rc: libc::c_long) -> i32 {
+    if rc < 0 { std::io::Error::last_os_error().raw_os_error().unwrap_or(-1) } else { 0 }
+}
+
+fn socket_calls() {
+    use std::io::BufRead as _;
+    // SAFETY: socket(2) with constant arguments.
+    let socket = |family: i32| unsafe { libc::socket(family, libc::SOCK_DGRAM, 0) };
+    // Made before any fault is armed: a socket keeps the cgroup it was made in, so the hooks
+    // of that cgroup see every later call on it.
+    let sockets: Vec<i32> = [libc::AF_INET, libc::AF_INET6].iter().cycle().take(6).map(|&f| socket(f)).collect();
+    assert!(sockets.iter().all(|&fd| fd >= 0), "socket: {}", std::io::Error::last_os_error());
+    let (bind4, bind6, connect4, connect6, send4, send6) =
+        (sockets[0], sockets[1], sockets[2], sockets[3], sockets[4], sockets[5]);
+    // SAFETY: sockaddr_in and sockaddr_in6 are plain C structs; all zeroes is a valid value.
+    let mut v4: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    v4.sin_family = libc::AF_INET as u16;
+    v4.sin_port = 9u16.to_be();
+    v4.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    // SAFETY: as above.
+    let mut v6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    v6.sin6_family = libc::AF_INET6 as u16;
+    v6.sin6_port = 9u16.to_be();
+    v6.sin6_addr.s6_addr = std::net::Ipv6Addr::LOCALHOST.octets();
+    let (mut bind_v4, mut bind_v6) = (v4, v6);
+    (bind_v4.sin_port, bind_v6.sin6_port) = (0, 0);
+    let addr4 =
+        |a: &libc::sockaddr_in| (std::ptr::from_ref(a).cast::<libc::sockaddr>(), size_of::<libc::sockaddr_in>() as u32);
+    let addr6 = |a: &libc::sockaddr_in6| {
+        (std::ptr::from_ref(a).cast::<libc::sockaddr>(), size_of::<libc::sockaddr_in6>() as u32)
+    };
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).expect("read stdin");
+    let byte = [0u8; 1];
+    let mut value: libc::c_int = 65536;
+    let mut length = size_of::<libc::c_int>() as libc::socklen_t;
+    let value_ptr = std::ptr::from_mut(&mut value).cast::<libc::c_void>();
+    // SAFETY (each call below): plain socket calls on our own descriptors with valid addresses
+    // and buffers that outlive the call.
+    let report: BTreeMap<&str, i32> = [
+        ("socket", errno_of(socket(libc::AF_INET) as libc::c_long)),
+        ("bind4", errno_of(unsafe { libc::bind(bind4, addr4(&bind_v4).0, addr4(&bind_v4).1) } as libc::c_long)),
+        ("bind6", errno_of(unsafe { libc::bind(bind6, addr6(&bind_v6).0, addr6(&bind_v6).1) } as libc::c_long)),
+        ("connect4", errno_of(unsafe { libc::connect(connect4, addr4(&v4).0, addr4(&v4).1) } as libc::c_long)),
+        ("connect6", errno_of(unsafe { libc::connect(connect6, addr6(&v6).0, addr6(&v6).1) } as libc::c_long)),
+        (
+            "sendto4",
+            errno_of(
+                unsafe { libc::sendto(send4, byte.as_ptr().cast(), 1, 0, addr4(&v4).0, addr4(&v4).1) } as libc::c_long
+            ),
+        ),
+        (
+            "sendto6",
+            errno_of(
+                unsafe { libc::sendto(send6, byte.as_ptr().cast(), 1, 0, addr6(&v6).0, addr6(&v6).1) } as libc::c_long
+            ),
+        ),
+        (
+            "setsockopt",
+            errno_of(unsafe { libc::setsockopt(send4, libc::SOL_SOCKET, libc::SO_RCVBUF, value_ptr, length) }
+                as libc::c_long),
+        ),
+        (
+            "getsockopt",
+            errno_of(unsafe { libc::getsockopt(send4, libc::SOL_SOCKET, libc::SO_RCVBUF, value_ptr, &raw mut length) }
+                as libc::c_long),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    println!("{}", serde_json::to_string(&report).expect("serialize"));
 }

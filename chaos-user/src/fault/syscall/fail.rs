@@ -1,7 +1,7 @@
 //! `syscall fail`: chosen syscalls of the target fail with an errno. For each syscall, the hook
-//! that serves it on this kernel (a BPF LSM hook where `bpf` is an active LSM, else a cgroup
-//! socket hook), the filters it can take, and the configuration shared by all of the fault's
-//! programs.
+//! that serves it on this kernel (a BPF LSM hook where `bpf` is an active LSM, else error
+//! injection on the syscall's entry function where the kernel allows it, else a cgroup socket
+//! hook), the filters it can take, and the configuration shared by all of the fault's programs.
 use std::{os::unix::fs::MetadataExt as _, path::PathBuf};
 
 use chaos_common::{Direction, FaultConfig, flags, threshold_from_ppm};
@@ -17,8 +17,9 @@ use crate::{
         AttachPoint, FaultContext, FaultPlan, PlanError, PlanFault, PlannedProgram, cgroup_level,
         net::filters::{Cidr, NetFilters, PortSet, filter_maps, parse_cidr, parse_ports},
         options::{Ppm, parse_percent},
+        syscall::error_injection,
     },
-    features::{self, FamilySupport},
+    features::{self, FamilySupport, Prober},
 };
 
 /// `syscall fail`.
@@ -44,7 +45,8 @@ pub struct SyscallFailOptions {
     pub remote_port: Vec<PortSet>,
     #[command(flatten)]
     pub schedule: ScheduleOptions,
-    /// The mechanism: BPF LSM hooks, cgroup socket hooks, or the best this kernel has.
+    /// The mechanism: BPF LSM hooks, error injection (override), cgroup socket hooks, or the
+    /// best this kernel has (auto: LSM, then override, then cgroup hooks).
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
 }
@@ -74,11 +76,14 @@ impl SyscallFailOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// BPF LSM where this kernel has it, cgroup socket hooks otherwise.
+    /// BPF LSM where a hook serves the call, else error injection, else cgroup socket hooks.
     #[default]
     Auto,
     Lsm,
     Cgroup,
+    /// Error injection: a kprobe on the syscall's entry function calling bpf_override_return
+    /// (kernels with CONFIG_FUNCTION_ERROR_INJECTION and CONFIG_BPF_KPROBE_OVERRIDE).
+    Override,
 }
 
 impl PlanFault for SyscallFailOptions {
@@ -91,13 +96,55 @@ impl PlanFault for SyscallFailOptions {
     }
 }
 
+/// The mechanism chosen for one syscall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    Lsm,
+    Cgroup,
+    Override,
+}
+
+impl Mechanism {
+    /// The `--backend` value that asks for it.
+    #[must_use]
+    pub const fn backend(self) -> &'static str {
+        match self {
+            Self::Lsm => "lsm",
+            Self::Cgroup => "cgroup",
+            Self::Override => "override",
+        }
+    }
+}
+
+/// What each mechanism looks like on this kernel, probed once per plan or listing.
+pub struct Mechanisms {
+    lsm: FamilySupport,
+    cgroup: FamilySupport,
+    over: FamilySupport,
+}
+
+impl Mechanisms {
+    #[must_use]
+    pub fn probe(kernel: &Prober) -> Self {
+        Self {
+            lsm: kernel.family(features::SYSCALL_ERRNO_LSM),
+            cgroup: kernel.family(features::SYSCALL_ERRNO_CGROUP_HOOKS),
+            over: kernel.family(features::SYSCALL_ERRNO_OVERRIDE),
+        }
+    }
+
+    /// The mechanism `backend` gives `syscall` here and the filter it can take, or why none.
+    pub fn choose(&self, syscall: &Syscall, backend: Backend) -> Result<(Mechanism, Filter), String> {
+        choose(syscall, backend, self)
+    }
+}
+
 fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
     let (target, kernel) = (context.target.clone(), context.kernel);
     let syscalls = options.chosen();
     let filters = options.filters();
     let schedule = options.schedule.schedule();
-    let lsm = kernel.family(features::SYSCALL_ERRNO_LSM);
-    let cgroup = kernel.family(features::SYSCALL_ERRNO_CGROUP_HOOKS);
+    let mechanisms = Mechanisms::probe(kernel);
     let wants_path = options.path.is_some();
     let wants_remote = !filters.remote.is_empty() || !filters.remote_ports.is_empty();
 
@@ -110,17 +157,24 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
     };
     let mut programs: Vec<PlannedProgram> = Vec::new();
     let mut add = |program: &'static str, hook: &'static str, attach: AttachPoint| {
-        if !programs.iter().any(|p| p.program == program) {
+        // One program per hook, except the override program, which attaches once per function.
+        if !programs.iter().any(|p| p.program == program && p.attach.describe() == attach.describe()) {
             programs.push(PlannedProgram { program, hook, attach, direction: Direction::Egress });
         }
     };
     for syscall in &syscalls {
-        let (mechanism, filter) = choose(syscall, options.backend, &lsm, &cgroup)?;
+        let (mechanism, filter) = mechanisms
+            .choose(syscall, options.backend)
+            .map_err(|reason| PlanError::Refused(format!("cannot fail {}: {reason}", syscall.name)))?;
         if wants_path && filter != Filter::Path {
             return Err(PlanError::Refused(format!(
                 "--path applies to file syscalls; {} has no file to filter on{}",
                 syscall.name,
-                if matches!(mechanism, Mechanism::Cgroup) { " (through cgroup socket hooks)" } else { "" }
+                match mechanism {
+                    Mechanism::Cgroup => " (through cgroup socket hooks)",
+                    Mechanism::Override => " (error injection filters calls whose first argument is a file descriptor)",
+                    Mechanism::Lsm => "",
+                }
             )));
         }
         if wants_remote && filter != Filter::Remote {
@@ -140,6 +194,10 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
                 for hook in syscall.cgroup {
                     add(hook.program, hook.hook, AttachPoint::Cgroup { cgroup_dir: target.dir.clone() });
                 }
+            }
+            Mechanism::Override => {
+                let function = error_injection::entry_function(syscall.name);
+                add(error_injection::PROGRAM, "kprobe", AttachPoint::Kprobe { function });
             }
         }
     }
@@ -192,24 +250,13 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
     })
 }
 
-/// The mechanism chosen for one syscall.
-enum Mechanism {
-    Lsm,
-    Cgroup,
-}
-
-fn choose(
-    syscall: &Syscall,
-    backend: Backend,
-    lsm: &FamilySupport,
-    cgroup: &FamilySupport,
-) -> Result<(Mechanism, Filter), PlanError> {
+fn choose(syscall: &Syscall, backend: Backend, kernel: &Mechanisms) -> Result<(Mechanism, Filter), String> {
     let by_lsm = || -> Result<(Mechanism, Filter), String> {
         if syscall.lsm.is_none() {
             return Err(format!("{} has no BPF LSM hook in chaos", syscall.name));
         }
-        if !lsm.supported {
-            return Err(format!("BPF LSM is not available: {}", lsm.reason.clone().unwrap_or_default()));
+        if !kernel.lsm.supported {
+            return Err(format!("BPF LSM is not available: {}", kernel.lsm.reason.clone().unwrap_or_default()));
         }
         Ok((Mechanism::Lsm, syscall.lsm_filter))
     };
@@ -217,20 +264,35 @@ fn choose(
         if syscall.cgroup.is_empty() {
             return Err(format!("{} has no cgroup hook", syscall.name));
         }
-        if !cgroup.supported {
+        if !kernel.cgroup.supported {
             return Err(format!(
                 "cgroup socket hooks are not available: {}",
-                cgroup.reason.clone().unwrap_or_default()
+                kernel.cgroup.reason.clone().unwrap_or_default()
             ));
         }
         Ok((Mechanism::Cgroup, syscall.cgroup_filter))
     };
-    let refused = |reason: String| PlanError::Refused(format!("cannot fail {}: {reason}", syscall.name));
+    let by_override = || -> Result<(Mechanism, Filter), String> {
+        if !kernel.over.supported {
+            return Err(format!(
+                "error injection is not available: {}",
+                kernel.over.reason.clone().unwrap_or_default()
+            ));
+        }
+        let function = error_injection::entry_function(syscall.name);
+        error_injection::InjectionList::cached()
+            .allows(&function)
+            .map_err(|reason| format!("error injection: {reason}"))?;
+        Ok((Mechanism::Override, syscall.override_filter()))
+    };
     match backend {
-        Backend::Lsm => by_lsm().map_err(refused),
-        Backend::Cgroup => by_cgroup().map_err(refused),
+        Backend::Lsm => by_lsm(),
+        Backend::Cgroup => by_cgroup(),
+        Backend::Override => by_override(),
         Backend::Auto => by_lsm().or_else(|lsm_reason| {
-            by_cgroup().map_err(|cgroup_reason| refused(format!("{lsm_reason}; and {cgroup_reason}")))
+            by_override().or_else(|override_reason| {
+                by_cgroup().map_err(|cgroup_reason| format!("{lsm_reason}; {override_reason}; and {cgroup_reason}"))
+            })
         }),
     }
 }

@@ -1,10 +1,16 @@
 //! Which kernel hook serves which syscall, through which mechanism, with which filters.
 //!
-//! Two mechanisms: BPF LSM hooks (any of the syscalls below, where `bpf` is an active LSM) and
-//! cgroup socket hooks (a few socket calls, on every kernel). An LSM hook sits behind the
+//! Three mechanisms: BPF LSM hooks (any of the syscalls below, where `bpf` is an active LSM),
+//! cgroup socket hooks (a few socket calls, on every kernel), and error injection (a kprobe on
+//! the syscall's entry function, any syscall on the kernel's error-injection list: also the
+//! calls with no hook at all, such as fsync, which [`entry_only`] adds). An LSM hook sits behind the
 //! syscall, so one hook serves several syscalls (file_permission serves read and write, told
 //! apart by the access mask). `chaos syscall list` prints this table for the running kernel.
+use std::sync::LazyLock;
+
 use chaos_common::syscall_mask;
+
+use super::{error_injection, numbers as syscall_numbers};
 
 /// A BPF LSM program of the object and the hook it attaches to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,10 +145,39 @@ syscalls! {
     "getsockopt" => None, None, GETSOCKOPT, None, "";
 }
 
+impl Syscall {
+    /// What `--path` can narrow on the error-injection backend: the file of a first-argument
+    /// descriptor.
+    #[must_use]
+    pub fn override_filter(&self) -> Filter {
+        if error_injection::takes_fd_first(self.name) { Filter::Path } else { Filter::None }
+    }
+}
+
+/// The syscalls with no LSM or cgroup hook in chaos (fsync, fdatasync, getrandom, ...): only
+/// error injection serves them. Every x86_64 syscall chaos knows the number of.
+pub fn entry_only() -> &'static [Syscall] {
+    static ENTRY_ONLY: LazyLock<Vec<Syscall>> = LazyLock::new(|| {
+        syscall_numbers::X86_64
+            .iter()
+            .filter(|(name, _)| !SYSCALLS.iter().any(|s| s.name == *name))
+            .map(|&(name, _)| Syscall {
+                name,
+                lsm: None,
+                cgroup: NO_CGROUP,
+                lsm_filter: Filter::None,
+                cgroup_filter: Filter::None,
+                cgroup_note: "",
+            })
+            .collect()
+    });
+    &ENTRY_ONLY
+}
+
 /// Looks a syscall up by name.
 #[must_use]
 pub fn find(name: &str) -> Option<&'static Syscall> {
-    SYSCALLS.iter().find(|s| s.name == name)
+    SYSCALLS.iter().chain(entry_only()).find(|s| s.name == name)
 }
 
 /// Parses `openat,read`: every name must be one chaos knows.
@@ -150,8 +185,12 @@ pub fn parse_list(text: &str) -> Result<Vec<&'static Syscall>, String> {
     let mut chosen: Vec<&'static Syscall> = Vec::new();
     for name in text.split(',').map(str::trim) {
         let syscall = find(name).ok_or_else(|| {
-            let close: Vec<&str> =
-                SYSCALLS.iter().map(|s| s.name).filter(|n| n.starts_with(&name[..name.len().min(3)])).collect();
+            let close: Vec<&str> = SYSCALLS
+                .iter()
+                .chain(entry_only())
+                .map(|s| s.name)
+                .filter(|n| n.starts_with(&name[..name.len().min(3)]))
+                .collect();
             let hint = if close.is_empty() { String::new() } else { format!(" (did you mean {}?)", close.join(", ")) };
             format!("unknown syscall '{name}'{hint}; `chaos syscall list` shows the ones chaos can fail")
         })?;
@@ -180,5 +219,14 @@ mod tests {
         let err = parse_list("opnat").unwrap_err();
         assert!(err.contains("unknown syscall 'opnat'") && err.contains("chaos syscall list"), "{err}");
         assert!(parse_list("conect").unwrap_err().contains("did you mean connect"));
+    }
+
+    #[test]
+    fn calls_without_a_hook_are_known_for_error_injection() {
+        let fsync = find("fsync").expect("fsync is known");
+        assert!(fsync.lsm.is_none() && fsync.cgroup.is_empty());
+        assert_eq!(fsync.override_filter(), Filter::Path);
+        assert_eq!(find("getrandom").unwrap().override_filter(), Filter::None);
+        assert!(entry_only().iter().all(|s| !SYSCALLS.iter().any(|t| t.name == s.name)));
     }
 }

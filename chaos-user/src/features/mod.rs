@@ -17,7 +17,15 @@ use aya::{
 use aya_obj::btf::BtfKind;
 use serde::Serialize;
 
-use crate::{errno, netlink, sys, target::CgroupFs};
+mod families;
+
+use families::{FAMILIES, Requirement};
+pub use families::{
+    NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
+    SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
+};
+
+use crate::{errno, fault::syscall::error_injection as injection, netlink, sys, target::CgroupFs};
 
 /// One yes/no answer with what was found, or why not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -87,94 +95,10 @@ pub struct KernelFeatures {
     pub families: Vec<FamilySupport>,
 }
 
-/// Family ids, stable for scripts.
-pub const PACKET_DROP: &str = "packet-drop";
-pub const PACKET_CORRUPT_DUPLICATE: &str = "packet-corrupt-duplicate";
-pub const NETWORK_DELAY: &str = "network-delay";
-pub const SYSCALL_ERRNO_LSM: &str = "syscall-errno-lsm";
-pub const SYSCALL_ERRNO_CGROUP_HOOKS: &str = "syscall-errno-cgroup-hooks";
-pub const SYSCALL_DELAY: &str = "syscall-delay";
-pub const PROCESS_KILL: &str = "process-kill";
-pub const PROCESS_PAUSE: &str = "process-pause";
-
-/// Something a fault family needs from the kernel.
-#[derive(Clone, Copy)]
-enum Requirement {
-    Program(&'static str),
-    Helper(&'static str),
-    Qdisc(&'static str),
-    Cgroup2,
-    BpfLsmActive,
-    CgroupFreezer,
-}
-
-const PROGRAM_TYPES: &[&str] = &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "tracing"];
-const HELPERS: &[&str] = &["bpf_set_retval", "bpf_send_signal", "bpf_clone_redirect"];
+const PROGRAM_TYPES: &[&str] =
+    &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "tracing", "kprobe"];
+const HELPERS: &[&str] = &["bpf_set_retval", "bpf_send_signal", "bpf_clone_redirect", "bpf_override_return"];
 const QDISCS: &[&str] = &["clsact", "fq", "netem"];
-
-/// (id, name, mechanism, requirements, shipped in this version)
-const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
-    use Requirement::{BpfLsmActive, Cgroup2, CgroupFreezer, Helper, Program, Qdisc};
-    &[
-        (
-            PACKET_DROP,
-            "packet drop",
-            "cgroup_skb programs on the target cgroup",
-            &[Program("cgroup_skb"), Cgroup2],
-            true,
-        ),
-        (
-            PACKET_CORRUPT_DUPLICATE,
-            "packet corrupt/duplicate",
-            "TC classifier in the target's network namespace",
-            &[Program("sched_cls"), Helper("bpf_clone_redirect")],
-            true,
-        ),
-        (
-            NETWORK_DELAY,
-            "network delay",
-            "TC classifier setting skb->tstamp (EDT), enforced by the fq qdisc",
-            &[Program("sched_cls"), Qdisc("fq")],
-            true,
-        ),
-        (
-            SYSCALL_ERRNO_LSM,
-            "syscall errno via LSM",
-            "BPF LSM hooks filtered by cgroup id",
-            &[Program("lsm"), BpfLsmActive],
-            true,
-        ),
-        (
-            SYSCALL_ERRNO_CGROUP_HOOKS,
-            "syscall errno via cgroup socket hooks",
-            "cgroup socket hooks (connect, bind, sendmsg, socket, sockopt) returning an errno with bpf_set_retval",
-            &[Program("cgroup_sock_addr"), Helper("bpf_set_retval")],
-            true,
-        ),
-        (
-            SYSCALL_DELAY,
-            "syscall delay",
-            "raw sys_enter tracepoint stopping the process, resumed by the controller",
-            &[Program("raw_tracepoint"), Helper("bpf_send_signal")],
-            true,
-        ),
-        (
-            PROCESS_KILL,
-            "process kill",
-            "periodic: kill(2) / cgroup.kill; crash points: raw sys_enter tracepoint sending the signal with \
-             bpf_send_signal",
-            &[Program("raw_tracepoint"), Helper("bpf_send_signal")],
-            true,
-        ),
-        (
-            PROCESS_PAUSE,
-            "process pause",
-            "cgroup v2 freezer (cgroup.freeze), thawed by a guard process if chaos dies",
-            &[Cgroup2, CgroupFreezer],
-            true,
-        ),
-    ]
-};
 
 /// Answers "can this kernel do X", asking the kernel about each thing at most once and only
 /// when asked: a plan probes what its family needs, `doctor` probes everything.
@@ -209,6 +133,7 @@ impl Prober {
                 "raw_tracepoint" => ProgramType::RawTracePoint,
                 "lsm" => ProgramType::Lsm(LsmAttachType::Mac),
                 "tracing" => ProgramType::Tracing,
+                "kprobe" => ProgramType::KProbe,
                 other => unreachable!("no probe for program type {other}"),
             };
             program_check(program_type, name)
@@ -225,6 +150,9 @@ impl Prober {
             }
             "bpf_clone_redirect" => {
                 helper_check(ProgramType::SchedClassifier, BpfHelper::BPF_FUNC_clone_redirect, name, "sched_cls")
+            }
+            "bpf_override_return" => {
+                helper_check(ProgramType::KProbe, BpfHelper::BPF_FUNC_override_return, name, "kprobe")
             }
             other => unreachable!("no probe for helper {other}"),
         })
@@ -264,6 +192,9 @@ impl Prober {
             Requirement::CgroupFreezer => self.memo("cgroup freezer".into(), || {
                 crate::fault::proc::freezer::probe().map_or_else(Check::no, Check::yes)
             }),
+            Requirement::Kprobes => {
+                self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
+            }
         }
     }
 
@@ -287,6 +218,9 @@ impl Prober {
                 None => "; --before-effect and --path: available (BPF LSM hooks)".to_owned(),
                 Some(why) => format!("; --before-effect and --path: not available ({why})"),
             });
+        }
+        if id == SYSCALL_ERRNO_OVERRIDE && reason.is_none() {
+            mechanism.push_str(&format!("; {}", injection::InjectionList::cached().describe()));
         }
         FamilySupport { id, name, supported: reason.is_none(), mechanism, reason, in_chaos }
     }

@@ -1,0 +1,56 @@
+//! The lint step that opens `cargo xtask test`: formatting and clippy, in well under a minute,
+//! before anything boots, so a style slip fails in seconds instead of after the VM tiers.
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::util;
+
+/// One check: what it runs, and what to do when it fails.
+struct Check {
+    name: &'static str,
+    command: Command,
+    fix: &'static str,
+}
+
+/// Runs every check (all of them, so one run lists every problem) and fails naming each failed
+/// check with the command to run.
+pub fn run() -> anyhow::Result<()> {
+    println!("== lint: rustfmt and clippy");
+    let mut failed = Vec::new();
+    for mut check in checks() {
+        let passed = check.command.status().is_ok_and(|s| s.success());
+        if !passed {
+            failed.push(format!("{} failed: {}", check.name, check.fix));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("lint: {} (the messages are above; CI runs the same checks)", failed.join("; "));
+    }
+    Ok(())
+}
+
+fn checks() -> Vec<Check> {
+    // rustfmt.toml uses nightly-only import options; the nightly toolchain is there anyway for
+    // the eBPF build. `rustup run` works whether or not `cargo` on PATH is rustup's proxy.
+    let mut fmt = Command::new("rustup");
+    fmt.args(["run", "nightly", "cargo", "fmt", "--all", "--check"]).current_dir(util::root());
+
+    // AYA_BUILD_SKIP=1: clippy needs no eBPF object (chaos-user's build.rs writes an empty one).
+    // Its own target directory: the build script reruns when AYA_BUILD_SKIP changes, so sharing
+    // target/ would swap the real object for the empty one and rebuild chaos after every lint.
+    let mut clippy = util::cargo();
+    clippy
+        .args(["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"])
+        .env("AYA_BUILD_SKIP", "1")
+        .env("CARGO_TARGET_DIR", util::cache_dir().join("lint"));
+
+    vec![
+        Check { name: "formatting", command: fmt, fix: "run `cargo +nightly fmt --all`" },
+        Check {
+            name: "clippy",
+            command: clippy,
+            fix: "fix each warning that `AYA_BUILD_SKIP=1 cargo clippy --all-targets -- -D warnings` shows",
+        },
+    ]
+}
