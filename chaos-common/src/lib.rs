@@ -25,6 +25,9 @@ pub mod maps {
     /// Ring buffer of [`super::StopEvent`]s: tasks stopped by `syscall delay`, for the controller
     /// to resume.
     pub const STOP_EVENTS: &str = "STOP_EVENTS";
+    /// Ring buffer of [`super::KillEvent`]s: processes a crash point (`proc kill --on-syscall`)
+    /// signalled, for the timeline.
+    pub const KILL_EVENTS: &str = "KILL_EVENTS";
     /// Array, one entry: the next free departure time of `net rate` (ns, CLOCK_MONOTONIC).
     pub const RATE_STATE: &str = "RATE_STATE";
     /// LPM tries of remote prefixes: key `(prefix_len, address bytes)`, value unused (1).
@@ -102,6 +105,17 @@ pub mod net_filters {
     pub const PROTOCOL: u32 = 1 << 3;
 }
 
+/// [`FaultConfig::action`]: what a syscall program does to a call when the fault fires. The
+/// programs and the gate are the same for all three; only the ending differs.
+pub mod action {
+    /// Fail the call with `errno` (`syscall fail`): the default, 0.
+    pub const FAIL: u32 = 0;
+    /// Send `signal` to the calling process and let the call go on (a crash point).
+    pub const KILL: u32 = 1;
+    /// Send `signal` and fail the call too, so it has no effect (`--before-effect`, LSM hooks).
+    pub const KILL_AND_FAIL: u32 = 2;
+}
+
 /// Ports per set and u64 words per set in `PORT_SETS`.
 pub const PORTS_PER_SET: u32 = 65_536;
 pub const WORDS_PER_PORT_SET: u32 = PORTS_PER_SET / 64;
@@ -161,6 +175,10 @@ pub struct FaultConfig {
     /// `net rate`: the longest a packet may wait for its turn (the queue, in time); a packet
     /// that would wait longer is dropped, and takes no slot.
     pub rate_queue_ns: u64,
+    /// Syscall faults: [`action`], what to do to a call when the fault fires.
+    pub action: u32,
+    /// Crash points: the signal sent to the calling process (e.g. 9 for SIGKILL).
+    pub signal: u32,
 }
 
 /// A task `syscall delay` stopped (SIGSTOP): the controller resumes it (SIGCONT) when the delay
@@ -177,6 +195,27 @@ pub struct StopEvent {
     pub syscall: u32,
     pub _pad: u32,
 }
+
+/// A process a crash point signalled from inside its own syscall (`bpf_send_signal`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KillEvent {
+    /// `CLOCK_MONOTONIC` ns when the program sent the signal.
+    pub at_ns: u64,
+    /// The process (thread group) signalled.
+    pub tgid: u32,
+    /// The thread whose call was the crash point.
+    pub tid: u32,
+    /// The syscall number on the raw `sys_enter` tracepoint; [`KILL_EVENT_LSM`] from LSM hooks
+    /// (which serve several syscalls).
+    pub syscall: u32,
+    pub signal: u32,
+    /// The thread's command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// [`KillEvent::syscall`] of a kill from an LSM hook.
+pub const KILL_EVENT_LSM: u32 = u32::MAX;
 
 /// Offsets of the few kernel struct members the syscall programs read, taken from the running
 /// kernel's BTF at load time and written into the object's read-only data (the verifier sees
@@ -255,6 +294,7 @@ mod user {
     unsafe impl aya::Pod for super::ScheduleState {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::StopEvent {}
+    unsafe impl aya::Pod for super::KillEvent {}
 }
 
 #[cfg(test)]
@@ -280,8 +320,9 @@ mod tests {
 
     #[test]
     fn shared_structs_have_no_implicit_padding() {
-        // 15 u64 and 6 u32 fields, nothing between them.
-        assert_eq!(core::mem::size_of::<FaultConfig>(), 15 * 8 + 6 * 4);
+        // 15 u64 and 8 u32 fields, nothing between them.
+        assert_eq!(core::mem::size_of::<FaultConfig>(), 15 * 8 + 8 * 4);
+        assert_eq!(core::mem::size_of::<KillEvent>(), 8 + 4 * 4 + 16);
         assert_eq!(core::mem::size_of::<StopEvent>(), 8 + 4 * 4);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 12 * 4);
         assert_eq!(core::mem::size_of::<ScheduleState>(), 2 * 8);

@@ -13,6 +13,7 @@ mod net_delay;
 mod net_filter;
 mod net_tc;
 mod packet;
+mod proc_kill;
 mod syscall_cgroup;
 mod syscall_delay;
 mod syscall_lsm;

@@ -44,3 +44,8 @@ pub(crate) static RATE_STATE: Array<u64> = Array::with_max_entries(1, 0);
 /// Two port sets as bitmaps (remote, then local): any list or range is one lookup.
 #[map(name = "PORT_SETS")]
 pub(crate) static PORT_SETS: Array<u64> = Array::with_max_entries(2 * WORDS_PER_PORT_SET, 0);
+
+/// Processes a crash point signalled, for the controller's timeline. A full buffer loses the
+/// event, never the kill.
+#[map(name = "KILL_EVENTS")]
+pub(crate) static KILL_EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024, 0);

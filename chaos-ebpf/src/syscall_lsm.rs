@@ -5,9 +5,9 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use chaos_common::{Direction, flags, syscall_mask};
+use chaos_common::{Direction, KILL_EVENT_LSM, action, flags, syscall_mask};
 
-use crate::{dentry, gate, net_filter, packet::Packet};
+use crate::{dentry, gate, net_filter, packet::Packet, proc_kill};
 
 /// Syscalls are counted in the first counter slot.
 const CALLS: Direction = Direction::Egress;
@@ -19,14 +19,25 @@ const AF_INET6: u16 = 10;
 /// The largest errno the kernel lets an LSM program return (-MAX_ERRNO).
 const MAX_ERRNO: i32 = 4095;
 
-/// The common ending: the call matched the fault's filters; fail it if the fault fires.
+/// The common ending: the call matched the fault's filters; if the fault fires, fail it, or
+/// signal the caller (a crash point), or both (`--before-effect`: the call never takes effect).
 #[inline(always)]
 fn decide(fault: &gate::Live) -> i32 {
     fault.matched();
     if !fault.fires() {
         return 0;
     }
-    negative_errno(fault.config.errno)
+    match fault.config.action {
+        action::KILL => {
+            proc_kill::signal_current(fault.config, KILL_EVENT_LSM);
+            0
+        }
+        action::KILL_AND_FAIL => {
+            proc_kill::signal_current(fault.config, KILL_EVENT_LSM);
+            negative_errno(fault.config.errno)
+        }
+        _ => negative_errno(fault.config.errno),
+    }
 }
 
 /// `-errno`, in a form the verifier can bound: it must see an LSM program's return value inside

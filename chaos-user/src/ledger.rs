@@ -36,6 +36,8 @@ pub enum Item {
     ReplacedRootQdisc { iface: String, previous: netlink::Qdisc },
     /// Processes of this cgroup that `syscall delay` may have stopped: resumed.
     StoppedTasks { cgroup_dir: std::path::PathBuf },
+    /// A cgroup `proc pause` may have frozen (cgroup v2 freezer): thawed.
+    FrozenCgroup { cgroup_dir: std::path::PathBuf },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -130,15 +132,16 @@ pub fn cleanup_stale() -> Vec<String> {
         })
         .filter(|(_, record)| !owner_alive(record))
         .collect();
-    // Stopped tasks first (they wait on nothing), then filters before the qdiscs that hold them.
+    // Frozen cgroups and stopped tasks first (they wait on nothing; a frozen task acts on
+    // SIGCONT only once thawed), then filters before the qdiscs that hold them.
     records.sort_by_key(|(_, r)| match r.item {
-        Item::StoppedTasks { .. } => 0,
+        Item::FrozenCgroup { .. } | Item::StoppedTasks { .. } => 0,
         Item::LegacyTcFilter { .. } => 1,
         _ => 2,
     });
     let mut report = Vec::new();
     for (path, record) in records {
-        if matches!(record.item, Item::StoppedTasks { .. }) {
+        if matches!(record.item, Item::StoppedTasks { .. } | Item::FrozenCgroup { .. }) {
             match remove(&record.item) {
                 Ok(what) => {
                     report.push(what);
@@ -179,6 +182,7 @@ fn describe(item: &Item) -> String {
         Item::StoppedTasks { cgroup_dir } => {
             format!("processes of {} stopped by a syscall delay", cgroup_dir.display())
         }
+        Item::FrozenCgroup { cgroup_dir } => format!("cgroup {} frozen by a proc pause", cgroup_dir.display()),
     }
 }
 
@@ -195,6 +199,11 @@ pub fn remove(item: &Item) -> io::Result<String> {
             unsafe { libc::kill(pid, libc::SIGCONT) };
         }
         return Ok(format!("{what}: resumed {} still stopped", stopped.len()));
+    }
+    if let Item::FrozenCgroup { cgroup_dir } = item {
+        let was_frozen = crate::fault::proc::freezer::Freezer::of(cgroup_dir).is_ok_and(|f| f.freeze_requested());
+        crate::fault::proc::freezer::thaw(cgroup_dir)?;
+        return Ok(format!("{what}: {}", if was_frozen { "thawed" } else { "not frozen any more" }));
     }
     let Ok(ifindex) = ifindex(item) else {
         return Ok(format!("{what}: interface gone, nothing to remove"));
@@ -220,7 +229,7 @@ pub fn remove(item: &Item) -> io::Result<String> {
             restore_root_qdisc(&mut socket, ifindex, previous)?;
             Ok(format!("restored the {} root qdisc (removed {what})", previous.kind))
         }
-        Item::StoppedTasks { .. } => unreachable!("handled above"),
+        Item::StoppedTasks { .. } | Item::FrozenCgroup { .. } => unreachable!("handled above"),
         Item::ClsactQdisc { .. } => {
             let mut socket = netlink::RouteSocket::open()?;
             let left = socket.filter_count(ifindex, netlink::CLSACT_INGRESS)?
@@ -261,7 +270,7 @@ fn ifindex(item: &Item) -> io::Result<i32> {
         Item::LegacyTcFilter { iface, .. } | Item::ClsactQdisc { iface } | Item::ReplacedRootQdisc { iface, .. } => {
             iface
         }
-        Item::StoppedTasks { .. } => return Ok(0),
+        Item::StoppedTasks { .. } | Item::FrozenCgroup { .. } => return Ok(0),
     };
     let name = std::ffi::CString::new(iface.as_str()).map_err(io::Error::other)?;
     // SAFETY: valid C string.

@@ -295,3 +295,51 @@ pub fn is_stopped(pid: u32) -> bool {
         .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
         .unwrap_or(false)
 }
+
+/// How many BPF programs the kernel has loaded whose name starts with `prefix` (names are cut
+/// at 15 bytes). Walks every program id (BPF_PROG_GET_NEXT_ID) and reads its name from the
+/// kernel (BPF_OBJ_GET_INFO_BY_FD): what the kernel holds, not what chaos says.
+#[must_use]
+pub fn programs_named(prefix: &str) -> usize {
+    const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// Offset of `name` in `struct bpf_prog_info` (uapi, stable).
+    const NAME_OFFSET: usize = 64;
+    let prefix = &prefix.as_bytes()[..prefix.len().min(15)];
+    let mut count = 0;
+    let mut id: u32 = 0;
+    loop {
+        let mut attr = [0u32; 4];
+        attr[0] = id;
+        // SAFETY: bpf(2) with an attr buffer of the size given.
+        if unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_NEXT_ID, attr.as_mut_ptr(), 16) } != 0 {
+            return count;
+        }
+        id = attr[1];
+        let mut by_id = [0u32; 4];
+        by_id[0] = id;
+        // SAFETY: as above; returns a new fd we close below.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, by_id.as_mut_ptr(), 16) };
+        if fd < 0 {
+            continue; // unloaded meanwhile
+        }
+        let mut info = [0u8; 256];
+        let mut get_info = [0u64; 2];
+        get_info[0] = (fd as u64) | ((info.len() as u64) << 32);
+        get_info[1] = info.as_mut_ptr() as u64;
+        // SAFETY: as above; the kernel writes at most info_len bytes into `info`.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, get_info.as_mut_ptr(), 16) };
+        // SAFETY: closing the fd bpf(2) gave us.
+        unsafe { libc::close(fd as i32) };
+        if rc == 0 && info[NAME_OFFSET..NAME_OFFSET + 16].starts_with(prefix) {
+            count += 1;
+        }
+    }
+}
+
+/// Whether cgroup `dir` is frozen, as `cgroup.events` says.
+#[must_use]
+pub fn is_frozen(dir: &std::path::Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|e| e.lines().any(|l| l.trim() == "frozen 1"))
+}

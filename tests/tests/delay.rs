@@ -439,6 +439,8 @@ fn the_guard_of_an_inert_fault_waits_for_its_time_box() {
             .arg(cgroup.dir())
             .arg("0")
             .stdin(std::process::Stdio::piped())
+            // It says "ready" there once it watches; nobody here waits for that.
+            .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start the guard"),
     );

@@ -24,7 +24,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iptables", "the anchor tool of the packet-drop benchmark"),
     ("strace", "the anchor tool of the syscall benchmarks"),
     ("openssl", "the verdict tests: a self-signed certificate and an HTTPS test server (s_server)"),
-    ("prometheus", "the verdict and daemon tests: a real Prometheus (the Prometheus check queries it; it scrapes the daemon's /metrics)"),
+    (
+        "prometheus",
+        "the verdict and daemon tests: a real Prometheus (the Prometheus check queries it; it scrapes the daemon's /metrics)",
+    ),
     ("chromium", "the verdict tests: renders `chaos report --html` headless, to a PNG"),
 ];
 

@@ -1,6 +1,8 @@
 //! What every fault's command line has, written once: whom (`TargetArgs`), what (the family's
 //! options, `F`), and for how long (`RunArgs`), and the one pipeline that turns them into a run:
 //! cap, target, plan, conflicts with every live run, dry run or register and arm, wait, report.
+//! Faults done from userspace (`proc kill --every`, `proc pause`) take the same path up to the
+//! plan, then run their actor instead.
 use std::{process::ExitCode, time::Duration};
 
 use clap::Args;
@@ -74,6 +76,9 @@ pub fn run_fault(
         print_plan(&plan, output);
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(action) = fault.userspace_action(run.i_know) {
+        return crate::fault::proc::periodic::run(&plan, action, output);
+    }
     if matches!(target_spec, TargetName::Pid(_)) && keys_on_sockets(&plan) {
         eprintln!(
             "note: a socket stays in the cgroup it was created in; sockets this process opened \
@@ -134,6 +139,14 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
             );
             for program in &plan.programs {
                 println!("  {}", program.describe());
+            }
+            if plan.programs.is_empty() {
+                println!(
+                    "  nothing to attach: chaos's own process does this (signals, the cgroup freezer), for {}",
+                    humantime::format_duration(plan.duration)
+                );
+                println!("dry run: nothing done");
+                return;
             }
             println!(
                 "  map FAULT_CONFIG[0] = {{ threshold: {}, flags: {:#x}, net_filters: {:#x}, deadline: now + {} }}",

@@ -6,6 +6,7 @@ mod doctor;
 mod experiment;
 mod fault;
 mod net;
+mod proc;
 mod status;
 mod syscall;
 
@@ -57,6 +58,9 @@ enum Command {
     /// Syscall faults for a target cgroup.
     #[command(subcommand)]
     Syscall(Box<syscall::SyscallCommand>),
+    /// Process faults for a target cgroup: kill its processes, freeze it.
+    #[command(subcommand)]
+    Proc(Box<proc::ProcCommand>),
     /// Run an experiment file: several faults, a steady-state hypothesis, a timeline and a
     /// verdict. Exit status: 0 the hypothesis held, 1 it was violated, 2 it could not run.
     #[command(after_help = "\
@@ -106,7 +110,8 @@ Examples:
     /// Remove what crashed runs left (legacy TC filters and their qdiscs, pins of ended detached
     /// experiments, records of dead runs) and say what was removed. Live runs are left alone.
     Cleanup,
-    /// The guard of a syscall delay (started by chaos): resumes stopped tasks if chaos dies.
+    /// The guard of a syscall delay or a pause (started by chaos): resumes stopped tasks and
+    /// thaws a frozen target if chaos dies.
     #[command(name = "__guard", hide = true)]
     Guard { cgroup_dir: PathBuf, resume_all_at_ns: u64 },
     /// A detached experiment's reaper (started by `chaos run --detach`).
@@ -166,6 +171,7 @@ impl Cli {
             Command::Doctor => Ok(doctor::run(self.output)),
             Command::Net(command) => (*command).run(self.output),
             Command::Syscall(command) => (*command).run(self.output),
+            Command::Proc(command) => (*command).run(self.output),
             Command::Run(args) => experiment::run(&args, self.output),
             Command::Validate { file, i_know } => experiment::validate(&file, i_know),
             Command::Report { file, html, markdown } => {

@@ -35,6 +35,7 @@ impl LoadedFault {
             AttachPoint::RawTracepoint { tracepoint, cgroup_dir } => {
                 self.attach_stopping_tracepoint(planned.program, tracepoint, cgroup_dir)
             }
+            AttachPoint::SignallingTracepoint { tracepoint } => self.attach_tracepoint(planned.program, tracepoint),
             AttachPoint::Kprobe { function } => self.attach_kprobe(planned.program, function),
             AttachPoint::Tc { netns, iface, api, needs_fq } => {
                 let place = TcPlace {
@@ -134,6 +135,16 @@ impl LoadedFault {
         let resumer = Resumer::start(events, guard, delay, jitter)
             .map_err(|e| AttachError::Program { program, reason: format!("starting the resumer: {e}") })?;
         self.resumer = Some((resumer, record));
+        Ok(())
+    }
+
+    /// A raw tracepoint program that only signals the current task (crash points).
+    fn attach_tracepoint(&mut self, program: &'static str, tracepoint: &str) -> Result<(), AttachError> {
+        let prog: &mut RawTracePoint = self.program(program)?;
+        prog.load().map_err(|err| program_error(program, "loading", &err))?;
+        let id = prog.attach(tracepoint).map_err(|err| program_error(program, "attaching", &err))?;
+        let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
+        self.links.push((program, FdLink::from(link)));
         Ok(())
     }
 

@@ -16,8 +16,8 @@ use crate::{
 
 /// Every event a timeline holds, in the order a run writes them: `experiment`, `plan` (one per
 /// fault), `phase`, `check` (each result), `attach` (one per fault), `arm`, `ramp`, `counts`
-/// (injections per fault per second), `abort`, `detach` (one per fault, with its totals),
-/// `comparison` (with a control group), `verdict`.
+/// (injections per fault per second), `proc` (what a userspace process fault did), `abort`,
+/// `detach` (one per fault, with its totals), `comparison` (with a control group), `verdict`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 pub enum TimelineEvent {
@@ -61,6 +61,12 @@ pub enum TimelineEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         phase: Option<Phase>,
         reason: String,
+    },
+    /// What a userspace `proc` fault did: a kill, a freeze, a thaw.
+    Proc {
+        fault: usize,
+        #[serde(flatten)]
+        did: crate::fault::proc::events::ProcEvent,
     },
     Detach(FaultDetached),
     Verdict {

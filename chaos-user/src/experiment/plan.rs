@@ -37,6 +37,8 @@ pub struct PlannedFault {
     /// The ramp with the fault's own final percentage.
     pub ramp: Option<(Ramp, Ppm)>,
     pub plan: FaultPlan,
+    /// What userspace does while the fault is armed (`proc kill --every`, `proc pause`).
+    pub userspace: Option<crate::fault::proc::periodic::Action>,
 }
 
 impl PlannedFault {
@@ -127,6 +129,7 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
             percent,
             ramp,
             plan,
+            userspace: entry.options.userspace_action(i_know),
         });
     }
     let notes = check_conflicts(experiment, &target, &faults)?;

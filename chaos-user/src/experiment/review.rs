@@ -124,6 +124,12 @@ impl Review {
                 TimelineEvent::Verdict { exit_code, summary, .. } => {
                     review.verdict = Some((*exit_code, summary.clone()))
                 }
+                // A process fault done from userspace: each kill or pause is one injection.
+                TimelineEvent::Proc { fault, .. } => {
+                    if let Some(f) = review.faults.get_mut(fault) {
+                        f.per_second.push((t, 1));
+                    }
+                }
                 TimelineEvent::Attach(_) | TimelineEvent::Unknown => {}
             }
         }

@@ -39,6 +39,8 @@ struct Loaded {
     config: FaultConfig,
     armed: bool,
     last: FaultCounters,
+    /// The userspace action of a `proc` fault, running while it is armed.
+    actor: Option<crate::fault::proc::periodic::Actor>,
 }
 
 pub struct RunOptions {
@@ -175,6 +177,7 @@ impl<'p, 't> Runner<'p, 't> {
                         config: fault.plan.config,
                         armed: false,
                         last: FaultCounters::default(),
+                        actor: None,
                     });
                 }
                 Err(err) => {
@@ -330,6 +333,12 @@ impl<'p, 't> Runner<'p, 't> {
                 let config = steps::armed(loaded.config, deadline_ns, ppm);
                 loaded.fault.configure(config).map_err(|e| format!("arming fault {}: {e}", fault.label))?;
                 (loaded.config, loaded.armed) = (config, true);
+                if let Some(action) = &fault.userspace {
+                    loaded.actor = Some(
+                        crate::fault::proc::periodic::Actor::start(&fault.plan.target, action.clone(), deadline_ns)
+                            .map_err(|e| format!("starting fault {}: {e}", fault.label))?,
+                    );
+                }
                 self.timeline.event(&TimelineEvent::Arm {
                     fault: fault.number,
                     kernel_deadline_ns: deadline_ns,
@@ -398,7 +407,14 @@ impl<'p, 't> Runner<'p, 't> {
         let Some(mut loaded) = self.loaded[index].take() else { return };
         let fault = &self.plan.faults[index];
         let _ = loaded.fault.disarm();
-        let total = total_counters(&loaded.fault, &fault.plan.directions());
+        let mut total = total_counters(&loaded.fault, &fault.plan.directions());
+        if let Some(actor) = loaded.actor.take() {
+            let outcome = actor.finish();
+            for did in outcome.events.iter().cloned() {
+                self.timeline.event(&TimelineEvent::Proc { fault: fault.number, did });
+            }
+            total = FaultCounters { seen: outcome.ticks, matched: outcome.ticks, injected: outcome.acted };
+        }
         let problems = loaded.fault.detach_tc();
         drop(loaded);
         for problem in &problems {

@@ -6,6 +6,7 @@
 //! [`registry::FAULT_KINDS`], an [`AttachPoint`] arm if it needs a new kind of hook.
 pub mod net;
 pub mod options;
+pub mod proc;
 pub mod registry;
 pub mod syscall;
 
@@ -41,6 +42,12 @@ pub trait PlanFault: std::fmt::Debug {
     /// the ledger's stale records should be cleaned up before it attaches.
     fn uses_ledger(&self) -> bool {
         false
+    }
+
+    /// For faults done from userspace on a schedule (`proc kill --every`, `proc pause`): what to
+    /// run while the fault is armed. The plan then has no program.
+    fn userspace_action(&self, _i_know: bool) -> Option<proc::periodic::Action> {
+        None
     }
 }
 
@@ -118,6 +125,9 @@ pub enum AttachPoint {
     /// A raw tracepoint (global: the program checks the current task's cgroup). Programs here
     /// may stop tasks of `cgroup_dir`, which chaos resumes (and a guard process, if chaos dies).
     RawTracepoint { tracepoint: &'static str, cgroup_dir: PathBuf },
+    /// A raw tracepoint whose program only signals the task it runs in (crash points): a link
+    /// owned by this process, nothing to resume.
+    SignallingTracepoint { tracepoint: &'static str },
     /// A kprobe on a kernel function (global: the program checks the current task's cgroup),
     /// through a perf-event bpf_link owned by this process.
     Kprobe { function: String },
@@ -138,7 +148,7 @@ impl AttachPoint {
         match self {
             Self::Cgroup { cgroup_dir } => cgroup_dir.display().to_string(),
             Self::Lsm { hook } => format!("LSM hook {hook} (every task; the program keeps the target's)"),
-            Self::RawTracepoint { tracepoint, .. } => {
+            Self::RawTracepoint { tracepoint, .. } | Self::SignallingTracepoint { tracepoint } => {
                 format!("raw tracepoint {tracepoint} (every task; the program keeps the target's)")
             }
             Self::Tc { netns, iface, .. } => format!("{iface} in net:[{}]", netns.inode),

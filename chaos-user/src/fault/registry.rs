@@ -14,6 +14,7 @@ use super::{
         rewrite::{NetCorruptOptions, NetDuplicateOptions},
         shape::{NetDelayOptions, NetRateOptions},
     },
+    proc::{kill::ProcKillOptions, pause::ProcPauseOptions},
     syscall::{delay::SyscallDelayOptions, fail::SyscallFailOptions},
 };
 
@@ -72,6 +73,8 @@ pub const FAULT_KINDS: &[FaultKind] = &[
     FaultKind::of::<NetRateOptions>("net rate"),
     FaultKind::of::<SyscallFailOptions>("syscall fail"),
     FaultKind::of::<SyscallDelayOptions>("syscall delay"),
+    FaultKind::of::<ProcKillOptions>("proc kill"),
+    FaultKind::of::<ProcPauseOptions>("proc pause"),
 ];
 
 /// Looks a kind up by name (`net drop`; extra spaces are forgiven).

@@ -37,6 +37,18 @@
 //!   chaos-workload file-loop --dir D --count N
 //!       N rounds of openat(create)+write+fsync+close, openat+read+close, unlink in D; prints per
 //!       syscall {"calls", "ok", "errors", "failed_at"} (attempt numbers count from 1)
+//!   chaos-workload append-fsync --file F --count N
+//!       appends records "record I\n" (I from 1) to F, each with one write(2) then fsync(2); prints
+//!       "done I" after the last (a crash point kills it before)
+//!   chaos-workload crash-stamp --file F
+//!       writes CLOCK_MONOTONIC ns into F (mapped shared, so no syscall) just before one raw
+//!       getppid(2), the call a benchmark's crash point kills; exits 0 if it survives
+//!   chaos-workload counter --file F
+//!       prints "ready", then rewrites F with an increasing counter every millisecond until killed
+//!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
+//!       runs COMMAND (in cgroup DIR if given, the supervisor staying where it is) and starts it
+//!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
+//!       per start, until killed
 //!
 //! Datagram payload (64 bytes): sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64),
 //! a filler derived from the sequence, and an FNV-1a checksum of the rest in the last 4 bytes, so
@@ -79,8 +91,86 @@ fn main() {
         "getrandom-loop" => getrandom_loop(num("--count", 100)),
         "fsync-loop" => fsync_loop(&flag("--path").unwrap_or_else(|| usage()), num("--count", 100)),
         "udp-ping" => udp_ping(addr(), num("--count", 100), num("--interval-ms", 10)),
+        "append-fsync" => append_fsync(&flag("--file").unwrap_or_else(|| usage()), num("--count", 200)),
+        "crash-stamp" => crash_stamp(&flag("--file").unwrap_or_else(|| usage())),
+        "counter" => counter(&flag("--file").unwrap_or_else(|| usage())),
+        "supervise" => {
+            let command = flags.iter().position(|a| a == "--").map(|i| &flags[i + 1..]).unwrap_or_else(|| usage());
+            supervise(num("--restart-ms", 100), flag("--into-cgroup"), command);
+        }
         "socket-calls" => socket_calls(),
         _ => usage(),
+    }
+}
+
+fn append_fsync(path: &str, count: u64) {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the record file");
+    for i in 1..=count {
+        let record = format!("record {i}\n");
+        // SAFETY: write(2) and fsync(2) on an fd this process owns, with a valid buffer; raw calls so
+        // each record is exactly one write and one fsync.
+        unsafe {
+            libc::write(file.as_raw_fd(), record.as_ptr().cast(), record.len());
+            libc::fsync(file.as_raw_fd());
+        }
+    }
+    println!("done {count}");
+}
+
+fn crash_stamp(path: &str) {
+    let file =
+        std::fs::OpenOptions::new().create(true).read(true).write(true).truncate(true).open(path).expect("open stamp");
+    file.set_len(8).expect("size the stamp file");
+    // SAFETY: mapping 8 bytes of a file we own, shared, so the stamp reaches the file without a
+    // syscall (the benchmark's crash point watches syscalls).
+    let map = unsafe {
+        libc::mmap(std::ptr::null_mut(), 8, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0)
+    };
+    assert_ne!(map, libc::MAP_FAILED, "mmap the stamp file");
+    let stamp = monotonic_ns();
+    // SAFETY: the mapping is 8 bytes, aligned (page start), and ours; volatile so it is not elided.
+    unsafe { std::ptr::write_volatile(map.cast::<u64>(), stamp) };
+    // SAFETY: getppid has no preconditions; raw, so it is exactly one syscall.
+    unsafe { libc::syscall(libc::SYS_getppid) };
+}
+
+fn counter(path: &str) {
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    for i in 0u64.. {
+        let _ = std::fs::write(path, i.to_string());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn supervise(restart_ms: u64, cgroup: Option<String>, command: &[String]) {
+    use std::os::unix::process::CommandExt as _;
+    let Some((program, args)) = command.split_first() else { usage() };
+    loop {
+        let mut child = std::process::Command::new(program);
+        child.args(args).stdout(std::process::Stdio::null());
+        if let Some(dir) = &cgroup {
+            let procs = std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("{dir}/cgroup.procs"))
+                .expect("open the target's cgroup.procs");
+            // SAFETY: only write(2) between fork and exec.
+            unsafe {
+                child.pre_exec(move || {
+                    // "0" moves the writing process: the child itself.
+                    (&procs).write_all(b"0")
+                });
+            }
+        }
+        match child.spawn() {
+            Ok(mut child) => {
+                println!("started {}", child.id());
+                std::io::stdout().flush().expect("flush");
+                let _ = child.wait();
+            }
+            Err(err) => eprintln!("supervise: cannot start {program}: {err}"),
+        }
+        std::thread::sleep(Duration::from_millis(restart_ms));
     }
 }
 

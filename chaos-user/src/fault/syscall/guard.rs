@@ -1,4 +1,5 @@
-//! The guard of `syscall delay`: a small process that makes sure no task stays stopped.
+//! The guard of `syscall delay` and `proc pause`: a small process that makes sure no task stays
+//! stopped and no cgroup stays frozen.
 //!
 //! The controller stops tasks (SIGSTOP, from the kernel) and resumes them (SIGCONT) when their
 //! delay is over. If the controller dies in between, even by SIGKILL, nothing would resume
@@ -15,6 +16,12 @@
 //! kernel stops nobody new, so no task stays stopped past the time box. The controller sends
 //! the time box again whenever the fault's deadline changes (an experiment arms a fault it
 //! attached inert).
+//!
+//! `proc pause` uses the same guard for the cgroup freezer: the controller says `freeze` before
+//! it writes `cgroup.freeze` (so a controller killed in between still leaves a guard that knows)
+//! and `thaw` after it thawed; the guard thaws the cgroup when the pipe closes or the time box
+//! is over while a freeze is recorded. A pause never targets a cgroup that holds chaos, and so
+//! the guard (which runs in chaos's cgroup), so the guard itself is never frozen.
 use std::{
     collections::BTreeSet,
     fs,
@@ -30,6 +37,9 @@ use crate::{netns::pids_below, sys};
 
 /// Slack after the time box before the guard resumes everything on its own.
 const MARGIN_NS: u64 = 200_000_000;
+
+/// How often the guard looks for a dying controller while the target is frozen.
+const EXIT_POLL: Duration = Duration::from_millis(2);
 
 /// The controller's side: the pipe to a running guard.
 pub struct Guard {
@@ -49,7 +59,7 @@ impl Guard {
             .arg(cgroup_dir)
             .arg(time_box_end_ns.map_or(0, |end| end.saturating_add(MARGIN_NS)).to_string())
             .stdin(Stdio::piped())
-            .stdout(Stdio::null());
+            .stdout(Stdio::piped());
         // SAFETY: setsid is async-signal-safe.
         unsafe {
             command.pre_exec(|| {
@@ -61,6 +71,17 @@ impl Guard {
         }
         let mut child = command.spawn()?;
         let stdin = child.stdin.take();
+        // Wait until the guard is watching: starting a large binary takes a while (hundreds of
+        // ms under emulation), and a controller that died before then would leave the target
+        // stopped or frozen that long.
+        let mut ready = String::new();
+        let stdout = child.stdout.take().ok_or_else(|| io::Error::other("the guard has no stdout"))?;
+        io::BufReader::new(stdout).read_line(&mut ready)?;
+        if ready.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other("the guard exited before it was ready"));
+        }
         Ok(Self { stdin, child })
     }
 
@@ -79,6 +100,16 @@ impl Guard {
 
     pub fn resumed(&mut self, pid: u32) {
         self.tell(&format!("cont {pid}"));
+    }
+
+    /// The controller is about to freeze the cgroup: thaw it if the controller goes away.
+    pub fn freezing(&mut self) {
+        self.tell("freeze");
+    }
+
+    /// The controller thawed the cgroup.
+    pub fn thawed(&mut self) {
+        self.tell("thaw");
     }
 
     /// The fault's time box moved: no task may stay stopped past `time_box_end_ns`.
@@ -111,18 +142,33 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
             }
         }
     });
+    // Tell the controller the watch has begun: it waits for this before attaching anything.
+    // (Its end of the pipe closes then; nothing is written to stdout after this.)
+    println!("ready");
+    let _ = io::stdout().flush();
     let mut stopped = BTreeSet::new();
+    let mut frozen = false;
     // No time box yet: the fault was attached inert, and arming it sends one. (Treating that as
     // a time box long over would resume everything at this process's first look, which in a
     // slow start can come after the fault was armed and legitimately stopped a task.)
     let mut time_box_over = resume_all_at_ns == 0;
+    // SAFETY: getppid has no preconditions. The guard is the controller's child until it dies.
+    let controller = unsafe { libc::getppid() };
     loop {
-        let wait = if time_box_over {
+        let mut wait = if time_box_over {
             Duration::from_secs(3600)
         } else {
             Duration::from_nanos(resume_all_at_ns.saturating_sub(sys::monotonic_now_ns()))
         };
+        if frozen {
+            // A dying controller closes the pipe only once the kernel has torn its memory down,
+            // which takes a while for a large process (hundreds of ms under emulation): while the
+            // target is frozen, also look for the controller starting to exit.
+            wait = wait.min(EXIT_POLL);
+        }
         match from_controller.recv_timeout(wait) {
+            Ok(line) if line == "freeze" => frozen = true,
+            Ok(line) if line == "thaw" => frozen = false,
             Ok(line) => match line.split_once(' ') {
                 Some(("stop", pid)) => {
                     stopped.insert(pid.trim().parse::<i32>().unwrap_or(0));
@@ -136,17 +182,38 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
                 }
                 _ => {}
             },
-            Err(mpsc::RecvTimeoutError::Timeout) if !time_box_over => {
+            Err(mpsc::RecvTimeoutError::Timeout) if frozen && is_exiting(controller) => {
+                thaw_if_frozen(cgroup_dir, &mut frozen);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if !time_box_over && sys::monotonic_now_ns() >= resume_all_at_ns => {
                 // The controller is alive but not doing its job (stopped?): end the stops now.
                 resume_all(cgroup_dir, &mut stopped);
+                thaw_if_frozen(cgroup_dir, &mut frozen);
                 time_box_over = true;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    // Thaw first: a frozen task cannot act on SIGCONT until it is thawed anyway.
+    thaw_if_frozen(cgroup_dir, &mut frozen);
     resume_all(cgroup_dir, &mut stopped);
     ExitCode::SUCCESS
+}
+
+/// Whether process `pid` is gone or exiting (PF_EXITING, set as the kernel starts `do_exit`, in
+/// the flags field of /proc/PID/stat).
+fn is_exiting(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+    let flags = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok());
+    flags.is_none_or(|flags| flags & PF_EXITING != 0)
+}
+
+fn thaw_if_frozen(cgroup_dir: &Path, frozen: &mut bool) {
+    if std::mem::take(frozen) {
+        let _ = crate::fault::proc::freezer::thaw(cgroup_dir);
+    }
 }
 
 fn resume_all(cgroup_dir: &Path, stopped: &mut BTreeSet<i32>) {

@@ -17,6 +17,14 @@ use aya::{
 use aya_obj::btf::BtfKind;
 use serde::Serialize;
 
+mod families;
+
+use families::{FAMILIES, Requirement};
+pub use families::{
+    NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
+    SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
+};
+
 use crate::{errno, fault::syscall::error_injection as injection, netlink, sys, target::CgroupFs};
 
 /// One yes/no answer with what was found, or why not.
@@ -87,94 +95,10 @@ pub struct KernelFeatures {
     pub families: Vec<FamilySupport>,
 }
 
-/// Family ids, stable for scripts.
-pub const PACKET_DROP: &str = "packet-drop";
-pub const PACKET_CORRUPT_DUPLICATE: &str = "packet-corrupt-duplicate";
-pub const NETWORK_DELAY: &str = "network-delay";
-pub const SYSCALL_ERRNO_LSM: &str = "syscall-errno-lsm";
-pub const SYSCALL_ERRNO_CGROUP_HOOKS: &str = "syscall-errno-cgroup-hooks";
-pub const SYSCALL_ERRNO_OVERRIDE: &str = "syscall-errno-override";
-pub const SYSCALL_DELAY: &str = "syscall-delay";
-pub const PROCESS_KILL: &str = "process-kill";
-
-/// Something a fault family needs from the kernel.
-#[derive(Clone, Copy)]
-enum Requirement {
-    Program(&'static str),
-    Helper(&'static str),
-    Qdisc(&'static str),
-    Cgroup2,
-    BpfLsmActive,
-    Kprobes,
-}
-
 const PROGRAM_TYPES: &[&str] =
     &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "tracing", "kprobe"];
 const HELPERS: &[&str] = &["bpf_set_retval", "bpf_send_signal", "bpf_clone_redirect", "bpf_override_return"];
 const QDISCS: &[&str] = &["clsact", "fq", "netem"];
-
-/// (id, name, mechanism, requirements, shipped in this version)
-const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
-    use Requirement::{BpfLsmActive, Cgroup2, Helper, Kprobes, Program, Qdisc};
-    &[
-        (
-            PACKET_DROP,
-            "packet drop",
-            "cgroup_skb programs on the target cgroup",
-            &[Program("cgroup_skb"), Cgroup2],
-            true,
-        ),
-        (
-            PACKET_CORRUPT_DUPLICATE,
-            "packet corrupt/duplicate",
-            "TC classifier in the target's network namespace",
-            &[Program("sched_cls"), Helper("bpf_clone_redirect")],
-            true,
-        ),
-        (
-            NETWORK_DELAY,
-            "network delay",
-            "TC classifier setting skb->tstamp (EDT), enforced by the fq qdisc",
-            &[Program("sched_cls"), Qdisc("fq")],
-            true,
-        ),
-        (
-            SYSCALL_ERRNO_LSM,
-            "syscall errno via LSM",
-            "BPF LSM hooks filtered by cgroup id",
-            &[Program("lsm"), BpfLsmActive],
-            true,
-        ),
-        (
-            SYSCALL_ERRNO_CGROUP_HOOKS,
-            "syscall errno via cgroup socket hooks",
-            "cgroup socket hooks (connect, bind, sendmsg, socket, sockopt) returning an errno with bpf_set_retval",
-            &[Program("cgroup_sock_addr"), Helper("bpf_set_retval")],
-            true,
-        ),
-        (
-            SYSCALL_ERRNO_OVERRIDE,
-            "syscall errno via error injection",
-            "kprobe on the syscall's entry function calling bpf_override_return, filtered by cgroup id",
-            &[Kprobes, Program("kprobe"), Helper("bpf_override_return")],
-            true,
-        ),
-        (
-            SYSCALL_DELAY,
-            "syscall delay",
-            "raw sys_enter tracepoint stopping the process, resumed by the controller",
-            &[Program("raw_tracepoint"), Helper("bpf_send_signal")],
-            true,
-        ),
-        (
-            PROCESS_KILL,
-            "process kill",
-            "raw sys_enter tracepoint sending a signal with bpf_send_signal",
-            &[Program("raw_tracepoint"), Helper("bpf_send_signal")],
-            false,
-        ),
-    ]
-};
 
 /// Answers "can this kernel do X", asking the kernel about each thing at most once and only
 /// when asked: a plan probes what its family needs, `doctor` probes everything.
@@ -265,6 +189,9 @@ impl Prober {
                 Some(_) => Check::no("'bpf' is not in the active LSM list (boot with lsm=...,bpf)"),
                 None => Check::no(format!("cannot tell whether 'bpf' is an active LSM: {}", self.active_lsms().1)),
             },
+            Requirement::CgroupFreezer => self.memo("cgroup freezer".into(), || {
+                crate::fault::proc::freezer::probe().map_or_else(Check::no, Check::yes)
+            }),
             Requirement::Kprobes => {
                 self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
             }
@@ -283,6 +210,13 @@ impl Prober {
             mechanism.push_str(match self.tc_api() {
                 TcApi::Tcx => ", attached with tcx links",
                 TcApi::Legacy => ", clsact qdisc + bpf filter",
+            });
+        }
+        if id == PROCESS_KILL && reason.is_none() {
+            let lsm = self.family(SYSCALL_ERRNO_LSM);
+            mechanism.push_str(&match lsm.reason {
+                None => "; --before-effect and --path: available (BPF LSM hooks)".to_owned(),
+                Some(why) => format!("; --before-effect and --path: not available ({why})"),
             });
         }
         if id == SYSCALL_ERRNO_OVERRIDE && reason.is_none() {

@@ -1,0 +1,35 @@
+//! What a userspace `proc` action did, one event per kill, freeze or thaw: for the command
+//! line's JSON summary and an experiment's timeline (`proc` events).
+use serde::{Deserialize, Serialize};
+
+/// One thing a `proc` action did, for the timeline and the JSON summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "kebab-case")]
+pub enum ProcEvent {
+    /// A signal sent to one process.
+    Kill {
+        pid: u32,
+        comm: String,
+        signal: String,
+        at_ns: u64,
+    },
+    /// `cgroup.kill` took the whole cgroup down at once.
+    KillAll {
+        processes: usize,
+        at_ns: u64,
+    },
+    /// A tick killed nothing: the target was empty (between a crash and its restart), or
+    /// held more processes than `--max-procs` allows for `--pick all`.
+    NoKill {
+        reason: String,
+        at_ns: u64,
+    },
+    /// The target was frozen (`frozen_after_ns`: until `cgroup.events` said so).
+    Freeze {
+        at_ns: u64,
+        frozen_after_ns: Option<u64>,
+    },
+    Thaw {
+        at_ns: u64,
+    },
+}
