@@ -385,6 +385,7 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
     let names: Vec<&str> = lsm_rows.iter().filter_map(|r| r["syscall"].as_str()).collect();
     let hooks: std::collections::BTreeSet<&str> = lsm_rows.iter().filter_map(|r| r["lsm_hook"].as_str()).collect();
     let links_before = kernel::lsm_links_held_by_anyone();
+    let lsm_started = std::time::Instant::now();
     let calls = LsmCalls::start(&cgroup, dir.path());
     let chaos =
         start(&["--syscall", &names.join(","), "--errno", "EIO", "--percent", "100", "--backend", "lsm"], &cgroup);
@@ -394,9 +395,11 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
     // Printing is a write: the workload reports only once the fault is gone.
     let results = calls.report();
     eprintln!(
-        "measured: lsm: {} syscalls on {} hooks, {links} LSM links in the kernel; calls at 100 %: {results:?}",
+        "measured: lsm: {} syscalls on {} hooks, {links} LSM links in the kernel; calls at 100 %: {results:?} \
+         ({:.1} s)",
         names.len(),
-        hooks.len()
+        hooks.len(),
+        lsm_started.elapsed().as_secs_f64()
     );
     for (call, errno) in &results {
         assert_eq!(*errno, EIO, "{call} in the cgroup was not refused by its LSM hook");
@@ -417,6 +420,7 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
         .filter(|r| r["lsm_hook"] == "bprm_check_security")
         .filter_map(|r| r["syscall"].as_str())
         .collect();
+    let exec_started = std::time::Instant::now();
     let chaos =
         start(&["--syscall", &exec.join(","), "--errno", "EIO", "--percent", "100", "--backend", "lsm"], &cgroup);
     let mut exec_result =
@@ -426,7 +430,11 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
         let _ = child.wait();
     }
     let exec_errno = exec_result.as_ref().err().and_then(std::io::Error::raw_os_error);
-    eprintln!("measured: lsm: exec in the cgroup with {exec:?} failing: {:?}", exec_result.as_ref().map(|c| c.id()));
+    eprintln!(
+        "measured: lsm: exec in the cgroup with {exec:?} failing: {:?} ({:.1} s)",
+        exec_result.as_ref().map(|c| c.id()),
+        exec_started.elapsed().as_secs_f64()
+    );
     assert_eq!(exec_errno, Some(EIO), "exec in the cgroup was not refused by bprm_check_security");
     let injected: u64 =
         report["counters"].as_array().expect("counters").iter().filter_map(|c| c["injected"].as_u64()).sum();
