@@ -112,16 +112,31 @@ pub fn cgroup_programs_at(cgroup_dir: &Path, attach_type: u32) -> u32 {
 /// /proc/<pid>/fdinfo (tracing links of attach type BPF_LSM_MAC, 27).
 #[must_use]
 pub fn lsm_links_held_by(pid: u32) -> u32 {
-    let dir = format!("/proc/{pid}/fdinfo");
-    std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+    lsm_links_of(pid).unwrap_or_else(|e| panic!("read /proc/{pid}/fdinfo: {e}"))
+}
+
+fn lsm_links_of(pid: u32) -> io::Result<u32> {
+    let links = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))?
         .flatten()
         .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
         .filter(|info| {
             let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
             field("link_type:") == Some("tracing") && field("attach_type:") == Some("27")
         })
-        .count() as u32
+        .count();
+    Ok(links as u32)
+}
+
+/// The BPF LSM links all processes hold (see [`lsm_links_held_by`]); a process that ends while
+/// it is read counts as holding none.
+#[must_use]
+pub fn lsm_links_held_by_anyone() -> u32 {
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .map(|pid| lsm_links_of(pid).unwrap_or(0))
+        .sum()
 }
 
 /// Total programs on the cgroup's inet ingress and egress hooks.

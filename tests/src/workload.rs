@@ -534,3 +534,73 @@ impl Drop for SocketCalls {
         }
     }
 }
+
+/// A `chaos-workload lsm-calls` in `cgroup`, its files in `dir`: started with
+/// [`LsmCalls::start`] (everything prepared, the process stopped), [`LsmCalls::call`] lets it
+/// make its calls and stop again, [`LsmCalls::report`] (after the fault is gone) its errnos.
+pub struct LsmCalls(Option<Child>);
+
+impl LsmCalls {
+    #[must_use]
+    pub fn start(cgroup: &TestCgroup, dir: &std::path::Path) -> Self {
+        let child = command_in(workload_bin(), Some(cgroup), None)
+            .arg("lsm-calls")
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start lsm-calls");
+        let calls = Self(Some(child));
+        calls.wait_until_stopped("prepare");
+        calls
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Waits (10 s at most) until the workload has stopped itself after `step`.
+    fn wait_until_stopped(&self, step: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !crate::kernel::is_stopped(self.pid()) {
+            assert!(std::time::Instant::now() < deadline, "lsm-calls did not stop after it {step}d");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn resume(&self) {
+        // SAFETY: kill(2) on our own child.
+        assert!(unsafe { libc::kill(self.pid() as i32, libc::SIGCONT) } == 0, "SIGCONT lsm-calls");
+    }
+
+    /// Makes the calls; returns once they are all made.
+    pub fn call(&self) {
+        // SIGCONT wakes a stopped process before kill(2) returns, so a stopped state seen
+        // from here on is the stop after the calls.
+        self.resume();
+        self.wait_until_stopped("call");
+    }
+
+    /// The calls' errnos, "hook:call" -> errno (0 if it worked). Call after the fault is gone:
+    /// printing is a write.
+    #[must_use]
+    pub fn report(mut self) -> std::collections::BTreeMap<String, i32> {
+        self.resume();
+        let child = self.0.take().expect("running");
+        let output = child.wait_with_output().expect("wait lsm-calls");
+        assert!(output.status.success(), "lsm-calls failed: {:?}", output.status);
+        let report = String::from_utf8_lossy(&output.stdout);
+        let json = report.lines().nth(1).unwrap_or_else(|| panic!("lsm-calls printed no report: {report}"));
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("lsm-calls report {json}: {e}"))
+    }
+}
+
+impl Drop for LsmCalls {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            // SIGKILL ends a stopped process too.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

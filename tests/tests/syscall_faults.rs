@@ -14,7 +14,7 @@ use chaos_tests::{
     require_root,
     skip::Feature,
     skip_unless_has,
-    workload::{Resident, SocketCalls, TcpListen, command_in, connect_loop, connect_loop_paced, file_loop},
+    workload::{LsmCalls, Resident, SocketCalls, TcpListen, command_in, connect_loop, connect_loop_paced, file_loop},
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -373,22 +373,77 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
     assert_eq!(injected, 9, "one injection per call: {report}");
     assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left on the cgroup");
 
-    // The LSM half: every distinct LSM hook is a link chaos holds, as the kernel reports it.
+    // The LSM half: every distinct LSM hook is a link chaos holds, as the kernel reports it,
+    // and each fails one real call of a workload in the cgroup, prepared before the fault.
     if let Some(reason) = chaos::lsm_unavailable() {
         chaos_tests::skip::missing(Feature::BpfLsm, "every_hook_loads_and_attaches_on_this_kernel (LSM half)", &reason);
         return;
     }
     let cgroup = TestCgroup::new();
+    let dir = TempDir::new();
     let lsm_rows: Vec<&serde_json::Value> = rows.iter().filter(|r| !r["lsm_hook"].is_null()).collect();
     let names: Vec<&str> = lsm_rows.iter().filter_map(|r| r["syscall"].as_str()).collect();
     let hooks: std::collections::BTreeSet<&str> = lsm_rows.iter().filter_map(|r| r["lsm_hook"].as_str()).collect();
+    let links_before = kernel::lsm_links_held_by_anyone();
+    let lsm_started = std::time::Instant::now();
+    let calls = LsmCalls::start(&cgroup, dir.path());
     let chaos =
-        start(&["--syscall", &names.join(","), "--errno", "EIO", "--percent", "0", "--backend", "lsm"], &cgroup);
+        start(&["--syscall", &names.join(","), "--errno", "EIO", "--percent", "100", "--backend", "lsm"], &cgroup);
     let links = kernel::lsm_links_held_by(chaos.pid() as u32);
+    calls.call();
     let report = stop(chaos);
-    eprintln!("measured: lsm: {} syscalls on {} hooks, {links} LSM links in the kernel", names.len(), hooks.len());
+    // Printing is a write: the workload reports only once the fault is gone.
+    let results = calls.report();
+    eprintln!(
+        "measured: lsm: {} syscalls on {} hooks, {links} LSM links in the kernel; calls at 100 %: {results:?} \
+         ({:.1} s)",
+        names.len(),
+        hooks.len(),
+        lsm_started.elapsed().as_secs_f64()
+    );
+    for (call, errno) in &results {
+        assert_eq!(*errno, EIO, "{call} in the cgroup was not refused by its LSM hook");
+    }
+    // execve opens its binary first, which file_open refuses: bprm_check_security gets its own
+    // fault below.
+    let called: std::collections::BTreeSet<&str> =
+        results.keys().filter_map(|k| k.split(':').next()).chain(["bprm_check_security"]).collect();
+    assert_eq!(called, hooks, "the workload's calls cover exactly the listed LSM hooks");
+    let injected: u64 =
+        report["counters"].as_array().expect("counters").iter().filter_map(|c| c["injected"].as_u64()).sum();
+    assert_eq!(injected, results.len() as u64, "one injection per call: {report}");
     assert_eq!(links as usize, hooks.len(), "LSM links held by chaos, one per hook {hooks:?}");
-    assert_eq!(report["counters"][0]["injected"], 0);
+
+    // bprm_check_security alone: the exec's open passes, the check refuses it.
+    let exec: Vec<&str> = lsm_rows
+        .iter()
+        .filter(|r| r["lsm_hook"] == "bprm_check_security")
+        .filter_map(|r| r["syscall"].as_str())
+        .collect();
+    let exec_started = std::time::Instant::now();
+    let chaos =
+        start(&["--syscall", &exec.join(","), "--errno", "EIO", "--percent", "100", "--backend", "lsm"], &cgroup);
+    let mut exec_result =
+        command_in(chaos_tests::workload::workload_bin(), Some(&cgroup), None).args(["sleep", "--secs", "0"]).spawn();
+    let report = stop(chaos);
+    if let Ok(child) = &mut exec_result {
+        let _ = child.wait();
+    }
+    let exec_errno = exec_result.as_ref().err().and_then(std::io::Error::raw_os_error);
+    eprintln!(
+        "measured: lsm: exec in the cgroup with {exec:?} failing: {:?} ({:.1} s)",
+        exec_result.as_ref().map(|c| c.id()),
+        exec_started.elapsed().as_secs_f64()
+    );
+    assert_eq!(exec_errno, Some(EIO), "exec in the cgroup was not refused by bprm_check_security");
+    let injected: u64 =
+        report["counters"].as_array().expect("counters").iter().filter_map(|c| c["injected"].as_u64()).sum();
+    assert_eq!(injected, 1, "one injection for the exec: {report}");
+
+    // Nothing left: no LSM link anywhere beyond those before, and the cgroup's calls work again.
+    assert_eq!(kernel::lsm_links_held_by_anyone(), links_before, "LSM links left behind");
+    let after = command_in("mkdir", Some(&cgroup), None).arg(dir.path().join("after")).status().expect("run mkdir");
+    assert!(after.success(), "mkdir in the cgroup failed after chaos stopped");
 }
 
 #[test]

@@ -34,6 +34,11 @@
 //!       makes its sockets, prints "ready", waits for a line on stdin, then makes one call of
 //!       each kind a cgroup socket hook sees (socket, bind, connect, sendto, each in IPv4 and
 //!       IPv6 where the hook has both, setsockopt, getsockopt); prints {call: errno, 0 if it worked}
+//!   chaos-workload lsm-calls --dir D
+//!       prepares files, descriptors and sockets in D, prints "ready" and stops itself (SIGSTOP);
+//!       once continued, makes one call per BPF LSM hook chaos serves (bprm_check_security aside:
+//!       see lsm_calls) and stops itself again; once continued, prints {"hook:call": errno, 0 if it
+//!       worked}. Stopping instead of reading a line keeps the calls the only syscalls on a hook.
 //!   chaos-workload file-loop --dir D --count N
 //!       N rounds of openat(create)+write+fsync+close, openat+read+close, unlink in D; prints per
 //!       syscall {"calls", "ok", "errors", "failed_at"} (attempt numbers count from 1)
@@ -99,6 +104,7 @@ fn main() {
             supervise(num("--restart-ms", 100), flag("--into-cgroup"), command);
         }
         "socket-calls" => socket_calls(),
+        "lsm-calls" => lsm_calls(std::path::Path::new(&flag("--dir").unwrap_or_else(|| usage()))),
         _ => usage(),
     }
 }
@@ -682,4 +688,122 @@ fn socket_calls() {
     .into_iter()
     .collect();
     println!("{}", serde_json::to_string(&report).expect("serialize"));
+}
+
+/// One call per BPF LSM hook, made while every LSM-served syscall of the cgroup fails: so
+/// between the two self-stops this process makes no syscall on a hook but the calls themselves
+/// (no stdin read, no stdout write, no allocation that could mmap), and everything a call needs
+/// is made beforehand. execve is left out: its open of the binary meets file_open before
+/// bprm_check_security, so the test fails it alone in a second fault.
+fn lsm_calls(dir: &std::path::Path) {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
+    let path = |name: &str| CString::new(dir.join(name).as_os_str().as_bytes()).expect("path without NUL");
+    let (file, victim, empty_dir, new_dir, rename_from, rename_to) =
+        (path("file"), path("victim"), path("empty"), path("new"), path("from"), path("to"));
+    let (listening, bound) = (path("listening.sock"), path("bound.sock"));
+    std::fs::write(dir.join("file"), b"chaos").expect("write file");
+    std::fs::write(dir.join("victim"), b"").expect("write victim");
+    std::fs::write(dir.join("from"), b"").expect("write from");
+    std::fs::create_dir(dir.join("empty")).expect("mkdir empty");
+    let file_fd = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("file")).expect("open file");
+    let fd = file_fd.as_raw_fd();
+    // SAFETY: socket(2) with constant arguments.
+    let unix_socket = |kind: i32| unsafe { libc::socket(libc::AF_UNIX, kind, 0) };
+    let unix_address = |path: &CString| {
+        // SAFETY: sockaddr_un is a plain C struct; all zeroes is a valid value.
+        let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        address.sun_family = libc::AF_UNIX as u16;
+        let bytes = path.as_bytes();
+        assert!(bytes.len() < address.sun_path.len(), "socket path too long: {path:?}");
+        for (slot, &byte) in address.sun_path.iter_mut().zip(bytes) {
+            *slot = byte as libc::c_char;
+        }
+        address
+    };
+    let (listening_address, bound_address) = (unix_address(&listening), unix_address(&bound));
+    let address_length = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let as_sockaddr = |a: &libc::sockaddr_un| std::ptr::from_ref(a).cast::<libc::sockaddr>();
+    // A non-blocking listener: accept would wait for a connection if its hook let it through.
+    let listener = unix_socket(libc::SOCK_STREAM | libc::SOCK_NONBLOCK);
+    let to_listen = unix_socket(libc::SOCK_STREAM);
+    let to_bind = unix_socket(libc::SOCK_STREAM);
+    let to_connect = unix_socket(libc::SOCK_STREAM);
+    let mut pair = [0; 2];
+    // SAFETY: socketpair writes two descriptors into `pair`; bind and listen get valid addresses.
+    unsafe {
+        assert!(libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr()) == 0, "socketpair");
+        assert!(libc::bind(listener, as_sockaddr(&listening_address), address_length) == 0, "bind listener");
+        assert!(libc::listen(listener, 8) == 0, "listen");
+        assert!(libc::bind(to_listen, as_sockaddr(&bound_address), address_length) == 0, "bind to_listen");
+    }
+    assert!([listener, to_listen, to_bind, to_connect].iter().all(|&s| s >= 0), "socket");
+    let to_bind_address = unix_address(&path("to_bind.sock"));
+    let mut byte = [0u8; 1];
+    let mut queued: libc::c_int = 0;
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: msghdr is a plain C struct; all zeroes is a valid value.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &raw mut iov;
+    message.msg_iovlen = 1;
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    stop_self();
+    let errno = errno_of;
+    // SAFETY (each call): plain syscalls on this process's own descriptors and paths, with
+    // buffers and addresses that outlive the call.
+    let report: [(&str, i32); 17] = unsafe {
+        [
+            (
+                "file_open:openat",
+                errno(libc::c_long::from(libc::openat(libc::AT_FDCWD, file.as_ptr(), libc::O_RDONLY))),
+            ),
+            ("file_permission:read", errno(libc::read(fd, byte.as_mut_ptr().cast(), 1) as libc::c_long)),
+            ("file_permission:write", errno(libc::write(fd, byte.as_ptr().cast(), 1) as libc::c_long)),
+            ("file_ioctl:ioctl", errno(libc::c_long::from(libc::ioctl(fd, libc::FIONREAD, &raw mut queued)))),
+            ("mmap_file:mmap", {
+                let map = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0);
+                if map == libc::MAP_FAILED { errno(-1) } else { 0 }
+            }),
+            ("inode_unlink:unlink", errno(libc::c_long::from(libc::unlink(victim.as_ptr())))),
+            ("inode_mkdir:mkdir", errno(libc::c_long::from(libc::mkdir(new_dir.as_ptr(), 0o755)))),
+            ("inode_rmdir:rmdir", errno(libc::c_long::from(libc::rmdir(empty_dir.as_ptr())))),
+            ("inode_rename:rename", errno(libc::c_long::from(libc::rename(rename_from.as_ptr(), rename_to.as_ptr())))),
+            ("task_alloc:fork", {
+                let pid = libc::fork();
+                if pid == 0 {
+                    // The hook let a child through: it leaves at once, without touching anything.
+                    libc::_exit(0);
+                }
+                errno(libc::c_long::from(pid))
+            }),
+            ("socket_create:socket", errno(libc::c_long::from(unix_socket(libc::SOCK_STREAM)))),
+            (
+                "socket_bind:bind",
+                errno(libc::c_long::from(libc::bind(to_bind, as_sockaddr(&to_bind_address), address_length))),
+            ),
+            ("socket_listen:listen", errno(libc::c_long::from(libc::listen(to_listen, 8)))),
+            (
+                "socket_connect:connect",
+                errno(libc::c_long::from(libc::connect(to_connect, as_sockaddr(&listening_address), address_length))),
+            ),
+            (
+                "socket_accept:accept",
+                errno(libc::c_long::from(libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), 0))),
+            ),
+            ("socket_sendmsg:sendmsg", errno(libc::sendmsg(pair[0], &raw const message, 0) as libc::c_long)),
+            (
+                "socket_recvmsg:recvmsg",
+                errno(libc::recvmsg(pair[1], &raw mut message, libc::MSG_DONTWAIT) as libc::c_long),
+            ),
+        ]
+    };
+    stop_self();
+    let report: BTreeMap<&str, i32> = report.into_iter().collect();
+    println!("{}", serde_json::to_string(&report).expect("serialize"));
+}
+
+/// Stops this process until the test continues it (kill(2) is on no LSM hook chaos serves).
+fn stop_self() {
+    // SAFETY: kill(2) on this process.
+    assert!(unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) } == 0, "SIGSTOP");
 }
