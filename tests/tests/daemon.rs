@@ -405,8 +405,8 @@ fn a_bad_configuration_is_refused_at_its_line_and_column_and_check_prints_the_ne
             "daemon.toml:3:39: `from`: \"25:00\" is not a time of day",
         ),
         (
-            "[schedule]\nevery = \"1m\"\n[[experiment]]\nfile = \"e.toml\"\ntargets = { container = \"web\" }\n",
-            "container selectors are not supported yet",
+            "[schedule]\nevery = \"1m\"\n[[experiment]]\nfile = \"e.toml\"\ntargets = { container = \"web/1\" }\n",
+            "a container glob is an id pattern, without a slash",
         ),
     ];
     let path = dir.path().join("daemon.toml");

@@ -13,6 +13,7 @@ pub fn describe_selector(selector: &Selector) -> String {
     match selector {
         Selector::Cgroup(glob) => format!("cgroup {glob}"),
         Selector::Unit(glob) => format!("unit {glob}"),
+        Selector::Container(glob) => format!("container {glob}"),
     }
 }
 

@@ -98,6 +98,7 @@ pub fn matches(selector: &Selector, cgroup_mount: &Path) -> Vec<String> {
     let pattern = match selector {
         Selector::Cgroup(glob) => format!("{}{glob}", cgroup_mount.display()),
         Selector::Unit(glob) => format!("{}/**/{glob}", cgroup_mount.display()),
+        Selector::Container(glob) => return container_matches(glob, cgroup_mount),
     };
     let Ok(paths) = glob::glob(&pattern) else { return Vec::new() };
     let mut found: Vec<String> = paths
@@ -108,6 +109,27 @@ pub fn matches(selector: &Selector, cgroup_mount: &Path) -> Vec<String> {
         .collect();
     found.sort();
     found.dedup();
+    found
+}
+
+/// The cgroups whose directory names carry a container id matching `glob`, sorted.
+fn container_matches(glob: &str, cgroup_mount: &Path) -> Vec<String> {
+    let Ok(pattern) = glob::Pattern::new(glob) else { return Vec::new() };
+    let mut found = Vec::new();
+    let mut dirs = vec![cgroup_mount.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if crate::target::container_id(&name).is_some_and(|id| pattern.matches(id))
+                && let Ok(rest) = path.strip_prefix(cgroup_mount)
+            {
+                found.push(format!("/{}", rest.display()));
+            }
+            dirs.push(path);
+        }
+    }
+    found.sort();
     found
 }
 
@@ -273,5 +295,25 @@ mod tests {
         let later = now + Duration::from_secs(61);
         assert_eq!(budgets.pick_target(&budget(), &four[..2], &[], later, 0).as_deref(), Ok("/a"));
         assert!(budgets.pick_target(&budget(), &[], &[], now, 0).is_err());
+    }
+
+    #[test]
+    fn container_selectors_match_the_ids_runtimes_name_cgroups_after() {
+        let root = std::env::temp_dir().join(format!("chaos-containers-{}", std::process::id()));
+        let id = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        let dirs = [
+            format!("system.slice/docker-{}.scope", id('a')),
+            format!("kubepods.slice/pod1/cri-containerd-{}.scope", id('b')),
+            format!("docker/{}", id('a').replacen('a', "ab", 1).split_at(64).0),
+            "system.slice/web.service".to_owned(),
+        ];
+        for dir in &dirs {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let found = |glob: &str| matches(&Selector::Container(glob.to_owned()), &root);
+        assert_eq!(found("aaaa*"), [format!("/system.slice/docker-{}.scope", id('a'))]);
+        assert_eq!(found("*").len(), 3, "{:?}", found("*"));
+        assert!(found("ffff*").is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -313,7 +313,8 @@ fn refuse_unsafe(flag: &'static str, arg: &str, cgroup: &str, own_cgroup: Option
 /// The full container id a runtime's cgroup directory name carries, if it is one:
 /// `docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
 /// (systemd driver) or a bare 64-hex `<id>` (cgroupfs driver, e.g. `/docker/<id>`).
-fn container_id(dir_name: &str) -> Option<&str> {
+#[must_use]
+pub fn container_id(dir_name: &str) -> Option<&str> {
     let name = dir_name.strip_suffix(".scope").unwrap_or(dir_name);
     let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
         .iter()

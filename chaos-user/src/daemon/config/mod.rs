@@ -58,6 +58,10 @@ pub enum Selector {
     Cgroup(String),
     /// A glob over systemd unit names, e.g. `web-*.service`: the cgroups named so.
     Unit(String),
+    /// A glob over container ids, e.g. `3f2a*`: the cgroups the runtimes name after them
+    /// (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `/docker/<id>`, ...), as `--container`
+    /// finds them. Names need the runtimes' APIs (the containers issue).
+    Container(String),
 }
 
 /// When runs start: every `every` or at each time of a cron expression, each start moved by up
@@ -387,10 +391,19 @@ fn parse_selector(item: &Item<'_>) -> Result<Selector, FileError> {
             check_glob(&glob, pattern)?;
             Selector::Unit(pattern.to_owned())
         }
-        (None, None, Some(item)) => {
-            return Err(item.error("container selectors are not supported yet (they come with container targets)"));
+        (None, None, Some(glob)) => {
+            let pattern = glob.str()?;
+            if pattern.contains('/') {
+                return Err(glob.error("a container glob is an id pattern, without a slash, e.g. \"3f2a*\""));
+            }
+            check_glob(&glob, pattern)?;
+            Selector::Container(pattern.to_owned())
         }
-        _ => return Err(table.error("`targets` takes exactly one of `cgroup` (a path glob) or `unit` (a unit glob)")),
+        _ => {
+            return Err(table.error(
+                "`targets` takes exactly one of `cgroup` (a path glob), `unit` (a unit glob) or `container` (an id glob)",
+            ));
+        }
     };
     table.finish(&["cgroup", "unit", "container"])?;
     Ok(selector)
