@@ -6,6 +6,7 @@
 //! conflicts with running experiments refused) -> [`runner`] (baseline checks, faults armed at
 //! their offsets with their own kernel deadlines, ramps, checks, abort rules, after checks) ->
 //! the [`timeline`] (JSON Lines, written as things happen) -> the summary and the exit code.
+pub mod armed;
 pub mod detached;
 pub mod events;
 pub mod faults;

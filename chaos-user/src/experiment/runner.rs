@@ -9,7 +9,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use chaos_common::{FaultConfig, FaultCounters};
+use chaos_common::FaultCounters;
 use tokio::{
     sync::mpsc,
     time::{Instant, MissedTickBehavior, interval, sleep_until},
@@ -17,6 +17,7 @@ use tokio::{
 
 use super::{
     Phase,
+    armed::{Loaded, show_status, total_counters},
     events::{FaultAttached, FaultCounts, FaultDetached, FaultPlanned, Started, TimelineEvent},
     hypothesis::{Hypothesis, Outcome, RunningChecks, Verdict},
     plan::ExperimentPlan,
@@ -24,7 +25,6 @@ use super::{
     timeline::{self, Timeline},
 };
 use crate::{
-    engine::LoadedFault,
     fault::options::Ppm,
     live::LiveLine,
     report::{OutputFormat, StopReason},
@@ -32,16 +32,6 @@ use crate::{
     run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
     sys,
 };
-
-/// A fault's loaded object, while it is attached.
-struct Loaded {
-    fault: LoadedFault,
-    config: FaultConfig,
-    armed: bool,
-    last: FaultCounters,
-    /// The userspace action of a `proc` fault, running while it is armed.
-    actor: Option<crate::fault::proc::periodic::Actor>,
-}
 
 pub struct RunOptions {
     pub timeline: std::path::PathBuf,
@@ -442,33 +432,4 @@ impl Drop for Runner<'_, '_> {
     fn drop(&mut self) {
         self.detach_all("exit");
     }
-}
-
-/// A fault's counters over its directions (zero if they cannot be read: the run goes on).
-fn total_counters(fault: &LoadedFault, directions: &[chaos_common::Direction]) -> FaultCounters {
-    fault.total(directions).unwrap_or_default()
-}
-
-/// The run's status line on a terminal: time left, check health, injections.
-fn show_status(
-    line: LiveLine,
-    left: Duration,
-    hypothesis: &Hypothesis<'_>,
-    plan: &ExperimentPlan<'_>,
-    loaded: &[Option<Loaded>],
-) {
-    if !line.is_terminal() {
-        return;
-    }
-    let faults: Vec<String> = plan
-        .faults
-        .iter()
-        .zip(loaded)
-        .map(|(f, l)| match l {
-            Some(l) if l.armed => format!("{} {} {}", f.label, l.last.injected, f.plan.injected_word),
-            Some(_) => format!("{} waiting", f.label),
-            None => format!("{} done", f.label),
-        })
-        .collect();
-    line.show(&format!("{}s left | {} | {}", left.as_secs(), hypothesis.during().join(", "), faults.join(", ")));
 }
