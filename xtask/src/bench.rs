@@ -29,6 +29,8 @@ pub enum Which {
     /// Error injection: failed fsync vs strace --inject, and untargeted overhead of the kprobe
     /// (the kernel with error injection).
     Override,
+    /// The floor: per hook, an empty program vs chaos's (untargeted, and on the target at 0 %).
+    Floor,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -45,7 +47,7 @@ const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
     let binaries = build::prepare_root_task("the benchmark")?;
-    let which = if which.is_empty() { &[Which::Drop, Which::Net, Which::Syscall, Which::Delay][..] } else { which };
+    let which = if which.is_empty() { &[Which::Drop, Which::Net, Which::Syscall, Which::Delay, Which::Floor][..] } else { which };
     // `net` includes the host drop figures: measure them once.
     if which.iter().any(|w| matches!(w, Which::Drop | Which::Net)) {
         write_section("drop", &drop_bench()?)?;
@@ -63,6 +65,9 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
     }
     if which.contains(&Which::Override) {
         write_section("override-vm", &in_vm_section(&binaries, vm::KernelName::V6_1ErrInj, "override")?)?;
+    }
+    if which.contains(&Which::Floor) {
+        write_section("floor", &crate::floor::floor_bench(&binaries)?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
@@ -924,14 +929,14 @@ impl Drop for IptablesDrop<'_> {
 
 /// The kernel's per-program run-time statistics, switched on for a measurement and back to
 /// their previous setting on Drop (they cost a little on every program run).
-struct BpfStats {
+pub(crate) struct BpfStats {
     previous: String,
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    fn enable() -> anyhow::Result<Self> {
+    pub(crate) fn enable() -> anyhow::Result<Self> {
         let previous = fs::read_to_string(BPF_STATS).context("read kernel.bpf_stats_enabled")?;
         fs::write(BPF_STATS, "1").context("enable kernel.bpf_stats_enabled")?;
         Ok(Self { previous })
@@ -977,7 +982,7 @@ fn busy_cpu_ns() -> anyhow::Result<u64> {
     Ok(busy * 1_000_000_000 / hz)
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod demo;
 mod errinj;
+mod floor;
 mod lint;
 mod setup;
 mod test;
