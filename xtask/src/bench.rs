@@ -47,7 +47,11 @@ const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
     let binaries = build::prepare_root_task("the benchmark")?;
-    let which = if which.is_empty() { &[Which::Drop, Which::Net, Which::Syscall, Which::Delay, Which::Floor][..] } else { which };
+    let which = if which.is_empty() {
+        &[Which::Drop, Which::Net, Which::Syscall, Which::Delay, Which::Floor][..]
+    } else {
+        which
+    };
     // `net` includes the host drop figures: measure them once.
     if which.iter().any(|w| matches!(w, Which::Drop | Which::Net)) {
         write_section("drop", &drop_bench()?)?;
