@@ -31,6 +31,8 @@ pub enum Which {
     Override,
     /// The floor: per hook, an empty program vs chaos's (untargeted, and on the target at 0 %).
     Floor,
+    /// Start-up and memory: exec to "fault armed" and peak RSS per family (host).
+    Startup,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -48,7 +50,7 @@ const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
     let binaries = build::prepare_root_task("the benchmark")?;
     let which = if which.is_empty() {
-        &[Which::Drop, Which::Net, Which::Syscall, Which::Delay, Which::Floor][..]
+        &[Which::Drop, Which::Net, Which::Syscall, Which::Delay, Which::Floor, Which::Startup][..]
     } else {
         which
     };
@@ -72,6 +74,9 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
     }
     if which.contains(&Which::Floor) {
         write_section("floor", &crate::floor::floor_bench(&binaries)?)?;
+    }
+    if which.contains(&Which::Startup) {
+        write_section("startup", &crate::startup::startup_bench(&binaries)?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())

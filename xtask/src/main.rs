@@ -7,6 +7,7 @@ mod errinj;
 mod floor;
 mod lint;
 mod setup;
+mod startup;
 mod test;
 mod util;
 mod vm;

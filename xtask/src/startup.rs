@@ -1,0 +1,117 @@
+//! `cargo xtask bench startup`: how long chaos takes from exec to "fault armed", and its peak
+//! memory, per fault family on this host (issue 15 part 5).
+use std::{
+    fmt::Write as _,
+    fs,
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use chaos_tests::{cgroup::TestCgroup, net::TwoHosts, workload::Resident};
+
+use crate::{bench, build};
+
+const RUNS: usize = 20;
+
+/// One family's command for `cgroup` (never firing: start-up is what is measured).
+fn families(cgroup: &str) -> Vec<(&'static str, Vec<String>)> {
+    let list: [(&str, &[&str]); 4] = [
+        ("net drop (cgroup_skb)", &["net", "drop", "--percent", "0"]),
+        ("net corrupt (TC)", &["net", "corrupt", "--percent", "0"]),
+        (
+            "syscall fail connect (cgroup sock_addr)",
+            &["syscall", "fail", "--syscall", "connect", "--errno", "ECONNREFUSED", "--backend", "cgroup", "--percent", "0"],
+        ),
+        ("syscall delay read (raw sys_enter)", &["syscall", "delay", "--syscall", "read", "--by", "1ms", "--percent", "0"]),
+    ];
+    list.iter()
+        .map(|(name, args)| {
+            let mut all: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
+            all.extend(["--cgroup", cgroup, "--for", "30m", "-v"].map(str::to_owned));
+            (*name, all)
+        })
+        .collect()
+}
+
+/// Runs chaos once: ms from spawn to its "fault armed" line, and its peak RSS (VmHWM, KiB)
+/// just after; then SIGINT and wait (chaos removes what it attached).
+fn once(chaos: &std::path::Path, args: &[String]) -> anyhow::Result<(f64, u64)> {
+    let start = Instant::now();
+    let mut child = Command::new(chaos).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    let armed_ms = loop {
+        match lines.next() {
+            Some(line) => {
+                let line = line?;
+                if line.contains("fault armed") {
+                    break start.elapsed().as_secs_f64() * 1e3;
+                }
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            None => {
+                let _ = child.wait();
+                bail!("chaos {args:?} exited before arming:\n{seen}");
+            }
+        }
+    };
+    // Let it run a moment, so memory taken right after arming counts too.
+    std::thread::sleep(Duration::from_millis(200));
+    let status = fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmHWM")?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // Drain stderr so chaos never blocks on a full pipe while it cleans up.
+    for _ in lines {}
+    child.wait()?;
+    Ok((armed_ms, hwm))
+}
+
+pub fn startup_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
+    let hosts = TwoHosts::new();
+    let cgroup = TestCgroup::new();
+    // A member in its own namespace, so TC faults find the namespace.
+    let _resident = Resident::start(&cgroup, Some(&hosts.a));
+    let families = families(cgroup.path());
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut armed: Vec<Vec<f64>> = vec![Vec::new(); families.len()];
+    let mut rss: Vec<Vec<f64>> = vec![Vec::new(); families.len()];
+    for run in 1..=RUNS {
+        eprintln!("bench startup: run {run}/{RUNS}");
+        for (i, (_, args)) in families.iter().enumerate() {
+            let (ms, kib) = once(&binaries.chaos, args)?;
+            armed[i].push(ms);
+            rss[i].push(kib as f64);
+        }
+    }
+    let load_after = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "## Start-up and memory on the host (`cargo xtask bench startup`)\n");
+    let _ = writeln!(out, "{}\n", bench::machine());
+    let _ = writeln!(
+        out,
+        "Load average at the start: {}; at the end: {} (shared machine). {RUNS} runs per family, families \
+         interleaved; time from spawning `chaos ... -v` (the debug build `cargo xtask bench` builds) to its \
+         \"fault armed\" line; peak RSS is VmHWM 200 ms after arming. Median (range).\n",
+        load.trim(),
+        load_after.trim()
+    );
+    let _ = writeln!(out, "| family | exec to armed, ms (goal <= 30) | peak RSS, MiB (goal <= 16) |\n|---|---|---|");
+    let spread = |v: &[f64], scale: f64| {
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min) / scale;
+        let max = v.iter().copied().fold(0.0, f64::max) / scale;
+        format!("{:.1} ({min:.1}-{max:.1})", bench::median(v) / scale)
+    };
+    for (i, (name, _)) in families.iter().enumerate() {
+        let _ = writeln!(out, "| {name} | {} | {} |", spread(&armed[i], 1.0), spread(&rss[i], 1024.0));
+    }
+    Ok(out)
+}
