@@ -33,6 +33,8 @@ pub enum Which {
     Floor,
     /// Start-up and memory: exec to "fault armed" and peak RSS per family (host).
     Startup,
+    /// A real service: nginx and wrk between two namespaces, each family armed untargeted and at 0 %.
+    Service,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -50,7 +52,7 @@ const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
     let binaries = build::prepare_root_task("the benchmark")?;
     let which = if which.is_empty() {
-        &[Which::Drop, Which::Net, Which::Syscall, Which::Delay, Which::Floor, Which::Startup][..]
+        &[Which::Drop, Which::Net, Which::Syscall, Which::Delay, Which::Floor, Which::Startup, Which::Service][..]
     } else {
         which
     };
@@ -77,6 +79,9 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
     }
     if which.contains(&Which::Startup) {
         write_section("startup", &crate::startup::startup_bench(&binaries)?)?;
+    }
+    if which.contains(&Which::Service) {
+        write_section("service", &crate::service::service_bench()?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())

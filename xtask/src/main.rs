@@ -6,6 +6,7 @@ mod demo;
 mod errinj;
 mod floor;
 mod lint;
+mod service;
 mod setup;
 mod startup;
 mod test;

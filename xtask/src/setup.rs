@@ -23,6 +23,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "inspecting what is attached, when debugging"),
     ("iptables", "the anchor tool of the packet-drop benchmark"),
     ("strace", "the anchor tool of the syscall benchmarks"),
+    ("nginx-light", "the real service of `cargo xtask bench service`"),
+    ("wrk", "the load generator of `cargo xtask bench service`"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
