@@ -211,10 +211,7 @@ pub fn service_bench() -> anyhow::Result<String> {
         out,
         "\nOn this shared 2-CPU machine wrk, nginx and the veth softirqs fill both CPUs, so other jobs' load \
          moves a 3 s run by tens of percent and the p99 (a few scheduler delays) by several times: read the \
-         ranges before the medians, and take the goals as unproven either way here rather than met or missed. \
-         The one effect larger than that noise is `syscall delay` on wrk's own cgroup at 0 %: the raw sys_enter \
-         program runs its whole gate (bitmap, cgroup, deadline, counters, random draw) on every read() wrk \
-         makes, and every syscall of the machine takes the tracepoint slow path."
+         ranges before the medians, and take the goals as unproven either way here rather than met or missed."
     );
     Ok(out)
 }
