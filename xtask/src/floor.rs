@@ -412,7 +412,11 @@ fn report(figures: &[Figures], times: &[[Option<f64>; 4]], load: &str, load_afte
     );
     for (hook, f) in Hook::ALL.iter().zip(figures) {
         let [empty, untargeted, zero] = [0, 1, 2].map(|i| bench::median(&f.added[i]));
-        let (ratio, met) = verdict(untargeted, empty);
+        let (ratio, met) = if hook.global() {
+            verdict(untargeted, empty)
+        } else {
+            ("n/a".to_owned(), "chaos's program does not run for other cgroups")
+        };
         let zero_ratio = if empty > 0.0 { format!("{:.2}x", zero / empty) } else { "n/a".to_owned() };
         let _ = writeln!(
             out,
@@ -454,9 +458,10 @@ fn report(figures: &[Figures], times: &[[Option<f64>; 4]], load: &str, load_afte
     let _ = writeln!(
         out,
         "\nOn the cgroup hooks (cgroup_skb, connect4) an untargeted cgroup never runs chaos's program: the \
-         kernel runs a cgroup's own programs only, so its added cost is the global \"some cgroup has a \
-         program of this type\" check, which is why it sits below the empty program's (which does run for the \
-         workload). The raw sys_enter tracepoint and TC run for everyone: there the untargeted figure is \
+         kernel runs a cgroup's own programs only, so the untargeted figure is the kernel's price of the hook \
+         being in use anywhere (a static key, the cgroup's empty program array; for connect4 also the socket \
+         lock the kernel takes around every connect() once any cgroup has that hook), which no program can \
+         lower: the empty program pays it too, plus its own run. The raw sys_enter tracepoint and TC run for everyone: there the untargeted figure is \
          chaos's \"not my target\" test (syscall-number bitmap, then the task's ancestor cgroup; for TC, the \
          packet's socket cgroup) set against a program that does nothing. LSM hooks (file_open, \
          file_permission) need the VM tier: this host cannot load LSM programs (not measured here). Negative \
