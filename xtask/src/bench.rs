@@ -35,6 +35,12 @@ pub enum Which {
     Override,
     /// The daemon: CPU and RSS idle and during a run, untargeted throughput during a run (host).
     Daemon,
+    /// The floor: per hook, an empty program vs chaos's (untargeted, and on the target at 0 %).
+    Floor,
+    /// Start-up and memory: exec to "fault armed" and peak RSS per family (host).
+    Startup,
+    /// A real service: nginx and wrk between two namespaces, each family armed untargeted and at 0 %.
+    Service,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -52,7 +58,17 @@ const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 pub fn run(which: &[Which]) -> anyhow::Result<()> {
     let binaries = build::prepare_root_task("the benchmark")?;
     let which = if which.is_empty() {
-        &[Which::Drop, Which::Net, Which::Syscall, Which::Delay, Which::Proc, Which::Daemon][..]
+        &[
+            Which::Drop,
+            Which::Net,
+            Which::Syscall,
+            Which::Delay,
+            Which::Proc,
+            Which::Daemon,
+            Which::Floor,
+            Which::Startup,
+            Which::Service,
+        ][..]
     } else {
         which
     };
@@ -79,6 +95,15 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
     }
     if which.contains(&Which::Daemon) {
         write_section("daemon", &daemon::daemon_bench()?)?;
+    }
+    if which.contains(&Which::Floor) {
+        write_section("floor", &crate::floor::floor_bench(&binaries)?)?;
+    }
+    if which.contains(&Which::Startup) {
+        write_section("startup", &crate::startup::startup_bench(&binaries)?)?;
+    }
+    if which.contains(&Which::Service) {
+        write_section("service", &crate::service::service_bench()?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
@@ -940,14 +965,14 @@ impl Drop for IptablesDrop<'_> {
 
 /// The kernel's per-program run-time statistics, switched on for a measurement and back to
 /// their previous setting on Drop (they cost a little on every program run).
-struct BpfStats {
+pub(crate) struct BpfStats {
     previous: String,
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    fn enable() -> anyhow::Result<Self> {
+    pub(crate) fn enable() -> anyhow::Result<Self> {
         let previous = fs::read_to_string(BPF_STATS).context("read kernel.bpf_stats_enabled")?;
         fs::write(BPF_STATS, "1").context("enable kernel.bpf_stats_enabled")?;
         Ok(Self { previous })
@@ -993,7 +1018,7 @@ fn busy_cpu_ns() -> anyhow::Result<u64> {
     Ok(busy * 1_000_000_000 / hz)
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]

@@ -29,6 +29,8 @@ const PACKAGES: &[(&str, &str)] = &[
         "the verdict and daemon tests: a real Prometheus (the Prometheus check queries it; it scrapes the daemon's /metrics)",
     ),
     ("chromium", "the verdict tests: renders `chaos report --html` headless, to a PNG"),
+    ("nginx-light", "the real service of `cargo xtask bench service`"),
+    ("wrk", "the load generator of `cargo xtask bench service`"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -1,0 +1,64 @@
+//! The floor: a test-only object with one program per hook chaos uses, each returning "pass" at
+//! once. `cargo xtask bench floor` attaches them where chaos's programs go, so what a hook costs
+//! with an empty program can be set beside what it costs with chaos's. Names stay within the
+//! kernel's 15 characters, so the bench finds them by name.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    macros::{cgroup_skb, cgroup_sock_addr, classifier, lsm, raw_tracepoint},
+    programs::{LsmContext, RawTracePointContext, SkBuffContext, SockAddrContext, TcContext},
+};
+
+/// cgroup_skb and cgroup sock_addr verdict: let it through.
+const PASS: i32 = 1;
+
+#[cgroup_skb(egress)]
+pub fn floor_egress(_ctx: SkBuffContext) -> i32 {
+    PASS
+}
+
+#[cgroup_skb(ingress)]
+pub fn floor_ingress(_ctx: SkBuffContext) -> i32 {
+    PASS
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn floor_connect4(_ctx: SockAddrContext) -> i32 {
+    PASS
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn floor_sys_enter(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+/// "No verdict", as chaos's TC programs return when they leave a packet alone.
+#[classifier]
+pub fn floor_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
+/// LSM programs allow with 0 (VM tier only: this host cannot load LSM programs).
+#[lsm(hook = "file_open")]
+pub fn floor_file_open(_ctx: LsmContext) -> i32 {
+    0
+}
+
+#[lsm(hook = "file_permission")]
+pub fn floor_file_perm(_ctx: LsmContext) -> i32 {
+    0
+}
+
+/// The kernel reads this section to decide which helpers the programs may call.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+pub static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // Nothing here can panic; the verifier proves every path returns.
+    loop {}
+}
