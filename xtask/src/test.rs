@@ -1,10 +1,15 @@
-//! `cargo xtask test`: set up, build, then run the tests on the host kernel and on each VM kernel.
+//! `cargo xtask test`: set up, build, then run the tests on the host kernel and on each VM kernel
+//! (two guests at a time).
 //! Skipped tests are listed per tier with their reasons, so a skip never passes unnoticed.
 use std::{
     fs,
     io::{BufRead as _, BufReader},
     path::PathBuf,
     process::Stdio,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -66,13 +71,10 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
     }
     if vms {
         let kernels = if kernels.is_empty() { &vm::KernelName::ALL[..] } else { kernels };
+        let mut available = Vec::new();
         for &kernel in kernels {
             match vm::available_kernel(kernel)? {
-                Some(kernel) => {
-                    let mut result = vm_tier(&binaries, &kernel)?;
-                    result.fail_on_required_skips();
-                    results.push(result);
-                }
+                Some(kernel) => available.push(kernel),
                 None => skipped_tiers.push(format!(
                     "{:<13} skipped: no {} kernel on this machine; {}",
                     kernel.tier(),
@@ -81,6 +83,7 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
                 )),
             }
         }
+        results.extend(vm_tiers(&binaries, &available)?);
     }
     println!("\ntest summary");
     for result in &results {
@@ -128,6 +131,39 @@ fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
     let skips = fs::read_to_string(&skips_path).unwrap_or_default().lines().map(str::to_owned).collect();
     let failures = failure_digest(&lines);
     Ok(TierResult { tier: "host".into(), passed: status.success(), detail: String::new(), skips, failures })
+}
+
+/// How many VM guests run at once. A guest runs both its vCPUs on one TCG thread (see `vm`), so
+/// it keeps one core busy: two guests use this machine's two cores, and the VM tiers take the
+/// time of the longest pair instead of their sum.
+const GUESTS_AT_ONCE: usize = 2;
+
+/// Every VM tier, `GUESTS_AT_ONCE` at a time, each tier's required skips checked; the results
+/// in the order of `kernels` (their lines are told apart by each guest's `[vm K]` prefix).
+fn vm_tiers(binaries: &Binaries, kernels: &[vm::Kernel]) -> anyhow::Result<Vec<TierResult>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<anyhow::Result<TierResult>>>> = Mutex::new(kernels.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..GUESTS_AT_ONCE.min(kernels.len()) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(kernel) = kernels.get(index) else { break };
+                    let result = vm_tier(binaries, kernel).map(|mut result| {
+                        result.fail_on_required_skips();
+                        result
+                    });
+                    results.lock().unwrap_or_else(PoisonError::into_inner)[index] = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .map(|result| result.unwrap_or_else(|| Err(anyhow::anyhow!("a VM tier did not run"))))
+        .collect()
 }
 
 fn vm_tier(binaries: &Binaries, kernel: &vm::Kernel) -> anyhow::Result<TierResult> {
