@@ -108,7 +108,13 @@ impl Normalizer {
             out.push_str(&self.json(&event.to_string()));
         }
         out.push_str("--- repeated events, first of each\n");
-        for shape in shapes {
+        for mut shape in shapes {
+            // Whether the first check passed is the run's luck, not chaos's output: the
+            // hypothesis tolerates a failed check (pass rate), and a TCG guest under load
+            // fails the first one now and then.
+            if shape["event"] == "check" {
+                shape["ok"] = Value::String("<ok>".into());
+            }
             out.push_str(&self.json(&shape.to_string()));
         }
         out
