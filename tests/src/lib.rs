@@ -36,6 +36,19 @@ impl TempDir {
     pub fn path(&self) -> &std::path::Path {
         &self.0
     }
+
+    /// The path of `name` in the directory (not created).
+    #[must_use]
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `text` to `name` in the directory; its path.
+    pub fn file(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
 }
 
 impl Default for TempDir {

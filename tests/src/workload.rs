@@ -143,9 +143,11 @@ pub struct SinkReport {
     pub corrupted: u64,
     /// Per sender: lengths of the runs of consecutive missing sequence numbers.
     pub loss_runs: std::collections::BTreeMap<u32, Vec<u64>>,
-    /// `[sender id, sequence, CLOCK_MONOTONIC ns at receipt]` when started with `times`.
+    /// `[sender id, sequence, CLOCK_MONOTONIC ns at receipt, ns at sending (the sender's
+    /// stamp)]` when started with `times`. A busy guest can hold a receiver back for a second:
+    /// what happened at sending (a fault's hook runs there) is placed by the sender's stamp.
     #[serde(default)]
-    pub arrivals: Vec<(u32, u64, u64)>,
+    pub arrivals: Vec<(u32, u64, u64, u64)>,
 }
 
 impl SinkReport {

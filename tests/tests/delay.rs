@@ -339,7 +339,7 @@ fn net_rate_holds_the_limit() {
             Blast { to, sender_id: 1, count, pps: 3500, cgroup: Some(&setup.cgroup), netns: &setup.hosts.a }.run();
         assert_eq!(blast.errors, 0);
         let report = sink.finish();
-        let times: Vec<u64> = report.arrivals.iter().map(|&(_, _, at)| at).collect();
+        let times: Vec<u64> = report.arrivals.iter().map(|&(_, _, at, _)| at).collect();
         let span = (times.iter().max().expect("arrivals") - times.iter().min().expect("arrivals")) as f64 / 1e9;
         // What the sender managed to offer: a busy TCG guest may fall short of 3 mbit/s.
         let offered = blast.sent as f64 * frame_bytes * 8.0 / (blast.elapsed_ns as f64 / 1e9);

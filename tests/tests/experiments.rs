@@ -8,6 +8,7 @@ use std::{
 };
 
 use chaos_tests::{
+    TempDir,
     cgroup::TestCgroup,
     chaos::{self, Chaos},
     kernel,
@@ -17,30 +18,14 @@ use chaos_tests::{
 };
 use serde_json::Value;
 
-/// A directory for one test's files, removed on Drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(chaos_tests::unique_name("chaos-exp"));
-        fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        fs::write(&path, text).expect("write file");
-        path
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+/// The HTTP check's timeout: 400 ms on the host; in a TCG guest a check sharing the one
+/// emulated CPU with a test loading programs beside it took over 400 ms to be answered, and the
+/// baseline failed before any fault.
+fn check_timeout() -> Duration {
+    if chaos_tests::skip::tier().is_some_and(|t| t.starts_with("vm-")) {
+        Duration::from_millis(1500)
+    } else {
+        Duration::from_millis(400)
     }
 }
 
@@ -68,7 +53,7 @@ duration = "2s"
 before = "2s"
 after = "2s"
 interval = "500ms"
-timeout = "400ms"
+timeout = "{timeout}ms"
 pass_rate = "99%"
 
 [[steady_state.check]]
@@ -76,7 +61,8 @@ name = "web"
 http = "{url}"
 "#,
         cgroup = cgroup.path(),
-        url = server.url()
+        url = server.url(),
+        timeout = check_timeout().as_millis()
     )
 }
 
@@ -116,9 +102,9 @@ fn a_mild_fault_holds_and_the_timeline_has_every_event_in_order() {
     require_root!("a_mild_fault_holds_and_the_timeline_has_every_event_in_order");
     let cgroup = TestCgroup::new();
     let server = HttpServer::start(&cgroup, 18_601);
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let file = scratch.file("mild.toml", &two_fault_experiment(&cgroup, &server, "0.1", "4s"));
-    let timeline = scratch.path("mild.jsonl");
+    let timeline = scratch.join("mild.jsonl");
     let (status, stdout, stderr) =
         chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
     assert_eq!(status.code(), Some(0), "the hypothesis should hold\nstdout: {stdout}\nstderr: {stderr}");
@@ -166,9 +152,9 @@ fn a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval()
     require_root!("a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval");
     let cgroup = TestCgroup::new();
     let server = HttpServer::start(&cgroup, 18_602);
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let file = scratch.file("severe.toml", &two_fault_experiment(&cgroup, &server, "100", "60s"));
-    let timeline = scratch.path("severe.jsonl");
+    let timeline = scratch.join("severe.jsonl");
     let started = Instant::now();
     let (status, stdout, stderr) =
         chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
@@ -183,11 +169,14 @@ fn a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval()
     let arm = position(&events, "arm", 0);
     let abort = position(&events, "abort", arm);
     // The first check started after arming fails at its timeout and aborts at once: within one
-    // interval (500 ms) plus that timeout (400 ms) of the fault going live.
+    // interval (500 ms) plus that timeout of the fault going live.
     let after_arm = events[abort]["t"].as_f64().unwrap() - events[arm]["t"].as_f64().unwrap();
     eprintln!("measured: aborted {:.0} ms after the 100 % drop was armed; the run took {took:?}", after_arm * 1000.0);
-    // (Plus slack for a slow VM.) The abort itself follows the failing result at once.
-    assert!(after_arm <= 0.5 + 0.4 + 1.0, "abort {after_arm:.3} s after arming");
+    // Plus slack: 1 s on the host, 2.5 s in a TCG guest (seen: 3.05 s for a 0.5 + 1.5 s
+    // bound, the guest's one CPU shared with the test beside it). The abort itself follows the
+    // failing result at once (checked below).
+    let slack = if check_timeout() > Duration::from_millis(400) { 2.5 } else { 1.0 };
+    assert!(after_arm <= 0.5 + check_timeout().as_secs_f64() + slack, "abort {after_arm:.3} s after arming");
     let failed = &events[abort - 1];
     assert_eq!((failed["event"].as_str(), failed["ok"].as_bool()), (Some("check"), Some(false)), "{failed}");
     let reaction = events[abort]["t"].as_f64().unwrap() - failed["t"].as_f64().unwrap();
@@ -208,11 +197,11 @@ fn a_failing_baseline_aborts_before_any_fault_is_attached() {
     require_root!("a_failing_baseline_aborts_before_any_fault_is_attached");
     let cgroup = TestCgroup::new();
     let server = HttpServer::start(&cgroup, 18_603);
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     // The check asks a port nobody listens on.
     let text = two_fault_experiment(&cgroup, &server, "100", "10s").replace(":18603/", ":18613/");
     let file = scratch.file("baseline.toml", &text);
-    let timeline = scratch.path("baseline.jsonl");
+    let timeline = scratch.join("baseline.jsonl");
     let run = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
     // Nothing may attach at any time during the run.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -238,7 +227,7 @@ fn a_failing_baseline_aborts_before_any_fault_is_attached() {
 /// Starts `chaos run` on an experiment of one syscall delay of `by` on `read` in `cgroup`, and
 /// waits until its fault is armed. Returns chaos and the timeline it writes.
 fn start_read_delay_experiment(
-    scratch: &Scratch,
+    scratch: &TempDir,
     name: &str,
     cgroup: &TestCgroup,
     duration: &str,
@@ -250,7 +239,7 @@ fn start_read_delay_experiment(
         cgroup.path()
     );
     let file = scratch.file(&format!("{name}.toml"), &experiment);
-    let timeline = scratch.path(&format!("{name}.jsonl"));
+    let timeline = scratch.join(&format!("{name}.jsonl"));
     let mut chaos = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
     chaos.wait_until("the fault is armed", Duration::from_secs(60), || {
         fs::read_to_string(&timeline).is_ok_and(|t| t.contains("\"arm\""))
@@ -265,7 +254,7 @@ fn a_frozen_experiment_cannot_keep_a_task_stopped_past_its_delay_time_box() {
     require_root!("a_frozen_experiment_cannot_keep_a_task_stopped_past_its_delay_time_box");
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let (chaos, timeline) = start_read_delay_experiment(&scratch, "frozen", &cgroup, "20s", "1s");
     let deadline_ns = read_timeline(&timeline)
         .iter()
@@ -310,7 +299,7 @@ fn cpu_time(pid: i32) -> Duration {
 fn an_armed_syscall_delay_leaves_the_controller_idle() {
     require_root!("an_armed_syscall_delay_leaves_the_controller_idle");
     let cgroup = TestCgroup::new();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let (chaos, _) = start_read_delay_experiment(&scratch, "idle", &cgroup, "6s", "10ms");
     let (cpu_before, wall_before) = (cpu_time(chaos.pid()), Instant::now());
     std::thread::sleep(Duration::from_secs(2));
@@ -390,7 +379,7 @@ fn blast_through(hosts: &TwoHosts, cgroup: &TestCgroup, port: u16, ms: u64) -> (
     let outside = Blast { to, sender_id: 2, count: 10, pps: 1000, cgroup: None, netns: &hosts.a }.run();
     assert_eq!(outside.errors, 0, "{:?}", outside.first_error);
     let report = sink.finish();
-    let first = report.arrivals.iter().filter(|&&(sender, _, _)| sender == 1).map(|&(_, _, at)| at).min();
+    let first = report.arrivals.iter().filter(|&&(sender, _, _, _)| sender == 1).map(|&(_, _, at, _)| at).min();
     (first, report.received_from(1))
 }
 
@@ -399,9 +388,9 @@ fn a_detached_experiment_is_listed_and_stopped() {
     require_root!("a_detached_experiment_is_listed_and_stopped");
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let file = scratch.file("detached.toml", &detached_experiment(&cgroup, "60s"));
-    let timeline = scratch.path("detached.jsonl");
+    let timeline = scratch.join("detached.jsonl");
     let id = detach(&file, &timeline);
     // The command returned; the programs stay, owned by their pins.
     assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 1);
@@ -438,9 +427,9 @@ fn chaos_stop_ends_a_foreground_experiment() {
     require_root!("chaos_stop_ends_a_foreground_experiment");
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let file = scratch.file("foreground.toml", &detached_experiment(&cgroup, "60s"));
-    let timeline = scratch.path("foreground.jsonl");
+    let timeline = scratch.join("foreground.jsonl");
     let mut run = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
     let mut id = None;
     run.wait_until("the run is listed", Duration::from_secs(60), || {
@@ -472,7 +461,7 @@ fn chaos_stop_ends_a_foreground_experiment() {
 fn ramp_is_measured_per_step(detached: bool) {
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let file = scratch.file(
         "ramp.toml",
         &format!(
@@ -482,7 +471,7 @@ fn ramp_is_measured_per_step(detached: bool) {
             TwoHosts::B
         ),
     );
-    let timeline = scratch.path("ramp.jsonl");
+    let timeline = scratch.join("ramp.jsonl");
     // 2000 datagrams a second from before the run until just after it (the blaster is stopped
     // then: arming may take seconds under TCG).
     const PPS: u64 = 2000;
@@ -518,10 +507,11 @@ fn ramp_is_measured_per_step(detached: bool) {
         starts.push((at, event["percent"].as_f64().expect("percent")));
     }
     assert_eq!(starts.iter().map(|s| s.1.round() as u32).collect::<Vec<_>>(), [20, 40, 60, 80], "{:?}", names(&events));
-    // When each sequence number was sent: an arrived datagram's arrival time (a veth hop
-    // later), and a lost one's interpolated between the arrived ones around it. (Not from the
-    // pacing: a busy TCG guest's blaster falls behind its schedule by up to seconds.)
-    let mut arrivals: Vec<(u64, u64)> = report.arrivals.iter().map(|&(_, seq, at)| (seq, at)).collect();
+    // When each sequence number was sent: an arrived datagram's send stamp, and a lost one's
+    // interpolated between the arrived ones around it. (Not from the pacing: a busy TCG
+    // guest's blaster falls behind its schedule by up to seconds; nor from the arrival: its
+    // receiver can be held back as long, which once put datagrams sent at 60 % in the 80 % step.)
+    let mut arrivals: Vec<(u64, u64)> = report.arrivals.iter().map(|&(_, seq, _, sent)| (seq, sent)).collect();
     arrivals.sort_unstable();
     let arrived: std::collections::BTreeSet<u64> = arrivals.iter().map(|&(seq, _)| seq).collect();
     let mut sent_at: Vec<(u64, u64)> = Vec::new();
@@ -598,9 +588,9 @@ fn a_detached_experiment_ends_by_itself_at_its_deadline() {
     require_root!("a_detached_experiment_ends_by_itself_at_its_deadline");
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let file = scratch.file("deadline.toml", &detached_experiment(&cgroup, "3s"));
-    let timeline = scratch.path("deadline.jsonl");
+    let timeline = scratch.join("deadline.jsonl");
     let started_ns = kernel::monotonic_ns();
     let id = detach(&file, &timeline);
     let reaper = listed(&status_json(), &id).expect("listed")["pid"].as_u64().expect("pid") as i32;
@@ -640,9 +630,9 @@ fn a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed() {
     require_root!("a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed");
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let file = scratch.file("killed.toml", &detached_experiment(&cgroup, "3s"));
-    let timeline = scratch.path("killed.jsonl");
+    let timeline = scratch.join("killed.jsonl");
     let started_ns = kernel::monotonic_ns();
     let id = detach(&file, &timeline);
     let reaper = listed(&status_json(), &id).expect("listed")["pid"].as_u64().expect("pid") as i32;
@@ -673,7 +663,7 @@ fn a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed() {
 fn bad_files_are_refused_with_their_position_and_attach_nothing() {
     require_root!("bad_files_are_refused_with_their_position_and_attach_nothing");
     let cgroup = TestCgroup::new();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let head = format!("target = {{ cgroup = \"{}\" }}\nduration = \"10s\"\n", cgroup.path());
     let drop = "[[fault]]\nkind = \"net drop\"\n";
     // (name, text, "line:column", message)

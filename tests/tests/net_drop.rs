@@ -212,7 +212,7 @@ fn the_kernel_ends_the_fault_at_its_deadline_even_if_chaos_is_frozen() {
     chaos::assert_deadline_is_for(deadline, started_ns, armed_at, Duration::from_secs(5));
     assert!(deadline > armed_at, "deadline already passed when the blast started");
     let first_after =
-        report.arrivals.iter().map(|&(_, _, at)| at).min().expect("no packet got through after the deadline");
+        report.arrivals.iter().map(|&(_, _, at, _)| at).min().expect("no packet got through after the deadline");
     assert!(
         first_after >= deadline,
         "a packet got through {} ms before the deadline",

@@ -6,44 +6,18 @@ use std::{
     fs,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use chaos_tests::{
+    TempDir,
     cgroup::TestCgroup,
     chaos, require_root, skip_if,
     workload::{HttpServer, command_in, workload_bin},
 };
 use serde_json::Value;
-
-/// A directory for one test's files, removed on Drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(chaos_tests::unique_name("chaos-verdict"));
-        fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        fs::write(&path, text).expect("write file");
-        path
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A child process killed on Drop.
 struct Killed(Child);
@@ -92,11 +66,11 @@ const HARMLESS_FAULT: &str = "[[fault]]\nkind = \"net partition\"\nto = [\"192.0
 /// A test CA (self-signed), a certificate for 127.0.0.1 it signed, and `openssl s_server -WWW`
 /// serving the scratch directory over TLS on `port`; the server logs `FILE:<name>` on stderr
 /// for each file it serves.
-fn https_server(scratch: &Scratch, port: u16) -> Killed {
+fn https_server(scratch: &TempDir, port: u16) -> Killed {
     let openssl = |args: &[&str]| {
         let made = Command::new("openssl")
             .args(args)
-            .current_dir(&scratch.0)
+            .current_dir(scratch.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -144,13 +118,13 @@ fn https_server(scratch: &Scratch, port: u16) -> Killed {
     let child = Command::new("openssl")
         .args(["s_server", "-WWW", "-accept", &format!("127.0.0.1:{port}")])
         .arg("-cert")
-        .arg(scratch.path("cert.pem"))
+        .arg(scratch.join("cert.pem"))
         .arg("-key")
-        .arg(scratch.path("key.pem"))
-        .current_dir(&scratch.0)
+        .arg(scratch.join("key.pem"))
+        .current_dir(scratch.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(fs::File::create(scratch.path("server.log")).expect("server log"))
+        .stderr(fs::File::create(scratch.join("server.log")).expect("server log"))
         .spawn()
         .expect("openssl s_server");
     let started = Instant::now();
@@ -181,29 +155,29 @@ fn an_https_check_trusts_its_ca_file_and_nothing_else() {
         "openssl is not installed (cargo xtask setup installs it)"
     );
     let _serial = chaos_tests::serialized();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let cgroup = TestCgroup::new();
     let _server = https_server(&scratch, 18_701);
 
     // The CA file, relative to the experiment file: every result passes, and the server served them.
     let file = scratch.file("ca.toml", &https_experiment(&cgroup, 18_701, "ca = \"ca.pem\"", "all good"));
-    let (code, output, events) = run_experiment(&file, &scratch.path("ca.jsonl"));
+    let (code, output, events) = run_experiment(&file, &scratch.join("ca.jsonl"));
     assert_eq!(code, 0, "{output}");
     let checks = check_events(&events, None);
     assert!(checks.len() >= 10 && checks.iter().all(|c| c["ok"] == true && c["detail"] == "200"), "{checks:?}");
-    let served = fs::read_to_string(scratch.path("server.log")).unwrap_or_default().matches("FILE:health.txt").count();
+    let served = fs::read_to_string(scratch.join("server.log")).unwrap_or_default().matches("FILE:health.txt").count();
     assert!(served >= checks.len(), "the server served {served} requests for {} passing checks", checks.len());
 
     // The system roots do not know a self-signed certificate: the baseline fails, saying why.
     let file = scratch.file("system.toml", &https_experiment(&cgroup, 18_701, "", "all good"));
-    let (code, output, events) = run_experiment(&file, &scratch.path("system.jsonl"));
+    let (code, output, events) = run_experiment(&file, &scratch.join("system.jsonl"));
     assert_eq!(code, 2, "{output}");
     let detail = check_events(&events, None).first().map(|c| c["detail"].to_string()).unwrap_or_default();
     assert!(detail.to_lowercase().contains("certificate") || detail.contains("UnknownIssuer"), "{detail}");
 
     // insecure = true accepts it, and body_contains still looks at the body.
     let file = scratch.file("insecure.toml", &https_experiment(&cgroup, 18_701, "insecure = true", "not in the body"));
-    let (code, output, events) = run_experiment(&file, &scratch.path("insecure.jsonl"));
+    let (code, output, events) = run_experiment(&file, &scratch.join("insecure.jsonl"));
     assert_eq!(code, 2, "{output}");
     let detail = check_events(&events, None).first().map(|c| c["detail"].to_string()).unwrap_or_default();
     assert!(detail.contains("the body does not contain"), "{detail}");
@@ -233,7 +207,7 @@ fn exporter_errors(port: u16) -> u64 {
 
 /// Debian's Prometheus on 127.0.0.1:`port`, scraping 127.0.0.1:`target` every second, with its
 /// data in the scratch directory; returns once it has scraped the exporter twice.
-fn prometheus(scratch: &Scratch, port: u16, target: u16) -> Killed {
+fn prometheus(scratch: &TempDir, port: u16, target: u16) -> Killed {
     let config = scratch.file(
         "prometheus.yml",
         &format!(
@@ -243,10 +217,10 @@ fn prometheus(scratch: &Scratch, port: u16, target: u16) -> Killed {
     );
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", scratch.path("tsdb").display()))
+        .arg(format!("--storage.tsdb.path={}", scratch.join("tsdb").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
-        .stderr(fs::File::create(scratch.path("prometheus.log")).expect("log"))
+        .stderr(fs::File::create(scratch.join("prometheus.log")).expect("log"))
         .spawn()
         .expect("prometheus");
     let server = Killed(child);
@@ -260,7 +234,7 @@ fn prometheus(scratch: &Scratch, port: u16, target: u16) -> Killed {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "Prometheus has not scraped the exporter after 60 s: {answer}\n{}",
-            fs::read_to_string(scratch.path("prometheus.log")).unwrap_or_default()
+            fs::read_to_string(scratch.join("prometheus.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -287,7 +261,7 @@ fn a_prometheus_check_fails_under_a_severe_fault_and_holds_under_a_mild_one() {
     skip_if!(on_a_vm(), name, VM_REASON);
     skip_if!(!installed("prometheus"), name, "Debian's prometheus is not installed (cargo xtask setup installs it)");
     let _serial = chaos_tests::serialized();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let cgroup = TestCgroup::new();
     let (listener, exporter, server) = (18_711, 18_712, 18_713);
     let _listener = Killed(spawn_ready(command_in(workload_bin(), None, None).args([
@@ -307,7 +281,7 @@ fn a_prometheus_check_fails_under_a_severe_fault_and_holds_under_a_mild_one() {
     // Mild: 1 % of the probes' packets lost: a few errors, well under the bound.
     let before = exporter_errors(exporter);
     let file = scratch.file("mild.toml", &prometheus_experiment(&cgroup, server, listener, 1));
-    let (code, output, events) = run_experiment(&file, &scratch.path("mild.jsonl"));
+    let (code, output, events) = run_experiment(&file, &scratch.join("mild.jsonl"));
     assert_eq!(code, 0, "{output}");
     let values: Vec<f64> = check_events(&events, None).iter().filter_map(|c| c["value"].as_f64()).collect();
     assert!(values.len() >= 8 && values.iter().all(|v| *v <= 15.0), "{values:?}");
@@ -318,7 +292,7 @@ fn a_prometheus_check_fails_under_a_severe_fault_and_holds_under_a_mild_one() {
     // No abort: the whole faults phase runs, so the exporter's count covers the same 8 s.
     let severe_text = prometheus_experiment(&cgroup, server, listener, 100) + "\n[abort]\non_violation = false\n";
     let file = scratch.file("severe.toml", &severe_text);
-    let (code, output, events) = run_experiment(&file, &scratch.path("severe.jsonl"));
+    let (code, output, events) = run_experiment(&file, &scratch.join("severe.jsonl"));
     assert_eq!(code, 1, "{output}");
     let failed: Vec<&Value> = check_events(&events, None).into_iter().filter(|c| c["ok"] == false).collect();
     assert!(
@@ -337,7 +311,7 @@ fn prometheus_queries_are_checked_at_validate_time() {
     skip_if!(on_a_vm(), name, VM_REASON);
     skip_if!(!installed("prometheus"), name, "Debian's prometheus is not installed (cargo xtask setup installs it)");
     let _serial = chaos_tests::serialized();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let cgroup = TestCgroup::new();
     let (listener, exporter, server) = (18_714, 18_715, 18_716);
     let _listener = Killed(spawn_ready(command_in(workload_bin(), None, None).args([
@@ -418,7 +392,7 @@ fn a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not() {
     require_root!("a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not");
     skip_if!(on_a_vm(), "a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not", VM_REASON);
     let _serial = chaos_tests::serialized();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let (target, control) = (TestCgroup::new(), TestCgroup::new());
     let (a, b) = (HttpServer::start(&target, 18_721), HttpServer::start(&control, 18_722));
 
@@ -427,7 +401,7 @@ fn a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not() {
     let drop = "[[fault]]\nkind = \"net drop\"\npercent = 5\ndirection = \"egress\"\n";
     let file = scratch.file("loss.toml", &control_experiment(&target, &control, (a.port, b.port), drop, "40s"));
     let started = Instant::now();
-    let (code, output, events) = run_experiment(&file, &scratch.path("loss.jsonl"));
+    let (code, output, events) = run_experiment(&file, &scratch.join("loss.jsonl"));
     let took = started.elapsed();
     for c in comparisons(&events) {
         eprintln!("with 5 % loss: {} p = {} ({:?})", c["tolerance"], c["p_value"], took);
@@ -456,7 +430,7 @@ fn a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not() {
     for run in 1..=20 {
         let file =
             scratch.file("alike.toml", &control_experiment(&target, &control, (a.port, b.port), HARMLESS_FAULT, "3s"));
-        let (code, output, events) = run_experiment(&file, &scratch.path(&format!("alike-{run}.jsonl")));
+        let (code, output, events) = run_experiment(&file, &scratch.join(&format!("alike-{run}.jsonl")));
         assert_eq!(code, 0, "run {run} of 20 raised a false alarm: {output}");
         let found = comparisons(&events);
         assert!(
@@ -472,7 +446,7 @@ fn a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not() {
 fn bad_control_groups_and_tolerances_are_refused_at_their_position() {
     require_root!("bad_control_groups_and_tolerances_are_refused_at_their_position");
     skip_if!(on_a_vm(), "bad_control_groups_and_tolerances_are_refused_at_their_position", VM_REASON);
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let (target, control) = (TestCgroup::new(), TestCgroup::new());
     let good = control_experiment(&target, &control, (18_723, 18_724), HARMLESS_FAULT, "3s");
 
@@ -506,13 +480,13 @@ fn bad_control_groups_and_tolerances_are_refused_at_their_position() {
 
 /// Headless Chromium (Debian's) renders `page` to a PNG; returns the PNG's pixels (RGBA) and
 /// Chromium's log (console messages included: `--enable-logging=stderr --v=0`).
-fn chromium_render(scratch: &Scratch, page: &Path, name: &str) -> (Vec<[u8; 4]>, String) {
-    let shot = scratch.path(&format!("{name}.png"));
+fn chromium_render(scratch: &TempDir, page: &Path, name: &str) -> (Vec<[u8; 4]>, String) {
+    let shot = scratch.join(&format!("{name}.png"));
     let output = Command::new("chromium")
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         .args(["--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1000,1400"])
         .args(["--enable-logging=stderr", "--v=0"])
-        .arg(format!("--user-data-dir={}", scratch.path(&format!("{name}-profile")).display()))
+        .arg(format!("--user-data-dir={}", scratch.join(&format!("{name}-profile")).display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", page.display()))
         .stdin(Stdio::null())
@@ -545,7 +519,7 @@ fn the_report_of_a_violated_run_renders_in_chromium_and_the_review_has_every_sec
     skip_if!(on_a_vm(), name, VM_REASON);
     skip_if!(!installed("chromium"), name, "Debian's chromium is not installed (cargo xtask setup installs it)");
     let _serial = chaos_tests::serialized();
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let cgroup = TestCgroup::new();
     let server = HttpServer::start(&cgroup, 18_731);
     let text = format!(
@@ -557,10 +531,10 @@ fn the_report_of_a_violated_run_renders_in_chromium_and_the_review_has_every_sec
         server.url()
     );
     let file = scratch.file("report.toml", &text);
-    let timeline = scratch.path("report.jsonl");
+    let timeline = scratch.join("report.jsonl");
     let (code, output, _) = run_experiment(&file, &timeline);
     assert_eq!(code, 1, "{output}");
-    let (html, markdown) = (scratch.path("report.html"), scratch.path("report.md"));
+    let (html, markdown) = (scratch.join("report.html"), scratch.join("report.md"));
     let (status, _, stderr) = chaos::run(&[
         "report",
         timeline.to_str().unwrap(),
@@ -601,7 +575,7 @@ fn the_report_of_a_violated_run_renders_in_chromium_and_the_review_has_every_sec
     // the failing checks' red are there), and Chromium logged no console message.
     let (pixels, log) = chromium_render(&scratch, &html, "report");
     if let Some(keep) = std::env::var_os("CHAOS_KEEP_REPORT") {
-        let _ = fs::copy(scratch.path("report.png"), Path::new(&keep).join("report.png"));
+        let _ = fs::copy(scratch.join("report.png"), Path::new(&keep).join("report.png"));
         let _ = fs::copy(&html, Path::new(&keep).join("report.html"));
         let _ = fs::copy(&markdown, Path::new(&keep).join("report.md"));
     }

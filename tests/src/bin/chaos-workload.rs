@@ -284,7 +284,8 @@ fn udp_sink(port: u16, idle_ms: u64, max_secs: u64, times: bool) {
                     sender.duplicates += 1;
                 }
                 if times {
-                    arrivals.push((id, seq, now));
+                    let sent = u64::from_le_bytes(buf[12..20].try_into().expect("8"));
+                    arrivals.push((id, seq, now, sent));
                 }
             }
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
