@@ -167,19 +167,26 @@ fn a_crash_point_at_the_100th_fsync_leaves_exactly_100_records_every_time() {
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
     let mut counts = Vec::new();
-    for _ in 0..20 {
-        let chaos = chaos::start_fault(&["proc", "kill", "--on-syscall", "fsync", "--after", "99"], &cgroup);
+    // One crash point for 20 writers, one after the other: the count is the target's, so at
+    // every 100th fsync each writer dies at its own 100th (and `--max` stops at 20). One
+    // start instead of 20 spares a TCG guest a minute of program loading.
+    let chaos =
+        chaos::start_fault(&["proc", "kill", "--on-syscall", "fsync", "--every", "100", "--max", "20"], &cgroup);
+    for run in 1..=20 {
         let (signal, records) = write_records(&cgroup, dir.path(), 200);
-        let report = chaos.stop_json();
-        assert_eq!(signal, Some(libc::SIGKILL), "the writer was not killed: {report}");
-        assert_eq!(report["counters"][0]["injected"], 1, "{report}");
+        assert_eq!(signal, Some(libc::SIGKILL), "writer {run} was not killed");
         // The records are whole and in order: 1..=n.
         for (i, record) in records.iter().enumerate() {
             assert_eq!(record, &format!("record {}", i + 1));
         }
         counts.push(records.len());
     }
-    eprintln!("measured: records left by a SIGKILL at fsync #100 (raw sys_enter), 20 runs: {counts:?}");
+    let report = chaos.stop_json();
+    assert_eq!(report["counters"][0]["injected"], 20, "{report}");
+    // The 21st writer runs past the --max to its end.
+    let (signal, records) = write_records(&cgroup, dir.path(), 150);
+    assert_eq!((signal, records.len()), (None, 150), "a writer after chaos stopped");
+    eprintln!("measured: records left by a SIGKILL at fsync #100 (raw sys_enter), 20 writers: {counts:?}");
     // fsync #100 follows write #100: that record is in the page cache, so in the file, whatever
     // the fsync does (it runs to its end: the kill takes effect on the way back to user space).
     assert!(counts.iter().all(|&c| c == 100), "{counts:?}");
@@ -193,18 +200,18 @@ fn a_crash_point_on_write_kills_before_the_record_is_written() {
     let dir = TempDir::new();
     // The tracepoint everywhere; --before-effect (the LSM hook fails the call too) where BPF
     // LSM is.
-    let mut variants = vec![vec!["proc", "kill", "--on-syscall", "write", "--after", "99"]];
+    let mut variants = vec![vec!["proc", "kill", "--on-syscall", "write", "--every", "100"]];
     if chaos::lsm_unavailable().is_none() {
-        variants.push(vec!["proc", "kill", "--on-syscall", "write", "--after", "99", "--before-effect"]);
+        variants.push(vec!["proc", "kill", "--on-syscall", "write", "--every", "100", "--before-effect"]);
     } else {
         skip::record("a_crash_point_on_write_kills_before_the_record_is_written (--before-effect)", "no BPF LSM here");
     }
     for args in variants {
+        // Five writers under one crash point at every 100th write (the count is the target's).
+        let chaos = chaos::start_fault(&args, &cgroup);
         for _ in 0..5 {
-            let chaos = chaos::start_fault(&args, &cgroup);
             let (signal, records) = write_records(&cgroup, dir.path(), 200);
-            let report = chaos.stop_json();
-            assert_eq!(signal, Some(libc::SIGKILL), "{args:?}: {report}");
+            assert_eq!(signal, Some(libc::SIGKILL), "{args:?}");
             eprintln!("measured: {args:?}: {} records after a SIGKILL at write #100", records.len());
             // SIGKILL is pending from the call's entry: the kernel's write path checks for a fatal
             // signal before it copies anything, so write #100 returns -EINTR having written
@@ -212,6 +219,8 @@ fn a_crash_point_on_write_kills_before_the_record_is_written() {
             assert_eq!(records.len(), 99, "{args:?}");
             assert!(!records.iter().any(|r| r == "record 100"), "{args:?}");
         }
+        let report = chaos.stop_json();
+        assert_eq!(report["counters"][0]["injected"], 5, "{args:?}: {report}");
     }
 }
 
@@ -428,8 +437,8 @@ fn an_experiment_sees_the_service_go_and_come_back_under_periodic_kills() {
     let server = Supervised::start(&cgroup, port);
     wait_for("the server to answer", Duration::from_secs(30), || http_ok(port));
     let scratch = TempDir::new();
-    let file = scratch.path().join("kills.toml");
-    let timeline = scratch.path().join("kills.jsonl");
+    let file = scratch.join("kills.toml");
+    let timeline = scratch.join("kills.jsonl");
     std::fs::write(
         &file,
         format!(
