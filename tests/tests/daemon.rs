@@ -15,7 +15,6 @@ use chaos_tests::{
     workload::{HttpServer, start_stopped_reader},
 };
 
-/// `chaos status --output json`'s rows.
 /// The daemon's tests belong to the host tier (the issue asks for them there): its runs go through
 /// the same engine as the command line's, which every VM tier tests, and its schedules, budgets
 /// and control socket do not depend on the kernel; under TCG their compressed schedules are not
@@ -30,6 +29,7 @@ macro_rules! host_tier_only {
     };
 }
 
+/// `chaos status --output json`'s rows.
 fn status_rows() -> Vec<serde_json::Value> {
     let (status, stdout, stderr) = chaos::run(&["status", "--output", "json"]);
     assert!(status.success(), "chaos status failed: {stderr}");

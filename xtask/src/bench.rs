@@ -52,6 +52,41 @@ pub enum InVm {
     Override,
 }
 
+/// A fault of each hook kind as `chaos` arguments that never fire (`--percent 0`): the service
+/// and start-up benches measure what being there costs, not what injecting does.
+pub(crate) struct SilentFault {
+    pub name: &'static str,
+    /// The hook it attaches to, for the start-up table.
+    pub hook: &'static str,
+    pub args: &'static [&'static str],
+}
+
+pub(crate) const SILENT_FAULTS: [SilentFault; 4] = [
+    SilentFault { name: "net drop", hook: "cgroup_skb", args: &["net", "drop", "--percent", "0"] },
+    SilentFault { name: "net corrupt", hook: "TC", args: &["net", "corrupt", "--percent", "0"] },
+    SilentFault {
+        name: "syscall fail connect",
+        hook: "cgroup sock_addr",
+        args: &[
+            "syscall",
+            "fail",
+            "--syscall",
+            "connect",
+            "--errno",
+            "ECONNREFUSED",
+            "--backend",
+            "cgroup",
+            "--percent",
+            "0",
+        ],
+    },
+    SilentFault {
+        name: "syscall delay read",
+        hook: "raw sys_enter",
+        args: &["syscall", "delay", "--syscall", "read", "--by", "1ms", "--percent", "0"],
+    },
+];
+
 const VM_SECTION_BEGIN: &str = "CHAOS_BENCH_SECTION_BEGIN";
 const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 
@@ -121,6 +156,7 @@ fn in_vm_section(binaries: &build::Binaries, kernel: vm::KernelName, which: &str
     files.push(xtask.clone());
     let job = vm::VmJob {
         kernel: &kernel,
+        guest: kernel.name.label().to_owned(),
         files,
         env: binaries.env(&kernel.name.tier()),
         script: format!("{} bench-in-vm {which}\n", vm::shell_quote(&xtask.display().to_string())),

@@ -18,32 +18,10 @@ use chaos_tests::{
     workload::{Resident, command_in},
 };
 
-use crate::bench;
+use crate::bench::{self, SILENT_FAULTS as FAMILIES};
 
 const ROUNDS: usize = 5;
 const PORT: u16 = 8080;
-
-/// The fault families, as `chaos` arguments for a cgroup, never firing.
-const FAMILIES: [(&str, &[&str]); 4] = [
-    ("net drop", &["net", "drop", "--percent", "0"]),
-    ("net corrupt", &["net", "corrupt", "--percent", "0"]),
-    (
-        "syscall fail connect",
-        &[
-            "syscall",
-            "fail",
-            "--syscall",
-            "connect",
-            "--errno",
-            "ECONNREFUSED",
-            "--backend",
-            "cgroup",
-            "--percent",
-            "0",
-        ],
-    ),
-    ("syscall delay read", &["syscall", "delay", "--syscall", "read", "--by", "1ms", "--percent", "0"]),
-];
 
 /// nginx with its own configuration in a private directory; killed and removed on Drop.
 struct Nginx {
@@ -151,7 +129,7 @@ pub fn service_bench() -> anyhow::Result<String> {
                 v => {
                     let (family, cgroup) =
                         if v <= FAMILIES.len() { (v - 1, &third) } else { (v - 1 - FAMILIES.len(), &client) };
-                    let _armed = arm(FAMILIES[family].1, cgroup);
+                    let _armed = arm(FAMILIES[family].args, cgroup);
                     wrk(&hosts, &client)?
                 }
             };
@@ -195,9 +173,9 @@ pub fn service_bench() -> anyhow::Result<String> {
     );
     for v in 1..variants {
         let (family, how) = if v <= FAMILIES.len() {
-            (FAMILIES[v - 1].0, "untargeted (armed on a third cgroup)")
+            (FAMILIES[v - 1].name, "untargeted (armed on a third cgroup)")
         } else {
-            (FAMILIES[v - 1 - FAMILIES.len()].0, "on wrk's cgroup at 0 %")
+            (FAMILIES[v - 1 - FAMILIES.len()].name, "on wrk's cgroup at 0 %")
         };
         let _ = writeln!(
             out,

@@ -16,35 +16,13 @@ use crate::{bench, build};
 const RUNS: usize = 20;
 
 /// One family's command for `cgroup` (never firing: start-up is what is measured).
-fn families(cgroup: &str) -> Vec<(&'static str, Vec<String>)> {
-    let list: [(&str, &[&str]); 4] = [
-        ("net drop (cgroup_skb)", &["net", "drop", "--percent", "0"]),
-        ("net corrupt (TC)", &["net", "corrupt", "--percent", "0"]),
-        (
-            "syscall fail connect (cgroup sock_addr)",
-            &[
-                "syscall",
-                "fail",
-                "--syscall",
-                "connect",
-                "--errno",
-                "ECONNREFUSED",
-                "--backend",
-                "cgroup",
-                "--percent",
-                "0",
-            ],
-        ),
-        (
-            "syscall delay read (raw sys_enter)",
-            &["syscall", "delay", "--syscall", "read", "--by", "1ms", "--percent", "0"],
-        ),
-    ];
-    list.iter()
-        .map(|(name, args)| {
-            let mut all: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
+fn families(cgroup: &str) -> Vec<(String, Vec<String>)> {
+    bench::SILENT_FAULTS
+        .iter()
+        .map(|fault| {
+            let mut all: Vec<String> = fault.args.iter().map(|&a| a.to_owned()).collect();
             all.extend(["--cgroup", cgroup, "--for", "30m", "-v"].map(str::to_owned));
-            (*name, all)
+            (format!("{} ({})", fault.name, fault.hook), all)
         })
         .collect()
 }

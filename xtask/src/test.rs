@@ -4,7 +4,7 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Stdio,
     sync::{
         Mutex, PoisonError,
@@ -85,18 +85,31 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
         }
         results.extend(vm_tiers(&binaries, &available)?);
     }
-    println!("\ntest summary");
+    // Skips first, failures last: a long run's log is often cut, and its end is what is read.
+    println!("\ntest summary: skips");
     for result in &results {
-        println!("  {:<13} {} {}", result.tier, if result.passed { "passed" } else { "FAILED" }, result.detail);
-        for failure in &result.failures {
-            println!("                FAILED {failure}");
-        }
         for skip in &result.skips {
-            println!("                {skip}");
+            println!("  {:<13} {skip}", result.tier);
         }
     }
     for skipped in &skipped_tiers {
         println!("  {skipped}");
+    }
+    println!("\ntest summary: tiers");
+    for result in &results {
+        println!(
+            "  {:<13} {} {} ({} skipped)",
+            result.tier,
+            if result.passed { "passed" } else { "FAILED" },
+            result.detail,
+            result.skips.len()
+        );
+        for failure in &result.failures {
+            println!("  {:<13} FAILED {failure}", result.tier);
+        }
+        if !result.passed && result.failures.is_empty() {
+            println!("  {:<13} FAILED without a panicked test: look above for its `error:` or timeout", result.tier);
+        }
     }
     let failed: Vec<&str> = results.iter().filter(|r| !r.passed).map(|r| r.tier.as_str()).collect();
     if !failed.is_empty() {
@@ -134,71 +147,165 @@ fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
 }
 
 /// How many VM guests run at once. A guest runs both its vCPUs on one TCG thread (see `vm`), so
-/// it keeps one core busy: two guests use this machine's two cores, and the VM tiers take the
-/// time of the longest pair instead of their sum.
+/// it keeps one core busy: two guests use this machine's two cores.
 const GUESTS_AT_ONCE: usize = 2;
 
-/// Every VM tier, `GUESTS_AT_ONCE` at a time, each tier's required skips checked; the results
-/// in the order of `kernels` (their lines are told apart by each guest's `[vm K]` prefix).
+/// How many guests share one tier's test binaries. Three tiers of whole suites on two cores
+/// leave one core idle for the last tier; halves of each keep both busy to the end.
+const SHARDS_PER_TIER: usize = 2;
+
+/// Minutes each test binary takes in a TCG guest (measured on 6.12 beside another guest): the
+/// shards are balanced by these. A binary not listed counts as one minute.
+const GUEST_MINUTES: &[(&str, f64)] = &[
+    ("delay", 5.4),
+    ("proc", 5.1),
+    ("syscall_faults", 3.6),
+    ("net_faults", 3.0),
+    ("experiments", 2.2),
+    ("syscall_override", 1.8),
+    ("golden", 1.5),
+    ("net_drop", 1.1),
+    ("doctor", 0.4),
+    ("daemon", 0.2),
+    ("verdict", 0.0),
+];
+
+/// A test binary's name without cargo's hash suffix (`delay-6beb36907909f233` is `delay`).
+fn test_name(path: &Path) -> &str {
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+    file.rsplit_once('-').map_or(file, |(name, _)| name)
+}
+
+fn guest_minutes(test: &Path) -> f64 {
+    GUEST_MINUTES.iter().find(|(name, _)| *name == test_name(test)).map_or(1.0, |&(_, minutes)| minutes)
+}
+
+/// `tests` in `count` groups of about equal guest time: the longest first, each to the group
+/// with the least so far.
+fn shards(tests: &[PathBuf], count: usize) -> Vec<Vec<PathBuf>> {
+    let mut by_length: Vec<&PathBuf> = tests.iter().collect();
+    by_length.sort_by(|a, b| guest_minutes(b).total_cmp(&guest_minutes(a)));
+    let mut groups: Vec<(f64, Vec<PathBuf>)> = (0..count).map(|_| (0.0, Vec::new())).collect();
+    for test in by_length {
+        let least = groups.iter_mut().min_by(|a, b| a.0.total_cmp(&b.0)).expect("count > 0");
+        least.0 += guest_minutes(test);
+        least.1.push(test.clone());
+    }
+    groups.into_iter().map(|(_, tests)| tests).filter(|tests| !tests.is_empty()).collect()
+}
+
+/// One guest's share of a tier.
+struct GuestJob<'a> {
+    kernel_index: usize,
+    kernel: &'a vm::Kernel,
+    guest: String,
+    tests: Vec<PathBuf>,
+    minutes: f64,
+}
+
+/// Every VM tier, its test binaries split over `SHARDS_PER_TIER` guests, `GUESTS_AT_ONCE` guests
+/// at a time (the longest first); each tier's results merged and its required skips checked,
+/// in the order of `kernels` (the lines are told apart by each guest's `[vm K i/n]` prefix).
 fn vm_tiers(binaries: &Binaries, kernels: &[vm::Kernel]) -> anyhow::Result<Vec<TierResult>> {
+    if binaries.integration_tests.is_empty() {
+        bail!("cargo test --no-run -p chaos-tests built no integration test binary: the VM tiers would run nothing");
+    }
+    let mut jobs = Vec::new();
+    for (kernel_index, kernel) in kernels.iter().enumerate() {
+        let groups = shards(&binaries.integration_tests, SHARDS_PER_TIER);
+        let count = groups.len();
+        for (i, tests) in groups.into_iter().enumerate() {
+            let minutes = tests.iter().map(|t| guest_minutes(t)).sum();
+            let guest = format!("{} {}/{count}", kernel.name.label(), i + 1);
+            jobs.push(GuestJob { kernel_index, kernel, guest, tests, minutes });
+        }
+    }
+    jobs.sort_by(|a, b| b.minutes.total_cmp(&a.minutes));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<anyhow::Result<TierResult>>>> = Mutex::new(kernels.iter().map(|_| None).collect());
+    let results: Mutex<Vec<(usize, TierResult)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for _ in 0..GUESTS_AT_ONCE.min(kernels.len()) {
+        for _ in 0..GUESTS_AT_ONCE.min(jobs.len()) {
             scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(kernel) = kernels.get(index) else { break };
-                    let result = vm_tier(binaries, kernel).map(|mut result| {
-                        result.fail_on_required_skips();
-                        result
-                    });
-                    results.lock().unwrap_or_else(PoisonError::into_inner)[index] = Some(result);
+                while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let result = guest_run(binaries, job);
+                    results.lock().unwrap_or_else(PoisonError::into_inner).push((job.kernel_index, result));
                 }
             });
         }
     });
-    results
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .into_iter()
-        .map(|result| result.unwrap_or_else(|| Err(anyhow::anyhow!("a VM tier did not run"))))
-        .collect()
+    let results = results.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let mut tiers = Vec::new();
+    for (index, kernel) in kernels.iter().enumerate() {
+        let mut tier = TierResult {
+            tier: kernel.name.tier(),
+            passed: true,
+            detail: String::new(),
+            skips: Vec::new(),
+            failures: Vec::new(),
+        };
+        for (_, part) in results.iter().filter(|(i, _)| *i == index) {
+            tier.passed &= part.passed;
+            if !part.detail.is_empty() {
+                tier.detail = format!("{} {}", tier.detail, part.detail).trim().to_owned();
+            }
+            tier.skips.extend(part.skips.iter().cloned());
+            tier.failures.extend(part.failures.iter().cloned());
+        }
+        tier.fail_on_required_skips();
+        tiers.push(tier);
+    }
+    Ok(tiers)
 }
 
-fn vm_tier(binaries: &Binaries, kernel: &vm::Kernel) -> anyhow::Result<TierResult> {
-    let name = kernel.name;
-    println!("== VM tier: {} under QEMU (TCG)", kernel.package);
-    if binaries.integration_tests.is_empty() {
-        bail!(
-            "cargo test --no-run -p chaos-tests built no integration test binary: the {} VM would run nothing",
-            name.tier()
-        );
-    }
+/// Boots one guest and runs its share of a tier's test binaries. A guest that cannot boot or
+/// does not finish fails its tier with the reason, and the other guests still run.
+fn guest_run(binaries: &Binaries, job: &GuestJob<'_>) -> TierResult {
+    let tier = job.kernel.name.tier();
+    println!("== VM tier: {} under QEMU (TCG), guest {}: {}", job.kernel.package, job.guest, {
+        let names: Vec<&str> = job.tests.iter().map(|t| test_name(t)).collect();
+        names.join(", ")
+    });
     let mut script = String::from("export RUST_BACKTRACE=1 CHAOS_SKIP_LOG=/tmp/skips\nrc=0\n");
-    for test in &binaries.integration_tests {
+    // Each test's time in the log (`<12.3s>`), to keep the shards balanced and the slow tests
+    // in sight: libtest's --report-time, which asks for its unstable options switch.
+    for test in &job.tests {
         let quoted = vm::shell_quote(&test.display().to_string());
-        script.push_str(&format!("echo \"=== {}\"\n{quoted} --test-threads=2 --show-output || rc=1\n", test.display()));
+        script.push_str(&format!(
+            "echo \"=== {}\"\nRUSTC_BOOTSTRAP=1 {quoted} --test-threads=2 --show-output -Zunstable-options --report-time || rc=1\n",
+            test.display()
+        ));
     }
     script.push_str(
         "[ -f /tmp/skips ] && while read -r line; do echo \"CHAOS_SKIP $line\"; done < /tmp/skips\nexit $rc\n",
     );
-    let job = vm::VmJob {
-        kernel,
+    let vm_job = vm::VmJob {
+        kernel: job.kernel,
+        guest: job.guest.clone(),
         files: binaries.files(),
-        env: binaries.env(&name.tier()),
+        env: binaries.env(&tier),
         script,
         timeout: Duration::from_secs(40 * 60),
     };
-    let outcome = vm::boot(&job)?;
-    let skips = outcome.lines.iter().filter_map(|l| l.strip_prefix("CHAOS_SKIP ")).map(str::to_owned).collect();
-    Ok(TierResult {
-        tier: name.tier(),
-        passed: outcome.exit_code == 0,
-        detail: if outcome.exit_code == 0 { String::new() } else { format!("(exit {})", outcome.exit_code) },
-        skips,
-        failures: failure_digest(&outcome.lines),
-    })
+    match vm::boot(&vm_job) {
+        Ok(outcome) => TierResult {
+            tier,
+            passed: outcome.exit_code == 0,
+            detail: if outcome.exit_code == 0 {
+                String::new()
+            } else {
+                format!("(guest {} exit {})", job.guest, outcome.exit_code)
+            },
+            skips: outcome.lines.iter().filter_map(|l| l.strip_prefix("CHAOS_SKIP ")).map(str::to_owned).collect(),
+            failures: failure_digest(&outcome.lines),
+        },
+        Err(error) => TierResult {
+            tier,
+            passed: false,
+            detail: format!("(guest {})", job.guest),
+            skips: Vec::new(),
+            failures: vec![format!("guest {}: {error:#}", job.guest)],
+        },
+    }
 }
 
 /// The features whose tests must run on `tier`: a test skipping for want of one fails the tier
@@ -240,7 +347,28 @@ impl TierResult {
 
 #[cfg(test)]
 mod tests {
-    use super::{failure_digest, required_features, required_skips};
+    use std::path::PathBuf;
+
+    use super::{failure_digest, guest_minutes, required_features, required_skips, shards, test_name};
+
+    #[test]
+    fn shards_split_the_binaries_by_guest_time_and_keep_every_one() {
+        let tests: Vec<PathBuf> = ["delay-1a", "net_faults-2b", "experiments-3c", "doctor-4d", "unknown-5e"]
+            .iter()
+            .map(|name| PathBuf::from("/t/deps").join(name))
+            .collect();
+        assert_eq!(test_name(&tests[1]), "net_faults");
+        let groups = shards(&tests, 2);
+        assert_eq!(groups.len(), 2);
+        let mut all: Vec<PathBuf> = groups.concat();
+        all.sort();
+        let mut expected = tests.clone();
+        expected.sort();
+        assert_eq!(all, expected, "every binary runs exactly once");
+        let minutes: Vec<f64> = groups.iter().map(|g| g.iter().map(|t| guest_minutes(t)).sum()).collect();
+        assert!((minutes[0] - minutes[1]).abs() <= 5.5, "unbalanced: {minutes:?}");
+        assert_eq!(shards(&tests[..1], 2).len(), 1, "no empty guest");
+    }
 
     #[test]
     fn a_skip_for_a_required_feature_is_found_and_others_are_not() {

@@ -214,6 +214,9 @@ const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool
 /// What to run in a VM.
 pub struct VmJob<'a> {
     pub kernel: &'a Kernel,
+    /// The guest's name in its output prefix and work directory: the kernel's label, and the
+    /// shard when a tier's tests are split over several guests.
+    pub guest: String,
     /// Host files copied to the same path inside the VM (ELF files bring their libraries).
     pub files: Vec<PathBuf>,
     pub env: Vec<(String, String)>,
@@ -229,8 +232,8 @@ pub struct VmOutcome {
 
 /// Builds the initramfs, boots, streams the guest's output (prefixed), returns its exit status.
 pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
-    let label = job.kernel.name.label();
-    let work = util::cache_dir().join("vm").join("run").join(label);
+    let label = job.guest.as_str();
+    let work = util::cache_dir().join("vm").join("run").join(label.replace(' ', "-"));
     let initramfs = work.join("initramfs.cpio");
     build_initramfs(job, &work.join("root"), &initramfs)
         .with_context(|| format!("building the initramfs for {label}"))?;
@@ -484,6 +487,7 @@ pub fn run_command(name: KernelName, include: &[PathBuf], command: &[String]) ->
     let script: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
     let job = VmJob {
         kernel: &kernel,
+        guest: name.label().to_owned(),
         files,
         env: bins.env(&name.tier()),
         script: format!("exec {}\n", script.join(" ")),
