@@ -38,10 +38,16 @@ fn stop(chaos: Chaos) -> serde_json::Value {
 }
 
 /// Sends `PACKETS` from the cgroup (or from outside it) and returns how many arrived.
+/// Sends `count` datagrams from host A (from `cgroup`, or from outside any test cgroup) to
+/// `destination` at `PPS`, numbered by `sender`; none may fail to send.
+fn send(hosts: &TwoHosts, cgroup: Option<&TestCgroup>, destination: SocketAddr, sender: u32, count: u64) {
+    let blast = Blast { to: destination, sender_id: sender, count, pps: PPS, cgroup, netns: &hosts.a }.run();
+    assert_eq!(blast.errors, 0, "send errors: {:?}", blast.first_error);
+}
+
 fn lost_share(hosts: &TwoHosts, cgroup: Option<&TestCgroup>, destination: SocketAddr, sender: u32) -> f64 {
     let sink = UdpSink::start(&hosts.b, destination.port(), 1000, false);
-    let blast = Blast { to: destination, sender_id: sender, count: PACKETS, pps: PPS, cgroup, netns: &hosts.a }.run();
-    assert_eq!(blast.errors, 0, "send errors: {:?}", blast.first_error);
+    send(hosts, cgroup, destination, sender, PACKETS);
     let received = sink.finish().received_from(sender);
     1.0 - received as f64 / PACKETS as f64
 }
@@ -142,18 +148,9 @@ fn burst_loss_has_the_requested_mean_loss_and_burst_length() {
     let chaos =
         start(&["drop", "--percent", "20", "--burst-len", "4", "--for", "5m", "--direction", "egress"], &cgroup, 1);
     let sink = UdpSink::start(&hosts.b, 7130, 1000, false);
-    let blast = Blast {
-        to: to(TwoHosts::B, 7130),
-        sender_id: 1,
-        count: packets,
-        pps: PPS,
-        cgroup: Some(&cgroup),
-        netns: &hosts.a,
-    }
-    .run();
+    send(&hosts, Some(&cgroup), to(TwoHosts::B, 7130), 1, packets);
     let report = sink.finish();
     drop(stop(chaos));
-    assert_eq!(blast.errors, 0);
     let runs = &report.loss_runs[&1];
     let lost: u64 = runs.iter().sum();
     let mean_burst = lost as f64 / runs.len() as f64;
@@ -212,20 +209,11 @@ fn corruption_without_fixed_checksums_is_dropped_by_the_receiver() {
     let chaos = start_tc(&["corrupt", "--percent", "20", "--for", "5m", "--direction", "egress"], &hosts, &cgroup);
     let sink = UdpSink::start(&hosts.b, 7140, 1000, false);
     let checksum_errors_before = kernel::snmp_counter(sink.pid(), "Udp", "InCsumErrors");
-    let blast = Blast {
-        to: to(TwoHosts::B, 7140),
-        sender_id: 1,
-        count: PACKETS,
-        pps: PPS,
-        cgroup: Some(&cgroup),
-        netns: &hosts.a,
-    }
-    .run();
+    send(&hosts, Some(&cgroup), to(TwoHosts::B, 7140), 1, PACKETS);
     let sink_pid = sink.pid();
     let checksum_errors = kernel::snmp_counter(sink_pid, "Udp", "InCsumErrors") - checksum_errors_before;
     let report = sink.finish();
     let chaos_report = stop(chaos);
-    assert_eq!(blast.errors, 0);
     assert_eq!(report.corrupted, 0, "a corrupted datagram reached the application");
     let lost = PACKETS - report.received_from(1);
     assert_rate("corrupted and dropped for a bad checksum", lost as f64 / PACKETS as f64, 0.20);
@@ -247,13 +235,10 @@ fn corruption_over_ipv6_is_dropped_by_the_receiver() {
     let sink = UdpSink::start(&hosts.b, 7141, 1000, false);
     let before = kernel::snmp6_counter(sink.pid(), "Udp6InCsumErrors");
     let count = PACKETS / 4;
-    let blast =
-        Blast { to: to(TwoHosts::B6, 7141), sender_id: 1, count, pps: PPS, cgroup: Some(&cgroup), netns: &hosts.a }
-            .run();
+    send(&hosts, Some(&cgroup), to(TwoHosts::B6, 7141), 1, count);
     let checksum_errors = kernel::snmp6_counter(sink.pid(), "Udp6InCsumErrors") - before;
     let report = sink.finish();
     drop(stop(chaos));
-    assert_eq!(blast.errors, 0);
     assert_eq!(report.corrupted, 0, "a corrupted datagram reached the application");
     let lost = count - report.received_from(1);
     assert_rate("IPv6: corrupted and dropped for a bad checksum", lost as f64 / count as f64, 0.20);
@@ -273,19 +258,10 @@ fn corruption_with_fixed_checksums_reaches_the_application() {
         &cgroup,
     );
     let sink = UdpSink::start(&hosts.b, 7150, 1000, false);
-    let blast = Blast {
-        to: to(TwoHosts::B, 7150),
-        sender_id: 1,
-        count: PACKETS,
-        pps: PPS,
-        cgroup: Some(&cgroup),
-        netns: &hosts.a,
-    }
-    .run();
+    send(&hosts, Some(&cgroup), to(TwoHosts::B, 7150), 1, PACKETS);
     // The payload check is 32 bits: a flipped bit never goes unnoticed.
     let report = sink.finish();
     let chaos_report = stop(chaos);
-    assert_eq!(blast.errors, 0);
     assert_eq!(report.received_from(1) + report.corrupted, PACKETS, "every datagram must arrive, intact or corrupted");
     assert_rate("corrupted datagrams delivered", report.corrupted as f64 / PACKETS as f64, 0.20);
     assert_eq!(chaos_report["counters"][0]["injected"].as_u64(), Some(report.corrupted), "{chaos_report}");
@@ -300,31 +276,12 @@ fn duplication_sends_copies_of_the_chosen_share() {
     let _resident = Resident::start(&cgroup, Some(&hosts.a));
     let chaos = start_tc(&["duplicate", "--percent", "20", "--for", "5m", "--direction", "egress"], &hosts, &cgroup);
     let sink = UdpSink::start(&hosts.b, 7160, 1000, false);
-    let inside = Blast {
-        to: to(TwoHosts::B, 7160),
-        sender_id: 1,
-        count: PACKETS,
-        pps: PPS,
-        cgroup: Some(&cgroup),
-        netns: &hosts.a,
-    }
-    .run();
-    let outside =
-        Blast { to: to(TwoHosts::B, 7160), sender_id: 2, count: PACKETS, pps: PPS, cgroup: None, netns: &hosts.a }
-            .run();
+    send(&hosts, Some(&cgroup), to(TwoHosts::B, 7160), 1, PACKETS);
+    send(&hosts, None, to(TwoHosts::B, 7160), 2, PACKETS);
     let count6 = PACKETS / 4;
-    let inside6 = Blast {
-        to: to(TwoHosts::B6, 7160),
-        sender_id: 3,
-        count: count6,
-        pps: PPS,
-        cgroup: Some(&cgroup),
-        netns: &hosts.a,
-    }
-    .run();
+    send(&hosts, Some(&cgroup), to(TwoHosts::B6, 7160), 3, count6);
     let report = sink.finish();
     drop(stop(chaos));
-    assert_eq!(inside.errors + outside.errors + inside6.errors, 0);
     assert_eq!(report.received_from(3), count6, "IPv6: duplication must not lose the originals");
     assert_rate("IPv6 duplicated datagrams", report.duplicates_from(3) as f64 / count6 as f64, 0.20);
     assert_eq!(report.received_from(1), PACKETS, "duplication must not lose the originals");
