@@ -178,8 +178,14 @@ impl Drop for DockerApi {
             }
         }
         stop(&mut self.daemon);
+        // Podman's conmon of a `docker exec` session lingers for minutes (--exit-delay 300).
+        kill_processes_naming(self.dir.path());
         unmount_below(self.dir.path());
         remove_cgroup(&self.cgroup_parent);
+        if self.engine == Engine::Podman {
+            // Where podman puts conmon; removed only if empty (rmdir), so a real podman's stays.
+            remove_cgroup("/libpod_parent");
+        }
     }
 }
 
@@ -273,6 +279,7 @@ impl Drop for Containerd {
             let _ = self.ctr(&["containers", "rm", id]);
         }
         stop(&mut self.daemon);
+        kill_processes_naming(self.dir.path());
         unmount_below(self.dir.path());
         remove_cgroup(&self.cgroup_top);
     }
@@ -291,6 +298,22 @@ fn stop(daemon: &mut Child) {
     }
     let _ = daemon.kill();
     let _ = daemon.wait();
+}
+
+/// SIGKILLs what our daemon started and left behind (shims, conmon): the processes whose
+/// command line names this test's own temporary directory, which nothing else can.
+fn kill_processes_naming(dir: &Path) {
+    let needle = dir.display().to_string();
+    let Ok(entries) = fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if pid != std::process::id() as i32 && String::from_utf8_lossy(&cmdline).contains(&needle) {
+            // SAFETY: kill(2) of a pid just read from /proc; at worst it has exited (ESRCH).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
 }
 
 /// What a daemon left mounted in its directories (overlays, shm, netns files), deepest first.
