@@ -14,6 +14,17 @@ use chaos_tests::{
     workload::{Blast, UdpSink},
 };
 
+/// The VM guests' busybox userland has no container runtime: these run on the host tier.
+macro_rules! host_tier_only {
+    ($test:expr) => {
+        chaos_tests::skip_if!(
+            chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-")),
+            $test,
+            "the VM guests have no container runtime (busybox userland); the host tier starts Docker, Podman and containerd"
+        );
+    };
+}
+
 const PACKETS: u64 = 4000;
 const PORT: u16 = 7301;
 const NOWHERE: &str = "/nonexistent/chaos-test.sock";
@@ -122,6 +133,7 @@ fn found_by_id_and_name_and_dropped(engine: Engine, test: &str) {
 fn docker_containers_are_found_by_short_id_full_id_and_name_and_a_drop_hits_only_them() {
     let test = "docker_containers_are_found_by_short_id_full_id_and_name_and_a_drop_hits_only_them";
     require_root!(test);
+    host_tier_only!(test);
     found_by_id_and_name_and_dropped(Engine::Docker, test);
 }
 
@@ -129,12 +141,14 @@ fn docker_containers_are_found_by_short_id_full_id_and_name_and_a_drop_hits_only
 fn podman_containers_are_found_through_its_docker_compatible_socket_and_a_drop_hits_only_them() {
     let test = "podman_containers_are_found_through_its_docker_compatible_socket_and_a_drop_hits_only_them";
     require_root!(test);
+    host_tier_only!(test);
     found_by_id_and_name_and_dropped(Engine::Podman, test);
 }
 
 #[test]
 fn a_container_name_with_no_runtime_answering_is_refused_saying_what_to_do() {
     require_root!("a_container_name_with_no_runtime_answering_is_refused_saying_what_to_do");
+    host_tier_only!("a_container_name_with_no_runtime_answering_is_refused_saying_what_to_do");
     let env = env("none", String::new());
     let err = resolved(&["--container", "web"], &env).unwrap_err();
     assert!(err.contains("no container runtime answered") && err.contains("DOCKER_HOST"), "{err}");
@@ -167,6 +181,7 @@ type PodSpec = (&'static str, &'static [(&'static str, &'static str)], &'static 
 fn containerd_pods_are_picked_by_pod_selector_and_container_name_and_a_fault_hits_one_pod() {
     let test = "containerd_pods_are_picked_by_pod_selector_and_container_name_and_a_fault_hits_one_pod";
     require_root!(test);
+    host_tier_only!(test);
     let rootfs = match Rootfs::build() {
         Ok(rootfs) => rootfs,
         Err(why) => return skip::record(test, &why),
