@@ -331,8 +331,18 @@ fn unmount_below(dir: &Path) {
 }
 
 /// Removes cgroup `path` and everything below it in every cgroup hierarchy (v1 controllers
-/// too: runc's cgroupfs driver makes the path in each), deepest first.
+/// too: runc's cgroupfs driver makes the path in each), deepest first; retried for up to 5 s,
+/// since killed processes (conmon's, in `<parent>/conmon`) leave their cgroups a moment later.
 pub fn remove_cgroup(path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !remove_cgroup_once(path) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One pass of [`remove_cgroup`]; whether nothing of `path` is left.
+fn remove_cgroup_once(path: &str) -> bool {
+    let mut gone = true;
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for line in mountinfo.lines() {
         let Some((fields, fs_fields)) = line.split_once(" - ") else { continue };
@@ -350,7 +360,8 @@ pub fn remove_cgroup(path: &str) {
             }
         }
         for dir in dirs.iter().rev() {
-            let _ = fs::remove_dir(dir);
+            gone &= fs::remove_dir(dir).is_ok();
         }
     }
+    gone
 }

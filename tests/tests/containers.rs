@@ -146,6 +146,33 @@ fn podman_containers_are_found_through_its_docker_compatible_socket_and_a_drop_h
 }
 
 #[test]
+fn a_name_two_runtimes_know_is_refused_listing_both() {
+    let test = "a_name_two_runtimes_know_is_refused_listing_both";
+    require_root!(test);
+    host_tier_only!(test);
+    let rootfs = match Rootfs::build() {
+        Ok(rootfs) => rootfs,
+        Err(why) => return skip::record(test, &why),
+    };
+    let (docker, podman) = match (DockerApi::start(Engine::Docker, &rootfs), DockerApi::start(Engine::Podman, &rootfs))
+    {
+        (Ok(d), Ok(p)) => (d, p),
+        (Err(why), _) | (_, Err(why)) => return skip::record(test, &format!("a runtime cannot run here: {why}")),
+    };
+    let name = unique_name("twin");
+    let (docker_id, _) = docker.run_sleeper(&name).expect("start the Docker container");
+    let (podman_id, _) = podman.run_sleeper(&name).expect("start the Podman container");
+    let mut env = env("DOCKER_HOST", docker.host());
+    env[1].1 = podman.host();
+    let err = resolved(&["--container", &name], &env).unwrap_err();
+    assert!(err.contains("matches more than one container"), "{err}");
+    assert!(err.contains(&format!("docker {}", &docker_id[..12])), "{err}");
+    assert!(err.contains(&format!("podman {}", &podman_id[..12])), "{err}");
+    // Its id still names one of them.
+    assert!(resolved(&["--container", &docker_id], &env).is_ok());
+}
+
+#[test]
 fn a_container_name_with_no_runtime_answering_is_refused_saying_what_to_do() {
     require_root!("a_container_name_with_no_runtime_answering_is_refused_saying_what_to_do");
     host_tier_only!("a_container_name_with_no_runtime_answering_is_refused_saying_what_to_do");
