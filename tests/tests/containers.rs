@@ -127,19 +127,54 @@ fn found_by_id_and_name_and_dropped(engine: Engine, test: &str) {
     assert!((0.45..=0.55).contains(&inside), "the container lost {:.1} %, expected 50 +- 5", inside * 100.0);
     assert_eq!(report.received_from(2), PACKETS, "a sender outside the container lost packets");
     assert_eq!(json["target"]["cgroup"], expected.as_str(), "{json}");
+
+    // A partition from the container to its loopback, by short id: nothing it sends arrives,
+    // everything from beside it does.
+    let sink = UdpSink::start(&netns, PORT, 1000, false);
+    let mut chaos = Chaos::start_with_env(
+        &[
+            "net",
+            "partition",
+            "--container",
+            &id[..12],
+            "--to",
+            "127.0.0.1/32",
+            "--for",
+            "2m",
+            "--output",
+            "json",
+            "-v",
+        ],
+        &env,
+    );
+    chaos.wait_until_armed(Duration::from_secs(60));
+    blast_inside(&exec, 1);
+    let outside = Blast { to, sender_id: 2, count: PACKETS, pps: 10_000, cgroup: None, netns: &netns }.run();
+    assert_eq!(outside.errors, 0);
+    let report = sink.finish();
+    let json = chaos.stop_json();
+    eprintln!(
+        "measured ({engine:?}): partitioned, the container got {} of {PACKETS} through, a sender beside it {}",
+        report.received_from(1),
+        report.received_from(2)
+    );
+    assert_eq!(report.received_from(1), 0, "a partitioned container got datagrams through");
+    assert_eq!(report.received_from(2), PACKETS, "a sender outside the container lost packets");
+    assert_eq!(json["target"]["cgroup"], expected.as_str(), "{json}");
 }
 
 #[test]
-fn docker_containers_are_found_by_short_id_full_id_and_name_and_a_drop_hits_only_them() {
-    let test = "docker_containers_are_found_by_short_id_full_id_and_name_and_a_drop_hits_only_them";
+fn docker_containers_are_found_by_short_id_full_id_and_name_and_a_drop_and_a_partition_hit_only_them() {
+    let test = "docker_containers_are_found_by_short_id_full_id_and_name_and_a_drop_and_a_partition_hit_only_them";
     require_root!(test);
     host_tier_only!(test);
     found_by_id_and_name_and_dropped(Engine::Docker, test);
 }
 
 #[test]
-fn podman_containers_are_found_through_its_docker_compatible_socket_and_a_drop_hits_only_them() {
-    let test = "podman_containers_are_found_through_its_docker_compatible_socket_and_a_drop_hits_only_them";
+fn podman_containers_are_found_through_its_docker_compatible_socket_and_a_drop_and_a_partition_hit_only_them() {
+    let test =
+        "podman_containers_are_found_through_its_docker_compatible_socket_and_a_drop_and_a_partition_hit_only_them";
     require_root!(test);
     host_tier_only!(test);
     found_by_id_and_name_and_dropped(Engine::Podman, test);

@@ -219,7 +219,7 @@ impl CgroupFs {
         })
     }
 
-    fn dir_holding(&self, pid: u32) -> Option<PathBuf> {
+    pub(super) fn dir_holding(&self, pid: u32) -> Option<PathBuf> {
         let wanted = pid.to_string();
         let mut stack = vec![self.mount.clone()];
         while let Some(dir) = stack.pop() {

@@ -182,3 +182,14 @@ fn reads_the_v2_line_of_proc_pid_cgroup() {
     fs::write(tree.0.join("42/cgroup"), "12:cpu:/x\n").unwrap();
     assert_eq!(pid_cgroup(&tree.0, 42), Err(TargetError::PidWithoutCgroup2 { pid: 42 }));
 }
+
+#[test]
+fn a_pid_is_found_by_the_cgroup_that_lists_it_when_proc_paths_are_relative() {
+    // What an agent in a cgroup namespace needs: /proc shows `/../../kubepods/...`, so the
+    // directory is found by its cgroup.procs.
+    let tree = FakeTree::new(&["kubepods/pod-a/c1", "kubepods/pod-b/c2"]);
+    fs::write(tree.0.join("kubepods/pod-a/c1/cgroup.procs"), "41\n").unwrap();
+    fs::write(tree.0.join("kubepods/pod-b/c2/cgroup.procs"), "42\n4242\n").unwrap();
+    assert_eq!(tree.fs().dir_holding(4242), Some(tree.0.join("kubepods/pod-b/c2")));
+    assert_eq!(tree.fs().dir_holding(424), None);
+}
