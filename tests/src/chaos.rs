@@ -18,7 +18,17 @@ pub fn chaos_bin() -> PathBuf {
 /// Runs `chaos args...` to completion: (exit status, stdout, stderr).
 #[must_use]
 pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
-    let output = Command::new(chaos_bin()).args(args).output().expect("run chaos");
+    run_with_env(args, &[])
+}
+
+/// [`run`] with `env` added to chaos's environment.
+#[must_use]
+pub fn run_with_env(args: &[&str], env: &[(&str, String)]) -> (ExitStatus, String, String) {
+    let output = Command::new(chaos_bin())
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run chaos");
     (
         output.status,
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -134,8 +144,15 @@ pub struct Chaos {
 impl Chaos {
     #[must_use]
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Chaos::start`] with `env` added to its environment (e.g. a test runtime's socket).
+    #[must_use]
+    pub fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut child = Command::new(chaos_bin())
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

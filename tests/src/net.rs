@@ -28,6 +28,15 @@ impl Netns {
         ns
     }
 
+    /// The network namespace of process `pid` (a container's), named for `ip netns` and
+    /// setns(2); Drop only removes the name, the namespace lives as long as its processes.
+    #[must_use]
+    pub fn of_process(pid: u32) -> Self {
+        let name = crate::unique_name("chaos-t");
+        ip(&["netns", "attach", &name, &pid.to_string()]);
+        Self { name }
+    }
+
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name

@@ -31,6 +31,13 @@ const PACKAGES: &[(&str, &str)] = &[
     ("chromium", "the verdict tests: renders `chaos report --html` headless, to a PNG"),
     ("nginx-light", "the real service of `cargo xtask bench service`"),
     ("wrk", "the load generator of `cargo xtask bench service`"),
+    // The container tests start each runtime themselves (private sockets and data directories);
+    // the packages' own services are never started by chaos's tests.
+    ("docker.io", "the container tests: a private dockerd that `--container` resolves through"),
+    ("containerd", "the container tests: a private containerd holding kubelet-labelled \"pods\""),
+    ("runc", "the OCI runtime dockerd and containerd start containers with"),
+    ("podman", "the container tests: `podman system service`, the Docker-compatible socket"),
+    ("crun", "the OCI runtime podman prefers"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

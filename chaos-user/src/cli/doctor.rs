@@ -1,16 +1,40 @@
-//! `chaos doctor`: the kernel-features probe on its own.
+//! `chaos doctor`: the kernel-features probe on its own, and which container runtimes answer
+//! (what `--container`, `--pod` and `--selector` resolve through).
 use std::{fmt::Write as _, process::ExitCode};
 
 use crate::{
     features::{self, Check, KernelFeatures},
     report::OutputFormat,
+    target::runtime,
 };
 
 pub fn run(output: OutputFormat) -> ExitCode {
     let features = features::probe();
+    let runtimes = runtime::status();
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&features).expect("features serialize")),
-        OutputFormat::Text => print!("{}", render(&features)),
+        OutputFormat::Json => {
+            let mut json = serde_json::to_value(&features).expect("features serialize");
+            json["container_runtimes"] = runtimes
+                .iter()
+                .map(|(socket, answer)| match answer {
+                    Ok(containers) => {
+                        serde_json::json!({ "socket": socket, "answers": true, "containers": containers })
+                    }
+                    Err(why) => serde_json::json!({ "socket": socket, "answers": false, "reason": why }),
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json).expect("json"));
+        }
+        OutputFormat::Text => {
+            print!("{}", render(&features));
+            println!("\nContainer runtimes (--container, --pod, --selector)");
+            for (socket, answer) in &runtimes {
+                match answer {
+                    Ok(containers) => println!("  yes {socket:<50} {containers} containers"),
+                    Err(why) => println!("  no  {socket:<50} {why}"),
+                }
+            }
+        }
     }
     ExitCode::SUCCESS
 }

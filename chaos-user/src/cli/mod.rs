@@ -15,7 +15,10 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand};
 
 pub use self::daemon::LogFormat;
-use crate::{report::OutputFormat, target::TargetName};
+use crate::{
+    report::OutputFormat,
+    target::{SelectorSpec, TargetName},
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -121,30 +124,68 @@ Examples:
 
 /// Exactly one way of naming the target.
 #[derive(Debug, Args, Clone)]
-#[group(id = "target", required = true, multiple = false)]
+// The group is declared by hand: a struct-level #[group] would also claim the flattened
+// PodOptions (clap then asks for an unnamed required argument).
+#[group(skip)]
+#[command(group = clap::ArgGroup::new("target").required(true).multiple(false))]
 pub struct TargetArgs {
     /// A cgroup v2 path: absolute, as /proc/PID/cgroup shows it, or relative to the cgroup2 mount.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", group = "target")]
     cgroup: Option<String>,
     /// The cgroup of this process. Sockets it opened before joining that cgroup are not affected.
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", group = "target")]
     pid: Option<u32>,
     /// A systemd unit's cgroup, e.g. nginx.service.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", group = "target")]
     unit: Option<String>,
-    /// A container's cgroup (docker, containerd, cri-o, podman), by full id or unique prefix.
-    #[arg(long, value_name = "ID")]
+    /// A container's cgroup, by full id, unique id prefix or name, asked of the runtimes whose
+    /// sockets are present (Docker, Podman, containerd); else by cgroup directory names (ids only).
+    #[arg(long, value_name = "ID|NAME", group = "target")]
     container: Option<String>,
+    /// A Kubernetes pod on this node (its pod-level cgroup: all its containers), found through
+    /// the labels kubelet puts on containers in containerd; no API server needed.
+    #[arg(long, value_name = "NAMESPACE/NAME", group = "target")]
+    pod: Option<String>,
+    /// The pod on this node whose labels match all of KEY=VALUE,..; several need --pick-pod.
+    #[arg(long, value_name = "KEY=VALUE,..", group = "target")]
+    selector: Option<String>,
+    #[command(flatten)]
+    pod_options: PodOptions,
+}
+
+/// What narrows `--pod` and `--selector`; no group of its own, so the target group stays
+/// "exactly one of" its direct flags.
+#[derive(Debug, Args, Clone)]
+#[group(skip)]
+pub struct PodOptions {
+    /// With --pod or --selector: only this container of the pod (its name in the pod spec).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["cgroup", "pid", "unit", "container"])]
+    container_name: Option<String>,
+    /// With --selector: only pods in this Kubernetes namespace.
+    #[arg(long, value_name = "NAMESPACE", requires = "selector")]
+    namespace: Option<String>,
+    /// With --selector: the Nth pod it matches, numbered from 1 as the refusal lists them
+    /// (`--pick-pod`, since proc kill's `--pick` chooses a process).
+    #[arg(long, value_name = "N", requires = "selector")]
+    pick_pod: Option<usize>,
 }
 
 impl TargetArgs {
     #[must_use]
     pub fn spec(&self) -> TargetName {
-        match (&self.cgroup, self.pid, &self.unit, &self.container) {
+        let container = self.pod_options.container_name.clone();
+        match (&self.cgroup, self.pid, &self.unit, &self.container, &self.pod, &self.selector) {
             (Some(path), ..) => TargetName::Cgroup(path.clone()),
             (_, Some(pid), ..) => TargetName::Pid(pid),
-            (_, _, Some(unit), _) => TargetName::Unit(unit.clone()),
-            (.., Some(id)) => TargetName::Container(id.clone()),
+            (_, _, Some(unit), ..) => TargetName::Unit(unit.clone()),
+            (_, _, _, Some(id), ..) => TargetName::Container(id.clone()),
+            (.., Some(pod), _) => TargetName::Pod { pod: pod.clone(), container },
+            (.., Some(selector)) => TargetName::Selector(SelectorSpec {
+                selector: selector.clone(),
+                namespace: self.pod_options.namespace.clone(),
+                container,
+                pick: self.pod_options.pick_pod,
+            }),
             _ => unreachable!("clap requires exactly one target"),
         }
     }

@@ -11,59 +11,7 @@ use std::{
 
 use serde::Serialize;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TargetError {
-    #[error(
-        "no cgroup v2 filesystem is mounted (looked in /proc/self/mountinfo); chaos targets cgroup \
-         v2 cgroups: mount one with `mount -t cgroup2 none /sys/fs/cgroup` or boot with \
-         systemd.unified_cgroup_hierarchy=1"
-    )]
-    NoCgroup2,
-    #[error("cannot read {what}: {reason}")]
-    Unreadable { what: String, reason: String },
-    #[error("{flag} {arg}: cgroup {path} does not exist (cgroup v2 is mounted at {mount})")]
-    NoSuchCgroup { flag: &'static str, arg: String, path: String, mount: String },
-    #[error("--cgroup {arg}: {path} is not inside the cgroup v2 mount {mount}")]
-    OutsideMount { arg: String, path: String, mount: String },
-    #[error("--pid {pid}: no such process")]
-    NoSuchPid { pid: u32 },
-    #[error("--pid {pid}: the process has no cgroup v2 membership in /proc/{pid}/cgroup")]
-    PidWithoutCgroup2 { pid: u32 },
-    #[error("--unit {unit}: no cgroup named {unit} under {mount}; is the unit running? (`systemctl status {unit}`)")]
-    NoSuchUnit { unit: String, mount: String },
-    #[error(
-        "--container {id}: no container cgroup matches (looked for docker, containerd, cri-o and podman naming under {mount}); `docker ps --no-trunc` or `crictl ps` show running ids"
-    )]
-    NoSuchContainer { id: String, mount: String },
-    #[error("--container {id}: a container id prefix needs at least 4 hexadecimal characters")]
-    BadContainerId { id: String },
-    #[error("{flag} {arg} is ambiguous, it matches:\n  {}\nname one of them with --cgroup", .matches.join("\n  "))]
-    Ambiguous { flag: &'static str, arg: String, matches: Vec<String> },
-    #[error(
-        "{flag} {arg} resolves to the root cgroup: every process on the machine would be \
-         affected. Aim at a child cgroup (a container, a unit, a process tree)"
-    )]
-    RootCgroup { flag: &'static str, arg: String },
-    #[error(
-        "{flag} {arg} resolves to cgroup {path}, which contains chaos itself (it runs in {own}). \
-         Run chaos from outside the target, or the controller would be hit by its own fault"
-    )]
-    ContainsController { flag: &'static str, arg: String, path: String, own: String },
-    #[error(
-        "{flag} {arg} resolves to cgroup {path}, which holds the init process (pid 1): a fault there \
-         can take the whole machine down. Aim at the service's own cgroup"
-    )]
-    InitScope { flag: &'static str, arg: String, path: String },
-}
-
-impl TargetError {
-    /// A refusal made for safety (root cgroup, chaos's own, init's), which `chaos run --i-know`
-    /// may override, as opposed to a target that does not exist.
-    #[must_use]
-    pub const fn is_safety_refusal(&self) -> bool {
-        matches!(self, Self::RootCgroup { .. } | Self::ContainsController { .. } | Self::InitScope { .. })
-    }
-}
+pub use self::{container::SelectorSpec, error::TargetError};
 
 /// What the user named on the command line or in a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,8 +22,15 @@ pub enum TargetName {
     Pid(u32),
     /// A systemd unit, e.g. `nginx.service`.
     Unit(String),
-    /// A container id (full or unique prefix).
+    /// A container id (full or unique prefix) or name.
     Container(String),
+    /// A Kubernetes pod on this node, `NAMESPACE/NAME`, or one of its containers.
+    Pod {
+        pod: String,
+        container: Option<String>,
+    },
+    /// The pods whose labels match, in a namespace if given.
+    Selector(SelectorSpec),
 }
 
 impl TargetName {
@@ -86,6 +41,8 @@ impl TargetName {
             Self::Pid(_) => "--pid",
             Self::Unit(_) => "--unit",
             Self::Container(_) => "--container",
+            Self::Pod { .. } => "--pod",
+            Self::Selector(_) => "--selector",
         }
     }
 
@@ -94,6 +51,19 @@ impl TargetName {
         match self {
             Self::Cgroup(s) | Self::Unit(s) | Self::Container(s) => s.clone(),
             Self::Pid(pid) => pid.to_string(),
+            Self::Pod { pod, container } => container::pod_arg(pod, container.as_deref()),
+            Self::Selector(spec) => {
+                let mut arg = spec.selector.clone();
+                for (flag, value) in [("--namespace", &spec.namespace), ("--container-name", &spec.container)] {
+                    if let Some(value) = value {
+                        arg.push_str(&format!(" {flag} {value}"));
+                    }
+                }
+                if let Some(pick) = spec.pick {
+                    arg.push_str(&format!(" --pick {pick}"));
+                }
+                arg
+            }
         }
     }
 }
@@ -181,6 +151,8 @@ impl CgroupFs {
             }
             TargetName::Unit(unit) => self.unit_dir(unit)?,
             TargetName::Container(id) => self.container_dir(id)?,
+            TargetName::Pod { pod, container } => self.pod_dir(pod, container.as_deref())?,
+            TargetName::Selector(spec) => self.selector_dir(spec)?,
         };
         let cgroup = self.cgroup_of(&dir).ok_or_else(|| TargetError::OutsideMount {
             arg: arg.clone(),
@@ -233,22 +205,6 @@ impl CgroupFs {
             [] => Err(TargetError::NoSuchUnit { unit: unit.to_owned(), mount: self.mount.display().to_string() }),
             [one] => Ok(one.clone()),
             _ => Err(self.ambiguous("--unit", unit, &matches)),
-        }
-    }
-
-    fn container_dir(&self, id: &str) -> Result<PathBuf, TargetError> {
-        let id = id.to_ascii_lowercase();
-        if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(TargetError::BadContainerId { id });
-        }
-        let mut matches = self.find_dirs(|name| container_id(name).is_some_and(|full| full.starts_with(&id)));
-        // Some runtimes nest the container's processes one level down (e.g. `.../<id>/init.scope`
-        // or a `container` child): those are below a match and already covered by it.
-        matches.dedup_by(|below, above| below.starts_with(above));
-        match matches.as_slice() {
-            [] => Err(TargetError::NoSuchContainer { id, mount: self.mount.display().to_string() }),
-            [one] => Ok(one.clone()),
-            _ => Err(self.ambiguous("--container", &id, &matches)),
         }
     }
 
@@ -394,5 +350,8 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+mod container;
+mod error;
+pub mod runtime;
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,7 @@ use crate::{
 pub const FAULT_KEYS: &[&str] = &["kind", "start", "duration", "ramp"];
 const TOP_KEYS: &[&str] = &["name", "description", "target", "duration", "fault", "control", "steady_state", "abort"];
 const CONTROL_KEYS: &[&str] = &["target", "confidence"];
-const TARGET_KEYS: &[&str] = &["cgroup", "pid", "unit", "container"];
+const TARGET_KEYS: &[&str] = &["cgroup", "pid", "unit", "container", "pod", "selector"];
 const STEADY_KEYS: &[&str] = &["before", "after", "interval", "timeout", "pass_rate", "check"];
 const ABORT_KEYS: &[&str] = &["on_violation", "consecutive_failures"];
 
@@ -120,7 +120,15 @@ fn parse_target(item: &Item<'_>) -> Result<TargetName, FileError> {
         "cgroup" => TargetName::Cgroup(one.str()?.to_owned()),
         "pid" => TargetName::Pid(one.integer::<u32>("a process id")?),
         "unit" => TargetName::Unit(one.str()?.to_owned()),
-        _ => TargetName::Container(one.str()?.to_owned()),
+        "container" => TargetName::Container(one.str()?.to_owned()),
+        // The whole pod; `--container-name`, `--namespace` and `--pick-pod` are command-line only.
+        "pod" => TargetName::Pod { pod: one.str()?.to_owned(), container: None },
+        _ => TargetName::Selector(crate::target::SelectorSpec {
+            selector: one.str()?.to_owned(),
+            namespace: None,
+            container: None,
+            pick: None,
+        }),
     })
 }
 

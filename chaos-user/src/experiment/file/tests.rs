@@ -285,3 +285,22 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn a_pod_or_a_selector_is_a_target() {
+    let with = |target: &str| parse_text(&GOOD.replace("target = { cgroup = \"/app\" }", target)).map(|e| e.target);
+    assert_eq!(
+        with("target = { pod = \"shop/web-1\" }").unwrap(),
+        TargetName::Pod { pod: "shop/web-1".into(), container: None }
+    );
+    assert_eq!(
+        with("target = { selector = \"app=web\" }").unwrap(),
+        TargetName::Selector(crate::target::SelectorSpec {
+            selector: "app=web".into(),
+            namespace: None,
+            container: None,
+            pick: None
+        })
+    );
+    assert!(with("target = { pod = \"shop/web-1\", unit = \"x.service\" }").is_err());
+}

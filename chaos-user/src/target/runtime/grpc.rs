@@ -1,0 +1,161 @@
+//! containerd's gRPC API, the three read-only calls chaos makes (list namespaces, containers,
+//! tasks), over HTTP/2 on its Unix socket, with the protobuf answers decoded by hand.
+//!
+//! Why not the `containerd-client` crate: it brings tonic, tower and a build script that needs
+//! protoc, for three unary calls whose requests are empty messages and whose answers chaos reads
+//! five fields of. hyper's HTTP/2 client is already in the build (through reqwest), and the
+//! protobuf wire format of strings, maps and varints is thirty lines.
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Calls `method` (e.g. `containerd.services.tasks.v1.Tasks/List`) with an empty request in
+/// containerd namespace `namespace`; returns the answer's protobuf message.
+///
+/// Runs on its own thread with its own runtime, so callers inside or outside tokio can use it.
+pub fn call_empty(socket: &Path, namespace: Option<&str>, method: &str) -> Result<Vec<u8>, String> {
+    let (socket, namespace, method) = (socket.to_owned(), namespace.map(str::to_owned), method.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            tokio::time::timeout(TIMEOUT, unary(&socket, namespace.as_deref(), &method))
+                .await
+                .map_err(|_| format!("no answer within {}s", TIMEOUT.as_secs()))?
+        })
+    })
+    .join()
+    .map_err(|_| "the gRPC thread panicked".to_owned())?
+}
+
+async fn unary(socket: &Path, namespace: Option<&str>, method: &str) -> Result<Vec<u8>, String> {
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+    tokio::spawn(connection);
+    // A gRPC message: 1 byte "not compressed", 4 bytes big-endian length, then the message,
+    // here an empty one.
+    let mut request = hyper::Request::post(format!("http://localhost/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(namespace) = namespace {
+        request = request.header("containerd-namespace", namespace);
+    }
+    let request = request.body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0]))).map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| format!("{method}: {e}"))?;
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.map_err(|e| format!("{method}: reading the answer: {e}"))?;
+    // grpc-status is in the trailers, or in the headers of a trailers-only (error) answer.
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let status_of = |name: &str| {
+        trailers.get(name).or_else(|| parts.headers.get(name)).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    };
+    match status_of("grpc-status").as_deref() {
+        Some("0") | None if parts.status.is_success() => {}
+        status => {
+            return Err(format!(
+                "{method}: gRPC status {} {}",
+                status.unwrap_or(parts.status.as_str()),
+                status_of("grpc-message").unwrap_or_default()
+            ));
+        }
+    }
+    let body = collected.to_bytes();
+    let message = body.get(5..).ok_or_else(|| format!("{method}: an answer shorter than its gRPC frame"))?;
+    Ok(message.to_vec())
+}
+
+/// One field of a protobuf message: its number and its value, for the wire types chaos reads.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Field<'a> {
+    Varint(u32, u64),
+    Bytes(u32, &'a [u8]),
+}
+
+/// The fields of a protobuf message, in order; fixed-width ones are skipped.
+pub fn fields(mut message: &[u8]) -> Result<Vec<Field<'_>>, String> {
+    let mut out = Vec::new();
+    while !message.is_empty() {
+        let key = varint(&mut message)?;
+        let number = u32::try_from(key >> 3).map_err(|_| "a field number out of range")?;
+        match key & 7 {
+            0 => out.push(Field::Varint(number, varint(&mut message)?)),
+            1 => message = message.get(8..).ok_or("a truncated 64-bit field")?,
+            2 => {
+                let len = usize::try_from(varint(&mut message)?).map_err(|_| "a length out of range")?;
+                let value = message.get(..len).ok_or("a truncated length-delimited field")?;
+                out.push(Field::Bytes(number, value));
+                message = &message[len..];
+            }
+            5 => message = message.get(4..).ok_or("a truncated 32-bit field")?,
+            other => return Err(format!("protobuf wire type {other} is not expected here")),
+        }
+    }
+    Ok(out)
+}
+
+fn varint(input: &mut &[u8]) -> Result<u64, String> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first().ok_or("a truncated varint")?;
+        *input = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("a varint longer than 10 bytes".into())
+}
+
+/// The string in field `number` (the first one), or "".
+pub fn string(fields: &[Field<'_>], number: u32) -> String {
+    fields
+        .iter()
+        .find_map(|f| match f {
+            Field::Bytes(n, value) if *n == number => Some(String::from_utf8_lossy(value).into_owned()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Every embedded message in (repeated) field `number`.
+pub fn messages<'a>(fields: &[Field<'a>], number: u32) -> Vec<&'a [u8]> {
+    fields
+        .iter()
+        .filter_map(|f| match f {
+            Field::Bytes(n, value) if *n == number => Some(*value),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A `map<string, string>` in field `number`: each entry is a message of key (1) and value (2).
+pub fn string_map(fields: &[Field<'_>], number: u32) -> Result<BTreeMap<String, String>, String> {
+    messages(fields, number)
+        .into_iter()
+        .map(|entry| {
+            let entry = self::fields(entry)?;
+            Ok((string(&entry, 1), string(&entry, 2)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_strings_varints_and_maps() {
+        // {1: "ab", 3: 300, 2: {1: "k", 2: "v"}} with a fixed32 field (5) in between.
+        let message = [0x0a, 2, b'a', b'b', 0x18, 0xac, 0x02, 0x2d, 1, 2, 3, 4, 0x12, 6, 0x0a, 1, b'k', 0x12, 1, b'v'];
+        let parsed = fields(&message).unwrap();
+        assert_eq!(string(&parsed, 1), "ab");
+        assert!(parsed.contains(&Field::Varint(3, 300)));
+        assert_eq!(string_map(&parsed, 2).unwrap(), BTreeMap::from([("k".to_owned(), "v".to_owned())]));
+        assert!(fields(&[0x0a, 5, b'a']).is_err());
+    }
+}
