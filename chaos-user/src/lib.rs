@@ -24,3 +24,4 @@ pub mod run_records;
 pub mod steady;
 pub mod sys;
 pub mod target;
+pub mod target_watch;

@@ -19,6 +19,8 @@ use crate::{
     report::{DirectionCounters, FaultReport, OutputFormat, StopReason, StopSignal},
     run_records::Registration,
     sys,
+    target::Target,
+    target_watch::TargetWatch,
 };
 
 /// Loads a fresh copy of the object for `plan`, fills its maps, writes its configuration with a
@@ -52,7 +54,7 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         // Signals first: a Ctrl-C during set-up must still reach the clean-up below.
-        let mut signals = StopSignals::install().context("installing signal handlers")?;
+        let mut signals = StopSignals::install().context("installing signal handlers")?.watching(&plan.target);
         let _ = sys::raise_memlock_rlimit();
         let (mut fault, deadline_ns) = arm(plan, Some(plan.duration))?;
         // The user-space timer ends with the kernel deadline (both CLOCK_MONOTONIC).
@@ -98,6 +100,8 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
 pub struct StopSignals {
     signals: Option<[tokio::signal::unix::Signal; 3]>,
     cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The target, when its removal ends the run ("target gone").
+    target: Option<TargetWatch>,
 }
 
 impl StopSignals {
@@ -109,17 +113,42 @@ impl StopSignals {
                 signal(SignalKind::hangup())?,
             ]),
             cancel: None,
+            target: None,
         })
     }
 
     /// Ends the run when `cancel` turns true (or its sender is gone: nobody is left to end it).
     #[must_use]
     pub const fn cancelled_by(cancel: tokio::sync::watch::Receiver<bool>) -> Self {
-        Self { signals: None, cancel: Some(cancel) }
+        Self { signals: None, cancel: Some(cancel), target: None }
+    }
+
+    /// Also ends the run when `target`'s cgroup goes away.
+    #[must_use]
+    pub fn watching(mut self, target: &Target) -> Self {
+        self.target = Some(TargetWatch::new(target));
+        self
     }
 
     pub async fn next(&mut self) -> StopReason {
-        match (&mut self.signals, &mut self.cancel) {
+        let Self { signals, cancel, target } = self;
+        let gone = async {
+            match target {
+                Some(watch) => watch.gone().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = gone => StopReason::TargetGone,
+            reason = Self::stopped(signals, cancel) => reason,
+        }
+    }
+
+    async fn stopped(
+        signals: &mut Option<[tokio::signal::unix::Signal; 3]>,
+        cancel: &mut Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> StopReason {
+        match (signals, cancel) {
             (Some([int, term, hup]), _) => tokio::select! {
                 _ = int.recv() => StopReason::Signal(StopSignal::Int),
                 _ = term.recv() => StopReason::Signal(StopSignal::Term),

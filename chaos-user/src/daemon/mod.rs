@@ -63,7 +63,8 @@ struct ActiveRun {
 /// What a run's thread sends back when it ends.
 struct RunEnd {
     number: u64,
-    /// The verdict's exit code (0 held, 1 violated, 2 could not run), or why it did not start.
+    /// The verdict's exit code (0 held, 1 violated, 2 could not run, 3 target gone), or why it
+    /// did not start.
     outcome: Result<u8, String>,
     timeline: PathBuf,
 }
@@ -269,6 +270,7 @@ impl Service {
         let (outcome, verdict) = match &end.outcome {
             Ok(0) => ("held", "held".to_owned()),
             Ok(1) => ("violated", "violated".to_owned()),
+            Ok(crate::report::TARGET_GONE_EXIT) => ("target_gone", "target gone (its cgroup was removed)".to_owned()),
             Ok(code) => ("aborted", format!("no verdict (exit {code})")),
             Err(why) => ("aborted", format!("could not run: {why}")),
         };
