@@ -12,7 +12,7 @@ use crate::{
     experiment::plan::check_one_shot,
     fault::{AttachPoint, FaultContext, FaultPlan, PlanFault, options},
     features::Prober,
-    ledger,
+    hints, ledger,
     report::OutputFormat,
     run,
     run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
@@ -85,6 +85,12 @@ pub fn run_fault(
              before it joined {} are not affected",
             plan.target.cgroup
         );
+    }
+    if keys_on_sockets(&plan) {
+        let foreign = hints::foreign_sockets(&plan.target);
+        if let Some(note) = hints::foreign_sockets_note(&plan.target, &foreign) {
+            eprintln!("chaos: note: {note}");
+        }
     }
     let mut registration = register(&plan, hooks)?;
     run::run_plan(&plan, output, &mut registration)
