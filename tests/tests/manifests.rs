@@ -131,3 +131,16 @@ fn the_configmap_starts_paused_with_the_share_cap_on() {
         assert!(!key.contains('/'), "ConfigMap keys are file names: {key}");
     }
 }
+
+#[test]
+fn the_configmap_files_are_a_configuration_the_daemon_accepts() {
+    let config: ConfigMap = typed("configmap.yaml", "ConfigMap");
+    let mount = chaos_tests::TempDir::new();
+    for (name, text) in config.data.expect("data") {
+        fs::write(mount.path().join(&name), text).expect("write a ConfigMap file");
+    }
+    let daemon_toml = mount.path().join("daemon.toml");
+    let (status, stdout, stderr) = chaos_tests::chaos::run(&["daemon", "--check", daemon_toml.to_str().unwrap()]);
+    assert!(status.success(), "chaos daemon --check refuses the ConfigMap's configuration: {stdout}{stderr}");
+    assert!(stdout.contains("25 % of a selector's matches"), "{stdout}");
+}
