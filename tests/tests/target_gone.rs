@@ -110,3 +110,61 @@ fn an_experiment_whose_cgroup_is_removed_ends_target_gone_in_its_timeline() {
     assert!(verdict["held"].is_null(), "a run without its target has no verdict either way: {verdict}");
     assert!(stdout.contains("target gone"), "the summary does not say the target is gone: {stdout}");
 }
+
+#[test]
+fn a_daemon_run_whose_cgroup_is_removed_ends_target_gone_and_the_daemon_carries_on() {
+    require_root!("a_daemon_run_whose_cgroup_is_removed_ends_target_gone_and_the_daemon_carries_on");
+    chaos_tests::skip_if!(
+        chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-")),
+        "a_daemon_run_whose_cgroup_is_removed_ends_target_gone_and_the_daemon_carries_on",
+        "the daemon's tests run on the host tier (its engine is the command line's, tested on every tier)"
+    );
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let dir = TempDir::new();
+    fs::write(
+        dir.path().join("experiment.toml"),
+        "name = \"gone\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"60s\"\n\n\
+         [[fault]]\nkind = \"net drop\"\npercent = 10\ndirection = \"egress\"\n",
+    )
+    .expect("write the experiment");
+    fs::write(
+        dir.path().join("daemon.toml"),
+        format!(
+            "socket = \"daemon.sock\"\nkill_switch = \"kill\"\nstate_dir = \"state\"\nmetrics = false\n\
+             [schedule]\nevery = \"1s\"\n[budget]\nmax_runs_per_hour = 1000\n\n\
+             [[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{}\" }}\n",
+            cgroup.path()
+        ),
+    )
+    .expect("write the configuration");
+    let config = dir.path().join("daemon.toml");
+    let mut daemon = Chaos::start(&["daemon", "--config", config.to_str().unwrap()]);
+    let cgroup_dir = cgroup.dir().to_owned();
+    daemon
+        .wait_until("a run on the cgroup", Duration::from_secs(60), || kernel::inet_programs_attached(&cgroup_dir) > 0);
+    let removed = remove(cgroup);
+    daemon.wait_until("the run ends target gone", Duration::from_secs(10), || {
+        let log = daemon_log(&dir);
+        log.contains("target gone")
+    });
+    eprintln!(
+        "measured: the daemon's run ended {:.0} ms after its cgroup was removed",
+        removed.elapsed().as_secs_f64() * 1e3
+    );
+    // The daemon carries on: its socket answers.
+    let socket = dir.path().join("daemon.sock");
+    let (status, stdout, stderr) =
+        chaos::run(&["daemon", "status", "--socket", socket.to_str().unwrap(), "--output", "json"]);
+    assert!(status.success(), "the daemon does not answer after a run's target went: {stdout}{stderr}");
+    daemon.signal(libc::SIGTERM);
+    let (status, _, log) = daemon.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("target gone"), "{log}");
+}
+
+/// The timelines the daemon wrote so far, as one text.
+fn daemon_log(dir: &TempDir) -> String {
+    let Ok(entries) = fs::read_dir(dir.path().join("state/timelines")) else { return String::new() };
+    entries.flatten().filter_map(|e| fs::read_to_string(e.path()).ok()).collect()
+}
