@@ -168,3 +168,49 @@ fn daemon_log(dir: &TempDir) -> String {
     let Ok(entries) = fs::read_dir(dir.path().join("state/timelines")) else { return String::new() };
     entries.flatten().filter_map(|e| fs::read_to_string(e.path()).ok()).collect()
 }
+
+#[test]
+fn a_detached_experiment_whose_cgroup_is_removed_ends_target_gone() {
+    require_root!("a_detached_experiment_whose_cgroup_is_removed_ends_target_gone");
+    let cgroup = TestCgroup::new();
+    let scratch = TempDir::new();
+    let file = scratch.path().join("gone.toml");
+    fs::write(
+        &file,
+        format!(
+            "name = \"gone\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"60s\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 50\ndirection = \"egress\"\n",
+            cgroup.path()
+        ),
+    )
+    .expect("write the experiment");
+    let timeline = scratch.path().join("gone.jsonl");
+    let (status, stdout, stderr) =
+        chaos::run(&["run", file.to_str().unwrap(), "--detach", "--timeline", timeline.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    let read = || -> Vec<Value> {
+        fs::read_to_string(&timeline).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let wait = |what: &str, done: &dyn Fn(&[Value]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(&read()) {
+            assert!(Instant::now() < deadline, "no {what} in the timeline: {:?}", read());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("arm", &|events| events.iter().any(|e| e["event"] == "arm"));
+    let removed = remove(cgroup);
+    wait("verdict", &|events| events.iter().any(|e| e["event"] == "verdict"));
+    eprintln!(
+        "measured: the detached experiment ended {:.0} ms after its target was removed",
+        removed.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(removed.elapsed() < Duration::from_secs(3), "the reaper took {:?}", removed.elapsed());
+    let events = read();
+    let detach = events.iter().find(|e| e["event"] == "detach").unwrap_or_else(|| panic!("no detach: {events:?}"));
+    assert_eq!(detach["why"], "target gone", "{detach}");
+    let verdict = events.iter().find(|e| e["event"] == "verdict").expect("a verdict");
+    assert_eq!(verdict["exit_code"], 3, "{verdict}");
+    let (status, stdout, _) = chaos::run(&["status", "--output", "json"]);
+    assert!(status.success());
+    assert!(!stdout.contains(timeline.to_str().unwrap()), "the run is still listed: {stdout}");
+}
