@@ -87,3 +87,34 @@ fn a_fault_that_sees_traffic_gives_no_hint() {
     assert!(seen > 500, "the kernel saw only {seen} of the blaster's packets");
     assert!(!stderr.contains(QUIET_HINT), "a hint while traffic flows: {stderr}");
 }
+
+/// `chaos run --dry-run` of a drop on the cgroup: what it printed.
+fn experiment_dry_run(cgroup: &TestCgroup) -> String {
+    let dir = chaos_tests::TempDir::new();
+    let file = dir.path().join("moved.toml");
+    fs::write(
+        &file,
+        format!(
+            "name = \"moved\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"5s\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 10\n",
+            cgroup.path()
+        ),
+    )
+    .expect("write the experiment");
+    let (status, stdout, stderr) = chaos::run(&["run", file.to_str().unwrap(), "--dry-run"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    format!("{stdout}{stderr}")
+}
+
+#[test]
+fn an_experiment_names_moved_sockets_in_its_notes_and_only_then() {
+    require_root!("an_experiment_names_moved_sockets_in_its_notes_and_only_then");
+    let netns = Netns::new();
+    let (moved, born_inside) = (TestCgroup::new(), TestCgroup::new());
+    let sink = UdpSink::start(&netns, 7104, 60_000, false);
+    fs::write(moved.dir().join("cgroup.procs"), sink.pid().to_string()).expect("move the sink into the cgroup");
+    let _inside = UdpSink::start_in(&born_inside, &netns, 7105, 60_000);
+    let output = experiment_dry_run(&moved);
+    assert!(output.contains(MOVED_NOTE), "no note about the moved socket: {output}");
+    let output = experiment_dry_run(&born_inside);
+    assert!(!output.contains(MOVED_NOTE), "a note where no socket moved: {output}");
+}
