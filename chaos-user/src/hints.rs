@@ -46,7 +46,24 @@ pub fn foreign_sockets(target: &Target) -> Vec<ForeignSocket> {
     let mut foreign = Vec::new();
     for pid in namespaces.into_values() {
         let Ok(namespace) = netns::Netns::open(Path::new(&format!("/proc/{pid}/ns/net"))) else { continue };
-        let Ok(Ok(sockets)) = namespace.run(sock_diag::inet_sockets) else { continue };
+        let (sockets, unlisted) = match namespace.run(sock_diag::inet_sockets) {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(err)) => {
+                tracing::info!("sock_diag cannot list the target's sockets here: {err}; moved sockets go unnamed");
+                continue;
+            }
+            Err(err) => {
+                tracing::info!("sock_diag cannot list the target's sockets: {err}; moved sockets go unnamed");
+                continue;
+            }
+        };
+        if !unlisted.is_empty() {
+            tracing::info!(
+                "sock_diag cannot list the target's {} sockets on this kernel (inet_diag, tcp_diag or \
+                 udp_diag missing): moved sockets of them go unnamed",
+                unlisted.join(" and ")
+            );
+        }
         for socket in sockets {
             if let Some(&pid) = owners.get(&socket.inode)
                 && !inside.contains(&socket.cgroup_id)

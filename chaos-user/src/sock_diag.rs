@@ -28,20 +28,26 @@ pub struct SocketCgroup {
 }
 
 /// Every TCP and UDP socket (IPv4 and IPv6) of the calling thread's network namespace, with its
-/// cgroup id. Sockets the kernel reports without one (before 5.7) are left out.
-pub fn inet_sockets() -> io::Result<Vec<SocketCgroup>> {
+/// cgroup id, and the protocols the kernel cannot list (ENOENT: inet_diag, tcp_diag or udp_diag
+/// not built or not loaded). Sockets the kernel reports without a cgroup id (before 5.7) are
+/// left out.
+pub fn inet_sockets() -> io::Result<(Vec<SocketCgroup>, Vec<&'static str>)> {
     let fd = open()?;
     let mut sockets = Vec::new();
+    let mut unlisted = Vec::new();
     for (protocol, number) in [("tcp", libc::IPPROTO_TCP), ("udp", libc::IPPROTO_UDP)] {
         for family in [libc::AF_INET, libc::AF_INET6] {
             match dump(&fd, family as u8, number as u8, protocol, &mut sockets) {
-                // A kernel without udp_diag answers ENOENT: its UDP sockets stay unknown.
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                    if !unlisted.contains(&protocol) {
+                        unlisted.push(protocol);
+                    }
+                }
                 other => other?,
             }
         }
     }
-    Ok(sockets)
+    Ok((sockets, unlisted))
 }
 
 fn open() -> io::Result<OwnedFd> {
