@@ -2,7 +2,7 @@
 //! deserialised into the typed API structs (`k8s-openapi`, unknown fields refused), and the
 //! DaemonSet's security context, volumes and annotations checked; the ConfigMap's files are a
 //! configuration the daemon accepts (`chaos daemon --check`, on the host tier).
-use std::{collections::BTreeMap, fs, path::PathBuf};
+use std::{collections::BTreeMap, fs};
 
 use k8s_openapi::{
     api::{
@@ -13,14 +13,21 @@ use k8s_openapi::{
 };
 use serde::Deserialize as _;
 
-fn manifests_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
+/// The manifests, compiled in: the VM tiers run this binary where the source tree is not.
+fn manifest(name: &str) -> &'static str {
+    match name {
+        "namespace.yaml" => include_str!("../../deploy/kubernetes/namespace.yaml"),
+        "serviceaccount.yaml" => include_str!("../../deploy/kubernetes/serviceaccount.yaml"),
+        "configmap.yaml" => include_str!("../../deploy/kubernetes/configmap.yaml"),
+        "daemonset.yaml" => include_str!("../../deploy/kubernetes/daemonset.yaml"),
+        "kustomization.yaml" => include_str!("../../deploy/kubernetes/kustomization.yaml"),
+        other => panic!("no manifest {other}"),
+    }
 }
 
 /// Every YAML document of one file, as JSON values with their `kind`.
 fn documents(name: &str) -> Vec<serde_json::Value> {
-    let text = fs::read_to_string(manifests_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    serde_norway::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(manifest(name))
         .map(|document| serde_json::Value::deserialize(document).unwrap_or_else(|e| panic!("{name}: {e}")))
         .collect()
 }
