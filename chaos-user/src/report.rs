@@ -45,6 +45,7 @@ impl FaultReport<'_> {
             StopReason::Deadline => "reached its deadline".to_owned(),
             StopReason::Signal(signal) => format!("stopped early by {}", signal.name()),
             StopReason::Cancelled => "stopped early by the daemon".to_owned(),
+            StopReason::TargetGone => "stopped early: target gone (its cgroup was removed)".to_owned(),
         };
         let mut out = format!(
             "{} ({}) on {} {ended} after {:.1}s of {}; detached.\n",
@@ -69,6 +70,10 @@ impl FaultReport<'_> {
     }
 }
 
+/// The exit status of a fault or experiment whose target went away mid-run (0, 1 and 2 are
+/// taken by the verdicts, 128 + n by signals).
+pub const TARGET_GONE_EXIT: u8 = 3;
+
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "by", content = "signal")]
@@ -77,6 +82,9 @@ pub enum StopReason {
     Signal(StopSignal),
     /// The daemon ended the run (kill switch, pause --now, stop-all, its own end).
     Cancelled,
+    /// The target's cgroup was removed (its container or unit ended) while the fault ran.
+    #[serde(rename = "target_gone")]
+    TargetGone,
 }
 
 /// The signals that stop a run early (after clean-up).
@@ -102,13 +110,15 @@ impl StopSignal {
 }
 
 impl StopReason {
-    /// Conventional exit status: 0 for a run that reached its deadline, 128 + signal otherwise.
+    /// Conventional exit status: 0 for a run that reached its deadline, 128 + signal for one
+    /// stopped by a signal, 3 for one whose target went away.
     #[must_use]
     pub const fn exit_code(self) -> u8 {
         match self {
             Self::Deadline => 0,
             Self::Signal(signal) => 128 + signal as u8,
             Self::Cancelled => 128 + StopSignal::Term as u8,
+            Self::TargetGone => TARGET_GONE_EXIT,
         }
     }
 }

@@ -15,10 +15,13 @@ use tokio::{
 use crate::{
     engine::{AttachError, LoadedFault},
     fault::FaultPlan,
+    hints::QuietHint,
     live::LiveLine,
     report::{DirectionCounters, FaultReport, OutputFormat, StopReason, StopSignal},
     run_records::Registration,
     sys,
+    target::Target,
+    target_watch::TargetWatch,
 };
 
 /// Loads a fresh copy of the object for `plan`, fills its maps, writes its configuration with a
@@ -52,7 +55,7 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         // Signals first: a Ctrl-C during set-up must still reach the clean-up below.
-        let mut signals = StopSignals::install().context("installing signal handlers")?;
+        let mut signals = StopSignals::install().context("installing signal handlers")?.watching(&plan.target);
         let _ = sys::raise_memlock_rlimit();
         let (mut fault, deadline_ns) = arm(plan, Some(plan.duration))?;
         // The user-space timer ends with the kernel deadline (both CLOCK_MONOTONIC).
@@ -61,7 +64,10 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
         tracing::info!("fault armed: kernel deadline CLOCK_MONOTONIC ns={deadline_ns}");
 
         let directions = plan.directions();
-        let progress = Progress { line: LiveLine::on_stderr(), label: plan.fault, injected_word: plan.injected_word };
+        // Only packet faults get the "seen nothing" hint (syscall and process faults count calls).
+        let quiet = plan.counter_label.is_none().then(|| QuietHint::new(&plan.target, Instant::now()));
+        let progress =
+            Progress { line: LiveLine::on_stderr(), label: plan.fault, injected_word: plan.injected_word, quiet };
         let record_counts = |counters: &[DirectionCounters]| {
             registration.update_counts(&[counters.iter().map(|c| c.injected).sum()]);
         };
@@ -98,6 +104,8 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
 pub struct StopSignals {
     signals: Option<[tokio::signal::unix::Signal; 3]>,
     cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The target, when its removal ends the run ("target gone").
+    target: Option<TargetWatch>,
 }
 
 impl StopSignals {
@@ -109,17 +117,42 @@ impl StopSignals {
                 signal(SignalKind::hangup())?,
             ]),
             cancel: None,
+            target: None,
         })
     }
 
     /// Ends the run when `cancel` turns true (or its sender is gone: nobody is left to end it).
     #[must_use]
     pub const fn cancelled_by(cancel: tokio::sync::watch::Receiver<bool>) -> Self {
-        Self { signals: None, cancel: Some(cancel) }
+        Self { signals: None, cancel: Some(cancel), target: None }
+    }
+
+    /// Also ends the run when `target`'s cgroup goes away.
+    #[must_use]
+    pub fn watching(mut self, target: &Target) -> Self {
+        self.target = Some(TargetWatch::new(target));
+        self
     }
 
     pub async fn next(&mut self) -> StopReason {
-        match (&mut self.signals, &mut self.cancel) {
+        let Self { signals, cancel, target } = self;
+        let gone = async {
+            match target {
+                Some(watch) => watch.gone().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = gone => StopReason::TargetGone,
+            reason = Self::stopped(signals, cancel) => reason,
+        }
+    }
+
+    async fn stopped(
+        signals: &mut Option<[tokio::signal::unix::Signal; 3]>,
+        cancel: &mut Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> StopReason {
+        match (signals, cancel) {
             (Some([int, term, hup]), _) => tokio::select! {
                 _ = int.recv() => StopReason::Signal(StopSignal::Int),
                 _ = term.recv() => StopReason::Signal(StopSignal::Term),
@@ -142,16 +175,21 @@ pub fn read_counters(
     directions.iter().map(|&d| Ok(DirectionCounters::new(d, label, fault.counters(d)?))).collect()
 }
 
-/// A fault's live counters, per direction, and the time left.
-#[derive(Clone, Copy)]
+/// A fault's live counters, per direction, and the time left; for a network fault, a hint when
+/// it has seen nothing for a while.
 pub struct Progress {
     pub line: LiveLine,
     pub label: &'static str,
     pub injected_word: &'static str,
+    pub quiet: Option<QuietHint>,
 }
 
 impl Progress {
-    fn show(self, remaining: Duration, counters: &[DirectionCounters]) {
+    fn show(&mut self, remaining: Duration, counters: &[DirectionCounters]) {
+        if let Some(hint) = self.quiet.as_mut().and_then(|q| q.check(Instant::now(), counters)) {
+            self.line.finish();
+            eprintln!("chaos: {hint}");
+        }
         let parts: Vec<String> = counters
             .iter()
             .map(|c| format!("{} seen {} {} {}", c.direction, c.seen, self.injected_word, c.injected))
@@ -167,24 +205,24 @@ pub async fn supervise(
     label: Option<&'static str>,
     deadline: Instant,
     signals: &mut StopSignals,
-    progress: Option<Progress>,
+    mut progress: Option<Progress>,
     mut on_counts: impl FnMut(&[DirectionCounters]),
 ) -> StopReason {
-    let mut ticks = interval(progress.map_or(Duration::from_secs(3600), |p| p.line.period()));
+    let mut ticks = interval(progress.as_ref().map_or(Duration::from_secs(3600), |p| p.line.period()));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stop = loop {
         tokio::select! {
             () = sleep_until(deadline) => break StopReason::Deadline,
             reason = signals.next() => break reason,
             _ = ticks.tick() => {
-                if let (Some(progress), Ok(counters)) = (progress, read_counters(fault, directions, label)) {
+                if let (Some(progress), Ok(counters)) = (progress.as_mut(), read_counters(fault, directions, label)) {
                     progress.show(deadline.saturating_duration_since(Instant::now()), &counters);
                     on_counts(&counters);
                 }
             }
         }
     };
-    if let Some(progress) = progress {
+    if let Some(progress) = &progress {
         progress.line.finish();
     }
     stop

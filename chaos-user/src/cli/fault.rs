@@ -10,9 +10,9 @@ use clap::Args;
 use super::TargetArgs;
 use crate::{
     experiment::plan::check_one_shot,
-    fault::{AttachPoint, FaultContext, FaultPlan, PlanFault, options},
+    fault::{FaultContext, FaultPlan, PlanFault, options},
     features::Prober,
-    ledger,
+    hints, ledger,
     report::OutputFormat,
     run,
     run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
@@ -79,12 +79,18 @@ pub fn run_fault(
     if let Some(action) = fault.userspace_action(run.i_know) {
         return crate::fault::proc::periodic::run(&plan, action, output);
     }
-    if matches!(target_spec, TargetName::Pid(_)) && keys_on_sockets(&plan) {
+    if matches!(target_spec, TargetName::Pid(_)) && plan.keys_on_sockets() {
         eprintln!(
             "note: a socket stays in the cgroup it was created in; sockets this process opened \
              before it joined {} are not affected",
             plan.target.cgroup
         );
+    }
+    if plan.keys_on_sockets() {
+        let foreign = hints::foreign_sockets(&plan.target);
+        if let Some(note) = hints::foreign_sockets_note(&plan.target, &foreign) {
+            eprintln!("chaos: note: {note}");
+        }
     }
     let mut registration = register(&plan, hooks)?;
     run::run_plan(&plan, output, &mut registration)
@@ -110,12 +116,6 @@ fn register(plan: &FaultPlan, hooks: Vec<(String, String)>) -> anyhow::Result<Re
         pin_dir: None,
     };
     Registration::register(record).map_err(|e| anyhow::anyhow!("registering the run in {}: {e}", run_records::RUNS_DIR))
-}
-
-/// Whether the fault's programs find the target by a socket's cgroup (cgroup_skb, cgroup
-/// socket hooks, TC egress), so that sockets opened elsewhere escape it.
-fn keys_on_sockets(plan: &FaultPlan) -> bool {
-    plan.programs.iter().any(|p| matches!(p.attach, AttachPoint::Cgroup { .. } | AttachPoint::Tc { .. }))
 }
 
 /// Legacy TC filters of crashed runs are removed before new ones attach.

@@ -10,6 +10,7 @@
 //! fault has its kernel deadline and fd-owned links, which go with the process.
 mod check;
 pub mod config;
+mod config_watch;
 pub mod control;
 pub mod metrics;
 pub mod scheduler;
@@ -63,7 +64,8 @@ struct ActiveRun {
 /// What a run's thread sends back when it ends.
 struct RunEnd {
     number: u64,
-    /// The verdict's exit code (0 held, 1 violated, 2 could not run), or why it did not start.
+    /// The verdict's exit code (0 held, 1 violated, 2 could not run, 3 target gone), or why it
+    /// did not start.
     outcome: Result<u8, String>,
     timeline: PathBuf,
 }
@@ -83,6 +85,10 @@ struct Service {
     next_run: Instant,
     ended: mpsc::UnboundedSender<RunEnd>,
     next_number: u64,
+    /// The configuration's files as last loaded: a change on disk reloads it.
+    config_seen: config_watch::Fingerprint,
+    /// The content on disk last refused, so that it is counted once.
+    refused: Option<config_watch::Fingerprint>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. A bad configuration is an error (exit 2).
@@ -125,6 +131,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
             "chaos daemon started"
         );
         let socket = config.socket.clone();
+        let config_seen = config_watch::fingerprint(&config);
         let mut service = Service {
             config,
             metrics,
@@ -134,7 +141,11 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
             next_run: first_run,
             ended,
             next_number: 1,
+            config_seen,
+            refused: None,
         };
+        let mut config_ticks = interval(config_watch::POLL);
+        config_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut ticks = interval(TICK);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let why = loop {
@@ -147,6 +158,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
                     }
                 }
                 _ = hup.recv() => service.reload(),
+                _ = config_ticks.tick() => service.reload_if_changed(),
                 _ = term.recv() => break "SIGTERM",
                 _ = int.recv() => break "SIGINT",
             }
@@ -269,6 +281,7 @@ impl Service {
         let (outcome, verdict) = match &end.outcome {
             Ok(0) => ("held", "held".to_owned()),
             Ok(1) => ("violated", "violated".to_owned()),
+            Ok(crate::report::TARGET_GONE_EXIT) => ("target_gone", "target gone (its cgroup was removed)".to_owned()),
             Ok(code) => ("aborted", format!("no verdict (exit {code})")),
             Err(why) => ("aborted", format!("could not run: {why}")),
         };
@@ -336,7 +349,20 @@ impl Service {
         count
     }
 
+    /// A configuration changed on disk (an edit, or kubelet swapping a ConfigMap's files) is
+    /// reloaded as on SIGHUP.
+    fn reload_if_changed(&mut self) {
+        let now = config_watch::fingerprint(&self.config);
+        if now != self.config_seen {
+            tracing::info!(config = %self.config.path.display(), "configuration changed on disk");
+            self.reload();
+        }
+    }
+
+    /// Loads the configuration again; an invalid one is refused and the old one stays. A
+    /// refusal counts once per content on disk (SIGHUP and the watch may both see it).
     fn reload(&mut self) {
+        self.config_seen = config_watch::fingerprint(&self.config);
         match DaemonConfig::load(&self.config.path) {
             Ok(config) => {
                 if config.socket != self.config.socket {
@@ -345,9 +371,14 @@ impl Service {
                 tracing::info!(config = %config.path.display(), experiments = config.catalogue.len(), "configuration reloaded");
                 self.metrics.set_config(&config.path.display().to_string());
                 self.config = config;
+                self.config_seen = config_watch::fingerprint(&self.config);
+                self.refused = None;
             }
             Err(err) => {
-                self.metrics.config_reload_failures.inc();
+                if self.refused.as_ref() != Some(&self.config_seen) {
+                    self.metrics.config_reload_failures.inc();
+                }
+                self.refused = Some(self.config_seen.clone());
                 tracing::error!("configuration not reloaded, the old one stays: {err}");
             }
         }

@@ -30,10 +30,16 @@ use crate::{
     engine::PinnedFault,
     fault::options::Ppm,
     ledger,
+    report::TARGET_GONE_EXIT,
     run::arm,
     run_records::{self, FaultRecord, RunRecord},
     sys,
+    target::CgroupFs,
+    target_watch,
 };
+
+/// Why a detached experiment ends when its target's cgroup is removed.
+const TARGET_GONE: &str = "target gone";
 
 /// Where detached experiments pin their links and maps.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/chaos";
@@ -228,8 +234,12 @@ pub fn reap(id: &str) -> ExitCode {
             timeline.event_at(Some(schedule.t0_s + elapsed_s(schedule.started_ns)), &event);
         }
     };
+    // The target, looked at while the reaper waits: a removed cgroup ends the run.
+    let target = CgroupFs::discover().ok().map(|cgroups| (cgroups.dir_of(&record.target), record.target_id));
     for step in &schedule.steps {
-        sleep_until_ns(started_ns + u64::try_from(step.at.as_nanos()).unwrap_or(u64::MAX));
+        if !sleep_until_ns(started_ns + u64::try_from(step.at.as_nanos()).unwrap_or(u64::MAX), target.as_ref()) {
+            return target_gone(&record);
+        }
         let Some(fault) = record.faults.get(step.fault) else { continue };
         let number = step.fault + 1;
         let Some(dir) = &fault.pin_dir else { continue };
@@ -260,19 +270,41 @@ pub fn reap(id: &str) -> ExitCode {
             }
         }
     }
-    sleep_until_ns(record.ends_ns);
+    if !sleep_until_ns(record.ends_ns, target.as_ref()) {
+        return target_gone(&record);
+    }
     end(&record, "its deadline");
     ExitCode::SUCCESS
+}
+
+/// Ends a detached experiment whose target went away: an `abort`, every fault detached.
+fn target_gone(record: &RunRecord) -> ExitCode {
+    if let Ok(mut timeline) = Timeline::append(Path::new(&record.timeline)) {
+        let reason = format!("{TARGET_GONE}: {} was removed", record.target);
+        timeline.event_at(None, &TimelineEvent::Abort { phase: None, reason });
+    }
+    end(record, TARGET_GONE);
+    ExitCode::from(TARGET_GONE_EXIT)
 }
 
 fn elapsed_s(started_ns: u64) -> f64 {
     (sys::monotonic_now_ns().saturating_sub(started_ns) as f64 / 1e6).round() / 1e3
 }
 
-fn sleep_until_ns(at_ns: u64) {
-    let now = sys::monotonic_now_ns();
-    if at_ns > now {
-        std::thread::sleep(Duration::from_nanos(at_ns - now));
+/// Sleeps until `at_ns`, looking at the target's cgroup (directory, id) every half second;
+/// false if it went away first.
+fn sleep_until_ns(at_ns: u64, target: Option<&(PathBuf, u64)>) -> bool {
+    loop {
+        let now = sys::monotonic_now_ns();
+        if now >= at_ns {
+            return true;
+        }
+        if let Some((dir, id)) = target
+            && !target_watch::is_present(dir, *id)
+        {
+            return false;
+        }
+        std::thread::sleep(Duration::from_nanos(at_ns - now).min(target_watch::POLL));
     }
 }
 
@@ -312,7 +344,8 @@ pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
     }
     if let Some(timeline) = timeline.as_mut() {
         let summary = format!("detached experiment ended ({why}); it ran no steady-state checks");
-        timeline.event_at(None, &TimelineEvent::Verdict { held: None, exit_code: 0, summary });
+        let exit_code = if why == TARGET_GONE { TARGET_GONE_EXIT } else { 0 };
+        timeline.event_at(None, &TimelineEvent::Verdict { held: None, exit_code, summary });
     }
     record.remove();
     let _ = fs::remove_file(schedule_path(&record.id));

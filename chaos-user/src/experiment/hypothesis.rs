@@ -25,12 +25,14 @@ fn add_sample(samples: &mut Samples, result: &CheckResult, metric: bool) {
     }
 }
 
-/// How the run ended, and its exit code: 0 held, 1 violated, 2 could not run.
+/// How the run ended, and its exit code: 0 held, 1 violated, 2 could not run, 3 the target
+/// went away mid-run (no verdict either way).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Held,
     Violated(String),
     CouldNotRun(String),
+    TargetGone(String),
 }
 
 impl Verdict {
@@ -40,6 +42,7 @@ impl Verdict {
             Self::Held => 0,
             Self::Violated(_) => 1,
             Self::CouldNotRun(_) => 2,
+            Self::TargetGone(_) => crate::report::TARGET_GONE_EXIT,
         }
     }
 
@@ -51,6 +54,7 @@ impl Verdict {
             Self::Held => "ran to the end (no steady-state checks: nothing to hold)".into(),
             Self::Violated(why) => format!("hypothesis violated: {why}"),
             Self::CouldNotRun(why) => format!("could not run: {why}"),
+            Self::TargetGone(why) => format!("no verdict: {why}"),
         }
     }
 }

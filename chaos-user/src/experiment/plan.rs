@@ -9,7 +9,7 @@ use super::{Experiment, Ramp, source::FileError};
 use crate::{
     fault::{FaultContext, FaultPlan, options::Ppm},
     features::Prober,
-    ledger,
+    hints, ledger,
     run_records::{self, Liveness, RunKind, RunRecord},
     target::{self, CgroupFs, Target},
 };
@@ -132,7 +132,10 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
             userspace: entry.options.userspace_action(i_know),
         });
     }
-    let notes = check_conflicts(experiment, &target, &faults)?;
+    let mut notes = check_conflicts(experiment, &target, &faults)?;
+    if faults.iter().any(|f| f.plan.keys_on_sockets()) {
+        notes.extend(hints::foreign_sockets_note(&target, &hints::foreign_sockets(&target)));
+    }
     Ok(ExperimentPlan { experiment, target, control, faults, notes })
 }
 

@@ -149,12 +149,13 @@ impl Review {
         }
     }
 
-    /// "held", "violated", "could not run" or "no verdict".
+    /// "held", "violated", "could not run", "target gone" or "no verdict".
     #[must_use]
     pub fn outcome(&self) -> &'static str {
         match self.verdict {
             Some((0, _)) => "held",
             Some((1, _)) => "violated",
+            Some((crate::report::TARGET_GONE_EXIT, _)) => "target gone",
             Some(_) => "could not run",
             None => "no verdict",
         }

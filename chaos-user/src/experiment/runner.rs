@@ -55,7 +55,8 @@ pub fn run_to_verdict(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow
         let mut signals = match &options.cancel {
             Some(cancel) => StopSignals::cancelled_by(cancel.clone()),
             None => StopSignals::install().context("installing signal handlers")?,
-        };
+        }
+        .watching(&plan.target);
         let _ = sys::raise_memlock_rlimit();
         let mut timeline = Timeline::create(&options.timeline)
             .with_context(|| format!("creating the timeline {}", options.timeline.display()))?;
@@ -64,7 +65,7 @@ pub fn run_to_verdict(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow
         drop(runner);
         let has_checks = !plan.experiment.steady_state.checks.is_empty();
         timeline.event(&TimelineEvent::Verdict {
-            held: Some(verdict == Verdict::Held),
+            held: (!matches!(verdict, Verdict::TargetGone(_))).then_some(verdict == Verdict::Held),
             exit_code: verdict.exit_code(),
             summary: verdict.summary(has_checks),
         });
@@ -181,9 +182,9 @@ impl<'p, 't> Runner<'p, 't> {
 
         let during = self.during(&results_tx, &mut results, signals).await;
         self.detach_all(if during.is_err() { "abort" } else { "end" });
-        if let Err(Verdict::CouldNotRun(why)) = &during {
+        if let Err(ended @ (Verdict::CouldNotRun(_) | Verdict::TargetGone(_))) = &during {
             self.status.finish();
-            return Verdict::CouldNotRun(why.clone());
+            return ended.clone();
         }
 
         // After: did the system come back?
@@ -307,6 +308,12 @@ impl<'p, 't> Runner<'p, 't> {
             StopReason::Signal(signal) => format!("stopped by {}", signal.name()),
             StopReason::Deadline => "stopped".to_owned(),
             StopReason::Cancelled => "stopped by the daemon".to_owned(),
+            StopReason::TargetGone => {
+                let reason = format!("target gone: {} was removed", self.plan.target.cgroup);
+                self.abort(None, &reason);
+                self.detach_all("target gone");
+                return Verdict::TargetGone(reason);
+            }
         };
         self.abort(None, &reason);
         self.detach_all("abort");

@@ -91,6 +91,13 @@ impl FaultPlan {
         }
         directions
     }
+
+    /// Whether its programs find the target by a socket's cgroup (cgroup_skb, cgroup socket
+    /// hooks, TC egress), so that sockets opened elsewhere escape it.
+    #[must_use]
+    pub fn keys_on_sockets(&self) -> bool {
+        self.programs.iter().any(|p| matches!(p.attach, AttachPoint::Cgroup { .. } | AttachPoint::Tc { .. }))
+    }
 }
 
 /// One program and where it attaches.

@@ -141,7 +141,7 @@ struct Summary<'a> {
 pub fn run(plan: &FaultPlan, action: Action, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let mut signals = StopSignals::install().context("installing signal handlers")?;
+        let mut signals = StopSignals::install().context("installing signal handlers")?.watching(&plan.target);
         let started = Instant::now();
         let deadline_ns = sys::monotonic_deadline_ns(plan.duration);
         let actor = Actor::start(&plan.target, action, deadline_ns)?;

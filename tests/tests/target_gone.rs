@@ -1,0 +1,216 @@
+//! Targets that go away mid-fault (a container that died): the cgroup is removed while a fault
+//! is attached to it, and the run ends "target gone" with exit status 3, detached, in the
+//! report, the timeline and the daemon's log, instead of running on to its deadline seeing
+//! nothing.
+use std::{
+    fs,
+    time::{Duration, Instant},
+};
+
+use chaos_tests::{
+    TempDir,
+    cgroup::TestCgroup,
+    chaos::{self, Chaos},
+    kernel, require_root,
+};
+use serde_json::Value;
+
+/// Removes the test cgroup (its Drop kills what is in it and removes the directory) and
+/// returns when it did.
+fn remove(cgroup: TestCgroup) -> Instant {
+    let dir = cgroup.dir().to_owned();
+    drop(cgroup);
+    assert!(!dir.exists(), "the test cgroup {} could not be removed", dir.display());
+    Instant::now()
+}
+
+#[test]
+fn a_fault_whose_cgroup_is_removed_ends_target_gone_with_exit_3() {
+    require_root!("a_fault_whose_cgroup_is_removed_ends_target_gone_with_exit_3");
+    let cgroup = TestCgroup::new();
+    let path = cgroup.path().to_owned();
+    let chaos = chaos::start_fault(&["net", "drop", "--percent", "50"], &cgroup);
+    assert!(kernel::inet_programs_attached(cgroup.dir()) > 0, "the drop is attached");
+    let removed = remove(cgroup);
+    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(10));
+    let after = removed.elapsed();
+    eprintln!("measured: chaos exited {:.0} ms after its target cgroup was removed", after.as_secs_f64() * 1e3);
+    assert_eq!(status.code(), Some(3), "a fault whose target went away exits 3: {stdout}{stderr}");
+    assert!(after < Duration::from_secs(3), "chaos took {after:?} to notice its target was gone");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(report["stopped"]["by"], "target_gone", "{report}");
+    assert!(report["elapsed"].as_f64().unwrap_or(300.0) < 60.0, "it ran on after its target went: {report}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    eprintln!("target {path} gone; report: {}", report["stopped"]);
+}
+
+#[test]
+fn the_text_report_says_target_gone() {
+    require_root!("the_text_report_says_target_gone");
+    let cgroup = TestCgroup::new();
+    let mut chaos = Chaos::start(&["net", "drop", "--percent", "50", "--cgroup", cgroup.path(), "--for", "5m", "-v"]);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    remove(cgroup);
+    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("target gone"), "the summary does not say the target is gone: {stdout}");
+    assert!(stdout.contains("detached"), "{stdout}");
+}
+
+#[test]
+fn a_fault_on_a_cgroup_that_stays_is_not_called_gone() {
+    require_root!("a_fault_on_a_cgroup_that_stays_is_not_called_gone");
+    let cgroup = TestCgroup::new();
+    let mut chaos =
+        Chaos::start(&["net", "drop", "--percent", "50", "--cgroup", cgroup.path(), "--for", "2s", "--output", "json"]);
+    chaos.wait_until("the drop is attached", Duration::from_secs(60), || {
+        kernel::inet_programs_attached(cgroup.dir()) > 0
+    });
+    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(report["stopped"]["by"], "deadline", "{report}");
+    assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left after the deadline");
+}
+
+#[test]
+fn an_experiment_whose_cgroup_is_removed_ends_target_gone_in_its_timeline() {
+    require_root!("an_experiment_whose_cgroup_is_removed_ends_target_gone_in_its_timeline");
+    let cgroup = TestCgroup::new();
+    let scratch = TempDir::new();
+    let file = scratch.path().join("gone.toml");
+    fs::write(
+        &file,
+        format!(
+            "name = \"gone\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"60s\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 50\ndirection = \"egress\"\n",
+            cgroup.path()
+        ),
+    )
+    .expect("write the experiment");
+    let timeline = scratch.path().join("gone.jsonl");
+    let mut run = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    run.wait_until("the fault is armed", Duration::from_secs(60), || {
+        fs::read_to_string(&timeline).is_ok_and(|t| t.contains("\"event\":\"arm\""))
+    });
+    let removed = remove(cgroup);
+    let (status, stdout, stderr) = run.wait(Duration::from_secs(20));
+    eprintln!(
+        "measured: the experiment ended {:.0} ms after its target was removed",
+        removed.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(status.code(), Some(3), "an experiment whose target went away exits 3: {stdout}{stderr}");
+    let events: Vec<Value> =
+        fs::read_to_string(&timeline).unwrap().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let abort = events.iter().find(|e| e["event"] == "abort").unwrap_or_else(|| panic!("no abort: {events:?}"));
+    assert!(abort["reason"].as_str().unwrap_or_default().starts_with("target gone"), "{abort}");
+    let detach = events.iter().find(|e| e["event"] == "detach").unwrap_or_else(|| panic!("no detach: {events:?}"));
+    assert_eq!(detach["why"], "target gone", "{detach}");
+    let verdict = events.iter().find(|e| e["event"] == "verdict").unwrap_or_else(|| panic!("no verdict: {events:?}"));
+    assert_eq!(verdict["exit_code"], 3, "{verdict}");
+    assert!(verdict["held"].is_null(), "a run without its target has no verdict either way: {verdict}");
+    assert!(stdout.contains("target gone"), "the summary does not say the target is gone: {stdout}");
+}
+
+#[test]
+fn a_daemon_run_whose_cgroup_is_removed_ends_target_gone_and_the_daemon_carries_on() {
+    require_root!("a_daemon_run_whose_cgroup_is_removed_ends_target_gone_and_the_daemon_carries_on");
+    chaos_tests::skip_if!(
+        chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-")),
+        "a_daemon_run_whose_cgroup_is_removed_ends_target_gone_and_the_daemon_carries_on",
+        "the daemon's tests run on the host tier (its engine is the command line's, tested on every tier)"
+    );
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let dir = TempDir::new();
+    fs::write(
+        dir.path().join("experiment.toml"),
+        "name = \"gone\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"60s\"\n\n\
+         [[fault]]\nkind = \"net drop\"\npercent = 10\ndirection = \"egress\"\n",
+    )
+    .expect("write the experiment");
+    fs::write(
+        dir.path().join("daemon.toml"),
+        format!(
+            "socket = \"daemon.sock\"\nkill_switch = \"kill\"\nstate_dir = \"state\"\nmetrics = false\n\
+             [schedule]\nevery = \"1s\"\n[budget]\nmax_runs_per_hour = 1000\n\n\
+             [[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{}\" }}\n",
+            cgroup.path()
+        ),
+    )
+    .expect("write the configuration");
+    let config = dir.path().join("daemon.toml");
+    let mut daemon = Chaos::start(&["daemon", "--config", config.to_str().unwrap()]);
+    let cgroup_dir = cgroup.dir().to_owned();
+    daemon
+        .wait_until("a run on the cgroup", Duration::from_secs(60), || kernel::inet_programs_attached(&cgroup_dir) > 0);
+    let removed = remove(cgroup);
+    daemon.wait_until("the run ends target gone", Duration::from_secs(10), || {
+        let log = daemon_log(&dir);
+        log.contains("target gone")
+    });
+    eprintln!(
+        "measured: the daemon's run ended {:.0} ms after its cgroup was removed",
+        removed.elapsed().as_secs_f64() * 1e3
+    );
+    // The daemon carries on: its socket answers.
+    let socket = dir.path().join("daemon.sock");
+    let (status, stdout, stderr) =
+        chaos::run(&["daemon", "status", "--socket", socket.to_str().unwrap(), "--output", "json"]);
+    assert!(status.success(), "the daemon does not answer after a run's target went: {stdout}{stderr}");
+    daemon.signal(libc::SIGTERM);
+    let (status, _, log) = daemon.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("target gone"), "{log}");
+}
+
+/// The timelines the daemon wrote so far, as one text.
+fn daemon_log(dir: &TempDir) -> String {
+    let Ok(entries) = fs::read_dir(dir.path().join("state/timelines")) else { return String::new() };
+    entries.flatten().filter_map(|e| fs::read_to_string(e.path()).ok()).collect()
+}
+
+#[test]
+fn a_detached_experiment_whose_cgroup_is_removed_ends_target_gone() {
+    require_root!("a_detached_experiment_whose_cgroup_is_removed_ends_target_gone");
+    let cgroup = TestCgroup::new();
+    let scratch = TempDir::new();
+    let file = scratch.path().join("gone.toml");
+    fs::write(
+        &file,
+        format!(
+            "name = \"gone\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"60s\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 50\ndirection = \"egress\"\n",
+            cgroup.path()
+        ),
+    )
+    .expect("write the experiment");
+    let timeline = scratch.path().join("gone.jsonl");
+    let (status, stdout, stderr) =
+        chaos::run(&["run", file.to_str().unwrap(), "--detach", "--timeline", timeline.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    let read = || -> Vec<Value> {
+        fs::read_to_string(&timeline).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let wait = |what: &str, done: &dyn Fn(&[Value]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(&read()) {
+            assert!(Instant::now() < deadline, "no {what} in the timeline: {:?}", read());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("arm", &|events| events.iter().any(|e| e["event"] == "arm"));
+    let removed = remove(cgroup);
+    wait("verdict", &|events| events.iter().any(|e| e["event"] == "verdict"));
+    eprintln!(
+        "measured: the detached experiment ended {:.0} ms after its target was removed",
+        removed.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(removed.elapsed() < Duration::from_secs(3), "the reaper took {:?}", removed.elapsed());
+    let events = read();
+    let detach = events.iter().find(|e| e["event"] == "detach").unwrap_or_else(|| panic!("no detach: {events:?}"));
+    assert_eq!(detach["why"], "target gone", "{detach}");
+    let verdict = events.iter().find(|e| e["event"] == "verdict").expect("a verdict");
+    assert_eq!(verdict["exit_code"], 3, "{verdict}");
+    let (status, stdout, _) = chaos::run(&["status", "--output", "json"]);
+    assert!(status.success());
+    assert!(!stdout.contains(timeline.to_str().unwrap()), "the run is still listed: {stdout}");
+}
