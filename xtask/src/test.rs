@@ -167,7 +167,13 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("net_drop", 1.1),
     ("doctor", 0.4),
     ("daemon", 0.2),
+    ("target_gone", 1.0),
+    ("hints", 0.6),
     ("verdict", 0.0),
+    // Host-tier tests: they skip in the guests.
+    ("containers", 0.05),
+    ("daemon_configmap", 0.05),
+    ("manifests", 0.05),
 ];
 
 /// A test binary's name without cargo's hash suffix (`delay-6beb36907909f233` is `delay`).
