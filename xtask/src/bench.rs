@@ -97,11 +97,16 @@ const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()> {
     if let Some(kernel) = kernel {
         if which != [Which::Floor] || kernel != vm::KernelName::V6_1ErrInj {
+            let named: Vec<String> = which
+                .iter()
+                .filter_map(|w| clap::ValueEnum::to_possible_value(w).map(|v| v.get_name().to_owned()))
+                .collect();
             bail!(
-                "--kernel {} with {which:?}: only `bench floor --kernel 6.1-errinj` (the kprobe row in the \
+                "--kernel {} with `bench {}`: only `bench floor --kernel 6.1-errinj` (the kprobe row in the \
                  error-injection VM) picks a kernel; the other benchmarks choose their own. Drop --kernel, or run \
                  `cargo xtask bench floor --kernel 6.1-errinj`",
-                kernel.label()
+                kernel.label(),
+                named.join(" ")
             );
         }
         let binaries = build::prepare_root_task("the benchmark")?;
