@@ -20,10 +20,11 @@ fn verdict(chaos: f64, empty: f64) -> (String, &'static str) {
 
 const ROUNDS_HEADER: &str = "| hook | event | CPU ns per event, nothing | added: empty program | added: chaos untargeted | added: chaos on target, 0 % | untargeted / empty (goal <= 1.25x or +10 ns) | target 0 % / empty |\n|---|---|---|---|---|---|---|---|";
 
-fn method(out: &mut String, run: &Run, workloads: &str) {
+/// `whose_load`: whose load average the figures are (the host's, or a guest's own).
+fn method(out: &mut String, run: &Run, whose_load: &str, workloads: &str) {
     let _ = writeln!(
         out,
-        "Load average at the start: {}; at the end: {} (the machine is shared with other jobs). The figures are \
+        "Load average at the start: {}; at the end: {} ({whose_load}). The figures are \
          the workload process's own CPU time (user + system, from wait4), which other tasks inflate far less than \
          wall time.\n\n\
          Per hook, {ROUNDS} rounds; in each round four variants run back to back in a rotating order: nothing \
@@ -95,6 +96,7 @@ pub(super) fn host(hooks: &[Hook], run: &Run) -> String {
     method(
         &mut out,
         run,
+        "the machine is shared with other jobs",
         &format!(
             "{GETPIDS} getpid(), {CONNECTS} connect() on a UDP socket, {PACKETS} UDP packets sent as fast as one \
              sender can (the receiver in the same cgroup, so ingress programs run for every packet). This kernel \
@@ -158,6 +160,7 @@ pub(super) fn errinj(hooks: &[Hook], run: &Run) -> String {
     method(
         &mut out,
         run,
+        "the guest's own; the host under it is shared with other jobs",
         &format!(
             "{FSYNCS} fsync() on one small file in the VM's in-memory root (fsync there does no I/O, so the \
              probe is a large part of each call). chaos's program is `syscall fail --syscall fsync --backend \
@@ -172,7 +175,9 @@ pub(super) fn errinj(hooks: &[Hook], run: &Run) -> String {
         "\nA kprobe runs for every task's fsync, so the untargeted figure is chaos's \"not my target\" test (the \
          configuration, then one cgroup-id helper call and a compare) set against a program that does nothing; \
          both pay the probe itself (an ftrace call at the function's entry and the kprobe's dispatch), which is \
-         the hook's price however short the program. Not measured: fmod_ret, the other way to reach the \
+         the hook's price however short the program. On the target at 0 % chaos goes on past that test: \
+         the clock against the kernel deadline, the per-CPU counters, the `--path` flag and the random draw, \
+         paid by the target's own calls only. Not measured: fmod_ret, the other way to reach the \
          error-injection list (aya 0.14 cannot load BPF_MODIFY_RETURN programs), so the kprobe is the only \
          backend built. Under TCG every instruction is emulated and the machine is shared: the ratios carry \
          over, the nanoseconds do not."
