@@ -177,7 +177,8 @@ pub(super) fn errinj(hooks: &[Hook], run: &Run) -> String {
          both pay the probe itself (an ftrace call at the function's entry and the kprobe's dispatch), which is \
          the hook's price however short the program. On the target at 0 % chaos goes on past that test: \
          the clock against the kernel deadline, the per-CPU counters, the `--path` flag and the random draw, \
-         paid by the target's own calls only. Not measured: fmod_ret, the other way to reach the \
+         paid by the target's own calls only. The rounds' CPU figures move with the load of the host under the \
+         guest (their ranges are wide); the time inside the program is the steadier figure. Not measured: fmod_ret, the other way to reach the \
          error-injection list (aya 0.14 cannot load BPF_MODIFY_RETURN programs), so the kprobe is the only \
          backend built. Under TCG every instruction is emulated and the machine is shared: the ratios carry \
          over, the nanoseconds do not."
