@@ -7,8 +7,8 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    macros::{cgroup_skb, cgroup_sock_addr, classifier, lsm, raw_tracepoint},
-    programs::{LsmContext, RawTracePointContext, SkBuffContext, SockAddrContext, TcContext},
+    macros::{cgroup_skb, cgroup_sock_addr, classifier, kprobe, lsm, raw_tracepoint},
+    programs::{LsmContext, ProbeContext, RawTracePointContext, SkBuffContext, SockAddrContext, TcContext},
 };
 
 /// cgroup_skb and cgroup sock_addr verdict: let it through.
@@ -48,6 +48,14 @@ pub fn floor_file_open(_ctx: LsmContext) -> i32 {
 
 #[lsm(hook = "file_permission")]
 pub fn floor_file_perm(_ctx: LsmContext) -> i32 {
+    0
+}
+
+/// The error-injection backend's hook: a kprobe on a syscall's entry function (the bench puts
+/// it on `__x64_sys_fsync`). It never calls bpf_override_return, so it loads on any kernel
+/// with kprobes; the bench runs it on the error-injection kernel, beside chaos's.
+#[kprobe]
+pub fn floor_kprobe(_ctx: ProbeContext) -> u32 {
     0
 }
 

@@ -50,6 +50,8 @@ pub enum InVm {
     Syscall,
     Delay,
     Override,
+    /// The floor's error-injection row: the kprobe of `--backend override`.
+    Floor,
 }
 
 /// A fault of each hook kind as `chaos` arguments that never fire (`--percent 0`): the service
@@ -90,7 +92,28 @@ pub(crate) const SILENT_FAULTS: [SilentFault; 4] = [
 const VM_SECTION_BEGIN: &str = "CHAOS_BENCH_SECTION_BEGIN";
 const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 
-pub fn run(which: &[Which]) -> anyhow::Result<()> {
+/// `kernel` picks the VM half of a benchmark alone; only `floor` has one to pick (6.1-errinj:
+/// the kprobe row). Checked before anything is built.
+pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()> {
+    if let Some(kernel) = kernel {
+        if which != [Which::Floor] || kernel != vm::KernelName::V6_1ErrInj {
+            let named: Vec<String> = which
+                .iter()
+                .filter_map(|w| clap::ValueEnum::to_possible_value(w).map(|v| v.get_name().to_owned()))
+                .collect();
+            bail!(
+                "--kernel {} with `bench {}`: only `bench floor --kernel 6.1-errinj` (the kprobe row in the \
+                 error-injection VM) picks a kernel; the other benchmarks choose their own. Drop --kernel, or run \
+                 `cargo xtask bench floor --kernel 6.1-errinj`",
+                kernel.label(),
+                named.join(" ")
+            );
+        }
+        let binaries = build::prepare_root_task("the benchmark")?;
+        write_section("floor-errinj", &floor_errinj_section(&binaries, vm::ensure_kernel(kernel)?)?)?;
+        println!("figures written to BENCHMARKS.md");
+        return Ok(());
+    }
     let binaries = build::prepare_root_task("the benchmark")?;
     let which = if which.is_empty() {
         &[
@@ -133,6 +156,15 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
     }
     if which.contains(&Which::Floor) {
         write_section("floor", &crate::floor::floor_bench(&binaries)?)?;
+        // The kprobe row needs bpf_override_return: the error-injection kernel, when it is here.
+        match vm::available_kernel(vm::KernelName::V6_1ErrInj)? {
+            Some(kernel) => write_section("floor-errinj", &floor_errinj_section(&binaries, kernel)?)?,
+            None => eprintln!(
+                "bench floor: the kprobe row needs the 6.1-errinj kernel, which is not here (its section is left \
+                 as it was): {}",
+                crate::errinj::HOW_TO_GET
+            ),
+        }
     }
     if which.contains(&Which::Startup) {
         write_section("startup", &crate::startup::startup_bench(&binaries)?)?;
@@ -144,18 +176,33 @@ pub fn run(which: &[Which]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The floor's kprobe row, in the error-injection VM (the floor object goes in beside chaos).
+fn floor_errinj_section(binaries: &build::Binaries, kernel: vm::Kernel) -> anyhow::Result<String> {
+    in_vm_kernel_section(binaries, &kernel, "floor", vec![crate::floor::floor_object(binaries)?])
+}
+
 /// Boots `kernel` with this xtask, chaos and the workload, runs `xtask bench-in-vm which` there
 /// and returns the section it printed.
 fn in_vm_section(binaries: &build::Binaries, kernel: vm::KernelName, which: &str) -> anyhow::Result<String> {
-    let kernel = vm::ensure_kernel(kernel)?;
+    in_vm_kernel_section(binaries, &vm::ensure_kernel(kernel)?, which, Vec::new())
+}
+
+/// [`in_vm_section`] on a kernel already found, with `more_files` copied in too.
+fn in_vm_kernel_section(
+    binaries: &build::Binaries,
+    kernel: &vm::Kernel,
+    which: &str,
+    more_files: Vec<PathBuf>,
+) -> anyhow::Result<String> {
     // If the build step rebuilt xtask itself, the running file was replaced: the new one at the
     // same path is this very source, freshly built.
     let xtask = std::env::current_exe()?;
     let xtask = PathBuf::from(xtask.to_string_lossy().trim_end_matches(" (deleted)"));
     let mut files = binaries.files();
     files.push(xtask.clone());
+    files.extend(more_files);
     let job = vm::VmJob {
-        kernel: &kernel,
+        kernel,
         guest: kernel.name.label().to_owned(),
         files,
         env: binaries.env(&kernel.name.tier()),
@@ -179,6 +226,7 @@ pub fn in_vm(which: InVm) -> anyhow::Result<()> {
         InVm::Syscall => syscall_open_bench()?,
         InVm::Delay => net_delay_bench()?,
         InVm::Override => syscall_override_bench()?,
+        InVm::Floor => crate::floor::errinj_floor_bench()?,
     };
     println!("{VM_SECTION_BEGIN}\n{section}{VM_SECTION_END}");
     Ok(())
@@ -500,9 +548,10 @@ fn syscall_override_bench() -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "\nThe kprobe runs for every task's fsync: an untargeted task pays the probe (an ftrace call at the \
-         function's entry), one map lookup and one cgroup-id helper call. Not measured: the floor of an empty \
-         kprobe (the floor bench does not exist yet) and fmod_ret (aya 0.14 cannot load BPF_MODIFY_RETURN \
-         programs). Times are emulated (TCG) on a machine shared with other work, so only the ratios carry over, \
+         function's entry), one map lookup and one cgroup-id helper call; an empty kprobe on the same function, \
+         the floor, is set beside it in `cargo xtask bench floor --kernel 6.1-errinj` (section \
+         \"The floor of the error-injection kprobe\"). Not measured: fmod_ret (aya 0.14 cannot load \
+         BPF_MODIFY_RETURN programs). Times are emulated (TCG) on a machine shared with other work, so only the ratios carry over, \
          and their ranges are wide: measure the untargeted cost on hardware before relying on it."
     );
     Ok(out)

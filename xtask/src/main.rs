@@ -76,6 +76,10 @@ enum Task {
         /// Which benchmarks (default: all).
         #[arg(value_enum)]
         which: Vec<bench::Which>,
+        /// Only the benchmark's half in this VM kernel: `floor --kernel 6.1-errinj` measures the
+        /// error-injection kprobe's row alone (the one kernel with bpf_override_return).
+        #[arg(long, value_enum)]
+        kernel: Option<vm::KernelName>,
     },
     /// Show chaos dropping packets for one cgroup, end to end, in test namespaces.
     Demo,
@@ -97,7 +101,7 @@ fn main() -> ExitCode {
         }
         Task::Vm { kernel, include, command } => vm::run_command(kernel, &include, &command),
         Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
-        Task::Bench { which } => bench::run(&which),
+        Task::Bench { which, kernel } => bench::run(&which, kernel),
         Task::Demo => demo::run(),
         Task::BenchInVm { which } => bench::in_vm(which),
     };
