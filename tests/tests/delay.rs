@@ -157,7 +157,10 @@ fn syscall_delays_end_at_the_deadline() {
     assert!(latencies[first_fast..].iter().all(|ns| ns / MS < 25.0), "a read was delayed after an undelayed one");
     // A read that starts just before the deadline may enter the kernel just after it.
     assert!(after_ms >= -5.0, "the delay ended {:.1} ms before its deadline", -after_ms);
-    assert!(after_ms <= 200.0, "the delay outlived its deadline by {after_ms:.1} ms (limit 200 ms)");
+    // A delayed read entered the kernel before the deadline, so it started before it. (Not a
+    // bound on the gap to the first fast read: a TCG guest once held the reader 160 ms there.)
+    let last_delayed_ms = (starts[first_fast - 1] - deadline_ns as f64) / MS;
+    assert!(last_delayed_ms < 0.0, "a read that started {last_delayed_ms:.1} ms after the kernel deadline was delayed");
 
     // Frozen: nothing in user space can end the fault; past the deadline reads are not delayed.
     let (chaos, deadline_ns) = delay("2s");

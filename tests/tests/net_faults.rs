@@ -275,7 +275,9 @@ fn duplication_sends_copies_of_the_chosen_share() {
     let cgroup = TestCgroup::new();
     let _resident = Resident::start(&cgroup, Some(&hosts.a));
     let chaos = start_tc(&["duplicate", "--percent", "20", "--for", "5m", "--direction", "egress"], &hosts, &cgroup);
-    let sink = UdpSink::start(&hosts.b, 7160, 1000, false);
+    // Three senders one after the other: the sink waits 5 s for the next one (with 1 s it once
+    // ended before the third, IPv6, sender started on a loaded host: 0 of its 5000 received).
+    let sink = UdpSink::start(&hosts.b, 7160, 5000, false);
     send(&hosts, Some(&cgroup), to(TwoHosts::B, 7160), 1, PACKETS);
     send(&hosts, None, to(TwoHosts::B, 7160), 2, PACKETS);
     let count6 = PACKETS / 4;

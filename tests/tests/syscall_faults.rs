@@ -193,6 +193,7 @@ fn socket_and_sendto_fail_through_cgroup_hooks() {
 #[test]
 fn file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup() {
     require_root!("file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup");
+    let _serial = chaos_tests::serialized();
     skip_unless_has!(
         Feature::BpfLsm,
         chaos::lsm_unavailable(),
@@ -229,6 +230,7 @@ fn file_syscalls_fail_through_lsm_only_under_the_path_and_only_for_the_cgroup() 
 #[test]
 fn a_real_program_reports_the_injected_error() {
     require_root!("a_real_program_reports_the_injected_error");
+    let _serial = chaos_tests::serialized();
     skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), "a_real_program_reports_the_injected_error");
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
@@ -250,6 +252,7 @@ fn a_real_program_reports_the_injected_error() {
 #[test]
 fn connect_fails_through_lsm_with_a_remote_filter() {
     require_root!("connect_fails_through_lsm_with_a_remote_filter");
+    let _serial = chaos_tests::serialized();
     skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), "connect_fails_through_lsm_with_a_remote_filter");
     let ns = Netns::new();
     let _server = TcpListen::start(&ns, 7440);
@@ -268,6 +271,7 @@ fn connect_fails_through_lsm_with_a_remote_filter() {
 #[test]
 fn syscall_list_tells_the_mechanism_of_this_kernel() {
     require_root!("syscall_list_tells_the_mechanism_of_this_kernel");
+    let _serial = chaos_tests::serialized();
     let (status, stdout, stderr) = chaos::run(&["syscall", "list", "--output", "json"]);
     assert!(status.success(), "{stderr}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON rows");
@@ -334,6 +338,9 @@ fn bad_syscall_input_is_refused_and_changes_nothing() {
 #[test]
 fn every_hook_loads_and_attaches_on_this_kernel() {
     require_root!("every_hook_loads_and_attaches_on_this_kernel");
+    // It counts the LSM links of the whole machine: no other test of this file may hold one
+    // meanwhile (each LSM test, and `syscall list`'s probes, take this lock).
+    let _serial = chaos_tests::serialized();
     let (status, stdout, _) = chaos::run(&["syscall", "list", "--output", "json"]);
     assert!(status.success());
     let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON rows");
@@ -449,6 +456,7 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
 #[test]
 fn mkdir_fails_under_the_path_through_lsm() {
     require_root!("mkdir_fails_under_the_path_through_lsm");
+    let _serial = chaos_tests::serialized();
     skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), "mkdir_fails_under_the_path_through_lsm");
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
