@@ -586,6 +586,8 @@ fn a_crash_point_does_nothing_after_its_kernel_deadline_even_with_chaos_stopped(
 #[test]
 fn dry_runs_say_what_would_be_done_and_do_nothing() {
     require_root!("dry_runs_say_what_would_be_done_and_do_nothing");
+    // It counts crash-point programs machine-wide: none of another test may be there.
+    let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
     let resident = Resident::start(&cgroup, None);
     let target = cgroup.path();
