@@ -73,20 +73,23 @@ fn a_fault_on_a_cgroup_that_stays_is_not_called_gone() {
     assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left after the deadline");
 }
 
+/// A 60 s experiment of one 50 % drop on `cgroup`, written into `scratch`.
+fn gone_experiment(cgroup: &TestCgroup, scratch: &TempDir) -> std::path::PathBuf {
+    scratch.file(
+        "gone.toml",
+        &format!(
+            "name = \"gone\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"60s\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 50\ndirection = \"egress\"\n",
+            cgroup.path()
+        ),
+    )
+}
+
 #[test]
 fn an_experiment_whose_cgroup_is_removed_ends_target_gone_in_its_timeline() {
     require_root!("an_experiment_whose_cgroup_is_removed_ends_target_gone_in_its_timeline");
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
-    let file = scratch.path().join("gone.toml");
-    fs::write(
-        &file,
-        format!(
-            "name = \"gone\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"60s\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 50\ndirection = \"egress\"\n",
-            cgroup.path()
-        ),
-    )
-    .expect("write the experiment");
+    let file = gone_experiment(&cgroup, &scratch);
     let timeline = scratch.path().join("gone.jsonl");
     let mut run = Chaos::start(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
     run.wait_until("the fault is armed", Duration::from_secs(60), || {
@@ -174,15 +177,7 @@ fn a_detached_experiment_whose_cgroup_is_removed_ends_target_gone() {
     require_root!("a_detached_experiment_whose_cgroup_is_removed_ends_target_gone");
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
-    let file = scratch.path().join("gone.toml");
-    fs::write(
-        &file,
-        format!(
-            "name = \"gone\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"60s\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 50\ndirection = \"egress\"\n",
-            cgroup.path()
-        ),
-    )
-    .expect("write the experiment");
+    let file = gone_experiment(&cgroup, &scratch);
     let timeline = scratch.path().join("gone.jsonl");
     let (status, stdout, stderr) =
         chaos::run(&["run", file.to_str().unwrap(), "--detach", "--timeline", timeline.to_str().unwrap()]);
