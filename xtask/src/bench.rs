@@ -63,25 +63,15 @@ pub(crate) struct SilentFault {
     pub args: &'static [&'static str],
 }
 
+/// connect() failed through the cgroup hook, never firing: the service, start-up and floor
+/// benches all arm it.
+pub(crate) const SILENT_CONNECT_FAIL: &[&str] =
+    &["syscall", "fail", "--syscall", "connect", "--errno", "ECONNREFUSED", "--backend", "cgroup", "--percent", "0"];
+
 pub(crate) const SILENT_FAULTS: [SilentFault; 4] = [
     SilentFault { name: "net drop", hook: "cgroup_skb", args: &["net", "drop", "--percent", "0"] },
     SilentFault { name: "net corrupt", hook: "TC", args: &["net", "corrupt", "--percent", "0"] },
-    SilentFault {
-        name: "syscall fail connect",
-        hook: "cgroup sock_addr",
-        args: &[
-            "syscall",
-            "fail",
-            "--syscall",
-            "connect",
-            "--errno",
-            "ECONNREFUSED",
-            "--backend",
-            "cgroup",
-            "--percent",
-            "0",
-        ],
-    },
+    SilentFault { name: "syscall fail connect", hook: "cgroup sock_addr", args: SILENT_CONNECT_FAIL },
     SilentFault {
         name: "syscall delay read",
         hook: "raw sys_enter",

@@ -98,18 +98,7 @@ impl Hook {
         let args: &[&str] = match self {
             Self::SkbEgress => &["net", "drop", "--percent", "0", "--direction", "egress"],
             Self::SkbIngress => &["net", "drop", "--percent", "0", "--direction", "ingress"],
-            Self::Connect4 => &[
-                "syscall",
-                "fail",
-                "--syscall",
-                "connect",
-                "--errno",
-                "ECONNREFUSED",
-                "--backend",
-                "cgroup",
-                "--percent",
-                "0",
-            ],
+            Self::Connect4 => bench::SILENT_CONNECT_FAIL,
             // getpid itself, so the untargeted run passes the syscall test and reaches the
             // cgroup test: the worst case for other cgroups.
             Self::SysEnter => &["syscall", "delay", "--syscall", "getpid", "--by", "1ms", "--percent", "0"],
