@@ -8,7 +8,7 @@ use std::{fs, net::SocketAddr, path::Path, process::Command, time::Duration};
 use chaos_tests::{
     TempDir,
     cgroup::cgroup2_mount,
-    chaos::Chaos,
+    chaos::{self, Chaos},
     kernel,
     net::Netns,
     require_root,
@@ -179,4 +179,38 @@ fn an_unfollowed_container_restarted_mid_run_ends_target_gone() {
     let detach = events.iter().find(|e| e["event"] == "detach").expect("a detach event");
     assert_eq!(detach["why"], "target gone", "{detach}");
     assert_eq!(kernel::cgroup_programs(&new_dir), 0, "something attached to the restarted container");
+}
+
+#[test]
+fn a_followed_container_that_never_comes_back_ends_target_gone_when_the_faults_phase_ends() {
+    let test = "a_followed_container_that_never_comes_back_ends_target_gone_when_the_faults_phase_ends";
+    require_root!(test);
+    host_tier_only!(test);
+    let Some((_rootfs, docker, name)) = docker_with_container(test) else { return };
+    let scratch = TempDir::new();
+    let file = experiment(&scratch, &name, true, "8s");
+    let (status, _, stderr) = chaos::run_with_env(&["run", file.to_str().unwrap(), "--detach"], &env(&docker));
+    assert_eq!(status.code(), Some(2), "follow needs a foreground run: {stderr}");
+    assert!(stderr.contains("--detach"), "{stderr}");
+    let timeline = scratch.join("follow.jsonl");
+    let mut run = Chaos::start_with_env(
+        &["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()],
+        &env(&docker),
+    );
+    run.wait_until("the partition is armed", Duration::from_secs(60), || {
+        timeline_events(&timeline).iter().any(|e| e["event"] == "arm")
+    });
+    docker.cli(&["stop", "-t", "0", &name]).expect("docker stop");
+    let stopped = std::time::Instant::now();
+    let (status, stdout, stderr) = run.wait(Duration::from_secs(30));
+    eprintln!("measured: the run ended {:.1} s after the container stopped", stopped.elapsed().as_secs_f64());
+    assert_eq!(status.code(), Some(3), "a followed target that never came back is gone: {stdout}{stderr}");
+    let events = timeline_events(&timeline);
+    assert!(!events.iter().any(|e| e["event"] == "reattach"), "{events:?}");
+    let abort = events.iter().find(|e| e["event"] == "abort").expect("an abort event");
+    assert!(abort["reason"].as_str().unwrap_or_default().starts_with("target gone"), "{abort}");
+    let phase = events.iter().find(|e| e["event"] == "phase" && e["phase"] == "during").expect("a during phase");
+    let (during_at, abort_at) = (phase["t"].as_f64().unwrap_or_default(), abort["t"].as_f64().unwrap_or_default());
+    assert!(abort_at - during_at >= 7.5, "it waited for the name only {:.1} s of the 8 s phase", abort_at - during_at);
+    assert!(stdout.contains("target gone"), "{stdout}");
 }
