@@ -355,6 +355,27 @@ fn a_one_shot_fault_with_all_hits_every_pod_the_selector_matches_and_no_other() 
         let id = format!("{prefix}-{pod}-{}", member.split('/').nth(1).unwrap_or_default());
         lost_by.push(lost_by_member(&containerd, &pids, member, &id));
     }
+    // Pod web-2 goes away (its members killed, its cgroup removed): its copy ends, web-1's not.
+    for member in ["nginx", "sandbox"] {
+        let id = format!("{prefix}-web-2-{member}");
+        let _ = containerd.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]);
+        for _ in 0..50 {
+            if containerd.ctr(&["tasks", "rm", "-f", &id]).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    chaos_tests::runtimes::remove_cgroup(&format!("{top}/pod-web-2"));
+    let gone_by = std::time::Instant::now() + Duration::from_secs(10);
+    while !chaos.stderr_so_far().contains("pod-web-2 was removed") {
+        assert!(std::time::Instant::now() < gone_by, "web-2's copy did not end: {}", chaos.stderr_so_far());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let id = format!("{prefix}-web-1-nginx");
+    let web_1_after = lost_by_member(&containerd, &pids, "web-1/nginx", &id);
+    eprintln!("measured (containerd, --all): after web-2 went, web-1 lost {:.1} %", web_1_after * 100.0);
+    assert!((0.45..=0.55).contains(&web_1_after), "web-1 lost {:.1} % after web-2 went", web_1_after * 100.0);
     let json = chaos.stop_json();
     eprintln!(
         "measured (containerd, --all): web-1 lost {:.1} % of {PACKETS}, web-2 {:.1} %, db-1 (not matched) {:.1} %",
@@ -369,6 +390,8 @@ fn a_one_shot_fault_with_all_hits_every_pod_the_selector_matches_and_no_other() 
     let reports = json.as_array().unwrap_or_else(|| panic!("--all reports one entry per pod: {json}"));
     let cgroups: Vec<&str> = reports.iter().filter_map(|r| r["target"]["cgroup"].as_str()).collect();
     assert_eq!(cgroups, [format!("{top}/pod-web-1"), format!("{top}/pod-web-2")], "{json}");
+    assert_eq!(reports[0]["stopped"]["by"], "signal", "{json}");
+    assert_eq!(reports[1]["stopped"]["by"], "target_gone", "{json}");
     for report in reports {
         let injected: u64 =
             report["counters"].as_array().expect("counters").iter().filter_map(|c| c["injected"].as_u64()).sum();
