@@ -131,6 +131,15 @@ fn a_followed_container_restarted_mid_run_is_partitioned_again_in_its_new_cgroup
         timeline_events(&timeline).iter().any(|e| e["event"] == "reattach")
     });
     assert!(kernel::inet_programs_attached(&new_dir) > 0, "nothing attached to the new cgroup {new_cgroup}");
+    // The run's record (what `chaos status` and the conflict checks read) names the new cgroup.
+    let new_id = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&new_dir).expect("the new cgroup"));
+    let record = fs::read_dir("/run/chaos/runs")
+        .expect("the run records")
+        .flatten()
+        .filter_map(|e| serde_json::from_str::<Value>(&fs::read_to_string(e.path()).ok()?).ok())
+        .find(|r| r["file"] == file.to_str().unwrap())
+        .expect("the run's record");
+    assert_eq!(record["target_id"], new_id, "{record}");
     let (inside, beside) = measure(&docker, &name);
     eprintln!("measured after the restart: {inside} of {PACKETS} from inside arrived, {beside} from beside it");
     assert_eq!((inside, beside), (0, PACKETS), "the partition does not hold on the restarted container");

@@ -331,6 +331,9 @@ impl<'p, 't> Runner<'p, 't> {
         eprintln!("chaos: target back as {} after {:.1}s: faults re-attached", target.describe(), event.gone_s);
         self.timeline.event(&TimelineEvent::Reattach(event));
         signals.watch(Some(&target));
+        // `chaos status` and the conflict checks of later runs see where the faults are now.
+        (self.registration.record.target, self.registration.record.target_id) = (target.cgroup.clone(), target.id);
+        let _ = self.registration.record.write();
         (self.target, self.away) = (target, None);
         Ok(())
     }
