@@ -113,6 +113,11 @@ fn a_followed_container_restarted_mid_run_is_partitioned_again_in_its_new_cgroup
     let file = experiment(&scratch, &name, true, "45s");
     let timeline = scratch.join("follow.jsonl");
     let old_cgroup = cgroup_of(pid_of(&docker, &name));
+    let (status, stdout, stderr) =
+        chaos::run_with_env(&["run", file.to_str().unwrap(), "--dry-run", "--output", "json"], &env(&docker));
+    assert!(status.success(), "{stderr}");
+    let dry: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!((&dry["follow"], &dry["target"]["cgroup"]), (&Value::Bool(true), &Value::from(old_cgroup.as_str())));
     let mut run = Chaos::start_with_env(
         &["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()],
         &env(&docker),

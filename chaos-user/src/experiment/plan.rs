@@ -277,6 +277,9 @@ impl ExperimentPlan<'_> {
         if let (Some(control), Some(spec)) = (&self.control, &experiment.steady_state.control) {
             plan["control"] = json!({ "target": control, "confidence": spec.confidence });
         }
+        if experiment.follow {
+            plan["follow"] = json!(true);
+        }
         plan
     }
 
@@ -294,6 +297,9 @@ impl ExperimentPlan<'_> {
             self.target.describe(),
             humantime::format_duration(experiment.duration)
         );
+        if experiment.follow {
+            let _ = writeln!(out, "  follow: a restart of the target re-attaches the faults to its new cgroup");
+        }
         if !steady.checks.is_empty() {
             let _ = writeln!(
                 out,
