@@ -169,6 +169,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("syscall_override", 0.5),
     ("hints", 0.35),
     ("target_gone", 0.2),
+    ("host_view", 0.05),
     ("daemon", 0.15),
     ("doctor", 0.15),
     ("verdict", 0.0),
