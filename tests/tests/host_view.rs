@@ -18,7 +18,7 @@ use chaos_tests::{cgroup::TestCgroup, chaos, kernel, require_root};
 fn chaos_in_a_cgroup_namespace(namespace_root: &TestCgroup, args: &[&str]) -> std::process::Child {
     let procs = namespace_root.dir().join("cgroup.procs");
     let mut command = Command::new(chaos::chaos_bin());
-    command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.args(args).env("RUST_LOG", "chaos=debug").stdout(Stdio::piped()).stderr(Stdio::piped());
     // SAFETY: between fork and exec only fs::write of the child's own pid and unshare(2).
     unsafe {
         command.pre_exec(move || {
@@ -60,6 +60,10 @@ fn in_a_cgroup_namespace_of_its_own_chaos_aims_at_host_cgroups_and_refuses_its_o
     let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(summary["target"]["cgroup"], target.path(), "{summary}");
     assert_eq!(kernel::inet_programs_attached(target.dir()), 0, "the drop outlived chaos");
+    // Which way it went: joined init's namespace where init is readable, mapped where not.
+    let init_readable = fs::read_link("/proc/1/ns/cgroup").is_ok();
+    assert_eq!(stderr.contains("joined init's cgroup namespace"), init_readable, "{stderr}");
+    eprintln!("measured: {}", if init_readable { "joined init's cgroup namespace" } else { "mapped /../x paths" });
 
     // Its own cgroup (the namespace's root, which it reads as `/`) is still refused.
     let child = chaos_in_a_cgroup_namespace(
