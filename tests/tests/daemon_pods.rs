@@ -13,7 +13,7 @@ use std::{
 use chaos_tests::{
     TempDir,
     cgroup::cgroup2_mount,
-    chaos::Chaos,
+    chaos::{self, Chaos},
     kernel, require_root,
     runtimes::{Containerd, DockerApi, Engine, Rootfs},
     skip, unique_name,
@@ -41,8 +41,29 @@ fn env(which: &str, socket: String) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// A 2 s drop of 10 % egress, every 500 ms, two at once at most, on `targets`.
+/// A 2 s drop of 10 % egress, every 500 ms, two at once at most, on `targets`, started.
 fn daemon(kubernetes: &str, targets: &str, env: &[(&str, String)]) -> (Chaos, TempDir) {
+    let dir = configuration(kubernetes, targets);
+    let config = dir.join("daemon.toml");
+    let mut chaos = Chaos::start_with_env(&["daemon", "--config", config.to_str().expect("utf-8")], env);
+    let socket = dir.join("daemon.sock");
+    chaos.wait_until("the daemon's socket answers", Duration::from_secs(30), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    (chaos, dir)
+}
+
+/// `chaos daemon --check` of that configuration: its output.
+fn check(kubernetes: &str, targets: &str, env: &[(&str, String)]) -> String {
+    let dir = configuration(kubernetes, targets);
+    let config = dir.join("daemon.toml");
+    let (status, stdout, stderr) = chaos::run_with_env(&["daemon", "--check", config.to_str().expect("utf-8")], env);
+    assert!(status.success(), "{stdout}{stderr}");
+    stdout
+}
+
+/// The daemon's files in a directory of their own.
+fn configuration(kubernetes: &str, targets: &str) -> TempDir {
     let dir = TempDir::new();
     let experiment = "name = \"pod drop\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"2s\"\n\n\
                       [[fault]]\nkind = \"net drop\"\npercent = 10\ndirection = \"egress\"\n";
@@ -53,13 +74,7 @@ fn daemon(kubernetes: &str, targets: &str, env: &[(&str, String)]) -> (Chaos, Te
          [[experiment]]\nfile = \"experiment.toml\"\ntargets = {targets}\n"
     );
     fs::write(dir.join("daemon.toml"), config).expect("write the configuration");
-    let config = dir.join("daemon.toml");
-    let mut chaos = Chaos::start_with_env(&["daemon", "--config", config.to_str().expect("utf-8")], env);
-    let socket = dir.join("daemon.sock");
-    chaos.wait_until("the daemon's socket answers", Duration::from_secs(30), || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
-    (chaos, dir)
+    dir
 }
 
 /// SIGTERM, exit 0; its log.
@@ -144,6 +159,12 @@ fn a_pod_selector_runs_only_on_the_selected_pods_of_opted_in_namespaces_and_says
     let pod_cgroup = |pod: &str| format!("{}/pod-{pod}", containerd.cgroup_top);
     let mut watched: Vec<String> = ["web-1", "db-1", "web-x"].into_iter().map(pod_cgroup).collect();
     watched.extend(pids.values().map(|&pid| cgroup_of(pid)));
+
+    let shop = "[kubernetes]\nnamespaces = [\"shop\"]";
+    let checked = check(shop, "{ pods = \"app=web\" }", &env);
+    assert!(checked.contains("pods app=web (1 match now)") && checked.contains("opted in: shop"), "{checked}");
+    let checked = check("", "{ pods = \"app=web\" }", &env);
+    assert!(checked.contains("(0 match now)") && checked.contains("note: 2 pod(s) match but"), "{checked}");
 
     // The pod as a whole: its own cgroup, nothing else.
     let (chaos, _dir) = daemon("[kubernetes]\nnamespaces = [\"shop\"]", "{ pods = \"app=web\" }", &env);

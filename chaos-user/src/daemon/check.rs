@@ -33,7 +33,9 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     } else {
         config.kubernetes.namespaces.join(", ")
     };
-    println!("kubernetes namespaces opted in: {opted_in}");
+    if !config.kubernetes.namespaces.is_empty() || config.catalogue.iter().any(|e| matches!(e.selector, Some(Selector::Pods(_)))) {
+        println!("kubernetes namespaces opted in: {opted_in}");
+    }
     for entry in &config.catalogue {
         let targets = match (&entry.selector, &cgroups) {
             (Some(selector), Some(cgroups)) => {
