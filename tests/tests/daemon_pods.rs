@@ -35,7 +35,7 @@ const NOWHERE: &str = "/nonexistent/chaos-test.sock";
 
 /// Only runtime `which` answers; the machine's own runtimes are never asked.
 fn env(which: &str, socket: String) -> Vec<(&'static str, String)> {
-    ["DOCKER_HOST", "CONTAINER_HOST", "CONTAINERD_ADDRESS"]
+    ["DOCKER_HOST", "CONTAINER_HOST", "CONTAINERD_ADDRESS", "CONTAINER_RUNTIME_ENDPOINT"]
         .into_iter()
         .map(|var| (var, if var == which { socket.clone() } else { NOWHERE.to_owned() }))
         .collect()
