@@ -129,8 +129,7 @@ fn kubelet_labels<'a>(
 
 #[test]
 fn a_pod_selector_runs_only_on_the_selected_pods_of_opted_in_namespaces_and_says_why_it_skips_the_others() {
-    let test =
-        "a_pod_selector_runs_only_on_the_selected_pods_of_opted_in_namespaces_and_says_why_it_skips_the_others";
+    let test = "a_pod_selector_runs_only_on_the_selected_pods_of_opted_in_namespaces_and_says_why_it_skips_the_others";
     require_root!(test);
     host_tier_only!(test);
     let _serial = chaos_tests::serialized();

@@ -68,9 +68,14 @@ pub fn by_container_name(glob: &str, cgroups: &CgroupFs, inventory: &Inventory) 
 
 /// The pods `selector` matches whose namespace opted in, and why the others are left out.
 #[must_use]
-pub fn eligible_pods(selector: &PodSelector, kubernetes: &Kubernetes, inventory: &Inventory) -> (Vec<PodName>, Vec<String>) {
+pub fn eligible_pods(
+    selector: &PodSelector,
+    kubernetes: &Kubernetes,
+    inventory: &Inventory,
+) -> (Vec<PodName>, Vec<String>) {
     let all = pod::select(inventory, &selector.labels, selector.namespace.as_deref());
-    let (eligible, refused): (Vec<PodName>, Vec<PodName>) = all.into_iter().partition(|p| kubernetes.opted_in(&p.namespace));
+    let (eligible, refused): (Vec<PodName>, Vec<PodName>) =
+        all.into_iter().partition(|p| kubernetes.opted_in(&p.namespace));
     let mut notes = Vec::new();
     if !refused.is_empty() {
         let mut namespaces: Vec<&str> = refused.iter().map(|p| p.namespace.as_str()).collect();

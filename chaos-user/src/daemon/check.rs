@@ -33,7 +33,9 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     } else {
         config.kubernetes.namespaces.join(", ")
     };
-    if !config.kubernetes.namespaces.is_empty() || config.catalogue.iter().any(|e| matches!(e.selector, Some(Selector::Pods(_)))) {
+    if !config.kubernetes.namespaces.is_empty()
+        || config.catalogue.iter().any(|e| matches!(e.selector, Some(Selector::Pods(_))))
+    {
         println!("kubernetes namespaces opted in: {opted_in}");
     }
     for entry in &config.catalogue {

@@ -188,8 +188,7 @@ impl Budgets {
         if candidates.is_empty() {
             return Err("the selector matches no cgroup now".to_owned());
         }
-        let is_busy =
-            |c: &String| busy.iter().any(|b| is_same_or_below(c, b) || is_same_or_below(b, c));
+        let is_busy = |c: &String| busy.iter().any(|b| is_same_or_below(c, b) || is_same_or_below(b, c));
         let busy_here = candidates.iter().filter(|c| is_busy(c)).count();
         #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let allowed = (budget.max_share * candidates.len() as f64 + 1e-9).floor() as usize;

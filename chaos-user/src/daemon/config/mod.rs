@@ -90,8 +90,18 @@ pub struct Budget {
     pub max_share: f64,
 }
 
-const TOP_KEYS: &[&str] =
-    &["socket", "kill_switch", "state_dir", "keep_timelines", "metrics", "schedule", "budget", "safety", "kubernetes", "experiment"];
+const TOP_KEYS: &[&str] = &[
+    "socket",
+    "kill_switch",
+    "state_dir",
+    "keep_timelines",
+    "metrics",
+    "schedule",
+    "budget",
+    "safety",
+    "kubernetes",
+    "experiment",
+];
 
 impl DaemonConfig {
     /// Reads and validates `path`.
@@ -152,7 +162,8 @@ impl DaemonConfig {
             }
             None => None,
         };
-        let kubernetes = root.get("kubernetes").map(|i| selector::parse_kubernetes(&i)).transpose()?.unwrap_or_default();
+        let kubernetes =
+            root.get("kubernetes").map(|i| selector::parse_kubernetes(&i)).transpose()?.unwrap_or_default();
         let experiments = root.require("experiment", "[[experiment]] file = \"latency.toml\"")?;
         let mut catalogue = Vec::new();
         for item in experiments.array()? {

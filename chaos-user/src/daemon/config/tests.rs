@@ -53,7 +53,8 @@ fn selector_of(kubernetes: &str, targets: &str) -> Result<Option<Selector>, Stri
     let experiment = "name = \"x\"\ntarget = { cgroup = \"/x\" }\nduration = \"1s\"\n\n\
                       [[fault]]\nkind = \"net drop\"\npercent = 10\n";
     std::fs::write(dir.join("e.toml"), experiment).unwrap();
-    let text = format!("[schedule]\nevery = \"1m\"\n{kubernetes}\n[[experiment]]\nfile = \"e.toml\"\ntargets = {targets}\n");
+    let text =
+        format!("[schedule]\nevery = \"1m\"\n{kubernetes}\n[[experiment]]\nfile = \"e.toml\"\ntargets = {targets}\n");
     let source = Source::new(dir.join("daemon.toml").display().to_string(), text);
     let result = DaemonConfig::parse(&source).map(|c| c.catalogue[0].selector.clone()).map_err(|e| e.to_string());
     std::fs::remove_dir_all(&dir).unwrap();

@@ -4,11 +4,7 @@
 //! containerd both fill in). Read-only: four calls, decoded with grpc.rs's protobuf reader.
 use std::path::Path;
 
-use super::{
-    Container,
-    grpc,
-    pod,
-};
+use super::{Container, grpc, pod};
 
 const SERVICE: &str = "runtime.v1.RuntimeService";
 
