@@ -24,25 +24,56 @@ pub fn call_empty(socket: &Path, namespace: Option<&str>, method: &str) -> Resul
 
 /// Calls `method` with `request` (an encoded protobuf message); see [`call_empty`].
 pub fn call(socket: &Path, namespace: Option<&str>, method: &str, request: Vec<u8>) -> Result<Vec<u8>, String> {
-    let (socket, namespace, method) = (socket.to_owned(), namespace.map(str::to_owned), method.to_owned());
+    call_many(socket, namespace, vec![(method.to_owned(), request)])?
+        .pop()
+        .unwrap_or_else(|| Err(format!("{method}: no answer")))
+}
+
+/// Makes each call of `calls` (method, request) in turn over one connection, all within the
+/// timeout: the CRI asks one status per container, and a connection (with a thread and a
+/// runtime) each would cost more than the calls. The outer error is the connection's; each
+/// call has its own (a container that ended between a list and its status is not found).
+pub fn call_many(
+    socket: &Path,
+    namespace: Option<&str>,
+    calls: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<Result<Vec<u8>, String>>, String> {
+    let (socket, namespace) = (socket.to_owned(), namespace.map(str::to_owned));
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         runtime.block_on(async {
-            tokio::time::timeout(TIMEOUT, unary(&socket, namespace.as_deref(), &method, request))
-                .await
-                .map_err(|_| format!("no answer within {}s", TIMEOUT.as_secs()))?
+            let all = async {
+                let mut sender = connect(&socket).await?;
+                let mut answers = Vec::with_capacity(calls.len());
+                for (method, request) in calls {
+                    answers.push(unary(&mut sender, namespace.as_deref(), &method, request).await);
+                }
+                Ok(answers)
+            };
+            tokio::time::timeout(TIMEOUT, all).await.map_err(|_| format!("no answer within {}s", TIMEOUT.as_secs()))?
         })
     })
     .join()
     .map_err(|_| "the gRPC thread panicked".to_owned())?
 }
 
-async fn unary(socket: &Path, namespace: Option<&str>, method: &str, message: Vec<u8>) -> Result<Vec<u8>, String> {
+type Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+async fn connect(socket: &Path) -> Result<Sender, String> {
     let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
     tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn unary(
+    sender: &mut Sender,
+    namespace: Option<&str>,
+    method: &str,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, String> {
     // A gRPC message: 1 byte "not compressed", 4 bytes big-endian length, then the message.
     let length = u32::try_from(message.len()).map_err(|_| "a request too long for gRPC")?;
     let mut framed = vec![0];
