@@ -73,6 +73,11 @@ impl Kind {
             Self::Docker => ("DOCKER_HOST", "/run/docker.sock"),
             Self::Podman => ("CONTAINER_HOST", "/run/podman/podman.sock"),
             Self::Containerd => ("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"),
+            // /var/run is /run on the host, but not always in an agent's image (the DaemonSet
+            // mounts the host's /run/crio at /run/crio).
+            Self::Crio if !Path::new("/var/run/crio/crio.sock").exists() => {
+                ("CONTAINER_RUNTIME_ENDPOINT", "/run/crio/crio.sock")
+            }
             Self::Crio => ("CONTAINER_RUNTIME_ENDPOINT", "/var/run/crio/crio.sock"),
         };
         let given = std::env::var(var).ok().filter(|v| !v.is_empty());
