@@ -286,3 +286,27 @@ fn pods_and_containers_are_found_through_the_cri_of_a_stub_server() {
     assert!(status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("pods app=web (1 match now)"), "{stdout}");
 }
+
+#[test]
+fn the_cri_client_is_answered_by_containerds_own_cri_endpoint() {
+    let test = "the_cri_client_is_answered_by_containerds_own_cri_endpoint";
+    require_root!(test);
+    host_tier_only!(test);
+    let containerd = match chaos_tests::runtimes::Containerd::start_with_cri() {
+        Ok(c) => c,
+        Err(why) => return chaos_tests::skip::record(test, &format!("containerd cannot run here: {why}")),
+    };
+    // A real CRI server (its answers' status in HTTP/2 trailers): both lists answer, empty,
+    // since it lists only the sandboxes it made itself (they need a pause image).
+    let socket = PathBuf::from(containerd.address());
+    let none = resolved(&["--pod", "shop/web-1"], &socket).unwrap_err();
+    assert!(
+        none.contains("no pod on this node matches") && none.contains(&format!("cri-o at {}", socket.display())),
+        "{none}"
+    );
+    let (status, stdout, stderr) = chaos::run_with_env(&["doctor"], &env(&socket));
+    assert!(
+        stdout.contains(&format!("yes cri-o at {}", socket.display())) && stdout.contains("0 containers"),
+        "{status:?} {stdout}{stderr}"
+    );
+}
