@@ -1,10 +1,11 @@
 //! chaos's CRI client (`runtime.v1.RuntimeService`, the API CRI-O serves) against a CRI server
 //! stub on a private Unix socket (host tier): Debian 12 has no cri-o package, and containerd's
-//! own CRI plugin lists only the sandboxes it made itself, which need a pause image from a
-//! registry. The stub answers ListPodSandbox, ListContainers and the verbose
+//! own CRI plugin lists only the sandboxes it ran itself (running one here, from an image
+//! imported by hand on the node's network, failed in runc). The stub answers ListPodSandbox, ListContainers and the verbose
 //! PodSandboxStatus / ContainerStatus with kubelet's labels and the pids of real processes the
 //! test put in cgroups of its own; chaos must find the pods' and containers' cgroups from them,
-//! for `--pod`, `--selector` and the daemon's pod selectors.
+//! for `--pod`, `--selector` and the daemon's pod selectors. containerd's CRI endpoint, empty,
+//! checks the same client against a real server's framing.
 use std::{
     collections::BTreeMap,
     fs,
@@ -297,7 +298,7 @@ fn the_cri_client_is_answered_by_containerds_own_cri_endpoint() {
         Err(why) => return chaos_tests::skip::record(test, &format!("containerd cannot run here: {why}")),
     };
     // A real CRI server (its answers' status in HTTP/2 trailers): both lists answer, empty,
-    // since it lists only the sandboxes it made itself (they need a pause image).
+    // since it lists only the sandboxes it ran itself.
     let socket = PathBuf::from(containerd.address());
     let none = resolved(&["--pod", "shop/web-1"], &socket).unwrap_err();
     assert!(
