@@ -175,7 +175,9 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("verdict", 0.0),
     // Host-tier tests: they skip in the guests.
     ("containers", 0.01),
+    ("cri", 0.01),
     ("daemon_configmap", 0.01),
+    ("daemon_pods", 0.01),
     ("manifests", 0.02),
 ];
 

@@ -8,6 +8,7 @@
 //! answers the control socket, collects ended runs and handles SIGHUP (reload) and SIGTERM/SIGINT
 //! (end every run, then exit). Crash safety needs nothing here beyond the clean-up at start: each
 //! fault has its kernel deadline and fd-owned links, which go with the process.
+mod candidates;
 mod check;
 pub mod config;
 mod config_watch;
@@ -229,8 +230,11 @@ impl Service {
         let cgroups = CgroupFs::discover().map_err(|e| e.to_string())?;
         let target = match &entry.selector {
             Some(selector) => {
-                let candidates = scheduler::matches(selector, cgroups.mount());
-                self.budgets.pick_target(&self.config.budget, &candidates, &busy, now, random_u64())?
+                let found = scheduler::matches(selector, &cgroups, &self.config.kubernetes);
+                if found.cgroups.is_empty() {
+                    return Err(found.why_none());
+                }
+                self.budgets.pick_target(&self.config.budget, &found.cgroups, &busy, now, random_u64())?
             }
             None => {
                 let own = target::own_cgroup();
