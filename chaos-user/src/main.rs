@@ -4,6 +4,8 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // First, while the process has one thread: in a container, take the host's cgroup paths.
+    let host_view = chaos::target::host_view::enter();
     let cli = chaos::cli::Cli::parse();
     let daemon = cli.daemon_log_format();
     let default_level = match (cli.verbosity(), daemon) {
@@ -18,6 +20,13 @@ fn main() -> ExitCode {
         logs.json().init();
     } else {
         logs.init();
+    }
+    match host_view {
+        chaos::target::host_view::HostView::Own(reason) => {
+            tracing::warn!("{reason}: cgroup paths are this container's, not the host's");
+        }
+        chaos::target::host_view::HostView::Joined => tracing::debug!("joined init's cgroup namespace"),
+        chaos::target::host_view::HostView::Already => {}
     }
     match cli.run() {
         Ok(code) => code,

@@ -1,7 +1,8 @@
-//! Just enough rtnetlink to manage qdiscs: add one and read the kernel's answer.
+//! Netlink written once: a socket that sends numbered requests and reads their replies, and on
+//! it just enough rtnetlink to manage qdiscs (sock_diag.rs uses the same socket).
 //!
 //! aya manages the clsact qdisc for TC programs itself; this exists for what aya does not do:
-//! probing which qdisc kinds the kernel has (fq, netem), and later installing fq for
+//! probing which qdisc kinds the kernel has (fq, netem), and installing fq for
 //! earliest-departure-time delay.
 use std::{
     io, mem,
@@ -16,7 +17,7 @@ const RTM_GETQDISC: u16 = 38;
 const NLM_F_REPLACE: u16 = 0x100;
 const RTM_NEWTFILTER: u16 = 44;
 const RTM_GETTFILTER: u16 = 46;
-const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
@@ -33,21 +34,21 @@ pub const CLSACT_HANDLE: u32 = 0xFFFF_0000;
 pub const CLSACT_INGRESS: u32 = 0xFFFF_FFF2;
 pub const CLSACT_EGRESS: u32 = 0xFFFF_FFF3;
 
-/// A NETLINK_ROUTE socket in the network namespace of the calling thread.
-pub struct RouteSocket {
+/// A netlink socket of one protocol (`NETLINK_ROUTE`, `NETLINK_SOCK_DIAG`) in the network
+/// namespace of the calling thread.
+pub struct NetlinkSocket {
     fd: OwnedFd,
     seq: u32,
 }
 
+/// A NETLINK_ROUTE socket in the network namespace of the calling thread.
+pub struct RouteSocket {
+    socket: NetlinkSocket,
+}
+
 impl RouteSocket {
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2) call; the fd is owned below.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) }, seq: 0 })
+        Ok(Self { socket: NetlinkSocket::open(libc::NETLINK_ROUTE)? })
     }
 
     /// Creates qdisc `kind` at `parent` of interface `ifindex` (fails with EEXIST if one is
@@ -86,9 +87,9 @@ impl RouteSocket {
     /// The root qdisc of `ifindex`: its kind, handle and raw options, enough to put it back.
     pub fn root_qdisc(&mut self, ifindex: i32) -> io::Result<Option<Qdisc>> {
         let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent: 0, info: 0 };
-        self.send(RTM_GETQDISC, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
+        self.socket.send(RTM_GETQDISC, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
         let mut found = None;
-        self.read_messages(|msg_type, body| {
+        self.socket.read_messages(|msg_type, body| {
             if msg_type != RTM_NEWQDISC || body.len() < mem::size_of::<TcMsg>() || found.is_some() {
                 return;
             }
@@ -151,9 +152,9 @@ impl RouteSocket {
     /// How many filter entries hang under `parent` of interface `ifindex` (0 when none).
     pub fn filter_count(&mut self, ifindex: i32, parent: u32) -> io::Result<usize> {
         let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent, info: 0 };
-        self.send(RTM_GETTFILTER, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
+        self.socket.send(RTM_GETTFILTER, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
         let mut count = 0;
-        self.read_messages(|msg_type, _| {
+        self.socket.read_messages(|msg_type, _| {
             if msg_type == RTM_NEWTFILTER {
                 count += 1;
             }
@@ -162,11 +163,25 @@ impl RouteSocket {
     }
 
     fn request(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
-        self.send(msg_type, NLM_F_ACK | flags, header, attrs)?;
-        self.read_messages(|_, _| {})
+        self.socket.send(msg_type, NLM_F_ACK | flags, header, attrs)?;
+        self.socket.read_messages(|_, _| {})
+    }
+}
+
+impl NetlinkSocket {
+    pub fn open(protocol: libc::c_int) -> io::Result<Self> {
+        // SAFETY: plain socket(2) call; the fd is owned below.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) }, seq: 0 })
     }
 
-    fn send(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
+    /// Sends one request: a netlink header numbered after the last, `header` (the family's
+    /// fixed part) and `attrs`.
+    pub fn send(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
         self.seq += 1;
         let len = mem::size_of::<NlMsgHdr>() + header.len() + attrs.len();
         let nlh = NlMsgHdr { len: len as u32, msg_type, flags: NLM_F_REQUEST | flags, seq: self.seq, pid: 0 };
@@ -184,8 +199,9 @@ impl RouteSocket {
 
     /// Reads replies to the last request until its ack, error or end of dump, passing the type
     /// and body (after the netlink header) of every other message to `each`.
-    fn read_messages(&self, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
-        let mut buf = [0u8; 8192];
+    pub fn read_messages(&self, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+        // Dumps come in messages the kernel sizes to the reader's buffer, up to 32 KiB.
+        let mut buf = vec![0u8; 32 * 1024];
         loop {
             // SAFETY: valid buffer and length.
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -246,7 +262,8 @@ struct TcMsg {
     info: u32,
 }
 
-const fn align4(n: usize) -> usize {
+/// Netlink messages and attributes start on 4-byte boundaries.
+pub const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 

@@ -129,8 +129,20 @@ impl RunRecord {
 #[must_use]
 pub fn all() -> Vec<RunRecord> {
     let Ok(entries) = fs::read_dir(RUNS_DIR) else { return Vec::new() };
+    let entries: Vec<_> = entries.flatten().collect();
+    // A run killed mid-rewrite leaves its `.ID.tmp` (the id ends in the pid): once that pid is
+    // gone, nobody will rename it.
+    for entry in &entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) =
+            name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")).and_then(|id| id.rsplit('-').next())
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
     let mut records: Vec<RunRecord> = entries
-        .flatten()
+        .iter()
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .filter_map(|e| serde_json::from_slice(&fs::read(e.path()).ok()?).ok())
         .collect();

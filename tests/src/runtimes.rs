@@ -189,7 +189,7 @@ impl Drop for DockerApi {
     }
 }
 
-/// A private containerd (own root, state and socket; the CRI plugin off).
+/// A private containerd (own root, state and socket; the CRI plugin off unless asked for).
 pub struct Containerd {
     dir: TempDir,
     daemon: Child,
@@ -200,10 +200,30 @@ pub struct Containerd {
 
 impl Containerd {
     pub fn start() -> Result<Self, String> {
+        Self::start_with(false)
+    }
+
+    /// With the CRI plugin on, serving `runtime.v1.RuntimeService` on the same socket: no TCP
+    /// service, the streaming server on loopback, no CNI configuration (so no pod network).
+    pub fn start_with_cri() -> Result<Self, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(cri: bool) -> Result<Self, String> {
         let dir = TempDir::new();
         let d = dir.path();
+        let plugins = if cri {
+            format!(
+                "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n  \
+                 stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"{cni}\"\n  conf_dir = \"{cni}\"\n",
+                cni = d.join("cni").display()
+            )
+        } else {
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n".to_owned()
+        };
         let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n{plugins}\
              [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"\"\n\
              [metrics]\n  address = \"\"\n",
             root = d.join("root").display(),

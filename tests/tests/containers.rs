@@ -32,7 +32,7 @@ const NOWHERE: &str = "/nonexistent/chaos-test.sock";
 /// The runtime sockets chaos may ask: only `which`, the others pointed at nothing, so a
 /// runtime of the machine's own never answers in a test.
 fn env(which: &str, socket: String) -> Vec<(&'static str, String)> {
-    ["DOCKER_HOST", "CONTAINER_HOST", "CONTAINERD_ADDRESS"]
+    ["DOCKER_HOST", "CONTAINER_HOST", "CONTAINERD_ADDRESS", "CONTAINER_RUNTIME_ENDPOINT"]
         .into_iter()
         .map(|var| (var, if var == which { socket.clone() } else { NOWHERE.to_owned() }))
         .collect()

@@ -232,6 +232,64 @@ fn wait_for_programs(cgroup: &TestCgroup, present: bool, timeout: Duration) -> D
     started.elapsed()
 }
 
+/// Each run starts on its schedule and ends when its duration is over, as the kernel saw it: the
+/// times the drop appeared on the cgroup and left it, sampled every millisecond.
+#[test]
+fn each_run_starts_on_its_schedule_and_ends_when_its_duration_is_over() {
+    require_root!("each_run_starts_on_its_schedule_and_ends_when_its_duration_is_over");
+    host_tier_only!("each_run_starts_on_its_schedule_and_ends_when_its_duration_is_over");
+    let _serial = chaos_tests::serialized();
+    const EVERY: Duration = Duration::from_secs(2);
+    const DURATION: Duration = Duration::from_secs(1);
+    let cgroup = TestCgroup::new();
+    let experiment = "name = \"on time\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"1s\"\n\n\
+                      [[fault]]\nkind = \"net drop\"\npercent = 10\ndirection = \"egress\"\n";
+    let config = format!(
+        "metrics = false\n[schedule]\nevery = \"2s\"\n[budget]\nmax_runs_per_hour = 1000\n\n\
+         [[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{}\" }}\n",
+        cgroup.path()
+    );
+    let daemon = Daemon::start(experiment, &config);
+    let watched = Instant::now();
+    let (mut attached, mut runs) = (None::<Duration>, Vec::new());
+    while watched.elapsed() < Duration::from_secs(12) {
+        let now = watched.elapsed();
+        match (attached, kernel::inet_programs_attached(cgroup.dir()) > 0) {
+            (None, true) => attached = Some(now),
+            (Some(since), false) => {
+                runs.push((since, now - since));
+                attached = None;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    daemon.terminate();
+    let gaps: Vec<Duration> = runs.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    eprintln!(
+        "measured: runs attached at {:?}, gaps between starts {gaps:?}, each attached for {:?} (every {EVERY:?}, \
+         duration {DURATION:?})",
+        runs.iter().map(|r| r.0).collect::<Vec<_>>(),
+        runs.iter().map(|r| r.1).collect::<Vec<_>>()
+    );
+    assert!(runs.len() >= 4, "in 12 s a run every 2 s gives at least 4 whole runs, the kernel saw {runs:?}");
+    assert!(runs[0].0 <= EVERY + Duration::from_millis(500), "the first run started {:?} after the daemon", runs[0].0);
+    // Start to start: the schedule's period, less than a tick (40 ms) late, and the load and
+    // verification of the next run's programs (tens of ms) varying on a shared machine.
+    for gap in &gaps {
+        assert!(
+            *gap >= EVERY - Duration::from_millis(300) && *gap <= EVERY + Duration::from_millis(500),
+            "a run started {gap:?} after the one before it (every {EVERY:?}): {gaps:?}"
+        );
+    }
+    for (_, held) in &runs {
+        assert!(
+            *held >= DURATION - Duration::from_millis(50) && *held <= DURATION + Duration::from_millis(600),
+            "a run held its fault for {held:?} (duration {DURATION:?})"
+        );
+    }
+}
+
 #[test]
 fn the_daemon_runs_on_schedule_and_pause_now_detaches_everything_within_100ms() {
     require_root!("the_daemon_runs_on_schedule_and_pause_now_detaches_everything_within_100ms");

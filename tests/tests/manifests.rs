@@ -127,11 +127,13 @@ fn the_daemonset_runs_with_the_least_capabilities_and_the_host_mounts() {
 }
 
 #[test]
-fn the_configmap_starts_paused_with_the_share_cap_on() {
+fn the_configmap_opts_no_namespace_in_and_keeps_the_share_cap_on() {
     let config: ConfigMap = typed("configmap.yaml", "ConfigMap");
     let data = config.data.expect("data");
-    assert!(data.contains_key("kill"), "the fleet starts paused (kill key) until the selector is narrowed");
+    assert!(!data.contains_key("kill"), "the kill key pauses every node: it is for emergencies, not shipped");
     let daemon = data.get("daemon.toml").expect("daemon.toml");
+    assert!(daemon.contains("[kubernetes]\nnamespaces = []\n"), "no namespace is opted in until someone names one");
+    assert!(daemon.contains("targets = { pods = "), "the catalogue picks pods by their labels");
     assert!(daemon.contains("kill_switch = \"kill\""), "the kill switch is the ConfigMap key `kill`");
     assert!(daemon.contains("max_share = 25"), "the share cap is on");
     for key in data.keys() {
@@ -150,4 +152,5 @@ fn the_configmap_files_are_a_configuration_the_daemon_accepts() {
     let (status, stdout, stderr) = chaos_tests::chaos::run(&["daemon", "--check", daemon_toml.to_str().unwrap()]);
     assert!(status.success(), "chaos daemon --check refuses the ConfigMap's configuration: {stdout}{stderr}");
     assert!(stdout.contains("25 % of a selector's matches"), "{stdout}");
+    assert!(stdout.contains("kubernetes namespaces opted in: none (no pod is eligible)"), "{stdout}");
 }

@@ -404,14 +404,15 @@ fn a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not() {
     let (code, output, events) = run_experiment(&file, &scratch.join("loss.jsonl"));
     let took = started.elapsed();
     for c in comparisons(&events) {
-        eprintln!("with 5 % loss: {} p = {} ({:?})", c["tolerance"], c["p_value"], took);
+        eprintln!("with 5 % loss: {} p = {} ({:?}): {}", c["tolerance"], c["p_value"], took, c["words"]);
     }
     assert_eq!(code, 1, "{output}");
     assert!(took < Duration::from_secs(60), "the run took {took:?}");
     let found = comparisons(&events);
     assert_eq!(found.len(), 2, "{found:?}");
-    let worst = found.iter().map(|c| c["p_value"].as_f64().unwrap()).fold(1.0, f64::min);
-    assert!(found.iter().any(|c| c["worse"] == true) && worst < 0.01, "{found:?}");
+    // Both tolerances see it: the pass rate (SYN retries past the timeout) and the p99 (the
+    // retransmitted answers, 200 ms late: a tail the quantile test counts).
+    assert!(found.iter().all(|c| c["worse"] == true && c["p_value"].as_f64().unwrap() < 0.01), "{found:?}");
     // Both groups were measured, at the same times, and only the target's results suffered.
     let (measured, controlled) = (check_events(&events, None), check_events(&events, Some("control")));
     assert_eq!(measured.len(), controlled.len());

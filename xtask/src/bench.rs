@@ -1099,6 +1099,12 @@ pub(crate) fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
+/// The load average now, as /proc/loadavg says it: a bench notes it at its start and end, since
+/// the machine is shared and its other work is what widens the ranges.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned()
+}
+
 /// Where and when the figures were measured.
 pub fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")

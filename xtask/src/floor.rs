@@ -281,7 +281,7 @@ struct Run {
 
 fn run(hooks: &[Hook], floor: PathBuf) -> anyhow::Result<Run> {
     let setup = Setup::new(floor);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
+    let load = crate::bench::load_average();
     let mut figures: Vec<Figures> =
         hooks.iter().map(|_| Figures { nothing: Vec::new(), added: Default::default() }).collect();
     for round in 0..ROUNDS {
@@ -307,7 +307,7 @@ fn run(hooks: &[Hook], floor: PathBuf) -> anyhow::Result<Run> {
             [None; 4]
         }));
     }
-    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
+    let load_after = crate::bench::load_average();
     Ok(Run { figures, times, load, load_after })
 }
 

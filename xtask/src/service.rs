@@ -112,7 +112,7 @@ pub fn service_bench() -> anyhow::Result<String> {
     // Members in namespace a, so TC faults find their namespace (wrk itself is short-lived).
     let _residents = [Resident::start(&client, Some(&hosts.a)), Resident::start(&third, Some(&hosts.a))];
     let _nginx = Nginx::start(&hosts, &server)?;
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = crate::bench::load_average();
     // Variant 0: nothing; 1..=4 untargeted; 5..=8 on wrk's cgroup at 0 %.
     let variants = 1 + 2 * FAMILIES.len();
     let mut rps = vec![Vec::new(); variants];
@@ -144,7 +144,7 @@ pub fn service_bench() -> anyhow::Result<String> {
         }
         base_rps.push(base.requests_per_s);
     }
-    let load_after = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_after = crate::bench::load_average();
     let spread = |v: &[f64]| {
         let min = v.iter().copied().fold(f64::INFINITY, f64::min);
         let max = v.iter().copied().fold(0.0, f64::max);
@@ -161,8 +161,7 @@ pub fn service_bench() -> anyhow::Result<String> {
          {ROUNDS} rounds, the variants in a rotating order within each round; ratios against the round's run \
          with nothing armed, median (range). Goals: untargeted >= 0.99x requests/s and p99 <= 1.02x; \
          targeted at 0 % >= 0.97x.\n",
-        load.trim(),
-        load_after.trim()
+        load, load_after
     );
     let _ = writeln!(out, "| variant | requests/s vs nothing | p99 vs nothing | p50 |\n|---|---|---|---|");
     let _ = writeln!(

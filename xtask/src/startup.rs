@@ -73,7 +73,7 @@ pub fn startup_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
     // A member in its own namespace, so TC faults find the namespace.
     let _resident = Resident::start(&cgroup, Some(&hosts.a));
     let families = families(cgroup.path());
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = crate::bench::load_average();
     // The debug build the benches use, and the release build where one was made (`cargo build
     // --release -p chaos-user`): start-up is mostly CPU work, which the build profile changes.
     let mut builds = vec![("debug", binaries.chaos.clone())];
@@ -94,7 +94,7 @@ pub fn startup_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
             }
         }
     }
-    let load_after = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_after = crate::bench::load_average();
     let mut out = String::new();
     let _ = writeln!(out, "## Start-up and memory on the host (`cargo xtask bench startup`)\n");
     let _ = writeln!(out, "{}\n", bench::machine());
@@ -104,8 +104,7 @@ pub fn startup_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
          interleaved; time from spawning `chaos ... -v` (the debug build `cargo xtask bench` builds, and the release \
          build if one is there) to its \
          \"fault armed\" line; peak RSS is VmHWM 200 ms after arming. Median (range).\n",
-        load.trim(),
-        load_after.trim()
+        load, load_after
     );
     let _ = writeln!(
         out,

@@ -169,13 +169,16 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("syscall_override", 0.5),
     ("hints", 0.6),
     ("target_gone", 0.2),
+    ("host_view", 0.05),
     ("daemon", 0.15),
     ("doctor", 0.15),
     ("verdict", 0.0),
     // Host-tier tests: they skip in the guests.
     ("containers", 0.01),
+    ("cri", 0.01),
     ("follow", 0.01),
     ("daemon_configmap", 0.01),
+    ("daemon_pods", 0.01),
     ("manifests", 0.02),
 ];
 

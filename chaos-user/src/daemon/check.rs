@@ -14,6 +14,12 @@ pub fn describe_selector(selector: &Selector) -> String {
         Selector::Cgroup(glob) => format!("cgroup {glob}"),
         Selector::Unit(glob) => format!("unit {glob}"),
         Selector::Container(glob) => format!("container {glob}"),
+        Selector::ContainerName(glob) => format!("container name {glob}"),
+        Selector::Pods(pods) => {
+            let namespace = pods.namespace.as_ref().map(|n| format!(" in namespace {n}")).unwrap_or_default();
+            let container = pods.container_name.as_ref().map(|c| format!(", container {c}")).unwrap_or_default();
+            format!("pods {}{namespace}{container}", pods.text)
+        }
     }
 }
 
@@ -21,12 +27,23 @@ pub fn describe_selector(selector: &Selector) -> String {
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = DaemonConfig::load(path)?;
     println!("{}: valid: {} experiment(s)", path.display(), config.catalogue.len());
-    let mount = CgroupFs::discover().ok().map(|c| c.mount().to_owned());
+    let cgroups = CgroupFs::discover().ok();
+    let opted_in = if config.kubernetes.namespaces.is_empty() {
+        "none (no pod is eligible)".to_owned()
+    } else {
+        config.kubernetes.namespaces.join(", ")
+    };
+    if !config.kubernetes.namespaces.is_empty()
+        || config.catalogue.iter().any(|e| matches!(e.selector, Some(Selector::Pods(_))))
+    {
+        println!("kubernetes namespaces opted in: {opted_in}");
+    }
     for entry in &config.catalogue {
-        let targets = match (&entry.selector, &mount) {
-            (Some(selector), Some(mount)) => {
-                let found = scheduler::matches(selector, mount);
-                format!("{} ({} match now)", describe_selector(selector), found.len())
+        let targets = match (&entry.selector, &cgroups) {
+            (Some(selector), Some(cgroups)) => {
+                let found = scheduler::matches(selector, cgroups, &config.kubernetes);
+                let notes: String = found.notes.iter().map(|n| format!("\n    note: {n}")).collect();
+                format!("{} ({} match now){notes}", describe_selector(selector), found.cgroups.len())
             }
             (Some(selector), None) => describe_selector(selector),
             (None, _) => "the file's own target".to_owned(),

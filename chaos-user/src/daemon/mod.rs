@@ -8,6 +8,7 @@
 //! answers the control socket, collects ended runs and handles SIGHUP (reload) and SIGTERM/SIGINT
 //! (end every run, then exit). Crash safety needs nothing here beyond the clean-up at start: each
 //! fault has its kernel deadline and fd-owned links, which go with the process.
+mod candidates;
 mod check;
 pub mod config;
 mod config_watch;
@@ -99,6 +100,11 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     // which a long-lived service keeps forever. Two arenas serve the control task and one run.
     // SAFETY: mallopt(3) only sets an allocator parameter; called before any run thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    // The eBPF loader parses the kernel's whole BTF when it is made: once here, its memory
+    // handed back at once, rather than a peak of its own in every run.
+    crate::engine::load::prepare();
+    // SAFETY: malloc_trim(3) has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     // What a crashed daemon (or any crashed run) left goes before the first run.
     let mut cleaned = experiment::clean_stale_runs();
     cleaned.extend(ledger::cleanup_stale());
@@ -224,8 +230,11 @@ impl Service {
         let cgroups = CgroupFs::discover().map_err(|e| e.to_string())?;
         let target = match &entry.selector {
             Some(selector) => {
-                let candidates = scheduler::matches(selector, cgroups.mount());
-                self.budgets.pick_target(&self.config.budget, &candidates, &busy, now, random_u64())?
+                let found = scheduler::matches(selector, &cgroups, &self.config.kubernetes);
+                if found.cgroups.is_empty() {
+                    return Err(found.why_none());
+                }
+                self.budgets.pick_target(&self.config.budget, &found.cgroups, &busy, now, random_u64())?
             }
             None => {
                 let own = target::own_cgroup();

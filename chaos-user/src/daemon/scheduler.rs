@@ -10,7 +10,14 @@ use std::{
 
 use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
 
-use super::config::{Budget, Schedule, Selector, When, Window};
+use super::{
+    candidates::{self, Matches},
+    config::{Budget, Kubernetes, Schedule, Selector, When, Window},
+};
+use crate::target::{
+    CgroupFs, is_same_or_below,
+    runtime::{self, Inventory},
+};
 
 /// A random u64 from the kernel (jitter and weighted picks need no more than this).
 #[must_use]
@@ -92,24 +99,31 @@ pub fn pick_weighted(weights: &[u32], random: u64) -> Option<usize> {
     None
 }
 
-/// The cgroups (paths as /proc/PID/cgroup shows them) a selector matches now, sorted.
+/// The cgroups (paths as /proc/PID/cgroup shows them) a selector matches now, sorted, and
+/// why matching containers or pods were left out. Container names and pods are asked of the
+/// runtimes; pods only of the namespaces in `kubernetes`.
 #[must_use]
-pub fn matches(selector: &Selector, cgroup_mount: &Path) -> Vec<String> {
+pub fn matches(selector: &Selector, cgroups: &CgroupFs, kubernetes: &Kubernetes) -> Matches {
+    let cgroup_mount = cgroups.mount();
     let pattern = match selector {
         Selector::Cgroup(glob) => format!("{}{glob}", cgroup_mount.display()),
         Selector::Unit(glob) => format!("{}/**/{glob}", cgroup_mount.display()),
-        Selector::Container(glob) => return container_matches(glob, cgroup_mount),
+        Selector::Container(glob) => return Matches::of(container_matches(glob, cgroup_mount)),
+        Selector::ContainerName(glob) => {
+            return candidates::by_container_name(glob, cgroups, &Inventory::take(runtime::endpoints()));
+        }
+        Selector::Pods(pods) => {
+            return candidates::pods(pods, kubernetes, cgroups, &Inventory::take(runtime::endpoints()));
+        }
     };
-    let Ok(paths) = glob::glob(&pattern) else { return Vec::new() };
-    let mut found: Vec<String> = paths
+    let Ok(paths) = glob::glob(&pattern) else { return Matches::default() };
+    let found: Vec<String> = paths
         .flatten()
         .filter(|p| p.is_dir())
         .filter_map(|p| p.strip_prefix(cgroup_mount).ok().map(|rest| format!("/{}", rest.display())))
         .filter(|path| path != "/")
         .collect();
-    found.sort();
-    found.dedup();
-    found
+    Matches::of(found)
 }
 
 /// The cgroups whose directory names carry a container id matching `glob`, sorted.
@@ -160,7 +174,8 @@ impl Budgets {
         Ok(())
     }
 
-    /// A target for the next run among `candidates`: not under fault now (`busy`), not hit
+    /// A target for the next run among `candidates`: not under fault now (`busy`: a target
+    /// inside or around a busy one counts as busy, e.g. a pod and its container), not hit
     /// within the gap, and keeping the selector's share under fault within the cap.
     pub fn pick_target(
         &self,
@@ -173,7 +188,8 @@ impl Budgets {
         if candidates.is_empty() {
             return Err("the selector matches no cgroup now".to_owned());
         }
-        let busy_here = candidates.iter().filter(|c| busy.contains(c)).count();
+        let is_busy = |c: &String| busy.iter().any(|b| is_same_or_below(c, b) || is_same_or_below(b, c));
+        let busy_here = candidates.iter().filter(|c| is_busy(c)).count();
         #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let allowed = (budget.max_share * candidates.len() as f64 + 1e-9).floor() as usize;
         if busy_here + 1 > allowed {
@@ -184,7 +200,7 @@ impl Budgets {
         }
         let free: Vec<&String> = candidates
             .iter()
-            .filter(|c| !busy.contains(c))
+            .filter(|c| !is_busy(c))
             .filter(|c| self.last_on_target.get(*c).is_none_or(|&t| now.duration_since(t) >= budget.min_gap_per_target))
             .collect();
         if free.is_empty() {
@@ -295,6 +311,16 @@ mod tests {
         let later = now + Duration::from_secs(61);
         assert_eq!(budgets.pick_target(&budget(), &four[..2], &[], later, 0).as_deref(), Ok("/a"));
         assert!(budgets.pick_target(&budget(), &[], &[], now, 0).is_err());
+        // A pod's container under fault makes its pod busy, and the other way round.
+        let pods: Vec<String> = ["/kubepods/pod1", "/kubepods/pod2"].map(String::from).to_vec();
+        let share = Budget { max_share: 1.0, ..budget() };
+        for _ in 0..20 {
+            let busy = ["/kubepods/pod1/ctr".to_owned()];
+            assert_eq!(budgets.pick_target(&share, &pods, &busy, later, random_u64()).as_deref(), Ok("/kubepods/pod2"));
+        }
+        let busy = ["/kubepods/pod2".to_owned()];
+        let containers = ["/kubepods/pod2/a".to_owned()];
+        assert!(budgets.pick_target(&share, &containers, &busy, later, 0).is_err());
     }
 
     #[test]
@@ -310,7 +336,9 @@ mod tests {
         for dir in &dirs {
             std::fs::create_dir_all(root.join(dir)).unwrap();
         }
-        let found = |glob: &str| matches(&Selector::Container(glob.to_owned()), &root);
+        let found = |glob: &str| {
+            matches(&Selector::Container(glob.to_owned()), &CgroupFs::at(&root), &Kubernetes::default()).cgroups
+        };
         assert_eq!(found("aaaa*"), [format!("/system.slice/docker-{}.scope", id('a'))]);
         assert_eq!(found("*").len(), 3, "{:?}", found("*"));
         assert!(found("ffff*").is_empty());

@@ -1,6 +1,8 @@
 //! One fault's instance of the eBPF object: loaded with the kernel offsets its programs need,
 //! its configuration and filter maps written, its counters read, and everything it attached
 //! detached when it is dropped (tasks a syscall delay stopped are resumed first).
+use std::sync::Mutex;
+
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
     maps::{Array, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
@@ -39,6 +41,38 @@ pub struct LoadedFault {
     pub(super) resumer: Option<(Resumer, Entry)>,
 }
 
+/// The process's one loader. aya's `EbpfLoader::new()` parses all of the kernel's BTF (19 MB of
+/// heap for this host's 5.5 MB vmlinux BTF) even when `.btf(None)` follows at once, so a loader
+/// per fault paid that parse, and its memory peak, at every fault's start. One loader, made once,
+/// pays it once: the daemon makes it before its first run ([`prepare`]) and trims the heap after.
+static LOADER: Mutex<Option<EbpfLoader<'static>>> = Mutex::new(None);
+
+/// A loader without kernel BTF: the object has no CO-RE relocations, and the programs that need
+/// the kernel's BTF (LSM) get it when they attach.
+fn new_loader() -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    loader
+}
+
+/// Makes the process's loader now rather than at the first fault (its BTF parse freed already).
+pub fn prepare() {
+    LOADER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(new_loader);
+}
+
+/// The offsets with the loader's lifetime. A kernel has one set (or none: all zero), so this
+/// keeps one or two small values for the life of the process, however many faults it loads.
+fn lasting(offsets: KernelOffsets) -> &'static KernelOffsets {
+    static KEPT: Mutex<Vec<&'static KernelOffsets>> = Mutex::new(Vec::new());
+    let mut kept = KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(found) = kept.iter().find(|k| ***k == offsets) {
+        return found;
+    }
+    let leaked: &'static KernelOffsets = Box::leak(Box::new(offsets));
+    kept.push(leaked);
+    leaked
+}
+
 impl LoadedFault {
     /// Loads a fresh copy of the object (maps are created; no program is loaded yet), with the
     /// kernel struct offsets some syscall programs need written into its read-only data.
@@ -46,12 +80,11 @@ impl LoadedFault {
         if EBPF_OBJECT.is_empty() {
             return Err(AttachError::NoObject);
         }
-        let offsets = kernel_offsets.unwrap_or_default();
-        // No kernel BTF: the object has no CO-RE relocations, and parsing all of vmlinux's BTF
-        // for nothing costs more than everything else chaos does at start.
-        let ebpf = EbpfLoader::new()
-            .btf(None)
-            .override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true)
+        let offsets = lasting(kernel_offsets.unwrap_or_default());
+        let mut loader = LOADER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ebpf = loader
+            .get_or_insert_with(new_loader)
+            .override_global(KERNEL_OFFSETS_GLOBAL, offsets, true)
             .load(EBPF_OBJECT)
             .map_err(|err| match err {
                 EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {

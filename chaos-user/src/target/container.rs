@@ -9,7 +9,7 @@ use std::{
 use super::{
     CgroupFs, TargetError, container_id, is_same_or_below, pid_cgroup,
     runtime::{
-        self, Inventory,
+        self, Container, Inventory,
         pod::{self, PodName},
     },
 };
@@ -122,6 +122,36 @@ impl CgroupFs {
             }
         };
         self.dir_of_pod(&inventory, chosen, spec.container.as_deref(), "--selector", &arg)
+    }
+
+    /// The cgroup (as /proc/PID/cgroup shows it) of a container of `inventory`, for the
+    /// daemon's selectors; the container must be running.
+    pub fn container_cgroup(
+        &self,
+        inventory: &Inventory,
+        endpoint: usize,
+        container: &Container,
+    ) -> Result<String, TargetError> {
+        let arg = container.describe();
+        let pid = inventory
+            .pid(endpoint, container)
+            .map_err(|reason| TargetError::Unreadable { what: format!("the pid of {arg}"), reason })?
+            .ok_or_else(|| TargetError::ContainerNotRunning { id: container.id.clone(), container: arg.clone() })?;
+        let dir = self.pid_dir("`targets`", &arg, pid)?;
+        Ok(self.cgroup_of(&dir).unwrap_or_default())
+    }
+
+    /// The cgroup of `pod` (or of its container named `container`), for the daemon's
+    /// selectors, with the refusals of `--pod` (members' cgroups that differ, a shared parent).
+    pub fn pod_cgroup(
+        &self,
+        inventory: &Inventory,
+        pod: &PodName,
+        container: Option<&str>,
+    ) -> Result<String, TargetError> {
+        let arg = pod_arg(&pod.to_string(), container);
+        let dir = self.dir_of_pod(inventory, pod, container, "`targets`", &arg)?;
+        Ok(self.cgroup_of(&dir).unwrap_or_default())
     }
 
     fn pod_inventory(&self, flag: &'static str, arg: &str) -> Result<Inventory, TargetError> {

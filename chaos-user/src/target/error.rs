@@ -49,7 +49,8 @@ pub enum TargetError {
     #[error(
         "{flag} {arg}: pods are found through the labels kubelet puts on containers, and no \
          container runtime answered ({asked}); chaos asks containerd at $CONTAINERD_ADDRESS or \
-         /run/containerd/containerd.sock"
+         /run/containerd/containerd.sock, and CRI-O at $CONTAINER_RUNTIME_ENDPOINT or \
+         /var/run/crio/crio.sock"
     )]
     NoPodRuntime { flag: &'static str, arg: String, asked: String },
     #[error("{flag} {arg}: no pod on this node matches (asked {asked}); `crictl pods` lists them")]

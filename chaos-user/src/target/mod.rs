@@ -310,14 +310,18 @@ pub fn pid_cgroup(proc_root: &Path, pid: u32) -> Result<String, TargetError> {
     })?;
     text.lines()
         .find_map(|line| line.strip_prefix("0::"))
-        .map(|path| path.trim().trim_end_matches(" (deleted)").to_owned())
+        .map(|path| path.trim().trim_end_matches(" (deleted)"))
+        .map(|path| host_view::under_mount(path).unwrap_or_else(|| path.to_owned()))
         .ok_or(TargetError::PidWithoutCgroup2 { pid })
 }
 
 /// This process's own cgroup v2 path, if it has one.
 #[must_use]
 pub fn own_cgroup() -> Option<String> {
-    pid_cgroup(Path::new("/proc"), std::process::id()).ok()
+    let file = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let as_read = file.lines().find_map(|line| line.strip_prefix("0::"))?.trim();
+    let mount = CgroupFs::discover().ok()?;
+    host_view::own_cgroup_under(mount.mount(), as_read)
 }
 
 /// Whether cgroup `inner` is `outer` or inside it (`/a/b` is inside `/a`, `/ab` is not).
@@ -329,16 +333,38 @@ pub fn is_same_or_below(inner: &str, outer: &str) -> bool {
 
 /// The cgroup2 mount point in a mountinfo text (fields: id parent dev root mountpoint opts...
 /// `-` fstype source superopts), with the kernel's octal escapes (`\040` for space) undone.
+/// The cgroup2 mount that shows the whole hierarchy (its root is `/`), else the first one. In a
+/// container there are two: its own, rooted at the container's cgroup (mountinfo shows that
+/// root once chaos is in the host's cgroup namespace, see `host_view`), and the host's, mounted
+/// in (the DaemonSet's hostPath), rooted at `/`; only the host's holds the targets.
 fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (mount_fields, fs_fields) = line.split_once(" - ")?;
-        let fs_type = fs_fields.split_whitespace().next()?;
-        if fs_type != "cgroup2" {
-            return None;
-        }
-        let mount_point = mount_fields.split_whitespace().nth(4)?;
-        Some(PathBuf::from(unescape_mountinfo(mount_point)))
-    })
+    cgroup2_mount_and_root(mountinfo).map(|(mount, _)| mount)
+}
+
+/// [`cgroup2_mount`] and the mount's root as mountinfo shows it (relative to this process's
+/// cgroup namespace: `/..` when the mount reaches above it). The whole hierarchy wins: the
+/// root with the most `..`, then the shortest.
+fn cgroup2_mount_and_root(mountinfo: &str) -> Option<(PathBuf, String)> {
+    let mounts: Vec<(String, PathBuf)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (mount_fields, fs_fields) = line.split_once(" - ")?;
+            if fs_fields.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            let mut fields = mount_fields.split_whitespace();
+            let root = unescape_mountinfo(fields.nth(3)?);
+            let mount_point = fields.next()?;
+            Some((root, PathBuf::from(unescape_mountinfo(mount_point))))
+        })
+        .collect();
+    let height = |root: &str| {
+        let parts: Vec<&str> = root.split('/').filter(|p| !p.is_empty()).collect();
+        let ups = parts.iter().filter(|p| **p == "..").count();
+        (ups, std::cmp::Reverse(parts.len()))
+    };
+    let best = mounts.iter().enumerate().max_by(|a, b| height(&a.1.0).cmp(&height(&b.1.0)).then(b.0.cmp(&a.0)))?.0;
+    mounts.into_iter().nth(best).map(|(root, mount)| (mount, root))
 }
 
 fn unescape_mountinfo(field: &str) -> String {
@@ -374,6 +400,7 @@ fn normalize(path: &Path) -> PathBuf {
 
 mod container;
 mod error;
+pub mod host_view;
 pub mod runtime;
 #[cfg(test)]
 mod tests;

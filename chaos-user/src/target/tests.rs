@@ -18,6 +18,17 @@ fn finds_cgroup2_on_hybrid_hosts() {
 }
 
 #[test]
+fn in_a_container_the_hosts_cgroup2_mount_is_the_one_rooted_at_the_top() {
+    // A pod's own cgroup2 mount (rooted at its cgroup, as seen from the host's cgroup
+    // namespace) comes first; the host's, mounted in by the DaemonSet, is the one to use.
+    let pod = "\
+900 880 0:30 /kubepods.slice/kubepods-pod1.slice/cri-containerd-3f2a.scope /sys/fs/cgroup ro - cgroup2 cgroup rw
+910 880 0:30 / /host/sys/fs/cgroup rw - cgroup2 cgroup2 rw
+";
+    assert_eq!(cgroup2_mount(pod), Some(PathBuf::from("/host/sys/fs/cgroup")));
+}
+
+#[test]
 fn containment_is_by_path_component() {
     assert!(is_same_or_below("/a/b", "/a"));
     assert!(is_same_or_below("/a", "/a"));

@@ -35,6 +35,8 @@ pub struct DaemonConfig {
     pub keep_timelines: usize,
     /// Where `/metrics` is served; None: nowhere.
     pub metrics: Option<String>,
+    /// The namespaces whose pods pod selectors may pick.
+    pub kubernetes: Kubernetes,
 }
 
 /// One experiment file of the catalogue.
@@ -49,19 +51,6 @@ pub struct CatalogueEntry {
     pub selector: Option<Selector>,
     /// The experiment as loaded (a run loads its file again: a change is picked up by SIGHUP).
     pub experiment: Experiment,
-}
-
-/// Which cgroups an experiment may run on; one matching target is picked per run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Selector {
-    /// A glob over cgroup paths, e.g. `/system.slice/*.service`.
-    Cgroup(String),
-    /// A glob over systemd unit names, e.g. `web-*.service`: the cgroups named so.
-    Unit(String),
-    /// A glob over container ids, e.g. `3f2a*`: the cgroups the runtimes name after them
-    /// (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `/docker/<id>`, ...), as `--container`
-    /// finds them. Names need the runtimes' APIs (the containers issue).
-    Container(String),
 }
 
 /// When runs start: every `every` or at each time of a cron expression, each start moved by up
@@ -101,8 +90,18 @@ pub struct Budget {
     pub max_share: f64,
 }
 
-const TOP_KEYS: &[&str] =
-    &["socket", "kill_switch", "state_dir", "keep_timelines", "metrics", "schedule", "budget", "safety", "experiment"];
+const TOP_KEYS: &[&str] = &[
+    "socket",
+    "kill_switch",
+    "state_dir",
+    "keep_timelines",
+    "metrics",
+    "schedule",
+    "budget",
+    "safety",
+    "kubernetes",
+    "experiment",
+];
 
 impl DaemonConfig {
     /// Reads and validates `path`.
@@ -163,11 +162,13 @@ impl DaemonConfig {
             }
             None => None,
         };
+        let kubernetes =
+            root.get("kubernetes").map(|i| selector::parse_kubernetes(&i)).transpose()?.unwrap_or_default();
         let experiments = root.require("experiment", "[[experiment]] file = \"latency.toml\"")?;
         let mut catalogue = Vec::new();
         for item in experiments.array()? {
             let table = item.table("an [[experiment]]")?;
-            catalogue.extend(parse_entry(&table, base)?);
+            catalogue.extend(parse_entry(&table, base, &kubernetes)?);
         }
         if catalogue.is_empty() {
             return Err(experiments.error("the catalogue is empty: name at least one experiment file"));
@@ -184,6 +185,7 @@ impl DaemonConfig {
             state_dir,
             keep_timelines,
             metrics,
+            kubernetes,
         })
     }
 
@@ -334,7 +336,7 @@ fn parse_budget(item: &Item<'_>) -> Result<Budget, FileError> {
 
 /// One `[[experiment]]`: a file, or a directory of them (each `*.toml`), with a weight and a
 /// selector shared by all.
-fn parse_entry(table: &Table<'_>, base: &Path) -> Result<Vec<CatalogueEntry>, FileError> {
+fn parse_entry(table: &Table<'_>, base: &Path, kubernetes: &Kubernetes) -> Result<Vec<CatalogueEntry>, FileError> {
     let file_item = table.require("file", "file = \"latency.toml\"")?;
     let path = base.join(file_item.str()?);
     let weight = match table.get("weight") {
@@ -342,7 +344,7 @@ fn parse_entry(table: &Table<'_>, base: &Path) -> Result<Vec<CatalogueEntry>, Fi
         None => 1,
     };
     let selector = match table.get("targets") {
-        Some(item) => Some(parse_selector(&item)?),
+        Some(item) => Some(selector::parse_selector(&item, kubernetes)?),
         None => None,
     };
     table.finish(&["file", "weight", "targets"])?;
@@ -372,46 +374,8 @@ fn parse_entry(table: &Table<'_>, base: &Path) -> Result<Vec<CatalogueEntry>, Fi
         .collect()
 }
 
-fn parse_selector(item: &Item<'_>) -> Result<Selector, FileError> {
-    let table = item.table("`targets`")?;
-    let selector = match (table.get("cgroup"), table.get("unit"), table.get("container")) {
-        (Some(glob), None, None) => {
-            let pattern = glob.str()?;
-            if !pattern.starts_with('/') {
-                return Err(glob.error("a cgroup glob is an absolute cgroup path, e.g. \"/system.slice/*.service\""));
-            }
-            check_glob(&glob, pattern)?;
-            Selector::Cgroup(pattern.to_owned())
-        }
-        (None, Some(glob), None) => {
-            let pattern = glob.str()?;
-            if pattern.contains('/') {
-                return Err(glob.error("a unit glob is a unit name, without a slash, e.g. \"web-*.service\""));
-            }
-            check_glob(&glob, pattern)?;
-            Selector::Unit(pattern.to_owned())
-        }
-        (None, None, Some(glob)) => {
-            let pattern = glob.str()?;
-            if pattern.contains('/') {
-                return Err(glob.error("a container glob is an id pattern, without a slash, e.g. \"3f2a*\""));
-            }
-            check_glob(&glob, pattern)?;
-            Selector::Container(pattern.to_owned())
-        }
-        _ => {
-            return Err(table.error(
-                "`targets` takes exactly one of `cgroup` (a path glob), `unit` (a unit glob) or `container` (an id glob)",
-            ));
-        }
-    };
-    table.finish(&["cgroup", "unit", "container"])?;
-    Ok(selector)
-}
-
-fn check_glob(item: &Item<'_>, pattern: &str) -> Result<(), FileError> {
-    glob::Pattern::new(pattern).map(drop).map_err(|e| item.error(format!("not a valid glob: {e}")))
-}
-
+mod selector;
 #[cfg(test)]
 mod tests;
+
+pub use self::selector::{Kubernetes, PodSelector, Selector};

@@ -45,3 +45,50 @@ fn schedule_errors_point_at_the_value() {
         assert!(error.contains(expected), "{text:?}: expected {expected:?} in {error}");
     }
 }
+
+/// The selector of a one-experiment configuration (the experiment file is this test's own).
+fn selector_of(kubernetes: &str, targets: &str) -> Result<Option<Selector>, String> {
+    let dir = std::env::temp_dir().join(format!("chaos-selector-{}-{}", std::process::id(), targets.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let experiment = "name = \"x\"\ntarget = { cgroup = \"/x\" }\nduration = \"1s\"\n\n\
+                      [[fault]]\nkind = \"net drop\"\npercent = 10\n";
+    std::fs::write(dir.join("e.toml"), experiment).unwrap();
+    let text =
+        format!("[schedule]\nevery = \"1m\"\n{kubernetes}\n[[experiment]]\nfile = \"e.toml\"\ntargets = {targets}\n");
+    let source = Source::new(dir.join("daemon.toml").display().to_string(), text);
+    let result = DaemonConfig::parse(&source).map(|c| c.catalogue[0].selector.clone()).map_err(|e| e.to_string());
+    std::fs::remove_dir_all(&dir).unwrap();
+    result
+}
+
+#[test]
+fn container_name_and_pod_selectors_parse_and_errors_point_at_the_value() {
+    let shop = "[kubernetes]\nnamespaces = [\"shop\"]";
+    assert_eq!(selector_of("", "{ container_name = \"web-*\" }"), Ok(Some(Selector::ContainerName("web-*".into()))));
+    let pods = selector_of(shop, "{ pods = \"app=web,tier=db\", namespace = \"shop\", container_name = \"nginx\" }");
+    assert_eq!(
+        pods,
+        Ok(Some(Selector::Pods(PodSelector {
+            text: "app=web,tier=db".into(),
+            labels: vec![("app".into(), "web".into()), ("tier".into(), "db".into())],
+            namespace: Some("shop".into()),
+            container_name: Some("nginx".into()),
+        })))
+    );
+    // Line 6 is the `targets` line; the column is the value's.
+    let cases: &[(&str, &str, &str)] = &[
+        ("", "{ pods = \"app\" }", "daemon.toml:6:20: `pods`: \"app\" in \"app\" is not KEY=VALUE"),
+        ("", "{ pods = \"app=web\", namespace = \"shop\" }", "6:43: `namespace`: namespace \"shop\" has not opted in"),
+        (shop, "{ pods = \"app=web\", namespace = \"Shop!\" }", "is not a namespace name"),
+        ("", "{ namespace = \"shop\" }", "6:13: `namespace` narrows a pod selector"),
+        ("", "{ pods = \"a=b\", unit = \"x.service\" }", "`unit` and `pods` are two selectors"),
+        ("", "{ container_name = \"web/x\" }", "6:30: `container_name`: a container name glob is a name"),
+        ("", "{ container_name = \"web\", cgroup = \"/x\" }", "takes exactly one of"),
+        ("", "{ pod = \"a=b\" }", "6:13: unknown key `pod`"),
+        ("[kubernetes]\nnamespaces = [\"-x\"]", "{ cgroup = \"/x\" }", "daemon.toml:4:14: `namespaces`: \"-x\" is not"),
+    ];
+    for (kubernetes, targets, expected) in cases {
+        let error = selector_of(kubernetes, targets).unwrap_err();
+        assert!(error.contains(expected), "{targets}: expected {expected:?} in {error}");
+    }
+}

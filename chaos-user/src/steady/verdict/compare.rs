@@ -4,8 +4,10 @@
 //! As canary judges do (Kayenta's Mann-Whitney judge), a difference counts only when it is both
 //! beyond the tolerance and significant at the configured confidence: pass rates through a
 //! two-proportion z-test of a shortfall beyond the tolerance, latencies (or metric values)
-//! through a Mann-Whitney U test of the experimental values against the control's scaled by the
-//! tolerance, with the named quantile of each group as the effect size a person reads.
+//! against the control's scaled by the tolerance, through a Mann-Whitney U test for the median
+//! (and lower quantiles, and "lower is worse" tolerances) and a quantile test for the tail (p90,
+//! p99: a U test does not see a tail), with the named quantile of each group as the effect a
+//! person reads.
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -94,7 +96,7 @@ pub struct Samples {
 pub struct Comparison {
     pub check: String,
     pub tolerance: String,
-    /// "two-proportion z-test" or "Mann-Whitney U".
+    /// "two-proportion z-test", "Mann-Whitney U" or "quantile test".
     pub test: String,
     pub experimental: f64,
     pub control: f64,
@@ -173,42 +175,58 @@ pub fn compare(
         MaxDifference::Quantile { q, label, percent } => {
             let scale = 1.0 + percent / 100.0;
             let scaled: Vec<f64> = control.values.iter().map(|v| v * scale).collect();
-            // Higher is worse for a + tolerance, lower for a - one: test in that direction.
-            let MannWhitney { test, effect, .. } = if *percent >= 0.0 {
-                stats::mann_whitney(&experimental.values, &scaled)
-            } else {
-                stats::mann_whitney(&scaled, &experimental.values)
-            };
             let (e, c) = (stats::quantile(&experimental.values, *q), stats::quantile(&control.values, *q));
             let beyond = if *percent >= 0.0 { e > c * scale } else { e < c * scale };
-            let worse = beyond && test.p_value < alpha;
             let change = if c == 0.0 { String::new() } else { format!(" ({:+.0} %)", (e / c - 1.0) * 100.0) };
-            let words = format!(
-                "{label} {what}: experimental {} against control {}{change}, tolerance {percent:+} %; a Mann-Whitney U \
-                 test over {}×{} results against the control scaled by the tolerance gives z = {:.2}, and an \
-                 experimental result is the worse one in {:.0} % of pairs: {}",
+            let head = format!(
+                "{label} {what}: experimental {} against control {}{change}, tolerance {percent:+} %",
                 number(e),
-                number(c),
-                experimental.values.len(),
-                control.values.len(),
-                test.z,
-                effect * 100.0,
-                verdict(worse, test.p_value)
+                number(c)
             );
+            let (n_e, n_c) = (experimental.values.len(), control.values.len());
+            // Above the median a tolerance is about the tail, which a U test does not see (the
+            // many unharmed results outvote the slow ones): count the tail instead.
+            let (name, test, effect, how) = if *q > 0.5 && *percent >= 0.0 {
+                let t = stats::quantile_test(&experimental.values, &scaled, *q);
+                let how = format!(
+                    "a quantile test (Fisher's exact test on the results at or above the pooled {label} of the \
+                     experimental group and the control scaled by the tolerance, {}) finds {} of {n_e} experimental \
+                     and {} of {n_c} control results at or above it",
+                    number(t.threshold),
+                    t.above_experimental,
+                    t.above_control
+                );
+                ("quantile test", t.test, None, how)
+            } else {
+                // Higher is worse for a + tolerance, lower for a - one: test in that direction.
+                let MannWhitney { test, effect, .. } = if *percent >= 0.0 {
+                    stats::mann_whitney(&experimental.values, &scaled)
+                } else {
+                    stats::mann_whitney(&scaled, &experimental.values)
+                };
+                let how = format!(
+                    "a Mann-Whitney U test over {n_e}×{n_c} results against the control scaled by the tolerance \
+                     gives z = {:.2}, and an experimental result is the worse one in {:.0} % of pairs",
+                    test.z,
+                    effect * 100.0
+                );
+                ("Mann-Whitney U", test, Some(effect), how)
+            };
+            let worse = beyond && test.p_value < alpha;
             Comparison {
                 check: check.to_owned(),
                 tolerance: tolerance.to_string(),
-                test: "Mann-Whitney U".into(),
+                test: name.into(),
                 experimental: e,
                 control: c,
-                n_experimental: experimental.values.len() as u64,
-                n_control: control.values.len() as u64,
+                n_experimental: n_e as u64,
+                n_control: n_c as u64,
                 z: test.z,
                 p_value: test.p_value,
-                effect: Some(effect),
+                effect,
                 confidence,
                 worse,
-                words,
+                words: format!("{head}; {how}: {}", verdict(worse, test.p_value)),
             }
         }
     }

@@ -1,5 +1,6 @@
-//! containerd's gRPC API, the three read-only calls chaos makes (list namespaces, containers,
-//! tasks), over HTTP/2 on its Unix socket, with the protobuf answers decoded by hand.
+//! gRPC over HTTP/2 on a Unix socket, for the read-only calls chaos makes of containerd's own
+//! API (list namespaces, containers, tasks) and of the CRI (list pods and containers, their
+//! status), with the protobuf requests encoded and the answers decoded by hand.
 //!
 //! Why not the `containerd-client` crate: it brings tonic, tower and a build script that needs
 //! protoc, for three unary calls whose requests are empty messages and whose answers chaos reads
@@ -18,34 +19,73 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Runs on its own thread with its own runtime, so callers inside or outside tokio can use it.
 pub fn call_empty(socket: &Path, namespace: Option<&str>, method: &str) -> Result<Vec<u8>, String> {
-    let (socket, namespace, method) = (socket.to_owned(), namespace.map(str::to_owned), method.to_owned());
+    call(socket, namespace, method, Vec::new())
+}
+
+/// Calls `method` with `request` (an encoded protobuf message); see [`call_empty`].
+pub fn call(socket: &Path, namespace: Option<&str>, method: &str, request: Vec<u8>) -> Result<Vec<u8>, String> {
+    call_many(socket, namespace, vec![(method.to_owned(), request)])?
+        .pop()
+        .unwrap_or_else(|| Err(format!("{method}: no answer")))
+}
+
+/// Makes each call of `calls` (method, request) in turn over one connection, all within the
+/// timeout: the CRI asks one status per container, and a connection (with a thread and a
+/// runtime) each would cost more than the calls. The outer error is the connection's; each
+/// call has its own (a container that ended between a list and its status is not found).
+pub fn call_many(
+    socket: &Path,
+    namespace: Option<&str>,
+    calls: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<Result<Vec<u8>, String>>, String> {
+    let (socket, namespace) = (socket.to_owned(), namespace.map(str::to_owned));
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         runtime.block_on(async {
-            tokio::time::timeout(TIMEOUT, unary(&socket, namespace.as_deref(), &method))
-                .await
-                .map_err(|_| format!("no answer within {}s", TIMEOUT.as_secs()))?
+            let all = async {
+                let mut sender = connect(&socket).await?;
+                let mut answers = Vec::with_capacity(calls.len());
+                for (method, request) in calls {
+                    answers.push(unary(&mut sender, namespace.as_deref(), &method, request).await);
+                }
+                Ok(answers)
+            };
+            tokio::time::timeout(TIMEOUT, all).await.map_err(|_| format!("no answer within {}s", TIMEOUT.as_secs()))?
         })
     })
     .join()
     .map_err(|_| "the gRPC thread panicked".to_owned())?
 }
 
-async fn unary(socket: &Path, namespace: Option<&str>, method: &str) -> Result<Vec<u8>, String> {
+type Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+async fn connect(socket: &Path) -> Result<Sender, String> {
     let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
     tokio::spawn(connection);
-    // A gRPC message: 1 byte "not compressed", 4 bytes big-endian length, then the message,
-    // here an empty one.
+    Ok(sender)
+}
+
+async fn unary(
+    sender: &mut Sender,
+    namespace: Option<&str>,
+    method: &str,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    // A gRPC message: 1 byte "not compressed", 4 bytes big-endian length, then the message.
+    let length = u32::try_from(message.len()).map_err(|_| "a request too long for gRPC")?;
+    let mut framed = vec![0];
+    framed.extend_from_slice(&length.to_be_bytes());
+    framed.extend_from_slice(&message);
     let mut request = hyper::Request::post(format!("http://localhost/{method}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     if let Some(namespace) = namespace {
         request = request.header("containerd-namespace", namespace);
     }
-    let request = request.body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0]))).map_err(|e| e.to_string())?;
+    let request = request.body(Full::new(Bytes::from(framed))).map_err(|e| e.to_string())?;
     let response = sender.send_request(request).await.map_err(|e| format!("{method}: {e}"))?;
     let (parts, body) = response.into_parts();
     let collected = body.collect().await.map_err(|e| format!("{method}: reading the answer: {e}"))?;
@@ -111,6 +151,38 @@ fn varint(input: &mut &[u8]) -> Result<u64, String> {
     Err("a varint longer than 10 bytes".into())
 }
 
+/// Appends field `number` as a length-delimited value (a string, bytes or a message).
+pub fn put_bytes(out: &mut Vec<u8>, number: u32, value: &[u8]) {
+    put_varint(out, u64::from(number) << 3 | 2);
+    put_varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+/// Appends field `number` as a varint (an integer, a bool, an enum).
+pub fn put_varint_field(out: &mut Vec<u8>, number: u32, value: u64) {
+    put_varint(out, u64::from(number) << 3);
+    put_varint(out, value);
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// The varint in field `number` (the first one), or 0 (protobuf's default).
+pub fn varint_field(fields: &[Field<'_>], number: u32) -> u64 {
+    fields
+        .iter()
+        .find_map(|f| match f {
+            Field::Varint(n, value) if *n == number => Some(*value),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 /// The string in field `number` (the first one), or "".
 pub fn string(fields: &[Field<'_>], number: u32) -> String {
     fields
@@ -157,5 +229,16 @@ mod tests {
         assert!(parsed.contains(&Field::Varint(3, 300)));
         assert_eq!(string_map(&parsed, 2).unwrap(), BTreeMap::from([("k".to_owned(), "v".to_owned())]));
         assert!(fields(&[0x0a, 5, b'a']).is_err());
+    }
+
+    #[test]
+    fn what_is_encoded_decodes_to_the_same_fields() {
+        let mut message = Vec::new();
+        put_bytes(&mut message, 1, b"3f2a");
+        put_varint_field(&mut message, 2, 1);
+        put_varint_field(&mut message, 7, 300);
+        let parsed = fields(&message).unwrap();
+        assert_eq!(string(&parsed, 1), "3f2a");
+        assert_eq!((varint_field(&parsed, 2), varint_field(&parsed, 7), varint_field(&parsed, 9)), (1, 300, 0));
     }
 }

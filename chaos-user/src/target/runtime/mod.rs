@@ -1,11 +1,13 @@
 //! The container runtimes chaos asks about `--container`, `--pod` and `--selector`: Docker
-//! (Engine API), Podman (its Docker-compatible socket) and containerd (gRPC, every namespace),
-//! each only when its socket is there. They answer with containers, their labels and init pids;
+//! (Engine API), Podman (its Docker-compatible socket), containerd (gRPC, every namespace) and
+//! CRI-O (the CRI, gRPC), each only when its socket is there. They answer with containers, their labels and init pids;
 //! turning a pid into a cgroup is the parent module's job.
 //!
-//! Sockets: `$DOCKER_HOST`, `$CONTAINER_HOST` (Podman) and `$CONTAINERD_ADDRESS` when set (the
-//! variables the runtimes' own clients read), else the runtimes' default paths.
+//! Sockets: `$DOCKER_HOST`, `$CONTAINER_HOST` (Podman), `$CONTAINERD_ADDRESS` and
+//! `$CONTAINER_RUNTIME_ENDPOINT` (CRI-O, as crictl reads it) when set (the variables the
+//! runtimes' own clients read), else the runtimes' default paths.
 mod containerd;
+mod cri;
 mod docker;
 mod grpc;
 mod http;
@@ -48,10 +50,12 @@ pub enum Kind {
     Docker,
     Podman,
     Containerd,
+    /// CRI-O, through the CRI (`runtime.v1.RuntimeService`).
+    Crio,
 }
 
 impl Kind {
-    const ALL: [Self; 3] = [Self::Docker, Self::Podman, Self::Containerd];
+    const ALL: [Self; 4] = [Self::Docker, Self::Podman, Self::Containerd, Self::Crio];
 
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -59,6 +63,7 @@ impl Kind {
             Self::Docker => "docker",
             Self::Podman => "podman",
             Self::Containerd => "containerd",
+            Self::Crio => "cri-o",
         }
     }
 
@@ -68,6 +73,12 @@ impl Kind {
             Self::Docker => ("DOCKER_HOST", "/run/docker.sock"),
             Self::Podman => ("CONTAINER_HOST", "/run/podman/podman.sock"),
             Self::Containerd => ("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"),
+            // /var/run is /run on the host, but not always in an agent's image (the DaemonSet
+            // mounts the host's /run/crio at /run/crio).
+            Self::Crio if !Path::new("/var/run/crio/crio.sock").exists() => {
+                ("CONTAINER_RUNTIME_ENDPOINT", "/run/crio/crio.sock")
+            }
+            Self::Crio => ("CONTAINER_RUNTIME_ENDPOINT", "/var/run/crio/crio.sock"),
         };
         let given = std::env::var(var).ok().filter(|v| !v.is_empty());
         PathBuf::from(given.as_deref().map_or(default, |v| v.strip_prefix("unix://").unwrap_or(v)))
@@ -92,6 +103,7 @@ impl Endpoint {
         match self.kind {
             Kind::Docker | Kind::Podman => docker::list(self.kind.name(), &self.socket),
             Kind::Containerd => containerd::list(&self.socket),
+            Kind::Crio => cri::list(self.kind.name(), &self.socket),
         }
     }
 }
@@ -148,7 +160,7 @@ impl Inventory {
         }
         let endpoint = &self.endpoints[endpoint];
         match endpoint.kind {
-            Kind::Containerd => Ok(None),
+            Kind::Containerd | Kind::Crio => Ok(None),
             Kind::Docker | Kind::Podman => {
                 docker::pid(&endpoint.socket, &container.id).map(|pid| Some(pid).filter(|&p| p > 0))
             }
