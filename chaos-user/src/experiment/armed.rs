@@ -11,7 +11,7 @@ use super::{
     hypothesis::Hypothesis,
     plan::{ExperimentPlan, PlannedFault},
 };
-use crate::{engine::LoadedFault, hints::QuietHint, live::LiveLine, run::read_counters, target::Target};
+use crate::{engine::LoadedFault, hints::QuietHint, live::LiveLine, run::read_counters};
 
 /// A fault's loaded object, while it is attached.
 pub struct Loaded {
@@ -24,7 +24,7 @@ pub struct Loaded {
     /// The totals of the objects this fault had on earlier cgroups of a followed target.
     pub carried: FaultCounters,
     /// For a packet fault while armed: says once why it sees nothing, after a quiet spell.
-    pub quiet: Option<crate::hints::QuietHint>,
+    pub quiet: Option<QuietHint>,
 }
 
 impl Loaded {
@@ -64,9 +64,8 @@ pub struct Sample {
     pub hints: Vec<(usize, String)>,
 }
 
-/// Reads every fault's counters; for armed packet faults, asks their quiet hint (made at the
-/// first sample after arming, on `target`, where the faults now are).
-pub fn sample(plan: &ExperimentPlan<'_>, loaded: &mut [Option<Loaded>], target: &Target) -> Sample {
+/// Reads every fault's counters; for armed packet faults, asks their quiet hint.
+pub fn sample(plan: &ExperimentPlan<'_>, loaded: &mut [Option<Loaded>]) -> Sample {
     let mut sample = Sample { counts: Vec::new(), totals: Vec::new(), hints: Vec::new() };
     let now = tokio::time::Instant::now();
     for (fault, loaded) in plan.faults.iter().zip(loaded) {
@@ -87,11 +86,10 @@ pub fn sample(plan: &ExperimentPlan<'_>, loaded: &mut [Option<Loaded>], target: 
                 seen_total: total.seen,
                 matched_total: total.matched,
             });
-            // Only packet faults: syscall and process faults count calls, not packets.
-            if fault.plan.counter_label.is_none()
+            // Packet faults have a quiet hint from their arming on.
+            if let Some(quiet) = loaded.quiet.as_mut()
                 && let Ok(counters) = read_counters(&loaded.fault, &directions, None)
-                && let Some(hint) =
-                    loaded.quiet.get_or_insert_with(|| QuietHint::new(target, now)).check(now, &counters)
+                && let Some(hint) = quiet.check(now, &counters)
             {
                 sample.hints.push((fault.number, hint));
             }

@@ -26,6 +26,7 @@ use super::{
 };
 use crate::{
     fault::options::Ppm,
+    hints::QuietHint,
     live::LiveLine,
     report::{OutputFormat, StopReason},
     run::{StopSignals, arm},
@@ -365,6 +366,8 @@ impl<'p, 't> Runner<'p, 't> {
                 let config = steps::armed(loaded.config, deadline_ns, ppm);
                 loaded.fault.configure(config).map_err(|e| format!("arming fault {}: {e}", fault.label))?;
                 (loaded.config, loaded.armed) = (config, true);
+                // Packet faults only (syscall and process faults count calls): quiet from now on?
+                loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
                 if let Some(action) = &fault.userspace {
                     loaded.actor = Some(
                         crate::fault::proc::periodic::Actor::start(&self.target, action.clone(), deadline_ns)
@@ -407,7 +410,7 @@ impl<'p, 't> Runner<'p, 't> {
     /// Writes one `counts` event (injections per fault since the last one) and the hints of
     /// faults that have seen nothing for a while.
     fn sample_counts(&mut self) {
-        let sample = armed::sample(self.plan, &mut self.loaded, &self.target);
+        let sample = armed::sample(self.plan, &mut self.loaded);
         if !sample.counts.is_empty() {
             self.timeline.event(&TimelineEvent::Counts { faults: sample.counts });
         }
