@@ -21,6 +21,7 @@ pub mod netlink;
 pub mod netns;
 pub mod report;
 pub mod run;
+pub mod run_all;
 pub mod run_records;
 pub mod sock_diag;
 pub mod steady;

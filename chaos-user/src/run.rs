@@ -134,6 +134,12 @@ impl StopSignals {
         self
     }
 
+    /// Watches `target` from now on instead (None: no target ends the run), for a run that
+    /// follows its target to a new cgroup.
+    pub fn watch(&mut self, target: Option<&Target>) {
+        self.target = target.map(TargetWatch::new);
+    }
+
     pub async fn next(&mut self) -> StopReason {
         let Self { signals, cancel, target } = self;
         let gone = async {

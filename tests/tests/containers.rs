@@ -239,18 +239,22 @@ fn kubelet_labels<'a>(
 /// A test pod: its name, its own labels (on its sandbox), its containers' names.
 type PodSpec = (&'static str, &'static [(&'static str, &'static str)], &'static [&'static str]);
 
-#[test]
-fn containerd_pods_are_picked_by_pod_selector_and_container_name_and_a_fault_hits_one_pod() {
-    let test = "containerd_pods_are_picked_by_pod_selector_and_container_name_and_a_fault_hits_one_pod";
-    require_root!(test);
-    host_tier_only!(test);
+/// The three test pods in a private containerd, as kubelet would label them: the runtime, the
+/// prefix of the containers' ids, and each member's (`pod/container`) init pid. None: skipped.
+fn three_pods(test: &str) -> Option<(Rootfs, Containerd, String, std::collections::BTreeMap<String, u32>)> {
     let rootfs = match Rootfs::build() {
         Ok(rootfs) => rootfs,
-        Err(why) => return skip::record(test, &why),
+        Err(why) => {
+            skip::record(test, &why);
+            return None;
+        }
     };
     let mut containerd = match Containerd::start() {
         Ok(c) => c,
-        Err(why) => return skip::record(test, &format!("containerd cannot run here: {why}")),
+        Err(why) => {
+            skip::record(test, &format!("containerd cannot run here: {why}"));
+            return None;
+        }
     };
     let prefix = unique_name("t").replace('-', "");
     let pods: [PodSpec; 3] = [
@@ -269,6 +273,31 @@ fn containerd_pods_are_picked_by_pod_selector_and_container_name_and_a_fault_hit
             pids.insert(format!("{pod}/{}", member.unwrap_or("sandbox")), pid);
         }
     }
+    Some((rootfs, containerd, prefix, pids))
+}
+
+/// Share of a blast from inside `member` (`pod/container`, container id `id`) that its sink,
+/// in the container's netns but outside its cgroup, did not get.
+fn lost_by_member(
+    containerd: &Containerd,
+    pids: &std::collections::BTreeMap<String, u32>,
+    member: &str,
+    id: &str,
+) -> f64 {
+    let netns = Netns::of_process(pids[member]);
+    let sink = UdpSink::start(&netns, PORT, 1000, false);
+    let exec_id = unique_name("exec");
+    let address = containerd.address();
+    blast_inside(&["ctr", "--address", &address, "-n", "k8s.io", "tasks", "exec", "--exec-id", &exec_id, id], 1);
+    lost(&sink.finish(), 1)
+}
+
+#[test]
+fn containerd_pods_are_picked_by_pod_selector_and_container_name_and_a_fault_hits_one_pod() {
+    let test = "containerd_pods_are_picked_by_pod_selector_and_container_name_and_a_fault_hits_one_pod";
+    require_root!(test);
+    host_tier_only!(test);
+    let Some((_rootfs, containerd, prefix, pids)) = three_pods(test) else { return };
     let env = env("CONTAINERD_ADDRESS", containerd.address());
     let top = containerd.cgroup_top.clone();
     let pod_cgroup = |pod: &str| format!("{top}/pod-{pod}");
@@ -299,12 +328,7 @@ fn containerd_pods_are_picked_by_pod_selector_and_container_name_and_a_fault_hit
     let chaos = start_drop(&["--pod", "shop/web-1"], &env);
     let mut lost_by = Vec::new();
     for (member, id) in [("web-1/nginx", format!("{prefix}-web-1-nginx")), ("db-1/postgres", by_id.clone())] {
-        let netns = Netns::of_process(pids[member]);
-        let sink = UdpSink::start(&netns, PORT, 1000, false);
-        let exec_id = unique_name("exec");
-        let address = containerd.address();
-        blast_inside(&["ctr", "--address", &address, "-n", "k8s.io", "tasks", "exec", "--exec-id", &exec_id, &id], 1);
-        lost_by.push(lost(&sink.finish(), 1));
+        lost_by.push(lost_by_member(&containerd, &pids, member, &id));
     }
     let json = chaos.stop_json();
     eprintln!(
@@ -315,4 +339,66 @@ fn containerd_pods_are_picked_by_pod_selector_and_container_name_and_a_fault_hit
     assert!((0.45..=0.55).contains(&lost_by[0]), "web-1 lost {:.1} %, expected 50 +- 5", lost_by[0] * 100.0);
     assert!(lost_by[1] == 0.0, "db-1, not targeted, lost {:.1} %", lost_by[1] * 100.0);
     assert_eq!(json["target"]["cgroup"], pod_cgroup("web-1").as_str(), "{json}");
+}
+
+#[test]
+fn a_one_shot_fault_with_all_hits_every_pod_the_selector_matches_and_no_other() {
+    let test = "a_one_shot_fault_with_all_hits_every_pod_the_selector_matches_and_no_other";
+    require_root!(test);
+    host_tier_only!(test);
+    let Some((_rootfs, containerd, prefix, pids)) = three_pods(test) else { return };
+    let env = env("CONTAINERD_ADDRESS", containerd.address());
+    let top = containerd.cgroup_top.clone();
+    let chaos = start_drop(&["--selector", "app=web", "--all"], &env);
+    let mut lost_by = Vec::new();
+    for (member, pod) in [("web-1/nginx", "web-1"), ("web-2/nginx", "web-2"), ("db-1/postgres", "db-1")] {
+        let id = format!("{prefix}-{pod}-{}", member.split('/').nth(1).unwrap_or_default());
+        lost_by.push(lost_by_member(&containerd, &pids, member, &id));
+    }
+    // Pod web-2 goes away (its members killed, its cgroup removed): its copy ends, web-1's not.
+    for member in ["nginx", "sandbox"] {
+        let id = format!("{prefix}-web-2-{member}");
+        let _ = containerd.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]);
+        for _ in 0..50 {
+            if containerd.ctr(&["tasks", "rm", "-f", &id]).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    chaos_tests::runtimes::remove_cgroup(&format!("{top}/pod-web-2"));
+    let gone_by = std::time::Instant::now() + Duration::from_secs(10);
+    while !chaos.stderr_so_far().contains("pod-web-2 was removed") {
+        assert!(std::time::Instant::now() < gone_by, "web-2's copy did not end: {}", chaos.stderr_so_far());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let id = format!("{prefix}-web-1-nginx");
+    let web_1_after = lost_by_member(&containerd, &pids, "web-1/nginx", &id);
+    eprintln!("measured (containerd, --all): after web-2 went, web-1 lost {:.1} %", web_1_after * 100.0);
+    assert!((0.45..=0.55).contains(&web_1_after), "web-1 lost {:.1} % after web-2 went", web_1_after * 100.0);
+    let json = chaos.stop_json();
+    eprintln!(
+        "measured (containerd, --all): web-1 lost {:.1} % of {PACKETS}, web-2 {:.1} %, db-1 (not matched) {:.1} %",
+        lost_by[0] * 100.0,
+        lost_by[1] * 100.0,
+        lost_by[2] * 100.0
+    );
+    for (pod, lost) in [("web-1", lost_by[0]), ("web-2", lost_by[1])] {
+        assert!((0.45..=0.55).contains(&lost), "{pod} lost {:.1} %, expected 50 +- 5", lost * 100.0);
+    }
+    assert!(lost_by[2] == 0.0, "db-1, not matched, lost {:.1} %", lost_by[2] * 100.0);
+    let reports = json.as_array().unwrap_or_else(|| panic!("--all reports one entry per pod: {json}"));
+    let cgroups: Vec<&str> = reports.iter().filter_map(|r| r["target"]["cgroup"].as_str()).collect();
+    assert_eq!(cgroups, [format!("{top}/pod-web-1"), format!("{top}/pod-web-2")], "{json}");
+    assert_eq!(reports[0]["stopped"]["by"], "signal", "{json}");
+    assert_eq!(reports[1]["stopped"]["by"], "target_gone", "{json}");
+    for report in reports {
+        let injected: u64 =
+            report["counters"].as_array().expect("counters").iter().filter_map(|c| c["injected"].as_u64()).sum();
+        assert!(injected > PACKETS / 3, "a pod's own counters show its drops: {report}");
+    }
+    let (status, _, stderr) =
+        chaos::run_with_env(&["proc", "pause", "--selector", "app=web", "--all", "--for", "5s"], &env);
+    assert_eq!(status.code(), Some(2), "a userspace fault on every pod is refused: {stderr}");
+    assert!(stderr.contains("--pick-pod"), "{stderr}");
 }

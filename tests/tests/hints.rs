@@ -136,3 +136,55 @@ fn an_experiment_names_moved_sockets_in_its_notes_and_only_then() {
     let output = experiment_dry_run(&born_inside);
     assert!(!output.contains(MOVED_NOTE), "a note where no socket moved: {output}");
 }
+
+/// A 12 s experiment of one 1 % drop on the cgroup: its timeline's events and its stderr.
+fn twelve_second_experiment(cgroup: &TestCgroup) -> (Vec<serde_json::Value>, String) {
+    let dir = chaos_tests::TempDir::new();
+    let file = dir.file(
+        "quiet.toml",
+        &format!(
+            "name = \"quiet\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"12s\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 1\n",
+            cgroup.path()
+        ),
+    );
+    let timeline = dir.join("quiet.jsonl");
+    let (status, stdout, stderr) =
+        chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    let text = fs::read_to_string(&timeline).expect("the timeline");
+    (text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect(), format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn an_experiment_whose_fault_sees_no_packet_for_ten_seconds_says_why_in_its_output_and_timeline() {
+    require_root!("an_experiment_whose_fault_sees_no_packet_for_ten_seconds_says_why_in_its_output_and_timeline");
+    let cgroup = TestCgroup::new();
+    let (events, output) = twelve_second_experiment(&cgroup);
+    let hints: Vec<_> = events.iter().filter(|e| e["event"] == "hint").collect();
+    assert_eq!(hints.len(), 1, "one hint event after 10 s without a packet: {events:?}");
+    assert_eq!(hints[0]["fault"], 1, "{}", hints[0]);
+    assert!(hints[0]["hint"].as_str().unwrap_or_default().contains(QUIET_HINT), "{}", hints[0]);
+    let t = hints[0]["t"].as_f64().unwrap_or_default();
+    let armed = events.iter().find(|e| e["event"] == "arm").and_then(|e| e["t"].as_f64()).expect("an arm event");
+    eprintln!("measured: the experiment's hint came {:.3} s after its fault was armed", t - armed);
+    assert!((10.0..12.5).contains(&(t - armed)), "the hint came {:.1} s after the fault was armed", t - armed);
+    // Once on stderr as it happens, once in the summary.
+    assert_eq!(output.matches(QUIET_HINT).count(), 2, "{output}");
+}
+
+#[test]
+fn an_experiment_whose_fault_sees_traffic_gives_no_hint() {
+    require_root!("an_experiment_whose_fault_sees_traffic_gives_no_hint");
+    let netns = Netns::new();
+    let cgroup = TestCgroup::new();
+    let mut blast = command_in(workload_bin(), Some(&cgroup), Some(&netns))
+        .args(["udp-blast", "--to", "127.0.0.1:7106", "--id", "1", "--count", "2000", "--pps", "100"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the blaster");
+    let (events, output) = twelve_second_experiment(&cgroup);
+    let _ = blast.kill();
+    let _ = blast.wait();
+    assert!(!events.iter().any(|e| e["event"] == "hint"), "a hint while traffic flows: {events:?}");
+    assert!(!output.contains(QUIET_HINT), "{output}");
+}

@@ -167,7 +167,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("net_drop", 0.65),
     ("golden", 0.55),
     ("syscall_override", 0.5),
-    ("hints", 0.35),
+    ("hints", 0.6),
     ("target_gone", 0.2),
     ("host_view", 0.05),
     ("daemon", 0.15),
@@ -176,6 +176,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     // Host-tier tests: they skip in the guests.
     ("containers", 0.01),
     ("cri", 0.01),
+    ("follow", 0.01),
     ("daemon_configmap", 0.01),
     ("daemon_pods", 0.01),
     ("manifests", 0.02),

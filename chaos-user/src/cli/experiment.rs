@@ -58,6 +58,13 @@ pub fn run(args: &ExperimentArgs, output: OutputFormat) -> anyhow::Result<ExitCo
     }
     let timeline = args.timeline.clone().unwrap_or_else(|| default_timeline(&experiment.name));
     if args.detach {
+        if experiment.follow {
+            anyhow::bail!(
+                "{}: `follow = true` needs chaos's own process to re-attach the faults, which --detach leaves: run \
+                 the experiment without --detach, or remove `follow`",
+                experiment.source.path
+            );
+        }
         if let Some(fault) = plan.faults.iter().find(|f| f.userspace.is_some()) {
             anyhow::bail!(
                 "fault {} ({}) runs from chaos's own process (signals, the cgroup freezer), which --detach leaves: run                  the experiment without --detach",

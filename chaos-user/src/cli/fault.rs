@@ -59,6 +59,9 @@ pub fn run_fault(
 ) -> anyhow::Result<ExitCode> {
     let kernel = Prober::new();
     options::check_duration_cap(run.duration, run.i_know).map_err(anyhow::Error::msg)?;
+    if target.every_pod() {
+        return run_on_every_pod(target, fault, run, output, &kernel);
+    }
     let target_spec = target.spec();
     let target = CgroupFs::discover()?.resolve(&target_spec, target::own_cgroup().as_deref())?;
     if fault.uses_ledger() {
@@ -68,7 +71,7 @@ pub fn run_fault(
     let plan = fault.plan(&context)?;
     // The conflict rules of experiments hold across one-shot faults too: a second fault on a
     // hook that does not compose would leave only one of them deciding.
-    let hooks: Vec<(String, String)> = plan.programs.iter().map(|p| (p.hook.to_owned(), p.attach.describe())).collect();
+    let hooks = hooks_of(&plan);
     for note in check_one_shot(plan.target.id, plan.fault, &hooks).map_err(anyhow::Error::msg)? {
         eprintln!("chaos: note: {note}");
     }
@@ -94,6 +97,54 @@ pub fn run_fault(
     }
     let mut registration = register(&plan, hooks)?;
     run::run_plan(&plan, output, &mut registration)
+}
+
+/// `--selector ... --all`: the same pipeline with one plan per matching pod, run together.
+fn run_on_every_pod(
+    target: &TargetArgs,
+    fault: &dyn PlanFault,
+    run: &RunArgs,
+    output: OutputFormat,
+    kernel: &Prober,
+) -> anyhow::Result<ExitCode> {
+    if fault.userspace_action(run.i_know).is_some() {
+        anyhow::bail!(
+            "--all: this fault acts from chaos's own process on one target's processes, which cannot yet \
+             be shared between pods: start one chaos per pod with --pick-pod N"
+        );
+    }
+    let targets = CgroupFs::discover()?.resolve_every_pod(&target.spec(), target::own_cgroup().as_deref())?;
+    if fault.uses_ledger() {
+        clean_up_after_crashes();
+    }
+    let mut plans = Vec::new();
+    for target in &targets {
+        let context = FaultContext { target, duration: run.duration, i_know: run.i_know, kernel };
+        let plan = fault.plan(&context)?;
+        let hooks = hooks_of(&plan);
+        for note in check_one_shot(plan.target.id, plan.fault, &hooks).map_err(anyhow::Error::msg)? {
+            eprintln!("chaos: note: {note}");
+        }
+        plans.push(plan);
+    }
+    eprintln!(
+        "chaos: --all: {} pod(s): {}",
+        plans.len(),
+        targets.iter().map(|t| t.cgroup.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    if run.dry_run {
+        match output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plans)?),
+            OutputFormat::Text => plans.iter().for_each(|plan| print_plan(plan, output)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut registrations = plans.iter().map(|p| register(p, hooks_of(p))).collect::<anyhow::Result<Vec<_>>>()?;
+    crate::run_all::run_plans(&plans, output, &mut registrations)
+}
+
+fn hooks_of(plan: &FaultPlan) -> Vec<(String, String)> {
+    plan.programs.iter().map(|p| (p.hook.to_owned(), p.attach.describe())).collect()
 }
 
 /// Registers the fault in /run/chaos/runs, so that `chaos status` lists it, `chaos stop --all`

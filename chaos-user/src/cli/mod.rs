@@ -168,9 +168,19 @@ pub struct PodOptions {
     /// (`--pick-pod`, since proc kill's `--pick` chooses a process).
     #[arg(long, value_name = "N", requires = "selector")]
     pick_pod: Option<usize>,
+    /// With --selector: every pod it matches at once (one-shot faults; each pod's cgroup gets
+    /// its own copy of the fault, and the report one entry per pod).
+    #[arg(long, requires = "selector", conflicts_with = "pick_pod")]
+    all: bool,
 }
 
 impl TargetArgs {
+    /// `--selector ... --all`: the fault goes on every matching pod.
+    #[must_use]
+    pub const fn every_pod(&self) -> bool {
+        self.pod_options.all
+    }
+
     #[must_use]
     pub fn spec(&self) -> TargetName {
         let container = self.pod_options.container_name.clone();

@@ -398,6 +398,9 @@ impl Service {
 fn run_one(file: &Path, target: &str, timeline: &Path, cancel: watch::Receiver<bool>) -> Result<u8, String> {
     let mut experiment = file::load(file, false).map_err(|e| e.to_string())?;
     experiment.target = TargetName::Cgroup(target.to_owned());
+    // The daemon aims at a cgroup it picked, with no name to resolve again: its runs end
+    // "target gone" and its schedule picks a target afresh.
+    experiment.follow = false;
     let kernel = Prober::new();
     let plan = plan::plan(&experiment, false, &kernel).map_err(|e| e.to_string())?;
     let options = runner::RunOptions {

@@ -1,12 +1,17 @@
 //! A run's faults while they are attached: each one's loaded object, its configuration and
-//! counters since the last sample, the actor of a process fault, and the status line that shows
-//! them beside the checks.
+//! counters since the last sample (and those of the objects it had before a re-attach), the
+//! actor of a process fault, its quiet hint, and the status line that shows them beside the
+//! checks.
 use std::time::Duration;
 
 use chaos_common::{FaultConfig, FaultCounters};
 
-use super::{hypothesis::Hypothesis, plan::ExperimentPlan};
-use crate::{engine::LoadedFault, live::LiveLine};
+use super::{
+    events::{FaultCounts, FaultDetached, TimelineEvent},
+    hypothesis::Hypothesis,
+    plan::{ExperimentPlan, PlannedFault},
+};
+use crate::{engine::LoadedFault, hints::QuietHint, live::LiveLine, run::read_counters};
 
 /// A fault's loaded object, while it is attached.
 pub struct Loaded {
@@ -16,6 +21,82 @@ pub struct Loaded {
     pub last: FaultCounters,
     /// The userspace action of a `proc` fault, running while it is armed.
     pub actor: Option<crate::fault::proc::periodic::Actor>,
+    /// The totals of the objects this fault had on earlier cgroups of a followed target.
+    pub carried: FaultCounters,
+    /// For a packet fault while armed: says once why it sees nothing, after a quiet spell.
+    pub quiet: Option<QuietHint>,
+}
+
+impl Loaded {
+    /// A fault attached inert, not yet armed.
+    #[must_use]
+    pub fn inert(fault: LoadedFault, config: FaultConfig) -> Self {
+        Self {
+            fault,
+            config,
+            armed: false,
+            last: FaultCounters::default(),
+            actor: None,
+            carried: FaultCounters::default(),
+            quiet: None,
+        }
+    }
+
+    /// The fault's counters over its directions, re-attaches included.
+    #[must_use]
+    pub fn total(&self, directions: &[chaos_common::Direction]) -> FaultCounters {
+        let now = total_counters(&self.fault, directions);
+        FaultCounters {
+            seen: self.carried.seen + now.seen,
+            matched: self.carried.matched + now.matched,
+            injected: self.carried.injected + now.injected,
+        }
+    }
+}
+
+/// One sample of the run's faults, taken every second.
+pub struct Sample {
+    /// Per armed fault, since the last sample and in all.
+    pub counts: Vec<FaultCounts>,
+    /// Injections in all, per fault (0 for those detached), for the run record.
+    pub totals: Vec<u64>,
+    /// (fault number, hint) for packet faults that have now seen nothing for a while.
+    pub hints: Vec<(usize, String)>,
+}
+
+/// Reads every fault's counters; for armed packet faults, asks their quiet hint.
+pub fn sample(plan: &ExperimentPlan<'_>, loaded: &mut [Option<Loaded>]) -> Sample {
+    let mut sample = Sample { counts: Vec::new(), totals: Vec::new(), hints: Vec::new() };
+    let now = tokio::time::Instant::now();
+    for (fault, loaded) in plan.faults.iter().zip(loaded) {
+        let Some(loaded) = loaded else {
+            sample.totals.push(0);
+            continue;
+        };
+        let directions = fault.plan.directions();
+        let total = loaded.total(&directions);
+        sample.totals.push(total.injected);
+        if loaded.armed {
+            sample.counts.push(FaultCounts {
+                fault: fault.number,
+                injected: total.injected - loaded.last.injected,
+                seen: total.seen - loaded.last.seen,
+                matched: total.matched - loaded.last.matched,
+                injected_total: total.injected,
+                seen_total: total.seen,
+                matched_total: total.matched,
+            });
+            // Packet faults have a quiet hint from their arming on.
+            if let Some(quiet) = loaded.quiet.as_mut()
+                && let Ok(counters) = read_counters(&loaded.fault, &directions, None)
+                && let Some(hint) = quiet.check(now, &counters)
+            {
+                sample.hints.push((fault.number, hint));
+            }
+        }
+        loaded.last = total;
+    }
+    sample
 }
 
 /// A fault's counters over its directions (zero if they cannot be read: the run goes on).
@@ -45,4 +126,32 @@ pub fn show_status(
         })
         .collect();
     line.show(&format!("{}s left | {} | {}", left.as_secs(), hypothesis.during().join(", "), faults.join(", ")));
+}
+
+/// Disarms and detaches one fault; returns its timeline events (what a process fault did, then
+/// `detach` with its totals).
+#[must_use]
+pub fn detach(fault: &PlannedFault, mut loaded: Loaded, why: &str) -> Vec<TimelineEvent> {
+    let mut events = Vec::new();
+    let _ = loaded.fault.disarm();
+    let mut total = loaded.total(&fault.plan.directions());
+    if let Some(actor) = loaded.actor.take() {
+        let outcome = actor.finish();
+        events.extend(outcome.events.iter().cloned().map(|did| TimelineEvent::Proc { fault: fault.number, did }));
+        total = FaultCounters { seen: outcome.ticks, matched: outcome.ticks, injected: outcome.acted };
+    }
+    let problems = loaded.fault.detach_tc();
+    drop(loaded);
+    for problem in &problems {
+        eprintln!("chaos: warning: {problem}; run `chaos cleanup`");
+    }
+    events.push(TimelineEvent::Detach(FaultDetached {
+        fault: fault.number,
+        why: why.to_owned(),
+        seen: total.seen,
+        matched: total.matched,
+        injected: total.injected,
+        problems: Some(problems),
+    }));
+    events
 }

@@ -69,6 +69,14 @@ pub enum TimelineEvent {
         did: crate::fault::proc::events::ProcEvent,
     },
     Detach(FaultDetached),
+    /// `follow = true`: the target's cgroup went away and its name resolved to a new one; the
+    /// live faults are attached there now.
+    Reattach(Reattached),
+    /// A fault has seen nothing for a while, with the likely reasons.
+    Hint {
+        fault: usize,
+        hint: String,
+    },
     Verdict {
         /// None for a detached experiment: it ran no checks.
         held: Option<bool>,
@@ -188,6 +196,18 @@ pub struct FaultDetached {
     /// What could not be undone (foreground runs say so even when nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problems: Option<Vec<String>>,
+}
+
+/// `reattach`: where the faults were and are now, and how long the target was away.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reattached {
+    pub old_cgroup: String,
+    pub old_id: u64,
+    pub new_cgroup: String,
+    pub new_id: u64,
+    pub gone_s: f64,
+    /// The faults attached to the new cgroup (those already ended stay ended).
+    pub faults: Vec<usize>,
 }
 
 impl Started {

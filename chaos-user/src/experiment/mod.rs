@@ -11,6 +11,7 @@ pub mod detached;
 pub mod events;
 pub mod faults;
 pub mod file;
+pub mod follow;
 pub mod hypothesis;
 pub mod plan;
 pub mod report_html;
@@ -39,6 +40,9 @@ pub struct Experiment {
     pub name: String,
     pub target: TargetName,
     pub target_span: Range<usize>,
+    /// `follow = true`: when the target's cgroup goes away mid-run, resolve its name again and
+    /// re-attach the live faults to the new cgroup instead of ending "target gone".
+    pub follow: bool,
     /// How long the faults phase lasts (the baseline and after phases come on top).
     pub duration: Duration,
     pub faults: Vec<FaultEntry>,

@@ -23,6 +23,9 @@ pub struct ExperimentPlan<'e> {
     pub faults: Vec<PlannedFault>,
     /// Running experiments this one shares hooks with, and why that is fine.
     pub notes: Vec<String>,
+    /// `chaos run --i-know`: the refusals it lifted are lifted again when a followed target
+    /// is resolved anew.
+    pub i_know: bool,
 }
 
 /// One fault of the experiment, planned.
@@ -118,6 +121,17 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
                 "a ramp changes the loss rate, which a burst model fixes: remove `ramp` or `burst_len`",
             ));
         }
+        let userspace = entry.options.userspace_action(i_know);
+        if experiment.follow && userspace.is_some() {
+            return Err(experiment.error_at(
+                &entry.span,
+                format!(
+                    "fault {} acts from userspace on the target's processes, which `follow` cannot move to a \
+                     restarted target yet: remove `follow`, or use a fault the kernel applies",
+                    entry.label()
+                ),
+            ));
+        }
         let percent = entry.options.percent();
         let ramp = entry.ramp.zip(percent);
         faults.push(PlannedFault {
@@ -129,14 +143,14 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
             percent,
             ramp,
             plan,
-            userspace: entry.options.userspace_action(i_know),
+            userspace,
         });
     }
     let mut notes = check_conflicts(experiment, &target, &faults)?;
     if faults.iter().any(|f| f.plan.keys_on_sockets()) {
         notes.extend(hints::foreign_sockets_note(&target, &hints::foreign_sockets(&target)));
     }
-    Ok(ExperimentPlan { experiment, target, control, faults, notes })
+    Ok(ExperimentPlan { experiment, target, control, faults, notes, i_know })
 }
 
 /// Refuses hooks shared with a running experiment (or within this one) that do not compose;
@@ -263,6 +277,9 @@ impl ExperimentPlan<'_> {
         if let (Some(control), Some(spec)) = (&self.control, &experiment.steady_state.control) {
             plan["control"] = json!({ "target": control, "confidence": spec.confidence });
         }
+        if experiment.follow {
+            plan["follow"] = json!(true);
+        }
         plan
     }
 
@@ -280,6 +297,9 @@ impl ExperimentPlan<'_> {
             self.target.describe(),
             humantime::format_duration(experiment.duration)
         );
+        if experiment.follow {
+            let _ = writeln!(out, "  follow: a restart of the target re-attaches the faults to its new cgroup");
+        }
         if !steady.checks.is_empty() {
             let _ = writeln!(
                 out,

@@ -130,6 +130,11 @@ impl Review {
                         f.per_second.push((t, 1));
                     }
                 }
+                TimelineEvent::Reattach(r) => review.notes.push(format!(
+                    "at {t:.1}s the target came back as {} (id {}) after {:.1}s away; faults re-attached there",
+                    r.new_cgroup, r.new_id, r.gone_s
+                )),
+                TimelineEvent::Hint { fault, hint } => review.notes.push(format!("at {t:.1}s fault #{fault}: {hint}")),
                 TimelineEvent::Attach(_) | TimelineEvent::Unknown => {}
             }
         }

@@ -9,7 +9,6 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use chaos_common::FaultCounters;
 use tokio::{
     sync::mpsc,
     time::{Instant, MissedTickBehavior, interval, sleep_until},
@@ -17,8 +16,9 @@ use tokio::{
 
 use super::{
     Phase,
-    armed::{Loaded, show_status, total_counters},
-    events::{FaultAttached, FaultCounts, FaultDetached, FaultPlanned, Started, TimelineEvent},
+    armed::{self, Loaded, show_status},
+    events::{FaultAttached, FaultPlanned, Started, TimelineEvent},
+    follow::{self, Away},
     hypothesis::{Hypothesis, Outcome, RunningChecks, Verdict},
     plan::ExperimentPlan,
     steps::{self, Action},
@@ -26,11 +26,13 @@ use super::{
 };
 use crate::{
     fault::options::Ppm,
+    hints::QuietHint,
     live::LiveLine,
     report::{OutputFormat, StopReason},
     run::{StopSignals, arm},
     run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
     sys,
+    target::Target,
 };
 
 pub struct RunOptions {
@@ -89,6 +91,10 @@ struct Runner<'p, 't> {
     loaded: Vec<Option<Loaded>>,
     hypothesis: Hypothesis<'p>,
     status: LiveLine,
+    /// Where the faults are: the plan's target, or where `follow` found it again.
+    target: Target,
+    /// A followed target while its name resolves to nothing live.
+    away: Option<Away>,
 }
 
 impl<'p, 't> Runner<'p, 't> {
@@ -129,6 +135,8 @@ impl<'p, 't> Runner<'p, 't> {
             loaded: plan.faults.iter().map(|_| None).collect(),
             hypothesis: Hypothesis::new(&steady.checks, experiment.abort),
             status: LiveLine::on_stderr(),
+            target: plan.target.clone(),
+            away: None,
         })
     }
 
@@ -163,13 +171,7 @@ impl<'p, 't> Runner<'p, 't> {
                         pinned: None,
                         hooks: fault.hooks(),
                     }));
-                    self.loaded[index] = Some(Loaded {
-                        fault: loaded,
-                        config: fault.plan.config,
-                        armed: false,
-                        last: FaultCounters::default(),
-                        actor: None,
-                    });
+                    self.loaded[index] = Some(Loaded::inert(loaded, fault.plan.config));
                 }
                 Err(err) => {
                     let reason = format!("fault {} could not attach: {err}", fault.label);
@@ -270,11 +272,25 @@ impl<'p, 't> Runner<'p, 't> {
         counts.set_missed_tick_behavior(MissedTickBehavior::Delay);
         counts.tick().await;
         let far = end + Duration::from_secs(3600);
+        let mut follow_ticks = interval(follow::POLL);
         loop {
             let step_at = steps.get(next_step).map_or(far, |s| started + s.at);
             tokio::select! {
                 biased;
-                stop = signals.next() => return Err(self.interrupted(stop)),
+                stop = signals.next() => {
+                    if stop != StopReason::TargetGone || !experiment.follow {
+                        return Err(self.interrupted(stop));
+                    }
+                    eprintln!("chaos: target gone: {} was removed; following {}", self.target.cgroup, self.target.named_as);
+                    self.away = Some(Away { old: self.target.clone(), since: Instant::now() });
+                    signals.watch(None);
+                }
+                _ = follow_ticks.tick(), if self.away.is_some() => {
+                    if let Err(reason) = self.follow_target(signals) {
+                        self.abort(Some(Phase::During), &reason);
+                        return Err(Verdict::CouldNotRun(reason));
+                    }
+                }
                 () = sleep_until(step_at) => {
                     let step = steps[next_step];
                     next_step += 1;
@@ -300,6 +316,26 @@ impl<'p, 't> Runner<'p, 't> {
         }
         drop(running);
         self.sample_counts();
+        if self.away.is_some() {
+            // The name never came back before the faults phase ended.
+            return Err(self.interrupted(StopReason::TargetGone));
+        }
+        Ok(())
+    }
+
+    /// While a followed target is away: once its name resolves to a new cgroup, moves the
+    /// faults there and watches it instead.
+    fn follow_target(&mut self, signals: &mut StopSignals) -> Result<(), String> {
+        let Some(away) = &self.away else { return Ok(()) };
+        let Some(target) = follow::resolve_again(self.plan, &away.old) else { return Ok(()) };
+        let event = follow::reattach_all(self.plan, &mut self.loaded, &target, away)?;
+        eprintln!("chaos: target back as {} after {:.1}s: faults re-attached", target.describe(), event.gone_s);
+        self.timeline.event(&TimelineEvent::Reattach(event));
+        signals.watch(Some(&target));
+        // `chaos status` and the conflict checks of later runs see where the faults are now.
+        (self.registration.record.target, self.registration.record.target_id) = (target.cgroup.clone(), target.id);
+        let _ = self.registration.record.write();
+        (self.target, self.away) = (target, None);
         Ok(())
     }
 
@@ -309,7 +345,7 @@ impl<'p, 't> Runner<'p, 't> {
             StopReason::Deadline => "stopped".to_owned(),
             StopReason::Cancelled => "stopped by the daemon".to_owned(),
             StopReason::TargetGone => {
-                let reason = format!("target gone: {} was removed", self.plan.target.cgroup);
+                let reason = format!("target gone: {} was removed", self.target.cgroup);
                 self.abort(None, &reason);
                 self.detach_all("target gone");
                 return Verdict::TargetGone(reason);
@@ -330,9 +366,11 @@ impl<'p, 't> Runner<'p, 't> {
                 let config = steps::armed(loaded.config, deadline_ns, ppm);
                 loaded.fault.configure(config).map_err(|e| format!("arming fault {}: {e}", fault.label))?;
                 (loaded.config, loaded.armed) = (config, true);
+                // Packet faults only (syscall and process faults count calls): quiet from now on?
+                loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
                 if let Some(action) = &fault.userspace {
                     loaded.actor = Some(
-                        crate::fault::proc::periodic::Actor::start(&fault.plan.target, action.clone(), deadline_ns)
+                        crate::fault::proc::periodic::Actor::start(&self.target, action.clone(), deadline_ns)
                             .map_err(|e| format!("starting fault {}: {e}", fault.label))?,
                     );
                 }
@@ -369,62 +407,27 @@ impl<'p, 't> Runner<'p, 't> {
         self.timeline.event(&TimelineEvent::Abort { phase, reason: reason.to_owned() });
     }
 
-    /// Writes one `counts` event: injections per fault since the last one.
+    /// Writes one `counts` event (injections per fault since the last one) and the hints of
+    /// faults that have seen nothing for a while.
     fn sample_counts(&mut self) {
-        let mut faults = Vec::new();
-        let mut totals = Vec::new();
-        for (fault, loaded) in self.plan.faults.iter().zip(&mut self.loaded) {
-            let Some(loaded) = loaded else {
-                totals.push(0);
-                continue;
-            };
-            let total = total_counters(&loaded.fault, &fault.plan.directions());
-            totals.push(total.injected);
-            if loaded.armed {
-                faults.push(FaultCounts {
-                    fault: fault.number,
-                    injected: total.injected - loaded.last.injected,
-                    seen: total.seen - loaded.last.seen,
-                    matched: total.matched - loaded.last.matched,
-                    injected_total: total.injected,
-                    seen_total: total.seen,
-                    matched_total: total.matched,
-                });
-            }
-            loaded.last = total;
+        let sample = armed::sample(self.plan, &mut self.loaded);
+        if !sample.counts.is_empty() {
+            self.timeline.event(&TimelineEvent::Counts { faults: sample.counts });
         }
-        if !faults.is_empty() {
-            self.timeline.event(&TimelineEvent::Counts { faults });
+        for (fault, hint) in sample.hints {
+            self.status.finish();
+            eprintln!("chaos: fault #{fault}: {hint}");
+            self.timeline.event(&TimelineEvent::Hint { fault, hint });
         }
-        self.registration.update_counts(&totals);
+        self.registration.update_counts(&sample.totals);
     }
 
     /// Disarms and detaches one fault, recording its totals.
     fn detach(&mut self, index: usize, why: &str) {
-        let Some(mut loaded) = self.loaded[index].take() else { return };
-        let fault = &self.plan.faults[index];
-        let _ = loaded.fault.disarm();
-        let mut total = total_counters(&loaded.fault, &fault.plan.directions());
-        if let Some(actor) = loaded.actor.take() {
-            let outcome = actor.finish();
-            for did in outcome.events.iter().cloned() {
-                self.timeline.event(&TimelineEvent::Proc { fault: fault.number, did });
-            }
-            total = FaultCounters { seen: outcome.ticks, matched: outcome.ticks, injected: outcome.acted };
+        let Some(loaded) = self.loaded[index].take() else { return };
+        for event in armed::detach(&self.plan.faults[index], loaded, why) {
+            self.timeline.event(&event);
         }
-        let problems = loaded.fault.detach_tc();
-        drop(loaded);
-        for problem in &problems {
-            eprintln!("chaos: warning: {problem}; run `chaos cleanup`");
-        }
-        self.timeline.event(&TimelineEvent::Detach(FaultDetached {
-            fault: fault.number,
-            why: why.to_owned(),
-            seen: total.seen,
-            matched: total.matched,
-            injected: total.injected,
-            problems: Some(problems),
-        }));
     }
 
     fn detach_all(&mut self, why: &str) {

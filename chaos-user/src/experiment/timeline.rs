@@ -201,6 +201,28 @@ pub fn summary(events: &[Recorded]) -> String {
             f.state
         );
     }
+    let reattaches: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            TimelineEvent::Reattach(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if let Some(last) = reattaches.last() {
+        let away: f64 = reattaches.iter().map(|r| r.gone_s).sum();
+        let _ = writeln!(
+            out,
+            "re-attached {} time(s) (target away {away:.1}s in all); last on cgroup {} (id {})",
+            reattaches.len(),
+            last.new_cgroup,
+            last.new_id
+        );
+    }
+    for event in events {
+        if let TimelineEvent::Hint { fault, hint } = &event.event {
+            let _ = writeln!(out, "hint for fault #{fault}: {hint}");
+        }
+    }
     // Checks: pass counts per phase.
     let mut checks: BTreeMap<String, (BTreeMap<&'static str, Tally>, String)> = BTreeMap::new();
     for check in &start.checks {

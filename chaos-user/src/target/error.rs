@@ -67,8 +67,8 @@ pub enum TargetError {
     )]
     PodCgroupShared { pod: String, cgroup: String, other: String },
     #[error(
-        "--selector {arg} matches {} pods:\n  {}\naim at one with --pick N (its number above); a one-shot \
-         fault on several pods at once is not supported yet (start one per pod)",
+        "--selector {arg} matches {} pods:\n  {}\naim at one with --pick-pod N (its number above), or, for a \
+         one-shot fault, at every one of them with --all",
         .pods.len(), .pods.join("\n  ")
     )]
     SelectorMatchesMany { arg: String, pods: Vec<String> },

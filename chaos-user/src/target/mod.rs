@@ -168,6 +168,28 @@ impl CgroupFs {
         Ok(Target { named_as: format!("{flag} {arg}"), cgroup, dir, id })
     }
 
+    /// Every pod a selector matches (`--all`), each resolved as `--pick-pod N` would be, in the
+    /// order the refusal of several lists them; one pod gives one target. Other forms: refused.
+    pub fn resolve_every_pod(&self, spec: &TargetName, own_cgroup: Option<&str>) -> Result<Vec<Target>, TargetError> {
+        let TargetName::Selector(selector) = spec else {
+            return Err(TargetError::BadTarget {
+                flag: spec.flag(),
+                arg: spec.arg(),
+                reason: "--all takes the pods of a --selector".into(),
+            });
+        };
+        let count = match self.resolve(spec, own_cgroup) {
+            Ok(one) => return Ok(vec![one]),
+            Err(TargetError::SelectorMatchesMany { pods, .. }) => pods.len(),
+            Err(err) => return Err(err),
+        };
+        (1..=count)
+            .map(|n| {
+                self.resolve(&TargetName::Selector(SelectorSpec { pick: Some(n), ..selector.clone() }), own_cgroup)
+            })
+            .collect()
+    }
+
     fn existing(&self, flag: &'static str, arg: &str, dir: PathBuf) -> Result<PathBuf, TargetError> {
         if dir.is_dir() {
             Ok(dir)

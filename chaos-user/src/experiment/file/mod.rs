@@ -17,7 +17,8 @@ use crate::{
 
 /// Keys of a `[[fault]]` table that belong to the experiment, not to the fault's options.
 pub const FAULT_KEYS: &[&str] = &["kind", "start", "duration", "ramp"];
-const TOP_KEYS: &[&str] = &["name", "description", "target", "duration", "fault", "control", "steady_state", "abort"];
+const TOP_KEYS: &[&str] =
+    &["name", "description", "target", "follow", "duration", "fault", "control", "steady_state", "abort"];
 const CONTROL_KEYS: &[&str] = &["target", "confidence"];
 const TARGET_KEYS: &[&str] = &["cgroup", "pid", "unit", "container", "pod", "selector"];
 const STEADY_KEYS: &[&str] = &["before", "after", "interval", "timeout", "pass_rate", "check"];
@@ -61,6 +62,7 @@ fn parse_parts(source: &Source, i_know: bool) -> Result<Experiment, FileError> {
     }
     let target_item = root.require("target", "target = { cgroup = \"/system.slice/api.service\" }")?;
     let target = parse_target(&target_item)?;
+    let follow = parse_follow(root.get("follow").as_ref(), &target)?;
     let duration_item = root.require("duration", "duration = \"2m\"")?;
     let duration = duration_item.duration()?;
     if let Err(reason) = options::check_duration_cap(duration, i_know) {
@@ -98,6 +100,7 @@ fn parse_parts(source: &Source, i_know: bool) -> Result<Experiment, FileError> {
         name,
         target,
         target_span: target_item.span.clone(),
+        follow,
         duration,
         faults,
         steady_state,
@@ -130,6 +133,21 @@ fn parse_target(item: &Item<'_>) -> Result<TargetName, FileError> {
             pick: None,
         }),
     })
+}
+
+/// `follow = true`: only a target a runtime names can come back under its name.
+fn parse_follow(item: Option<&Item<'_>>, target: &TargetName) -> Result<bool, FileError> {
+    let Some(item) = item else { return Ok(false) };
+    let follow = item.bool()?;
+    if follow && !matches!(target, TargetName::Container(_) | TargetName::Pod { .. } | TargetName::Selector(_)) {
+        return Err(item.error(format!(
+            "`follow` re-resolves a container or pod name when its runtime restarts it; a target given by \
+             {} has no name to resolve again: use target = {{ container = \"NAME\" }}, {{ pod = \"NS/NAME\" }} \
+             or {{ selector = \"app=web\" }}, or remove `follow`",
+            target.flag().trim_start_matches("--")
+        )));
+    }
+    Ok(follow)
 }
 
 fn parse_faults(item: &Item<'_>, experiment: Duration) -> Result<Vec<FaultEntry>, FileError> {

@@ -304,3 +304,28 @@ fn a_pod_or_a_selector_is_a_target() {
     );
     assert!(with("target = { pod = \"shop/web-1\", unit = \"x.service\" }").is_err());
 }
+
+#[test]
+fn follow_is_for_targets_a_runtime_names_and_is_refused_at_its_position_otherwise() {
+    let with = |target: &str, follow: &str| {
+        parse_text(&GOOD.replace("target = { cgroup = \"/app\" }", &format!("{target}\n{follow}")))
+    };
+    assert!(!parse_text(GOOD).unwrap().follow, "off unless asked");
+    for target in
+        ["target = { container = \"web\" }", "target = { pod = \"shop/web-1\" }", "target = { selector = \"app=web\" }"]
+    {
+        assert!(with(target, "follow = true").unwrap().follow, "{target}");
+    }
+    for (target, form) in [
+        ("target = { cgroup = \"/app\" }", "cgroup"),
+        ("target = { unit = \"a.service\" }", "unit"),
+        ("target = { pid = 7 }", "pid"),
+    ] {
+        let err = with(target, "follow = true").unwrap_err();
+        assert!(err.to_string().starts_with("exp.toml:4:10: "), "{err}");
+        assert!(err.message.contains(&format!("a target given by {form} has no name")), "{err}");
+    }
+    assert!(with("target = { cgroup = \"/app\" }", "follow = false").is_ok(), "follow = false is always fine");
+    let err = with("target = { container = \"web\" }", "follow = \"yes\"").unwrap_err();
+    assert!(err.message.contains("true or false"), "{err}");
+}

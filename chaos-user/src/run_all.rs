@@ -1,0 +1,147 @@
+//! Runs one fault on several targets at once (`--selector ... --all`: every matching pod): each
+//! target gets its own copy of the fault, loaded, filled and armed with its own kernel deadline
+//! as [`run::arm`] does for one, so the gate in the kernel stays the one every fault uses (one
+//! target per object). A target that goes away ends its own copy ("target gone"); the others run
+//! on. The report has one entry per target.
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+
+use crate::{
+    engine::LoadedFault,
+    fault::FaultPlan,
+    live::LiveLine,
+    report::{DirectionCounters, FaultReport, OutputFormat, StopReason},
+    run::{StopSignals, arm, read_counters},
+    run_records::Registration,
+    sys, target_watch,
+};
+
+/// One target's copy of the fault while it runs, and its outcome once it ended.
+struct Copy<'p> {
+    plan: &'p FaultPlan,
+    fault: Option<LoadedFault>,
+    ended: Option<(StopReason, Duration, Vec<DirectionCounters>)>,
+}
+
+/// Arms `plans` (one per target, all of one fault), waits for their deadline or a stop signal
+/// while showing their counters, detaches each and prints one report per target. The exit
+/// status is the gravest of theirs (a signal, then a target gone, then 0).
+pub fn run_plans(
+    plans: &[FaultPlan],
+    output: OutputFormat,
+    registrations: &mut [Registration],
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut signals = StopSignals::install().context("installing signal handlers")?;
+        let _ = sys::raise_memlock_rlimit();
+        let started = Instant::now();
+        let mut copies = Vec::new();
+        let mut last_deadline_ns = 0;
+        // An error drops the copies armed so far: their fd-owned links go with them.
+        for plan in plans {
+            let (fault, deadline_ns) = arm(plan, Some(plan.duration))?;
+            tracing::info!("armed on {}: kernel deadline CLOCK_MONOTONIC ns={deadline_ns}", plan.target.cgroup);
+            last_deadline_ns = last_deadline_ns.max(deadline_ns);
+            copies.push(Copy { plan, fault: Some(fault), ended: None });
+        }
+        tracing::info!("fault armed on {} targets", copies.len());
+        let deadline =
+            Instant::now() + Duration::from_nanos(last_deadline_ns.saturating_sub(sys::monotonic_now_ns()));
+        let line = LiveLine::on_stderr();
+        // Targets are looked at every POLL; the status line keeps its own pace (slower in a log).
+        let mut next_show = Instant::now();
+        let mut ticks = interval(target_watch::POLL);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let stop = loop {
+            tokio::select! {
+                () = sleep_until(deadline) => break StopReason::Deadline,
+                reason = signals.next() => break reason,
+                _ = ticks.tick() => {
+                    for copy in &mut copies {
+                        let target = &copy.plan.target;
+                        if copy.fault.is_some() && !target_watch::is_present(&target.dir, target.id) {
+                            line.finish();
+                            eprintln!("chaos: target gone: {} was removed; its copy of the fault is detached", target.cgroup);
+                            copy.end(StopReason::TargetGone, started.elapsed());
+                        }
+                    }
+                    if copies.iter().all(|c| c.fault.is_none()) {
+                        break StopReason::TargetGone;
+                    }
+                    if Instant::now() >= next_show {
+                        next_show += line.period();
+                        show(line, &copies, registrations, deadline.saturating_duration_since(Instant::now()));
+                    }
+                }
+            }
+        };
+        line.finish();
+        let mut exit = 0;
+        for copy in &mut copies {
+            copy.end(stop, started.elapsed());
+        }
+        let mut reports = Vec::new();
+        for copy in &copies {
+            let Some((stopped, elapsed, counters)) = copy.ended.clone() else { continue };
+            exit = exit.max(stopped.exit_code());
+            let plan = copy.plan;
+            reports.push((
+                FaultReport {
+                    fault: plan.fault,
+                    target: &plan.target,
+                    summary: &plan.summary,
+                    parameters: &plan.parameters,
+                    requested: plan.duration,
+                    elapsed,
+                    stopped,
+                    counters,
+                },
+                plan.injected_word,
+            ));
+        }
+        match output {
+            OutputFormat::Json => {
+                let all: Vec<&FaultReport<'_>> = reports.iter().map(|(r, _)| r).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            }
+            OutputFormat::Text => {
+                for (report, word) in &reports {
+                    print!("{}", report.render(output, word));
+                }
+            }
+        }
+        Ok(ExitCode::from(exit))
+    })
+}
+
+impl Copy<'_> {
+    /// Disarms and detaches this copy (once), keeping its counters for the report.
+    fn end(&mut self, why: StopReason, elapsed: Duration) {
+        let Some(mut fault) = self.fault.take() else { return };
+        let _ = fault.disarm();
+        let counters = read_counters(&fault, &self.plan.directions(), self.plan.counter_label).unwrap_or_default();
+        for problem in fault.detach_tc() {
+            eprintln!("chaos: warning: {problem}; run `chaos cleanup`");
+        }
+        drop(fault);
+        self.ended = Some((why, elapsed, counters));
+    }
+}
+
+/// Each target's injections on the status line and in its run record.
+fn show(line: LiveLine, copies: &[Copy<'_>], registrations: &mut [Registration], left: Duration) {
+    let mut parts = Vec::new();
+    for (copy, registration) in copies.iter().zip(registrations) {
+        let Some(fault) = &copy.fault else { continue };
+        let Ok(counters) = read_counters(fault, &copy.plan.directions(), copy.plan.counter_label) else { continue };
+        let injected: u64 = counters.iter().map(|c| c.injected).sum();
+        registration.update_counts(&[injected]);
+        parts.push(format!("{} {injected} {}", copy.plan.target.cgroup, copy.plan.injected_word));
+    }
+    if let Some(copy) = copies.first() {
+        line.show(&format!("{}: {} | {}s left", copy.plan.fault, parts.join(" | "), left.as_secs()));
+    }
+}

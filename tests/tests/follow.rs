@@ -1,0 +1,230 @@
+//! Experiments that follow their target (`follow = true`): a private dockerd restarts the target
+//! container mid-run, which gives it a new cgroup and a new network namespace; the partition
+//! must hold at the receiver before and after the restart (it hit the new container), the
+//! timeline must say `reattach` from the old cgroup to the new one, and nothing may stay
+//! attached after the run. Without `follow`, the same restart ends the run "target gone".
+use std::{fs, net::SocketAddr, path::Path, process::Command, time::Duration};
+
+use chaos_tests::{
+    TempDir,
+    cgroup::cgroup2_mount,
+    chaos::{self, Chaos},
+    kernel,
+    net::Netns,
+    require_root,
+    runtimes::{DockerApi, Engine, Rootfs},
+    skip, unique_name,
+    workload::{Blast, UdpSink},
+};
+use serde_json::Value;
+
+const PACKETS: u64 = 2000;
+const PORT: u16 = 7311;
+const NOWHERE: &str = "/nonexistent/chaos-test.sock";
+
+/// The VM guests' busybox userland has no container runtime: these run on the host tier.
+macro_rules! host_tier_only {
+    ($test:expr) => {
+        chaos_tests::skip_if!(
+            chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-")),
+            $test,
+            "the VM guests have no container runtime (busybox userland); the host tier starts Docker"
+        );
+    };
+}
+
+/// Only the private dockerd answers chaos.
+fn env(docker: &DockerApi) -> Vec<(&'static str, String)> {
+    vec![("DOCKER_HOST", docker.host()), ("CONTAINER_HOST", NOWHERE.into()), ("CONTAINERD_ADDRESS", NOWHERE.into())]
+}
+
+fn cgroup_of(pid: u32) -> String {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("read /proc/pid/cgroup");
+    text.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 line").trim().to_owned()
+}
+
+fn pid_of(docker: &DockerApi, name: &str) -> u32 {
+    let pid = docker.cli(&["inspect", "-f", "{{.State.Pid}}", name]).expect("docker inspect");
+    pid.parse().unwrap_or_else(|e| panic!("pid {pid:?}: {e}"))
+}
+
+/// A partition from the container to its own loopback: (datagrams from inside that arrived,
+/// datagrams from beside it that arrived), each of [`PACKETS`].
+fn measure(docker: &DockerApi, name: &str) -> (u64, u64) {
+    let netns = Netns::of_process(pid_of(docker, name));
+    let sink = UdpSink::start(&netns, PORT, 1000, false);
+    let (to, count) = (format!("127.0.0.1:{PORT}"), PACKETS.to_string());
+    let output = Command::new("docker")
+        .args(["-H", &docker.host(), "exec", name, "/chaos-workload", "udp-blast", "--to", &to, "--id", "1"])
+        .args(["--count", &count, "--pps", "10000"])
+        .output()
+        .expect("run the blast inside the container");
+    assert!(output.status.success(), "blast inside: {}", String::from_utf8_lossy(&output.stderr));
+    let to = SocketAddr::from(([127, 0, 0, 1], PORT));
+    let beside = Blast { to, sender_id: 2, count: PACKETS, pps: 10_000, cgroup: None, netns: &netns }.run();
+    assert_eq!(beside.errors, 0);
+    let report = sink.finish();
+    (report.received_from(1), report.received_from(2))
+}
+
+fn timeline_events(path: &Path) -> Vec<Value> {
+    fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// A partition of the container named `name` from its loopback, for `duration`.
+fn experiment(scratch: &TempDir, name: &str, follow: bool, duration: &str) -> std::path::PathBuf {
+    scratch.file(
+        "follow.toml",
+        &format!(
+            "name = \"follow\"\ntarget = {{ container = \"{name}\" }}\nfollow = {follow}\nduration = \"{duration}\"\n\n\
+             [[fault]]\nkind = \"net partition\"\nto = [\"127.0.0.1/32\"]\n"
+        ),
+    )
+}
+
+/// A private dockerd with a sleeping container, or the reason the test is skipped.
+fn docker_with_container(test: &str) -> Option<(Rootfs, DockerApi, String)> {
+    let rootfs = match Rootfs::build() {
+        Ok(rootfs) => rootfs,
+        Err(why) => {
+            skip::record(test, &why);
+            return None;
+        }
+    };
+    let docker = match DockerApi::start(Engine::Docker, &rootfs) {
+        Ok(docker) => docker,
+        Err(why) => {
+            skip::record(test, &format!("Docker cannot run here: {why}"));
+            return None;
+        }
+    };
+    let name = unique_name("followed");
+    docker.run_sleeper(&name).expect("start the target container");
+    Some((rootfs, docker, name))
+}
+
+#[test]
+fn a_followed_container_restarted_mid_run_is_partitioned_again_in_its_new_cgroup() {
+    let test = "a_followed_container_restarted_mid_run_is_partitioned_again_in_its_new_cgroup";
+    require_root!(test);
+    host_tier_only!(test);
+    let Some((_rootfs, docker, name)) = docker_with_container(test) else { return };
+    let scratch = TempDir::new();
+    let file = experiment(&scratch, &name, true, "45s");
+    let timeline = scratch.join("follow.jsonl");
+    let old_cgroup = cgroup_of(pid_of(&docker, &name));
+    let (status, stdout, stderr) =
+        chaos::run_with_env(&["run", file.to_str().unwrap(), "--dry-run", "--output", "json"], &env(&docker));
+    assert!(status.success(), "{stderr}");
+    let dry: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!((&dry["follow"], &dry["target"]["cgroup"]), (&Value::Bool(true), &Value::from(old_cgroup.as_str())));
+    let mut run = Chaos::start_with_env(
+        &["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()],
+        &env(&docker),
+    );
+    run.wait_until("the partition is armed", Duration::from_secs(60), || {
+        timeline_events(&timeline).iter().any(|e| e["event"] == "arm")
+    });
+    let (inside, beside) = measure(&docker, &name);
+    eprintln!("measured before the restart: {inside} of {PACKETS} from inside arrived, {beside} from beside it");
+    assert_eq!((inside, beside), (0, PACKETS), "the partition does not hold before the restart");
+
+    docker.cli(&["restart", "-t", "0", &name]).expect("docker restart");
+    let new_cgroup = cgroup_of(pid_of(&docker, &name));
+    let new_dir = cgroup2_mount().join(new_cgroup.trim_start_matches('/'));
+    run.wait_until("a reattach event", Duration::from_secs(20), || {
+        timeline_events(&timeline).iter().any(|e| e["event"] == "reattach")
+    });
+    assert!(kernel::inet_programs_attached(&new_dir) > 0, "nothing attached to the new cgroup {new_cgroup}");
+    // The run's record (what `chaos status` and the conflict checks read) names the new cgroup.
+    let new_id = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&new_dir).expect("the new cgroup"));
+    let record = fs::read_dir("/run/chaos/runs")
+        .expect("the run records")
+        .flatten()
+        .filter_map(|e| serde_json::from_str::<Value>(&fs::read_to_string(e.path()).ok()?).ok())
+        .find(|r| r["file"] == file.to_str().unwrap())
+        .expect("the run's record");
+    assert_eq!(record["target_id"], new_id, "{record}");
+    let (inside, beside) = measure(&docker, &name);
+    eprintln!("measured after the restart: {inside} of {PACKETS} from inside arrived, {beside} from beside it");
+    assert_eq!((inside, beside), (0, PACKETS), "the partition does not hold on the restarted container");
+
+    let (status, stdout, stderr) = run.wait(Duration::from_secs(90));
+    assert_eq!(status.code(), Some(0), "a followed run ends as any other: {stdout}{stderr}");
+    let events = timeline_events(&timeline);
+    let reattach = events.iter().find(|e| e["event"] == "reattach").expect("a reattach event");
+    eprintln!("reattach: {reattach}");
+    assert_eq!(reattach["old_cgroup"], old_cgroup.as_str(), "{reattach}");
+    assert_eq!(reattach["new_cgroup"], new_cgroup.as_str(), "{reattach}");
+    assert_ne!(reattach["old_id"], reattach["new_id"], "{reattach}");
+    assert_eq!(reattach["faults"], serde_json::json!([1]), "{reattach}");
+    let gone_s = reattach["gone_s"].as_f64().expect("gone_s");
+    assert!((0.0..10.0).contains(&gone_s), "the target was away {gone_s} s by the timeline");
+    assert!(!events.iter().any(|e| e["event"] == "abort"), "a followed restart is no abort: {events:?}");
+    let detach = events.iter().find(|e| e["event"] == "detach").expect("a detach event");
+    assert_eq!(detach["why"], "end", "{detach}");
+    assert!(detach["injected"].as_u64().unwrap_or(0) >= 2 * PACKETS, "counts carry over the re-attach: {detach}");
+    assert!(stdout.contains("re-attached 1 time(s)"), "the summary does not count the re-attach: {stdout}");
+    assert_eq!(kernel::cgroup_programs(&new_dir), 0, "programs left on {new_cgroup} after the run");
+}
+
+#[test]
+fn an_unfollowed_container_restarted_mid_run_ends_target_gone() {
+    let test = "an_unfollowed_container_restarted_mid_run_ends_target_gone";
+    require_root!(test);
+    host_tier_only!(test);
+    let Some((_rootfs, docker, name)) = docker_with_container(test) else { return };
+    let scratch = TempDir::new();
+    let file = experiment(&scratch, &name, false, "60s");
+    let timeline = scratch.join("follow.jsonl");
+    let mut run = Chaos::start_with_env(
+        &["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()],
+        &env(&docker),
+    );
+    run.wait_until("the partition is armed", Duration::from_secs(60), || {
+        timeline_events(&timeline).iter().any(|e| e["event"] == "arm")
+    });
+    docker.cli(&["restart", "-t", "0", &name]).expect("docker restart");
+    let new_dir = cgroup2_mount().join(cgroup_of(pid_of(&docker, &name)).trim_start_matches('/'));
+    let (status, stdout, stderr) = run.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(3), "without follow a restarted target is gone: {stdout}{stderr}");
+    let events = timeline_events(&timeline);
+    assert!(!events.iter().any(|e| e["event"] == "reattach"), "{events:?}");
+    let detach = events.iter().find(|e| e["event"] == "detach").expect("a detach event");
+    assert_eq!(detach["why"], "target gone", "{detach}");
+    assert_eq!(kernel::cgroup_programs(&new_dir), 0, "something attached to the restarted container");
+}
+
+#[test]
+fn a_followed_container_that_never_comes_back_ends_target_gone_when_the_faults_phase_ends() {
+    let test = "a_followed_container_that_never_comes_back_ends_target_gone_when_the_faults_phase_ends";
+    require_root!(test);
+    host_tier_only!(test);
+    let Some((_rootfs, docker, name)) = docker_with_container(test) else { return };
+    let scratch = TempDir::new();
+    let file = experiment(&scratch, &name, true, "8s");
+    let (status, _, stderr) = chaos::run_with_env(&["run", file.to_str().unwrap(), "--detach"], &env(&docker));
+    assert_eq!(status.code(), Some(2), "follow needs a foreground run: {stderr}");
+    assert!(stderr.contains("--detach"), "{stderr}");
+    let timeline = scratch.join("follow.jsonl");
+    let mut run = Chaos::start_with_env(
+        &["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()],
+        &env(&docker),
+    );
+    run.wait_until("the partition is armed", Duration::from_secs(60), || {
+        timeline_events(&timeline).iter().any(|e| e["event"] == "arm")
+    });
+    docker.cli(&["stop", "-t", "0", &name]).expect("docker stop");
+    let stopped = std::time::Instant::now();
+    let (status, stdout, stderr) = run.wait(Duration::from_secs(30));
+    eprintln!("measured: the run ended {:.1} s after the container stopped", stopped.elapsed().as_secs_f64());
+    assert_eq!(status.code(), Some(3), "a followed target that never came back is gone: {stdout}{stderr}");
+    let events = timeline_events(&timeline);
+    assert!(!events.iter().any(|e| e["event"] == "reattach"), "{events:?}");
+    let abort = events.iter().find(|e| e["event"] == "abort").expect("an abort event");
+    assert!(abort["reason"].as_str().unwrap_or_default().starts_with("target gone"), "{abort}");
+    let phase = events.iter().find(|e| e["event"] == "phase" && e["phase"] == "during").expect("a during phase");
+    let (during_at, abort_at) = (phase["t"].as_f64().unwrap_or_default(), abort["t"].as_f64().unwrap_or_default());
+    assert!(abort_at - during_at >= 7.5, "it waited for the name only {:.1} s of the 8 s phase", abort_at - during_at);
+    assert!(stdout.contains("target gone"), "{stdout}");
+}
