@@ -98,8 +98,9 @@ pub fn daemon_bench() -> anyhow::Result<String> {
         writeln!(out, "| untargeted UDP throughput during a run vs none | **{}** | >= 0.95x |", untargeted.summary());
     let _ = writeln!(
         out,
-        "\nBetween runs the daemon holds no program attached: it wakes every 40 ms to look at its schedule, the \
-         kill-switch file and the cool-down (the kill switch must act within 100 ms), and otherwise waits on its socket. \
+        "\nBetween runs the daemon holds no program attached: it sleeps until its next run or cool-down's end (a \
+         second at most), woken early by inotify on the kill-switch file's directory (the kill switch must act within \
+         100 ms) and by its socket; it looks every 40 ms only while a run is live. \
          The binary is the debug build the tests use. aya's loader parses the kernel's whole BTF when it is made (19 MB \
          of heap here): the daemon makes its one loader at start and trims the heap, so no run pays that peak again. \
          During a run its RSS holds the eBPF object's maps and programs and the run's thread; that goes back to the \
