@@ -233,3 +233,72 @@ fn a_container_name_selector_runs_only_on_the_docker_containers_it_names() {
     // must take the other web container.
     assert_eq!(hit, BTreeSet::from([cgroups[0].clone(), cgroups[1].clone()]), "{log}");
 }
+
+/// Every event of every timeline under `dir`.
+fn timeline_events(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .flat_map(|text| text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn a_daemon_run_that_follows_a_container_name_reattaches_after_a_docker_restart() {
+    let test = "a_daemon_run_that_follows_a_container_name_reattaches_after_a_docker_restart";
+    require_root!(test);
+    host_tier_only!(test);
+    let _serial = chaos_tests::serialized();
+    let rootfs = match Rootfs::build() {
+        Ok(rootfs) => rootfs,
+        Err(why) => return skip::record(test, &why),
+    };
+    let api = match DockerApi::start(Engine::Docker, &rootfs) {
+        Ok(api) => api,
+        Err(why) => return skip::record(test, &format!("Docker cannot run here: {why}")),
+    };
+    let name = format!("web-{}", unique_name("f"));
+    let old_cgroup = cgroup_of(api.run_sleeper(&name).expect("start a container").1);
+    let dir = TempDir::new();
+    let experiment = "name = \"followed drop\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"20s\"\n\n\
+                      [[fault]]\nkind = \"net drop\"\npercent = 10\ndirection = \"egress\"\n";
+    fs::write(dir.join("experiment.toml"), experiment).expect("write the experiment");
+    let config = format!(
+        "socket = \"daemon.sock\"\nkill_switch = \"kill\"\nstate_dir = \"state\"\nmetrics = false\n\
+         [schedule]\nevery = \"500ms\"\n[budget]\nmax_runs_per_hour = 1000\n\n\
+         [[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ container_name = \"{name}\" }}\nfollow = true\n"
+    );
+    fs::write(dir.join("daemon.toml"), config).expect("write the configuration");
+    let mut daemon = Chaos::start_with_env(
+        &["daemon", "--config", dir.join("daemon.toml").to_str().expect("utf-8")],
+        &env("DOCKER_HOST", api.host()),
+    );
+    let old_dir = cgroup2_mount().join(old_cgroup.trim_start_matches('/'));
+    daemon.wait_until("the run attached", Duration::from_secs(30), || kernel::inet_programs_attached(&old_dir) > 0);
+    let old_id = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&old_dir).expect("the cgroup"));
+
+    api.cli(&["restart", "-t", "0", &name]).expect("docker restart");
+    let pid: u32 =
+        api.cli(&["inspect", "-f", "{{.State.Pid}}", &name]).expect("docker inspect").trim().parse().expect("a pid");
+    let new_cgroup = cgroup_of(pid);
+    let new_dir = cgroup2_mount().join(new_cgroup.trim_start_matches('/'));
+    let timelines = dir.join("state").join("timelines");
+    daemon.wait_until("a reattach event", Duration::from_secs(15), || {
+        timeline_events(&timelines).iter().any(|e| e["event"] == "reattach")
+    });
+    let new_id = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&new_dir).expect("the new cgroup"));
+    assert_ne!(old_id, new_id, "docker restart made a new cgroup");
+    assert!(kernel::inet_programs_attached(&new_dir) > 0, "nothing attached to the restarted container's cgroup");
+    let log = terminate(daemon);
+    let events = timeline_events(&timelines);
+    let reattach = events.iter().find(|e| e["event"] == "reattach").expect("a reattach event");
+    eprintln!("measured: the daemon's run re-attached: {reattach}");
+    assert_eq!(reattach["new_cgroup"], new_cgroup.as_str(), "{reattach}");
+    assert!(log.contains("following --container"), "{log}");
+    // Its only abort is the daemon's SIGTERM, never "target gone".
+    let gone =
+        |e: &&serde_json::Value| e["event"] == "abort" && e["reason"].as_str().is_some_and(|r| r.contains("gone"));
+    assert!(!events.iter().any(|e| gone(&e)), "the followed run ended target gone: {events:?}");
+    assert_eq!(kernel::inet_programs_attached(&new_dir), 0, "the drop outlived the daemon");
+}

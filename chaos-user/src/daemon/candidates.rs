@@ -2,9 +2,11 @@
 //! containers by name, and Kubernetes pods by labels (kubelet's, through containerd), only
 //! those of namespaces that opted in. Each selector's matches are cgroups, one per container
 //! or pod, and notes saying why others were left out, for the log line of a skipped run.
+use std::collections::BTreeMap;
+
 use super::config::{Kubernetes, PodSelector};
 use crate::target::{
-    CgroupFs,
+    CgroupFs, TargetName,
     runtime::{
         Inventory,
         pod::{self, PodName},
@@ -16,6 +18,9 @@ use crate::target::{
 pub struct Matches {
     /// Cgroup paths (as /proc/PID/cgroup shows them), sorted, each once.
     pub cgroups: Vec<String>,
+    /// The name each cgroup was found by, where it has one the runtimes can resolve again (a
+    /// pod, a container name): what a run that follows its target asks for after a restart.
+    pub names: BTreeMap<String, TargetName>,
     /// Why matching containers or pods are not among `cgroups` (not opted in, not running...).
     pub notes: Vec<String>,
 }
@@ -25,7 +30,7 @@ impl Matches {
     pub fn of(mut cgroups: Vec<String>) -> Self {
         cgroups.sort();
         cgroups.dedup();
-        Self { cgroups, notes: Vec::new() }
+        Self { cgroups, ..Self::default() }
     }
 
     /// Why a run found nothing to run on.
@@ -48,6 +53,7 @@ pub fn by_container_name(glob: &str, cgroups: &CgroupFs, inventory: &Inventory) 
     let mut found = Vec::new();
     let mut notes = Vec::new();
     let mut seen = Vec::new();
+    let mut names = BTreeMap::new();
     for (endpoint, container) in &inventory.containers {
         if !container.names.iter().any(|n| pattern.matches(n)) || seen.contains(&container.id) {
             continue;
@@ -58,12 +64,16 @@ pub fn by_container_name(glob: &str, cgroups: &CgroupFs, inventory: &Inventory) 
             continue;
         }
         match cgroups.container_cgroup(inventory, *endpoint, container) {
-            Ok(cgroup) => found.push(cgroup),
+            Ok(cgroup) => {
+                let name = container.names.iter().find(|n| pattern.matches(n)).cloned().unwrap_or_default();
+                names.insert(cgroup.clone(), TargetName::Container(name));
+                found.push(cgroup);
+            }
             Err(why) => notes.push(why.to_string()),
         }
     }
     no_runtime_note(inventory, &mut notes);
-    Matches { notes, ..Matches::of(found) }
+    Matches { notes, names, ..Matches::of(found) }
 }
 
 /// The pods `selector` matches whose namespace opted in, and why the others are left out.
@@ -101,14 +111,19 @@ pub fn eligible_pods(
 pub fn pods(selector: &PodSelector, kubernetes: &Kubernetes, cgroups: &CgroupFs, inventory: &Inventory) -> Matches {
     let (eligible, mut notes) = eligible_pods(selector, kubernetes, inventory);
     let mut found = Vec::new();
+    let mut names = BTreeMap::new();
     for pod in &eligible {
         match cgroups.pod_cgroup(inventory, pod, selector.container_name.as_deref()) {
-            Ok(cgroup) => found.push(cgroup),
+            Ok(cgroup) => {
+                let name = TargetName::Pod { pod: pod.to_string(), container: selector.container_name.clone() };
+                names.insert(cgroup.clone(), name);
+                found.push(cgroup);
+            }
             Err(why) => notes.push(why.to_string()),
         }
     }
     no_runtime_note(inventory, &mut notes);
-    Matches { notes, ..Matches::of(found) }
+    Matches { notes, names, ..Matches::of(found) }
 }
 
 fn no_runtime_note(inventory: &Inventory, notes: &mut Vec<String>) {

@@ -15,6 +15,7 @@ mod config_watch;
 pub mod control;
 mod kill_watch;
 pub mod metrics;
+mod run;
 pub mod scheduler;
 
 use std::{
@@ -38,12 +39,8 @@ use self::{
     scheduler::{Budgets, next_delay, pick_weighted, random_u64},
 };
 use crate::{
-    experiment::{self, file, plan, runner},
-    features::Prober,
-    ledger,
-    report::OutputFormat,
-    run_records::RunKind,
-    target::{self, CgroupFs, TargetName},
+    experiment, ledger,
+    target::{self, CgroupFs},
 };
 
 /// How often the daemon looks at its schedule, kill switch and windows while runs are live (or
@@ -250,13 +247,16 @@ impl Service {
         let entry = &self.config.catalogue[index];
         let busy: Vec<String> = self.runs.iter().map(|r| r.target.clone()).collect();
         let cgroups = CgroupFs::discover().map_err(|e| e.to_string())?;
+        let mut follow = None;
         let target = match &entry.selector {
             Some(selector) => {
-                let found = scheduler::matches(selector, &cgroups, &self.config.kubernetes);
+                let mut found = scheduler::matches(selector, &cgroups, &self.config.kubernetes);
                 if found.cgroups.is_empty() {
                     return Err(found.why_none());
                 }
-                self.budgets.pick_target(&self.config.budget, &found.cgroups, &busy, now, random_u64())?
+                let picked = self.budgets.pick_target(&self.config.budget, &found.cgroups, &busy, now, random_u64())?;
+                follow = found.names.remove(&picked).filter(|_| entry.follow);
+                picked
             }
             None => {
                 let own = target::own_cgroup();
@@ -283,7 +283,7 @@ impl Service {
         let thread = std::thread::Builder::new()
             .name(format!("chaos-run-{number}"))
             .spawn(move || {
-                let outcome = run_one(&file, &run_target, &timeline, cancelled);
+                let outcome = run::run_one(&file, &run_target, follow.as_ref(), &timeline, cancelled);
                 let _ = ended.send(RunEnd { number, outcome, timeline });
             })
             .map_err(|e| format!("cannot start a thread: {e}"))?;
@@ -293,7 +293,7 @@ impl Service {
         self.runs.push(ActiveRun { number, name, target, faults, started: now, cancel, thread: Some(thread) });
         self.metrics.runs_active.set(self.runs.len() as i64);
         self.set_faults_active();
-        prune_timelines(&self.config.timelines_dir(), self.config.keep_timelines);
+        run::prune_timelines(&self.config.timelines_dir(), self.config.keep_timelines);
         Ok(number)
     }
 
@@ -413,37 +413,5 @@ impl Service {
                 tracing::error!("configuration not reloaded, the old one stays: {err}");
             }
         }
-    }
-}
-
-/// The same path as `chaos run FILE`, with the target the daemon picked and its cancellation.
-fn run_one(file: &Path, target: &str, timeline: &Path, cancel: watch::Receiver<bool>) -> Result<u8, String> {
-    let mut experiment = file::load(file, false).map_err(|e| e.to_string())?;
-    experiment.target = TargetName::Cgroup(target.to_owned());
-    // The daemon aims at a cgroup it picked, with no name to resolve again: its runs end
-    // "target gone" and its schedule picks a target afresh.
-    experiment.follow = false;
-    let kernel = Prober::new();
-    let plan = plan::plan(&experiment, false, &kernel).map_err(|e| e.to_string())?;
-    let options = runner::RunOptions {
-        timeline: timeline.to_owned(),
-        output: OutputFormat::Json,
-        kind: RunKind::Daemon,
-        cancel: Some(cancel),
-    };
-    runner::run_to_verdict(&plan, &options).map_err(|e| format!("{e:#}"))
-}
-
-/// Keeps the newest `keep` timelines (their names start with the time).
-fn prune_timelines(dir: &Path, keep: usize) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut files: Vec<PathBuf> =
-        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();
-    if files.len() <= keep {
-        return;
-    }
-    files.sort();
-    for old in &files[..files.len() - keep] {
-        let _ = std::fs::remove_file(old);
     }
 }

@@ -49,6 +49,9 @@ pub struct CatalogueEntry {
     pub weight: u32,
     /// Targets to pick from, instead of the file's own `target`.
     pub selector: Option<Selector>,
+    /// Each run re-attaches when the runtime restarts the container or pod it picked (its
+    /// name is resolved again), as `follow = true` does in an experiment file.
+    pub follow: bool,
     /// The experiment as loaded (a run loads its file again: a change is picked up by SIGHUP).
     pub experiment: Experiment,
 }
@@ -347,7 +350,20 @@ fn parse_entry(table: &Table<'_>, base: &Path, kubernetes: &Kubernetes) -> Resul
         Some(item) => Some(selector::parse_selector(&item, kubernetes)?),
         None => None,
     };
-    table.finish(&["file", "weight", "targets"])?;
+    let follow = match table.get("follow") {
+        Some(item) => {
+            let follow = item.bool()?;
+            if follow && !matches!(selector, Some(Selector::ContainerName(_) | Selector::Pods(_))) {
+                return Err(item.error(
+                    "`follow = true` re-resolves a name: it needs `targets = { container_name = \"...\" }` or \
+                     `targets = { pods = \"...\" }` (a cgroup, unit or id glob names no container to find again)",
+                ));
+            }
+            follow
+        }
+        None => false,
+    };
+    table.finish(&["file", "weight", "targets", "follow"])?;
     let files = if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
             .map_err(|e| file_item.error(format!("cannot read the directory {}: {e}", path.display())))?
@@ -369,7 +385,14 @@ fn parse_entry(table: &Table<'_>, base: &Path, kubernetes: &Kubernetes) -> Resul
         .into_iter()
         .map(|file| {
             let experiment = file::load(&file, false)?;
-            Ok(CatalogueEntry { name: experiment.name.clone(), file, weight, selector: selector.clone(), experiment })
+            Ok(CatalogueEntry {
+                name: experiment.name.clone(),
+                file,
+                weight,
+                selector: selector.clone(),
+                follow,
+                experiment,
+            })
         })
         .collect()
 }

@@ -92,3 +92,27 @@ fn container_name_and_pod_selectors_parse_and_errors_point_at_the_value() {
         assert!(error.contains(expected), "{targets}: expected {expected:?} in {error}");
     }
 }
+
+#[test]
+fn follow_needs_a_selector_by_name_and_says_so_at_its_position() {
+    let dir = std::env::temp_dir().join(format!("chaos-follow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let experiment = dir.join("e.toml");
+    std::fs::write(
+        &experiment,
+        "name = \"e\"\ntarget = { cgroup = \"/x\" }\nduration = \"1s\"\n[[fault]]\nkind = \"net drop\"\npercent = 1\n",
+    )
+    .unwrap();
+    let config = |targets: &str| {
+        let text = format!(
+            "[schedule]\nevery = \"1m\"\n[[experiment]]\nfile = \"{}\"\ntargets = {targets}\nfollow = true\n",
+            experiment.display()
+        );
+        DaemonConfig::parse(&Source::new("daemon.toml", text))
+    };
+    let refused = config("{ cgroup = \"/a/*\" }").map(|_| ()).unwrap_err().to_string();
+    assert!(refused.starts_with("daemon.toml:6:10:") && refused.contains("container_name"), "{refused}");
+    let accepted = config("{ container_name = \"web-*\" }").expect("follow with a name selector");
+    assert!(accepted.catalogue[0].follow);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
