@@ -192,7 +192,9 @@ impl Prober {
 
     /// `doctor`'s words for the hook of syscall delay and crash points on this kernel.
     fn entry_hook_words(&self) -> String {
-        let check = self.syscall_entry_fentry("__x64_sys_getpid");
+        // read(2)'s: every kernel has it, and its BTF keeps it (SYSCALL_DEFINE0 ones like
+        // getpid's are missing from Debian 6.12's).
+        let check = self.syscall_entry_fentry("__x64_sys_read");
         if check.ok {
             "; one syscall: fentry on its entry function __x64_sys_<name> (BPF trampolines), so other syscalls pay \
              nothing; several: raw sys_enter"
