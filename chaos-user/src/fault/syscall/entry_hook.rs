@@ -97,3 +97,26 @@ impl EntryHook {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_hook_names_its_program_and_attach_point() {
+        let fentry = EntryHook::Fentry { function: "__x64_sys_read".into() };
+        let (program, hook, attach) = fentry.program("raw", "entry", Some(PathBuf::from("/cg")));
+        assert_eq!((program, hook), ("entry", "fentry"));
+        assert!(
+            matches!(attach, AttachPoint::Fentry { ref function, cgroup_dir: Some(_) } if function == "__x64_sys_read")
+        );
+        let raw = EntryHook::SysEnter { why: "two syscalls".into() };
+        let (program, hook, attach) = raw.program("raw", "entry", Some(PathBuf::from("/cg")));
+        assert_eq!((program, hook), ("raw", "raw_tracepoint/sys_enter"));
+        assert!(matches!(attach, AttachPoint::RawTracepoint { tracepoint: "sys_enter", .. }));
+        let (_, _, attach) = raw.program("raw", "entry", None);
+        assert!(matches!(attach, AttachPoint::SignallingTracepoint { tracepoint: "sys_enter" }));
+        assert_eq!(raw.describe(), "raw sys_enter tracepoint (two syscalls)");
+        assert_eq!((fentry.name(), raw.name()), ("fentry", "sys-enter"));
+    }
+}
