@@ -18,6 +18,7 @@ use crate::{build, util, vm};
 
 mod daemon;
 mod entry_hook;
+mod scale;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -43,6 +44,9 @@ pub enum Which {
     Startup,
     /// A real service: nginx and wrk between two namespaces, each family armed untargeted and at 0 %.
     Service,
+    /// Many faults at once: an untargeted getpid() loop with 1, 10 and 50 syscall delays armed
+    /// on distinct cgroups (host: raw sys_enter).
+    Scale,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -120,6 +124,7 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
             Which::Floor,
             Which::Startup,
             Which::Service,
+            Which::Scale,
         ][..]
     } else {
         which
@@ -166,6 +171,9 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
     }
     if which.contains(&Which::Service) {
         write_section("service", &crate::service::service_bench()?)?;
+    }
+    if which.contains(&Which::Scale) {
+        write_section("scale", &scale::scale_bench()?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
