@@ -174,7 +174,13 @@ impl LoadedFault {
             let prog: &mut FEntry = self.program(program)?;
             prog.load(function, &btf)
                 .map_err(|err| program_error(program, &format!("loading for {function}"), &err))?;
-            let id = prog.attach().map_err(|err| program_error(program, &format!("attaching to {function}"), &err))?;
+            let id = prog.attach().map_err(|err| {
+                let mut error = program_error(program, &format!("attaching to {function}"), &err);
+                if let AttachError::Program { reason, .. } = &mut error {
+                    reason.push_str(" (--hook sys-enter uses the raw tracepoint instead, on every kernel)");
+                }
+                error
+            })?;
             let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
             Ok(FdLink::from(link))
         })();
