@@ -192,6 +192,7 @@ pub struct StopEvent {
     pub tgid: u32,
     /// The thread whose syscall was delayed.
     pub tid: u32,
+    /// As [`KillEvent::syscall`].
     pub syscall: u32,
     pub _pad: u32,
 }
@@ -207,7 +208,8 @@ pub struct KillEvent {
     /// The thread whose call was the crash point.
     pub tid: u32,
     /// The syscall number on the raw `sys_enter` tracepoint; [`KILL_EVENT_LSM`] from LSM hooks
-    /// (which serve several syscalls).
+    /// (which serve several syscalls) and from fentry programs on one syscall's entry function
+    /// (the plan names it).
     pub syscall: u32,
     pub signal: u32,
     /// The thread's command name, NUL-padded.

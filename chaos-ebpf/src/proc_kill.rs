@@ -1,18 +1,21 @@
 //! Crash points (`proc kill --on-syscall`): the program signals the calling process from inside
 //! its own syscall (`bpf_send_signal`, default SIGKILL), at an exact call of the schedule.
 //!
-//! Two hooks serve it. On the raw `sys_enter` tracepoint (every kernel) the syscall number is an
-//! argument, so the watched-syscall bitmap turns away every other call before any helper call,
-//! exactly as `syscall delay` does; the signal is acted on when the task next returns to user
-//! space, so the call itself runs to its end first (a blocking call is interrupted). Where BPF
-//! LSM serves the syscall, the `syscall fail` LSM programs do the kill (their `action` field,
-//! syscall_lsm.rs) and may also fail the call, so that it never takes effect.
+//! Three hooks serve it. Where the kernel has BPF trampolines and the crash point names one
+//! syscall, an fentry program on that syscall's entry function (`__x64_sys_<name>`): other
+//! syscalls do not run it at all. Elsewhere, the raw `sys_enter` tracepoint (every kernel),
+//! where the syscall number is an argument, so the watched-syscall bitmap turns away every other
+//! call before any helper call, exactly as `syscall delay` does. On both, the signal is acted on
+//! when the task next returns to user space, so the call itself runs to its end first (a
+//! blocking call is interrupted). Where BPF LSM serves the syscall, the `syscall fail` LSM
+//! programs do the kill (their `action` field, syscall_lsm.rs) and may also fail the call, so
+//! that it never takes effect.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_send_signal},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::{fentry, raw_tracepoint},
+    programs::{FEntryContext, RawTracePointContext},
 };
-use chaos_common::{Direction, FaultConfig, KillEvent, SYSCALL_SET_BITS};
+use chaos_common::{Direction, FaultConfig, KILL_EVENT_LSM, KillEvent, SYSCALL_SET_BITS};
 
 use crate::{
     gate,
@@ -28,10 +31,23 @@ pub fn proc_kill_on_syscall(ctx: RawTracePointContext) -> i32 {
     {
         return 0;
     }
+    kill_current(number as u32)
+}
+
+/// On the entry function of the crash point's one syscall (userspace attached it there): only
+/// that syscall's callers run it, so it starts at the cgroup check.
+#[fentry]
+pub fn proc_kill_on_syscall_entry(_ctx: FEntryContext) -> i32 {
+    // The plan names the one syscall; the event does not repeat it (as from LSM hooks).
+    kill_current(KILL_EVENT_LSM)
+}
+
+#[inline(always)]
+fn kill_current(number: u32) -> i32 {
     let Some(fault) = gate::live_for_current_task(Direction::Egress) else { return 0 };
     fault.matched();
     if fault.fires() {
-        signal_current(fault.config, number as u32);
+        signal_current(fault.config, number);
     }
     0
 }

@@ -2,19 +2,22 @@
 //! makes a delayed syscall, and tells the controller through a ring buffer; the controller
 //! resumes it (SIGCONT) when the delay has passed.
 //!
-//! Attached to the raw `sys_enter` tracepoint, which every syscall of every task passes: there
-//! the syscall number is an argument, so the watched-syscall bitmap (an inlined array lookup)
-//! turns away every other syscall before any helper call, and only the watched ones go on to
-//! the cgroup check. The stop signal is acted on when the task next returns to user space: a
+//! Two hooks, one body. Where the kernel has BPF trampolines, [`syscall_delay_entry`] is an
+//! fentry program on the one delayed syscall's entry function (`__x64_sys_<name>`): no other
+//! syscall runs it at all. Elsewhere (the host refuses tracing programs), [`syscall_delay`] is on
+//! the raw `sys_enter` tracepoint, which every syscall of every task passes: there the syscall
+//! number is an argument, so the watched-syscall bitmap (an inlined array lookup) turns away
+//! every other syscall before any helper call, and only the watched ones go on to the cgroup
+//! check. The stop signal is acted on when the task next returns to user space: a
 //! call that does not block completes first and the task stops on its way out; a blocking call
 //! is interrupted, and the kernel restarts it after the stop, so either way the caller sees the
 //! call's own time plus the delay.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_send_signal},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::{fentry, raw_tracepoint},
+    programs::{FEntryContext, RawTracePointContext},
 };
-use chaos_common::{Direction, SYSCALL_SET_BITS, StopEvent};
+use chaos_common::{Direction, KILL_EVENT_LSM, SYSCALL_SET_BITS, StopEvent};
 
 use crate::{
     gate,
@@ -32,6 +35,20 @@ pub fn syscall_delay(ctx: RawTracePointContext) -> i32 {
     {
         return 0;
     }
+    stop_current(number as u32)
+}
+
+/// On the entry function of the fault's one syscall (attached there by userspace, which knows
+/// which syscall it is): only that syscall's callers run it, so it starts at the cgroup check.
+#[fentry]
+pub fn syscall_delay_entry(_ctx: FEntryContext) -> i32 {
+    // The number is not read from the call's registers: the plan names the one syscall.
+    stop_current(KILL_EVENT_LSM)
+}
+
+/// The gate, then SIGSTOP to the current process and an event for the resumer.
+#[inline(always)]
+fn stop_current(number: u32) -> i32 {
     let Some(fault) = gate::live_for_current_task(Direction::Egress) else { return 0 };
     fault.matched();
     if !fault.fires() {
@@ -50,7 +67,7 @@ pub fn syscall_delay(ctx: RawTracePointContext) -> i32 {
         stopped_at_ns,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
-        syscall: number as u32,
+        syscall: number,
         _pad: 0,
     });
     entry.submit(0);

@@ -120,6 +120,20 @@ pub fn lsm_unavailable() -> Option<String> {
     family_unavailable("syscall-errno-lsm").map(|reason| format!("BPF LSM unavailable: {reason}"))
 }
 
+/// Whether `chaos doctor` says one-syscall delays and crash points run on fentry here (BPF
+/// trampolines: the VM tiers), rather than on the raw sys_enter tracepoint (the host).
+#[must_use]
+pub fn entry_hook_is_fentry() -> bool {
+    let (status, stdout, stderr) = run(&["doctor", "--output", "json"]);
+    assert!(status.success(), "chaos doctor failed: {stderr}");
+    let doctor: serde_json::Value = serde_json::from_str(&stdout).expect("doctor JSON");
+    let delay = doctor["families"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["id"] == "syscall-delay"))
+        .expect("doctor lists syscall-delay");
+    delay["mechanism"].as_str().unwrap_or_default().contains("one syscall: fentry")
+}
+
 /// Doctor's reason why fault family `id` cannot run here, if it cannot.
 #[must_use]
 pub fn family_unavailable(id: &str) -> Option<String> {

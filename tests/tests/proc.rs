@@ -1,7 +1,8 @@
 //! `chaos proc kill` and `chaos proc pause` on a real kernel: real processes killed, a real
 //! supervisor restarting them, real files written, a real cgroup frozen and thawed. Crash
-//! points run on the raw sys_enter tracepoint everywhere; `--before-effect` needs BPF LSM (the
-//! VM tiers).
+//! points on one syscall run on fentry where the kernel has BPF trampolines (the VM tiers), on
+//! the raw sys_enter tracepoint elsewhere (entry_hook.rs runs both); `--before-effect` needs BPF
+//! LSM (the VM tiers).
 use std::{
     collections::BTreeSet,
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -186,7 +187,7 @@ fn a_crash_point_at_the_100th_fsync_leaves_exactly_100_records_every_time() {
     // The 21st writer runs past the --max to its end.
     let (signal, records) = write_records(&cgroup, dir.path(), 150);
     assert_eq!((signal, records.len()), (None, 150), "a writer after chaos stopped");
-    eprintln!("measured: records left by a SIGKILL at fsync #100 (raw sys_enter), 20 writers: {counts:?}");
+    eprintln!("measured: records left by a SIGKILL at fsync #100, 20 writers: {counts:?}");
     // fsync #100 follows write #100: that record is in the page cache, so in the file, whatever
     // the fsync does (it runs to its end: the kill takes effect on the way back to user space).
     assert!(counts.iter().all(|&c| c == 100), "{counts:?}");
@@ -591,9 +592,14 @@ fn dry_runs_say_what_would_be_done_and_do_nothing() {
     let cgroup = TestCgroup::new();
     let resident = Resident::start(&cgroup, None);
     let target = cgroup.path();
+    let crash_point = if chaos::entry_hook_is_fentry() {
+        "attach proc_kill_on_syscall_entry (fentry) to fentry on __x64_sys_fsync"
+    } else {
+        "attach proc_kill_on_syscall (raw_tracepoint/sys_enter)"
+    };
     let cases: &[(&[&str], &str)] = &[
         (&["kill", "--every", "1s"], "nothing to attach"),
-        (&["kill", "--on-syscall", "fsync", "--after", "99"], "attach proc_kill_on_syscall (raw_tracepoint/sys_enter)"),
+        (&["kill", "--on-syscall", "fsync", "--after", "99"], crash_point),
         (&["pause", "--every", "1s", "--pause", "200ms"], "freezes the whole cgroup for 200ms every 1s"),
     ];
     for (args, expected) in cases {

@@ -17,6 +17,8 @@ use chaos_tests::{
 use crate::{build, util, vm};
 
 mod daemon;
+mod entry_hook;
+mod scale;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -26,7 +28,8 @@ pub enum Which {
     Net,
     /// Syscall errors: chaos vs strace --inject, and untargeted overhead (host and VM tier).
     Syscall,
-    /// Delays: syscall delay cost and untargeted overhead (host); net delay vs tc netem (VM tier).
+    /// Delays: syscall delay cost and untargeted overhead (host; fentry vs sys_enter in the VM
+    /// tier); net delay vs tc netem (VM tier).
     Delay,
     /// Process faults: crash-point latency vs strace's signal injection, thaw after SIGKILL (host).
     Proc,
@@ -41,6 +44,9 @@ pub enum Which {
     Startup,
     /// A real service: nginx and wrk between two namespaces, each family armed untargeted and at 0 %.
     Service,
+    /// Many faults at once: an untargeted getpid() loop with 1, 10 and 50 syscall delays armed
+    /// on distinct cgroups (host: raw sys_enter).
+    Scale,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -52,6 +58,8 @@ pub enum InVm {
     Override,
     /// The floor's error-injection row: the kprobe of `--backend override`.
     Floor,
+    /// Syscall delay's untargeted cost on fentry vs raw sys_enter.
+    DelayHooks,
 }
 
 /// A fault of each hook kind as `chaos` arguments that never fire (`--percent 0`): the service
@@ -116,6 +124,7 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
             Which::Floor,
             Which::Startup,
             Which::Service,
+            Which::Scale,
         ][..]
     } else {
         which
@@ -137,6 +146,7 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
     if which.contains(&Which::Delay) {
         write_section("delay-host", &syscall_delay_bench()?)?;
         write_section("delay-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "delay")?)?;
+        write_section("delay-hooks-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "delay-hooks")?)?;
     }
     if which.contains(&Which::Override) {
         write_section("override-vm", &in_vm_section(&binaries, vm::KernelName::V6_1ErrInj, "override")?)?;
@@ -161,6 +171,9 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
     }
     if which.contains(&Which::Service) {
         write_section("service", &crate::service::service_bench()?)?;
+    }
+    if which.contains(&Which::Scale) {
+        write_section("scale", &scale::scale_bench()?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
@@ -217,6 +230,7 @@ pub fn in_vm(which: InVm) -> anyhow::Result<()> {
         InVm::Delay => net_delay_bench()?,
         InVm::Override => syscall_override_bench()?,
         InVm::Floor => crate::floor::errinj_floor_bench()?,
+        InVm::DelayHooks => entry_hook::syscall_delay_hooks_bench()?,
     };
     println!("{VM_SECTION_BEGIN}\n{section}{VM_SECTION_END}");
     Ok(())
@@ -629,8 +643,9 @@ fn syscall_delay_bench() -> anyhow::Result<String> {
         "\nAttaching any program to the raw syscall tracepoints switches every task on the machine to the kernel's \
          syscall slow path (the tracepoint flag is global), and the program then runs for every syscall until it finds \
          the task is not the target's. That is the untargeted cost above; it is the price of this mechanism on kernels \
-         without BPF trampolines (fexit on the one syscall would cost other syscalls nothing, but this host cannot \
-         load tracing programs), and it ends when the fault is detached."
+         without BPF trampolines (this host cannot load tracing programs), and it ends when the fault is detached. \
+         Where the kernel has them, chaos attaches fentry to the one syscall's entry function instead: the VM \
+         section below measures both."
     );
     Ok(out)
 }

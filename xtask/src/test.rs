@@ -164,6 +164,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("net_faults", 1.8),
     ("experiments", 1.4),
     ("proc", 1.4),
+    ("entry_hook", 0.8),
     ("net_drop", 0.65),
     ("golden", 0.55),
     ("syscall_override", 0.5),

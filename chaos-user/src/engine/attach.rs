@@ -1,13 +1,14 @@
 //! Attaching a fault's programs where its plan says: the target cgroup (cgroup_skb, socket
-//! hooks), a BPF LSM hook, a raw tracepoint that stops tasks (with its guard and resumer), or a
-//! TC hook in the target's namespace (`tc`).
+//! hooks), a BPF LSM hook, a raw tracepoint or a syscall's entry function (fentry) whose
+//! program stops tasks (with its guard and resumer) or signals them, a kprobe, or a TC hook in
+//! the target's namespace (`tc`).
 use std::{fs::File, path::Path};
 
 use aya::{
     Btf,
     maps::{MapError, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkbAttachType, KProbe, Lsm, Program, RawTracePoint, SchedClassifier,
+        CgroupAttachMode, CgroupSkbAttachType, FEntry, KProbe, Lsm, Program, RawTracePoint, SchedClassifier,
         links::{FdLink, LinkError},
     },
 };
@@ -37,6 +38,9 @@ impl LoadedFault {
             }
             AttachPoint::SignallingTracepoint { tracepoint } => self.attach_tracepoint(planned.program, tracepoint),
             AttachPoint::Kprobe { function } => self.attach_kprobe(planned.program, function),
+            AttachPoint::Fentry { function, cgroup_dir } => {
+                self.attach_fentry(planned.program, function, cgroup_dir.as_deref())
+            }
             AttachPoint::Tc { netns, iface, api, needs_fq } => {
                 let place = TcPlace {
                     netns,
@@ -112,6 +116,18 @@ impl LoadedFault {
         tracepoint: &str,
         cgroup_dir: &Path,
     ) -> Result<(), AttachError> {
+        let (guard, record) = self.start_guard(program, cgroup_dir)?;
+        let prog: &mut RawTracePoint = self.program(program)?;
+        prog.load().map_err(|err| program_error(program, "loading", &err))?;
+        let id = prog.attach(tracepoint).map_err(|err| program_error(program, "attaching", &err))?;
+        let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
+        self.links.push((program, FdLink::from(link)));
+        self.start_resumer(program, guard, record)
+    }
+
+    /// Records the tasks a program may stop and starts the guard that resumes them if chaos
+    /// dies: before the program attaches.
+    fn start_guard(&mut self, program: &'static str, cgroup_dir: &Path) -> Result<(Guard, ledger::Entry), AttachError> {
         let record = ledger::write(None, Item::StoppedTasks { cgroup_dir: cgroup_dir.to_path_buf() })
             .map_err(|e| AttachError::Program { program, reason: format!("recording the tasks it may stop: {e}") })?;
         let longest_delay = self.config.delay_ns.saturating_add(self.config.jitter_ns);
@@ -120,11 +136,11 @@ impl LoadedFault {
             program,
             reason: format!("starting the guard that resumes stopped tasks: {e}"),
         })?;
-        let prog: &mut RawTracePoint = self.program(program)?;
-        prog.load().map_err(|err| program_error(program, "loading", &err))?;
-        let id = prog.attach(tracepoint).map_err(|err| program_error(program, "attaching", &err))?;
-        let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
-        self.links.push((program, FdLink::from(link)));
+        Ok((guard, record))
+    }
+
+    /// The resumer of the tasks the just attached program stops.
+    fn start_resumer(&mut self, program: &'static str, guard: Guard, record: ledger::Entry) -> Result<(), AttachError> {
         let events = self.ebpf.take_map(maps::STOP_EVENTS).ok_or(AttachError::Map {
             map: maps::STOP_EVENTS,
             source: MapError::InvalidName { name: maps::STOP_EVENTS.into() },
@@ -136,6 +152,44 @@ impl LoadedFault {
             .map_err(|e| AttachError::Program { program, reason: format!("starting the resumer: {e}") })?;
         self.resumer = Some((resumer, record));
         Ok(())
+    }
+
+    /// An fentry program on a syscall's entry function, through a link owned by this process;
+    /// with `stops_tasks_of`, with the guard and resumer of the tasks it stops.
+    fn attach_fentry(
+        &mut self,
+        program: &'static str,
+        function: &str,
+        stops_tasks_of: Option<&Path>,
+    ) -> Result<(), AttachError> {
+        let stopping = stops_tasks_of.map(|dir| self.start_guard(program, dir)).transpose()?;
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().map_err(|e| AttachError::Program {
+                program,
+                reason: format!("fentry programs need the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
+            })?);
+        }
+        let btf = self.btf.take().expect("just set");
+        let result = (|| -> Result<FdLink, AttachError> {
+            let prog: &mut FEntry = self.program(program)?;
+            prog.load(function, &btf)
+                .map_err(|err| program_error(program, &format!("loading for {function}"), &err))?;
+            let id = prog.attach().map_err(|err| {
+                let mut error = program_error(program, &format!("attaching to {function}"), &err);
+                if let AttachError::Program { reason, .. } = &mut error {
+                    reason.push_str(" (--hook sys-enter uses the raw tracepoint instead, on every kernel)");
+                }
+                error
+            })?;
+            let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
+            Ok(FdLink::from(link))
+        })();
+        self.btf = Some(btf);
+        self.links.push((program, result?));
+        match stopping {
+            Some((guard, record)) => self.start_resumer(program, guard, record),
+            None => Ok(()),
+        }
     }
 
     /// A raw tracepoint program that only signals the current task (crash points).

@@ -135,6 +135,14 @@ pub enum AttachPoint {
     /// A raw tracepoint whose program only signals the task it runs in (crash points): a link
     /// owned by this process, nothing to resume.
     SignallingTracepoint { tracepoint: &'static str },
+    /// An fentry program on a syscall's entry function (only that syscall's callers run it; the
+    /// program checks the current task's cgroup). With `cgroup_dir`, it may stop tasks of that
+    /// cgroup, as on [`Self::RawTracepoint`]; without, it only signals the task it runs in.
+    Fentry {
+        function: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cgroup_dir: Option<PathBuf>,
+    },
     /// A kprobe on a kernel function (global: the program checks the current task's cgroup),
     /// through a perf-event bpf_link owned by this process.
     Kprobe { function: String },
@@ -160,6 +168,9 @@ impl AttachPoint {
             }
             Self::Tc { netns, iface, .. } => format!("{iface} in net:[{}]", netns.inode),
             Self::Kprobe { function } => format!("kprobe on {function} (every task; the program keeps the target's)"),
+            Self::Fentry { function, .. } => {
+                format!("fentry on {function} (only this syscall's callers; the program keeps the target's)")
+            }
         }
     }
 }

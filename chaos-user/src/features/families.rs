@@ -73,15 +73,15 @@ pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
         (
             SYSCALL_DELAY,
             "syscall delay",
-            "raw sys_enter tracepoint stopping the process, resumed by the controller",
+            "a program at the syscall's entry stopping the process, resumed by the controller",
             &[Program("raw_tracepoint"), Helper("bpf_send_signal")],
             true,
         ),
         (
             PROCESS_KILL,
             "process kill",
-            "periodic: kill(2) / cgroup.kill; crash points: raw sys_enter tracepoint sending the signal with \
-             bpf_send_signal",
+            "periodic: kill(2) / cgroup.kill; crash points: a program at the syscall's entry sending the signal \
+             with bpf_send_signal",
             &[Program("raw_tracepoint"), Helper("bpf_send_signal")],
             true,
         ),

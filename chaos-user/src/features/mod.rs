@@ -173,6 +173,40 @@ impl Prober {
         self.lsms.get_or_init(active_lsms)
     }
 
+    /// Whether an fentry program can run on syscall entry function `function`: the kernel loads
+    /// tracing programs (BPF trampolines; the host kernel refuses them with EPERM) and its BTF
+    /// has the function (fentry attaches by BTF id).
+    pub fn syscall_entry_fentry(&self, function: &str) -> Check {
+        let tracing = self.program("tracing");
+        if !tracing.ok {
+            return Check::no(format!("no BPF trampolines for fentry: {}", tracing.detail));
+        }
+        self.memo(format!("btf function {function}"), || match aya::Btf::from_sys_fs() {
+            Ok(btf) if btf.id_by_type_name_kind(function, BtfKind::Func).is_ok() => {
+                Check::yes(format!("fentry on {function} (tracing programs load, the kernel BTF has it)"))
+            }
+            Ok(_) => Check::no(format!("the kernel BTF has no function {function}")),
+            Err(err) => Check::no(format!("fentry needs the kernel BTF (/sys/kernel/btf/vmlinux): {err}")),
+        })
+    }
+
+    /// `doctor`'s words for the hook of syscall delay and crash points on this kernel.
+    fn entry_hook_words(&self) -> String {
+        // read(2)'s: every kernel has it, and its BTF keeps it (SYSCALL_DEFINE0 ones like
+        // getpid's are missing from Debian 6.12's).
+        let check = self.syscall_entry_fentry("__x64_sys_read");
+        if check.ok {
+            "; one syscall: fentry on its entry function __x64_sys_<name> (BPF trampolines), so other syscalls pay \
+             nothing; several: raw sys_enter"
+                .to_owned()
+        } else {
+            format!(
+                "; on the raw sys_enter tracepoint: fentry on the entry function is not available ({})",
+                check.detail
+            )
+        }
+    }
+
     /// How TC programs attach here: tcx links or legacy clsact filters.
     pub fn tc_api(&self) -> TcApi {
         self.tc_api.get_or_init(tc_api).0
@@ -211,6 +245,9 @@ impl Prober {
                 TcApi::Tcx => ", attached with tcx links",
                 TcApi::Legacy => ", clsact qdisc + bpf filter",
             });
+        }
+        if (id == SYSCALL_DELAY || id == PROCESS_KILL) && reason.is_none() {
+            mechanism.push_str(&self.entry_hook_words());
         }
         if id == PROCESS_KILL && reason.is_none() {
             let lsm = self.family(SYSCALL_ERRNO_LSM);

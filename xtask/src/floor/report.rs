@@ -138,7 +138,8 @@ pub(super) fn host(hooks: &[Hook], run: &Run) -> String {
          syscall stops at the bitmap. On TC egress: the configuration, then bpf_skb_ancestor_cgroup_id. The \
          difference is that one helper call, the least a program on a hook every task runs can do to tell the \
          target's tasks (or packets) from the others. It cannot be cut inside the program; it goes away with \
-         a hook that does not run for other tasks at all: fentry on the one syscall (issue 15 part 2; this \
+         a hook that does not run for other tasks at all: fentry on the one syscall (what syscall delay \
+         and crash points take where the kernel has BPF trampolines, measured in the VM by `bench delay`; this \
          host refuses tracing programs) or per-cgroup attachment (cgroup hooks, lsm_cgroup)."
     );
     out

@@ -3,9 +3,10 @@
 //! Two modes. **Periodic** (`--every 30s`): at each tick, userspace sends `--signal` to one
 //! process of the target chosen by `--pick` (or to all of them), see [`super::periodic`].
 //! **Crash point** (`--on-syscall fsync --after 99`): the kernel signals the calling process at
-//! that exact call, with the gate and exact schedules of `syscall fail`; the programs are the
-//! raw `sys_enter` tracepoint (every kernel with bpf_send_signal) or, for `--before-effect` and
-//! `--path`, the `syscall fail` LSM programs with the kill action.
+//! that exact call, with the gate and exact schedules of `syscall fail`; the program is fentry
+//! on the one syscall's entry function where the kernel can, else the raw `sys_enter`
+//! tracepoint (every kernel with bpf_send_signal; `entry_hook` chooses), or, for
+//! `--before-effect` and `--path`, the `syscall fail` LSM programs with the kill action.
 use std::time::Duration;
 
 use chaos_common::{Direction, FaultConfig, action, flags, threshold_from_ppm};
@@ -14,10 +15,11 @@ use serde_json::json;
 use super::{pick::Pick, signal::Signal};
 use crate::{
     fault::{
-        AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
+        FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
         options::{Ppm, parse_duration, parse_percent, serialize_secs},
         syscall::{
             Schedule, ScheduleOptions,
+            entry_hook::{EntryHook, HookChoice},
             fail::{Backend, SyscallFailOptions},
             hooks, numbers as syscall_numbers,
         },
@@ -89,6 +91,10 @@ pub struct ProcKillOptions {
     /// Crash point: also fail the call, so it never takes effect (BPF LSM hooks only).
     #[arg(long, requires = "on_syscall")]
     pub before_effect: bool,
+    /// Crash point: where the program catches the call (fentry on the entry function, raw
+    /// sys_enter, or auto: fentry where the kernel can); not with --before-effect or --path.
+    #[arg(long, value_enum, value_name = "HOOK", requires = "on_syscall")]
+    pub hook: Option<HookChoice>,
 }
 
 /// What a periodic kill does, for its runner.
@@ -253,16 +259,21 @@ impl ProcKillOptions {
         let schedule = self.schedule();
         let names: Vec<&str> = numbered.iter().map(|s| s.name).collect();
         let by_lsm = self.before_effect || self.path.is_some();
-        let mut plan = if by_lsm {
-            self.plan_on_lsm(context, &names, percent, schedule)?
+        let (mut plan, mechanism) = if by_lsm {
+            if self.hook.is_some() {
+                return Err(PlanError::Refused(
+                    "--hook: --before-effect and --path run on the BPF LSM hooks, not at the syscall's entry".into(),
+                ));
+            }
+            (self.plan_on_lsm(context, &names, percent, schedule)?, "BPF LSM".to_owned())
         } else {
-            plan_on_sys_enter(context, &numbered, percent, schedule)?
+            let hook = EntryHook::choose(context.kernel, &numbered, self.hook.unwrap_or_default())?;
+            (plan_at_entry(context, &numbered, percent, schedule, &hook)?, hook.describe())
         };
         plan.config.signal = self.signal.number() as u32;
         plan.fault = "proc kill";
         plan.injected_word = "killed";
         plan.counter_label = Some("calls");
-        let mechanism = if by_lsm { "BPF LSM" } else { "raw sys_enter tracepoint" };
         let mut summary =
             format!("{} to the process at {} of {}", self.signal, schedule_words(&schedule), names.join(","));
         if percent != Ppm::ALL {
@@ -342,11 +353,12 @@ impl ProcKillOptions {
     }
 }
 
-fn plan_on_sys_enter(
+fn plan_at_entry(
     context: &FaultContext<'_>,
     numbered: &[syscall_numbers::Numbered],
     percent: Ppm,
     schedule: Schedule,
+    hook: &EntryHook,
 ) -> Result<FaultPlan, PlanError> {
     let support = context.kernel.family(features::PROCESS_KILL);
     if !support.supported {
@@ -362,6 +374,7 @@ fn plan_on_sys_enter(
     };
     schedule.apply(&mut config);
     debug_assert!(config.flags & flags::PATH_FILTER == 0);
+    let (program, hook_words, attach) = hook.program("proc_kill_on_syscall", "proc_kill_on_syscall_entry", None);
     Ok(FaultPlan {
         fault: "proc kill",
         injected_word: "killed",
@@ -369,12 +382,7 @@ fn plan_on_sys_enter(
         parameters: json!({}),
         summary: String::new(),
         duration: context.duration,
-        programs: vec![PlannedProgram {
-            program: "proc_kill_on_syscall",
-            hook: "raw_tracepoint/sys_enter",
-            attach: AttachPoint::SignallingTracepoint { tracepoint: "sys_enter" },
-            direction: Direction::Egress,
-        }],
+        programs: vec![PlannedProgram { program, hook: hook_words, attach, direction: Direction::Egress }],
         config,
         maps: MapContents { syscall_set: Some(syscall_numbers::bitmap(numbered)), ..MapContents::default() },
         kernel_offsets: None,

@@ -1,13 +1,18 @@
-//! `syscall delay`: a raw `sys_enter` tracepoint program stops the target's matching calls
+//! `syscall delay`: a program at the syscall's entry stops the target's matching calls
 //! (SIGSTOP) for the resumer to continue after the delay; a guard process resumes them if chaos
-//! dies.
+//! dies. The program is fentry on the one syscall's entry function where the kernel can, else on
+//! the raw `sys_enter` tracepoint (`entry_hook`).
 use chaos_common::{Direction, FaultConfig, threshold_from_ppm};
 use serde_json::json;
 
-use super::{ScheduleOptions, numbers};
+use super::{
+    ScheduleOptions,
+    entry_hook::{EntryHook, HookChoice},
+    numbers,
+};
 use crate::{
     fault::{
-        AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
+        FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
         options::{Ppm, parse_delay, parse_percent},
     },
     features,
@@ -30,6 +35,10 @@ pub struct SyscallDelayOptions {
     pub percent: Ppm,
     #[command(flatten)]
     pub schedule: ScheduleOptions,
+    /// Where the program catches the call: fentry on the syscall's entry function (only its
+    /// callers pay), the raw sys_enter tracepoint (every kernel), or the best this kernel has.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub hook: HookChoice,
 }
 
 impl SyscallDelayOptions {
@@ -62,6 +71,9 @@ impl PlanFault for SyscallDelayOptions {
             jitter_ns: self.jitter.map_or(0, |j| u64::try_from(j.as_nanos()).unwrap_or(0)),
             ..FaultConfig::default()
         };
+        let hook = EntryHook::choose(context.kernel, &syscalls, self.hook)?;
+        let (program, hook_words, attach) =
+            hook.program("syscall_delay", "syscall_delay_entry", Some(target.dir.clone()));
         let names: Vec<&str> = syscalls.iter().map(|s| s.name).collect();
         let mut summary =
             format!("{} of {} calls held {}", self.percent, names.join(","), humantime::format_duration(self.by));
@@ -86,12 +98,7 @@ impl PlanFault for SyscallDelayOptions {
             }),
             summary,
             duration: context.duration,
-            programs: vec![PlannedProgram {
-                program: "syscall_delay",
-                hook: "raw_tracepoint/sys_enter",
-                attach: AttachPoint::RawTracepoint { tracepoint: "sys_enter", cgroup_dir: target.dir.clone() },
-                direction: Direction::Egress,
-            }],
+            programs: vec![PlannedProgram { program, hook: hook_words, attach, direction: Direction::Egress }],
             config,
             maps: MapContents { syscall_set: Some(numbers::bitmap(&syscalls)), ..MapContents::default() },
             kernel_offsets: None,

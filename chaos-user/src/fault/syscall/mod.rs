@@ -3,6 +3,7 @@
 //! calls, counted by BPF atomics machine-wide. The syscalls' hooks and numbers, and syscall
 //! delay's resumer and guard, have files of their own.
 pub mod delay;
+pub mod entry_hook;
 pub mod error_injection;
 pub mod fail;
 pub mod guard;

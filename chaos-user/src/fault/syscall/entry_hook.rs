@@ -1,0 +1,122 @@
+//! Where a program that acts at a syscall's entry runs (`syscall delay`, crash points): an
+//! fentry program on the one syscall's entry function (`__x64_sys_<name>`) where the kernel has
+//! BPF trampolines, so that no other syscall pays anything; else the raw `sys_enter`
+//! tracepoint, which every syscall of every task passes (its program turns the others away
+//! with a bitmap lookup). `--hook` picks one by hand; `auto` takes fentry where it can.
+use std::path::PathBuf;
+
+use super::{error_injection, numbers::Numbered};
+use crate::{
+    fault::{AttachPoint, PlanError},
+    features::Prober,
+};
+
+/// `--hook`: which hook catches the syscall.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookChoice {
+    /// fentry on the syscall's entry function where the kernel can (one syscall, BPF
+    /// trampolines, the function in the kernel's BTF), else raw sys_enter.
+    #[default]
+    Auto,
+    /// fentry on the entry function, or a refusal saying why not.
+    Fentry,
+    /// The raw sys_enter tracepoint (every kernel with raw tracepoints).
+    SysEnter,
+}
+
+/// The hook chosen, with the words `--dry-run` and the summary use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryHook {
+    /// fentry on this entry function.
+    Fentry { function: String },
+    /// The raw sys_enter tracepoint, and why not fentry.
+    SysEnter { why: String },
+}
+
+impl EntryHook {
+    /// Chooses for these syscalls on this kernel.
+    pub fn choose(kernel: &Prober, syscalls: &[Numbered], choice: HookChoice) -> Result<Self, PlanError> {
+        let fentry = || -> Result<String, String> {
+            let [syscall] = syscalls else {
+                return Err(format!("fentry serves one syscall per fault, and {} are named", syscalls.len()));
+            };
+            let function = error_injection::entry_function(syscall.name);
+            let check = kernel.syscall_entry_fentry(&function);
+            if check.ok { Ok(function) } else { Err(check.detail) }
+        };
+        match choice {
+            HookChoice::SysEnter => Ok(Self::SysEnter { why: "--hook sys-enter".into() }),
+            HookChoice::Fentry => fentry().map(|function| Self::Fentry { function }).map_err(|why| {
+                PlanError::Refused(format!("--hook fentry: {why}; --hook sys-enter (or auto) works on every kernel"))
+            }),
+            HookChoice::Auto => {
+                Ok(fentry().map_or_else(|why| Self::SysEnter { why }, |function| Self::Fentry { function }))
+            }
+        }
+    }
+
+    /// The program of the pair (`raw`, `entry`) this hook runs, its hook words, and where it
+    /// attaches; `stops_tasks_of` is the cgroup whose tasks the program may stop.
+    #[must_use]
+    pub fn program(
+        &self,
+        raw: &'static str,
+        entry: &'static str,
+        stops_tasks_of: Option<PathBuf>,
+    ) -> (&'static str, &'static str, AttachPoint) {
+        match self {
+            Self::Fentry { function } => {
+                (entry, "fentry", AttachPoint::Fentry { function: function.clone(), cgroup_dir: stops_tasks_of })
+            }
+            Self::SysEnter { .. } => {
+                let attach = match stops_tasks_of {
+                    Some(cgroup_dir) => AttachPoint::RawTracepoint { tracepoint: "sys_enter", cgroup_dir },
+                    None => AttachPoint::SignallingTracepoint { tracepoint: "sys_enter" },
+                };
+                (raw, "raw_tracepoint/sys_enter", attach)
+            }
+        }
+    }
+
+    /// For summaries: `fentry on __x64_sys_read`, or `raw sys_enter tracepoint (why)`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Fentry { function } => format!("fentry on {function}"),
+            Self::SysEnter { why } => format!("raw sys_enter tracepoint ({why})"),
+        }
+    }
+
+    /// `fentry` or `sys-enter`, for the plan's parameters.
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Fentry { .. } => "fentry",
+            Self::SysEnter { .. } => "sys-enter",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_hook_names_its_program_and_attach_point() {
+        let fentry = EntryHook::Fentry { function: "__x64_sys_read".into() };
+        let (program, hook, attach) = fentry.program("raw", "entry", Some(PathBuf::from("/cg")));
+        assert_eq!((program, hook), ("entry", "fentry"));
+        assert!(
+            matches!(attach, AttachPoint::Fentry { ref function, cgroup_dir: Some(_) } if function == "__x64_sys_read")
+        );
+        let raw = EntryHook::SysEnter { why: "two syscalls".into() };
+        let (program, hook, attach) = raw.program("raw", "entry", Some(PathBuf::from("/cg")));
+        assert_eq!((program, hook), ("raw", "raw_tracepoint/sys_enter"));
+        assert!(matches!(attach, AttachPoint::RawTracepoint { tracepoint: "sys_enter", .. }));
+        let (_, _, attach) = raw.program("raw", "entry", None);
+        assert!(matches!(attach, AttachPoint::SignallingTracepoint { tracepoint: "sys_enter" }));
+        assert_eq!(raw.describe(), "raw sys_enter tracepoint (two syscalls)");
+        assert_eq!((fentry.name(), raw.name()), ("fentry", "sys-enter"));
+    }
+}
