@@ -12,11 +12,12 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use chaos_common::{Direction, FaultConfig, KillEvent, SYSCALL_SET_BITS};
+use chaos_common::{Direction, FaultConfig, KillEvent, SYSCALL_SET_BITS, site};
 
 use crate::{
     gate,
     maps::{KILL_EVENTS, SYSCALL_SET},
+    trace,
 };
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -32,6 +33,8 @@ pub fn proc_kill_on_syscall(ctx: RawTracePointContext) -> i32 {
     fault.matched();
     if fault.fires() {
         signal_current(fault.config, number as u32);
+        let call = trace::Call { site: site::SYS_ENTER, syscall: number as u32, errno: 0, signal: fault.config.signal };
+        trace::call(fault.config, &call, None);
     }
     0
 }

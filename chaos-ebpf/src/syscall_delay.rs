@@ -14,11 +14,12 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use chaos_common::{Direction, SYSCALL_SET_BITS, StopEvent};
+use chaos_common::{Direction, SYSCALL_SET_BITS, StopEvent, site};
 
 use crate::{
     gate,
     maps::{STOP_EVENTS, SYSCALL_SET},
+    trace,
 };
 
 const SIGSTOP: u32 = 19;
@@ -54,5 +55,7 @@ pub fn syscall_delay(ctx: RawTracePointContext) -> i32 {
         _pad: 0,
     });
     entry.submit(0);
+    let call = trace::Call { site: site::SYS_ENTER, syscall: number as u32, errno: 0, signal: SIGSTOP };
+    trace::call(fault.config, &call, None);
     0
 }

@@ -16,6 +16,8 @@ pub struct Loaded {
     pub last: FaultCounters,
     /// The userspace action of a `proc` fault, running while it is armed.
     pub actor: Option<crate::fault::proc::periodic::Actor>,
+    /// The reader of a traced fault's injection records.
+    pub injections: Option<crate::engine::trace::InjectionReader>,
 }
 
 /// A fault's counters over its directions (zero if they cannot be read: the run goes on).

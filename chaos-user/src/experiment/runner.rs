@@ -155,8 +155,8 @@ impl<'p, 't> Runner<'p, 't> {
         // Attach every fault, inert, so that one that cannot attach stops the run before any is live.
         for index in 0..self.plan.faults.len() {
             let fault = &self.plan.faults[index];
-            match arm(&fault.plan, None) {
-                Ok((loaded, _)) => {
+            match arm(&fault.plan, None).and_then(|(mut loaded, _)| Ok((loaded.read_injections()?, loaded))) {
+                Ok((injections, loaded)) => {
                     self.timeline.event(&TimelineEvent::Attach(FaultAttached {
                         fault: fault.number,
                         programs: Some(fault.plan.programs.len()),
@@ -169,6 +169,7 @@ impl<'p, 't> Runner<'p, 't> {
                         armed: false,
                         last: FaultCounters::default(),
                         actor: None,
+                        injections,
                     });
                 }
                 Err(err) => {
@@ -397,13 +398,31 @@ impl<'p, 't> Runner<'p, 't> {
             self.timeline.event(&TimelineEvent::Counts { faults });
         }
         self.registration.update_counts(&totals);
+        for index in 0..self.loaded.len() {
+            let hits = self.loaded[index].as_ref().and_then(|l| l.injections.as_ref()).map(|r| r.take());
+            self.write_injections(index, hits.unwrap_or_default());
+        }
+    }
+
+    /// One `injection` event per record, at the time the program injected.
+    fn write_injections(&mut self, index: usize, hits: Vec<crate::injections::Injection>) {
+        let fault = self.plan.faults[index].number;
+        let now_ns = sys::monotonic_now_ns();
+        for hit in hits {
+            let ago = now_ns.saturating_sub(hit.at_ns) as f64 / 1e9;
+            let t = ((self.timeline.elapsed() - ago).max(0.0) * 1000.0).round() / 1000.0;
+            self.timeline.event_at(Some(t), &TimelineEvent::Injection { fault, hit });
+        }
     }
 
     /// Disarms and detaches one fault, recording its totals.
     fn detach(&mut self, index: usize, why: &str) {
         let Some(mut loaded) = self.loaded[index].take() else { return };
-        let fault = &self.plan.faults[index];
         let _ = loaded.fault.disarm();
+        if let Some(reader) = loaded.injections.take() {
+            self.write_injections(index, reader.finish());
+        }
+        let fault = &self.plan.faults[index];
         let mut total = total_counters(&loaded.fault, &fault.plan.directions());
         if let Some(actor) = loaded.actor.take() {
             let outcome = actor.finish();
