@@ -64,10 +64,12 @@ pub enum TimelineEvent {
         phase: Option<Phase>,
         reason: String,
     },
-    /// One injection of a traced fault (`trace = true`): a rate-limited sample; `t` is when
-    /// the program injected.
+    /// One injection of a traced fault (`trace = true`): a rate-limited sample, written up to
+    /// a second after it happened; `at_s` is when the program injected (seconds since the
+    /// start, like `t`).
     Injection {
         fault: usize,
+        at_s: f64,
         #[serde(flatten)]
         hit: Injection,
     },

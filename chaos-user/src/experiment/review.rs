@@ -137,7 +137,7 @@ impl Review {
                         f.per_second.push((t, 1));
                     }
                 }
-                TimelineEvent::Injection { fault, hit } => {
+                TimelineEvent::Injection { fault, hit, .. } => {
                     if let Some(f) = review.faults.get_mut(fault) {
                         f.hits.add(hit);
                     }

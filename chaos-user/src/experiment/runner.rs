@@ -404,14 +404,14 @@ impl<'p, 't> Runner<'p, 't> {
         }
     }
 
-    /// One `injection` event per record, at the time the program injected.
+    /// One `injection` event per record, with the time the program injected.
     fn write_injections(&mut self, index: usize, hits: Vec<crate::injections::Injection>) {
         let fault = self.plan.faults[index].number;
         let now_ns = sys::monotonic_now_ns();
         for hit in hits {
             let ago = now_ns.saturating_sub(hit.at_ns) as f64 / 1e9;
-            let t = ((self.timeline.elapsed() - ago).max(0.0) * 1000.0).round() / 1000.0;
-            self.timeline.event_at(Some(t), &TimelineEvent::Injection { fault, hit });
+            let at_s = ((self.timeline.elapsed() - ago).max(0.0) * 1000.0).round() / 1000.0;
+            self.timeline.event(&TimelineEvent::Injection { fault, at_s, hit });
         }
     }
 

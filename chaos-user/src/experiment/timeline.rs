@@ -241,7 +241,7 @@ pub fn summary(events: &[Recorded]) -> String {
     // Who was hit: traced faults' injection records, per fault.
     let mut hits: BTreeMap<usize, crate::injections::HitTally> = BTreeMap::new();
     for event in events {
-        if let TimelineEvent::Injection { fault, hit } = &event.event {
+        if let TimelineEvent::Injection { fault, hit, .. } = &event.event {
             hits.entry(*fault).or_default().add(hit);
         }
     }
