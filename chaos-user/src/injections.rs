@@ -62,11 +62,8 @@ impl Injection {
             comm,
             hook: TRACE_SITES.get(record.site as usize).copied().unwrap_or("?").to_owned(),
             direction: is_packet.then(|| {
-                let direction = if record.direction == Direction::Ingress.index() {
-                    Direction::Ingress
-                } else {
-                    Direction::Egress
-                };
+                let direction =
+                    if record.direction == Direction::Ingress.index() { Direction::Ingress } else { Direction::Egress };
                 direction_name(direction).to_owned()
             }),
             syscall: (record.syscall != NO_SYSCALL).then(|| syscall_name(record.syscall)),
@@ -122,7 +119,10 @@ impl Injection {
 }
 
 fn syscall_name(number: u32) -> String {
-    numbers::X86_64.iter().find(|(_, n)| *n == number).map_or_else(|| format!("syscall {number}"), |(name, _)| (*name).to_owned())
+    numbers::X86_64
+        .iter()
+        .find(|(_, n)| *n == number)
+        .map_or_else(|| format!("syscall {number}"), |(name, _)| (*name).to_owned())
 }
 
 fn signal_name(number: u32) -> String {
@@ -205,7 +205,11 @@ impl HitSummary {
         if self.records == 0 {
             return out;
         }
-        let _ = writeln!(out, "who was hit ({} injection records, a sample of at most the trace rate a second):", self.records);
+        let _ = writeln!(
+            out,
+            "who was hit ({} injection records, a sample of at most the trace rate a second):",
+            self.records
+        );
         for (title, list) in [("processes", &self.processes), ("peers", &self.peers), ("calls", &self.calls)] {
             if list.is_empty() {
                 continue;

@@ -228,7 +228,10 @@ trace = true
     let process = format!("{WORKLOAD_COMM}[{caller}] (20)");
     assert!(summary.contains("who was hit") && summary.contains(&process), "{summary}");
     let markdown = fs::read_to_string(&markdown).expect("markdown");
-    assert!(markdown.contains("## Who was hit") && markdown.contains(&format!("`{WORKLOAD_COMM}[{caller}]` (20)")), "{markdown}");
+    assert!(
+        markdown.contains("## Who was hit") && markdown.contains(&format!("`{WORKLOAD_COMM}[{caller}]` (20)")),
+        "{markdown}"
+    );
     assert!(markdown.contains(&format!("Ran on {}", machine["hostname"].as_str().unwrap_or("?"))), "{markdown}");
     let html = fs::read_to_string(&html).expect("html");
     assert!(html.contains("Who was hit") && html.contains("connect ECONNREFUSED (20)"), "no who-was-hit table");

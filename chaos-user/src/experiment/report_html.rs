@@ -229,7 +229,12 @@ fn who_was_hit(review: &Review) -> String {
     }
     let mut out = String::from("<h2>Who was hit</h2>\n");
     for (fault, summary) in &hit {
-        let _ = writeln!(out, "<h3>{} <small>{} injection records (a sample)</small></h3>\n<table>", esc(fault), summary.records);
+        let _ = writeln!(
+            out,
+            "<h3>{} <small>{} injection records (a sample)</small></h3>\n<table>",
+            esc(fault),
+            summary.records
+        );
         for (title, list) in [("processes", &summary.processes), ("peers", &summary.peers), ("calls", &summary.calls)] {
             if !list.is_empty() {
                 let items: Vec<String> = list.iter().map(|(name, n)| format!("{} ({n})", esc(name))).collect();

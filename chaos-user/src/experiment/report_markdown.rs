@@ -60,10 +60,15 @@ pub fn render(review: &Review) -> String {
     let _ = writeln!(out, "\n{}\n", SECTIONS[3]);
     let hit = review.who_was_hit();
     if hit.is_empty() {
-        let _ = writeln!(out, "No traced fault recorded an injection (`trace = true` in a `[[fault]]` lists who was hit).");
+        let _ =
+            writeln!(out, "No traced fault recorded an injection (`trace = true` in a `[[fault]]` lists who was hit).");
     }
     for (fault, summary) in &hit {
-        let _ = writeln!(out, "Fault {fault}, {} injection records (a sample, rate-limited in the kernel):\n", summary.records);
+        let _ = writeln!(
+            out,
+            "Fault {fault}, {} injection records (a sample, rate-limited in the kernel):\n",
+            summary.records
+        );
         for (title, list) in [("processes", &summary.processes), ("peers", &summary.peers), ("calls", &summary.calls)] {
             if !list.is_empty() {
                 let items: Vec<String> = list.iter().map(|(name, n)| format!("`{name}` ({n})")).collect();

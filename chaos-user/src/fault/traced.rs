@@ -84,10 +84,8 @@ impl<F: Args + PlanFault> PlanFault for Traced<F> {
 }
 
 fn parse_trace_rate(text: &str) -> Result<u64, String> {
-    let rate: u64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{text}' is not a number of records a second, e.g. 100"))?;
+    let rate: u64 =
+        text.trim().parse().map_err(|_| format!("'{text}' is not a number of records a second, e.g. 100"))?;
     if rate == 0 || rate > MAX_TRACE_RATE {
         return Err(format!("'{text}': the trace rate goes from 1 to {MAX_TRACE_RATE} records a second"));
     }
