@@ -16,6 +16,8 @@ use chaos_tests::{
     kernel,
     net::{Netns, TwoHosts},
     require_root,
+    skip::Feature,
+    skip_unless_has,
     workload::{Blast, Calls, TcpListen, UdpSink, command_in, workload_bin},
 };
 use serde_json::Value;
@@ -149,6 +151,39 @@ fn a_traced_connect_fail_names_the_call_its_errno_and_its_caller() {
         assert_eq!(sample["remote_port"], 7470, "{sample}");
     }
     assert_eq!(report["hits"]["calls"][0][0], "connect ECONNREFUSED", "{report}");
+}
+
+/// The LSM programs' inject point (VM tier: this host cannot load LSM programs).
+#[test]
+fn a_traced_open_fail_through_lsm_names_the_hook_its_errno_and_its_caller() {
+    require_root!("a_traced_open_fail_through_lsm_names_the_hook_its_errno_and_its_caller");
+    let _serial = chaos_tests::serialized();
+    skip_unless_has!(
+        Feature::BpfLsm,
+        chaos::lsm_unavailable(),
+        "a_traced_open_fail_through_lsm_names_the_hook_its_errno_and_its_caller"
+    );
+    let cgroup = TestCgroup::new();
+    let scratch = TempDir::new();
+    let file = scratch.file("data", "x");
+    let args = ["syscall", "fail", "--syscall", "openat", "--errno", "EIO", "--backend", "lsm", "--trace-injections"];
+    let chaos = chaos::start_fault(&args, &cgroup);
+    let loop_ = command_in(workload_bin(), Some(&cgroup), None)
+        .args(["open-loop", "--path", file.to_str().unwrap(), "--count", "10"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start open-loop");
+    let caller = loop_.id();
+    let calls: Calls = serde_json::from_slice(&loop_.wait_with_output().expect("open-loop").stdout).expect("report");
+    let report = chaos.stop_json();
+    assert_eq!(calls.failed(), 10, "every open fails: {calls:?}");
+    let samples = samples(&report);
+    assert_eq!(samples.len(), 10, "one record per failed open: {report}");
+    for sample in samples {
+        assert_eq!(sample["pid"].as_u64(), Some(u64::from(caller)), "the caller's pid: {sample}");
+        assert_eq!(sample["hook"], "open", "{sample}");
+        assert_eq!(sample["errno"], "EIO", "{sample}");
+    }
 }
 
 #[test]
