@@ -29,31 +29,34 @@ fn decide(fault: &gate::Live, site: u32, peer: Option<&Packet>) -> i32 {
         return 0;
     }
     let config = fault.config;
-    let (signal, errno) = match config.action {
-        action::KILL => (config.signal, 0),
-        action::KILL_AND_FAIL => (config.signal, config.errno),
-        _ => (0, config.errno),
-    };
-    if matches!(config.action, action::KILL | action::KILL_AND_FAIL) {
+    let kills = matches!(config.action, action::KILL | action::KILL_AND_FAIL);
+    if kills {
         proc_kill::signal_current(config, KILL_EVENT_LSM);
     }
+    let errno = if config.action == action::KILL { 0 } else { config.errno };
+    let signal = if kills { config.signal } else { 0 };
     trace::call(config, &trace::Call { site, syscall: chaos_common::NO_SYSCALL, errno, signal }, peer);
-    if errno == 0 { 0 } else { negative_errno(errno) }
+    negative_errno(errno)
 }
 
-/// `-errno`, in a form the verifier can bound: it must see an LSM program's return value inside
-/// [-MAX_ERRNO, 0], but it forgets all bounds on `neg`, which is what LLVM emits for `-x`. A
-/// subtraction from zero, after a branch that bounds `errno`, keeps them.
+/// `-errno` (0 for 0), in a form the verifier can bound: it must see an LSM program's return
+/// value inside [-MAX_ERRNO, 0]. LLVM emits `neg` for `-x`, on which the verifier forgets all
+/// bounds, and may test a copy of `errno` rather than the register it subtracts, so the bound
+/// and the subtraction are written together, on one register.
 #[inline(always)]
 fn negative_errno(errno: u32) -> i32 {
-    if errno > MAX_ERRNO as u32 {
-        return 0;
-    }
     let errno = u64::from(errno);
     let result: u64;
-    // SAFETY: plain register arithmetic.
+    // SAFETY: plain register arithmetic and a forward jump over one instruction.
     unsafe {
-        core::arch::asm!("{result} = 0", "{result} -= {errno}", result = out(reg) result, errno = in(reg) errno);
+        core::arch::asm!(
+            "{result} = 0",
+            "if {errno} > {max} goto +1",
+            "{result} -= {errno}",
+            result = out(reg) result,
+            errno = in(reg) errno,
+            max = const MAX_ERRNO,
+        );
     }
     result as i32
 }

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
 use chaos_common::{Direction, InjectionRecord, NO_SYSCALL, TRACE_SITES, address_kind};
 use serde::{Deserialize, Serialize};
 
-use crate::{errno, fault::syscall::numbers, report::direction_name};
+use crate::{errno, fault::syscall::numbers};
 
 /// One injection, decoded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,11 +61,9 @@ impl Injection {
             tid: record.tid,
             comm,
             hook: TRACE_SITES.get(record.site as usize).copied().unwrap_or("?").to_owned(),
-            direction: is_packet.then(|| {
-                let direction =
-                    if record.direction == Direction::Ingress.index() { Direction::Ingress } else { Direction::Egress };
-                direction_name(direction).to_owned()
-            }),
+            // `report` names directions too, but it imports this module.
+            direction: is_packet
+                .then(|| if record.direction == Direction::Ingress.index() { "ingress" } else { "egress" }.to_owned()),
             syscall: (record.syscall != NO_SYSCALL).then(|| syscall_name(record.syscall)),
             errno: (record.errno != 0).then(|| errno::name(record.errno as i32)),
             signal: (record.signal != 0).then(|| signal_name(record.signal)),

@@ -166,8 +166,10 @@ fn a_traced_open_fail_through_lsm_names_the_hook_its_errno_and_its_caller() {
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
     let file = scratch.file("data", "x");
+    // Only under the scratch directory: the workload's own exec opens files too.
+    let dir = scratch.join("");
     let args = ["syscall", "fail", "--syscall", "openat", "--errno", "EIO", "--backend", "lsm", "--trace-injections"];
-    let chaos = chaos::start_fault(&args, &cgroup);
+    let chaos = chaos::start_fault(&[&args[..], &["--path", dir.to_str().unwrap()]].concat(), &cgroup);
     let loop_ = command_in(workload_bin(), Some(&cgroup), None)
         .args(["open-loop", "--path", file.to_str().unwrap(), "--count", "10"])
         .stdout(Stdio::piped())

@@ -17,7 +17,7 @@ use tokio::{
 
 use super::{
     Phase,
-    armed::{Loaded, show_status, total_counters},
+    armed::{Loaded, injection_events, show_status, total_counters},
     events::{FaultAttached, FaultCounts, FaultDetached, FaultPlanned, Started, TimelineEvent},
     hypothesis::{Hypothesis, Outcome, RunningChecks, Verdict},
     plan::ExperimentPlan,
@@ -398,20 +398,9 @@ impl<'p, 't> Runner<'p, 't> {
             self.timeline.event(&TimelineEvent::Counts { faults });
         }
         self.registration.update_counts(&totals);
-        for index in 0..self.loaded.len() {
-            let hits = self.loaded[index].as_ref().and_then(|l| l.injections.as_ref()).map(|r| r.take());
-            self.write_injections(index, hits.unwrap_or_default());
-        }
-    }
-
-    /// One `injection` event per record, with the time the program injected.
-    fn write_injections(&mut self, index: usize, hits: Vec<crate::injections::Injection>) {
-        let fault = self.plan.faults[index].number;
-        let now_ns = sys::monotonic_now_ns();
-        for hit in hits {
-            let ago = now_ns.saturating_sub(hit.at_ns) as f64 / 1e9;
-            let at_s = ((self.timeline.elapsed() - ago).max(0.0) * 1000.0).round() / 1000.0;
-            self.timeline.event(&TimelineEvent::Injection { fault, at_s, hit });
+        for (fault, loaded) in self.plan.faults.iter().zip(&self.loaded) {
+            let hits = loaded.as_ref().and_then(|l| l.injections.as_ref()).map(|r| r.take());
+            injection_events(fault.number, hits.unwrap_or_default(), self.timeline);
         }
     }
 
@@ -419,10 +408,10 @@ impl<'p, 't> Runner<'p, 't> {
     fn detach(&mut self, index: usize, why: &str) {
         let Some(mut loaded) = self.loaded[index].take() else { return };
         let _ = loaded.fault.disarm();
-        if let Some(reader) = loaded.injections.take() {
-            self.write_injections(index, reader.finish());
-        }
         let fault = &self.plan.faults[index];
+        if let Some(reader) = loaded.injections.take() {
+            injection_events(fault.number, reader.finish(), self.timeline);
+        }
         let mut total = total_counters(&loaded.fault, &fault.plan.directions());
         if let Some(actor) = loaded.actor.take() {
             let outcome = actor.finish();
