@@ -114,8 +114,8 @@ fn the_kernel_holds_the_trace_rate() {
     eprintln!("measured: {injected} injections in {seconds:.2} s, {records} records at --trace-rate 50");
     assert_eq!(injected, PACKETS, "a 100 % drop drops everything");
     // A span of s seconds touches at most ceil(s) + 1 windows and holds at least floor(s) - 1
-    // whole ones.
-    let most = 50 * (seconds.ceil() as u64 + 1);
+    // whole ones; CPUs racing at a window's turn may each reset it once (a few more).
+    let most = 50 * (seconds.ceil() as u64 + 1) + 4;
     let least = 50 * (seconds.floor() as u64).saturating_sub(1).max(1);
     assert!(records <= most, "{records} records, at most {most} allowed in {seconds:.2} s");
     assert!(records >= least, "{records} records, at least {least} expected in {seconds:.2} s");
