@@ -273,3 +273,25 @@ trace = true
     let html = fs::read_to_string(&html).expect("html");
     assert!(html.contains("Who was hit") && html.contains("connect ECONNREFUSED (20)"), "no who-was-hit table");
 }
+
+/// Only a running chaos reads the records: a detached experiment that asks for them is refused
+/// and leaves nothing attached.
+#[test]
+fn a_detached_experiment_with_trace_is_refused_and_leaves_nothing() {
+    require_root!("a_detached_experiment_with_trace_is_refused_and_leaves_nothing");
+    let cgroup = TestCgroup::new();
+    let scratch = TempDir::new();
+    let file = scratch.file(
+        "detached.toml",
+        &format!(
+            "target = {{ cgroup = \"{}\" }}\nduration = \"30s\"\n\n[[fault]]\nkind = \"net drop\"\npercent = 1\ntrace = true\n",
+            cgroup.path()
+        ),
+    );
+    let timeline = scratch.join("detached.jsonl");
+    let (status, stdout, stderr) =
+        chaos::run(&["run", file.to_str().unwrap(), "--detach", "--timeline", timeline.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("--detach does not support tracing"), "{stderr}");
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left attached");
+}
