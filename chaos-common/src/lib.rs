@@ -257,6 +257,17 @@ pub const TRACE_SITES: [&str; 28] = [
     "recvmsg",
 ];
 
+/// Name of the global (a u32 of [`skb_task`] bits) that says which task helpers cgroup_skb
+/// programs may call on this kernel: newer kernels allow them there, older ones refuse the
+/// whole program, so the loader probes and the verifier prunes the calls it may not make.
+pub const SKB_TASK_HELPERS_GLOBAL: &str = "SKB_TASK_HELPERS";
+
+/// Bits of the `SKB_TASK_HELPERS` global.
+pub mod skb_task {
+    pub const PID_TGID: u32 = 1 << 0;
+    pub const COMM: u32 = 1 << 1;
+}
+
 /// [`InjectionRecord::syscall`] when the hook does not know the syscall number.
 pub const NO_SYSCALL: u32 = u32::MAX;
 

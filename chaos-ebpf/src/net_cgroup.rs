@@ -42,6 +42,6 @@ fn drops(ctx: &SkBuffContext, direction: Direction) -> bool {
     if !fault.fires() {
         return false;
     }
-    trace::packet(fault.config, &ctx.skb, 0, direction, site::CGROUP_SKB, true);
+    trace::packet(fault.config, &ctx.skb, 0, direction, site::CGROUP_SKB, trace::Task::Skb);
     true
 }

@@ -73,9 +73,19 @@ fn a_traced_drop_names_each_lost_datagram_with_its_sender_and_ports() {
     assert_eq!(samples.len() as u64, lost, "one record per lost datagram (under the rate limit): {report}");
     let local_port = samples[0]["local_port"].as_u64();
     assert!(local_port.is_some_and(|p| p != 0), "no local port: {}", samples[0]);
+    // cgroup_skb programs may ask for the current task only where the kernel allows it (the
+    // host's 6.18 does; Debian's 6.12 refuses bpf_get_current_comm there): then 0 and "".
+    let on_host = chaos_tests::skip::tier().as_deref() == Some("host");
     for sample in samples {
-        assert_eq!(sample["pid"].as_u64(), Some(u64::from(sender_pid)), "the sender's pid: {sample}");
-        assert_eq!(sample["comm"], WORKLOAD_COMM, "{sample}");
+        let pid = sample["pid"].as_u64();
+        let comm = sample["comm"].as_str().unwrap_or("?");
+        if on_host {
+            assert_eq!(pid, Some(u64::from(sender_pid)), "the sender's pid: {sample}");
+            assert_eq!(comm, WORKLOAD_COMM, "{sample}");
+        } else {
+            assert!(pid == Some(0) || pid == Some(u64::from(sender_pid)), "the sender's pid or none: {sample}");
+            assert!(comm.is_empty() || comm == WORKLOAD_COMM, "the sender's comm or none: {sample}");
+        }
         assert_eq!(sample["remote"], TwoHosts::B.to_string(), "{sample}");
         assert_eq!(sample["remote_port"], 7101, "{sample}");
         assert_eq!(sample["local_port"].as_u64(), local_port, "one socket, one local port: {sample}");
@@ -83,8 +93,10 @@ fn a_traced_drop_names_each_lost_datagram_with_its_sender_and_ports() {
         assert_eq!(sample["direction"], "egress", "{sample}");
     }
     let top = &report["hits"]["processes"][0];
-    assert_eq!(top[0], format!("{WORKLOAD_COMM}[{sender_pid}]"), "{report}");
-    assert_eq!(top[1].as_u64(), Some(lost), "{report}");
+    if on_host {
+        assert_eq!(top[0], format!("{WORKLOAD_COMM}[{sender_pid}]"), "{report}");
+    }
+    assert_eq!(top[1].as_u64(), Some(lost), "one sender: {report}");
 }
 
 #[test]

@@ -6,17 +6,39 @@
 use std::{
     os::fd::AsRawFd as _,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
 };
 
-use aya::maps::{MapData, MapError, RingBuf};
-use chaos_common::{InjectionRecord, flags, maps};
+use aya::{
+    maps::{MapData, MapError, RingBuf},
+    programs::ProgramType,
+    sys::{BpfHelper, is_helper_supported},
+};
+use chaos_common::{InjectionRecord, flags, maps, skb_task};
 
 use super::{AttachError, LoadedFault};
 use crate::injections::Injection;
+
+/// The task helpers cgroup_skb programs may call on this kernel (`skb_task` bits), probed
+/// once: Linux 6.18 allows both, Debian's 6.12 refuses `bpf_get_current_comm` there, and a
+/// program calling a refused helper does not load at all.
+pub(super) fn skb_task_helpers() -> u32 {
+    static PROBED: OnceLock<u32> = OnceLock::new();
+    *PROBED.get_or_init(|| {
+        let allowed = |helper| is_helper_supported(ProgramType::CgroupSkb, helper).unwrap_or(false);
+        let mut bits = 0;
+        if allowed(BpfHelper::BPF_FUNC_get_current_pid_tgid) {
+            bits |= skb_task::PID_TGID;
+        }
+        if allowed(BpfHelper::BPF_FUNC_get_current_comm) {
+            bits |= skb_task::COMM;
+        }
+        bits
+    })
+}
 
 /// How long the thread waits for records before it looks at its stop flag (ms).
 const POLL_MS: i32 = 100;
