@@ -98,7 +98,8 @@ pub fn trace_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "\nHow to read it: tracing tests its flag only after the gate said \"fires\", so at 0 % (nothing fires) \
-         `--trace-injections` runs no instruction more than trace off: the two 0 % rows differ by noise. At 100 % \
+         `--trace-injections` runs the same instructions as trace off: a gap between the two 0 % rows is measurement (one run \
+         each, always in this order), not code. At 100 % \
          every call fires: traced, each one also pays the kernel's rate-limit check (the clock, a map lookup, an \
          atomic add), and the recorded ones a ring-buffer record; the default 100 a second makes that check \
          nearly all of the cost. The time inside the program (kernel.bpf_stats_enabled, measured apart) is the \
