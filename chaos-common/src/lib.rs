@@ -35,6 +35,11 @@ pub mod maps {
     pub const REMOTE_V6: &str = "REMOTE_V6";
     /// Array of u64 words: two 65 536-bit port sets, remote ports then local ports.
     pub const PORT_SETS: &str = "PORT_SETS";
+    /// Ring buffer of [`super::InjectionRecord`]s: a rate-limited sample of what the fault did
+    /// (`--trace-injections`).
+    pub const INJECTIONS: &str = "INJECTIONS";
+    /// Array, one entry: [`super::TraceWindow`], the kernel-side rate limit of `INJECTIONS`.
+    pub const TRACE_WINDOW: &str = "TRACE_WINDOW";
 }
 
 /// Probabilities are given in parts per million: 1 ppm is the finest step a user can ask for.
@@ -80,6 +85,9 @@ pub mod flags {
     pub const PATH_FILTER: u32 = 1 << 3;
     /// Network delay: jitter follows a normal distribution (else uniform).
     pub const JITTER_NORMAL: u32 = 1 << 4;
+    /// `--trace-injections`: report a sample of the injections (at most `trace_per_sec` a
+    /// second) in the `INJECTIONS` ring buffer.
+    pub const TRACE: u32 = 1 << 5;
 }
 
 /// Syscall numbers `syscall delay` can watch: the bitmap `SYSCALL_SET` has this many bits.
@@ -179,6 +187,135 @@ pub struct FaultConfig {
     pub action: u32,
     /// Crash points: the signal sent to the calling process (e.g. 9 for SIGKILL).
     pub signal: u32,
+    /// `--trace-rate`: at most this many injection records a second (with [`flags::TRACE`]).
+    pub trace_per_sec: u64,
+}
+
+/// Where an injection happened: the program's hook, so that userspace can name the call a
+/// cgroup or LSM hook serves (those hooks do not know the syscall number). Index into
+/// [`TRACE_SITES`].
+pub mod site {
+    pub const UNKNOWN: u32 = 0;
+    pub const CGROUP_SKB: u32 = 1;
+    pub const TC: u32 = 2;
+    pub const CONNECT: u32 = 3;
+    pub const SENDMSG: u32 = 4;
+    pub const BIND: u32 = 5;
+    pub const SOCKET: u32 = 6;
+    pub const SETSOCKOPT: u32 = 7;
+    pub const GETSOCKOPT: u32 = 8;
+    pub const SYS_ENTER: u32 = 9;
+    pub const KPROBE: u32 = 10;
+    pub const LSM_OPEN: u32 = 11;
+    pub const LSM_READ_WRITE: u32 = 12;
+    pub const LSM_IOCTL: u32 = 13;
+    pub const LSM_MMAP: u32 = 14;
+    pub const LSM_UNLINK: u32 = 15;
+    pub const LSM_MKDIR: u32 = 16;
+    pub const LSM_RMDIR: u32 = 17;
+    pub const LSM_RENAME: u32 = 18;
+    pub const LSM_EXEC: u32 = 19;
+    pub const LSM_FORK: u32 = 20;
+    pub const LSM_SOCKET: u32 = 21;
+    pub const LSM_CONNECT: u32 = 22;
+    pub const LSM_BIND: u32 = 23;
+    pub const LSM_LISTEN: u32 = 24;
+    pub const LSM_ACCEPT: u32 = 25;
+    pub const LSM_SENDMSG: u32 = 26;
+    pub const LSM_RECVMSG: u32 = 27;
+}
+
+/// What each [`site`] stands for, for people: the call (or calls) it serves.
+pub const TRACE_SITES: [&str; 28] = [
+    "?",
+    "packet (cgroup_skb)",
+    "packet (tc)",
+    "connect",
+    "sendto/sendmsg",
+    "bind",
+    "socket",
+    "setsockopt",
+    "getsockopt",
+    "syscall",
+    "syscall (kprobe)",
+    "open",
+    "read/write",
+    "ioctl",
+    "mmap",
+    "unlink",
+    "mkdir",
+    "rmdir",
+    "rename",
+    "execve",
+    "fork/clone",
+    "socket",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "sendmsg",
+    "recvmsg",
+];
+
+/// Name of the global (a u32 of [`skb_task`] bits) that says which task helpers cgroup_skb
+/// programs may call on this kernel: newer kernels allow them there, older ones refuse the
+/// whole program, so the loader probes and the verifier prunes the calls it may not make.
+pub const SKB_TASK_HELPERS_GLOBAL: &str = "SKB_TASK_HELPERS";
+
+/// Bits of the `SKB_TASK_HELPERS` global.
+pub mod skb_task {
+    pub const PID_TGID: u32 = 1 << 0;
+    pub const COMM: u32 = 1 << 1;
+}
+
+/// [`InjectionRecord::syscall`] when the hook does not know the syscall number.
+pub const NO_SYSCALL: u32 = u32::MAX;
+
+/// One injection, as `--trace-injections` reports it (a rate-limited sample).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectionRecord {
+    /// `CLOCK_MONOTONIC` ns when the program injected.
+    pub at_ns: u64,
+    /// The current process and thread (0 where the hook has no task: TC programs).
+    pub tgid: u32,
+    pub tid: u32,
+    /// [`site`]: the hook.
+    pub site: u32,
+    /// [`Direction`] of a packet.
+    pub direction: u32,
+    /// The syscall number, or [`NO_SYSCALL`].
+    pub syscall: u32,
+    /// The signal sent (crash points, `syscall delay`'s SIGSTOP), or 0.
+    pub signal: u32,
+    /// The errno a failed call got, or 0.
+    pub errno: u32,
+    /// IP protocol of a packet (or 0).
+    pub protocol: u32,
+    /// The remote address (IPv4 in the first 4 bytes), when the hook knows it.
+    pub remote: [u8; 16],
+    pub remote_port: u16,
+    pub local_port: u16,
+    /// 1 for an IPv6 address, 2 when `remote` holds no address at all.
+    pub address_kind: u8,
+    pub _pad: [u8; 3],
+    /// The current thread's command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// [`InjectionRecord::address_kind`] values.
+pub mod address_kind {
+    pub const IPV4: u8 = 0;
+    pub const IPV6: u8 = 1;
+    pub const NONE: u8 = 2;
+}
+
+/// The trace rate limit's state: records taken in the current second of `CLOCK_MONOTONIC`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceWindow {
+    pub second: u64,
+    pub taken: u64,
 }
 
 /// A task `syscall delay` stopped (SIGSTOP): the controller resumes it (SIGCONT) when the delay
@@ -297,6 +434,8 @@ mod user {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::StopEvent {}
     unsafe impl aya::Pod for super::KillEvent {}
+    unsafe impl aya::Pod for super::InjectionRecord {}
+    unsafe impl aya::Pod for super::TraceWindow {}
 }
 
 #[cfg(test)]
@@ -322,8 +461,10 @@ mod tests {
 
     #[test]
     fn shared_structs_have_no_implicit_padding() {
-        // 15 u64 and 8 u32 fields, nothing between them.
-        assert_eq!(core::mem::size_of::<FaultConfig>(), 15 * 8 + 8 * 4);
+        // 16 u64 and 8 u32 fields, nothing between them.
+        assert_eq!(core::mem::size_of::<FaultConfig>(), 16 * 8 + 8 * 4);
+        assert_eq!(core::mem::size_of::<InjectionRecord>(), 8 + 8 * 4 + 16 + 8 + 16);
+        assert_eq!(core::mem::size_of::<TraceWindow>(), 2 * 8);
         assert_eq!(core::mem::size_of::<KillEvent>(), 8 + 4 * 4 + 16);
         assert_eq!(core::mem::size_of::<StopEvent>(), 8 + 4 * 4);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 12 * 4);

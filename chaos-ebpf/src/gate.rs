@@ -112,7 +112,7 @@ pub(crate) fn random() -> u32 {
 /// (`BPF_ATOMIC | BPF_FETCH`, kernel 5.12+). `core`'s atomics have no read-modify-write on the
 /// BPF target, hence the assembly.
 #[inline(always)]
-fn fetch_increment(counter: *mut u64) -> u64 {
+pub(crate) fn fetch_increment(counter: *mut u64) -> u64 {
     let mut value: u64 = 1;
     // SAFETY: the pointer comes from a map lookup and stays valid for this program run; all
     // concurrent writers use this same atomic instruction.

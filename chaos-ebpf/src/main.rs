@@ -18,6 +18,7 @@ mod syscall_cgroup;
 mod syscall_delay;
 mod syscall_lsm;
 mod syscall_override;
+mod trace;
 
 /// The kernel reads this section to decide which helpers the programs may call.
 #[unsafe(no_mangle)]

@@ -3,7 +3,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LpmTrie, PerCpuArray, RingBuf},
 };
-use chaos_common::{Direction, FaultConfig, FaultCounters, SYSCALL_SET_BITS, ScheduleState, WORDS_PER_PORT_SET};
+use chaos_common::{
+    Direction, FaultConfig, FaultCounters, SYSCALL_SET_BITS, ScheduleState, TraceWindow, WORDS_PER_PORT_SET,
+};
 
 /// One entry: this object's fault.
 #[map(name = "FAULT_CONFIG")]
@@ -49,3 +51,13 @@ pub(crate) static PORT_SETS: Array<u64> = Array::with_max_entries(2 * WORDS_PER_
 /// event, never the kill.
 #[map(name = "KILL_EVENTS")]
 pub(crate) static KILL_EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024, 0);
+
+/// `--trace-injections`: a sample of what the fault did, for the controller's log and
+/// timeline. 64 KiB holds about 800 records, several seconds at the default 100 a second; a
+/// full buffer loses the record, never the injection.
+#[map(name = "INJECTIONS")]
+pub(crate) static INJECTIONS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// The trace rate limit (trace.rs): records taken this second, shared by all CPUs.
+#[map(name = "TRACE_WINDOW")]
+pub(crate) static TRACE_WINDOW: Array<TraceWindow> = Array::with_max_entries(1, 0);

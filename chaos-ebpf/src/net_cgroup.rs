@@ -1,9 +1,9 @@
 //! Packet loss for the target cgroup's own sockets (cgroup_skb). Attached to the target cgroup
 //! only, so other cgroups never run this code: their cost is zero.
 use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
-use chaos_common::Direction;
+use chaos_common::{Direction, site};
 
-use crate::{gate, net_filter, packet};
+use crate::{gate, net_filter, packet, trace};
 
 /// cgroup_skb verdict: let the packet through.
 const PASS: i32 = 1;
@@ -39,5 +39,9 @@ fn drops(ctx: &SkBuffContext, direction: Direction) -> bool {
         }
     }
     fault.matched();
-    fault.fires()
+    if !fault.fires() {
+        return false;
+    }
+    trace::packet(fault.config, &ctx.skb, 0, direction, site::CGROUP_SKB, trace::Task::Skb);
+    true
 }

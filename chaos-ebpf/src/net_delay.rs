@@ -7,13 +7,14 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use chaos_common::{Direction, FaultConfig, flags};
+use chaos_common::{Direction, FaultConfig, flags, site};
 
 use crate::{
     gate,
     maps::RATE_STATE,
     net_filter,
     packet::{self, ETH_HLEN},
+    trace,
 };
 
 #[classifier]
@@ -24,6 +25,7 @@ pub fn net_delay_egress(ctx: TcContext) -> i32 {
         let now = unsafe { bpf_ktime_get_ns() };
         let depart = now.saturating_add_signed(delay_ns(fault.config));
         set_departure(&ctx, depart);
+        trace::packet(fault.config, &ctx.skb, ETH_HLEN, Direction::Egress, site::TC, trace::Task::Never);
     }
     TC_ACT_UNSPEC
 }
@@ -44,6 +46,7 @@ pub fn net_rate_egress(ctx: TcContext) -> i32 {
     // the schedule would run ahead of what fq can hold and the link would carry far less than
     // the limit (this is how EDT shapers bound their queue).
     if depart - now > fault.config.rate_queue_ns {
+        trace::packet(fault.config, &ctx.skb, ETH_HLEN, Direction::Egress, site::TC, trace::Task::Never);
         return TC_ACT_SHOT;
     }
     let bytes = u64::from(ctx.len());

@@ -6,11 +6,12 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use chaos_common::{Direction, flags};
+use chaos_common::{Direction, flags, site};
 
 use crate::{
     gate, net_filter,
     packet::{self, ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP},
+    trace,
 };
 
 /// Set on our own copy of a packet while it is redirected, so that when the copy comes back
@@ -77,6 +78,7 @@ fn corrupt(ctx: &TcContext, direction: Direction) -> i32 {
     if fault.config.flags & flags::FIX_CHECKSUM != 0 {
         let _ = ctx.l4_csum_replace(l4 + checksum_at, u64::from(old), u64::from(new), checksum_flags | 2);
     }
+    trace::packet(fault.config, &ctx.skb, ETH_HLEN, direction, site::TC, trace::Task::Never);
     TC_ACT_UNSPEC
 }
 
@@ -104,6 +106,7 @@ fn duplicate(ctx: &TcContext, direction: Direction) -> i32 {
         ctx.set_mark(mark | DUPLICATE_MARK);
         let _ = ctx.clone_redirect(ifindex, redirect_flags);
         ctx.set_mark(mark);
+        trace::packet(fault.config, &ctx.skb, ETH_HLEN, direction, site::TC, trace::Task::Never);
     }
     TC_ACT_UNSPEC
 }

@@ -15,11 +15,12 @@ use aya_ebpf::{
     macros::{fentry, raw_tracepoint},
     programs::{FEntryContext, RawTracePointContext},
 };
-use chaos_common::{Direction, FaultConfig, KILL_EVENT_LSM, KillEvent, SYSCALL_SET_BITS};
+use chaos_common::{Direction, FaultConfig, KILL_EVENT_LSM, KillEvent, SYSCALL_SET_BITS, site};
 
 use crate::{
     gate,
     maps::{KILL_EVENTS, SYSCALL_SET},
+    trace,
 };
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -48,6 +49,8 @@ fn kill_current(number: u32) -> i32 {
     fault.matched();
     if fault.fires() {
         signal_current(fault.config, number);
+        let call = trace::Call { site: site::SYS_ENTER, syscall: number, errno: 0, signal: fault.config.signal };
+        trace::call(fault.config, &call, None);
     }
     0
 }

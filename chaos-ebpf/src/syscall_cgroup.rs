@@ -7,16 +7,17 @@ use aya_ebpf::{
     macros::{cgroup_sock, cgroup_sock_addr, cgroup_sockopt},
     programs::{SockAddrContext, SockContext, SockoptContext},
 };
-use chaos_common::Direction;
+use chaos_common::{Direction, site};
 
-use crate::{gate, net_filter, packet::Packet};
+use crate::{gate, net_filter, packet::Packet, trace};
 
 const ALLOW: i32 = 1;
 const REJECT: i32 = 0;
 
-/// The decision for one call of the target; `peer` is given when the hook knows the address.
+/// The decision for one call of the target at `site`; `peer` is given when the hook knows the
+/// address.
 #[inline(always)]
-fn verdict(peer: Option<&Packet>) -> i32 {
+fn verdict(site: u32, peer: Option<&Packet>) -> i32 {
     let Some(fault) = gate::live(Direction::Egress) else { return ALLOW };
     if fault.config.net_filters != 0 {
         match peer {
@@ -30,6 +31,7 @@ fn verdict(peer: Option<&Packet>) -> i32 {
     }
     // SAFETY: helper taking a plain integer.
     unsafe { bpf_set_retval(-(fault.config.errno as i32)) };
+    trace::call(fault.config, &trace::Call::failed(site, fault.config.errno), peer);
     REJECT
 }
 
@@ -58,47 +60,47 @@ fn peer_v6(ctx: &SockAddrContext) -> Packet {
 
 #[cgroup_sock_addr(connect4)]
 pub fn sys_connect4(ctx: SockAddrContext) -> i32 {
-    verdict(Some(&peer_v4(&ctx)))
+    verdict(site::CONNECT, Some(&peer_v4(&ctx)))
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn sys_connect6(ctx: SockAddrContext) -> i32 {
-    verdict(Some(&peer_v6(&ctx)))
+    verdict(site::CONNECT, Some(&peer_v6(&ctx)))
 }
 
 /// sendto/sendmsg with an address on an unconnected UDP socket.
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sys_sendmsg4(ctx: SockAddrContext) -> i32 {
-    verdict(Some(&peer_v4(&ctx)))
+    verdict(site::SENDMSG, Some(&peer_v4(&ctx)))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sys_sendmsg6(ctx: SockAddrContext) -> i32 {
-    verdict(Some(&peer_v6(&ctx)))
+    verdict(site::SENDMSG, Some(&peer_v6(&ctx)))
 }
 
 #[cgroup_sock_addr(bind4)]
 pub fn sys_bind4(_ctx: SockAddrContext) -> i32 {
-    verdict(None)
+    verdict(site::BIND, None)
 }
 
 #[cgroup_sock_addr(bind6)]
 pub fn sys_bind6(_ctx: SockAddrContext) -> i32 {
-    verdict(None)
+    verdict(site::BIND, None)
 }
 
 /// socket() of IPv4/IPv6 sockets.
 #[cgroup_sock(sock_create)]
 pub fn sys_sock_create(_ctx: SockContext) -> i32 {
-    verdict(None)
+    verdict(site::SOCKET, None)
 }
 
 #[cgroup_sockopt(setsockopt)]
 pub fn sys_setsockopt(_ctx: SockoptContext) -> i32 {
-    verdict(None)
+    verdict(site::SETSOCKOPT, None)
 }
 
 #[cgroup_sockopt(getsockopt)]
 pub fn sys_getsockopt(_ctx: SockoptContext) -> i32 {
-    verdict(None)
+    verdict(site::GETSOCKOPT, None)
 }

@@ -17,11 +17,12 @@ use aya_ebpf::{
     macros::{fentry, raw_tracepoint},
     programs::{FEntryContext, RawTracePointContext},
 };
-use chaos_common::{Direction, KILL_EVENT_LSM, SYSCALL_SET_BITS, StopEvent};
+use chaos_common::{Direction, KILL_EVENT_LSM, SYSCALL_SET_BITS, StopEvent, site};
 
 use crate::{
     gate,
     maps::{STOP_EVENTS, SYSCALL_SET},
+    trace,
 };
 
 const SIGSTOP: u32 = 19;
@@ -71,5 +72,7 @@ fn stop_current(number: u32) -> i32 {
         _pad: 0,
     });
     entry.submit(0);
+    let call = trace::Call { site: site::SYS_ENTER, syscall: number, errno: 0, signal: SIGSTOP };
+    trace::call(fault.config, &call, None);
     0
 }

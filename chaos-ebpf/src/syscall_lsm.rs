@@ -5,9 +5,9 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use chaos_common::{Direction, KILL_EVENT_LSM, action, flags, syscall_mask};
+use chaos_common::{Direction, KILL_EVENT_LSM, action, flags, site, syscall_mask};
 
-use crate::{dentry, gate, net_filter, packet::Packet, proc_kill};
+use crate::{dentry, gate, net_filter, packet::Packet, proc_kill, trace};
 
 /// Syscalls are counted in the first counter slot.
 const CALLS: Direction = Direction::Egress;
@@ -19,52 +19,56 @@ const AF_INET6: u16 = 10;
 /// The largest errno the kernel lets an LSM program return (-MAX_ERRNO).
 const MAX_ERRNO: i32 = 4095;
 
-/// The common ending: the call matched the fault's filters; if the fault fires, fail it, or
-/// signal the caller (a crash point), or both (`--before-effect`: the call never takes effect).
+/// The common ending: the call (at hook `site`) matched the fault's filters; if the fault
+/// fires, fail it, or signal the caller (a crash point), or both (`--before-effect`: the call
+/// never takes effect). `peer`: the address, for connect.
 #[inline(always)]
-fn decide(fault: &gate::Live) -> i32 {
+fn decide(fault: &gate::Live, site: u32, peer: Option<&Packet>) -> i32 {
     fault.matched();
     if !fault.fires() {
         return 0;
     }
-    match fault.config.action {
-        action::KILL => {
-            proc_kill::signal_current(fault.config, KILL_EVENT_LSM);
-            0
-        }
-        action::KILL_AND_FAIL => {
-            proc_kill::signal_current(fault.config, KILL_EVENT_LSM);
-            negative_errno(fault.config.errno)
-        }
-        _ => negative_errno(fault.config.errno),
+    let config = fault.config;
+    let kills = matches!(config.action, action::KILL | action::KILL_AND_FAIL);
+    if kills {
+        proc_kill::signal_current(config, KILL_EVENT_LSM);
     }
+    let errno = if config.action == action::KILL { 0 } else { config.errno };
+    let signal = if kills { config.signal } else { 0 };
+    trace::call(config, &trace::Call { site, syscall: chaos_common::NO_SYSCALL, errno, signal }, peer);
+    negative_errno(errno)
 }
 
-/// `-errno`, in a form the verifier can bound: it must see an LSM program's return value inside
-/// [-MAX_ERRNO, 0], but it forgets all bounds on `neg`, which is what LLVM emits for `-x`. A
-/// subtraction from zero, after a branch that bounds `errno`, keeps them.
+/// `-errno` (0 for 0), in a form the verifier can bound: it must see an LSM program's return
+/// value inside [-MAX_ERRNO, 0]. LLVM emits `neg` for `-x`, on which the verifier forgets all
+/// bounds, and may test a copy of `errno` rather than the register it subtracts, so the bound
+/// and the subtraction are written together, on one register.
 #[inline(always)]
 fn negative_errno(errno: u32) -> i32 {
-    if errno > MAX_ERRNO as u32 {
-        return 0;
-    }
     let errno = u64::from(errno);
     let result: u64;
-    // SAFETY: plain register arithmetic.
+    // SAFETY: plain register arithmetic and a forward jump over one instruction.
     unsafe {
-        core::arch::asm!("{result} = 0", "{result} -= {errno}", result = out(reg) result, errno = in(reg) errno);
+        core::arch::asm!(
+            "{result} = 0",
+            "if {errno} > {max} goto +1",
+            "{result} -= {errno}",
+            result = out(reg) result,
+            errno = in(reg) errno,
+            max = const MAX_ERRNO,
+        );
     }
     result as i32
 }
 
 /// The fault for the current task, if any, with its path filter applied to `dentry`.
 #[inline(always)]
-fn for_dentry(dentry: impl FnOnce() -> u64) -> i32 {
+fn for_dentry(site: u32, dentry: impl FnOnce() -> u64) -> i32 {
     let Some(fault) = gate::live_for_current_task(CALLS) else { return 0 };
     if fault.config.flags & flags::PATH_FILTER != 0 && !dentry::under_directory(fault.config, dentry()) {
         return 0;
     }
-    decide(&fault)
+    decide(&fault, site, None)
 }
 
 #[inline(always)]
@@ -75,7 +79,7 @@ fn arg_address(ctx: &LsmContext, n: usize) -> u64 {
 /// open, openat, openat2, creat.
 #[lsm(hook = "file_open")]
 pub fn sys_file_open(ctx: LsmContext) -> i32 {
-    for_dentry(|| dentry::file_dentry(arg_address(&ctx, 0)))
+    for_dentry(site::LSM_OPEN, || dentry::file_dentry(arg_address(&ctx, 0)))
 }
 
 /// read-like (MAY_READ) and write-like (MAY_WRITE) calls on an open file.
@@ -94,55 +98,55 @@ pub fn sys_file_permission(ctx: LsmContext) -> i32 {
     {
         return 0;
     }
-    decide(&fault)
+    decide(&fault, site::LSM_READ_WRITE, None)
 }
 
 /// ioctl.
 #[lsm(hook = "file_ioctl")]
 pub fn sys_file_ioctl(ctx: LsmContext) -> i32 {
-    for_dentry(|| dentry::file_dentry(arg_address(&ctx, 0)))
+    for_dentry(site::LSM_IOCTL, || dentry::file_dentry(arg_address(&ctx, 0)))
 }
 
 /// mmap (file-backed and anonymous; the path filter only matches file-backed maps).
 #[lsm(hook = "mmap_file")]
 pub fn sys_mmap_file(ctx: LsmContext) -> i32 {
-    for_dentry(|| dentry::file_dentry(arg_address(&ctx, 0)))
+    for_dentry(site::LSM_MMAP, || dentry::file_dentry(arg_address(&ctx, 0)))
 }
 
 /// unlink, unlinkat.
 #[lsm(hook = "inode_unlink")]
 pub fn sys_inode_unlink(ctx: LsmContext) -> i32 {
-    for_dentry(|| arg_address(&ctx, 1))
+    for_dentry(site::LSM_UNLINK, || arg_address(&ctx, 1))
 }
 
 /// mkdir, mkdirat.
 #[lsm(hook = "inode_mkdir")]
 pub fn sys_inode_mkdir(ctx: LsmContext) -> i32 {
-    for_dentry(|| arg_address(&ctx, 1))
+    for_dentry(site::LSM_MKDIR, || arg_address(&ctx, 1))
 }
 
 /// rmdir.
 #[lsm(hook = "inode_rmdir")]
 pub fn sys_inode_rmdir(ctx: LsmContext) -> i32 {
-    for_dentry(|| arg_address(&ctx, 1))
+    for_dentry(site::LSM_RMDIR, || arg_address(&ctx, 1))
 }
 
 /// rename, renameat, renameat2 (the path filter looks at the source).
 #[lsm(hook = "inode_rename")]
 pub fn sys_inode_rename(ctx: LsmContext) -> i32 {
-    for_dentry(|| arg_address(&ctx, 1))
+    for_dentry(site::LSM_RENAME, || arg_address(&ctx, 1))
 }
 
 /// execve, execveat.
 #[lsm(hook = "bprm_check_security")]
 pub fn sys_bprm_check_security(ctx: LsmContext) -> i32 {
-    for_dentry(|| dentry::file_dentry(dentry::binprm_file(arg_address(&ctx, 0))))
+    for_dentry(site::LSM_EXEC, || dentry::file_dentry(dentry::binprm_file(arg_address(&ctx, 0))))
 }
 
 /// fork, vfork, clone, clone3 (checked in the parent, which is the current task).
 #[lsm(hook = "task_alloc")]
 pub fn sys_task_alloc(_ctx: LsmContext) -> i32 {
-    for_dentry(|| 0)
+    for_dentry(site::LSM_FORK, || 0)
 }
 
 /// socket (sockets the kernel creates for itself are never failed).
@@ -152,20 +156,23 @@ pub fn sys_socket_create(ctx: LsmContext) -> i32 {
     if kern != 0 {
         return 0;
     }
-    for_dentry(|| 0)
+    for_dentry(site::LSM_SOCKET, || 0)
 }
 
 /// connect, with the remote filters applied to the address asked for.
 #[lsm(hook = "socket_connect")]
 pub fn sys_socket_connect(ctx: LsmContext) -> i32 {
     let Some(fault) = gate::live_for_current_task(CALLS) else { return 0 };
-    if fault.config.net_filters != 0 {
-        let Some(peer) = peer_of(arg_address(&ctx, 1)) else { return 0 };
-        if !net_filter::matches(fault.config, &peer) {
-            return 0;
-        }
+    // The address is read when a filter or the trace needs it.
+    let peer = if fault.config.net_filters != 0 || fault.config.flags & flags::TRACE != 0 {
+        peer_of(arg_address(&ctx, 1))
+    } else {
+        None
+    };
+    if fault.config.net_filters != 0 && !peer.as_ref().is_some_and(|peer| net_filter::matches(fault.config, peer)) {
+        return 0;
     }
-    decide(&fault)
+    decide(&fault, site::LSM_CONNECT, peer.as_ref())
 }
 
 /// The peer of a `struct sockaddr` (an ABI structure: its layout is fixed).
@@ -192,29 +199,29 @@ fn peer_of(sockaddr: u64) -> Option<Packet> {
 /// bind.
 #[lsm(hook = "socket_bind")]
 pub fn sys_socket_bind(_ctx: LsmContext) -> i32 {
-    for_dentry(|| 0)
+    for_dentry(site::LSM_BIND, || 0)
 }
 
 /// listen.
 #[lsm(hook = "socket_listen")]
 pub fn sys_socket_listen(_ctx: LsmContext) -> i32 {
-    for_dentry(|| 0)
+    for_dentry(site::LSM_LISTEN, || 0)
 }
 
 /// accept, accept4.
 #[lsm(hook = "socket_accept")]
 pub fn sys_socket_accept(_ctx: LsmContext) -> i32 {
-    for_dentry(|| 0)
+    for_dentry(site::LSM_ACCEPT, || 0)
 }
 
 /// sendmsg, sendto, send, sendmmsg.
 #[lsm(hook = "socket_sendmsg")]
 pub fn sys_socket_sendmsg(_ctx: LsmContext) -> i32 {
-    for_dentry(|| 0)
+    for_dentry(site::LSM_SENDMSG, || 0)
 }
 
 /// recvmsg, recvfrom, recv, recvmmsg.
 #[lsm(hook = "socket_recvmsg")]
 pub fn sys_socket_recvmsg(_ctx: LsmContext) -> i32 {
-    for_dentry(|| 0)
+    for_dentry(site::LSM_RECVMSG, || 0)
 }

@@ -11,9 +11,9 @@
 //! One program serves every syscall of a fault: it is attached once per entry function. Every
 //! task runs it, so the gate's cgroup test comes first.
 use aya_ebpf::{helpers::bpf_override_return, macros::kprobe, programs::ProbeContext};
-use chaos_common::{Direction, FaultConfig, flags};
+use chaos_common::{Direction, FaultConfig, flags, site};
 
-use crate::{dentry, gate};
+use crate::{dentry, gate, trace};
 
 /// Syscalls are counted in the first counter slot (as on the LSM path).
 const CALLS: Direction = Direction::Egress;
@@ -32,6 +32,7 @@ pub fn sys_override(ctx: ProbeContext) -> u32 {
     fault.matched();
     if fault.fires() {
         skip_call(&ctx, fault.config.errno);
+        trace::call(fault.config, &trace::Call::failed(site::KPROBE, fault.config.errno), None);
     }
     0
 }

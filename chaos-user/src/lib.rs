@@ -15,6 +15,7 @@ pub mod experiment;
 pub mod fault;
 pub mod features;
 pub mod hints;
+pub mod injections;
 pub mod ledger;
 pub mod live;
 pub mod netlink;

@@ -5,7 +5,11 @@ use std::{fmt::Write as _, time::Duration};
 use chaos_common::{Direction, FaultCounters};
 use serde::Serialize;
 
-use crate::{fault::options::serialize_secs, target::Target};
+use crate::{
+    fault::options::serialize_secs,
+    injections::{HitSummary, HitTally, Injection},
+    target::Target,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum OutputFormat {
@@ -29,6 +33,27 @@ pub struct FaultReport<'a> {
     pub stopped: StopReason,
     /// Counter names are stable: seen, matched, injected.
     pub counters: Vec<DirectionCounters>,
+    /// Who was hit, when the fault was traced (`--trace-injections`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hits: Option<Hits>,
+}
+
+/// A traced fault's records and their summary.
+#[derive(Debug, Serialize)]
+pub struct Hits {
+    #[serde(flatten)]
+    pub summary: HitSummary,
+    /// Every record, in order (at most the trace rate a second of the run).
+    pub samples: Vec<Injection>,
+}
+
+impl Hits {
+    #[must_use]
+    pub fn of(samples: Vec<Injection>) -> Self {
+        let mut tally = HitTally::default();
+        samples.iter().for_each(|s| tally.add(s));
+        Self { summary: tally.summary(), samples }
+    }
 }
 
 impl FaultReport<'_> {
@@ -65,6 +90,11 @@ impl FaultReport<'_> {
             };
             let _ =
                 writeln!(out, "{:<10} {:>12} {:>12} {:>12} {:>8}", c.direction, c.seen, c.matched, c.injected, rate);
+        }
+        match &self.hits {
+            Some(hits) if hits.summary.records == 0 => out.push_str("who was hit: no injection records\n"),
+            Some(hits) => out.push_str(&hits.summary.text()),
+            None => {}
         }
         out
     }

@@ -17,7 +17,7 @@ use crate::{
     fault::FaultPlan,
     hints::QuietHint,
     live::LiveLine,
-    report::{DirectionCounters, FaultReport, OutputFormat, StopReason, StopSignal},
+    report::{DirectionCounters, FaultReport, Hits, OutputFormat, StopReason, StopSignal},
     run_records::Registration,
     sys,
     target::Target,
@@ -58,6 +58,7 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
         let mut signals = StopSignals::install().context("installing signal handlers")?.watching(&plan.target);
         let _ = sys::raise_memlock_rlimit();
         let (mut fault, deadline_ns) = arm(plan, Some(plan.duration))?;
+        let injections = fault.read_injections()?;
         // The user-space timer ends with the kernel deadline (both CLOCK_MONOTONIC).
         let deadline = Instant::now() + Duration::from_nanos(deadline_ns.saturating_sub(sys::monotonic_now_ns()));
         let started = deadline.checked_sub(plan.duration).unwrap_or_else(Instant::now);
@@ -78,6 +79,7 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
 
         fault.disarm()?;
         let counters = read_counters(&fault, &directions, plan.counter_label)?;
+        let hits = injections.map(|reader| Hits::of(reader.finish()));
         for problem in fault.detach_tc() {
             eprintln!("chaos: warning: {problem}; run `chaos cleanup`");
         }
@@ -92,6 +94,7 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
             elapsed,
             stopped,
             counters,
+            hits,
         };
         print!("{}", report.render(output, plan.injected_word));
         Ok(ExitCode::from(stopped.exit_code()))

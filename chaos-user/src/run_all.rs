@@ -9,10 +9,10 @@ use anyhow::Context as _;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
 use crate::{
-    engine::LoadedFault,
+    engine::{LoadedFault, trace::InjectionReader},
     fault::FaultPlan,
     live::LiveLine,
-    report::{DirectionCounters, FaultReport, OutputFormat, StopReason},
+    report::{DirectionCounters, FaultReport, Hits, OutputFormat, StopReason},
     run::{StopSignals, arm, read_counters},
     run_records::Registration,
     sys, target_watch,
@@ -22,7 +22,10 @@ use crate::{
 struct Copy<'p> {
     plan: &'p FaultPlan,
     fault: Option<LoadedFault>,
+    /// The copy's injection records, when the fault is traced.
+    injections: Option<InjectionReader>,
     ended: Option<(StopReason, Duration, Vec<DirectionCounters>)>,
+    hits: Option<Hits>,
 }
 
 /// Arms `plans` (one per target, all of one fault), waits for their deadline or a stop signal
@@ -42,10 +45,11 @@ pub fn run_plans(
         let mut last_deadline_ns = 0;
         // An error drops the copies armed so far: their fd-owned links go with them.
         for plan in plans {
-            let (fault, deadline_ns) = arm(plan, Some(plan.duration))?;
+            let (mut fault, deadline_ns) = arm(plan, Some(plan.duration))?;
+            let injections = fault.read_injections()?;
             tracing::info!("armed on {}: kernel deadline CLOCK_MONOTONIC ns={deadline_ns}", plan.target.cgroup);
             last_deadline_ns = last_deadline_ns.max(deadline_ns);
-            copies.push(Copy { plan, fault: Some(fault), ended: None });
+            copies.push(Copy { plan, fault: Some(fault), injections, ended: None, hits: None });
         }
         tracing::info!("fault armed on {} targets", copies.len());
         let deadline =
@@ -84,7 +88,7 @@ pub fn run_plans(
             copy.end(stop, started.elapsed());
         }
         let mut reports = Vec::new();
-        for copy in &copies {
+        for copy in &mut copies {
             let Some((stopped, elapsed, counters)) = copy.ended.clone() else { continue };
             exit = exit.max(stopped.exit_code());
             let plan = copy.plan;
@@ -98,6 +102,7 @@ pub fn run_plans(
                     elapsed,
                     stopped,
                     counters,
+                    hits: copy.hits.take(),
                 },
                 plan.injected_word,
             ));
@@ -122,6 +127,7 @@ impl Copy<'_> {
     fn end(&mut self, why: StopReason, elapsed: Duration) {
         let Some(mut fault) = self.fault.take() else { return };
         let _ = fault.disarm();
+        self.hits = self.injections.take().map(|reader| Hits::of(reader.finish()));
         let counters = read_counters(&fault, &self.plan.directions(), self.plan.counter_label).unwrap_or_default();
         for problem in fault.detach_tc() {
             eprintln!("chaos: warning: {problem}; run `chaos cleanup`");

@@ -423,6 +423,12 @@ pub struct BlastRun {
 }
 
 impl BlastRun {
+    /// The sender's pid.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     #[must_use]
     pub fn finish(mut self) -> BlastReport {
         let output = self.child.take().expect("running").wait_with_output().expect("wait udp-blast");

@@ -46,6 +46,11 @@ const VOLATILE_KEYS: &[&str] = &[
     "latency_ms",
     "detail",
     "timeline",
+    // The machine an experiment ran on (its `experiment` event).
+    "hostname",
+    "kernel",
+    "cpu",
+    "chaos_version",
 ];
 
 impl Normalizer {

@@ -40,6 +40,8 @@ pub enum Which {
     Daemon,
     /// The floor: per hook, an empty program vs chaos's (untargeted, and on the target at 0 %).
     Floor,
+    /// `--trace-injections`: its cost off and on, on the connect4 hook (host).
+    Trace,
     /// Start-up and memory: exec to "fault armed" and peak RSS per family (host).
     Startup,
     /// A real service: nginx and wrk between two namespaces, each family armed untargeted and at 0 %.
@@ -122,6 +124,7 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
             Which::Proc,
             Which::Daemon,
             Which::Floor,
+            Which::Trace,
             Which::Startup,
             Which::Service,
             Which::Scale,
@@ -165,6 +168,9 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
                 crate::errinj::HOW_TO_GET
             ),
         }
+    }
+    if which.contains(&Which::Trace) {
+        write_section("trace", &crate::floor::trace::trace_bench(&binaries)?)?;
     }
     if which.contains(&Which::Startup) {
         write_section("startup", &crate::startup::startup_bench(&binaries)?)?;

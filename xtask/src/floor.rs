@@ -9,6 +9,7 @@
 //! loads them with aya itself, `report` writes the tables.
 mod empty;
 mod report;
+pub mod trace;
 
 use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 

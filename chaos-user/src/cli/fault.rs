@@ -10,7 +10,7 @@ use clap::Args;
 use super::TargetArgs;
 use crate::{
     experiment::plan::check_one_shot,
-    fault::{FaultContext, FaultPlan, PlanFault, options},
+    fault::{FaultContext, FaultPlan, PlanFault, options, traced::Traced},
     features::Prober,
     hints, ledger,
     report::OutputFormat,
@@ -25,8 +25,9 @@ use crate::{
 pub struct FaultArgs<F: Args> {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// The family's options and the shared trace options.
     #[command(flatten)]
-    pub fault: F,
+    pub fault: Traced<F>,
     #[command(flatten)]
     pub run: RunArgs,
 }

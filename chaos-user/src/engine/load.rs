@@ -8,7 +8,9 @@ use aya::{
     maps::{Array, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
     programs::{ProgramError, links::FdLink},
 };
-use chaos_common::{Direction, FaultConfig, FaultCounters, KERNEL_OFFSETS_GLOBAL, KernelOffsets, maps};
+use chaos_common::{
+    Direction, FaultConfig, FaultCounters, KERNEL_OFFSETS_GLOBAL, KernelOffsets, SKB_TASK_HELPERS_GLOBAL, maps,
+};
 
 use super::{
     AttachError, privilege_hint, sum_counters,
@@ -85,6 +87,7 @@ impl LoadedFault {
         let ebpf = loader
             .get_or_insert_with(new_loader)
             .override_global(KERNEL_OFFSETS_GLOBAL, offsets, true)
+            .override_global(SKB_TASK_HELPERS_GLOBAL, super::trace::skb_task_helpers(), true)
             .load(EBPF_OBJECT)
             .map_err(|err| match err {
                 EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {

@@ -1,6 +1,7 @@
 //! The engine: loads the eBPF object, writes a fault's configuration and maps, attaches its
 //! programs (`attach`: cgroup, LSM, tracepoints; `tc`: TC programs, fq and their ledger
-//! records), pins them for detached experiments (`pin`), and detaches them.
+//! records), pins them for detached experiments (`pin`), reads a traced fault's injection
+//! records (`trace`), and detaches them.
 //!
 //! Everything attached here is owned by this process: cgroup programs and tcx programs through
 //! bpf_link file descriptors, which the kernel drops with the process, SIGKILL included. Legacy
@@ -11,6 +12,7 @@ pub mod attach;
 pub mod load;
 pub mod pin;
 pub mod tc;
+pub mod trace;
 
 use aya::{
     EbpfError,

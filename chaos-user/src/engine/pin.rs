@@ -62,6 +62,13 @@ impl LoadedFault {
                     .into(),
             ));
         }
+        if self.config.flags & chaos_common::flags::TRACE != 0 {
+            return Err(AttachError::NotPinnable(
+                "trace = true: only a running chaos reads the injection records, so --detach does not support \
+                 tracing; run it in the foreground, or drop `trace`"
+                    .into(),
+            ));
+        }
         if let Some(program) = self.unpinnable.first() {
             return Err(AttachError::NotPinnable(format!(
                 "{program} (a cgroup sockopt hook) cannot be pinned: --detach does not support setsockopt/getsockopt \

@@ -1,7 +1,7 @@
 //! A run's faults while they are attached: each one's loaded object, its configuration and
 //! counters since the last sample (and those of the objects it had before a re-attach), the
-//! actor of a process fault, its quiet hint, and the status line that shows them beside the
-//! checks.
+//! actor of a process fault, its quiet hint, the reader of a traced fault's injections (and
+//! their timeline events), and the status line that shows them beside the checks.
 use std::time::Duration;
 
 use chaos_common::{FaultConfig, FaultCounters};
@@ -10,6 +10,7 @@ use super::{
     events::{FaultCounts, FaultDetached, TimelineEvent},
     hypothesis::Hypothesis,
     plan::{ExperimentPlan, PlannedFault},
+    timeline::Timeline,
 };
 use crate::{engine::LoadedFault, hints::QuietHint, live::LiveLine, run::read_counters};
 
@@ -25,6 +26,34 @@ pub struct Loaded {
     pub carried: FaultCounters,
     /// For a packet fault while armed: says once why it sees nothing, after a quiet spell.
     pub quiet: Option<QuietHint>,
+    /// The reader of a traced fault's injection records.
+    pub injections: Option<crate::engine::trace::InjectionReader>,
+}
+
+/// After a re-attach, each moved fault that is traced: the old object's last records to the
+/// timeline, and a reader on the new object's ring buffer.
+pub fn restart_readers(plan: &ExperimentPlan, loaded: &mut [Option<Loaded>], moved: &[usize], timeline: &mut Timeline) {
+    for (fault, slot) in plan.faults.iter().zip(loaded.iter_mut()) {
+        let Some(loaded) = slot.as_mut().filter(|_| moved.contains(&fault.number)) else { continue };
+        if let Some(old) = loaded.injections.take() {
+            injection_events(fault.number, old.finish(), timeline);
+            loaded.injections = loaded.fault.read_injections().unwrap_or_else(|err| {
+                eprintln!("chaos: warning: fault #{}: injections are no longer traced: {err}", fault.number);
+                None
+            });
+        }
+    }
+}
+
+/// Writes one `injection` event per record of fault `number`, with the time the program
+/// injected (`at_s`, on the timeline's clock).
+pub fn injection_events(number: usize, hits: Vec<crate::injections::Injection>, timeline: &mut Timeline) {
+    let now_ns = crate::sys::monotonic_now_ns();
+    for hit in hits {
+        let ago = now_ns.saturating_sub(hit.at_ns) as f64 / 1e9;
+        let at_s = ((timeline.elapsed() - ago).max(0.0) * 1000.0).round() / 1000.0;
+        timeline.event(&TimelineEvent::Injection { fault: number, at_s, hit });
+    }
 }
 
 impl Loaded {
@@ -39,6 +68,7 @@ impl Loaded {
             actor: None,
             carried: FaultCounters::default(),
             quiet: None,
+            injections: None,
         }
     }
 
@@ -128,12 +158,15 @@ pub fn show_status(
     line.show(&format!("{}s left | {} | {}", left.as_secs(), hypothesis.during().join(", "), faults.join(", ")));
 }
 
-/// Disarms and detaches one fault; returns its timeline events (what a process fault did, then
-/// `detach` with its totals).
-#[must_use]
-pub fn detach(fault: &PlannedFault, mut loaded: Loaded, why: &str) -> Vec<TimelineEvent> {
+/// Disarms and detaches one fault, writing its timeline events: its last injections, what a
+/// process fault did, then `detach` with its totals.
+pub fn detach(fault: &PlannedFault, mut loaded: Loaded, why: &str, timeline: &mut Timeline) {
     let mut events = Vec::new();
+    // Disarmed first, so the reader's last records are all there are.
     let _ = loaded.fault.disarm();
+    if let Some(reader) = loaded.injections.take() {
+        injection_events(fault.number, reader.finish(), timeline);
+    }
     let mut total = loaded.total(&fault.plan.directions());
     if let Some(actor) = loaded.actor.take() {
         let outcome = actor.finish();
@@ -153,5 +186,7 @@ pub fn detach(fault: &PlannedFault, mut loaded: Loaded, why: &str) -> Vec<Timeli
         injected: total.injected,
         problems: Some(problems),
     }));
-    events
+    for event in &events {
+        timeline.event(event);
+    }
 }

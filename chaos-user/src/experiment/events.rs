@@ -11,12 +11,14 @@ use super::{
 };
 use crate::{
     fault::options::Ppm,
+    injections::Injection,
     steady::{CheckResult, verdict::Comparison},
 };
 
 /// Every event a timeline holds, in the order a run writes them: `experiment`, `plan` (one per
 /// fault), `phase`, `check` (each result), `attach` (one per fault), `arm`, `ramp`, `counts`
-/// (injections per fault per second), `proc` (what a userspace process fault did), `abort`,
+/// (injections per fault per second), `injection` (a traced fault's sample of who was hit),
+/// `proc` (what a userspace process fault did), `abort`,
 /// `detach` (one per fault, with its totals), `comparison` (with a control group), `verdict`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
@@ -61,6 +63,15 @@ pub enum TimelineEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         phase: Option<Phase>,
         reason: String,
+    },
+    /// One injection of a traced fault (`trace = true`): a rate-limited sample, written up to
+    /// a second after it happened; `at_s` is when the program injected (seconds since the
+    /// start, like `t`).
+    Injection {
+        fault: usize,
+        at_s: f64,
+        #[serde(flatten)]
+        hit: Injection,
     },
     /// What a userspace `proc` fault did: a kill, a freeze, a thaw.
     Proc {
@@ -123,6 +134,52 @@ pub struct Started {
     pub after_s: Option<f64>,
     pub checks: Vec<CheckInfo>,
     pub notes: Vec<String>,
+    /// The machine and kernel it ran on (absent in timelines of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
+}
+
+/// Where a run ran: the facts a review needs to compare two runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub hostname: String,
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
+    pub arch: String,
+    /// The CPU model, as /proc/cpuinfo names it.
+    pub cpu: String,
+    pub chaos_version: String,
+}
+
+impl Machine {
+    /// This machine.
+    #[must_use]
+    pub fn this() -> Self {
+        let read =
+            |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into());
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, model)| model.trim().to_owned())
+            })
+            .unwrap_or_else(|| "?".into());
+        Self {
+            hostname: read("/proc/sys/kernel/hostname"),
+            kernel: read("/proc/sys/kernel/osrelease"),
+            arch: std::env::consts::ARCH.to_owned(),
+            cpu,
+            chaos_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    /// `web-1 (Linux 6.12.0, x86_64, Intel Xeon ...; chaos 0.1.0)`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        format!("{} (Linux {}, {}, {}; chaos {})", self.hostname, self.kernel, self.arch, self.cpu, self.chaos_version)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -232,6 +289,7 @@ impl Started {
                 .map(|c| CheckInfo { name: c.name.clone(), what: c.kind.to_string(), pass_rate: c.pass_rate })
                 .collect(),
             notes: plan.notes.clone(),
+            machine: Some(Machine::this()),
         }
     }
 

@@ -1,7 +1,7 @@
 //! How a `[[fault]]` table becomes the options the command line builds: the table is turned
 //! into the flags the command line would have received (`percent = 20` -> `--percent=20`,
 //! `remote = ["a", "b"]` -> `--remote=a --remote=b`, `fix_checksum = true` ->
-//! `--fix-checksum`) and parsed by the kind's own clap definition (`fault::registry`). Errors
+//! `--fix-checksum`, `trace = true` -> `--trace-injections`) and parsed by the kind's own clap definition (`fault::registry`). Errors
 //! are then mapped back to the key's position in the file.
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
@@ -27,7 +27,8 @@ pub fn parse_options(kind: &FaultKind, table: &Table<'_>, reserved: &[&str]) -> 
         if reserved.contains(&item.key.as_str()) {
             continue;
         }
-        let long = item.key.replace('_', "-");
+        // `trace = true` is the file's short word for `--trace-injections`.
+        let long = if item.key == "trace" { "trace-injections".to_owned() } else { item.key.replace('_', "-") };
         let Some(arg) = command.get_arguments().find(|a| a.get_long() == Some(long.as_str())) else {
             return Err(item.error_at_key(format!(
                 "unknown option `{}` for {}; it takes: {} (and {})",

@@ -6,7 +6,7 @@
 //! shaded phases are a few dozen lines of SVG, smaller than a plotting crate and its fonts.
 use std::fmt::Write as _;
 
-use super::review::{Point, Review, this_machine};
+use super::review::{Point, Review};
 
 const WIDTH: f64 = 900.0;
 const HEIGHT: f64 = 220.0;
@@ -37,11 +37,11 @@ pub fn render(review: &Review) -> String {
     let _ = writeln!(
         out,
         "<table class=\"facts\"><tr><th>run</th><td>{}</td></tr><tr><th>file</th><td>{}</td></tr>\
-         <tr><th>target</th><td>{}</td></tr><tr><th>rendered on</th><td>{}</td></tr></table>",
+         <tr><th>target</th><td>{}</td></tr><tr><th>machine</th><td>{}</td></tr></table>",
         esc(&review.id),
         esc(&review.file),
         esc(&review.target),
-        esc(&this_machine())
+        esc(&review.machine_line())
     );
     for (t, reason) in &review.aborts {
         let _ = writeln!(out, "<p class=\"abort\">aborted at {t:.1} s: {}</p>", esc(reason));
@@ -56,6 +56,7 @@ pub fn render(review: &Review) -> String {
     }
     out.push_str("<h2>Injections per second</h2>\n");
     out.push_str(&injection_chart(review));
+    out.push_str(&who_was_hit(review));
     out.push_str(&tables(review));
     out.push_str("</body></html>\n");
     out
@@ -218,6 +219,31 @@ fn injection_chart(review: &Review) -> String {
         "</svg>\n<p class=\"legend\">{legend}<span>injections per sample (about one a second)</span></p>\n"
     );
     svg
+}
+
+/// The traced faults' top processes, peers and calls.
+fn who_was_hit(review: &Review) -> String {
+    let hit = review.who_was_hit();
+    if hit.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<h2>Who was hit</h2>\n");
+    for (fault, summary) in &hit {
+        let _ = writeln!(
+            out,
+            "<h3>{} <small>{} injection records (a sample)</small></h3>\n<table>",
+            esc(fault),
+            summary.records
+        );
+        for (title, list) in [("processes", &summary.processes), ("peers", &summary.peers), ("calls", &summary.calls)] {
+            if !list.is_empty() {
+                let items: Vec<String> = list.iter().map(|(name, n)| format!("{} ({n})", esc(name))).collect();
+                let _ = writeln!(out, "<tr><th>top {title}</th><td>{}</td></tr>", items.join(", "));
+            }
+        }
+        out.push_str("</table>\n");
+    }
+    out
 }
 
 fn tables(review: &Review) -> String {

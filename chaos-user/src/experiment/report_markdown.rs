@@ -2,13 +2,14 @@
 //! done, what was seen, how it compares with the control, and the questions a review asks.
 use std::fmt::Write as _;
 
-use super::review::{Review, this_machine};
+use super::review::Review;
 
 /// The sections every report has, in order (the tests check each is there).
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "## Summary",
     "## Timeline",
     "## Faults",
+    "## Who was hit",
     "## Checks",
     "## Compared with the control",
     "## Machine",
@@ -57,6 +58,26 @@ pub fn render(review: &Review) -> String {
         );
     }
     let _ = writeln!(out, "\n{}\n", SECTIONS[3]);
+    let hit = review.who_was_hit();
+    if hit.is_empty() {
+        let _ =
+            writeln!(out, "No traced fault recorded an injection (`trace = true` in a `[[fault]]` lists who was hit).");
+    }
+    for (fault, summary) in &hit {
+        let _ = writeln!(
+            out,
+            "Fault {fault}, {} injection records (a sample, rate-limited in the kernel):\n",
+            summary.records
+        );
+        for (title, list) in [("processes", &summary.processes), ("peers", &summary.peers), ("calls", &summary.calls)] {
+            if !list.is_empty() {
+                let items: Vec<String> = list.iter().map(|(name, n)| format!("`{name}` ({n})")).collect();
+                let _ = writeln!(out, "- top {title}: {}", items.join(", "));
+            }
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "\n{}\n", SECTIONS[4]);
     let _ = writeln!(out, "| check | what | before | during | after | needs |\n| --- | --- | --- | --- | --- | --- |");
     for (name, c) in &review.checks {
         let cell = |phase: &str| {
@@ -75,7 +96,7 @@ pub fn render(review: &Review) -> String {
             c.pass_rate
         );
     }
-    let _ = writeln!(out, "\n{}\n", SECTIONS[4]);
+    let _ = writeln!(out, "\n{}\n", SECTIONS[5]);
     if review.comparisons.is_empty() {
         let _ = writeln!(out, "No control group: the verdict rests on the checks' thresholds alone.");
     }
@@ -83,9 +104,9 @@ pub fn render(review: &Review) -> String {
         let mark = if c.worse { "**worse**" } else { "not worse" };
         let _ = writeln!(out, "- `{}` ({}, {}): {mark}. {}", c.check, c.tolerance, c.test, c.words);
     }
-    let _ = writeln!(out, "\n{}\n", SECTIONS[5]);
-    let _ = writeln!(out, "Rendered on {} (the timeline does not record the machine it ran on).", this_machine());
     let _ = writeln!(out, "\n{}\n", SECTIONS[6]);
+    let _ = writeln!(out, "{}", review.machine_line());
+    let _ = writeln!(out, "\n{}\n", SECTIONS[7]);
     for question in [
         "What did we expect to happen, and why?",
         "What happened instead, and when did we notice (see the timeline)?",

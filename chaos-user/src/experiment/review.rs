@@ -1,14 +1,17 @@
 //! What a saved timeline says, gathered for the reports people read (`chaos report --html`,
 //! `--markdown`): phases, faults, check results per group over time, injections per second,
-//! ramps, aborts, comparisons and the verdict.
+//! who was hit (traced faults), ramps, aborts, comparisons, the verdict and the machine.
 use std::collections::BTreeMap;
 
 use super::{
     Phase,
-    events::{Started, TimelineEvent},
+    events::{Machine, Started, TimelineEvent},
     timeline::Recorded,
 };
-use crate::steady::verdict::Comparison;
+use crate::{
+    injections::{HitSummary, HitTally},
+    steady::verdict::Comparison,
+};
 
 /// One check result at a time.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +34,8 @@ pub struct FaultReview {
     pub per_second: Vec<(f64, u64)>,
     pub armed_at: Option<f64>,
     pub ramps: Vec<(f64, f64)>,
+    /// Who was hit, from its `injection` events (traced faults).
+    pub hits: HitTally,
 }
 
 /// A check's series: the target's results, and the control's when it has one.
@@ -58,6 +63,8 @@ pub struct Review {
     pub comparisons: Vec<Comparison>,
     pub verdict: Option<(u8, String)>,
     pub notes: Vec<String>,
+    /// Where it ran, when the timeline says (`experiment` event).
+    pub machine: Option<Machine>,
     /// The last `t` of the timeline.
     pub end: f64,
 }
@@ -135,6 +142,11 @@ impl Review {
                     r.new_cgroup, r.new_id, r.gone_s
                 )),
                 TimelineEvent::Hint { fault, hint } => review.notes.push(format!("at {t:.1}s fault #{fault}: {hint}")),
+                TimelineEvent::Injection { fault, hit, .. } => {
+                    if let Some(f) = review.faults.get_mut(fault) {
+                        f.hits.add(hit);
+                    }
+                }
                 TimelineEvent::Attach(_) | TimelineEvent::Unknown => {}
             }
         }
@@ -147,6 +159,7 @@ impl Review {
         self.file.clone_from(&started.file);
         self.target.clone_from(&started.target);
         self.notes.clone_from(&started.notes);
+        self.machine.clone_from(&started.machine);
         for check in &started.checks {
             let entry = self.checks.entry(check.name.clone()).or_default();
             entry.what.clone_from(&check.what);
@@ -167,14 +180,27 @@ impl Review {
     }
 }
 
-/// The machine that renders the report (the timeline does not record where it ran).
-#[must_use]
-pub fn this_machine() -> String {
-    let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into());
-    format!(
-        "{} (Linux {}, {})",
-        read("/proc/sys/kernel/hostname"),
-        read("/proc/sys/kernel/osrelease"),
-        std::env::consts::ARCH
-    )
+impl Review {
+    /// Who was hit, per traced fault that recorded anything: (`#1 net drop`, summary).
+    #[must_use]
+    pub fn who_was_hit(&self) -> Vec<(String, HitSummary)> {
+        self.faults
+            .iter()
+            .map(|(number, f)| (format!("#{number} {}", f.kind), f.hits.summary()))
+            .filter(|(_, summary)| summary.records > 0)
+            .collect()
+    }
+
+    /// Where the run ran, for the reports: from the timeline, or (older timelines, which do
+    /// not say) the machine rendering the report, marked as such.
+    #[must_use]
+    pub fn machine_line(&self) -> String {
+        match &self.machine {
+            Some(machine) => format!("Ran on {}.", machine.describe()),
+            None => format!(
+                "Rendered on {} (the timeline does not record the machine it ran on).",
+                Machine::this().describe()
+            ),
+        }
+    }
 }

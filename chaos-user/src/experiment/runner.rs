@@ -16,7 +16,7 @@ use tokio::{
 
 use super::{
     Phase,
-    armed::{self, Loaded, show_status},
+    armed::{self, Loaded, injection_events, show_status},
     events::{FaultAttached, FaultPlanned, Started, TimelineEvent},
     follow::{self, Away},
     hypothesis::{Hypothesis, Outcome, RunningChecks, Verdict},
@@ -163,15 +163,15 @@ impl<'p, 't> Runner<'p, 't> {
         // Attach every fault, inert, so that one that cannot attach stops the run before any is live.
         for index in 0..self.plan.faults.len() {
             let fault = &self.plan.faults[index];
-            match arm(&fault.plan, None) {
-                Ok((loaded, _)) => {
+            match arm(&fault.plan, None).and_then(|(mut loaded, _)| Ok((loaded.read_injections()?, loaded))) {
+                Ok((injections, loaded)) => {
                     self.timeline.event(&TimelineEvent::Attach(FaultAttached {
                         fault: fault.number,
                         programs: Some(fault.plan.programs.len()),
                         pinned: None,
                         hooks: fault.hooks(),
                     }));
-                    self.loaded[index] = Some(Loaded::inert(loaded, fault.plan.config));
+                    self.loaded[index] = Some(Loaded { injections, ..Loaded::inert(loaded, fault.plan.config) });
                 }
                 Err(err) => {
                     let reason = format!("fault {} could not attach: {err}", fault.label);
@@ -330,6 +330,7 @@ impl<'p, 't> Runner<'p, 't> {
         let Some(target) = follow::resolve_again(self.plan, &away.old) else { return Ok(()) };
         let event = follow::reattach_all(self.plan, &mut self.loaded, &target, away)?;
         eprintln!("chaos: target back as {} after {:.1}s: faults re-attached", target.describe(), event.gone_s);
+        armed::restart_readers(self.plan, &mut self.loaded, &event.faults, self.timeline);
         self.timeline.event(&TimelineEvent::Reattach(event));
         signals.watch(Some(&target));
         // `chaos status` and the conflict checks of later runs see where the faults are now.
@@ -420,14 +421,16 @@ impl<'p, 't> Runner<'p, 't> {
             self.timeline.event(&TimelineEvent::Hint { fault, hint });
         }
         self.registration.update_counts(&sample.totals);
+        for (fault, loaded) in self.plan.faults.iter().zip(&self.loaded) {
+            let hits = loaded.as_ref().and_then(|l| l.injections.as_ref()).map(|r| r.take());
+            injection_events(fault.number, hits.unwrap_or_default(), self.timeline);
+        }
     }
 
     /// Disarms and detaches one fault, recording its totals.
     fn detach(&mut self, index: usize, why: &str) {
         let Some(loaded) = self.loaded[index].take() else { return };
-        for event in armed::detach(&self.plan.faults[index], loaded, why) {
-            self.timeline.event(&event);
-        }
+        armed::detach(&self.plan.faults[index], loaded, why, self.timeline);
     }
 
     fn detach_all(&mut self, why: &str) {

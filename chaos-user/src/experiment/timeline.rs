@@ -260,6 +260,17 @@ pub fn summary(events: &[Recorded]) -> String {
             );
         }
     }
+    // Who was hit: traced faults' injection records, per fault.
+    let mut hits: BTreeMap<usize, crate::injections::HitTally> = BTreeMap::new();
+    for event in events {
+        if let TimelineEvent::Injection { fault, hit, .. } = &event.event {
+            hits.entry(*fault).or_default().add(hit);
+        }
+    }
+    for (number, tally) in &hits {
+        let kind = faults.get(number).map_or("", |f| f.kind.as_str());
+        let _ = write!(out, "#{number} {kind}: {}", tally.summary().text());
+    }
     for event in events {
         if let TimelineEvent::Comparison(comparison) = &event.event {
             let _ = writeln!(

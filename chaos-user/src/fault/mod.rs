@@ -9,6 +9,7 @@ pub mod options;
 pub mod proc;
 pub mod registry;
 pub mod syscall;
+pub mod traced;
 
 use std::{path::PathBuf, time::Duration};
 

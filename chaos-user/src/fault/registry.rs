@@ -16,6 +16,7 @@ use super::{
     },
     proc::{kill::ProcKillOptions, pause::ProcPauseOptions},
     syscall::{delay::SyscallDelayOptions, fail::SyscallFailOptions},
+    traced::Traced,
 };
 
 /// One fault kind: its name and its options.
@@ -27,8 +28,9 @@ pub struct FaultKind {
 }
 
 impl FaultKind {
+    /// A kind whose options are `T` and the shared trace options (`Traced`).
     const fn of<T: Args + FromArgMatches + PlanFault + 'static>(name: &'static str) -> Self {
-        Self { name, options: options_of::<T>, build: build_of::<T> }
+        Self { name, options: options_of::<Traced<T>>, build: build_of::<Traced<T>> }
     }
 
     /// The options as clap knows them.

@@ -167,6 +167,7 @@ pub fn run(plan: &FaultPlan, action: Action, output: OutputFormat) -> anyhow::Re
             elapsed,
             stopped,
             counters,
+            hits: None,
         };
         match output {
             OutputFormat::Json => {
