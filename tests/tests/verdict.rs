@@ -183,6 +183,62 @@ fn an_https_check_trusts_its_ca_file_and_nothing_else() {
     assert!(detail.contains("the body does not contain"), "{detail}");
 }
 
+/// nginx (Debian's nginx-light) serving the scratch directory over TLS with HTTP/2 on `port`,
+/// the certificate `https_server` made; its access log names each request's protocol.
+fn http2_server(scratch: &TempDir, port: u16) -> Killed {
+    let d = scratch.path().display();
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{ log_format protocol '$server_protocol $status'; access_log {d}/access.log protocol; \
+         client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; \
+         scgi_temp_path {d}; \
+         server {{ listen 127.0.0.1:{port} ssl http2; ssl_certificate {d}/cert.pem; \
+         ssl_certificate_key {d}/key.pem; root {d}; }} }}\n"
+    );
+    let config = scratch.file("nginx.conf", &conf);
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&config)
+        .arg("-e")
+        .arg(scratch.join("nginx-error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "nginx did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Killed(child)
+}
+
+#[test]
+fn an_https_check_speaks_http2_where_the_server_offers_it() {
+    let test = "an_https_check_speaks_http2_where_the_server_offers_it";
+    require_root!(test);
+    skip_if!(on_a_vm(), test, VM_REASON);
+    skip_if!(!installed("openssl"), test, "openssl is not installed (cargo xtask setup installs it)");
+    skip_if!(!installed("nginx"), test, "nginx is not installed (cargo xtask setup installs nginx-light)");
+    let _serial = chaos_tests::serialized();
+    let scratch = TempDir::new();
+    let cgroup = TestCgroup::new();
+    // The certificates of the s_server test, then nginx in its place.
+    drop(https_server(&scratch, 18_703));
+    let _server = http2_server(&scratch, 18_704);
+    let file = scratch.file("h2.toml", &https_experiment(&cgroup, 18_704, "ca = \"ca.pem\"", "all good"));
+    let (code, output, events) = run_experiment(&file, &scratch.join("h2.jsonl"));
+    assert_eq!(code, 0, "{output}");
+    let checks = check_events(&events, None);
+    assert!(checks.len() >= 10 && checks.iter().all(|c| c["ok"] == true), "{checks:?}");
+    // What the server saw: every request over HTTP/2 (ALPN), none over HTTP/1.1.
+    let log = fs::read_to_string(scratch.join("access.log")).unwrap_or_default();
+    let h2 = log.lines().filter(|l| l.starts_with("HTTP/2.0 200")).count();
+    eprintln!("measured: {h2} of {} requests over HTTP/2 ({} checks)", log.lines().count(), checks.len());
+    assert!(h2 >= checks.len() && log.lines().all(|l| l.starts_with("HTTP/2.0")), "{log}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Prometheus
 
