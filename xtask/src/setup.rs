@@ -29,7 +29,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "the verdict and daemon tests: a real Prometheus (the Prometheus check queries it; it scrapes the daemon's /metrics)",
     ),
     ("chromium", "the verdict tests: renders `chaos report --html` headless, to a PNG"),
-    ("nginx-light", "the real service of `cargo xtask bench service`"),
+    ("nginx-light", "the real service of `cargo xtask bench service`, and the HTTP/2 server of the verdict tests"),
     ("wrk", "the load generator of `cargo xtask bench service`"),
     // The container tests start each runtime themselves (private sockets and data directories);
     // the packages' own services are never started by chaos's tests.
