@@ -17,7 +17,7 @@ use crate::{
     fault::FaultPlan,
     hints::QuietHint,
     live::LiveLine,
-    report::{DirectionCounters, FaultReport, Hits, OutputFormat, StopReason, StopSignal},
+    report::{DirectionCounters, Hits, OutputFormat, StopReason, StopSignal},
     run_records::Registration,
     sys,
     target::Target,
@@ -85,17 +85,7 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
         }
         drop(fault); // detaches every fd-owned link
 
-        let report = FaultReport {
-            fault: plan.fault,
-            target: &plan.target,
-            summary: &plan.summary,
-            parameters: &plan.parameters,
-            requested: plan.duration,
-            elapsed,
-            stopped,
-            counters,
-            hits,
-        };
+        let report = plan.report(elapsed, stopped, counters, hits);
         print!("{}", report.render(output, plan.injected_word));
         Ok(ExitCode::from(stopped.exit_code()))
     })

@@ -93,17 +93,7 @@ pub fn run_plans(
             exit = exit.max(stopped.exit_code());
             let plan = copy.plan;
             reports.push((
-                FaultReport {
-                    fault: plan.fault,
-                    target: &plan.target,
-                    summary: &plan.summary,
-                    parameters: &plan.parameters,
-                    requested: plan.duration,
-                    elapsed,
-                    stopped,
-                    counters,
-                    hits: copy.hits.take(),
-                },
+                plan.report(elapsed, stopped, counters, copy.hits.take()),
                 plan.injected_word,
             ));
         }

@@ -73,3 +73,17 @@ pub fn serialized() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Every event of a JSON Lines timeline; a line that is not JSON fails the test.
+#[must_use]
+pub fn read_timeline(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("timeline {}: {e}", path.display()));
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("timeline line {l:?}: {e}"))).collect()
+}
+
+/// The events of a timeline still being written: a missing file is none yet, and a last line
+/// half-written is left for the next look.
+#[must_use]
+pub fn timeline_so_far(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}

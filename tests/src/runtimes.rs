@@ -17,6 +17,29 @@ use crate::{TempDir, unique_name, workload::workload_bin};
 /// The image name the Docker and Podman tests import the rootfs as.
 pub const IMAGE: &str = "chaos-test-busybox:1";
 
+/// A runtime socket that answers nothing.
+pub const NOWHERE: &str = "/nonexistent/chaos-test.sock";
+
+/// The runtime sockets chaos may ask: only `which` (e.g. `DOCKER_HOST`) at `socket`, the others
+/// pointed at nothing, so a runtime of the machine's own never answers in a test.
+#[must_use]
+pub fn only_runtime(which: &str, socket: String) -> Vec<(&'static str, String)> {
+    ["DOCKER_HOST", "CONTAINER_HOST", "CONTAINERD_ADDRESS", "CONTAINER_RUNTIME_ENDPOINT"]
+        .into_iter()
+        .map(|var| (var, if var == which { socket.clone() } else { NOWHERE.to_owned() }))
+        .collect()
+}
+
+/// A private dockerd on the test rootfs, or `None` with the reason recorded as `test`'s skip.
+#[must_use]
+pub fn private_docker(test: &str) -> Option<(Rootfs, DockerApi)> {
+    let rootfs = Rootfs::build().map_err(|why| crate::skip::record(test, &why)).ok()?;
+    let docker = DockerApi::start(Engine::Docker, &rootfs)
+        .map_err(|why| crate::skip::record(test, &format!("Docker cannot run here: {why}")))
+        .ok()?;
+    Some((rootfs, docker))
+}
+
 /// A rootfs directory and its tarball.
 pub struct Rootfs {
     dir: TempDir,

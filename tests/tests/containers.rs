@@ -27,16 +27,7 @@ macro_rules! host_tier_only {
 
 const PACKETS: u64 = 4000;
 const PORT: u16 = 7301;
-const NOWHERE: &str = "/nonexistent/chaos-test.sock";
-
-/// The runtime sockets chaos may ask: only `which`, the others pointed at nothing, so a
-/// runtime of the machine's own never answers in a test.
-fn env(which: &str, socket: String) -> Vec<(&'static str, String)> {
-    ["DOCKER_HOST", "CONTAINER_HOST", "CONTAINERD_ADDRESS", "CONTAINER_RUNTIME_ENDPOINT"]
-        .into_iter()
-        .map(|var| (var, if var == which { socket.clone() } else { NOWHERE.to_owned() }))
-        .collect()
-}
+use chaos_tests::runtimes::only_runtime as env;
 
 /// The cgroup v2 path of `pid`, as the kernel shows it.
 fn cgroup_of(pid: u32) -> String {

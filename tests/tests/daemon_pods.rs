@@ -15,7 +15,7 @@ use chaos_tests::{
     cgroup::cgroup2_mount,
     chaos::{self, Chaos},
     kernel, require_root,
-    runtimes::{Containerd, DockerApi, Engine, Rootfs},
+    runtimes::{Containerd, Rootfs},
     skip, unique_name,
 };
 
@@ -31,15 +31,7 @@ macro_rules! host_tier_only {
     };
 }
 
-const NOWHERE: &str = "/nonexistent/chaos-test.sock";
-
-/// Only runtime `which` answers; the machine's own runtimes are never asked.
-fn env(which: &str, socket: String) -> Vec<(&'static str, String)> {
-    ["DOCKER_HOST", "CONTAINER_HOST", "CONTAINERD_ADDRESS", "CONTAINER_RUNTIME_ENDPOINT"]
-        .into_iter()
-        .map(|var| (var, if var == which { socket.clone() } else { NOWHERE.to_owned() }))
-        .collect()
-}
+use chaos_tests::runtimes::only_runtime as env;
 
 /// A 2 s drop of 10 % egress, every 500 ms, two at once at most, on `targets`, started.
 fn daemon(kubernetes: &str, targets: &str, env: &[(&str, String)]) -> (Chaos, TempDir) {
@@ -212,14 +204,7 @@ fn a_container_name_selector_runs_only_on_the_docker_containers_it_names() {
     require_root!(test);
     host_tier_only!(test);
     let _serial = chaos_tests::serialized();
-    let rootfs = match Rootfs::build() {
-        Ok(rootfs) => rootfs,
-        Err(why) => return skip::record(test, &why),
-    };
-    let api = match DockerApi::start(Engine::Docker, &rootfs) {
-        Ok(api) => api,
-        Err(why) => return skip::record(test, &format!("Docker cannot run here: {why}")),
-    };
+    let Some((_rootfs, api)) = chaos_tests::runtimes::private_docker(test) else { return };
     let tag = unique_name("n");
     let names = [format!("web-a-{tag}"), format!("web-b-{tag}"), format!("db-{tag}")];
     let cgroups: Vec<String> =
@@ -234,14 +219,10 @@ fn a_container_name_selector_runs_only_on_the_docker_containers_it_names() {
     assert_eq!(hit, BTreeSet::from([cgroups[0].clone(), cgroups[1].clone()]), "{log}");
 }
 
-/// Every event of every timeline under `dir`.
+/// Every event of every timeline under `dir`, so far.
 fn timeline_events(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| fs::read_to_string(e.path()).ok())
-        .flat_map(|text| text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect::<Vec<_>>())
-        .collect()
+    entries.flatten().flat_map(|e| chaos_tests::timeline_so_far(&e.path())).collect()
 }
 
 #[test]
@@ -250,14 +231,7 @@ fn a_daemon_run_that_follows_a_container_name_reattaches_after_a_docker_restart(
     require_root!(test);
     host_tier_only!(test);
     let _serial = chaos_tests::serialized();
-    let rootfs = match Rootfs::build() {
-        Ok(rootfs) => rootfs,
-        Err(why) => return skip::record(test, &why),
-    };
-    let api = match DockerApi::start(Engine::Docker, &rootfs) {
-        Ok(api) => api,
-        Err(why) => return skip::record(test, &format!("Docker cannot run here: {why}")),
-    };
+    let Some((_rootfs, api)) = chaos_tests::runtimes::private_docker(test) else { return };
     let name = format!("web-{}", unique_name("f"));
     let old_cgroup = cgroup_of(api.run_sleeper(&name).expect("start a container").1);
     let dir = TempDir::new();

@@ -13,7 +13,7 @@ use chaos_tests::{
     chaos::{self, Chaos},
     kernel,
     net::TwoHosts,
-    require_root,
+    read_timeline, require_root,
     workload::{Blast, HttpServer, UdpSink, start_stopped_reader},
 };
 use serde_json::Value;
@@ -64,11 +64,6 @@ http = "{url}"
         url = server.url(),
         timeout = check_timeout().as_millis()
     )
-}
-
-fn read_timeline(path: &Path) -> Vec<Value> {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("timeline {}: {e}", path.display()));
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("timeline line {l:?}: {e}"))).collect()
 }
 
 fn names(events: &[Value]) -> Vec<&str> {

@@ -3,7 +3,7 @@
 //! must hold at the receiver before and after the restart (it hit the new container), the
 //! timeline must say `reattach` from the old cgroup to the new one, and nothing may stay
 //! attached after the run. Without `follow`, the same restart ends the run "target gone".
-use std::{fs, net::SocketAddr, path::Path, process::Command, time::Duration};
+use std::{fs, net::SocketAddr, process::Command, time::Duration};
 
 use chaos_tests::{
     TempDir,
@@ -12,15 +12,14 @@ use chaos_tests::{
     kernel,
     net::Netns,
     require_root,
-    runtimes::{DockerApi, Engine, Rootfs},
-    skip, unique_name,
+    runtimes::{self, DockerApi, Rootfs},
+    unique_name,
     workload::{Blast, UdpSink},
 };
 use serde_json::Value;
 
 const PACKETS: u64 = 2000;
 const PORT: u16 = 7311;
-const NOWHERE: &str = "/nonexistent/chaos-test.sock";
 
 /// The VM guests' busybox userland has no container runtime: these run on the host tier.
 macro_rules! host_tier_only {
@@ -33,9 +32,19 @@ macro_rules! host_tier_only {
     };
 }
 
+/// `chaos run FILE --timeline TIMELINE` against the private dockerd, once its fault is armed.
+fn run_armed(file: &std::path::Path, timeline: &std::path::Path, docker: &DockerApi) -> Chaos {
+    let mut run =
+        Chaos::start_with_env(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()], &env(docker));
+    run.wait_until("the partition is armed", Duration::from_secs(60), || {
+        chaos_tests::timeline_so_far(timeline).iter().any(|e| e["event"] == "arm")
+    });
+    run
+}
+
 /// Only the private dockerd answers chaos.
 fn env(docker: &DockerApi) -> Vec<(&'static str, String)> {
-    vec![("DOCKER_HOST", docker.host()), ("CONTAINER_HOST", NOWHERE.into()), ("CONTAINERD_ADDRESS", NOWHERE.into())]
+    runtimes::only_runtime("DOCKER_HOST", docker.host())
 }
 
 fn cgroup_of(pid: u32) -> String {
@@ -67,10 +76,6 @@ fn measure(docker: &DockerApi, name: &str) -> (u64, u64) {
     (report.received_from(1), report.received_from(2))
 }
 
-fn timeline_events(path: &Path) -> Vec<Value> {
-    fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
 /// A partition of the container named `name` from its loopback, for `duration`.
 fn experiment(scratch: &TempDir, name: &str, follow: bool, duration: &str) -> std::path::PathBuf {
     scratch.file(
@@ -84,20 +89,7 @@ fn experiment(scratch: &TempDir, name: &str, follow: bool, duration: &str) -> st
 
 /// A private dockerd with a sleeping container, or the reason the test is skipped.
 fn docker_with_container(test: &str) -> Option<(Rootfs, DockerApi, String)> {
-    let rootfs = match Rootfs::build() {
-        Ok(rootfs) => rootfs,
-        Err(why) => {
-            skip::record(test, &why);
-            return None;
-        }
-    };
-    let docker = match DockerApi::start(Engine::Docker, &rootfs) {
-        Ok(docker) => docker,
-        Err(why) => {
-            skip::record(test, &format!("Docker cannot run here: {why}"));
-            return None;
-        }
-    };
+    let (rootfs, docker) = runtimes::private_docker(test)?;
     let name = unique_name("followed");
     docker.run_sleeper(&name).expect("start the target container");
     Some((rootfs, docker, name))
@@ -118,13 +110,7 @@ fn a_followed_container_restarted_mid_run_is_partitioned_again_in_its_new_cgroup
     assert!(status.success(), "{stderr}");
     let dry: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!((&dry["follow"], &dry["target"]["cgroup"]), (&Value::Bool(true), &Value::from(old_cgroup.as_str())));
-    let mut run = Chaos::start_with_env(
-        &["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()],
-        &env(&docker),
-    );
-    run.wait_until("the partition is armed", Duration::from_secs(60), || {
-        timeline_events(&timeline).iter().any(|e| e["event"] == "arm")
-    });
+    let mut run = run_armed(&file, &timeline, &docker);
     let (inside, beside) = measure(&docker, &name);
     eprintln!("measured before the restart: {inside} of {PACKETS} from inside arrived, {beside} from beside it");
     assert_eq!((inside, beside), (0, PACKETS), "the partition does not hold before the restart");
@@ -133,7 +119,7 @@ fn a_followed_container_restarted_mid_run_is_partitioned_again_in_its_new_cgroup
     let new_cgroup = cgroup_of(pid_of(&docker, &name));
     let new_dir = cgroup2_mount().join(new_cgroup.trim_start_matches('/'));
     run.wait_until("a reattach event", Duration::from_secs(20), || {
-        timeline_events(&timeline).iter().any(|e| e["event"] == "reattach")
+        chaos_tests::timeline_so_far(&timeline).iter().any(|e| e["event"] == "reattach")
     });
     assert!(kernel::inet_programs_attached(&new_dir) > 0, "nothing attached to the new cgroup {new_cgroup}");
     // The run's record (what `chaos status` and the conflict checks read) names the new cgroup.
@@ -151,7 +137,7 @@ fn a_followed_container_restarted_mid_run_is_partitioned_again_in_its_new_cgroup
 
     let (status, stdout, stderr) = run.wait(Duration::from_secs(90));
     assert_eq!(status.code(), Some(0), "a followed run ends as any other: {stdout}{stderr}");
-    let events = timeline_events(&timeline);
+    let events = chaos_tests::timeline_so_far(&timeline);
     let reattach = events.iter().find(|e| e["event"] == "reattach").expect("a reattach event");
     eprintln!("reattach: {reattach}");
     assert_eq!(reattach["old_cgroup"], old_cgroup.as_str(), "{reattach}");
@@ -177,18 +163,12 @@ fn an_unfollowed_container_restarted_mid_run_ends_target_gone() {
     let scratch = TempDir::new();
     let file = experiment(&scratch, &name, false, "60s");
     let timeline = scratch.join("follow.jsonl");
-    let mut run = Chaos::start_with_env(
-        &["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()],
-        &env(&docker),
-    );
-    run.wait_until("the partition is armed", Duration::from_secs(60), || {
-        timeline_events(&timeline).iter().any(|e| e["event"] == "arm")
-    });
+    let run = run_armed(&file, &timeline, &docker);
     docker.cli(&["restart", "-t", "0", &name]).expect("docker restart");
     let new_dir = cgroup2_mount().join(cgroup_of(pid_of(&docker, &name)).trim_start_matches('/'));
     let (status, stdout, stderr) = run.wait(Duration::from_secs(20));
     assert_eq!(status.code(), Some(3), "without follow a restarted target is gone: {stdout}{stderr}");
-    let events = timeline_events(&timeline);
+    let events = chaos_tests::timeline_so_far(&timeline);
     assert!(!events.iter().any(|e| e["event"] == "reattach"), "{events:?}");
     let detach = events.iter().find(|e| e["event"] == "detach").expect("a detach event");
     assert_eq!(detach["why"], "target gone", "{detach}");
@@ -207,19 +187,13 @@ fn a_followed_container_that_never_comes_back_ends_target_gone_when_the_faults_p
     assert_eq!(status.code(), Some(2), "follow needs a foreground run: {stderr}");
     assert!(stderr.contains("--detach"), "{stderr}");
     let timeline = scratch.join("follow.jsonl");
-    let mut run = Chaos::start_with_env(
-        &["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()],
-        &env(&docker),
-    );
-    run.wait_until("the partition is armed", Duration::from_secs(60), || {
-        timeline_events(&timeline).iter().any(|e| e["event"] == "arm")
-    });
+    let run = run_armed(&file, &timeline, &docker);
     docker.cli(&["stop", "-t", "0", &name]).expect("docker stop");
     let stopped = std::time::Instant::now();
     let (status, stdout, stderr) = run.wait(Duration::from_secs(30));
     eprintln!("measured: the run ended {:.1} s after the container stopped", stopped.elapsed().as_secs_f64());
     assert_eq!(status.code(), Some(3), "a followed target that never came back is gone: {stdout}{stderr}");
-    let events = timeline_events(&timeline);
+    let events = chaos_tests::timeline_so_far(&timeline);
     assert!(!events.iter().any(|e| e["event"] == "reattach"), "{events:?}");
     let abort = events.iter().find(|e| e["event"] == "abort").expect("an abort event");
     assert!(abort["reason"].as_str().unwrap_or_default().starts_with("target gone"), "{abort}");

@@ -14,7 +14,7 @@ use std::{
 use chaos_tests::{
     TempDir,
     cgroup::TestCgroup,
-    chaos, require_root, skip_if,
+    chaos, read_timeline, require_root, skip_if,
     workload::{HttpServer, command_in, workload_bin},
 };
 use serde_json::Value;
@@ -31,11 +31,6 @@ impl Drop for Killed {
 
 fn installed(program: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
-}
-
-fn read_timeline(path: &Path) -> Vec<Value> {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("timeline {}: {e}", path.display()));
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("timeline line {l:?}: {e}"))).collect()
 }
 
 fn run_experiment(file: &Path, timeline: &Path) -> (i32, String, Vec<Value>) {

@@ -81,6 +81,28 @@ pub struct FaultPlan {
 }
 
 impl FaultPlan {
+    /// The report of this plan's run: what it was, how it ended and what it counted.
+    #[must_use]
+    pub fn report(
+        &self,
+        elapsed: Duration,
+        stopped: crate::report::StopReason,
+        counters: Vec<crate::report::DirectionCounters>,
+        hits: Option<crate::report::Hits>,
+    ) -> crate::report::FaultReport<'_> {
+        crate::report::FaultReport {
+            fault: self.fault,
+            target: &self.target,
+            summary: &self.summary,
+            parameters: &self.parameters,
+            requested: self.duration,
+            elapsed,
+            stopped,
+            counters,
+            hits,
+        }
+    }
+
     /// The directions the plan has programs for (its counters).
     #[must_use]
     pub fn directions(&self) -> Vec<Direction> {

@@ -158,17 +158,7 @@ pub fn run(plan: &FaultPlan, action: Action, output: OutputFormat) -> anyhow::Re
             matched: outcome.ticks,
             injected: outcome.acted,
         }];
-        let report = FaultReport {
-            fault: plan.fault,
-            target: &plan.target,
-            summary: &plan.summary,
-            parameters: &plan.parameters,
-            requested: plan.duration,
-            elapsed,
-            stopped,
-            counters,
-            hits: None,
-        };
+        let report = plan.report(elapsed, stopped, counters, None);
         match output {
             OutputFormat::Json => {
                 println!("{}", serde_json::to_string_pretty(&Summary { report: &report, events: &outcome.events })?);

@@ -37,13 +37,7 @@ pub fn list(runtime: &str, socket: &Path) -> Result<Vec<Container>, String> {
         if grpc::varint_field(&fields, 3) == 0 {
             running.push((out.len(), "PodSandboxStatus"));
         }
-        out.push(Container {
-            runtime: runtime.to_owned(),
-            id: grpc::string(&fields, 1),
-            names: Vec::new(),
-            labels,
-            pid: None,
-        });
+        out.push(member(runtime, &fields, labels));
     }
     // ListContainersResponse { repeated Container containers = 1 }; Container { string id = 1;
     // string pod_sandbox_id = 2; ContainerMetadata metadata = 3 { name = 1 };
@@ -58,13 +52,7 @@ pub fn list(runtime: &str, socket: &Path) -> Result<Vec<Container>, String> {
         if grpc::varint_field(&fields, 6) == 1 {
             running.push((out.len(), "ContainerStatus"));
         }
-        out.push(Container {
-            runtime: runtime.to_owned(),
-            id: grpc::string(&fields, 1),
-            names: Vec::new(),
-            labels,
-            pid: None,
-        });
+        out.push(member(runtime, &fields, labels));
     }
     // {Container,PodSandbox}StatusRequest { string id = 1; bool verbose = 2 } answers
     // { status = 1; map<string, string> info = 2 }, whose `info` entry is JSON with a `pid`.
@@ -91,6 +79,11 @@ pub fn list(runtime: &str, socket: &Path) -> Result<Vec<Container>, String> {
 fn pid_of_info(json: &str) -> Option<u32> {
     let value: serde_json::Value = serde_json::from_str(json).ok()?;
     value.get("pid")?.as_u64().and_then(|p| u32::try_from(p).ok()).filter(|&p| p > 0)
+}
+
+/// A sandbox or container of the CRI (its id is field 1 of both), its pid asked later.
+fn member(runtime: &str, fields: &[grpc::Field<'_>], labels: std::collections::BTreeMap<String, String>) -> Container {
+    Container { runtime: runtime.to_owned(), id: grpc::string(fields, 1), names: Vec::new(), labels, pid: None }
 }
 
 #[cfg(test)]
