@@ -78,28 +78,6 @@ fn under_root(path: &str, root: &str) -> Option<String> {
     if rest.is_empty() { Some("/".to_owned()) } else { rest.starts_with('/').then(|| rest.to_owned()) }
 }
 
-/// This process's own cgroup under the mount. In a namespace of its own whose root the mount
-/// shows as `/..`, the namespace's root has no name chaos can read: it is found by the one
-/// cgroup whose `cgroup.procs` lists this process.
-#[must_use]
-pub fn own_cgroup_under(mount: &std::path::Path, as_read: &str) -> Option<String> {
-    if let Some(path) = under_mount(as_read) {
-        return Some(path);
-    }
-    let pid = std::process::id().to_string();
-    let mut dirs = vec![mount.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        if fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|procs| procs.lines().any(|l| l == pid)) {
-            let rest = dir.strip_prefix(mount).ok()?;
-            return Some(format!("/{}", rest.display()));
-        }
-        if let Ok(entries) = fs::read_dir(&dir) {
-            dirs.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::under_root;

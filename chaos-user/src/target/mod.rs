@@ -320,8 +320,13 @@ pub fn pid_cgroup(proc_root: &Path, pid: u32) -> Result<String, TargetError> {
 pub fn own_cgroup() -> Option<String> {
     let file = fs::read_to_string("/proc/self/cgroup").ok()?;
     let as_read = file.lines().find_map(|line| line.strip_prefix("0::"))?.trim();
-    let mount = CgroupFs::discover().ok()?;
-    host_view::own_cgroup_under(mount.mount(), as_read)
+    if let Some(path) = host_view::under_mount(as_read) {
+        return Some(path);
+    }
+    // In a namespace whose root the mount shows as `/..`, that root (read as `/`) has no name
+    // chaos can read: it is the cgroup whose `cgroup.procs` lists this process.
+    let cgroups = CgroupFs::discover().ok()?;
+    cgroups.dir_holding(std::process::id()).and_then(|dir| cgroups.cgroup_of(&dir))
 }
 
 /// Whether cgroup `inner` is `outer` or inside it (`/a/b` is inside `/a`, `/ab` is not).
