@@ -155,8 +155,11 @@ fn syscall_delays_end_at_the_deadline() {
     let bound = if on_vm() { 5.0 } else { 2.0 };
     assert!((live_p50 - 50.0).abs() <= bound, "live delay p50 {live_p50:.1} ms, not 50 ± {bound} ms");
     assert!(latencies[first_fast..].iter().all(|ns| ns / MS < 25.0), "a read was delayed after an undelayed one");
-    // A read that starts just before the deadline may enter the kernel just after it.
-    assert!(after_ms >= -5.0, "the delay ended {:.1} ms before its deadline", -after_ms);
+    // A read that starts just before the deadline may enter the kernel just after it: by
+    // microseconds on the host, but a TCG guest sharing its cores once held the reader 15 ms
+    // between its timestamp and the syscall (6.1, fentry path, beside another guest).
+    let early = if on_vm() { 50.0 } else { 5.0 };
+    assert!(after_ms >= -early, "the delay ended {:.1} ms before its deadline", -after_ms);
     // A delayed read entered the kernel before the deadline, so it started before it. (Not a
     // bound on the gap to the first fast read: a TCG guest once held the reader 160 ms there.)
     let last_delayed_ms = (starts[first_fast - 1] - deadline_ns as f64) / MS;
