@@ -1,5 +1,6 @@
 //! Builds the eBPF object (chaos-ebpf) with the nightly toolchain and bpf-linker, via aya-build,
-//! into OUT_DIR/chaos, which `src/attach.rs` embeds.
+//! into OUT_DIR/chaos and OUT_DIR/chaos-dispatch, which `src/engine/load.rs` and
+//! `src/engine/dispatch.rs` embed.
 //!
 //! `AYA_BUILD_SKIP=1` skips that build (for clippy, docs, or a machine without the BPF
 //! toolchain): an empty object is written instead, and loading it fails at run time with a
@@ -9,7 +10,8 @@ use std::{env, fs, path::PathBuf};
 use anyhow::{Context as _, anyhow};
 
 const EBPF_PACKAGE: &str = "chaos-ebpf";
-const OBJECT_NAME: &str = "chaos";
+/// The objects chaos-user embeds: the programs, and the shared raw sys_enter program.
+const OBJECT_NAMES: [&str; 2] = ["chaos", "chaos-dispatch"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
@@ -17,7 +19,9 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     if skip {
         // aya-build writes nothing when skipping; `include_bytes!` still needs a file.
-        fs::write(out_dir.join(OBJECT_NAME), [])?;
+        for name in OBJECT_NAMES {
+            fs::write(out_dir.join(name), [])?;
+        }
         return Ok(());
     }
 

@@ -93,6 +93,29 @@ pub mod flags {
 /// Syscall numbers `syscall delay` can watch: the bitmap `SYSCALL_SET` has this many bits.
 pub const SYSCALL_SET_BITS: u32 = 512;
 
+/// The shared raw `sys_enter` program of a process (the `chaos-dispatch` object): one program
+/// on the tracepoint for all of the process's faults there, which finds the current task's fault
+/// by its cgroup and tail-calls that fault's own program.
+pub mod dispatch {
+    /// Array of u64 words: the union of the dispatched faults' syscall bitmaps.
+    pub const SYSCALLS: &str = "DISPATCH_SYSCALLS";
+    /// Array of u32: the distinct cgroup levels the faults target, packed from index 0 and
+    /// ended by 0 (no fault targets the root cgroup, level 0).
+    pub const LEVELS: &str = "DISPATCH_LEVELS";
+    /// Hash map: target cgroup id -> slot in [`FAULTS`].
+    pub const TARGETS: &str = "DISPATCH_TARGETS";
+    /// Program array: each slot holds one fault's raw `sys_enter` program.
+    pub const FAULTS: &str = "DISPATCH_FAULTS";
+    /// The program itself (its function name in the object).
+    pub const PROGRAM: &str = "chaos_dispatch";
+    /// Distinct target levels one dispatcher tells apart: each costs an untargeted syscall one
+    /// helper call and one hash lookup, so few are kept; a fault at a further level attaches its
+    /// own program.
+    pub const MAX_LEVELS: u32 = 4;
+    /// Faults one dispatcher holds.
+    pub const MAX_SLOTS: u32 = 256;
+}
+
 /// [`FaultConfig::syscall_mask`] bits for hooks that serve several syscalls.
 pub mod syscall_mask {
     /// file_permission with MAY_READ: read, readv, pread64, preadv.

@@ -32,9 +32,25 @@ use crate::{
 /// fault is not spent before it is in place. On error, whatever was attached is detached again
 /// (drop). Returns the fault and its deadline (CLOCK_MONOTONIC ns).
 pub fn arm(plan: &FaultPlan, in_force_for: Option<Duration>) -> Result<(LoadedFault, u64), AttachError> {
+    let mut fault = LoadedFault::load(plan.kernel_offsets)?;
+    // Raw sys_enter programs run through the process's one program there (engine/dispatch.rs).
+    fault.share_sys_enter(&plan.target.dir);
+    arm_loaded(fault, plan, in_force_for)
+}
+
+/// [`arm`] for a fault that will be pinned (a detached experiment): every program on a link of
+/// its own, which the pins keep once this process is gone.
+pub fn arm_to_pin(plan: &FaultPlan) -> Result<LoadedFault, AttachError> {
+    arm_loaded(LoadedFault::load(plan.kernel_offsets)?, plan, None).map(|(fault, _)| fault)
+}
+
+fn arm_loaded(
+    mut fault: LoadedFault,
+    plan: &FaultPlan,
+    in_force_for: Option<Duration>,
+) -> Result<(LoadedFault, u64), AttachError> {
     let armed_from_now =
         || FaultConfig { deadline_ns: in_force_for.map_or(0, sys::monotonic_deadline_ns), ..plan.config };
-    let mut fault = LoadedFault::load(plan.kernel_offsets)?;
     fault.fill_maps(&plan.maps)?;
     let mut config = armed_from_now();
     fault.configure(config)?;

@@ -36,6 +36,14 @@ impl TestCgroup {
         Self { dir, cgroup: format!("/{name}") }
     }
 
+    /// Creates `name` inside this cgroup. Drop it before its parent (declare it after).
+    #[must_use]
+    pub fn child(&self, name: &str) -> Self {
+        let dir = self.dir.join(name);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("create test cgroup {}: {e}", dir.display()));
+        Self { dir, cgroup: format!("{}/{name}", self.cgroup) }
+    }
+
     #[must_use]
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -212,7 +212,11 @@ impl Chaos {
                 }
                 panic!("chaos exited ({status}) before {what}: {}", self.stderr_so_far());
             }
-            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; chaos said: {}",
+                self.stderr_so_far()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -116,15 +116,29 @@ pub fn lsm_links_held_by(pid: u32) -> u32 {
 }
 
 fn lsm_links_of(pid: u32) -> io::Result<u32> {
+    links_of(pid, |info| field(info, "link_type:") == Some("tracing") && field(info, "attach_type:") == Some("27"))
+}
+
+/// The raw tracepoint links process `pid` holds (/proc/<pid>/fdinfo: `link_type: raw_tracepoint`).
+#[must_use]
+pub fn raw_tracepoint_links_held_by(pid: u32) -> u32 {
+    links_of(pid, |info| field(info, "link_type:") == Some("raw_tracepoint"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/fdinfo: {e}"))
+}
+
+/// The descriptors of `pid` whose fdinfo text `wanted` accepts.
+fn links_of(pid: u32, wanted: impl Fn(&str) -> bool) -> io::Result<u32> {
     let links = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))?
         .flatten()
         .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
-        .filter(|info| {
-            let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
-            field("link_type:") == Some("tracing") && field("attach_type:") == Some("27")
-        })
+        .filter(|info| wanted(info))
         .count();
     Ok(links as u32)
+}
+
+/// The value of an fdinfo line `name value`.
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim)
 }
 
 /// The BPF LSM links all processes hold (see [`lsm_links_held_by`]); a process that ends while

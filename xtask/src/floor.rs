@@ -83,7 +83,9 @@ impl Hook {
             Self::SkbEgress => ("floor_egress", "net_drop_egress"),
             Self::SkbIngress => ("floor_ingress", "net_drop_ingress"),
             Self::Connect4 => ("floor_connect4", "sys_connect4"),
-            Self::SysEnter => ("floor_sys_enter", "syscall_delay"),
+            // The program on the tracepoint is the process's shared one, which tail-calls the
+            // fault's: its run time includes the fault program's.
+            Self::SysEnter => ("floor_sys_enter", "chaos_dispatch"),
             Self::TcEgress => ("floor_tc", "net_corrupt_egress"),
             Self::KprobeFsync => ("floor_kprobe", "sys_override"),
         }

@@ -15,7 +15,7 @@ use aya::{
 use chaos_common::{Direction, maps};
 
 use super::{
-    AttachError, LoadedFault, program_error,
+    AttachError, LoadedFault, dispatch, program_error,
     tc::{self, TcPlace},
 };
 use crate::{
@@ -117,11 +117,7 @@ impl LoadedFault {
         cgroup_dir: &Path,
     ) -> Result<(), AttachError> {
         let (guard, record) = self.start_guard(program, cgroup_dir)?;
-        let prog: &mut RawTracePoint = self.program(program)?;
-        prog.load().map_err(|err| program_error(program, "loading", &err))?;
-        let id = prog.attach(tracepoint).map_err(|err| program_error(program, "attaching", &err))?;
-        let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
-        self.links.push((program, FdLink::from(link)));
+        self.attach_tracepoint(program, tracepoint)?;
         self.start_resumer(program, guard, record)
     }
 
@@ -192,14 +188,37 @@ impl LoadedFault {
         }
     }
 
-    /// A raw tracepoint program that only signals the current task (crash points).
+    /// A raw tracepoint program: on `sys_enter`, through the process's shared program where the
+    /// fault may share it and one lookup tells its tasks apart (engine/dispatch.rs), else on a
+    /// link of its own.
     fn attach_tracepoint(&mut self, program: &'static str, tracepoint: &str) -> Result<(), AttachError> {
         let prog: &mut RawTracePoint = self.program(program)?;
         prog.load().map_err(|err| program_error(program, "loading", &err))?;
+        if tracepoint == "sys_enter"
+            && let Some(slot) = self.dispatch(program)?
+        {
+            self.dispatched.push(slot);
+            return Ok(());
+        }
+        let prog: &mut RawTracePoint = self.program(program)?;
         let id = prog.attach(tracepoint).map_err(|err| program_error(program, "attaching", &err))?;
         let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
         self.links.push((program, FdLink::from(link)));
         Ok(())
+    }
+
+    /// Hands the loaded `program` to the process's shared `sys_enter` program, if this fault
+    /// may share it; `None`: attach it on its own.
+    fn dispatch(&mut self, program: &'static str) -> Result<Option<dispatch::Slot>, AttachError> {
+        let Some(cgroup_dir) = self.shared_sys_enter.clone() else { return Ok(None) };
+        let mut syscalls = [0; chaos_common::SYSCALL_SET_BITS as usize / 64];
+        for (word, &fault) in syscalls.iter_mut().zip(&self.syscall_words) {
+            *word = fault;
+        }
+        let (cgroup_id, level) = (self.config.target_cgroup, self.config.target_level);
+        let prog: &mut RawTracePoint = self.program(program)?;
+        let fd = prog.fd().map_err(|err| program_error(program, "reading its fd", &err))?;
+        dispatch::register(&dispatch::Route { program: fd, cgroup_id, level, cgroup_dir: &cgroup_dir, syscalls })
     }
 
     /// A BPF LSM program: global, attached through a link owned by this process.

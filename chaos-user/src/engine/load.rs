@@ -41,6 +41,14 @@ pub struct LoadedFault {
     pub(super) config: FaultConfig,
     /// Resumes the tasks a syscall delay stops (with its guard and its ledger record).
     pub(super) resumer: Option<(Resumer, Entry)>,
+    /// The target's cgroup directory, when this fault's raw `sys_enter` programs may go to the
+    /// process's shared program ([`share_sys_enter`](Self::share_sys_enter)); `None`: they
+    /// attach links of their own (a detached experiment pins them).
+    pub(super) shared_sys_enter: Option<std::path::PathBuf>,
+    /// Its places in the shared program: dropping them takes the fault out.
+    pub(super) dispatched: Vec<super::dispatch::Slot>,
+    /// The syscall bitmap written to `SYSCALL_SET`, which the shared program needs too.
+    pub(super) syscall_words: Vec<u64>,
 }
 
 /// The process's one loader. aya's `EbpfLoader::new()` parses all of the kernel's BTF (19 MB of
@@ -75,31 +83,40 @@ fn lasting(offsets: KernelOffsets) -> &'static KernelOffsets {
     leaked
 }
 
+/// Loads `object` with the process's loader. `fault_globals`: the kernel offsets some syscall
+/// programs need, for the fault object; `None` for an object without the fault object's globals
+/// (the shared dispatcher), which the loader must then not ask for (it keeps the globals of the
+/// last load).
+pub(super) fn load_object(object: &[u8], fault_globals: Option<KernelOffsets>) -> Result<Ebpf, AttachError> {
+    if object.is_empty() {
+        return Err(AttachError::NoObject);
+    }
+    let must_exist = fault_globals.is_some();
+    let offsets = lasting(fault_globals.unwrap_or_default());
+    let mut loader = LOADER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loader
+        .get_or_insert_with(new_loader)
+        .override_global(KERNEL_OFFSETS_GLOBAL, offsets, must_exist)
+        .override_global(SKB_TASK_HELPERS_GLOBAL, super::trace::skb_task_helpers(), must_exist)
+        .load(object)
+        .map_err(|err| match err {
+            EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {
+                program: "(maps)",
+                reason: format!(
+                    "creating map {name} returned {}{}",
+                    errno::name_of(&io_error),
+                    privilege_hint(&io_error)
+                ),
+            },
+            other => AttachError::Load(other),
+        })
+}
+
 impl LoadedFault {
     /// Loads a fresh copy of the object (maps are created; no program is loaded yet), with the
     /// kernel struct offsets some syscall programs need written into its read-only data.
     pub fn load(kernel_offsets: Option<KernelOffsets>) -> Result<Self, AttachError> {
-        if EBPF_OBJECT.is_empty() {
-            return Err(AttachError::NoObject);
-        }
-        let offsets = lasting(kernel_offsets.unwrap_or_default());
-        let mut loader = LOADER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ebpf = loader
-            .get_or_insert_with(new_loader)
-            .override_global(KERNEL_OFFSETS_GLOBAL, offsets, true)
-            .override_global(SKB_TASK_HELPERS_GLOBAL, super::trace::skb_task_helpers(), true)
-            .load(EBPF_OBJECT)
-            .map_err(|err| match err {
-                EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {
-                    program: "(maps)",
-                    reason: format!(
-                        "creating map {name} returned {}{}",
-                        errno::name_of(&io_error),
-                        privilege_hint(&io_error)
-                    ),
-                },
-                other => AttachError::Load(other),
-            })?;
+        let ebpf = load_object(EBPF_OBJECT, Some(kernel_offsets.unwrap_or_default()))?;
         Ok(Self {
             ebpf,
             links: Vec::new(),
@@ -108,7 +125,17 @@ impl LoadedFault {
             btf: None,
             config: FaultConfig::default(),
             resumer: None,
+            shared_sys_enter: None,
+            dispatched: Vec::new(),
+            syscall_words: Vec::new(),
         })
+    }
+
+    /// Lets this fault's raw `sys_enter` programs run through the process's one program there
+    /// (engine/dispatch.rs) rather than each on its own link; `target_dir` is the target
+    /// cgroup's directory. Not for a fault that will be pinned.
+    pub fn share_sys_enter(&mut self, target_dir: &std::path::Path) {
+        self.shared_sys_enter = Some(target_dir.to_path_buf());
     }
 
     /// Writes the fault's configuration. Safe while the programs run: the next event sees it.
@@ -150,6 +177,7 @@ impl LoadedFault {
             for (index, &word) in words.iter().enumerate().filter(|(_, w)| **w != 0) {
                 array.set(index as u32, word, 0).map_err(map_error(maps::SYSCALL_SET))?;
             }
+            self.syscall_words.clone_from(words);
         }
         if let Some(words) = &contents.port_sets {
             let mut array: Array<_, u64> = self.map(maps::PORT_SETS)?;
@@ -221,6 +249,7 @@ impl Drop for LoadedFault {
     fn drop(&mut self) {
         // Tasks first: nothing may stay stopped, whatever else goes wrong below.
         let _ = self.finish_stops();
+        self.dispatched.clear();
         for problem in self.detach_tc() {
             tracing::warn!("{problem}; `chaos cleanup` will retry");
         }

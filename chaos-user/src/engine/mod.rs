@@ -1,7 +1,8 @@
 //! The engine: loads the eBPF object, writes a fault's configuration and maps, attaches its
 //! programs (`attach`: cgroup, LSM, tracepoints; `tc`: TC programs, fq and their ledger
 //! records), pins them for detached experiments (`pin`), reads a traced fault's injection
-//! records (`trace`), and detaches them.
+//! records (`trace`), and detaches them. Faults on the raw `sys_enter` tracepoint share one
+//! program per process (`dispatch`).
 //!
 //! Everything attached here is owned by this process: cgroup programs and tcx programs through
 //! bpf_link file descriptors, which the kernel drops with the process, SIGKILL included. Legacy
@@ -9,6 +10,7 @@
 //! [`ledger`](crate::ledger) so `chaos cleanup` or the next run removes them after a crash, and
 //! until then the kernel-enforced deadline keeps them inert.
 pub mod attach;
+pub mod dispatch;
 pub mod load;
 pub mod pin;
 pub mod tc;

@@ -55,6 +55,13 @@ impl LoadedFault {
             dir: dir.display().to_string(),
             source: err,
         };
+        if !self.dispatched.is_empty() {
+            return Err(AttachError::NotPinnable(
+                "this fault runs through this process's shared sys_enter program, which ends with the process; \
+                 arm it with run::arm_to_pin"
+                    .into(),
+            ));
+        }
         if self.resumer.is_some() {
             return Err(AttachError::NotPinnable(
                 "a syscall delay stops tasks that only a running chaos resumes: --detach does not support it; run it \

@@ -31,7 +31,7 @@ use crate::{
     fault::options::Ppm,
     ledger,
     report::TARGET_GONE_EXIT,
-    run::arm,
+    run::arm_to_pin,
     run_records::{self, FaultRecord, RunRecord},
     sys,
     target::CgroupFs,
@@ -110,7 +110,7 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
     for fault in &plan.faults {
         timeline.event(&TimelineEvent::Plan(FaultPlanned::of(fault)));
         let dir = pin_dir.join(format!("fault-{}", fault.number));
-        let pinned = arm(&fault.plan, None).map_err(anyhow::Error::from).and_then(|(mut loaded, _)| {
+        let pinned = arm_to_pin(&fault.plan).map_err(anyhow::Error::from).and_then(|mut loaded| {
             loaded.pin(&dir)?;
             Ok(loaded)
         });

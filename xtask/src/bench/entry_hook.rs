@@ -41,7 +41,9 @@ fn getpid_ns(cgroup: &TestCgroup) -> f64 {
     json["elapsed_ns"].as_f64().unwrap_or(0.0) / GETPIDS as f64
 }
 
-/// The run count of the delay program that process `pid` holds (kernel.bpf_stats_enabled).
+/// The runs of the delay program on its hook that process `pid` holds (kernel.bpf_stats_enabled):
+/// the fault's own on fentry; on raw sys_enter the process's shared program, which tail-calls
+/// the fault's (a tail-called program's runs count as its caller's).
 fn delay_program_runs(pid: i32) -> anyhow::Result<u64> {
     let mut held = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
@@ -50,10 +52,13 @@ fn delay_program_runs(pid: i32) -> anyhow::Result<u64> {
             held.push(id);
         }
     }
-    let program = aya::programs::loaded_programs()
+    let on_hook = |name: &str| name.starts_with("syscall_delay") || name == "chaos_dispatch";
+    let programs: Vec<_> = aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .find(|p| held.contains(&p.id()) && p.name_as_str().is_some_and(|n| n.starts_with("syscall_delay")));
-    program.map(|p| p.run_count()).ok_or_else(|| anyhow::anyhow!("process {pid} holds no syscall_delay program"))
+        .filter(|p| held.contains(&p.id()) && p.name_as_str().is_some_and(on_hook))
+        .collect();
+    anyhow::ensure!(!programs.is_empty(), "process {pid} holds no syscall_delay program");
+    Ok(programs.iter().map(aya::programs::ProgramInfo::run_count).sum())
 }
 
 /// Runs of the armed program per untargeted getpid(), per hook: what the ratios measure

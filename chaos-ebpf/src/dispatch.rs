@@ -1,0 +1,75 @@
+//! The shared raw `sys_enter` program (the object `chaos-dispatch`): one per chaos process, for
+//! all of that process's faults on the tracepoint (syscall delays and crash points).
+//!
+//! The tracepoint runs every attached program for every syscall of every task, so one program
+//! per fault made each syscall on the machine pay N runs for N faults. This program is the only
+//! one attached: it turns away a syscall no fault watches with one bitmap lookup (the union of
+//! the faults' bitmaps, inlined by the verifier), then asks for the task's ancestor cgroup at each
+//! level a fault targets (one helper call and one hash lookup per distinct level, at most
+//! `MAX_LEVELS`) and tail-calls the fault found there. The fault's own program runs as if it had
+//! been attached itself: its own maps, gate, counters and kernel deadline. An untargeted task
+//! pays the same whatever the number of faults.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::bpf_get_current_ancestor_cgroup_id,
+    macros::{map, raw_tracepoint},
+    maps::{Array, HashMap, ProgramArray},
+    programs::RawTracePointContext,
+};
+use chaos_common::{
+    SYSCALL_SET_BITS,
+    dispatch::{MAX_LEVELS, MAX_SLOTS},
+};
+
+#[map(name = "DISPATCH_SYSCALLS")]
+static SYSCALLS: Array<u64> = Array::with_max_entries(SYSCALL_SET_BITS / 64, 0);
+
+#[map(name = "DISPATCH_LEVELS")]
+static LEVELS: Array<u32> = Array::with_max_entries(MAX_LEVELS, 0);
+
+#[map(name = "DISPATCH_TARGETS")]
+static TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SLOTS, 0);
+
+#[map(name = "DISPATCH_FAULTS")]
+static FAULTS: ProgramArray = ProgramArray::with_max_entries(MAX_SLOTS, 0);
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn chaos_dispatch(ctx: RawTracePointContext) -> i32 {
+    // Arg 1 of sys_enter is the syscall number.
+    let number: u64 = ctx.arg(1);
+    if number >= u64::from(SYSCALL_SET_BITS)
+        || SYSCALLS.get((number / 64) as u32).is_none_or(|word| word >> (number % 64) & 1 == 0)
+    {
+        return 0;
+    }
+    for index in 0..MAX_LEVELS {
+        let level = match LEVELS.get(index) {
+            Some(&level) if level != 0 => level,
+            _ => return 0,
+        };
+        // SAFETY: helper taking a plain integer.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        // SAFETY: the value is a plain integer, copied out at once.
+        if let Some(&slot) = unsafe { TARGETS.get(&ancestor) } {
+            // SAFETY: the context is this program's own. On success the call does not return;
+            // an empty slot (a fault just removed) falls through and the syscall goes on untouched.
+            let _ = unsafe { FAULTS.tail_call(&ctx, slot) };
+            return 0;
+        }
+    }
+    0
+}
+
+/// The kernel reads this section to decide which helpers the program may call.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+pub static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // The verifier proves every path terminates without panicking; this is never reached.
+    loop {}
+}

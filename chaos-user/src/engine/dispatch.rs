@@ -1,0 +1,254 @@
+//! One raw `sys_enter` program per process for all of its faults on that tracepoint (syscall
+//! delays and crash points where the kernel has no BPF trampolines, or `--hook sys-enter`).
+//!
+//! The tracepoint runs every attached program for every syscall of every task, so a program per
+//! fault made each syscall on the machine pay one run per armed fault (BENCHMARKS.md, "Many
+//! faults at once": 22 ns per fault per syscall on the host). Instead the process attaches one
+//! small program (the object `chaos-dispatch`, chaos-ebpf/src/dispatch.rs) and hands it each
+//! fault's program by map writes: the program tests the syscall against the union of the faults'
+//! bitmaps, looks the task's ancestor cgroup up at each level a fault targets, and tail-calls the
+//! fault found there. Each fault is still its own loaded object (its maps, gate, counters and
+//! kernel deadline), so nothing about what a fault does changes; only who runs it.
+//!
+//! The dispatcher is attached when the first fault comes and detached when the last one goes, by
+//! a link this process owns: nothing of it outlives the process, SIGKILL included. A fault that
+//! cannot be told apart by one lookup attaches its own program, as before ([`register`] says
+//! `None`): another fault here on the same cgroup, or on a cgroup above or below it (a task
+//! would reach only one of them), more distinct levels than the program looks at, or a full
+//! table. Detached experiments pin their own links, so they never come here.
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapError, ProgramArray},
+    programs::{ProgramFd, RawTracePoint, links::FdLink},
+};
+use chaos_common::{
+    SYSCALL_SET_BITS,
+    dispatch::{FAULTS, LEVELS, MAX_LEVELS, MAX_SLOTS, PROGRAM, SYSCALLS, TARGETS},
+};
+
+use super::{AttachError, load::load_object, program_error};
+
+/// The shared program's object, built from chaos-ebpf by build.rs.
+static DISPATCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos-dispatch"));
+
+const WORDS: usize = (SYSCALL_SET_BITS / 64) as usize;
+
+/// The process's dispatcher, while it holds at least one fault.
+static DISPATCHER: Mutex<Option<Dispatcher>> = Mutex::new(None);
+
+/// One fault's place in the dispatcher; dropping it takes the fault out (and the dispatcher off
+/// the tracepoint with the last one).
+#[derive(Debug)]
+pub struct Slot {
+    index: u32,
+}
+
+/// What the dispatcher needs to route a task to a fault.
+pub struct Route<'a> {
+    /// The fault's raw `sys_enter` program, loaded.
+    pub program: &'a ProgramFd,
+    /// The target cgroup's id and level (the fault's config).
+    pub cgroup_id: u64,
+    pub level: u32,
+    /// The target cgroup's directory: faults on nested cgroups cannot share one lookup.
+    pub cgroup_dir: &'a Path,
+    /// The fault's syscall bitmap.
+    pub syscalls: [u64; WORDS],
+}
+
+struct Held {
+    cgroup_id: u64,
+    level: u32,
+    cgroup_dir: PathBuf,
+    syscalls: [u64; WORDS],
+}
+
+struct Dispatcher {
+    ebpf: Ebpf,
+    /// Keeps the program on the tracepoint; dropped with the dispatcher.
+    _link: FdLink,
+    slots: Vec<Option<Held>>,
+    /// The `LEVELS` array as written: distinct levels, packed from index 0.
+    levels: Vec<u32>,
+    /// The `SYSCALLS` union as written.
+    union: [u64; WORDS],
+}
+
+/// Hands the fault `route` describes to the process's dispatcher (attaching it first if this
+/// is the first fault); `None` when the fault must attach its own program (see the module).
+pub fn register(route: &Route<'_>) -> Result<Option<Slot>, AttachError> {
+    let mut guard = DISPATCHER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if guard.is_none() {
+        *guard = Some(Dispatcher::attach()?);
+    }
+    let dispatcher = guard.as_mut().expect("just made");
+    let placed = dispatcher.place(route);
+    if dispatcher.is_empty() {
+        // Nothing took it (or it failed): the tracepoint goes back to how it was.
+        *guard = None;
+    }
+    placed
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut guard = DISPATCHER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(dispatcher) = guard.as_mut() else { return };
+        if let Err(err) = dispatcher.remove(self.index) {
+            // The fault's own deadline still holds in the kernel; the dispatcher goes below
+            // with the last fault, or with the process.
+            tracing::warn!("taking a fault out of the shared sys_enter program: {err}");
+        }
+        if dispatcher.is_empty() {
+            *guard = None;
+        }
+    }
+}
+
+fn map_error(map: &'static str) -> impl Fn(MapError) -> AttachError {
+    move |source| AttachError::Map { map, source }
+}
+
+impl Dispatcher {
+    fn attach() -> Result<Self, AttachError> {
+        let mut ebpf = load_object(DISPATCH_OBJECT, None)?;
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| AttachError::Program { program: PROGRAM, reason: "not in the eBPF object".into() })?
+            .try_into()
+            .map_err(|err| program_error(PROGRAM, "finding", &err))?;
+        prog.load().map_err(|err| program_error(PROGRAM, "loading", &err))?;
+        let id = prog.attach("sys_enter").map_err(|err| program_error(PROGRAM, "attaching", &err))?;
+        let link = prog.take_link(id).map_err(|err| program_error(PROGRAM, "taking its link", &err))?;
+        Ok(Self {
+            ebpf,
+            _link: FdLink::from(link),
+            slots: (0..MAX_SLOTS).map(|_| None).collect(),
+            levels: Vec::new(),
+            union: [0; WORDS],
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
+    fn held(&self) -> impl Iterator<Item = &Held> {
+        self.slots.iter().flatten()
+    }
+
+    fn map<'a, T: TryFrom<&'a mut aya::maps::Map, Error = MapError>>(
+        &'a mut self,
+        name: &'static str,
+    ) -> Result<T, AttachError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(AttachError::Map { map: name, source: MapError::InvalidName { name: name.into() } })?;
+        T::try_from(map).map_err(map_error(name))
+    }
+
+    /// Takes the fault if one lookup tells its tasks apart. The order of writes keeps every
+    /// state the program can see in between correct: the fault's program and level first, its
+    /// syscalls next, and its target last, which is what makes it reachable.
+    fn place(&mut self, route: &Route<'_>) -> Result<Option<Slot>, AttachError> {
+        let nested = |held: &Held| {
+            held.cgroup_id == route.cgroup_id
+                || held.cgroup_dir.starts_with(route.cgroup_dir)
+                || route.cgroup_dir.starts_with(&held.cgroup_dir)
+        };
+        let new_level = !self.levels.contains(&route.level);
+        let levels_full = new_level && self.levels.len() >= MAX_LEVELS as usize;
+        let Some(index) = self.slots.iter().position(Option::is_none) else { return Ok(None) };
+        if levels_full || route.level == 0 || self.held().any(nested) {
+            return Ok(None);
+        }
+        let index = index as u32;
+        let placed = self.write_route(index, new_level, route);
+        if placed.is_err() {
+            // Unreachable already (the target goes in last); leave nothing of it behind.
+            let mut faults: ProgramArray<_> = self.map(FAULTS)?;
+            let _ = faults.clear_index(&index);
+            if new_level && !self.held().any(|held| held.level == route.level) {
+                let _ = self.remove_level(route.level);
+            }
+        }
+        placed?;
+        self.slots[index as usize] = Some(Held {
+            cgroup_id: route.cgroup_id,
+            level: route.level,
+            cgroup_dir: route.cgroup_dir.to_path_buf(),
+            syscalls: route.syscalls,
+        });
+        Ok(Some(Slot { index }))
+    }
+
+    fn write_route(&mut self, index: u32, new_level: bool, route: &Route<'_>) -> Result<(), AttachError> {
+        let mut faults: ProgramArray<_> = self.map(FAULTS)?;
+        faults.set(index, route.program, 0).map_err(map_error(FAULTS))?;
+        if new_level {
+            let at = self.levels.len() as u32;
+            let mut levels: Array<_, u32> = self.map(LEVELS)?;
+            levels.set(at, route.level, 0).map_err(map_error(LEVELS))?;
+            self.levels.push(route.level);
+        }
+        let mut union = self.union;
+        for (word, fault) in union.iter_mut().zip(route.syscalls) {
+            *word |= fault;
+        }
+        self.write_union(union)?;
+        let mut targets: HashMap<_, u64, u32> = self.map(TARGETS)?;
+        targets.insert(route.cgroup_id, index, 0).map_err(map_error(TARGETS))
+    }
+
+    /// Takes a fault out, in the reverse order: unreachable first, then its program, level and
+    /// syscalls.
+    fn remove(&mut self, index: u32) -> Result<(), AttachError> {
+        let Some(held) = self.slots.get_mut(index as usize).and_then(Option::take) else { return Ok(()) };
+        let mut targets: HashMap<_, u64, u32> = self.map(TARGETS)?;
+        targets.remove(&held.cgroup_id).map_err(map_error(TARGETS))?;
+        let mut faults: ProgramArray<_> = self.map(FAULTS)?;
+        faults.clear_index(&index).map_err(map_error(FAULTS))?;
+        if !self.held().any(|other| other.level == held.level) {
+            self.remove_level(held.level)?;
+        }
+        let mut union = [0; WORDS];
+        for other in self.held() {
+            for (word, fault) in union.iter_mut().zip(other.syscalls) {
+                *word |= fault;
+            }
+        }
+        self.write_union(union)
+    }
+
+    /// Drops `level` from the packed array: the last level moves into its place, then the last
+    /// entry is cleared, so the program never misses a level still in use.
+    fn remove_level(&mut self, level: u32) -> Result<(), AttachError> {
+        let Some(at) = self.levels.iter().position(|&l| l == level) else { return Ok(()) };
+        let last = self.levels.len() - 1;
+        let moved = self.levels[last];
+        let mut levels: Array<_, u32> = self.map(LEVELS)?;
+        levels.set(at as u32, moved, 0).map_err(map_error(LEVELS))?;
+        levels.set(last as u32, 0, 0).map_err(map_error(LEVELS))?;
+        self.levels.swap_remove(at);
+        Ok(())
+    }
+
+    /// Writes the words of the syscall union that changed.
+    fn write_union(&mut self, union: [u64; WORDS]) -> Result<(), AttachError> {
+        let old = self.union;
+        let mut words: Array<_, u64> = self.map(SYSCALLS)?;
+        for (index, (&new, &was)) in union.iter().zip(&old).enumerate() {
+            if new != was {
+                words.set(index as u32, new, 0).map_err(map_error(SYSCALLS))?;
+            }
+        }
+        self.union = union;
+        Ok(())
+    }
+}
