@@ -42,18 +42,10 @@ impl Btf {
     }
 
     pub fn parse(data: &[u8]) -> io::Result<Self> {
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("BTF: {what}"));
-        let u16_at = |at: usize| data.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         let u32_at = |at: usize| data.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        if u16_at(0) != Some(BTF_MAGIC) {
-            return Err(bad("not little-endian BTF"));
-        }
-        let header_len = u32_at(4).ok_or_else(|| bad("short header"))? as usize;
-        let field = |n: usize| u32_at(8 + 4 * n).map(|v| v as usize).ok_or_else(|| bad("short header"));
-        let (type_off, type_len, str_off, str_len) = (field(0)?, field(1)?, field(2)?, field(3)?);
-        let types = header_len + type_off;
-        let strings_at = header_len + str_off;
-        let strings = data.get(strings_at..strings_at + str_len).ok_or_else(|| bad("strings out of bounds"))?.to_vec();
+        let sections = Sections::of(data)?;
+        let (types, type_len) = sections.types;
+        let strings = sections.strings.to_vec();
 
         let mut composites = HashMap::new();
         let mut by_name = HashMap::new();
@@ -140,6 +132,43 @@ impl Btf {
     }
 }
 
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("BTF: {what}"))
+}
+
+/// Where a BTF blob's types are (offset, length) and its string table.
+struct Sections<'a> {
+    types: (usize, usize),
+    strings: &'a [u8],
+}
+
+impl<'a> Sections<'a> {
+    fn of(data: &'a [u8]) -> io::Result<Self> {
+        let u16_at = |at: usize| data.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let u32_at = |at: usize| data.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if u16_at(0) != Some(BTF_MAGIC) {
+            return Err(bad("not little-endian BTF"));
+        }
+        let header_len = u32_at(4).ok_or_else(|| bad("short header"))? as usize;
+        let field = |n: usize| u32_at(8 + 4 * n).map(|v| v as usize).ok_or_else(|| bad("short header"));
+        let (type_off, type_len, str_off, str_len) = (field(0)?, field(1)?, field(2)?, field(3)?);
+        let strings_at = header_len + str_off;
+        let strings = data.get(strings_at..strings_at + str_len).ok_or_else(|| bad("strings out of bounds"))?;
+        Ok(Self { types: (header_len + type_off, type_len), strings })
+    }
+}
+
+/// Whether the running kernel's BTF has the name `name` at all (a function, a type or a member
+/// of that name): one search of its string table, a few ms, where decoding every type (aya's
+/// `Btf`) takes tens. For "does this kernel have function X", where X is not also a member.
+pub fn kernel_has_name(name: &str) -> io::Result<bool> {
+    let data = fs::read("/sys/kernel/btf/vmlinux")?;
+    let strings = Sections::of(&data)?.strings;
+    // Strings are NUL-terminated and the table starts with an empty one: "\0name\0" is exact.
+    let wanted = [b"\0", name.as_bytes(), b"\0"].concat();
+    Ok(memchr::memmem::find(strings, &wanted).is_some())
+}
+
 fn string_at(strings: &[u8], offset: u32) -> &str {
     let tail = strings.get(offset as usize..).unwrap_or_default();
     let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
@@ -163,6 +192,9 @@ mod tests {
                 return;
             }
         };
+        assert!(kernel_has_name("file_open").expect("the same BTF"), "a kernel function's name");
+        assert!(!kernel_has_name("no_such_kernel_function_x").expect("the same BTF"));
+        assert!(!kernel_has_name("file_ope").expect("the same BTF"), "whole names only");
         let offsets = btf.kernel_offsets().expect("every member exists");
         // Sanity, not exact values: each is inside its struct and the dentry fields differ.
         assert!(offsets.file_dentry > 0 && offsets.file_dentry < 512, "{offsets:?}");

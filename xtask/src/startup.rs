@@ -123,19 +123,18 @@ pub fn startup_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
     }
     let _ = writeln!(
         out,
-        "\nWhat dominates (measured by hand with `strace -ttt -e trace=openat,bpf` on `net drop`, 2026-12-01): \
-         reading and parsing the kernel's whole BTF (/sys/kernel/btf/vmlinux, about 5 MB): 37 of the 42 ms to \
-         the first attach in the release build, 130 of 136 ms in the debug build. chaos's object has no CO-RE \
-         relocations and `engine/load.rs` passes `.btf(None)`, but aya 0.14.0's `EbpfLoader::new()` has already \
-         parsed it by then (`Btf::from_sys_fs()` in the constructor) and the result is thrown away; TC faults \
-         parse it a second time to learn whether tcx exists (`features.rs`, `tc_api`). With aya pinned at \
-         0.14.0 there is no constructor without that parse, so the fix is outside chaos's code: a patched aya \
-         (`[patch.crates-io]`, `new()` leaving BTF unset) would take the time to the first attach from about 42 to about \
-         5 ms in release; the tcx probe would then need a cheaper test than a full parse (TC is the slowest \
-         family for that reason; connect is next because its cgroup backend loads and verifies several \
-         sock_addr programs). Peak RSS: the same strace shows about 15 MB mapped and unmapped around the parse \
-         (the growing buffer, then munmap of 5.5 and 9.4 MB right after it), so the parse is most of the peak \
-         too; not measured apart with a patched aya in this session."
+        "\nWhat the start-up costs, and what it no longer does: aya 0.14.0's `EbpfLoader::new()` parses the \
+         kernel's whole BTF (/sys/kernel/btf/vmlinux, about 5 MB) even when `.btf(None)` follows, which is what \
+         chaos does (its objects have no CO-RE relocations). Measured by hand with `strace -ttt -e trace=openat,bpf` \
+         on `net drop` (2026-12-01), that parse was 37 of the 42 ms to the first attach in the release build and 130 \
+         of 136 ms in the debug build, and about 15 MB mapped and unmapped around it (most of the peak RSS). chaos \
+         now builds against aya 0.14.0 with one patch (vendor/aya, vendor/README.md): the loader parses BTF in \
+         `load()` only when `btf()` was never called. TC faults asked a second full parse whether the kernel has \
+         tcx (`tcx_link_attach` in its BTF): that is now a search of the BTF's string table (chaos-user/src/btf.rs). \
+         What is left: reading the embedded object and creating its maps, the feature probes (each loads a trivial \
+         program), and verifying and attaching the fault's programs (the cgroup connect backend loads several \
+         sock_addr programs; BPF LSM and fentry faults still parse the BTF when they attach, which those program \
+         types need)."
     );
     Ok(out)
 }

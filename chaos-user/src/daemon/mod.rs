@@ -100,11 +100,6 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     // which a long-lived service keeps forever. Two arenas serve the control task and one run.
     // SAFETY: mallopt(3) only sets an allocator parameter; called before any run thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-    // The eBPF loader parses the kernel's whole BTF when it is made: once here, its memory
-    // handed back at once, rather than a peak of its own in every run.
-    crate::engine::load::prepare();
-    // SAFETY: malloc_trim(3) has no preconditions.
-    unsafe { libc::malloc_trim(0) };
     // What a crashed daemon (or any crashed run) left goes before the first run.
     let mut cleaned = experiment::clean_stale_runs();
     cleaned.extend(ledger::cleanup_stale());

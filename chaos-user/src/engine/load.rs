@@ -1,8 +1,6 @@
 //! One fault's instance of the eBPF object: loaded with the kernel offsets its programs need,
 //! its configuration and filter maps written, its counters read, and everything it attached
 //! detached when it is dropped (tasks a syscall delay stopped are resumed first).
-use std::sync::Mutex;
-
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
     maps::{Array, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
@@ -51,65 +49,31 @@ pub struct LoadedFault {
     pub(super) syscall_words: Vec<u64>,
 }
 
-/// The process's one loader. aya's `EbpfLoader::new()` parses all of the kernel's BTF (19 MB of
-/// heap for this host's 5.5 MB vmlinux BTF) even when `.btf(None)` follows at once, so a loader
-/// per fault paid that parse, and its memory peak, at every fault's start. One loader, made once,
-/// pays it once: the daemon makes it before its first run ([`prepare`]) and trims the heap after.
-static LOADER: Mutex<Option<EbpfLoader<'static>>> = Mutex::new(None);
-
-/// A loader without kernel BTF: the object has no CO-RE relocations, and the programs that need
-/// the kernel's BTF (LSM) get it when they attach.
-fn new_loader() -> EbpfLoader<'static> {
-    let mut loader = EbpfLoader::new();
-    loader.btf(None);
-    loader
-}
-
-/// Makes the process's loader now rather than at the first fault (its BTF parse freed already).
-pub fn prepare() {
-    LOADER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(new_loader);
-}
-
-/// The offsets with the loader's lifetime. A kernel has one set (or none: all zero), so this
-/// keeps one or two small values for the life of the process, however many faults it loads.
-fn lasting(offsets: KernelOffsets) -> &'static KernelOffsets {
-    static KEPT: Mutex<Vec<&'static KernelOffsets>> = Mutex::new(Vec::new());
-    let mut kept = KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(found) = kept.iter().find(|k| ***k == offsets) {
-        return found;
-    }
-    let leaked: &'static KernelOffsets = Box::leak(Box::new(offsets));
-    kept.push(leaked);
-    leaked
-}
-
-/// Loads `object` with the process's loader. `fault_globals`: the kernel offsets some syscall
-/// programs need, for the fault object; `None` for an object without the fault object's globals
-/// (the shared dispatcher), which the loader must then not ask for (it keeps the globals of the
-/// last load).
+/// Loads `object`: its maps are created, no program is loaded yet. Without kernel BTF: the
+/// objects have no CO-RE relocations, and the programs that need the kernel's BTF (LSM, fentry)
+/// get it when they attach. (aya is patched so that a loader parses no BTF it is not asked for:
+/// vendor/README.md.) `fault_globals`: the kernel offsets some syscall programs need, for the
+/// fault object; `None` for the shared dispatcher, which has none of its globals.
 pub(super) fn load_object(object: &[u8], fault_globals: Option<KernelOffsets>) -> Result<Ebpf, AttachError> {
     if object.is_empty() {
         return Err(AttachError::NoObject);
     }
-    let must_exist = fault_globals.is_some();
-    let offsets = lasting(fault_globals.unwrap_or_default());
-    let mut loader = LOADER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    loader
-        .get_or_insert_with(new_loader)
-        .override_global(KERNEL_OFFSETS_GLOBAL, offsets, must_exist)
-        .override_global(SKB_TASK_HELPERS_GLOBAL, super::trace::skb_task_helpers(), must_exist)
-        .load(object)
-        .map_err(|err| match err {
-            EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {
-                program: "(maps)",
-                reason: format!(
-                    "creating map {name} returned {}{}",
-                    errno::name_of(&io_error),
-                    privilege_hint(&io_error)
-                ),
-            },
-            other => AttachError::Load(other),
-        })
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    if let Some(offsets) = &fault_globals {
+        loader.override_global(KERNEL_OFFSETS_GLOBAL, offsets, true).override_global(
+            SKB_TASK_HELPERS_GLOBAL,
+            super::trace::skb_task_helpers(),
+            true,
+        );
+    }
+    loader.load(object).map_err(|err| match err {
+        EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {
+            program: "(maps)",
+            reason: format!("creating map {name} returned {}{}", errno::name_of(&io_error), privilege_hint(&io_error)),
+        },
+        other => AttachError::Load(other),
+    })
 }
 
 impl LoadedFault {

@@ -392,12 +392,13 @@ fn active_lsms() -> (Option<Vec<String>>, String) {
     }
 }
 
-/// tcx exists when the kernel's BTF has its attach function; without BTF, fall back on the
-/// version it appeared in (6.6), and say so.
+/// tcx exists when the kernel's BTF has its attach function (a search of its names: a full
+/// parse would cost every TC fault's start tens of ms); without BTF, fall back on the version it
+/// appeared in (6.6), and say so.
 fn tc_api() -> (TcApi, String) {
-    match aya::Btf::from_sys_fs() {
-        Ok(btf) => {
-            if btf.id_by_type_name_kind("tcx_link_attach", BtfKind::Func).is_ok() {
+    match crate::btf::kernel_has_name("tcx_link_attach") {
+        Ok(has) => {
+            if has {
                 (TcApi::Tcx, "tcx links (kernel BTF has tcx_link_attach)".into())
             } else {
                 (TcApi::Legacy, "legacy clsact + bpf filter (kernel BTF has no tcx_link_attach)".into())

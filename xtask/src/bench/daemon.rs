@@ -101,9 +101,8 @@ pub fn daemon_bench() -> anyhow::Result<String> {
         "\nBetween runs the daemon holds no program attached: it sleeps until its next run or cool-down's end (a \
          second at most), woken early by inotify on the kill-switch file's directory (the kill switch must act within \
          100 ms) and by its socket; it looks every 40 ms only while a run is live. \
-         The binary is the debug build the tests use. aya's loader parses the kernel's whole BTF when it is made (19 MB \
-         of heap here): the daemon makes its one loader at start and trims the heap, so no run pays that peak again. \
-         During a run its RSS holds the eBPF object's maps and programs and the run's thread; that goes back to the \
+         The binary is the debug build the tests use. Loading a fault parses no kernel BTF (aya is patched for that: \
+         vendor/README.md; it was 19 MB of heap per load here). During a run its RSS holds the eBPF object's maps and programs and the run's thread; that goes back to the \
          system when the run ends (malloc_trim).\n\nLoad average at the start: {load}; at the end: {load_after} (the \
          machine is shared: other jobs widen the CPU and throughput figures)."
     );
