@@ -14,7 +14,6 @@ use aya::{
     programs::{LsmAttachType, ProgramError, ProgramType},
     sys::{BpfHelper, is_helper_supported, is_program_supported},
 };
-use aya_obj::btf::BtfKind;
 use serde::Serialize;
 
 mod families;
@@ -181,11 +180,10 @@ impl Prober {
         if !tracing.ok {
             return Check::no(format!("no BPF trampolines for fentry: {}", tracing.detail));
         }
-        self.memo(format!("btf function {function}"), || match aya::Btf::from_sys_fs() {
-            Ok(btf) if btf.id_by_type_name_kind(function, BtfKind::Func).is_ok() => {
-                Check::yes(format!("fentry on {function} (tracing programs load, the kernel BTF has it)"))
-            }
-            Ok(_) => Check::no(format!("the kernel BTF has no function {function}")),
+        // A search of the BTF's names: a syscall entry function's name is nothing else's.
+        self.memo(format!("btf function {function}"), || match crate::btf::kernel_has_name(function) {
+            Ok(true) => Check::yes(format!("fentry on {function} (tracing programs load, the kernel BTF has it)")),
+            Ok(false) => Check::no(format!("the kernel BTF has no function {function}")),
             Err(err) => Check::no(format!("fentry needs the kernel BTF (/sys/kernel/btf/vmlinux): {err}")),
         })
     }

@@ -8,7 +8,6 @@ use std::{
 };
 
 use aya_obj::{
-    btf::{Btf, BtfKind},
     generated::{
         BPF_CALL, BPF_EXIT, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_JMP, bpf_attr, bpf_cmd,
         bpf_func_id, bpf_map_type, bpf_prog_info,
@@ -192,21 +191,11 @@ pub fn is_program_supported(program_type: ProgramType) -> Result<bool, ProgramEr
     //
     // When `attach_btf_id` is unset, then loading will fail and so we examine verifier log for the
     // expected message.
-    let attach_btf_id = match program_type {
-        // `bpf_fentry_test1` symbol from:
-        // https://elixir.bootlin.com/linux/v5.5/source/net/bpf/test_run.c#L112
-        ProgramType::Tracing => Some("bpf_fentry_test1"),
-        // `bpf_lsm_bpf` symbol from:
-        // - https://elixir.bootlin.com/linux/v5.7/source/include/linux/lsm_hook_defs.h#L364
-        // - or https://elixir.bootlin.com/linux/v5.11/source/kernel/bpf/bpf_lsm.c#L135 on later versions
-        ProgramType::Lsm(_) => Some("bpf_lsm_bpf"),
-        _ => None,
-    }
-    .map(|func_name| {
-        Btf::from_sys_fs()
-            .and_then(|btf| btf.id_by_type_name_kind(func_name, BtfKind::Func))
-            .unwrap_or(0)
-    });
+    //
+    // chaos: the `attach_btf_id` is always left unset, so the verifier log decides (the path
+    // upstream takes when the symbol is not found). Upstream parses the kernel's whole BTF here
+    // to find `bpf_fentry_test1` / `bpf_lsm_bpf`: tens of ms and MBs of heap at every probe.
+    let attach_btf_id: Option<u32> = None;
 
     with_trivial_prog(program_type, |attr| {
         // SAFETY: union access
