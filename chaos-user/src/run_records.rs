@@ -186,9 +186,16 @@ impl Drop for Registration {
 #[must_use]
 pub fn new_id() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    // Seconds since 2020 in base 36 keep ids short; the pid keeps two runs in one second apart.
+    // Seconds since 2020 in base 36 keep ids short; the pid keeps two processes' runs in one
+    // second apart, and a count the runs of one process (the daemon starts many at once; they
+    // shared one id, so one record's rename found its temporary file already renamed). The pid
+    // stays last: the stale-file cleanup above reads it there.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seconds = now.as_secs().saturating_sub(1_577_836_800);
-    format!("{}-{}", base36(seconds), std::process::id())
+    match RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+        0 => format!("{}-{}", base36(seconds), std::process::id()),
+        n => format!("{}-{}-{}", base36(seconds), base36(n), std::process::id()),
+    }
 }
 
 fn base36(mut n: u64) -> String {
