@@ -36,6 +36,15 @@ impl TestCgroup {
         Self { dir, cgroup: format!("/{name}") }
     }
 
+    /// Creates a child of this cgroup (drop it before its parent).
+    #[must_use]
+    pub fn child(&self) -> Self {
+        let name = crate::unique_name("child");
+        let dir = self.dir.join(&name);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("create test cgroup {}: {e}", dir.display()));
+        Self { dir, cgroup: format!("{}/{name}", self.cgroup) }
+    }
+
     #[must_use]
     pub fn dir(&self) -> &Path {
         &self.dir
