@@ -235,9 +235,6 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         errno::name(options.errno),
         options.percent
     );
-    if let Some(attach) = &lsm_attach {
-        summary.push_str(&format!("; {}", attach.describe()));
-    }
     let mut kernel_offsets = None;
     if let Some(path) = &options.path {
         let (dev, ino) = directory_identity(path)?;
@@ -254,8 +251,11 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         schedule.apply(&mut config);
         summary.push_str(&format!(", {}", schedule.describe()));
     }
+    if let Some(attach) = &lsm_attach {
+        summary.push_str(&format!("; {}", attach.describe()));
+    }
     let maps = filter_maps(&filters, &mut config);
-    let parameters = json!({
+    let mut parameters = json!({
         "syscalls": syscalls.iter().map(|s| s.name).collect::<Vec<_>>(),
         "errno": errno::name(options.errno),
         "percent": options.percent,
@@ -264,8 +264,10 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         "remote_port": filters.remote_ports,
         "schedule": schedule,
         "backend": options.backend,
-        "lsm_attach": lsm_attach.as_ref().map(LsmAttach::name),
     });
+    if let Some(attach) = &lsm_attach {
+        parameters["lsm_attach"] = json!(attach.name());
+    }
     Ok(FaultPlan {
         fault: "syscall fail",
         injected_word: "failed",
