@@ -109,9 +109,9 @@ pub fn scale_bench() -> anyhow::Result<String> {
          the program looks the task's cgroup up once (its ancestors' ids for faults on a parent cgroup: one lookup per \
          level, bounded) and passes when there is no entry, so an untargeted task pays one helper call and one hash \
          lookup whatever N is. Faults are added and removed by map writes; the deadline stays per fault in its slot, \
-         checked by the same gate. Where the kernel attaches per cgroup (the cgroup hooks today; lsm_cgroup for the \
-         LSM faults, not built yet), N faults on N cgroups do not stack at all: an untargeted cgroup runs none of \
-         them. Where the kernel has BPF trampolines, a syscall delay is an fentry program on its one syscall's entry \
+         checked by the same gate. Where the kernel attaches per cgroup (the cgroup hooks; lsm_cgroup for the LSM \
+         faults on 6.0+ kernels, the VM section below), N faults on N cgroups do not stack at all: an untargeted \
+         cgroup runs none of them. Where the kernel has BPF trampolines, a syscall delay is an fentry program on its one syscall's entry \
          function (`bench delay`, VM section): N of them on `read` cost other syscalls nothing, but every read() on \
          the machine runs all N, so the shared program is the answer there too."
     );
