@@ -184,16 +184,24 @@ pub fn lsm_scale_bench() -> anyhow::Result<String> {
         );
     }
     let per_fault = |v: &[Vec<f64>; 3]| (median(&v[2]) - median(&v[0])) / (counts[2] - counts[0]).max(1) as f64;
+    let none_ran = runs[0].iter().all(|&r| r == 0.0);
     let _ = writeln!(
         out,
         "\nThe run counts are the kernel's (kernel.bpf_stats_enabled, over one more loop apart from the timed ones) \
-         and exact; the times are TCG's and noisy, so the counts are what the comparison rests on. Global: every open \
-         of every task runs every armed fault's program (its first act is the ancestor-cgroup test), about {:.0} ns \
-         per round per armed fault here. Per cgroup: the kernel's shim looks up the effective \
-         programs of the task's own cgroup, which has none, so the cost stays that of the one shim whatever N is \
-         ({:.0} ns per round per added fault, i.e. noise). The shim is installed on the hook once any cgroup has a \
-         program there, so with one fault armed the per-cgroup path already pays it.",
+         and exact; the times are TCG's, on a host shared with other work. Global: every open of every task runs \
+         every armed fault's program (its first act is the ancestor-cgroup test), {:.1} runs per round with {} armed, \
+         and the time grows by about {:.0} ns per round per armed fault. Per cgroup: {}; the time moved by {:.0} ns \
+         per round per added fault. The kernel's shim is on the hook once any cgroup has a program there, so with \
+         one fault armed the per-cgroup path already pays it (the 1-fault row).",
+        runs[1][2],
+        counts[2],
         per_fault(global),
+        if none_ran {
+            "the kernel ran none of the armed programs for the untargeted loop at any N (its cgroup has no \
+             effective program), so a difference of times between these rows is not chaos's programs running"
+        } else {
+            "the kernel ran armed programs for the untargeted loop: see the counts"
+        },
         per_fault(per_cgroup)
     );
     Ok(out)
