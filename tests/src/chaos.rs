@@ -120,6 +120,23 @@ pub fn lsm_unavailable() -> Option<String> {
     family_unavailable("syscall-errno-lsm").map(|reason| format!("BPF LSM unavailable: {reason}"))
 }
 
+/// Why BPF LSM programs cannot attach per cgroup here (lsm_cgroup), if they cannot.
+#[must_use]
+pub fn lsm_cgroup_unavailable() -> Option<String> {
+    if let Some(reason) = lsm_unavailable() {
+        return Some(reason);
+    }
+    let (status, stdout, stderr) = run(&["doctor", "--output", "json"]);
+    assert!(status.success(), "chaos doctor failed: {stderr}");
+    let doctor: serde_json::Value = serde_json::from_str(&stdout).expect("doctor JSON");
+    let check = doctor["program_types"]
+        .as_array()
+        .and_then(|types| types.iter().find(|t| t[0] == "lsm_cgroup"))
+        .map(|t| t[1].clone())
+        .expect("doctor lists program type lsm_cgroup");
+    (check["ok"] != true).then(|| format!("no lsm_cgroup programs: {}", check["detail"].as_str().unwrap_or("?")))
+}
+
 /// Whether `chaos doctor` says one-syscall delays and crash points run on fentry here (BPF
 /// trampolines: the VM tiers), rather than on the raw sys_enter tracepoint (the host).
 #[must_use]

@@ -108,30 +108,58 @@ pub fn cgroup_programs_at(cgroup_dir: &Path, attach_type: u32) -> u32 {
     attr.prog_cnt
 }
 
+/// The cgroup attach type of per-cgroup BPF LSM programs (BPF_LSM_CGROUP).
+pub const BPF_LSM_CGROUP: u32 = 43;
+
+/// A kind of bpf_link, as /proc/<pid>/fdinfo names it (`link_type`, `attach_type`).
+#[derive(Clone, Copy, Debug)]
+pub enum LinkKind {
+    /// A global BPF LSM program: a tracing link of attach type BPF_LSM_MAC (27).
+    Lsm,
+    /// A per-cgroup BPF LSM program: a cgroup link of attach type BPF_LSM_CGROUP (43).
+    LsmCgroup,
+    /// A raw tracepoint program (whatever the tracepoint).
+    RawTracepoint,
+}
+
+impl LinkKind {
+    const fn fields(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::Lsm => ("tracing", Some("27")),
+            Self::LsmCgroup => ("cgroup", Some("43")),
+            Self::RawTracepoint => ("raw_tracepoint", None),
+        }
+    }
+}
+
 /// The BPF LSM links process `pid` holds, as the kernel describes its descriptors in
 /// /proc/<pid>/fdinfo (tracing links of attach type BPF_LSM_MAC, 27).
 #[must_use]
 pub fn lsm_links_held_by(pid: u32) -> u32 {
-    lsm_links_of(pid).unwrap_or_else(|e| panic!("read /proc/{pid}/fdinfo: {e}"))
+    links_held_by(pid, LinkKind::Lsm)
 }
 
-fn lsm_links_of(pid: u32) -> io::Result<u32> {
-    links_of(pid, |info| field(info, "link_type:") == Some("tracing") && field(info, "attach_type:") == Some("27"))
+/// The links of `kind` process `pid` holds (/proc/<pid>/fdinfo).
+#[must_use]
+pub fn links_held_by(pid: u32, kind: LinkKind) -> u32 {
+    links_of(pid, kind).unwrap_or_else(|e| panic!("read /proc/{pid}/fdinfo: {e}"))
 }
 
-/// The raw tracepoint links process `pid` holds (/proc/<pid>/fdinfo: `link_type: raw_tracepoint`).
+/// The raw tracepoint links process `pid` holds.
 #[must_use]
 pub fn raw_tracepoint_links_held_by(pid: u32) -> u32 {
-    links_of(pid, |info| field(info, "link_type:") == Some("raw_tracepoint"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/fdinfo: {e}"))
+    links_held_by(pid, LinkKind::RawTracepoint)
 }
 
-/// The descriptors of `pid` whose fdinfo text `wanted` accepts.
-fn links_of(pid: u32, wanted: impl Fn(&str) -> bool) -> io::Result<u32> {
+fn links_of(pid: u32, kind: LinkKind) -> io::Result<u32> {
+    let (link_type, attach_type) = kind.fields();
     let links = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))?
         .flatten()
         .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
-        .filter(|info| wanted(info))
+        .filter(|info| {
+            field(info, "link_type:") == Some(link_type)
+                && attach_type.is_none_or(|attach| field(info, "attach_type:") == Some(attach))
+        })
         .count();
     Ok(links as u32)
 }
@@ -145,11 +173,17 @@ fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
 /// it is read counts as holding none.
 #[must_use]
 pub fn lsm_links_held_by_anyone() -> u32 {
+    links_held_by_anyone(LinkKind::Lsm)
+}
+
+/// The links of `kind` all processes hold.
+#[must_use]
+pub fn links_held_by_anyone(kind: LinkKind) -> u32 {
     std::fs::read_dir("/proc")
         .expect("read /proc")
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .map(|pid| lsm_links_of(pid).unwrap_or(0))
+        .map(|pid| links_of(pid, kind).unwrap_or(0))
         .sum()
 }
 
@@ -331,11 +365,7 @@ pub fn is_stopped(pid: u32) -> bool {
 #[must_use]
 pub fn programs_named(prefix: &str) -> usize {
     const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
-    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    /// Offset of `name` in `struct bpf_prog_info` (uapi, stable).
-    const NAME_OFFSET: usize = 64;
-    let prefix = &prefix.as_bytes()[..prefix.len().min(15)];
+    let prefix = &prefix[..prefix.len().min(15)];
     let mut count = 0;
     let mut id: u32 = 0;
     loop {
@@ -346,22 +376,7 @@ pub fn programs_named(prefix: &str) -> usize {
             return count;
         }
         id = attr[1];
-        let mut by_id = [0u32; 4];
-        by_id[0] = id;
-        // SAFETY: as above; returns a new fd we close below.
-        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, by_id.as_mut_ptr(), 16) };
-        if fd < 0 {
-            continue; // unloaded meanwhile
-        }
-        let mut info = [0u8; 256];
-        let mut get_info = [0u64; 2];
-        get_info[0] = (fd as u64) | ((info.len() as u64) << 32);
-        get_info[1] = info.as_mut_ptr() as u64;
-        // SAFETY: as above; the kernel writes at most info_len bytes into `info`.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, get_info.as_mut_ptr(), 16) };
-        // SAFETY: closing the fd bpf(2) gave us.
-        unsafe { libc::close(fd as i32) };
-        if rc == 0 && info[NAME_OFFSET..NAME_OFFSET + 16].starts_with(prefix) {
+        if crate::programs::program_info(id).is_some_and(|info| info.name.starts_with(prefix)) {
             count += 1;
         }
     }

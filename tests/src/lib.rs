@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod chaos;
 pub mod kernel;
 pub mod net;
+pub mod programs;
 pub mod runtimes;
 pub mod skip;
 pub mod workload;

@@ -20,6 +20,8 @@ pub enum Feature {
     Tcx,
     /// BPF LSM programs.
     BpfLsm,
+    /// BPF LSM programs per cgroup (BPF_LSM_CGROUP, 6.0+).
+    LsmCgroup,
     /// The fq qdisc (network delay and rate).
     Fq,
     /// The netem qdisc.
@@ -35,6 +37,7 @@ impl Feature {
             Self::RawTp => "raw_tp",
             Self::Tcx => "tcx",
             Self::BpfLsm => "bpf-lsm",
+            Self::LsmCgroup => "lsm-cgroup",
             Self::Fq => "fq",
             Self::Netem => "netem",
         }

@@ -9,7 +9,7 @@ use chaos_tests::{
     TempDir,
     cgroup::TestCgroup,
     chaos::{self, Chaos},
-    kernel,
+    kernel::{self, LinkKind},
     net::Netns,
     require_root,
     skip::Feature,
@@ -396,14 +396,18 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
     let calls = LsmCalls::start(&cgroup, dir.path());
     let chaos =
         start(&["--syscall", &names.join(","), "--errno", "EIO", "--percent", "100", "--backend", "lsm"], &cgroup);
+    // Per cgroup (lsm_cgroup) where the kernel can, for at most 10 hooks machine-wide: the
+    // others take their global programs, each with a note.
     let links = kernel::lsm_links_held_by(chaos.pid() as u32);
+    let per_cgroup = kernel::links_held_by(chaos.pid() as u32, LinkKind::LsmCgroup);
+    let notes = chaos.stderr_so_far();
     calls.call();
     let report = stop(chaos);
     // Printing is a write: the workload reports only once the fault is gone.
     let results = calls.report();
     eprintln!(
-        "measured: lsm: {} syscalls on {} hooks, {links} LSM links in the kernel; calls at 100 %: {results:?} \
-         ({:.1} s)",
+        "measured: lsm: {} syscalls on {} hooks, {links} global and {per_cgroup} per-cgroup LSM links in the kernel; \
+         calls at 100 %: {results:?} ({:.1} s)",
         names.len(),
         hooks.len(),
         lsm_started.elapsed().as_secs_f64()
@@ -419,7 +423,10 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
     let injected: u64 =
         report["counters"].as_array().expect("counters").iter().filter_map(|c| c["injected"].as_u64()).sum();
     assert_eq!(injected, results.len() as u64, "one injection per call: {report}");
-    assert_eq!(links as usize, hooks.len(), "LSM links held by chaos, one per hook {hooks:?}");
+    assert_eq!((links + per_cgroup) as usize, hooks.len(), "LSM links held by chaos, one per hook {hooks:?}");
+    assert!(per_cgroup <= 10, "{per_cgroup} per-cgroup LSM hooks: the kernel has 10");
+    let fallbacks = notes.matches("attaching the global program").count();
+    assert_eq!(fallbacks, links as usize * usize::from(per_cgroup > 0), "a note per global fallback: {notes}");
 
     // bprm_check_security alone: the exec's open passes, the check refuses it.
     let exec: Vec<&str> = lsm_rows
@@ -449,6 +456,7 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
 
     // Nothing left: no LSM link anywhere beyond those before, and the cgroup's calls work again.
     assert_eq!(kernel::lsm_links_held_by_anyone(), links_before, "LSM links left behind");
+    assert_eq!(kernel::cgroup_programs_at(cgroup.dir(), kernel::BPF_LSM_CGROUP), 0, "lsm_cgroup programs left behind");
     let after = command_in("mkdir", Some(&cgroup), None).arg(dir.path().join("after")).status().expect("run mkdir");
     assert!(after.success(), "mkdir in the cgroup failed after chaos stopped");
 }

@@ -19,6 +19,7 @@ use crate::{build, util, vm};
 mod daemon;
 mod entry_hook;
 mod scale;
+mod scale_lsm;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -62,6 +63,8 @@ pub enum InVm {
     Floor,
     /// Syscall delay's untargeted cost on fentry vs raw sys_enter.
     DelayHooks,
+    /// N LSM faults armed: an untargeted open loop, global vs per-cgroup programs.
+    ScaleLsm,
 }
 
 /// A fault of each hook kind as `chaos` arguments that never fire (`--percent 0`): the service
@@ -180,6 +183,7 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
     }
     if which.contains(&Which::Scale) {
         write_section("scale", &scale::scale_bench()?)?;
+        write_section("scale-lsm-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-lsm")?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
@@ -237,6 +241,7 @@ pub fn in_vm(which: InVm) -> anyhow::Result<()> {
         InVm::Override => syscall_override_bench()?,
         InVm::Floor => crate::floor::errinj_floor_bench()?,
         InVm::DelayHooks => entry_hook::syscall_delay_hooks_bench()?,
+        InVm::ScaleLsm => scale_lsm::lsm_scale_bench()?,
     };
     println!("{VM_SECTION_BEGIN}\n{section}{VM_SECTION_END}");
     Ok(())

@@ -167,6 +167,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("experiments", 1.4),
     ("proc", 1.4),
     ("entry_hook", 0.8),
+    ("lsm_cgroup", 1.0),
     ("net_drop", 0.65),
     ("golden", 0.55),
     ("syscall_override", 0.5),
@@ -333,9 +334,9 @@ fn required_features(tier: &str) -> &'static [&'static str] {
         "host" => &["root", "cgroup-hooks", "raw_tp", "tcx"],
         // 6.1 kernels (Debian's own and any build of it) predate tcx: legacy TC there.
         tier if tier == "vm-6.1" || tier.starts_with("vm-6.1-") => {
-            &["root", "cgroup-hooks", "raw_tp", "bpf-lsm", "fq", "netem"]
+            &["root", "cgroup-hooks", "raw_tp", "bpf-lsm", "lsm-cgroup", "fq", "netem"]
         }
-        _ => &["root", "cgroup-hooks", "raw_tp", "bpf-lsm", "fq", "netem", "tcx"],
+        _ => &["root", "cgroup-hooks", "raw_tp", "bpf-lsm", "lsm-cgroup", "fq", "netem", "tcx"],
     }
 }
 

@@ -33,7 +33,11 @@ fails at most K; --percent then draws among the eligible ones (default 100).
 filters that apply. --backend auto takes BPF LSM where a hook serves the call, else error
 injection (kernels with CONFIG_FUNCTION_ERROR_INJECTION and CONFIG_BPF_KPROBE_OVERRIDE: any
 syscall, fsync included, fails at its entry before doing any work), else cgroup hooks:
-  chaos syscall fail --cgroup /db --syscall fsync,fdatasync --errno EIO --path /var/lib/db --for 1m")]
+  chaos syscall fail --cgroup /db --syscall fsync,fdatasync --errno EIO --path /var/lib/db --for 1m
+On BPF LSM, --hook auto attaches the programs to the target cgroup (lsm_cgroup, Linux 6.0+) where
+the kernel can, so other cgroups run nothing; --hook lsm attaches global ones, which every task
+runs. Per cgroup, socket calls (connect, bind, listen, accept, send, recv) follow the cgroup the
+socket was created in, as cgroup socket hooks do.")]
     Fail(Box<FaultArgs<SyscallFailOptions>>),
     /// Hold chosen syscalls of the target for a while before they return.
     #[command(after_help = "\

@@ -8,7 +8,8 @@ use aya::{
     Btf,
     maps::{MapError, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkbAttachType, FEntry, KProbe, Lsm, Program, RawTracePoint, SchedClassifier,
+        CgroupAttachMode, CgroupSkbAttachType, FEntry, KProbe, Lsm, LsmCgroup, Program, ProgramError, RawTracePoint,
+        SchedClassifier,
         links::{FdLink, LinkError},
     },
 };
@@ -33,6 +34,9 @@ impl LoadedFault {
         match &planned.attach {
             AttachPoint::Cgroup { cgroup_dir } => self.attach_cgroup(planned, cgroup_dir),
             AttachPoint::Lsm { hook } => self.attach_lsm(planned.program, hook),
+            AttachPoint::LsmCgroup { hook, cgroup_dir, global_fallback, .. } => {
+                self.attach_lsm_cgroup(planned.program, hook, cgroup_dir, *global_fallback)
+            }
             AttachPoint::RawTracepoint { tracepoint, cgroup_dir } => {
                 self.attach_stopping_tracepoint(planned.program, tracepoint, cgroup_dir)
             }
@@ -239,6 +243,67 @@ impl LoadedFault {
         })();
         self.btf = Some(btf);
         self.links.push((program, result?));
+        Ok(())
+    }
+
+    /// A BPF LSM program attached to a cgroup (lsm_cgroup), through a link owned by this process.
+    /// The kernel has 10 per-cgroup LSM hook slots machine-wide; when they are taken the attach
+    /// fails with EINVAL, and with `global_fallback` (`--hook auto`) that global program
+    /// attaches instead, with a note.
+    fn attach_lsm_cgroup(
+        &mut self,
+        program: &'static str,
+        hook: &str,
+        cgroup_dir: &Path,
+        global_fallback: Option<&'static str>,
+    ) -> Result<(), AttachError> {
+        let cgroup = File::open(cgroup_dir)
+            .map_err(|source| AttachError::Cgroup { path: cgroup_dir.display().to_string(), source })?;
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().map_err(|e| AttachError::Program {
+                program,
+                reason: format!("LSM programs need the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
+            })?);
+        }
+        let btf = self.btf.take().expect("just set");
+        // The link, or None when the kernel refused it for want of a per-cgroup slot and the
+        // global program may stand in.
+        let attached = (|| -> Result<Option<FdLink>, AttachError> {
+            let prog: &mut LsmCgroup = self.program(program)?;
+            prog.load(hook, &btf).map_err(|err| program_error(program, "loading", &err))?;
+            match prog.attach(&cgroup) {
+                Ok(id) => {
+                    let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
+                    Ok(Some(FdLink::from(link)))
+                }
+                Err(ProgramError::SyscallError(err))
+                    if err.io_error.raw_os_error() == Some(libc::EINVAL) && global_fallback.is_some() =>
+                {
+                    let _ = prog.unload();
+                    Ok(None)
+                }
+                Err(err) => {
+                    let mut error = program_error(program, &format!("attaching to {}", cgroup_dir.display()), &err);
+                    if let AttachError::Program { reason, .. } = &mut error {
+                        reason.push_str(
+                            " (EINVAL here may mean the kernel's 10 per-cgroup LSM hooks are taken; --hook lsm \
+                             attaches global programs instead)",
+                        );
+                    }
+                    Err(error)
+                }
+            }
+        })();
+        self.btf = Some(btf);
+        let Some(link) = attached? else {
+            let global = global_fallback.expect("only with a fallback");
+            eprintln!(
+                "chaos: note: LSM hook {hook}: the kernel refused a per-cgroup program (EINVAL: its 10 per-cgroup LSM \
+                 hooks are likely taken); attaching the global program {global} instead, which every task runs"
+            );
+            return self.attach_lsm(global, hook);
+        };
+        self.links.push((program, link));
         Ok(())
     }
 

@@ -60,6 +60,10 @@ pub const COMPOSING_HOOKS: &[(&str, &str)] = &[
         "every chaos program on the LSM hook runs until one fails the call, so a call fails if any fault fires, with the errno of the first that does",
     ),
     (
+        "lsm_cgroup/",
+        "every program the target's cgroups carry on the LSM hook runs, and the call fails if any fault fires, with the errno of the last that does",
+    ),
+    (
         "cgroup/",
         "every program on the cgroup socket hook runs and the call fails if any rejects it, with the errno set last",
     ),

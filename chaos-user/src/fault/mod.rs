@@ -119,7 +119,12 @@ impl FaultPlan {
     /// hooks, TC egress), so that sockets opened elsewhere escape it.
     #[must_use]
     pub fn keys_on_sockets(&self) -> bool {
-        self.programs.iter().any(|p| matches!(p.attach, AttachPoint::Cgroup { .. } | AttachPoint::Tc { .. }))
+        self.programs.iter().any(|p| {
+            matches!(
+                p.attach,
+                AttachPoint::Cgroup { .. } | AttachPoint::Tc { .. } | AttachPoint::LsmCgroup { per_socket: true, .. }
+            )
+        })
     }
 }
 
@@ -141,6 +146,18 @@ pub enum AttachPoint {
     Cgroup { cgroup_dir: PathBuf },
     /// A BPF LSM hook (global: the program checks the current task's cgroup).
     Lsm { hook: &'static str },
+    /// A BPF LSM hook, per cgroup (lsm_cgroup): the kernel runs the program only for events of
+    /// `cgroup_dir` and below, which are the calling task's, or with `per_socket`, the socket's
+    /// (the cgroup it was created in). With `global_fallback`, that global program attaches
+    /// instead if the kernel has no per-cgroup LSM slot left (10 hooks machine-wide).
+    LsmCgroup {
+        hook: &'static str,
+        cgroup_dir: PathBuf,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        per_socket: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        global_fallback: Option<&'static str>,
+    },
     /// A TC hook of an interface in a network namespace.
     Tc {
         #[serde(serialize_with = "serialize_netns")]
@@ -186,6 +203,12 @@ impl AttachPoint {
         match self {
             Self::Cgroup { cgroup_dir } => cgroup_dir.display().to_string(),
             Self::Lsm { hook } => format!("LSM hook {hook} (every task; the program keeps the target's)"),
+            Self::LsmCgroup { hook, cgroup_dir, per_socket, global_fallback } => format!(
+                "LSM hook {hook} of {} and below (lsm_cgroup: only {}{})",
+                cgroup_dir.display(),
+                if *per_socket { "calls on sockets created there run it" } else { "its tasks run it" },
+                if global_fallback.is_some() { "; global if no per-cgroup LSM slot is left" } else { "" }
+            ),
             Self::RawTracepoint { tracepoint, .. } | Self::SignallingTracepoint { tracepoint } => {
                 format!("raw tracepoint {tracepoint} (every task; the program keeps the target's)")
             }

@@ -49,13 +49,7 @@ pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
             &[Program("sched_cls"), Qdisc("fq")],
             true,
         ),
-        (
-            SYSCALL_ERRNO_LSM,
-            "syscall errno via LSM",
-            "BPF LSM hooks filtered by cgroup id",
-            &[Program("lsm"), BpfLsmActive],
-            true,
-        ),
+        (SYSCALL_ERRNO_LSM, "syscall errno via LSM", "BPF LSM hooks", &[Program("lsm"), BpfLsmActive], true),
         (
             SYSCALL_ERRNO_CGROUP_HOOKS,
             "syscall errno via cgroup socket hooks",

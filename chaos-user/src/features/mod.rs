@@ -95,7 +95,7 @@ pub struct KernelFeatures {
 }
 
 const PROGRAM_TYPES: &[&str] =
-    &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "tracing", "kprobe"];
+    &["cgroup_skb", "sched_cls", "cgroup_sock_addr", "raw_tracepoint", "lsm", "lsm_cgroup", "tracing", "kprobe"];
 const HELPERS: &[&str] = &["bpf_set_retval", "bpf_send_signal", "bpf_clone_redirect", "bpf_override_return"];
 const QDISCS: &[&str] = &["clsact", "fq", "netem"];
 
@@ -131,6 +131,7 @@ impl Prober {
                 "cgroup_sock_addr" => ProgramType::CgroupSockAddr,
                 "raw_tracepoint" => ProgramType::RawTracePoint,
                 "lsm" => ProgramType::Lsm(LsmAttachType::Mac),
+                "lsm_cgroup" => ProgramType::Lsm(LsmAttachType::Cgroup),
                 "tracing" => ProgramType::Tracing,
                 "kprobe" => ProgramType::KProbe,
                 other => unreachable!("no probe for program type {other}"),
@@ -205,6 +206,30 @@ impl Prober {
         }
     }
 
+    /// Whether BPF LSM programs can attach per cgroup (BPF_LSM_CGROUP, 6.0+): the kernel loads
+    /// a trivial lsm_cgroup program. (Attaching goes through the same trampolines as the global
+    /// programs, which the `lsm` probe attaches.)
+    pub fn lsm_cgroup(&self) -> Check {
+        let check = self.program("lsm_cgroup");
+        if check.ok {
+            Check::yes("lsm_cgroup programs load (BPF_LSM_CGROUP)")
+        } else {
+            Check::no(format!("no per-cgroup BPF LSM programs (BPF_LSM_CGROUP, Linux 6.0+): {}", check.detail))
+        }
+    }
+
+    /// `doctor`'s words for how BPF LSM programs attach on this kernel.
+    fn lsm_attach_words(&self) -> String {
+        let check = self.lsm_cgroup();
+        if check.ok {
+            "; attached to the target cgroup (lsm_cgroup), so other cgroups run nothing; global programs where the \
+             kernel's 10 per-cgroup LSM hooks are taken, or with --hook lsm"
+                .to_owned()
+        } else {
+            format!("; global programs that every task runs (per-cgroup ones not available: {})", check.detail)
+        }
+    }
+
     /// How TC programs attach here: tcx links or legacy clsact filters.
     pub fn tc_api(&self) -> TcApi {
         self.tc_api.get_or_init(tc_api).0
@@ -247,10 +272,15 @@ impl Prober {
         if (id == SYSCALL_DELAY || id == PROCESS_KILL) && reason.is_none() {
             mechanism.push_str(&self.entry_hook_words());
         }
+        if id == SYSCALL_ERRNO_LSM && reason.is_none() {
+            mechanism.push_str(&self.lsm_attach_words());
+        }
         if id == PROCESS_KILL && reason.is_none() {
             let lsm = self.family(SYSCALL_ERRNO_LSM);
             mechanism.push_str(&match lsm.reason {
-                None => "; --before-effect and --path: available (BPF LSM hooks)".to_owned(),
+                None => {
+                    "; --before-effect and --path: available (BPF LSM hooks, as syscall fail attaches them)".to_owned()
+                }
                 Some(why) => format!("; --before-effect and --path: not available ({why})"),
             });
         }

@@ -214,7 +214,7 @@ pub fn scale_bench() -> anyhow::Result<String> {
          on a cgroup above or below one, attaches its own program (one lookup cannot reach both). Where the \
          kernel has BPF trampolines, a delay on one syscall is an fentry program on that syscall's entry function \
          (`bench delay`, VM section): other syscalls pay nothing, but every read() on the machine runs each of the \
-         N; the cgroup hooks and lsm_cgroup attach per cgroup, so N faults on N cgroups do not stack there."
+         N; the cgroup hooks and lsm_cgroup (BPF LSM faults on 6.0+ kernels, the VM section below) attach per cgroup, so N faults on N cgroups do not stack there."
     );
     Ok(out)
 }

@@ -91,8 +91,9 @@ pub struct ProcKillOptions {
     /// Crash point: also fail the call, so it never takes effect (BPF LSM hooks only).
     #[arg(long, requires = "on_syscall")]
     pub before_effect: bool,
-    /// Crash point: where the program catches the call (fentry on the entry function, raw
-    /// sys_enter, or auto: fentry where the kernel can); not with --before-effect or --path.
+    /// Crash point: where the program catches the call: fentry on the entry function or raw
+    /// sys_enter (auto: fentry where the kernel can); with --before-effect or --path, how the
+    /// BPF LSM programs attach: lsm-cgroup or lsm (auto: per cgroup where the kernel can).
     #[arg(long, value_enum, value_name = "HOOK", requires = "on_syscall")]
     pub hook: Option<HookChoice>,
 }
@@ -260,12 +261,10 @@ impl ProcKillOptions {
         let names: Vec<&str> = numbered.iter().map(|s| s.name).collect();
         let by_lsm = self.before_effect || self.path.is_some();
         let (mut plan, mechanism) = if by_lsm {
-            if self.hook.is_some() {
-                return Err(PlanError::Refused(
-                    "--hook: --before-effect and --path run on the BPF LSM hooks, not at the syscall's entry".into(),
-                ));
-            }
-            (self.plan_on_lsm(context, &names, percent, schedule)?, "BPF LSM".to_owned())
+            let plan = self.plan_on_lsm(context, &names, percent, schedule)?;
+            let attach = plan.parameters["lsm_attach"].as_str().unwrap_or("lsm");
+            let words = if attach == "lsm" { "BPF LSM (global programs)" } else { "BPF LSM (per cgroup, lsm_cgroup)" };
+            (plan, words.to_owned())
         } else {
             let hook = EntryHook::choose(context.kernel, &numbered, self.hook.unwrap_or_default())?;
             (plan_at_entry(context, &numbered, percent, schedule, &hook)?, hook.describe())
@@ -346,6 +345,7 @@ impl ProcKillOptions {
                 max: schedule.max,
             },
             backend: Backend::Lsm,
+            hook: self.hook,
         };
         let mut plan = fail.plan(context)?;
         plan.config.action = if self.before_effect { action::KILL_AND_FAIL } else { action::KILL };

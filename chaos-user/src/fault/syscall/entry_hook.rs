@@ -11,18 +11,35 @@ use crate::{
     features::Prober,
 };
 
-/// `--hook`: which hook catches the syscall.
+/// `--hook`: which hook catches the syscall. One vocabulary for every fault that has a choice:
+/// `fentry` and `sys-enter` for programs at the syscall's entry (syscall delay, crash points),
+/// `lsm-cgroup` and `lsm` for BPF LSM programs (syscall fail's LSM backend, crash points with
+/// `--before-effect` or `--path`; see `lsm_attach`). A value that does not apply is refused.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HookChoice {
-    /// fentry on the syscall's entry function where the kernel can (one syscall, BPF
-    /// trampolines, the function in the kernel's BTF), else raw sys_enter.
+    /// The cheapest the kernel has: at the entry, fentry where the kernel can (one syscall,
+    /// BPF trampolines, the function in the kernel's BTF), else raw sys_enter; on BPF LSM,
+    /// per-cgroup programs (lsm_cgroup, 6.0+) where the kernel has them, else global ones.
     #[default]
     Auto,
     /// fentry on the entry function, or a refusal saying why not.
     Fentry,
     /// The raw sys_enter tracepoint (every kernel with raw tracepoints).
     SysEnter,
+    /// BPF LSM programs attached to the target cgroup (lsm_cgroup), or a refusal saying why not.
+    LsmCgroup,
+    /// Global BPF LSM programs that every task runs, each testing the task's cgroup first.
+    Lsm,
+}
+
+impl HookChoice {
+    /// The flag as the user wrote it.
+    #[must_use]
+    pub fn flag(self) -> String {
+        let value = serde_json::to_value(self).expect("serializes");
+        format!("--hook {}", value.as_str().unwrap_or_default())
+    }
 }
 
 /// The hook chosen, with the words `--dry-run` and the summary use.
@@ -46,6 +63,11 @@ impl EntryHook {
             if check.ok { Ok(function) } else { Err(check.detail) }
         };
         match choice {
+            HookChoice::Lsm | HookChoice::LsmCgroup => Err(PlanError::Refused(format!(
+                "{}: this fault catches the call at the syscall's entry (--hook fentry or sys-enter); lsm and \
+                 lsm-cgroup choose how BPF LSM programs attach (syscall fail, proc kill --before-effect or --path)",
+                choice.flag()
+            ))),
             HookChoice::SysEnter => Ok(Self::SysEnter { why: "--hook sys-enter".into() }),
             HookChoice::Fentry => fentry().map(|function| Self::Fentry { function }).map_err(|why| {
                 PlanError::Refused(format!("--hook fentry: {why}; --hook sys-enter (or auto) works on every kernel"))

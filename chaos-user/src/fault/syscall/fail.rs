@@ -9,7 +9,9 @@ use serde_json::json;
 
 use super::{
     ScheduleOptions,
+    entry_hook::HookChoice,
     hooks::{self, Filter, Syscall},
+    lsm_attach::LsmAttach,
 };
 use crate::{
     btf, errno,
@@ -49,6 +51,11 @@ pub struct SyscallFailOptions {
     /// best this kernel has (auto: LSM, then override, then cgroup hooks).
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
+    /// How the BPF LSM programs attach: to the target cgroup (lsm-cgroup, Linux 6.0+: other
+    /// cgroups run nothing), globally (lsm: every task runs them), or auto (per cgroup where
+    /// the kernel can). Only for syscalls the LSM backend serves.
+    #[arg(long, value_enum, value_name = "HOOK")]
+    pub hook: Option<HookChoice>,
 }
 
 impl SyscallFailOptions {
@@ -156,6 +163,8 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         ..FaultConfig::default()
     };
     let mut programs: Vec<PlannedProgram> = Vec::new();
+    // Chosen at the first syscall the LSM backend serves: the kernel is asked only then.
+    let mut lsm_attach: Option<LsmAttach> = None;
     let mut add = |program: &'static str, hook: &'static str, attach: AttachPoint| {
         // One program per hook, except the override program, which attaches once per function.
         if !programs.iter().any(|p| p.program == program && p.attach.describe() == attach.describe()) {
@@ -184,11 +193,29 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
                 syscall.name
             )));
         }
+        if mechanism != Mechanism::Lsm
+            && let Some(choice) = options.hook
+        {
+            return Err(PlanError::Refused(format!(
+                "{}: --hook chooses how BPF LSM programs attach, and {} is served by {} here (--backend {})",
+                choice.flag(),
+                syscall.name,
+                match mechanism {
+                    Mechanism::Cgroup => "cgroup socket hooks, which are per cgroup already",
+                    _ => "error injection, a kprobe on its entry function",
+                },
+                mechanism.backend()
+            )));
+        }
         match mechanism {
             Mechanism::Lsm => {
                 let hook = syscall.lsm.expect("chosen because it exists");
                 config.syscall_mask |= hook.mask;
-                add(hook.program, hook.hook, AttachPoint::Lsm { hook: hook.name() });
+                if lsm_attach.is_none() {
+                    lsm_attach = Some(LsmAttach::choose(kernel, options.hook.unwrap_or_default())?);
+                }
+                let (program, words, attach) = lsm_attach.as_ref().expect("just chosen").program(&hook, &target.dir);
+                add(program, words, attach);
             }
             Mechanism::Cgroup => {
                 for hook in syscall.cgroup {
@@ -224,8 +251,11 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         schedule.apply(&mut config);
         summary.push_str(&format!(", {}", schedule.describe()));
     }
+    if let Some(attach) = &lsm_attach {
+        summary.push_str(&format!("; {}", attach.describe()));
+    }
     let maps = filter_maps(&filters, &mut config);
-    let parameters = json!({
+    let mut parameters = json!({
         "syscalls": syscalls.iter().map(|s| s.name).collect::<Vec<_>>(),
         "errno": errno::name(options.errno),
         "percent": options.percent,
@@ -235,6 +265,9 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         "schedule": schedule,
         "backend": options.backend,
     });
+    if let Some(attach) = &lsm_attach {
+        parameters["lsm_attach"] = json!(attach.name());
+    }
     Ok(FaultPlan {
         fault: "syscall fail",
         injected_word: "failed",

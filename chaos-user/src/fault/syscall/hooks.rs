@@ -12,12 +12,16 @@ use chaos_common::syscall_mask;
 
 use super::{error_injection, numbers as syscall_numbers};
 
-/// A BPF LSM program of the object and the hook it attaches to.
+/// A BPF LSM hook and the object's two programs on it: the global one (`lsm`) and its
+/// per-cgroup twin (`lsm_cgroup`), which share their body (chaos-ebpf's syscall_lsm.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LsmHook {
     pub program: &'static str,
     /// `lsm/<hook name>`, as the object's section spells it.
     pub hook: &'static str,
+    pub cgroup_program: &'static str,
+    /// `lsm_cgroup/<hook name>`.
+    pub cgroup_hook: &'static str,
     /// `syscall_mask` bits this syscall sets (hooks serving several kinds of access).
     pub mask: u32,
 }
@@ -45,6 +49,26 @@ impl LsmHook {
     pub fn name(&self) -> &'static str {
         self.hook.strip_prefix("lsm/").unwrap_or(self.hook)
     }
+
+    /// Whether a per-cgroup program on this hook runs for the cgroup of the *socket* the call
+    /// is about rather than the calling task's: the kernel's rule for hooks whose first
+    /// argument is a `struct socket *` (kernel/bpf/bpf_lsm.c, `bpf_lsm_find_cgroup_shim`). A
+    /// socket keeps the cgroup it was created in, so such a fault misses sockets the target got
+    /// from elsewhere (passed in, or opened before it joined the cgroup) and follows the
+    /// target's sockets into other processes, as cgroup sock_addr hooks do.
+    #[must_use]
+    pub fn per_socket(&self) -> bool {
+        is_socket_hook(self.name())
+    }
+}
+
+/// See [`LsmHook::per_socket`]: the hooks of chaos whose first argument is a `struct socket *`.
+#[must_use]
+pub fn is_socket_hook(hook: &str) -> bool {
+    matches!(
+        hook,
+        "socket_connect" | "socket_bind" | "socket_listen" | "socket_accept" | "socket_sendmsg" | "socket_recvmsg"
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -60,12 +84,18 @@ pub struct Syscall {
     pub cgroup_note: &'static str,
 }
 
-const fn lsm(program: &'static str, hook: &'static str) -> Option<LsmHook> {
-    Some(LsmHook { program, hook, mask: 0 })
-}
-
-const fn lsm_masked(program: &'static str, hook: &'static str, mask: u32) -> Option<LsmHook> {
-    Some(LsmHook { program, hook, mask })
+/// The programs of hook `name` (the object names them `sys_<name>` and `cg_<name>`), with the
+/// `syscall_mask` bits the syscall sets.
+macro_rules! lsm {
+    ($name:literal $(, $mask:expr)?) => {
+        Some(LsmHook {
+            program: concat!("sys_", $name),
+            hook: concat!("lsm/", $name),
+            cgroup_program: concat!("cg_", $name),
+            cgroup_hook: concat!("lsm_cgroup/", $name),
+            mask: 0 $(| $mask)?,
+        })
+    };
 }
 
 const NO_CGROUP: &[CgroupHook] = &[];
@@ -99,48 +129,48 @@ macro_rules! syscalls {
 }
 
 syscalls! {
-    "open" => lsm("sys_file_open", "lsm/file_open"), Path, NO_CGROUP, None, "";
-    "openat" => lsm("sys_file_open", "lsm/file_open"), Path, NO_CGROUP, None, "";
-    "openat2" => lsm("sys_file_open", "lsm/file_open"), Path, NO_CGROUP, None, "";
-    "creat" => lsm("sys_file_open", "lsm/file_open"), Path, NO_CGROUP, None, "";
-    "read" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
-    "readv" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
-    "pread64" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
-    "preadv" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
-    "preadv2" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
-    "write" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
-    "writev" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
-    "pwrite64" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
-    "pwritev" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
-    "pwritev2" => lsm_masked("sys_file_permission", "lsm/file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
-    "ioctl" => lsm("sys_file_ioctl", "lsm/file_ioctl"), Path, NO_CGROUP, None, "";
-    "mmap" => lsm("sys_mmap_file", "lsm/mmap_file"), Path, NO_CGROUP, None, "";
-    "unlink" => lsm("sys_inode_unlink", "lsm/inode_unlink"), Path, NO_CGROUP, None, "";
-    "unlinkat" => lsm("sys_inode_unlink", "lsm/inode_unlink"), Path, NO_CGROUP, None, "";
-    "mkdir" => lsm("sys_inode_mkdir", "lsm/inode_mkdir"), Path, NO_CGROUP, None, "";
-    "mkdirat" => lsm("sys_inode_mkdir", "lsm/inode_mkdir"), Path, NO_CGROUP, None, "";
-    "rmdir" => lsm("sys_inode_rmdir", "lsm/inode_rmdir"), Path, NO_CGROUP, None, "";
-    "rename" => lsm("sys_inode_rename", "lsm/inode_rename"), Path, NO_CGROUP, None, "";
-    "renameat" => lsm("sys_inode_rename", "lsm/inode_rename"), Path, NO_CGROUP, None, "";
-    "renameat2" => lsm("sys_inode_rename", "lsm/inode_rename"), Path, NO_CGROUP, None, "";
-    "execve" => lsm("sys_bprm_check_security", "lsm/bprm_check_security"), Path, NO_CGROUP, None, "";
-    "execveat" => lsm("sys_bprm_check_security", "lsm/bprm_check_security"), Path, NO_CGROUP, None, "";
-    "fork" => lsm("sys_task_alloc", "lsm/task_alloc"), None, NO_CGROUP, None, "";
-    "vfork" => lsm("sys_task_alloc", "lsm/task_alloc"), None, NO_CGROUP, None, "";
-    "clone" => lsm("sys_task_alloc", "lsm/task_alloc"), None, NO_CGROUP, None, "";
-    "clone3" => lsm("sys_task_alloc", "lsm/task_alloc"), None, NO_CGROUP, None, "";
-    "socket" => lsm("sys_socket_create", "lsm/socket_create"), None, SOCK_CREATE, None, "IPv4 and IPv6 sockets only";
-    "connect" => lsm("sys_socket_connect", "lsm/socket_connect"), Remote, CONNECT, Remote, "IPv4 and IPv6 sockets only";
-    "bind" => lsm("sys_socket_bind", "lsm/socket_bind"), None, BIND, None, "IPv4 and IPv6 sockets only";
-    "listen" => lsm("sys_socket_listen", "lsm/socket_listen"), None, NO_CGROUP, None, "";
-    "accept" => lsm("sys_socket_accept", "lsm/socket_accept"), None, NO_CGROUP, None, "";
-    "accept4" => lsm("sys_socket_accept", "lsm/socket_accept"), None, NO_CGROUP, None, "";
-    "sendto" => lsm("sys_socket_sendmsg", "lsm/socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
-    "sendmsg" => lsm("sys_socket_sendmsg", "lsm/socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
-    "sendmmsg" => lsm("sys_socket_sendmsg", "lsm/socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
-    "recvfrom" => lsm("sys_socket_recvmsg", "lsm/socket_recvmsg"), None, NO_CGROUP, None, "";
-    "recvmsg" => lsm("sys_socket_recvmsg", "lsm/socket_recvmsg"), None, NO_CGROUP, None, "";
-    "recvmmsg" => lsm("sys_socket_recvmsg", "lsm/socket_recvmsg"), None, NO_CGROUP, None, "";
+    "open" => lsm!("file_open"), Path, NO_CGROUP, None, "";
+    "openat" => lsm!("file_open"), Path, NO_CGROUP, None, "";
+    "openat2" => lsm!("file_open"), Path, NO_CGROUP, None, "";
+    "creat" => lsm!("file_open"), Path, NO_CGROUP, None, "";
+    "read" => lsm!("file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "readv" => lsm!("file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "pread64" => lsm!("file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "preadv" => lsm!("file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "preadv2" => lsm!("file_permission", syscall_mask::READ), Path, NO_CGROUP, None, "";
+    "write" => lsm!("file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "writev" => lsm!("file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "pwrite64" => lsm!("file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "pwritev" => lsm!("file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "pwritev2" => lsm!("file_permission", syscall_mask::WRITE), Path, NO_CGROUP, None, "";
+    "ioctl" => lsm!("file_ioctl"), Path, NO_CGROUP, None, "";
+    "mmap" => lsm!("mmap_file"), Path, NO_CGROUP, None, "";
+    "unlink" => lsm!("inode_unlink"), Path, NO_CGROUP, None, "";
+    "unlinkat" => lsm!("inode_unlink"), Path, NO_CGROUP, None, "";
+    "mkdir" => lsm!("inode_mkdir"), Path, NO_CGROUP, None, "";
+    "mkdirat" => lsm!("inode_mkdir"), Path, NO_CGROUP, None, "";
+    "rmdir" => lsm!("inode_rmdir"), Path, NO_CGROUP, None, "";
+    "rename" => lsm!("inode_rename"), Path, NO_CGROUP, None, "";
+    "renameat" => lsm!("inode_rename"), Path, NO_CGROUP, None, "";
+    "renameat2" => lsm!("inode_rename"), Path, NO_CGROUP, None, "";
+    "execve" => lsm!("bprm_check_security"), Path, NO_CGROUP, None, "";
+    "execveat" => lsm!("bprm_check_security"), Path, NO_CGROUP, None, "";
+    "fork" => lsm!("task_alloc"), None, NO_CGROUP, None, "";
+    "vfork" => lsm!("task_alloc"), None, NO_CGROUP, None, "";
+    "clone" => lsm!("task_alloc"), None, NO_CGROUP, None, "";
+    "clone3" => lsm!("task_alloc"), None, NO_CGROUP, None, "";
+    "socket" => lsm!("socket_create"), None, SOCK_CREATE, None, "IPv4 and IPv6 sockets only";
+    "connect" => lsm!("socket_connect"), Remote, CONNECT, Remote, "IPv4 and IPv6 sockets only";
+    "bind" => lsm!("socket_bind"), None, BIND, None, "IPv4 and IPv6 sockets only";
+    "listen" => lsm!("socket_listen"), None, NO_CGROUP, None, "";
+    "accept" => lsm!("socket_accept"), None, NO_CGROUP, None, "";
+    "accept4" => lsm!("socket_accept"), None, NO_CGROUP, None, "";
+    "sendto" => lsm!("socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
+    "sendmsg" => lsm!("socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
+    "sendmmsg" => lsm!("socket_sendmsg"), None, SENDMSG, Remote, "only UDP sends with an address on an unconnected socket";
+    "recvfrom" => lsm!("socket_recvmsg"), None, NO_CGROUP, None, "";
+    "recvmsg" => lsm!("socket_recvmsg"), None, NO_CGROUP, None, "";
+    "recvmmsg" => lsm!("socket_recvmsg"), None, NO_CGROUP, None, "";
     "setsockopt" => None, None, SETSOCKOPT, None, "";
     "getsockopt" => None, None, GETSOCKOPT, None, "";
 }

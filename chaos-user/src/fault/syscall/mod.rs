@@ -8,6 +8,7 @@ pub mod error_injection;
 pub mod fail;
 pub mod guard;
 pub mod hooks;
+pub mod lsm_attach;
 pub mod numbers;
 pub mod resumer;
 
