@@ -163,13 +163,7 @@ impl LoadedFault {
         stops_tasks_of: Option<&Path>,
     ) -> Result<(), AttachError> {
         let stopping = stops_tasks_of.map(|dir| self.start_guard(program, dir)).transpose()?;
-        if self.btf.is_none() {
-            self.btf = Some(Btf::from_sys_fs().map_err(|e| AttachError::Program {
-                program,
-                reason: format!("fentry programs need the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
-            })?);
-        }
-        let btf = self.btf.take().expect("just set");
+        let btf = self.take_btf(program, "fentry")?;
         let result = (|| -> Result<FdLink, AttachError> {
             let prog: &mut FEntry = self.program(program)?;
             prog.load(function, &btf)
@@ -211,6 +205,18 @@ impl LoadedFault {
         Ok(())
     }
 
+    /// The kernel's BTF, parsed at the first program of `kind` (fentry, LSM) that needs it and
+    /// kept; the caller puts it back in `self.btf` once its program is loaded.
+    fn take_btf(&mut self, program: &'static str, kind: &str) -> Result<Btf, AttachError> {
+        match self.btf.take() {
+            Some(btf) => Ok(btf),
+            None => Btf::from_sys_fs().map_err(|e| AttachError::Program {
+                program,
+                reason: format!("{kind} programs need the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
+            }),
+        }
+    }
+
     /// Hands the loaded `program` to the process's shared `sys_enter` program, if this fault
     /// may share it; `None`: attach it on its own.
     fn dispatch(&mut self, program: &'static str) -> Result<Option<dispatch::Slot>, AttachError> {
@@ -227,13 +233,7 @@ impl LoadedFault {
 
     /// A BPF LSM program: global, attached through a link owned by this process.
     fn attach_lsm(&mut self, program: &'static str, hook: &str) -> Result<(), AttachError> {
-        if self.btf.is_none() {
-            self.btf = Some(Btf::from_sys_fs().map_err(|e| AttachError::Program {
-                program,
-                reason: format!("LSM programs need the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
-            })?);
-        }
-        let btf = self.btf.take().expect("just set");
+        let btf = self.take_btf(program, "LSM")?;
         let result = (|| -> Result<FdLink, AttachError> {
             let prog: &mut Lsm = self.program(program)?;
             prog.load(hook, &btf).map_err(|err| program_error(program, "loading", &err))?;
@@ -259,13 +259,7 @@ impl LoadedFault {
     ) -> Result<(), AttachError> {
         let cgroup = File::open(cgroup_dir)
             .map_err(|source| AttachError::Cgroup { path: cgroup_dir.display().to_string(), source })?;
-        if self.btf.is_none() {
-            self.btf = Some(Btf::from_sys_fs().map_err(|e| AttachError::Program {
-                program,
-                reason: format!("LSM programs need the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
-            })?);
-        }
-        let btf = self.btf.take().expect("just set");
+        let btf = self.take_btf(program, "LSM")?;
         // The link, or None when the kernel refused it for want of a per-cgroup slot and the
         // global program may stand in.
         let attached = (|| -> Result<Option<FdLink>, AttachError> {
