@@ -75,6 +75,22 @@ pub fn serialized() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Every `chaos run`, `status`, `stop` and `cleanup` first removes what stale runs left, such
+/// as a detached experiment's pins once its deadline has passed. A test that leaves such a run
+/// on purpose, to see it stay until a chaos command cleans it, holds `leaves_a_stale_run()`;
+/// the other tests of its binary that run chaos hold `may_clean_stale_runs()`, so that none of
+/// them cleans it first (they still run side by side with one another).
+pub fn leaves_a_stale_run() -> std::sync::RwLockWriteGuard<'static, ()> {
+    STALE_RUNS.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// See [`leaves_a_stale_run`]. Taken before [`serialized`] where a test holds both.
+pub fn may_clean_stale_runs() -> std::sync::RwLockReadGuard<'static, ()> {
+    STALE_RUNS.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+static STALE_RUNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Every event of a JSON Lines timeline; a line that is not JSON fails the test.
 #[must_use]
 pub fn read_timeline(path: &std::path::Path) -> Vec<serde_json::Value> {

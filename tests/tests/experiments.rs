@@ -95,6 +95,7 @@ fn position(events: &[Value], name: &str, from: usize) -> usize {
 #[test]
 fn a_mild_fault_holds_and_the_timeline_has_every_event_in_order() {
     require_root!("a_mild_fault_holds_and_the_timeline_has_every_event_in_order");
+    let _stale = chaos_tests::may_clean_stale_runs();
     let cgroup = TestCgroup::new();
     let server = HttpServer::start(&cgroup, 18_601);
     let scratch = TempDir::new();
@@ -145,6 +146,7 @@ fn a_mild_fault_holds_and_the_timeline_has_every_event_in_order() {
 #[test]
 fn a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval() {
     require_root!("a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval");
+    let _stale = chaos_tests::may_clean_stale_runs();
     let cgroup = TestCgroup::new();
     let server = HttpServer::start(&cgroup, 18_602);
     let scratch = TempDir::new();
@@ -200,6 +202,7 @@ fn a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval()
 #[test]
 fn a_failing_baseline_aborts_before_any_fault_is_attached() {
     require_root!("a_failing_baseline_aborts_before_any_fault_is_attached");
+    let _stale = chaos_tests::may_clean_stale_runs();
     let cgroup = TestCgroup::new();
     let server = HttpServer::start(&cgroup, 18_603);
     let scratch = TempDir::new();
@@ -257,6 +260,7 @@ fn start_read_delay_experiment(
 #[test]
 fn a_frozen_experiment_cannot_keep_a_task_stopped_past_its_delay_time_box() {
     require_root!("a_frozen_experiment_cannot_keep_a_task_stopped_past_its_delay_time_box");
+    let _stale = chaos_tests::may_clean_stale_runs();
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
@@ -303,6 +307,7 @@ fn cpu_time(pid: i32) -> Duration {
 #[test]
 fn an_armed_syscall_delay_leaves_the_controller_idle() {
     require_root!("an_armed_syscall_delay_leaves_the_controller_idle");
+    let _stale = chaos_tests::may_clean_stale_runs();
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
     let (chaos, _) = start_read_delay_experiment(&scratch, "idle", &cgroup, "6s", "10ms");
@@ -391,6 +396,7 @@ fn blast_through(hosts: &TwoHosts, cgroup: &TestCgroup, port: u16, ms: u64) -> (
 #[test]
 fn a_detached_experiment_is_listed_and_stopped() {
     require_root!("a_detached_experiment_is_listed_and_stopped");
+    let _stale = chaos_tests::may_clean_stale_runs();
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
@@ -430,6 +436,7 @@ fn a_detached_experiment_is_listed_and_stopped() {
 #[test]
 fn chaos_stop_ends_a_foreground_experiment() {
     require_root!("chaos_stop_ends_a_foreground_experiment");
+    let _stale = chaos_tests::may_clean_stale_runs();
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
@@ -577,12 +584,14 @@ fn ramp_is_measured_per_step(detached: bool) {
 #[test]
 fn a_ramp_raises_the_loss_step_by_step() {
     require_root!("a_ramp_raises_the_loss_step_by_step");
+    let _stale = chaos_tests::may_clean_stale_runs();
     ramp_is_measured_per_step(false);
 }
 
 #[test]
 fn a_detached_reaper_ramps_the_loss_step_by_step() {
     require_root!("a_detached_reaper_ramps_the_loss_step_by_step");
+    let _stale = chaos_tests::may_clean_stale_runs();
     ramp_is_measured_per_step(true);
 }
 
@@ -591,6 +600,7 @@ fn a_detached_reaper_ramps_the_loss_step_by_step() {
 #[test]
 fn a_detached_experiment_ends_by_itself_at_its_deadline() {
     require_root!("a_detached_experiment_ends_by_itself_at_its_deadline");
+    let _stale = chaos_tests::may_clean_stale_runs();
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
@@ -633,6 +643,8 @@ fn a_detached_experiment_ends_by_itself_at_its_deadline() {
 #[test]
 fn a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed() {
     require_root!("a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed");
+    // Any other test's chaos command past the deadline would remove the pins this test watches.
+    let _alone = chaos_tests::leaves_a_stale_run();
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
@@ -667,6 +679,7 @@ fn a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed() {
 #[test]
 fn bad_files_are_refused_with_their_position_and_attach_nothing() {
     require_root!("bad_files_are_refused_with_their_position_and_attach_nothing");
+    let _stale = chaos_tests::may_clean_stale_runs();
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
     let head = format!("target = {{ cgroup = \"{}\" }}\nduration = \"10s\"\n", cgroup.path());

@@ -316,7 +316,9 @@ fn override_is_refused_with_doctors_reason_and_auto_never_picks_it_where_it_cann
         let (status, stdout, stderr) = dry_run(&["--syscall", "openat"]);
         assert!(status.success(), "{stderr}");
         let plan: serde_json::Value = serde_json::from_str(&stdout).expect("plan JSON");
-        assert!(plan["programs"].as_array().expect("programs").iter().all(|p| p["attach"]["to"] == "lsm"), "{plan}");
+        // Per-cgroup (lsm_cgroup, 6.0+) or global: both are BPF LSM.
+        let on_lsm = |p: &serde_json::Value| p["attach"]["to"] == "lsm" || p["attach"]["to"] == "lsm-cgroup";
+        assert!(plan["programs"].as_array().expect("programs").iter().all(on_lsm), "{plan}");
         assert_eq!(row("openat")["backend"], "lsm");
     }
 }
