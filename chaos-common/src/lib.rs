@@ -99,10 +99,10 @@ pub const SYSCALL_SET_BITS: u32 = 512;
 pub mod dispatch {
     /// Array of u64 words: the union of the dispatched faults' syscall bitmaps.
     pub const SYSCALLS: &str = "DISPATCH_SYSCALLS";
-    /// Array of u32: the distinct cgroup levels the faults target, packed from index 0 and
-    /// ended by 0 (no fault targets the root cgroup, level 0).
+    /// Array of [`LevelRoute`]: the distinct cgroup levels the faults target, packed from index
+    /// 0 and ended by level 0 (no fault targets the root cgroup).
     pub const LEVELS: &str = "DISPATCH_LEVELS";
-    /// Hash map: target cgroup id -> slot in [`FAULTS`].
+    /// Hash map: target cgroup id -> slot in [`FAULTS`], for every fault held.
     pub const TARGETS: &str = "DISPATCH_TARGETS";
     /// Program array: each slot holds one fault's raw `sys_enter` program.
     pub const FAULTS: &str = "DISPATCH_FAULTS";
@@ -114,6 +114,20 @@ pub mod dispatch {
     pub const MAX_LEVELS: u32 = 4;
     /// Faults one dispatcher holds.
     pub const MAX_SLOTS: u32 = 256;
+
+    /// One level the faults target. Where one fault alone targets it (one fault per process is
+    /// the usual case), its cgroup id and slot are here, so an untargeted task pays a compare
+    /// instead of a hash lookup (151 ns inside the program became 106 ns, `bench floor`, host).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct LevelRoute {
+        /// The cgroup level; 0 ends the array.
+        pub level: u32,
+        /// The sole fault's slot in [`FAULTS`] (when `sole_target` is set).
+        pub slot: u32,
+        /// The one target cgroup id at this level; 0 when several share it (ask [`TARGETS`]).
+        pub sole_target: u64,
+    }
 }
 
 /// [`FaultConfig::syscall_mask`] bits for hooks that serve several syscalls.
@@ -459,6 +473,7 @@ mod user {
     unsafe impl aya::Pod for super::KillEvent {}
     unsafe impl aya::Pod for super::InjectionRecord {}
     unsafe impl aya::Pod for super::TraceWindow {}
+    unsafe impl aya::Pod for super::dispatch::LevelRoute {}
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 //! per fault made each syscall on the machine pay N runs for N faults. This program is the only
 //! one attached: it turns away a syscall no fault watches with one bitmap lookup (the union of
 //! the faults' bitmaps, inlined by the verifier), then asks for the task's ancestor cgroup at each
-//! level a fault targets (one helper call and one hash lookup per distinct level, at most
-//! `MAX_LEVELS`) and tail-calls the fault found there. The fault's own program runs as if it had
+//! level a fault targets (one helper call per distinct level, at most `MAX_LEVELS`, and a
+//! compare where one fault alone targets that level, else one hash lookup) and tail-calls the
+//! fault found there. The fault's own program runs as if it had
 //! been attached itself: its own maps, gate, counters and kernel deadline. An untargeted task
 //! pays the same whatever the number of faults.
 #![no_std]
@@ -20,14 +21,14 @@ use aya_ebpf::{
 };
 use chaos_common::{
     SYSCALL_SET_BITS,
-    dispatch::{MAX_LEVELS, MAX_SLOTS},
+    dispatch::{LevelRoute, MAX_LEVELS, MAX_SLOTS},
 };
 
 #[map(name = "DISPATCH_SYSCALLS")]
 static SYSCALLS: Array<u64> = Array::with_max_entries(SYSCALL_SET_BITS / 64, 0);
 
 #[map(name = "DISPATCH_LEVELS")]
-static LEVELS: Array<u32> = Array::with_max_entries(MAX_LEVELS, 0);
+static LEVELS: Array<LevelRoute> = Array::with_max_entries(MAX_LEVELS, 0);
 
 #[map(name = "DISPATCH_TARGETS")]
 static TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SLOTS, 0);
@@ -45,19 +46,30 @@ pub fn chaos_dispatch(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     for index in 0..MAX_LEVELS {
-        let level = match LEVELS.get(index) {
-            Some(&level) if level != 0 => level,
+        let route = match LEVELS.get(index) {
+            Some(route) if route.level != 0 => *route,
             _ => return 0,
         };
         // SAFETY: helper taking a plain integer.
-        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-        // SAFETY: the value is a plain integer, copied out at once.
-        if let Some(&slot) = unsafe { TARGETS.get(&ancestor) } {
-            // SAFETY: the context is this program's own. On success the call does not return;
-            // an empty slot (a fault just removed) falls through and the syscall goes on untouched.
-            let _ = unsafe { FAULTS.tail_call(&ctx, slot) };
-            return 0;
-        }
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(route.level as i32) };
+        // One fault at this level: a compare. Several: the hash. (A value read while chaos
+        // rewrites it may be stale; the fault's own program checks its target again.)
+        let slot = if route.sole_target != 0 {
+            if ancestor != route.sole_target {
+                continue;
+            }
+            route.slot
+        } else {
+            // SAFETY: the value is a plain integer, copied out at once.
+            match unsafe { TARGETS.get(&ancestor) } {
+                Some(&slot) => slot,
+                None => continue,
+            }
+        };
+        // SAFETY: the context is this program's own. On success the call does not return; an
+        // empty slot (a fault just removed) falls through and the syscall goes on untouched.
+        let _ = unsafe { FAULTS.tail_call(&ctx, slot) };
+        return 0;
     }
     0
 }

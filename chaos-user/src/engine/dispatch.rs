@@ -28,10 +28,14 @@ use aya::{
 };
 use chaos_common::{
     SYSCALL_SET_BITS,
-    dispatch::{FAULTS, LEVELS, MAX_LEVELS, MAX_SLOTS, PROGRAM, SYSCALLS, TARGETS},
+    dispatch::{FAULTS, LEVELS, LevelRoute, MAX_LEVELS, MAX_SLOTS, PROGRAM, SYSCALLS, TARGETS},
 };
 
-use super::{AttachError, load::load_object, program_error};
+use super::{
+    AttachError,
+    load::{load_object, map_error, typed_map},
+    program_error,
+};
 
 /// The shared program's object, built from chaos-ebpf by build.rs.
 static DISPATCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos-dispatch"));
@@ -73,8 +77,10 @@ struct Dispatcher {
     /// Keeps the program on the tracepoint; dropped with the dispatcher.
     _link: FdLink,
     slots: Vec<Option<Held>>,
-    /// The `LEVELS` array as written: distinct levels, packed from index 0.
+    /// The distinct levels held, in their `LEVELS` order.
     levels: Vec<u32>,
+    /// The `LEVELS` array as written.
+    written: [LevelRoute; MAX_LEVELS as usize],
     /// The `SYSCALLS` union as written.
     union: [u64; WORDS],
 }
@@ -110,10 +116,6 @@ impl Drop for Slot {
     }
 }
 
-fn map_error(map: &'static str) -> impl Fn(MapError) -> AttachError {
-    move |source| AttachError::Map { map, source }
-}
-
 impl Dispatcher {
     fn attach() -> Result<Self, AttachError> {
         let mut ebpf = load_object(DISPATCH_OBJECT, None)?;
@@ -130,6 +132,7 @@ impl Dispatcher {
             _link: FdLink::from(link),
             slots: (0..MAX_SLOTS).map(|_| None).collect(),
             levels: Vec::new(),
+            written: [LevelRoute::default(); MAX_LEVELS as usize],
             union: [0; WORDS],
         })
     }
@@ -146,16 +149,12 @@ impl Dispatcher {
         &'a mut self,
         name: &'static str,
     ) -> Result<T, AttachError> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(AttachError::Map { map: name, source: MapError::InvalidName { name: name.into() } })?;
-        T::try_from(map).map_err(map_error(name))
+        typed_map(&mut self.ebpf, name)
     }
 
     /// Takes the fault if one lookup tells its tasks apart. The order of writes keeps every
-    /// state the program can see in between correct: the fault's program and level first, its
-    /// syscalls next, and its target last, which is what makes it reachable.
+    /// state the program can see in between correct: the fault's program first, its syscalls
+    /// and target next, and its level's route last, which is what makes it reachable.
     fn place(&mut self, route: &Route<'_>) -> Result<Option<Slot>, AttachError> {
         let nested = |held: &Held| {
             held.cgroup_id == route.cgroup_id
@@ -172,51 +171,56 @@ impl Dispatcher {
         let placed = self.write_route(index, new_level, route);
         if placed.is_err() {
             // Unreachable already (the target goes in last); leave nothing of it behind.
+            self.slots[index as usize] = None;
+            if new_level {
+                self.levels.retain(|&level| level != route.level);
+            }
+            let _ = self.write_levels();
+            let mut targets: HashMap<_, u64, u32> = self.map(TARGETS)?;
+            let _ = targets.remove(&route.cgroup_id);
             let mut faults: ProgramArray<_> = self.map(FAULTS)?;
             let _ = faults.clear_index(&index);
-            if new_level && !self.held().any(|held| held.level == route.level) {
-                let _ = self.remove_level(route.level);
-            }
         }
         placed?;
-        self.slots[index as usize] = Some(Held {
-            cgroup_id: route.cgroup_id,
-            level: route.level,
-            cgroup_dir: route.cgroup_dir.to_path_buf(),
-            syscalls: route.syscalls,
-        });
         Ok(Some(Slot { index }))
     }
 
     fn write_route(&mut self, index: u32, new_level: bool, route: &Route<'_>) -> Result<(), AttachError> {
         let mut faults: ProgramArray<_> = self.map(FAULTS)?;
         faults.set(index, route.program, 0).map_err(map_error(FAULTS))?;
-        if new_level {
-            let at = self.levels.len() as u32;
-            let mut levels: Array<_, u32> = self.map(LEVELS)?;
-            levels.set(at, route.level, 0).map_err(map_error(LEVELS))?;
-            self.levels.push(route.level);
-        }
         let mut union = self.union;
         for (word, fault) in union.iter_mut().zip(route.syscalls) {
             *word |= fault;
         }
         self.write_union(union)?;
+        // Every target is in the hash, so a level that turns from one fault to several is
+        // right from the moment its route says "ask the hash".
         let mut targets: HashMap<_, u64, u32> = self.map(TARGETS)?;
-        targets.insert(route.cgroup_id, index, 0).map_err(map_error(TARGETS))
+        targets.insert(route.cgroup_id, index, 0).map_err(map_error(TARGETS))?;
+        self.slots[index as usize] = Some(Held {
+            cgroup_id: route.cgroup_id,
+            level: route.level,
+            cgroup_dir: route.cgroup_dir.to_path_buf(),
+            syscalls: route.syscalls,
+        });
+        if new_level {
+            self.levels.push(route.level);
+        }
+        self.write_levels()
     }
 
-    /// Takes a fault out, in the reverse order: unreachable first, then its program, level and
-    /// syscalls.
+    /// Takes a fault out, in the reverse order: unreachable first (its level's route, then the
+    /// hash), then its program and syscalls.
     fn remove(&mut self, index: u32) -> Result<(), AttachError> {
         let Some(held) = self.slots.get_mut(index as usize).and_then(Option::take) else { return Ok(()) };
+        if !self.held().any(|other| other.level == held.level) {
+            self.levels.retain(|&level| level != held.level);
+        }
+        self.write_levels()?;
         let mut targets: HashMap<_, u64, u32> = self.map(TARGETS)?;
         targets.remove(&held.cgroup_id).map_err(map_error(TARGETS))?;
         let mut faults: ProgramArray<_> = self.map(FAULTS)?;
         faults.clear_index(&index).map_err(map_error(FAULTS))?;
-        if !self.held().any(|other| other.level == held.level) {
-            self.remove_level(held.level)?;
-        }
         let mut union = [0; WORDS];
         for other in self.held() {
             for (word, fault) in union.iter_mut().zip(other.syscalls) {
@@ -226,16 +230,37 @@ impl Dispatcher {
         self.write_union(union)
     }
 
-    /// Drops `level` from the packed array: the last level moves into its place, then the last
-    /// entry is cleared, so the program never misses a level still in use.
-    fn remove_level(&mut self, level: u32) -> Result<(), AttachError> {
-        let Some(at) = self.levels.iter().position(|&l| l == level) else { return Ok(()) };
-        let last = self.levels.len() - 1;
-        let moved = self.levels[last];
-        let mut levels: Array<_, u32> = self.map(LEVELS)?;
-        levels.set(at as u32, moved, 0).map_err(map_error(LEVELS))?;
-        levels.set(last as u32, 0, 0).map_err(map_error(LEVELS))?;
-        self.levels.swap_remove(at);
+    /// The route of each level held, packed from index 0: the sole fault's target and slot
+    /// where one fault alone targets the level.
+    fn routes(&self) -> [LevelRoute; MAX_LEVELS as usize] {
+        let mut routes = [LevelRoute::default(); MAX_LEVELS as usize];
+        for (route, &level) in routes.iter_mut().zip(&self.levels) {
+            let mut at_level =
+                self.slots.iter().enumerate().filter(|(_, s)| s.as_ref().is_some_and(|h| h.level == level));
+            *route = match (at_level.next(), at_level.next()) {
+                (Some((slot, Some(held))), None) => {
+                    LevelRoute { level, slot: slot as u32, sole_target: held.cgroup_id }
+                }
+                _ => LevelRoute { level, slot: 0, sole_target: 0 },
+            };
+        }
+        routes
+    }
+
+    /// Writes the entries of `LEVELS` that changed, from index 0 up. A level removed from the
+    /// middle has the ones after it moved down, one entry at a time, before the last entry is
+    /// cleared, so the program never misses a level still in use (it may see one twice, which
+    /// costs nothing).
+    fn write_levels(&mut self) -> Result<(), AttachError> {
+        let routes = self.routes();
+        let written = self.written;
+        let mut levels: Array<_, LevelRoute> = self.map(LEVELS)?;
+        for (index, (route, was)) in routes.iter().zip(&written).enumerate() {
+            if route != was {
+                levels.set(index as u32, *route, 0).map_err(map_error(LEVELS))?;
+            }
+        }
+        self.written = routes;
         Ok(())
     }
 

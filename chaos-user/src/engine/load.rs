@@ -123,7 +123,6 @@ impl LoadedFault {
 
     /// Fills the filter maps.
     pub fn fill_maps(&mut self, contents: &MapContents) -> Result<(), AttachError> {
-        let map_error = |map| move |source| AttachError::Map { map, source };
         if !contents.remote_v4.is_empty() {
             let mut trie: LpmTrie<_, [u8; 4], u8> = self.map(maps::REMOTE_V4)?;
             for &(len, address) in &contents.remote_v4 {
@@ -156,11 +155,7 @@ impl LoadedFault {
         &'a mut self,
         name: &'static str,
     ) -> Result<T, AttachError> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(AttachError::Map { map: name, source: MapError::InvalidName { name: name.into() } })?;
-        T::try_from(map).map_err(|source| AttachError::Map { map: name, source })
+        typed_map(&mut self.ebpf, name)
     }
 
     pub(super) fn program<'a, T>(&'a mut self, program: &'static str) -> Result<&'a mut T, AttachError>
@@ -218,4 +213,21 @@ impl Drop for LoadedFault {
             tracing::warn!("{problem}; `chaos cleanup` will retry");
         }
     }
+}
+
+/// The map `name` of `ebpf`, as the map type `T` (one home for both loaded objects: a fault's
+/// and the shared dispatcher's).
+pub(super) fn typed_map<'a, T: TryFrom<&'a mut aya::maps::Map, Error = MapError>>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<T, AttachError> {
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(AttachError::Map { map: name, source: MapError::InvalidName { name: name.into() } })?;
+    T::try_from(map).map_err(map_error(name))
+}
+
+/// A map operation's error, naming the map.
+pub(super) fn map_error(map: &'static str) -> impl Fn(MapError) -> AttachError {
+    move |source| AttachError::Map { map, source }
 }

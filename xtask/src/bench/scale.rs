@@ -205,7 +205,8 @@ pub fn scale_bench() -> anyhow::Result<String> {
          Within one chaos process (the daemon, an experiment, `--selector --all`) the faults' raw `sys_enter` \
          programs share one program on the tracepoint (engine/dispatch.rs): it turns away a syscall no fault \
          watches with one bitmap lookup (the union of the faults' bitmaps), looks the task's ancestor cgroup up at \
-         each distinct level a fault targets (one helper call and one hash lookup per level, at most 4) and \
+         each distinct level a fault targets (one helper call per level, at most 4, and a compare, or a hash \
+         lookup where several faults share the level) and \
          tail-calls the fault found there, whose own program, maps, counters and kernel deadline are unchanged. \
          So the untargeted cost does not grow with N. Separate chaos processes each attach their own shared \
          program, so N of them cost about {per_fault:.0} ns per syscall per process: sharing across processes would \
