@@ -170,7 +170,8 @@ impl Dispatcher {
         let index = index as u32;
         let placed = self.write_route(index, new_level, route);
         if placed.is_err() {
-            // Unreachable already (the target goes in last); leave nothing of it behind.
+            // Unreachable unless the failure came while its level's route was being written
+            // (the last step): take it out as `remove` does, and leave nothing of it behind.
             self.slots[index as usize] = None;
             if new_level {
                 self.levels.retain(|&level| level != route.level);
@@ -253,14 +254,14 @@ impl Dispatcher {
     /// costs nothing).
     fn write_levels(&mut self) -> Result<(), AttachError> {
         let routes = self.routes();
-        let written = self.written;
-        let mut levels: Array<_, LevelRoute> = self.map(LEVELS)?;
-        for (index, (route, was)) in routes.iter().zip(&written).enumerate() {
-            if route != was {
+        for (index, route) in routes.iter().enumerate() {
+            if *route != self.written[index] {
+                let mut levels: Array<_, LevelRoute> = self.map(LEVELS)?;
                 levels.set(index as u32, *route, 0).map_err(map_error(LEVELS))?;
+                // Kept entry by entry: after a failed write the next one still knows the map.
+                self.written[index] = *route;
             }
         }
-        self.written = routes;
         Ok(())
     }
 
