@@ -104,10 +104,12 @@ pub mod dispatch {
     pub const LEVELS: &str = "DISPATCH_LEVELS";
     /// Hash map: target cgroup id -> slot in [`FAULTS`], for every fault held.
     pub const TARGETS: &str = "DISPATCH_TARGETS";
-    /// Program array: each slot holds one fault's raw `sys_enter` program.
+    /// Program array: each slot holds one fault's program on the dispatcher's hook.
     pub const FAULTS: &str = "DISPATCH_FAULTS";
-    /// The program itself (its function name in the object).
+    /// The program on raw `sys_enter` (its function name in the object).
     pub const PROGRAM: &str = "chaos_dispatch";
+    /// The program on fentry of one syscall's entry function; one loaded copy per function.
+    pub const PROGRAM_ENTRY: &str = "chaos_dispatch_entry";
     /// Distinct target levels one dispatcher tells apart: each costs an untargeted syscall one
     /// helper call and one hash lookup, so few are kept; a fault at a further level attaches its
     /// own program.

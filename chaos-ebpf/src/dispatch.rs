@@ -1,10 +1,12 @@
-//! The shared raw `sys_enter` program (the object `chaos-dispatch`): one per chaos process, for
-//! all of that process's faults on the tracepoint (syscall delays and crash points).
+//! The shared programs (the object `chaos-dispatch`): one per chaos process and hook, for all of
+//! that process's faults there (syscall delays and crash points): on the raw `sys_enter`
+//! tracepoint, and on fentry of one syscall's entry function.
 //!
-//! The tracepoint runs every attached program for every syscall of every task, so one program
-//! per fault made each syscall on the machine pay N runs for N faults. This program is the only
-//! one attached: it turns away a syscall no fault watches with one bitmap lookup (the union of
-//! the faults' bitmaps, inlined by the verifier), then asks for the task's ancestor cgroup at each
+//! Both hooks run every attached program for every call (every syscall of every task, or every
+//! call of the one syscall), so one program per fault made each call on the machine pay N runs
+//! for N faults. This program is the only one attached: on `sys_enter` it turns away a syscall no
+//! fault watches with one bitmap lookup (the union of the faults' bitmaps, inlined by the
+//! verifier; on fentry the function is the syscall), then asks for the task's ancestor cgroup at each
 //! level a fault targets (one helper call per distinct level, at most `MAX_LEVELS`, and a
 //! compare where one fault alone targets that level, else one hash lookup) and tail-calls the
 //! fault found there. The fault's own program runs as if it had
@@ -14,10 +16,11 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::bpf_get_current_ancestor_cgroup_id,
-    macros::{map, raw_tracepoint},
+    macros::{fentry, map, raw_tracepoint},
     maps::{Array, HashMap, ProgramArray},
-    programs::RawTracePointContext,
+    programs::{FEntryContext, RawTracePointContext},
 };
 use chaos_common::{
     SYSCALL_SET_BITS,
@@ -45,6 +48,21 @@ pub fn chaos_dispatch(ctx: RawTracePointContext) -> i32 {
     {
         return 0;
     }
+    route_to_fault(&ctx)
+}
+
+/// On the entry function of one syscall (attached there by userspace, which loads one of these
+/// per function): only that syscall's callers run it, so it starts at the cgroup levels. The
+/// faults it calls are fentry programs on the same function (the kernel refuses a tail call
+/// between programs on different functions).
+#[fentry]
+pub fn chaos_dispatch_entry(ctx: FEntryContext) -> i32 {
+    route_to_fault(&ctx)
+}
+
+/// Finds the fault whose target holds the current task and tail-calls it; 0 where none does.
+#[inline(always)]
+fn route_to_fault<C: EbpfContext>(ctx: &C) -> i32 {
     for index in 0..MAX_LEVELS {
         let route = match LEVELS.get(index) {
             Some(route) if route.level != 0 => *route,
@@ -68,7 +86,7 @@ pub fn chaos_dispatch(ctx: RawTracePointContext) -> i32 {
         };
         // SAFETY: the context is this program's own. On success the call does not return; an
         // empty slot (a fault just removed) falls through and the syscall goes on untouched.
-        let _ = unsafe { FAULTS.tail_call(&ctx, slot) };
+        let _ = unsafe { FAULTS.tail_call(ctx, slot) };
         return 0;
     }
     0

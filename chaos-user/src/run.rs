@@ -33,8 +33,9 @@ use crate::{
 /// (drop). Returns the fault and its deadline (CLOCK_MONOTONIC ns).
 pub fn arm(plan: &FaultPlan, in_force_for: Option<Duration>) -> Result<(LoadedFault, u64), AttachError> {
     let mut fault = LoadedFault::load(plan.kernel_offsets)?;
-    // Raw sys_enter programs run through the process's one program there (engine/dispatch.rs).
-    fault.share_sys_enter(&plan.target.dir);
+    // Raw sys_enter and fentry programs run through the process's one program per hook
+    // (engine/dispatch.rs).
+    fault.share_hooks(&plan.target.dir);
     arm_loaded(fault, plan, in_force_for)
 }
 

@@ -120,6 +120,8 @@ pub enum LinkKind {
     LsmCgroup,
     /// A raw tracepoint program (whatever the tracepoint).
     RawTracepoint,
+    /// An fentry program: a tracing link of attach type BPF_TRACE_FENTRY (24).
+    Fentry,
 }
 
 impl LinkKind {
@@ -128,6 +130,7 @@ impl LinkKind {
             Self::Lsm => ("tracing", Some("27")),
             Self::LsmCgroup => ("cgroup", Some("43")),
             Self::RawTracepoint => ("raw_tracepoint", None),
+            Self::Fentry => ("tracing", Some("24")),
         }
     }
 }

@@ -173,7 +173,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("syscall_override", 0.5),
     ("hints", 0.6),
     ("target_gone", 0.2),
-    ("shared_sys_enter", 0.3),
+    ("shared_programs", 0.5),
     ("host_view", 0.05),
     ("daemon", 0.15),
     ("doctor", 0.15),

@@ -154,8 +154,10 @@ impl LoadedFault {
         Ok(())
     }
 
-    /// An fentry program on a syscall's entry function, through a link owned by this process;
-    /// with `stops_tasks_of`, with the guard and resumer of the tasks it stops.
+    /// An fentry program on a syscall's entry function: through the process's shared program on
+    /// that function where the fault may share it and one lookup tells its tasks apart
+    /// (engine/dispatch.rs), else on a link of its own; with `stops_tasks_of`, with the guard
+    /// and resumer of the tasks it stops.
     fn attach_fentry(
         &mut self,
         program: &'static str,
@@ -164,36 +166,45 @@ impl LoadedFault {
     ) -> Result<(), AttachError> {
         let stopping = stops_tasks_of.map(|dir| self.start_guard(program, dir)).transpose()?;
         let btf = self.take_btf(program, "fentry")?;
-        let result = (|| -> Result<FdLink, AttachError> {
+        let result = (|| -> Result<Option<FdLink>, AttachError> {
             let prog: &mut FEntry = self.program(program)?;
             prog.load(function, &btf)
                 .map_err(|err| program_error(program, &format!("loading for {function}"), &err))?;
-            let id = prog.attach().map_err(|err| {
-                let mut error = program_error(program, &format!("attaching to {function}"), &err);
-                if let AttachError::Program { reason, .. } = &mut error {
-                    reason.push_str(" (--hook sys-enter uses the raw tracepoint instead, on every kernel)");
-                }
-                error
-            })?;
+            if let Some(slot) = self.dispatch(program, &dispatch::Hook::Entry(function.to_owned()), Some(&btf))? {
+                self.dispatched.push(slot);
+                return Ok(None);
+            }
+            let prog: &mut FEntry = self.program(program)?;
+            let id = prog.attach().map_err(|err| program_error(program, &format!("attaching to {function}"), &err))?;
             let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
-            Ok(FdLink::from(link))
-        })();
+            Ok(Some(FdLink::from(link)))
+        })()
+        .map_err(|mut error| {
+            if let AttachError::Program { reason, .. } = &mut error
+                && reason.contains("attaching to")
+            {
+                reason.push_str(" (--hook sys-enter uses the raw tracepoint instead, on every kernel)");
+            }
+            error
+        });
         self.btf = Some(btf);
-        self.links.push((program, result?));
+        if let Some(link) = result? {
+            self.links.push((program, link));
+        }
         match stopping {
             Some((guard, record)) => self.start_resumer(program, guard, record),
             None => Ok(()),
         }
     }
 
-    /// A raw tracepoint program: on `sys_enter`, through the process's shared program where the
+    /// A raw tracepoint program: on `sys_enter`, through the process's shared program there where the
     /// fault may share it and one lookup tells its tasks apart (engine/dispatch.rs), else on a
     /// link of its own.
     fn attach_tracepoint(&mut self, program: &'static str, tracepoint: &str) -> Result<(), AttachError> {
         let prog: &mut RawTracePoint = self.program(program)?;
         prog.load().map_err(|err| program_error(program, "loading", &err))?;
         if tracepoint == "sys_enter"
-            && let Some(slot) = self.dispatch(program)?
+            && let Some(slot) = self.dispatch(program, &dispatch::Hook::SysEnter, None)?
         {
             self.dispatched.push(slot);
             return Ok(());
@@ -217,18 +228,30 @@ impl LoadedFault {
         }
     }
 
-    /// Hands the loaded `program` to the process's shared `sys_enter` program, if this fault
-    /// may share it; `None`: attach it on its own.
-    fn dispatch(&mut self, program: &'static str) -> Result<Option<dispatch::Slot>, AttachError> {
-        let Some(cgroup_dir) = self.shared_sys_enter.clone() else { return Ok(None) };
+    /// Hands the loaded `program` to the process's shared program on `hook`, if this fault may
+    /// share it; `None`: attach it on its own.
+    fn dispatch(
+        &mut self,
+        program: &'static str,
+        hook: &dispatch::Hook,
+        btf: Option<&Btf>,
+    ) -> Result<Option<dispatch::Slot>, AttachError> {
+        let Some(cgroup_dir) = self.shared_hooks_target.clone() else { return Ok(None) };
         let mut syscalls = [0; chaos_common::SYSCALL_SET_BITS as usize / 64];
         for (word, &fault) in syscalls.iter_mut().zip(&self.syscall_words) {
             *word = fault;
         }
         let (cgroup_id, level) = (self.config.target_cgroup, self.config.target_level);
-        let prog: &mut RawTracePoint = self.program(program)?;
+        let prog = self
+            .ebpf
+            .program(program)
+            .ok_or_else(|| AttachError::Program { program, reason: "not in the eBPF object".into() })?;
         let fd = prog.fd().map_err(|err| program_error(program, "reading its fd", &err))?;
-        dispatch::register(&dispatch::Route { program: fd, cgroup_id, level, cgroup_dir: &cgroup_dir, syscalls })
+        dispatch::register(
+            hook,
+            &dispatch::Route { program: fd, cgroup_id, level, cgroup_dir: &cgroup_dir, syscalls },
+            btf,
+        )
     }
 
     /// A BPF LSM program: global, attached through a link owned by this process.

@@ -1,34 +1,36 @@
-//! One raw `sys_enter` program per process for all of its faults on that tracepoint (syscall
-//! delays and crash points where the kernel has no BPF trampolines, or `--hook sys-enter`).
+//! One program per process and hook for all of its faults there: the raw `sys_enter` tracepoint
+//! (syscall delays and crash points where the kernel has no BPF trampolines, or `--hook
+//! sys-enter`) and fentry on one syscall's entry function (where it has them).
 //!
-//! The tracepoint runs every attached program for every syscall of every task, so a program per
-//! fault made each syscall on the machine pay one run per armed fault (BENCHMARKS.md, "Many
-//! faults at once": 22 ns per fault per syscall on the host). Instead the process attaches one
-//! small program (the object `chaos-dispatch`, chaos-ebpf/src/dispatch.rs) and hands it each
-//! fault's program by map writes: the program tests the syscall against the union of the faults'
-//! bitmaps, looks the task's ancestor cgroup up at each level a fault targets, and tail-calls the
-//! fault found there. Each fault is still its own loaded object (its maps, gate, counters and
-//! kernel deadline), so nothing about what a fault does changes; only who runs it.
+//! Each hook runs every attached program for every call it sees, so a program per fault made
+//! each call on the machine pay one run per armed fault (BENCHMARKS.md, "Many faults at once":
+//! 22 ns per fault per syscall on the host's sys_enter). Instead the process attaches one small
+//! program per hook (the object `chaos-dispatch`, chaos-ebpf/src/dispatch.rs) and hands it each
+//! fault's program by map writes: the program tests the syscall against the union of the
+//! faults' bitmaps (sys_enter only: on fentry the function is the syscall), looks the task's
+//! ancestor cgroup up at each level a fault targets, and tail-calls the fault found there. Each
+//! fault is still its own loaded object (its maps, gate, counters and kernel deadline), so
+//! nothing about what a fault does changes; only who runs it.
 //!
-//! The dispatcher is attached when the first fault comes and detached when the last one goes, by
-//! a link this process owns: nothing of it outlives the process, SIGKILL included. A fault that
-//! cannot be told apart by one lookup attaches its own program, as before ([`register`] says
-//! `None`): another fault here on the same cgroup, or on a cgroup above or below it (a task
-//! would reach only one of them), more distinct levels than the program looks at, or a full
-//! table. Detached experiments pin their own links, so they never come here.
+//! A hook's dispatcher is attached when its first fault comes and detached when its last one
+//! goes, by a link this process owns: nothing of it outlives the process, SIGKILL included. A
+//! fault that cannot be told apart by one lookup attaches its own program, as before
+//! ([`register`] says `None`): another fault here on the same cgroup, or on a cgroup above or
+//! below it (a task would reach only one of them), more distinct levels than the program looks
+//! at, or a full table. Detached experiments pin their own links, so they never come here.
 use std::{
     path::{Path, PathBuf},
     sync::Mutex,
 };
 
 use aya::{
-    Ebpf,
+    Btf, Ebpf,
     maps::{Array, HashMap, MapError, ProgramArray},
-    programs::{ProgramFd, RawTracePoint, links::FdLink},
+    programs::{FEntry, ProgramFd, RawTracePoint, links::FdLink},
 };
 use chaos_common::{
     SYSCALL_SET_BITS,
-    dispatch::{FAULTS, LEVELS, LevelRoute, MAX_LEVELS, MAX_SLOTS, PROGRAM, SYSCALLS, TARGETS},
+    dispatch::{FAULTS, LEVELS, LevelRoute, MAX_LEVELS, MAX_SLOTS, PROGRAM, PROGRAM_ENTRY, SYSCALLS, TARGETS},
 };
 
 use super::{
@@ -42,19 +44,38 @@ static DISPATCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 const WORDS: usize = (SYSCALL_SET_BITS / 64) as usize;
 
-/// The process's dispatcher, while it holds at least one fault.
-static DISPATCHER: Mutex<Option<Dispatcher>> = Mutex::new(None);
+/// The process's dispatchers, one per hook that holds at least one fault.
+static DISPATCHERS: Mutex<Vec<Dispatcher>> = Mutex::new(Vec::new());
 
-/// One fault's place in the dispatcher; dropping it takes the fault out (and the dispatcher off
-/// the tracepoint with the last one).
+/// Where a dispatcher sits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// The raw `sys_enter` tracepoint: every syscall.
+    SysEnter,
+    /// fentry on this syscall entry function (`__x64_sys_read`): that syscall only.
+    Entry(String),
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SysEnter => write!(f, "the shared sys_enter program"),
+            Self::Entry(function) => write!(f, "the shared fentry program on {function}"),
+        }
+    }
+}
+
+/// One fault's place in a dispatcher; dropping it takes the fault out (and the dispatcher off
+/// its hook with the last one).
 #[derive(Debug)]
 pub struct Slot {
+    hook: Hook,
     index: u32,
 }
 
 /// What the dispatcher needs to route a task to a fault.
 pub struct Route<'a> {
-    /// The fault's raw `sys_enter` program, loaded.
+    /// The fault's program on the dispatcher's hook, loaded (for fentry: on the same function).
     pub program: &'a ProgramFd,
     /// The target cgroup's id and level (the fault's config).
     pub cgroup_id: u64,
@@ -73,8 +94,9 @@ struct Held {
 }
 
 struct Dispatcher {
+    hook: Hook,
     ebpf: Ebpf,
-    /// Keeps the program on the tracepoint; dropped with the dispatcher.
+    /// Keeps the program on its hook; dropped with the dispatcher.
     _link: FdLink,
     slots: Vec<Option<Held>>,
     /// The distinct levels held, in their `LEVELS` order.
@@ -85,51 +107,69 @@ struct Dispatcher {
     union: [u64; WORDS],
 }
 
-/// Hands the fault `route` describes to the process's dispatcher (attaching it first if this
-/// is the first fault); `None` when the fault must attach its own program (see the module).
-pub fn register(route: &Route<'_>) -> Result<Option<Slot>, AttachError> {
-    let mut guard = DISPATCHER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if guard.is_none() {
-        *guard = Some(Dispatcher::attach()?);
-    }
-    let dispatcher = guard.as_mut().expect("just made");
-    let placed = dispatcher.place(route);
-    if dispatcher.is_empty() {
-        // Nothing took it (or it failed): the tracepoint goes back to how it was.
-        *guard = None;
+/// Hands the fault `route` describes to the process's dispatcher on `hook` (attaching it first
+/// if this is the hook's first fault; fentry needs the kernel's `btf`); `None` when the fault
+/// must attach its own program (see the module).
+pub fn register(hook: &Hook, route: &Route<'_>, btf: Option<&Btf>) -> Result<Option<Slot>, AttachError> {
+    let mut dispatchers = DISPATCHERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let at = match dispatchers.iter().position(|d| d.hook == *hook) {
+        Some(at) => at,
+        None => {
+            dispatchers.push(Dispatcher::attach(hook, btf)?);
+            dispatchers.len() - 1
+        }
+    };
+    let placed = dispatchers[at].place(route);
+    if dispatchers[at].is_empty() {
+        // Nothing took it (or it failed): the hook goes back to how it was.
+        dispatchers.swap_remove(at);
     }
     placed
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut guard = DISPATCHER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(dispatcher) = guard.as_mut() else { return };
-        if let Err(err) = dispatcher.remove(self.index) {
+        let mut dispatchers = DISPATCHERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(at) = dispatchers.iter().position(|d| d.hook == self.hook) else { return };
+        if let Err(err) = dispatchers[at].remove(self.index) {
             // The fault's own deadline still holds in the kernel; the dispatcher goes below
             // with the last fault, or with the process.
-            tracing::warn!("taking a fault out of the shared sys_enter program: {err}");
+            tracing::warn!("taking a fault out of {}: {err}", self.hook);
         }
-        if dispatcher.is_empty() {
-            *guard = None;
+        if dispatchers[at].is_empty() {
+            dispatchers.swap_remove(at);
         }
     }
 }
 
 impl Dispatcher {
-    fn attach() -> Result<Self, AttachError> {
+    fn attach(hook: &Hook, btf: Option<&Btf>) -> Result<Self, AttachError> {
         let mut ebpf = load_object(DISPATCH_OBJECT, None)?;
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| AttachError::Program { program: PROGRAM, reason: "not in the eBPF object".into() })?
-            .try_into()
-            .map_err(|err| program_error(PROGRAM, "finding", &err))?;
-        prog.load().map_err(|err| program_error(PROGRAM, "loading", &err))?;
-        let id = prog.attach("sys_enter").map_err(|err| program_error(PROGRAM, "attaching", &err))?;
-        let link = prog.take_link(id).map_err(|err| program_error(PROGRAM, "taking its link", &err))?;
+        let link = match hook {
+            Hook::SysEnter => {
+                let prog: &mut RawTracePoint = dispatch_program(&mut ebpf, PROGRAM)?;
+                prog.load().map_err(|err| program_error(PROGRAM, "loading", &err))?;
+                let id = prog.attach("sys_enter").map_err(|err| program_error(PROGRAM, "attaching", &err))?;
+                FdLink::from(prog.take_link(id).map_err(|err| program_error(PROGRAM, "taking its link", &err))?)
+            }
+            Hook::Entry(function) => {
+                let btf = btf.ok_or_else(|| AttachError::Program {
+                    program: PROGRAM_ENTRY,
+                    reason: "fentry programs need the kernel's BTF".into(),
+                })?;
+                let prog: &mut FEntry = dispatch_program(&mut ebpf, PROGRAM_ENTRY)?;
+                prog.load(function, btf)
+                    .map_err(|err| program_error(PROGRAM_ENTRY, &format!("loading for {function}"), &err))?;
+                let id = prog
+                    .attach()
+                    .map_err(|err| program_error(PROGRAM_ENTRY, &format!("attaching to {function}"), &err))?;
+                FdLink::from(prog.take_link(id).map_err(|err| program_error(PROGRAM_ENTRY, "taking its link", &err))?)
+            }
+        };
         Ok(Self {
+            hook: hook.clone(),
             ebpf,
-            _link: FdLink::from(link),
+            _link: link,
             slots: (0..MAX_SLOTS).map(|_| None).collect(),
             levels: Vec::new(),
             written: [LevelRoute::default(); MAX_LEVELS as usize],
@@ -183,7 +223,7 @@ impl Dispatcher {
             let _ = faults.clear_index(&index);
         }
         placed?;
-        Ok(Some(Slot { index }))
+        Ok(Some(Slot { hook: self.hook.clone(), index }))
     }
 
     fn write_route(&mut self, index: u32, new_level: bool, route: &Route<'_>) -> Result<(), AttachError> {
@@ -277,4 +317,15 @@ impl Dispatcher {
         self.union = union;
         Ok(())
     }
+}
+
+/// The dispatch object's program `name`, as its type.
+fn dispatch_program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, AttachError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| AttachError::Program { program: name, reason: "not in the eBPF object".into() })?
+        .try_into()
+        .map_err(|err| program_error(name, "finding", &err))
 }

@@ -39,11 +39,11 @@ pub struct LoadedFault {
     pub(super) config: FaultConfig,
     /// Resumes the tasks a syscall delay stops (with its guard and its ledger record).
     pub(super) resumer: Option<(Resumer, Entry)>,
-    /// The target's cgroup directory, when this fault's raw `sys_enter` programs may go to the
-    /// process's shared program ([`share_sys_enter`](Self::share_sys_enter)); `None`: they
+    /// The target's cgroup directory, when this fault's raw `sys_enter` and fentry programs may
+    /// go to the process's shared programs ([`share_hooks`](Self::share_hooks)); `None`: they
     /// attach links of their own (a detached experiment pins them).
-    pub(super) shared_sys_enter: Option<std::path::PathBuf>,
-    /// Its places in the shared program: dropping them takes the fault out.
+    pub(super) shared_hooks_target: Option<std::path::PathBuf>,
+    /// Its places in the shared programs: dropping them takes the fault out.
     pub(super) dispatched: Vec<super::dispatch::Slot>,
     /// The syscall bitmap written to `SYSCALL_SET`, which the shared program needs too.
     pub(super) syscall_words: Vec<u64>,
@@ -89,17 +89,17 @@ impl LoadedFault {
             btf: None,
             config: FaultConfig::default(),
             resumer: None,
-            shared_sys_enter: None,
+            shared_hooks_target: None,
             dispatched: Vec::new(),
             syscall_words: Vec::new(),
         })
     }
 
-    /// Lets this fault's raw `sys_enter` programs run through the process's one program there
-    /// (engine/dispatch.rs) rather than each on its own link; `target_dir` is the target
-    /// cgroup's directory. Not for a fault that will be pinned.
-    pub fn share_sys_enter(&mut self, target_dir: &std::path::Path) {
-        self.shared_sys_enter = Some(target_dir.to_path_buf());
+    /// Lets this fault's raw `sys_enter` and fentry programs run through the process's one
+    /// program per hook (engine/dispatch.rs) rather than each on its own link; `target_dir` is
+    /// the target cgroup's directory. Not for a fault that will be pinned.
+    pub fn share_hooks(&mut self, target_dir: &std::path::Path) {
+        self.shared_hooks_target = Some(target_dir.to_path_buf());
     }
 
     /// Writes the fault's configuration. Safe while the programs run: the next event sees it.

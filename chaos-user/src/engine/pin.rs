@@ -57,7 +57,7 @@ impl LoadedFault {
         };
         if !self.dispatched.is_empty() {
             return Err(AttachError::NotPinnable(
-                "this fault runs through this process's shared sys_enter program, which ends with the process; \
+                "this fault runs through one of this process's shared programs (sys_enter, fentry), which end with the process; \
                  arm it with run::arm_to_pin"
                     .into(),
             ));
