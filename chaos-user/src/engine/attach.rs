@@ -2,7 +2,11 @@
 //! hooks), a BPF LSM hook, a raw tracepoint or a syscall's entry function (fentry) whose
 //! program stops tasks (with its guard and resumer) or signals them, a kprobe, or a TC hook in
 //! the target's namespace (`tc`).
-use std::{fs::File, path::Path};
+use std::{
+    fs::File,
+    path::Path,
+    sync::{Arc, Mutex, PoisonError, Weak},
+};
 
 use aya::{
     Btf,
@@ -187,7 +191,6 @@ impl LoadedFault {
             }
             error
         });
-        self.btf = Some(btf);
         if let Some(link) = result? {
             self.links.push((program, link));
         }
@@ -216,16 +219,19 @@ impl LoadedFault {
         Ok(())
     }
 
-    /// The kernel's BTF, parsed at the first program of `kind` (fentry, LSM) that needs it and
-    /// kept; the caller puts it back in `self.btf` once its program is loaded.
-    fn take_btf(&mut self, program: &'static str, kind: &str) -> Result<Btf, AttachError> {
-        match self.btf.take() {
-            Some(btf) => Ok(btf),
-            None => Btf::from_sys_fs().map_err(|e| AttachError::Program {
-                program,
-                reason: format!("{kind} programs need the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
-            }),
+    /// The kernel's BTF for a program of `kind` (fentry, LSM): parsed once for all of this
+    /// process's faults that hold it ([`shared_kernel_btf`]), and held by this fault from its
+    /// first such program on.
+    fn take_btf(&mut self, program: &'static str, kind: &str) -> Result<Arc<Btf>, AttachError> {
+        if let Some(btf) = &self.btf {
+            return Ok(Arc::clone(btf));
         }
+        let btf = shared_kernel_btf().map_err(|e| AttachError::Program {
+            program,
+            reason: format!("{kind} programs need the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"),
+        })?;
+        self.btf = Some(Arc::clone(&btf));
+        Ok(btf)
     }
 
     /// Hands the loaded `program` to the process's shared program on `hook`, if this fault may
@@ -264,7 +270,6 @@ impl LoadedFault {
             let link = prog.take_link(id).map_err(|err| program_error(program, "taking its link", &err))?;
             Ok(FdLink::from(link))
         })();
-        self.btf = Some(btf);
         self.links.push((program, result?));
         Ok(())
     }
@@ -311,7 +316,6 @@ impl LoadedFault {
                 }
             }
         })();
-        self.btf = Some(btf);
         let Some(link) = attached? else {
             let global = global_fallback.expect("only with a fallback");
             eprintln!(
@@ -359,4 +363,18 @@ impl LoadedFault {
         self.tc.push(attachment);
         Ok(())
     }
+}
+
+/// The kernel's BTF, parsed once and shared by every fault of the process that holds it, and
+/// freed with the last of them. Each parse is about 5 MB of /sys/kernel/btf/vmlinux turned into
+/// several times that in memory: a daemon holding 50 fentry or LSM faults held 50 copies.
+fn shared_kernel_btf() -> Result<Arc<Btf>, aya::BtfError> {
+    static SHARED: Mutex<Weak<Btf>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(btf) = shared.upgrade() {
+        return Ok(btf);
+    }
+    let btf = Arc::new(Btf::from_sys_fs()?);
+    *shared = Arc::downgrade(&btf);
+    Ok(btf)
 }

@@ -33,8 +33,9 @@ pub struct LoadedFault {
     /// in the object (detached with it) and cannot be pinned.
     pub(super) unpinnable: Vec<&'static str>,
     pub(super) tc: Vec<TcAttachment>,
-    /// The kernel's BTF, parsed once if an LSM program needs it.
-    pub(super) btf: Option<Btf>,
+    /// The kernel's BTF, once a program of this fault needed it (LSM, fentry); shared by the
+    /// process's faults (attach.rs).
+    pub(super) btf: Option<std::sync::Arc<Btf>>,
     /// The configuration last written, which the resumer takes its delay from.
     pub(super) config: FaultConfig,
     /// Resumes the tasks a syscall delay stops (with its guard and its ledger record).
