@@ -73,7 +73,7 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
     runtime.block_on(async {
         // Signals first: a Ctrl-C during set-up must still reach the clean-up below.
         let mut signals = StopSignals::install().context("installing signal handlers")?.watching(&plan.target);
-        let _ = sys::raise_memlock_rlimit();
+        let _ = sys::raise_resource_limits();
         let (mut fault, deadline_ns) = arm(plan, Some(plan.duration))?;
         let injections = fault.read_injections()?;
         // The user-space timer ends with the kernel deadline (both CLOCK_MONOTONIC).

@@ -39,7 +39,7 @@ pub fn run_plans(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = StopSignals::install().context("installing signal handlers")?;
-        let _ = sys::raise_memlock_rlimit();
+        let _ = sys::raise_resource_limits();
         let started = Instant::now();
         let mut copies = Vec::new();
         let mut last_deadline_ns = 0;

@@ -18,15 +18,27 @@ pub fn monotonic_deadline_ns(after: Duration) -> u64 {
     monotonic_now_ns().saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so loading does not fail with
-/// a misleading EPERM there. Harmless on newer kernels.
-pub fn raise_memlock_rlimit() -> io::Result<()> {
+/// Lifts the limits loading and holding faults runs into: RLIMIT_MEMLOCK, which kernels before
+/// 5.11 charge BPF maps to (they fail with a misleading EPERM there; harmless on newer ones), and
+/// RLIMIT_NOFILE's soft limit up to its hard one: every map and program of a loaded fault is a
+/// descriptor (about 30 a fault), so at the usual soft limit of 1024 a daemon holding 43 faults
+/// got EMFILE. Raising the soft limit to the hard one is what systemd asks of services that
+/// need many descriptors.
+pub fn raise_resource_limits() -> io::Result<()> {
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: valid pointer to an rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
-        return Err(io::Error::last_os_error());
+    let memlock = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
+    let memlock = if memlock == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+    let mut files = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointers to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut files) } == 0 && files.rlim_cur < files.rlim_max {
+        files.rlim_cur = files.rlim_max;
+        // SAFETY: as above; lowering nothing, only the soft limit up to the hard one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const files) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
-    Ok(())
+    memlock
 }
 
 /// Capabilities chaos cares about, by bit number (linux/capability.h).
@@ -54,4 +66,23 @@ pub const fn has_capability(set: u64, cap: u32) -> bool {
 #[must_use]
 pub fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_open_files_soft_limit_is_raised_to_the_hard_one() {
+        let mut files = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: valid pointer; this test process's own limit, lowered for the test.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut files) };
+        let lowered = libc::rlimit { rlim_cur: files.rlim_max.min(256), rlim_max: files.rlim_max };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lowered) }, 0);
+        // MEMLOCK may not be raised without privileges; NOFILE's soft limit always can be.
+        let _ = super::raise_resource_limits();
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: as above.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut now) };
+        assert_eq!(now.rlim_cur, files.rlim_max, "soft limit raised to the hard one");
+    }
 }

@@ -95,7 +95,7 @@ struct Service {
 /// Runs the daemon until SIGTERM or SIGINT. A bad configuration is an error (exit 2).
 pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = DaemonConfig::load(config_path)?;
-    let _ = crate::sys::raise_memlock_rlimit();
+    let _ = crate::sys::raise_resource_limits();
     // Each run has a thread of its own; glibc would give many of them an arena of their own,
     // which a long-lived service keeps forever. Two arenas serve the control task and one run.
     // SAFETY: mallopt(3) only sets an allocator parameter; called before any run thread exists.
@@ -308,7 +308,10 @@ impl Service {
             Ok(0) => ("held", "held".to_owned()),
             Ok(1) => ("violated", "violated".to_owned()),
             Ok(crate::report::TARGET_GONE_EXIT) => ("target_gone", "target gone (its cgroup was removed)".to_owned()),
-            Ok(code) => ("aborted", format!("no verdict (exit {code})")),
+            Ok(code) => match run::verdict_summary(&end.timeline) {
+                Some(why) => ("aborted", format!("no verdict (exit {code}): {why}")),
+                None => ("aborted", format!("no verdict (exit {code})")),
+            },
             Err(why) => ("aborted", format!("could not run: {why}")),
         };
         tracing::info!(

@@ -45,6 +45,16 @@ pub fn run_one(
     runner::run_to_verdict(&plan, &options).map_err(|e| format!("{e:#}"))
 }
 
+/// The summary of the verdict a run's timeline ends with ("fault 1 could not attach: ..."), for
+/// the daemon's log line of a run that ended without one of its own words.
+pub fn verdict_summary(timeline: &Path) -> Option<String> {
+    let events = crate::experiment::timeline::read(timeline).ok()?;
+    events.into_iter().rev().find_map(|(_, recorded)| match recorded.event {
+        crate::experiment::events::TimelineEvent::Verdict { summary, .. } => Some(summary),
+        _ => None,
+    })
+}
+
 /// Keeps the newest `keep` timelines (their names start with the time).
 pub fn prune_timelines(dir: &Path, keep: usize) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };

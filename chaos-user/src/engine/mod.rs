@@ -97,9 +97,12 @@ fn program_error(program: &'static str, doing: &str, err: &ProgramError) -> Atta
 }
 
 fn privilege_hint(err: &std::io::Error) -> &'static str {
-    if err.raw_os_error() == Some(libc::EPERM) {
-        " (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON; `chaos doctor` checks)"
-    } else {
-        ""
+    match err.raw_os_error() {
+        Some(libc::EPERM) => " (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON; `chaos doctor` checks)",
+        Some(libc::EMFILE) => {
+            " (this process has as many open files as RLIMIT_NOFILE's hard limit allows; each fault holds about 30: \
+             raise it, e.g. `ulimit -Hn` or LimitNOFILE= in the unit)"
+        }
+        _ => "",
     }
 }

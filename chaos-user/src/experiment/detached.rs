@@ -94,7 +94,7 @@ fn is_bpffs(path: &Path) -> bool {
 pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<ExitCode> {
     let experiment = plan.experiment;
     ensure_bpffs()?;
-    let _ = sys::raise_memlock_rlimit();
+    let _ = sys::raise_resource_limits();
     if !experiment.steady_state.checks.is_empty() {
         eprintln!(
             "chaos: note: a detached experiment runs no steady-state checks (no process stays to watch them); \

@@ -59,7 +59,7 @@ pub fn run_to_verdict(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow
             None => StopSignals::install().context("installing signal handlers")?,
         }
         .watching(&plan.target);
-        let _ = sys::raise_memlock_rlimit();
+        let _ = sys::raise_resource_limits();
         let mut timeline = Timeline::create(&options.timeline)
             .with_context(|| format!("creating the timeline {}", options.timeline.display()))?;
         let mut runner = Runner::new(plan, &mut timeline, options.kind)?;
