@@ -6,7 +6,7 @@
 //! size and modification time of what it leads to) catches that swap and plain edits alike.
 use std::{
     collections::BTreeSet,
-    os::unix::fs::MetadataExt as _,
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -40,11 +40,12 @@ pub fn fingerprint(config: &DaemonConfig) -> Fingerprint {
 
 /// Each file and symlink of `dir`: its path, symlink target, and the inode, size and mtime it
 /// leads to. Directories are left out: a state directory beside the file changes with every
-/// run, and kubelet's timestamped directories are seen through the `..data` symlink.
+/// run, and kubelet's timestamped directories are seen through the `..data` symlink. Sockets
+/// too (the daemon's own may sit beside its configuration): they are never configuration.
 fn directory(dir: &Path) -> Vec<(PathBuf, Option<PathBuf>, u64, u64, i64, i64)> {
     let Ok(read) = std::fs::read_dir(dir) else { return Vec::new() };
     read.flatten()
-        .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_dir()))
+        .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_dir() && !t.is_socket()))
         .map(|entry| {
             let path = entry.path();
             let link = std::fs::read_link(&path).ok();
