@@ -19,6 +19,7 @@ use crate::{build, util, vm};
 mod daemon;
 mod entry_hook;
 mod scale;
+mod scale_entry;
 mod scale_lsm;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -65,6 +66,8 @@ pub enum InVm {
     DelayHooks,
     /// N LSM faults armed: an untargeted open loop, global vs per-cgroup programs.
     ScaleLsm,
+    /// N syscall delays on fentry: an untargeted loop, one daemon vs a chaos per fault.
+    ScaleEntry,
 }
 
 /// A fault of each hook kind as `chaos` arguments that never fire (`--percent 0`): the service
@@ -183,6 +186,7 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
     }
     if which.contains(&Which::Scale) {
         write_section("scale", &scale::scale_bench()?)?;
+        write_section("scale-entry-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-entry")?)?;
         write_section("scale-lsm-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-lsm")?)?;
     }
     println!("figures written to BENCHMARKS.md");
@@ -242,6 +246,7 @@ pub fn in_vm(which: InVm) -> anyhow::Result<()> {
         InVm::Floor => crate::floor::errinj_floor_bench()?,
         InVm::DelayHooks => entry_hook::syscall_delay_hooks_bench()?,
         InVm::ScaleLsm => scale_lsm::lsm_scale_bench()?,
+        InVm::ScaleEntry => scale_entry::entry_scale_bench()?,
     };
     println!("{VM_SECTION_BEGIN}\n{section}{VM_SECTION_END}");
     Ok(())

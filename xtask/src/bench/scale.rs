@@ -33,7 +33,7 @@ enum Holder {
 /// Faults armed, until dropped.
 enum Armed {
     Processes(Vec<Chaos>),
-    Daemon { daemon: Chaos, _dir: TempDir },
+    Daemon(DelayDaemon),
 }
 
 /// `targets.len()` delays, one per cgroup, started together and all armed on return.
@@ -45,6 +45,12 @@ fn arm_all(holder: Holder, targets: &[TestCgroup]) -> anyhow::Result<Armed> {
 }
 
 fn arm_processes(targets: &[TestCgroup]) -> Vec<Chaos> {
+    arm_delay_processes(targets, "read", "sys-enter")
+}
+
+/// A 1 ms delay on `syscall` through `hook` for each of `targets`, one chaos each, started
+/// together and all armed on return.
+pub(super) fn arm_delay_processes(targets: &[TestCgroup], syscall: &str, hook: &str) -> Vec<Chaos> {
     let mut armed: Vec<Chaos> = targets
         .iter()
         .map(|cgroup| {
@@ -54,11 +60,11 @@ fn arm_processes(targets: &[TestCgroup]) -> Vec<Chaos> {
                 "--cgroup",
                 cgroup.path(),
                 "--syscall",
-                "read",
+                syscall,
                 "--by",
                 "1ms",
                 "--hook",
-                "sys-enter",
+                hook,
                 "--for",
                 "30m",
                 "-v",
@@ -71,46 +77,70 @@ fn arm_processes(targets: &[TestCgroup]) -> Vec<Chaos> {
     armed
 }
 
-/// A daemon with one experiment per target (a delay on `read`, the host's raw sys_enter: the
-/// experiment's `auto` hook), each started by hand (`chaos daemon run`), all armed on return.
-fn arm_in_daemon(targets: &[TestCgroup]) -> anyhow::Result<Armed> {
-    let dir = TempDir::new();
-    let mut config = String::from(
-        "socket = \"daemon.sock\"\nkill_switch = \"kill\"\nstate_dir = \"state\"\nmetrics = false\n[schedule]\n\
+/// A daemon with one experiment per target (a 1 ms delay on `syscall` through the experiment's
+/// `auto` hook: the host's raw sys_enter, fentry where the kernel has it), none started yet.
+pub(super) struct DelayDaemon {
+    pub daemon: Chaos,
+    dir: TempDir,
+    socket: String,
+    started: usize,
+}
+
+impl DelayDaemon {
+    pub(super) fn start(targets: &[TestCgroup], syscall: &str) -> anyhow::Result<Self> {
+        let dir = TempDir::new();
+        let mut config = String::from(
+            "socket = \"daemon.sock\"\nkill_switch = \"kill\"\nstate_dir = \"state\"\nmetrics = false\n[schedule]\n\
          every = \"24h\"\n[budget]\nmax_runs_per_hour = 100000\nmax_concurrent = 1000\n",
-    );
-    for (n, cgroup) in targets.iter().enumerate() {
-        fs::write(
-            dir.path().join(format!("f{n}.toml")),
-            format!(
-                "name = \"f{n}\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"30m\"\n\n[[fault]]\n\
-                 kind = \"syscall delay\"\nsyscall = \"read\"\nby = \"1ms\"\n",
-                cgroup.path()
-            ),
-        )?;
-        let _ = write!(config, "\n[[experiment]]\nfile = \"f{n}.toml\"\n");
+        );
+        for (n, cgroup) in targets.iter().enumerate() {
+            fs::write(
+                dir.path().join(format!("f{n}.toml")),
+                format!(
+                    "name = \"f{n}\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"30m\"\n\n[[fault]]\n\
+                     kind = \"syscall delay\"\nsyscall = \"{syscall}\"\nby = \"1ms\"\n",
+                    cgroup.path()
+                ),
+            )?;
+            let _ = write!(config, "\n[[experiment]]\nfile = \"f{n}.toml\"\n");
+        }
+        let config_path = dir.path().join("daemon.toml");
+        fs::write(&config_path, config)?;
+        let socket = dir.path().join("daemon.sock");
+        let mut daemon = Chaos::start(&["daemon", "--config", config_path.to_str().context("a UTF-8 path")?]);
+        daemon.wait_until("the daemon's socket answers", Duration::from_secs(60), || {
+            UnixStream::connect(&socket).is_ok()
+        });
+        let socket = socket.to_str().context("a UTF-8 path")?.to_owned();
+        Ok(Self { daemon, dir, socket, started: 0 })
     }
-    let config_path = dir.path().join("daemon.toml");
-    fs::write(&config_path, config)?;
-    let socket = dir.path().join("daemon.sock");
-    let socket_arg = socket.to_str().context("a UTF-8 path")?.to_owned();
-    let mut daemon = Chaos::start(&["daemon", "--config", config_path.to_str().context("a UTF-8 path")?]);
-    daemon.wait_until("the daemon's socket answers", Duration::from_secs(60), || UnixStream::connect(&socket).is_ok());
-    for n in 0..targets.len() {
-        let (status, stdout, stderr) =
-            chaos_tests::chaos::run(&["daemon", "run", &format!("f{n}"), "--socket", &socket_arg]);
-        anyhow::ensure!(status.success(), "chaos daemon run f{n}: {stdout}{stderr}");
+
+    /// Starts the next experiments until `count` run (`chaos daemon run`), all armed on return.
+    pub(super) fn run_until(&mut self, count: usize) -> anyhow::Result<()> {
+        for n in self.started..count {
+            let (status, stdout, stderr) =
+                chaos_tests::chaos::run(&["daemon", "run", &format!("f{n}"), "--socket", &self.socket]);
+            anyhow::ensure!(status.success(), "chaos daemon run f{n}: {stdout}{stderr}");
+        }
+        self.started = self.started.max(count);
+        let timelines = self.dir.path().join("state/timelines");
+        self.daemon.wait_until("every run armed", Duration::from_secs(300), || {
+            let armed = fs::read_dir(&timelines)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|entry| timeline_so_far(&entry.path()).iter().any(|event| event["event"] == "arm"));
+            armed.count() >= count
+        });
+        Ok(())
     }
-    let timelines = dir.path().join("state/timelines");
-    daemon.wait_until("every run armed", Duration::from_secs(300), || {
-        let armed = fs::read_dir(&timelines)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|entry| timeline_so_far(&entry.path()).iter().any(|event| event["event"] == "arm"));
-        armed.count() >= targets.len()
-    });
-    Ok(Armed::Daemon { daemon, _dir: dir })
+}
+
+/// [`DelayDaemon`] on `read`, every target's experiment started.
+fn arm_in_daemon(targets: &[TestCgroup]) -> anyhow::Result<Armed> {
+    let mut daemon = DelayDaemon::start(targets, "read")?;
+    daemon.run_until(targets.len())?;
+    Ok(Armed::Daemon(daemon))
 }
 
 /// Stops them all at once (SIGINT: each chaos, or the daemon with its runs, detaches and
@@ -118,7 +148,7 @@ fn arm_in_daemon(targets: &[TestCgroup]) -> anyhow::Result<Armed> {
 fn stop_all(armed: Armed) {
     let chaoses = match armed {
         Armed::Processes(chaoses) => chaoses,
-        Armed::Daemon { daemon, _dir } => vec![daemon],
+        Armed::Daemon(held) => vec![held.daemon],
     };
     for chaos in &chaoses {
         chaos.signal(libc::SIGINT);
@@ -214,8 +244,9 @@ pub fn scale_bench() -> anyhow::Result<String> {
          daemon is the way to hold many faults on a node. A fault on the same cgroup as another of its process, or \
          on a cgroup above or below one, attaches its own program (one lookup cannot reach both). Where the \
          kernel has BPF trampolines, a delay on one syscall is an fentry program on that syscall's entry function \
-         (`bench delay`, VM section): other syscalls pay nothing, but every read() on the machine runs each of the \
-         N; the cgroup hooks and lsm_cgroup (BPF LSM faults on 6.0+ kernels, the VM section below) attach per cgroup, so N faults on N cgroups do not stack there."
+         (`bench delay`, VM section): other syscalls pay nothing, and one process's faults on one function share \
+         one program there the same way (the fentry VM section below); the cgroup hooks and lsm_cgroup (BPF LSM \
+         faults on 6.0+ kernels, the LSM VM section) attach per cgroup, so N faults on N cgroups do not stack there."
     );
     Ok(out)
 }

@@ -84,13 +84,13 @@ fn runs_per_round(armed: &[Chaos], other: &TestCgroup, file: &str) -> anyhow::Re
 }
 
 /// kB of a `/proc/meminfo` field.
-fn meminfo_kb(field: &str) -> Option<u64> {
+pub(super) fn meminfo_kb(field: &str) -> Option<u64> {
     let text = fs::read_to_string("/proc/meminfo").ok()?;
     text.lines().find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches(" kB").trim().parse().ok())
 }
 
 /// kB resident of process `pid`.
-fn rss_kb(pid: i32) -> Option<u64> {
+pub(super) fn rss_kb(pid: i32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches(" kB").trim().parse().ok())
 }
