@@ -7,6 +7,7 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
+    helpers::bpf_get_current_ancestor_cgroup_id,
     macros::{cgroup_skb, cgroup_sock_addr, classifier, kprobe, lsm, raw_tracepoint},
     programs::{LsmContext, ProbeContext, RawTracePointContext, SkBuffContext, SockAddrContext, TcContext},
 };
@@ -32,6 +33,16 @@ pub fn floor_connect4(_ctx: SockAddrContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn floor_sys_enter(_ctx: RawTracePointContext) -> i32 {
     0
+}
+
+/// Not empty: the least a program on sys_enter must do to tell one cgroup's tasks from the rest,
+/// one bpf_get_current_ancestor_cgroup_id call and a compare, so the bench can show how much of
+/// chaos's untargeted cost above the empty program that helper is.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn floor_cgroup_id(_ctx: RawTracePointContext) -> i32 {
+    // SAFETY: helper taking a plain integer. No cgroup has id u64::MAX: the compare never holds.
+    let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(1) };
+    i32::from(ancestor == u64::MAX)
 }
 
 /// "No verdict", as chaos's TC programs return when they leave a packet alone.

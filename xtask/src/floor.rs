@@ -44,6 +44,9 @@ enum Hook {
     SkbIngress,
     Connect4,
     SysEnter,
+    /// sys_enter again, against a program that makes the one helper call chaos's untargeted path
+    /// makes (`floor_cgroup_id`): what chaos adds beyond the least a cgroup test costs.
+    SysEnterCgroupTest,
     TcEgress,
     /// The error-injection backend (`--backend override`); only kernels with
     /// bpf_override_return load chaos's program there.
@@ -52,7 +55,8 @@ enum Hook {
 
 impl Hook {
     /// What the host kernel runs.
-    const HOST: [Self; 5] = [Self::SkbEgress, Self::SkbIngress, Self::Connect4, Self::SysEnter, Self::TcEgress];
+    const HOST: [Self; 6] =
+        [Self::SkbEgress, Self::SkbIngress, Self::Connect4, Self::SysEnter, Self::SysEnterCgroupTest, Self::TcEgress];
     /// What needs the error-injection kernel.
     const ERRINJ: [Self; 1] = [Self::KprobeFsync];
 
@@ -62,6 +66,7 @@ impl Hook {
             Self::SkbIngress => "cgroup_skb ingress",
             Self::Connect4 => "cgroup connect4",
             Self::SysEnter => "raw tracepoint sys_enter",
+            Self::SysEnterCgroupTest => "raw tracepoint sys_enter, against one cgroup helper call",
             Self::TcEgress => "TC egress (tcx)",
             Self::KprobeFsync => "kprobe __x64_sys_fsync",
         }
@@ -72,7 +77,7 @@ impl Hook {
         match self {
             Self::SkbEgress | Self::SkbIngress | Self::TcEgress => "UDP packet (64 B) across a veth pair",
             Self::Connect4 => "connect() on a UDP socket",
-            Self::SysEnter => "getpid()",
+            Self::SysEnter | Self::SysEnterCgroupTest => "getpid()",
             Self::KprobeFsync => "fsync() on a small file in memory",
         }
     }
@@ -86,6 +91,7 @@ impl Hook {
             // The program on the tracepoint is the process's shared one, which tail-calls the
             // fault's: its run time includes the fault program's.
             Self::SysEnter => ("floor_sys_enter", "chaos_dispatch"),
+            Self::SysEnterCgroupTest => ("floor_cgroup_id", "chaos_dispatch"),
             Self::TcEgress => ("floor_tc", "net_corrupt_egress"),
             Self::KprobeFsync => ("floor_kprobe", "sys_override"),
         }
@@ -93,7 +99,7 @@ impl Hook {
 
     /// Whether every task's events run the program (not only the attached cgroup's).
     fn global(self) -> bool {
-        matches!(self, Self::SysEnter | Self::TcEgress | Self::KprobeFsync)
+        matches!(self, Self::SysEnter | Self::SysEnterCgroupTest | Self::TcEgress | Self::KprobeFsync)
     }
 
     /// The chaos command that puts its program on this hook, for `cgroup`, never firing.
@@ -104,7 +110,9 @@ impl Hook {
             Self::Connect4 => bench::SILENT_CONNECT_FAIL,
             // getpid itself, so the untargeted run passes the syscall test and reaches the
             // cgroup test: the worst case for other cgroups.
-            Self::SysEnter => &["syscall", "delay", "--syscall", "getpid", "--by", "1ms", "--percent", "0"],
+            Self::SysEnter | Self::SysEnterCgroupTest => {
+                &["syscall", "delay", "--syscall", "getpid", "--by", "1ms", "--percent", "0"]
+            }
             Self::TcEgress => &["net", "corrupt", "--percent", "0", "--direction", "egress"],
             Self::KprobeFsync => {
                 &["syscall", "fail", "--syscall", "fsync", "--backend", "override", "--errno", "EIO", "--percent", "0"]
@@ -161,7 +169,7 @@ fn measure(hook: Hook, setup: &Setup) -> anyhow::Result<f64> {
     let to = SocketAddr::from((TwoHosts::B, PORT)).to_string();
     let packets = PACKETS.to_string();
     let (args, netns, events): (Vec<&str>, Option<&Netns>, u64) = match hook {
-        Hook::SysEnter => (vec!["getpid-loop", "--count", &getpids], None, GETPIDS),
+        Hook::SysEnter | Hook::SysEnterCgroupTest => (vec!["getpid-loop", "--count", &getpids], None, GETPIDS),
         Hook::KprobeFsync => (vec!["fsync-loop", "--path", &file, "--count", &fsyncs], None, FSYNCS),
         Hook::Connect4 => {
             (vec!["connect-loop", "--udp", "--to", &to, "--count", &connects], Some(&setup.hosts.a), CONNECTS)

@@ -66,7 +66,7 @@ impl Empty {
                 program.load()?;
                 program.attach(cgroup()?.as_fd(), CgroupAttachMode::Single)?;
             }
-            Hook::SysEnter => {
+            Hook::SysEnter | Hook::SysEnterCgroupTest => {
                 let program: &mut RawTracePoint = program(&mut ebpf, name)?;
                 program.load()?;
                 program.attach("sys_enter")?;

@@ -145,7 +145,37 @@ pub(super) fn host(hooks: &[Hook], run: &Run) -> String {
          and crash points take where the kernel has BPF trampolines, measured in the VM by `bench delay`; this \
          host refuses tracing programs) or per-cgroup attachment (cgroup hooks, lsm_cgroup)."
     );
+    helper_share(&mut out, hooks, run);
     out
+}
+
+/// What the sys_enter rows say of that helper, from the time inside the programs (the steady
+/// figure; the CPU rounds move by tens of ns between runs here): the program that makes only
+/// the helper call (`floor_cgroup_id`) beside the empty one and chaos's untargeted run.
+fn helper_share(out: &mut String, hooks: &[Hook], run: &Run) {
+    let times = |hook: Hook| hooks.iter().position(|&h| h == hook).map(|i| run.times[i]);
+    let (Some([Some(empty), Some(chaos), ..]), Some([Some(helper), ..])) =
+        (times(Hook::SysEnter), times(Hook::SysEnterCgroupTest))
+    else {
+        return;
+    };
+    let met = chaos <= helper * 1.25 || chaos - helper <= 10.0;
+    let _ = writeln!(
+        out,
+        "\nHow much of that is the helper, measured (the row \"against one cgroup helper call\": its program \
+         `floor_cgroup_id` is the empty one plus bpf_get_current_ancestor_cgroup_id and a compare). Inside the \
+         program per getpid(): the empty program {empty:.1} ns, the helper program {helper:.1} ns, chaos untargeted \
+         {chaos:.1} ns. So of the {:.1} ns chaos spends above the empty program, the one helper call is {:.1} ns and \
+         chaos's own work (the syscall bitmap, the level route, the compare) {:.1} ns: chaos is {:.2}x the least \
+         program that can tell a cgroup's tasks apart on this hook (goal 1.25x or +10 ns: {}). What is left above \
+         the empty program is the helper (task to css_set to cgroup to ancestor to id, under RCU), which only a \
+         hook that other tasks do not reach removes.",
+        chaos - empty,
+        helper - empty,
+        chaos - helper,
+        chaos / helper,
+        if met { "met" } else { "missed" }
+    );
 }
 
 /// The error-injection VM's section: the kprobe of `--backend override`.
