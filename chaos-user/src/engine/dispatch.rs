@@ -35,7 +35,7 @@ use chaos_common::{
 
 use super::{
     AttachError,
-    load::{load_object, map_error, typed_map},
+    load::{load_object, map_error, typed_map, typed_program},
     program_error,
 };
 
@@ -147,7 +147,7 @@ impl Dispatcher {
         let mut ebpf = load_object(DISPATCH_OBJECT, None)?;
         let link = match hook {
             Hook::SysEnter => {
-                let prog: &mut RawTracePoint = dispatch_program(&mut ebpf, PROGRAM)?;
+                let prog: &mut RawTracePoint = typed_program(&mut ebpf, PROGRAM)?;
                 prog.load().map_err(|err| program_error(PROGRAM, "loading", &err))?;
                 let id = prog.attach("sys_enter").map_err(|err| program_error(PROGRAM, "attaching", &err))?;
                 FdLink::from(prog.take_link(id).map_err(|err| program_error(PROGRAM, "taking its link", &err))?)
@@ -157,7 +157,7 @@ impl Dispatcher {
                     program: PROGRAM_ENTRY,
                     reason: "fentry programs need the kernel's BTF".into(),
                 })?;
-                let prog: &mut FEntry = dispatch_program(&mut ebpf, PROGRAM_ENTRY)?;
+                let prog: &mut FEntry = typed_program(&mut ebpf, PROGRAM_ENTRY)?;
                 prog.load(function, btf)
                     .map_err(|err| program_error(PROGRAM_ENTRY, &format!("loading for {function}"), &err))?;
                 let id = prog
@@ -317,15 +317,4 @@ impl Dispatcher {
         self.union = union;
         Ok(())
     }
-}
-
-/// The dispatch object's program `name`, as its type.
-fn dispatch_program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, AttachError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or_else(|| AttachError::Program { program: name, reason: "not in the eBPF object".into() })?
-        .try_into()
-        .map_err(|err| program_error(name, "finding", &err))
 }

@@ -163,11 +163,7 @@ impl LoadedFault {
     where
         &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
     {
-        self.ebpf
-            .program_mut(program)
-            .ok_or_else(|| AttachError::Program { program, reason: "not in the eBPF object".into() })?
-            .try_into()
-            .map_err(|err: ProgramError| AttachError::Program { program, reason: err.to_string() })
+        typed_program(&mut self.ebpf, program)
     }
 
     /// The counters of `direction`, summed over CPUs.
@@ -226,6 +222,17 @@ pub(super) fn typed_map<'a, T: TryFrom<&'a mut aya::maps::Map, Error = MapError>
         .map_mut(name)
         .ok_or(AttachError::Map { map: name, source: MapError::InvalidName { name: name.into() } })?;
     T::try_from(map).map_err(map_error(name))
+}
+
+/// The program `name` of `ebpf`, as the program type `T` (a fault's object and the dispatcher's).
+pub(super) fn typed_program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, AttachError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| AttachError::Program { program: name, reason: "not in the eBPF object".into() })?
+        .try_into()
+        .map_err(|err: ProgramError| AttachError::Program { program: name, reason: err.to_string() })
 }
 
 /// A map operation's error, naming the map.
