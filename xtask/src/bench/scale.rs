@@ -250,3 +250,30 @@ pub fn scale_bench() -> anyhow::Result<String> {
     );
     Ok(out)
 }
+
+/// The machine line of the VM halves (`bench-in-vm scale-*`), which run in the 6.12 guest.
+pub(super) fn tcg_6_12_machine() -> String {
+    machine().replace("(host tier)", "(VM tier: Debian 6.12 under QEMU with TCG; ratios are valid within this run)")
+}
+
+/// kB of a `/proc/meminfo` field.
+fn meminfo_kb(field: &str) -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines().find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches(" kB").trim().parse().ok())
+}
+
+/// kB resident of process `pid`.
+pub(super) fn rss_kb(pid: i32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches(" kB").trim().parse().ok())
+}
+
+/// How many chaos processes the guest's memory holds, from the RSS of `one`, armed (and
+/// stopped here): at most three quarters of what is available, so the loop and the kernel keep
+/// room. With that RSS (kB).
+pub(super) fn processes_that_fit(one: Vec<Chaos>) -> anyhow::Result<(usize, u64)> {
+    let rss = rss_kb(one[0].pid()).context("read chaos's VmRSS")?;
+    drop(one);
+    let available = meminfo_kb("MemAvailable:").context("read MemAvailable")?;
+    Ok(((available * 3 / 4 / rss.max(1)) as usize, rss))
+}

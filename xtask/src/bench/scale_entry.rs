@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use chaos_tests::{cgroup::TestCgroup, chaos::Chaos, programs, workload::workload_json};
 
 use super::{
-    BpfStats, machine, median,
-    scale::{DelayDaemon, arm_delay_processes},
+    BpfStats, median,
+    scale::{DelayDaemon, arm_delay_processes, processes_that_fit, tcg_6_12_machine},
 };
 
 const SYSCALL: &str = "getrandom";
@@ -57,23 +57,13 @@ fn runs_per_call(holders: &[&Chaos], other: &TestCgroup) -> anyhow::Result<f64> 
     Ok(program_runs(holders).saturating_sub(before) as f64 / CALLS as f64)
 }
 
-/// How many chaos processes the guest's memory holds: three quarters of what is available over
-/// one armed process's RSS.
-fn processes_that_fit(target: &TestCgroup) -> anyhow::Result<(usize, u64)> {
-    let one = arm_delay_processes(std::slice::from_ref(target), SYSCALL, "fentry");
-    let rss = super::scale_lsm::rss_kb(one[0].pid()).context("read chaos's VmRSS")?;
-    drop(one);
-    let available = super::scale_lsm::meminfo_kb("MemAvailable:").context("read MemAvailable")?;
-    Ok(((available * 3 / 4 / rss.max(1)) as usize, rss))
-}
-
 /// Per level: ns per untargeted call, program runs per call.
 type Levels = [(Vec<f64>, f64); 3];
 
 pub fn entry_scale_bench() -> anyhow::Result<String> {
     let other = TestCgroup::new();
     let targets: Vec<TestCgroup> = (0..COUNTS[2]).map(|_| TestCgroup::new()).collect();
-    let (fit, rss) = processes_that_fit(&targets[0])?;
+    let (fit, rss) = processes_that_fit(arm_delay_processes(std::slice::from_ref(&targets[0]), SYSCALL, "fentry"))?;
     let process_counts: Vec<usize> = COUNTS.iter().map(|&n| n.min(fit)).collect();
     let (mut daemon, mut processes): (Levels, Levels) = Default::default();
     let mut bare = Vec::new();
@@ -87,7 +77,7 @@ pub fn entry_scale_bench() -> anyhow::Result<String> {
         for (level, &count) in COUNTS.iter().enumerate() {
             held.run_until(count)?;
             eprintln!("bench scale (VM, fentry): {count} armed in the daemon");
-            daemon_rss[level] = super::scale_lsm::rss_kb(held.daemon.pid()).unwrap_or(0);
+            daemon_rss[level] = super::scale::rss_kb(held.daemon.pid()).unwrap_or(0);
             daemon[level].0.push(measure(&other)?);
             daemon[level].1 = runs_per_call(&[&held.daemon], &other)?;
         }
@@ -112,12 +102,7 @@ pub fn entry_scale_bench() -> anyhow::Result<String> {
     let bare = median(&bare);
     let mut out = String::new();
     let _ = writeln!(out, "## Many syscall delays on fentry at once (`cargo xtask bench scale`, VM tier)\n");
-    let _ = writeln!(
-        out,
-        "{}\n",
-        machine()
-            .replace("(host tier)", "(VM tier: Debian 6.12 under QEMU with TCG; ratios are valid within this run)")
-    );
+    let _ = writeln!(out, "{}\n", tcg_6_12_machine());
     let _ = writeln!(
         out,
         "N `syscall delay` faults on {SYSCALL} (1 ms), each armed for its own cgroup, and a loop of {CALLS} \

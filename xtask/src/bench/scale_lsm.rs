@@ -9,7 +9,10 @@ use std::{fmt::Write as _, fs, time::Duration};
 use anyhow::Context as _;
 use chaos_tests::{TempDir, cgroup::TestCgroup, chaos::Chaos, programs, workload::workload_json};
 
-use super::{BpfStats, machine, median};
+use super::{
+    BpfStats, median,
+    scale::{processes_that_fit, tcg_6_12_machine},
+};
 
 /// open rounds per measurement, and measurements per level.
 const OPENS: u64 = 20_000;
@@ -83,28 +86,6 @@ fn runs_per_round(armed: &[Chaos], other: &TestCgroup, file: &str) -> anyhow::Re
     Ok(file_open_runs(armed).saturating_sub(before) as f64 / OPENS as f64)
 }
 
-/// kB of a `/proc/meminfo` field.
-pub(super) fn meminfo_kb(field: &str) -> Option<u64> {
-    let text = fs::read_to_string("/proc/meminfo").ok()?;
-    text.lines().find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches(" kB").trim().parse().ok())
-}
-
-/// kB resident of process `pid`.
-pub(super) fn rss_kb(pid: i32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches(" kB").trim().parse().ok())
-}
-
-/// How many chaos processes the guest's memory holds, from one armed process's RSS: at most
-/// three quarters of what is available, so the loop and the kernel keep room.
-fn processes_that_fit(target: &TestCgroup) -> anyhow::Result<(usize, u64)> {
-    let one = arm(std::slice::from_ref(target), "lsm");
-    let rss = rss_kb(one[0].pid()).context("read chaos's VmRSS")?;
-    drop(one);
-    let available = meminfo_kb("MemAvailable:").context("read MemAvailable")?;
-    Ok(((available * 3 / 4 / rss.max(1)) as usize, rss))
-}
-
 pub fn lsm_scale_bench() -> anyhow::Result<String> {
     let other = TestCgroup::new();
     let dir = TempDir::new();
@@ -112,7 +93,7 @@ pub fn lsm_scale_bench() -> anyhow::Result<String> {
     fs::write(&file, b"chaos")?;
     let file = file.display().to_string();
     let targets: Vec<TestCgroup> = (0..COUNTS[2]).map(|_| TestCgroup::new()).collect();
-    let (fit, rss) = processes_that_fit(&targets[0])?;
+    let (fit, rss) = processes_that_fit(arm(std::slice::from_ref(&targets[0]), "lsm"))?;
     let counts: Vec<usize> = COUNTS.iter().map(|&n| n.min(fit)).collect::<Vec<_>>();
     // [hook][level]: ns per open round, one value per round; bare: between the hooks' runs.
     let mut with = [[Vec::new(), Vec::new(), Vec::new()], [Vec::new(), Vec::new(), Vec::new()]];
@@ -137,12 +118,7 @@ pub fn lsm_scale_bench() -> anyhow::Result<String> {
     let bare = median(&bare);
     let mut out = String::new();
     let _ = writeln!(out, "## Many LSM faults at once (`cargo xtask bench scale`, VM tier)\n");
-    let _ = writeln!(
-        out,
-        "{}\n",
-        machine()
-            .replace("(host tier)", "(VM tier: Debian 6.12 under QEMU with TCG; ratios are valid within this run)")
-    );
+    let _ = writeln!(out, "{}\n", tcg_6_12_machine());
     let _ = writeln!(
         out,
         "N `syscall fail` faults on openat (EIO at 0 %: they never fire), each armed for its own cgroup by its own \
