@@ -1,7 +1,12 @@
 //! Container runtimes started by the tests themselves, each with its own socket, data and state
-//! directories under a temporary directory, no networking of its own (`--bridge=none`, no
-//! iptables, containers with `--network none` or their own empty netns), stopped with every
-//! container removed on Drop, even when the test fails.
+//! directories under a temporary directory, and in a network namespace of its own (made by the
+//! test, removed on Drop): whatever a runtime does to "its" network at start (dockerd with
+//! `--bridge=none` deletes any link named docker0; a bridge driver makes docker0, podman0 or
+//! cni0, with firewall rules), it does there, never to the machine's. The tests need no host
+//! networking from a runtime: its clients speak to it over a Unix socket (a path, which every
+//! network namespace reaches), and its containers get `--network none` or their own empty
+//! netns. Each runtime is stopped with every container removed on Drop, even when the test
+//! fails.
 //!
 //! The image is a busybox-static rootfs plus `chaos-workload` and the libraries it links, built
 //! here: no registry is ever asked.
@@ -12,7 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{TempDir, unique_name, workload::workload_bin};
+use crate::{
+    TempDir,
+    net::Netns,
+    unique_name,
+    workload::{command_in, workload_bin},
+};
 
 /// The image name the Docker and Podman tests import the rootfs as.
 pub const IMAGE: &str = "chaos-test-busybox:1";
@@ -110,6 +120,8 @@ pub struct DockerApi {
     daemon: Child,
     /// Parent of the containers' cgroups, unique to this daemon; removed on Drop.
     pub cgroup_parent: String,
+    /// The daemon's own network namespace (dropped after the daemon: fields drop after Drop).
+    netns: Netns,
 }
 
 impl DockerApi {
@@ -119,9 +131,10 @@ impl DockerApi {
         let d = dir.path();
         let socket = format!("unix://{}", d.join("sock").display());
         let cgroup_parent = format!("/{}", unique_name("chaos-test-ct"));
+        let netns = Netns::new();
         let mut command = match engine {
             Engine::Docker => {
-                let mut c = Command::new("dockerd");
+                let mut c = command_in("dockerd", None, Some(&netns));
                 c.arg("--data-root").arg(d.join("data")).arg("--exec-root").arg(d.join("exec"));
                 c.arg("--pidfile").arg(d.join("pid")).args(["-H", &socket]);
                 c.args(["--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false"]);
@@ -129,7 +142,7 @@ impl DockerApi {
                 c
             }
             Engine::Podman => {
-                let mut c = Command::new("podman");
+                let mut c = command_in("podman", None, Some(&netns));
                 c.arg("--root")
                     .arg(d.join("root"))
                     .arg("--runroot")
@@ -149,7 +162,7 @@ impl DockerApi {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("start {engine:?}: {e} (`cargo xtask setup` installs docker.io and podman)"))?;
-        let api = Self { engine, dir, daemon, cgroup_parent };
+        let api = Self { engine, dir, daemon, cgroup_parent, netns };
         let deadline = Instant::now() + Duration::from_secs(60);
         while api.cli(&["version"]).is_err() {
             if Instant::now() > deadline {
@@ -165,6 +178,12 @@ impl DockerApi {
     #[must_use]
     pub fn host(&self) -> String {
         format!("unix://{}", self.dir.path().join("sock").display())
+    }
+
+    /// The network namespace the daemon runs in (a user-defined network's bridge is made here).
+    #[must_use]
+    pub const fn netns(&self) -> &Netns {
+        &self.netns
     }
 
     /// `docker -H <socket> args...`.
@@ -219,6 +238,8 @@ pub struct Containerd {
     ids: Vec<String>,
     /// Top of the test's cgroups; the "pods" are below it.
     pub cgroup_top: String,
+    /// The daemon's own network namespace (its CRI streaming server binds loopback there).
+    netns: Netns,
 }
 
 impl Containerd {
@@ -255,7 +276,8 @@ impl Containerd {
         );
         fs::write(d.join("config.toml"), config).map_err(|e| e.to_string())?;
         let log = fs::File::create(d.join("log")).map_err(|e| e.to_string())?;
-        let daemon = Command::new("containerd")
+        let netns = Netns::new();
+        let daemon = command_in("containerd", None, Some(&netns))
             .arg("--config")
             .arg(d.join("config.toml"))
             .stdin(Stdio::null())
@@ -264,7 +286,7 @@ impl Containerd {
             .spawn()
             .map_err(|e| format!("start containerd: {e} (`cargo xtask setup` installs it)"))?;
         let cgroup_top = format!("/{}", unique_name("chaos-test-pods"));
-        let daemon = Self { dir, daemon, ids: Vec::new(), cgroup_top };
+        let daemon = Self { dir, daemon, ids: Vec::new(), cgroup_top, netns };
         let deadline = Instant::now() + Duration::from_secs(60);
         while daemon.ctr(&["version"]).is_err() {
             if Instant::now() > deadline {
@@ -279,6 +301,12 @@ impl Containerd {
     #[must_use]
     pub fn address(&self) -> String {
         self.dir.path().join("sock").display().to_string()
+    }
+
+    /// The network namespace containerd runs in.
+    #[must_use]
+    pub const fn netns(&self) -> &Netns {
+        &self.netns
     }
 
     /// `ctr --address <socket> -n k8s.io args...`.

@@ -5,6 +5,7 @@ mod build;
 mod demo;
 mod errinj;
 mod floor;
+mod host_state;
 mod lint;
 mod service;
 mod setup;

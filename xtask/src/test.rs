@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     build::{self, Binaries},
-    errinj, setup, util, vm,
+    errinj, host_state, setup, util, vm,
 };
 
 struct TierResult {
@@ -133,6 +133,7 @@ fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
     for (key, value) in binaries.env("host") {
         command.env(key, value);
     }
+    let network_before = host_state::Snapshot::read();
     // Every binary runs even after one fails (`--no-fail-fast`): a cut-short tier hid the rest.
     // The test output is passed through line by line and kept for the failure digest.
     let mut child = command.stdout(Stdio::piped()).spawn().context("running cargo test")?;
@@ -143,8 +144,14 @@ fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
     }
     let status = child.wait().context("waiting for cargo test")?;
     let skips = fs::read_to_string(&skips_path).unwrap_or_default().lines().map(str::to_owned).collect();
-    let failures = failure_digest(&lines);
-    Ok(TierResult { tier: "host".into(), passed: status.success(), detail: String::new(), skips, failures })
+    let mut failures = failure_digest(&lines);
+    // The tests may change the machine's network only inside namespaces of their own.
+    let changed = host_state::Snapshot::read().changes_since(&network_before);
+    for change in &changed {
+        failures.push(format!("the host's network changed during the tier and was not put back: {change}"));
+    }
+    let passed = status.success() && changed.is_empty();
+    Ok(TierResult { tier: "host".into(), passed, detail: String::new(), skips, failures })
 }
 
 /// How many VM guests run at once. A guest runs both its vCPUs on one TCG thread (see `vm`), so
@@ -185,6 +192,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("daemon_configmap", 0.01),
     ("daemon_pods", 0.01),
     ("manifests", 0.02),
+    ("runtimes_network", 0.01),
 ];
 
 /// A test binary's name without cargo's hash suffix (`delay-6beb36907909f233` is `delay`).
