@@ -67,9 +67,10 @@ pub fn run_plans(
                     for copy in &mut copies {
                         let target = &copy.plan.target;
                         if copy.fault.is_some() && !target_watch::is_present(&target.dir, target.id) {
+                            // Detached first: the line says it is.
+                            copy.end(StopReason::TargetGone, started.elapsed());
                             line.finish();
                             eprintln!("chaos: target gone: {} was removed; its copy of the fault is detached", target.cgroup);
-                            copy.end(StopReason::TargetGone, started.elapsed());
                         }
                     }
                     if copies.iter().all(|c| c.fault.is_none()) {

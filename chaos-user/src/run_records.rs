@@ -167,6 +167,13 @@ impl Registration {
         Ok(Self { record })
     }
 
+    /// The run's faults are on another cgroup now (a followed target came back): the record
+    /// says so before anything announces the move.
+    pub fn move_to(&mut self, cgroup: &str, id: u64) -> io::Result<()> {
+        (self.record.target, self.record.target_id) = (cgroup.to_owned(), id);
+        self.record.write()
+    }
+
     /// Rewrites the record with fresh counts (best effort: status is informative).
     pub fn update_counts(&mut self, injected: &[u64]) {
         for (fault, &count) in self.record.faults.iter_mut().zip(injected) {

@@ -87,6 +87,17 @@ fn experiment(scratch: &TempDir, name: &str, follow: bool, duration: &str) -> st
     )
 }
 
+/// The run record (what `chaos status` and other runs' conflict checks read) of the run of
+/// experiment `file`.
+fn record_of(file: &std::path::Path) -> Option<Value> {
+    fs::read_dir("/run/chaos/runs")
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_str::<Value>(&fs::read_to_string(e.path()).ok()?).ok())
+        .find(|r| r["file"] == file.to_str().unwrap())
+}
+
 /// A private dockerd with a sleeping container, or the reason the test is skipped.
 fn docker_with_container(test: &str) -> Option<(Rootfs, DockerApi, String)> {
     let (rootfs, docker) = runtimes::private_docker(test)?;
@@ -124,12 +135,7 @@ fn a_followed_container_restarted_mid_run_is_partitioned_again_in_its_new_cgroup
     assert!(kernel::inet_programs_attached(&new_dir) > 0, "nothing attached to the new cgroup {new_cgroup}");
     // The run's record (what `chaos status` and the conflict checks read) names the new cgroup.
     let new_id = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&new_dir).expect("the new cgroup"));
-    let record = fs::read_dir("/run/chaos/runs")
-        .expect("the run records")
-        .flatten()
-        .filter_map(|e| serde_json::from_str::<Value>(&fs::read_to_string(e.path()).ok()?).ok())
-        .find(|r| r["file"] == file.to_str().unwrap())
-        .expect("the run's record");
+    let record = record_of(&file).expect("the run's record");
     assert_eq!(record["target_id"], new_id, "{record}");
     let (inside, beside) = measure(&docker, &name);
     eprintln!("measured after the restart: {inside} of {PACKETS} from inside arrived, {beside} from beside it");
@@ -201,4 +207,49 @@ fn a_followed_container_that_never_comes_back_ends_target_gone_when_the_faults_p
     let (during_at, abort_at) = (phase["t"].as_f64().unwrap_or_default(), abort["t"].as_f64().unwrap_or_default());
     assert!(abort_at - during_at >= 7.5, "it waited for the name only {:.1} s of the 8 s phase", abort_at - during_at);
     assert!(stdout.contains("target gone"), "{stdout}");
+}
+
+/// The record must name the new cgroup by the time anything announces the move: a reader that
+/// sees the `reattach` event and then reads the record must never find the old cgroup there.
+/// The race this guards against lost one run in a few dozen, so the order is checked at each
+/// of many restarts, reading the record the moment the event appears.
+#[test]
+fn a_followed_runs_record_names_the_new_cgroup_before_its_reattach_event_is_written() {
+    let test = "a_followed_runs_record_names_the_new_cgroup_before_its_reattach_event_is_written";
+    require_root!(test);
+    host_tier_only!(test);
+    const RESTARTS: usize = 50;
+    let Some((_rootfs, docker, name)) = docker_with_container(test) else { return };
+    let scratch = TempDir::new();
+    let file = experiment(&scratch, &name, true, "10m");
+    let timeline = scratch.join("follow.jsonl");
+    let run = run_armed(&file, &timeline, &docker);
+    let reattaches = |timeline: &std::path::Path| -> Vec<Value> {
+        chaos_tests::timeline_so_far(timeline).into_iter().filter(|e| e["event"] == "reattach").collect()
+    };
+    for restart in 1..=RESTARTS {
+        docker.cli(&["restart", "-t", "0", &name]).expect("docker restart");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let event = loop {
+            if let Some(event) = reattaches(&timeline).into_iter().nth(restart - 1) {
+                break event;
+            }
+            assert!(std::time::Instant::now() < deadline, "no reattach event for restart {restart} within 20 s");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        // Read at once: the event is out, so the record must already say the same.
+        let record = record_of(&file).expect("the run's record");
+        assert_eq!(
+            (&record["target_id"], &record["target"]),
+            (&event["new_id"], &event["new_cgroup"]),
+            "restart {restart}: the reattach event was seen while the record still named another cgroup"
+        );
+    }
+    eprintln!("measured: {RESTARTS} restarts, the record named the new cgroup at each reattach event");
+    run.signal(libc::SIGINT);
+    let (status, stdout, stderr) = run.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "stopped by SIGINT: no verdict: {stdout}{stderr}");
+    let new_dir = cgroup2_mount().join(cgroup_of(pid_of(&docker, &name)).trim_start_matches('/'));
+    assert_eq!(kernel::cgroup_programs(&new_dir), 0, "programs left after the run");
+    assert!(record_of(&file).is_none(), "the run's record outlived it");
 }

@@ -169,7 +169,14 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
         Ok(pid) => {
             record.pid = pid;
             record.pid_start = ledger::start_time(pid).unwrap_or(0);
-            let _ = record.write();
+            if let Err(err) = record.write() {
+                // The reaper runs and ends the run on time; only `chaos stop` cannot find it to
+                // stop it first (it still removes the pins).
+                eprintln!(
+                    "chaos: warning: the record of {id} could not name its reaper (pid {pid}): {err}; `chaos stop {id}` \
+                     removes the pins but cannot stop that process"
+                );
+            }
         }
         Err(err) => {
             let lines = end(&record, "could not start the reaper");
@@ -223,7 +230,18 @@ pub fn reap(id: &str) -> ExitCode {
     let (started_ns, record) = if lag_ns > 100_000_000 {
         let mut record = run_records::find(id).unwrap_or(record);
         record.ends_ns += lag_ns;
-        let _ = record.write();
+        if let Err(err) = record.write() {
+            // Nobody reads the reaper's stderr: the timeline is where people look.
+            if let Ok(mut timeline) = Timeline::append(Path::new(&record.timeline)) {
+                let warning = format!(
+                    "the reaper started {:.1} s late and could not move the run's end in its record ({err}): \
+                     `chaos status` shows the end {:.1} s early",
+                    lag_ns as f64 / 1e9,
+                    lag_ns as f64 / 1e9
+                );
+                timeline.event_at(None, &TimelineEvent::Warning { warning });
+            }
+        }
         (schedule.started_ns + lag_ns, record)
     } else {
         (schedule.started_ns, record)
@@ -317,7 +335,10 @@ pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
         unsafe { libc::kill(record.pid as i32, libc::SIGKILL) };
         lines.push(format!("stopped the reaper of detached experiment {} (pid {})", record.id, record.pid));
     }
-    let mut timeline = Timeline::append(Path::new(&record.timeline)).ok();
+    // Each fault disarmed and its totals read while its maps are pinned; the events that say
+    // so are written once the pins (and with them the links) are gone, and the verdict once
+    // the record is: whoever reads the timeline finds the kernel and `chaos status` agreeing.
+    let mut detach_events = Vec::new();
     for (index, fault) in record.faults.iter().enumerate() {
         let Some(dir) = &fault.pin_dir else { continue };
         if !dir.exists() {
@@ -328,8 +349,8 @@ pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
             pinned.configure(chaos_common::FaultConfig::default())?;
             Ok(total)
         });
-        if let (Some(timeline), Ok(total)) = (timeline.as_mut(), total) {
-            timeline.event_at(None, &TimelineEvent::Detach(detached(index + 1, why, total)));
+        if let Ok(total) = total {
+            detach_events.push(TimelineEvent::Detach(detached(index + 1, why, total)));
         }
     }
     if let Some(dir) = &record.pin_dir
@@ -342,13 +363,16 @@ pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
             Err(err) => lines.push(format!("could not remove {}: {err}", dir.display())),
         }
     }
-    if let Some(timeline) = timeline.as_mut() {
+    record.remove();
+    let _ = fs::remove_file(schedule_path(&record.id));
+    if let Ok(mut timeline) = Timeline::append(Path::new(&record.timeline)) {
+        for event in &detach_events {
+            timeline.event_at(None, event);
+        }
         let summary = format!("detached experiment ended ({why}); it ran no steady-state checks");
         let exit_code = if why == TARGET_GONE { TARGET_GONE_EXIT } else { 0 };
         timeline.event_at(None, &TimelineEvent::Verdict { held: None, exit_code, summary });
     }
-    record.remove();
-    let _ = fs::remove_file(schedule_path(&record.id));
     lines
 }
 

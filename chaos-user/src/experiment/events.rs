@@ -88,6 +88,11 @@ pub enum TimelineEvent {
         fault: usize,
         hint: String,
     },
+    /// Something failed that the run survives (its run record could not be rewritten, so
+    /// `chaos status` may be stale); also printed on stderr when it happens.
+    Warning {
+        warning: String,
+    },
     Verdict {
         /// None for a detached experiment: it ran no checks.
         held: Option<bool>,

@@ -142,6 +142,7 @@ impl Review {
                     r.new_cgroup, r.new_id, r.gone_s
                 )),
                 TimelineEvent::Hint { fault, hint } => review.notes.push(format!("at {t:.1}s fault #{fault}: {hint}")),
+                TimelineEvent::Warning { warning } => review.notes.push(format!("at {t:.1}s warning: {warning}")),
                 TimelineEvent::Injection { fault, hit, .. } => {
                     if let Some(f) = review.faults.get_mut(fault) {
                         f.hits.add(hit);

@@ -329,13 +329,21 @@ impl<'p, 't> Runner<'p, 't> {
         let Some(away) = &self.away else { return Ok(()) };
         let Some(target) = follow::resolve_again(self.plan, &away.old) else { return Ok(()) };
         let event = follow::reattach_all(self.plan, &mut self.loaded, &target, away)?;
-        eprintln!("chaos: target back as {} after {:.1}s: faults re-attached", target.describe(), event.gone_s);
+        // The record first: `chaos status`, the conflict checks of other runs and the daemon's
+        // budgets read it, and whoever sees the `reattach` event must find it saying the same.
+        if let Err(err) = self.registration.move_to(&target.cgroup, target.id) {
+            self.warn(&format!(
+                "the faults moved to {} but the run's record in {} could not say so ({err}): `chaos status` \
+                 and other runs' conflict checks still see {}",
+                target.cgroup,
+                run_records::RUNS_DIR,
+                self.target.cgroup
+            ));
+        }
         armed::restart_readers(self.plan, &mut self.loaded, &event.faults, self.timeline);
-        self.timeline.event(&TimelineEvent::Reattach(event));
         signals.watch(Some(&target));
-        // `chaos status` and the conflict checks of later runs see where the faults are now.
-        (self.registration.record.target, self.registration.record.target_id) = (target.cgroup.clone(), target.id);
-        let _ = self.registration.record.write();
+        eprintln!("chaos: target back as {} after {:.1}s: faults re-attached", target.describe(), event.gone_s);
+        self.timeline.event(&TimelineEvent::Reattach(event));
         (self.target, self.away) = (target, None);
         Ok(())
     }
@@ -401,6 +409,13 @@ impl<'p, 't> Runner<'p, 't> {
             self.timeline.event(&TimelineEvent::check(&check.name, outcome.phase, control, Some("control")));
         }
         self.hypothesis.record(outcome, phase_end)
+    }
+
+    /// A `warning` event, on stderr too.
+    fn warn(&mut self, warning: &str) {
+        self.status.finish();
+        eprintln!("chaos: warning: {warning}");
+        self.timeline.event(&TimelineEvent::Warning { warning: warning.to_owned() });
     }
 
     /// An `abort` event.

@@ -219,8 +219,14 @@ pub fn summary(events: &[Recorded]) -> String {
         );
     }
     for event in events {
-        if let TimelineEvent::Hint { fault, hint } = &event.event {
-            let _ = writeln!(out, "hint for fault #{fault}: {hint}");
+        match &event.event {
+            TimelineEvent::Hint { fault, hint } => {
+                let _ = writeln!(out, "hint for fault #{fault}: {hint}");
+            }
+            TimelineEvent::Warning { warning } => {
+                let _ = writeln!(out, "warning: {warning}");
+            }
+            _ => {}
         }
     }
     // Checks: pass counts per phase.
