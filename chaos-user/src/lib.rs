@@ -7,6 +7,7 @@
 //! Experiments ([`experiment`]) drive the same path for several faults with steady-state
 //! checks ([`steady`]).
 pub mod btf;
+pub mod cgroup_files;
 pub mod cli;
 pub mod daemon;
 pub mod engine;
