@@ -10,7 +10,7 @@ use clap::Args;
 use super::TargetArgs;
 use crate::{
     experiment::plan::check_one_shot,
-    fault::{FaultContext, FaultPlan, PlanFault, options, traced::Traced},
+    fault::{FaultContext, FaultPlan, PlanFault, options, proc::periodic::Action, traced::Traced},
     features::Prober,
     hints, ledger,
     report::OutputFormat,
@@ -81,7 +81,14 @@ pub fn run_fault(
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(action) = fault.userspace_action(run.i_know) {
-        return crate::fault::proc::periodic::run(&plan, action, output);
+        return match action {
+            // A limit registers its run, so `chaos status` lists it and `chaos stop` ends it.
+            Action::Limit(limit) => {
+                let mut registration = register(&plan, limit.hooks(&plan.target))?;
+                crate::fault::limit::run::run(&plan, &limit, output, &mut registration)
+            }
+            action => crate::fault::proc::periodic::run(&plan, action, output),
+        };
     }
     if matches!(target_spec, TargetName::Pid(_)) && plan.keys_on_sockets() {
         eprintln!(
@@ -191,6 +198,25 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
             );
             for program in &plan.programs {
                 println!("  {}", program.describe());
+            }
+            if let Some(writes) = plan.parameters["writes"].as_array() {
+                // A limit: the files, their values now, the values it would write.
+                for write in writes {
+                    let device = write["device"].as_str().map_or_else(String::new, |d| format!(" ({d})"));
+                    let note = write["note"].as_str().map_or_else(String::new, |n| format!("  [{n}]"));
+                    println!(
+                        "  write {}{device}: now {}, would be {}{note}",
+                        write["file"].as_str().unwrap_or("?"),
+                        write["now"].as_str().unwrap_or("?"),
+                        write["value"].as_str().unwrap_or("?")
+                    );
+                }
+                println!(
+                    "  put back at the end (deadline, signal; the guard if chaos dies, `chaos cleanup` if both do), for {}",
+                    humantime::format_duration(plan.duration)
+                );
+                println!("dry run: nothing written");
+                return;
             }
             if plan.programs.is_empty() {
                 println!(

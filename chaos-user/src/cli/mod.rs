@@ -5,6 +5,7 @@ mod daemon;
 mod doctor;
 mod experiment;
 mod fault;
+mod limit;
 mod net;
 mod proc;
 mod status;
@@ -64,6 +65,9 @@ enum Command {
     /// Process faults for a target cgroup: kill its processes, freeze it.
     #[command(subcommand)]
     Proc(Box<proc::ProcCommand>),
+    /// Resource pressure through the target's own cgroup controls: CPU, memory, disk I/O, pids.
+    #[command(subcommand)]
+    Limit(Box<limit::LimitCommand>),
     /// Run an experiment file: several faults, a steady-state hypothesis, a timeline and a
     /// verdict. Exit status: 0 the hypothesis held, 1 it was violated, 2 it could not run.
     #[command(after_help = "\
@@ -223,6 +227,7 @@ impl Cli {
             Command::Net(command) => (*command).run(self.output),
             Command::Syscall(command) => (*command).run(self.output),
             Command::Proc(command) => (*command).run(self.output),
+            Command::Limit(command) => (*command).run(self.output),
             Command::Run(args) => experiment::run(&args, self.output),
             Command::Validate { file, i_know } => experiment::validate(&file, i_know),
             Command::Report { file, html, markdown } => {

@@ -4,6 +4,7 @@
 //! plan and stops. Every family produces the same [`FaultPlan`], so the engine, runs, reports
 //! and experiments need no per-family code. Adding a family: its module here, one line in
 //! [`registry::FAULT_KINDS`], an [`AttachPoint`] arm if it needs a new kind of hook.
+pub mod limit;
 pub mod net;
 pub mod options;
 pub mod proc;
@@ -39,14 +40,20 @@ pub trait PlanFault: std::fmt::Debug {
         None
     }
 
+    /// Whether a ramp tightens this fault rather than raising it: a limit's ramp goes from a
+    /// looser value (`from`) down to the fault's own (cpu from 80 % of a CPU down to 10 %).
+    fn ramp_tightens(&self) -> bool {
+        false
+    }
+
     /// Whether the fault may leave kernel state behind a crash (legacy TC filters), so that
     /// the ledger's stale records should be cleaned up before it attaches.
     fn uses_ledger(&self) -> bool {
         false
     }
 
-    /// For faults done from userspace on a schedule (`proc kill --every`, `proc pause`): what to
-    /// run while the fault is armed. The plan then has no program.
+    /// For faults done from userspace (`proc kill --every`, `proc pause`, `limit`): what to run
+    /// while the fault is armed. The plan then has no program.
     fn userspace_action(&self, _i_know: bool) -> Option<proc::periodic::Action> {
         None
     }

@@ -8,6 +8,7 @@ use clap::{ArgMatches, Args, Command, FromArgMatches};
 
 use super::{
     PlanFault,
+    limit::{cpu::LimitCpuOptions, io::LimitIoOptions, memory::LimitMemoryOptions, pids::LimitPidsOptions},
     net::{
         drop::NetDropOptions,
         partition::NetPartitionOptions,
@@ -77,6 +78,10 @@ pub const FAULT_KINDS: &[FaultKind] = &[
     FaultKind::of::<SyscallDelayOptions>("syscall delay"),
     FaultKind::of::<ProcKillOptions>("proc kill"),
     FaultKind::of::<ProcPauseOptions>("proc pause"),
+    FaultKind::of::<LimitCpuOptions>("limit cpu"),
+    FaultKind::of::<LimitMemoryOptions>("limit memory"),
+    FaultKind::of::<LimitIoOptions>("limit io"),
+    FaultKind::of::<LimitPidsOptions>("limit pids"),
 ];
 
 /// Looks a kind up by name (`net drop`; extra spaces are forgiven).

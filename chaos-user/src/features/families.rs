@@ -11,6 +11,7 @@ pub const SYSCALL_ERRNO_OVERRIDE: &str = "syscall-errno-override";
 pub const SYSCALL_DELAY: &str = "syscall-delay";
 pub const PROCESS_KILL: &str = "process-kill";
 pub const PROCESS_PAUSE: &str = "process-pause";
+pub const RESOURCE_LIMITS: &str = "resource-limits";
 
 /// Something a fault family needs from the kernel.
 #[derive(Clone, Copy)]
@@ -22,11 +23,13 @@ pub(super) enum Requirement {
     BpfLsmActive,
     CgroupFreezer,
     Kprobes,
+    /// A probe of its own, under a name (asked once): what it found, or why not.
+    Probe(&'static str, fn() -> Result<String, String>),
 }
 
 /// (id, name, mechanism, requirements, shipped in this version)
 pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
-    use Requirement::{BpfLsmActive, Cgroup2, CgroupFreezer, Helper, Kprobes, Program, Qdisc};
+    use Requirement::{BpfLsmActive, Cgroup2, CgroupFreezer, Helper, Kprobes, Probe, Program, Qdisc};
     &[
         (
             PACKET_DROP,
@@ -84,6 +87,14 @@ pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
             "process pause",
             "cgroup v2 freezer (cgroup.freeze), thawed by a guard process if chaos dies",
             &[Cgroup2, CgroupFreezer],
+            true,
+        ),
+        (
+            RESOURCE_LIMITS,
+            "resource limits",
+            "the target's own cgroup v2 files (cpu.max, memory.high/max, io.max, pids.max), put back by a guard \
+             process if chaos dies; the target's parent must delegate the controller",
+            &[Cgroup2, Probe("limit controllers", crate::cgroup_files::controllers::probe)],
             true,
         ),
     ]

@@ -252,6 +252,7 @@ impl Prober {
             Requirement::Kprobes => {
                 self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
             }
+            Requirement::Probe(key, probe) => self.memo(key.into(), || probe().map_or_else(Check::no, Check::yes)),
         }
     }
 

@@ -24,7 +24,10 @@ use super::{
     ticker::Ticker,
 };
 use crate::{
-    fault::FaultPlan,
+    fault::{
+        FaultPlan,
+        limit::{LimitPlan, events::LimitEvent, limited::Limited},
+    },
     report::{DirectionCounters, FaultReport, OutputFormat, StopReason},
     run::StopSignals,
     sys,
@@ -36,6 +39,19 @@ use crate::{
 pub enum Action {
     Kill(PeriodicKill),
     Pause(PausePlan),
+    /// A resource limit: files set at the start, samples each second, put back at the end.
+    Limit(LimitPlan),
+}
+
+impl Action {
+    /// The action as it starts at a ramp's first step (`ppm`), for those a ramp moves.
+    #[must_use]
+    pub fn starting_at(self, ppm: Option<u32>) -> Self {
+        match self {
+            Self::Limit(limit) => Self::Limit(limit.starting_at(ppm)),
+            other => other,
+        }
+    }
 }
 
 /// What an actor did.
@@ -45,12 +61,16 @@ pub struct Outcome {
     /// Processes killed, or freezes made.
     pub acted: u64,
     pub events: Vec<ProcEvent>,
+    /// What a limit did since the runner last drained them (its restores, its last sample).
+    pub limit_events: Vec<LimitEvent>,
 }
 
 /// A userspace action running in its own thread until its deadline or [`Actor::finish`].
 pub struct Actor {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<JoinHandle<Outcome>>,
+    /// A limit in force, shared with the thread that samples it.
+    limited: Option<Arc<Mutex<Limited>>>,
 }
 
 impl Actor {
@@ -61,8 +81,13 @@ impl Actor {
         let start_ns = sys::monotonic_now_ns();
         let paused = match &action {
             Action::Pause(plan) => Some(Paused::start(target, plan, deadline_ns)?),
-            Action::Kill(_) => None,
+            Action::Kill(_) | Action::Limit(_) => None,
         };
+        let limited = match &action {
+            Action::Limit(plan) => Some(Arc::new(Mutex::new(Limited::start(target, plan, deadline_ns)?))),
+            Action::Kill(_) | Action::Pause(_) => None,
+        };
+        let sampled = limited.clone();
         let (shared, target) = (Arc::clone(&stop), target.clone());
         let thread = std::thread::Builder::new().name("chaos-proc".into()).spawn(move || {
             let wait = |until_ns: u64| wait_until(&shared, until_ns);
@@ -84,10 +109,51 @@ impl Actor {
                     (outcome.ticks, outcome.acted) = (paused.freezes(), paused.freezes());
                 }
                 (Action::Pause(_), None) => unreachable!("a pause starts its freezer first"),
+                (Action::Limit(_), _) => {
+                    let limited = sampled.expect("a limit is set before its thread starts");
+                    let lock = || limited.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut due_ns = start_ns;
+                    loop {
+                        due_ns = due_ns.saturating_add(1_000_000_000);
+                        if due_ns >= deadline_ns || !wait(due_ns) {
+                            break;
+                        }
+                        lock().sample();
+                    }
+                    let mut limited = lock();
+                    limited.sample();
+                    limited.restore_all();
+                    (outcome.ticks, outcome.acted) = limited.counts();
+                    outcome.limit_events = limited.take_events();
+                }
             }
             outcome
         })?;
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self { stop, thread: Some(thread), limited })
+    }
+
+    /// A ramp's step for a limit: its value moves to `ppm` (of one CPU, or of the memory basis).
+    pub fn ramp(&self, ppm: u32) -> anyhow::Result<()> {
+        match &self.limited {
+            Some(limited) => limited.lock().unwrap_or_else(std::sync::PoisonError::into_inner).ramp(ppm),
+            None => Ok(()),
+        }
+    }
+
+    /// A limit's events since the last call (its samples, each second), for the timeline.
+    #[must_use]
+    pub fn take_limit_events(&self) -> Vec<LimitEvent> {
+        self.limited
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take_events())
+            .unwrap_or_default()
+    }
+
+    /// A limit's last sample on one line, for the live status line.
+    #[must_use]
+    pub fn status(&self) -> Option<String> {
+        let limited = self.limited.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(limited.last_window().map_or_else(|| "set".to_owned(), |w| w.line(limited.resource())))
     }
 
     /// Stops the action (a pause thaws) and returns what it did.
