@@ -12,7 +12,7 @@ use super::{
     plan::{ExperimentPlan, PlannedFault},
     timeline::Timeline,
 };
-use crate::{engine::LoadedFault, hints::QuietHint, live::LiveLine, run::read_counters};
+use crate::{engine::LoadedFault, fault::proc::periodic::Actor, hints::QuietHint, live::LiveLine, run::read_counters};
 
 /// A fault's loaded object, while it is attached.
 pub struct Loaded {
@@ -21,7 +21,7 @@ pub struct Loaded {
     pub armed: bool,
     pub last: FaultCounters,
     /// The userspace action of a `proc` fault, running while it is armed.
-    pub actor: Option<crate::fault::proc::periodic::Actor>,
+    pub actor: Option<Actor>,
     /// The totals of the objects this fault had on earlier cgroups of a followed target.
     pub carried: FaultCounters,
     /// For a packet fault while armed: says once why it sees nothing, after a quiet spell.
@@ -42,6 +42,47 @@ pub fn restart_readers(plan: &ExperimentPlan, loaded: &mut [Option<Loaded>], mov
                 None
             });
         }
+    }
+}
+
+/// Starts the userspace action of a fault being armed, if it has one (at a ramp's first step).
+pub fn start_actor(
+    fault: &PlannedFault,
+    target: &crate::target::Target,
+    ppm: Option<u32>,
+    deadline_ns: u64,
+) -> Result<Option<Actor>, String> {
+    let Some(action) = &fault.userspace else { return Ok(None) };
+    Actor::start(target, action.clone().starting_at(ppm), deadline_ns)
+        .map(Some)
+        .map_err(|e| format!("starting fault {}: {e:#}", fault.label))
+}
+
+/// A ramp's step for a fault whose actor moves a value (a limit).
+pub fn ramp_actor(fault: &PlannedFault, loaded: &Loaded, ppm: u32) -> Result<(), String> {
+    match &loaded.actor {
+        Some(actor) => actor.ramp(ppm).map_err(|e| format!("ramping fault {}: {e:#}", fault.label)),
+        None => Ok(()),
+    }
+}
+
+/// Writes what a fault's reader and actor have gathered since the last sample: a traced
+/// fault's injections, a limit's samples.
+pub fn drain_events(number: usize, loaded: Option<&Loaded>, timeline: &mut Timeline) {
+    let hits = loaded.and_then(|l| l.injections.as_ref()).map(|r| r.take());
+    injection_events(number, hits.unwrap_or_default(), timeline);
+    if let Some(actor) = loaded.and_then(|l| l.actor.as_ref()) {
+        limit_events(number, actor.take_limit_events(), timeline);
+    }
+}
+
+/// Writes one `limit` event per thing a limit fault did or saw, at the time it happened.
+pub fn limit_events(number: usize, events: Vec<crate::fault::limit::events::LimitEvent>, timeline: &mut Timeline) {
+    let now_ns = crate::sys::monotonic_now_ns();
+    for did in events {
+        let ago = now_ns.saturating_sub(did.at_ns()) as f64 / 1e9;
+        let at_s = ((timeline.elapsed() - ago).max(0.0) * 1000.0).round() / 1000.0;
+        timeline.event(&TimelineEvent::Limit { fault: number, at_s, did });
     }
 }
 
@@ -150,7 +191,10 @@ pub fn show_status(
         .iter()
         .zip(loaded)
         .map(|(f, l)| match l {
-            Some(l) if l.armed => format!("{} {} {}", f.label, l.last.injected, f.plan.injected_word),
+            Some(l) if l.armed => match l.actor.as_ref().and_then(Actor::status) {
+                Some(status) => format!("{} {status}", f.label),
+                None => format!("{} {} {}", f.label, l.last.injected, f.plan.injected_word),
+            },
             Some(_) => format!("{} waiting", f.label),
             None => format!("{} done", f.label),
         })
@@ -169,8 +213,10 @@ pub fn detach(fault: &PlannedFault, mut loaded: Loaded, why: &str, timeline: &mu
     }
     let mut total = loaded.total(&fault.plan.directions());
     if let Some(actor) = loaded.actor.take() {
+        limit_events(fault.number, actor.take_limit_events(), timeline);
         let outcome = actor.finish();
         events.extend(outcome.events.iter().cloned().map(|did| TimelineEvent::Proc { fault: fault.number, did }));
+        limit_events(fault.number, outcome.limit_events, timeline);
         total = FaultCounters { seen: outcome.ticks, matched: outcome.ticks, injected: outcome.acted };
     }
     let problems = loaded.fault.detach_tc();

@@ -16,7 +16,7 @@ use tokio::{
 
 use super::{
     Phase,
-    armed::{self, Loaded, injection_events, show_status},
+    armed::{self, Loaded, show_status},
     events::{FaultAttached, FaultPlanned, Started, TimelineEvent},
     follow::{self, Away},
     hypothesis::{Hypothesis, Outcome, RunningChecks, Verdict},
@@ -377,12 +377,7 @@ impl<'p, 't> Runner<'p, 't> {
                 (loaded.config, loaded.armed) = (config, true);
                 // Packet faults only (syscall and process faults count calls): quiet from now on?
                 loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
-                if let Some(action) = &fault.userspace {
-                    loaded.actor = Some(
-                        crate::fault::proc::periodic::Actor::start(&self.target, action.clone(), deadline_ns)
-                            .map_err(|e| format!("starting fault {}: {e}", fault.label))?,
-                    );
-                }
+                loaded.actor = armed::start_actor(fault, &self.target, ppm, deadline_ns)?;
                 self.timeline.event(&TimelineEvent::Arm {
                     fault: fault.number,
                     kernel_deadline_ns: deadline_ns,
@@ -393,6 +388,7 @@ impl<'p, 't> Runner<'p, 't> {
                 let config = steps::armed(loaded.config, loaded.config.deadline_ns, Some(ppm));
                 loaded.fault.configure(config).map_err(|e| format!("ramping fault {}: {e}", fault.label))?;
                 loaded.config = config;
+                armed::ramp_actor(fault, loaded, ppm)?;
                 self.timeline.event(&TimelineEvent::Ramp { fault: fault.number, percent: Ppm::from_ppm(ppm) });
             }
             Action::End => self.detach(index, "end"),
@@ -437,8 +433,7 @@ impl<'p, 't> Runner<'p, 't> {
         }
         self.registration.update_counts(&sample.totals);
         for (fault, loaded) in self.plan.faults.iter().zip(&self.loaded) {
-            let hits = loaded.as_ref().and_then(|l| l.injections.as_ref()).map(|r| r.take());
-            injection_events(fault.number, hits.unwrap_or_default(), self.timeline);
+            armed::drain_events(fault.number, loaded.as_ref(), self.timeline);
         }
     }
 
