@@ -38,6 +38,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("runc", "the OCI runtime dockerd and containerd start containers with"),
     ("podman", "the container tests: `podman system service`, the Docker-compatible socket"),
     ("crun", "the OCI runtime podman prefers"),
+    ("e2fsprogs", "mkfs.ext4: the VM tier's disk image, which the limit io tests throttle with io.max"),
+    ("stress-ng", "the anchor tool of `cargo xtask bench limit` (stressors in the target, as Chaos Mesh runs them)"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -204,9 +204,32 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
     bail!("no Debian archive configured in /etc/apt (looked at sources.list.d/debian.sources and sources.list)")
 }
 
-/// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
-const MODULES: &[&str] =
-    &["veth", "sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "act_bpf", "ifb", "sch_htb", "sch_tbf"];
+/// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot. The
+/// last four bring up the guest's disk (io.max needs a real block device): virtio_pci is built
+/// into 6.12 and the error-injection kernel (then absent from modules.dep, and skipped), and
+/// crc32c_generic comes before ext4, whose checksums ask the crypto API for it (no modprobe in
+/// the guest to load it on demand).
+const MODULES: &[&str] = &[
+    "veth",
+    "sch_fq",
+    "sch_netem",
+    "sch_ingress",
+    "cls_bpf",
+    "act_bpf",
+    "ifb",
+    "sch_htb",
+    "sch_tbf",
+    "virtio_pci",
+    "virtio_blk",
+    "crc32c_generic",
+    "ext4",
+];
+
+/// The guest's disk: a sparse raw image with an ext4 filesystem, made afresh for each boot,
+/// attached as a virtio block device and mounted at /mnt/disk (CHAOS_TEST_DISK; the limit tests throttle it
+/// with io.max). `cache=unsafe`: the host never flushes it, so what the guest measures is its
+/// own block layer, not the host's disk.
+const DISK_SIZE: u64 = 256 << 20;
 
 /// Host tools copied into every VM (with their shared libraries).
 const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace"];
@@ -237,6 +260,8 @@ pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
     let initramfs = work.join("initramfs.cpio");
     build_initramfs(job, &work.join("root"), &initramfs)
         .with_context(|| format!("building the initramfs for {label}"))?;
+    let disk = work.join("disk.img");
+    make_disk(&disk).with_context(|| format!("making the disk image for {label}"))?;
     let append = "console=ttyS0 quiet loglevel=3 panic=-1 lsm=lockdown,capability,landlock,yama,apparmor,bpf";
     // Two vCPUs on one host thread: with multi-threaded TCG a 6.12 guest once died of an
     // "Oops: int3" in __dev_queue_xmit, the breakpoint of a static key patched while another
@@ -250,6 +275,8 @@ pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
         .arg("-initrd")
         .arg(&initramfs)
         .args(["-append", append])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio,cache=unsafe", disk.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -324,6 +351,15 @@ while read -r module; do
     fi
 done < /modules/load-order
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
+# The disk (a virtio block device): the tests find its mount point in CHAOS_TEST_DISK.
+mkdir -p /mnt/disk
+if mount -t ext4 /dev/vda /mnt/disk; then
+    export CHAOS_TEST_DISK=/mnt/disk
+else
+    echo "CHAOS_VM_MODULE_FAILED=virtio_blk or ext4 (mounting the disk /dev/vda failed)"
+    echo "CHAOS_VM_EXIT=3"
+    poweroff -f
+fi
 ip link set lo up
 . /job-env
 cd /tmp
@@ -381,6 +417,15 @@ fn build_initramfs(job: &VmJob<'_>, root: &Path, out: &Path) -> anyhow::Result<(
     if !status.success() {
         bail!("cpio failed ({status})");
     }
+    Ok(())
+}
+
+/// A fresh, sparse ext4 image (made on the host: the guest has no mkfs).
+fn make_disk(path: &Path) -> anyhow::Result<()> {
+    let _ = fs::remove_file(path);
+    fs::File::create(path)?.set_len(DISK_SIZE)?;
+    util::output(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "chaos-vm"]).arg(path), "mkfs.ext4 of the VM disk")
+        .context("`cargo xtask setup` installs e2fsprogs")?;
     Ok(())
 }
 
