@@ -7,8 +7,10 @@
 //! created; traffic only crosses veth pairs between test namespaces.
 pub mod cgroup;
 pub mod chaos;
+pub mod controllers;
 pub mod kernel;
 pub mod net;
+pub mod pressure;
 pub mod programs;
 pub mod runtimes;
 pub mod skip;

@@ -54,6 +54,8 @@
 //!       runs COMMAND (in cgroup DIR if given, the supervisor staying where it is) and starts it
 //!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
 //!       per start, until killed
+//!   chaos-workload burn | touch-memory | disk-writer | fork-probe
+//!       pressure on one resource, for the limit tests (chaos_tests::pressure says how)
 //!
 //! Datagram payload (64 bytes): sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64),
 //! a filler derived from the sequence, and an FNV-1a checksum of the rest in the last 4 bytes, so
@@ -105,6 +107,7 @@ fn main() {
         }
         "socket-calls" => socket_calls(),
         "lsm-calls" => lsm_calls(std::path::Path::new(&flag("--dir").unwrap_or_else(|| usage()))),
+        other if chaos_tests::pressure::run(other, flags) => {}
         _ => usage(),
     }
 }
