@@ -18,6 +18,7 @@ use crate::{build, util, vm};
 
 mod daemon;
 mod entry_hook;
+mod limit;
 mod scale;
 mod scale_entry;
 mod scale_lsm;
@@ -51,6 +52,9 @@ pub enum Which {
     /// Many faults at once: an untargeted getpid() loop with 1, 10 and 50 syscall delays armed
     /// on distinct cgroups (host: raw sys_enter).
     Scale,
+    /// Resource limits: a target at a quarter of a CPU by `chaos limit cpu` vs stress-ng in its
+    /// cgroup: CPU burned, the share's steadiness, a neighbour's throughput (VM tier).
+    Limit,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -68,6 +72,8 @@ pub enum InVm {
     ScaleLsm,
     /// N syscall delays on fentry: an untargeted loop, one daemon vs a chaos per fault.
     ScaleEntry,
+    /// `chaos limit cpu` vs stress-ng in the target (the host has no cgroup v2 controllers).
+    Limit,
 }
 
 /// A fault of each hook kind as `chaos` arguments that never fire (`--percent 0`): the service
@@ -134,6 +140,7 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
             Which::Startup,
             Which::Service,
             Which::Scale,
+            Which::Limit,
         ][..]
     } else {
         which
@@ -189,6 +196,14 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
         write_section("scale-entry-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-entry")?)?;
         write_section("scale-lsm-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-lsm")?)?;
     }
+    if which.contains(&Which::Limit) {
+        // stress-ng goes into the guest beside chaos (its libraries follow it).
+        let kernel = vm::ensure_kernel(vm::KernelName::V6_12)?;
+        write_section(
+            "limit-vm",
+            &in_vm_kernel_section(&binaries, &kernel, "limit", vec!["/usr/bin/stress-ng".into()])?,
+        )?;
+    }
     println!("figures written to BENCHMARKS.md");
     Ok(())
 }
@@ -225,6 +240,9 @@ fn in_vm_kernel_section(
         env: binaries.env(&kernel.name.tier()),
         script: format!("{} bench-in-vm {which}\n", vm::shell_quote(&xtask.display().to_string())),
         timeout: Duration::from_secs(30 * 60),
+        // The limit bench needs two CPUs that run side by side (a target and a neighbour each on
+        // its own), and attaches no BPF program.
+        parallel_vcpus: which == "limit",
     };
     let outcome = vm::boot(&job)?;
     if outcome.exit_code != 0 {
@@ -247,6 +265,7 @@ pub fn in_vm(which: InVm) -> anyhow::Result<()> {
         InVm::DelayHooks => entry_hook::syscall_delay_hooks_bench()?,
         InVm::ScaleLsm => scale_lsm::lsm_scale_bench()?,
         InVm::ScaleEntry => scale_entry::entry_scale_bench()?,
+        InVm::Limit => limit::limit_bench()?,
     };
     println!("{VM_SECTION_BEGIN}\n{section}{VM_SECTION_END}");
     Ok(())

@@ -312,6 +312,7 @@ fn guest_run(binaries: &Binaries, job: &GuestJob<'_>) -> TierResult {
         env: binaries.env(&tier),
         script,
         timeout: Duration::from_secs(40 * 60),
+        parallel_vcpus: false,
     };
     match vm::boot(&vm_job) {
         Ok(outcome) => TierResult {

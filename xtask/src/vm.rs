@@ -246,6 +246,9 @@ pub struct VmJob<'a> {
     /// Shell script (busybox sh) run as root once the VM is up; its exit status is the job's.
     pub script: String,
     pub timeout: Duration,
+    /// Each vCPU on a host thread of its own (multi-threaded TCG), for jobs that need two CPUs
+    /// that really run side by side and attach no BPF program (see below why the others don't).
+    pub parallel_vcpus: bool,
 }
 
 pub struct VmOutcome {
@@ -267,8 +270,9 @@ pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
     // "Oops: int3" in __dev_queue_xmit, the breakpoint of a static key patched while another
     // vCPU ran a stale copy of that code (attaching tcx flips such keys). One thread runs the
     // vCPUs in turn, so a patch is seen by both before either runs on.
+    let accel = if job.parallel_vcpus { "tcg,thread=multi" } else { "tcg,thread=single" };
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg,thread=single", "-cpu", "max", "-m", "2048", "-smp", "2"])
+        .args(["-accel", accel, "-cpu", "max", "-m", "2048", "-smp", "2"])
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
         .arg(&job.kernel.vmlinuz)
@@ -537,6 +541,7 @@ pub fn run_command(name: KernelName, include: &[PathBuf], command: &[String]) ->
         env: bins.env(&name.tier()),
         script: format!("exec {}\n", script.join(" ")),
         timeout: Duration::from_secs(30 * 60),
+        parallel_vcpus: false,
     };
     let outcome = boot(&job)?;
     if outcome.exit_code != 0 {
