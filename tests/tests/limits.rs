@@ -135,14 +135,14 @@ fn a_busy_loop_gets_the_cpu_share_asked_and_a_full_cpu_again_after() {
     let (_burner, _burner_out) = workload(Some(target), &["burn"]);
     let before = cpu_share(target, Duration::from_secs(2));
     let throttled_before = keyed(target, "cpu.stat", "nr_throttled");
-    let chaos = start_limit(&["cpu", "--to", "25%"], target, "12s");
+    let chaos = start_limit(&["cpu", "--to", "25%"], target, "20s");
     assert_eq!(cg.read("cpu.max"), "25000 100000", "the kernel's cpu.max while the limit holds");
-    let (status, stdout, stderr) = chaos::run(&["status", "--output", "json"]);
-    assert!(status.success(), "{stderr}");
-    assert!(stdout.contains("cpu.max of"), "chaos status lists the limit and its file: {stdout}");
     std::thread::sleep(Duration::from_secs(1));
     let during = cpu_share(target, Duration::from_secs(6));
     let throttled = keyed(target, "cpu.stat", "nr_throttled") - throttled_before;
+    let (status, stdout, stderr) = chaos::run(&["status", "--output", "json"]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("cpu.max of"), "chaos status lists the limit and its file: {stdout}");
     let (status, stdout, stderr) = chaos.wait(Duration::from_secs(60));
     assert!(status.success(), "{stderr}");
     assert_eq!(cg.read("cpu.max"), "max 100000", "cpu.max is back");
@@ -169,23 +169,23 @@ fn memory_high_reclaims_and_slows_a_toucher_without_killing_it() {
         return;
     };
     let target = cg.target();
-    let chaos = start_limit(&["memory", "--high", "100M"], target, "15s");
+    let chaos = start_limit(&["memory", "--high", "100M"], target, "5m");
     assert_eq!(cg.read("memory.high"), (100u64 << 20).to_string());
     let (high_before, pressure_before) = (keyed(target, "memory.events", "high"), pressure_total_us(target, "memory"));
     let (mut toucher, mut stdout) = workload(Some(target), &["touch-memory", "--mib", "300"]);
-    std::thread::sleep(Duration::from_secs(10));
+    // From the limit on (100 MiB of its own, and the program's memory beside), it is slowed down.
+    wait_for_line(&mut stdout, "touched 100");
+    std::thread::sleep(Duration::from_secs(5));
     let high = keyed(target, "memory.events", "high") - high_before;
     let stalled_ms = (pressure_total_us(target, "memory") - pressure_before) / 1000;
     let current = keyed(target, "memory.stat", "anon");
     assert!(toucher.0.try_wait().expect("try_wait").is_none(), "the toucher died under memory.high");
-    let (status, out, stderr) = chaos.wait(Duration::from_secs(60));
-    assert!(status.success(), "{stderr}");
+    let report = chaos.stop_json();
     assert_eq!(cg.read("memory.high"), "max", "memory.high is back");
     // Without the limit the toucher gets its 300 MiB at once.
     wait_for_line(&mut stdout, "done");
-    let report = json(&out, &stderr);
     eprintln!(
-        "measured: under memory.high 100M, 10 s of a 300 MiB toucher: memory.events high +{high}, memory pressure \
+        "measured: under memory.high 100M, a 300 MiB toucher 5 s past 100 MiB: memory.events high +{high}, memory pressure \
          {stalled_ms} ms stalled, anon {} MiB; chaos's evidence: {}",
         current >> 20,
         report["evidence"]["during"]
@@ -306,12 +306,15 @@ fn write_iops_hold_only_the_writing_thread_while_another_thread_keeps_its_pace()
          target (io.stat), {} elsewhere (the journal, by jbd2)",
         device.saturating_sub(charged)
     );
-    assert!((42.0..=150.0).contains(&fsync_mean), "a write+fsync took {fsync_mean:.1} ms at 20 writes a second");
-    assert!((42.0..=150.0).contains(&direct_mean), "an O_DIRECT write took {direct_mean:.1} ms at 20 a second");
-    // The other thread does no disk I/O: it wakes every 10 ms as if nothing were throttled.
-    assert!(beat_median < 20.0, "the other thread's pace: every {beat_median:.1} ms");
+    // At least the throttle's 50 ms (less a burst's worth); at most what a busy guest makes of it.
+    let most = 150.0_f64.max(2.0 * free_mean);
+    assert!((42.0..=most).contains(&fsync_mean), "a write+fsync took {fsync_mean:.1} ms at 20 writes a second");
+    assert!((42.0..=most).contains(&direct_mean), "an O_DIRECT write took {direct_mean:.1} ms at 20 a second");
+    // The other thread does no disk I/O: it wakes every 10 ms (a busy guest adds a few), never
+    // held the writer's 50 ms; were it held with the writer, half its gaps would be 50 ms.
+    assert!(beat_median < 25.0, "the other thread's pace: every {beat_median:.1} ms");
     assert!(beat_max < 250.0, "the other thread stalled {beat_max:.1} ms");
-    assert!(beats as f64 >= elapsed_s * 100.0 * 0.7, "{beats} wake-ups in {elapsed_s:.1} s");
+    assert!(beats as f64 >= elapsed_s * 100.0 * 0.5, "{beats} wake-ups in {elapsed_s:.1} s");
     assert!(charged > 0, "io.stat charged the target nothing");
     assert_eq!(events(&report, "restore")[0]["outcome"], "restored", "{report}");
     assert!(fs::read_to_string(target.dir().join("io.max")).expect("io.max").trim().is_empty(), "io.max is back");
@@ -526,10 +529,11 @@ fn an_experiment_ramps_a_cpu_limit_down_and_reports_pressure_over_time() {
     let target = cg.target();
     let (_burner, _burner_out) = workload(Some(target), &["burn"]);
     let dir = TempDir::new();
+    // Steps 3 s apart: arming starts the guard process, which takes a while in a busy guest.
     let file = dir.file(
         "ramp.toml",
         &format!(
-            "name = \"cpu squeeze\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"8s\"\n\n[[fault]]\nkind = \"limit \
+            "name = \"cpu squeeze\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"12s\"\n\n[[fault]]\nkind = \"limit \
              cpu\"\nto = \"20%\"\nramp = {{ steps = 4, from = \"80%\" }}\n",
             target.path()
         ),
@@ -545,8 +549,14 @@ fn an_experiment_ramps_a_cpu_limit_down_and_reports_pressure_over_time() {
     let set: Vec<&str> = limit("set").iter().map(|e| e["value"].as_str().expect("value")).collect();
     let samples = limit("sample");
     eprintln!("measured: the ramp wrote {set:?}; {} samples", samples.len());
-    assert_eq!(set, ["80000 100000", "60000 100000", "40000 100000", "20000 100000"]);
-    assert!(samples.len() >= 5, "{} samples in 8 s", samples.len());
+    let story: Vec<String> = events
+        .iter()
+        .filter(|e| ["limit", "ramp", "arm", "detach"].contains(&e["event"].as_str().unwrap_or_default()))
+        .filter(|e| e["what"] != "sample")
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(set, ["80000 100000", "60000 100000", "40000 100000", "20000 100000"], "{}", story.join("\n"));
+    assert!(samples.len() >= 8, "{} samples in 12 s", samples.len());
     assert!(samples.iter().any(|s| s["pressure"]["cpu"]["avg10"].as_f64().unwrap_or(0.0) > 0.0), "no pressure seen");
     assert_eq!(limit("restore")[0]["outcome"], "restored");
     assert_eq!(cg.read("cpu.max"), "max 100000", "cpu.max is back");

@@ -35,6 +35,9 @@ use crate::{
 /// besides its page cache and the floor, and a kill of even a small process brings it below.
 const OOM_MARGIN: u64 = 1 << 20;
 
+/// How long an OOM kill's victims may take to leave the cgroup, for the event to name them.
+const OOM_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One file chaos changed.
 struct Held {
     /// Which of the plan's settings it is (None: a moment's change, such as `--oom`'s).
@@ -111,9 +114,14 @@ impl Limited {
         if plan.oom {
             limited.oom_kill()?;
         }
-        limited.first = Snapshot::read(&limited.target.dir, limited.device.as_deref());
-        limited.last = limited.first;
+        // The evidence of "during" starts before the first write: an OOM kill, the events of
+        // memory.high as it is set, count.
         Ok(limited)
+    }
+
+    /// The time box moved: the guard puts everything back if chaos has not by `deadline_ns`.
+    pub fn hold_until(&mut self, deadline_ns: u64) {
+        self.guard.time_box(deadline_ns);
     }
 
     #[must_use]
@@ -335,6 +343,7 @@ impl Limited {
             _ => None,
         };
         let at_ns = sys::monotonic_now_ns();
+        let restores_from = self.events.len();
         match self.held.iter().position(|h| h.setting.is_some() && h.knob.name() == "memory.max" && !h.released) {
             // `--max` is in force: down to the floor, then back to `--max`.
             Some(at) => {
@@ -354,10 +363,20 @@ impl Limited {
             self.release(at);
         }
         let kills = stats::keyed(&dir, "memory.events").get("oom_kill").copied().unwrap_or(0) - kills_before;
-        let after: BTreeSet<(u32, u64, String)> =
-            pick::members(&dir).into_iter().map(|m| (m.pid, m.start, m.comm)).collect();
-        let gone = before.difference(&after).map(|(pid, _, comm)| Gone { pid: *pid, comm: comm.clone() }).collect();
-        self.events.push(LimitEvent::OomKill { floor, kills, gone, at_ns });
+        // The kernel has freed the victims' memory (its OOM reaper), but they may still be on
+        // their way out of the cgroup: wait a moment for them to be gone.
+        let mut gone = Vec::new();
+        let wait_until = std::time::Instant::now() + OOM_EXIT_WAIT;
+        while kills > 0 && std::time::Instant::now() < wait_until {
+            let after: BTreeSet<(u32, u64, String)> =
+                pick::members(&dir).into_iter().map(|m| (m.pid, m.start, m.comm)).collect();
+            gone = before.difference(&after).map(|(pid, _, comm)| Gone { pid: *pid, comm: comm.clone() }).collect();
+            if gone.len() as u64 >= kills {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.events.insert(restores_from, LimitEvent::OomKill { floor, kills, gone, at_ns });
         Ok(())
     }
 }

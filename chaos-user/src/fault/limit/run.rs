@@ -64,9 +64,12 @@ pub fn run(
         }
         let before = Window::between(&watched, &Snapshot::read(dir, device));
 
+        // The time box starts once the limit is in force: starting the guard can take a while
+        // (hundreds of ms under emulation), and a short limit would be spent before it held.
+        let mut limited = Limited::start(&plan.target, limit, sys::monotonic_deadline_ns(plan.duration))?;
         let started = Instant::now();
         let deadline_ns = sys::monotonic_deadline_ns(plan.duration);
-        let mut limited = Limited::start(&plan.target, limit, deadline_ns)?;
+        limited.hold_until(deadline_ns);
         let mut events = limited.take_events();
         for event in &events {
             if let Some(line) = event.describe() {

@@ -53,8 +53,8 @@ const EXIT_POLL: Duration = Duration::from_millis(2);
 
 /// How often it looks while it holds only limits: they must be back within a second of the
 /// controller's death, and a limit may be held for an hour, so a lighter look than a freeze's
-/// (each look reads /proc: five a second cost the guard almost nothing).
-const EXIT_POLL_LIMITS: Duration = Duration::from_millis(200);
+/// (each look reads /proc: ten a second cost the guard almost nothing).
+const EXIT_POLL_LIMITS: Duration = Duration::from_millis(100);
 
 /// A `limit` line: a file the controller is about to change, what it writes, what was there.
 #[derive(serde::Serialize, serde::Deserialize)]
