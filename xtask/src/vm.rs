@@ -226,7 +226,8 @@ const MODULES: &[&str] = &[
 ];
 
 /// The guest's disk: a sparse raw image with an ext4 filesystem, made afresh for each boot,
-/// attached as a virtio block device and mounted at /mnt/disk (CHAOS_TEST_DISK; the limit tests throttle it
+/// attached as a virtio block device (an NVMe one for the error-injection kernel, whose cloud
+/// config has no virtio_blk but NVMe built in) and mounted at /mnt/disk (CHAOS_TEST_DISK; the limit tests throttle it
 /// with io.max). `cache=unsafe`: the host never flushes it, so what the guest measures is its
 /// own block layer, not the host's disk.
 const DISK_SIZE: u64 = 256 << 20;
@@ -279,8 +280,7 @@ pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
         .arg("-initrd")
         .arg(&initramfs)
         .args(["-append", append])
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio,cache=unsafe", disk.display()))
+        .args(disk_args(job.kernel.name, &disk))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -355,12 +355,14 @@ while read -r module; do
     fi
 done < /modules/load-order
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
-# The disk (a virtio block device): the tests find its mount point in CHAOS_TEST_DISK.
+# The disk (virtio, or NVMe): the tests find its mount point in CHAOS_TEST_DISK.
 mkdir -p /mnt/disk
-if mount -t ext4 /dev/vda /mnt/disk; then
+disk=/dev/vda
+[ -b /dev/nvme0n1 ] && disk=/dev/nvme0n1
+if mount -t ext4 "$disk" /mnt/disk; then
     export CHAOS_TEST_DISK=/mnt/disk
 else
-    echo "CHAOS_VM_MODULE_FAILED=virtio_blk or ext4 (mounting the disk /dev/vda failed)"
+    echo "CHAOS_VM_MODULE_FAILED=virtio_blk, nvme or ext4 (mounting the disk $disk failed)"
     echo "CHAOS_VM_EXIT=3"
     poweroff -f
 fi
@@ -422,6 +424,22 @@ fn build_initramfs(job: &VmJob<'_>, root: &Path, out: &Path) -> anyhow::Result<(
         bail!("cpio failed ({status})");
     }
     Ok(())
+}
+
+/// QEMU's arguments for the disk image: virtio, or NVMe for the error-injection kernel.
+fn disk_args(kernel: KernelName, image: &Path) -> Vec<String> {
+    let drive = format!("file={},format=raw,cache=unsafe", image.display());
+    match kernel {
+        KernelName::V6_1ErrInj => {
+            vec![
+                "-drive".into(),
+                format!("{drive},if=none,id=disk"),
+                "-device".into(),
+                "nvme,drive=disk,serial=chaos".into(),
+            ]
+        }
+        KernelName::V6_1 | KernelName::V6_12 => vec!["-drive".into(), format!("{drive},if=virtio")],
+    }
 }
 
 /// A fresh, sparse ext4 image (made on the host: the guest has no mkfs).

@@ -52,9 +52,9 @@ const MARGIN_NS: u64 = 200_000_000;
 const EXIT_POLL: Duration = Duration::from_millis(2);
 
 /// How often it looks while it holds only limits: they must be back within a second of the
-/// controller's death, and a limit may be held for an hour, so a lighter look than a freeze's
-/// (each look reads /proc: ten a second cost the guard almost nothing).
-const EXIT_POLL_LIMITS: Duration = Duration::from_millis(100);
+/// controller's death (a loaded guest took 1.04 s with a look every 200 ms), and a limit may be
+/// held for an hour, so a lighter look than a freeze's: one read of an open /proc file.
+const EXIT_POLL_LIMITS: Duration = Duration::from_millis(50);
 
 /// A `limit` line: a file the controller is about to change, what it writes, what was there.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -189,7 +189,7 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
     // slow start can come after the fault was armed and legitimately stopped a task.)
     let mut time_box_over = resume_all_at_ns == 0;
     // SAFETY: getppid has no preconditions. The guard is the controller's child until it dies.
-    let controller = unsafe { libc::getppid() };
+    let controller = Controller::watch(unsafe { libc::getppid() });
     loop {
         let mut wait = if time_box_over {
             Duration::from_secs(3600)
@@ -222,7 +222,7 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
                 }
                 _ => {}
             },
-            Err(mpsc::RecvTimeoutError::Timeout) if (frozen || !limits.is_empty()) && is_exiting(controller) => {
+            Err(mpsc::RecvTimeoutError::Timeout) if (frozen || !limits.is_empty()) && controller.exiting() => {
                 thaw_if_frozen(cgroup_dir, &mut frozen);
                 limits.restore_all();
             }
@@ -281,13 +281,27 @@ impl Limits {
     }
 }
 
-/// Whether process `pid` is gone or exiting (PF_EXITING, set as the kernel starts `do_exit`, in
-/// the flags field of /proc/PID/stat).
-fn is_exiting(pid: i32) -> bool {
-    const PF_EXITING: u64 = 0x4;
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
-    let flags = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok());
-    flags.is_none_or(|flags| flags & PF_EXITING != 0)
+/// The controller's /proc/PID/stat, open, so that each look is one read.
+struct Controller(Option<fs::File>);
+
+impl Controller {
+    fn watch(pid: i32) -> Self {
+        Self(fs::File::open(format!("/proc/{pid}/stat")).ok())
+    }
+
+    /// Whether the controller is gone or exiting (PF_EXITING, set as the kernel starts
+    /// `do_exit`, in the flags field of /proc/PID/stat; a reaped process's file reads ESRCH).
+    fn exiting(&self) -> bool {
+        const PF_EXITING: u64 = 0x4;
+        let mut buffer = [0u8; 1024];
+        let Some(read) = self.0.as_ref().and_then(|f| std::os::unix::fs::FileExt::read_at(f, &mut buffer, 0).ok())
+        else {
+            return true;
+        };
+        let stat = String::from_utf8_lossy(&buffer[..read]);
+        let flags = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok());
+        flags.is_none_or(|flags| flags & PF_EXITING != 0)
+    }
 }
 
 fn thaw_if_frozen(cgroup_dir: &Path, frozen: &mut bool) {
