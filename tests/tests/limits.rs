@@ -167,6 +167,8 @@ fn a_busy_loop_gets_the_cpu_share_asked_and_a_full_cpu_again_after() {
     let evidence = report["evidence"]["during"]["cpu_used"].as_f64().expect("cpu_used in the evidence");
     assert!((evidence - 0.25).abs() <= 0.05, "chaos's own evidence says {evidence}");
     assert_eq!(events(&report, "restore")[0]["outcome"], "restored", "{report}");
+    // The live line (every 5 s in a log): the figures while it holds.
+    assert!(stderr.contains("limit cpu: used 0."), "no live line: {stderr}");
 }
 
 #[test]

@@ -233,11 +233,14 @@ fn in_vm_kernel_section(
     let mut files = binaries.files();
     files.push(xtask.clone());
     files.extend(more_files);
+    let mut env = binaries.env(&kernel.name.tier());
+    // The guest cannot see how busy its host is; a bench whose figures move with it says so.
+    env.push(("CHAOS_HOST_LOAD".into(), load_average().split_whitespace().take(3).collect::<Vec<_>>().join(" ")));
     let job = vm::VmJob {
         kernel,
         guest: kernel.name.label().to_owned(),
         files,
-        env: binaries.env(&kernel.name.tier()),
+        env,
         script: format!("{} bench-in-vm {which}\n", vm::shell_quote(&xtask.display().to_string())),
         timeout: Duration::from_secs(30 * 60),
         // The limit bench needs two CPUs that run side by side (a target and a neighbour each on

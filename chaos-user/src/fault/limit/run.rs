@@ -91,8 +91,10 @@ pub fn run(
                 _ = ticks.tick() => {
                     let window = limited.sample();
                     let (samples, enforced) = limited.counts();
-                    registration.update_counts(&[enforced]);
+                    // At the live line's pace (each second on a terminal, every 5 s in a log),
+                    // as a fault with programs does: the record is a file rewritten each time.
                     if samples % shown_every == 0 {
+                        registration.update_counts(&[enforced]);
                         let left = deadline.saturating_duration_since(Instant::now()).as_secs();
                         line.show(&format!("{}: {} | {left}s left", plan.fault, window.line(resource)));
                     }

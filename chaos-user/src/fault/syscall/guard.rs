@@ -298,8 +298,14 @@ impl Controller {
         else {
             return true;
         };
-        let stat = String::from_utf8_lossy(&buffer[..read]);
-        let flags = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok());
+        // The flags are the 9th field, the 7th after the command name's closing parenthesis.
+        let stat = &buffer[..read];
+        let after_comm = stat.iter().rposition(|&b| b == b')').map_or(stat, |at| &stat[at + 1..]);
+        let flags = after_comm
+            .split(|&b| b == b' ')
+            .filter(|field| !field.is_empty())
+            .nth(6)
+            .and_then(|field| std::str::from_utf8(field).ok()?.parse::<u64>().ok());
         flags.is_none_or(|flags| flags & PF_EXITING != 0)
     }
 }
