@@ -280,14 +280,17 @@ pub(super) fn limit_bench() -> anyhow::Result<String> {
     );
     let _ = writeln!(
         out,
-        "\nchaos starves the target through the kernel's own bandwidth control: nothing extra runs, the rest of \
-         the machine stays free, and the share holds each second. stress-ng reaches a share only by competing for \
-         the CPU, so it burns what it takes from the target and more, and the neighbour feels it. The CPU chaos \
-         burns is that of a debug build under emulation (each instruction costs tens of times its native cost): a \
-         sample of the target's files each second, and its guard's look at chaos every 50 ms. The neighbour's \
-         throughput also moves with the host's load (the vCPUs are threads of a shared host: load average {} on \
-         the host when this section was written, against 2 cores); its CPU share is the guest scheduler's own \
-         figure. Guest load average before: {load_before}; after: {}.",
+        "\nchaos holds the target through the kernel's own bandwidth control: nothing else runs for it, and its \
+         share holds each second. stress-ng reaches a share only by competing for the CPU: its workers burn what \
+         they take, and the target's share moves with that competition. Where the neighbour's cgroup has its own \
+         cpu weight (as here, and as pods have), the guest's scheduler keeps the neighbour's share either way, and \
+         the stressors' CPU comes out of the machine's spare capacity: on a node without spare CPU it would come \
+         out of the neighbours. The CPU chaos burns is that of a debug build under emulation (each instruction \
+         costs tens of times its native cost): a sample of the target's files each second and its guard's look \
+         at chaos every 50 ms. The neighbour's throughput also moves with the host's load (the vCPUs are threads \
+         of a shared host: load average {} on the host when this section was written, against 2 cores), hence its \
+         wide range; its CPU share is the guest scheduler's own figure. Guest load average before: {load_before}; \
+         after: {}.",
         host_load(),
         load_average()
     );
