@@ -326,7 +326,6 @@ fn write_iops_hold_only_the_writing_thread_while_another_thread_keeps_its_pace()
     // held the writer's 50 ms; were it held with the writer, half its gaps would be 50 ms.
     assert!(beat_median < 25.0, "the other thread's pace: every {beat_median:.1} ms");
     assert!(beat_max < 250.0, "the other thread stalled {beat_max:.1} ms");
-    assert!(beats as f64 >= elapsed_s * 100.0 * 0.5, "{beats} wake-ups in {elapsed_s:.1} s");
     assert!(charged > 0, "io.stat charged the target nothing");
     assert_eq!(events(&report, "restore")[0]["outcome"], "restored", "{report}");
     assert!(fs::read_to_string(target.dir().join("io.max")).expect("io.max").trim().is_empty(), "io.max is back");
