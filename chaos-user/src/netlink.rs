@@ -149,17 +149,33 @@ impl RouteSocket {
         self.request(RTM_DELQDISC, 0, as_bytes(&tcmsg), &[])
     }
 
-    /// How many filter entries hang under `parent` of interface `ifindex` (0 when none).
-    pub fn filter_count(&mut self, ifindex: i32, parent: u32) -> io::Result<usize> {
+    /// The filter entries that hang under `parent` of interface `ifindex` (none: empty).
+    pub fn filters(&mut self, ifindex: i32, parent: u32) -> io::Result<Vec<Filter>> {
         let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent, info: 0 };
         self.socket.send(RTM_GETTFILTER, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
-        let mut count = 0;
-        self.socket.read_messages(|msg_type, _| {
-            if msg_type == RTM_NEWTFILTER {
-                count += 1;
+        let mut filters = Vec::new();
+        self.socket.read_messages(|msg_type, body| {
+            if msg_type == RTM_NEWTFILTER && body.len() >= mem::size_of::<TcMsg>() {
+                let field = |at: usize| u32::from_ne_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+                // tcm_info holds the priority in its upper half and the protocol in the lower.
+                filters.push(Filter { handle: field(8), priority: (field(16) >> 16) as u16 });
             }
         })?;
-        Ok(count)
+        Ok(filters)
+    }
+
+    /// Whether interface `ifindex` has a clsact qdisc.
+    pub fn has_clsact(&mut self, ifindex: i32) -> io::Result<bool> {
+        let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent: 0, info: 0 };
+        self.socket.send(RTM_GETQDISC, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
+        let mut found = false;
+        self.socket.read_messages(|msg_type, body| {
+            if msg_type == RTM_NEWQDISC && body.len() >= mem::size_of::<TcMsg>() {
+                let field = |at: usize| u32::from_ne_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+                found |= field(4) as i32 == ifindex && field(12) == TC_H_CLSACT;
+            }
+        })?;
+        Ok(found)
     }
 
     fn request(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
@@ -230,6 +246,13 @@ impl NetlinkSocket {
             }
         }
     }
+}
+
+/// A TC filter entry: a chain's priority and the filter's handle in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filter {
+    pub priority: u16,
+    pub handle: u32,
 }
 
 /// A qdisc as the kernel describes it.

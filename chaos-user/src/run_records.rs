@@ -112,12 +112,11 @@ impl RunRecord {
         self.ends_ns.saturating_sub(sys::monotonic_now_ns()) / 1_000_000_000
     }
 
-    /// Writes (or rewrites) the record atomically: readers never see half a file.
+    /// Writes (or rewrites) the record atomically: readers, and a crash at any moment, see the
+    /// old record or the new one, never half a file.
     pub fn write(&self) -> io::Result<()> {
         fs::create_dir_all(RUNS_DIR)?;
-        let temporary = Path::new(RUNS_DIR).join(format!(".{}.tmp", self.id));
-        fs::write(&temporary, serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
-        fs::rename(&temporary, self.path())
+        sys::write_atomic(&self.path(), &serde_json::to_vec_pretty(self).map_err(io::Error::other)?)
     }
 
     pub fn remove(&self) {
@@ -130,17 +129,6 @@ impl RunRecord {
 pub fn all() -> Vec<RunRecord> {
     let Ok(entries) = fs::read_dir(RUNS_DIR) else { return Vec::new() };
     let entries: Vec<_> = entries.flatten().collect();
-    // A run killed mid-rewrite leaves its `.ID.tmp` (the id ends in the pid): once that pid is
-    // gone, nobody will rename it.
-    for entry in &entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) =
-            name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")).and_then(|id| id.rsplit('-').next())
-            && !Path::new("/proc").join(pid).exists()
-        {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
     let mut records: Vec<RunRecord> = entries
         .iter()
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
@@ -148,6 +136,21 @@ pub fn all() -> Vec<RunRecord> {
         .collect();
     records.sort_by(|a, b| a.id.cmp(&b.id));
     records
+}
+
+/// Removes what a run that died mid-write left in the runs directory: temporaries it never
+/// renamed, and records or schedules nobody can read (empty ones from chaos versions that wrote
+/// in place), once the process their name ends in is gone. One line per file, for people.
+#[must_use]
+pub fn remove_unreadable() -> Vec<String> {
+    // `ID.json` and `ID.schedule`, the id ending in its writer's pid.
+    let owner = |name: &str| -> Option<(u32, Option<u64>)> {
+        let id = name.strip_suffix(".json").or_else(|| name.strip_suffix(".schedule"))?;
+        Some((id.rsplit('-').next()?.parse().ok()?, None))
+    };
+    ledger::remove_unreadable(RUNS_DIR, "run file", owner, |bytes| {
+        serde_json::from_slice::<serde_json::Value>(bytes).is_ok()
+    })
 }
 
 /// The record of `id`.

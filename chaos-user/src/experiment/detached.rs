@@ -156,9 +156,9 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
         steps: steps::steps(&plan.faults),
         percents: plan.faults.iter().map(|f| f.percent).collect(),
     };
-    let written = record
-        .write()
-        .and_then(|()| fs::write(schedule_path(&id), serde_json::to_vec(&schedule).map_err(io::Error::other)?));
+    let written = record.write().and_then(|()| {
+        sys::write_atomic(&schedule_path(&id), &serde_json::to_vec(&schedule).map_err(io::Error::other)?)
+    });
     if let Err(err) = written {
         let _ = fs::remove_dir_all(&pin_dir);
         record.remove();

@@ -159,8 +159,8 @@ impl Phase {
 #[must_use]
 pub fn clean_stale_runs() -> Vec<String> {
     use crate::run_records::{self, Liveness};
+    let mut lines = run_records::remove_unreadable();
     let records = run_records::all();
-    let mut lines = Vec::new();
     for record in &records {
         if record.liveness() != Liveness::Stale {
             continue;
