@@ -12,7 +12,11 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::{netns, report::DirectionCounters, sock_diag, target::Target};
+use crate::{
+    os::{netns, sock_diag},
+    report::DirectionCounters,
+    target::Target,
+};
 
 /// How long a network fault may see no packet before chaos says why that may be.
 pub const QUIET_FOR: Duration = Duration::from_secs(10);
@@ -31,7 +35,7 @@ pub struct ForeignSocket {
 #[must_use]
 pub fn foreign_sockets(target: &Target) -> Vec<ForeignSocket> {
     let inside = subtree_ids(&target.dir);
-    let pids = netns::pids_below(&target.dir);
+    let pids = crate::os::cgroup::pids_below(&target.dir);
     let owners = socket_owners(&pids);
     if owners.is_empty() {
         return Vec::new();

@@ -8,7 +8,7 @@
 //! describe). A record is stale when its owner process is gone (pid and start time, so a reused
 //! pid does not keep it alive).
 //!
-//! A record is written atomically ([`crate::sys::write_atomic`]) and BEFORE the change it
+//! A record is written atomically ([`crate::os::records::write_atomic`]) and BEFORE the change it
 //! describes, so that whenever chaos dies, a record can be early (describing something that
 //! was never made: cleanup finds nothing and calls it done), never missing nor half-written.
 //! Its file is named after its owner (`PID-START-N.json`), so that a file nobody can read (one
@@ -27,7 +27,7 @@ use aya::programs::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{netlink, netns::Netns};
+use crate::os::{netlink, netns::Netns};
 
 const LEDGER_DIR: &str = "/run/chaos/ledger";
 
@@ -77,16 +77,16 @@ pub fn write(netns: Option<&Netns>, item: Item) -> io::Result<Entry> {
     fs::create_dir_all(LEDGER_DIR)?;
     let pid = std::process::id();
     let netns_inode = netns.map_or(0, |n| n.inode);
-    let owner_start = start_time(pid).unwrap_or(0);
+    let owner_start = crate::os::process::start_time(pid).unwrap_or(0);
     let record = Record { owner_pid: pid, owner_start, netns_inode, item };
     let path = Path::new(LEDGER_DIR).join(format!("{pid}-{owner_start}-{}.json", NEXT.fetch_add(1, Ordering::Relaxed)));
-    crate::sys::write_atomic(&path, &serde_json::to_vec(&record).expect("record serializes"))?;
+    crate::os::records::write_atomic(&path, &serde_json::to_vec(&record).expect("record serializes"))?;
     Ok(Entry { path })
 }
 
 /// The owner a record's file name gives: (pid, start time), or (pid, None) for the names of
 /// chaos versions that named records `PID-N.json`.
-fn owner_named(file_name: &str) -> Option<(u32, Option<u64>)> {
+pub(crate) fn owner_named(file_name: &str) -> Option<(u32, Option<u64>)> {
     let stem = file_name.strip_suffix(".json")?;
     let mut parts = stem.split('-');
     let pid = parts.next()?.parse().ok()?;
@@ -96,51 +96,6 @@ fn owner_named(file_name: &str) -> Option<(u32, Option<u64>)> {
         [_n] => Some((pid, None)),
         _ => None,
     }
-}
-
-/// Whether the process a file name points at is gone (a reused pid has another start time).
-fn named_owner_dead(pid: u32, start: Option<u64>) -> bool {
-    match start {
-        Some(start) => !process_alive(pid, start),
-        None => !Path::new("/proc").join(pid.to_string()).exists(),
-    }
-}
-
-/// Files in `dir` that hold no readable record and whose writer, named by the file name, is
-/// dead: temporaries a writer died before renaming, and records that cannot be parsed (empty
-/// ones left by chaos versions that wrote in place). Removed, one line each for people.
-/// `owner_of` reads the owner from a record file's name.
-pub fn remove_unreadable(
-    dir: &str,
-    what: &str,
-    owner_of: impl Fn(&str) -> Option<(u32, Option<u64>)>,
-    readable: impl Fn(&[u8]) -> bool,
-) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-    let mut lines = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let (owner, why) = if let Some(pid) = crate::sys::temporary_writer(&name) {
-            ((pid, None), "a record its writer died before finishing".to_owned())
-        } else {
-            let Some(owner) = owner_of(&name) else { continue };
-            match fs::read(entry.path()) {
-                Ok(bytes) if readable(&bytes) => continue,
-                Ok(bytes) if bytes.is_empty() => (owner, "empty: its writer died while writing it".to_owned()),
-                Ok(_) => (owner, "not a record this chaos can read".to_owned()),
-                Err(_) => continue,
-            }
-        };
-        if !named_owner_dead(owner.0, owner.1) {
-            continue;
-        }
-        match fs::remove_file(entry.path()) {
-            Ok(()) => lines.push(format!("removed unreadable {what} {name} of pid {} (gone): {why}", owner.0)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => lines.push(format!("could not remove unreadable {what} {name}: {err}")),
-        }
-    }
-    lines
 }
 
 /// The live chaos process, other than this one, that put fq in place of the root qdisc of
@@ -161,22 +116,8 @@ pub fn root_qdisc_owner(netns: &Netns, iface: &str) -> Option<u32> {
         .map(|record| record.owner_pid)
 }
 
-/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
-#[must_use]
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; count fields after its closing parenthesis.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
-}
-
 fn owner_alive(record: &Record) -> bool {
-    process_alive(record.owner_pid, record.owner_start)
-}
-
-/// Whether process `pid` runs and is the one that started at `start` (not a reused pid).
-#[must_use]
-pub fn process_alive(pid: u32, start: u64) -> bool {
-    start_time(pid).is_some_and(|now| now == start)
+    crate::os::process::process_alive(record.owner_pid, record.owner_start)
 }
 
 /// Removes what crashed runs left behind, returning a line per item (removed, or why not).
@@ -192,7 +133,7 @@ pub fn cleanup_stale() -> Vec<String> {
     }
     // Read after taking the lock: a cleaner before us may have removed some already.
     drop(entries);
-    let mut report = remove_unreadable(LEDGER_DIR, "ledger record", owner_named, |bytes| {
+    let mut report = crate::os::records::remove_unreadable(LEDGER_DIR, "ledger record", owner_named, |bytes| {
         serde_json::from_slice::<Record>(bytes).is_ok()
     });
     let Ok(entries) = fs::read_dir(LEDGER_DIR) else { return report };
@@ -266,9 +207,9 @@ fn describe(item: &Item) -> String {
 pub fn remove(item: &Item) -> io::Result<String> {
     let what = describe(item);
     if let Item::StoppedTasks { cgroup_dir } = item {
-        let stopped: Vec<i32> = crate::netns::pids_below(cgroup_dir)
+        let stopped: Vec<i32> = crate::os::cgroup::pids_below(cgroup_dir)
             .into_iter()
-            .filter(|&pid| crate::fault::syscall::guard::is_stopped(pid))
+            .filter(|&pid| crate::os::guard::is_stopped(pid))
             .collect();
         for &pid in &stopped {
             // SAFETY: kill(2) with SIGCONT on a stopped process of the delayed cgroup.
@@ -281,8 +222,8 @@ pub fn remove(item: &Item) -> io::Result<String> {
             // Gone with everything in it: nothing is frozen there any more.
             return Ok(format!("{what}: the cgroup is gone, nothing to thaw"));
         }
-        let was_frozen = crate::fault::proc::freezer::Freezer::of(cgroup_dir).is_ok_and(|f| f.freeze_requested());
-        crate::fault::proc::freezer::thaw(cgroup_dir)?;
+        let was_frozen = crate::os::freezer::Freezer::of(cgroup_dir).is_ok_and(|f| f.freeze_requested());
+        crate::os::freezer::thaw(cgroup_dir)?;
         return Ok(format!("{what}: {}", if was_frozen { "thawed" } else { "not frozen any more" }));
     }
     let Ok(ifindex) = ifindex(item) else {
@@ -404,7 +345,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("chaos-ledger-test-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let me = std::process::id();
-        let my_start = start_time(me).unwrap();
+        let my_start = crate::os::process::start_time(me).unwrap();
         // pid_max is at most 2^22: a pid above it never runs.
         let dead = 4_194_400;
         for (name, text) in [
@@ -416,7 +357,9 @@ mod tests {
         ] {
             fs::write(dir.join(name), text).unwrap();
         }
-        let lines = remove_unreadable(dir.to_str().unwrap(), "ledger record", owner_named, |b| b == b"readable");
+        let lines = crate::os::records::remove_unreadable(dir.to_str().unwrap(), "ledger record", owner_named, |b| {
+            b == b"readable"
+        });
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert!(lines.iter().any(|l| l.contains("empty: its writer died while writing it")), "{lines:?}");
         let mut left: Vec<String> =

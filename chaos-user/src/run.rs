@@ -17,9 +17,9 @@ use crate::{
     fault::FaultPlan,
     hints::QuietHint,
     live::LiveLine,
+    os::sys,
     report::{DirectionCounters, Hits, OutputFormat, StopReason, StopSignal},
     run_records::Registration,
-    sys,
     target::Target,
     target_watch::TargetWatch,
 };

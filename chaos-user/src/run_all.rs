@@ -12,10 +12,11 @@ use crate::{
     engine::{LoadedFault, trace::InjectionReader},
     fault::FaultPlan,
     live::LiveLine,
+    os::sys,
     report::{DirectionCounters, FaultReport, Hits, OutputFormat, StopReason},
     run::{StopSignals, arm, read_counters},
     run_records::Registration,
-    sys, target_watch,
+    target_watch,
 };
 
 /// One target's copy of the fault while it runs, and its outcome once it ended.

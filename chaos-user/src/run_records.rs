@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ledger, sys};
+use crate::os::sys;
 
 pub const RUNS_DIR: &str = "/run/chaos/runs";
 
@@ -100,7 +100,7 @@ impl RunRecord {
 
     #[must_use]
     pub fn liveness(&self) -> Liveness {
-        let owner_alive = ledger::process_alive(self.pid, self.pid_start);
+        let owner_alive = crate::os::process::process_alive(self.pid, self.pid_start);
         let before_deadline = sys::monotonic_now_ns() < self.ends_ns;
         let running = if self.detached { before_deadline } else { owner_alive };
         if running { Liveness::Running } else { Liveness::Stale }
@@ -116,7 +116,7 @@ impl RunRecord {
     /// old record or the new one, never half a file.
     pub fn write(&self) -> io::Result<()> {
         fs::create_dir_all(RUNS_DIR)?;
-        sys::write_atomic(&self.path(), &serde_json::to_vec_pretty(self).map_err(io::Error::other)?)
+        crate::os::records::write_atomic(&self.path(), &serde_json::to_vec_pretty(self).map_err(io::Error::other)?)
     }
 
     pub fn remove(&self) {
@@ -148,7 +148,7 @@ pub fn remove_unreadable() -> Vec<String> {
         let id = name.strip_suffix(".json").or_else(|| name.strip_suffix(".schedule"))?;
         Some((id.rsplit('-').next()?.parse().ok()?, None))
     };
-    ledger::remove_unreadable(RUNS_DIR, "run file", owner, |bytes| {
+    crate::os::records::remove_unreadable(RUNS_DIR, "run file", owner, |bytes| {
         serde_json::from_slice::<serde_json::Value>(bytes).is_ok()
     })
 }

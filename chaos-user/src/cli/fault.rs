@@ -13,11 +13,15 @@ use crate::{
     fault::{FaultContext, FaultPlan, PlanFault, options, traced::Traced},
     features::Prober,
     hints, ledger,
+    os::sys,
     report::OutputFormat,
     run,
-    run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
-    sys,
-    target::{self, CgroupFs, TargetName},
+    run_records::{
+        FaultRecord, Registration, RunKind, RunRecord, {self},
+    },
+    target::{
+        CgroupFs, TargetName, {self},
+    },
 };
 
 /// One fault from the command line: its target, its options and how it runs.
@@ -155,7 +159,7 @@ fn register(plan: &FaultPlan, hooks: Vec<(String, String)>) -> anyhow::Result<Re
     let record = RunRecord {
         id: run_records::new_id(),
         pid,
-        pid_start: ledger::start_time(pid).unwrap_or(0),
+        pid_start: crate::os::process::start_time(pid).unwrap_or(0),
         detached: false,
         kind: RunKind::OneShot,
         name: plan.fault.to_owned(),

@@ -232,9 +232,7 @@ impl Cli {
             Command::Stop { id, all } => status::stop(id.as_deref(), all),
             Command::Daemon(args) => args.run(self.output),
             Command::Cleanup => Ok(cleanup::run()),
-            Command::Guard { cgroup_dir, resume_all_at_ns } => {
-                Ok(crate::fault::syscall::guard::run(&cgroup_dir, resume_all_at_ns))
-            }
+            Command::Guard { cgroup_dir, resume_all_at_ns } => Ok(crate::os::guard::run(&cgroup_dir, resume_all_at_ns)),
             Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
         }
     }

@@ -95,7 +95,7 @@ struct Service {
 /// Runs the daemon until SIGTERM or SIGINT. A bad configuration is an error (exit 2).
 pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = DaemonConfig::load(config_path)?;
-    let _ = crate::sys::raise_resource_limits();
+    let _ = crate::os::sys::raise_resource_limits();
     // Each run has a thread of its own; glibc would give many of them an arena of their own,
     // which a long-lived service keeps forever. Two arenas serve the control task and one run.
     // SAFETY: mallopt(3) only sets an allocator parameter; called before any run thread exists.

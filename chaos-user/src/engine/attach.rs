@@ -24,12 +24,12 @@ use super::{
     tc::{self, TcPlace},
 };
 use crate::{
-    fault::{
-        AttachPoint, PlannedProgram,
-        syscall::{guard::Guard, resumer::Resumer},
-    },
+    fault::{AttachPoint, PlannedProgram},
     features::TcApi,
-    ledger::{self, Item},
+    ledger::{
+        Item, {self},
+    },
+    os::{guard::Guard, resumer::Resumer},
 };
 
 impl LoadedFault {

@@ -14,9 +14,10 @@ use chaos_common::Direction;
 
 use super::{AttachError, program_error};
 use crate::{
-    ledger::{self, Entry, Item},
-    netlink,
-    netns::Netns,
+    ledger::{
+        Entry, Item, {self},
+    },
+    os::{netlink, netns::Netns},
 };
 
 /// A TC program attached in some namespace, detached from inside that namespace.

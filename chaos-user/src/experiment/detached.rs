@@ -29,11 +29,12 @@ use super::{
 use crate::{
     engine::PinnedFault,
     fault::options::Ppm,
-    ledger,
+    os::sys,
     report::TARGET_GONE_EXIT,
     run::arm_to_pin,
-    run_records::{self, FaultRecord, RunRecord},
-    sys,
+    run_records::{
+        FaultRecord, RunRecord, {self},
+    },
     target::CgroupFs,
     target_watch,
 };
@@ -157,7 +158,7 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
         percents: plan.faults.iter().map(|f| f.percent).collect(),
     };
     let written = record.write().and_then(|()| {
-        sys::write_atomic(&schedule_path(&id), &serde_json::to_vec(&schedule).map_err(io::Error::other)?)
+        crate::os::records::write_atomic(&schedule_path(&id), &serde_json::to_vec(&schedule).map_err(io::Error::other)?)
     });
     if let Err(err) = written {
         let _ = fs::remove_dir_all(&pin_dir);
@@ -168,7 +169,7 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
     match reaper {
         Ok(pid) => {
             record.pid = pid;
-            record.pid_start = ledger::start_time(pid).unwrap_or(0);
+            record.pid_start = crate::os::process::start_time(pid).unwrap_or(0);
             if let Err(err) = record.write() {
                 // The reaper runs and ends the run on time; only `chaos stop` cannot find it to
                 // stop it first (it still removes the pins).
@@ -330,7 +331,10 @@ fn sleep_until_ns(at_ns: u64, target: Option<&(PathBuf, u64)>) -> bool {
 /// Returns what was done, one line per item.
 pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
     let mut lines = Vec::new();
-    if record.pid != 0 && record.pid != std::process::id() && ledger::process_alive(record.pid, record.pid_start) {
+    if record.pid != 0
+        && record.pid != std::process::id()
+        && crate::os::process::process_alive(record.pid, record.pid_start)
+    {
         // SAFETY: kill(2) on the reaper we started (pid and start time checked).
         unsafe { libc::kill(record.pid as i32, libc::SIGKILL) };
         lines.push(format!("stopped the reaper of detached experiment {} (pid {})", record.id, record.pid));

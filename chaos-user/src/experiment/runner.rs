@@ -28,10 +28,12 @@ use crate::{
     fault::options::Ppm,
     hints::QuietHint,
     live::LiveLine,
+    os::sys,
     report::{OutputFormat, StopReason},
     run::{StopSignals, arm},
-    run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
-    sys,
+    run_records::{
+        FaultRecord, Registration, RunKind, RunRecord, {self},
+    },
     target::Target,
 };
 
@@ -106,7 +108,7 @@ impl<'p, 't> Runner<'p, 't> {
         let record = RunRecord {
             id: id.clone(),
             pid: std::process::id(),
-            pid_start: crate::ledger::start_time(std::process::id()).unwrap_or(0),
+            pid_start: crate::os::process::start_time(std::process::id()).unwrap_or(0),
             detached: false,
             kind,
             name: experiment.name.clone(),

@@ -17,7 +17,7 @@ use chaos_common::{Direction, FaultConfig, KernelOffsets};
 use options::Ppm;
 use serde::Serialize;
 
-use crate::{features::Prober, netns::Netns, target::Target};
+use crate::{features::Prober, os::netns::Netns, target::Target};
 
 /// What a fault needs besides its own options to become a plan.
 pub struct FaultContext<'a> {
@@ -246,7 +246,7 @@ pub enum PlanError {
     #[error("{family} is not supported by this kernel: {reason}")]
     Unsupported { family: &'static str, reason: String },
     #[error(transparent)]
-    Netns(#[from] crate::netns::NetnsError),
+    Netns(#[from] crate::os::netns::NetnsError),
     /// Refused: the options cannot work on this target or kernel; the message says why.
     #[error("{0}")]
     Refused(String),

@@ -1,10 +1,7 @@
 //! `--container`, `--pod` and `--selector`: asks the runtimes (the `runtime` module) for the
 //! container or pod, takes an init pid and finds its cgroup; falls back to container ids in
 //! cgroup directory names when no runtime answers.
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use super::{
     CgroupFs, TargetError, container_id, is_same_or_below, pid_cgroup,
@@ -75,7 +72,7 @@ impl CgroupFs {
         // or a `container` child): those are below a match and already covered by it.
         matches.dedup_by(|below, above| below.starts_with(above));
         match matches.as_slice() {
-            [] => Err(TargetError::NoSuchContainer { id, mount: self.mount.display().to_string() }),
+            [] => Err(TargetError::NoSuchContainer { id, mount: self.mount().display().to_string() }),
             [one] => Ok(one.clone()),
             _ => Err(self.ambiguous("--container", &id, &matches)),
         }
@@ -245,22 +242,8 @@ impl CgroupFs {
             flag,
             arg: arg.to_owned(),
             path: format!("{cgroup} (of pid {pid})"),
-            mount: self.mount.display().to_string(),
+            mount: self.mount().display().to_string(),
         })
-    }
-
-    pub(super) fn dir_holding(&self, pid: u32) -> Option<PathBuf> {
-        let wanted = pid.to_string();
-        let mut stack = vec![self.mount.clone()];
-        while let Some(dir) = stack.pop() {
-            let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            if procs.lines().any(|line| line.trim() == wanted) {
-                return Some(dir);
-            }
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
-            stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
-        }
-        None
     }
 }
 

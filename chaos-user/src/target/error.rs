@@ -101,3 +101,16 @@ impl TargetError {
         matches!(self, Self::RootCgroup { .. } | Self::ContainsController { .. } | Self::InitScope { .. })
     }
 }
+
+/// Reading the hierarchy failed: the same words, as a target error.
+impl From<crate::os::cgroup::CgroupError> for TargetError {
+    fn from(err: crate::os::cgroup::CgroupError) -> Self {
+        use crate::os::cgroup::CgroupError;
+        match err {
+            CgroupError::NoCgroup2 => Self::NoCgroup2,
+            CgroupError::Unreadable { what, reason } => Self::Unreadable { what, reason },
+            CgroupError::NoSuchPid { pid } => Self::NoSuchPid { pid },
+            CgroupError::PidWithoutCgroup2 { pid } => Self::PidWithoutCgroup2 { pid },
+        }
+    }
+}

@@ -12,6 +12,7 @@ use std::{
 use serde::Serialize;
 
 pub use self::{container::SelectorSpec, error::TargetError};
+pub use crate::os::cgroup::{CgroupFs, is_same_or_below, own_cgroup, pid_cgroup};
 
 /// What the user named on the command line or in a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,44 +91,7 @@ impl Target {
     }
 }
 
-/// The cgroup v2 hierarchy as this process sees it.
-#[derive(Clone, Debug)]
-pub struct CgroupFs {
-    mount: PathBuf,
-}
-
 impl CgroupFs {
-    /// Finds the cgroup2 mount of this process.
-    pub fn discover() -> Result<Self, TargetError> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| TargetError::Unreadable { what: "/proc/self/mountinfo".into(), reason: e.to_string() })?;
-        cgroup2_mount(&mountinfo).map(|mount| Self { mount }).ok_or(TargetError::NoCgroup2)
-    }
-
-    /// A hierarchy rooted somewhere else (tests build fake trees).
-    #[must_use]
-    pub fn at(mount: impl Into<PathBuf>) -> Self {
-        Self { mount: mount.into() }
-    }
-
-    #[must_use]
-    pub fn mount(&self) -> &Path {
-        &self.mount
-    }
-
-    /// The directory of a kernel cgroup path (`/a/b` -> `<mount>/a/b`).
-    #[must_use]
-    pub fn dir_of(&self, cgroup: &str) -> PathBuf {
-        self.mount.join(cgroup.trim_start_matches('/'))
-    }
-
-    /// The kernel cgroup path of a directory under the mount (`<mount>/a/b` -> `/a/b`).
-    fn cgroup_of(&self, dir: &Path) -> Option<String> {
-        let rel = dir.strip_prefix(&self.mount).ok()?;
-        Some(format!("/{}", rel.to_string_lossy()).trim_end_matches('/').to_owned())
-            .map(|s| if s.is_empty() { "/".to_owned() } else { s })
-    }
-
     /// Resolves `spec`, refusing the root cgroup, any cgroup that contains `own_cgroup` (the
     /// controller's own cgroup path, from /proc/self/cgroup) and init's (`init.scope`).
     pub fn resolve(&self, spec: &TargetName, own_cgroup: Option<&str>) -> Result<Target, TargetError> {
@@ -157,7 +121,7 @@ impl CgroupFs {
         let cgroup = self.cgroup_of(&dir).ok_or_else(|| TargetError::OutsideMount {
             arg: arg.clone(),
             path: dir.display().to_string(),
-            mount: self.mount.display().to_string(),
+            mount: self.mount().display().to_string(),
         })?;
         if !i_know {
             refuse_unsafe(flag, &arg, &cgroup, own_cgroup)?;
@@ -198,21 +162,21 @@ impl CgroupFs {
                 flag,
                 arg: arg.to_owned(),
                 path: dir.display().to_string(),
-                mount: self.mount.display().to_string(),
+                mount: self.mount().display().to_string(),
             })
         }
     }
 
     fn cgroup_dir(&self, path: &str) -> Result<PathBuf, TargetError> {
         let normalized = normalize(Path::new(path));
-        let dir = if normalized.starts_with(&self.mount) {
+        let dir = if normalized.starts_with(self.mount()) {
             normalized
         } else if normalized.is_absolute() && normalized.starts_with("/sys/fs/cgroup") {
             // A cgroup v1 or wrong-mount path: say where v2 lives rather than guessing.
             return Err(TargetError::OutsideMount {
                 arg: path.to_owned(),
                 path: normalized.display().to_string(),
-                mount: self.mount.display().to_string(),
+                mount: self.mount().display().to_string(),
             });
         } else {
             // `/system.slice/x.service` as /proc/PID/cgroup shows it, or `a/b` relative.
@@ -224,7 +188,7 @@ impl CgroupFs {
     fn unit_dir(&self, unit: &str) -> Result<PathBuf, TargetError> {
         let matches = self.find_dirs(|name| name == unit);
         match matches.as_slice() {
-            [] => Err(TargetError::NoSuchUnit { unit: unit.to_owned(), mount: self.mount.display().to_string() }),
+            [] => Err(TargetError::NoSuchUnit { unit: unit.to_owned(), mount: self.mount().display().to_string() }),
             [one] => Ok(one.clone()),
             _ => Err(self.ambiguous("--unit", unit, &matches)),
         }
@@ -243,7 +207,7 @@ impl CgroupFs {
         // Real hierarchies are shallow (user@1000.service/app.slice/x.scope is depth 6).
         const MAX_DEPTH: usize = 12;
         let mut found = Vec::new();
-        let mut stack = vec![(self.mount.clone(), 0)];
+        let mut stack = vec![(self.mount().to_path_buf(), 0)];
         while let Some((dir, depth)) = stack.pop() {
             let Ok(entries) = fs::read_dir(&dir) else { continue };
             for entry in entries.flatten() {
@@ -301,93 +265,6 @@ pub fn container_id(dir_name: &str) -> Option<&str> {
     (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
-/// The first `0::` line of /proc/PID/cgroup: the process's cgroup v2 path.
-pub fn pid_cgroup(proc_root: &Path, pid: u32) -> Result<String, TargetError> {
-    let file = proc_root.join(pid.to_string()).join("cgroup");
-    let text = fs::read_to_string(&file).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => TargetError::NoSuchPid { pid },
-        _ => TargetError::Unreadable { what: file.display().to_string(), reason: e.to_string() },
-    })?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .map(|path| path.trim().trim_end_matches(" (deleted)"))
-        .map(|path| host_view::under_mount(path).unwrap_or_else(|| path.to_owned()))
-        .ok_or(TargetError::PidWithoutCgroup2 { pid })
-}
-
-/// This process's own cgroup v2 path, if it has one.
-#[must_use]
-pub fn own_cgroup() -> Option<String> {
-    let file = fs::read_to_string("/proc/self/cgroup").ok()?;
-    let as_read = file.lines().find_map(|line| line.strip_prefix("0::"))?.trim();
-    if let Some(path) = host_view::under_mount(as_read) {
-        return Some(path);
-    }
-    // In a namespace whose root the mount shows as `/..`, that root (read as `/`) has no name
-    // chaos can read: it is the cgroup whose `cgroup.procs` lists this process.
-    let cgroups = CgroupFs::discover().ok()?;
-    cgroups.dir_holding(std::process::id()).and_then(|dir| cgroups.cgroup_of(&dir))
-}
-
-/// Whether cgroup `inner` is `outer` or inside it (`/a/b` is inside `/a`, `/ab` is not).
-#[must_use]
-pub fn is_same_or_below(inner: &str, outer: &str) -> bool {
-    let outer = outer.trim_end_matches('/');
-    outer.is_empty() || inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// The cgroup2 mount point in a mountinfo text (fields: id parent dev root mountpoint opts...
-/// `-` fstype source superopts), with the kernel's octal escapes (`\040` for space) undone.
-/// The cgroup2 mount that shows the whole hierarchy (its root is `/`), else the first one. In a
-/// container there are two: its own, rooted at the container's cgroup (mountinfo shows that
-/// root once chaos is in the host's cgroup namespace, see `host_view`), and the host's, mounted
-/// in (the DaemonSet's hostPath), rooted at `/`; only the host's holds the targets.
-fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    cgroup2_mount_and_root(mountinfo).map(|(mount, _)| mount)
-}
-
-/// [`cgroup2_mount`] and the mount's root as mountinfo shows it (relative to this process's
-/// cgroup namespace: `/..` when the mount reaches above it). The whole hierarchy wins: the
-/// root with the most `..`, then the shortest.
-fn cgroup2_mount_and_root(mountinfo: &str) -> Option<(PathBuf, String)> {
-    let mounts: Vec<(String, PathBuf)> = mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (mount_fields, fs_fields) = line.split_once(" - ")?;
-            if fs_fields.split_whitespace().next()? != "cgroup2" {
-                return None;
-            }
-            let mut fields = mount_fields.split_whitespace();
-            let root = unescape_mountinfo(fields.nth(3)?);
-            let mount_point = fields.next()?;
-            Some((root, PathBuf::from(unescape_mountinfo(mount_point))))
-        })
-        .collect();
-    let height = |root: &str| {
-        let parts: Vec<&str> = root.split('/').filter(|p| !p.is_empty()).collect();
-        let ups = parts.iter().filter(|p| **p == "..").count();
-        (ups, std::cmp::Reverse(parts.len()))
-    };
-    let best = mounts.iter().enumerate().max_by(|a, b| height(&a.1.0).cmp(&height(&b.1.0)).then(b.0.cmp(&a.0)))?.0;
-    mounts.into_iter().nth(best).map(|(root, mount)| (mount, root))
-}
-
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..=i + 3].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            out.push((bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Lexically removes `.` and `..` so `/a/../b` cannot escape the mount by accident.
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -405,7 +282,6 @@ fn normalize(path: &Path) -> PathBuf {
 
 mod container;
 mod error;
-pub mod host_view;
 pub mod runtime;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Unit tests of the parent module.
 use super::*;
+use crate::os::cgroup::{CgroupError, cgroup2_mount};
 
 const HYBRID_MOUNTINFO: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -193,9 +194,9 @@ fn reads_the_v2_line_of_proc_pid_cgroup() {
     let tree = FakeTree::new(&["42"]);
     fs::write(tree.0.join("42/cgroup"), "12:cpu:/x\n0::/system.slice/redis.service\n").unwrap();
     assert_eq!(pid_cgroup(&tree.0, 42).unwrap(), "/system.slice/redis.service");
-    assert_eq!(pid_cgroup(&tree.0, 43), Err(TargetError::NoSuchPid { pid: 43 }));
+    assert_eq!(pid_cgroup(&tree.0, 43), Err(CgroupError::NoSuchPid { pid: 43 }));
     fs::write(tree.0.join("42/cgroup"), "12:cpu:/x\n").unwrap();
-    assert_eq!(pid_cgroup(&tree.0, 42), Err(TargetError::PidWithoutCgroup2 { pid: 42 }));
+    assert_eq!(pid_cgroup(&tree.0, 42), Err(CgroupError::PidWithoutCgroup2 { pid: 42 }));
 }
 
 #[test]

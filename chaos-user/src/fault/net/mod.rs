@@ -14,8 +14,12 @@ use filters::{NetFilters, by_direction, describe_filters, filter_maps};
 
 use super::{AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlannedProgram, cgroup_level, options::Ppm};
 use crate::{
-    features::{self, Prober},
-    netns::{self, Netns},
+    features::{
+        Prober, {self},
+    },
+    os::netns::{
+        Netns, {self},
+    },
     target::Target,
 };
 
@@ -127,7 +131,7 @@ const NETWORK_DELAY: &str = features::NETWORK_DELAY;
 /// Ethernet interface in it (or `--iface`). The controller's namespace (the host's, for a
 /// target without one of its own) needs `--iface` and `--i-know`.
 fn tc_interfaces(target: &Target, iface: Option<&String>, i_know: bool) -> Result<(Netns, Vec<String>), PlanError> {
-    let netns = Netns::of_target(target)?;
+    let netns = Netns::of_cgroup(&target.dir, &target.named_as)?;
     if netns.is_controllers && !(iface.is_some() && i_know) {
         return Err(PlanError::Refused(format!(
             "{} shares chaos's own network namespace (the host's, usually), so these TC programs would \

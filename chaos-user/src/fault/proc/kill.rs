@@ -12,19 +12,20 @@ use std::time::Duration;
 use chaos_common::{Direction, FaultConfig, action, flags, threshold_from_ppm};
 use serde_json::json;
 
-use super::{pick::Pick, signal::Signal};
 use crate::{
     fault::{
         FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
         options::{Ppm, parse_duration, parse_percent, serialize_secs},
+        proc::pick::Pick,
         syscall::{
             Schedule, ScheduleOptions,
             entry_hook::{EntryHook, HookChoice},
             fail::{Backend, SyscallFailOptions},
-            hooks, numbers as syscall_numbers,
+            hooks,
         },
     },
     features,
+    os::{signal::Signal, syscall_table as syscall_numbers},
 };
 
 /// `--pick all` over more processes than this needs `--i-know`.
@@ -59,7 +60,7 @@ pub fn parse_every(text: &str) -> Result<Every, String> {
 #[derive(Clone, Debug, clap::Args)]
 pub struct ProcKillOptions {
     /// The signal, by name or number (KILL, TERM, INT, SEGV, 9, ...).
-    #[arg(long, value_parser = super::signal::parse, default_value = "KILL")]
+    #[arg(long, value_parser = crate::os::signal::parse, default_value = "KILL")]
     pub signal: Signal,
     /// Periodic: a kill every PERIOD (30s). With --on-syscall: only every Nth eligible call.
     #[arg(long, value_name = "PERIOD|N", value_parser = parse_every)]

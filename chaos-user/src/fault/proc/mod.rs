@@ -8,10 +8,8 @@
 //! thawed by the guard process if chaos dies (guard.rs) and by `chaos cleanup` if the guard died
 //! too (ledger.rs).
 pub mod events;
-pub mod freezer;
 pub mod kill;
 pub mod pause;
 pub mod periodic;
 pub mod pick;
-pub mod signal;
 pub mod ticker;

@@ -11,11 +11,16 @@ use std::time::Duration;
 
 use chaos_common::FaultConfig;
 
-use super::{events::ProcEvent, freezer::Freezer, ticker::Ticker};
 use crate::{
-    fault::{FaultContext, FaultPlan, MapContents, PlanError, PlanFault, syscall::guard::Guard},
-    ledger::{self, Entry, Item},
-    sys, target,
+    fault::{
+        FaultContext, FaultPlan, MapContents, PlanError, PlanFault,
+        proc::{events::ProcEvent, ticker::Ticker},
+    },
+    ledger::{
+        Entry, Item, {self},
+    },
+    os::{freezer::Freezer, guard::Guard, sys},
+    target,
 };
 
 /// How long a freeze may take to complete before chaos says so (a task in an uninterruptible

@@ -15,19 +15,22 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::time::{Instant, sleep_until};
 
-use super::{
-    events::ProcEvent,
-    freezer,
-    kill::PeriodicKill,
-    pause::{PausePlan, Paused},
-    pick::{self, Pick},
-    ticker::Ticker,
-};
 use crate::{
-    fault::FaultPlan,
+    fault::{
+        FaultPlan,
+        proc::{
+            events::ProcEvent,
+            kill::PeriodicKill,
+            pause::{PausePlan, Paused},
+            pick::{
+                Pick, {self},
+            },
+            ticker::Ticker,
+        },
+    },
+    os::{freezer, sys},
     report::{DirectionCounters, FaultReport, OutputFormat, StopReason},
     run::StopSignals,
-    sys,
     target::Target,
 };
 
@@ -204,7 +207,7 @@ fn kill_once(target: &Target, kill: &PeriodicKill, events: &mut Vec<ProcEvent>) 
     for member in pick::choose(kill.pick, members) {
         // Signal only the process that was chosen: a pid reused since the listing has another
         // start time.
-        if !crate::ledger::process_alive(member.pid, member.start) {
+        if !crate::os::process::process_alive(member.pid, member.start) {
             continue;
         }
         // SAFETY: kill(2) on a process of the target cgroup.

@@ -1,46 +1,5 @@
 //! Thin wrappers over the few system calls chaos makes itself.
-use std::{
-    fs, io,
-    io::Write as _,
-    path::{Path, PathBuf},
-    time::Duration,
-};
-
-/// Writes `bytes` to `path` so that a reader, or a crash at any moment, sees either the old file
-/// or the whole new one, never an empty or half-written one: a temporary file in the same
-/// directory ([`temporary_of`]), written and fsynced, renamed over `path`, and the directory
-/// fsynced so the rename itself is kept. Every record chaos keeps on disk (the ledger, run
-/// records, a detached experiment's schedule) is written this way: a record that `chaos
-/// cleanup` cannot read cannot say what to undo.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temporary = temporary_of(path)?;
-    let written = (|| {
-        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    written?;
-    fs::File::open(path.parent().unwrap_or(Path::new("."))).and_then(|dir| dir.sync_all())
-}
-
-/// The temporary file [`write_atomic`] writes `path` through: `.NAME.PID.tmp` beside it, so
-/// that a cleaner can tell from its name whose it is (a process that died mid-write leaves it).
-pub fn temporary_of(path: &Path) -> io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
-    Ok(path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id())))
-}
-
-/// The process that was writing temporary file `name` (as [`temporary_of`] names them).
-#[must_use]
-pub fn temporary_writer(name: &str) -> Option<u32> {
-    name.strip_prefix('.')?.strip_suffix(".tmp")?.rsplit_once('.')?.1.parse().ok()
-}
+use std::{fs, io, time::Duration};
 
 /// `CLOCK_MONOTONIC` now, in ns: the clock `bpf_ktime_get_ns()` reads in the kernel, so deadlines
 /// computed here are the ones the programs compare against.
@@ -111,24 +70,6 @@ pub fn kernel_release() -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn an_atomic_write_replaces_the_whole_file_and_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("chaos-sys-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("1-2-0.json");
-        super::write_atomic(&path, b"first").unwrap();
-        super::write_atomic(&path, b"second, longer").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"second, longer");
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(names.len(), 1, "{names:?}");
-        let temporary = super::temporary_of(&path).unwrap();
-        let temporary = temporary.file_name().unwrap().to_str().unwrap();
-        assert_eq!(temporary, format!(".1-2-0.json.{}.tmp", std::process::id()));
-        assert_eq!(super::temporary_writer(temporary), Some(std::process::id()));
-        assert_eq!(super::temporary_writer("1-2-0.json"), None);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
     #[test]
     fn the_open_files_soft_limit_is_raised_to_the_hard_one() {
         let mut files = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

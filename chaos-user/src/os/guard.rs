@@ -33,7 +33,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{netns::pids_below, sys};
+use crate::os::{cgroup::pids_below, sys};
 
 /// Slack after the time box before the guard resumes everything on its own.
 const MARGIN_NS: u64 = 200_000_000;
@@ -212,7 +212,7 @@ fn is_exiting(pid: i32) -> bool {
 
 fn thaw_if_frozen(cgroup_dir: &Path, frozen: &mut bool) {
     if std::mem::take(frozen) {
-        let _ = crate::fault::proc::freezer::thaw(cgroup_dir);
+        let _ = crate::os::freezer::thaw(cgroup_dir);
     }
 }
 

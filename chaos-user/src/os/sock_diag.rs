@@ -4,7 +4,7 @@
 //! when it belongs to the target: this is how chaos tells users about sockets that escape it.
 use std::io;
 
-use crate::netlink::{NLM_F_DUMP, NetlinkSocket, align4};
+use crate::os::netlink::{NLM_F_DUMP, NetlinkSocket, align4};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const INET_DIAG_CGROUP_ID: u16 = 21;

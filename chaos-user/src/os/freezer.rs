@@ -110,8 +110,8 @@ pub fn kill_all(cgroup_dir: &Path) -> io::Result<()> {
 /// `cgroup.freeze` from 5.2 on (the root has none). Looks at chaos's own cgroup, else at any
 /// child of the mount, else at a throwaway child it creates and removes again.
 pub fn probe() -> Result<String, String> {
-    let fs = crate::target::CgroupFs::discover().map_err(|e| e.to_string())?;
-    let own = crate::target::own_cgroup().filter(|c| c != "/").map(|c| fs.dir_of(&c));
+    let fs = crate::os::cgroup::CgroupFs::discover().map_err(|e| e.to_string())?;
+    let own = crate::os::cgroup::own_cgroup().filter(|c| c != "/").map(|c| fs.dir_of(&c));
     let child = || {
         fs::read_dir(fs.mount())
             .ok()?

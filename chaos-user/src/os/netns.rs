@@ -6,11 +6,9 @@ use std::{
     fs::{self, File},
     io,
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
 };
-
-use crate::target::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -48,9 +46,10 @@ impl Netns {
         Ok(Self { file: Arc::new(file), inode, is_controllers: inode == own })
     }
 
-    /// The namespace of the target's processes (all of them must share it).
-    pub fn of_target(target: &Target) -> Result<Self, NetnsError> {
-        let pids = pids_below(&target.dir);
+    /// The namespace of the processes of cgroup `dir` (all of them must share it); `named_as`
+    /// says which target that is, for the errors.
+    pub fn of_cgroup(dir: &Path, named_as: &str) -> Result<Self, NetnsError> {
+        let pids = super::cgroup::pids_below(dir);
         let mut namespaces: Vec<(u64, i32)> = pids
             .iter()
             .filter_map(|&pid| Some((fs::metadata(format!("/proc/{pid}/ns/net")).ok()?.ino(), pid)))
@@ -58,10 +57,10 @@ impl Netns {
         namespaces.sort_unstable();
         namespaces.dedup_by_key(|(inode, _)| *inode);
         match namespaces.as_slice() {
-            [] => Err(NetnsError::NoProcesses { target: target.named_as.clone() }),
+            [] => Err(NetnsError::NoProcesses { target: named_as.to_owned() }),
             [(_, pid)] => Self::open(Path::new(&format!("/proc/{pid}/ns/net")))
                 .map_err(|source| NetnsError::Open { pid: *pid, source }),
-            several => Err(NetnsError::Several { target: target.named_as.clone(), count: several.len() }),
+            several => Err(NetnsError::Several { target: named_as.to_owned(), count: several.len() }),
         }
     }
 
@@ -80,22 +79,6 @@ impl Netns {
                 .expect("namespace thread panicked")
         })
     }
-}
-
-/// Every pid in the cgroup directory and its descendants.
-#[must_use]
-pub fn pids_below(dir: &Path) -> Vec<i32> {
-    let mut pids = Vec::new();
-    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
-            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-        }
-        if let Ok(entries) = fs::read_dir(&dir) {
-            stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
-        }
-    }
-    pids
 }
 
 /// A network interface of the calling thread's namespace.

@@ -21,7 +21,7 @@ use aya::maps::{MapData, RingBuf};
 use chaos_common::StopEvent;
 
 use super::guard::Guard;
-use crate::sys;
+use crate::os::sys;
 
 /// How precisely tasks were resumed: lateness of each SIGCONT against its due time.
 #[derive(Clone, Debug, Default)]
