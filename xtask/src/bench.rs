@@ -98,9 +98,17 @@ pub(crate) const SILENT_FAULTS: [SilentFault; 4] = [
 const VM_SECTION_BEGIN: &str = "CHAOS_BENCH_SECTION_BEGIN";
 const VM_SECTION_END: &str = "CHAOS_BENCH_SECTION_END";
 
+/// What `cargo xtask bench` was asked to run, checked before anything is built.
+pub enum Selection {
+    /// These benchmarks, in the order of [`run`].
+    Benches(Vec<Which>),
+    /// `floor --kernel 6.1-errinj`: the floor's kprobe row alone, in the error-injection VM.
+    FloorErrinj,
+}
+
 /// `kernel` picks the VM half of a benchmark alone; only `floor` has one to pick (6.1-errinj:
-/// the kprobe row). Checked before anything is built.
-pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()> {
+/// the kprobe row). No benchmark named: all of them but `override`.
+pub fn select(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<Selection> {
     if let Some(kernel) = kernel {
         if which != [Which::Floor] || kernel != vm::KernelName::V6_1ErrInj {
             let named: Vec<String> = which
@@ -115,59 +123,68 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
                 named.join(" ")
             );
         }
-        let binaries = build::prepare_root_task("the benchmark")?;
-        write_section("floor-errinj", &floor_errinj_section(&binaries, vm::ensure_kernel(kernel)?)?)?;
-        println!("figures written to BENCHMARKS.md");
-        return Ok(());
+        return Ok(Selection::FloorErrinj);
     }
-    let binaries = build::prepare_root_task("the benchmark")?;
-    let which = if which.is_empty() {
-        &[
-            Which::Drop,
-            Which::Net,
-            Which::Syscall,
-            Which::Delay,
-            Which::Proc,
-            Which::Daemon,
-            Which::Floor,
-            Which::Trace,
-            Which::Startup,
-            Which::Service,
-            Which::Scale,
-        ][..]
-    } else {
-        which
+    if !which.is_empty() {
+        return Ok(Selection::Benches(which.to_vec()));
+    }
+    Ok(Selection::Benches(vec![
+        Which::Drop,
+        Which::Net,
+        Which::Syscall,
+        Which::Delay,
+        Which::Proc,
+        Which::Daemon,
+        Which::Floor,
+        Which::Trace,
+        Which::Startup,
+        Which::Service,
+        Which::Scale,
+    ]))
+}
+
+/// Runs the selected benchmarks with the built `binaries` (as root, the machine set up), each
+/// writing its sections into BENCHMARKS.md.
+pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<()> {
+    let which = match selection {
+        Selection::FloorErrinj => {
+            let kernel = vm::ensure_kernel(vm::KernelName::V6_1ErrInj)?;
+            write_section("floor-errinj", &floor_errinj_section(binaries, kernel)?)?;
+            println!("figures written to BENCHMARKS.md");
+            return Ok(());
+        }
+        Selection::Benches(which) => which,
     };
     // `net` includes the host drop figures: measure them once.
     if which.iter().any(|w| matches!(w, Which::Drop | Which::Net)) {
         write_section("drop", &drop_bench()?)?;
     }
     if which.contains(&Which::Net) {
-        write_section("netem", &in_vm_section(&binaries, vm::KernelName::V6_12, "netem")?)?;
+        write_section("netem", &in_vm_section(binaries, vm::KernelName::V6_12, "netem")?)?;
     }
     if which.contains(&Which::Syscall) {
         write_section("syscall-host", &syscall_connect_bench()?)?;
-        write_section("syscall-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "syscall")?)?;
+        write_section("syscall-vm", &in_vm_section(binaries, vm::KernelName::V6_12, "syscall")?)?;
     }
     if which.contains(&Which::Proc) {
         write_section("proc-host", &proc_bench()?)?;
     }
     if which.contains(&Which::Delay) {
         write_section("delay-host", &syscall_delay_bench()?)?;
-        write_section("delay-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "delay")?)?;
-        write_section("delay-hooks-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "delay-hooks")?)?;
+        write_section("delay-vm", &in_vm_section(binaries, vm::KernelName::V6_12, "delay")?)?;
+        write_section("delay-hooks-vm", &in_vm_section(binaries, vm::KernelName::V6_12, "delay-hooks")?)?;
     }
     if which.contains(&Which::Override) {
-        write_section("override-vm", &in_vm_section(&binaries, vm::KernelName::V6_1ErrInj, "override")?)?;
+        write_section("override-vm", &in_vm_section(binaries, vm::KernelName::V6_1ErrInj, "override")?)?;
     }
     if which.contains(&Which::Daemon) {
         write_section("daemon", &daemon::daemon_bench()?)?;
     }
     if which.contains(&Which::Floor) {
-        write_section("floor", &crate::floor::floor_bench(&binaries)?)?;
+        write_section("floor", &crate::floor::floor_bench(binaries)?)?;
         // The kprobe row needs bpf_override_return: the error-injection kernel, when it is here.
         match vm::available_kernel(vm::KernelName::V6_1ErrInj)? {
-            Some(kernel) => write_section("floor-errinj", &floor_errinj_section(&binaries, kernel)?)?,
+            Some(kernel) => write_section("floor-errinj", &floor_errinj_section(binaries, kernel)?)?,
             None => eprintln!(
                 "bench floor: the kprobe row needs the 6.1-errinj kernel, which is not here (its section is left \
                  as it was): {}",
@@ -176,18 +193,18 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
         }
     }
     if which.contains(&Which::Trace) {
-        write_section("trace", &crate::floor::trace::trace_bench(&binaries)?)?;
+        write_section("trace", &crate::floor::trace::trace_bench(binaries)?)?;
     }
     if which.contains(&Which::Startup) {
-        write_section("startup", &crate::startup::startup_bench(&binaries)?)?;
+        write_section("startup", &crate::startup::startup_bench(binaries)?)?;
     }
     if which.contains(&Which::Service) {
         write_section("service", &crate::service::service_bench()?)?;
     }
     if which.contains(&Which::Scale) {
         write_section("scale", &scale::scale_bench()?)?;
-        write_section("scale-entry-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-entry")?)?;
-        write_section("scale-lsm-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-lsm")?)?;
+        write_section("scale-entry-vm", &in_vm_section(binaries, vm::KernelName::V6_12, "scale-entry")?)?;
+        write_section("scale-lsm-vm", &in_vm_section(binaries, vm::KernelName::V6_12, "scale-lsm")?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
