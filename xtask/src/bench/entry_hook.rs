@@ -6,7 +6,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use chaos_tests::{cgroup::TestCgroup, chaos::Chaos, workload::workload_json};
 
-use super::{BpfStats, Ratios, machine, median};
+use super::common::{BpfStats, Ratios, machine, median};
 
 /// getpid() calls per measurement: about a second under TCG.
 const GETPIDS: u64 = 500_000;
@@ -75,7 +75,7 @@ fn runs_per_getpid(target: &TestCgroup, other: &TestCgroup) -> anyhow::Result<[f
     Ok(runs)
 }
 
-pub fn syscall_delay_hooks_bench() -> anyhow::Result<String> {
+pub(super) fn syscall_delay_hooks_bench() -> anyhow::Result<String> {
     let (target, other) = (TestCgroup::new(), TestCgroup::new());
     let mut ratios = [Ratios::default(), Ratios::default()];
     let mut bare_ns = Vec::new();

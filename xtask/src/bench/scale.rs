@@ -9,7 +9,7 @@ use std::{fmt::Write as _, fs, os::unix::net::UnixStream, time::Duration};
 use anyhow::Context as _;
 use chaos_tests::{TempDir, cgroup::TestCgroup, chaos::Chaos, timeline_so_far, workload::workload_json};
 
-use super::{machine, median};
+use super::common::{load_average, machine, median};
 
 const GETPIDS: u64 = 2_000_000;
 const ROUNDS: usize = 3;
@@ -203,10 +203,10 @@ fn table(out: &mut String, bare: f64, with: &[f64; 3]) {
     }
 }
 
-pub fn scale_bench() -> anyhow::Result<String> {
+pub(super) fn scale_bench() -> anyhow::Result<String> {
     let other = TestCgroup::new();
     let targets: Vec<TestCgroup> = (0..COUNTS[COUNTS.len() - 1]).map(|_| TestCgroup::new()).collect();
-    let load_before = super::load_average();
+    let load_before = load_average();
     let mut bare_ns = Vec::new();
     eprintln!("bench scale: one chaos per fault");
     let processes = measure(Holder::Processes, &other, &targets, &mut bare_ns)?;
@@ -216,7 +216,7 @@ pub fn scale_bench() -> anyhow::Result<String> {
     let mut out = String::new();
     let _ = writeln!(out, "## Many faults at once (`cargo xtask bench scale`)\n");
     let _ = writeln!(out, "{}\n", machine());
-    let _ = writeln!(out, "Load average at the start: {load_before}; at the end: {}.\n", super::load_average());
+    let _ = writeln!(out, "Load average at the start: {load_before}; at the end: {}.\n", load_average());
     let _ = writeln!(
         out,
         "N syscall delays on `read`, each armed for its own cgroup, and a raw getpid() loop ({GETPIDS} calls) in a \

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use chaos_tests::{cgroup::TestCgroup, chaos::Chaos, programs, workload::workload_json};
 
 use super::{
-    BpfStats, median,
+    common::{BpfStats, median},
     scale::{DelayDaemon, arm_delay_processes, processes_that_fit, tcg_6_12_machine},
 };
 
@@ -60,7 +60,7 @@ fn runs_per_call(holders: &[&Chaos], other: &TestCgroup) -> anyhow::Result<f64> 
 /// Per level: ns per untargeted call, program runs per call.
 type Levels = [(Vec<f64>, f64); 3];
 
-pub fn entry_scale_bench() -> anyhow::Result<String> {
+pub(super) fn entry_scale_bench() -> anyhow::Result<String> {
     let other = TestCgroup::new();
     let targets: Vec<TestCgroup> = (0..COUNTS[2]).map(|_| TestCgroup::new()).collect();
     let (fit, rss) = processes_that_fit(arm_delay_processes(std::slice::from_ref(&targets[0]), SYSCALL, "fentry"))?;

@@ -1,0 +1,224 @@
+//! What the benchmarks share: per-round ratios and medians, the machine line and BENCHMARKS.md's
+//! sections, readings of the machine (busy CPU, a process's CPU, the kernel's per-program run
+//! time), the faults that never fire, and the UDP flow between two test hosts that `drop`, `net`
+//! and `daemon` measure.
+use std::{fs, net::SocketAddr, time::Duration};
+
+use anyhow::{Context as _, bail};
+use chaos_tests::{
+    cgroup::TestCgroup,
+    chaos::Chaos,
+    kernel,
+    net::TwoHosts,
+    workload::{Blast, BlastReport, UdpSink},
+};
+
+use crate::util;
+
+/// Per-round ratios a/b.
+#[derive(Default)]
+pub(super) struct Ratios(Vec<f64>);
+
+impl Ratios {
+    pub(super) fn push(&mut self, a: f64, b: f64) {
+        self.0.push(a / b);
+    }
+
+    pub(super) fn summary(&self) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(0.0, f64::max);
+        format!("{:.3}x ({min:.3}-{max:.3})", median(&self.0))
+    }
+}
+
+pub(super) fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// The load average now, as /proc/loadavg says it: a bench notes it at its start and end, since
+/// the machine is shared and its other work is what widens the ranges.
+pub(super) fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned()
+}
+
+/// Where and when the figures were measured.
+pub(super) fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let date = util::output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]), "date").unwrap_or_default();
+    format!("Measured {} on {cpu} ({cpus} CPUs), kernel {} (host tier).", date.trim(), kernel.trim())
+}
+
+/// Replaces (or appends) the section between this benchmark's markers in BENCHMARKS.md.
+pub(super) fn write_section(name: &str, body: &str) -> anyhow::Result<()> {
+    let path = util::root().join("BENCHMARKS.md");
+    let start = format!("<!-- bench:{name}:start -->");
+    let end = format!("<!-- bench:{name}:end -->");
+    let text = fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nWritten by `cargo xtask bench`; each section is replaced when its benchmark runs again.\n"
+            .into()
+    });
+    let block = format!("{start}\n{body}{end}");
+    let updated = match (text.find(&start), text.find(&end)) {
+        (Some(s), Some(e)) if e > s => format!("{}{block}{}", &text[..s], &text[e + end.len()..]),
+        _ => format!("{}\n{block}\n", text.trim_end()),
+    };
+    fs::write(&path, updated)?;
+    Ok(())
+}
+
+/// A fault of each hook kind as `chaos` arguments that never fire (`--percent 0`): the service
+/// and start-up benches measure what being there costs, not what injecting does.
+pub(super) struct SilentFault {
+    pub name: &'static str,
+    /// The hook it attaches to, for the start-up table.
+    pub hook: &'static str,
+    pub args: &'static [&'static str],
+}
+
+/// connect() failed through the cgroup hook, never firing: the service, start-up and floor
+/// benches all arm it.
+pub(super) const SILENT_CONNECT_FAIL: &[&str] =
+    &["syscall", "fail", "--syscall", "connect", "--errno", "ECONNREFUSED", "--backend", "cgroup", "--percent", "0"];
+
+pub(super) const SILENT_FAULTS: [SilentFault; 4] = [
+    SilentFault { name: "net drop", hook: "cgroup_skb", args: &["net", "drop", "--percent", "0"] },
+    SilentFault { name: "net corrupt", hook: "TC", args: &["net", "corrupt", "--percent", "0"] },
+    SilentFault { name: "syscall fail connect", hook: "cgroup sock_addr", args: SILENT_CONNECT_FAIL },
+    SilentFault {
+        name: "syscall delay read",
+        hook: "raw sys_enter",
+        args: &["syscall", "delay", "--syscall", "read", "--by", "1ms", "--percent", "0"],
+    },
+];
+
+/// The UDP flow: its port, and packets per run.
+pub(super) const FLOW_PORT: u16 = 7100;
+pub(super) const FLOW_PACKETS: u64 = 300_000;
+
+/// What one run of the flow measured.
+pub(super) struct FlowRun {
+    pub(super) pps: f64,
+    pub(super) cpu_ns_per_packet: f64,
+    pub(super) lost_share: f64,
+}
+
+/// One run of [`FLOW_PACKETS`] packets from `workload` in host a to `to` in host b.
+pub(super) fn measure_flow(hosts: &TwoHosts, workload: &TestCgroup, to: SocketAddr) -> anyhow::Result<FlowRun> {
+    measure_flow_packets(hosts, workload, to, FLOW_PACKETS)
+}
+
+/// One run of `packets` packets, as fast as one sender can.
+pub(super) fn measure_flow_packets(
+    hosts: &TwoHosts,
+    workload: &TestCgroup,
+    to: SocketAddr,
+    packets: u64,
+) -> anyhow::Result<FlowRun> {
+    let sink = UdpSink::start(&hosts.b, to.port(), 300, false);
+    let busy_before = busy_cpu_ns()?;
+    let blast: BlastReport =
+        Blast { to, sender_id: 1, count: packets, pps: 0, cgroup: Some(workload), netns: &hosts.a }.run();
+    let busy = busy_cpu_ns()? - busy_before;
+    let received = sink.finish().received_from(1);
+    Ok(FlowRun {
+        pps: blast.pps(),
+        cpu_ns_per_packet: busy as f64 / packets as f64,
+        lost_share: 1.0 - received as f64 / packets as f64,
+    })
+}
+
+/// chaos net drop armed on `cgroup` until dropped.
+pub(super) fn arm_drop(cgroup: &TestCgroup, percent: &str, direction: &str) -> anyhow::Result<Chaos> {
+    let chaos = Chaos::start(&[
+        "net",
+        "drop",
+        "--cgroup",
+        cgroup.path(),
+        "--percent",
+        percent,
+        "--for",
+        "30m",
+        "--direction",
+        direction,
+    ]);
+    let programs = if direction == "both" { 2 } else { 1 };
+    kernel::wait_for_inet_programs(cgroup.dir(), programs, Duration::from_secs(20));
+    Ok(chaos)
+}
+
+/// The kernel's per-program run-time statistics, switched on for a measurement and back to
+/// their previous setting on Drop (they cost a little on every program run).
+pub(super) struct BpfStats {
+    previous: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    pub(super) fn enable() -> anyhow::Result<Self> {
+        let previous = fs::read_to_string(BPF_STATS).context("read kernel.bpf_stats_enabled")?;
+        fs::write(BPF_STATS, "1").context("enable kernel.bpf_stats_enabled")?;
+        Ok(Self { previous })
+    }
+
+    /// Mean ns per run of the loaded program named `name`, from `bpftool -j prog show`.
+    pub(super) fn ns_per_run(&self, name: &str) -> anyhow::Result<f64> {
+        let json = util::output(
+            std::process::Command::new("bpftool").args(["-j", "prog", "show", "name", name]),
+            "bench: bpftool",
+        )?;
+        let value: serde_json::Value = serde_json::from_str(&json)?;
+        let program = if value.is_array() { &value[0] } else { &value };
+        let (time, runs) = (program["run_time_ns"].as_f64(), program["run_cnt"].as_f64());
+        match (time, runs) {
+            (Some(time), Some(runs)) if runs > 0.0 => Ok(time / runs),
+            _ => bail!("bpftool reported no run statistics for {name}: {json}"),
+        }
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS, self.previous.trim());
+    }
+}
+
+/// Busy CPU time of the whole machine so far, in ns.
+pub(super) fn busy_cpu_ns() -> anyhow::Result<u64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("no cpu line in /proc/stat")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| fields.get(i)).sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(busy * 1_000_000_000 / hz)
+}
+
+/// CPU time (user + system) a process has used, in ns.
+pub(super) fn process_cpu_ns(pid: i32) -> anyhow::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<u64> =
+        stat.rsplit_once(')').context("malformed stat")?.1.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    // After the command: state is not numeric, so utime and stime are fields 11 and 12 here.
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(ticks * 1_000_000_000 / hz)
+}
