@@ -2,7 +2,7 @@
 //! sections, readings of the machine (busy CPU, a process's CPU, the kernel's per-program run
 //! time), the faults that never fire, and the UDP flow between two test hosts that `drop`, `net`
 //! and `daemon` measure.
-use std::{fs, net::SocketAddr, time::Duration};
+use std::{fmt::Display, fs, net::SocketAddr, time::Duration};
 
 use anyhow::{Context as _, bail};
 use chaos_tests::{
@@ -10,13 +10,13 @@ use chaos_tests::{
     chaos::Chaos,
     kernel,
     net::TwoHosts,
-    workload::{Blast, BlastReport, UdpSink},
+    workload::{Blast, BlastReport, UdpSink, workload_json},
 };
 
 use crate::util;
 
 /// Per-round ratios a/b.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Ratios(Vec<f64>);
 
 impl Ratios {
@@ -37,14 +37,40 @@ pub(super) fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
+/// The `p`th percentile of `values` (0 to 100), the nearest rank.
+pub(super) fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
+}
+
+/// The median and the range of `values` in whole units: "12 (8 to 15)".
+pub(super) fn median_and_range(values: &[f64]) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.0} ({min:.0} to {max:.0})", median(values))
+}
+
+/// The order in which `count` variants run in round `round`: each round starts one further on,
+/// so that no variant always runs first (warm caches, drift).
+pub(super) fn rotated(round: usize, count: usize) -> impl Iterator<Item = usize> {
+    (0..count).map(move |k| (k + round) % count)
+}
+
 /// The load average now, as /proc/loadavg says it: a bench notes it at its start and end, since
 /// the machine is shared and its other work is what widens the ranges.
 pub(super) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned()
 }
 
-/// Where and when the figures were measured.
+/// Where and when the figures were measured: this host.
 pub(super) fn machine() -> String {
+    machine_in("host tier")
+}
+
+/// Where and when a VM half's figures were measured: `tier` says which guest, on what, and what
+/// its figures are valid for.
+pub(super) fn machine_in(tier: &str) -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -55,7 +81,7 @@ pub(super) fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let date = util::output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]), "date").unwrap_or_default();
-    format!("Measured {} on {cpu} ({cpus} CPUs), kernel {} (host tier).", date.trim(), kernel.trim())
+    format!("Measured {} on {cpu} ({cpus} CPUs), kernel {} ({tier}).", date.trim(), kernel.trim())
 }
 
 /// Replaces (or appends) the section between this benchmark's markers in BENCHMARKS.md.
@@ -209,6 +235,31 @@ pub(super) fn busy_cpu_ns() -> anyhow::Result<u64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Ok(busy * 1_000_000_000 / hz)
+}
+
+/// ns per getpid() of a raw getpid() loop of `calls` in `cgroup`, by the workload's own clock.
+pub(super) fn getpid_ns(cgroup: &TestCgroup, calls: u64) -> f64 {
+    let json = workload_json(&["getpid-loop", "--count", &calls.to_string()], Some(cgroup), None);
+    json["elapsed_ns"].as_f64().unwrap_or(0.0) / calls as f64
+}
+
+/// A `/proc/PID/status` field in kB (`VmRSS:`, `VmHWM:`).
+pub(super) fn status_kb(pid: impl Display, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field)?.split_whitespace().next()?.parse().ok())
+}
+
+/// The ids of the BPF programs process `pid` holds, from its descriptors: so that other users'
+/// programs of the same name on this shared machine do not count.
+pub(super) fn held_program_ids(pid: impl Display) -> anyhow::Result<Vec<u32>> {
+    let mut held = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let text = fs::read_to_string(entry?.path()).unwrap_or_default();
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|id| id.trim().parse().ok()) {
+            held.push(id);
+        }
+    }
+    Ok(held)
 }
 
 /// CPU time (user + system) a process has used, in ns.

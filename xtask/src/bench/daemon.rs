@@ -6,7 +6,7 @@ use std::{fmt::Write as _, fs, net::SocketAddr, os::unix::net::UnixStream, time:
 use anyhow::Context as _;
 use chaos_tests::{TempDir, cgroup::TestCgroup, chaos::Chaos, kernel, net::TwoHosts};
 
-use super::common::{FLOW_PORT, Ratios, load_average, machine, measure_flow, median, process_cpu_ns};
+use super::common::{FLOW_PORT, Ratios, load_average, machine, measure_flow, median, process_cpu_ns, status_kb};
 
 const IDLE: Duration = Duration::from_secs(60);
 const ROUNDS: usize = 5;
@@ -110,11 +110,5 @@ pub(super) fn daemon_bench() -> anyhow::Result<String> {
 }
 
 fn rss_mib(pid: i32) -> anyhow::Result<f64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib / 1024.0)
+    Ok(status_kb(pid, "VmRSS:").context("no VmRSS")? as f64 / 1024.0)
 }

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use chaos_tests::{cgroup::TestCgroup, chaos::Chaos};
 
-use super::common::{BpfStats, Ratios, busy_cpu_ns, machine, median, process_cpu_ns};
+use super::common::{BpfStats, Ratios, busy_cpu_ns, getpid_ns, machine, median, process_cpu_ns};
 
 /// Rounds of the untargeted loop.
 const ROUNDS: usize = 9;
@@ -16,17 +16,14 @@ pub(super) fn syscall_delay_bench() -> anyhow::Result<String> {
     const GETPIDS: u64 = 2_000_000;
     const DELAYED: u64 = 2000;
     let (target, other) = (TestCgroup::new(), TestCgroup::new());
-    let count = GETPIDS.to_string();
     let mut untargeted = Ratios::default();
     let (mut bare_ns, mut armed_ns) = (Vec::new(), Vec::new());
-    let getpid_ns = |json: &serde_json::Value| json["elapsed_ns"].as_f64().unwrap_or(0.0) / GETPIDS as f64;
     for round in 1..=ROUNDS {
         eprintln!("bench delay (host): round {round}/{ROUNDS}");
-        let bare =
-            getpid_ns(&chaos_tests::workload::workload_json(&["getpid-loop", "--count", &count], Some(&other), None));
+        let bare = getpid_ns(&other, GETPIDS);
         let armed = {
             let _armed = arm_delay(&target, "read", "1ms")?;
-            getpid_ns(&chaos_tests::workload::workload_json(&["getpid-loop", "--count", &count], Some(&other), None))
+            getpid_ns(&other, GETPIDS)
         };
         untargeted.push(bare, armed);
         bare_ns.push(bare);
@@ -36,7 +33,7 @@ pub(super) fn syscall_delay_bench() -> anyhow::Result<String> {
     let program_ns = {
         let _armed = arm_delay(&target, "read", "1ms")?;
         let stats = BpfStats::enable()?;
-        let _ = chaos_tests::workload::workload_json(&["getpid-loop", "--count", &count], Some(&other), None);
+        getpid_ns(&other, GETPIDS);
         // The process's shared sys_enter program, which tail-calls the fault's (its run time
         // includes the fault program's).
         stats.ns_per_run("chaos_dispatch")?

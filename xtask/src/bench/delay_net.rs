@@ -9,7 +9,7 @@ use chaos_tests::{
     workload::{Blast, UdpSink},
 };
 
-use super::common::{FLOW_PORT, busy_cpu_ns, machine, median};
+use super::common::{FLOW_PORT, busy_cpu_ns, machine_in, median, percentile};
 use crate::util;
 
 /// VM tier (fq and netem): 100 ms of delay by tc netem vs chaos: accuracy of the added round
@@ -83,18 +83,9 @@ pub(super) fn net_delay_bench() -> anyhow::Result<String> {
             let _ = std::process::Command::new("tc").args(["-n", ns, "qdisc", "del", "dev", "veth-a", "root"]).status();
         }
     }
-    let pct = |v: &[f64], p: f64| {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        s[((p / 100.0) * (s.len() - 1) as f64).round() as usize]
-    };
     let mut out = String::new();
     let _ = writeln!(out, "## Network delay against tc netem (`cargo xtask bench delay`, VM tier)\n");
-    let _ = writeln!(
-        out,
-        "{}\n",
-        machine().replace("(host tier)", "(VM tier: QEMU with TCG; ratios and errors are within this run)")
-    );
+    let _ = writeln!(out, "{}\n", machine_in("VM tier: QEMU with TCG; ratios and errors are within this run"));
     let _ = writeln!(
         out,
         "100 ms of delay on what the sender in host a sends: `tc qdisc add dev veth-a root netem delay 100ms` against \
@@ -106,14 +97,14 @@ pub(super) fn net_delay_bench() -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "| added-delay error p50 | **{:.2} ms** | {:.2} ms |",
-        pct(&chaos_err, 50.0),
-        pct(&netem_err, 50.0)
+        percentile(&chaos_err, 50.0),
+        percentile(&netem_err, 50.0)
     );
     let _ = writeln!(
         out,
         "| added-delay error p99 | **{:.2} ms** | {:.2} ms |",
-        pct(&chaos_err, 99.0),
-        pct(&netem_err, 99.0)
+        percentile(&chaos_err, 99.0),
+        percentile(&netem_err, 99.0)
     );
     let _ = writeln!(
         out,

@@ -4,7 +4,7 @@ use std::{fmt::Write as _, net::SocketAddr};
 
 use chaos_tests::{cgroup::TestCgroup, net::TwoHosts};
 
-use super::common::{FLOW_PORT, Ratios, arm_drop, machine, measure_flow_packets, median};
+use super::common::{FLOW_PORT, Ratios, arm_drop, machine_in, measure_flow_packets, median};
 use crate::util;
 
 /// In the VM tier (the host has no netem): 20 % loss by tc netem on the sender's interface vs
@@ -38,12 +38,8 @@ pub(super) fn netem_bench() -> anyhow::Result<String> {
     }
     let mut out = String::new();
     let _ = writeln!(out, "## Packet loss against tc netem (`cargo xtask bench net`, VM tier)\n");
-    let _ = writeln!(
-        out,
-        "{}\n",
-        machine()
-            .replace("(host tier)", "(VM tier: QEMU with TCG on the host above; ratios are valid within this run)")
-    );
+    let _ =
+        writeln!(out, "{}\n", machine_in("VM tier: QEMU with TCG on the host above; ratios are valid within this run"));
     let _ = writeln!(
         out,
         "UDP, 64-byte payloads, {VM_PACKETS} packets per run as fast as one sender can, across a veth pair between \

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, fs, time::Duration};
 use anyhow::Context as _;
 use chaos_tests::{cgroup::TestCgroup, chaos::Chaos, kernel};
 
-use super::common::machine;
+use super::common::{machine, percentile};
 
 /// Host tier: how long a crash point takes, from the syscall's entry (a timestamp the process
 /// writes to shared memory just before the call) to the process being reaped by its parent,
@@ -82,11 +82,6 @@ pub(super) fn proc_bench() -> anyhow::Result<String> {
         thaw_ns.push((kernel::monotonic_ns() - killed) as f64);
         drop(chaos.wait(Duration::from_secs(10)));
     }
-    let percentile = |values: &[f64], p: f64| {
-        let mut sorted = values.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
-    };
     let us = |ns: f64| ns / 1e3;
     let mut out = String::new();
     let _ = writeln!(out, "## Process faults on the host (`cargo xtask bench proc`)\n");

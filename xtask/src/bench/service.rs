@@ -18,7 +18,7 @@ use chaos_tests::{
     workload::{Resident, command_in},
 };
 
-use super::common::{SILENT_FAULTS as FAMILIES, load_average, machine, median};
+use super::common::{Ratios, SILENT_FAULTS as FAMILIES, load_average, machine, median, rotated};
 
 const ROUNDS: usize = 5;
 const PORT: u16 = 8080;
@@ -115,15 +115,14 @@ pub(super) fn service_bench() -> anyhow::Result<String> {
     let load = load_average();
     // Variant 0: nothing; 1..=4 untargeted; 5..=8 on wrk's cgroup at 0 %.
     let variants = 1 + 2 * FAMILIES.len();
-    let mut rps = vec![Vec::new(); variants];
+    let mut rps = vec![Ratios::default(); variants];
     let mut p50 = vec![Vec::new(); variants];
-    let mut p99 = vec![Vec::new(); variants];
+    let mut p99 = vec![Ratios::default(); variants];
     let mut base_rps = Vec::new();
     for round in 0..ROUNDS {
         eprintln!("bench service: round {}/{ROUNDS}", round + 1);
         let mut results = Vec::new();
-        for k in 0..variants {
-            let v = (k + round) % variants;
+        for v in rotated(round, variants) {
             let result = match v {
                 0 => wrk(&hosts, &client)?,
                 v => {
@@ -138,18 +137,13 @@ pub(super) fn service_bench() -> anyhow::Result<String> {
         results.sort_by_key(|(v, _)| *v);
         let base = &results[0].1;
         for (v, r) in &results {
-            rps[*v].push(r.requests_per_s / base.requests_per_s);
+            rps[*v].push(r.requests_per_s, base.requests_per_s);
             p50[*v].push(r.p50_us);
-            p99[*v].push(r.p99_us / base.p99_us);
+            p99[*v].push(r.p99_us, base.p99_us);
         }
         base_rps.push(base.requests_per_s);
     }
     let load_after = load_average();
-    let spread = |v: &[f64]| {
-        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = v.iter().copied().fold(0.0, f64::max);
-        format!("{:.3}x ({min:.3}-{max:.3})", median(v))
-    };
     let mut out = String::new();
     let _ = writeln!(out, "## A real service: nginx and wrk (`cargo xtask bench service`)\n");
     let _ = writeln!(out, "{}\n", machine());
@@ -174,8 +168,8 @@ pub(super) fn service_bench() -> anyhow::Result<String> {
         let _ = writeln!(
             out,
             "| {family}, {how} | {} | {} | {:.0} us |",
-            spread(&rps[v]),
-            spread(&p99[v]),
+            rps[v].summary(),
+            p99[v].summary(),
             median(&p50[v])
         );
     }

@@ -2,7 +2,6 @@
 //! memory, per fault family on this host (issue 15 part 5).
 use std::{
     fmt::Write as _,
-    fs,
     io::{BufRead as _, BufReader},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -11,7 +10,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use chaos_tests::{cgroup::TestCgroup, net::TwoHosts, workload::Resident};
 
-use super::common::{SILENT_FAULTS, load_average, machine, median};
+use super::common::{SILENT_FAULTS, load_average, machine, median, status_kb};
 use crate::build;
 
 const RUNS: usize = 20;
@@ -54,12 +53,7 @@ fn once(chaos: &std::path::Path, args: &[String]) -> anyhow::Result<(f64, u64)> 
     };
     // Let it run a moment, so memory taken right after arming counts too.
     std::thread::sleep(Duration::from_millis(200));
-    let status = fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmHWM")?;
+    let hwm = status_kb(child.id(), "VmHWM:").context("no VmHWM")?;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     // Drain stderr so chaos never blocks on a full pipe while it cleans up.

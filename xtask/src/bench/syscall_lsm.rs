@@ -6,7 +6,7 @@ use std::{fmt::Write as _, fs};
 use chaos_tests::cgroup::TestCgroup;
 
 use super::{
-    common::{machine, median},
+    common::{machine_in, median},
     syscall::{InjectionFigures, Loop, arm_syscall, injection_vs_strace},
 };
 
@@ -34,11 +34,7 @@ pub(super) fn syscall_open_bench() -> anyhow::Result<String> {
     let mut out = String::new();
     let _ =
         writeln!(out, "## Syscall errors through BPF LSM: openat()/read() (`cargo xtask bench syscall`, VM tier)\n");
-    let _ = writeln!(
-        out,
-        "{}\n",
-        machine().replace("(host tier)", "(VM tier: QEMU with TCG; ratios are valid within this run)")
-    );
+    let _ = writeln!(out, "{}\n", machine_in("VM tier: QEMU with TCG; ratios are valid within this run"));
     let _ = writeln!(
         out,
         "A loop of openat() + read() + close() of a small file, {CALLS} rounds per run, {VM_ROUNDS} runs; ratios within \

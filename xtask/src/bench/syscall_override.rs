@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chaos_tests::cgroup::TestCgroup;
 
 use super::{
-    common::{machine, median},
+    common::{machine_in, median},
     syscall::{InjectionFigures, Loop, arm_syscall, injection_vs_strace},
 };
 
@@ -32,10 +32,7 @@ pub(super) fn syscall_override_bench() -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "{}\n",
-        machine().replace(
-            "(host tier)",
-            "(VM tier, error-injection kernel: QEMU with TCG; ratios are valid within this run)"
-        )
+        machine_in("VM tier, error-injection kernel: QEMU with TCG; ratios are valid within this run")
     );
     let _ = writeln!(
         out,

@@ -24,7 +24,7 @@ use chaos_tests::{
 use empty::Empty;
 
 use super::{
-    common::{BpfStats, SILENT_CONNECT_FAIL, load_average},
+    common::{BpfStats, SILENT_CONNECT_FAIL, held_program_ids, load_average, rotated},
     guest,
 };
 use crate::{build, vm};
@@ -228,13 +228,7 @@ fn measure_variant(hook: Hook, variant: Variant, setup: &Setup) -> anyhow::Resul
 /// descriptors, so other users' programs of the same name on this shared machine do not
 /// count), from the kernel's run-time statistics. Through aya, not bpftool: the VM has none.
 pub(super) fn program_ns_per_run(pid: u32, name: &str) -> anyhow::Result<f64> {
-    let mut held = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
-        let text = std::fs::read_to_string(entry?.path()).unwrap_or_default();
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|id| id.trim().parse().ok()) {
-            held.push(id);
-        }
-    }
+    let held = held_program_ids(pid)?;
     for program in aya::programs::loaded_programs() {
         let Ok(program) = program else { continue };
         let shown = program.name_as_str().unwrap_or_default();
@@ -304,8 +298,7 @@ fn run(hooks: &[Hook], floor: PathBuf) -> anyhow::Result<Run> {
         for (hook, figures) in hooks.iter().zip(&mut figures) {
             // Rotate the order each round so no variant always runs first (warm caches, drift).
             let mut ns = [0.0; 4];
-            for k in 0..VARIANTS.len() {
-                let i = (k + round) % VARIANTS.len();
+            for i in rotated(round, VARIANTS.len()) {
                 ns[i] = measure_variant(*hook, VARIANTS[i], &setup)?;
             }
             figures.nothing.push(ns[0]);

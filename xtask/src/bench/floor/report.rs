@@ -3,13 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{CONNECTS, FSYNC_ENTRY, FSYNCS, GETPIDS, Hook, PACKETS, ROUNDS, Run};
-use crate::bench::common::{machine, median};
-
-fn range(values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{:.0} ({min:.0} to {max:.0})", median(values))
-}
+use crate::bench::common::{machine, machine_in, median, median_and_range};
 
 /// The goal: chaos's untargeted added cost at most 1.25x the empty program's, or within 10 ns.
 fn verdict(chaos: f64, empty: f64) -> (String, &'static str) {
@@ -52,9 +46,9 @@ fn rounds_table(out: &mut String, hooks: &[Hook], run: &Run) {
             hook.name(),
             hook.event(),
             median(&f.nothing),
-            range(&f.added[0]),
-            range(&f.added[1]),
-            range(&f.added[2]),
+            median_and_range(&f.added[0]),
+            median_and_range(&f.added[1]),
+            median_and_range(&f.added[2]),
         );
     }
 }
@@ -186,9 +180,8 @@ pub(super) fn errinj(hooks: &[Hook], run: &Run) -> String {
     let _ = writeln!(
         out,
         "{}\n",
-        machine().replace(
-            "(host tier)",
-            "(VM tier, error-injection kernel: QEMU with TCG, so times are emulated; ratios are valid within this run)"
+        machine_in(
+            "VM tier, error-injection kernel: QEMU with TCG, so times are emulated; ratios are valid within this run"
         )
     );
     method(
