@@ -1,7 +1,10 @@
-//! What the benchmarks share: per-round ratios and medians, the machine line and BENCHMARKS.md's
-//! sections, readings of the machine (busy CPU, a process's CPU, the kernel's per-program run
-//! time), the faults that never fire, and the UDP flow between two test hosts that `drop`, `net`
-//! and `daemon` measure.
+//! What the benchmarks share, so that a benchmark's file holds only what it measures:
+//! - figures: per-round [`Ratios`], medians, percentiles, the rotating order of the variants;
+//! - the report: the machine line (host, or which VM guest) and BENCHMARKS.md's sections;
+//! - readings: the machine's busy CPU, a process's CPU and memory, the BPF programs it holds and
+//!   their run time, a getpid() loop;
+//! - the faults that never fire (service, startup, floor), and the UDP flow between two test
+//!   hosts that `drop`, `net` and `daemon` measure.
 use std::{fmt::Display, fs, net::SocketAddr, time::Duration};
 
 use anyhow::{Context as _, bail};

@@ -3,7 +3,36 @@
 //! Every figure is a ratio of two things measured in the same run, variants interleaved round
 //! by round so that drift hits them alike; medians over the rounds. The machine and kernel are
 //! written next to the figures.
+//!
+//! This file only dispatches: [`Which`] is what `cargo xtask bench` can run, [`InVm`] the halves
+//! that run inside a VM guest (`xtask bench-in-vm`). Each benchmark is a file of this folder
+//! (`scale.rs` with its VM halves `scale_entry.rs` and `scale_lsm.rs`, and so on); what several
+//! of them use is in `common` (ratios and medians, the machine line, BENCHMARKS.md sections,
+//! readings of CPU and of BPF run time, the silent faults, the UDP flow), and `guest` runs a
+//! half in a VM and reads its section back. Data flows down: a benchmark imports `common`,
+//! `guest` and at most the benchmark it builds on (`syscall_lsm` the method of `syscall`,
+//! `trace` the hooks of `floor`), never this file.
+//!
+//! Adding a benchmark NAME:
+//! 1. `NAME.rs`, with a `//!` saying what it sets side by side and why, and `pub(super) fn
+//!    NAME_bench() -> anyhow::Result<String>` returning its section: a `## ` title naming
+//!    `cargo xtask bench NAME`, `common::machine()`, how it was measured (rounds, variants
+//!    interleaved, `common::rotated`), a table of ratios measured in this run
+//!    (`common::Ratios`, `common::median`) with their goals, and how to read the figures. What
+//!    it creates (cgroups, namespaces, chaos processes) goes away on Drop, as in the tests.
+//! 2. Here: `mod NAME;`, a [`Which`] variant (its doc line is its `--help` text; every variant
+//!    runs when none is named, `override` excepted) and one `if` in [`run`] writing its section
+//!    under its marker: `write_section("NAME", &NAME::NAME_bench()?)?`.
+//! 3. A half that needs a VM kernel (BPF LSM, fentry, netem, error injection): `NAME_WHAT.rs`
+//!    returning its section the same way (`common::machine_in` says which guest), an [`InVm`]
+//!    variant with its arm in [`in_vm`], and in [`run`] `write_section("NAME-WHAT-vm",
+//!    &guest::section(binaries, vm::KernelName::V6_12, "NAME-WHAT")?)?` (the variant's name in
+//!    kebab case).
+//!
+//! A helper that a second benchmark needs moves to `common`; one benchmark's own plumbing stays
+//! in its file.
 use anyhow::bail;
+use common::write_section;
 
 use crate::{build, vm};
 
@@ -27,6 +56,7 @@ mod syscall_lsm;
 mod syscall_override;
 mod trace;
 
+/// The benchmarks, as `cargo xtask bench` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
     /// Packet drop: untargeted throughput armed vs not, CPU per packet vs iptables.
@@ -42,6 +72,8 @@ pub enum Which {
     Proc,
     /// Error injection: failed fsync vs strace --inject, and untargeted overhead of the kprobe
     /// (the kernel with error injection).
+    // Not run when no benchmark is named: it needs the 6.1-errinj kernel, which Debian does not
+    // ship (`floor` skips its own kprobe row without it).
     Override,
     /// The daemon: CPU and RSS idle and during a run, untargeted throughput during a run (host).
     Daemon,
@@ -84,7 +116,7 @@ pub enum Selection {
 }
 
 /// `kernel` picks the VM half of a benchmark alone; only `floor` has one to pick (6.1-errinj:
-/// the kprobe row). No benchmark named: all of them but `override`.
+/// the kprobe row). No benchmark named: all of them but `override` (see [`Which::Override`]).
 pub fn select(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<Selection> {
     if let Some(kernel) = kernel {
         if which != [Which::Floor] || kernel != vm::KernelName::V6_1ErrInj {
@@ -105,19 +137,8 @@ pub fn select(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result
     if !which.is_empty() {
         return Ok(Selection::Benches(which.to_vec()));
     }
-    Ok(Selection::Benches(vec![
-        Which::Drop,
-        Which::Net,
-        Which::Syscall,
-        Which::Delay,
-        Which::Proc,
-        Which::Daemon,
-        Which::Floor,
-        Which::Trace,
-        Which::Startup,
-        Which::Service,
-        Which::Scale,
-    ]))
+    let every = <Which as clap::ValueEnum>::value_variants();
+    Ok(Selection::Benches(every.iter().copied().filter(|&w| w != Which::Override).collect()))
 }
 
 /// Runs the selected benchmarks with the built `binaries` (as root, the machine set up), each
@@ -126,7 +147,7 @@ pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<(
     let which = match selection {
         Selection::FloorErrinj => {
             let kernel = vm::ensure_kernel(vm::KernelName::V6_1ErrInj)?;
-            common::write_section("floor-errinj", &floor::errinj_section(binaries, kernel)?)?;
+            write_section("floor-errinj", &floor::errinj_section(binaries, kernel)?)?;
             println!("figures written to BENCHMARKS.md");
             return Ok(());
         }
@@ -134,34 +155,34 @@ pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<(
     };
     // `net` includes the host drop figures: measure them once.
     if which.iter().any(|w| matches!(w, Which::Drop | Which::Net)) {
-        common::write_section("drop", &drop::drop_bench()?)?;
+        write_section("drop", &drop::drop_bench()?)?;
     }
     if which.contains(&Which::Net) {
-        common::write_section("netem", &guest::section(binaries, vm::KernelName::V6_12, "netem")?)?;
+        write_section("netem", &guest::section(binaries, vm::KernelName::V6_12, "netem")?)?;
     }
     if which.contains(&Which::Syscall) {
-        common::write_section("syscall-host", &syscall::syscall_connect_bench()?)?;
-        common::write_section("syscall-vm", &guest::section(binaries, vm::KernelName::V6_12, "syscall")?)?;
+        write_section("syscall-host", &syscall::syscall_connect_bench()?)?;
+        write_section("syscall-vm", &guest::section(binaries, vm::KernelName::V6_12, "syscall")?)?;
     }
     if which.contains(&Which::Proc) {
-        common::write_section("proc-host", &proc::proc_bench()?)?;
+        write_section("proc-host", &proc::proc_bench()?)?;
     }
     if which.contains(&Which::Delay) {
-        common::write_section("delay-host", &delay::syscall_delay_bench()?)?;
-        common::write_section("delay-vm", &guest::section(binaries, vm::KernelName::V6_12, "delay")?)?;
-        common::write_section("delay-hooks-vm", &guest::section(binaries, vm::KernelName::V6_12, "delay-hooks")?)?;
+        write_section("delay-host", &delay::syscall_delay_bench()?)?;
+        write_section("delay-vm", &guest::section(binaries, vm::KernelName::V6_12, "delay")?)?;
+        write_section("delay-hooks-vm", &guest::section(binaries, vm::KernelName::V6_12, "delay-hooks")?)?;
     }
     if which.contains(&Which::Override) {
-        common::write_section("override-vm", &guest::section(binaries, vm::KernelName::V6_1ErrInj, "override")?)?;
+        write_section("override-vm", &guest::section(binaries, vm::KernelName::V6_1ErrInj, "override")?)?;
     }
     if which.contains(&Which::Daemon) {
-        common::write_section("daemon", &daemon::daemon_bench()?)?;
+        write_section("daemon", &daemon::daemon_bench()?)?;
     }
     if which.contains(&Which::Floor) {
-        common::write_section("floor", &floor::floor_bench(binaries)?)?;
+        write_section("floor", &floor::floor_bench(binaries)?)?;
         // The kprobe row needs bpf_override_return: the error-injection kernel, when it is here.
         match vm::available_kernel(vm::KernelName::V6_1ErrInj)? {
-            Some(kernel) => common::write_section("floor-errinj", &floor::errinj_section(binaries, kernel)?)?,
+            Some(kernel) => write_section("floor-errinj", &floor::errinj_section(binaries, kernel)?)?,
             None => eprintln!(
                 "bench floor: the kprobe row needs the 6.1-errinj kernel, which is not here (its section is left \
                  as it was): {}",
@@ -170,18 +191,18 @@ pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<(
         }
     }
     if which.contains(&Which::Trace) {
-        common::write_section("trace", &trace::trace_bench(binaries)?)?;
+        write_section("trace", &trace::trace_bench(binaries)?)?;
     }
     if which.contains(&Which::Startup) {
-        common::write_section("startup", &startup::startup_bench(binaries)?)?;
+        write_section("startup", &startup::startup_bench(binaries)?)?;
     }
     if which.contains(&Which::Service) {
-        common::write_section("service", &service::service_bench()?)?;
+        write_section("service", &service::service_bench()?)?;
     }
     if which.contains(&Which::Scale) {
-        common::write_section("scale", &scale::scale_bench()?)?;
-        common::write_section("scale-entry-vm", &guest::section(binaries, vm::KernelName::V6_12, "scale-entry")?)?;
-        common::write_section("scale-lsm-vm", &guest::section(binaries, vm::KernelName::V6_12, "scale-lsm")?)?;
+        write_section("scale", &scale::scale_bench()?)?;
+        write_section("scale-entry-vm", &guest::section(binaries, vm::KernelName::V6_12, "scale-entry")?)?;
+        write_section("scale-lsm-vm", &guest::section(binaries, vm::KernelName::V6_12, "scale-lsm")?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
