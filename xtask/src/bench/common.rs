@@ -276,3 +276,37 @@ pub(super) fn process_cpu_ns(pid: i32) -> anyhow::Result<u64> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Ok(ticks * 1_000_000_000 / hz)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Ratios, median_and_range, percentile, rotated, status_kb};
+
+    #[test]
+    fn each_round_starts_one_variant_further_on_and_runs_every_variant_once() {
+        assert_eq!(rotated(0, 4).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(rotated(1, 4).collect::<Vec<_>>(), [1, 2, 3, 0]);
+        assert_eq!(rotated(6, 4).collect::<Vec<_>>(), [2, 3, 0, 1]);
+    }
+
+    #[test]
+    fn the_table_cells_read_as_before_the_helpers_were_shared() {
+        let mut ratios = Ratios::default();
+        for (a, b) in [(3.0, 2.0), (1.0, 1.0), (9.0, 10.0)] {
+            ratios.push(a, b);
+        }
+        assert_eq!(ratios.summary(), "1.000x (0.900-1.500)");
+        assert_eq!(median_and_range(&[12.4, -3.0, 8.0]), "8 (-3 to 12)");
+        let values: Vec<f64> = (1..=101).map(f64::from).collect();
+        assert_eq!(
+            (percentile(&values, 50.0), percentile(&values, 99.0), percentile(&values, 100.0)),
+            (51.0, 100.0, 101.0)
+        );
+    }
+
+    #[test]
+    fn a_process_status_field_is_read_in_kb() {
+        let rss = status_kb(std::process::id(), "VmRSS:").expect("this process has a VmRSS");
+        assert!(rss > 0);
+        assert_eq!(status_kb(std::process::id(), "NoSuchField:"), None);
+    }
+}
