@@ -1,10 +1,11 @@
 //! Building what the tests, benchmarks and VM jobs run: the workspace's binaries and the
-//! integration test executables, found through cargo's JSON messages.
+//! integration test executables, found through cargo's JSON messages. It only builds: setting the
+//! machine up first is for the caller (main.rs orders setup, then build, then the task).
 use std::{io::BufRead as _, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::{setup, util};
+use crate::util;
 
 /// The binaries the tests need, built once.
 pub struct Binaries {
@@ -31,22 +32,6 @@ impl Binaries {
             ("CHAOS_WORKLOAD_BIN".into(), self.workload.display().to_string()),
         ]
     }
-}
-
-/// For tasks that run chaos on this machine (bench, demo): checks root, sets up, builds, and
-/// points the test helpers at the binaries through the environment.
-pub fn prepare_root_task(task: &str) -> anyhow::Result<Binaries> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{task} creates cgroups, network namespaces and BPF programs: run it as root");
-    }
-    setup::run()?;
-    let binaries = build_binaries()?;
-    for (key, value) in binaries.env("host") {
-        // SAFETY: xtask is still single-threaded here; the helpers read these variables.
-        unsafe { std::env::set_var(key, value) };
-    }
-    Ok(binaries)
 }
 
 /// `cargo build --bins` and `cargo test --no-run -p chaos-tests`, returning the executables.

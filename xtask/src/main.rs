@@ -1,15 +1,18 @@
 //! `cargo xtask <task>`: everything around the code, so that a fresh machine needs two commands
 //! (`cargo xtask demo`, `cargo xtask test`) and nothing else.
+//!
+//! Each module has one job, and this file orders them: `setup` (what the machine needs), `build`
+//! (cargo), `vm` (kernels and QEMU), then the tasks `test`, `bench`, `demo`. Data flows down:
+//! setup uses vm (for its kernels), the tasks use what they need below them, and no module
+//! imports one that imports it back; `util` (commands, paths), `errinj` (the 6.1-errinj kernel)
+//! and `host_state` sit at the bottom.
 mod bench;
 mod build;
 mod demo;
 mod errinj;
-mod floor;
 mod host_state;
 mod lint;
-mod service;
 mod setup;
-mod startup;
 mod test;
 mod util;
 mod vm;
@@ -100,10 +103,11 @@ fn main() -> ExitCode {
             let lint = if skip_lint { Ok(()) } else { lint::run() };
             lint.and_then(|()| test::run(!vm_only, !host_only, &kernels))
         }
-        Task::Vm { kernel, include, command } => vm::run_command(kernel, &include, &command),
+        Task::Vm { kernel, include, command } => run_in_vm(kernel, &include, &command),
         Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
-        Task::Bench { which, kernel } => bench::run(&which, kernel),
-        Task::Demo => demo::run(),
+        Task::Bench { which, kernel } => bench::select(&which, kernel)
+            .and_then(|selection| bench::run(selection, &prepare_root_task("the benchmark")?)),
+        Task::Demo => prepare_root_task("the demo").and_then(|_| demo::run()),
         Task::BenchInVm { which } => bench::in_vm(which),
     };
     match result {
@@ -113,4 +117,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// For the tasks that run chaos on this machine (bench, demo): root first (they create cgroups,
+/// network namespaces and BPF programs), then setup, then the build, whose binaries the test
+/// helpers find through the environment.
+fn prepare_root_task(task: &str) -> anyhow::Result<build::Binaries> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("{task} creates cgroups, network namespaces and BPF programs: run it as root");
+    }
+    setup::run()?;
+    let binaries = build::build_binaries()?;
+    for (key, value) in binaries.env("host") {
+        // SAFETY: xtask is still single-threaded here; the helpers read these variables.
+        unsafe { std::env::set_var(key, value) };
+    }
+    Ok(binaries)
+}
+
+/// `cargo xtask vm`: the kernel first (a missing one fails before the build), then the binaries,
+/// then the boot.
+fn run_in_vm(name: vm::KernelName, include: &[PathBuf], command: &[String]) -> anyhow::Result<()> {
+    let kernel = vm::ensure_kernel(name)?;
+    let binaries = build::build_binaries()?;
+    vm::run_command(&kernel, binaries.files(), binaries.env(&name.tier()), include, command)
 }

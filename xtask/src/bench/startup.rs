@@ -2,7 +2,6 @@
 //! memory, per fault family on this host (issue 15 part 5).
 use std::{
     fmt::Write as _,
-    fs,
     io::{BufRead as _, BufReader},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -11,13 +10,14 @@ use std::{
 use anyhow::{Context as _, bail};
 use chaos_tests::{cgroup::TestCgroup, net::TwoHosts, workload::Resident};
 
-use crate::{bench, build};
+use super::common::{SILENT_FAULTS, load_average, machine, median, status_kb};
+use crate::build;
 
 const RUNS: usize = 20;
 
 /// One family's command for `cgroup` (never firing: start-up is what is measured).
 fn families(cgroup: &str) -> Vec<(String, Vec<String>)> {
-    bench::SILENT_FAULTS
+    SILENT_FAULTS
         .iter()
         .map(|fault| {
             let mut all: Vec<String> = fault.args.iter().map(|&a| a.to_owned()).collect();
@@ -53,12 +53,7 @@ fn once(chaos: &std::path::Path, args: &[String]) -> anyhow::Result<(f64, u64)> 
     };
     // Let it run a moment, so memory taken right after arming counts too.
     std::thread::sleep(Duration::from_millis(200));
-    let status = fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmHWM")?;
+    let hwm = status_kb(child.id(), "VmHWM:").context("no VmHWM")?;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     // Drain stderr so chaos never blocks on a full pipe while it cleans up.
@@ -67,13 +62,13 @@ fn once(chaos: &std::path::Path, args: &[String]) -> anyhow::Result<(f64, u64)> 
     Ok((armed_ms, hwm))
 }
 
-pub fn startup_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
+pub(super) fn startup_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     // A member in its own namespace, so TC faults find the namespace.
     let _resident = Resident::start(&cgroup, Some(&hosts.a));
     let families = families(cgroup.path());
-    let load = crate::bench::load_average();
+    let load = load_average();
     // The debug build the benches use, and the release build where one was made (`cargo build
     // --release -p chaos-user`): start-up is mostly CPU work, which the build profile changes.
     let mut builds = vec![("debug", binaries.chaos.clone())];
@@ -94,10 +89,10 @@ pub fn startup_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
             }
         }
     }
-    let load_after = crate::bench::load_average();
+    let load_after = load_average();
     let mut out = String::new();
     let _ = writeln!(out, "## Start-up and memory on the host (`cargo xtask bench startup`)\n");
-    let _ = writeln!(out, "{}\n", bench::machine());
+    let _ = writeln!(out, "{}\n", machine());
     let _ = writeln!(
         out,
         "Load average at the start: {}; at the end: {} (shared machine). {RUNS} runs per family, families \
@@ -113,7 +108,7 @@ pub fn startup_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
     let spread = |v: &[f64], scale: f64| {
         let min = v.iter().copied().fold(f64::INFINITY, f64::min) / scale;
         let max = v.iter().copied().fold(0.0, f64::max) / scale;
-        format!("{:.1} ({min:.1}-{max:.1})", bench::median(v) / scale)
+        format!("{:.1} ({min:.1}-{max:.1})", median(v) / scale)
     };
     for (b, (build, _)) in builds.iter().enumerate() {
         for (f, (name, _)) in families.iter().enumerate() {

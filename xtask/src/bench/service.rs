@@ -18,7 +18,7 @@ use chaos_tests::{
     workload::{Resident, command_in},
 };
 
-use crate::bench::{self, SILENT_FAULTS as FAMILIES};
+use super::common::{Ratios, SILENT_FAULTS as FAMILIES, load_average, machine, median, rotated};
 
 const ROUNDS: usize = 5;
 const PORT: u16 = 8080;
@@ -106,24 +106,23 @@ fn arm(args: &[&str], cgroup: &TestCgroup) -> Chaos {
     chaos
 }
 
-pub fn service_bench() -> anyhow::Result<String> {
+pub(super) fn service_bench() -> anyhow::Result<String> {
     let hosts = TwoHosts::new();
     let (server, client, third) = (TestCgroup::new(), TestCgroup::new(), TestCgroup::new());
     // Members in namespace a, so TC faults find their namespace (wrk itself is short-lived).
     let _residents = [Resident::start(&client, Some(&hosts.a)), Resident::start(&third, Some(&hosts.a))];
     let _nginx = Nginx::start(&hosts, &server)?;
-    let load = crate::bench::load_average();
+    let load = load_average();
     // Variant 0: nothing; 1..=4 untargeted; 5..=8 on wrk's cgroup at 0 %.
     let variants = 1 + 2 * FAMILIES.len();
-    let mut rps = vec![Vec::new(); variants];
+    let mut rps = vec![Ratios::default(); variants];
     let mut p50 = vec![Vec::new(); variants];
-    let mut p99 = vec![Vec::new(); variants];
+    let mut p99 = vec![Ratios::default(); variants];
     let mut base_rps = Vec::new();
     for round in 0..ROUNDS {
         eprintln!("bench service: round {}/{ROUNDS}", round + 1);
         let mut results = Vec::new();
-        for k in 0..variants {
-            let v = (k + round) % variants;
+        for v in rotated(round, variants) {
             let result = match v {
                 0 => wrk(&hosts, &client)?,
                 v => {
@@ -138,21 +137,16 @@ pub fn service_bench() -> anyhow::Result<String> {
         results.sort_by_key(|(v, _)| *v);
         let base = &results[0].1;
         for (v, r) in &results {
-            rps[*v].push(r.requests_per_s / base.requests_per_s);
+            rps[*v].push(r.requests_per_s, base.requests_per_s);
             p50[*v].push(r.p50_us);
-            p99[*v].push(r.p99_us / base.p99_us);
+            p99[*v].push(r.p99_us, base.p99_us);
         }
         base_rps.push(base.requests_per_s);
     }
-    let load_after = crate::bench::load_average();
-    let spread = |v: &[f64]| {
-        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = v.iter().copied().fold(0.0, f64::max);
-        format!("{:.3}x ({min:.3}-{max:.3})", bench::median(v))
-    };
+    let load_after = load_average();
     let mut out = String::new();
     let _ = writeln!(out, "## A real service: nginx and wrk (`cargo xtask bench service`)\n");
-    let _ = writeln!(out, "{}\n", bench::machine());
+    let _ = writeln!(out, "{}\n", machine());
     let _ = writeln!(
         out,
         "Load average at the start: {}; at the end: {} (shared machine: wrk and nginx compete with other jobs \
@@ -164,12 +158,7 @@ pub fn service_bench() -> anyhow::Result<String> {
         load, load_after
     );
     let _ = writeln!(out, "| variant | requests/s vs nothing | p99 vs nothing | p50 |\n|---|---|---|---|");
-    let _ = writeln!(
-        out,
-        "| nothing armed | {:.0} requests/s | | {:.0} us |",
-        bench::median(&base_rps),
-        bench::median(&p50[0])
-    );
+    let _ = writeln!(out, "| nothing armed | {:.0} requests/s | | {:.0} us |", median(&base_rps), median(&p50[0]));
     for v in 1..variants {
         let (family, how) = if v <= FAMILIES.len() {
             (FAMILIES[v - 1].name, "untargeted (armed on a third cgroup)")
@@ -179,9 +168,9 @@ pub fn service_bench() -> anyhow::Result<String> {
         let _ = writeln!(
             out,
             "| {family}, {how} | {} | {} | {:.0} us |",
-            spread(&rps[v]),
-            spread(&p99[v]),
-            bench::median(&p50[v])
+            rps[v].summary(),
+            p99[v].summary(),
+            median(&p50[v])
         );
     }
     let _ = writeln!(

@@ -3,13 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{CONNECTS, FSYNC_ENTRY, FSYNCS, GETPIDS, Hook, PACKETS, ROUNDS, Run};
-use crate::bench;
-
-fn range(values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{:.0} ({min:.0} to {max:.0})", bench::median(values))
-}
+use crate::bench::common::{machine, machine_in, median, median_and_range};
 
 /// The goal: chaos's untargeted added cost at most 1.25x the empty program's, or within 10 ns.
 fn verdict(chaos: f64, empty: f64) -> (String, &'static str) {
@@ -39,7 +33,7 @@ fn method(out: &mut String, run: &Run, whose_load: &str, workloads: &str) {
 fn rounds_table(out: &mut String, hooks: &[Hook], run: &Run) {
     let _ = writeln!(out, "{ROUNDS_HEADER}");
     for (hook, f) in hooks.iter().zip(&run.figures) {
-        let [empty, untargeted, zero] = [0, 1, 2].map(|i| bench::median(&f.added[i]));
+        let [empty, untargeted, zero] = [0, 1, 2].map(|i| median(&f.added[i]));
         let (ratio, met) = if hook.global() {
             verdict(untargeted, empty)
         } else {
@@ -51,10 +45,10 @@ fn rounds_table(out: &mut String, hooks: &[Hook], run: &Run) {
             "| {} | {} | {:.0} | {} | {} | {} | {ratio} ({met}) | {zero_ratio} |",
             hook.name(),
             hook.event(),
-            bench::median(&f.nothing),
-            range(&f.added[0]),
-            range(&f.added[1]),
-            range(&f.added[2]),
+            median(&f.nothing),
+            median_and_range(&f.added[0]),
+            median_and_range(&f.added[1]),
+            median_and_range(&f.added[2]),
         );
     }
 }
@@ -92,7 +86,7 @@ fn times_table(out: &mut String, hooks: &[Hook], run: &Run) {
 pub(super) fn host(hooks: &[Hook], run: &Run) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## The floor: empty programs on chaos's hooks (`cargo xtask bench floor`)\n");
-    let _ = writeln!(out, "{}\n", bench::machine());
+    let _ = writeln!(out, "{}\n", machine());
     method(
         &mut out,
         run,
@@ -186,9 +180,8 @@ pub(super) fn errinj(hooks: &[Hook], run: &Run) -> String {
     let _ = writeln!(
         out,
         "{}\n",
-        bench::machine().replace(
-            "(host tier)",
-            "(VM tier, error-injection kernel: QEMU with TCG, so times are emulated; ratios are valid within this run)"
+        machine_in(
+            "VM tier, error-injection kernel: QEMU with TCG, so times are emulated; ratios are valid within this run"
         )
     );
     method(

@@ -42,12 +42,12 @@ pub(super) fn floor_object(chaos: &Path) -> anyhow::Result<PathBuf> {
 
 /// The empty program for one hook, loaded and attached; detached when dropped (aya's links are
 /// owned by the object's file descriptors).
-pub(super) struct Empty {
+pub(crate) struct Empty {
     _ebpf: Ebpf,
 }
 
 impl Empty {
-    pub(super) fn attach(hook: Hook, setup: &Setup) -> anyhow::Result<Self> {
+    pub(crate) fn attach(hook: Hook, setup: &Setup) -> anyhow::Result<Self> {
         let object = fs::read(&setup.floor)?;
         // No kernel BTF: nothing here needs CO-RE, and the LSM programs are not loaded here.
         let mut ebpf = EbpfLoader::new().btf(None).load(&object).context("load the chaos-floor object")?;

@@ -6,10 +6,10 @@
 //! bpf_override_return, so its row runs in the 6.1-errinj VM (`bench floor --kernel 6.1-errinj`,
 //! the `bench-in-vm floor` half). The empty programs are the test-only object `chaos-floor`
 //! (chaos-ebpf/src/floor.rs), built with the real one by chaos-user's build script; `empty`
-//! loads them with aya itself, `report` writes the tables.
-mod empty;
+//! loads them with aya itself, `report` writes the tables. `trace` measures on the same hook and
+//! setup.
+pub(super) mod empty;
 mod report;
-pub mod trace;
 
 use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 
@@ -23,11 +23,15 @@ use chaos_tests::{
 };
 use empty::Empty;
 
-use crate::{bench, build};
+use super::{
+    common::{BpfStats, SILENT_CONNECT_FAIL, held_program_ids, load_average, rotated},
+    guest,
+};
+use crate::{build, vm};
 
 const ROUNDS: usize = 5;
 const GETPIDS: u64 = 1_000_000;
-const CONNECTS: u64 = 100_000;
+pub(super) const CONNECTS: u64 = 100_000;
 const PACKETS: u64 = 100_000;
 /// Emulated (TCG) and on an in-memory file, where fsync does no I/O: the probe is most of it.
 /// 300 000 takes about two minutes a run there; the rounds' spread comes from the shared host
@@ -39,7 +43,7 @@ const FSYNC_ENTRY: &str = "__x64_sys_fsync";
 
 /// One hook: where chaos puts a program and which workload makes it run once per event.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Hook {
+pub(super) enum Hook {
     SkbEgress,
     SkbIngress,
     Connect4,
@@ -103,11 +107,11 @@ impl Hook {
     }
 
     /// The chaos command that puts its program on this hook, for `cgroup`, never firing.
-    fn chaos_args(self, cgroup: &str) -> Vec<String> {
+    pub(super) fn chaos_args(self, cgroup: &str) -> Vec<String> {
         let args: &[&str] = match self {
             Self::SkbEgress => &["net", "drop", "--percent", "0", "--direction", "egress"],
             Self::SkbIngress => &["net", "drop", "--percent", "0", "--direction", "ingress"],
-            Self::Connect4 => bench::SILENT_CONNECT_FAIL,
+            Self::Connect4 => SILENT_CONNECT_FAIL,
             // getpid itself, so the untargeted run passes the syscall test and reaches the
             // cgroup test: the worst case for other cgroups.
             Self::SysEnter | Self::SysEnterCgroupTest => {
@@ -136,10 +140,10 @@ enum Variant {
 const VARIANTS: [Variant; 4] = [Variant::Nothing, Variant::Empty, Variant::ChaosUntargeted, Variant::ChaosTargetZero];
 
 /// The test hosts and cgroups every measurement runs in.
-struct Setup {
+pub(super) struct Setup {
     hosts: TwoHosts,
     /// The workload's cgroup (its sockets, its syscalls).
-    target: TestCgroup,
+    pub(super) target: TestCgroup,
     /// Where chaos is armed in the untargeted variant.
     other: TestCgroup,
     floor: PathBuf,
@@ -150,7 +154,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(floor: PathBuf) -> Self {
+    pub(super) fn new(floor: PathBuf) -> Self {
         let hosts = TwoHosts::new();
         let (target, other) = (TestCgroup::new(), TestCgroup::new());
         let residents = [Resident::start(&target, Some(&hosts.a)), Resident::start(&other, Some(&hosts.a))];
@@ -163,7 +167,7 @@ impl Setup {
 /// the way they inflate wall time. This kernel has no IRQ time accounting, so the softirq work a
 /// sender does for its own packets on the veth pair (the receiver's ingress path included) is
 /// charged to the sender.
-fn measure(hook: Hook, setup: &Setup) -> anyhow::Result<f64> {
+pub(super) fn measure(hook: Hook, setup: &Setup) -> anyhow::Result<f64> {
     let (getpids, connects) = (GETPIDS.to_string(), CONNECTS.to_string());
     let (fsyncs, file) = (FSYNCS.to_string(), setup.dir.join("data").display().to_string());
     let to = SocketAddr::from((TwoHosts::B, PORT)).to_string();
@@ -223,14 +227,8 @@ fn measure_variant(hook: Hook, variant: Variant, setup: &Setup) -> anyhow::Resul
 /// Mean ns per run of the program called `name` that process `pid` holds (found through its
 /// descriptors, so other users' programs of the same name on this shared machine do not
 /// count), from the kernel's run-time statistics. Through aya, not bpftool: the VM has none.
-fn program_ns_per_run(pid: u32, name: &str) -> anyhow::Result<f64> {
-    let mut held = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
-        let text = std::fs::read_to_string(entry?.path()).unwrap_or_default();
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|id| id.trim().parse().ok()) {
-            held.push(id);
-        }
-    }
+pub(super) fn program_ns_per_run(pid: u32, name: &str) -> anyhow::Result<f64> {
+    let held = held_program_ids(pid)?;
     for program in aya::programs::loaded_programs() {
         let Ok(program) = program else { continue };
         let shown = program.name_as_str().unwrap_or_default();
@@ -251,7 +249,7 @@ fn program_ns_per_run(pid: u32, name: &str) -> anyhow::Result<f64> {
 /// it does not run for other cgroups), chaos on the target at 0 %, and on sys_enter chaos with a
 /// fault on another syscall.
 fn program_times(hook: Hook, setup: &Setup) -> anyhow::Result<[Option<f64>; 4]> {
-    let _stats = bench::BpfStats::enable()?;
+    let _stats = BpfStats::enable()?;
     let (empty_name, chaos_name) = hook.programs();
     let empty = {
         let _empty = Empty::attach(hook, setup)?;
@@ -292,7 +290,7 @@ struct Run {
 
 fn run(hooks: &[Hook], floor: PathBuf) -> anyhow::Result<Run> {
     let setup = Setup::new(floor);
-    let load = crate::bench::load_average();
+    let load = load_average();
     let mut figures: Vec<Figures> =
         hooks.iter().map(|_| Figures { nothing: Vec::new(), added: Default::default() }).collect();
     for round in 0..ROUNDS {
@@ -300,8 +298,7 @@ fn run(hooks: &[Hook], floor: PathBuf) -> anyhow::Result<Run> {
         for (hook, figures) in hooks.iter().zip(&mut figures) {
             // Rotate the order each round so no variant always runs first (warm caches, drift).
             let mut ns = [0.0; 4];
-            for k in 0..VARIANTS.len() {
-                let i = (k + round) % VARIANTS.len();
+            for i in rotated(round, VARIANTS.len()) {
                 ns[i] = measure_variant(*hook, VARIANTS[i], &setup)?;
             }
             figures.nothing.push(ns[0]);
@@ -318,23 +315,28 @@ fn run(hooks: &[Hook], floor: PathBuf) -> anyhow::Result<Run> {
             [None; 4]
         }));
     }
-    let load_after = crate::bench::load_average();
+    let load_after = load_average();
     Ok(Run { figures, times, load, load_after })
 }
 
 /// The host's hooks (`cargo xtask bench floor`, host half).
-pub fn floor_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
+pub(super) fn floor_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
     let run = run(&Hook::HOST, empty::floor_object(&binaries.chaos)?)?;
     Ok(report::host(&Hook::HOST, &run))
 }
 
 /// The floor object, for the VM job to copy in (at the same path, where the VM half finds it).
-pub fn floor_object(binaries: &build::Binaries) -> anyhow::Result<PathBuf> {
+pub(super) fn floor_object(binaries: &build::Binaries) -> anyhow::Result<PathBuf> {
     empty::floor_object(&binaries.chaos)
 }
 
+/// The floor's kprobe row, in the error-injection VM (the floor object goes in beside chaos).
+pub(super) fn errinj_section(binaries: &build::Binaries, kernel: vm::Kernel) -> anyhow::Result<String> {
+    guest::section_on(binaries, &kernel, "floor", vec![floor_object(binaries)?])
+}
+
 /// Inside the error-injection VM (`xtask bench-in-vm floor`): the kprobe row.
-pub fn errinj_floor_bench() -> anyhow::Result<String> {
+pub(super) fn errinj_floor_bench() -> anyhow::Result<String> {
     let run = run(&Hook::ERRINJ, empty::floor_object(&chaos_bin())?)?;
     Ok(report::errinj(&Hook::ERRINJ, &run))
 }

@@ -7,8 +7,11 @@ use std::{fmt::Write as _, time::Duration};
 
 use chaos_tests::chaos::Chaos;
 
-use super::{CONNECTS, Hook, Setup, empty::Empty, measure, program_ns_per_run};
-use crate::{bench, build};
+use super::{
+    common::{BpfStats, load_average, machine, median, median_and_range, rotated},
+    floor::{CONNECTS, Hook, Setup, empty::Empty, floor_object, measure, program_ns_per_run},
+};
+use crate::build;
 
 const ROUNDS: usize = 3;
 
@@ -59,23 +62,22 @@ fn measure_variant(index: usize, setup: &Setup, program_time: bool) -> anyhow::R
     Ok((ns, inside))
 }
 
-pub fn trace_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
-    let setup = Setup::new(super::empty::floor_object(&binaries.chaos)?);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
+pub(super) fn trace_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
+    let setup = Setup::new(floor_object(binaries)?);
+    let load = load_average();
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
     for round in 0..ROUNDS {
         eprintln!("bench trace: round {}/{ROUNDS}", round + 1);
-        for k in 0..VARIANTS.len() {
-            let i = (k + round) % VARIANTS.len();
+        for i in rotated(round, VARIANTS.len()) {
             ns[i].push(measure_variant(i, &setup, false)?.0);
         }
     }
     // Apart from the rounds: the run-time statistics slow every run a little.
     let inside: Vec<Option<f64>> = {
-        let _stats = bench::BpfStats::enable()?;
+        let _stats = BpfStats::enable()?;
         (0..VARIANTS.len()).map(|i| measure_variant(i, &setup, true).map(|m| m.1)).collect::<Result<_, _>>()?
     };
-    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
+    let load_after = load_average();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -84,7 +86,7 @@ pub fn trace_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
          `sys_connect4` program runs (`syscall fail --syscall connect --backend cgroup`); {ROUNDS} rounds, the \
          variants in a rotating order. CPU ns per call is the workload's own user + system time (wait4); added = \
          variant less nothing within the round; median (range) over rounds.\n",
-        bench::machine()
+        machine()
     );
     let _ = writeln!(
         out,
@@ -93,7 +95,8 @@ pub fn trace_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
     let added = |i: usize| -> Vec<f64> { ns[i].iter().zip(&ns[0]).map(|(v, n)| v - n).collect() };
     for (i, variant) in VARIANTS.iter().enumerate() {
         let time = inside[i].map_or_else(|| "-".to_owned(), |t| format!("{t:.1}"));
-        let _ = writeln!(out, "| {} | {:.0} | {} | {time} |", variant.label, bench::median(&ns[i]), range(&added(i)));
+        let _ =
+            writeln!(out, "| {} | {:.0} | {} | {time} |", variant.label, median(&ns[i]), median_and_range(&added(i)));
     }
     let _ = writeln!(
         out,
@@ -106,10 +109,4 @@ pub fn trace_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
          figure to read; CPU per call carries the spread of a shared machine."
     );
     Ok(out)
-}
-
-fn range(values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{:.0} ({min:.0} to {max:.0})", bench::median(values))
 }
