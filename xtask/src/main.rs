@@ -6,6 +6,7 @@ mod demo;
 mod errinj;
 mod floor;
 mod host_state;
+mod links;
 mod lint;
 mod service;
 mod setup;
@@ -39,8 +40,8 @@ enum Task {
     /// Install what the project needs: nightly rust-src, bpf-linker 0.10.0, Debian packages, and
     /// the Debian 6.1 / 6.12 kernels of the VM tier. Idempotent; quiet when nothing is missing.
     Setup,
-    /// Check formatting and clippy, then run every test: the host tier, then the VM tier on each
-    /// kernel.
+    /// Check the Markdown links, formatting and clippy, then run every test: the host tier, then
+    /// the VM tier on each kernel.
     Test {
         /// Only the host tier.
         #[arg(long, conflicts_with = "vm_only")]
@@ -51,7 +52,7 @@ enum Task {
         /// VM kernels to use (default: all).
         #[arg(long = "kernel", value_enum)]
         kernels: Vec<vm::KernelName>,
-        /// Skip the rustfmt and clippy checks (local iteration only: CI always runs them).
+        /// Skip the lint step: links, rustfmt and clippy (local iteration only: CI always runs it).
         #[arg(long)]
         skip_lint: bool,
     },
