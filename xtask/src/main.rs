@@ -56,6 +56,9 @@ enum Task {
         #[arg(long)]
         skip_lint: bool,
     },
+    /// Only the lint step that opens `test`: the Markdown links between the project's pages,
+    /// rustfmt and clippy.
+    Lint,
     /// Boot a Debian kernel under QEMU (TCG) and run a command inside; exits with its status.
     /// The workspace's binaries, `ip` and `tc` are always there; the command's own file too.
     Vm {
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
             let lint = if skip_lint { Ok(()) } else { lint::run() };
             lint.and_then(|()| test::run(!vm_only, !host_only, &kernels))
         }
+        Task::Lint => lint::run(),
         Task::Vm { kernel, include, command } => vm::run_command(kernel, &include, &command),
         Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
         Task::Bench { which, kernel } => bench::run(&which, kernel),
