@@ -6,7 +6,7 @@
 //!
 //! Why a kprobe and not fmod_ret: aya-ebpf 0.2.1 has no `fmod_ret` macro and aya 0.14 no
 //! loader for BPF_MODIFY_RETURN programs, so fmod_ret was not built and its cost not measured
-//! (README, "Syscall errors"; BENCHMARKS.md has what the kprobe costs other tasks' calls).
+//! (docs/syscalls.md, "Error injection"; BENCHMARKS.md has what the kprobe costs other tasks' calls).
 //!
 //! One program serves every syscall of a fault: it is attached once per entry function. Every
 //! task runs it, so the gate's cgroup test comes first.

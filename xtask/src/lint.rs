@@ -1,10 +1,11 @@
-//! The lint step that opens `cargo xtask test`: formatting and clippy, in well under a minute,
-//! before anything boots, so a style slip fails in seconds instead of after the VM tiers.
+//! The lint step that opens `cargo xtask test`: the Markdown links, formatting and clippy, in
+//! well under a minute, before anything boots, so a style slip or a broken link between the
+//! guide's pages fails in seconds instead of after the VM tiers.
 use std::process::Command;
 
 use anyhow::bail;
 
-use crate::util;
+use crate::{links, util};
 
 /// One check: what it runs, and what to do when it fails.
 struct Check {
@@ -16,8 +17,18 @@ struct Check {
 /// Runs every check (all of them, so one run lists every problem) and fails naming each failed
 /// check with the command to run.
 pub fn run() -> anyhow::Result<()> {
-    println!("== lint: rustfmt and clippy");
+    println!("== lint: Markdown links, rustfmt and clippy");
     let mut failed = Vec::new();
+    let broken = links::check(&util::root())?;
+    for link in &broken {
+        eprintln!("{link}");
+    }
+    if !broken.is_empty() {
+        failed.push(format!(
+            "Markdown links failed: {} broken; fix each link, or the heading it names (GitHub's anchors)",
+            broken.len()
+        ));
+    }
     for mut check in checks() {
         let passed = check.command.status().is_ok_and(|s| s.success());
         if !passed {

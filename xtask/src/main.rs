@@ -11,6 +11,7 @@ mod build;
 mod demo;
 mod errinj;
 mod host_state;
+mod links;
 mod lint;
 mod setup;
 mod test;
@@ -42,8 +43,8 @@ enum Task {
     /// Install what the project needs: nightly rust-src, bpf-linker 0.10.0, Debian packages, and
     /// the Debian 6.1 / 6.12 kernels of the VM tier. Idempotent; quiet when nothing is missing.
     Setup,
-    /// Check formatting and clippy, then run every test: the host tier, then the VM tier on each
-    /// kernel.
+    /// Check the Markdown links, formatting and clippy, then run every test: the host tier, then
+    /// the VM tier on each kernel.
     Test {
         /// Only the host tier.
         #[arg(long, conflicts_with = "vm_only")]
@@ -54,10 +55,13 @@ enum Task {
         /// VM kernels to use (default: all).
         #[arg(long = "kernel", value_enum)]
         kernels: Vec<vm::KernelName>,
-        /// Skip the rustfmt and clippy checks (local iteration only: CI always runs them).
+        /// Skip the lint step: links, rustfmt and clippy (local iteration only: CI always runs it).
         #[arg(long)]
         skip_lint: bool,
     },
+    /// Only the lint step that opens `test`: the Markdown links between the project's pages,
+    /// rustfmt and clippy.
+    Lint,
     /// Boot a Debian kernel under QEMU (TCG) and run a command inside; exits with its status.
     /// The workspace's binaries, `ip` and `tc` are always there; the command's own file too.
     Vm {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             let lint = if skip_lint { Ok(()) } else { lint::run() };
             lint.and_then(|()| test::run(!vm_only, !host_only, &kernels))
         }
+        Task::Lint => lint::run(),
         Task::Vm { kernel, include, command } => run_in_vm(kernel, &include, &command),
         Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
         Task::Bench { which, kernel } => bench::select(&which, kernel)

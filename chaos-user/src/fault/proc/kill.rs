@@ -289,7 +289,7 @@ impl ProcKillOptions {
             } else if by_lsm {
                 "the call goes on; the process dies as it returns"
             } else {
-                "the signal is pending from the call's entry; see the README for what the call still does"
+                "the signal is pending from the call's entry; see docs/processes.md for what the call still does"
             }
         ));
         plan.summary = summary;
@@ -318,7 +318,7 @@ impl ProcKillOptions {
         if !lsm.supported {
             return Err(PlanError::Refused(format!(
                 "{flag} needs BPF LSM, which this kernel does not offer: {}; without it the crash point runs on the raw \
-                 sys_enter tracepoint (no --path, and the call may take effect: see the README)",
+                 sys_enter tracepoint (no --path, and the call may take effect: see docs/processes.md)",
                 lsm.reason.unwrap_or_default()
             )));
         }
