@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::{
     os::{netns, sock_diag},
     report::DirectionCounters,
-    target::Target,
+    targets::Target,
 };
 
 /// How long a network fault may see no packet before chaos says why that may be.

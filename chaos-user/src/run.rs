@@ -20,8 +20,7 @@ use crate::{
     os::sys,
     report::{DirectionCounters, Hits, OutputFormat, StopReason, StopSignal},
     run_records::Registration,
-    target::Target,
-    target_watch::TargetWatch,
+    targets::{Target, watch::TargetWatch},
 };
 
 /// Loads a fresh copy of the object for `plan`, fills its maps, writes its configuration with a
@@ -104,6 +103,48 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
 
         let report = plan.report(elapsed, stopped, counters, hits);
         print!("{}", report.render(output, plan.injected_word));
+        Ok(ExitCode::from(stopped.exit_code()))
+    })
+}
+
+/// Runs one fault done from chaos's own process (its plan's userspace action: periodic kills,
+/// pauses) from the command line for `plan.duration`, or until a stop signal, then reports, with
+/// what it did in the JSON summary (`events`). There is no kernel program and so no kernel
+/// deadline: the time box is this timer, backed by the action's guard (a pause's).
+pub fn run_userspace_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    #[derive(serde::Serialize)]
+    struct Summary<'a> {
+        #[serde(flatten)]
+        report: &'a crate::report::FaultReport<'a>,
+        events: &'a [crate::plan::action::ActionEvent],
+    }
+    let action = plan.userspace.as_ref().context("the plan has no userspace action")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut signals = StopSignals::install().context("installing signal handlers")?.watching(&plan.target);
+        let started = Instant::now();
+        let deadline_ns = sys::monotonic_deadline_ns(plan.duration);
+        let running = action.start(&plan.target, deadline_ns)?;
+        tracing::info!("fault armed: {} until CLOCK_MONOTONIC ns={deadline_ns}", plan.fault);
+        let stopped = tokio::select! {
+            () = sleep_until(started + plan.duration) => StopReason::Deadline,
+            reason = signals.next() => reason,
+        };
+        let outcome = running.finish();
+        let elapsed = started.elapsed();
+        let counters = vec![DirectionCounters {
+            direction: plan.counter_label.unwrap_or("ticks"),
+            seen: outcome.ticks,
+            matched: outcome.ticks,
+            injected: outcome.acted,
+        }];
+        let report = plan.report(elapsed, stopped, counters, None);
+        match output {
+            OutputFormat::Json => {
+                println!("{}", serde_json::to_string_pretty(&Summary { report: &report, events: &outcome.events })?);
+            }
+            OutputFormat::Text => print!("{}", report.render(output, plan.injected_word)),
+        }
         Ok(ExitCode::from(stopped.exit_code()))
     })
 }

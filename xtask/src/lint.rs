@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use crate::{links, util};
+use crate::{links, structure, util};
 
 /// One check: what it runs, and what to do when it fails.
 struct Check {
@@ -17,7 +17,7 @@ struct Check {
 /// Runs every check (all of them, so one run lists every problem) and fails naming each failed
 /// check with the command to run.
 pub fn run() -> anyhow::Result<()> {
-    println!("== lint: Markdown links, rustfmt and clippy");
+    println!("== lint: Markdown links, the workspace's structure, rustfmt and clippy");
     let mut failed = Vec::new();
     let broken = links::check(&util::root())?;
     for link in &broken {
@@ -27,6 +27,17 @@ pub fn run() -> anyhow::Result<()> {
         failed.push(format!(
             "Markdown links failed: {} broken; fix each link, or the heading it names (GitHub's anchors)",
             broken.len()
+        ));
+    }
+    let shape = structure::check(&util::root(), structure::EXCEPTIONS)?;
+    for problem in &shape {
+        eprintln!("{problem}");
+    }
+    if !shape.is_empty() {
+        failed.push(format!(
+            "the structure check failed: {} problem(s); move the code so data flows down, or name the exception \
+             and its reason in xtask/src/structure.rs",
+            shape.len()
         ));
     }
     for mut check in checks() {

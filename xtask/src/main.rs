@@ -14,6 +14,7 @@ mod host_state;
 mod links;
 mod lint;
 mod setup;
+mod structure;
 mod test;
 mod util;
 mod vm;

@@ -16,12 +16,8 @@ use crate::{
     os::sys,
     report::OutputFormat,
     run,
-    run_records::{
-        FaultRecord, Registration, RunKind, RunRecord, {self},
-    },
-    target::{
-        CgroupFs, TargetName, {self},
-    },
+    run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
+    targets::{self, CgroupFs, TargetName},
 };
 
 /// One fault from the command line: its target, its options and how it runs.
@@ -68,7 +64,7 @@ pub fn run_fault(
         return run_on_every_pod(target, fault, run, output, &kernel);
     }
     let target_spec = target.spec();
-    let target = CgroupFs::discover()?.resolve(&target_spec, target::own_cgroup().as_deref())?;
+    let target = CgroupFs::discover()?.resolve(&target_spec, targets::own_cgroup().as_deref())?;
     if fault.uses_ledger() {
         clean_up_after_crashes();
     }
@@ -84,8 +80,8 @@ pub fn run_fault(
         print_plan(&plan, output);
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(action) = fault.userspace_action(run.i_know) {
-        return crate::fault::proc::periodic::run(&plan, action, output);
+    if plan.userspace.is_some() {
+        return run::run_userspace_plan(&plan, output);
     }
     if matches!(target_spec, TargetName::Pid(_)) && plan.keys_on_sockets() {
         eprintln!(
@@ -112,13 +108,7 @@ fn run_on_every_pod(
     output: OutputFormat,
     kernel: &Prober,
 ) -> anyhow::Result<ExitCode> {
-    if fault.userspace_action(run.i_know).is_some() {
-        anyhow::bail!(
-            "--all: this fault acts from chaos's own process on one target's processes, which cannot yet \
-             be shared between pods: start one chaos per pod with --pick-pod N"
-        );
-    }
-    let targets = CgroupFs::discover()?.resolve_every_pod(&target.spec(), target::own_cgroup().as_deref())?;
+    let targets = CgroupFs::discover()?.resolve_every_pod(&target.spec(), targets::own_cgroup().as_deref())?;
     if fault.uses_ledger() {
         clean_up_after_crashes();
     }
@@ -126,6 +116,12 @@ fn run_on_every_pod(
     for target in &targets {
         let context = FaultContext { target, duration: run.duration, i_know: run.i_know, kernel };
         let plan = fault.plan(&context)?;
+        if plan.userspace.is_some() {
+            anyhow::bail!(
+                "--all: this fault acts from chaos's own process on one target's processes, which cannot yet \
+                 be shared between pods: start one chaos per pod with --pick-pod N"
+            );
+        }
         let hooks = hooks_of(&plan);
         for note in check_one_shot(plan.target.id, plan.fault, &hooks).map_err(anyhow::Error::msg)? {
             eprintln!("chaos: note: {note}");

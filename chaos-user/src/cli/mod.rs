@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 pub use self::daemon::LogFormat;
 use crate::{
     report::OutputFormat,
-    target::{SelectorSpec, TargetName},
+    targets::{SelectorSpec, TargetName},
 };
 
 const EXAMPLES: &str = "\

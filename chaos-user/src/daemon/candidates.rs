@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::config::{Kubernetes, PodSelector};
-use crate::target::{
+use crate::targets::{
     CgroupFs, TargetName,
     runtime::{
         Inventory,
@@ -139,7 +139,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::target::runtime::Container;
+    use crate::targets::runtime::Container;
 
     fn member(namespace: &str, pod_name: &str, labels: &[(&str, &str)]) -> (usize, Container) {
         let mut all: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();

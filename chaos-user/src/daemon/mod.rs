@@ -40,7 +40,7 @@ use self::{
 };
 use crate::{
     experiment, ledger,
-    target::{self, CgroupFs},
+    targets::{self, CgroupFs},
 };
 
 /// How often the daemon looks at its schedule, kill switch and windows while runs are live (or
@@ -254,7 +254,7 @@ impl Service {
                 picked
             }
             None => {
-                let own = target::own_cgroup();
+                let own = targets::own_cgroup();
                 let resolved = cgroups
                     .resolve_allowing(&entry.experiment.target, own.as_deref(), false)
                     .map_err(|e| e.to_string())?;

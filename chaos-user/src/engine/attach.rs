@@ -24,12 +24,10 @@ use super::{
     tc::{self, TcPlace},
 };
 use crate::{
-    fault::{AttachPoint, PlannedProgram},
     features::TcApi,
-    ledger::{
-        Item, {self},
-    },
+    ledger::{self, Item},
     os::{guard::Guard, resumer::Resumer},
+    plan::{AttachPoint, PlannedProgram},
 };
 
 impl LoadedFault {

@@ -14,7 +14,7 @@ use super::{
     sum_counters,
     tc::{self, TcAttachment},
 };
-use crate::{fault::MapContents, ledger::Entry, os::resumer::Resumer};
+use crate::{ledger::Entry, os::resumer::Resumer, plan::MapContents};
 
 /// The object built from chaos-ebpf by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos"));

@@ -14,9 +14,7 @@ use chaos_common::Direction;
 
 use super::{AttachError, program_error};
 use crate::{
-    ledger::{
-        Entry, Item, {self},
-    },
+    ledger::{self, Entry, Item},
     os::{netlink, netns::Netns},
 };
 

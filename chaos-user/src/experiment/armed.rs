@@ -21,7 +21,7 @@ pub struct Loaded {
     pub armed: bool,
     pub last: FaultCounters,
     /// The userspace action of a `proc` fault, running while it is armed.
-    pub actor: Option<crate::fault::proc::periodic::Actor>,
+    pub actor: Option<Box<dyn crate::plan::action::RunningAction>>,
     /// The totals of the objects this fault had on earlier cgroups of a followed target.
     pub carried: FaultCounters,
     /// For a packet fault while armed: says once why it sees nothing, after a quiet spell.

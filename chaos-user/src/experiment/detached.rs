@@ -28,15 +28,12 @@ use super::{
 };
 use crate::{
     engine::PinnedFault,
-    fault::options::Ppm,
     os::sys,
+    plan::options::Ppm,
     report::TARGET_GONE_EXIT,
     run::arm_to_pin,
-    run_records::{
-        FaultRecord, RunRecord, {self},
-    },
-    target::CgroupFs,
-    target_watch,
+    run_records::{self, FaultRecord, RunRecord},
+    targets::CgroupFs,
 };
 
 /// Why a detached experiment ends when its target's cgroup is removed.
@@ -319,11 +316,11 @@ fn sleep_until_ns(at_ns: u64, target: Option<&(PathBuf, u64)>) -> bool {
             return true;
         }
         if let Some((dir, id)) = target
-            && !target_watch::is_present(dir, *id)
+            && !crate::targets::watch::is_present(dir, *id)
         {
             return false;
         }
-        std::thread::sleep(Duration::from_nanos(at_ns - now).min(target_watch::POLL));
+        std::thread::sleep(Duration::from_nanos(at_ns - now).min(crate::targets::watch::POLL));
     }
 }
 

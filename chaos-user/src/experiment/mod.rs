@@ -29,7 +29,7 @@ use source::{FileError, Source};
 use crate::{
     fault::{PlanFault, options::Ppm, registry::FaultKind},
     steady::Check,
-    target::TargetName,
+    targets::TargetName,
 };
 
 /// An experiment as its file describes it, validated.

@@ -25,16 +25,14 @@ use super::{
     timeline::{self, Timeline},
 };
 use crate::{
-    fault::options::Ppm,
     hints::QuietHint,
     live::LiveLine,
     os::sys,
+    plan::options::Ppm,
     report::{OutputFormat, StopReason},
     run::{StopSignals, arm},
-    run_records::{
-        FaultRecord, Registration, RunKind, RunRecord, {self},
-    },
-    target::Target,
+    run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
+    targets::Target,
 };
 
 pub struct RunOptions {
@@ -379,9 +377,10 @@ impl<'p, 't> Runner<'p, 't> {
                 (loaded.config, loaded.armed) = (config, true);
                 // Packet faults only (syscall and process faults count calls): quiet from now on?
                 loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
-                if let Some(action) = &fault.userspace {
+                if let Some(action) = &fault.plan.userspace {
                     loaded.actor = Some(
-                        crate::fault::proc::periodic::Actor::start(&self.target, action.clone(), deadline_ns)
+                        action
+                            .start(&self.target, deadline_ns)
                             .map_err(|e| format!("starting fault {}: {e}", fault.label))?,
                     );
                 }

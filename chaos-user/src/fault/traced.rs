@@ -6,7 +6,7 @@
 use chaos_common::flags;
 use clap::Args;
 
-use super::{FaultContext, FaultPlan, PlanError, PlanFault, options::Ppm, proc::periodic::Action};
+use super::{FaultContext, FaultPlan, PlanError, PlanFault, options::Ppm};
 
 /// The default kernel-side limit: records per second, per fault.
 pub const DEFAULT_TRACE_RATE: u64 = 100;
@@ -76,10 +76,6 @@ impl<F: Args + PlanFault> PlanFault for Traced<F> {
 
     fn uses_ledger(&self) -> bool {
         self.fault.uses_ledger()
-    }
-
-    fn userspace_action(&self, i_know: bool) -> Option<Action> {
-        self.fault.userspace_action(i_know)
     }
 }
 

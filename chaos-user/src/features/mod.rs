@@ -25,9 +25,8 @@ pub use families::{
 };
 
 use crate::{
-    fault::syscall::error_injection as injection,
-    os::{errno, netlink, sys},
-    target::CgroupFs,
+    os::{errno, error_injection as injection, netlink, sys},
+    targets::CgroupFs,
 };
 
 /// One yes/no answer with what was found, or why not.

@@ -56,7 +56,7 @@ fn mount_root() -> &'static str {
     ROOT.get_or_init(|| {
         fs::read_to_string("/proc/self/mountinfo")
             .ok()
-            .and_then(|text| super::cgroup::cgroup2_mount_and_root(&text))
+            .and_then(|text| super::mountinfo::cgroup2_mount_and_root(&text))
             .map_or_else(|| "/".to_owned(), |(_, root)| root)
     })
 }

@@ -6,9 +6,11 @@
 pub mod btf;
 pub mod cgroup;
 pub mod errno;
+pub mod error_injection;
 pub mod freezer;
 pub mod guard;
 pub mod host_view;
+pub mod mountinfo;
 pub mod netlink;
 pub mod netns;
 pub mod process;

@@ -12,7 +12,7 @@ use crate::{
         registry::{self, kind_named},
     },
     steady::Check,
-    target::TargetName,
+    targets::TargetName,
 };
 
 /// Keys of a `[[fault]]` table that belong to the experiment, not to the fault's options.
@@ -126,7 +126,7 @@ fn parse_target(item: &Item<'_>) -> Result<TargetName, FileError> {
         "container" => TargetName::Container(one.str()?.to_owned()),
         // The whole pod; `--container-name`, `--namespace` and `--pick-pod` are command-line only.
         "pod" => TargetName::Pod { pod: one.str()?.to_owned(), container: None },
-        _ => TargetName::Selector(crate::target::SelectorSpec {
+        _ => TargetName::Selector(crate::targets::SelectorSpec {
             selector: one.str()?.to_owned(),
             namespace: None,
             container: None,

@@ -14,13 +14,9 @@ use filters::{NetFilters, by_direction, describe_filters, filter_maps};
 
 use super::{AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlannedProgram, cgroup_level, options::Ppm};
 use crate::{
-    features::{
-        Prober, {self},
-    },
-    os::netns::{
-        Netns, {self},
-    },
-    target::Target,
+    features::{self, Prober},
+    os::netns::{self, Netns},
+    targets::Target,
 };
 
 /// What every network plan starts from: the config (probability and filter bits) and the
@@ -58,6 +54,7 @@ fn finish(
         injected_word,
         counter_label: None,
         kernel_offsets: None,
+        userspace: None,
         target: context.target.clone(),
         summary,
         parameters,

@@ -20,9 +20,7 @@ use crate::{
         options::{Ppm, parse_percent},
         syscall::error_injection,
     },
-    features::{
-        FamilySupport, Prober, {self},
-    },
+    features::{self, FamilySupport, Prober},
     os::{btf, errno},
 };
 
@@ -282,6 +280,7 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         config,
         maps,
         kernel_offsets,
+        userspace: None,
     })
 }
 

@@ -285,3 +285,4 @@ mod error;
 pub mod runtime;
 #[cfg(test)]
 mod tests;
+pub mod watch;

@@ -8,7 +8,7 @@ use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 
 use tokio::time::{Interval, MissedTickBehavior, interval};
 
-use crate::target::Target;
+use crate::targets::Target;
 
 /// How often the target's directory is looked at: a removal ends the fault within this.
 pub const POLL: Duration = Duration::from_millis(500);

@@ -1,6 +1,6 @@
 //! Unit tests of the parent module.
 use super::*;
-use crate::os::cgroup::{CgroupError, cgroup2_mount};
+use crate::os::{cgroup::CgroupError, mountinfo::cgroup2_mount};
 
 const HYBRID_MOUNTINFO: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
