@@ -2,7 +2,7 @@
 //! which kernel function a syscall enters through, whether the kernel lets BPF override it
 //! (the error-injection list), and which calls take a file descriptor first (so `--path` can
 //! resolve it through the task's file table). The kernel half is chaos-ebpf's
-//! `syscall_override.rs`.
+//! `syscall/error_injection.rs`.
 use std::{collections::BTreeSet, fs, io, path::Path};
 
 /// Where the kernel lists the functions BPF may override (debugfs).

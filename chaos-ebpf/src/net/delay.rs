@@ -12,7 +12,7 @@ use chaos_common::{Direction, FaultConfig, flags, site};
 use crate::{
     gate,
     maps::RATE_STATE,
-    net_filter,
+    net::filter,
     packet::{self, ETH_HLEN},
     trace,
 };
@@ -62,7 +62,7 @@ fn matching(ctx: &TcContext) -> Option<gate::Live> {
     let fault = gate::live_for_packet(ctx.skb.skb, Direction::Egress)?;
     if fault.config.net_filters != 0 {
         let packet = packet::parse(&ctx.skb, ETH_HLEN, Direction::Egress)?;
-        if !net_filter::matches(fault.config, &packet) {
+        if !filter::matches(fault.config, &packet) {
             return None;
         }
     }
