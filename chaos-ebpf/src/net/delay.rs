@@ -90,7 +90,7 @@ fn delay_ns(config: &FaultConfig) -> i64 {
         (sum - 6 * 65_536) * jitter / 65_536
     } else {
         // [0, 2^32) -> [-jitter, +jitter]
-        (i64::from(gate::random()) * 2 * jitter >> 32) - jitter
+        ((i64::from(gate::random()) * 2 * jitter) >> 32) - jitter
     };
     (base + offset).max(0)
 }

@@ -59,7 +59,7 @@ fn corrupt(ctx: &TcContext, direction: Direction) -> i32 {
         return TC_ACT_UNSPEC;
     }
     // Whole 16-bit words of payload, counted from the L4 header as the checksum counts them.
-    let first_word = l4 + (header_len + 1) / 2 * 2;
+    let first_word = l4 + header_len.next_multiple_of(2);
     let len = ctx.len() as usize;
     if first_word + 2 > len {
         return TC_ACT_UNSPEC; // no payload to corrupt: not a match
