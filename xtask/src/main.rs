@@ -55,6 +55,9 @@ enum Task {
         #[arg(long)]
         skip_lint: bool,
     },
+    /// Check formatting and clippy (the userspace crates, and chaos-ebpf for its BPF target):
+    /// the first step of `test`, alone.
+    Lint,
     /// Boot a Debian kernel under QEMU (TCG) and run a command inside; exits with its status.
     /// The workspace's binaries, `ip` and `tc` are always there; the command's own file too.
     Vm {
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
             let lint = if skip_lint { Ok(()) } else { lint::run() };
             lint.and_then(|()| test::run(!vm_only, !host_only, &kernels))
         }
+        Task::Lint => lint::run(),
         Task::Vm { kernel, include, command } => vm::run_command(kernel, &include, &command),
         Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
         Task::Bench { which, kernel } => bench::run(&which, kernel),
