@@ -39,6 +39,9 @@ enum Task {
     /// Install what the project needs: nightly rust-src, bpf-linker 0.10.0, Debian packages, and
     /// the Debian 6.1 / 6.12 kernels of the VM tier. Idempotent; quiet when nothing is missing.
     Setup,
+    /// Check formatting and clippy (the userspace crates, and chaos-ebpf for its BPF target):
+    /// the first step of `test`, alone.
+    Lint,
     /// Check formatting and clippy, then run every test: the host tier, then the VM tier on each
     /// kernel.
     Test {
@@ -55,9 +58,6 @@ enum Task {
         #[arg(long)]
         skip_lint: bool,
     },
-    /// Check formatting and clippy (the userspace crates, and chaos-ebpf for its BPF target):
-    /// the first step of `test`, alone.
-    Lint,
     /// Boot a Debian kernel under QEMU (TCG) and run a command inside; exits with its status.
     /// The workspace's binaries, `ip` and `tc` are always there; the command's own file too.
     Vm {
@@ -99,11 +99,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup::run(),
+        Task::Lint => lint::run(),
         Task::Test { host_only, vm_only, kernels, skip_lint } => {
             let lint = if skip_lint { Ok(()) } else { lint::run() };
             lint.and_then(|()| test::run(!vm_only, !host_only, &kernels))
         }
-        Task::Lint => lint::run(),
         Task::Vm { kernel, include, command } => vm::run_command(kernel, &include, &command),
         Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
         Task::Bench { which, kernel } => bench::run(&which, kernel),
