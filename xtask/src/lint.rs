@@ -1,6 +1,5 @@
-//! The lint step that opens `cargo xtask test`: formatting and clippy (of the userspace crates
-//! and of the eBPF crate for its own target), in well under a minute once warm, before anything
-//! boots, so a style slip fails in seconds instead of after the VM tiers.
+//! The lint step that opens `cargo xtask test`: formatting and clippy, in well under a minute,
+//! before anything boots, so a style slip fails in seconds instead of after the VM tiers.
 use std::process::Command;
 
 use anyhow::bail;

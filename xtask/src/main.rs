@@ -39,9 +39,6 @@ enum Task {
     /// Install what the project needs: nightly rust-src, bpf-linker 0.10.0, Debian packages, and
     /// the Debian 6.1 / 6.12 kernels of the VM tier. Idempotent; quiet when nothing is missing.
     Setup,
-    /// Check formatting and clippy (the userspace crates, and chaos-ebpf for its BPF target):
-    /// the first step of `test`, alone.
-    Lint,
     /// Check formatting and clippy, then run every test: the host tier, then the VM tier on each
     /// kernel.
     Test {
@@ -99,7 +96,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup::run(),
-        Task::Lint => lint::run(),
         Task::Test { host_only, vm_only, kernels, skip_lint } => {
             let lint = if skip_lint { Ok(()) } else { lint::run() };
             lint.and_then(|()| test::run(!vm_only, !host_only, &kernels))
