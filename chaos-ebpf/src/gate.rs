@@ -139,7 +139,7 @@ fn schedule_allows(config: &FaultConfig) -> bool {
     if config.only_first != 0 && eligible > config.only_first {
         return false;
     }
-    config.every <= 1 || eligible % config.every == 0
+    config.every <= 1 || eligible.is_multiple_of(config.every)
 }
 
 /// `--max`: true while fewer than `max_injections` have been taken.

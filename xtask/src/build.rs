@@ -77,13 +77,14 @@ fn executables(command: &mut std::process::Command, step: &str) -> anyhow::Resul
     Ok(found)
 }
 
-/// The golden files of `tests/tests/golden.rs` (what chaos prints, per tier): the test reads them
-/// at their path in the source tree, inside the VM too.
+/// The golden files of `tests/tests/golden.rs` (what chaos prints, one set per distinct output:
+/// `host`, and `vm` shared by the VM kernels): the test reads them at their path in the source
+/// tree, inside the VM too.
 fn golden_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let Ok(tiers) = std::fs::read_dir(crate::util::root().join("tests/golden")) else { return files };
-    for tier in tiers.flatten() {
-        if let Ok(entries) = std::fs::read_dir(tier.path()) {
+    let Ok(sets) = std::fs::read_dir(crate::util::root().join("tests/golden")) else { return files };
+    for set in sets.flatten() {
+        if let Ok(entries) = std::fs::read_dir(set.path()) {
             files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
         }
     }

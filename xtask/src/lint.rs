@@ -74,5 +74,28 @@ fn checks() -> Vec<Check> {
             command: clippy,
             fix: "fix each warning that `AYA_BUILD_SKIP=1 cargo clippy --all-targets -- -D warnings` shows",
         },
+        Check {
+            name: "clippy on the eBPF crate",
+            command: ebpf_clippy(),
+            fix: "fix each warning that `cargo +nightly clippy -p chaos-ebpf --target bpfel-unknown-none \
+                  -Z build-std=core --bins -- -D warnings` shows",
+        },
     ]
+}
+
+/// chaos-ebpf is not a default member (it only builds for the BPF target), so the clippy above
+/// never sees it: it is linted here for its own target, as aya lints its eBPF crates (its
+/// xtask's `clippy`). The nightly toolchain and `-Z build-std=core` are what aya-build uses to
+/// build it; `bpfel` is the target aya-build picks on a little-endian host. aya-ebpf's build
+/// script sets `bpf_target_arch` to the host's architecture, as aya-build's flag does. Only the
+/// binaries: the BPF target has no `test` crate, so `--all-targets` cannot build there.
+fn ebpf_clippy() -> Command {
+    let mut clippy = Command::new("rustup");
+    clippy
+        .args(["run", "nightly", "cargo", "clippy", "--quiet", "--package", "chaos-ebpf", "--bins"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"])
+        .current_dir(util::root())
+        // Its own directory: core built for the BPF target, kept between runs.
+        .env("CARGO_TARGET_DIR", util::cache_dir().join("lint-ebpf"));
+    clippy
 }

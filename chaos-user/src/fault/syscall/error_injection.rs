@@ -2,7 +2,7 @@
 //! the program it attaches, and which calls take a file descriptor first (so `--path` can
 //! resolve it through the task's file table). Which function a syscall enters through and
 //! whether the kernel lets BPF override it (the error-injection list) are the kernel's facts:
-//! `os::error_injection`. The kernel half is chaos-ebpf's `syscall_override.rs`.
+//! `os::error_injection`. The kernel half is chaos-ebpf's `syscall/error_injection.rs`.
 pub use crate::os::error_injection::{InjectionList, entry_function};
 
 /// The program of the object every override attaches (once per entry function).

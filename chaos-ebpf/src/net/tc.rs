@@ -9,7 +9,8 @@ use aya_ebpf::{
 use chaos_common::{Direction, flags, site};
 
 use crate::{
-    gate, net_filter,
+    gate,
+    net::filter,
     packet::{self, ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP},
     trace,
 };
@@ -54,11 +55,11 @@ fn corrupt(ctx: &TcContext, direction: Direction) -> i32 {
         }
         _ => return TC_ACT_UNSPEC,
     };
-    if fault.config.net_filters != 0 && !net_filter::matches(fault.config, &packet) {
+    if fault.config.net_filters != 0 && !filter::matches(fault.config, &packet) {
         return TC_ACT_UNSPEC;
     }
     // Whole 16-bit words of payload, counted from the L4 header as the checksum counts them.
-    let first_word = l4 + (header_len + 1) / 2 * 2;
+    let first_word = l4 + header_len.next_multiple_of(2);
     let len = ctx.len() as usize;
     if first_word + 2 > len {
         return TC_ACT_UNSPEC; // no payload to corrupt: not a match
@@ -94,7 +95,7 @@ fn duplicate(ctx: &TcContext, direction: Direction) -> i32 {
     let Some(fault) = gate::live_for_packet(ctx.skb.skb, direction) else { return TC_ACT_UNSPEC };
     if fault.config.net_filters != 0 {
         let Some(packet) = packet::parse(&ctx.skb, ETH_HLEN, direction) else { return TC_ACT_UNSPEC };
-        if !net_filter::matches(fault.config, &packet) {
+        if !filter::matches(fault.config, &packet) {
             return TC_ACT_UNSPEC;
         }
     }

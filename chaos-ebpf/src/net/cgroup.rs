@@ -3,7 +3,7 @@
 use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
 use chaos_common::{Direction, site};
 
-use crate::{gate, net_filter, packet, trace};
+use crate::{gate, net::filter, packet, trace};
 
 /// cgroup_skb verdict: let the packet through.
 const PASS: i32 = 1;
@@ -34,7 +34,7 @@ fn drops(ctx: &SkBuffContext, direction: Direction) -> bool {
     if fault.config.net_filters != 0 {
         // cgroup_skb data starts at the IP header.
         let Some(packet) = packet::parse(&ctx.skb, 0, direction) else { return false };
-        if !net_filter::matches(fault.config, &packet) {
+        if !filter::matches(fault.config, &packet) {
             return false;
         }
     }

@@ -8,7 +8,7 @@
 //! call before any helper call, exactly as `syscall delay` does. On both, the signal is acted on
 //! when the task next returns to user space, so the call itself runs to its end first (a
 //! blocking call is interrupted). Where BPF LSM serves the syscall, the `syscall fail` LSM
-//! programs do the kill (their `action` field, syscall_lsm.rs) and may also fail the call, so
+//! programs do the kill (their `action` field, syscall/lsm.rs) and may also fail the call, so
 //! that it never takes effect.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_send_signal},

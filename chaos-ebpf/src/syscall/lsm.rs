@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use chaos_common::{Direction, KILL_EVENT_LSM, action, flags, site, syscall_mask};
 
-use crate::{dentry, gate, net_filter, packet::Packet, proc_kill, trace};
+use crate::{dentry, gate, net, packet::Packet, proc, trace};
 
 /// Syscalls are counted in the first counter slot.
 const CALLS: Direction = Direction::Egress;
@@ -93,7 +93,7 @@ fn decide(fault: &gate::Live, site: u32, peer: Option<&Packet>) -> u32 {
     let config = fault.config;
     let kills = matches!(config.action, action::KILL | action::KILL_AND_FAIL);
     if kills {
-        proc_kill::signal_current(config, KILL_EVENT_LSM);
+        proc::kill::signal_current(config, KILL_EVENT_LSM);
     }
     let errno = if config.action == action::KILL { 0 } else { config.errno };
     let signal = if kills { config.signal } else { 0 };
@@ -274,7 +274,7 @@ fn socket_connect<A: Attachment>(ctx: &LsmContext) -> u32 {
     } else {
         None
     };
-    if fault.config.net_filters != 0 && !peer.as_ref().is_some_and(|peer| net_filter::matches(fault.config, peer)) {
+    if fault.config.net_filters != 0 && !peer.as_ref().is_some_and(|peer| net::filter::matches(fault.config, peer)) {
         return 0;
     }
     decide(&fault, site::LSM_CONNECT, peer.as_ref())

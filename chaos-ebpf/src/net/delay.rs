@@ -12,7 +12,7 @@ use chaos_common::{Direction, FaultConfig, flags, site};
 use crate::{
     gate,
     maps::RATE_STATE,
-    net_filter,
+    net::filter,
     packet::{self, ETH_HLEN},
     trace,
 };
@@ -62,7 +62,7 @@ fn matching(ctx: &TcContext) -> Option<gate::Live> {
     let fault = gate::live_for_packet(ctx.skb.skb, Direction::Egress)?;
     if fault.config.net_filters != 0 {
         let packet = packet::parse(&ctx.skb, ETH_HLEN, Direction::Egress)?;
-        if !net_filter::matches(fault.config, &packet) {
+        if !filter::matches(fault.config, &packet) {
             return None;
         }
     }
@@ -90,7 +90,7 @@ fn delay_ns(config: &FaultConfig) -> i64 {
         (sum - 6 * 65_536) * jitter / 65_536
     } else {
         // [0, 2^32) -> [-jitter, +jitter]
-        (i64::from(gate::random()) * 2 * jitter >> 32) - jitter
+        ((i64::from(gate::random()) * 2 * jitter) >> 32) - jitter
     };
     (base + offset).max(0)
 }

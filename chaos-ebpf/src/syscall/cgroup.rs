@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use chaos_common::{Direction, site};
 
-use crate::{gate, net_filter, packet::Packet, trace};
+use crate::{gate, net, packet::Packet, trace};
 
 const ALLOW: i32 = 1;
 const REJECT: i32 = 0;
@@ -21,7 +21,7 @@ fn verdict(site: u32, peer: Option<&Packet>) -> i32 {
     let Some(fault) = gate::live(Direction::Egress) else { return ALLOW };
     if fault.config.net_filters != 0 {
         match peer {
-            Some(peer) if net_filter::matches(fault.config, peer) => {}
+            Some(peer) if net::filter::matches(fault.config, peer) => {}
             _ => return ALLOW,
         }
     }
