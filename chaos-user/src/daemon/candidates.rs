@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::config::{Kubernetes, PodSelector};
 use crate::targets::{
     CgroupFs, TargetName,
+    registry::{self, Narrowing},
     runtime::{
         Inventory,
         pod::{self, PodName},
@@ -66,7 +67,7 @@ pub fn by_container_name(glob: &str, cgroups: &CgroupFs, inventory: &Inventory) 
         match cgroups.container_cgroup(inventory, *endpoint, container) {
             Ok(cgroup) => {
                 let name = container.names.iter().find(|n| pattern.matches(n)).cloned().unwrap_or_default();
-                names.insert(cgroup.clone(), TargetName::Container(name));
+                names.insert(cgroup.clone(), registry::named("container", name, &Narrowing::default()));
                 found.push(cgroup);
             }
             Err(why) => notes.push(why.to_string()),
@@ -115,7 +116,8 @@ pub fn pods(selector: &PodSelector, kubernetes: &Kubernetes, cgroups: &CgroupFs,
     for pod in &eligible {
         match cgroups.pod_cgroup(inventory, pod, selector.container_name.as_deref()) {
             Ok(cgroup) => {
-                let name = TargetName::Pod { pod: pod.to_string(), container: selector.container_name.clone() };
+                let narrowing = Narrowing { container_name: selector.container_name.clone(), ..Narrowing::default() };
+                let name = registry::named("pod", pod.to_string(), &narrowing);
                 names.insert(cgroup.clone(), name);
                 found.push(cgroup);
             }

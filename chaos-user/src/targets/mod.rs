@@ -1,5 +1,7 @@
-//! Who the fault is aimed at: `--cgroup`, `--pid`, `--unit` or `--container`, resolved to one
-//! cgroup v2 directory and its id, or refused with a message that says what to do.
+//! Who the fault is aimed at: `--cgroup`, `--pid`, `--unit`, `--container`, `--pod` or
+//! `--selector` (every kind is in [`registry::TARGET_KINDS`]), resolved to one cgroup v2
+//! directory and its id, or refused with a message that says what to do. Reading the hierarchy
+//! itself (the mount, a process's cgroup) is `os::cgroup`.
 //!
 //! Never assume `/sys/fs/cgroup`: hybrid hosts mount cgroup v2 elsewhere (e.g.
 //! `/sys/fs/cgroup/unified`), so the mount point comes from `/proc/self/mountinfo`.
@@ -45,6 +47,12 @@ impl TargetName {
             Self::Pod { .. } => "--pod",
             Self::Selector(_) => "--selector",
         }
+    }
+
+    /// Its kind in the registry.
+    #[must_use]
+    pub fn kind(&self) -> &'static registry::TargetKind {
+        registry::kind_named(self.flag().trim_start_matches("--")).expect("every TargetName has a registry kind")
     }
 
     #[must_use]
@@ -282,6 +290,7 @@ fn normalize(path: &Path) -> PathBuf {
 
 mod container;
 mod error;
+pub mod registry;
 pub mod runtime;
 #[cfg(test)]
 mod tests;
