@@ -115,8 +115,8 @@ impl RunRecord {
     /// Writes (or rewrites) the record atomically: readers, and a crash at any moment, see the
     /// old record or the new one, never half a file.
     pub fn write(&self) -> io::Result<()> {
-        fs::create_dir_all(RUNS_DIR)?;
-        crate::os::records::write_atomic(&self.path(), &serde_json::to_vec_pretty(self).map_err(io::Error::other)?)
+        let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        crate::os::records::write_atomic_in_dir(&self.path(), &bytes)
     }
 
     pub fn remove(&self) {
