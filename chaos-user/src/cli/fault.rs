@@ -157,6 +157,7 @@ fn register(plan: &FaultPlan, hooks: Vec<(String, String)>) -> anyhow::Result<Re
         pid,
         pid_start: crate::os::process::start_time(pid).unwrap_or(0),
         detached: false,
+        starting: false,
         kind: RunKind::OneShot,
         name: plan.fault.to_owned(),
         file: String::new(),

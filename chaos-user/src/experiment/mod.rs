@@ -166,7 +166,8 @@ pub fn clean_stale_runs() -> Vec<String> {
             continue;
         }
         if record.detached {
-            lines.extend(detached::end(record, "deadline passed"));
+            let why = if record.starting { "its chaos died while setting it up" } else { "deadline passed" };
+            lines.extend(detached::end(record, why));
         } else {
             record.remove();
             lines.push(format!(

@@ -108,6 +108,7 @@ impl<'p, 't> Runner<'p, 't> {
             pid: std::process::id(),
             pid_start: crate::os::process::start_time(std::process::id()).unwrap_or(0),
             detached: false,
+            starting: false,
             kind,
             name: experiment.name.clone(),
             file: experiment.source.path.clone(),
