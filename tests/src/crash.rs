@@ -132,7 +132,7 @@ pub fn sweep_victim(
     eprintln!(
         "measured: {family}: {} crash points tried{}, then a whole run; the victim ended: {}",
         found.points,
-        if victim.stride > 1 { format!(" (every {}th)", victim.stride) } else { String::new() },
+        if victim.stride > 1 { format!(" (one point in {})", victim.stride) } else { String::new() },
         summarise(&found.outcomes)
     );
     found
