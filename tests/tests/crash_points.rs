@@ -23,7 +23,7 @@ use chaos_tests::{
 /// Every sweep of a kind-independent sequence runs on the host; in a TCG guest a crash point
 /// costs seconds (two chaos starts), so sweeps of what only a VM kernel has try every
 /// [`VM_STRIDE`]th point there, each on the one VM tier whose kernel makes it different.
-const VM_STRIDE: usize = 3;
+const VM_STRIDE: usize = 4;
 
 /// Skips the calling test unless the tier is `tier`, saying which tier sweeps it and why.
 macro_rules! only_on_tier {

@@ -193,7 +193,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("daemon_pods", 0.01),
     ("manifests", 0.02),
     ("runtimes_network", 0.01),
-    ("crash_points", 5.0),
+    ("crash_points", 6.0),
 ];
 
 /// A test binary's name without cargo's hash suffix (`delay-6beb36907909f233` is `delay`).
