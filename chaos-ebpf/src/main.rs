@@ -11,6 +11,7 @@ mod maps;
 mod net_cgroup;
 mod net_delay;
 mod net_filter;
+mod net_sever;
 mod net_tc;
 mod packet;
 mod proc_kill;
