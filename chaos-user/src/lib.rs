@@ -29,3 +29,4 @@ pub mod steady;
 pub mod sys;
 pub mod target;
 pub mod target_watch;
+pub mod tcp_connections;

@@ -194,7 +194,7 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
             }
             if plan.programs.is_empty() {
                 println!(
-                    "  nothing to attach: chaos's own process does this (signals, the cgroup freezer), for {}",
+                    "  nothing to attach: chaos's own process does this (signals, the cgroup freezer, sock_diag), for {}",
                     humantime::format_duration(plan.duration)
                 );
                 println!("dry run: nothing done");

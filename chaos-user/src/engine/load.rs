@@ -3,7 +3,7 @@
 //! detached when it is dropped (tasks a syscall delay stopped are resumed first).
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{ProgramError, links::FdLink},
 };
 use chaos_common::{
@@ -164,6 +164,16 @@ impl LoadedFault {
         &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
     {
         typed_program(&mut self.ebpf, program)
+    }
+
+    /// Takes ring buffer `name` out of the object, for the reader of what its programs report
+    /// (a userspace action bound to this fault).
+    pub fn take_ring_buf(&mut self, name: &'static str) -> Result<RingBuf<MapData>, AttachError> {
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(AttachError::Map { map: name, source: MapError::InvalidName { name: name.into() } })?;
+        RingBuf::try_from(map).map_err(map_error(name))
     }
 
     /// The counters of `direction`, summed over CPUs.

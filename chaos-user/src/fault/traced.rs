@@ -66,7 +66,11 @@ pub struct Traced<F: Args> {
 impl<F: Args + PlanFault> PlanFault for Traced<F> {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let mut plan = self.fault.plan(context)?;
-        self.trace.apply(&mut plan)?;
+        // An action that names whom it hit itself (`net sever`'s sweeps) needs no program.
+        let traces_itself = self.fault.userspace_action(context.i_know).is_some_and(|a| a.traces_in_userspace());
+        if !(traces_itself && plan.programs.is_empty()) {
+            self.trace.apply(&mut plan)?;
+        }
         Ok(plan)
     }
 
@@ -79,7 +83,7 @@ impl<F: Args + PlanFault> PlanFault for Traced<F> {
     }
 
     fn userspace_action(&self, i_know: bool) -> Option<Action> {
-        self.fault.userspace_action(i_know)
+        self.fault.userspace_action(i_know).map(|action| action.traced(self.trace.rate()))
     }
 }
 

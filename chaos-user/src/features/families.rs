@@ -11,6 +11,7 @@ pub const SYSCALL_ERRNO_OVERRIDE: &str = "syscall-errno-override";
 pub const SYSCALL_DELAY: &str = "syscall-delay";
 pub const PROCESS_KILL: &str = "process-kill";
 pub const PROCESS_PAUSE: &str = "process-pause";
+pub const CONNECTION_SEVER: &str = "connection-sever";
 
 /// Something a fault family needs from the kernel.
 #[derive(Clone, Copy)]
@@ -22,11 +23,13 @@ pub(super) enum Requirement {
     BpfLsmActive,
     CgroupFreezer,
     Kprobes,
+    /// sock_diag can destroy a TCP connection (CONFIG_INET_DIAG_DESTROY, tcp_diag).
+    SockDestroy,
 }
 
 /// (id, name, mechanism, requirements, shipped in this version)
 pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
-    use Requirement::{BpfLsmActive, Cgroup2, CgroupFreezer, Helper, Kprobes, Program, Qdisc};
+    use Requirement::{BpfLsmActive, Cgroup2, CgroupFreezer, Helper, Kprobes, Program, Qdisc, SockDestroy};
     &[
         (
             PACKET_DROP,
@@ -84,6 +87,14 @@ pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
             "process pause",
             "cgroup v2 freezer (cgroup.freeze), thawed by a guard process if chaos dies",
             &[Cgroup2, CgroupFreezer],
+            true,
+        ),
+        (
+            CONNECTION_SEVER,
+            "connection sever",
+            "sock_diag SOCK_DESTROY from chaos's process for the target's connections; --after-bytes: cgroup_skb \
+             programs counting each connection's bytes by sequence number (--mode silent needs only those)",
+            &[SockDestroy],
             true,
         ),
     ]

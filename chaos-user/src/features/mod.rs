@@ -18,11 +18,11 @@ use serde::Serialize;
 
 mod families;
 
-use families::{FAMILIES, Requirement};
 pub use families::{
-    NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
+    CONNECTION_SEVER, NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
     SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
 };
+use families::{FAMILIES, Requirement};
 
 use crate::{errno, fault::syscall::error_injection as injection, netlink, sys, target::CgroupFs};
 
@@ -252,6 +252,9 @@ impl Prober {
             Requirement::Kprobes => {
                 self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
             }
+            Requirement::SockDestroy => self.memo("sock destroy".into(), || {
+                crate::tcp_connections::probe_destroy().map_or_else(Check::no, Check::yes)
+            }),
         }
     }
 
@@ -284,6 +287,9 @@ impl Prober {
                 Some(why) => format!("; --before-effect and --path: not available ({why})"),
             });
         }
+        if id == CONNECTION_SEVER {
+            mechanism.push_str(&sever_kfunc_words());
+        }
         if id == SYSCALL_ERRNO_OVERRIDE && reason.is_none() {
             mechanism.push_str(&format!("; {}", injection::InjectionList::cached().describe()));
         }
@@ -313,6 +319,16 @@ impl Prober {
             families: FAMILIES.iter().map(|f| self.family(f.0)).collect(),
         }
     }
+}
+
+/// Why `net sever` does not use the `bpf_sock_destroy` kfunc where the kernel has it.
+fn sever_kfunc_words() -> String {
+    let has = crate::btf::kernel_has_name("bpf_sock_destroy").unwrap_or(false);
+    format!(
+        "; the bpf_sock_destroy kfunc (6.5+, {}) is not used: a socket iterator calling it needs a kfunc call, which \
+         aya 0.14 cannot load (docs/sever.md)",
+        if has { "in this kernel's BTF" } else { "not in this kernel" }
+    )
 }
 
 /// Probes everything (what `chaos doctor` prints). Takes a fraction of a second; changes nothing.

@@ -7,6 +7,7 @@ pub mod drop;
 pub mod filters;
 pub mod partition;
 pub mod rewrite;
+pub mod sever;
 pub mod shape;
 
 use chaos_common::{Direction, FaultConfig, threshold_from_ppm};

@@ -1,5 +1,6 @@
-//! What a userspace `proc` action did, one event per kill, freeze or thaw: for the command
-//! line's JSON summary and an experiment's timeline (`proc` events).
+//! What a userspace action did, one event per kill, freeze or thaw (`proc`) or severed
+//! connection (`net sever`): for the command line's JSON summary and an experiment's timeline
+//! (`proc` events).
 use serde::{Deserialize, Serialize};
 
 /// One thing a `proc` action did, for the timeline and the JSON summary.
@@ -30,6 +31,24 @@ pub enum ProcEvent {
         frozen_after_ns: Option<u64>,
     },
     Thaw {
+        at_ns: u64,
+    },
+    /// `net sever`: one connection reset, or silenced (`--after-bytes`); `pid` and `comm` name
+    /// the process holding it, with `--trace-injections`.
+    Sever {
+        how: String,
+        local: String,
+        remote: String,
+        state: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comm: Option<String>,
+        at_ns: u64,
+    },
+    /// `net sever` could not do all it meant to (the kernel refused a step); the run goes on.
+    NoSever {
+        reason: String,
         at_ns: u64,
     },
 }

@@ -1,9 +1,11 @@
-//! The runner of the userspace `proc` actions: periodic kills and pauses. Neither needs an eBPF
-//! program (a signal and a write to `cgroup.freeze` are the kernel's own mechanisms), so an
-//! [`Actor`] thread does them on its schedule until its deadline or until it is told to stop,
-//! and hands back what it did as [`ProcEvent`]s. The command line ([`run`]) and experiments
-//! (their runner starts an actor when the fault is armed) share it. A paused target is always
-//! left thawed; the guard and a ledger record cover chaos's own death (pause.rs).
+//! The runner of the userspace actions: periodic kills and pauses, and `net sever`'s sweeps.
+//! None needs an eBPF program (a signal, a write to `cgroup.freeze` and sock_diag's
+//! `SOCK_DESTROY` are the kernel's own mechanisms), so an [`Actor`] thread does them on its
+//! schedule until its deadline or until it is told to stop, and hands back what it did as
+//! [`ProcEvent`]s. The command line ([`run`]) and experiments (their runner starts an actor when
+//! the fault is armed) share it. A paused target is always left thawed; the guard and a ledger
+//! record cover chaos's own death (pause.rs). `net sever --after-bytes` has programs too: the
+//! actor then reads what they report ([`Action::bound_to`]).
 use std::{
     process::ExitCode,
     sync::{Arc, Condvar, Mutex},
@@ -24,6 +26,7 @@ use super::{
     ticker::Ticker,
 };
 use crate::{
+    engine::{AttachError, LoadedFault},
     fault::FaultPlan,
     report::{DirectionCounters, FaultReport, OutputFormat, StopReason},
     run::StopSignals,
@@ -31,11 +34,46 @@ use crate::{
     target::Target,
 };
 
-/// What a userspace `proc` action does at each tick.
+/// What a userspace action does at each tick.
 #[derive(Clone, Debug)]
 pub enum Action {
     Kill(PeriodicKill),
     Pause(PausePlan),
+    Sever(crate::fault::net::sever::SeverAction),
+}
+
+impl Action {
+    /// Hands the action what it reads of its fault's armed object: `net sever --after-bytes`
+    /// takes the ring buffer its programs report silenced connections in.
+    pub fn bound_to(self, fault: &mut LoadedFault) -> Result<Self, AttachError> {
+        match self {
+            Self::Sever(mut sever) if sever.after_bytes.is_some() => {
+                let ring = fault.take_ring_buf(chaos_common::maps::SEVER_EVENTS)?;
+                sever.reports = Some(crate::fault::net::sever::runner::Reports::new(ring));
+                Ok(Self::Sever(sever))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// `--trace-injections` at `rate` lines a second: `net sever` names each connection's
+    /// process; the `proc` actions already say whom they hit.
+    #[must_use]
+    pub fn traced(self, rate: Option<u64>) -> Self {
+        match self {
+            Self::Sever(mut sever) => {
+                sever.trace_per_sec = rate;
+                Self::Sever(sever)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the action itself reports who it hit (so `--trace-injections` needs no program).
+    #[must_use]
+    pub const fn traces_in_userspace(&self) -> bool {
+        matches!(self, Self::Sever(_))
+    }
 }
 
 /// What an actor did.
@@ -61,7 +99,7 @@ impl Actor {
         let start_ns = sys::monotonic_now_ns();
         let paused = match &action {
             Action::Pause(plan) => Some(Paused::start(target, plan, deadline_ns)?),
-            Action::Kill(_) => None,
+            Action::Kill(_) | Action::Sever(_) => None,
         };
         let (shared, target) = (Arc::clone(&stop), target.clone());
         let thread = std::thread::Builder::new().name("chaos-proc".into()).spawn(move || {
@@ -84,6 +122,7 @@ impl Actor {
                     (outcome.ticks, outcome.acted) = (paused.freezes(), paused.freezes());
                 }
                 (Action::Pause(_), None) => unreachable!("a pause starts its freezer first"),
+                (Action::Sever(sever), _) => sever.run(&target, start_ns, deadline_ns, &wait, &mut outcome),
             }
             outcome
         })?;
@@ -137,20 +176,33 @@ struct Summary<'a> {
     events: &'a [ProcEvent],
 }
 
-/// Runs a userspace `proc` action from the command line for `plan.duration`, then reports.
+/// Runs a userspace action from the command line for `plan.duration`, then reports. A plan with
+/// programs too (`net sever --after-bytes`) has them armed first, with the kernel deadline, and
+/// detached at the end.
 pub fn run(plan: &FaultPlan, action: Action, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = StopSignals::install().context("installing signal handlers")?.watching(&plan.target);
         let started = Instant::now();
-        let deadline_ns = sys::monotonic_deadline_ns(plan.duration);
+        let (mut armed, deadline_ns, action) = if plan.programs.is_empty() {
+            (None, sys::monotonic_deadline_ns(plan.duration), action)
+        } else {
+            let _ = sys::raise_resource_limits();
+            let (mut fault, deadline_ns) = crate::run::arm(plan, Some(plan.duration))?;
+            let action = action.bound_to(&mut fault)?;
+            (Some(fault), deadline_ns, action)
+        };
         let actor = Actor::start(&plan.target, action, deadline_ns)?;
         tracing::info!("fault armed: {} until CLOCK_MONOTONIC ns={deadline_ns}", plan.fault);
         let stopped = tokio::select! {
             () = sleep_until(started + plan.duration) => StopReason::Deadline,
             reason = signals.next() => reason,
         };
+        if let Some(fault) = armed.as_mut() {
+            fault.disarm()?;
+        }
         let outcome = actor.finish();
+        drop(armed); // detaches every fd-owned link
         let elapsed = started.elapsed();
         let counters = vec![DirectionCounters {
             direction: plan.counter_label.unwrap_or("ticks"),
@@ -163,10 +215,31 @@ pub fn run(plan: &FaultPlan, action: Action, output: OutputFormat) -> anyhow::Re
             OutputFormat::Json => {
                 println!("{}", serde_json::to_string_pretty(&Summary { report: &report, events: &outcome.events })?);
             }
-            OutputFormat::Text => print!("{}", report.render(output, plan.injected_word)),
+            OutputFormat::Text => {
+                print!("{}", report.render(output, plan.injected_word));
+                print_severed(&outcome.events);
+            }
         }
         Ok(ExitCode::from(stopped.exit_code()))
     })
+}
+
+/// The connections `net sever` severed, one line each (the first 50), after its text summary.
+fn print_severed(events: &[ProcEvent]) {
+    const LISTED: usize = 50;
+    let mut severed = 0;
+    for event in events {
+        if let ProcEvent::Sever { how, local, remote, state, pid, comm, .. } = event {
+            severed += 1;
+            if severed <= LISTED {
+                let owner = pid.map(|p| format!(", pid {p} {}", comm.as_deref().unwrap_or(""))).unwrap_or_default();
+                println!("  {how} {local} -> {remote} ({state}{owner})");
+            }
+        }
+    }
+    if severed > LISTED {
+        println!("  ... and {} more (--output json lists every one)", severed - LISTED);
+    }
 }
 
 /// One tick of a periodic kill: returns how many processes it signalled.
