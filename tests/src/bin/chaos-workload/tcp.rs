@@ -1,0 +1,206 @@
+//! Long-lived TCP connections for `net sever`'s tests: a server and a set of clients that each
+//! say, when asked ("report" on stdin), what became of every connection: bytes carried, and the
+//! error that ended it with the CLOCK_MONOTONIC time it was seen (each connection has a thread
+//! blocked in read(2), which the kernel wakes the moment the connection is aborted or reset).
+//!
+//!   chaos-workload tcp-serve --port P [--echo]
+//!       prints "ready"; counts (and with --echo returns) what each connection sends
+//!   chaos-workload tcp-clients --to ADDR:PORT --count N [--ping-ms MS] [--send BYTES --chunk C --gap-ms G]
+//!       opens N connections and prints "ready"; --ping-ms writes one byte on each every MS (an
+//!       echo server returns it); --send writes BYTES on each in chunks of C, G ms apart
+//!       (TCP_NODELAY: one segment per chunk)
+//!
+//! Both answer "report" on stdin with one JSON line {"connections": [{"local", "remote",
+//! "received", "sent", "error", "error_at_ns", "state"}]} and exit when stdin closes.
+use std::{
+    io::{BufRead as _, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::json;
+
+/// What happened to one connection so far.
+#[derive(Default)]
+struct Connection {
+    local: String,
+    remote: String,
+    received: u64,
+    sent: u64,
+    /// The error that ended it (`ECONNRESET`, `ECONNABORTED`...), or `EOF`.
+    error: Option<String>,
+    error_at_ns: u64,
+}
+
+type Shared = Arc<Mutex<Vec<Connection>>>;
+
+/// `a.b.c.d:p` for a v4-mapped IPv6 address, as the clients see themselves.
+fn address(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().map_or(addr.to_string(), |v4| format!("{v4}:{}", v6.port())),
+        SocketAddr::V4(_) => addr.to_string(),
+    }
+}
+
+fn errno_name(err: &std::io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::ECONNRESET) => "ECONNRESET".into(),
+        Some(libc::ECONNABORTED) => "ECONNABORTED".into(),
+        Some(libc::EPIPE) => "EPIPE".into(),
+        Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
+        Some(n) => format!("errno {n}"),
+        None => err.to_string(),
+    }
+}
+
+/// Records the end of connection `index`, once (the first error or EOF wins).
+fn ended(shared: &Shared, index: usize, error: String) {
+    let mut all = shared.lock().expect("lock");
+    if all[index].error.is_none() {
+        all[index].error = Some(error);
+        all[index].error_at_ns = super::monotonic_ns();
+    }
+}
+
+/// Reads until the connection ends, counting bytes; echoes them back when asked.
+fn read_until_end(mut stream: TcpStream, shared: &Shared, index: usize, echo: bool) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return ended(shared, index, "EOF".into()),
+            Ok(n) => {
+                shared.lock().expect("lock")[index].received += n as u64;
+                if echo && let Err(err) = stream.write_all(&buf[..n]) {
+                    return ended(shared, index, errno_name(&err));
+                }
+            }
+            Err(err) => return ended(shared, index, errno_name(&err)),
+        }
+    }
+}
+
+/// The TCP state of a socket (TCP_INFO's first byte: 1 is ESTABLISHED).
+fn tcp_state(stream: &TcpStream) -> u8 {
+    let mut info = [0u8; 104];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: getsockopt into a buffer of the length given.
+    let rc = unsafe {
+        libc::getsockopt(stream.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &raw mut len)
+    };
+    if rc == 0 { info[0] } else { 0 }
+}
+
+/// Answers "report" lines on stdin until it closes.
+fn serve_reports(shared: &Shared, streams: &Mutex<Vec<TcpStream>>) {
+    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+        if line.trim() != "report" {
+            continue;
+        }
+        let streams = streams.lock().expect("lock");
+        let all = shared.lock().expect("lock");
+        let connections: Vec<serde_json::Value> = all
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                json!({
+                    "local": c.local, "remote": c.remote, "received": c.received, "sent": c.sent,
+                    "error": c.error, "error_at_ns": c.error_at_ns,
+                    "state": streams.get(i).map_or(0, tcp_state),
+                })
+            })
+            .collect();
+        println!("{}", json!({ "connections": connections }));
+        std::io::stdout().flush().expect("flush");
+    }
+}
+
+pub fn serve(port: u16, echo: bool) {
+    let listener = TcpListener::bind(("::", port)).expect("bind");
+    let shared: Shared = Arc::default();
+    let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    {
+        let (shared, streams) = (Arc::clone(&shared), Arc::clone(&streams));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let index = {
+                    let mut all = shared.lock().expect("lock");
+                    all.push(Connection {
+                        local: stream.local_addr().map(address).unwrap_or_default(),
+                        remote: stream.peer_addr().map(address).unwrap_or_default(),
+                        ..Connection::default()
+                    });
+                    streams.lock().expect("lock").push(stream.try_clone().expect("clone"));
+                    all.len() - 1
+                };
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || read_until_end(stream, &shared, index, echo));
+            }
+        });
+    }
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    serve_reports(&shared, &streams);
+}
+
+/// What `tcp-clients --send` writes on each connection.
+pub struct Send {
+    pub bytes: u64,
+    pub chunk: u64,
+    pub gap: Duration,
+}
+
+pub fn clients(to: SocketAddr, count: u64, ping: Option<Duration>, send: Option<Send>) {
+    let shared: Shared = Arc::default();
+    let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    for index in 0..count as usize {
+        let stream = TcpStream::connect(to).expect("connect");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        shared.lock().expect("lock").push(Connection {
+            local: stream.local_addr().map(address).unwrap_or_default(),
+            remote: address(to),
+            ..Connection::default()
+        });
+        streams.lock().expect("lock").push(stream.try_clone().expect("clone"));
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || read_until_end(stream, &shared, index, false));
+    }
+    let writers: Vec<TcpStream> = streams.lock().expect("lock").iter().map(|s| s.try_clone().expect("clone")).collect();
+    if let Some(send) = send {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            let mut sent = 0;
+            while sent < send.bytes {
+                let chunk = vec![b's'; send.chunk.min(send.bytes - sent) as usize];
+                for (index, mut stream) in writers.iter().enumerate() {
+                    match stream.write_all(&chunk) {
+                        Ok(()) => shared.lock().expect("lock")[index].sent += chunk.len() as u64,
+                        Err(err) => ended(&shared, index, errno_name(&err)),
+                    }
+                }
+                sent += chunk.len() as u64;
+                std::thread::sleep(send.gap);
+            }
+        });
+    } else if let Some(every) = ping {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            loop {
+                for (index, mut stream) in writers.iter().enumerate() {
+                    if shared.lock().expect("lock")[index].error.is_some() {
+                        continue;
+                    }
+                    match stream.write_all(b"p") {
+                        Ok(()) => shared.lock().expect("lock")[index].sent += 1,
+                        Err(err) => ended(&shared, index, errno_name(&err)),
+                    }
+                }
+                std::thread::sleep(every);
+            }
+        });
+    }
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    serve_reports(&shared, &streams);
+}
