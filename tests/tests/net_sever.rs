@@ -19,8 +19,16 @@ use chaos_tests::{
 use serde_json::Value;
 
 /// How soon after chaos destroyed a connection both ends must have seen it end: the kernel wakes
-/// a reader blocked on the socket at once; this is the bound.
-const RESET_SEEN_WITHIN: Duration = Duration::from_millis(100);
+/// a reader blocked on the socket at once; 100 ms is the bound. A TCG guest runs both its
+/// vCPUs on one host thread, so there the woken reader waits its turn behind the other test's
+/// threads (115 ms was measured on 6.12): 1 s there.
+fn reset_seen_within() -> Duration {
+    if chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-")) {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_millis(100)
+    }
+}
 
 /// Why resets cannot run on this kernel (doctor's reason), if they cannot.
 fn no_sock_destroy() -> Option<String> {
@@ -158,7 +166,7 @@ fn resets_the_targets_matching_connections_at_once_and_both_ends_see_it() {
                 seen.error_at_ns
             );
             assert!(
-                Duration::from_nanos(after) <= RESET_SEEN_WITHIN,
+                Duration::from_nanos(after) <= reset_seen_within(),
                 "{end} end of {local} saw the reset {after} ns after chaos destroyed it"
             );
         }
@@ -320,7 +328,7 @@ fn after_bytes_with_mode_reset_resets_the_connection_at_the_limit() {
     let (sent, received) = (client.report()[0].clone(), server.report()[0].clone());
     assert_eq!(received.received, 1000, "{received:?}");
     assert_eq!(received.error.as_deref(), Some("ECONNRESET"), "{received:?}");
-    assert!(matches!(sent.error.as_deref(), Some("ECONNABORTED" | "EPIPE")), "{sent:?}");
+    assert_eq!(sent.error.as_deref(), Some("ECONNABORTED"), "{sent:?}");
     let summary = chaos.stop_json();
     let events: Vec<&Value> = summary["events"].as_array().unwrap().iter().filter(|e| e["what"] == "sever").collect();
     assert_eq!(events.len(), 1, "{summary}");
@@ -410,8 +418,14 @@ fn dry_run_prints_the_plan_and_severs_nothing() {
     assert_eq!(programs, ["net_sever_egress", "net_sever_ingress"], "{plan}");
     assert_eq!(plan["parameters"]["after_bytes"], 1000);
     let (code, plan, stderr) = sever(&target, &["--all-connections", "--dry-run", "--for", "5s"]);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(plan["programs"].as_array().map(Vec::len), Some(0), "a reset attaches nothing: {plan}");
+    if let Some(why) = no_sock_destroy() {
+        // Where nothing can reset a connection, the plan says so (as doctor does) and stops.
+        assert_eq!(code, Some(2), "{why}: {stderr}");
+        assert!(stderr.contains("connection sever is not supported by this kernel"), "{stderr}");
+    } else {
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(plan["programs"].as_array().map(Vec::len), Some(0), "a reset attaches nothing: {plan}");
+    }
     assert_eq!(kernel::inet_programs_attached(target.dir()), 0);
     assert_still_flowing(&mut clients, "the target's connection after dry runs");
 }
@@ -510,7 +524,7 @@ fn curls_download_from_nginx_is_reset_and_nginx_sees_it_while_the_other_curl_fin
     skip_if!(
         chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-")),
         "curls_download_from_nginx_is_reset",
-        "nginx and curl are host tools: the VM tier's busybox userland has neither".to_owned()
+        "nginx and curl are host tools: the VM tier's busybox userland has neither"
     );
     skip_if!(no_sock_destroy().is_some(), "curls_download_from_nginx_is_reset", no_sock_destroy().unwrap_or_default());
     let hosts = TwoHosts::new();
@@ -523,7 +537,7 @@ fn curls_download_from_nginx_is_reset_and_nginx_sees_it_while_the_other_curl_fin
     }
     let _nginx = Nginx::start(&hosts.b, &dir);
     let mut reset = curl(&hosts.a, &target, "big", "500k");
-    let mut finishes = curl(&hosts.a, &beside, "small", "1M");
+    let finishes = curl(&hosts.a, &beside, "small", "1M");
     std::thread::sleep(Duration::from_millis(500));
     assert!(reset.try_wait().expect("curl").is_none(), "curl's download ended before chaos ran");
 

@@ -230,6 +230,12 @@ impl Prober {
         }
     }
 
+    /// Whether sock_diag can destroy TCP connections here (`net sever`'s resets): its planner
+    /// asks this rather than the whole family, whose doctor words read the kernel's BTF.
+    pub fn sock_destroy(&self) -> Check {
+        self.requirement(Requirement::SockDestroy)
+    }
+
     /// How TC programs attach here: tcx links or legacy clsact filters.
     pub fn tc_api(&self) -> TcApi {
         self.tc_api.get_or_init(tc_api).0

@@ -55,12 +55,22 @@ fn errno_name(err: &std::io::Error) -> String {
     }
 }
 
-/// Records the end of connection `index`, once (the first error or EOF wins).
-fn ended(shared: &Shared, index: usize, error: String) {
+/// Records the end of connection `index`, seen by one of its threads at `at_ns`: the earliest
+/// time either saw it, and its cause. The kernel reports the cause (ECONNRESET, ECONNABORTED)
+/// to the first call after it; the other thread's call then gets the consequence (EPIPE from a
+/// write, EOF from a read), and may take the lock first.
+fn ended(shared: &Shared, index: usize, error: String, at_ns: u64) {
+    let consequence = |e: &str| matches!(e, "EPIPE" | "EOF");
     let mut all = shared.lock().expect("lock");
-    if all[index].error.is_none() {
-        all[index].error = Some(error);
-        all[index].error_at_ns = super::monotonic_ns();
+    let connection = &mut all[index];
+    match &connection.error {
+        None => (connection.error, connection.error_at_ns) = (Some(error), at_ns),
+        Some(old) => {
+            if consequence(old) && !consequence(&error) {
+                connection.error = Some(error);
+            }
+            connection.error_at_ns = connection.error_at_ns.min(at_ns);
+        }
     }
 }
 
@@ -69,14 +79,14 @@ fn read_until_end(mut stream: TcpStream, shared: &Shared, index: usize, echo: bo
     let mut buf = [0u8; 16 * 1024];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => return ended(shared, index, "EOF".into()),
+            Ok(0) => return ended(shared, index, "EOF".into(), super::monotonic_ns()),
             Ok(n) => {
                 shared.lock().expect("lock")[index].received += n as u64;
                 if echo && let Err(err) = stream.write_all(&buf[..n]) {
-                    return ended(shared, index, errno_name(&err));
+                    return ended(shared, index, errno_name(&err), super::monotonic_ns());
                 }
             }
-            Err(err) => return ended(shared, index, errno_name(&err)),
+            Err(err) => return ended(shared, index, errno_name(&err), super::monotonic_ns()),
         }
     }
 }
@@ -176,7 +186,7 @@ pub fn clients(to: SocketAddr, count: u64, ping: Option<Duration>, send: Option<
                 for (index, mut stream) in writers.iter().enumerate() {
                     match stream.write_all(&chunk) {
                         Ok(()) => shared.lock().expect("lock")[index].sent += chunk.len() as u64,
-                        Err(err) => ended(&shared, index, errno_name(&err)),
+                        Err(err) => ended(&shared, index, errno_name(&err), super::monotonic_ns()),
                     }
                 }
                 sent += chunk.len() as u64;
@@ -193,7 +203,7 @@ pub fn clients(to: SocketAddr, count: u64, ping: Option<Duration>, send: Option<
                     }
                     match stream.write_all(b"p") {
                         Ok(()) => shared.lock().expect("lock")[index].sent += 1,
-                        Err(err) => ended(&shared, index, errno_name(&err)),
+                        Err(err) => ended(&shared, index, errno_name(&err), super::monotonic_ns()),
                     }
                 }
                 std::thread::sleep(every);

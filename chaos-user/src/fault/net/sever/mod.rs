@@ -177,11 +177,15 @@ impl PlanFault for NetSeverOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let filters = self.filters()?;
         let action = self.action()?;
-        let needs_destroy = action.after_bytes.is_none() || action.mode == SeverMode::Reset;
-        for family in [features::CONNECTION_SEVER, features::PACKET_DROP] {
-            let needed = if family == features::PACKET_DROP { action.after_bytes.is_some() } else { needs_destroy };
-            let support = context.kernel.family(family);
-            if needed && !support.supported {
+        if action.after_bytes.is_none() || action.mode == SeverMode::Reset {
+            let destroy = context.kernel.sock_destroy();
+            if !destroy.ok {
+                return Err(PlanError::Unsupported { family: "connection sever", reason: destroy.detail });
+            }
+        }
+        if action.after_bytes.is_some() {
+            let support = context.kernel.family(features::PACKET_DROP);
+            if !support.supported {
                 return Err(PlanError::Unsupported {
                     family: support.name,
                     reason: support.reason.unwrap_or_default(),

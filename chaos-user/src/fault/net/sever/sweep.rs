@@ -83,7 +83,8 @@ pub struct Severed {
     pub state: &'static str,
     /// The process holding it and its command name (with `--trace-injections`).
     pub owner: Option<(u32, String)>,
-    /// `CLOCK_MONOTONIC` ns when the kernel destroyed it.
+    /// `CLOCK_MONOTONIC` ns when chaos asked the kernel to destroy it (with its batch), or when
+    /// the program silenced it.
     pub at_ns: u64,
 }
 
@@ -189,6 +190,8 @@ fn each_namespace(target: &Target, owners: bool, mut choose: impl FnMut(&TcpConn
         if chosen.is_empty() {
             continue;
         }
+        // When chaos asked the kernel: every connection of the batch is destroyed after this.
+        let at_ns = sys::monotonic_now_ns();
         let results = match namespace.run(|| tcp_connections::destroy(&chosen)) {
             Ok(Ok(results)) => results,
             Ok(Err(err)) => {
@@ -200,7 +203,6 @@ fn each_namespace(target: &Target, owners: bool, mut choose: impl FnMut(&TcpConn
                 continue;
             }
         };
-        let at_ns = sys::monotonic_now_ns();
         for (connection, result) in chosen.iter().zip(results) {
             match result {
                 Ok(()) => outcome.severed.push(Severed {
