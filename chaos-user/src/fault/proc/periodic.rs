@@ -177,8 +177,8 @@ struct Summary<'a> {
 }
 
 /// Runs a userspace action from the command line for `plan.duration`, then reports. A plan with
-/// programs too (`net sever --after-bytes`) has them armed first, with the kernel deadline, and
-/// detached at the end.
+/// programs too (`net sever --after-bytes`) has them armed first, with the kernel deadline,
+/// their packet counters and traced injections in the report, and detached at the end.
 pub fn run(plan: &FaultPlan, action: Action, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -192,25 +192,33 @@ pub fn run(plan: &FaultPlan, action: Action, output: OutputFormat) -> anyhow::Re
             let action = action.bound_to(&mut fault)?;
             (Some(fault), deadline_ns, action)
         };
+        let injections = match armed.as_mut() {
+            Some(fault) => fault.read_injections()?,
+            None => None,
+        };
         let actor = Actor::start(&plan.target, action, deadline_ns)?;
         tracing::info!("fault armed: {} until CLOCK_MONOTONIC ns={deadline_ns}", plan.fault);
         let stopped = tokio::select! {
             () = sleep_until(started + plan.duration) => StopReason::Deadline,
             reason = signals.next() => reason,
         };
+        let mut packets = Vec::new();
         if let Some(fault) = armed.as_mut() {
             fault.disarm()?;
+            packets = crate::run::read_counters(fault, &plan.directions(), None)?;
         }
         let outcome = actor.finish();
+        let hits = injections.map(|reader| crate::report::Hits::of(reader.finish()));
         drop(armed); // detaches every fd-owned link
         let elapsed = started.elapsed();
-        let counters = vec![DirectionCounters {
+        let mut counters = vec![DirectionCounters {
             direction: plan.counter_label.unwrap_or("ticks"),
             seen: outcome.ticks,
             matched: outcome.ticks,
             injected: outcome.acted,
         }];
-        let report = plan.report(elapsed, stopped, counters, None);
+        counters.extend(packets);
+        let report = plan.report(elapsed, stopped, counters, hits);
         match output {
             OutputFormat::Json => {
                 println!("{}", serde_json::to_string_pretty(&Summary { report: &report, events: &outcome.events })?);

@@ -28,7 +28,7 @@ use super::filters::{Cidr, NetFilters, PortSet, Protocol, describe_filters, filt
 use crate::{
     fault::{
         AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram,
-        options::{Ppm, parse_duration, parse_percent, serialize_secs},
+        options::{Ppm, parse_duration, parse_percent},
         proc::periodic::Action,
     },
     features,
@@ -103,26 +103,17 @@ pub fn parse_after_bytes(text: &str) -> Result<u64, String> {
 
 /// What `net sever` does once armed, for its runner: sweeps (now, and every period) or the
 /// kernel's reports of connections past `--after-bytes`.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct SeverAction {
-    #[serde(skip)]
     pub filter: ConnectionFilter,
     pub percent: Ppm,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "optional_secs")]
     pub every: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub after_bytes: Option<u64>,
     pub mode: SeverMode,
-    /// `--trace-injections`: name each connection's process, at most this many lines a second.
-    #[serde(skip)]
+    /// `--trace-injections`: name each connection's process, in at most this many lines a sweep.
     pub trace_per_sec: Option<u64>,
     /// With --after-bytes: the program's reports, once the fault's object is loaded.
-    #[serde(skip)]
     pub reports: Option<runner::Reports>,
-}
-
-fn optional_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    serialize_secs(&d.unwrap_or_default(), s)
 }
 
 impl NetSeverOptions {
@@ -236,8 +227,10 @@ impl PlanFault for NetSeverOptions {
         })
     }
 
+    /// Only the programs' draw (`--after-bytes`) is the kernel's, which a ramp can move; the
+    /// sweeps draw in chaos's own process.
     fn percent(&self) -> Option<Ppm> {
-        Some(self.percent.unwrap_or(Ppm::ALL))
+        self.after_bytes.map(|_| self.percent.unwrap_or(Ppm::ALL))
     }
 
     fn userspace_action(&self, _i_know: bool) -> Option<Action> {

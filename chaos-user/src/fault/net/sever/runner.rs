@@ -58,20 +58,20 @@ impl SeverAction {
         wait: &dyn Fn(u64) -> bool,
         outcome: &mut Outcome,
     ) {
-        let foreign: Vec<_> = hints::foreign_sockets(target).into_iter().filter(|s| s.protocol == "tcp").collect();
-        if let Some(note) = hints::foreign_sockets_note(target, &foreign) {
-            eprintln!("chaos: note: {note}");
-        }
         let mut sweeper = Sweeper::new(target, self.filter.clone(), self.percent, self.trace_per_sec.is_some());
         match self.after_bytes {
-            None => self.sweeps(&mut sweeper, start_ns, deadline_ns, wait, outcome),
-            Some(_) => self.reports(&mut sweeper, deadline_ns, wait, outcome),
+            None => self.sweeps(target, &mut sweeper, start_ns, deadline_ns, wait, outcome),
+            Some(_) => {
+                foreign_sockets_note(target);
+                self.reports(&mut sweeper, deadline_ns, wait, outcome);
+            }
         }
     }
 
     /// A sweep now, then one every `--every` until the deadline.
     fn sweeps(
         &self,
+        target: &Target,
         sweeper: &mut Sweeper,
         start_ns: u64,
         deadline_ns: u64,
@@ -79,6 +79,8 @@ impl SeverAction {
         outcome: &mut Outcome,
     ) {
         self.record(sweeper.sweep(), "reset", outcome);
+        // After the first sweep, which is what the user is waiting for.
+        foreign_sockets_note(target);
         let Some(every) = self.every else { return };
         let mut ticker = Ticker::new(every, None, None, start_ns);
         while let Some(due_ns) = ticker.next_due_ns().filter(|&due| due < deadline_ns) {
@@ -111,7 +113,14 @@ impl SeverAction {
             if !silenced.is_empty() {
                 match self.mode {
                     SeverMode::Silent => {
-                        let severed = silenced.iter().map(described).collect::<Vec<_>>();
+                        let owners = match self.trace_per_sec {
+                            Some(_) => sweeper.owners(&silenced.iter().map(|e| e.cookie).collect()),
+                            None => std::collections::HashMap::new(),
+                        };
+                        let severed = silenced
+                            .iter()
+                            .map(|event| Severed { owner: owners.get(&event.cookie).cloned(), ..described(event) })
+                            .collect::<Vec<_>>();
                         let drawn = severed.len() as u64;
                         self.record(SweepOutcome { drawn, severed, problems: Vec::new() }, "silenced", outcome);
                     }
@@ -160,6 +169,15 @@ impl SeverAction {
             comm: s.owner.map(|(_, comm)| comm),
             at_ns: s.at_ns,
         }));
+    }
+}
+
+/// Tells the user about the target's TCP sockets created in another cgroup, which no sweep and
+/// no program counts as the target's.
+fn foreign_sockets_note(target: &Target) {
+    let foreign: Vec<_> = hints::foreign_sockets(target).into_iter().filter(|s| s.protocol == "tcp").collect();
+    if let Some(note) = hints::foreign_sockets_note(target, &foreign) {
+        eprintln!("chaos: note: {note}");
     }
 }
 

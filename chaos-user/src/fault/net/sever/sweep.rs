@@ -146,6 +146,25 @@ impl Sweeper {
         outcome
     }
 
+    /// The process (pid, command name) holding each of these connections, by socket cookie, as
+    /// far as the target's processes hold them: `--trace-injections` names the owners of the
+    /// connections `--after-bytes` silenced.
+    #[must_use]
+    pub fn owners(&self, cookies: &HashSet<u64>) -> HashMap<u64, (u32, String)> {
+        let (namespaces, pids) = namespaces_of(&self.target);
+        let owner_of = hints::socket_owners(&pids);
+        let mut found = HashMap::new();
+        for namespace in namespaces {
+            let Ok(Ok(connections)) = namespace.run(|| tcp_connections::list(state::CONNECTED)) else { continue };
+            for connection in connections.iter().filter(|c| cookies.contains(&c.cookie)) {
+                if let Some(&pid) = owner_of.get(&connection.inode) {
+                    found.insert(connection.cookie, (pid as u32, command_name(pid)));
+                }
+            }
+        }
+        found
+    }
+
     /// Severs the target's connections with these socket cookies (those `--after-bytes --mode
     /// reset` reported), whatever the filters (the kernel applied them).
     pub fn destroy_cookies(&mut self, cookies: &HashSet<u64>) -> SweepOutcome {
@@ -160,16 +179,9 @@ impl Sweeper {
 fn each_namespace(target: &Target, owners: bool, mut choose: impl FnMut(&TcpConnection) -> bool) -> SweepOutcome {
     let mut outcome = SweepOutcome::default();
     let inside = hints::subtree_ids(&target.dir);
-    let pids = netns::pids_below(&target.dir);
-    let mut namespaces: HashMap<u64, i32> = HashMap::new();
-    for &pid in &pids {
-        if let Ok(meta) = fs::metadata(format!("/proc/{pid}/ns/net")) {
-            namespaces.entry(meta.ino()).or_insert(pid);
-        }
-    }
+    let (namespaces, pids) = namespaces_of(target);
     let owner_of = if owners { hints::socket_owners(&pids) } else { HashMap::new() };
-    for pid in namespaces.into_values() {
-        let Ok(namespace) = Netns::open(Path::new(&format!("/proc/{pid}/ns/net"))) else { continue };
+    for namespace in namespaces {
         let listed = namespace.run(|| tcp_connections::list(state::CONNECTED));
         let connections = match listed {
             Ok(Ok(connections)) => connections,
@@ -224,6 +236,20 @@ fn each_namespace(target: &Target, owners: bool, mut choose: impl FnMut(&TcpConn
         }
     }
     outcome
+}
+
+/// The network namespaces the target's processes live in (one handle each), and those processes.
+fn namespaces_of(target: &Target) -> (Vec<Netns>, Vec<i32>) {
+    let pids = netns::pids_below(&target.dir);
+    let mut seen: HashMap<u64, i32> = HashMap::new();
+    for &pid in &pids {
+        if let Ok(meta) = fs::metadata(format!("/proc/{pid}/ns/net")) {
+            seen.entry(meta.ino()).or_insert(pid);
+        }
+    }
+    let namespaces =
+        seen.into_values().filter_map(|pid| Netns::open(Path::new(&format!("/proc/{pid}/ns/net"))).ok()).collect();
+    (namespaces, pids)
 }
 
 fn command_name(pid: i32) -> String {
