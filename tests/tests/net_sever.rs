@@ -556,3 +556,32 @@ fn curls_download_from_nginx_is_reset_and_nginx_sees_it_while_the_other_curl_fin
     assert_eq!(beside.status.code(), Some(0), "{}", String::from_utf8_lossy(&beside.stderr));
     assert_eq!(String::from_utf8_lossy(&beside.stdout), "2000000", "the other download must be whole");
 }
+
+/// Doctor says how connections are severed here, whether the kernel has the `bpf_sock_destroy`
+/// kfunc and why it is not used; where sock_diag cannot destroy sockets, why not.
+#[test]
+fn doctor_says_how_connections_are_severed_and_why_not_the_kfunc() {
+    require_root!("doctor_says_how_connections_are_severed_and_why_not_the_kfunc");
+    let (status, stdout, stderr) = chaos::run(&["doctor", "--output", "json"]);
+    assert!(status.success(), "{stderr}");
+    let doctor: Value = serde_json::from_str(&stdout).expect("doctor JSON");
+    let family = doctor["families"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["id"] == "connection-sever"))
+        .cloned()
+        .expect("doctor lists connection-sever");
+    let mechanism = family["mechanism"].as_str().unwrap_or_default();
+    assert!(mechanism.contains("sock_diag SOCK_DESTROY"), "{family}");
+    let has_kfunc = kernel::release_at_least(6, 5);
+    let kfunc = if has_kfunc { "in this kernel's BTF" } else { "not in this kernel" };
+    assert!(mechanism.contains(&format!("bpf_sock_destroy kfunc (6.5+, {kfunc})")), "{family}");
+    assert!(mechanism.contains("aya 0.14 cannot load"), "{family}");
+    match family["supported"].as_bool() {
+        Some(true) => assert!(family["reason"].is_null(), "{family}"),
+        _ => {
+            // The 6.1-errinj kernel is built without inet_diag.
+            let reason = family["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains("sock_diag"), "the reason must name what is missing: {family}");
+        }
+    }
+}
