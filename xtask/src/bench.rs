@@ -21,6 +21,7 @@ mod entry_hook;
 mod scale;
 mod scale_entry;
 mod scale_lsm;
+mod sever;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -51,6 +52,9 @@ pub enum Which {
     /// Many faults at once: an untargeted getpid() loop with 1, 10 and 50 syscall delays armed
     /// on distinct cgroups (host: raw sys_enter).
     Scale,
+    /// Connection sever: command to last reset for 10, 1 000 and 10 000 connections (against a
+    /// bpf_sock_destroy iterator), and --after-bytes' CPU per packet against an empty program (host).
+    Sever,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -134,6 +138,7 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
             Which::Startup,
             Which::Service,
             Which::Scale,
+            Which::Sever,
         ][..]
     } else {
         which
@@ -188,6 +193,9 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
         write_section("scale", &scale::scale_bench()?)?;
         write_section("scale-entry-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-entry")?)?;
         write_section("scale-lsm-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-lsm")?)?;
+    }
+    if which.contains(&Which::Sever) {
+        write_section("sever", &sever::sever_bench()?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())

@@ -7,7 +7,7 @@
 //! the `bench-in-vm floor` half). The empty programs are the test-only object `chaos-floor`
 //! (chaos-ebpf/src/floor.rs), built with the real one by chaos-user's build script; `empty`
 //! loads them with aya itself, `report` writes the tables.
-mod empty;
+pub(crate) mod empty;
 mod report;
 pub mod trace;
 

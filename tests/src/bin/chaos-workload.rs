@@ -88,6 +88,8 @@ fn main() {
         "tcp-listen" => tcp_listen(num("--port", 0) as u16),
         "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
         "tcp-serve" => tcp::serve(num("--port", 0) as u16, has("--echo")),
+        "tcp-hold" => tcp::hold(num("--port", 0) as u16),
+        "tcp-many" => tcp::many(addr(), num("--count", 1)),
         "tcp-clients" => tcp::clients(
             addr(),
             num("--count", 1),

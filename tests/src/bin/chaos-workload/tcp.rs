@@ -9,6 +9,9 @@
 //!       opens N connections and prints "ready"; --ping-ms writes one byte on each every MS (an
 //!       echo server returns it); --send writes BYTES on each in chunks of C, G ms apart
 //!       (TCP_NODELAY: one segment per chunk)
+//!   chaos-workload tcp-hold --port P / tcp-many --to ADDR:PORT --count N
+//!       the benchmark's thousands of idle connections: a server that only holds them, and
+//!       clients watched by one epoll that report how many ended and when (see `many`)
 //!
 //! Both answer "report" on stdin with one JSON line {"connections": [{"local", "remote",
 //! "received", "sent", "error", "error_at_ns", "state"}]} and exit when stdin closes.
@@ -213,4 +216,84 @@ pub fn clients(to: SocketAddr, count: u64, ping: Option<Duration>, send: Option<
     println!("ready");
     std::io::stdout().flush().expect("flush");
     serve_reports(&shared, &streams);
+}
+
+/// Raises this process's open-file limit to its hard limit: the benchmark's thousands of
+/// connections are as many descriptors.
+fn more_descriptors() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointers to an rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
+    }
+}
+
+/// `tcp-hold --port P`: accepts connections and keeps them open, one thread for all (the
+/// benchmark's servers hold thousands); prints "ready".
+pub fn hold(port: u16) {
+    more_descriptors();
+    let listener = TcpListener::bind(("::", port)).expect("bind");
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    let mut held = Vec::new();
+    for stream in listener.incoming().map_while(Result::ok) {
+        held.push(stream);
+    }
+}
+
+/// `tcp-many --to ADDR:PORT --count N`: N idle connections watched by one epoll; prints "ready"
+/// once all are up, then answers "report" on stdin with {"count", "ended", "first_ns",
+/// "last_ns"}: how many have ended (error or hang-up) and the CLOCK_MONOTONIC times the first
+/// and the last end were seen.
+pub fn many(to: SocketAddr, count: u64) {
+    more_descriptors();
+    // SAFETY: epoll_create1 returns a new descriptor (kept for the process's life).
+    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(epoll >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
+    let mut streams = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        let stream = TcpStream::connect(to).unwrap_or_else(|e| panic!("connection {index}: {e}"));
+        let mut event =
+            libc::epoll_event { events: (libc::EPOLLRDHUP | libc::EPOLLERR | libc::EPOLLHUP) as u32, u64: index };
+        // SAFETY: a valid epoll and socket descriptor, and an event to copy.
+        let rc = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, stream.as_raw_fd(), &raw mut event) };
+        assert_eq!(rc, 0, "epoll_ctl: {}", std::io::Error::last_os_error());
+        streams.push(stream);
+    }
+    let ends: Arc<Mutex<(u64, u64, u64)>> = Arc::default();
+    {
+        let ends = Arc::clone(&ends);
+        std::thread::spawn(move || {
+            let mut seen = vec![false; count as usize];
+            let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+            loop {
+                // SAFETY: a valid epoll descriptor and a buffer of the length given.
+                let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, -1) };
+                let at_ns = super::monotonic_ns();
+                for event in events.iter().take(n.max(0) as usize) {
+                    let index = event.u64 as usize;
+                    if index < seen.len() && !seen[index] {
+                        seen[index] = true;
+                        let mut ends = ends.lock().expect("lock");
+                        if ends.0 == 0 {
+                            ends.1 = at_ns;
+                        }
+                        (ends.0, ends.2) = (ends.0 + 1, at_ns);
+                    }
+                }
+            }
+        });
+    }
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+        if line.trim() == "report" {
+            let (ended, first_ns, last_ns) = *ends.lock().expect("lock");
+            println!("{}", json!({ "count": count, "ended": ended, "first_ns": first_ns, "last_ns": last_ns }));
+            std::io::stdout().flush().expect("flush");
+        }
+    }
+    drop(streams);
 }
