@@ -220,7 +220,9 @@ fn every_resets_the_connections_made_since_and_leaves_the_rest() {
         (ended.error_at_ns - opened_ns) as f64 / 1e6
     );
     assert_eq!(ended.error.as_deref(), Some("ECONNABORTED"), "{ended:?}");
-    assert!(Duration::from_nanos(ended.error_at_ns - opened_ns) < Duration::from_millis(1500), "{ended:?}");
+    // A later sweep, within the fault's 4 s (how much later is the scheduler's on a loaded TCG
+    // guest: the sweeps come every 500 ms from chaos's start, each as fast as it gets the CPU).
+    assert!(Duration::from_nanos(ended.error_at_ns - opened_ns) < Duration::from_secs(4), "{ended:?}");
     let (status, stdout, stderr) = chaos.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{stderr}");
     let summary: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
@@ -278,6 +280,8 @@ fn after_bytes_stops_a_transfer_at_1000_bytes_and_the_connection_stays_open() {
     // 2000 bytes in 100-byte segments: the first ten pass, the eleventh would cross 1000.
     let mut client = Endpoint::sending(&hosts.a, Some(&target), to(TwoHosts::B, 7130), 2000, 100, 20);
     wait_for("the client to write its 2000 bytes", Duration::from_secs(30), || client.report()[0].sent == 2000);
+    wait_for("the first 1000 bytes to arrive", Duration::from_secs(30), || server.report()[0].received >= 1000);
+    // Then nothing more: a second for the rest to get through, if it could.
     std::thread::sleep(Duration::from_secs(1));
     let (sent, received) = (client.report()[0].clone(), server.report()[0].clone());
     eprintln!("measured: --after-bytes 1000: the receiver got {} of {} bytes", received.received, sent.sent);
@@ -306,6 +310,7 @@ fn after_bytes_counts_what_the_target_receives_too() {
     let chaos = start_after_bytes(&target, &["--local-port", "7140"], "1000", "silent");
     let mut client = Endpoint::sending(&hosts.a, None, to(TwoHosts::B, 7140), 2000, 100, 20);
     wait_for("the client to write its 2000 bytes", Duration::from_secs(30), || client.report()[0].sent == 2000);
+    wait_for("the first 1000 bytes to arrive", Duration::from_secs(30), || server.report()[0].received >= 1000);
     std::thread::sleep(Duration::from_secs(1));
     let received = server.report()[0].clone();
     eprintln!("measured: --after-bytes 1000 on the receiving side: it got {} bytes", received.received);
