@@ -200,7 +200,7 @@ fn every_resets_the_connections_made_since_and_leaves_the_rest() {
         "--every",
         "500ms",
         "--for",
-        "4s",
+        "60s",
         "--output",
         "json",
         "-v",
@@ -211,7 +211,7 @@ fn every_resets_the_connections_made_since_and_leaves_the_rest() {
     // Made after the first sweep: a later one resets it.
     let opened_ns = kernel::monotonic_ns();
     let mut later = Endpoint::pinging(&hosts.a, Some(&target), to(TwoHosts::B, 7110), 1, 20);
-    chaos.wait_until("a later sweep resets the new connection", Duration::from_secs(10), || {
+    chaos.wait_until("a later sweep resets the new connection", Duration::from_secs(30), || {
         later.report().iter().all(|c| c.error.is_some())
     });
     let ended = later.report()[0].clone();
@@ -219,14 +219,14 @@ fn every_resets_the_connections_made_since_and_leaves_the_rest() {
         "measured: a connection made between sweeps lived {:.0} ms",
         (ended.error_at_ns - opened_ns) as f64 / 1e6
     );
+    // Reset by a later sweep: how much later is the scheduler's (the sweeps are due every 500 ms
+    // from chaos's start, and run as soon as they get the CPU: on a loaded TCG guest, seconds).
     assert_eq!(ended.error.as_deref(), Some("ECONNABORTED"), "{ended:?}");
-    // A later sweep, within the fault's 4 s (how much later is the scheduler's on a loaded TCG
-    // guest: the sweeps come every 500 ms from chaos's start, each as fast as it gets the CPU).
-    assert!(Duration::from_nanos(ended.error_at_ns - opened_ns) < Duration::from_secs(4), "{ended:?}");
-    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(0), "{stderr}");
-    let summary: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(ended.error_at_ns > opened_ns, "{ended:?}");
+    let summary = chaos.stop_json();
     assert_eq!(summary["counters"][0]["injected"], 3, "{summary}");
+    let sweeps: std::collections::BTreeSet<u64> = severed(&summary).iter().map(|e| e.2).collect();
+    assert_eq!(sweeps.len(), 2, "the first two in one sweep, the later one in another: {summary}");
     assert_still_flowing(&mut outside, "a connection of another cgroup");
 }
 
