@@ -72,6 +72,19 @@ impl Loaded {
         }
     }
 
+    /// Starts the fault's userspace action, with what it reads of the armed object (`net sever
+    /// --after-bytes`: its programs' reports), until CLOCK_MONOTONIC `deadline_ns`.
+    pub fn start_actor(
+        &mut self,
+        target: &crate::target::Target,
+        action: crate::fault::proc::periodic::Action,
+        deadline_ns: u64,
+    ) -> anyhow::Result<()> {
+        let action = action.bound_to(&mut self.fault)?;
+        self.actor = Some(crate::fault::proc::periodic::Actor::start(target, action, deadline_ns)?);
+        Ok(())
+    }
+
     /// The fault's counters over its directions, re-attaches included.
     #[must_use]
     pub fn total(&self, directions: &[chaos_common::Direction]) -> FaultCounters {

@@ -378,14 +378,9 @@ impl<'p, 't> Runner<'p, 't> {
                 // Packet faults only (syscall and process faults count calls): quiet from now on?
                 loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
                 if let Some(action) = &fault.userspace {
-                    let action = action
-                        .clone()
-                        .bound_to(&mut loaded.fault)
+                    loaded
+                        .start_actor(&self.target, action.clone(), deadline_ns)
                         .map_err(|e| format!("starting fault {}: {e}", fault.label))?;
-                    loaded.actor = Some(
-                        crate::fault::proc::periodic::Actor::start(&self.target, action, deadline_ns)
-                            .map_err(|e| format!("starting fault {}: {e}", fault.label))?,
-                    );
                 }
                 self.timeline.event(&TimelineEvent::Arm {
                     fault: fault.number,

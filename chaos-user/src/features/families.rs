@@ -13,6 +13,25 @@ pub const PROCESS_KILL: &str = "process-kill";
 pub const PROCESS_PAUSE: &str = "process-pause";
 pub const CONNECTION_SEVER: &str = "connection-sever";
 
+/// `SockDestroy`: sock_diag destroys a loopback connection in a throwaway namespace.
+pub(super) fn sock_destroy() -> super::Check {
+    crate::tcp_connections::probe_destroy().map_or_else(super::Check::no, super::Check::yes)
+}
+
+/// What a family's mechanism adds about this kernel that no requirement says: for `net sever`,
+/// whether the kernel has the `bpf_sock_destroy` kfunc, and why chaos does not use it.
+pub(super) fn runtime_words(id: &str) -> String {
+    if id != CONNECTION_SEVER {
+        return String::new();
+    }
+    let has = crate::btf::kernel_has_name("bpf_sock_destroy").unwrap_or(false);
+    format!(
+        "; the bpf_sock_destroy kfunc (6.5+, {}) is not used: a socket iterator calling it needs a kfunc call, which \
+         aya 0.14 cannot load (docs/sever.md)",
+        if has { "in this kernel's BTF" } else { "not in this kernel" }
+    )
+}
+
 /// Something a fault family needs from the kernel.
 #[derive(Clone, Copy)]
 pub(super) enum Requirement {

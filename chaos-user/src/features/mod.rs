@@ -230,12 +230,6 @@ impl Prober {
         }
     }
 
-    /// Whether sock_diag can destroy TCP connections here (`net sever`'s resets): its planner
-    /// asks this rather than the whole family, whose doctor words read the kernel's BTF.
-    pub fn sock_destroy(&self) -> Check {
-        self.requirement(Requirement::SockDestroy)
-    }
-
     /// How TC programs attach here: tcx links or legacy clsact filters.
     pub fn tc_api(&self) -> TcApi {
         self.tc_api.get_or_init(tc_api).0
@@ -258,9 +252,7 @@ impl Prober {
             Requirement::Kprobes => {
                 self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
             }
-            Requirement::SockDestroy => self.memo("sock destroy".into(), || {
-                crate::tcp_connections::probe_destroy().map_or_else(Check::no, Check::yes)
-            }),
+            Requirement::SockDestroy => self.memo("sock destroy".into(), families::sock_destroy),
         }
     }
 
@@ -293,9 +285,7 @@ impl Prober {
                 Some(why) => format!("; --before-effect and --path: not available ({why})"),
             });
         }
-        if id == CONNECTION_SEVER {
-            mechanism.push_str(&sever_kfunc_words());
-        }
+        mechanism.push_str(&families::runtime_words(id));
         if id == SYSCALL_ERRNO_OVERRIDE && reason.is_none() {
             mechanism.push_str(&format!("; {}", injection::InjectionList::cached().describe()));
         }
@@ -325,16 +315,6 @@ impl Prober {
             families: FAMILIES.iter().map(|f| self.family(f.0)).collect(),
         }
     }
-}
-
-/// Why `net sever` does not use the `bpf_sock_destroy` kfunc where the kernel has it.
-fn sever_kfunc_words() -> String {
-    let has = crate::btf::kernel_has_name("bpf_sock_destroy").unwrap_or(false);
-    format!(
-        "; the bpf_sock_destroy kfunc (6.5+, {}) is not used: a socket iterator calling it needs a kfunc call, which \
-         aya 0.14 cannot load (docs/sever.md)",
-        if has { "in this kernel's BTF" } else { "not in this kernel" }
-    )
 }
 
 /// Probes everything (what `chaos doctor` prints). Takes a fraction of a second; changes nothing.

@@ -168,14 +168,10 @@ impl PlanFault for NetSeverOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let filters = self.filters()?;
         let action = self.action()?;
-        if action.after_bytes.is_none() || action.mode == SeverMode::Reset {
-            let destroy = context.kernel.sock_destroy();
-            if !destroy.ok {
-                return Err(PlanError::Unsupported { family: "connection sever", reason: destroy.detail });
-            }
-        }
-        if action.after_bytes.is_some() {
-            let support = context.kernel.family(features::PACKET_DROP);
+        let resets = action.after_bytes.is_none() || action.mode == SeverMode::Reset;
+        let needed = [(resets, features::CONNECTION_SEVER), (action.after_bytes.is_some(), features::PACKET_DROP)];
+        for family in needed.into_iter().filter_map(|(needed, family)| needed.then_some(family)) {
+            let support = context.kernel.family(family);
             if !support.supported {
                 return Err(PlanError::Unsupported {
                     family: support.name,
