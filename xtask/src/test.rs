@@ -176,6 +176,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("entry_hook", 0.8),
     ("lsm_cgroup", 1.0),
     ("net_drop", 0.65),
+    ("net_sever", 0.6),
     ("golden", 0.55),
     ("syscall_override", 0.5),
     ("hints", 0.6),

@@ -27,7 +27,8 @@ use std::{ops::Range, time::Duration};
 use source::{FileError, Source};
 
 use crate::{
-    fault::{PlanFault, options::Ppm, registry::FaultKind},
+    fault::{PlanFault, registry::FaultKind},
+    plan::options::Ppm,
     steady::Check,
     targets::TargetName,
 };
