@@ -8,12 +8,14 @@
 pub mod cgroup;
 pub mod chaos;
 pub mod controllers;
+pub mod crash;
 pub mod kernel;
 pub mod net;
 pub mod pressure;
 pub mod programs;
 pub mod runtimes;
 pub mod skip;
+pub mod tcp;
 pub mod workload;
 
 use std::sync::atomic::{AtomicU32, Ordering};

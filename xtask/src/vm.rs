@@ -204,7 +204,9 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
     bail!("no Debian archive configured in /etc/apt (looked at sources.list.d/debian.sources and sources.list)")
 }
 
-/// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot. The
+/// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
+/// (inet_diag and tcp_diag: sock_diag for TCP, which `net sever` resets connections through and
+/// the foreign-socket hints read; a real system loads them on first use, the guest cannot.) The
 /// last four bring up the guest's disk (io.max needs a real block device): virtio_pci is built
 /// into 6.12 and the error-injection kernel (then absent from modules.dep, and skipped), and
 /// crc32c_generic comes before ext4, whose checksums ask the crypto API for it (no modprobe in
@@ -219,6 +221,8 @@ const MODULES: &[&str] = &[
     "ifb",
     "sch_htb",
     "sch_tbf",
+    "inet_diag",
+    "tcp_diag",
     "virtio_pci",
     "virtio_blk",
     "crc32c_generic",
@@ -227,9 +231,9 @@ const MODULES: &[&str] = &[
 
 /// The guest's disk: a sparse raw image with an ext4 filesystem, made afresh for each boot,
 /// attached as a virtio block device (an NVMe one for the error-injection kernel, whose cloud
-/// config has no virtio_blk but NVMe built in) and mounted at /mnt/disk (CHAOS_TEST_DISK; the limit tests throttle it
-/// with io.max). `cache=unsafe`: the host never flushes it, so what the guest measures is its
-/// own block layer, not the host's disk.
+/// config has no virtio_blk but NVMe built in) and mounted at /mnt/disk (CHAOS_TEST_DISK; the
+/// limit tests throttle it with io.max). `cache=unsafe`: the host never flushes it, so what the
+/// guest measures is its own block layer, not the host's disk.
 const DISK_SIZE: u64 = 256 << 20;
 
 /// Host tools copied into every VM (with their shared libraries).
@@ -539,11 +543,15 @@ fn module_load_order(modules_dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<
     Ok(order)
 }
 
-/// `cargo xtask vm --kernel K -- command...`
-pub fn run_command(name: KernelName, include: &[PathBuf], command: &[String]) -> anyhow::Result<()> {
-    let kernel = ensure_kernel(name)?;
-    let bins = crate::build::build_binaries()?;
-    let mut files = bins.files();
+/// `cargo xtask vm --kernel K -- command...`: `command` in `kernel`, with `files` (the built
+/// binaries, their environment in `env`) and the user's `include`s copied in.
+pub fn run_command(
+    kernel: &Kernel,
+    mut files: Vec<PathBuf>,
+    env: Vec<(String, String)>,
+    include: &[PathBuf],
+    command: &[String],
+) -> anyhow::Result<()> {
     files.extend(include.iter().map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     let mut command = command.to_vec();
     if let Some(program) = command.first().map(PathBuf::from).filter(|p| p.is_file()) {
@@ -552,11 +560,12 @@ pub fn run_command(name: KernelName, include: &[PathBuf], command: &[String]) ->
         files.push(program);
     }
     let script: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
+    let name = kernel.name;
     let job = VmJob {
-        kernel: &kernel,
+        kernel,
         guest: name.label().to_owned(),
         files,
-        env: bins.env(&name.tier()),
+        env,
         script: format!("exec {}\n", script.join(" ")),
         timeout: Duration::from_secs(30 * 60),
         parallel_vcpus: false,

@@ -3,10 +3,10 @@
 use std::{fmt::Write as _, process::ExitCode};
 
 use crate::{
-    cgroup_files::controllers,
     features::{self, Check, KernelFeatures},
+    os::{cgroup::CgroupFs, cgroup_files::controllers},
     report::OutputFormat,
-    target::{CgroupFs, runtime},
+    targets::runtime,
 };
 
 pub fn run(output: OutputFormat) -> ExitCode {

@@ -10,8 +10,8 @@ use super::{
     plan::{ExperimentPlan, PlannedFault},
 };
 use crate::{
-    fault::options::Ppm,
     injections::Injection,
+    plan::options::Ppm,
     steady::{CheckResult, verdict::Comparison},
 };
 
@@ -78,7 +78,7 @@ pub enum TimelineEvent {
     Proc {
         fault: usize,
         #[serde(flatten)]
-        did: crate::fault::proc::events::ProcEvent,
+        did: crate::plan::action::ActionEvent,
     },
     /// What a `limit` fault did or saw: a file set, a sample of the target's pressure and
     /// counters (each second), an OOM kill, a file put back; `at_s` is when (seconds since the

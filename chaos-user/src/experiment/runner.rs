@@ -25,14 +25,14 @@ use super::{
     timeline::{self, Timeline},
 };
 use crate::{
-    fault::options::Ppm,
     hints::QuietHint,
     live::LiveLine,
+    os::sys,
+    plan::options::Ppm,
     report::{OutputFormat, StopReason},
     run::{StopSignals, arm},
     run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
-    sys,
-    target::Target,
+    targets::Target,
 };
 
 pub struct RunOptions {
@@ -106,8 +106,9 @@ impl<'p, 't> Runner<'p, 't> {
         let record = RunRecord {
             id: id.clone(),
             pid: std::process::id(),
-            pid_start: crate::ledger::start_time(std::process::id()).unwrap_or(0),
+            pid_start: crate::os::process::start_time(std::process::id()).unwrap_or(0),
             detached: false,
+            starting: false,
             kind,
             name: experiment.name.clone(),
             file: experiment.source.path.clone(),
@@ -377,7 +378,7 @@ impl<'p, 't> Runner<'p, 't> {
                 (loaded.config, loaded.armed) = (config, true);
                 // Packet faults only (syscall and process faults count calls): quiet from now on?
                 loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
-                loaded.actor = armed::start_actor(fault, &self.target, ppm, deadline_ns)?;
+                armed::start_actor(fault, loaded, &self.target, ppm, deadline_ns)?;
                 self.timeline.event(&TimelineEvent::Arm {
                     fault: fault.number,
                     kernel_deadline_ns: deadline_ns,

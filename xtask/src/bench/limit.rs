@@ -28,7 +28,7 @@ use chaos_tests::{
     workload::{command_in, workload_bin},
 };
 
-use super::{load_average, median, scale::tcg_6_12_machine};
+use super::common::{load_average, machine_in, median};
 
 const WINDOW: Duration = Duration::from_secs(6);
 const ROUNDS: usize = 4;
@@ -235,7 +235,13 @@ pub(super) fn limit_bench() -> anyhow::Result<String> {
     };
     let mut out = String::new();
     let _ = writeln!(out, "## Resource limits against stress-ng (`cargo xtask bench limit`, VM tier)\n");
-    let _ = writeln!(out, "{}\n", tcg_6_12_machine());
+    let _ = writeln!(
+        out,
+        "{}\n",
+        machine_in(
+            "VM tier: Debian 6.12 under QEMU with TCG, vCPUs on two host threads; ratios are valid within this run"
+        )
+    );
     let _ = writeln!(
         out,
         "The aim: a target whose busy loop gets about a quarter of a CPU. chaos: `chaos limit cpu --to 25%` (its \

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::fault::options::{Ppm, parse_percent};
+use crate::plan::options::{Ppm, parse_percent};
 
 /// The kernel's smallest CPU quota per period (1 ms), at the default period of 100 ms: 1 % of a
 /// CPU. cpu.max refuses less.

@@ -2,7 +2,10 @@
 //! CFS bandwidth controller): its threads run until the quota of each period is spent and are
 //! then throttled until the next period. Nothing else is touched and nothing burns.
 use super::{LimitPlan, Resource, Setting, amounts};
-use crate::fault::{FaultContext, FaultPlan, PlanError, PlanFault, options::Ppm, proc::periodic::Action};
+use crate::{
+    fault::{FaultContext, FaultPlan, PlanError, PlanFault},
+    plan::options::Ppm,
+};
 
 /// `limit cpu`.
 #[derive(Clone, Debug, clap::Args)]
@@ -41,9 +44,5 @@ impl PlanFault for LimitCpuOptions {
 
     fn uses_ledger(&self) -> bool {
         true
-    }
-
-    fn userspace_action(&self, _i_know: bool) -> Option<Action> {
-        Some(Action::Limit(self.limit()))
     }
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Resource, evidence::Window};
-use crate::cgroup_files::{Knob, Restore};
+use crate::os::cgroup_files::{Knob, Restore};
 
 /// One thing a limit did or saw.
 #[derive(Clone, Debug, Serialize, Deserialize)]

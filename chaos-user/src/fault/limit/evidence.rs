@@ -11,8 +11,10 @@ use std::{fmt::Write as _, path::Path};
 use serde::{Deserialize, Serialize};
 
 use super::{Resource, amounts::format_bytes};
-use crate::{
-    cgroup_files::stats::{self, IoStat, Pressure},
+use crate::os::{
+    cgroup_files::stats::{
+        IoStat, Pressure, {self},
+    },
     sys,
 };
 

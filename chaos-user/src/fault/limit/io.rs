@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use super::{LimitPlan, Resource, Setting, amounts, device};
-use crate::fault::{FaultContext, FaultPlan, PlanError, PlanFault, proc::periodic::Action};
+use crate::fault::{FaultContext, FaultPlan, PlanError, PlanFault};
 
 /// `limit io`.
 #[derive(Clone, Debug, clap::Args)]
@@ -83,9 +83,5 @@ impl PlanFault for LimitIoOptions {
 
     fn uses_ledger(&self) -> bool {
         true
-    }
-
-    fn userspace_action(&self, _i_know: bool) -> Option<Action> {
-        self.limit().ok().map(Action::Limit)
     }
 }

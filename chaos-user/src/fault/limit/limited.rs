@@ -24,11 +24,18 @@ use super::{
     setting::{Basis, Setting},
 };
 use crate::{
-    cgroup_files::{self, Knob, Restore, stats},
-    fault::{proc::pick, syscall::guard::Guard},
-    ledger::{self, Entry, Item},
-    sys,
-    target::Target,
+    fault::proc::pick,
+    ledger::{
+        Entry, Item, {self},
+    },
+    os::{
+        cgroup_files::{
+            Knob, Restore, stats, {self},
+        },
+        guard::Guard,
+        sys,
+    },
+    targets::Target,
 };
 
 /// What an OOM kill leaves above the floor: less than this between what the target holds

@@ -11,7 +11,10 @@ use super::{
     LimitPlan, Resource, Setting,
     amounts::{self, MemoryAmount},
 };
-use crate::fault::{FaultContext, FaultPlan, PlanError, PlanFault, options::Ppm, proc::periodic::Action};
+use crate::{
+    fault::{FaultContext, FaultPlan, PlanError, PlanFault},
+    plan::options::Ppm,
+};
 
 /// `limit memory`.
 #[derive(Clone, Debug, clap::Args)]
@@ -70,9 +73,5 @@ impl PlanFault for LimitMemoryOptions {
 
     fn uses_ledger(&self) -> bool {
         true
-    }
-
-    fn userspace_action(&self, _i_know: bool) -> Option<Action> {
-        Some(Action::Limit(self.limit()))
     }
 }

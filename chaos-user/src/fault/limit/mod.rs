@@ -15,7 +15,9 @@
 //! [`amounts`] (parsers), [`device`] (which disk), [`setting`] (what a kind writes, resolved
 //! against the target's files at the moment it is written), [`limited`] (a limit in force),
 //! [`evidence`] (the target's pressure and counters before, during, after), [`events`] (what
-//! the timeline and JSON say), [`run`] (the command line's run and summary).
+//! the timeline and JSON say), [`action`] (the limit as its plan's userspace action, for
+//! experiments; the command line's run and summary are cli/limit/run.rs).
+pub mod action;
 pub mod amounts;
 pub mod cpu;
 pub mod device;
@@ -25,14 +27,13 @@ pub mod io;
 pub mod limited;
 pub mod memory;
 pub mod pids;
-pub mod run;
 pub mod setting;
 
 use serde::{Deserialize, Serialize};
 pub use setting::{Setting, Write};
 
 use super::{FaultContext, FaultPlan, MapContents, PlanError};
-use crate::{cgroup_files::controllers, ledger, target};
+use crate::{ledger, os::cgroup_files::controllers, targets};
 
 /// Which resource a limit starves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +118,7 @@ impl LimitPlan {
 
     /// (hook, place) pairs for the run record: one per file, so `chaos status` says which.
     #[must_use]
-    pub fn hooks(&self, target: &target::Target) -> Vec<(String, String)> {
+    pub fn hooks(&self, target: &targets::Target) -> Vec<(String, String)> {
         self.settings
             .iter()
             .map(|s| ("cgroup file".to_owned(), format!("{} of {}", s.knob(&target.dir).label(), target.cgroup)))
@@ -132,13 +133,13 @@ impl LimitPlan {
 pub fn plan(limit: &LimitPlan, context: &FaultContext<'_>, summary: String) -> Result<FaultPlan, PlanError> {
     let target = context.target;
     let fault = limit.resource.fault();
-    let cgroups = target::CgroupFs::discover().map_err(|e| PlanError::Refused(e.to_string()))?;
+    let cgroups = targets::CgroupFs::discover().map_err(|e| PlanError::Refused(e.to_string()))?;
     if let Some(why) = controllers::why_not(cgroups.mount(), &target.dir, limit.resource.controller()) {
         return Err(PlanError::Refused(format!("{fault} on {}: {why}", target.cgroup)));
     }
     // A limit on chaos's own cgroup would throttle (or OOM-kill) what has to put it back.
-    if let Some(own) = target::own_cgroup()
-        && target::is_same_or_below(&own, &target.cgroup)
+    if let Some(own) = targets::own_cgroup()
+        && targets::is_same_or_below(&own, &target.cgroup)
     {
         return Err(PlanError::Refused(format!(
             "cgroup {} holds chaos itself (it runs in {own}), and so the guard that puts the limit back: the limit \
@@ -171,5 +172,6 @@ pub fn plan(limit: &LimitPlan, context: &FaultContext<'_>, summary: String) -> R
         config: chaos_common::FaultConfig::default(),
         maps: MapContents::default(),
         kernel_offsets: None,
+        userspace: Some(std::sync::Arc::new(limit.clone())),
     })
 }

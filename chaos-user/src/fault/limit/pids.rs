@@ -2,7 +2,7 @@
 //! clone fail with EAGAIN once it does, as on a node or in a pod that ran out of pids. The tasks
 //! it already has keep running.
 use super::{LimitPlan, Resource, Setting, amounts};
-use crate::fault::{FaultContext, FaultPlan, PlanError, PlanFault, proc::periodic::Action};
+use crate::fault::{FaultContext, FaultPlan, PlanError, PlanFault};
 
 /// `limit pids`.
 #[derive(Clone, Debug, clap::Args)]
@@ -27,7 +27,7 @@ impl LimitPidsOptions {
 
 impl PlanFault for LimitPidsOptions {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
-        let now = crate::cgroup_files::stats::number(&context.target.dir, "pids.current");
+        let now = crate::os::cgroup_files::stats::number(&context.target.dir, "pids.current");
         let summary = format!(
             "at most {} tasks (pids.max): fork and clone fail with EAGAIN beyond{}",
             self.max,
@@ -38,9 +38,5 @@ impl PlanFault for LimitPidsOptions {
 
     fn uses_ledger(&self) -> bool {
         true
-    }
-
-    fn userspace_action(&self, _i_know: bool) -> Option<Action> {
-        Some(Action::Limit(self.limit()))
     }
 }

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::amounts::{CpuShare, MemoryAmount, format_bytes};
 use crate::{
-    cgroup_files::{Knob, stats},
-    fault::options::Ppm,
+    os::cgroup_files::{Knob, stats},
+    plan::options::Ppm,
 };
 
 /// cpu.max's period when the file does not say (the kernel's default, 100 ms).
