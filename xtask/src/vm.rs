@@ -205,8 +205,9 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
 }
 
 /// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
-/// (inet_diag and tcp_diag: sock_diag for TCP, which `net sever` resets connections through and
-/// the foreign-socket hints read; a real system loads them on first use, the guest cannot.)
+/// (inet_diag, tcp_diag and udp_diag: sock_diag for TCP and UDP, which `net sever` resets
+/// connections through and the foreign-socket hints read; a real system loads them on first use,
+/// the guest cannot.)
 const MODULES: &[&str] = &[
     "veth",
     "sch_fq",
@@ -219,6 +220,7 @@ const MODULES: &[&str] = &[
     "sch_tbf",
     "inet_diag",
     "tcp_diag",
+    "udp_diag",
 ];
 
 /// Host tools copied into every VM (with their shared libraries).
