@@ -10,6 +10,7 @@ pub mod chaos;
 pub mod crash;
 pub mod kernel;
 pub mod net;
+pub mod probe;
 pub mod programs;
 pub mod runtimes;
 pub mod skip;
