@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod chaos;
 pub mod crash;
 pub mod kernel;
+pub mod manifest;
 pub mod net;
 pub mod probe;
 pub mod programs;
