@@ -201,6 +201,7 @@ pub const TESTS: &[(&str, &[Test])] = &[
     ]),
     ("experiments", &[
         ("a_mild_fault_holds_and_the_timeline_has_every_event_in_order", &[]),
+        ("an_experiments_counts_and_report_are_what_the_receivers_and_the_server_saw", &[]),
         ("a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval", &[]),
         ("a_failing_baseline_aborts_before_any_fault_is_attached", &[]),
         ("a_frozen_experiment_cannot_keep_a_task_stopped_past_its_delay_time_box", &[]),

@@ -143,6 +143,123 @@ fn a_mild_fault_holds_and_the_timeline_has_every_event_in_order() {
     assert!(report.contains("hypothesis held") && report.contains("#1 net drop") && report.contains("web"), "{report}");
 }
 
+/// The numbers golden.rs replaces by placeholders (`seen`, `matched`, `injected`, their
+/// `_total`s, and the report's counts), owned here: each is what the kernel's receivers and the
+/// checked server saw. A drop of half the datagrams to one port, from senders in the target
+/// cgroup to a sink in another namespace, beside as many to another port; the server the check
+/// asks lives in a cgroup of its own, so the drop sees the senders' datagrams and nothing else.
+#[test]
+fn an_experiments_counts_and_report_are_what_the_receivers_and_the_server_saw() {
+    require_root!("an_experiments_counts_and_report_are_what_the_receivers_and_the_server_saw");
+    let _stale = chaos_tests::may_clean_stale_runs();
+    const SENT: u64 = 1000;
+    let (matched_port, other_port) = (7041, 7042);
+    let hosts = TwoHosts::new();
+    let (cgroup, web) = (TestCgroup::new(), TestCgroup::new());
+    let scratch = TempDir::new();
+    let requests = scratch.join("requests.log");
+    let server = HttpServer::start_logging(&web, 18_605, &requests);
+    let experiment = format!(
+        r#"
+name = "counts"
+target = {{ cgroup = "{cgroup}" }}
+duration = "10s"
+
+[[fault]]
+kind = "net drop"
+percent = 50
+direction = "egress"
+remote_port = {matched_port}
+
+[steady_state]
+before = "1s"
+after = "1s"
+interval = "500ms"
+timeout = "{timeout}ms"
+pass_rate = "50%"
+
+[[steady_state.check]]
+name = "web"
+http = "{url}"
+"#,
+        cgroup = cgroup.path(),
+        url = server.url(),
+        timeout = check_timeout().as_millis()
+    );
+    let file = scratch.file("counts.toml", &experiment);
+    let timeline = scratch.join("counts.jsonl");
+    let (matched_sink, other_sink) =
+        (UdpSink::start(&hosts.b, matched_port, 3000, false), UdpSink::start(&hosts.b, other_port, 3000, false));
+    let run = std::thread::scope(|scope| {
+        let run =
+            scope.spawn(|| chaos::run(&["run", file.to_str().unwrap(), "--timeline", timeline.to_str().unwrap()]));
+        let _armed = wait_for_arm(&timeline);
+        let blast = |port| Blast {
+            to: std::net::SocketAddr::from((TwoHosts::B, port)),
+            sender_id: 1,
+            count: SENT,
+            pps: 500,
+            cgroup: Some(&cgroup),
+            netns: &hosts.a,
+        };
+        let (to_matched, to_other) = (blast(matched_port).start(), blast(other_port).start());
+        assert_eq!(to_matched.finish().errors + to_other.finish().errors, 0, "send errors");
+        run.join().expect("chaos run")
+    });
+    let (status, stdout, stderr) = run;
+    assert_eq!(status.code(), Some(0), "the experiment holds\nstdout: {stdout}\nstderr: {stderr}");
+    let (matched_received, other_received) =
+        (matched_sink.finish().received_from(1), other_sink.finish().received_from(1));
+    let lost = SENT - matched_received;
+    eprintln!(
+        "measured: {lost} of {SENT} lost to port {matched_port}, {other_received} of {SENT} arrived at {other_port}"
+    );
+    assert_eq!(other_received, SENT, "datagrams to the other port were lost");
+
+    // The fault's totals: every datagram the cgroup sent was seen, those to the port matched,
+    // and each injection is a datagram the receiver did not get.
+    let events = read_timeline(&timeline);
+    let detach = &events[position(&events, "detach", 0)];
+    let totals = (detach["seen"].as_u64(), detach["matched"].as_u64(), detach["injected"].as_u64());
+    assert_eq!(totals, (Some(2 * SENT), Some(SENT), Some(lost)), "seen, matched, injected: {detach}");
+    // The counts events add up to their totals, and their last totals are the fault's.
+    let counts: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "counts")
+        .flat_map(|e| e["faults"].as_array().expect("faults").iter())
+        .filter(|f| f["fault"] == 1)
+        .collect();
+    let last = counts.last().unwrap_or_else(|| panic!("no counts event: {:?}", names(&events)));
+    for key in ["seen", "matched", "injected"] {
+        let sum: u64 = counts.iter().map(|c| c[key].as_u64().expect("count")).sum();
+        assert_eq!(Some(sum), last[format!("{key}_total").as_str()].as_u64(), "{key}s add up to the total: {last}");
+        assert_eq!(last[format!("{key}_total").as_str()], detach[key], "the last counts are the fault's: {last}");
+    }
+
+    // The report says the same numbers, and as many passed checks as the server answered.
+    let (status, report, _) = chaos::run(&["report", timeline.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{report}");
+    let row = |name: &str| -> Vec<String> {
+        let line = report.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} row: {report}"));
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+    let fault = row("#1 net drop");
+    let numbers: Vec<u64> = fault.iter().filter_map(|w| w.parse().ok()).collect();
+    assert!(numbers.ends_with(&[2 * SENT, SENT, lost]), "the report's seen, matched, injected: {fault:?}");
+    let rate = format!("{:.2}%", 100.0 * lost as f64 / SENT as f64);
+    assert!(fault.contains(&rate), "the report's rate is {rate}: {fault:?}");
+    let answered = fs::read_to_string(&requests).unwrap_or_default().lines().count();
+    let check = row("web");
+    let passed: usize =
+        check.iter().filter_map(|w| w.split_once('/')).map(|(p, _)| p.parse::<usize>().expect("n/m")).sum();
+    let results: usize =
+        check.iter().filter_map(|w| w.split_once('/')).map(|(_, t)| t.parse::<usize>().expect("n/m")).sum();
+    eprintln!("measured: the server answered {answered} requests; the report has {passed} of {results} checks passed");
+    assert!(answered > 0 && passed == answered && results == answered, "report {check:?}, server {answered}");
+    let check_events = events.iter().filter(|e| e["event"] == "check").count();
+    assert_eq!(check_events, answered, "one check event per request the server answered");
+}
+
 #[test]
 fn a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval() {
     require_root!("a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval");
