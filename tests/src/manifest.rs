@@ -16,7 +16,7 @@
 //! Adding a test: one line in its binary's block of [`TESTS`], `("test_name", &[needs])`:
 //! `&[]` for a test every tier runs, else what it needs (`&[Fq]`, `&[Package("openssl")]`).
 //! A new binary: a block of its own, in the alphabetical order of the others.
-use Need::{BpfLsm, ErrorInjection, Fentry, Fq, HostTier, LsmCgroup, NoFq, Package, RealTime, SourceTree};
+use Need::{BpfLsm, ErrorInjection, Fentry, Fq, HostTier, LsmCgroup, NoFq, Package, RealTime, SourceTree, UdpDiag};
 
 /// Something a test needs of the tier it runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum Need {
     NoFq,
     /// Error injection: kprobes whose programs call bpf_override_return.
     ErrorInjection,
+    /// sock_diag lists UDP sockets (udp_diag).
+    UdpDiag,
     /// A Debian package `cargo xtask setup` installs, by its package name.
     Package(&'static str),
     /// Runs once, on the host: it tests no kernel mechanism of its own.
@@ -62,6 +64,9 @@ pub fn lacks(tier: &str, need: Need, installed: &dyn Fn(&str) -> bool) -> Option
         ErrorInjection if host => "the host kernel has no kprobes (no CONFIG_KPROBES), so no error injection".into(),
         ErrorInjection if !errinj => {
             "Debian's kernel has no CONFIG_FUNCTION_ERROR_INJECTION (the vm-6.1-errinj tier has)".into()
+        }
+        UdpDiag if errinj => {
+            "the 6.1-errinj build has no CONFIG_INET_UDP_DIAG: sock_diag cannot list UDP sockets".into()
         }
         Package(name) if !host => format!("{GUESTS}: no {name}"),
         Package(name) if !installed(name) => format!("`cargo xtask setup` does not install {name}"),
@@ -225,11 +230,11 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("the_output_of_every_family_is_unchanged", &[]),
     ]),
     ("hints", &[
-        ("a_process_moved_in_after_opening_its_socket_is_named_at_start", &[]),
+        ("a_process_moved_in_after_opening_its_socket_is_named_at_start", &[UdpDiag]),
         ("a_process_that_opened_its_socket_inside_gets_no_note", &[]),
         ("a_fault_that_sees_no_packet_for_ten_seconds_says_why_that_may_be", &[]),
         ("a_fault_that_sees_traffic_gives_no_hint", &[]),
-        ("an_experiment_names_moved_sockets_in_its_notes_and_only_then", &[]),
+        ("an_experiment_names_moved_sockets_in_its_notes_and_only_then", &[UdpDiag]),
         ("an_experiment_whose_fault_sees_no_packet_for_ten_seconds_says_why_in_its_output_and_timeline", &[]),
         ("an_experiment_whose_fault_sees_traffic_gives_no_hint", &[]),
     ]),
@@ -378,6 +383,7 @@ mod tests {
             }
             assert_eq!(lacks(tier, Need::NoFq, &all_installed).is_none(), !vm, "{tier}");
             assert_eq!(lacks(tier, Need::ErrorInjection, &all_installed).is_none(), *tier == "vm-6.1-errinj");
+            assert_eq!(lacks(tier, Need::UdpDiag, &all_installed).is_none(), *tier != "vm-6.1-errinj");
             assert_eq!(lacks(tier, Need::Package("openssl"), &all_installed).is_none(), !vm, "{tier}");
         }
         let none_installed = |_: &str| false;

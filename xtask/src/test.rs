@@ -247,6 +247,12 @@ fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
 /// it keeps one core busy: two guests use this machine's two cores.
 const GUESTS_AT_ONCE: usize = 2;
 
+/// `GUESTS_AT_ONCE`, or fewer where CHAOS_GUESTS_AT_ONCE says so: on a machine shared with
+/// other runs, `CHAOS_GUESTS_AT_ONCE=1` keeps to one guest (and one core).
+fn guests_at_once() -> usize {
+    std::env::var("CHAOS_GUESTS_AT_ONCE").ok().and_then(|n| n.parse().ok()).filter(|&n| n > 0).unwrap_or(GUESTS_AT_ONCE)
+}
+
 /// How many guests share one tier's test binaries. Three tiers of whole suites on two cores
 /// leave one core idle for the last tier; halves of each keep both busy to the end.
 const SHARDS_PER_TIER: usize = 2;
@@ -338,7 +344,7 @@ fn vm_tiers(binaries: &Binaries, kernels: &[vm::Kernel]) -> anyhow::Result<Vec<T
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, GuestResult)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for _ in 0..GUESTS_AT_ONCE.min(jobs.len()) {
+        for _ in 0..guests_at_once().min(jobs.len()) {
             scope.spawn(|| {
                 while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let result = guest_run(binaries, job);

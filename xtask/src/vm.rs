@@ -205,8 +205,10 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
 }
 
 /// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
+/// udp_diag: the hints list UDP sockets through sock_diag, and the guest's busybox cannot
+/// autoload a module the kernel asks for.
 const MODULES: &[&str] =
-    &["veth", "sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "act_bpf", "ifb", "sch_htb", "sch_tbf"];
+    &["veth", "sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "act_bpf", "ifb", "sch_htb", "sch_tbf", "udp_diag"];
 
 /// Host tools copied into every VM (with their shared libraries).
 const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace"];
