@@ -41,6 +41,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("crun", "the OCI runtime podman prefers"),
 ];
 
+/// Whether setup installs Debian package `name` (the host tier's manifest has what it installs).
+pub fn installs(name: &str) -> bool {
+    PACKAGES.iter().any(|(package, _)| *package == name)
+}
+
 pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;

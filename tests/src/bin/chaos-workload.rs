@@ -8,8 +8,9 @@
 //!       prints "ready", accepts and closes connections until killed
 //!   chaos-workload tcp-connect --to ADDR:PORT [--timeout-ms MS]
 //!       prints {"connected", "error", "elapsed_ms"}
-//!   chaos-workload http-serve --port P [--addr IP]
-//!       prints "ready", answers every HTTP request with 200 "ok" until killed
+//!   chaos-workload http-serve --port P [--addr IP] [--log FILE]
+//!       prints "ready", answers every HTTP request with 200 "ok" until killed; with --log,
+//!       appends one line to FILE per request answered (what the server saw, for tests)
 //!   chaos-workload metrics-serve --port P --probe ADDR:PORT [--timeout-ms MS]
 //!       a Prometheus exporter: TCP-connects to ADDR:PORT every 20 ms (each attempt waits at most
 //!       MS, default 100) and serves the counters `workload_probe_total` and
@@ -100,7 +101,9 @@ fn main() {
                 gap: Duration::from_millis(num("--gap-ms", 20)),
             }),
         ),
-        "http-serve" => http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16),
+        "http-serve" => {
+            http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16, flag("--log"))
+        }
         "metrics-serve" => metrics_serve(num("--port", 0) as u16, addr_of("--probe"), num("--timeout-ms", 100)),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),
         "connect-loop" if has("--udp") => udp_connect_loop(addr(), num("--count", 100)),
@@ -202,7 +205,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N] | udp-sink --port P \
          [--idle-ms MS] [--max-secs S] [--times] | tcp-listen --port P | tcp-connect --to ADDR:PORT \
-         [--timeout-ms MS] | http-serve --port P [--addr IP] | sleep --secs S | sync-loop --path FILE --count N \
+         [--timeout-ms MS] | http-serve --port P [--addr IP] [--log FILE] | sleep --secs S | sync-loop --path FILE --count N \
          | getrandom-loop --count N | fsync-loop --path FILE --count N"
     );
     std::process::exit(2)
@@ -611,13 +614,14 @@ fn metrics_serve(port: u16, probe: SocketAddr, timeout_ms: u64) {
     }
 }
 
-fn http_serve(addr: String, port: u16) {
+fn http_serve(addr: String, port: u16, log: Option<String>) {
     let ip: std::net::IpAddr = addr.parse().unwrap_or_else(|_| usage());
     let listener = TcpListener::bind((ip, port)).expect("bind");
     println!("ready");
     std::io::stdout().flush().expect("flush");
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
+        let log = log.clone();
         std::thread::spawn(move || {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
             let mut request = Vec::new();
@@ -628,7 +632,14 @@ fn http_serve(addr: String, port: u16) {
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let answered = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            if let (Ok(()), Some(log)) = (answered, log) {
+                // One write per line: the threads append to one file.
+                let line =
+                    format!("{}\n", String::from_utf8_lossy(request.split(|&b| b == b'\r').next().unwrap_or_default()));
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(&log);
+                file.and_then(|mut f| f.write_all(line.as_bytes())).expect("append to the request log");
+            }
         });
     }
 }
