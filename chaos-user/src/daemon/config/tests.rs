@@ -180,3 +180,12 @@ fn follow_needs_a_selector_by_name_and_says_so_at_its_position() {
     assert!(accepted.catalogue[0].follow);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_configuration_without_experiments_is_valid_and_schedules_nothing() {
+    let source = Source::new("daemon.toml", "# nothing yet\n[schedule]\nevery = \"10m\"\n");
+    let config = DaemonConfig::parse(&source).expect("an empty catalogue is a valid configuration");
+    assert!(config.catalogue.is_empty());
+    let weights: Vec<u32> = config.catalogue.iter().map(|e| e.weight).collect();
+    assert_eq!(crate::daemon::scheduler::pick_weighted(&weights, 7), None, "nothing is ever picked");
+}
