@@ -35,10 +35,21 @@ Exit status: 0 the fault ran to its deadline; 2 it could not run (bad input, mis
 kernel or privileges lacking; nothing was changed); 130/143 stopped early by SIGINT/SIGTERM
 (everything was detached).";
 
+/// `chaos --version`: the release, the commit of the source it was built from, and when its
+/// embedded eBPF object was built (both recorded by build.rs; "unknown" without git).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("CHAOS_GIT_COMMIT"),
+    "\neBPF object built: ",
+    env!("CHAOS_EBPF_BUILT")
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "chaos",
     version,
+    long_version = LONG_VERSION,
     about = "Kernel-level fault injection for one cgroup, time-boxed by the kernel itself",
     after_help = EXAMPLES
 )]
