@@ -7,9 +7,9 @@
 //! message that says so.
 //!
 //! It also records what `chaos --version` says of the build: the git commit of the source tree
-//! (`CHAOS_GIT_COMMIT`) and when the embedded object was built (`CHAOS_EBPF_BUILT`). A build
-//! from a tree without git says "unknown", and `SOURCE_DATE_EPOCH` (reproducible builds) sets
-//! the date.
+//! (`CHAOS_GIT_COMMIT`) and when the embedded object was built (`CHAOS_EBPF_BUILT`); and the
+//! source's date for the man pages (`CHAOS_SOURCE_DATE`). A build from a tree without git says
+//! "unknown", and `SOURCE_DATE_EPOCH` (reproducible builds) sets the dates.
 use std::{
     env, fs,
     path::{Path, PathBuf},
@@ -70,6 +70,15 @@ fn main() -> anyhow::Result<()> {
 fn record_commit() {
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=CHAOS_GIT_COMMIT={commit}");
+    // The man pages' date: the source's (SOURCE_DATE_EPOCH, else the commit's), not the
+    // build's, so that one commit gives the same pages.
+    let date = env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|seconds| utc(seconds)[..10].to_owned())
+        .or_else(|| git(&["log", "-1", "--format=%cs"]))
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=CHAOS_SOURCE_DATE={date}");
     // HEAD, the branch it names (a loose ref) and the packed refs; only files that exist, since
     // cargo runs a script whose watched file is missing on every build.
     let mut watched = vec![git(&["rev-parse", "--git-path", "HEAD"]), git(&["rev-parse", "--git-path", "packed-refs"])];

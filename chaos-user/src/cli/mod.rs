@@ -5,6 +5,7 @@ mod daemon;
 mod doctor;
 mod experiment;
 mod fault;
+mod generate;
 mod net;
 mod proc;
 mod status;
@@ -134,6 +135,10 @@ Examples:
     /// A detached experiment's reaper (started by `chaos run --detach`).
     #[command(name = "__reap", hide = true)]
     Reap { id: String },
+    /// Writes the man pages and shell completions generated from these definitions into
+    /// DIR/man and DIR/completions (`cargo xtask package` runs it).
+    #[command(name = "__generate", hide = true)]
+    Generate { out_dir: PathBuf },
 }
 
 /// Exactly one way of naming the target: the flags of every kind in the target registry
@@ -261,6 +266,7 @@ impl Cli {
             Command::Cleanup => Ok(cleanup::run()),
             Command::Guard { cgroup_dir, resume_all_at_ns } => Ok(crate::os::guard::run(&cgroup_dir, resume_all_at_ns)),
             Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
+            Command::Generate { out_dir } => generate::run(&out_dir),
         }
     }
 }
