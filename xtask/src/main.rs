@@ -90,7 +90,8 @@ enum Task {
         #[arg(long, value_enum)]
         kernel: Option<vm::KernelName>,
     },
-    /// Show chaos dropping packets for one cgroup, end to end, in test namespaces.
+    /// Show chaos dropping packets for one cgroup, end to end, in test namespaces (installs
+    /// only what the demo needs).
     Demo,
     /// Inside a VM only: the VM half of a benchmark (prints a BENCHMARKS.md section).
     #[command(hide = true)]
@@ -112,8 +113,8 @@ fn main() -> ExitCode {
         Task::Vm { kernel, include, command } => run_in_vm(kernel, &include, &command),
         Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
         Task::Bench { which, kernel } => bench::select(&which, kernel)
-            .and_then(|selection| bench::run(selection, &prepare_root_task("the benchmark")?)),
-        Task::Demo => prepare_root_task("the demo").and_then(|_| demo::run()),
+            .and_then(|selection| bench::run(selection, &prepare_root_task("the benchmark", setup::Purpose::Tests)?)),
+        Task::Demo => prepare_root_task("the demo", setup::Purpose::Demo).and_then(|_| demo::run()),
         Task::BenchInVm { which } => bench::in_vm(which),
     };
     match result {
@@ -126,15 +127,16 @@ fn main() -> ExitCode {
 }
 
 /// For the tasks that run chaos on this machine (bench, demo): root first (they create cgroups,
-/// network namespaces and BPF programs), then setup, then the build, whose binaries the test
-/// helpers find through the environment.
-fn prepare_root_task(task: &str) -> anyhow::Result<build::Binaries> {
+/// network namespaces and BPF programs), then what `purpose` needs of setup, then the build
+/// (the demo's without the integration tests), whose binaries the test helpers find through
+/// the environment.
+fn prepare_root_task(task: &str, purpose: setup::Purpose) -> anyhow::Result<build::Binaries> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("{task} creates cgroups, network namespaces and BPF programs: run it as root");
     }
-    setup::run()?;
-    let binaries = build::build_binaries()?;
+    setup::run_for(purpose)?;
+    let binaries = if purpose == setup::Purpose::Demo { build::build_bins()? } else { build::build_binaries()? };
     for (key, value) in binaries.env("host") {
         // SAFETY: xtask is still single-threaded here; the helpers read these variables.
         unsafe { std::env::set_var(key, value) };
