@@ -2,7 +2,7 @@
 //! (`cargo xtask demo`, `cargo xtask test`) and nothing else.
 //!
 //! Each module has one job, and this file orders them: `setup` (what the machine needs), `build`
-//! (cargo), `vm` (kernels and QEMU), then the tasks `test`, `bench`, `demo`. Data flows down:
+//! (cargo), `vm` (kernels and QEMU), then the tasks `test`, `bench`, `demo`, `package`. Data flows down:
 //! setup uses vm (for its kernels), the tasks use what they need below them, and no module
 //! imports one that imports it back; `util` (commands, paths), `errinj` (the 6.1-errinj kernel)
 //! and `host_state` sit at the bottom.
@@ -13,6 +13,7 @@ mod errinj;
 mod host_state;
 mod links;
 mod lint;
+mod package;
 mod setup;
 mod structure;
 mod test;
@@ -93,6 +94,10 @@ enum Task {
     /// Show chaos dropping packets for one cgroup, end to end, in test namespaces (installs
     /// only what the demo needs).
     Demo,
+    /// Build release chaos and write into target/dist/ the Debian package (man pages,
+    /// completions, the systemd unit, a default daemon.toml, the examples) and the container
+    /// image the DaemonSet runs, as an OCI archive (loaded into the local Docker if one runs).
+    Package,
     /// Inside a VM only: the VM half of a benchmark (prints a BENCHMARKS.md section).
     #[command(hide = true)]
     BenchInVm {
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
         Task::Bench { which, kernel } => bench::select(&which, kernel)
             .and_then(|selection| bench::run(selection, &prepare_root_task("the benchmark", setup::Purpose::Tests)?)),
         Task::Demo => prepare_root_task("the demo", setup::Purpose::Demo).and_then(|_| demo::run()),
+        Task::Package => setup::run_for(setup::Purpose::Package).and_then(|()| package::run()),
         Task::BenchInVm { which } => bench::in_vm(which),
     };
     match result {
