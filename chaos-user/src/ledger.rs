@@ -74,13 +74,12 @@ impl Entry {
 /// by this process.
 pub fn write(netns: Option<&Netns>, item: Item) -> io::Result<Entry> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    fs::create_dir_all(LEDGER_DIR)?;
     let pid = std::process::id();
     let netns_inode = netns.map_or(0, |n| n.inode);
     let owner_start = crate::os::process::start_time(pid).unwrap_or(0);
     let record = Record { owner_pid: pid, owner_start, netns_inode, item };
     let path = Path::new(LEDGER_DIR).join(format!("{pid}-{owner_start}-{}.json", NEXT.fetch_add(1, Ordering::Relaxed)));
-    crate::os::records::write_atomic(&path, &serde_json::to_vec(&record).expect("record serializes"))?;
+    crate::os::records::write_atomic_in_dir(&path, &serde_json::to_vec(&record).expect("record serializes"))?;
     Ok(Entry { path })
 }
 

@@ -13,6 +13,7 @@ pub mod net;
 pub mod programs;
 pub mod runtimes;
 pub mod skip;
+pub mod tcp;
 pub mod workload;
 
 use std::sync::atomic::{AtomicU32, Ordering};

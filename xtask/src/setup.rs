@@ -55,6 +55,7 @@ const PACKAGES: &[(&str, Purpose, &str)] = &[
         Purpose::Tests,
         "the real service of `cargo xtask bench service`, and the HTTP/2 server of the verdict tests",
     ),
+    ("curl", Purpose::Tests, "the real client of the net sever test: its download from nginx is reset"),
     ("wrk", Purpose::Tests, "the load generator of `cargo xtask bench service`"),
     // The container tests start each runtime themselves (private sockets and data directories);
     // the packages' own services are never started by chaos's tests.

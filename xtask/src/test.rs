@@ -176,6 +176,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("entry_hook", 0.8),
     ("lsm_cgroup", 1.0),
     ("net_drop", 0.65),
+    ("net_sever", 0.6),
     ("golden", 0.55),
     ("syscall_override", 0.5),
     ("hints", 0.6),
@@ -194,7 +195,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("manifests", 0.02),
     ("package", 0.01),
     ("runtimes_network", 0.01),
-    ("crash_points", 3.0),
+    ("crash_points", 6.0),
 ];
 
 /// A test binary's name without cargo's hash suffix (`delay-6beb36907909f233` is `delay`).

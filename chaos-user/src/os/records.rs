@@ -29,6 +29,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::File::open(path.parent().unwrap_or(Path::new("."))).and_then(|dir| dir.sync_all())
 }
 
+/// [`write_atomic`], making `path`'s directory first if it is missing, and again if someone
+/// removed it in between (an operator clearing /run/chaos while runs start).
+pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    match write_atomic(path, bytes) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            write_atomic(path, bytes)
+        }
+        result => result,
+    }
+}
+
 /// The temporary file [`write_atomic`] writes `path` through: `.NAME.PID.tmp` beside it, so
 /// that a cleaner can tell from its name whose it is (a process that died mid-write leaves it).
 pub fn temporary_of(path: &Path) -> io::Result<PathBuf> {
