@@ -175,13 +175,16 @@ impl Chaos {
     /// [`Chaos::start`] with `env` added to its environment (e.g. a test runtime's socket).
     #[must_use]
     pub fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(chaos_bin())
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chaos");
+        let mut command = Command::new(chaos_bin());
+        command.args(args).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Self::start_command(command)
+    }
+
+    /// A chaos started by another program, e.g. `docker exec CONTAINER chaos ...` (its
+    /// stdout and stderr are chaos's).
+    #[must_use]
+    pub fn start_command(mut command: Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start chaos");
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&stderr);

@@ -305,6 +305,16 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("curls_download_from_nginx_is_reset_and_nginx_sees_it_while_the_other_curl_finishes", &[SockDiag, Package("nginx-light")]),
         ("doctor_says_how_connections_are_severed_and_why_not_the_kfunc", &[]),
     ]),
+    ("package", &[
+        ("the_package_puts_each_file_where_the_unit_and_the_docs_say", &[HostTier, Package("lintian")]),
+        ("the_package_depends_only_on_the_libraries_chaos_links", &[HostTier, Package("lintian")]),
+        ("the_packaged_binary_runs_doctor_and_says_its_version_commit_and_object_date", &[HostTier, Package("lintian")]),
+        ("every_man_page_renders_without_a_warning_and_says_what_help_says", &[HostTier, Package("lintian"), Package("man-db")]),
+        ("the_completions_load_in_their_shells", &[HostTier, Package("lintian")]),
+        ("the_packaged_daemon_toml_passes_check_and_schedules_nothing", &[HostTier, Package("lintian")]),
+        ("the_image_holds_chaos_and_its_libraries_only_is_small_and_is_the_one_the_manifests_name", &[HostTier, Package("lintian")]),
+        ("the_image_runs_as_the_daemonset_does_and_drops_a_sibling_containers_packets_only", &[HostTier, Package("lintian"), DOCKER]),
+    ]),
     ("proc", &[
         ("periodic_kill_hits_one_target_process_per_tick_and_the_supervisor_brings_it_back", &[]),
         ("a_crash_point_at_the_100th_fsync_leaves_exactly_100_records_every_time", &[]),

@@ -288,6 +288,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("daemon_configmap", 0.01),
     ("daemon_pods", 0.01),
     ("manifests", 0.02),
+    ("package", 0.01),
     ("runtimes_network", 0.01),
     ("crash_points", 6.0),
 ];

@@ -5,6 +5,7 @@ mod daemon;
 mod doctor;
 mod experiment;
 mod fault;
+mod generate;
 mod net;
 mod proc;
 mod status;
@@ -35,10 +36,21 @@ Exit status: 0 the fault ran to its deadline; 2 it could not run (bad input, mis
 kernel or privileges lacking; nothing was changed); 130/143 stopped early by SIGINT/SIGTERM
 (everything was detached).";
 
+/// `chaos --version`: the release, the commit of the source it was built from, and when its
+/// embedded eBPF object was built (both recorded by build.rs; "unknown" without git).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("CHAOS_GIT_COMMIT"),
+    "\neBPF object built: ",
+    env!("CHAOS_EBPF_BUILT")
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "chaos",
     version,
+    long_version = LONG_VERSION,
     about = "Kernel-level fault injection for one cgroup, time-boxed by the kernel itself",
     after_help = EXAMPLES
 )]
@@ -123,6 +135,10 @@ Examples:
     /// A detached experiment's reaper (started by `chaos run --detach`).
     #[command(name = "__reap", hide = true)]
     Reap { id: String },
+    /// Writes the man pages and shell completions generated from these definitions into
+    /// DIR/man and DIR/completions (`cargo xtask package` runs it).
+    #[command(name = "__generate", hide = true)]
+    Generate { out_dir: PathBuf },
 }
 
 /// Exactly one way of naming the target: the flags of every kind in the target registry
@@ -250,6 +266,7 @@ impl Cli {
             Command::Cleanup => Ok(cleanup::run()),
             Command::Guard { cgroup_dir, resume_all_at_ns } => Ok(crate::os::guard::run(&cgroup_dir, resume_all_at_ns)),
             Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
+            Command::Generate { out_dir } => generate::run(&out_dir),
         }
     }
 }
