@@ -6,6 +6,7 @@
 #![feature(asm_experimental_arch)]
 
 mod dentry;
+mod dns;
 mod gate;
 mod maps;
 mod net_cgroup;
