@@ -134,12 +134,21 @@ pub struct QuietHint {
     seen: u64,
     since: Instant,
     shown: bool,
+    /// The likely reasons, where the fault's own differ from a packet fault's.
+    reasons: Option<&'static str>,
 }
 
 impl QuietHint {
     #[must_use]
     pub fn new(target: &Target, now: Instant) -> Self {
-        Self { cgroup: target.cgroup.clone(), seen: 0, since: now, shown: false }
+        Self { cgroup: target.cgroup.clone(), seen: 0, since: now, shown: false, reasons: None }
+    }
+
+    /// The same watch for a fault that counts something else than packets, with its reasons.
+    #[must_use]
+    pub const fn with_reasons(mut self, reasons: &'static str) -> Self {
+        self.reasons = Some(reasons);
+        self
     }
 
     /// The hint, once, when no direction has seen a packet for [`QUIET_FOR`].
@@ -154,6 +163,14 @@ impl QuietHint {
         }
         self.shown = true;
         let directions: Vec<&str> = counters.iter().map(|c| c.direction).collect();
+        let quiet_for = now.duration_since(self.since).as_secs();
+        if let Some(reasons) = self.reasons {
+            return Some(format!(
+                "hint: nothing seen ({}) on {} for {quiet_for} s. Likely: {reasons}",
+                directions.join(", "),
+                self.cgroup
+            ));
+        }
         Some(format!(
             "hint: no packet seen ({}) on {} for {} s. Likely: the target sends and receives nothing \
              right now; its sockets were created in another cgroup (a process moved in after opening \
@@ -161,7 +178,7 @@ impl QuietHint {
              traffic (--direction)",
             directions.join(", "),
             self.cgroup,
-            now.duration_since(self.since).as_secs()
+            quiet_for
         ))
     }
 }

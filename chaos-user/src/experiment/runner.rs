@@ -26,7 +26,6 @@ use super::{
 };
 use crate::{
     fault::options::Ppm,
-    hints::QuietHint,
     live::LiveLine,
     report::{OutputFormat, StopReason},
     run::{StopSignals, arm},
@@ -375,8 +374,8 @@ impl<'p, 't> Runner<'p, 't> {
                 let config = steps::armed(loaded.config, deadline_ns, ppm);
                 loaded.fault.configure(config).map_err(|e| format!("arming fault {}: {e}", fault.label))?;
                 (loaded.config, loaded.armed) = (config, true);
-                // Packet faults only (syscall and process faults count calls): quiet from now on?
-                loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
+                // Packet faults and DNS (syscall and process faults count calls): quiet from now on?
+                loaded.quiet = fault.plan.quiet_hint(Instant::now());
                 if let Some(action) = &fault.userspace {
                     loaded.actor = Some(
                         crate::fault::proc::periodic::Actor::start(&self.target, action.clone(), deadline_ns)

@@ -4,6 +4,7 @@
 //! plan and stops. Every family produces the same [`FaultPlan`], so the engine, runs, reports
 //! and experiments need no per-family code. Adding a family: its module here, one line in
 //! [`registry::FAULT_KINDS`], an [`AttachPoint`] arm if it needs a new kind of hook.
+pub mod companion;
 pub mod net;
 pub mod options;
 pub mod proc;
@@ -11,13 +12,14 @@ pub mod registry;
 pub mod syscall;
 pub mod traced;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use chaos_common::{Direction, FaultConfig, KernelOffsets};
+use companion::Companion;
 use options::Ppm;
 use serde::Serialize;
 
-use crate::{features::Prober, netns::Netns, target::Target};
+use crate::{features::Prober, hints::QuietHint, netns::Netns, target::Target};
 
 /// What a fault needs besides its own options to become a plan.
 pub struct FaultContext<'a> {
@@ -78,6 +80,10 @@ pub struct FaultPlan {
     /// Kernel struct offsets for programs that read kernel memory (from BTF), when needed.
     #[serde(skip)]
     pub kernel_offsets: Option<KernelOffsets>,
+    /// The part of the fault that works in chaos's own process beside its programs (DNS's
+    /// responder): started before they attach, stopped after they are detached.
+    #[serde(serialize_with = "serialize_companion", skip_serializing_if = "Option::is_none")]
+    pub companion: Option<Arc<dyn Companion>>,
 }
 
 impl FaultPlan {
@@ -113,6 +119,16 @@ impl FaultPlan {
             }
         }
         directions
+    }
+
+    /// The watch that says once why the fault sees nothing for a while: for packet faults, and
+    /// for faults whose companion counts what it sees (with its own likely reasons).
+    #[must_use]
+    pub fn quiet_hint(&self, now: tokio::time::Instant) -> Option<QuietHint> {
+        match &self.companion {
+            Some(companion) => Some(QuietHint::new(&self.target, now).with_reasons(companion.quiet_reasons())),
+            None => self.counter_label.is_none().then(|| QuietHint::new(&self.target, now)),
+        }
     }
 
     /// Whether its programs find the target by a socket's cgroup (cgroup_skb, cgroup socket
@@ -219,6 +235,10 @@ impl AttachPoint {
             }
         }
     }
+}
+
+fn serialize_companion<S: serde::Serializer>(companion: &Option<Arc<dyn Companion>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&companion.as_ref().map(|c| c.describe()).unwrap_or_default())
 }
 
 fn serialize_netns<S: serde::Serializer>(netns: &Netns, s: S) -> Result<S::Ok, S::Error> {

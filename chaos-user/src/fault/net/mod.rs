@@ -54,6 +54,7 @@ fn finish(
         injected_word,
         counter_label: None,
         kernel_offsets: None,
+        companion: None,
         target: context.target.clone(),
         summary,
         parameters,

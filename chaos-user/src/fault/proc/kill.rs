@@ -225,6 +225,7 @@ fn plan_periodic(periodic: &PeriodicKill, context: &FaultContext<'_>) -> FaultPl
         config: FaultConfig::default(),
         maps: MapContents::default(),
         kernel_offsets: None,
+        companion: None,
     }
 }
 
@@ -386,6 +387,7 @@ fn plan_at_entry(
         config,
         maps: MapContents { syscall_set: Some(syscall_numbers::bitmap(numbered)), ..MapContents::default() },
         kernel_offsets: None,
+        companion: None,
         target,
     })
 }

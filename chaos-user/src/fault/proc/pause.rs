@@ -109,6 +109,7 @@ impl PlanFault for ProcPauseOptions {
             config: FaultConfig::default(),
             maps: MapContents::default(),
             kernel_offsets: None,
+            companion: None,
         })
     }
 }

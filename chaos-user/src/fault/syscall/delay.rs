@@ -102,6 +102,7 @@ impl PlanFault for SyscallDelayOptions {
             config,
             maps: MapContents { syscall_set: Some(numbers::bitmap(&syscalls)), ..MapContents::default() },
             kernel_offsets: None,
+            companion: None,
             target,
         })
     }

@@ -280,6 +280,7 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         config,
         maps,
         kernel_offsets,
+        companion: None,
     })
 }
 
