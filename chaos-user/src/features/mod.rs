@@ -18,11 +18,11 @@ use serde::Serialize;
 
 mod families;
 
-use families::{FAMILIES, Requirement};
 pub use families::{
-    NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
+    DNS, NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
     SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
 };
+use families::{FAMILIES, Requirement};
 
 use crate::{errno, fault::syscall::error_injection as injection, netlink, sys, target::CgroupFs};
 
