@@ -7,6 +7,7 @@
 //! created; traffic only crosses veth pairs between test namespaces.
 pub mod cgroup;
 pub mod chaos;
+pub mod dns;
 pub mod kernel;
 pub mod net;
 pub mod programs;

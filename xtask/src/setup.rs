@@ -23,6 +23,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "inspecting what is attached, when debugging"),
     ("iptables", "the anchor tool of the packet-drop benchmark"),
     ("strace", "the anchor tool of the syscall benchmarks"),
+    (
+        "dnsmasq-base",
+        "the DNS tests and benchmark: a real resolver on a test namespace's loopback (copied into the VMs)",
+    ),
+    ("bind9-dnsutils", "the DNS tests: dig, a real client over UDP and TCP"),
     ("openssl", "the verdict tests: a self-signed certificate and an HTTPS test server (s_server)"),
     (
         "prometheus",

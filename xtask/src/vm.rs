@@ -204,12 +204,29 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
     bail!("no Debian archive configured in /etc/apt (looked at sources.list.d/debian.sources and sources.list)")
 }
 
-/// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
-const MODULES: &[&str] =
-    &["veth", "sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "act_bpf", "ifb", "sch_htb", "sch_tbf"];
+/// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot. The
+/// sock_diag ones load on demand on a real system (the guests have no modprobe): chaos asks
+/// them which cgroup a socket belongs to, and which process sent a DNS query.
+const MODULES: &[&str] = &[
+    "veth",
+    "sch_fq",
+    "sch_netem",
+    "sch_ingress",
+    "cls_bpf",
+    "act_bpf",
+    "ifb",
+    "sch_htb",
+    "sch_tbf",
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
+];
 
-/// Host tools copied into every VM (with their shared libraries).
-const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace"];
+/// Host tools copied into every VM (with their shared libraries). dnsmasq: the real resolver of
+/// the DNS tests (about 10 MB with its libraries; dig's are 59 MB, so the guests' DNS clients
+/// are glibc's, through chaos-workload).
+const HOST_TOOLS: &[&str] =
+    &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace", "/usr/sbin/dnsmasq"];
 
 /// What to run in a VM.
 pub struct VmJob<'a> {
