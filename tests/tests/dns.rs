@@ -545,3 +545,62 @@ duration = "3s"
     assert_eq!(detach["injected"].as_u64(), Some(failed as u64), "{detach}");
     assert_eq!(kernel::cgroup_programs(setup.cgroup.dir()), 0);
 }
+
+/// A container on a user-defined network of a private dockerd asks Docker's embedded DNS
+/// (127.0.0.11, reachable only in the container's namespace): a failed name gets NXDOMAIN in
+/// the target container, its other lookups (another container's name) are answered by Docker,
+/// and the same name resolves from another container on the network.
+#[test]
+fn a_container_asking_dockers_embedded_dns_loses_only_its_own_lookups() {
+    let test = "a_container_asking_dockers_embedded_dns_loses_only_its_own_lookups";
+    require_root!(test);
+    host_tier_only!(test, "the VM guests have no container runtime (busybox userland)");
+    let Some((_rootfs, docker)) = chaos_tests::runtimes::private_docker(test) else { return };
+    let network = chaos_tests::unique_name("chaos-dns");
+    docker.cli(&["network", "create", &network]).expect("a user-defined network in the private dockerd");
+    let names = ["target", "web", "db"].map(chaos_tests::unique_name);
+    for name in &names {
+        let args =
+            ["run", "-d", "--name", name, "--network", &network, chaos_tests::runtimes::IMAGE, "/bin/sleep", "600"];
+        docker.cli(&args).unwrap_or_else(|e| panic!("container {name}: {e}"));
+    }
+    let [target, web, db] = &names;
+    let lookup = |container: &str, name: &str| {
+        let report = docker
+            .cli(&["exec", container, "/chaos-workload", "resolve", "--name", name, "--family", "4"])
+            .unwrap_or_else(|e| panic!("resolve {name} in {container}: {e}"));
+        let json: serde_json::Value = serde_json::from_str(&report).unwrap_or_else(|e| panic!("{e}: {report}"));
+        chaos_tests::dns::parse_lookups(&json).remove(0)
+    };
+    let resolv = docker.cli(&["exec", target, "cat", "/etc/resolv.conf"]).expect("the container's resolv.conf");
+    assert!(resolv.contains("nameserver 127.0.0.11"), "Docker's embedded DNS: {resolv}");
+    let before = lookup(target, web);
+    assert!(before.ok, "Docker's embedded DNS answers container names: {before:?}");
+
+    let env = chaos_tests::runtimes::only_runtime("DOCKER_HOST", docker.host());
+    let args = [
+        "dns",
+        "fail",
+        "--container",
+        target,
+        "--name",
+        web,
+        "--rcode",
+        "nxdomain",
+        "--for",
+        "5m",
+        "--output",
+        "json",
+        "-v",
+    ];
+    let mut chaos = Chaos::start_with_env(&args, &env);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    let failed = lookup(target, web);
+    let other = lookup(target, db);
+    let beside = lookup(db, web);
+    let report = chaos.stop_json();
+    assert_eq!(failed.error.as_deref(), Some("EAI_NONAME"), "{failed:?}");
+    assert!(other.ok, "another name, answered by Docker through the responder: {other:?}");
+    assert_eq!(beside.addresses, before.addresses, "from another container the name still resolves: {beside:?}");
+    assert_eq!(counters(&report), (2, 1, 1), "{report}");
+}
