@@ -27,6 +27,16 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle sockets to one resolver kept for the next forwarded query (a socket per query in flight).
 const POOLED_PER_SLOT: usize = 32;
 
+/// A socket connected to a slot's resolver, with the buffer its answers are read into: both
+/// are reused from query to query (a 64 KiB buffer zeroed per query was 3 % of the responder's
+/// time under load).
+struct Upstream {
+    socket: UdpSocket,
+    buf: Vec<u8>,
+}
+
+type Pool = Arc<Mutex<Vec<Upstream>>>;
+
 /// The thread's body: enter the namespace, bind every slot, say which ports (or why not) on
 /// `ready`, serve until stopped.
 pub(super) fn run(shared: &Arc<Shared>, netns: &Netns, ready: &mpsc::Sender<Result<Vec<SlotPorts>, String>>) {
@@ -97,7 +107,7 @@ async fn bind_slot(slot: Slot, loopback: IpAddr) -> io::Result<BoundSlot> {
 }
 
 async fn serve_udp(shared: Arc<Shared>, slot: Slot, socket: Arc<UdpSocket>) {
-    let pool: Arc<Mutex<Vec<UdpSocket>>> = Arc::default();
+    let pool: Pool = Arc::default();
     let local = socket.local_addr().unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
@@ -171,30 +181,30 @@ impl Forwarding {
     /// Over UDP, from a socket of the slot's pool (or a new one), and the answer back to the
     /// client from the slot's socket. A socket whose resolver did not answer is not reused: its
     /// late answer must not reach the next query.
-    async fn udp(self, socket: Arc<UdpSocket>, pool: Arc<Mutex<Vec<UdpSocket>>>, query: Vec<u8>, client: SocketAddr) {
+    async fn udp(self, socket: Arc<UdpSocket>, pool: Pool, query: Vec<u8>, client: SocketAddr) {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
         let Some(resolver) = self.shared.resolver(self.slot) else { return };
         let pooled = lock(&pool).pop();
-        let upstream = match pooled {
+        let mut upstream = match pooled {
             Some(upstream) => upstream,
             None => match connect_udp(resolver).await {
-                Ok(upstream) => upstream,
+                Ok(socket) => Upstream { socket, buf: vec![0u8; MAX_MESSAGE] },
                 Err(err) => {
                     tracing::debug!("forwarding a DNS query to {resolver}: {err}");
                     return;
                 }
             },
         };
-        if upstream.send(&query).await.is_err() {
+        if upstream.socket.send(&query).await.is_err() {
             return;
         }
         let id = message_id(&query);
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        let Upstream { socket: from, buf } = &mut upstream;
         let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
             loop {
-                let len = upstream.recv(&mut buf).await?;
+                let len = from.recv(buf).await?;
                 if message_id(&buf[..len]) == id {
                     return Ok::<usize, io::Error>(len);
                 }
@@ -202,7 +212,7 @@ impl Forwarding {
         })
         .await;
         if let Ok(Ok(len)) = answer {
-            let _ = socket.send_to(&buf[..len], client).await;
+            let _ = socket.send_to(&upstream.buf[..len], client).await;
             let mut idle = lock(&pool);
             if idle.len() < POOLED_PER_SLOT {
                 idle.push(upstream);
