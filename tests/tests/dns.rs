@@ -100,6 +100,11 @@ fn a_failed_name_gets_its_rcode_inside_the_target_only_over_udp_tcp_and_ipv6() {
         let beside = setup.lookup(&taken, server, false);
         assert!(beside.ok, "{taken} must resolve beside the target (via {server}): {beside:?}");
     }
+    // A second DNS fault on the target would get none of its queries: refused, naming the first.
+    let (status, _, stderr) =
+        chaos::run(&["dns", "drop", "--cgroup", setup.cgroup.path(), "--name", &other, "--for", "10s"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("do not compose"), "{stderr}");
     let report = chaos.stop_json();
     let (seen, matched, failed) = counters(&report);
     eprintln!("measured: dns fail: seen {seen}, matched {matched}, failed {failed}");
