@@ -69,6 +69,13 @@ impl Dnsmasq {
     }
 }
 
+impl Dnsmasq {
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Dnsmasq {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -17,6 +17,7 @@ use chaos_tests::{
 use crate::{build, util, vm};
 
 mod daemon;
+mod dns;
 mod entry_hook;
 mod scale;
 mod scale_entry;
@@ -51,6 +52,9 @@ pub enum Which {
     /// Many faults at once: an untargeted getpid() loop with 1, 10 and 50 syscall delays armed
     /// on distinct cgroups (host: raw sys_enter).
     Scale,
+    /// DNS faults: untargeted lookups armed vs not, the target's other names through chaos vs
+    /// direct, a failed lookup from chaos vs a resolver configured to fail it (host).
+    Dns,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -134,6 +138,7 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
             Which::Startup,
             Which::Service,
             Which::Scale,
+            Which::Dns,
         ][..]
     } else {
         which
@@ -188,6 +193,9 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
         write_section("scale", &scale::scale_bench()?)?;
         write_section("scale-entry-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-entry")?)?;
         write_section("scale-lsm-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "scale-lsm")?)?;
+    }
+    if which.contains(&Which::Dns) {
+        write_section("dns", &dns::dns_bench(&binaries)?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())

@@ -54,7 +54,7 @@
 //!       [--nameserver IP]... [--timeout S] [--attempts N] [--tcp]
 //!       K getaddrinfo() lookups of N through glibc's resolver (with --nameserver: in a private
 //!       /etc naming those servers, see resolve.rs; --tcp asks over TCP); prints {"lookups": [{"ok", "addresses" or
-//!       "error" (EAI_NONAME...), "elapsed_us", "at_ns"}]}
+//!       "error" (EAI_NONAME...), "elapsed_us", "at_ns"}], "cpu_ns"}
 //!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
 //!       runs COMMAND (in cgroup DIR if given, the supervisor staying where it is) and starts it
 //!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
