@@ -5,7 +5,7 @@
 //! kernel's rate limit of other families is applied here, per second of CLOCK_MONOTONIC.
 use std::{net::SocketAddr, time::Duration};
 
-use chaos_common::{FaultConfig, dns::Client, flags};
+use chaos_common::{FaultConfig, dns::Client};
 
 use super::{Shared, Slot, lock};
 use crate::{
@@ -16,7 +16,8 @@ use crate::{
 
 /// How long a client record may wait for its query before the sweep removes it.
 const CLIENT_RECORD_TTL: Duration = Duration::from_secs(30);
-/// How often the sweep runs.
+/// How often the sweep runs (at most; it runs as records are made, so an untraced fault's
+/// responder keeps no timer: its event loop then sleeps without a timeout).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The records made so far and the rate limit's window.
@@ -24,6 +25,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub(crate) struct Trace {
     second: u64,
     taken: u64,
+    /// CLOCK_MONOTONIC ns of the last sweep of the client records.
+    swept_ns: u64,
     pub(super) records: Vec<Injection>,
     /// A sock_diag socket in the target's namespace, opened on the responder's thread.
     diag: Option<NetlinkSocket>,
@@ -79,7 +82,19 @@ impl Shared {
             dns: Some(hit),
         };
         tracing::info!(target: "chaos::injection", "injected: {}", injection.describe());
-        lock(&self.trace).records.push(injection);
+        let now = injection.at_ns;
+        let sweep = {
+            let mut trace = lock(&self.trace);
+            trace.records.push(injection);
+            let due = now.saturating_sub(trace.swept_ns) >= SWEEP_EVERY.as_nanos() as u64;
+            if due {
+                trace.swept_ns = now;
+            }
+            due
+        };
+        if sweep {
+            self.sweep_clients(now);
+        }
     }
 
     /// The process that opened the client's socket, if the programs recorded it.
@@ -107,21 +122,15 @@ impl Shared {
         lock(&self.maps).clients.get(&cookie, 0).ok()
     }
 
-    /// Removes client records nobody read (their queries were not traced) now and then, so the
-    /// map keeps room while the fault is traced.
-    pub(super) async fn sweep_clients(&self) {
-        loop {
-            tokio::time::sleep(SWEEP_EVERY).await;
-            if self.config().flags & flags::TRACE == 0 {
-                continue;
-            }
-            let oldest = sys::monotonic_now_ns().saturating_sub(CLIENT_RECORD_TTL.as_nanos() as u64);
-            let mut maps = lock(&self.maps);
-            let stale: Vec<u64> =
-                maps.clients.iter().filter_map(Result::ok).filter(|(_, c)| c.at_ns < oldest).map(|(k, _)| k).collect();
-            for cookie in stale {
-                let _ = maps.clients.remove(&cookie);
-            }
+    /// Removes client records older than [`CLIENT_RECORD_TTL`] (their queries were not traced,
+    /// or were long ago), so the map keeps room while the fault is traced.
+    fn sweep_clients(&self, now_ns: u64) {
+        let oldest = now_ns.saturating_sub(CLIENT_RECORD_TTL.as_nanos() as u64);
+        let mut maps = lock(&self.maps);
+        let stale: Vec<u64> =
+            maps.clients.iter().filter_map(Result::ok).filter(|(_, c)| c.at_ns < oldest).map(|(k, _)| k).collect();
+        for cookie in stale {
+            let _ = maps.clients.remove(&cookie);
         }
     }
 }

@@ -64,8 +64,6 @@ pub(super) fn run(shared: &Arc<Shared>, netns: &Netns, ready: &mpsc::Sender<Resu
             tokio::spawn(serve_udp(Arc::clone(shared), ports.slot, Arc::new(udp)));
             tokio::spawn(serve_tcp(Arc::clone(shared), ports.slot, tcp));
         }
-        let sweeper = Arc::clone(shared);
-        tokio::spawn(async move { sweeper.sweep_clients().await });
         shared.stop.notified().await;
     });
     // Dropping the runtime ends every task and closes every socket.
