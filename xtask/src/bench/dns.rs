@@ -263,11 +263,16 @@ fn report(builds: &[(&str, PathBuf)], results: &[Rounds], load: &str, load_after
     }
     let _ = writeln!(
         out,
-        "\nUntargeted cgroups run none of the programs (they are attached to the target cgroup only): their ratio is 1 \
-         within noise. The target's other names take a detour through chaos's responder (a loopback hop each way and \
-         a parse of the question); a failed lookup never reaches the resolver, so chaos answers it from the same \
-         loopback hop that dnsmasq's own answer takes, with a parse and an encode instead of a cache lookup. The \
-         debug build is what the tests use; the release build is `cargo build --release -p chaos-user`, when made.\n\n\
+        "\nUntargeted cgroups run none of the programs (they are attached to the target cgroup only): their CPU per \
+         lookup is the same armed or not, and their throughput ratio is the machine's noise. The target's other names \
+         take a detour through chaos's responder: two more wake-ups per lookup (the responder for the query, then for \
+         the resolver's answer) and two more loopback hops. perf of the responder on this host puts about a third of \
+         its time in being switched in (finish_task_switch) and most of the rest in the socket calls and the wake-ups \
+         of the other side; parsing the question and deciding are a few percent. On a virtual machine whose other \
+         tenants keep its two CPUs busy, each of those wake-ups costs tens of microseconds, which is where the added \
+         latency comes from. A failed lookup never reaches the resolver: chaos answers it from the same single hop that \
+         dnsmasq's own answer takes, with a parse and an encode where dnsmasq looks up its configuration. The debug \
+         build is what the tests use; the release build is `cargo build --release -p chaos-user`, when made.\n\n\
          Load average at the start: {load}; at the end: {load_after} (the machine is shared)."
     );
     out
