@@ -228,8 +228,15 @@ impl Drop for LoadedFault {
         // Tasks first: nothing may stay stopped, whatever else goes wrong below.
         let _ = self.finish_stops();
         self.dispatched.clear();
-        // The links before the companion: nothing is sent to a responder that has gone.
-        self.links.clear();
+        if let Some(companion) = self.companion.clone() {
+            // Disarmed, so nothing new is sent to it: what it holds is answered while the
+            // programs that route its answers are still there.
+            let _ = self.disarm();
+            companion.quiesce();
+        }
+        // Last attached, first detached (a fault attaches what others rely on first), and the
+        // links before the companion: nothing is sent to a responder that has gone.
+        while self.links.pop().is_some() {}
         if let Some(companion) = self.companion.take() {
             companion.stop();
         }

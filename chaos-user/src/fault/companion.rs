@@ -38,6 +38,10 @@ pub trait RunningCompanion: Send + Sync {
     /// The injection records it made since the last call (traced faults).
     fn take_injections(&self) -> Vec<Injection>;
 
+    /// Waits, briefly, until what it holds is done (the DNS responder's queries in flight);
+    /// called once the fault is disarmed, before the programs are detached.
+    fn quiesce(&self);
+
     /// Stops it (its threads end and its sockets close); called once the programs are detached.
     fn stop(&self);
 }

@@ -186,6 +186,8 @@ pub(super) struct Shared {
     /// Schedules: matching queries so far, and injections taken under `--max`.
     scheduled: AtomicU64,
     scheduled_injections: AtomicU64,
+    /// Queries being forwarded (or delayed) now, for [`RunningCompanion::quiesce`].
+    pub(super) in_flight: AtomicU64,
     pub(super) maps: Mutex<KernelMaps>,
     /// The resolver of each slot, once read from the programs' map.
     resolvers: Mutex<[Option<SocketAddr>; 2 * SLOTS as usize]>,
@@ -208,6 +210,7 @@ impl Shared {
             injected: AtomicU64::new(0),
             scheduled: AtomicU64::new(0),
             scheduled_injections: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             maps: Mutex::new(maps),
             resolvers: Mutex::new([None; 2 * SLOTS as usize]),
             trace: Mutex::new(clients::Trace::default()),
@@ -310,6 +313,11 @@ fn delay(config: &FaultConfig) -> Duration {
     Duration::from_nanos((config.delay_ns + offset).saturating_sub(jitter))
 }
 
+/// How long the end of a fault waits for the queries the responder is forwarding or delaying:
+/// a forward takes a resolver's round trip; a delay longer than this is cut short (its client
+/// gets no answer, and asks again).
+const QUIESCE_AT_MOST: Duration = Duration::from_secs(1);
+
 /// A started responder.
 struct Running {
     shared: Arc<Shared>,
@@ -331,6 +339,13 @@ impl RunningCompanion for Running {
 
     fn take_injections(&self) -> Vec<Injection> {
         std::mem::take(&mut lock(&self.shared.trace).records)
+    }
+
+    fn quiesce(&self) {
+        let until = std::time::Instant::now() + QUIESCE_AT_MOST;
+        while self.shared.in_flight.load(Ordering::Acquire) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     fn stop(&self) {

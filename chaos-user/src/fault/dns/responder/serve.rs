@@ -7,7 +7,7 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::{Arc, Mutex, mpsc},
+    sync::{Arc, Mutex, atomic::Ordering, mpsc},
     time::Duration,
 };
 
@@ -117,7 +117,7 @@ async fn serve_udp(shared: Arc<Shared>, slot: Slot, socket: Arc<UdpSocket>) {
             shared.record(hit, Transport::Udp, client, local, slot);
         }
         let forward = |delay| {
-            let forwarding = Forwarding { shared: Arc::clone(&shared), slot, delay };
+            let forwarding = Forwarding::new(&shared, slot, delay);
             tokio::spawn(forwarding.udp(Arc::clone(&socket), Arc::clone(&pool), query.clone(), client));
         };
         match decision {
@@ -160,7 +160,7 @@ async fn serve_tcp_client(shared: Arc<Shared>, slot: Slot, mut stream: TcpStream
             Decision::Forward => Duration::ZERO,
             Decision::Delay(delay) => delay,
         };
-        let forwarding = Forwarding { shared: Arc::clone(&shared), slot, delay };
+        let forwarding = Forwarding::new(&shared, slot, delay);
         let Some(answer) = forwarding.tcp(&mut upstream, &query).await else { return };
         if write_message(&mut stream, &answer).await.is_err() {
             return;
@@ -168,14 +168,25 @@ async fn serve_tcp_client(shared: Arc<Shared>, slot: Slot, mut stream: TcpStream
     }
 }
 
-/// A query on its way to the slot's resolver, after `delay`.
+/// A query on its way to the slot's resolver, after `delay`; counted in flight until dropped.
 struct Forwarding {
     shared: Arc<Shared>,
     slot: Slot,
     delay: Duration,
 }
 
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
 impl Forwarding {
+    fn new(shared: &Arc<Shared>, slot: Slot, delay: Duration) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::Release);
+        Self { shared: Arc::clone(shared), slot, delay }
+    }
+
     /// Over UDP, from a socket of the slot's pool (or a new one), and the answer back to the
     /// client from the slot's socket. A socket whose resolver did not answer is not reused: its
     /// late answer must not reach the next query.
