@@ -157,7 +157,7 @@ fn responder_for(slot_family: u16, address: [u8; 16], protocol: u32) -> Option<u
     }
     let key = Resolver { address, port_be: PORT_BE as u16, family: slot_family, claimed: 1 };
     // SAFETY: the value is copied out at once.
-    let slot = match unsafe { RESOLVER_SLOTS.get(&key) } {
+    let slot = match unsafe { RESOLVER_SLOTS.get(key) } {
         Some(&slot) => slot,
         None => claim(&key)?,
     };
@@ -182,7 +182,7 @@ fn claim(key: &Resolver) -> Option<u32> {
     let entry = RESOLVERS.get_ptr_mut(u32::from(key.family) * SLOTS + slot)?;
     // SAFETY: a slot is written once, by the program that took it, before anyone is sent there.
     unsafe { *entry = *key };
-    if RESOLVER_SLOTS.insert(key, &slot, u64::from(BPF_NOEXIST)).is_err() {
+    if RESOLVER_SLOTS.insert(key, slot, u64::from(BPF_NOEXIST)).is_err() {
         // SAFETY: copied out at once.
         return unsafe { RESOLVER_SLOTS.get(key) }.copied();
     }
@@ -203,7 +203,7 @@ fn remember_client(ctx: &SockAddrContext, config: &FaultConfig) {
         let mut client =
             Client { at_ns: bpf_ktime_get_ns(), tgid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32, comm: [0; 16] };
         generated::bpf_get_current_comm((&raw mut client.comm).cast(), 16);
-        let _ = CLIENTS.insert(&cookie, &client, 0);
+        let _ = CLIENTS.insert(cookie, client, 0);
     }
 }
 
@@ -254,7 +254,7 @@ fn restore_v6(ctx: &SockAddrContext) -> i32 {
 fn resolver_behind(port: u32, slot_family: u16, protocol: u32) -> Option<&'static Resolver> {
     let key = PortKey { port_be: port as u16, family: slot_family as u8, protocol: protocol as u8 };
     // SAFETY: copied out at once.
-    let slot = *unsafe { RESPONDER_PORTS.get(&key) }?;
+    let slot = *unsafe { RESPONDER_PORTS.get(key) }?;
     let resolver = RESOLVERS.get(u32::from(slot_family) * SLOTS + slot)?;
     (resolver.claimed != 0).then_some(resolver)
 }

@@ -390,3 +390,16 @@ pub fn programs_named(prefix: &str) -> usize {
 pub fn is_frozen(dir: &std::path::Path) -> bool {
     std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|e| e.lines().any(|l| l.trim() == "frozen 1"))
 }
+
+/// Why this kernel has no qdisc `kind`, if it has none: asked of the kernel itself (adding one
+/// to the loopback of a throwaway network namespace), not of chaos.
+#[must_use]
+pub fn qdisc_missing(kind: &str) -> Option<String> {
+    let netns = crate::net::Netns::new();
+    let output = std::process::Command::new("tc")
+        .args(["-n", netns.name(), "qdisc", "add", "dev", "lo", "root", kind])
+        .output()
+        .expect("run tc");
+    (!output.status.success())
+        .then(|| format!("`tc qdisc add ... {kind}` failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+}

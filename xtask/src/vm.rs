@@ -204,9 +204,10 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
     bail!("no Debian archive configured in /etc/apt (looked at sources.list.d/debian.sources and sources.list)")
 }
 
-/// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot. The
-/// sock_diag ones load on demand on a real system (the guests have no modprobe): chaos asks
-/// them which cgroup a socket belongs to, and which process sent a DNS query.
+/// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
+/// (inet_diag, tcp_diag and udp_diag: sock_diag for TCP and UDP, which `net sever` resets
+/// connections through, the foreign-socket hints read, and DNS faults ask which process sent a
+/// query; a real system loads them on first use, the guest cannot.)
 const MODULES: &[&str] = &[
     "veth",
     "sch_fq",
@@ -489,11 +490,15 @@ fn module_load_order(modules_dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<
     Ok(order)
 }
 
-/// `cargo xtask vm --kernel K -- command...`
-pub fn run_command(name: KernelName, include: &[PathBuf], command: &[String]) -> anyhow::Result<()> {
-    let kernel = ensure_kernel(name)?;
-    let bins = crate::build::build_binaries()?;
-    let mut files = bins.files();
+/// `cargo xtask vm --kernel K -- command...`: `command` in `kernel`, with `files` (the built
+/// binaries, their environment in `env`) and the user's `include`s copied in.
+pub fn run_command(
+    kernel: &Kernel,
+    mut files: Vec<PathBuf>,
+    env: Vec<(String, String)>,
+    include: &[PathBuf],
+    command: &[String],
+) -> anyhow::Result<()> {
     files.extend(include.iter().map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     let mut command = command.to_vec();
     if let Some(program) = command.first().map(PathBuf::from).filter(|p| p.is_file()) {
@@ -502,11 +507,12 @@ pub fn run_command(name: KernelName, include: &[PathBuf], command: &[String]) ->
         files.push(program);
     }
     let script: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
+    let name = kernel.name;
     let job = VmJob {
-        kernel: &kernel,
+        kernel,
         guest: name.label().to_owned(),
         files,
-        env: bins.env(&name.tier()),
+        env,
         script: format!("exec {}\n", script.join(" ")),
         timeout: Duration::from_secs(30 * 60),
     };

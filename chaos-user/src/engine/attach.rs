@@ -24,12 +24,10 @@ use super::{
     tc::{self, TcPlace},
 };
 use crate::{
-    fault::{
-        AttachPoint, PlannedProgram,
-        syscall::{guard::Guard, resumer::Resumer},
-    },
     features::TcApi,
     ledger::{self, Item},
+    os::{guard::Guard, resumer::Resumer},
+    plan::{AttachPoint, PlannedProgram},
 };
 
 impl LoadedFault {

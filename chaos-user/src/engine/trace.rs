@@ -20,7 +20,7 @@ use aya::{
 use chaos_common::{InjectionRecord, flags, maps, skb_task};
 
 use super::{AttachError, LoadedFault};
-use crate::{fault::companion::RunningCompanion, injections::Injection};
+use crate::{injections::Injection, plan::companion::RunningCompanion};
 
 /// The task helpers cgroup_skb programs may call on this kernel (`skb_task` bits), probed
 /// once: Linux 6.18 allows both, Debian's 6.12 refuses `bpf_get_current_comm` there, and a

@@ -19,12 +19,15 @@ use serde::Serialize;
 mod families;
 
 pub use families::{
-    DNS, NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
-    SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
+    CONNECTION_SEVER, DNS, NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE,
+    SYSCALL_DELAY, SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
 };
 use families::{FAMILIES, Requirement};
 
-use crate::{errno, fault::syscall::error_injection as injection, netlink, sys, target::CgroupFs};
+use crate::{
+    os::{errno, error_injection as injection, netlink, sys},
+    targets::CgroupFs,
+};
 
 /// One yes/no answer with what was found, or why not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -182,7 +185,7 @@ impl Prober {
             return Check::no(format!("no BPF trampolines for fentry: {}", tracing.detail));
         }
         // A search of the BTF's names: a syscall entry function's name is nothing else's.
-        self.memo(format!("btf function {function}"), || match crate::btf::kernel_has_name(function) {
+        self.memo(format!("btf function {function}"), || match crate::os::btf::kernel_has_name(function) {
             Ok(true) => Check::yes(format!("fentry on {function} (tracing programs load, the kernel BTF has it)")),
             Ok(false) => Check::no(format!("the kernel BTF has no function {function}")),
             Err(err) => Check::no(format!("fentry needs the kernel BTF (/sys/kernel/btf/vmlinux): {err}")),
@@ -246,12 +249,13 @@ impl Prober {
                 Some(_) => Check::no("'bpf' is not in the active LSM list (boot with lsm=...,bpf)"),
                 None => Check::no(format!("cannot tell whether 'bpf' is an active LSM: {}", self.active_lsms().1)),
             },
-            Requirement::CgroupFreezer => self.memo("cgroup freezer".into(), || {
-                crate::fault::proc::freezer::probe().map_or_else(Check::no, Check::yes)
-            }),
+            Requirement::CgroupFreezer => {
+                self.memo("cgroup freezer".into(), || crate::os::freezer::probe().map_or_else(Check::no, Check::yes))
+            }
             Requirement::Kprobes => {
                 self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
             }
+            Requirement::SockDestroy => self.memo("sock destroy".into(), families::sock_destroy),
         }
     }
 
@@ -284,6 +288,7 @@ impl Prober {
                 Some(why) => format!("; --before-effect and --path: not available ({why})"),
             });
         }
+        mechanism.push_str(&families::runtime_words(id));
         if id == SYSCALL_ERRNO_OVERRIDE && reason.is_none() {
             mechanism.push_str(&format!("; {}", injection::InjectionList::cached().describe()));
         }
@@ -424,7 +429,7 @@ fn active_lsms() -> (Option<Vec<String>>, String) {
 /// parse would cost every TC fault's start tens of ms); without BTF, fall back on the version it
 /// appeared in (6.6), and say so.
 fn tc_api() -> (TcApi, String) {
-    match crate::btf::kernel_has_name("tcx_link_attach") {
+    match crate::os::btf::kernel_has_name("tcx_link_attach") {
         Ok(has) => {
             if has {
                 (TcApi::Tcx, "tcx links (kernel BTF has tcx_link_attach)".into())

@@ -55,6 +55,8 @@
 //!       K getaddrinfo() lookups of N through glibc's resolver (with --nameserver: in a private
 //!       /etc naming those servers, see resolve.rs; --tcp asks over TCP); prints {"lookups": [{"ok", "addresses" or
 //!       "error" (EAI_NONAME...), "elapsed_us", "at_ns"}], "cpu_ns"}
+//!   chaos-workload tcp-serve --port P [--echo] | tcp-clients --to ADDR:PORT --count N ...
+//!       long-lived TCP connections that report how each one ended (chaos-workload/tcp.rs)
 //!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
 //!       runs COMMAND (in cgroup DIR if given, the supervisor staying where it is) and starts it
 //!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
@@ -73,6 +75,8 @@ use std::{
 
 #[path = "chaos-workload/resolve.rs"]
 mod resolve;
+#[path = "chaos-workload/tcp.rs"]
+mod tcp;
 
 const PAYLOAD: usize = 64;
 
@@ -90,6 +94,19 @@ fn main() {
         "udp-sink" => udp_sink(num("--port", 0) as u16, num("--idle-ms", 500), num("--max-secs", 120), has("--times")),
         "tcp-listen" => tcp_listen(num("--port", 0) as u16),
         "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
+        "tcp-serve" => tcp::serve(num("--port", 0) as u16, has("--echo")),
+        "tcp-hold" => tcp::hold(num("--port", 0) as u16),
+        "tcp-many" => tcp::many(addr(), num("--count", 1)),
+        "tcp-clients" => tcp::clients(
+            addr(),
+            num("--count", 1),
+            flag("--ping-ms").map(|_| Duration::from_millis(num("--ping-ms", 0))),
+            flag("--send").map(|_| tcp::Send {
+                bytes: num("--send", 0),
+                chunk: num("--chunk", 100),
+                gap: Duration::from_millis(num("--gap-ms", 20)),
+            }),
+        ),
         "http-serve" => http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16),
         "metrics-serve" => metrics_serve(num("--port", 0) as u16, addr_of("--probe"), num("--timeout-ms", 100)),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),

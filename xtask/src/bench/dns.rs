@@ -22,7 +22,7 @@ use chaos_tests::{
     workload::{Resident, workload_json},
 };
 
-use super::{machine, median};
+use super::common::{machine, median};
 use crate::build;
 
 const LOOKUPS: u64 = 4000;
@@ -145,7 +145,7 @@ pub fn dns_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
     if let Some(release) = release.filter(|r| r.exists()) {
         builds.push(("release", release));
     }
-    let load = super::load_average();
+    let load = super::common::load_average();
     let mut results: Vec<Rounds> = builds.iter().map(|_| Rounds::default()).collect();
     for round in 1..=ROUNDS {
         for ((label, chaos), rounds) in builds.iter().zip(results.iter_mut()) {
@@ -176,7 +176,7 @@ pub fn dns_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
             rounds.untargeted_cpu_ratio.push(on.cpu_ns_per_lookup / off.cpu_ns_per_lookup);
         }
     }
-    let load_after = super::load_average();
+    let load_after = super::common::load_average();
     for rounds in &results {
         let wrong = rounds.anchor_failed.iter().chain(&rounds.chaos_failed).any(|b| b.failed != LOOKUPS as usize)
             || rounds.direct.iter().chain(&rounds.through).any(|b| b.failed != 0);

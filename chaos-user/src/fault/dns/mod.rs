@@ -28,12 +28,15 @@ use names::{NamePattern, QueryType, QueryTypes, parse_name_pattern, parse_query_
 use responder::DnsResponder;
 use serde_json::json;
 
-use super::{
-    AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram,
-    options::{Ppm, parse_delay, parse_duration, parse_percent},
-    syscall::ScheduleOptions,
+use crate::{
+    fault::{
+        AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram,
+        syscall::ScheduleOptions,
+    },
+    features,
+    os::netns::Netns,
+    plan::options::{Ppm, parse_delay, parse_duration, parse_percent},
 };
-use crate::{features, netns::Netns};
 
 /// What every DNS fault takes: which names and types, and how often.
 #[derive(Clone, Debug, clap::Args)]
@@ -224,7 +227,7 @@ impl Planned {
         }
         let target = context.target;
         // The responder must live where the target's resolvers are reachable: its namespace.
-        let netns = Netns::of_target(target)?;
+        let netns = Netns::of_cgroup(&target.dir, &target.named_as)?;
         config.threshold = threshold_from_ppm(matching.percent.get());
         let schedule = matching.schedule.schedule();
         schedule.apply(&mut config);
@@ -263,6 +266,7 @@ impl Planned {
             config,
             maps: MapContents::default(),
             kernel_offsets: None,
+            userspace: None,
             companion: Some(Arc::new(DnsResponder::new(netns, rules))),
         })
     }

@@ -10,8 +10,7 @@ use chaos_common::{FaultConfig, dns::Client};
 use super::{Shared, Slot, lock};
 use crate::{
     injections::{DnsHit, Injection},
-    netlink::NetlinkSocket,
-    sock_diag, sys,
+    os::{netlink::NetlinkSocket, sock_diag, sys},
 };
 
 /// How long a client record may wait for its query before the sweep removes it.

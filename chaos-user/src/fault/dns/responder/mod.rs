@@ -35,10 +35,9 @@ use chaos_common::{
 
 use super::answer::{Action, Rules, question};
 use crate::{
-    fault::companion::{Companion, RunningCompanion},
     injections::{DnsHit, Injection},
-    netns::Netns,
-    sys,
+    os::{netns::Netns, sys},
+    plan::companion::{Companion, RunningCompanion},
 };
 
 /// The responder a DNS plan starts.

@@ -18,7 +18,7 @@ use tokio::{
 };
 
 use super::{Decision, Shared, Slot, SlotPorts, clients::Transport, lock};
-use crate::{fault::dns::answer::message_id, netns::Netns};
+use crate::{fault::dns::answer::message_id, os::netns::Netns};
 
 /// The largest DNS message over UDP (and what a TCP length prefix allows).
 const MAX_MESSAGE: usize = 65_535;
