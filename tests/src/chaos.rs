@@ -215,6 +215,11 @@ impl Chaos {
         self.child.id() as i32
     }
 
+    /// Whether chaos is still running (not exited yet).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits until `ready()` holds, for at most `timeout`; panics with chaos's output if chaos
     /// exits first (it failed to start) or the time runs out.
     pub fn wait_until(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {

@@ -43,6 +43,12 @@ const PACKAGES: &[(&str, Purpose, &str)] = &[
     ("bpftool", Purpose::Tests, "inspecting what is attached, when debugging"),
     ("iptables", Purpose::Tests, "the anchor tool of the packet-drop benchmark"),
     ("strace", Purpose::Tests, "the anchor tool of the syscall benchmarks"),
+    (
+        "dnsmasq-base",
+        Purpose::Tests,
+        "the DNS tests and benchmark: a real resolver on a test namespace's loopback (copied into the VMs)",
+    ),
+    ("bind9-dnsutils", Purpose::Tests, "the DNS tests: dig, a real client over UDP and TCP"),
     ("openssl", Purpose::Tests, "the verdict tests: a self-signed certificate and an HTTPS test server (s_server)"),
     (
         "prometheus",

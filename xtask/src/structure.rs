@@ -44,7 +44,7 @@ pub const CRATES: &[Crate] = &[
             &["maps"],
             &["packet", "dentry"],
             &["gate", "trace"],
-            &["net", "proc", "syscall"],
+            &["dns", "net", "proc", "syscall"],
             &["dispatch", "floor"],
         ],
     },

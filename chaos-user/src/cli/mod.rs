@@ -2,6 +2,7 @@
 //! the one pipeline in `fault.rs` (options, target, plan, run).
 mod cleanup;
 mod daemon;
+mod dns;
 mod doctor;
 mod experiment;
 mod fault;
@@ -79,6 +80,9 @@ enum Command {
     /// Process faults for a target cgroup: kill its processes, freeze it.
     #[command(subcommand)]
     Proc(Box<proc::ProcCommand>),
+    /// DNS faults for a target cgroup: its lookups of chosen names fail, time out, come late or lie.
+    #[command(subcommand)]
+    Dns(Box<dns::DnsCommand>),
     /// Run an experiment file: several faults, a steady-state hypothesis, a timeline and a
     /// verdict. Exit status: 0 the hypothesis held, 1 it was violated, 2 it could not run.
     #[command(after_help = "\
@@ -255,6 +259,7 @@ impl Cli {
             Command::Net(command) => (*command).run(self.output),
             Command::Syscall(command) => (*command).run(self.output),
             Command::Proc(command) => (*command).run(self.output),
+            Command::Dns(command) => (*command).run(self.output),
             Command::Run(args) => experiment::run(&args, self.output),
             Command::Validate { file, i_know } => experiment::validate(&file, i_know),
             Command::Report { file, html, markdown } => {

@@ -51,6 +51,11 @@
 //!       getppid(2), the call a benchmark's crash point kills; exits 0 if it survives
 //!   chaos-workload counter --file F
 //!       prints "ready", then rewrites F with an increasing counter every millisecond until killed
+//!   chaos-workload resolve --name N [--count K] [--gap-ms MS] [--family any|4|6]
+//!       [--nameserver IP]... [--timeout S] [--attempts N] [--tcp]
+//!       K getaddrinfo() lookups of N through glibc's resolver (with --nameserver: in a private
+//!       /etc naming those servers, see resolve.rs; --tcp asks over TCP); prints {"lookups": [{"ok", "addresses" or
+//!       "error" (EAI_NONAME...), "elapsed_us", "at_ns"}], "cpu_ns"}
 //!   chaos-workload tcp-serve --port P [--echo] | tcp-clients --to ADDR:PORT --count N ...
 //!       long-lived TCP connections that report how each one ended (chaos-workload/tcp.rs)
 //!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
@@ -69,6 +74,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "chaos-workload/resolve.rs"]
+mod resolve;
 #[path = "chaos-workload/tcp.rs"]
 mod tcp;
 
@@ -124,6 +131,26 @@ fn main() {
             let command = flags.iter().position(|a| a == "--").map(|i| &flags[i + 1..]).unwrap_or_else(|| usage());
             supervise(num("--restart-ms", 100), flag("--into-cgroup"), command);
         }
+        "resolve" => resolve::resolve(&resolve::Lookups {
+            name: flag("--name").unwrap_or_else(|| usage()),
+            count: num("--count", 1),
+            gap: Duration::from_millis(num("--gap-ms", 0)),
+            family: match flag("--family").as_deref() {
+                None | Some("any") => libc::AF_UNSPEC,
+                Some("4") => libc::AF_INET,
+                Some("6") => libc::AF_INET6,
+                Some(_) => usage(),
+            },
+            nameservers: flags
+                .iter()
+                .zip(flags.iter().skip(1))
+                .filter(|(f, _)| *f == "--nameserver")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            timeout_s: num("--timeout", 2),
+            attempts: num("--attempts", 1),
+            tcp: has("--tcp"),
+        }),
         "socket-calls" => socket_calls(),
         "lsm-calls" => lsm_calls(std::path::Path::new(&flag("--dir").unwrap_or_else(|| usage()))),
         _ => usage(),
