@@ -205,8 +205,9 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
 }
 
 /// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
-/// (inet_diag and tcp_diag: sock_diag for TCP, which `net sever` resets connections through and
-/// the foreign-socket hints read; a real system loads them on first use, the guest cannot.) The
+/// (inet_diag, tcp_diag and udp_diag: sock_diag for TCP and UDP, which `net sever` resets
+/// connections through, the foreign-socket hints read, and DNS faults ask which process sent a
+/// query; a real system loads them on first use, the guest cannot.) The
 /// last four bring up the guest's disk (io.max needs a real block device): virtio_pci is built
 /// into 6.12 and the error-injection kernel (then absent from modules.dep, and skipped), and
 /// crc32c_generic comes before ext4, whose checksums ask the crypto API for it (no modprobe in
@@ -223,6 +224,7 @@ const MODULES: &[&str] = &[
     "sch_tbf",
     "inet_diag",
     "tcp_diag",
+    "udp_diag",
     "virtio_pci",
     "virtio_blk",
     "crc32c_generic",
@@ -236,8 +238,11 @@ const MODULES: &[&str] = &[
 /// guest measures is its own block layer, not the host's disk.
 const DISK_SIZE: u64 = 256 << 20;
 
-/// Host tools copied into every VM (with their shared libraries).
-const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace"];
+/// Host tools copied into every VM (with their shared libraries). dnsmasq: the real resolver of
+/// the DNS tests (about 10 MB with its libraries; dig's are 59 MB, so the guests' DNS clients
+/// are glibc's, through chaos-workload).
+const HOST_TOOLS: &[&str] =
+    &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace", "/usr/sbin/dnsmasq"];
 
 /// What to run in a VM.
 pub struct VmJob<'a> {

@@ -223,6 +223,9 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
                 println!("dry run: nothing written");
                 return;
             }
+            if let Some(companion) = &plan.companion {
+                println!("  {}", companion.describe());
+            }
             if plan.programs.is_empty() {
                 println!(
                     "  nothing to attach: chaos's own process does this (signals, the cgroup freezer, sock_diag), for {}",

@@ -6,6 +6,7 @@
 //! [`registry::FAULT_KINDS`], an [`AttachPoint`] arm if it needs a new kind of hook.
 pub mod actor;
 pub mod limit;
+pub mod dns;
 pub mod net;
 pub mod proc;
 pub mod registry;

@@ -9,6 +9,7 @@ use clap::{ArgMatches, Args, Command, FromArgMatches};
 use super::{
     PlanFault,
     limit::{cpu::LimitCpuOptions, io::LimitIoOptions, memory::LimitMemoryOptions, pids::LimitPidsOptions},
+    dns::{DnsDelayOptions, DnsDropOptions, DnsFailOptions, DnsSpoofOptions},
     net::{
         drop::NetDropOptions,
         partition::NetPartitionOptions,
@@ -84,6 +85,10 @@ pub const FAULT_KINDS: &[FaultKind] = &[
     FaultKind::of::<LimitMemoryOptions>("limit memory"),
     FaultKind::of::<LimitIoOptions>("limit io"),
     FaultKind::of::<LimitPidsOptions>("limit pids"),
+    FaultKind::of::<DnsFailOptions>("dns fail"),
+    FaultKind::of::<DnsDropOptions>("dns drop"),
+    FaultKind::of::<DnsDelayOptions>("dns delay"),
+    FaultKind::of::<DnsSpoofOptions>("dns spoof"),
 ];
 
 /// Looks a kind up by name (`net drop`; extra spaces are forgiven).

@@ -12,6 +12,7 @@ pub const SYSCALL_DELAY: &str = "syscall-delay";
 pub const PROCESS_KILL: &str = "process-kill";
 pub const PROCESS_PAUSE: &str = "process-pause";
 pub const RESOURCE_LIMITS: &str = "resource-limits";
+pub const DNS: &str = "dns";
 pub const CONNECTION_SEVER: &str = "connection-sever";
 
 /// `SockDestroy`: sock_diag destroys a loopback connection in a throwaway namespace.
@@ -117,6 +118,14 @@ pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
             "the target's own cgroup v2 files (cpu.max, memory.high/max, io.max, pids.max), put back by a guard \
              process if chaos dies; the target's parent must delegate the controller",
             &[Cgroup2, Probe("limit controllers", crate::os::cgroup_files::controllers::probe)],
+            true,
+        ),
+        (
+            DNS,
+            "DNS faults",
+            "cgroup sock_addr hooks on the target cgroup (connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6) send its \
+             port-53 queries to a responder chaos runs in the target's network namespace",
+            &[Program("cgroup_sock_addr"), Cgroup2],
             true,
         ),
         (

@@ -294,7 +294,13 @@ impl NetlinkSocket {
                             let errno = i32::from_ne_bytes(rest[16..20].try_into().expect("4 bytes"));
                             return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) };
                         }
-                        NLMSG_DONE => return Ok(()),
+                        // A dump that failed part way (sock_diag: no handler for the protocol,
+                        // ENOENT) says so in its DONE message's payload, not in an ERROR message.
+                        NLMSG_DONE => {
+                            let errno =
+                                rest.get(16..20).map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
+                            return if errno >= 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) };
+                        }
                         other => each(other, &rest[mem::size_of::<NlMsgHdr>()..len]),
                     }
                 }

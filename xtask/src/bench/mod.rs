@@ -40,6 +40,7 @@ mod common;
 mod daemon;
 mod delay;
 mod delay_net;
+mod dns;
 mod drop;
 mod entry_hook;
 mod floor;
@@ -96,6 +97,9 @@ pub enum Which {
     /// Resource limits: a target at a quarter of a CPU by `chaos limit cpu` vs stress-ng in its
     /// cgroup: CPU burned, the share's steadiness, a neighbour's throughput (VM tier).
     Limit,
+    /// DNS faults: untargeted lookups armed vs not, the target's other names through chaos vs
+    /// direct, a failed lookup from chaos vs a resolver configured to fail it (host).
+    Dns,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -221,6 +225,9 @@ pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<(
         // stress-ng goes into the guest beside chaos (its libraries follow it).
         let kernel = vm::ensure_kernel(vm::KernelName::V6_12)?;
         write_section("limit-vm", &guest::section_on(binaries, &kernel, "limit", vec!["/usr/bin/stress-ng".into()])?)?;
+    }
+    if which.contains(&Which::Dns) {
+        write_section("dns", &dns::dns_bench(binaries)?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())

@@ -173,5 +173,6 @@ pub fn plan(limit: &LimitPlan, context: &FaultContext<'_>, summary: String) -> R
         maps: MapContents::default(),
         kernel_offsets: None,
         userspace: Some(std::sync::Arc::new(limit.clone())),
+        companion: None,
     })
 }
