@@ -280,6 +280,7 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("the_daemonset_runs_with_the_least_capabilities_and_the_host_mounts", &[]),
         ("the_configmap_opts_no_namespace_in_and_keeps_the_share_cap_on", &[]),
         ("the_configmap_files_are_a_configuration_the_daemon_accepts", &[]),
+        ("the_daemonset_and_the_kustomization_name_the_image_xtask_package_writes", &[]),
     ]),
     ("net_drop", &[
         ("drops_a_fifth_of_the_target_packets_silently_and_nothing_else", &[]),
