@@ -464,7 +464,10 @@ fn a_bad_configuration_is_refused_at_its_line_and_column_and_check_prints_the_ne
             "[schedule]\nevery = \"10m\"\nevry = 1\n[[experiment]]\nfile = \"e.toml\"\n",
             "daemon.toml:3:1: unknown key `evry`",
         ),
-        ("[schedule]\nevery = \"10m\"\n[[experiment]]\nfile = \"missing.toml\"\n", "daemon.toml:4:8: `file`:"),
+        (
+            "[schedule]\nevery = \"10m\"\n[[experiment]]\nfile = \"missing.toml\"\n",
+            "daemon.toml:4:8: `file` (an experiment file, or a directory of them, relative to this file):",
+        ),
         (
             "[schedule]\nevery = \"1m\"\njitter = \"2m\"\n[[experiment]]\nfile = \"e.toml\"\n",
             "daemon.toml:3:10: `jitter` (how far each start may move at random, either way; 0s for none): a jitter of 2m",
