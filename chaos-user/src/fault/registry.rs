@@ -8,8 +8,8 @@ use clap::{ArgMatches, Args, Command, FromArgMatches};
 
 use super::{
     PlanFault,
-    limit::{cpu::LimitCpuOptions, io::LimitIoOptions, memory::LimitMemoryOptions, pids::LimitPidsOptions},
     dns::{DnsDelayOptions, DnsDropOptions, DnsFailOptions, DnsSpoofOptions},
+    limit::{cpu::LimitCpuOptions, io::LimitIoOptions, memory::LimitMemoryOptions, pids::LimitPidsOptions},
     net::{
         drop::NetDropOptions,
         partition::NetPartitionOptions,
