@@ -288,6 +288,8 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("a_target_without_the_controller_is_refused_with_the_reason_and_the_fix", &[]),
         ("bad_input_exits_2_naming_the_flag_and_what_to_do", &[]),
         ("an_experiment_ramps_a_cpu_limit_down_and_reports_pressure_over_time", &[CgroupV2Controllers]),
+        ("chaos_stop_ends_a_limit_listed_by_status_and_its_value_is_put_back", &[CgroupV2Controllers]),
+        ("a_daemon_run_limits_the_target_and_puts_the_value_back_when_the_run_ends", &[CgroupV2Controllers]),
     ]),
     ("lsm_cgroup", &[
         ("hooks_that_do_not_apply_are_refused_naming_the_flag", &[]),

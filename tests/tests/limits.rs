@@ -587,3 +587,90 @@ fn an_experiment_ramps_a_cpu_limit_down_and_reports_pressure_over_time() {
     let page = fs::read_to_string(&html).expect("the HTML report");
     assert!(page.contains("Pressure on the limited target") && page.contains("cpu pressure"), "no pressure chart");
 }
+
+/// `chaos status` names a running limit, and `chaos stop ID` ends it as SIGTERM does: the value
+/// is put back, the run reports and exits 143, as every one-shot fault stopped so.
+#[test]
+fn chaos_stop_ends_a_limit_listed_by_status_and_its_value_is_put_back() {
+    require_root!("chaos_stop_ends_a_limit_listed_by_status_and_its_value_is_put_back");
+    let _stale = chaos_tests::may_clean_stale_runs();
+    let Some(cg) = delegated("chaos_stop_ends_a_limit_listed_by_status_and_its_value_is_put_back", &["pids"]) else {
+        return;
+    };
+    let target = cg.target();
+    let chaos = start_limit(&["pids", "--max", "5"], target, "5m");
+    assert_eq!(cg.read("pids.max"), "5", "the limit is in force once chaos says it is armed");
+    let (status, stdout, stderr) = chaos::run(&["status", "--output", "json"]);
+    assert!(status.success(), "{stderr}");
+    let listed: serde_json::Value = json(&stdout, &stderr);
+    let ours = listed["experiments"]
+        .as_array()
+        .expect("experiments")
+        .iter()
+        .find(|row| row["pid"] == chaos.pid())
+        .unwrap_or_else(|| panic!("chaos status does not list the limit run (pid {}): {stdout}", chaos.pid()))
+        .clone();
+    assert_eq!(ours["kind"], "one-shot", "{ours}");
+    assert_eq!(ours["name"], "limit pids", "{ours}");
+    let id = ours["id"].as_str().expect("an id");
+    let stopped = Instant::now();
+    let (status, stdout, stderr) = chaos::run(&["stop", id]);
+    assert!(status.success(), "chaos stop {id}: {stdout}{stderr}");
+    let (status, stdout, stderr) = chaos.wait(Duration::from_secs(30));
+    eprintln!("measured: chaos stop to the limit's exit {:?}", stopped.elapsed());
+    assert_eq!(status.code(), Some(143), "a limit ended by chaos stop reports and exits 143 (SIGTERM): {stderr}");
+    let report = json(&stdout, &stderr);
+    assert_eq!(events(&report, "restore")[0]["outcome"], "restored", "{report}");
+    assert_eq!(cg.read("pids.max"), "max", "pids.max is back");
+    let (_, stdout, _) = chaos::run(&["status", "--output", "json"]);
+    assert!(!stdout.contains(&format!("\"{id}\"")), "the run's record is gone: {stdout}");
+}
+
+/// The daemon runs a limit as it runs any experiment kind: in force during each run (forks in
+/// the target fail), the value put back when the run's duration is over and when the daemon ends.
+#[test]
+fn a_daemon_run_limits_the_target_and_puts_the_value_back_when_the_run_ends() {
+    require_root!("a_daemon_run_limits_the_target_and_puts_the_value_back_when_the_run_ends");
+    let _stale = chaos_tests::may_clean_stale_runs();
+    let Some(cg) = delegated("a_daemon_run_limits_the_target_and_puts_the_value_back_when_the_run_ends", &["pids"])
+    else {
+        return;
+    };
+    let target = cg.target();
+    let (_holder, _) = workload(Some(target), &["sleep", "--secs", "300"]);
+    let dir = TempDir::new();
+    dir.file(
+        "experiment.toml",
+        "name = \"fork squeeze\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"4s\"\n\n[[fault]]\nkind = \
+         \"limit pids\"\nmax = 1\n",
+    );
+    let config = dir.file(
+        "daemon.toml",
+        &format!(
+            "socket = \"daemon.sock\"\nkill_switch = \"kill\"\nstate_dir = \"state\"\nmetrics = false\n[schedule]\nevery \
+             = \"6s\"\n[budget]\nmax_runs_per_hour = 1000\n\n[[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ \
+             cgroup = \"{}\" }}\n",
+            target.path()
+        ),
+    );
+    let daemon = Chaos::start(&["daemon", "--config", config.to_str().expect("utf-8")]);
+    let fork_probe = || -> serde_json::Value {
+        let output = command_in(workload_bin(), Some(target), None)
+            .args(["fork-probe", "--count", "2"])
+            .output()
+            .expect("probe");
+        serde_json::from_slice(&output.stdout).expect("fork-probe JSON")
+    };
+    let set = within(Duration::from_secs(60), || cg.read("pids.max") == "1");
+    assert!(set.is_some(), "no daemon run set pids.max within 60 s: {}", daemon.stderr_so_far());
+    let during = fork_probe();
+    let back = within(Duration::from_secs(30), || cg.read("pids.max") == "max");
+    eprintln!("measured: the daemon's run set pids.max after {set:?}; forks during it {during}; back after {back:?}");
+    assert_eq!(during["errors"]["EAGAIN"], 2, "forks in the target failed during the daemon's run: {during}");
+    assert!(back.is_some(), "pids.max was not put back when the 4 s run ended: {}", daemon.stderr_so_far());
+    daemon.signal(libc::SIGTERM);
+    let (status, _, stderr) = daemon.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "the daemon ends cleanly on SIGTERM: {stderr}");
+    assert_eq!(cg.read("pids.max"), "max", "nothing is left limited after the daemon");
+    assert!(fork_probe()["ok"] == 2, "forks work in the target after the daemon");
+}
