@@ -128,7 +128,7 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
                 "a ramp changes the loss rate, which a burst model fixes: remove `ramp` or `burst_len`",
             ));
         }
-        if experiment.follow && plan.userspace.is_some() {
+        if experiment.follow && plan.userspace.as_ref().is_some_and(|action| !action.restarts_on_follow()) {
             return Err(experiment.error_at(
                 &entry.span,
                 format!(
