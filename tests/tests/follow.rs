@@ -338,9 +338,8 @@ fn a_followed_sever_resets_the_connections_of_the_restarted_container_too() {
     run.signal(libc::SIGINT);
     let (_, _, stderr) = run.wait(Duration::from_secs(20));
     let events = chaos_tests::timeline_so_far(&timeline);
-    let position = |local: &str| {
-        events.iter().position(|e| e["event"] == "proc" && e["what"] == "sever" && e["local"] == local)
-    };
+    let position =
+        |local: &str| events.iter().position(|e| e["event"] == "proc" && e["what"] == "sever" && e["local"] == local);
     let reattach = events.iter().position(|e| e["event"] == "reattach").expect("a reattach event");
     let (first, second) = (position(&before), position(&after));
     assert!(first.is_some() && second.is_some(), "the timeline names both connections: {events:?}\n{stderr}");

@@ -668,7 +668,18 @@ fn a_periodic_kill_and_a_pause_are_listed_by_status_and_ended_by_stop() {
     let cgroup = TestCgroup::new();
     let residents: Vec<Resident> = (0..3).map(|_| Resident::start(&cgroup, None)).collect();
     let mut kill = Chaos::start(&[
-        "proc", "kill", "--cgroup", cgroup.path(), "--every", "200ms", "--max", "2", "--for", "5m", "--output", "json",
+        "proc",
+        "kill",
+        "--cgroup",
+        cgroup.path(),
+        "--every",
+        "200ms",
+        "--max",
+        "2",
+        "--for",
+        "5m",
+        "--output",
+        "json",
         "-v",
     ]);
     kill.wait_until("two residents to be killed", Duration::from_secs(30), || {
@@ -681,7 +692,8 @@ fn a_periodic_kill_and_a_pause_are_listed_by_status_and_ended_by_stop() {
     assert_eq!(summary["counters"][0]["injected"], 2, "{summary}");
     assert_eq!(residents.iter().filter(|r| ended(r.pid() as i32)).count(), 2, "--max 2 killed a third");
 
-    let mut pause = Chaos::start(&["proc", "pause", "--cgroup", cgroup.path(), "--for", "5m", "--output", "json", "-v"]);
+    let mut pause =
+        Chaos::start(&["proc", "pause", "--cgroup", cgroup.path(), "--for", "5m", "--output", "json", "-v"]);
     pause.wait_until("the target is frozen", Duration::from_secs(20), || kernel::is_frozen(cgroup.dir()));
     let row = chaos::wait_for_status_row(pause.pid(), Duration::from_secs(5), |row| row["faults"][0]["injected"] == 1);
     assert_eq!((row["kind"].as_str(), row["name"].as_str()), (Some("one-shot"), Some("proc pause")), "{row}");

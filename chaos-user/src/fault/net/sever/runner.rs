@@ -157,13 +157,7 @@ impl SeverAction {
 
     /// Reads the program's reports until the deadline: each silenced connection recorded, or
     /// destroyed with `--mode reset`.
-    fn reports(
-        &self,
-        sweeper: &mut Sweeper,
-        deadline_ns: u64,
-        pace: &Pace<'_>,
-        outcome: &mut ActionOutcome,
-    ) {
+    fn reports(&self, sweeper: &mut Sweeper, deadline_ns: u64, pace: &Pace<'_>, outcome: &mut ActionOutcome) {
         let Some(Reports(ring)) = &self.reports else {
             let reason = "the program's reports are not readable (no ring buffer was handed over)".to_owned();
             eprintln!("chaos: net sever: {reason}");
