@@ -102,7 +102,7 @@ fn list(output: OutputFormat) {
         .map(|syscall| {
             let lsm_hook = syscall.lsm.map(|h| h.name());
             let cgroup_hooks: Vec<&'static str> = syscall.cgroup.iter().map(|h| h.hook).collect();
-            let override_function = error_injection::entry_function(syscall.name);
+            let override_function = error_injection::entry_function(syscall.name).unwrap_or_default();
             let chosen = mechanisms.choose(syscall, Backend::Auto);
             let (mechanism, errnos, note) = match &chosen {
                 Ok((Mechanism::Lsm, _)) => (syscall.lsm.map(|h| h.hook.to_owned()), "any", String::new()),

@@ -23,10 +23,10 @@ pub fn kprobes() -> Result<String, String> {
 /// The program of the object every override attaches (once per entry function).
 pub const PROGRAM: &str = "sys_override";
 
-/// The function a syscall enters the kernel through on this architecture.
-#[must_use]
-pub fn entry_function(syscall: &str) -> String {
-    format!("__x64_sys_{syscall}")
+/// The function a syscall enters the kernel through on this architecture (`__x64_sys_newstat`
+/// for `stat`: the kernel's table names it), or why there is none.
+pub fn entry_function(syscall: &str) -> Result<String, String> {
+    super::numbers::entry_function(syscall)
 }
 
 /// Syscalls whose first argument is a file descriptor: `--path` resolves it to its file
@@ -177,6 +177,6 @@ mod tests {
     fn only_calls_with_a_descriptor_first_take_a_path() {
         assert!(takes_fd_first("fsync") && takes_fd_first("fdatasync") && takes_fd_first("write"));
         assert!(!takes_fd_first("getrandom") && !takes_fd_first("mmap") && !takes_fd_first("openat"));
-        assert_eq!(entry_function("fsync"), "__x64_sys_fsync");
+        assert_eq!(entry_function("fsync").unwrap(), "__x64_sys_fsync");
     }
 }
