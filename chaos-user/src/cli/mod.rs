@@ -117,6 +117,10 @@ Examples:
     /// thaws a frozen target if chaos dies.
     #[command(name = "__guard", hide = true)]
     Guard { cgroup_dir: PathBuf, resume_all_at_ns: u64 },
+    /// The holder of per-thread syscall delays (started by chaos): traces the targets' threads
+    /// and holds the delayed ones.
+    #[command(name = "__holder", hide = true)]
+    Holder { cgroup_mount: PathBuf },
     /// A detached experiment's reaper (started by `chaos run --detach`).
     #[command(name = "__reap", hide = true)]
     Reap { id: String },
@@ -235,6 +239,7 @@ impl Cli {
             Command::Guard { cgroup_dir, resume_all_at_ns } => {
                 Ok(crate::fault::syscall::guard::run(&cgroup_dir, resume_all_at_ns))
             }
+            Command::Holder { cgroup_mount } => Ok(crate::fault::syscall::holder::process::run(&cgroup_mount)),
             Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
         }
     }

@@ -16,8 +16,11 @@ use super::{
 };
 use crate::{
     errno,
-    fault::{MapContents, syscall::resumer::Resumer},
-    ledger::Entry,
+    fault::{
+        MapContents,
+        syscall::{holder::HeldFault, resumer::Resumer},
+    },
+    ledger::{self, Entry},
 };
 
 /// The object built from chaos-ebpf by build.rs.
@@ -40,6 +43,9 @@ pub struct LoadedFault {
     pub(super) config: FaultConfig,
     /// Resumes the tasks a syscall delay stops (with its guard and its ledger record).
     pub(super) resumer: Option<(Resumer, Entry)>,
+    /// A per-thread syscall delay's place in the process's holder (with its ledger record and
+    /// the target cgroup's directory).
+    pub(super) holding: Option<(HeldFault, Entry, std::path::PathBuf)>,
     /// The target's cgroup directory, when this fault's raw `sys_enter` and fentry programs may
     /// go to the process's shared programs ([`share_hooks`](Self::share_hooks)); `None`: they
     /// attach links of their own (a detached experiment pins them).
@@ -90,6 +96,7 @@ impl LoadedFault {
             btf: None,
             config: FaultConfig::default(),
             resumer: None,
+            holding: None,
             shared_hooks_target: None,
             dispatched: Vec::new(),
             syscall_words: Vec::new(),
@@ -192,6 +199,24 @@ impl LoadedFault {
     /// Ends a syscall delay: no new stops (disarm), then every stopped task resumed now.
     /// Returns how many were resumed and how late against their due time (ns).
     pub fn finish_stops(&mut self) -> Option<crate::fault::syscall::resumer::ResumeStats> {
+        if let Some((holding, record, cgroup_dir)) = self.holding.take() {
+            let _ = self.disarm();
+            let stats = match holding.finish() {
+                Ok(stats) => stats,
+                Err(err) => {
+                    // The holder is gone (the kernel detached its threads): continue what the
+                    // program stopped whole, as the ledger's cleanup would.
+                    tracing::warn!("{err}");
+                    let _ = ledger::remove(&ledger::Item::StoppedTasks { cgroup_dir });
+                    Default::default()
+                }
+            };
+            record.settle();
+            return Some(crate::fault::syscall::resumer::ResumeStats {
+                resumed: stats.held,
+                lateness_ns: stats.lateness_ns,
+            });
+        }
         let (mut resumer, record) = self.resumer.take()?;
         let _ = self.disarm();
         let stats = resumer.finish();

@@ -148,6 +148,9 @@ impl Prober {
             "bpf_send_signal" => {
                 helper_check(ProgramType::RawTracePoint, BpfHelper::BPF_FUNC_send_signal, name, "raw_tracepoint")
             }
+            "bpf_send_signal_thread" => {
+                helper_check(ProgramType::RawTracePoint, BpfHelper::BPF_FUNC_send_signal_thread, name, "raw_tracepoint")
+            }
             "bpf_clone_redirect" => {
                 helper_check(ProgramType::SchedClassifier, BpfHelper::BPF_FUNC_clone_redirect, name, "sched_cls")
             }
