@@ -11,6 +11,7 @@ use crate::{
         error_injection,
         fail::{Backend, Mechanism, Mechanisms, SyscallFailOptions},
         hooks::{Filter, SYSCALLS, entry_only},
+        numbers,
     },
     features::Prober,
     report::OutputFormat,
@@ -52,7 +53,8 @@ guard process resumes every stopped task if chaos dies, even by SIGKILL; at the 
 (deadline or signal) every stopped task is resumed at once. --jitter spreads each delay
 uniformly by up to that much either way.")]
     Delay(Box<FaultArgs<SyscallDelayOptions>>),
-    /// Every syscall chaos can fail, the mechanism used on this kernel, and its filters.
+    /// Every x86_64 syscall: how chaos fails it here (mechanism, filters) and where a delay
+    /// or a crash point of it catches the call.
     List,
 }
 
@@ -82,6 +84,9 @@ struct Row {
     override_function: String,
     /// Why `--backend override` cannot serve it here (none: it can).
     override_refused: Option<String>,
+    /// Where a delay or crash point of this one syscall catches it here with `--hook auto`:
+    /// `fentry` on its entry function, else the raw `sys-enter` tracepoint.
+    delay_hook: &'static str,
     filters: Vec<&'static str>,
     errnos: &'static str,
     /// Why this mechanism (what the better ones lack), or why none.
@@ -96,6 +101,7 @@ fn list(output: OutputFormat) {
         Filter::Remote => vec!["remote", "remote-port"],
         Filter::None => vec![],
     };
+    let fentry = fentry_entries(&kernel);
     let rows: Vec<Row> = SYSCALLS
         .iter()
         .chain(entry_only())
@@ -131,6 +137,7 @@ fn list(output: OutputFormat) {
                 cgroup_hooks,
                 override_function,
                 override_refused: mechanisms.choose(syscall, Backend::Override).err(),
+                delay_hook: if fentry.contains(syscall.name) { "fentry" } else { "sys-enter" },
                 filters: chosen.map(|(_, f)| filter_names(f)).unwrap_or_default(),
                 errnos,
                 note,
@@ -141,14 +148,15 @@ fn list(output: OutputFormat) {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize")),
         OutputFormat::Text => {
             let mut out = format!(
-                "{:<16} {:<9} {:<34} {:<10} {:<21} notes\n",
-                "syscall", "backend", "mechanism here", "filters", "errnos"
+                "{:<24} {:<9} {:<9} {:<34} {:<10} {:<21} notes\n",
+                "syscall", "delay", "backend", "mechanism here", "filters", "errnos"
             );
             for row in &rows {
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<9} {:<34} {:<10} {:<21} {}",
+                    "{:<24} {:<9} {:<9} {:<34} {:<10} {:<21} {}",
                     row.syscall,
+                    row.delay_hook,
                     row.backend.unwrap_or("-"),
                     row.mechanism.as_deref().unwrap_or("unavailable"),
                     if row.filters.is_empty() { "-".to_owned() } else { row.filters.join(", ") },
@@ -159,4 +167,17 @@ fn list(output: OutputFormat) {
             print!("{out}");
         }
     }
+}
+
+/// The syscalls a delay (or crash point) of one syscall puts on fentry here: the kernel has BPF
+/// trampolines and its BTF has the entry function. The BTF is read once for all of them.
+fn fentry_entries(kernel: &Prober) -> std::collections::BTreeSet<&'static str> {
+    if !kernel.syscall_entry_fentry("__x64_sys_read").ok {
+        return std::collections::BTreeSet::new();
+    }
+    let with_entry: Vec<(&'static str, String)> =
+        numbers::X86_64.iter().filter_map(|s| Some((s.name, s.entry_function()?))).collect();
+    let functions: Vec<&str> = with_entry.iter().map(|(_, f)| f.as_str()).collect();
+    let found = crate::btf::kernel_has_names(&functions).unwrap_or_default();
+    with_entry.iter().zip(found).filter(|(_, found)| *found).map(|((name, _), _)| *name).collect()
 }

@@ -54,6 +54,9 @@
 //!       runs COMMAND (in cgroup DIR if given, the supervisor staying where it is) and starts it
 //!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
 //!       per start, until killed
+//!   chaos-workload threads --call CALL --count N [--workers W] [--together] [--heartbeat-ms MS]
+//!       [--gap-ms MS] [--wait-line] [--child]
+//!       worker threads making timed calls beside a heartbeat thread (threads.rs)
 //!
 //! Datagram payload (64 bytes): sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64),
 //! a filler derived from the sequence, and an FNV-1a checksum of the rest in the last 4 bytes, so
@@ -65,6 +68,9 @@ use std::{
     os::fd::AsRawFd as _,
     time::{Duration, Instant},
 };
+
+#[path = "chaos-workload/threads.rs"]
+mod threads;
 
 const PAYLOAD: usize = 64;
 
@@ -105,6 +111,16 @@ fn main() {
         }
         "socket-calls" => socket_calls(),
         "lsm-calls" => lsm_calls(std::path::Path::new(&flag("--dir").unwrap_or_else(|| usage()))),
+        "threads" => threads::run(&threads::Options {
+            call: flag("--call").unwrap_or_else(|| usage()),
+            count: num("--count", 10),
+            workers: num("--workers", 1),
+            together: has("--together"),
+            heartbeat_ms: num("--heartbeat-ms", 0),
+            gap_ms: num("--gap-ms", 0),
+            wait_line: has("--wait-line"),
+            child: has("--child"),
+        }),
         _ => usage(),
     }
 }

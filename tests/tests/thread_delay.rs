@@ -1,0 +1,390 @@
+//! `chaos syscall delay` holds only the calling thread (`--scope thread`, the default): chaos's
+//! holder process traces the target's threads and keeps the one whose call the kernel chose
+//! stopped for the delay, while the process's other threads run on. Host tier (raw sys_enter)
+//! and VM tiers (fentry): real threads, real calls, and what the kernel says about each thread
+//! (its state, its tracer) before and after.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Child, ChildStdin, ChildStdout, Stdio},
+    time::{Duration, Instant},
+};
+
+use chaos_tests::{
+    cgroup::TestCgroup,
+    chaos::{self, Chaos},
+    require_root, skip,
+    workload::{command_in, workload_bin},
+};
+
+const MS: f64 = 1e6;
+
+/// The VM tiers run under TCG: a guest's timers and scheduling are coarser than the host's.
+fn on_vm() -> bool {
+    skip::tier().is_some_and(|t| t.starts_with("vm-"))
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
+}
+
+/// A `chaos-workload threads --wait-line` in a cgroup: started before the fault (so the holder
+/// seizes it as the fault starts), its workers started by [`Threads::go`].
+struct Threads {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Threads {
+    fn start(cgroup: &TestCgroup, args: &[&str]) -> Self {
+        let mut child = command_in(workload_bin(), Some(cgroup), None)
+            .arg("threads")
+            .args(args)
+            .arg("--wait-line")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the workload");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read from the workload");
+        assert_eq!(line.trim(), "ready", "the workload did not start");
+        Self { child, stdin, stdout }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Starts the workers.
+    fn go(&mut self) {
+        let mut stdin = self.stdin.take().expect("go once");
+        writeln!(stdin, "go").expect("tell the workload to go");
+    }
+
+    /// Waits for the report.
+    fn report(mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read the report");
+        let _ = self.child.wait();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("report {line:?}: {e}"))
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A worker's call latencies in ms.
+fn calls_ms(report: &serde_json::Value, worker: usize) -> Vec<f64> {
+    report["calls_ns"][worker]
+        .as_array()
+        .unwrap_or_else(|| panic!("no calls of worker {worker} in {report}"))
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .map(|ns| ns / MS)
+        .collect()
+}
+
+fn heartbeat_gap_ms(report: &serde_json::Value) -> f64 {
+    report["heartbeat_max_gap_ns"].as_f64().unwrap_or(0.0) / MS
+}
+
+/// Each thread of process `pid`: (thread id, state letter, tracer pid).
+fn threads_of(pid: i32) -> Vec<(i32, char, i32)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid: i32 = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let tracer = status.lines().find_map(|l| l.strip_prefix("TracerPid:"))?.trim().parse().ok()?;
+            Some((tid, state, tracer))
+        })
+        .collect()
+}
+
+/// Starts a delay of `syscall` by `by` on `cgroup`, per thread unless `extra` says otherwise.
+fn delay(cgroup: &TestCgroup, syscall: &str, by: &str, extra: &[&str]) -> Chaos {
+    let mut args = vec!["syscall", "delay", "--syscall", syscall, "--by", by];
+    args.extend_from_slice(extra);
+    chaos::start_fault(&args, cgroup)
+}
+
+#[test]
+fn a_delayed_call_holds_only_its_own_thread() {
+    require_root!("a_delayed_call_holds_only_its_own_thread");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    // The delay a call gets, against the asked 300 ms: within 10 ms on the host; TCG's timers
+    // and a guest sharing its core with another stretch it, so wider there. The heartbeat
+    // thread must never wait for the worker's hold (300 ms); on the host, not even 50 ms.
+    let (bound, gap_bound) = if on_vm() { (30.0, 150.0) } else { (10.0, 50.0) };
+    let args = ["--call", "fsync", "--count", "12", "--heartbeat-ms", "10"];
+    // The same calls without the fault, spaced as the delay spaces them: their own time, and the
+    // heartbeat's largest gap on this machine as it is now.
+    let mut bare = Threads::start(&cgroup, &[&args[..], &["--gap-ms", "300"]].concat());
+    bare.go();
+    let bare = bare.report();
+    let own_ms = percentile(&calls_ms(&bare, 0), 50.0);
+    let mut gaps = Vec::new();
+    for scope in ["thread", "process"] {
+        let mut target = Threads::start(&cgroup, &args);
+        let chaos = delay(&cgroup, "fsync", "300ms", &["--scope", scope]);
+        target.go();
+        let report = target.report();
+        let counters = chaos.stop_json();
+        let fsyncs = calls_ms(&report, 0);
+        let added = percentile(&fsyncs, 50.0) - own_ms;
+        let gap = heartbeat_gap_ms(&report);
+        eprintln!(
+            "measured: --scope {scope}: 12 fsyncs held 300 ms: p50 {:.2} ms, {added:.2} ms over their own p50 of              {own_ms:.2} ms; the heartbeat thread's largest gap {gap:.1} ms ({} beats of 10 ms; {:.1} ms without the              fault)",
+            percentile(&fsyncs, 50.0),
+            report["heartbeats"],
+            heartbeat_gap_ms(&bare)
+        );
+        assert_eq!(counters["counters"][0]["injected"], 12, "--scope {scope}: {counters}");
+        if scope == "thread" {
+            // The caller sees its call's own time plus the delay.
+            assert!(
+                (added - 300.0).abs() <= bound,
+                "--scope thread: {added:.2} ms added, not 300 ± {bound}: {fsyncs:?}"
+            );
+        } else {
+            // The delay counts from the call's entry: a call that blocks on its own waits
+            // max(its own time, the delay).
+            let p50 = percentile(&fsyncs, 50.0);
+            assert!((p50 - 300.0).abs() <= bound, "--scope process: p50 {p50:.2} ms, not 300 ± {bound}: {fsyncs:?}");
+        }
+        gaps.push(gap);
+    }
+    assert!(gaps[0] < gap_bound, "per thread, the heartbeat stalled {:.1} ms (bound {gap_bound} ms)", gaps[0]);
+    // The whole process stops with each held call: the heartbeat waits the delay out too.
+    assert!(gaps[1] >= 250.0, "per process, the heartbeat's largest gap was only {:.1} ms", gaps[1]);
+}
+
+#[test]
+fn two_threads_delayed_at_once_each_wait_their_own_delay() {
+    require_root!("two_threads_delayed_at_once_each_wait_their_own_delay");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let bound = if on_vm() { 30.0 } else { 10.0 };
+    let mut target = Threads::start(&cgroup, &["--call", "getppid", "--count", "8", "--workers", "2", "--together"]);
+    let chaos = delay(&cgroup, "getppid", "200ms", &[]);
+    target.go();
+    let report = target.report();
+    drop(chaos.stop_json());
+    let starts = |worker: usize| -> Vec<f64> {
+        report["starts_ns"][worker].as_array().expect("starts").iter().filter_map(serde_json::Value::as_f64).collect()
+    };
+    let apart: Vec<f64> = starts(0).iter().zip(starts(1)).map(|(a, b)| (a - b).abs() / MS).collect();
+    for worker in 0..2 {
+        let calls = calls_ms(&report, worker);
+        let p50 = percentile(&calls.iter().map(|ms| (ms - 200.0).abs()).collect::<Vec<_>>(), 50.0);
+        eprintln!("measured: worker {worker}: getppid held {calls:.1?} ms (p50 error {p50:.2} ms)");
+        assert!(p50 <= bound, "worker {worker}: p50 error {p50:.2} ms > {bound} ms: {calls:?}");
+    }
+    // They were held at the same time, each for its own 200 ms.
+    let median_apart = percentile(&apart, 50.0);
+    eprintln!("measured: the two workers' calls started {median_apart:.2} ms apart (median)");
+    assert!(median_apart < 50.0, "the calls did not overlap: {apart:.1?} ms apart");
+}
+
+#[test]
+fn threads_and_processes_started_during_the_fault_are_held_alone() {
+    require_root!("threads_and_processes_started_during_the_fault_are_held_alone");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let (bound, gap_bound) = if on_vm() { (30.0, 150.0) } else { (10.0, 50.0) };
+    for child in [false, true] {
+        // Only the main thread exists when the holder seizes the target: the workers, the
+        // heartbeat and (with --child) a whole process start afterwards.
+        let mut args = vec!["--call", "read", "--count", "10", "--heartbeat-ms", "10"];
+        if child {
+            args.push("--child");
+        }
+        let mut target = Threads::start(&cgroup, &args);
+        let chaos = delay(&cgroup, "read", "100ms", &[]);
+        target.go();
+        let report = target.report();
+        drop(chaos.stop_json());
+        let made_by = if child { &report["child"] } else { &report };
+        let calls = calls_ms(made_by, 0);
+        let p50 = percentile(&calls.iter().map(|ms| (ms - 100.0).abs()).collect::<Vec<_>>(), 50.0);
+        // The heartbeat of the process making the calls: its other thread runs on.
+        let gap = heartbeat_gap_ms(made_by);
+        let what = if child { "a child process" } else { "a thread" };
+        eprintln!(
+            "measured: {what} started during the fault: reads held {calls:.1?} ms; its process's heartbeat's largest \
+             gap {gap:.1} ms"
+        );
+        assert!(p50 <= bound, "{what} started during the fault: p50 error {p50:.2} ms: {calls:?}");
+        assert!(gap < gap_bound, "{what}: the heartbeat stalled {gap:.1} ms");
+    }
+}
+
+#[test]
+fn sigkill_of_chaos_mid_delay_leaves_no_thread_stopped_or_traced() {
+    require_root!("sigkill_of_chaos_mid_delay_leaves_no_thread_stopped_or_traced");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let mut target = Threads::start(&cgroup, &["--call", "fsync", "--count", "2", "--heartbeat-ms", "10"]);
+    let chaos = delay(&cgroup, "fsync", "10s", &[]);
+    target.go();
+    let pid = target.pid();
+    let since = Instant::now();
+    while !threads_of(pid).iter().any(|&(_, state, _)| state == 't') {
+        assert!(since.elapsed() < Duration::from_secs(15), "no thread was ever held: {:?}", threads_of(pid));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before = threads_of(pid);
+    assert!(before.iter().all(|&(_, _, tracer)| tracer != 0), "every thread is traced while held: {before:?}");
+    assert!(before.iter().any(|&(_, state, _)| state != 't'), "the other threads run on: {before:?}");
+    chaos.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let settled = loop {
+        let now = threads_of(pid);
+        if now.iter().all(|&(_, state, tracer)| tracer == 0 && !matches!(state, 't' | 'T')) {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(1), "1 s after SIGKILL of chaos: {now:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    drop(chaos.wait(Duration::from_secs(10)));
+    let report = target.report();
+    let fsyncs = calls_ms(&report, 0);
+    eprintln!(
+        "measured: {:.1} ms after SIGKILL of chaos no thread was stopped or traced; the held fsync returned after \
+         {:.0} ms of a 10 s delay",
+        settled.as_secs_f64() * 1e3,
+        fsyncs[0]
+    );
+    assert!(fsyncs[0] < 5_000.0, "the held call waited out its delay: {fsyncs:?}");
+}
+
+#[test]
+fn a_target_another_tracer_holds_is_refused_naming_the_tracer() {
+    require_root!("a_target_another_tracer_holds_is_refused_naming_the_tracer");
+    let cgroup = TestCgroup::new();
+    let target = Threads::start(&cgroup, &["--call", "read", "--count", "1"]);
+    let mut strace = std::process::Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "-p", &target.pid().to_string()])
+        .spawn()
+        .expect("start strace (`cargo xtask setup` installs it)");
+    let since = Instant::now();
+    while threads_of(target.pid()).iter().any(|&(_, _, tracer)| tracer == 0) {
+        assert!(since.elapsed() < Duration::from_secs(15), "strace never attached");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let args = ["syscall", "delay", "--syscall", "read", "--by", "10ms", "--cgroup", cgroup.path(), "--for", "5s"];
+    let (status, _, stderr) = chaos::run(&args);
+    let (dry, dry_out, dry_err) = chaos::run(&[&args[..], &["--scope", "process", "--dry-run"]].concat());
+    let _ = strace.kill();
+    let _ = strace.wait();
+    eprintln!("measured: chaos said: {}", stderr.trim());
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("traced by process {}", strace.id())) && stderr.contains("--scope process"),
+        "the refusal names the tracer and the way out: {stderr}"
+    );
+    assert!(dry.success() && dry_out.contains("stops the whole process"), "--scope process: {dry_out}{dry_err}");
+}
+
+#[test]
+fn signals_reach_a_target_held_per_thread_unchanged() {
+    require_root!("signals_reach_a_target_held_per_thread_unchanged");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    // SIGUSR1 mid-fault reaches its handler once; a user's SIGSTOP stops the process and
+    // SIGCONT continues it; the process finishes its calls.
+    let mut target = Threads::start(&cgroup, &["--call", "read", "--count", "40", "--gap-ms", "5"]);
+    let chaos = delay(&cgroup, "read", "20ms", &[]);
+    target.go();
+    let pid = target.pid();
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let since = Instant::now();
+    while !threads_of(pid).iter().all(|&(_, state, _)| matches!(state, 't' | 'T')) {
+        assert!(since.elapsed() < Duration::from_secs(10), "SIGSTOP did not stop the process: {:?}", threads_of(pid));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Stopped means stopped: held there well past the delay.
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = threads_of(pid);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let report = target.report();
+    eprintln!("measured: while stopped by the user: {stopped:?}; SIGUSR1 handled {} times", report["usr1"]);
+    assert!(stopped.iter().all(|&(_, state, _)| matches!(state, 't' | 'T')), "{stopped:?}");
+    assert_eq!(report["usr1"], 1, "SIGUSR1 reached the handler once: {report}");
+    assert_eq!(calls_ms(&report, 0).len(), 40, "{report}");
+
+    // SIGTERM ends it, as without chaos.
+    let mut target = Threads::start(&cgroup, &["--call", "read", "--count", "100000", "--gap-ms", "5"]);
+    target.go();
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(target.pid(), libc::SIGTERM) };
+    let status = target.child.wait().expect("wait");
+    drop(chaos.stop_json());
+    eprintln!("measured: after SIGTERM the target {status}");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM), "{status}");
+}
+
+#[test]
+fn every_syscall_by_name_and_a_delay_of_bpf_and_a_crash_point_at_io_uring_enter() {
+    require_root!("every_syscall_by_name_and_a_delay_of_bpf_and_a_crash_point_at_io_uring_enter");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    // `chaos syscall list` names every syscall with the hook a delay of it takes here.
+    let (status, stdout, stderr) = chaos::run(&["syscall", "list", "--output", "json"]);
+    assert!(status.success(), "{stderr}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("syscall list JSON");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["syscall"].as_str()).collect();
+    let hooks: Vec<&str> = rows.iter().filter_map(|r| r["delay_hook"].as_str()).collect();
+    assert!(names.len() >= 383 && names.contains(&"bpf") && names.contains(&"io_uring_enter"), "{names:?}");
+    assert_eq!(hooks.len(), names.len(), "every syscall has a delay hook here");
+    // Every one of them is accepted by --syscall (all at once: the raw sys_enter tracepoint).
+    let all = names.join(",");
+    for args in [vec!["syscall", "delay", "--syscall", &all, "--by", "1ms"], vec!["proc", "kill", "--on-syscall", &all]]
+    {
+        let mut full = args.clone();
+        full.extend(["--cgroup", cgroup.path(), "--for", "5s", "--dry-run"]);
+        let (status, _, stderr) = chaos::run(&full);
+        assert!(status.success(), "{}: {stderr}", args[..2].join(" "));
+    }
+    let fentry = hooks.iter().filter(|&&h| h == "fentry").count();
+    eprintln!("measured: {} syscalls by name; a delay of {fentry} of them takes fentry here", names.len());
+
+    // bpf(2), which the old table did not know, delayed for real.
+    let mut target = Threads::start(&cgroup, &["--call", "bpf", "--count", "5"]);
+    let chaos = delay(&cgroup, "bpf", "50ms", &[]);
+    target.go();
+    let report = target.report();
+    drop(chaos.stop_json());
+    let calls = calls_ms(&report, 0);
+    eprintln!("measured: bpf() held {calls:.1?} ms");
+    assert!(calls.iter().all(|&ms| ms >= 45.0), "bpf() was not delayed: {calls:?}");
+
+    // io_uring_enter(2): a crash point kills at the exact call.
+    let killer = chaos::start_fault(&["proc", "kill", "--on-syscall", "io_uring_enter", "--after", "2"], &cgroup);
+    let mut target = Threads::start(&cgroup, &["--call", "io_uring_enter", "--count", "10"]);
+    target.go();
+    let status = target.child.wait().expect("wait");
+    let counters = killer.stop_json();
+    eprintln!("measured: the io_uring_enter caller {status}");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{status}");
+    assert_eq!(counters["counters"][0]["injected"], 1, "{counters}");
+}
