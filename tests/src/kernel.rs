@@ -353,12 +353,14 @@ pub fn root_qdisc(netns: &crate::net::Netns, iface: &str) -> String {
     String::from_utf8_lossy(&output.stdout).split_whitespace().nth(1).unwrap_or("").to_owned()
 }
 
-/// Whether process `pid` is stopped (state T).
+/// Whether process `pid` (its main thread) is stopped: by a signal (state T), or in a
+/// ptrace-stop (state t: a process a per-thread syscall delay stopped whole, which chaos's holder
+/// traces from then on, stays stopped in that state).
 #[must_use]
 pub fn is_stopped(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['T', 't'])))
         .unwrap_or(false)
 }
 

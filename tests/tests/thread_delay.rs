@@ -388,3 +388,46 @@ fn every_syscall_by_name_and_a_delay_of_bpf_and_a_crash_point_at_io_uring_enter(
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{status}");
     assert_eq!(counters["counters"][0]["injected"], 1, "{counters}");
 }
+
+/// The holder is a process of its own: a frozen chaos (SIGSTOP, a Ctrl-Z) neither stretches a
+/// hold nor stops the target's other threads, and after the kernel deadline nothing is held.
+#[test]
+fn a_frozen_chaos_neither_stretches_holds_nor_outlives_the_deadline() {
+    require_root!("a_frozen_chaos_neither_stretches_holds_nor_outlives_the_deadline");
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let bound = if on_vm() { 30.0 } else { 10.0 };
+    let mut target = Threads::start(&cgroup, &["--call", "read", "--count", "25", "--heartbeat-ms", "10"]);
+    let args =
+        ["syscall", "delay", "--syscall", "read", "--by", "200ms", "--cgroup", cgroup.path(), "--for", "3s", "-v"];
+    let mut chaos = Chaos::start(&args);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    let deadline_ns = chaos::logged_deadline_ns(&chaos.stderr_so_far()) as f64;
+    chaos.signal(libc::SIGSTOP);
+    target.go();
+    let report = target.report();
+    chaos.signal(libc::SIGCONT);
+    let (status, _, stderr) = chaos.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let calls = calls_ms(&report, 0);
+    let starts: Vec<f64> =
+        report["starts_ns"][0].as_array().expect("starts").iter().filter_map(serde_json::Value::as_f64).collect();
+    // Held before the deadline (a read that ends past it was held as it started), not after.
+    let before: Vec<f64> =
+        calls.iter().zip(&starts).filter(|&(ms, start)| start + ms * MS < deadline_ns).map(|(&ms, _)| ms).collect();
+    let after: Vec<f64> =
+        calls.iter().zip(&starts).filter(|&(_, &start)| start > deadline_ns).map(|(&ms, _)| ms).collect();
+    let gap = heartbeat_gap_ms(&report);
+    eprintln!(
+        "measured: with chaos frozen: {} reads held before the deadline (p50 {:.1} ms), {} after it (max {:.2} ms); the \
+         heartbeat's largest gap {gap:.1} ms",
+        before.len(),
+        percentile(&before, 50.0),
+        after.len(),
+        after.iter().copied().fold(0.0, f64::max)
+    );
+    assert!(before.len() >= 5, "only {} reads were held before the deadline: {calls:?}", before.len());
+    assert!((percentile(&before, 50.0) - 200.0).abs() <= bound, "holds stretched with chaos frozen: {before:?}");
+    assert!(!after.is_empty() && after.iter().all(|&ms| ms < 50.0), "a read was held after the deadline: {calls:?}");
+    assert!(gap < if on_vm() { 150.0 } else { 50.0 }, "the heartbeat stalled {gap:.1} ms");
+}
