@@ -201,21 +201,7 @@ impl LoadedFault {
     pub fn finish_stops(&mut self) -> Option<crate::fault::syscall::resumer::ResumeStats> {
         if let Some((holding, record, cgroup_dir)) = self.holding.take() {
             let _ = self.disarm();
-            let stats = match holding.finish() {
-                Ok(stats) => stats,
-                Err(err) => {
-                    // The holder is gone (the kernel detached its threads): continue what the
-                    // program stopped whole, as the ledger's cleanup would.
-                    tracing::warn!("{err}");
-                    let _ = ledger::remove(&ledger::Item::StoppedTasks { cgroup_dir });
-                    Default::default()
-                }
-            };
-            record.settle();
-            return Some(crate::fault::syscall::resumer::ResumeStats {
-                resumed: stats.held,
-                lateness_ns: stats.lateness_ns,
-            });
+            return Some(finish_holding(holding, record, cgroup_dir));
         }
         let (mut resumer, record) = self.resumer.take()?;
         let _ = self.disarm();
@@ -224,6 +210,36 @@ impl LoadedFault {
         record.settle();
         Some(stats)
     }
+}
+
+/// A per-thread delay's end (its program disarmed): the holder resumes what it holds for it; if
+/// the holder is gone (the kernel detached its threads), what the program stopped whole is
+/// continued here, as the ledger's cleanup would.
+fn finish_holding(
+    holding: HeldFault,
+    record: Entry,
+    cgroup_dir: std::path::PathBuf,
+) -> crate::fault::syscall::resumer::ResumeStats {
+    let stats = holding.finish().unwrap_or_else(|err| {
+        tracing::warn!("{err}");
+        let _ = ledger::remove(&ledger::Item::StoppedTasks { cgroup_dir });
+        crate::fault::syscall::holder::HoldStats::default()
+    });
+    record.settle();
+    if stats.held + stats.whole_process > 0 {
+        let mut late = stats.lateness_ns.clone();
+        late.sort_unstable();
+        let at = |p: usize| late.get(late.len().saturating_sub(1) * p / 100).copied().unwrap_or(0);
+        tracing::info!(
+            "held {} calls on their own thread (resumed p50 {:.0} us, p99 {:.0} us after their due time) and {} whole \
+             processes (they joined the target during the fault)",
+            stats.held,
+            at(50) as f64 / 1e3,
+            at(99) as f64 / 1e3,
+            stats.whole_process
+        );
+    }
+    crate::fault::syscall::resumer::ResumeStats { resumed: stats.held, lateness_ns: stats.lateness_ns }
 }
 
 impl Drop for LoadedFault {
