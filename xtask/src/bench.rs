@@ -21,6 +21,7 @@ mod entry_hook;
 mod scale;
 mod scale_entry;
 mod scale_lsm;
+mod thread_delay;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -31,7 +32,8 @@ pub enum Which {
     /// Syscall errors: chaos vs strace --inject, and untargeted overhead (host and VM tier).
     Syscall,
     /// Delays: syscall delay cost and untargeted overhead (host; fentry vs sys_enter in the VM
-    /// tier); net delay vs tc netem (VM tier).
+    /// tier); per thread vs per process vs strace (host and VM tier); net delay vs tc netem (VM
+    /// tier).
     Delay,
     /// Process faults: crash-point latency vs strace's signal injection, thaw after SIGKILL (host).
     Proc,
@@ -68,6 +70,8 @@ pub enum InVm {
     ScaleLsm,
     /// N syscall delays on fentry: an untargeted loop, one daemon vs a chaos per fault.
     ScaleEntry,
+    /// Syscall delay per thread vs per process vs strace, on fentry.
+    DelayThread,
 }
 
 /// A fault of each hook kind as `chaos` arguments that never fire (`--percent 0`): the service
@@ -156,6 +160,8 @@ pub fn run(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<()
         write_section("delay-host", &syscall_delay_bench()?)?;
         write_section("delay-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "delay")?)?;
         write_section("delay-hooks-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "delay-hooks")?)?;
+        write_section("delay-thread-host", &thread_delay::thread_delay_bench("host")?)?;
+        write_section("delay-thread-vm", &in_vm_section(&binaries, vm::KernelName::V6_12, "delay-thread")?)?;
     }
     if which.contains(&Which::Override) {
         write_section("override-vm", &in_vm_section(&binaries, vm::KernelName::V6_1ErrInj, "override")?)?;
@@ -247,6 +253,7 @@ pub fn in_vm(which: InVm) -> anyhow::Result<()> {
         InVm::DelayHooks => entry_hook::syscall_delay_hooks_bench()?,
         InVm::ScaleLsm => scale_lsm::lsm_scale_bench()?,
         InVm::ScaleEntry => scale_entry::entry_scale_bench()?,
+        InVm::DelayThread => thread_delay::thread_delay_bench("6.12 VM")?,
     };
     println!("{VM_SECTION_BEGIN}\n{section}{VM_SECTION_END}");
     Ok(())

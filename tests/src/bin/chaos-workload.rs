@@ -55,7 +55,7 @@
 //!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
 //!       per start, until killed
 //!   chaos-workload threads --call CALL --count N [--workers W] [--together] [--heartbeat-ms MS]
-//!       [--gap-ms MS] [--wait-line] [--child]
+//!       [--gap-ms MS] [--wait-line] [--child] [--spin-threads K] [--idle-threads I]
 //!       worker threads making timed calls beside a heartbeat thread (threads.rs)
 //!
 //! Datagram payload (64 bytes): sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64),
@@ -120,6 +120,8 @@ fn main() {
             gap_ms: num("--gap-ms", 0),
             wait_line: has("--wait-line"),
             child: has("--child"),
+            spin_threads: num("--spin-threads", 0),
+            idle_threads: num("--idle-threads", 0),
         }),
         _ => usage(),
     }

@@ -203,7 +203,7 @@ pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
 
 /// Whether process `pid` is gone or exiting (PF_EXITING, set as the kernel starts `do_exit`, in
 /// the flags field of /proc/PID/stat).
-fn is_exiting(pid: i32) -> bool {
+pub(crate) fn is_exiting(pid: i32) -> bool {
     const PF_EXITING: u64 = 0x4;
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
     let flags = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok());

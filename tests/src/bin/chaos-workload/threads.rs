@@ -1,7 +1,8 @@
 //! `chaos-workload threads`: a multi-threaded target for per-thread syscall delays.
 //!
 //!   chaos-workload threads --call fsync|read|getppid|bpf|io_uring_enter --count N [--workers W]
-//!       [--together] [--heartbeat-ms MS] [--gap-ms MS] [--wait-line] [--child]
+//!       [--together] [--heartbeat-ms MS] [--gap-ms MS] [--wait-line] [--child] [--spin-threads K]
+//!       [--idle-threads I]
 //!
 //! W worker threads (default 1) each make N calls of `--call` (fsync after a one-byte write to a
 //! file of their own; the others raw, failing harmlessly where they take arguments), timed;
@@ -10,9 +11,12 @@
 //! MS in a loop and records the largest gap between its wake-ups, for as long as the workers run. `--wait-line`: prints "ready" and
 //! waits for a line on stdin before it starts the workers (threads started during a fault);
 //! `--child`: the calls are made by a child process (this program again, started after the
-//! line), whose report is included. SIGUSR1 is counted by a handler. Prints
-//! {"calls_ns": [[per worker]], "starts_ns": [[CLOCK_MONOTONIC]], "heartbeat_max_gap_ns",
-//! "heartbeats", "usr1", "child": report or null}.
+//! line), whose report is included. `--spin-threads K`: K more threads make raw getpid() calls
+//! in a loop while the workers run (a benchmark's untargeted threads of the target);
+//! `--idle-threads I`: I more threads that only sleep, started before "ready" (a target with
+//! many threads to seize). SIGUSR1 is counted by a handler. Prints {"calls_ns": [[per worker]],
+//! "starts_ns": [[CLOCK_MONOTONIC]], "heartbeat_max_gap_ns", "heartbeats", "usr1", "spins",
+//! "spin_ns", "cpu_ns" (this process's user + system time), "child": report or null}.
 use std::{
     io::{BufRead as _, Write as _},
     sync::{
@@ -38,18 +42,44 @@ pub struct Options {
     pub gap_ms: u64,
     pub wait_line: bool,
     pub child: bool,
+    pub spin_threads: u64,
+    pub idle_threads: u64,
 }
 
 pub fn run(options: &Options) {
     // SAFETY: installing a handler that only touches an atomic.
     unsafe { libc::signal(libc::SIGUSR1, count_usr1 as *const () as libc::sighandler_t) };
+    let running = Arc::new(AtomicBool::new(true));
+    let idle: Vec<_> = (0..options.idle_threads)
+        .map(|_| {
+            let running = Arc::clone(&running);
+            std::thread::spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        })
+        .collect();
     if options.wait_line {
         println!("ready");
         let _ = std::io::stdout().flush();
         let mut line = String::new();
         let _ = std::io::stdin().lock().read_line(&mut line);
     }
-    let running = Arc::new(AtomicBool::new(true));
+    let spinners: Vec<_> = (0..options.spin_threads)
+        .map(|_| {
+            let running = Arc::clone(&running);
+            std::thread::spawn(move || {
+                let (started, mut spins) = (Instant::now(), 0u64);
+                while running.load(Ordering::Relaxed) {
+                    // SAFETY: getpid has no preconditions; the raw syscall always enters the kernel.
+                    unsafe { libc::syscall(libc::SYS_getpid) };
+                    spins += 1;
+                }
+                (spins, started.elapsed().as_nanos() as u64)
+            })
+        })
+        .collect();
     let heartbeat = (options.heartbeat_ms > 0).then(|| {
         let (running, period) = (Arc::clone(&running), Duration::from_millis(options.heartbeat_ms));
         std::thread::spawn(move || {
@@ -91,6 +121,15 @@ pub fn run(options: &Options) {
     }
     running.store(false, Ordering::Relaxed);
     let (max_gap, beats) = heartbeat.map_or((0, 0), |h| h.join().expect("the heartbeat panicked"));
+    let (mut spins, mut spin_ns) = (0, 0);
+    for spinner in spinners {
+        let (count, ns) = spinner.join().expect("a spinner panicked");
+        spins += count;
+        spin_ns += ns;
+    }
+    for thread in idle {
+        let _ = thread.join();
+    }
     println!(
         "{}",
         serde_json::json!({
@@ -99,9 +138,22 @@ pub fn run(options: &Options) {
             "heartbeat_max_gap_ns": max_gap,
             "heartbeats": beats,
             "usr1": USR1.load(Ordering::Relaxed),
+            "spins": spins,
+            "spin_ns": spin_ns,
+            "cpu_ns": cpu_ns(),
             "child": child,
         })
     );
+}
+
+/// This process's CPU time so far (user + system), in ns.
+fn cpu_ns() -> u64 {
+    // SAFETY: getrusage into a local.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
 /// One worker's calls: their latencies and start times.

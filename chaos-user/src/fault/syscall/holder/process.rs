@@ -41,6 +41,9 @@ use super::{
 };
 use crate::{netns::pids_below, sys};
 
+/// How often the holder looks for a dying controller while it holds something.
+const EXIT_POLL_NS: u64 = 5_000_000;
+
 /// One fault the holder serves.
 struct Fault {
     id: u64,
@@ -130,7 +133,7 @@ fn serve(cgroup_mount: &Path) -> io::Result<()> {
         holder.take_stops();
         holder.take_stop_events();
         holder.resume_due();
-        if !holder.take_requests()? {
+        if !holder.take_requests()? || holder.controller_exiting() {
             break;
         }
     }
@@ -232,7 +235,10 @@ impl Holder {
         }));
         let next =
             self.holds.first().map(|&(due, _)| due).into_iter().chain(self.stopped.iter().map(|s| s.due_ns)).min();
-        let timeout_ns = next.map_or(1_000_000_000, |due| due.saturating_sub(sys::monotonic_now_ns()));
+        let mut timeout_ns = next.map_or(1_000_000_000, |due| due.saturating_sub(sys::monotonic_now_ns()));
+        if self.holding_any() {
+            timeout_ns = timeout_ns.min(EXIT_POLL_NS);
+        }
         let timeout = libc::timespec {
             tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
             tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
@@ -245,6 +251,17 @@ impl Holder {
             // SAFETY: reading into a local buffer from our nonblocking signalfd.
             while unsafe { libc::read(sigchld.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
         }
+    }
+
+    fn holding_any(&self) -> bool {
+        !self.holds.is_empty() || !self.stopped.is_empty()
+    }
+
+    /// Whether the controller has begun to exit while something is held. Its pipe closes only
+    /// once the kernel has torn its memory down, which takes a while for a large process
+    /// (hundreds of ms under emulation); the held threads should not wait for that.
+    fn controller_exiting(&self) -> bool {
+        self.holding_any() && crate::fault::syscall::guard::is_exiting(self.controller)
     }
 
     /// Handles every tracee stop there is.
