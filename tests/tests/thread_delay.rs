@@ -176,7 +176,9 @@ fn two_threads_delayed_at_once_each_wait_their_own_delay() {
     require_root!("two_threads_delayed_at_once_each_wait_their_own_delay");
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
-    let bound = if on_vm() { 30.0 } else { 10.0 };
+    // Two held threads and the holder share a TCG guest's one host thread: measured p50 errors
+    // of 5 ms (6.12) and 18 ms (6.1) there, 0.5 ms on the host.
+    let bound = if on_vm() { 50.0 } else { 10.0 };
     let mut target = Threads::start(&cgroup, &["--call", "getppid", "--count", "8", "--workers", "2", "--together"]);
     let chaos = delay(&cgroup, "getppid", "200ms", &[]);
     target.go();

@@ -45,13 +45,21 @@ socket was created in, as cgroup socket hooks do.")]
 Examples:
   chaos syscall delay --cgroup /app --syscall read,write,fsync --by 50ms --for 60s
   chaos syscall delay --unit db.service --syscall fsync --by 200ms --jitter 50ms --percent 10 --for 5m
+  chaos syscall delay --pid 4242 --syscall connect --by 1s --scope process --for 30s
 
-eBPF cannot sleep, so the whole process is stopped (SIGSTOP) as the delayed call returns and
-resumed (SIGCONT) when the delay is over: its other threads pause too, and concurrent delayed
-calls of one process overlap. The caller sees the call take its own time plus the delay. A
-guard process resumes every stopped task if chaos dies, even by SIGKILL; at the end of the run
-(deadline or signal) every stopped task is resumed at once. --jitter spreads each delay
-uniformly by up to that much either way.")]
+A delayed call holds only its own thread (--scope thread, the default). The kernel decides which
+call is delayed and signals that thread alone; chaos's holder process, which traces the target's
+threads (PTRACE_SEIZE: nothing stops, no syscall is traced), keeps it stopped for the delay, then
+resumes it. The caller sees its call's own time plus the delay; the other threads run on. Signals
+the target gets pass through the holder unchanged (one round trip each). A process that joins
+the target during the fault is stopped whole for its first delayed call, then held per thread.
+A target another tracer holds (gdb, strace) is refused, naming the tracer.
+--scope process stops the whole process instead (SIGSTOP, then SIGCONT from chaos; no tracing):
+its other threads pause too, the delay counts from the call's entry, and delayed calls of one
+process overlap.
+Nothing stays stopped or traced: if chaos dies, even by SIGKILL, its holder (per process, its
+guard) lets every task go at once; after the kernel deadline nothing new is held. --syscall takes
+any x86_64 syscall by name (`chaos syscall list`). More in docs/syscall-delay.md.")]
     Delay(Box<FaultArgs<SyscallDelayOptions>>),
     /// Every x86_64 syscall: how chaos fails it here (mechanism, filters) and where a delay
     /// or a crash point of it catches the call.
