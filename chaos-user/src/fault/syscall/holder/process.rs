@@ -83,8 +83,15 @@ struct Holder {
     stopped: Vec<StoppedProcess>,
     /// Processes left to another tracer, said once each.
     noted: BTreeSet<pid_t>,
+    /// The `HELD_THREADS` maps of faults removed lately, until the time given: a thread its
+    /// program signalled just before it was disarmed may stop after the fault is gone (at the
+    /// end of a long call), and that SIGURG is suppressed rather than passed on.
+    retired: Vec<(u64, BpfHashMap<MapData, u32, u32>)>,
     input: Vec<u8>,
 }
+
+/// How long a removed fault's marks are honoured.
+const RETIRED_FOR_NS: u64 = 30_000_000_000;
 
 /// `chaos __holder <cgroup2 mount>`, started by the controller (`super::HolderProcess`).
 pub fn run(cgroup_mount: &Path) -> ExitCode {
@@ -125,6 +132,7 @@ fn serve(cgroup_mount: &Path) -> io::Result<()> {
         holds: BTreeSet::new(),
         stopped: Vec::new(),
         noted: BTreeSet::new(),
+        retired: Vec::new(),
         input: Vec::new(),
     };
     reply(&Reply::Ready)?;
@@ -361,7 +369,22 @@ impl Holder {
                 }
             }
         }
-        let Some((due, fault)) = chosen else { return false };
+        let Some((due, fault)) = chosen else {
+            // Marked by a fault removed meanwhile: the signal is chaos's, not the program's to
+            // get, and there is no delay left to serve.
+            self.retired.retain(|(until, _)| *until > now);
+            let mut retired_mark = false;
+            for (_, map) in &mut self.retired {
+                if map.get(&(tid as u32), 0).ok() == Some(held::SIGNALLED) {
+                    let _ = map.remove(&(tid as u32));
+                    retired_mark = true;
+                }
+            }
+            if retired_mark {
+                let _ = ptrace::cont(tid, 0);
+            }
+            return retired_mark;
+        };
         if let Some(thread) = self.threads.get_mut(&tid) {
             thread.hold = Some((due, fault));
             self.holds.insert((due, tid));
@@ -605,6 +628,7 @@ impl Holder {
                 let _ = ptrace::interrupt(tid);
             }
         }
+        self.retired.push((sys::monotonic_now_ns().saturating_add(RETIRED_FOR_NS), fault.held));
         Reply::Removed { id, stats: fault.stats }
     }
 
