@@ -1,5 +1,6 @@
-//! The guard of `syscall delay` and `proc pause`: a small process that makes sure no task stays
-//! stopped and no cgroup stays frozen.
+//! The guard of `syscall delay --scope process` and `proc pause`: a small process that makes
+//! sure no task stays stopped and no cgroup stays frozen. (Per thread, the holder is its own
+//! guard: holder/.)
 //!
 //! The controller stops tasks (SIGSTOP, from the kernel) and resumes them (SIGCONT) when their
 //! delay is over. If the controller dies in between, even by SIGKILL, nothing would resume
