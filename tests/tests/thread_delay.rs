@@ -399,9 +399,10 @@ fn a_frozen_chaos_neither_stretches_holds_nor_outlives_the_deadline() {
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
     let bound = if on_vm() { 30.0 } else { 10.0 };
-    let mut target = Threads::start(&cgroup, &["--call", "read", "--count", "25", "--heartbeat-ms", "10"]);
+    let mut target = Threads::start(&cgroup, &["--call", "read", "--count", "20", "--heartbeat-ms", "10"]);
+    // Holds of 400 ms: a TCG guest's own stalls (up to 170 ms seen) stay well apart from them.
     let args =
-        ["syscall", "delay", "--syscall", "read", "--by", "200ms", "--cgroup", cgroup.path(), "--for", "3s", "-v"];
+        ["syscall", "delay", "--syscall", "read", "--by", "400ms", "--cgroup", cgroup.path(), "--for", "4s", "-v"];
     let mut chaos = Chaos::start(&args);
     chaos.wait_until_armed(Duration::from_secs(60));
     let deadline_ns = chaos::logged_deadline_ns(&chaos.stderr_so_far()) as f64;
@@ -429,7 +430,7 @@ fn a_frozen_chaos_neither_stretches_holds_nor_outlives_the_deadline() {
         after.iter().copied().fold(0.0, f64::max)
     );
     assert!(before.len() >= 5, "only {} reads were held before the deadline: {calls:?}", before.len());
-    assert!((percentile(&before, 50.0) - 200.0).abs() <= bound, "holds stretched with chaos frozen: {before:?}");
+    assert!((percentile(&before, 50.0) - 400.0).abs() <= bound, "holds stretched with chaos frozen: {before:?}");
     assert!(!after.is_empty() && after.iter().all(|&ms| ms < 50.0), "a read was held after the deadline: {calls:?}");
-    assert!(gap < if on_vm() { 150.0 } else { 50.0 }, "the heartbeat stalled {gap:.1} ms");
+    assert!(gap < if on_vm() { 200.0 } else { 50.0 }, "the heartbeat stalled {gap:.1} ms");
 }

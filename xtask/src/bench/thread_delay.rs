@@ -25,7 +25,7 @@ use chaos_tests::{
     workload::{command_in, workload_bin},
 };
 
-use super::{Ratios, machine, median, process_cpu_ns};
+use super::{Ratios, machine, median};
 
 const ROUNDS: usize = 5;
 /// The delay asked for, and the worker's pause between its calls (as long: per process, the
@@ -127,6 +127,8 @@ impl Attached {
                     scope,
                     "--for",
                     "30m",
+                    "--output",
+                    "json",
                     "-v",
                 ]);
                 chaos.wait_until_armed(Duration::from_secs(120));
@@ -158,10 +160,9 @@ impl Attached {
             Self::None => 0,
             Self::Chaos(chaos) => {
                 let pid = chaos.pid();
-                process_cpu_ns(pid).unwrap_or(0)
-                    + children_of(pid).into_iter().filter_map(|c| process_cpu_ns(c).ok()).sum::<u64>()
+                cpu_ns(pid) + children_of(pid).into_iter().map(cpu_ns).sum::<u64>()
             }
-            Self::Strace(strace) => process_cpu_ns(strace.id() as i32).unwrap_or(0),
+            Self::Strace(strace) => cpu_ns(strace.id() as i32),
         }
     }
 
@@ -176,6 +177,19 @@ impl Attached {
             }
         }
     }
+}
+
+/// CPU time of process `pid` so far, in ns: the sum over its threads of the scheduler's own
+/// count (/proc/PID/task/TID/schedstat), not the 10 ms ticks of /proc/PID/stat.
+fn cpu_ns(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// Whether every thread of `pid` is traced by `tracer`.
@@ -244,7 +258,11 @@ pub(crate) fn thread_delay_bench(where_: &str) -> anyhow::Result<String> {
         let mut bare_cpu = 0.0;
         for (i, &holder) in holders.iter().enumerate() {
             let (report, _) = measure(holder, &cgroup, &spin_args)?;
-            let rate = report["spins"].as_f64().unwrap_or(0.0) / (report["spin_ns"].as_f64().unwrap_or(1.0) / 1e9);
+            // Calls per second of the time the thread was not waiting for a CPU: what other
+            // processes on this shared machine take is left out, what the target's own stops
+            // take is not.
+            let own_ns = report["spin_ns"].as_f64().unwrap_or(1.0) - report["spin_wait_ns"].as_f64().unwrap_or(0.0);
+            let rate = report["spins"].as_f64().unwrap_or(0.0) / (own_ns.max(1.0) / 1e9);
             if holder == Holder::Nothing {
                 bare_rate = rate;
             }
@@ -273,7 +291,9 @@ pub(crate) fn thread_delay_bench(where_: &str) -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "One target process: a worker thread calls getppid() {CALLS} times, each delayed {DELAY_MS} ms, with {DELAY_MS} ms \
-         between calls, beside a thread looping on raw getpid() (not delayed). chaos's program is on {hook}. strace runs as \
+         between calls, beside a thread looping on raw getpid() (not delayed), whose throughput counts the time it was \
+         not waiting for a CPU (its scheduler statistics: other processes on the machine are left out, the target's \
+         stops are not). chaos's program is on {hook}. strace runs as \
          ChaosBlade runs it: `strace -f -e trace=getppid -e inject=getppid:delay_enter={} -p PID`. {ROUNDS} rounds, \
          variants interleaved; medians (range).\n",
         DELAY_MS * 1000

@@ -16,7 +16,8 @@
 //! `--idle-threads I`: I more threads that only sleep, started before "ready" (a target with
 //! many threads to seize). SIGUSR1 is counted by a handler. Prints {"calls_ns": [[per worker]],
 //! "starts_ns": [[CLOCK_MONOTONIC]], "heartbeat_max_gap_ns", "heartbeats", "usr1", "spins",
-//! "spin_ns", "cpu_ns" (this process's user + system time), "child": report or null}.
+//! "spin_ns", "spin_wait_ns" (of that, time the spinners waited for a CPU), "cpu_ns" (this
+//! process's user + system time), "child": report or null}.
 use std::{
     io::{BufRead as _, Write as _},
     sync::{
@@ -70,13 +71,13 @@ pub fn run(options: &Options) {
         .map(|_| {
             let running = Arc::clone(&running);
             std::thread::spawn(move || {
-                let (started, mut spins) = (Instant::now(), 0u64);
+                let (started, waited_before, mut spins) = (Instant::now(), runqueue_wait_ns(), 0u64);
                 while running.load(Ordering::Relaxed) {
                     // SAFETY: getpid has no preconditions; the raw syscall always enters the kernel.
                     unsafe { libc::syscall(libc::SYS_getpid) };
                     spins += 1;
                 }
-                (spins, started.elapsed().as_nanos() as u64)
+                (spins, started.elapsed().as_nanos() as u64, runqueue_wait_ns().saturating_sub(waited_before))
             })
         })
         .collect();
@@ -121,11 +122,12 @@ pub fn run(options: &Options) {
     }
     running.store(false, Ordering::Relaxed);
     let (max_gap, beats) = heartbeat.map_or((0, 0), |h| h.join().expect("the heartbeat panicked"));
-    let (mut spins, mut spin_ns) = (0, 0);
+    let (mut spins, mut spin_ns, mut spin_wait_ns) = (0, 0, 0);
     for spinner in spinners {
-        let (count, ns) = spinner.join().expect("a spinner panicked");
+        let (count, ns, waited) = spinner.join().expect("a spinner panicked");
         spins += count;
         spin_ns += ns;
+        spin_wait_ns += waited;
     }
     for thread in idle {
         let _ = thread.join();
@@ -140,10 +142,20 @@ pub fn run(options: &Options) {
             "usr1": USR1.load(Ordering::Relaxed),
             "spins": spins,
             "spin_ns": spin_ns,
+            "spin_wait_ns": spin_wait_ns,
             "cpu_ns": cpu_ns(),
             "child": child,
         })
     );
+}
+
+/// How long this thread has waited for a CPU while runnable (the scheduler's count): on a busy
+/// machine, time the spinners lose to other processes rather than to the target's own stops.
+fn runqueue_wait_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|stat| stat.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// This process's CPU time so far (user + system), in ns.
