@@ -434,3 +434,77 @@ fn a_frozen_chaos_neither_stretches_holds_nor_outlives_the_deadline() {
     assert!(!after.is_empty() && after.iter().all(|&ms| ms < 50.0), "a read was held after the deadline: {calls:?}");
     assert!(gap < if on_vm() { 200.0 } else { 50.0 }, "the heartbeat stalled {gap:.1} ms");
 }
+
+/// Two per-thread delays of one chaos process (a daemon's experiments on two cgroups): when the
+/// first ends, its target is let go (no thread traced or stopped, its calls no longer delayed)
+/// while the second's is still held.
+#[test]
+fn a_daemon_lets_go_of_one_target_while_another_delay_runs_on() {
+    require_root!("a_daemon_lets_go_of_one_target_while_another_delay_runs_on");
+    let _serial = chaos_tests::serialized();
+    let (first, second) = (TestCgroup::new(), TestCgroup::new());
+    let dir = chaos_tests::TempDir::new();
+    // Long-running targets, seized as the experiments start.
+    let mut targets = [&first, &second]
+        .map(|cgroup| Threads::start(cgroup, &["--call", "read", "--count", "100000", "--gap-ms", "20"]));
+    for target in &mut targets {
+        target.go();
+    }
+    let mut config = String::from(
+        "socket = \"daemon.sock\"\nkill_switch = \"kill\"\nstate_dir = \"state\"\nmetrics = false\n[schedule]\n\
+         every = \"24h\"\n[budget]\nmax_runs_per_hour = 1000\nmax_concurrent = 10\n",
+    );
+    for (name, cgroup, duration) in [("first", &first, "5s"), ("second", &second, "10m")] {
+        let experiment = format!(
+            "name = \"{name}\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"{duration}\"\n\n[[fault]]\n\
+             kind = \"syscall delay\"\nsyscall = \"read\"\nby = \"50ms\"\n",
+            cgroup.path()
+        );
+        std::fs::write(dir.join(&format!("{name}.toml")), experiment).expect("write the experiment");
+        config.push_str(&format!("\n[[experiment]]\nfile = \"{name}.toml\"\n"));
+    }
+    std::fs::write(dir.join("daemon.toml"), config).expect("write the configuration");
+    let socket = dir.join("daemon.sock");
+    let mut daemon = Chaos::start(&["daemon", "--config", dir.join("daemon.toml").to_str().expect("utf-8")]);
+    daemon.wait_until("the daemon's socket answers", Duration::from_secs(60), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    for name in ["first", "second"] {
+        let (status, stdout, stderr) =
+            chaos::run(&["daemon", "run", name, "--socket", socket.to_str().expect("utf-8")]);
+        assert!(status.success(), "chaos daemon run {name}: {stdout}{stderr}");
+    }
+    let traced = |target: &Threads| threads_of(target.pid()).iter().all(|&(_, _, tracer)| tracer != 0);
+    daemon.wait_until("both targets are traced", Duration::from_secs(60), || targets.iter().all(traced));
+    // The first experiment ends (5 s): its target is let go, the second's is not.
+    let since = Instant::now();
+    daemon.wait_until("the first target is let go", Duration::from_secs(60), || {
+        threads_of(targets[0].pid()).iter().all(|&(_, state, tracer)| tracer == 0 && !matches!(state, 't' | 'T'))
+    });
+    let let_go_after = since.elapsed();
+    let still_traced = traced(&targets[1]);
+    let read_ms = |cgroup: &TestCgroup| {
+        let json = chaos_tests::workload::workload_json(&["latency-loop", "--count", "5"], Some(cgroup), None);
+        let ms: Vec<f64> =
+            json["latencies_ns"].as_array().expect("latencies").iter().filter_map(serde_json::Value::as_f64).collect();
+        percentile(&ms, 50.0) / MS
+    };
+    let (first_ms, second_ms) = (read_ms(&first), read_ms(&second));
+    daemon.signal(libc::SIGTERM);
+    drop(daemon.wait(Duration::from_secs(30)));
+    eprintln!(
+        "measured: the first target let go {:.1} s after both were traced; reads then: first {first_ms:.2} ms, second \
+         {second_ms:.2} ms",
+        let_go_after.as_secs_f64()
+    );
+    assert!(still_traced, "the second target was let go with the first: {:?}", threads_of(targets[1].pid()));
+    assert!(first_ms < 25.0, "the first target's reads are still delayed: {first_ms:.2} ms");
+    assert!(second_ms >= 45.0, "the second target's reads are no longer delayed: {second_ms:.2} ms");
+    for target in &targets {
+        assert!(
+            threads_of(target.pid()).iter().all(|&(_, state, tracer)| tracer == 0 && !matches!(state, 't' | 'T')),
+            "a target is still traced or stopped after the daemon ended: {:?}",
+            threads_of(target.pid())
+        );
+    }
+}

@@ -326,17 +326,22 @@ impl Holder {
 
     /// A task traced from its birth (clone, fork, vfork: the kernel seized it): listed in the
     /// maps of the faults whose cgroup holds it before it runs.
+    /// A task no fault needs (started by a thread being let go, or moved out of every target)
+    /// is let go at its first stop.
     fn welcome(&mut self, tid: pid_t) {
         if self.threads.contains_key(&tid) {
             return;
         }
-        let Some(cgroup) = cgroup_of(tid) else { return };
+        // A task gone before its cgroup could be read reports its exit next.
+        let cgroup = cgroup_of(tid).unwrap_or_default();
+        let mut needed = false;
         for fault in &mut self.faults {
             if within(&cgroup, &fault.cgroup) {
                 let _ = fault.held.insert(tid as u32, held::SEIZED, 0);
+                needed = true;
             }
         }
-        self.threads.insert(tid, Thread { cgroup, hold: None, detaching: false });
+        self.threads.insert(tid, Thread { cgroup, hold: None, detaching: !needed && !self.faults.is_empty() });
     }
 
     /// A thread is gone: out of every map, its hold dropped.
