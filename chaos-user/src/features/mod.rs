@@ -275,6 +275,9 @@ impl Prober {
         if (id == SYSCALL_DELAY || id == PROCESS_KILL) && reason.is_none() {
             mechanism.push_str(&self.entry_hook_words());
         }
+        if id == SYSCALL_DELAY && reason.is_none() {
+            mechanism.push_str(&crate::fault::syscall::holder::tracing_words());
+        }
         if id == SYSCALL_ERRNO_LSM && reason.is_none() {
             mechanism.push_str(&self.lsm_attach_words());
         }

@@ -51,12 +51,14 @@ pub fn run(options: &Options) {
     // SAFETY: installing a handler that only touches an atomic.
     unsafe { libc::signal(libc::SIGUSR1, count_usr1 as *const () as libc::sighandler_t) };
     let running = Arc::new(AtomicBool::new(true));
+    // Idle threads block on a futex (park) until the end: no wake-ups (a thousand threads waking
+    // every few ms would take a TCG guest's whole CPU).
     let idle: Vec<_> = (0..options.idle_threads)
         .map(|_| {
             let running = Arc::clone(&running);
             std::thread::spawn(move || {
                 while running.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
+                    std::thread::park();
                 }
             })
         })
@@ -130,6 +132,7 @@ pub fn run(options: &Options) {
         spin_wait_ns += waited;
     }
     for thread in idle {
+        thread.thread().unpark();
         let _ = thread.join();
     }
     println!(

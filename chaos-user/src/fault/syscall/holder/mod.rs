@@ -135,6 +135,20 @@ pub fn can_hold(cgroup_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `doctor`'s words for per-thread delays here: whether chaos may trace (Yama, CAP_SYS_PTRACE).
+#[must_use]
+pub fn tracing_words() -> String {
+    let yama = std::fs::read_to_string(YAMA_PTRACE_SCOPE)
+        .map_or_else(|_| "no Yama".to_owned(), |scope| format!("Yama ptrace_scope {}", scope.trim()));
+    let capable = crate::sys::effective_capabilities().unwrap_or(0) & (1 << CAP_SYS_PTRACE) != 0;
+    let verdict = if std::fs::read_to_string(YAMA_PTRACE_SCOPE).is_ok_and(|s| s.trim() == "3") || !capable {
+        "per thread: not available here, --scope process only"
+    } else {
+        "per thread: available"
+    };
+    format!("; {verdict} ({yama}, CAP_SYS_PTRACE {})", if capable { "yes" } else { "no" })
+}
+
 /// Why a target traced by someone else is refused.
 fn traced_refusal(pid: i32, tracer: i32) -> String {
     format!(
@@ -220,9 +234,22 @@ impl HeldFault {
             *holder = Some(HolderProcess::spawn()?);
         }
         let running = holder.as_mut().expect("just started");
-        let seized = running.add(&registration)?;
-        running.registered.push(registration.clone());
-        Ok((Self { id: registration.id, finished: false }, seized))
+        match running.add(&registration) {
+            Ok(seized) => {
+                running.registered.push(registration.clone());
+                Ok((Self { id: registration.id, finished: false }, seized))
+            }
+            Err(err) => {
+                if running.registered.is_empty()
+                    && let Some(mut idle) = holder.take()
+                {
+                    // No fault of this process needs it: it exits as its pipe closes.
+                    drop(idle.stdin.take());
+                    let _ = idle.child.wait();
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Ends the fault: the holder resumes what it holds for it (disarm the fault first, so that
