@@ -79,14 +79,14 @@ fn route_to_fault<C: EbpfContext>(ctx: &C) -> i32 {
             route.slot
         } else {
             // SAFETY: the value is a plain integer, copied out at once.
-            match unsafe { TARGETS.get(&ancestor) } {
+            match unsafe { TARGETS.get(ancestor) } {
                 Some(&slot) => slot,
                 None => continue,
             }
         };
         // SAFETY: the context is this program's own. On success the call does not return; an
         // empty slot (a fault just removed) falls through and the syscall goes on untouched.
-        let _ = unsafe { FAULTS.tail_call(ctx, slot) };
+        unsafe { FAULTS.tail_call(ctx, slot) };
         return 0;
     }
     0

@@ -36,7 +36,7 @@ pub(crate) static REMOTE_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(1
 pub(crate) static SYSCALL_SET: Array<u64> = Array::with_max_entries(SYSCALL_SET_BITS / 64, 0);
 
 /// Tasks stopped by `syscall delay`, for the controller to resume. 64 KiB holds thousands of
-/// events; a full buffer means the task is not stopped at all (see syscall_delay.rs).
+/// events; a full buffer means the task is not stopped at all (see syscall/delay.rs).
 #[map(name = "STOP_EVENTS")]
 pub(crate) static STOP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
@@ -66,6 +66,12 @@ pub(crate) static KILL_EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024, 0);
 /// full buffer loses the record, never the injection.
 #[map(name = "INJECTIONS")]
 pub(crate) static INJECTIONS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// `net sever --after-bytes`: the connections it silenced, once each, for the controller (which
+/// destroys them with `--mode reset`). 64 KiB holds about 900 reports between two reads; a full
+/// buffer loses the report, never the silence.
+#[map(name = "SEVER_EVENTS")]
+pub(crate) static SEVER_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 /// The trace rate limit (trace.rs): records taken this second, shared by all CPUs.
 #[map(name = "TRACE_WINDOW")]

@@ -12,7 +12,11 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::{netns, report::DirectionCounters, sock_diag, target::Target};
+use crate::{
+    os::{netns, sock_diag},
+    report::DirectionCounters,
+    targets::Target,
+};
 
 /// How long a network fault may see no packet before chaos says why that may be.
 pub const QUIET_FOR: Duration = Duration::from_secs(10);
@@ -31,7 +35,7 @@ pub struct ForeignSocket {
 #[must_use]
 pub fn foreign_sockets(target: &Target) -> Vec<ForeignSocket> {
     let inside = subtree_ids(&target.dir);
-    let pids = netns::pids_below(&target.dir);
+    let pids = crate::os::cgroup::pids_below(&target.dir);
     let owners = socket_owners(&pids);
     if owners.is_empty() {
         return Vec::new();
@@ -95,7 +99,7 @@ pub fn foreign_sockets_note(target: &Target, foreign: &[ForeignSocket]) -> Optio
 }
 
 /// The cgroup ids of `dir` and every cgroup below it (a cgroup's id is its inode number).
-fn subtree_ids(dir: &Path) -> HashSet<u64> {
+pub fn subtree_ids(dir: &Path) -> HashSet<u64> {
     let mut ids = HashSet::new();
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -110,7 +114,7 @@ fn subtree_ids(dir: &Path) -> HashSet<u64> {
 }
 
 /// Socket inode -> the pid holding it, from /proc/PID/fd (`socket:[N]` links).
-fn socket_owners(pids: &[i32]) -> HashMap<u64, i32> {
+pub fn socket_owners(pids: &[i32]) -> HashMap<u64, i32> {
     let mut owners = HashMap::new();
     for &pid in pids {
         let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };

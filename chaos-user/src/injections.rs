@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
 use chaos_common::{Direction, InjectionRecord, NO_SYSCALL, TRACE_SITES, address_kind};
 use serde::{Deserialize, Serialize};
 
-use crate::{errno, fault::syscall::numbers};
+use crate::os::{errno, syscall_table};
 
 /// One injection, decoded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,11 +117,11 @@ impl Injection {
 }
 
 fn syscall_name(number: u32) -> String {
-    numbers::name_of(number).map_or_else(|| format!("syscall {number}"), str::to_owned)
+    syscall_table::name_of(number).map_or_else(|| format!("syscall {number}"), str::to_owned)
 }
 
 fn signal_name(number: u32) -> String {
-    crate::fault::proc::signal::parse(&number.to_string()).map_or_else(|_| format!("signal {number}"), |s| s.name())
+    crate::os::signal::parse(&number.to_string()).map_or_else(|_| format!("signal {number}"), |s| s.name())
 }
 
 fn protocol_name(protocol: u32) -> String {
@@ -137,7 +137,7 @@ fn protocol_name(protocol: u32) -> String {
 /// Wall-clock time of a CLOCK_MONOTONIC instant (for log lines and reports).
 #[must_use]
 pub fn wall_time(at_ns: u64) -> SystemTime {
-    let ago = crate::sys::monotonic_now_ns().saturating_sub(at_ns);
+    let ago = crate::os::sys::monotonic_now_ns().saturating_sub(at_ns);
     SystemTime::now() - std::time::Duration::from_nanos(ago)
 }
 

@@ -7,6 +7,13 @@
 //! are small JSON files in /run/chaos/ledger (a tmpfs: gone after a reboot, as is what they
 //! describe). A record is stale when its owner process is gone (pid and start time, so a reused
 //! pid does not keep it alive).
+//!
+//! A record is written atomically ([`crate::os::records::write_atomic`]) and BEFORE the change it
+//! describes, so that whenever chaos dies, a record can be early (describing something that
+//! was never made: cleanup finds nothing and calls it done), never missing nor half-written.
+//! Its file is named after its owner (`PID-START-N.json`), so that a file nobody can read (one
+//! written by an older chaos that died mid-write) is still known to be a dead process's, and
+//! removed.
 use std::{
     fs, io,
     os::unix::fs::MetadataExt as _,
@@ -20,7 +27,7 @@ use aya::programs::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{netlink, netns::Netns};
+use crate::os::{netlink, netns::Netns};
 
 const LEDGER_DIR: &str = "/run/chaos/ledger";
 
@@ -28,7 +35,9 @@ const LEDGER_DIR: &str = "/run/chaos/ledger";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Item {
-    /// A legacy cls_bpf filter: removed by (interface, direction, priority, handle).
+    /// A legacy cls_bpf filter: removed by (interface, direction, priority, handle). The record
+    /// is written before the filter exists, with the handle chaos chose and priority 0: the
+    /// kernel picks the priority, and cleanup finds the filter by its handle.
     LegacyTcFilter { iface: String, ingress: bool, priority: u16, handle: u32 },
     /// A clsact qdisc chaos added for its filters; removed only once no filter is left in it.
     ClsactQdisc { iface: String },
@@ -65,13 +74,27 @@ impl Entry {
 /// by this process.
 pub fn write(netns: Option<&Netns>, item: Item) -> io::Result<Entry> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    fs::create_dir_all(LEDGER_DIR)?;
     let pid = std::process::id();
     let netns_inode = netns.map_or(0, |n| n.inode);
-    let record = Record { owner_pid: pid, owner_start: start_time(pid).unwrap_or(0), netns_inode, item };
-    let path = Path::new(LEDGER_DIR).join(format!("{pid}-{}.json", NEXT.fetch_add(1, Ordering::Relaxed)));
-    fs::write(&path, serde_json::to_vec(&record).expect("record serializes"))?;
+    let owner_start = crate::os::process::start_time(pid).unwrap_or(0);
+    let record = Record { owner_pid: pid, owner_start, netns_inode, item };
+    let path = Path::new(LEDGER_DIR).join(format!("{pid}-{owner_start}-{}.json", NEXT.fetch_add(1, Ordering::Relaxed)));
+    crate::os::records::write_atomic_in_dir(&path, &serde_json::to_vec(&record).expect("record serializes"))?;
     Ok(Entry { path })
+}
+
+/// The owner a record's file name gives: (pid, start time), or (pid, None) for the names of
+/// chaos versions that named records `PID-N.json`.
+pub(crate) fn owner_named(file_name: &str) -> Option<(u32, Option<u64>)> {
+    let stem = file_name.strip_suffix(".json")?;
+    let mut parts = stem.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let rest: Vec<&str> = parts.collect();
+    match rest[..] {
+        [start, _n] => Some((pid, Some(start.parse().ok()?))),
+        [_n] => Some((pid, None)),
+        _ => None,
+    }
 }
 
 /// The live chaos process, other than this one, that put fq in place of the root qdisc of
@@ -92,22 +115,8 @@ pub fn root_qdisc_owner(netns: &Netns, iface: &str) -> Option<u32> {
         .map(|record| record.owner_pid)
 }
 
-/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
-#[must_use]
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; count fields after its closing parenthesis.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
-}
-
 fn owner_alive(record: &Record) -> bool {
-    process_alive(record.owner_pid, record.owner_start)
-}
-
-/// Whether process `pid` runs and is the one that started at `start` (not a reused pid).
-#[must_use]
-pub fn process_alive(pid: u32, start: u64) -> bool {
-    start_time(pid).is_some_and(|now| now == start)
+    crate::os::process::process_alive(record.owner_pid, record.owner_start)
 }
 
 /// Removes what crashed runs left behind, returning a line per item (removed, or why not).
@@ -123,7 +132,10 @@ pub fn cleanup_stale() -> Vec<String> {
     }
     // Read after taking the lock: a cleaner before us may have removed some already.
     drop(entries);
-    let Ok(entries) = fs::read_dir(LEDGER_DIR) else { return Vec::new() };
+    let mut report = crate::os::records::remove_unreadable(LEDGER_DIR, "ledger record", owner_named, |bytes| {
+        serde_json::from_slice::<Record>(bytes).is_ok()
+    });
+    let Ok(entries) = fs::read_dir(LEDGER_DIR) else { return report };
     let mut records: Vec<(PathBuf, Record)> = entries
         .flatten()
         .filter_map(|e| {
@@ -139,7 +151,6 @@ pub fn cleanup_stale() -> Vec<String> {
         Item::LegacyTcFilter { .. } => 1,
         _ => 2,
     });
-    let mut report = Vec::new();
     for (path, record) in records {
         if matches!(record.item, Item::StoppedTasks { .. } | Item::FrozenCgroup { .. }) {
             match remove(&record.item) {
@@ -172,8 +183,13 @@ pub fn cleanup_stale() -> Vec<String> {
 
 fn describe(item: &Item) -> String {
     match item {
-        Item::LegacyTcFilter { iface, ingress, priority, .. } => {
-            format!("TC filter (pref {priority}) on {iface} {}", if *ingress { "ingress" } else { "egress" })
+        Item::LegacyTcFilter { iface, ingress, priority, handle } => {
+            let direction = if *ingress { "ingress" } else { "egress" };
+            if *priority == 0 {
+                format!("TC filter (handle {handle:#x}) on {iface} {direction}")
+            } else {
+                format!("TC filter (pref {priority}) on {iface} {direction}")
+            }
         }
         Item::ClsactQdisc { iface } => format!("clsact qdisc on {iface}"),
         Item::ReplacedRootQdisc { iface, previous } => {
@@ -190,9 +206,9 @@ fn describe(item: &Item) -> String {
 pub fn remove(item: &Item) -> io::Result<String> {
     let what = describe(item);
     if let Item::StoppedTasks { cgroup_dir } = item {
-        let stopped: Vec<i32> = crate::netns::pids_below(cgroup_dir)
+        let stopped: Vec<i32> = crate::os::cgroup::pids_below(cgroup_dir)
             .into_iter()
-            .filter(|&pid| crate::fault::syscall::guard::is_stopped(pid))
+            .filter(|&pid| crate::os::guard::is_stopped(pid))
             .collect();
         for &pid in &stopped {
             // SAFETY: kill(2) with SIGCONT on a stopped process of the delayed cgroup.
@@ -201,8 +217,12 @@ pub fn remove(item: &Item) -> io::Result<String> {
         return Ok(format!("{what}: resumed {} still stopped", stopped.len()));
     }
     if let Item::FrozenCgroup { cgroup_dir } = item {
-        let was_frozen = crate::fault::proc::freezer::Freezer::of(cgroup_dir).is_ok_and(|f| f.freeze_requested());
-        crate::fault::proc::freezer::thaw(cgroup_dir)?;
+        if !cgroup_dir.exists() {
+            // Gone with everything in it: nothing is frozen there any more.
+            return Ok(format!("{what}: the cgroup is gone, nothing to thaw"));
+        }
+        let was_frozen = crate::os::freezer::Freezer::of(cgroup_dir).is_ok_and(|f| f.freeze_requested());
+        crate::os::freezer::thaw(cgroup_dir)?;
         return Ok(format!("{what}: {}", if was_frozen { "thawed" } else { "not frozen any more" }));
     }
     let Ok(ifindex) = ifindex(item) else {
@@ -211,7 +231,19 @@ pub fn remove(item: &Item) -> io::Result<String> {
     match item {
         Item::LegacyTcFilter { iface, ingress, priority, handle } => {
             let attach_type = if *ingress { TcAttachType::Ingress } else { TcAttachType::Egress };
-            let link = SchedClassifierLink::attached(iface, attach_type, *priority, TcHandle::from(*handle), None)?;
+            // Written before the filter existed, the record has the handle chaos chose; the
+            // kernel chose the priority, so the filter is looked up by its handle.
+            let priority = if *priority != 0 {
+                *priority
+            } else {
+                let parent = if *ingress { netlink::CLSACT_INGRESS } else { netlink::CLSACT_EGRESS };
+                let filters = netlink::RouteSocket::open()?.filters(ifindex, parent)?;
+                match filters.iter().find(|f| f.handle == *handle) {
+                    Some(filter) => filter.priority,
+                    None => return Ok(format!("{what}: not there (chaos died before or after attaching it)")),
+                }
+            };
+            let link = SchedClassifierLink::attached(iface, attach_type, priority, TcHandle::from(*handle), None)?;
             match aya::programs::links::Link::detach(link) {
                 Ok(()) => Ok(format!("removed {what}")),
                 Err(err) => {
@@ -232,8 +264,8 @@ pub fn remove(item: &Item) -> io::Result<String> {
         Item::StoppedTasks { .. } | Item::FrozenCgroup { .. } => unreachable!("handled above"),
         Item::ClsactQdisc { .. } => {
             let mut socket = netlink::RouteSocket::open()?;
-            let left = socket.filter_count(ifindex, netlink::CLSACT_INGRESS)?
-                + socket.filter_count(ifindex, netlink::CLSACT_EGRESS)?;
+            let left = socket.filters(ifindex, netlink::CLSACT_INGRESS)?.len()
+                + socket.filters(ifindex, netlink::CLSACT_EGRESS)?.len();
             if left > 0 {
                 return Ok(format!("kept {what}: other filters still use it"));
             }
@@ -293,4 +325,48 @@ fn find_netns(inode: u64) -> Option<Netns> {
         .chain(of_processes)
         .find(|path| fs::metadata(path).is_ok_and(|m| m.ino() == inode))
         .and_then(|path| Netns::open(&path).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_records_owner_is_read_from_its_file_name() {
+        assert_eq!(owner_named("5433-81234-0.json"), Some((5433, Some(81234))));
+        assert_eq!(owner_named("5433-0.json"), Some((5433, None)), "the names of older chaos versions");
+        assert_eq!(owner_named("notes.txt"), None);
+        assert_eq!(owner_named("x-1.json"), None);
+    }
+
+    #[test]
+    fn unreadable_records_of_dead_writers_go_and_those_of_live_ones_stay() {
+        let dir = std::env::temp_dir().join(format!("chaos-ledger-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let me = std::process::id();
+        let my_start = crate::os::process::start_time(me).unwrap();
+        // pid_max is at most 2^22: a pid above it never runs.
+        let dead = 4_194_400;
+        for (name, text) in [
+            (format!("{dead}-1-0.json"), ""),
+            (format!("{dead}-1-1.json"), "{\"half"),
+            (format!(".{dead}-1-2.json.{dead}.tmp"), "{}"),
+            (format!("{me}-{my_start}-0.json"), ""),
+            (format!("{dead}-1-3.json"), "readable"),
+        ] {
+            fs::write(dir.join(name), text).unwrap();
+        }
+        let lines = crate::os::records::remove_unreadable(dir.to_str().unwrap(), "ledger record", owner_named, |b| {
+            b == b"readable"
+        });
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("empty: its writer died while writing it")), "{lines:?}");
+        let mut left: Vec<String> =
+            fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        let mut want = vec![format!("{dead}-1-3.json"), format!("{me}-{my_start}-0.json")];
+        want.sort();
+        assert_eq!(left, want);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -6,11 +6,9 @@
 //! owned by this process, or pinned) -> [`run`] (deadline, signals, counters) -> [`report`].
 //! Experiments ([`experiment`]) drive the same path for several faults with steady-state
 //! checks ([`steady`]).
-pub mod btf;
 pub mod cli;
 pub mod daemon;
 pub mod engine;
-pub mod errno;
 pub mod experiment;
 pub mod fault;
 pub mod features;
@@ -18,14 +16,11 @@ pub mod hints;
 pub mod injections;
 pub mod ledger;
 pub mod live;
-pub mod netlink;
-pub mod netns;
+pub mod os;
+pub mod plan;
 pub mod report;
 pub mod run;
 pub mod run_all;
 pub mod run_records;
-pub mod sock_diag;
 pub mod steady;
-pub mod sys;
-pub mod target;
-pub mod target_watch;
+pub mod targets;

@@ -6,10 +6,34 @@ use chaos_common::{Direction, FaultCounters};
 use serde::Serialize;
 
 use crate::{
-    fault::options::serialize_secs,
     injections::{HitSummary, HitTally, Injection},
-    target::Target,
+    plan::{FaultPlan, options::serialize_secs},
+    targets::Target,
 };
+
+impl FaultPlan {
+    /// The report of this plan's run: what it was, how it ended and what it counted.
+    #[must_use]
+    pub fn report(
+        &self,
+        elapsed: Duration,
+        stopped: StopReason,
+        counters: Vec<DirectionCounters>,
+        hits: Option<Hits>,
+    ) -> FaultReport<'_> {
+        FaultReport {
+            fault: self.fault,
+            target: &self.target,
+            summary: &self.summary,
+            parameters: &self.parameters,
+            requested: self.duration,
+            elapsed,
+            stopped,
+            counters,
+            hits,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum OutputFormat {

@@ -12,10 +12,10 @@ use crate::{
     engine::{LoadedFault, trace::InjectionReader},
     fault::FaultPlan,
     live::LiveLine,
+    os::sys,
     report::{DirectionCounters, FaultReport, Hits, OutputFormat, StopReason},
     run::{StopSignals, arm, read_counters},
     run_records::Registration,
-    sys, target_watch,
 };
 
 /// One target's copy of the fault while it runs, and its outcome once it ended.
@@ -57,7 +57,7 @@ pub fn run_plans(
         let line = LiveLine::on_stderr();
         // Targets are looked at every POLL; the status line keeps its own pace (slower in a log).
         let mut next_show = Instant::now();
-        let mut ticks = interval(target_watch::POLL);
+        let mut ticks = interval(crate::targets::watch::POLL);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let stop = loop {
             tokio::select! {
@@ -66,7 +66,7 @@ pub fn run_plans(
                 _ = ticks.tick() => {
                     for copy in &mut copies {
                         let target = &copy.plan.target;
-                        if copy.fault.is_some() && !target_watch::is_present(&target.dir, target.id) {
+                        if copy.fault.is_some() && !crate::targets::watch::is_present(&target.dir, target.id) {
                             // Detached first: the line says it is.
                             copy.end(StopReason::TargetGone, started.elapsed());
                             line.finish();

@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ledger, sys};
+use crate::os::sys;
 
 pub const RUNS_DIR: &str = "/run/chaos/runs";
 
@@ -27,6 +27,10 @@ pub struct RunRecord {
     pub pid: u32,
     pub pid_start: u64,
     pub detached: bool,
+    /// A detached experiment still being set up by the chaos that pins it (`pid`): the record
+    /// is written before the pins, so whatever happens to that chaos, something describes them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starting: bool,
     /// Who started it: absent in records written before one-shot faults registered.
     #[serde(default)]
     pub kind: RunKind,
@@ -100,9 +104,11 @@ impl RunRecord {
 
     #[must_use]
     pub fn liveness(&self) -> Liveness {
-        let owner_alive = ledger::process_alive(self.pid, self.pid_start);
+        let owner_alive = crate::os::process::process_alive(self.pid, self.pid_start);
         let before_deadline = sys::monotonic_now_ns() < self.ends_ns;
-        let running = if self.detached { before_deadline } else { owner_alive };
+        // A detached experiment runs until its deadline whatever its reaper does (the kernel
+        // ends each armed fault on time); one whose setting-up chaos died did not start at all.
+        let running = if self.detached && !self.starting { before_deadline } else { owner_alive };
         if running { Liveness::Running } else { Liveness::Stale }
     }
 
@@ -112,12 +118,11 @@ impl RunRecord {
         self.ends_ns.saturating_sub(sys::monotonic_now_ns()) / 1_000_000_000
     }
 
-    /// Writes (or rewrites) the record atomically: readers never see half a file.
+    /// Writes (or rewrites) the record atomically: readers, and a crash at any moment, see the
+    /// old record or the new one, never half a file.
     pub fn write(&self) -> io::Result<()> {
-        fs::create_dir_all(RUNS_DIR)?;
-        let temporary = Path::new(RUNS_DIR).join(format!(".{}.tmp", self.id));
-        fs::write(&temporary, serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
-        fs::rename(&temporary, self.path())
+        let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        crate::os::records::write_atomic_in_dir(&self.path(), &bytes)
     }
 
     pub fn remove(&self) {
@@ -130,17 +135,6 @@ impl RunRecord {
 pub fn all() -> Vec<RunRecord> {
     let Ok(entries) = fs::read_dir(RUNS_DIR) else { return Vec::new() };
     let entries: Vec<_> = entries.flatten().collect();
-    // A run killed mid-rewrite leaves its `.ID.tmp` (the id ends in the pid): once that pid is
-    // gone, nobody will rename it.
-    for entry in &entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) =
-            name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")).and_then(|id| id.rsplit('-').next())
-            && !Path::new("/proc").join(pid).exists()
-        {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
     let mut records: Vec<RunRecord> = entries
         .iter()
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
@@ -148,6 +142,21 @@ pub fn all() -> Vec<RunRecord> {
         .collect();
     records.sort_by(|a, b| a.id.cmp(&b.id));
     records
+}
+
+/// Removes what a run that died mid-write left in the runs directory: temporaries it never
+/// renamed, and records or schedules nobody can read (empty ones from chaos versions that wrote
+/// in place), once the process their name ends in is gone. One line per file, for people.
+#[must_use]
+pub fn remove_unreadable() -> Vec<String> {
+    // `ID.json` and `ID.schedule`, the id ending in its writer's pid.
+    let owner = |name: &str| -> Option<(u32, Option<u64>)> {
+        let id = name.strip_suffix(".json").or_else(|| name.strip_suffix(".schedule"))?;
+        Some((id.rsplit('-').next()?.parse().ok()?, None))
+    };
+    crate::os::records::remove_unreadable(RUNS_DIR, "run file", owner, |bytes| {
+        serde_json::from_slice::<serde_json::Value>(bytes).is_ok()
+    })
 }
 
 /// The record of `id`.

@@ -353,6 +353,27 @@ pub fn root_qdisc(netns: &crate::net::Netns, iface: &str) -> String {
     String::from_utf8_lossy(&output.stdout).split_whitespace().nth(1).unwrap_or("").to_owned()
 }
 
+/// The threads of process `pid` that are stopped (state T or t) or traced (`TracerPid` not 0),
+/// each as "TID (state S, tracer P)": what a per-thread syscall delay's holder must never leave
+/// behind.
+#[must_use]
+pub fn threads_stopped_or_traced(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let field = |name: &str| {
+                status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default()
+            };
+            let (state, tracer) = (field("State:"), field("TracerPid:"));
+            let stopped = state.starts_with(['T', 't']);
+            (stopped || tracer != "0")
+                .then(|| format!("{} (state {state}, tracer {tracer})", task.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
 /// Whether process `pid` (its main thread) is stopped: by a signal (state T), or in a
 /// ptrace-stop (state t: a process a per-thread syscall delay stopped whole, which chaos's holder
 /// traces from then on, stays stopped in that state).
@@ -391,4 +412,17 @@ pub fn programs_named(prefix: &str) -> usize {
 #[must_use]
 pub fn is_frozen(dir: &std::path::Path) -> bool {
     std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|e| e.lines().any(|l| l.trim() == "frozen 1"))
+}
+
+/// Why this kernel has no qdisc `kind`, if it has none: asked of the kernel itself (adding one
+/// to the loopback of a throwaway network namespace), not of chaos.
+#[must_use]
+pub fn qdisc_missing(kind: &str) -> Option<String> {
+    let netns = crate::net::Netns::new();
+    let output = std::process::Command::new("tc")
+        .args(["-n", netns.name(), "qdisc", "add", "dev", "lo", "root", kind])
+        .output()
+        .expect("run tc");
+    (!output.status.success())
+        .then(|| format!("`tc qdisc add ... {kind}` failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
 }

@@ -7,11 +7,13 @@
 //! created; traffic only crosses veth pairs between test namespaces.
 pub mod cgroup;
 pub mod chaos;
+pub mod crash;
 pub mod kernel;
 pub mod net;
 pub mod programs;
 pub mod runtimes;
 pub mod skip;
+pub mod tcp;
 pub mod workload;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -169,8 +169,14 @@ pub struct Resident(Child);
 impl Resident {
     #[must_use]
     pub fn start(cgroup: &TestCgroup, netns: Option<&Netns>) -> Self {
+        Self::start_for(cgroup, netns, 600)
+    }
+
+    /// [`Resident::start`] for a process that lives `secs` seconds (a long test's target).
+    #[must_use]
+    pub fn start_for(cgroup: &TestCgroup, netns: Option<&Netns>, secs: u64) -> Self {
         let child = command_in(workload_bin(), Some(cgroup), netns)
-            .args(["sleep", "--secs", "600"])
+            .args(["sleep", "--secs", &secs.to_string()])
             .spawn()
             .expect("start resident");
         // pre_exec joined the cgroup before exec, so it is normally there at once; a resident

@@ -537,7 +537,23 @@ fn kill_9_of_the_daemon_mid_run_leaves_nothing_attached_and_the_restarted_daemon
 
 /// The daemon's open file descriptors, as the kernel names them (`anon_inode:bpf-prog`,
 /// `anon_inode:bpf-map`, `anon_inode:bpf_link`, files, sockets), sorted.
+/// The daemon's open fds once they hold still: the connection of the control request just
+/// answered is closed by the daemon a moment after the client has read the answer, so a reading
+/// taken at once may still list it.
 fn open_fds(pid: i32) -> Vec<String> {
+    let mut last = fds_now(pid);
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = fds_now(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+fn fds_now(pid: i32) -> Vec<String> {
     let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the daemon's fds")
         .flatten()

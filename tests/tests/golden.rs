@@ -4,10 +4,16 @@
 //! must leave these byte-identical once the parts that differ from run to run (paths, cgroup
 //! ids, namespace inodes, times, counts) are replaced by placeholders.
 //!
-//! The files live in `tests/golden/<tier>/`, one directory per tier because the kernel decides
-//! what can be planned (no fq on the host, BPF LSM only in the VMs). `CHAOS_GOLDEN_UPDATE=1`
-//! rewrites them on the host; in a VM, where files do not come back, `CHAOS_GOLDEN_PRINT=1`
-//! prints each as one `GOLDEN <name> <json string>` line to copy out of the console log.
+//! The files live in `tests/golden/<set>/`, one set per distinct output ([`GOLDEN_SETS`]): the
+//! kernel decides what can be planned (no fq on the host, BPF LSM only in the VMs), so the host
+//! has a set of its own, and the VM kernels, which print the same, share one. Every tier still
+//! compares its own output with its set, byte for byte.
+//!
+//! `CHAOS_GOLDEN_UPDATE=1` compares too, rewrites each file that differs (or is missing), and
+//! then fails naming them, so an update never passes unseen: review the change (`git diff`),
+//! run the other tiers of that set to check they still agree, then run again without it. In a
+//! VM, where files do not come back, `CHAOS_GOLDEN_PRINT=1` prints each output as one
+//! `GOLDEN <name> <json string>` line to copy out of the console log.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -168,16 +174,35 @@ fn cgroup_id(dir: &Path) -> u64 {
     fs::metadata(dir).expect("cgroup dir").ino()
 }
 
-fn golden_dir(tier: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(tier)
+/// Which set of golden files each tier compares with (`tests/golden/<set>/`): one set per
+/// distinct output. The host plans differently from the VM kernels (no fq, no BPF LSM); the VM
+/// kernels all plan alike. A new tier gets a line here (the test fails on a tier without one):
+/// the set it prints the same as, or a set of its own if its output differs.
+const GOLDEN_SETS: &[(&str, &str)] = &[("host", "host"), ("vm-6.1", "vm"), ("vm-6.12", "vm"), ("vm-6.1-errinj", "vm")];
+
+/// The set a tier compares with, if it has one.
+fn golden_set(tier: &str) -> Option<&'static str> {
+    GOLDEN_SETS.iter().find(|(name, _)| *name == tier).map(|&(_, set)| set)
 }
 
-/// Compares (or records) every output; panics listing every difference.
+/// The tiers that share a set, for messages.
+fn tiers_of(set: &str) -> Vec<&'static str> {
+    GOLDEN_SETS.iter().filter(|(_, s)| *s == set).map(|&(tier, _)| tier).collect()
+}
+
+fn golden_dir(set: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(set)
+}
+
+/// Compares every output with its golden file; in update mode also rewrites the files that
+/// differ. Panics listing every difference (and, in update mode, every rewritten file).
 struct Golden {
+    set: &'static str,
     dir: PathBuf,
     update: bool,
     print: bool,
     differences: Vec<String>,
+    rewritten: Vec<PathBuf>,
     compared: usize,
 }
 
@@ -187,27 +212,39 @@ impl Golden {
         if self.print {
             println!("GOLDEN {name} {}", serde_json::to_string(actual).expect("string"));
         }
+        self.compared += 1;
+        let difference = match fs::read_to_string(&path) {
+            Ok(expected) if expected == actual => return,
+            Ok(expected) => {
+                format!("{name} differs from {}:\n--- expected\n{expected}\n--- actual\n{actual}", path.display())
+            }
+            Err(err) => format!("{name}: cannot read {}: {err}", path.display()),
+        };
         if self.update {
             fs::create_dir_all(&self.dir).expect("golden dir");
             fs::write(&path, actual).expect("write golden");
-            return;
-        }
-        self.compared += 1;
-        match fs::read_to_string(&path) {
-            Ok(expected) if expected == actual => {}
-            Ok(expected) => self.differences.push(format!(
-                "{name} differs from {}:\n--- expected\n{expected}\n--- actual\n{actual}",
-                path.display()
-            )),
-            Err(err) => self.differences.push(format!("{name}: cannot read {}: {err}", path.display())),
+            self.rewritten.push(path);
+        } else {
+            self.differences.push(difference);
         }
     }
 
     fn finish(self) {
+        assert!(self.compared > 0, "no output was compared");
         assert!(self.differences.is_empty(), "{}", self.differences.join("\n\n"));
-        if !self.update {
-            assert!(self.compared > 0, "no output was compared");
-        }
+        // An update that changed something fails, so it cannot pass unseen; the set may be
+        // shared, and the other tiers must be run to see that they still print the same.
+        let rewritten: Vec<String> = self.rewritten.iter().map(|p| p.display().to_string()).collect();
+        assert!(
+            rewritten.is_empty(),
+            "CHAOS_GOLDEN_UPDATE rewrote {} golden file(s) of set {:?}, which differed or were missing:\n  {}\n\
+             Review the change (git diff), run the test on every tier of the set ({}) to check they \
+             still print the same, then run again without CHAOS_GOLDEN_UPDATE.",
+            rewritten.len(),
+            self.set,
+            rewritten.join("\n  "),
+            tiers_of(self.set).join(", "),
+        );
     }
 }
 
@@ -325,16 +362,27 @@ duration = "1s"
 fn the_output_of_every_family_is_unchanged() {
     require_root!("the_output_of_every_family_is_unchanged");
     let tier = skip::tier().unwrap_or_else(|| "host".into());
-    let dir = golden_dir(&tier);
     let update = std::env::var_os("CHAOS_GOLDEN_UPDATE").is_some();
     let print = std::env::var_os("CHAOS_GOLDEN_PRINT").is_some();
-    chaos_tests::skip_if!(
-        !update && !print && !dir.exists(),
-        "the_output_of_every_family_is_unchanged",
-        format!("no golden files are recorded for tier {tier}")
-    );
+    // A tier without a set fails rather than skips: it can run the test, it only lacks a
+    // decision on which output it must print.
+    let set = golden_set(&tier).unwrap_or_else(|| {
+        panic!(
+            "tier {tier} has no golden set: add it to GOLDEN_SETS in {} (the set whose output it \
+             shares, or one of its own, recorded with CHAOS_GOLDEN_UPDATE or CHAOS_GOLDEN_PRINT)",
+            file!()
+        )
+    });
     let _serial = chaos_tests::serialized();
-    let mut golden = Golden { dir, update, print, differences: Vec::new(), compared: 0 };
+    let mut golden = Golden {
+        set,
+        dir: golden_dir(set),
+        update,
+        print,
+        differences: Vec::new(),
+        rewritten: Vec::new(),
+        compared: 0,
+    };
 
     // Dry runs: a cgroup whose process lives in a test namespace with a veth.
     let hosts = TwoHosts::new();

@@ -53,7 +53,7 @@ fn faults_of_one_daemon_share_one_sys_enter_program() {
     let nested = first.child("nested");
     let dir = TempDir::new();
     // `nested` delays other calls than `first`: two delays of one call on one task resume each
-    // other's stops (README, syscall delay).
+    // other's stops (docs/syscalls.md, "Which hook").
     let runs =
         [("first", &first, "read,readv"), ("second", &second, "read,readv"), ("nested", &nested, "getrandom,getppid")];
     let daemon = daemon_with_armed_runs(dir.path(), &runs);

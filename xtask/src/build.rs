@@ -1,10 +1,11 @@
 //! Building what the tests, benchmarks and VM jobs run: the workspace's binaries and the
-//! integration test executables, found through cargo's JSON messages.
+//! integration test executables, found through cargo's JSON messages. It only builds: setting the
+//! machine up first is for the caller (main.rs orders setup, then build, then the task).
 use std::{io::BufRead as _, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::{setup, util};
+use crate::util;
 
 /// The binaries the tests need, built once.
 pub struct Binaries {
@@ -31,22 +32,6 @@ impl Binaries {
             ("CHAOS_WORKLOAD_BIN".into(), self.workload.display().to_string()),
         ]
     }
-}
-
-/// For tasks that run chaos on this machine (bench, demo): checks root, sets up, builds, and
-/// points the test helpers at the binaries through the environment.
-pub fn prepare_root_task(task: &str) -> anyhow::Result<Binaries> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{task} creates cgroups, network namespaces and BPF programs: run it as root");
-    }
-    setup::run()?;
-    let binaries = build_binaries()?;
-    for (key, value) in binaries.env("host") {
-        // SAFETY: xtask is still single-threaded here; the helpers read these variables.
-        unsafe { std::env::set_var(key, value) };
-    }
-    Ok(binaries)
 }
 
 /// `cargo build --bins` and `cargo test --no-run -p chaos-tests`, returning the executables.
@@ -92,13 +77,14 @@ fn executables(command: &mut std::process::Command, step: &str) -> anyhow::Resul
     Ok(found)
 }
 
-/// The golden files of `tests/tests/golden.rs` (what chaos prints, per tier): the test reads them
-/// at their path in the source tree, inside the VM too.
+/// The golden files of `tests/tests/golden.rs` (what chaos prints, one set per distinct output:
+/// `host`, and `vm` shared by the VM kernels): the test reads them at their path in the source
+/// tree, inside the VM too.
 fn golden_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let Ok(tiers) = std::fs::read_dir(crate::util::root().join("tests/golden")) else { return files };
-    for tier in tiers.flatten() {
-        if let Ok(entries) = std::fs::read_dir(tier.path()) {
+    let Ok(sets) = std::fs::read_dir(crate::util::root().join("tests/golden")) else { return files };
+    for set in sets.flatten() {
+        if let Ok(entries) = std::fs::read_dir(set.path()) {
             files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
         }
     }

@@ -1,15 +1,20 @@
 //! `cargo xtask <task>`: everything around the code, so that a fresh machine needs two commands
 //! (`cargo xtask demo`, `cargo xtask test`) and nothing else.
+//!
+//! Each module has one job, and this file orders them: `setup` (what the machine needs), `build`
+//! (cargo), `vm` (kernels and QEMU), then the tasks `test`, `bench`, `demo`. Data flows down:
+//! setup uses vm (for its kernels), the tasks use what they need below them, and no module
+//! imports one that imports it back; `util` (commands, paths), `errinj` (the 6.1-errinj kernel)
+//! and `host_state` sit at the bottom.
 mod bench;
 mod build;
 mod demo;
 mod errinj;
-mod floor;
 mod host_state;
+mod links;
 mod lint;
-mod service;
 mod setup;
-mod startup;
+mod structure;
 mod test;
 mod util;
 mod vm;
@@ -39,8 +44,8 @@ enum Task {
     /// Install what the project needs: nightly rust-src, bpf-linker 0.10.0, Debian packages, and
     /// the Debian 6.1 / 6.12 kernels of the VM tier. Idempotent; quiet when nothing is missing.
     Setup,
-    /// Check formatting and clippy, then run every test: the host tier, then the VM tier on each
-    /// kernel.
+    /// Check the Markdown links, formatting and clippy, then run every test: the host tier, then
+    /// the VM tier on each kernel.
     Test {
         /// Only the host tier.
         #[arg(long, conflicts_with = "vm_only")]
@@ -51,10 +56,13 @@ enum Task {
         /// VM kernels to use (default: all).
         #[arg(long = "kernel", value_enum)]
         kernels: Vec<vm::KernelName>,
-        /// Skip the rustfmt and clippy checks (local iteration only: CI always runs them).
+        /// Skip the lint step: links, rustfmt and clippy (local iteration only: CI always runs it).
         #[arg(long)]
         skip_lint: bool,
     },
+    /// Only the lint step that opens `test`: the Markdown links between the project's pages,
+    /// rustfmt and clippy.
+    Lint,
     /// Boot a Debian kernel under QEMU (TCG) and run a command inside; exits with its status.
     /// The workspace's binaries, `ip` and `tc` are always there; the command's own file too.
     Vm {
@@ -100,10 +108,12 @@ fn main() -> ExitCode {
             let lint = if skip_lint { Ok(()) } else { lint::run() };
             lint.and_then(|()| test::run(!vm_only, !host_only, &kernels))
         }
-        Task::Vm { kernel, include, command } => vm::run_command(kernel, &include, &command),
+        Task::Lint => lint::run(),
+        Task::Vm { kernel, include, command } => run_in_vm(kernel, &include, &command),
         Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
-        Task::Bench { which, kernel } => bench::run(&which, kernel),
-        Task::Demo => demo::run(),
+        Task::Bench { which, kernel } => bench::select(&which, kernel)
+            .and_then(|selection| bench::run(selection, &prepare_root_task("the benchmark")?)),
+        Task::Demo => prepare_root_task("the demo").and_then(|_| demo::run()),
         Task::BenchInVm { which } => bench::in_vm(which),
     };
     match result {
@@ -113,4 +123,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// For the tasks that run chaos on this machine (bench, demo): root first (they create cgroups,
+/// network namespaces and BPF programs), then setup, then the build, whose binaries the test
+/// helpers find through the environment.
+fn prepare_root_task(task: &str) -> anyhow::Result<build::Binaries> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("{task} creates cgroups, network namespaces and BPF programs: run it as root");
+    }
+    setup::run()?;
+    let binaries = build::build_binaries()?;
+    for (key, value) in binaries.env("host") {
+        // SAFETY: xtask is still single-threaded here; the helpers read these variables.
+        unsafe { std::env::set_var(key, value) };
+    }
+    Ok(binaries)
+}
+
+/// `cargo xtask vm`: the kernel first (a missing one fails before the build), then the binaries,
+/// then the boot.
+fn run_in_vm(name: vm::KernelName, include: &[PathBuf], command: &[String]) -> anyhow::Result<()> {
+    let kernel = vm::ensure_kernel(name)?;
+    let binaries = build::build_binaries()?;
+    vm::run_command(&kernel, binaries.files(), binaries.env(&name.tier()), include, command)
 }

@@ -30,6 +30,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("chromium", "the verdict tests: renders `chaos report --html` headless, to a PNG"),
     ("nginx-light", "the real service of `cargo xtask bench service`, and the HTTP/2 server of the verdict tests"),
+    ("curl", "the real client of the net sever test: its download from nginx is reset"),
     ("wrk", "the load generator of `cargo xtask bench service`"),
     // The container tests start each runtime themselves (private sockets and data directories);
     // the packages' own services are never started by chaos's tests.

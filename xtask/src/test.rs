@@ -178,6 +178,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("thread_delay", 1.5),
     ("lsm_cgroup", 1.0),
     ("net_drop", 0.65),
+    ("net_sever", 0.6),
     ("golden", 0.55),
     ("syscall_override", 0.5),
     ("hints", 0.6),
@@ -195,6 +196,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("daemon_pods", 0.01),
     ("manifests", 0.02),
     ("runtimes_network", 0.01),
+    ("crash_points", 6.0),
 ];
 
 /// A test binary's name without cargo's hash suffix (`delay-6beb36907909f233` is `delay`).

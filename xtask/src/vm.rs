@@ -205,8 +205,23 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
 }
 
 /// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
-const MODULES: &[&str] =
-    &["veth", "sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "act_bpf", "ifb", "sch_htb", "sch_tbf"];
+/// (inet_diag, tcp_diag and udp_diag: sock_diag for TCP and UDP, which `net sever` resets
+/// connections through and the foreign-socket hints read; a real system loads them on first use,
+/// the guest cannot.)
+const MODULES: &[&str] = &[
+    "veth",
+    "sch_fq",
+    "sch_netem",
+    "sch_ingress",
+    "cls_bpf",
+    "act_bpf",
+    "ifb",
+    "sch_htb",
+    "sch_tbf",
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
+];
 
 /// Host tools copied into every VM (with their shared libraries).
 const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace"];
@@ -472,11 +487,15 @@ fn module_load_order(modules_dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<
     Ok(order)
 }
 
-/// `cargo xtask vm --kernel K -- command...`
-pub fn run_command(name: KernelName, include: &[PathBuf], command: &[String]) -> anyhow::Result<()> {
-    let kernel = ensure_kernel(name)?;
-    let bins = crate::build::build_binaries()?;
-    let mut files = bins.files();
+/// `cargo xtask vm --kernel K -- command...`: `command` in `kernel`, with `files` (the built
+/// binaries, their environment in `env`) and the user's `include`s copied in.
+pub fn run_command(
+    kernel: &Kernel,
+    mut files: Vec<PathBuf>,
+    env: Vec<(String, String)>,
+    include: &[PathBuf],
+    command: &[String],
+) -> anyhow::Result<()> {
     files.extend(include.iter().map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     let mut command = command.to_vec();
     if let Some(program) = command.first().map(PathBuf::from).filter(|p| p.is_file()) {
@@ -485,11 +504,12 @@ pub fn run_command(name: KernelName, include: &[PathBuf], command: &[String]) ->
         files.push(program);
     }
     let script: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
+    let name = kernel.name;
     let job = VmJob {
-        kernel: &kernel,
+        kernel,
         guest: name.label().to_owned(),
         files,
-        env: bins.env(&name.tier()),
+        env,
         script: format!("exec {}\n", script.join(" ")),
         timeout: Duration::from_secs(30 * 60),
     };

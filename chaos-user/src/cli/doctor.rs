@@ -5,7 +5,7 @@ use std::{fmt::Write as _, process::ExitCode};
 use crate::{
     features::{self, Check, KernelFeatures},
     report::OutputFormat,
-    target::runtime,
+    targets::runtime,
 };
 
 pub fn run(output: OutputFormat) -> ExitCode {

@@ -65,9 +65,10 @@ pub fn run(args: &ExperimentArgs, output: OutputFormat) -> anyhow::Result<ExitCo
                 experiment.source.path
             );
         }
-        if let Some(fault) = plan.faults.iter().find(|f| f.userspace.is_some()) {
+        if let Some(fault) = plan.faults.iter().find(|f| f.plan.userspace.is_some()) {
             anyhow::bail!(
-                "fault {} ({}) runs from chaos's own process (signals, the cgroup freezer), which --detach leaves: run                  the experiment without --detach",
+                "fault {} ({}) runs from chaos's own process (signals, the cgroup freezer), which --detach leaves: run \
+                 the experiment without --detach",
                 fault.label,
                 fault.plan.fault
             );

@@ -10,14 +10,19 @@ use clap::Args;
 use super::TargetArgs;
 use crate::{
     experiment::plan::check_one_shot,
-    fault::{FaultContext, FaultPlan, PlanFault, options, traced::Traced},
+    fault::{FaultContext, FaultPlan, PlanFault, traced::Traced},
     features::Prober,
     hints, ledger,
+    os::sys,
+    plan::options,
     report::OutputFormat,
     run,
-    run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
-    sys,
-    target::{self, CgroupFs, TargetName},
+    run_records::{
+        FaultRecord, Registration, RunKind, RunRecord, {self},
+    },
+    targets::{
+        CgroupFs, TargetName, {self},
+    },
 };
 
 /// One fault from the command line: its target, its options and how it runs.
@@ -64,7 +69,7 @@ pub fn run_fault(
         return run_on_every_pod(target, fault, run, output, &kernel);
     }
     let target_spec = target.spec();
-    let target = CgroupFs::discover()?.resolve(&target_spec, target::own_cgroup().as_deref())?;
+    let target = CgroupFs::discover()?.resolve(&target_spec, targets::own_cgroup().as_deref())?;
     if fault.uses_ledger() {
         clean_up_after_crashes();
     }
@@ -80,8 +85,8 @@ pub fn run_fault(
         print_plan(&plan, output);
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(action) = fault.userspace_action(run.i_know) {
-        return crate::fault::proc::periodic::run(&plan, action, output);
+    if plan.userspace.is_some() {
+        return run::run_userspace_plan(&plan, output);
     }
     if matches!(target_spec, TargetName::Pid(_)) && plan.keys_on_sockets() {
         eprintln!(
@@ -108,13 +113,7 @@ fn run_on_every_pod(
     output: OutputFormat,
     kernel: &Prober,
 ) -> anyhow::Result<ExitCode> {
-    if fault.userspace_action(run.i_know).is_some() {
-        anyhow::bail!(
-            "--all: this fault acts from chaos's own process on one target's processes, which cannot yet \
-             be shared between pods: start one chaos per pod with --pick-pod N"
-        );
-    }
-    let targets = CgroupFs::discover()?.resolve_every_pod(&target.spec(), target::own_cgroup().as_deref())?;
+    let targets = CgroupFs::discover()?.resolve_every_pod(&target.spec(), targets::own_cgroup().as_deref())?;
     if fault.uses_ledger() {
         clean_up_after_crashes();
     }
@@ -122,6 +121,12 @@ fn run_on_every_pod(
     for target in &targets {
         let context = FaultContext { target, duration: run.duration, i_know: run.i_know, kernel };
         let plan = fault.plan(&context)?;
+        if plan.userspace.is_some() {
+            anyhow::bail!(
+                "--all: this fault acts from chaos's own process on one target's processes, which cannot yet \
+                 be shared between pods: start one chaos per pod with --pick-pod N"
+            );
+        }
         let hooks = hooks_of(&plan);
         for note in check_one_shot(plan.target.id, plan.fault, &hooks).map_err(anyhow::Error::msg)? {
             eprintln!("chaos: note: {note}");
@@ -155,8 +160,9 @@ fn register(plan: &FaultPlan, hooks: Vec<(String, String)>) -> anyhow::Result<Re
     let record = RunRecord {
         id: run_records::new_id(),
         pid,
-        pid_start: ledger::start_time(pid).unwrap_or(0),
+        pid_start: crate::os::process::start_time(pid).unwrap_or(0),
         detached: false,
+        starting: false,
         kind: RunKind::OneShot,
         name: plan.fault.to_owned(),
         file: String::new(),
@@ -194,7 +200,7 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
             }
             if plan.programs.is_empty() {
                 println!(
-                    "  nothing to attach: chaos's own process does this (signals, the cgroup freezer), for {}",
+                    "  nothing to attach: chaos's own process does this (signals, the cgroup freezer, sock_diag), for {}",
                     humantime::format_duration(plan.duration)
                 );
                 println!("dry run: nothing done");

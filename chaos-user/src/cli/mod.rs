@@ -17,7 +17,10 @@ use clap::{Args, Parser, Subcommand};
 pub use self::daemon::LogFormat;
 use crate::{
     report::OutputFormat,
-    target::{SelectorSpec, TargetName},
+    targets::{
+        TargetName,
+        registry::{Narrowing, TARGET_KINDS, TargetKind},
+    },
 };
 
 const EXAMPLES: &str = "\
@@ -126,35 +129,55 @@ Examples:
     Reap { id: String },
 }
 
-/// Exactly one way of naming the target.
-#[derive(Debug, Args, Clone)]
-// The group is declared by hand: a struct-level #[group] would also claim the flattened
-// PodOptions (clap then asks for an unnamed required argument).
-#[group(skip)]
-#[command(group = clap::ArgGroup::new("target").required(true).multiple(false))]
+/// Exactly one way of naming the target: the flags of every kind in the target registry
+/// (`targets::registry::TARGET_KINDS`, which experiment files and the daemon use too), and what
+/// narrows a pod.
+#[derive(Debug, Clone)]
 pub struct TargetArgs {
-    /// A cgroup v2 path: absolute, as /proc/PID/cgroup shows it, or relative to the cgroup2 mount.
-    #[arg(long, value_name = "PATH", group = "target")]
-    cgroup: Option<String>,
-    /// The cgroup of this process. Sockets it opened before joining that cgroup are not affected.
-    #[arg(long, value_name = "PID", group = "target")]
-    pid: Option<u32>,
-    /// A systemd unit's cgroup, e.g. nginx.service.
-    #[arg(long, value_name = "NAME", group = "target")]
-    unit: Option<String>,
-    /// A container's cgroup, by full id, unique id prefix or name, asked of the runtimes whose
-    /// sockets are present (Docker, Podman, containerd); else by cgroup directory names (ids only).
-    #[arg(long, value_name = "ID|NAME", group = "target")]
-    container: Option<String>,
-    /// A Kubernetes pod on this node (its pod-level cgroup: all its containers), found through
-    /// the labels kubelet puts on containers in containerd; no API server needed.
-    #[arg(long, value_name = "NAMESPACE/NAME", group = "target")]
-    pod: Option<String>,
-    /// The pod on this node whose labels match all of KEY=VALUE,..; several need --pick-pod.
-    #[arg(long, value_name = "KEY=VALUE,..", group = "target")]
-    selector: Option<String>,
-    #[command(flatten)]
+    /// The kind given and its value, as typed.
+    given: (&'static TargetKind, String),
     pod_options: PodOptions,
+}
+
+impl clap::Args for TargetArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        let mut command = command.group(clap::ArgGroup::new("target").required(true).multiple(false));
+        for kind in TARGET_KINDS {
+            let mut arg =
+                clap::Arg::new(kind.key).long(kind.key).value_name(kind.value_name).help(kind.help).group("target");
+            if kind.numeric {
+                arg = arg.value_parser(clap::value_parser!(u32));
+            }
+            command = command.arg(arg);
+        }
+        PodOptions::augment_args(command)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+impl clap::FromArgMatches for TargetArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let given = TARGET_KINDS
+            .iter()
+            .find_map(|kind| {
+                let value = if kind.numeric {
+                    matches.get_one::<u32>(kind.key).map(u32::to_string)
+                } else {
+                    matches.get_one::<String>(kind.key).cloned()
+                };
+                value.map(|value| (kind, value))
+            })
+            .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::MissingRequiredArgument))?;
+        Ok(Self { given, pod_options: PodOptions::from_arg_matches(matches)? })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 /// What narrows `--pod` and `--selector`; no group of its own, so the target group stays
@@ -187,21 +210,14 @@ impl TargetArgs {
 
     #[must_use]
     pub fn spec(&self) -> TargetName {
-        let container = self.pod_options.container_name.clone();
-        match (&self.cgroup, self.pid, &self.unit, &self.container, &self.pod, &self.selector) {
-            (Some(path), ..) => TargetName::Cgroup(path.clone()),
-            (_, Some(pid), ..) => TargetName::Pid(pid),
-            (_, _, Some(unit), ..) => TargetName::Unit(unit.clone()),
-            (_, _, _, Some(id), ..) => TargetName::Container(id.clone()),
-            (.., Some(pod), _) => TargetName::Pod { pod: pod.clone(), container },
-            (.., Some(selector)) => TargetName::Selector(SelectorSpec {
-                selector: selector.clone(),
-                namespace: self.pod_options.namespace.clone(),
-                container,
-                pick: self.pod_options.pick_pod,
-            }),
-            _ => unreachable!("clap requires exactly one target"),
-        }
+        let (kind, value) = &self.given;
+        let narrowing = Narrowing {
+            container_name: self.pod_options.container_name.clone(),
+            namespace: self.pod_options.namespace.clone(),
+            pick: self.pod_options.pick_pod,
+        };
+        // clap parsed a numeric kind's value as a number already: naming cannot fail.
+        kind.name(value.clone(), &narrowing).expect("clap checked the value")
     }
 }
 
@@ -236,10 +252,8 @@ impl Cli {
             Command::Stop { id, all } => status::stop(id.as_deref(), all),
             Command::Daemon(args) => args.run(self.output),
             Command::Cleanup => Ok(cleanup::run()),
-            Command::Guard { cgroup_dir, resume_all_at_ns } => {
-                Ok(crate::fault::syscall::guard::run(&cgroup_dir, resume_all_at_ns))
-            }
-            Command::Holder { cgroup_mount } => Ok(crate::fault::syscall::holder::process::run(&cgroup_mount)),
+            Command::Guard { cgroup_dir, resume_all_at_ns } => Ok(crate::os::guard::run(&cgroup_dir, resume_all_at_ns)),
+            Command::Holder { cgroup_mount } => Ok(crate::os::holder::process::run(&cgroup_mount)),
             Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
         }
     }

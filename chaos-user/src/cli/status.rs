@@ -7,7 +7,6 @@ use serde_json::json;
 use crate::{
     engine::PinnedFault,
     experiment::{self, detached},
-    ledger,
     report::OutputFormat,
     run_records::{self, Liveness, RunKind, RunRecord},
 };
@@ -104,7 +103,9 @@ pub fn stop(id: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
                 println!("{line}");
             }
             println!("stopped detached experiment {}", record.id);
-        } else if record.liveness() == Liveness::Running && ledger::process_alive(record.pid, record.pid_start) {
+        } else if record.liveness() == Liveness::Running
+            && crate::os::process::process_alive(record.pid, record.pid_start)
+        {
             // SAFETY: kill(2) on the run's own process (pid and start time checked).
             unsafe { libc::kill(record.pid as i32, libc::SIGTERM) };
             let what = match record.kind {

@@ -11,9 +11,9 @@ use crate::{
         error_injection,
         fail::{Backend, Mechanism, Mechanisms, SyscallFailOptions},
         hooks::{Filter, SYSCALLS, entry_only},
-        numbers,
     },
     features::Prober,
+    os::syscall_table,
     report::OutputFormat,
 };
 
@@ -184,8 +184,8 @@ fn fentry_entries(kernel: &Prober) -> std::collections::BTreeSet<&'static str> {
         return std::collections::BTreeSet::new();
     }
     let with_entry: Vec<(&'static str, String)> =
-        numbers::X86_64.iter().filter_map(|s| Some((s.name, s.entry_function()?))).collect();
+        syscall_table::X86_64.iter().filter_map(|s| Some((s.name, s.entry_function()?))).collect();
     let functions: Vec<&str> = with_entry.iter().map(|(_, f)| f.as_str()).collect();
-    let found = crate::btf::kernel_has_names(&functions).unwrap_or_default();
+    let found = crate::os::btf::kernel_has_names(&functions).unwrap_or_default();
     with_entry.iter().zip(found).filter(|(_, found)| *found).map(|((name, _), _)| *name).collect()
 }

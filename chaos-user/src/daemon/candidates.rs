@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use super::config::{Kubernetes, PodSelector};
-use crate::target::{
+use crate::targets::{
     CgroupFs, TargetName,
+    registry::{self, Narrowing},
     runtime::{
         Inventory,
         pod::{self, PodName},
@@ -66,7 +67,7 @@ pub fn by_container_name(glob: &str, cgroups: &CgroupFs, inventory: &Inventory) 
         match cgroups.container_cgroup(inventory, *endpoint, container) {
             Ok(cgroup) => {
                 let name = container.names.iter().find(|n| pattern.matches(n)).cloned().unwrap_or_default();
-                names.insert(cgroup.clone(), TargetName::Container(name));
+                names.insert(cgroup.clone(), registry::named("container", name, &Narrowing::default()));
                 found.push(cgroup);
             }
             Err(why) => notes.push(why.to_string()),
@@ -115,7 +116,8 @@ pub fn pods(selector: &PodSelector, kubernetes: &Kubernetes, cgroups: &CgroupFs,
     for pod in &eligible {
         match cgroups.pod_cgroup(inventory, pod, selector.container_name.as_deref()) {
             Ok(cgroup) => {
-                let name = TargetName::Pod { pod: pod.to_string(), container: selector.container_name.clone() };
+                let narrowing = Narrowing { container_name: selector.container_name.clone(), ..Narrowing::default() };
+                let name = registry::named("pod", pod.to_string(), &narrowing);
                 names.insert(cgroup.clone(), name);
                 found.push(cgroup);
             }
@@ -139,7 +141,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::target::runtime::Container;
+    use crate::targets::runtime::Container;
 
     fn member(namespace: &str, pod_name: &str, labels: &[(&str, &str)]) -> (usize, Container) {
         let mut all: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();

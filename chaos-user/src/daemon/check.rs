@@ -6,7 +6,7 @@ use super::{
     config::{self, DaemonConfig, Selector},
     scheduler::{self, next_delay, pick_weighted, random_u64},
 };
-use crate::target::CgroupFs;
+use crate::targets::CgroupFs;
 
 #[must_use]
 pub fn describe_selector(selector: &Selector) -> String {

@@ -40,7 +40,7 @@ use self::{
 };
 use crate::{
     experiment, ledger,
-    target::{self, CgroupFs},
+    targets::{self, CgroupFs},
 };
 
 /// How often the daemon looks at its schedule, kill switch and windows while runs are live (or
@@ -95,7 +95,7 @@ struct Service {
 /// Runs the daemon until SIGTERM or SIGINT. A bad configuration is an error (exit 2).
 pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = DaemonConfig::load(config_path)?;
-    let _ = crate::sys::raise_resource_limits();
+    let _ = crate::os::sys::raise_resource_limits();
     // Each run has a thread of its own; glibc would give many of them an arena of their own,
     // which a long-lived service keeps forever. Two arenas serve the control task and one run.
     // SAFETY: mallopt(3) only sets an allocator parameter; called before any run thread exists.
@@ -254,7 +254,7 @@ impl Service {
                 picked
             }
             None => {
-                let own = target::own_cgroup();
+                let own = targets::own_cgroup();
                 let resolved = cgroups
                     .resolve_allowing(&entry.experiment.target, own.as_deref(), false)
                     .map_err(|e| e.to_string())?;

@@ -9,7 +9,7 @@ use crate::{
     features::Prober,
     report::OutputFormat,
     run_records::RunKind,
-    target::TargetName,
+    targets::TargetName,
 };
 
 /// Runs `file` on the cgroup the daemon picked, or, when the run follows its target, on the

@@ -14,7 +14,7 @@ use super::{
     candidates::{self, Matches},
     config::{Budget, Kubernetes, Schedule, Selector, When, Window},
 };
-use crate::target::{
+use crate::targets::{
     CgroupFs, is_same_or_below,
     runtime::{self, Inventory},
 };
@@ -135,7 +135,7 @@ fn container_matches(glob: &str, cgroup_mount: &Path) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if crate::target::container_id(&name).is_some_and(|id| pattern.matches(id))
+            if crate::targets::container_id(&name).is_some_and(|id| pattern.matches(id))
                 && let Ok(rest) = path.strip_prefix(cgroup_mount)
             {
                 found.push(format!("/{}", rest.display()));

@@ -24,12 +24,10 @@ use super::{
     tc::{self, TcPlace},
 };
 use crate::{
-    fault::{
-        AttachPoint, PlannedProgram,
-        syscall::{guard::Guard, holder::HeldFault, resumer::Resumer},
-    },
     features::TcApi,
     ledger::{self, Item},
+    os::{guard::Guard, holder::HeldFault, resumer::Resumer},
+    plan::{AttachPoint, PlannedProgram},
 };
 
 /// What resumes the tasks a program stops, started before it attaches.
@@ -165,7 +163,7 @@ impl LoadedFault {
         let (held, events) =
             unsafe { (std::os::fd::BorrowedFd::borrow_raw(held), std::os::fd::BorrowedFd::borrow_raw(events)) };
         let (holding, seized) = HeldFault::start(cgroup_dir, delay, jitter, held, events).map_err(|err| match err {
-            crate::fault::syscall::holder::HolderError::Refused(reason) => AttachError::Refused(reason),
+            crate::os::holder::HolderError::Refused(reason) => AttachError::Refused(reason),
             other => AttachError::Program { program, reason: other.to_string() },
         })?;
         tracing::info!(

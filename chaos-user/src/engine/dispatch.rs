@@ -35,7 +35,7 @@ use chaos_common::{
 
 use super::{
     AttachError,
-    load::{load_object, map_error, typed_map, typed_program},
+    object::{load_object, map_error, typed_map, typed_program},
     program_error,
 };
 

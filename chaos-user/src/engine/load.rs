@@ -2,25 +2,25 @@
 //! its configuration and filter maps written, its counters read, and everything it attached
 //! detached when it is dropped (tasks a syscall delay stopped are resumed first).
 use aya::{
-    Btf, Ebpf, EbpfError, EbpfLoader,
+    Btf, Ebpf,
     maps::{Array, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
     programs::{ProgramError, links::FdLink},
 };
-use chaos_common::{
-    Direction, FaultConfig, FaultCounters, KERNEL_OFFSETS_GLOBAL, KernelOffsets, SKB_TASK_HELPERS_GLOBAL, maps,
-};
+use chaos_common::{Direction, FaultConfig, FaultCounters, KernelOffsets, maps};
 
 use super::{
-    AttachError, privilege_hint, sum_counters,
+    AttachError,
+    object::{load_object, map_error, typed_map, typed_program},
+    sum_counters,
     tc::{self, TcAttachment},
 };
 use crate::{
-    errno,
-    fault::{
-        MapContents,
-        syscall::{holder::HeldFault, resumer::Resumer},
-    },
     ledger::{self, Entry},
+    os::{
+        holder::{HeldFault, HoldStats},
+        resumer::{ResumeStats, Resumer},
+    },
+    plan::MapContents,
 };
 
 /// The object built from chaos-ebpf by build.rs.
@@ -54,33 +54,6 @@ pub struct LoadedFault {
     pub(super) dispatched: Vec<super::dispatch::Slot>,
     /// The syscall bitmap written to `SYSCALL_SET`, which the shared program needs too.
     pub(super) syscall_words: Vec<u64>,
-}
-
-/// Loads `object`: its maps are created, no program is loaded yet. Without kernel BTF: the
-/// objects have no CO-RE relocations, and the programs that need the kernel's BTF (LSM, fentry)
-/// get it when they attach. (aya is patched so that a loader parses no BTF it is not asked for:
-/// vendor/README.md.) `fault_globals`: the kernel offsets some syscall programs need, for the
-/// fault object; `None` for the shared dispatcher, which has none of its globals.
-pub(super) fn load_object(object: &[u8], fault_globals: Option<KernelOffsets>) -> Result<Ebpf, AttachError> {
-    if object.is_empty() {
-        return Err(AttachError::NoObject);
-    }
-    let mut loader = EbpfLoader::new();
-    loader.btf(None);
-    if let Some(offsets) = &fault_globals {
-        loader.override_global(KERNEL_OFFSETS_GLOBAL, offsets, true).override_global(
-            SKB_TASK_HELPERS_GLOBAL,
-            super::trace::skb_task_helpers(),
-            true,
-        );
-    }
-    loader.load(object).map_err(|err| match err {
-        EbpfError::MapError(MapError::CreateError { name, io_error }) => AttachError::Program {
-            program: "(maps)",
-            reason: format!("creating map {name} returned {}{}", errno::name_of(&io_error), privilege_hint(&io_error)),
-        },
-        other => AttachError::Load(other),
-    })
 }
 
 impl LoadedFault {
@@ -118,7 +91,8 @@ impl LoadedFault {
         if let Some((resumer, _)) = &self.resumer {
             // A disarmed fault (deadline 0) stops nobody new: its time box ends with the
             // longest delay from now.
-            let deadline = if config.deadline_ns == 0 { crate::sys::monotonic_now_ns() } else { config.deadline_ns };
+            let deadline =
+                if config.deadline_ns == 0 { crate::os::sys::monotonic_now_ns() } else { config.deadline_ns };
             resumer.set_time_box(deadline.saturating_add(config.delay_ns).saturating_add(config.jitter_ns));
         }
         Ok(())
@@ -173,6 +147,12 @@ impl LoadedFault {
         typed_program(&mut self.ebpf, program)
     }
 
+    /// The loaded object itself, for a userspace action that reads what its programs report
+    /// (it takes its maps out: a ring buffer the programs write to).
+    pub fn object_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// The counters of `direction`, summed over CPUs.
     pub fn counters(&self, direction: Direction) -> Result<FaultCounters, AttachError> {
         self.total(&[direction])
@@ -198,7 +178,7 @@ impl LoadedFault {
 
     /// Ends a syscall delay: no new stops (disarm), then every stopped task resumed now.
     /// Returns how many were resumed and how late against their due time (ns).
-    pub fn finish_stops(&mut self) -> Option<crate::fault::syscall::resumer::ResumeStats> {
+    pub fn finish_stops(&mut self) -> Option<ResumeStats> {
         if let Some((holding, record, cgroup_dir)) = self.holding.take() {
             let _ = self.disarm();
             return Some(finish_holding(holding, record, cgroup_dir));
@@ -215,15 +195,11 @@ impl LoadedFault {
 /// A per-thread delay's end (its program disarmed): the holder resumes what it holds for it; if
 /// the holder is gone (the kernel detached its threads), what the program stopped whole is
 /// continued here, as the ledger's cleanup would.
-fn finish_holding(
-    holding: HeldFault,
-    record: Entry,
-    cgroup_dir: std::path::PathBuf,
-) -> crate::fault::syscall::resumer::ResumeStats {
+fn finish_holding(holding: HeldFault, record: Entry, cgroup_dir: std::path::PathBuf) -> ResumeStats {
     let stats = holding.finish().unwrap_or_else(|err| {
         tracing::warn!("{err}");
         let _ = ledger::remove(&ledger::Item::StoppedTasks { cgroup_dir });
-        crate::fault::syscall::holder::HoldStats::default()
+        HoldStats::default()
     });
     record.settle();
     if stats.held + stats.whole_process > 0 {
@@ -239,7 +215,7 @@ fn finish_holding(
             stats.whole_process
         );
     }
-    crate::fault::syscall::resumer::ResumeStats { resumed: stats.held, lateness_ns: stats.lateness_ns }
+    ResumeStats { resumed: stats.held, lateness_ns: stats.lateness_ns }
 }
 
 impl Drop for LoadedFault {
@@ -251,32 +227,4 @@ impl Drop for LoadedFault {
             tracing::warn!("{problem}; `chaos cleanup` will retry");
         }
     }
-}
-
-/// The map `name` of `ebpf`, as the map type `T` (one home for both loaded objects: a fault's
-/// and the shared dispatcher's).
-pub(super) fn typed_map<'a, T: TryFrom<&'a mut aya::maps::Map, Error = MapError>>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<T, AttachError> {
-    let map = ebpf
-        .map_mut(name)
-        .ok_or(AttachError::Map { map: name, source: MapError::InvalidName { name: name.into() } })?;
-    T::try_from(map).map_err(map_error(name))
-}
-
-/// The program `name` of `ebpf`, as the program type `T` (a fault's object and the dispatcher's).
-pub(super) fn typed_program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, AttachError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or_else(|| AttachError::Program { program: name, reason: "not in the eBPF object".into() })?
-        .try_into()
-        .map_err(|err: ProgramError| AttachError::Program { program: name, reason: err.to_string() })
-}
-
-/// A map operation's error, naming the map.
-pub(super) fn map_error(map: &'static str) -> impl Fn(MapError) -> AttachError {
-    move |source| AttachError::Map { map, source }
 }

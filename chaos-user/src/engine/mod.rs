@@ -12,6 +12,7 @@
 pub mod attach;
 pub mod dispatch;
 pub mod load;
+mod object;
 pub mod pin;
 pub mod tc;
 pub mod trace;
@@ -25,7 +26,7 @@ use chaos_common::{Direction, FaultCounters, maps};
 pub use load::LoadedFault;
 pub use pin::PinnedFault;
 
-use crate::{errno, features::describe_program_error};
+use crate::{features::describe_program_error, os::errno};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
@@ -47,7 +48,7 @@ pub enum AttachError {
     Tc { what: String, source: Box<dyn std::error::Error + Send + Sync> },
     /// Entering the target's network namespace failed.
     #[error(transparent)]
-    Netns(#[from] crate::netns::NetnsError),
+    Netns(#[from] crate::os::netns::NetnsError),
     /// Pinning a link or a map failed.
     #[error("pinning {what} in {dir}: {source}")]
     Pin { what: String, dir: String, source: Box<dyn std::error::Error + Send + Sync> },

@@ -1,18 +1,21 @@
 //! TC programs in the target's network namespace: a tcx link (6.6+) or a clsact qdisc and a
 //! cls_bpf filter (older kernels; both recorded in the ledger, since they outlive chaos), fq
 //! made the root qdisc for programs that set departure times (the previous root qdisc recorded
-//! and put back), and detaching all of it from inside that namespace.
+//! and put back), and detaching all of it from inside that namespace. Each ledger record is
+//! written before the change it describes (the filter's handle is chosen by chaos for that), so
+//! chaos dying at any point leaves a record for everything it made.
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType,
-    tc::{self, SchedClassifierLink, TcAttachOptions, TcError},
+    tc::{self, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
 };
 use chaos_common::Direction;
 
 use super::{AttachError, program_error};
 use crate::{
     ledger::{self, Entry, Item},
-    netlink,
-    netns::Netns,
+    os::{netlink, netns::Netns},
 };
 
 /// A TC program attached in some namespace, detached from inside that namespace.
@@ -48,42 +51,35 @@ pub(super) fn attach(
     };
 
     let replaced_root = if needs_fq { ensure_fq(netns, iface)? } else { None };
-    let mut qdisc_record = None;
-    let options = if legacy {
-        match tc::qdisc_add_clsact(iface) {
-            Ok(()) => {
-                qdisc_record = Some(
-                    ledger::write(Some(netns), Item::ClsactQdisc { iface: iface.to_owned() })
-                        .map_err(|e| AttachError::tc(format!("recording the clsact qdisc on {iface}"), e))?,
-                );
-            }
-            Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(err) => return Err(AttachError::tc(format!("adding the clsact qdisc to {iface}"), err)),
-        }
-        TcAttachOptions::Netlink(tc::NlOptions::default())
-    } else {
-        TcAttachOptions::TcxOrder(LinkOrder::default())
-    };
-    let id = prog
-        .attach_with_options(iface, attach_type, options)
-        .map_err(|err| program_error(program, &format!("attaching to {iface}"), &err))?;
-    let link = prog.take_link(id).map_err(|err| program_error(program, "taking the link", &err))?;
-    let filter_record = if legacy {
-        let priority = link.priority().map_err(|e| AttachError::tc("reading the TC filter's priority", e))?;
-        let handle = u32::from(link.handle().map_err(|e| AttachError::tc("reading the TC filter's handle", e))?);
+    let (options, qdisc_record, filter_record) = if legacy {
+        let qdisc_record = ensure_clsact(netns, iface)?;
+        // The filter's record before the filter: with the handle chaos picks, and the priority
+        // left to the kernel (0), which cleanup then finds by that handle.
+        let handle = filter_handle();
         let item = Item::LegacyTcFilter {
             iface: iface.to_owned(),
             ingress: direction == Direction::Ingress,
-            priority,
+            priority: 0,
             handle,
         };
-        Some(
-            ledger::write(Some(netns), item)
-                .map_err(|e| AttachError::tc(format!("recording the TC filter on {iface}"), e))?,
-        )
+        let filter_record = ledger::write(Some(netns), item)
+            .map_err(|e| AttachError::tc(format!("recording the TC filter on {iface}"), e))?;
+        let options = tc::NlOptions { handle: TcHandle::from(handle), ..tc::NlOptions::default() };
+        (TcAttachOptions::Netlink(options), qdisc_record, Some(filter_record))
     } else {
-        None
+        (TcAttachOptions::TcxOrder(LinkOrder::default()), None, None)
     };
+    let id = match prog.attach_with_options(iface, attach_type, options) {
+        Ok(id) => id,
+        Err(err) => {
+            // No filter was made; the clsact qdisc's record stays until chaos removes it.
+            if let Some(record) = filter_record {
+                record.settle();
+            }
+            return Err(program_error(program, &format!("attaching to {iface}"), &err));
+        }
+    };
+    let link = prog.take_link(id).map_err(|err| program_error(program, "taking the link", &err))?;
     Ok(TcAttachment {
         link: Some(link),
         netns: netns.clone(),
@@ -125,6 +121,39 @@ pub(super) fn detach(mut attachment: TcAttachment) -> Option<String> {
         Ok(Ok(())) => None,
         Ok(Err(err)) => Some(format!("removing the clsact qdisc on {iface}: {err}")),
         Err(err) => Some(format!("detaching from {iface}: {err}")),
+    }
+}
+
+/// A cls_bpf filter handle no other filter of chaos's on one interface has: this process's pid
+/// (pids stay below 2^22) and a count of its filters. Filters of other programs get their own
+/// priority (chaos leaves the priority to the kernel), so only chaos's could share a chain.
+fn filter_handle() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    (std::process::id() << 8) | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xff)
+}
+
+/// Adds a clsact qdisc to `iface` unless it has one, recorded first; the record when chaos
+/// added it (chaos removes it once no filter is left in it).
+fn ensure_clsact(netns: &Netns, iface: &str) -> Result<Option<Entry>, AttachError> {
+    let fail = |what: &str, err: std::io::Error| AttachError::tc(format!("{what} on {iface}"), err);
+    let index = interface_index(iface).map_err(|e| fail("finding the interface", e))?;
+    let mut socket = netlink::RouteSocket::open().map_err(|e| fail("opening rtnetlink", e))?;
+    if socket.has_clsact(index).map_err(|e| fail("reading the qdiscs", e))? {
+        return Ok(None);
+    }
+    let record = ledger::write(Some(netns), Item::ClsactQdisc { iface: iface.to_owned() })
+        .map_err(|e| fail("recording the clsact qdisc", e))?;
+    match tc::qdisc_add_clsact(iface) {
+        Ok(()) => Ok(Some(record)),
+        // Another run added one since we looked: it is theirs.
+        Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => {
+            record.settle();
+            Ok(None)
+        }
+        Err(err) => {
+            record.settle();
+            Err(AttachError::tc(format!("adding the clsact qdisc to {iface}"), err))
+        }
     }
 }
 

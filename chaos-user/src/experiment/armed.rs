@@ -21,7 +21,7 @@ pub struct Loaded {
     pub armed: bool,
     pub last: FaultCounters,
     /// The userspace action of a `proc` fault, running while it is armed.
-    pub actor: Option<crate::fault::proc::periodic::Actor>,
+    pub actor: Option<Box<dyn crate::plan::action::RunningAction>>,
     /// The totals of the objects this fault had on earlier cgroups of a followed target.
     pub carried: FaultCounters,
     /// For a packet fault while armed: says once why it sees nothing, after a quiet spell.
@@ -48,7 +48,7 @@ pub fn restart_readers(plan: &ExperimentPlan, loaded: &mut [Option<Loaded>], mov
 /// Writes one `injection` event per record of fault `number`, with the time the program
 /// injected (`at_s`, on the timeline's clock).
 pub fn injection_events(number: usize, hits: Vec<crate::injections::Injection>, timeline: &mut Timeline) {
-    let now_ns = crate::sys::monotonic_now_ns();
+    let now_ns = crate::os::sys::monotonic_now_ns();
     for hit in hits {
         let ago = now_ns.saturating_sub(hit.at_ns) as f64 / 1e9;
         let at_s = ((timeline.elapsed() - ago).max(0.0) * 1000.0).round() / 1000.0;

@@ -10,8 +10,8 @@ use super::{
     plan::{ExperimentPlan, PlannedFault},
 };
 use crate::{
-    fault::options::Ppm,
     injections::Injection,
+    plan::options::Ppm,
     steady::{CheckResult, verdict::Comparison},
 };
 
@@ -77,7 +77,7 @@ pub enum TimelineEvent {
     Proc {
         fault: usize,
         #[serde(flatten)]
-        did: crate::fault::proc::events::ProcEvent,
+        did: crate::plan::action::ActionEvent,
     },
     Detach(FaultDetached),
     /// `follow = true`: the target's cgroup went away and its name resolved to a new one; the

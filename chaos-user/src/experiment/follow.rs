@@ -17,8 +17,7 @@ use crate::{
     fault::FaultContext,
     features::Prober,
     run::arm,
-    target::{self, CgroupFs, Target},
-    target_watch,
+    targets::{self, CgroupFs, Target},
 };
 
 /// How often a followed target's name is resolved again while it is away.
@@ -36,8 +35,8 @@ pub struct Away {
 pub fn resolve_again(plan: &ExperimentPlan<'_>, old: &Target) -> Option<Target> {
     let cgroups = CgroupFs::discover().ok()?;
     let name = &plan.experiment.target;
-    match cgroups.resolve_allowing(name, target::own_cgroup().as_deref(), plan.i_know) {
-        Ok(found) if found.id != old.id && target_watch::is_present(&found.dir, found.id) => Some(found),
+    match cgroups.resolve_allowing(name, targets::own_cgroup().as_deref(), plan.i_know) {
+        Ok(found) if found.id != old.id && crate::targets::watch::is_present(&found.dir, found.id) => Some(found),
         Ok(_) => None,
         Err(err) => {
             tracing::debug!("following {}: not back yet: {err}", old.named_as);

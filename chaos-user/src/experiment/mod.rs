@@ -27,9 +27,10 @@ use std::{ops::Range, time::Duration};
 use source::{FileError, Source};
 
 use crate::{
-    fault::{PlanFault, options::Ppm, registry::FaultKind},
+    fault::{PlanFault, registry::FaultKind},
+    plan::options::Ppm,
     steady::Check,
-    target::TargetName,
+    targets::TargetName,
 };
 
 /// An experiment as its file describes it, validated.
@@ -159,14 +160,15 @@ impl Phase {
 #[must_use]
 pub fn clean_stale_runs() -> Vec<String> {
     use crate::run_records::{self, Liveness};
+    let mut lines = run_records::remove_unreadable();
     let records = run_records::all();
-    let mut lines = Vec::new();
     for record in &records {
         if record.liveness() != Liveness::Stale {
             continue;
         }
         if record.detached {
-            lines.extend(detached::end(record, "deadline passed"));
+            let why = if record.starting { "its chaos died while setting it up" } else { "deadline passed" };
+            lines.extend(detached::end(record, why));
         } else {
             record.remove();
             lines.push(format!(

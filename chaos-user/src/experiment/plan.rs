@@ -7,11 +7,16 @@ use serde_json::json;
 
 use super::{Experiment, Ramp, source::FileError};
 use crate::{
-    fault::{FaultContext, FaultPlan, options::Ppm},
+    fault::{FaultContext, FaultPlan},
     features::Prober,
     hints, ledger,
-    run_records::{self, Liveness, RunKind, RunRecord},
-    target::{self, CgroupFs, Target},
+    plan::options::Ppm,
+    run_records::{
+        Liveness, RunKind, RunRecord, {self},
+    },
+    targets::{
+        CgroupFs, Target, {self},
+    },
 };
 
 /// An experiment ready to run.
@@ -40,8 +45,6 @@ pub struct PlannedFault {
     /// The ramp with the fault's own final percentage.
     pub ramp: Option<(Ramp, Ppm)>,
     pub plan: FaultPlan,
-    /// What userspace does while the fault is armed (`proc kill --every`, `proc pause`).
-    pub userspace: Option<crate::fault::proc::periodic::Action>,
 }
 
 impl PlannedFault {
@@ -85,7 +88,7 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
     let target_error = |message: String| experiment.error_at(&experiment.target_span, message);
     let cgroups = CgroupFs::discover().map_err(|e| target_error(e.to_string()))?;
     let target =
-        cgroups.resolve_allowing(&experiment.target, target::own_cgroup().as_deref(), i_know).map_err(|err| {
+        cgroups.resolve_allowing(&experiment.target, targets::own_cgroup().as_deref(), i_know).map_err(|err| {
             let hint = if err.is_safety_refusal() { "; `chaos run --i-know` overrides this refusal" } else { "" };
             target_error(format!("{err}{hint}"))
         })?;
@@ -125,8 +128,7 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
                 "a ramp changes the loss rate, which a burst model fixes: remove `ramp` or `burst_len`",
             ));
         }
-        let userspace = entry.options.userspace_action(i_know);
-        if experiment.follow && userspace.is_some() {
+        if experiment.follow && plan.userspace.is_some() {
             return Err(experiment.error_at(
                 &entry.span,
                 format!(
@@ -147,7 +149,6 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
             percent,
             ramp,
             plan,
-            userspace,
         });
     }
     let mut notes = check_conflicts(experiment, &target, &faults)?;

@@ -25,14 +25,14 @@ use super::{
     timeline::{self, Timeline},
 };
 use crate::{
-    fault::options::Ppm,
     hints::QuietHint,
     live::LiveLine,
+    os::sys,
+    plan::options::Ppm,
     report::{OutputFormat, StopReason},
     run::{StopSignals, arm},
     run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
-    sys,
-    target::Target,
+    targets::Target,
 };
 
 pub struct RunOptions {
@@ -106,8 +106,9 @@ impl<'p, 't> Runner<'p, 't> {
         let record = RunRecord {
             id: id.clone(),
             pid: std::process::id(),
-            pid_start: crate::ledger::start_time(std::process::id()).unwrap_or(0),
+            pid_start: crate::os::process::start_time(std::process::id()).unwrap_or(0),
             detached: false,
+            starting: false,
             kind,
             name: experiment.name.clone(),
             file: experiment.source.path.clone(),
@@ -377,9 +378,13 @@ impl<'p, 't> Runner<'p, 't> {
                 (loaded.config, loaded.armed) = (config, true);
                 // Packet faults only (syscall and process faults count calls): quiet from now on?
                 loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
-                if let Some(action) = &fault.userspace {
+                if let Some(action) = &fault.plan.userspace {
+                    // With programs too (`net sever --after-bytes`), the action reads what they
+                    // report from the armed object.
+                    let object = (!fault.plan.programs.is_empty()).then(|| loaded.fault.object_mut());
                     loaded.actor = Some(
-                        crate::fault::proc::periodic::Actor::start(&self.target, action.clone(), deadline_ns)
+                        action
+                            .start(&self.target, deadline_ns, object)
                             .map_err(|e| format!("starting fault {}: {e}", fault.label))?,
                     );
                 }

@@ -8,7 +8,7 @@ use std::{cell::RefCell, fmt, ops::Range, time::Duration};
 
 use toml::de::{DeTable, DeValue};
 
-use crate::fault::options::{self, Ppm};
+use crate::plan::options::{self, Ppm};
 
 /// An error in a file, at a position.
 #[derive(Clone, Debug, PartialEq, Eq)]

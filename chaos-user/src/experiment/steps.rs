@@ -6,7 +6,7 @@ use chaos_common::{FaultConfig, threshold_from_ppm};
 use serde::{Deserialize, Serialize};
 
 use super::plan::PlannedFault;
-use crate::fault::options::{Ppm, deserialize_secs, serialize_secs};
+use crate::plan::options::{Ppm, deserialize_secs, serialize_secs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]

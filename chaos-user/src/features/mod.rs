@@ -18,13 +18,16 @@ use serde::Serialize;
 
 mod families;
 
-use families::{FAMILIES, Requirement};
 pub use families::{
-    NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
+    CONNECTION_SEVER, NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
     SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
 };
+use families::{FAMILIES, Requirement};
 
-use crate::{errno, fault::syscall::error_injection as injection, netlink, sys, target::CgroupFs};
+use crate::{
+    os::{errno, error_injection as injection, netlink, sys},
+    targets::CgroupFs,
+};
 
 /// One yes/no answer with what was found, or why not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -185,7 +188,7 @@ impl Prober {
             return Check::no(format!("no BPF trampolines for fentry: {}", tracing.detail));
         }
         // A search of the BTF's names: a syscall entry function's name is nothing else's.
-        self.memo(format!("btf function {function}"), || match crate::btf::kernel_has_name(function) {
+        self.memo(format!("btf function {function}"), || match crate::os::btf::kernel_has_name(function) {
             Ok(true) => Check::yes(format!("fentry on {function} (tracing programs load, the kernel BTF has it)")),
             Ok(false) => Check::no(format!("the kernel BTF has no function {function}")),
             Err(err) => Check::no(format!("fentry needs the kernel BTF (/sys/kernel/btf/vmlinux): {err}")),
@@ -249,12 +252,13 @@ impl Prober {
                 Some(_) => Check::no("'bpf' is not in the active LSM list (boot with lsm=...,bpf)"),
                 None => Check::no(format!("cannot tell whether 'bpf' is an active LSM: {}", self.active_lsms().1)),
             },
-            Requirement::CgroupFreezer => self.memo("cgroup freezer".into(), || {
-                crate::fault::proc::freezer::probe().map_or_else(Check::no, Check::yes)
-            }),
+            Requirement::CgroupFreezer => {
+                self.memo("cgroup freezer".into(), || crate::os::freezer::probe().map_or_else(Check::no, Check::yes))
+            }
             Requirement::Kprobes => {
                 self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
             }
+            Requirement::SockDestroy => self.memo("sock destroy".into(), families::sock_destroy),
         }
     }
 
@@ -276,7 +280,7 @@ impl Prober {
             mechanism.push_str(&self.entry_hook_words());
         }
         if id == SYSCALL_DELAY && reason.is_none() {
-            mechanism.push_str(&crate::fault::syscall::holder::tracing_words());
+            mechanism.push_str(&crate::os::holder::tracing_words());
         }
         if id == SYSCALL_ERRNO_LSM && reason.is_none() {
             mechanism.push_str(&self.lsm_attach_words());
@@ -290,6 +294,7 @@ impl Prober {
                 Some(why) => format!("; --before-effect and --path: not available ({why})"),
             });
         }
+        mechanism.push_str(&families::runtime_words(id));
         if id == SYSCALL_ERRNO_OVERRIDE && reason.is_none() {
             mechanism.push_str(&format!("; {}", injection::InjectionList::cached().describe()));
         }
@@ -430,7 +435,7 @@ fn active_lsms() -> (Option<Vec<String>>, String) {
 /// parse would cost every TC fault's start tens of ms); without BTF, fall back on the version it
 /// appeared in (6.6), and say so.
 fn tc_api() -> (TcApi, String) {
-    match crate::btf::kernel_has_name("tcx_link_attach") {
+    match crate::os::btf::kernel_has_name("tcx_link_attach") {
         Ok(has) => {
             if has {
                 (TcApi::Tcx, "tcx links (kernel BTF has tcx_link_attach)".into())

@@ -17,7 +17,7 @@ pub use self::checks::{
     http::{HttpCheck, parse_http_url},
     prometheus::{Bounds, PrometheusCheck, Reduce},
 };
-use crate::fault::options::Ppm;
+use crate::plan::options::Ppm;
 
 /// One check, with how often it runs and how often it must pass.
 #[derive(Clone, Debug)]

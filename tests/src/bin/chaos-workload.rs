@@ -50,6 +50,8 @@
 //!       getppid(2), the call a benchmark's crash point kills; exits 0 if it survives
 //!   chaos-workload counter --file F
 //!       prints "ready", then rewrites F with an increasing counter every millisecond until killed
+//!   chaos-workload tcp-serve --port P [--echo] | tcp-clients --to ADDR:PORT --count N ...
+//!       long-lived TCP connections that report how each one ended (chaos-workload/tcp.rs)
 //!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
 //!       runs COMMAND (in cgroup DIR if given, the supervisor staying where it is) and starts it
 //!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
@@ -69,6 +71,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "chaos-workload/tcp.rs"]
+mod tcp;
 #[path = "chaos-workload/threads.rs"]
 mod threads;
 
@@ -88,6 +92,19 @@ fn main() {
         "udp-sink" => udp_sink(num("--port", 0) as u16, num("--idle-ms", 500), num("--max-secs", 120), has("--times")),
         "tcp-listen" => tcp_listen(num("--port", 0) as u16),
         "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
+        "tcp-serve" => tcp::serve(num("--port", 0) as u16, has("--echo")),
+        "tcp-hold" => tcp::hold(num("--port", 0) as u16),
+        "tcp-many" => tcp::many(addr(), num("--count", 1)),
+        "tcp-clients" => tcp::clients(
+            addr(),
+            num("--count", 1),
+            flag("--ping-ms").map(|_| Duration::from_millis(num("--ping-ms", 0))),
+            flag("--send").map(|_| tcp::Send {
+                bytes: num("--send", 0),
+                chunk: num("--chunk", 100),
+                gap: Duration::from_millis(num("--gap-ms", 20)),
+            }),
+        ),
         "http-serve" => http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16),
         "metrics-serve" => metrics_serve(num("--port", 0) as u16, addr_of("--probe"), num("--timeout-ms", 100)),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),

@@ -6,16 +6,16 @@ use std::{fmt::Write as _, fs, net::SocketAddr, os::unix::net::UnixStream, time:
 use anyhow::Context as _;
 use chaos_tests::{TempDir, cgroup::TestCgroup, chaos::Chaos, kernel, net::TwoHosts};
 
-use super::{PORT, Ratios, machine, measure, median, process_cpu_ns};
+use super::common::{FLOW_PORT, Ratios, load_average, machine, measure_flow, median, process_cpu_ns, status_kb};
 
 const IDLE: Duration = Duration::from_secs(60);
 const ROUNDS: usize = 5;
 
-pub fn daemon_bench() -> anyhow::Result<String> {
+pub(super) fn daemon_bench() -> anyhow::Result<String> {
     let hosts = TwoHosts::new();
     let workload = TestCgroup::new();
     let target = TestCgroup::new();
-    let to = SocketAddr::from((TwoHosts::B, PORT));
+    let to = SocketAddr::from((TwoHosts::B, FLOW_PORT));
     let dir = TempDir::new();
     // A 20 % drop on another cgroup, started by hand (`chaos daemon run`): the schedule itself
     // would start nothing within the benchmark (once a day).
@@ -40,7 +40,7 @@ pub fn daemon_bench() -> anyhow::Result<String> {
     let pid = daemon.pid();
     std::thread::sleep(Duration::from_secs(2));
 
-    let load = crate::bench::load_average();
+    let load = load_average();
     eprintln!("bench daemon: idle for {}s", IDLE.as_secs());
     let before = process_cpu_ns(pid)?;
     std::thread::sleep(IDLE);
@@ -56,12 +56,12 @@ pub fn daemon_bench() -> anyhow::Result<String> {
     let (mut run_share, mut run_rss) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         eprintln!("bench daemon: round {round}/{ROUNDS}");
-        let off = measure(&hosts, &workload, to)?;
+        let off = measure_flow(&hosts, &workload, to)?;
         ask("run")?;
         kernel::wait_for_inet_programs(target.dir(), 2, Duration::from_secs(60));
         let started = std::time::Instant::now();
         let cpu_before = process_cpu_ns(pid)?;
-        let on = measure(&hosts, &workload, to)?;
+        let on = measure_flow(&hosts, &workload, to)?;
         std::thread::sleep(Duration::from_secs(2));
         run_share.push((process_cpu_ns(pid)? - cpu_before) as f64 / started.elapsed().as_nanos() as f64);
         run_rss.push(rss_mib(pid)?);
@@ -70,7 +70,7 @@ pub fn daemon_bench() -> anyhow::Result<String> {
         kernel::wait_for_inet_programs(target.dir(), 0, Duration::from_secs(10));
         untargeted.push(on.pps, off.pps);
     }
-    let load_after = crate::bench::load_average();
+    let load_after = load_average();
     daemon.signal(libc::SIGTERM);
     drop(daemon.wait(Duration::from_secs(20)));
 
@@ -110,11 +110,5 @@ pub fn daemon_bench() -> anyhow::Result<String> {
 }
 
 fn rss_mib(pid: i32) -> anyhow::Result<f64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib / 1024.0)
+    Ok(status_kb(pid, "VmRSS:").context("no VmRSS")? as f64 / 1024.0)
 }

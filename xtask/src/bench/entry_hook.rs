@@ -4,9 +4,9 @@
 //! nothing armed, round by round in the same guest.
 use std::{fmt::Write as _, time::Duration};
 
-use chaos_tests::{cgroup::TestCgroup, chaos::Chaos, workload::workload_json};
+use chaos_tests::{cgroup::TestCgroup, chaos::Chaos};
 
-use super::{BpfStats, Ratios, machine, median};
+use super::common::{BpfStats, Ratios, getpid_ns, held_program_ids, machine_in, median};
 
 /// getpid() calls per measurement: about a second under TCG.
 const GETPIDS: u64 = 500_000;
@@ -35,23 +35,11 @@ fn arm(target: &TestCgroup, hook: &str) -> Chaos {
     chaos
 }
 
-/// ns per getpid() of a loop in `cgroup`.
-fn getpid_ns(cgroup: &TestCgroup) -> f64 {
-    let json = workload_json(&["getpid-loop", "--count", &GETPIDS.to_string()], Some(cgroup), None);
-    json["elapsed_ns"].as_f64().unwrap_or(0.0) / GETPIDS as f64
-}
-
 /// The runs of the delay program on its hook that process `pid` holds (kernel.bpf_stats_enabled):
 /// the fault's own on fentry; on raw sys_enter the process's shared program, which tail-calls
 /// the fault's (a tail-called program's runs count as its caller's).
 fn delay_program_runs(pid: i32) -> anyhow::Result<u64> {
-    let mut held = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
-        let text = std::fs::read_to_string(entry?.path()).unwrap_or_default();
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|id| id.trim().parse().ok()) {
-            held.push(id);
-        }
-    }
+    let held = held_program_ids(pid)?;
     let on_hook = |name: &str| name.starts_with("syscall_delay") || name == "chaos_dispatch";
     let programs: Vec<_> = aya::programs::loaded_programs()
         .filter_map(Result::ok)
@@ -69,13 +57,13 @@ fn runs_per_getpid(target: &TestCgroup, other: &TestCgroup) -> anyhow::Result<[f
     for (i, hook) in HOOKS.iter().enumerate() {
         let chaos = arm(target, hook);
         let before = delay_program_runs(chaos.pid())?;
-        getpid_ns(other);
+        getpid_ns(other, GETPIDS);
         runs[i] = delay_program_runs(chaos.pid())?.saturating_sub(before) as f64 / GETPIDS as f64;
     }
     Ok(runs)
 }
 
-pub fn syscall_delay_hooks_bench() -> anyhow::Result<String> {
+pub(super) fn syscall_delay_hooks_bench() -> anyhow::Result<String> {
     let (target, other) = (TestCgroup::new(), TestCgroup::new());
     let mut ratios = [Ratios::default(), Ratios::default()];
     let mut bare_ns = Vec::new();
@@ -85,12 +73,12 @@ pub fn syscall_delay_hooks_bench() -> anyhow::Result<String> {
         // Each armed run between two bare ones (their mean is its baseline): the guest shares
         // the machine, and its speed drifts between runs more than fentry costs.
         for (i, hook) in HOOKS.iter().enumerate() {
-            let before = getpid_ns(&other);
+            let before = getpid_ns(&other, GETPIDS);
             let armed = {
                 let _armed = arm(&target, hook);
-                getpid_ns(&other)
+                getpid_ns(&other, GETPIDS)
             };
-            let bare = (before + getpid_ns(&other)) / 2.0;
+            let bare = (before + getpid_ns(&other, GETPIDS)) / 2.0;
             ratios[i].push(bare, armed);
             bare_ns.push(bare);
             armed_ns[i].push(armed);
@@ -99,11 +87,7 @@ pub fn syscall_delay_hooks_bench() -> anyhow::Result<String> {
     let runs = runs_per_getpid(&target, &other)?;
     let mut out = String::new();
     let _ = writeln!(out, "## Syscall delay in the VM: fentry vs raw sys_enter (`cargo xtask bench delay`)\n");
-    let _ = writeln!(
-        out,
-        "{}\n",
-        machine().replace("(host tier)", "(VM tier: QEMU with TCG; ratios are valid within this run)")
-    );
+    let _ = writeln!(out, "{}\n", machine_in("VM tier: QEMU with TCG; ratios are valid within this run"));
     let _ = writeln!(
         out,
         "chaos delays `read` for one cgroup (1 ms, 100 %), once with its fentry program on `__x64_sys_read` (`--hook \

@@ -7,19 +7,13 @@
 use std::{fmt::Write as _, fs, os::unix::net::UnixStream, time::Duration};
 
 use anyhow::Context as _;
-use chaos_tests::{TempDir, cgroup::TestCgroup, chaos::Chaos, timeline_so_far, workload::workload_json};
+use chaos_tests::{TempDir, cgroup::TestCgroup, chaos::Chaos, timeline_so_far};
 
-use super::{machine, median};
+use super::common::{getpid_ns, load_average, machine, machine_in, median, status_kb};
 
 const GETPIDS: u64 = 2_000_000;
 const ROUNDS: usize = 3;
 const COUNTS: [usize; 3] = [1, 10, 50];
-
-/// ns per getpid() of a loop in `cgroup`.
-fn getpid_ns(cgroup: &TestCgroup) -> f64 {
-    let json = workload_json(&["getpid-loop", "--count", &GETPIDS.to_string()], Some(cgroup), None);
-    json["elapsed_ns"].as_f64().unwrap_or(0.0) / GETPIDS as f64
-}
 
 /// How the N faults are held.
 #[derive(Clone, Copy)]
@@ -170,11 +164,11 @@ fn measure(
     for round in 1..=ROUNDS {
         eprintln!("bench scale: round {round}/{ROUNDS}");
         for (i, &count) in COUNTS.iter().enumerate() {
-            let before = getpid_ns(other);
+            let before = getpid_ns(other, GETPIDS);
             let armed = arm_all(holder, &targets[..count])?;
-            armed_ns[i].push(getpid_ns(other));
+            armed_ns[i].push(getpid_ns(other, GETPIDS));
             stop_all(armed);
-            bare_ns.push((before + getpid_ns(other)) / 2.0);
+            bare_ns.push((before + getpid_ns(other, GETPIDS)) / 2.0);
         }
     }
     Ok(armed_ns.map(|v| median(&v)))
@@ -203,10 +197,10 @@ fn table(out: &mut String, bare: f64, with: &[f64; 3]) {
     }
 }
 
-pub fn scale_bench() -> anyhow::Result<String> {
+pub(super) fn scale_bench() -> anyhow::Result<String> {
     let other = TestCgroup::new();
     let targets: Vec<TestCgroup> = (0..COUNTS[COUNTS.len() - 1]).map(|_| TestCgroup::new()).collect();
-    let load_before = super::load_average();
+    let load_before = load_average();
     let mut bare_ns = Vec::new();
     eprintln!("bench scale: one chaos per fault");
     let processes = measure(Holder::Processes, &other, &targets, &mut bare_ns)?;
@@ -216,7 +210,7 @@ pub fn scale_bench() -> anyhow::Result<String> {
     let mut out = String::new();
     let _ = writeln!(out, "## Many faults at once (`cargo xtask bench scale`)\n");
     let _ = writeln!(out, "{}\n", machine());
-    let _ = writeln!(out, "Load average at the start: {load_before}; at the end: {}.\n", super::load_average());
+    let _ = writeln!(out, "Load average at the start: {load_before}; at the end: {}.\n", load_average());
     let _ = writeln!(
         out,
         "N syscall delays on `read`, each armed for its own cgroup, and a raw getpid() loop ({GETPIDS} calls) in a \
@@ -253,7 +247,7 @@ pub fn scale_bench() -> anyhow::Result<String> {
 
 /// The machine line of the VM halves (`bench-in-vm scale-*`), which run in the 6.12 guest.
 pub(super) fn tcg_6_12_machine() -> String {
-    machine().replace("(host tier)", "(VM tier: Debian 6.12 under QEMU with TCG; ratios are valid within this run)")
+    machine_in("VM tier: Debian 6.12 under QEMU with TCG; ratios are valid within this run")
 }
 
 /// kB of a `/proc/meminfo` field.
@@ -262,17 +256,11 @@ fn meminfo_kb(field: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches(" kB").trim().parse().ok())
 }
 
-/// kB resident of process `pid`.
-pub(super) fn rss_kb(pid: i32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches(" kB").trim().parse().ok())
-}
-
 /// How many chaos processes the guest's memory holds, from the RSS of `one`, armed (and
 /// stopped here): at most three quarters of what is available, so the loop and the kernel keep
 /// room. With that RSS (kB).
 pub(super) fn processes_that_fit(one: Vec<Chaos>) -> anyhow::Result<(usize, u64)> {
-    let rss = rss_kb(one[0].pid()).context("read chaos's VmRSS")?;
+    let rss = status_kb(one[0].pid(), "VmRSS:").context("read chaos's VmRSS")?;
     drop(one);
     let available = meminfo_kb("MemAvailable:").context("read MemAvailable")?;
     Ok(((available * 3 / 4 / rss.max(1)) as usize, rss))

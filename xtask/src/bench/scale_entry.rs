@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use chaos_tests::{cgroup::TestCgroup, chaos::Chaos, programs, workload::workload_json};
 
 use super::{
-    BpfStats, median,
+    common::{BpfStats, median, status_kb},
     scale::{DelayDaemon, arm_delay_processes, processes_that_fit, tcg_6_12_machine},
 };
 
@@ -60,7 +60,7 @@ fn runs_per_call(holders: &[&Chaos], other: &TestCgroup) -> anyhow::Result<f64> 
 /// Per level: ns per untargeted call, program runs per call.
 type Levels = [(Vec<f64>, f64); 3];
 
-pub fn entry_scale_bench() -> anyhow::Result<String> {
+pub(super) fn entry_scale_bench() -> anyhow::Result<String> {
     let other = TestCgroup::new();
     let targets: Vec<TestCgroup> = (0..COUNTS[2]).map(|_| TestCgroup::new()).collect();
     let (fit, rss) = processes_that_fit(arm_delay_processes(std::slice::from_ref(&targets[0]), SYSCALL, "fentry"))?;
@@ -77,7 +77,7 @@ pub fn entry_scale_bench() -> anyhow::Result<String> {
         for (level, &count) in COUNTS.iter().enumerate() {
             held.run_until(count)?;
             eprintln!("bench scale (VM, fentry): {count} armed in the daemon");
-            daemon_rss[level] = super::scale::rss_kb(held.daemon.pid()).unwrap_or(0);
+            daemon_rss[level] = status_kb(held.daemon.pid(), "VmRSS:").unwrap_or(0);
             daemon[level].0.push(measure(&other)?);
             daemon[level].1 = runs_per_call(&[&held.daemon], &other)?;
         }

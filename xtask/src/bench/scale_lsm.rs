@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use chaos_tests::{TempDir, cgroup::TestCgroup, chaos::Chaos, programs, workload::workload_json};
 
 use super::{
-    BpfStats, median,
+    common::{BpfStats, median},
     scale::{processes_that_fit, tcg_6_12_machine},
 };
 
@@ -86,7 +86,7 @@ fn runs_per_round(armed: &[Chaos], other: &TestCgroup, file: &str) -> anyhow::Re
     Ok(file_open_runs(armed).saturating_sub(before) as f64 / OPENS as f64)
 }
 
-pub fn lsm_scale_bench() -> anyhow::Result<String> {
+pub(super) fn lsm_scale_bench() -> anyhow::Result<String> {
     let other = TestCgroup::new();
     let dir = TempDir::new();
     let file = dir.path().join("data");

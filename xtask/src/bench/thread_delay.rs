@@ -25,7 +25,7 @@ use chaos_tests::{
     workload::{command_in, workload_bin},
 };
 
-use super::{Ratios, machine, median};
+use super::common::{Ratios, machine, machine_in, median, percentile};
 
 const ROUNDS: usize = 5;
 /// The delay asked for, and the worker's pause between its calls (as long: per process, the
@@ -238,14 +238,8 @@ fn numbers(report: &serde_json::Value, key: &str) -> Vec<f64> {
     report[key][0].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect()).unwrap_or_default()
 }
 
-fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(((p / 100.0) * (sorted.len().max(1) - 1) as f64).round() as usize).copied().unwrap_or(f64::NAN)
-}
-
 /// The section, for the host or the 6.12 VM (`where_`).
-pub(crate) fn thread_delay_bench(where_: &str) -> anyhow::Result<String> {
+pub(super) fn thread_delay_bench(where_: &str) -> anyhow::Result<String> {
     let cgroup = TestCgroup::new();
     let holders = [Holder::Nothing, Holder::Armed, Holder::Thread, Holder::Process, Holder::Strace];
     let (calls, delay) = (CALLS.to_string(), DELAY_MS.to_string());
@@ -301,7 +295,7 @@ pub(crate) fn thread_delay_bench(where_: &str) -> anyhow::Result<String> {
         out,
         "## Syscall delay per thread against per process and strace ({where_}, `cargo xtask bench delay`)\n"
     );
-    let _ = writeln!(out, "{}\n", machine());
+    let _ = writeln!(out, "{}\n", if where_ == "host" { machine() } else { machine_in("6.12 VM guest under TCG") });
     let _ = writeln!(
         out,
         "One target process: a worker thread calls getppid() {CALLS} times, each delayed {DELAY_MS} ms, with {DELAY_MS} ms \

@@ -3,7 +3,7 @@
 //! both read from the positioned TOML, so every error is at `file:line:column`.
 use crate::{
     experiment::source::{FileError, Item},
-    target::runtime::pod,
+    targets::runtime::pod,
 };
 
 /// Which cgroups an experiment may run on; one matching target is picked per run.

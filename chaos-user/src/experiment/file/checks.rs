@@ -9,7 +9,7 @@ use reqwest::{
 
 use super::super::source::{FileError, Item, Table};
 use crate::{
-    fault::options::Ppm,
+    plan::options::Ppm,
     steady::{
         Bounds, Check, CheckKind, HttpCheck, PrometheusCheck,
         checks::{

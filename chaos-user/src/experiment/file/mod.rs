@@ -7,12 +7,14 @@ use super::{
     source::{FileError, Item, Source, Table},
 };
 use crate::{
-    fault::{
-        options::{self, Ppm},
-        registry::{self, kind_named},
+    fault::registry::{
+        kind_named, {self},
+    },
+    plan::options::{
+        Ppm, {self},
     },
     steady::Check,
-    target::TargetName,
+    targets::{TargetName, registry as target_kinds},
 };
 
 /// Keys of a `[[fault]]` table that belong to the experiment, not to the fault's options.
@@ -20,7 +22,6 @@ pub const FAULT_KEYS: &[&str] = &["kind", "start", "duration", "ramp"];
 const TOP_KEYS: &[&str] =
     &["name", "description", "target", "follow", "duration", "fault", "control", "steady_state", "abort"];
 const CONTROL_KEYS: &[&str] = &["target", "confidence"];
-const TARGET_KEYS: &[&str] = &["cgroup", "pid", "unit", "container", "pod", "selector"];
 const STEADY_KEYS: &[&str] = &["before", "after", "interval", "timeout", "pass_rate", "check"];
 const ABORT_KEYS: &[&str] = &["on_violation", "consecutive_failures"];
 
@@ -110,36 +111,27 @@ fn parse_parts(source: &Source, i_know: bool) -> Result<Experiment, FileError> {
 
 fn parse_target(item: &Item<'_>) -> Result<TargetName, FileError> {
     let table = item.table("the target")?;
-    let given: Vec<Item<'_>> = TARGET_KEYS.iter().filter_map(|k| table.get(k)).collect();
-    table.finish(TARGET_KEYS)?;
+    let keys = target_kinds::keys();
+    let given: Vec<Item<'_>> = keys.iter().filter_map(|k| table.get(k)).collect();
+    table.finish(&keys)?;
     let [one] = given.as_slice() else {
         return Err(item.error(format!(
             "name exactly one of: {} (e.g. target = {{ unit = \"api.service\" }}){}",
-            TARGET_KEYS.join(", "),
+            keys.join(", "),
             if given.is_empty() { String::new() } else { format!(", not {}", given.len()) }
         )));
     };
-    Ok(match one.key.as_str() {
-        "cgroup" => TargetName::Cgroup(one.str()?.to_owned()),
-        "pid" => TargetName::Pid(one.integer::<u32>("a process id")?),
-        "unit" => TargetName::Unit(one.str()?.to_owned()),
-        "container" => TargetName::Container(one.str()?.to_owned()),
-        // The whole pod; `--container-name`, `--namespace` and `--pick-pod` are command-line only.
-        "pod" => TargetName::Pod { pod: one.str()?.to_owned(), container: None },
-        _ => TargetName::Selector(crate::target::SelectorSpec {
-            selector: one.str()?.to_owned(),
-            namespace: None,
-            container: None,
-            pick: None,
-        }),
-    })
+    let kind = target_kinds::kind_named(&one.key).expect("a key of the registry");
+    let value = if kind.numeric { one.integer::<u32>("a process id")?.to_string() } else { one.str()?.to_owned() };
+    // The whole pod; `--container-name`, `--namespace` and `--pick-pod` are command-line only.
+    kind.name(value, &target_kinds::Narrowing::default()).map_err(|reason| one.error(reason))
 }
 
 /// `follow = true`: only a target a runtime names can come back under its name.
 fn parse_follow(item: Option<&Item<'_>>, target: &TargetName) -> Result<bool, FileError> {
     let Some(item) = item else { return Ok(false) };
     let follow = item.bool()?;
-    if follow && !matches!(target, TargetName::Container(_) | TargetName::Pod { .. } | TargetName::Selector(_)) {
+    if follow && !target.kind().followable {
         return Err(item.error(format!(
             "`follow` re-resolves a container or pod name when its runtime restarts it; a target given by \
              {} has no name to resolve again: use target = {{ container = \"NAME\" }}, {{ pod = \"NS/NAME\" }} \

@@ -295,7 +295,7 @@ fn a_pod_or_a_selector_is_a_target() {
     );
     assert_eq!(
         with("target = { selector = \"app=web\" }").unwrap(),
-        TargetName::Selector(crate::target::SelectorSpec {
+        TargetName::Selector(crate::targets::SelectorSpec {
             selector: "app=web".into(),
             namespace: None,
             container: None,

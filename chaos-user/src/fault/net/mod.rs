@@ -7,16 +7,18 @@ pub mod drop;
 pub mod filters;
 pub mod partition;
 pub mod rewrite;
+pub mod sever;
 pub mod shape;
 
 use chaos_common::{Direction, FaultConfig, threshold_from_ppm};
 use filters::{NetFilters, by_direction, describe_filters, filter_maps};
 
-use super::{AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlannedProgram, cgroup_level, options::Ppm};
 use crate::{
+    fault::{AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlannedProgram, cgroup_level},
     features::{self, Prober},
-    netns::{self, Netns},
-    target::Target,
+    os::netns::{self, Netns},
+    plan::options::Ppm,
+    targets::Target,
 };
 
 /// What every network plan starts from: the config (probability and filter bits) and the
@@ -54,6 +56,7 @@ fn finish(
         injected_word,
         counter_label: None,
         kernel_offsets: None,
+        userspace: None,
         target: context.target.clone(),
         summary,
         parameters,
@@ -127,7 +130,7 @@ const NETWORK_DELAY: &str = features::NETWORK_DELAY;
 /// Ethernet interface in it (or `--iface`). The controller's namespace (the host's, for a
 /// target without one of its own) needs `--iface` and `--i-know`.
 fn tc_interfaces(target: &Target, iface: Option<&String>, i_know: bool) -> Result<(Netns, Vec<String>), PlanError> {
-    let netns = Netns::of_target(target)?;
+    let netns = Netns::of_cgroup(&target.dir, &target.named_as)?;
     if netns.is_controllers && !(iface.is_some() && i_know) {
         return Err(PlanError::Refused(format!(
             "{} shares chaos's own network namespace (the host's, usually), so these TC programs would \

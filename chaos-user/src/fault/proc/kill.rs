@@ -1,7 +1,8 @@
 //! `chaos proc kill`: its options and its planner.
 //!
 //! Two modes. **Periodic** (`--every 30s`): at each tick, userspace sends `--signal` to one
-//! process of the target chosen by `--pick` (or to all of them), see [`super::periodic`].
+//! process of the target chosen by `--pick` (or to all of them), on the thread of
+//! [`super::actor`].
 //! **Crash point** (`--on-syscall fsync --after 99`): the kernel signals the calling process at
 //! that exact call, with the gate and exact schedules of `syscall fail`; the program is fentry
 //! on the one syscall's entry function where the kernel can, else the raw `sys_enter`
@@ -12,19 +13,27 @@ use std::time::Duration;
 use chaos_common::{Direction, FaultConfig, action, flags, threshold_from_ppm};
 use serde_json::json;
 
-use super::{pick::Pick, signal::Signal};
+use super::{pick, ticker::Ticker};
 use crate::{
     fault::{
-        FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
-        options::{Ppm, parse_duration, parse_percent, serialize_secs},
+        FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram,
+        actor::Actor,
+        cgroup_level,
+        proc::pick::Pick,
         syscall::{
             Schedule, ScheduleOptions,
             entry_hook::{EntryHook, HookChoice},
             fail::{Backend, SyscallFailOptions},
-            hooks, numbers as syscall_numbers,
+            hooks,
         },
     },
     features,
+    os::{freezer, signal::Signal, sys, syscall_table as syscall_numbers},
+    plan::{
+        action::{ActionEvent, ActionOutcome, RunningAction, UserspaceAction},
+        options::{Ppm, parse_duration, parse_percent, serialize_secs},
+    },
+    targets::Target,
 };
 
 /// `--pick all` over more processes than this needs `--i-know`.
@@ -59,7 +68,7 @@ pub fn parse_every(text: &str) -> Result<Every, String> {
 #[derive(Clone, Debug, clap::Args)]
 pub struct ProcKillOptions {
     /// The signal, by name or number (KILL, TERM, INT, SEGV, 9, ...).
-    #[arg(long, value_parser = super::signal::parse, default_value = "KILL")]
+    #[arg(long, value_parser = crate::os::signal::parse, default_value = "KILL")]
     pub signal: Signal,
     /// Periodic: a kill every PERIOD (30s). With --on-syscall: only every Nth eligible call.
     #[arg(long, value_name = "PERIOD|N", value_parser = parse_every)]
@@ -170,10 +179,6 @@ impl PlanFault for ProcKillOptions {
         }
     }
 
-    fn userspace_action(&self, i_know: bool) -> Option<super::periodic::Action> {
-        self.periodic(i_know).ok().flatten().map(super::periodic::Action::Kill)
-    }
-
     fn percent(&self) -> Option<Ppm> {
         self.is_crash_point().then(|| self.percent.unwrap_or(Ppm::ALL))
     }
@@ -225,6 +230,7 @@ fn plan_periodic(periodic: &PeriodicKill, context: &FaultContext<'_>) -> FaultPl
         config: FaultConfig::default(),
         maps: MapContents::default(),
         kernel_offsets: None,
+        userspace: Some(std::sync::Arc::new(periodic.clone())),
     }
 }
 
@@ -288,7 +294,7 @@ impl ProcKillOptions {
             } else if by_lsm {
                 "the call goes on; the process dies as it returns"
             } else {
-                "the signal is pending from the call's entry; see the README for what the call still does"
+                "the signal is pending from the call's entry; see docs/processes.md for what the call still does"
             }
         ));
         plan.summary = summary;
@@ -317,7 +323,7 @@ impl ProcKillOptions {
         if !lsm.supported {
             return Err(PlanError::Refused(format!(
                 "{flag} needs BPF LSM, which this kernel does not offer: {}; without it the crash point runs on the raw \
-                 sys_enter tracepoint (no --path, and the call may take effect: see the README)",
+                 sys_enter tracepoint (no --path, and the call may take effect: see docs/processes.md)",
                 lsm.reason.unwrap_or_default()
             )));
         }
@@ -386,6 +392,7 @@ fn plan_at_entry(
         config,
         maps: MapContents { syscall_set: Some(syscall_numbers::bitmap(numbered)), ..MapContents::default() },
         kernel_offsets: None,
+        userspace: None,
         target,
     })
 }
@@ -393,4 +400,84 @@ fn plan_at_entry(
 /// "every matching call", or the schedule in words.
 fn schedule_words(schedule: &Schedule) -> String {
     if schedule.is_set() { format!("the matching calls {}", schedule.describe()) } else { "every matching call".into() }
+}
+
+impl UserspaceAction for PeriodicKill {
+    /// Kills on the ticker's schedule, from now until `deadline_ns`.
+    fn start(
+        &self,
+        target: &Target,
+        deadline_ns: u64,
+        _object: Option<&mut aya::Ebpf>,
+    ) -> anyhow::Result<Box<dyn RunningAction>> {
+        let (kill, target) = (self.clone(), target.clone());
+        let start_ns = sys::monotonic_now_ns();
+        let actor = Actor::spawn(move |wait| {
+            let mut outcome = ActionOutcome::default();
+            let mut ticker = Ticker::new(kill.every, kill.jitter, kill.max, start_ns);
+            while let Some(due_ns) = ticker.next_due_ns().filter(|&due| due < deadline_ns) {
+                if !wait(due_ns) {
+                    break;
+                }
+                ticker.take(sys::monotonic_now_ns());
+                outcome.ticks += 1;
+                outcome.acted += kill_once(&target, &kill, &mut outcome.events);
+            }
+            outcome
+        })?;
+        Ok(Box::new(actor))
+    }
+}
+
+/// One tick of a periodic kill: returns how many processes it signalled.
+fn kill_once(target: &Target, kill: &PeriodicKill, events: &mut Vec<ActionEvent>) -> u64 {
+    let dir = &target.dir;
+    let members = pick::members(dir);
+    let at_ns = sys::monotonic_now_ns();
+    let mut nothing = |reason: String| {
+        eprintln!("chaos: proc kill: {reason}");
+        events.push(ActionEvent::NoKill { reason, at_ns });
+        0
+    };
+    if members.is_empty() {
+        return nothing("no process in the target at this tick".into());
+    }
+    if kill.pick == Pick::All && members.len() as u64 > kill.max_procs && !kill.i_know {
+        return nothing(format!(
+            "the target now holds {} processes, more than --max-procs {}: this tick kills nothing (--i-know allows it)",
+            members.len(),
+            kill.max_procs
+        ));
+    }
+    if kill.pick == Pick::All && kill.signal.number() == libc::SIGKILL && freezer::has_cgroup_kill(dir) {
+        let count = members.len();
+        match freezer::kill_all(dir) {
+            Ok(()) => {
+                eprintln!("chaos: proc kill: cgroup.kill took down {count} processes");
+                events.push(ActionEvent::KillAll { processes: count, at_ns });
+                return count as u64;
+            }
+            Err(err) => eprintln!("chaos: proc kill: cgroup.kill failed ({err}); signalling each process instead"),
+        }
+    }
+    let mut killed = 0;
+    for member in pick::choose(kill.pick, members) {
+        // Signal only the process that was chosen: a pid reused since the listing has another
+        // start time.
+        if !crate::os::process::process_alive(member.pid, member.start) {
+            continue;
+        }
+        // SAFETY: kill(2) on a process of the target cgroup.
+        if unsafe { libc::kill(member.pid as i32, kill.signal.number()) } == 0 {
+            killed += 1;
+            eprintln!("chaos: proc kill: {} to pid {} ({})", kill.signal, member.pid, member.comm);
+            events.push(ActionEvent::Kill {
+                pid: member.pid,
+                comm: member.comm,
+                signal: kill.signal.name(),
+                at_ns: sys::monotonic_now_ns(),
+            });
+        }
+    }
+    killed
 }

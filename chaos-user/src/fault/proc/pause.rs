@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use chaos_common::FaultConfig;
 
-use super::{events::ProcEvent, freezer::Freezer, ticker::Ticker};
 use crate::{
-    fault::{FaultContext, FaultPlan, MapContents, PlanError, PlanFault, syscall::guard::Guard},
+    fault::{FaultContext, FaultPlan, MapContents, PlanError, PlanFault, actor::Actor, proc::ticker::Ticker},
     ledger::{self, Entry, Item},
-    sys, target,
+    os::{freezer::Freezer, guard::Guard, sys},
+    plan::action::{ActionEvent, ActionOutcome, RunningAction, UserspaceAction},
+    targets::{self, Target},
 };
 
 /// How long a freeze may take to complete before chaos says so (a task in an uninterruptible
@@ -26,10 +27,10 @@ const FREEZE_WAIT: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug, clap::Args)]
 pub struct ProcPauseOptions {
     /// Freeze periodically, once every PERIOD (else: for the whole --for).
-    #[arg(long, value_name = "PERIOD", value_parser = crate::fault::options::parse_duration, requires = "pause")]
+    #[arg(long, value_name = "PERIOD", value_parser = crate::plan::options::parse_duration, requires = "pause")]
     pub every: Option<Duration>,
     /// With --every: how long each freeze lasts (shorter than the period).
-    #[arg(long, value_name = "DURATION", value_parser = crate::fault::options::parse_duration, requires = "every")]
+    #[arg(long, value_name = "DURATION", value_parser = crate::plan::options::parse_duration, requires = "every")]
     pub pause: Option<Duration>,
     /// With --every: at most N freezes.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), requires = "every")]
@@ -69,17 +70,13 @@ impl ProcPauseOptions {
 }
 
 impl PlanFault for ProcPauseOptions {
-    fn userspace_action(&self, _i_know: bool) -> Option<super::periodic::Action> {
-        self.pause_plan().ok().map(super::periodic::Action::Pause)
-    }
-
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let pause = self.pause_plan()?;
         let target = context.target;
         // Refused even with --i-know: chaos's guard runs in chaos's cgroup, and a frozen guard
         // cannot thaw anything.
-        if let Some(own) = target::own_cgroup()
-            && target::is_same_or_below(&own, &target.cgroup)
+        if let Some(own) = targets::own_cgroup()
+            && targets::is_same_or_below(&own, &target.cgroup)
         {
             return Err(PlanError::Refused(format!(
                 "cgroup {} holds chaos itself (it runs in {own}), and so the guard that would thaw it: a pause there \
@@ -109,7 +106,29 @@ impl PlanFault for ProcPauseOptions {
             config: FaultConfig::default(),
             maps: MapContents::default(),
             kernel_offsets: None,
+            userspace: Some(std::sync::Arc::new(pause)),
         })
+    }
+}
+
+impl UserspaceAction for PausePlan {
+    /// Writes the ledger record and starts the guard here, before the actor's thread, so a
+    /// failure is reported before anything is frozen; then freezes as planned.
+    fn start(
+        &self,
+        target: &Target,
+        deadline_ns: u64,
+        _object: Option<&mut aya::Ebpf>,
+    ) -> anyhow::Result<Box<dyn RunningAction>> {
+        let start_ns = sys::monotonic_now_ns();
+        let mut paused = Paused::start(target, self, deadline_ns)?;
+        let actor = Actor::spawn(move |wait| {
+            let mut outcome = ActionOutcome::default();
+            paused.run(start_ns, deadline_ns, wait, &mut outcome.events);
+            (outcome.ticks, outcome.acted) = (paused.freezes(), paused.freezes());
+            outcome
+        })?;
+        Ok(Box::new(actor))
     }
 }
 
@@ -126,7 +145,7 @@ pub struct Paused {
 impl Paused {
     /// Writes the ledger record and starts the guard (time box: `deadline_ns`), before any
     /// freeze.
-    pub fn start(target: &crate::target::Target, plan: &PausePlan, deadline_ns: u64) -> anyhow::Result<Self> {
+    pub fn start(target: &crate::targets::Target, plan: &PausePlan, deadline_ns: u64) -> anyhow::Result<Self> {
         let freezer = Freezer::of(&target.dir).map_err(anyhow::Error::msg)?;
         let record = ledger::write(None, Item::FrozenCgroup { cgroup_dir: target.dir.clone() })
             .map_err(|e| anyhow::anyhow!("recording the cgroup a pause freezes: {e}"))?;
@@ -140,7 +159,7 @@ impl Paused {
         self.freezes
     }
 
-    fn freeze(&mut self, events: &mut Vec<ProcEvent>) {
+    fn freeze(&mut self, events: &mut Vec<ActionEvent>) {
         // Tell the guard first: if chaos dies between the two, the guard still thaws.
         self.guard.freezing();
         let at_ns = sys::monotonic_now_ns();
@@ -159,10 +178,10 @@ impl Paused {
                 humantime::format_duration(FREEZE_WAIT)
             );
         }
-        events.push(ProcEvent::Freeze { at_ns, frozen_after_ns });
+        events.push(ActionEvent::Freeze { at_ns, frozen_after_ns });
     }
 
-    fn thaw(&mut self, events: &mut Vec<ProcEvent>) {
+    fn thaw(&mut self, events: &mut Vec<ActionEvent>) {
         if !self.frozen {
             return;
         }
@@ -170,7 +189,7 @@ impl Paused {
             Ok(()) => {
                 self.frozen = false;
                 self.guard.thawed();
-                events.push(ProcEvent::Thaw { at_ns: sys::monotonic_now_ns() });
+                events.push(ActionEvent::Thaw { at_ns: sys::monotonic_now_ns() });
             }
             Err(err) => eprintln!(
                 "chaos: proc pause: cannot thaw {}: {err}; the guard and `chaos cleanup` will",
@@ -181,7 +200,7 @@ impl Paused {
 
     /// Freezes as planned until `deadline_ns` or until `wait` says to stop; leaves the target
     /// thawed. `wait(ns)` sleeps until CLOCK_MONOTONIC `ns` and returns false if told to stop.
-    pub fn run(&mut self, start_ns: u64, deadline_ns: u64, wait: &dyn Fn(u64) -> bool, events: &mut Vec<ProcEvent>) {
+    pub fn run(&mut self, start_ns: u64, deadline_ns: u64, wait: &dyn Fn(u64) -> bool, events: &mut Vec<ActionEvent>) {
         match (self.plan.every, self.plan.pause) {
             (Some(every), Some(length)) => {
                 let length_ns = u64::try_from(length.as_nanos()).unwrap_or(u64::MAX);

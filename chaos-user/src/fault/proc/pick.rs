@@ -35,7 +35,7 @@ pub struct Member {
 /// The processes of `cgroup_dir` and its descendants, skipping any that exited while being read.
 #[must_use]
 pub fn members(cgroup_dir: &Path) -> Vec<Member> {
-    crate::netns::pids_below(cgroup_dir)
+    crate::os::cgroup::pids_below(cgroup_dir)
         .into_iter()
         .filter_map(|pid| u32::try_from(pid).ok())
         .filter_map(|pid| {
@@ -116,6 +116,6 @@ mod tests {
         let me = std::process::id();
         let stat = fs::read_to_string("/proc/self/stat").unwrap();
         let (_, start) = parse_stat(&stat).unwrap();
-        assert_eq!(crate::ledger::start_time(me), Some(start));
+        assert_eq!(crate::os::process::start_time(me), Some(start));
     }
 }

@@ -7,17 +7,17 @@
 use chaos_common::{Direction, FaultConfig, flags, threshold_from_ppm};
 use serde_json::json;
 
-use super::{
-    ScheduleOptions,
-    entry_hook::{EntryHook, HookChoice},
-    numbers,
-};
 use crate::{
     fault::{
         FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
-        options::{Ppm, parse_delay, parse_percent},
+        syscall::{
+            ScheduleOptions,
+            entry_hook::{EntryHook, HookChoice},
+        },
     },
     features,
+    os::syscall_table,
+    plan::options::{Ppm, parse_delay, parse_percent},
 };
 
 /// `syscall delay`.
@@ -25,8 +25,8 @@ use crate::{
 pub struct SyscallDelayOptions {
     /// Comma-separated syscall names; repeatable (any x86_64 syscall, by the name libc and
     /// strace use: `chaos syscall list` shows them).
-    #[arg(long = "syscall", value_name = "NAMES", required = true, value_parser = numbers::parse_list)]
-    pub syscalls: Vec<Vec<numbers::Numbered>>,
+    #[arg(long = "syscall", value_name = "NAMES", required = true, value_parser = syscall_table::parse_list)]
+    pub syscalls: Vec<Vec<syscall_table::Numbered>>,
     /// How long each matching call is held, e.g. 50ms (up to 10s).
     #[arg(long, value_name = "DELAY", value_parser = parse_delay)]
     pub by: std::time::Duration,
@@ -62,8 +62,8 @@ pub enum DelayScope {
 
 impl SyscallDelayOptions {
     #[must_use]
-    pub fn chosen(&self) -> Vec<numbers::Numbered> {
-        let mut chosen: Vec<numbers::Numbered> = Vec::new();
+    pub fn chosen(&self) -> Vec<syscall_table::Numbered> {
+        let mut chosen: Vec<syscall_table::Numbered> = Vec::new();
         for syscall in self.syscalls.iter().flatten() {
             if !chosen.iter().any(|s| s.number == syscall.number) {
                 chosen.push(*syscall);
@@ -91,7 +91,7 @@ impl PlanFault for SyscallDelayOptions {
             ..FaultConfig::default()
         };
         if self.scope == DelayScope::Thread {
-            super::holder::can_hold(&target.dir).map_err(PlanError::Refused)?;
+            crate::os::holder::can_hold(&target.dir).map_err(PlanError::Refused)?;
             config.flags |= flags::HOLD_THREAD;
         }
         let hook = EntryHook::choose(context.kernel, &syscalls, self.hook)?;
@@ -127,8 +127,9 @@ impl PlanFault for SyscallDelayOptions {
             duration: context.duration,
             programs: vec![PlannedProgram { program, hook: hook_words, attach, direction: Direction::Egress }],
             config,
-            maps: MapContents { syscall_set: Some(numbers::bitmap(&syscalls)), ..MapContents::default() },
+            maps: MapContents { syscall_set: Some(syscall_table::bitmap(&syscalls)), ..MapContents::default() },
             kernel_offsets: None,
+            userspace: None,
             target,
         })
     }

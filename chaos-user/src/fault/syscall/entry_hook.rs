@@ -5,10 +5,10 @@
 //! with a bitmap lookup). `--hook` picks one by hand; `auto` takes fentry where it can.
 use std::path::PathBuf;
 
-use super::{error_injection, numbers::Numbered};
 use crate::{
-    fault::{AttachPoint, PlanError},
+    fault::{AttachPoint, PlanError, syscall::error_injection},
     features::Prober,
+    os::syscall_table::Numbered,
 };
 
 /// `--hook`: which hook catches the syscall. One vocabulary for every fault that has a choice:

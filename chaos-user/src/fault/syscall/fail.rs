@@ -14,14 +14,16 @@ use super::{
     lsm_attach::LsmAttach,
 };
 use crate::{
-    btf, errno,
     fault::{
         AttachPoint, FaultContext, FaultPlan, PlanError, PlanFault, PlannedProgram, cgroup_level,
         net::filters::{Cidr, NetFilters, PortSet, filter_maps, parse_cidr, parse_ports},
-        options::{Ppm, parse_percent},
         syscall::error_injection,
     },
-    features::{self, FamilySupport, Prober},
+    features::{
+        FamilySupport, Prober, {self},
+    },
+    os::{btf, errno},
+    plan::options::{Ppm, parse_percent},
 };
 
 /// `syscall fail`.
@@ -280,6 +282,7 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         config,
         maps,
         kernel_offsets,
+        userspace: None,
     })
 }
 

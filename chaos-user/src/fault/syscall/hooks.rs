@@ -10,10 +10,10 @@ use std::sync::LazyLock;
 
 use chaos_common::syscall_mask;
 
-use super::{error_injection, numbers as syscall_numbers};
+use crate::{fault::syscall::error_injection, os::syscall_table as syscall_numbers};
 
 /// A BPF LSM hook and the object's two programs on it: the global one (`lsm`) and its
-/// per-cgroup twin (`lsm_cgroup`), which share their body (chaos-ebpf's syscall_lsm.rs).
+/// per-cgroup twin (`lsm_cgroup`), which share their body (chaos-ebpf's syscall/lsm.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LsmHook {
     pub program: &'static str,

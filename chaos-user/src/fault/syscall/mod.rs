@@ -6,12 +6,8 @@ pub mod delay;
 pub mod entry_hook;
 pub mod error_injection;
 pub mod fail;
-pub mod guard;
-pub mod holder;
 pub mod hooks;
 pub mod lsm_attach;
-pub mod numbers;
-pub mod resumer;
 
 use chaos_common::{FaultConfig, flags};
 
