@@ -14,6 +14,10 @@
 //! on nested cgroups). One holder serves them all, and holds a thread for the longest of the
 //! delays that fired on its call.
 //!
+//! Why here in `os`, beside the guard and the resumer: it is their per-thread counterpart, kernel
+//! plumbing that knows nothing of faults (a cgroup, a delay, two map descriptors), and the
+//! engine starts it as it attaches a program that stops tasks, as it starts them.
+//!
 //! The holder takes each fault's `HELD_THREADS` map and stop-event ring buffer from chaos with
 //! pidfd_getfd(2) (Linux 5.6+), by descriptor number: the fault's maps stay chaos's own.
 use std::{
