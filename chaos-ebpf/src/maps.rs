@@ -45,8 +45,7 @@ pub(crate) static STOP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 /// threads found here. Allocated as entries come (a preallocated map of this size would take
 /// megabytes per fault for threads that mostly never exist).
 #[map(name = "HELD_THREADS")]
-pub(crate) static HELD_THREADS: HashMap<u32, u32> =
-    HashMap::with_max_entries(held::MAX_THREADS, BPF_F_NO_PREALLOC);
+pub(crate) static HELD_THREADS: HashMap<u32, u32> = HashMap::with_max_entries(held::MAX_THREADS, BPF_F_NO_PREALLOC);
 
 /// `net rate`: the next free departure time, shared by all CPUs.
 #[map(name = "RATE_STATE")]
