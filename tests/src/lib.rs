@@ -8,8 +8,11 @@
 pub mod cgroup;
 pub mod chaos;
 pub mod crash;
+pub mod dns;
 pub mod kernel;
+pub mod manifest;
 pub mod net;
+pub mod probe;
 pub mod programs;
 pub mod runtimes;
 pub mod skip;

@@ -464,8 +464,20 @@ pub struct HttpServer {
 impl HttpServer {
     #[must_use]
     pub fn start(cgroup: &TestCgroup, port: u16) -> Self {
+        Self::start_with(cgroup, port, &[])
+    }
+
+    /// [`HttpServer::start`], appending one line per request answered to `log` (the request
+    /// line): what the server saw.
+    #[must_use]
+    pub fn start_logging(cgroup: &TestCgroup, port: u16, log: &std::path::Path) -> Self {
+        Self::start_with(cgroup, port, &["--log", &log.display().to_string()])
+    }
+
+    fn start_with(cgroup: &TestCgroup, port: u16, more: &[&str]) -> Self {
         let mut child = command_in(workload_bin(), Some(cgroup), None)
             .args(["http-serve", "--port", &port.to_string()])
+            .args(more)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start http-serve");

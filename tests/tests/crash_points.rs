@@ -278,7 +278,7 @@ fn a_detached_experiment_killed_at_any_step_leaves_no_pin_after_cleanup() {
         ),
     );
     let timeline = scratch.join("detached.jsonl");
-    let pins_before = pins();
+    let (pins_before, schedules_before) = (pins(), schedules());
     let victim = ["run", file.to_str().unwrap(), "--detach", "--timeline", timeline.to_str().unwrap()];
     let sweep = crash::sweep("detached experiment", &victim, CHAOS_STEPS, MAX_POINTS, |n, cleaned| {
         if !cleaned {
@@ -289,6 +289,7 @@ fn a_detached_experiment_killed_at_any_step_leaves_no_pin_after_cleanup() {
         }
         assert_eq!(kernel::cgroup_programs(target.dir()), 0, "detached point {n}: programs left on the cgroup");
         assert_eq!(pins(), pins_before, "detached point {n}: pins left after cleanup");
+        assert_eq!(schedules(), schedules_before, "detached point {n}: reaper schedules left after cleanup");
     });
     assert!(sweep.points >= 10, "only {} crash points: the victim's sequence is not being crashed", sweep.points);
 }
@@ -307,6 +308,20 @@ fn wait_past_deadline_of(file: &std::path::Path) {
         let now = kernel::monotonic_ns();
         std::thread::sleep(Duration::from_nanos(ends_ns.saturating_sub(now) + 20_000_000));
     }
+}
+
+/// The reaper schedules in /run/chaos/runs (`ID.schedule`, one per detached run).
+fn schedules() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/run/chaos/runs")
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".schedule"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// The run directories pinned under /sys/fs/bpf/chaos.

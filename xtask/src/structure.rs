@@ -44,7 +44,7 @@ pub const CRATES: &[Crate] = &[
             &["maps"],
             &["packet", "dentry"],
             &["gate", "trace"],
-            &["net", "proc", "syscall"],
+            &["dns", "net", "proc", "syscall"],
             &["dispatch", "floor"],
         ],
     },
@@ -68,18 +68,24 @@ pub const CRATES: &[Crate] = &[
     Crate {
         name: "chaos-tests",
         src: "tests/src",
-        layers: &[&["skip"], &["cgroup", "net", "programs"], &["workload", "kernel"], &["chaos", "runtimes", "crash"]],
+        layers: &[
+            &["skip", "manifest"],
+            &["cgroup", "net", "programs"],
+            &["workload", "kernel", "probe"],
+            &["chaos", "runtimes", "crash"],
+        ],
     },
     Crate {
         name: "xtask",
         src: "xtask/src",
-        // main.rs orders setup, build, lint, test, bench, demo; each below it knows only lower ones.
+        // main.rs orders setup, build, lint, test, bench, demo, package; each below it knows only
+        // lower ones.
         layers: &[
             &["util"],
-            &["host_state", "links", "structure", "errinj"],
+            &["host_state", "links", "structure", "errinj", "tally"],
             &["build", "vm"],
             &["setup", "lint"],
-            &["test", "bench", "demo"],
+            &["test", "bench", "demo", "package"],
         ],
     },
 ];

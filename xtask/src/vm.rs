@@ -206,8 +206,8 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
 
 /// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
 /// (inet_diag, tcp_diag and udp_diag: sock_diag for TCP and UDP, which `net sever` resets
-/// connections through and the foreign-socket hints read; a real system loads them on first use,
-/// the guest cannot.)
+/// connections through, the foreign-socket hints read, and DNS faults ask which process sent a
+/// query; a real system loads them on first use, the guest cannot.)
 const MODULES: &[&str] = &[
     "veth",
     "sch_fq",
@@ -223,8 +223,11 @@ const MODULES: &[&str] = &[
     "udp_diag",
 ];
 
-/// Host tools copied into every VM (with their shared libraries).
-const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace"];
+/// Host tools copied into every VM (with their shared libraries). dnsmasq: the real resolver of
+/// the DNS tests (about 10 MB with its libraries; dig's are 59 MB, so the guests' DNS clients
+/// are glibc's, through chaos-workload).
+const HOST_TOOLS: &[&str] =
+    &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace", "/usr/sbin/dnsmasq"];
 
 /// What to run in a VM.
 pub struct VmJob<'a> {

@@ -198,6 +198,9 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
             for program in &plan.programs {
                 println!("  {}", program.describe());
             }
+            if let Some(companion) = &plan.companion {
+                println!("  {}", companion.describe());
+            }
             if plan.programs.is_empty() {
                 println!(
                     "  nothing to attach: chaos's own process does this (signals, the cgroup freezer, sock_diag), for {}",

@@ -242,6 +242,12 @@ pub fn reap(id: &str) -> ExitCode {
     let (started_ns, record) = if lag_ns > 100_000_000 {
         let mut record = run_records::find(id).unwrap_or(record);
         record.ends_ns += lag_ns;
+        // The parent may not have named this reaper yet (it does once the spawn returns): a
+        // record still `starting` under the parent's pid would be judged stale once the parent
+        // exits, and the running experiment cleaned away.
+        record.pid = std::process::id();
+        record.pid_start = crate::os::process::start_time(record.pid).unwrap_or(0);
+        record.starting = false;
         if let Err(err) = record.write() {
             // Nobody reads the reaper's stderr: the timeline is where people look.
             if let Ok(mut timeline) = Timeline::append(Path::new(&record.timeline)) {
@@ -378,8 +384,10 @@ pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
             Err(err) => lines.push(format!("could not remove {}: {err}", dir.display())),
         }
     }
-    record.remove();
+    // The schedule first: a death between the two leaves a record cleanup still finds (and
+    // ends again), never a schedule no record names.
     let _ = fs::remove_file(schedule_path(&record.id));
+    record.remove();
     if let Ok(mut timeline) = Timeline::append(Path::new(&record.timeline)) {
         for event in &detach_events {
             timeline.event_at(None, event);

@@ -376,8 +376,8 @@ impl<'p, 't> Runner<'p, 't> {
                 let config = steps::armed(loaded.config, deadline_ns, ppm);
                 loaded.fault.configure(config).map_err(|e| format!("arming fault {}: {e}", fault.label))?;
                 (loaded.config, loaded.armed) = (config, true);
-                // Packet faults only (syscall and process faults count calls): quiet from now on?
-                loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
+                // Packet faults and DNS (syscall and process faults count calls): quiet from now on?
+                loaded.quiet = QuietHint::for_plan(&fault.plan, Instant::now());
                 if let Some(action) = &fault.plan.userspace {
                     // With programs too (`net sever --after-bytes`), the action reads what they
                     // report from the armed object.

@@ -5,6 +5,7 @@
 //! and experiments need no per-family code. Adding a family: its module here, one line in
 //! [`registry::FAULT_KINDS`], an [`AttachPoint`] arm if it needs a new kind of hook.
 pub mod actor;
+pub mod dns;
 pub mod net;
 pub mod proc;
 pub mod registry;

@@ -8,6 +8,7 @@ use clap::{ArgMatches, Args, Command, FromArgMatches};
 
 use super::{
     PlanFault,
+    dns::{DnsDelayOptions, DnsDropOptions, DnsFailOptions, DnsSpoofOptions},
     net::{
         drop::NetDropOptions,
         partition::NetPartitionOptions,
@@ -79,6 +80,10 @@ pub const FAULT_KINDS: &[FaultKind] = &[
     FaultKind::of::<SyscallDelayOptions>("syscall delay"),
     FaultKind::of::<ProcKillOptions>("proc kill"),
     FaultKind::of::<ProcPauseOptions>("proc pause"),
+    FaultKind::of::<DnsFailOptions>("dns fail"),
+    FaultKind::of::<DnsDropOptions>("dns drop"),
+    FaultKind::of::<DnsDelayOptions>("dns delay"),
+    FaultKind::of::<DnsSpoofOptions>("dns spoof"),
 ];
 
 /// Looks a kind up by name (`net drop`; extra spaces are forgiven).

@@ -11,6 +11,7 @@ pub const SYSCALL_ERRNO_OVERRIDE: &str = "syscall-errno-override";
 pub const SYSCALL_DELAY: &str = "syscall-delay";
 pub const PROCESS_KILL: &str = "process-kill";
 pub const PROCESS_PAUSE: &str = "process-pause";
+pub const DNS: &str = "dns";
 pub const CONNECTION_SEVER: &str = "connection-sever";
 
 /// `SockDestroy`: sock_diag destroys a loopback connection in a throwaway namespace.
@@ -108,6 +109,14 @@ pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
             "process pause",
             "cgroup v2 freezer (cgroup.freeze), thawed by a guard process if chaos dies",
             &[Cgroup2, CgroupFreezer],
+            true,
+        ),
+        (
+            DNS,
+            "DNS faults",
+            "cgroup sock_addr hooks on the target cgroup (connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6) send its \
+             port-53 queries to a responder chaos runs in the target's network namespace",
+            &[Program("cgroup_sock_addr"), Cgroup2],
             true,
         ),
         (

@@ -8,8 +8,9 @@
 //!       prints "ready", accepts and closes connections until killed
 //!   chaos-workload tcp-connect --to ADDR:PORT [--timeout-ms MS]
 //!       prints {"connected", "error", "elapsed_ms"}
-//!   chaos-workload http-serve --port P [--addr IP]
-//!       prints "ready", answers every HTTP request with 200 "ok" until killed
+//!   chaos-workload http-serve --port P [--addr IP] [--log FILE]
+//!       prints "ready", answers every HTTP request with 200 "ok" until killed; with --log,
+//!       appends one line to FILE per request answered (what the server saw, for tests)
 //!   chaos-workload metrics-serve --port P --probe ADDR:PORT [--timeout-ms MS]
 //!       a Prometheus exporter: TCP-connects to ADDR:PORT every 20 ms (each attempt waits at most
 //!       MS, default 100) and serves the counters `workload_probe_total` and
@@ -50,6 +51,11 @@
 //!       getppid(2), the call a benchmark's crash point kills; exits 0 if it survives
 //!   chaos-workload counter --file F
 //!       prints "ready", then rewrites F with an increasing counter every millisecond until killed
+//!   chaos-workload resolve --name N [--count K] [--gap-ms MS] [--family any|4|6]
+//!       [--nameserver IP]... [--timeout S] [--attempts N] [--tcp]
+//!       K getaddrinfo() lookups of N through glibc's resolver (with --nameserver: in a private
+//!       /etc naming those servers, see resolve.rs; --tcp asks over TCP); prints {"lookups": [{"ok", "addresses" or
+//!       "error" (EAI_NONAME...), "elapsed_us", "at_ns"}], "cpu_ns"}
 //!   chaos-workload tcp-serve --port P [--echo] | tcp-clients --to ADDR:PORT --count N ...
 //!       long-lived TCP connections that report how each one ended (chaos-workload/tcp.rs)
 //!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
@@ -71,6 +77,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "chaos-workload/resolve.rs"]
+mod resolve;
 #[path = "chaos-workload/tcp.rs"]
 mod tcp;
 #[path = "chaos-workload/threads.rs"]
@@ -105,7 +113,9 @@ fn main() {
                 gap: Duration::from_millis(num("--gap-ms", 20)),
             }),
         ),
-        "http-serve" => http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16),
+        "http-serve" => {
+            http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16, flag("--log"))
+        }
         "metrics-serve" => metrics_serve(num("--port", 0) as u16, addr_of("--probe"), num("--timeout-ms", 100)),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),
         "connect-loop" if has("--udp") => udp_connect_loop(addr(), num("--count", 100)),
@@ -126,6 +136,26 @@ fn main() {
             let command = flags.iter().position(|a| a == "--").map(|i| &flags[i + 1..]).unwrap_or_else(|| usage());
             supervise(num("--restart-ms", 100), flag("--into-cgroup"), command);
         }
+        "resolve" => resolve::resolve(&resolve::Lookups {
+            name: flag("--name").unwrap_or_else(|| usage()),
+            count: num("--count", 1),
+            gap: Duration::from_millis(num("--gap-ms", 0)),
+            family: match flag("--family").as_deref() {
+                None | Some("any") => libc::AF_UNSPEC,
+                Some("4") => libc::AF_INET,
+                Some("6") => libc::AF_INET6,
+                Some(_) => usage(),
+            },
+            nameservers: flags
+                .iter()
+                .zip(flags.iter().skip(1))
+                .filter(|(f, _)| *f == "--nameserver")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            timeout_s: num("--timeout", 2),
+            attempts: num("--attempts", 1),
+            tcp: has("--tcp"),
+        }),
         "socket-calls" => socket_calls(),
         "lsm-calls" => lsm_calls(std::path::Path::new(&flag("--dir").unwrap_or_else(|| usage()))),
         "threads" => threads::run(&threads::Options {
@@ -219,7 +249,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N] | udp-sink --port P \
          [--idle-ms MS] [--max-secs S] [--times] | tcp-listen --port P | tcp-connect --to ADDR:PORT \
-         [--timeout-ms MS] | http-serve --port P [--addr IP] | sleep --secs S | sync-loop --path FILE --count N \
+         [--timeout-ms MS] | http-serve --port P [--addr IP] [--log FILE] | sleep --secs S | sync-loop --path FILE --count N \
          | getrandom-loop --count N | fsync-loop --path FILE --count N"
     );
     std::process::exit(2)
@@ -628,13 +658,14 @@ fn metrics_serve(port: u16, probe: SocketAddr, timeout_ms: u64) {
     }
 }
 
-fn http_serve(addr: String, port: u16) {
+fn http_serve(addr: String, port: u16, log: Option<String>) {
     let ip: std::net::IpAddr = addr.parse().unwrap_or_else(|_| usage());
     let listener = TcpListener::bind((ip, port)).expect("bind");
     println!("ready");
     std::io::stdout().flush().expect("flush");
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
+        let log = log.clone();
         std::thread::spawn(move || {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
             let mut request = Vec::new();
@@ -645,7 +676,14 @@ fn http_serve(addr: String, port: u16) {
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let answered = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            if let (Ok(()), Some(log)) = (answered, log) {
+                // One write per line: the threads append to one file.
+                let line =
+                    format!("{}\n", String::from_utf8_lossy(request.split(|&b| b == b'\r').next().unwrap_or_default()));
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(&log);
+                file.and_then(|mut f| f.write_all(line.as_bytes())).expect("append to the request log");
+            }
         });
     }
 }

@@ -40,6 +40,7 @@ mod common;
 mod daemon;
 mod delay;
 mod delay_net;
+mod dns;
 mod drop;
 mod entry_hook;
 mod floor;
@@ -94,6 +95,9 @@ pub enum Which {
     /// Connection sever: command to last reset for 10, 1 000 and 10 000 connections (against a
     /// bpf_sock_destroy iterator), and --after-bytes' CPU per packet against an empty program (host).
     Sever,
+    /// DNS faults: untargeted lookups armed vs not, the target's other names through chaos vs
+    /// direct, a failed lookup from chaos vs a resolver configured to fail it (host).
+    Dns,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -216,6 +220,9 @@ pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<(
     }
     if which.contains(&Which::Sever) {
         write_section("sever", &sever::sever_bench()?)?;
+    }
+    if which.contains(&Which::Dns) {
+        write_section("dns", &dns::dns_bench(binaries)?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())
