@@ -12,15 +12,47 @@ use std::{
 use chaos_tests::{
     cgroup::TestCgroup,
     chaos::{self, Chaos},
-    require_root, skip,
+    require_root,
     workload::{command_in, workload_bin},
 };
 
 const MS: f64 = 1e6;
 
-/// The VM tiers run under TCG: a guest's timers and scheduling are coarser than the host's.
-fn on_vm() -> bool {
-    skip::tier().is_some_and(|t| t.starts_with("vm-"))
+/// What the tests judge a hold by, on every tier (the host, loaded by other builds, and TCG
+/// guests, two at once) alike, with no figure of this machine in it:
+/// - at least the delay, every call: the holder resumes a thread no earlier than its due time,
+///   counted from the stop the call's own signal made (after the call's work), so a call
+///   takes its own time plus the delay, never less;
+/// - at most half the delay more than that, at the median: the resume is a timer wake of the
+///   holder, a PTRACE_CONT and a wake of the thread, which wait for a CPU on a loaded machine
+///   (up to 47 ms seen at p99 on the host, more in a guest), but not at the median; a hold that
+///   is stretched (held twice, resumed by a poll, waiting on chaos) takes a whole delay more.
+fn assert_held(what: &str, calls: &[f64], delay_ms: f64, own_ms: f64) {
+    let shortest = calls.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(
+        shortest >= delay_ms,
+        "{what}: a call returned after {shortest:.2} ms, before its {delay_ms} ms delay: {calls:.1?}"
+    );
+    let p50 = percentile(calls, 50.0);
+    let most = delay_ms + own_ms + delay_ms / 2.0;
+    assert!(
+        p50 <= most,
+        "{what}: p50 {p50:.2} ms, over {most:.1} ms (the delay, the call's own {own_ms:.2} ms and half the delay): {calls:.1?}"
+    );
+}
+
+/// The other threads run on: the heartbeat's largest gap during the fault against its largest
+/// gap in the same run without the fault, just before. A hold of the whole process adds the
+/// delay to it (the heartbeat cannot beat while stopped); held per thread, the heartbeat's
+/// gaps stay what the machine makes them, so the fault may not add half the delay. (A bound in
+/// ms would judge the machine: a TCG guest's heartbeat alone has gaps over 150 ms.)
+fn assert_heartbeat_ran_on(what: &str, gap_ms: f64, bare_gap_ms: f64, delay_ms: f64) {
+    let most = bare_gap_ms + delay_ms / 2.0;
+    assert!(
+        gap_ms < most,
+        "{what}: the heartbeat's largest gap was {gap_ms:.1} ms during the fault, {bare_gap_ms:.1} ms without it: \
+         the fault added over half its {delay_ms} ms delay"
+    );
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {
@@ -124,10 +156,7 @@ fn a_delayed_call_holds_only_its_own_thread() {
     require_root!("a_delayed_call_holds_only_its_own_thread");
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
-    // The delay a call gets, against the asked 300 ms: within 10 ms on the host; TCG's timers
-    // and a guest sharing its core with another stretch it, so wider there. The heartbeat
-    // thread must never wait for the worker's hold (300 ms); on the host, not even 50 ms.
-    let (bound, gap_bound) = if on_vm() { (30.0, 150.0) } else { (10.0, 50.0) };
+    let delay_ms = 300.0;
     let args = ["--call", "fsync", "--count", "12", "--heartbeat-ms", "10"];
     // The same calls without the fault, spaced as the delay spaces them: their own time, and the
     // heartbeat's largest gap on this machine as it is now.
@@ -152,23 +181,22 @@ fn a_delayed_call_holds_only_its_own_thread() {
             heartbeat_gap_ms(&bare)
         );
         assert_eq!(counters["counters"][0]["injected"], 12, "--scope {scope}: {counters}");
-        if scope == "thread" {
-            // The caller sees its call's own time plus the delay.
-            assert!(
-                (added - 300.0).abs() <= bound,
-                "--scope thread: {added:.2} ms added, not 300 ± {bound}: {fsyncs:?}"
-            );
-        } else {
-            // The delay counts from the call's entry: a call that blocks on its own waits
-            // max(its own time, the delay).
-            let p50 = percentile(&fsyncs, 50.0);
-            assert!((p50 - 300.0).abs() <= bound, "--scope process: p50 {p50:.2} ms, not 300 ± {bound}: {fsyncs:?}");
-        }
+        // Per thread the caller sees its call's own time plus the delay; per process the delay
+        // counts from the call's entry (a call that blocks on its own waits the longer of the
+        // two), so the call's own time is not added to the bound there.
+        let own = if scope == "thread" { own_ms } else { 0.0 };
+        assert_held(&format!("--scope {scope}"), &fsyncs, delay_ms, own);
         gaps.push(gap);
     }
-    assert!(gaps[0] < gap_bound, "per thread, the heartbeat stalled {:.1} ms (bound {gap_bound} ms)", gaps[0]);
-    // The whole process stops with each held call: the heartbeat waits the delay out too.
-    assert!(gaps[1] >= 250.0, "per process, the heartbeat's largest gap was only {:.1} ms", gaps[1]);
+    assert_heartbeat_ran_on("--scope thread", gaps[0], heartbeat_gap_ms(&bare), delay_ms);
+    // The whole process stops with each held call: the heartbeat waits the delay out too (from
+    // the stop the program made as the call entered, bar the moment the stop takes to reach
+    // the sleeping heartbeat). That is what the bound above tells apart.
+    assert!(
+        gaps[1] >= delay_ms * 5.0 / 6.0,
+        "per process, the heartbeat's largest gap was only {:.1} ms of the {delay_ms} ms the process stood stopped",
+        gaps[1]
+    );
 }
 
 #[test]
@@ -176,9 +204,7 @@ fn two_threads_delayed_at_once_each_wait_their_own_delay() {
     require_root!("two_threads_delayed_at_once_each_wait_their_own_delay");
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
-    // Two held threads and the holder share a TCG guest's one host thread: measured p50 errors
-    // of 5 ms (6.12) and 18 ms (6.1) there, 0.5 ms on the host.
-    let bound = if on_vm() { 50.0 } else { 10.0 };
+    let delay_ms = 200.0;
     let mut target = Threads::start(&cgroup, &["--call", "getppid", "--count", "8", "--workers", "2", "--together"]);
     let chaos = delay(&cgroup, "getppid", "200ms", &[]);
     target.go();
@@ -188,16 +214,19 @@ fn two_threads_delayed_at_once_each_wait_their_own_delay() {
         report["starts_ns"][worker].as_array().expect("starts").iter().filter_map(serde_json::Value::as_f64).collect()
     };
     let apart: Vec<f64> = starts(0).iter().zip(starts(1)).map(|(a, b)| (a - b).abs() / MS).collect();
+    // Each waits its own delay: held one after the other, or one hold ending both, half the
+    // calls would take twice the delay, or the delay and nothing.
     for worker in 0..2 {
         let calls = calls_ms(&report, worker);
-        let p50 = percentile(&calls.iter().map(|ms| (ms - 200.0).abs()).collect::<Vec<_>>(), 50.0);
-        eprintln!("measured: worker {worker}: getppid held {calls:.1?} ms (p50 error {p50:.2} ms)");
-        assert!(p50 <= bound, "worker {worker}: p50 error {p50:.2} ms > {bound} ms: {calls:?}");
+        eprintln!("measured: worker {worker}: getppid held {calls:.1?} ms (p50 {:.2} ms)", percentile(&calls, 50.0));
+        // getppid's own time is microseconds.
+        assert_held(&format!("worker {worker}"), &calls, delay_ms, 0.0);
     }
-    // They were held at the same time, each for its own 200 ms.
+    // They were held at the same time: the calls started together (a barrier), so their holds
+    // overlapped; a quarter of the delay apart would already be a stagger.
     let median_apart = percentile(&apart, 50.0);
     eprintln!("measured: the two workers' calls started {median_apart:.2} ms apart (median)");
-    assert!(median_apart < 50.0, "the calls did not overlap: {apart:.1?} ms apart");
+    assert!(median_apart < delay_ms / 4.0, "the calls did not start together: {apart:.1?} ms apart");
 }
 
 #[test]
@@ -205,7 +234,7 @@ fn threads_and_processes_started_during_the_fault_are_held_alone() {
     require_root!("threads_and_processes_started_during_the_fault_are_held_alone");
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
-    let (bound, gap_bound) = if on_vm() { (30.0, 150.0) } else { (10.0, 50.0) };
+    let delay_ms = 100.0;
     for child in [false, true] {
         // Only the main thread exists when the holder seizes the target: the workers, the
         // heartbeat and (with --child) a whole process start afterwards.
@@ -213,6 +242,13 @@ fn threads_and_processes_started_during_the_fault_are_held_alone() {
         if child {
             args.push("--child");
         }
+        // The same process without the fault, its calls spaced as the delay spaces them: the
+        // calls' own time and the heartbeat's gaps on this machine as it is now.
+        let mut bare = Threads::start(&cgroup, &[&args[..], &["--gap-ms", "100"]].concat());
+        bare.go();
+        let bare = bare.report();
+        let bare = if child { &bare["child"] } else { &bare };
+        let (own_ms, bare_gap) = (percentile(&calls_ms(bare, 0), 50.0), heartbeat_gap_ms(bare));
         let mut target = Threads::start(&cgroup, &args);
         let chaos = delay(&cgroup, "read", "100ms", &[]);
         target.go();
@@ -220,16 +256,15 @@ fn threads_and_processes_started_during_the_fault_are_held_alone() {
         drop(chaos.stop_json());
         let made_by = if child { &report["child"] } else { &report };
         let calls = calls_ms(made_by, 0);
-        let p50 = percentile(&calls.iter().map(|ms| (ms - 100.0).abs()).collect::<Vec<_>>(), 50.0);
         // The heartbeat of the process making the calls: its other thread runs on.
         let gap = heartbeat_gap_ms(made_by);
         let what = if child { "a child process" } else { "a thread" };
         eprintln!(
             "measured: {what} started during the fault: reads held {calls:.1?} ms; its process's heartbeat's largest \
-             gap {gap:.1} ms"
+             gap {gap:.1} ms ({bare_gap:.1} ms without the fault)"
         );
-        assert!(p50 <= bound, "{what} started during the fault: p50 error {p50:.2} ms: {calls:?}");
-        assert!(gap < gap_bound, "{what}: the heartbeat stalled {gap:.1} ms");
+        assert_held(&format!("{what} started during the fault"), &calls, delay_ms, own_ms);
+        assert_heartbeat_ran_on(what, gap, bare_gap, delay_ms);
     }
 }
 
@@ -378,7 +413,8 @@ fn every_syscall_by_name_and_a_delay_of_bpf_and_a_crash_point_at_io_uring_enter(
     drop(chaos.stop_json());
     let calls = calls_ms(&report, 0);
     eprintln!("measured: bpf() held {calls:.1?} ms");
-    assert!(calls.iter().all(|&ms| ms >= 45.0), "bpf() was not delayed: {calls:?}");
+    // Held calls take at least the delay (see assert_held).
+    assert!(calls.iter().all(|&ms| ms >= 50.0), "bpf() was not delayed: {calls:?}");
 
     // io_uring_enter(2): a crash point kills at the exact call.
     let killer = chaos::start_fault(&["proc", "kill", "--on-syscall", "io_uring_enter", "--after", "2"], &cgroup);
@@ -398,7 +434,7 @@ fn a_frozen_chaos_neither_stretches_holds_nor_outlives_the_deadline() {
     require_root!("a_frozen_chaos_neither_stretches_holds_nor_outlives_the_deadline");
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
-    let bound = if on_vm() { 30.0 } else { 10.0 };
+    let delay_ms = 400.0;
     let mut target = Threads::start(&cgroup, &["--call", "read", "--count", "20", "--heartbeat-ms", "10"]);
     // Holds of 400 ms: a TCG guest's own stalls (up to 170 ms seen) stay well apart from them.
     let args =
@@ -430,9 +466,16 @@ fn a_frozen_chaos_neither_stretches_holds_nor_outlives_the_deadline() {
         after.iter().copied().fold(0.0, f64::max)
     );
     assert!(before.len() >= 5, "only {} reads were held before the deadline: {calls:?}", before.len());
-    assert!((percentile(&before, 50.0) - 400.0).abs() <= bound, "holds stretched with chaos frozen: {before:?}");
-    assert!(!after.is_empty() && after.iter().all(|&ms| ms < 50.0), "a read was held after the deadline: {calls:?}");
-    assert!(gap < if on_vm() { 200.0 } else { 50.0 }, "the heartbeat stalled {gap:.1} ms");
+    // A read's own time is microseconds.
+    assert_held("with chaos frozen", &before, delay_ms, 0.0);
+    // After the deadline nothing is held: a held read takes the whole delay.
+    assert!(
+        !after.is_empty() && after.iter().all(|&ms| ms < delay_ms / 2.0),
+        "a read was held after the deadline: {calls:?}"
+    );
+    // Had the frozen chaos (or its holder) stopped the process, the heartbeat would have waited
+    // out at least one whole hold.
+    assert!(gap < delay_ms, "the heartbeat stalled {gap:.1} ms, as long as a hold of the {delay_ms} ms delay");
 }
 
 /// Two per-thread delays of one chaos process (a daemon's experiments on two cgroups): when the
@@ -498,8 +541,9 @@ fn a_daemon_lets_go_of_one_target_while_another_delay_runs_on() {
         let_go_after.as_secs_f64()
     );
     assert!(still_traced, "the second target was let go with the first: {:?}", threads_of(targets[1].pid()));
+    // Held reads take at least the 50 ms delay (see assert_held); reads let go, far less.
     assert!(first_ms < 25.0, "the first target's reads are still delayed: {first_ms:.2} ms");
-    assert!(second_ms >= 45.0, "the second target's reads are no longer delayed: {second_ms:.2} ms");
+    assert!(second_ms >= 50.0, "the second target's reads are no longer delayed: {second_ms:.2} ms");
     for target in &targets {
         assert!(
             threads_of(target.pid()).iter().all(|&(_, state, tracer)| tracer == 0 && !matches!(state, 't' | 'T')),
