@@ -175,7 +175,9 @@ fn a_delayed_call_holds_only_its_own_thread() {
         let added = percentile(&fsyncs, 50.0) - own_ms;
         let gap = heartbeat_gap_ms(&report);
         eprintln!(
-            "measured: --scope {scope}: 12 fsyncs held 300 ms: p50 {:.2} ms, {added:.2} ms over their own p50 of              {own_ms:.2} ms; the heartbeat thread's largest gap {gap:.1} ms ({} beats of 10 ms; {:.1} ms without the              fault)",
+            "measured: --scope {scope}: 12 fsyncs held 300 ms: p50 {:.2} ms, {added:.2} ms over their own p50 of \
+             {own_ms:.2} ms; the heartbeat thread's largest gap {gap:.1} ms ({} beats of 10 ms; {:.1} ms without \
+             the fault)",
             percentile(&fsyncs, 50.0),
             report["heartbeats"],
             heartbeat_gap_ms(&bare)
