@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod chaos;
 pub mod crash;
 pub mod dns;
+pub mod held;
 pub mod kernel;
 pub mod manifest;
 pub mod net;

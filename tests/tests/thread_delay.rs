@@ -12,34 +12,12 @@ use std::{
 use chaos_tests::{
     cgroup::TestCgroup,
     chaos::{self, Chaos},
+    held::{assert_held, percentile},
     require_root,
     workload::{command_in, workload_bin},
 };
 
 const MS: f64 = 1e6;
-
-/// What the tests judge a hold by, on every tier (the host, loaded by other builds, and TCG
-/// guests, two at once) alike, with no figure of this machine in it:
-/// - at least the delay, every call: the holder resumes a thread no earlier than its due time,
-///   counted from the stop the call's own signal made (after the call's work), so a call
-///   takes its own time plus the delay, never less;
-/// - at most half the delay more than that, at the median: the resume is a timer wake of the
-///   holder, a PTRACE_CONT and a wake of the thread, which wait for a CPU on a loaded machine
-///   (up to 47 ms seen at p99 on the host, more in a guest), but not at the median; a hold that
-///   is stretched (held twice, resumed by a poll, waiting on chaos) takes a whole delay more.
-fn assert_held(what: &str, calls: &[f64], delay_ms: f64, own_ms: f64) {
-    let shortest = calls.iter().copied().fold(f64::INFINITY, f64::min);
-    assert!(
-        shortest >= delay_ms,
-        "{what}: a call returned after {shortest:.2} ms, before its {delay_ms} ms delay: {calls:.1?}"
-    );
-    let p50 = percentile(calls, 50.0);
-    let most = delay_ms + own_ms + delay_ms / 2.0;
-    assert!(
-        p50 <= most,
-        "{what}: p50 {p50:.2} ms, over {most:.1} ms (the delay, the call's own {own_ms:.2} ms and half the delay): {calls:.1?}"
-    );
-}
 
 /// The other threads run on: the heartbeat's largest gap during the fault against its largest
 /// gap in the same run without the fault, just before. A hold of the whole process adds the
@@ -53,12 +31,6 @@ fn assert_heartbeat_ran_on(what: &str, gap_ms: f64, bare_gap_ms: f64, delay_ms: 
         "{what}: the heartbeat's largest gap was {gap_ms:.1} ms during the fault, {bare_gap_ms:.1} ms without it: \
          the fault added over half its {delay_ms} ms delay"
     );
-}
-
-fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
 }
 
 /// A `chaos-workload threads --wait-line` in a cgroup: started before the fault (so the holder
@@ -415,7 +387,7 @@ fn every_syscall_by_name_and_a_delay_of_bpf_and_a_crash_point_at_io_uring_enter(
     drop(chaos.stop_json());
     let calls = calls_ms(&report, 0);
     eprintln!("measured: bpf() held {calls:.1?} ms");
-    // Held calls take at least the delay (see assert_held).
+    // Held calls take at least the delay (chaos_tests::held).
     assert!(calls.iter().all(|&ms| ms >= 50.0), "bpf() was not delayed: {calls:?}");
 
     // io_uring_enter(2): a crash point kills at the exact call.
@@ -543,7 +515,7 @@ fn a_daemon_lets_go_of_one_target_while_another_delay_runs_on() {
         let_go_after.as_secs_f64()
     );
     assert!(still_traced, "the second target was let go with the first: {:?}", threads_of(targets[1].pid()));
-    // Held reads take at least the 50 ms delay (see assert_held); reads let go, far less.
+    // Held reads take at least the 50 ms delay (chaos_tests::held); reads let go, far less.
     assert!(first_ms < 25.0, "the first target's reads are still delayed: {first_ms:.2} ms");
     assert!(second_ms >= 50.0, "the second target's reads are no longer delayed: {second_ms:.2} ms");
     for target in &targets {

@@ -118,13 +118,15 @@ pub fn can_hold(cgroup_dir: &Path) -> Result<(), String> {
         && scope.trim() == "3"
     {
         return Err(format!(
-            "{YAMA_PTRACE_SCOPE} is 3: Yama lets no process trace another, so chaos cannot hold one thread;              {alternative}"
+            "{YAMA_PTRACE_SCOPE} is 3: Yama lets no process trace another, so chaos cannot hold one thread; \
+             {alternative}"
         ));
     }
     let capabilities = crate::os::sys::effective_capabilities().unwrap_or(0);
     if capabilities & (1 << CAP_SYS_PTRACE) == 0 {
         return Err(format!(
-            "holding one thread needs CAP_SYS_PTRACE (chaos traces the target's threads), which chaos lacks: run it as              root or give it CAP_SYS_PTRACE; {alternative}"
+            "holding one thread needs CAP_SYS_PTRACE (chaos traces the target's threads), which chaos lacks: run it \
+             as root or give it CAP_SYS_PTRACE; {alternative}"
         ));
     }
     for pid in crate::os::cgroup::pids_below(cgroup_dir) {
@@ -155,7 +157,8 @@ pub fn tracing_words() -> String {
 /// Why a target traced by someone else is refused.
 fn traced_refusal(pid: i32, tracer: i32) -> String {
     format!(
-        "process {pid} ({}) of the target is traced by process {tracer} ({}), and a thread has one tracer: end that          trace, or use --scope process (which stops the whole process and needs no tracing)",
+        "process {pid} ({}) of the target is traced by process {tracer} ({}), and a thread has one tracer: \
+         end that trace, or use --scope process (which stops the whole process and needs no tracing)",
         process::command_of(pid),
         process::command_of(tracer)
     )
