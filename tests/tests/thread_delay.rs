@@ -13,7 +13,7 @@ use chaos_tests::{
     cgroup::TestCgroup,
     chaos::{self, Chaos},
     held::{assert_held, percentile},
-    require_root,
+    require_root, skip,
     workload::{command_in, workload_bin},
 };
 
@@ -259,6 +259,11 @@ fn sigkill_of_chaos_mid_delay_leaves_no_thread_stopped_or_traced() {
     let before = threads_of(pid);
     assert!(before.iter().all(|&(_, _, tracer)| tracer != 0), "every thread is traced while held: {before:?}");
     assert!(before.iter().any(|&(_, state, _)| state != 't'), "the other threads run on: {before:?}");
+    // The promise: within 1 s (the holder sees its parent die and exits; the kernel detaches
+    // its tracees). Under TCG a guest stalls as a whole when its host threads wait for a CPU
+    // (276 ms measured here on 6.1 with host tests beside it, 170 ms stalls seen with two
+    // guests): the same sequence gets 3 s there.
+    let limit = Duration::from_secs(if skip::tier().is_some_and(|t| t.starts_with("vm-")) { 3 } else { 1 });
     chaos.signal(libc::SIGKILL);
     let killed = Instant::now();
     let settled = loop {
@@ -266,7 +271,7 @@ fn sigkill_of_chaos_mid_delay_leaves_no_thread_stopped_or_traced() {
         if now.iter().all(|&(_, state, tracer)| tracer == 0 && !matches!(state, 't' | 'T')) {
             break killed.elapsed();
         }
-        assert!(killed.elapsed() < Duration::from_secs(1), "1 s after SIGKILL of chaos: {now:?}");
+        assert!(killed.elapsed() < limit, "{limit:?} after SIGKILL of chaos: {now:?}");
         std::thread::sleep(Duration::from_millis(2));
     };
     drop(chaos.wait(Duration::from_secs(10)));

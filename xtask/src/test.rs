@@ -269,7 +269,8 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("experiments", 1.4),
     ("proc", 1.4),
     ("entry_hook", 0.8),
-    // Per-thread syscall delay: estimated from its host time (22 s) and delay.rs's ratio.
+    // Per-thread syscall delay: measured alone at 56-75 s on 6.12 and 84 s on 6.1; beside
+    // another guest, more.
     ("thread_delay", 1.5),
     ("lsm_cgroup", 1.0),
     ("net_drop", 0.65),
