@@ -469,12 +469,23 @@ fn the_guard_of_an_inert_fault_waits_for_its_time_box() {
             .arg(cgroup.dir())
             .arg("0")
             .stdin(std::process::Stdio::piped())
-            // It says "ready" there once it watches; nobody here waits for that.
-            .stdout(std::process::Stdio::null())
+            // It says "ready" there once it watches.
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start the guard"),
     );
     std::thread::sleep(Duration::from_millis(1000));
+    assert!(kernel::is_stopped(pid), "a guard without a time box resumed the target");
+    // The time box is sent once the guard watches: sent earlier, it waits in the pipe for as long
+    // as the guard takes to start (over a second in a TCG guest beside another), and the
+    // lateness below would be the start's, not the guard's wait.
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(guard.0.stdout.as_mut().expect("the guard's stdout")),
+        &mut ready,
+    )
+    .expect("read the guard's ready line");
+    assert_eq!(ready.trim(), "ready", "the guard did not start");
     assert!(kernel::is_stopped(pid), "a guard without a time box resumed the target");
     let until_ns = kernel::monotonic_ns() + 300_000_000;
     let stdin = guard.0.stdin.as_mut().expect("the guard's stdin");
