@@ -42,6 +42,9 @@ pub mod maps {
     pub const INJECTIONS: &str = "INJECTIONS";
     /// Array, one entry: [`super::TraceWindow`], the kernel-side rate limit of `INJECTIONS`.
     pub const TRACE_WINDOW: &str = "TRACE_WINDOW";
+    /// Hash map, thread id -> [`super::held`] state: the threads of the target that chaos's
+    /// holder process has seized (ptrace), which a per-thread `syscall delay` may hold.
+    pub const HELD_THREADS: &str = "HELD_THREADS";
     /// Ring buffer of [`super::SeverEvent`]s: connections `net sever --after-bytes` silenced,
     /// for the controller to record (and, with `--mode reset`, to destroy).
     pub const SEVER_EVENTS: &str = "SEVER_EVENTS";
@@ -93,6 +96,28 @@ pub mod flags {
     /// `--trace-injections`: report a sample of the injections (at most `trace_per_sec` a
     /// second) in the `INJECTIONS` ring buffer.
     pub const TRACE: u32 = 1 << 5;
+    /// `syscall delay --scope thread`: hold only the calling thread (signal it with
+    /// [`super::held::SIGNAL`] when chaos's holder has seized it), not the whole process.
+    pub const HOLD_THREAD: u32 = 1 << 6;
+}
+
+/// A per-thread `syscall delay` (`flags::HOLD_THREAD`): the kernel signals the calling thread,
+/// which chaos's holder process traces (PTRACE_SEIZE), so the thread alone stops in
+/// signal-delivery-stop; the holder keeps it there for the delay and resumes it with the signal
+/// suppressed. The `HELD_THREADS` map says which threads are seized, and which were signalled.
+pub mod held {
+    /// The signal the kernel sends: SIGURG. Its default action is to ignore it, few programs
+    /// handle it (Go's runtime does, and takes spurious ones in its stride), and it reaches
+    /// the program only if the holder dies with the thread held (the kernel then detaches the
+    /// thread and delivers the pending signal).
+    pub const SIGNAL: u32 = 23;
+    /// `HELD_THREADS` value: seized by the holder; the kernel may signal it.
+    pub const SEIZED: u32 = 1;
+    /// `HELD_THREADS` value: the kernel signalled it for a delayed call; the holder's next
+    /// SIGURG stop of this thread is that one (not a SIGURG from elsewhere) and holds it.
+    pub const SIGNALLED: u32 = 2;
+    /// Threads one fault can hold: the map's size.
+    pub const MAX_THREADS: u32 = 65_536;
 }
 
 /// Syscall numbers `syscall delay` can watch: the bitmap `SYSCALL_SET` has this many bits.

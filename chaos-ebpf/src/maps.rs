@@ -1,10 +1,11 @@
 //! The maps userspace fills and reads (names and layouts in chaos-common).
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use chaos_common::{
-    Direction, FaultConfig, FaultCounters, SYSCALL_SET_BITS, ScheduleState, TraceWindow, WORDS_PER_PORT_SET,
+    Direction, FaultConfig, FaultCounters, SYSCALL_SET_BITS, ScheduleState, TraceWindow, WORDS_PER_PORT_SET, held,
 };
 
 /// One entry: this object's fault.
@@ -38,6 +39,13 @@ pub(crate) static SYSCALL_SET: Array<u64> = Array::with_max_entries(SYSCALL_SET_
 /// events; a full buffer means the task is not stopped at all (see syscall/delay.rs).
 #[map(name = "STOP_EVENTS")]
 pub(crate) static STOP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// The target's threads chaos's holder has seized (`syscall delay --scope thread`): thread id
+/// -> `held::SEIZED` or `held::SIGNALLED`. The holder fills it; the program only signals
+/// threads found here. Allocated as entries come (a preallocated map of this size would take
+/// megabytes per fault for threads that mostly never exist).
+#[map(name = "HELD_THREADS")]
+pub(crate) static HELD_THREADS: HashMap<u32, u32> = HashMap::with_max_entries(held::MAX_THREADS, BPF_F_NO_PREALLOC);
 
 /// `net rate`: the next free departure time, shared by all CPUs.
 #[map(name = "RATE_STATE")]

@@ -137,10 +137,7 @@ impl Injection {
 }
 
 fn syscall_name(number: u32) -> String {
-    syscall_table::X86_64
-        .iter()
-        .find(|(_, n)| *n == number)
-        .map_or_else(|| format!("syscall {number}"), |(name, _)| (*name).to_owned())
+    syscall_table::name_of(number).map_or_else(|| format!("syscall {number}"), str::to_owned)
 }
 
 fn signal_name(number: u32) -> String {

@@ -353,12 +353,35 @@ pub fn root_qdisc(netns: &crate::net::Netns, iface: &str) -> String {
     String::from_utf8_lossy(&output.stdout).split_whitespace().nth(1).unwrap_or("").to_owned()
 }
 
-/// Whether process `pid` is stopped (state T).
+/// The threads of process `pid` that are stopped (state T or t) or traced (`TracerPid` not 0),
+/// each as "TID (state S, tracer P)": what a per-thread syscall delay's holder must never leave
+/// behind.
+#[must_use]
+pub fn threads_stopped_or_traced(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let field = |name: &str| {
+                status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default()
+            };
+            let (state, tracer) = (field("State:"), field("TracerPid:"));
+            let stopped = state.starts_with(['T', 't']);
+            (stopped || tracer != "0")
+                .then(|| format!("{} (state {state}, tracer {tracer})", task.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// Whether process `pid` (its main thread) is stopped: by a signal (state T), or in a
+/// ptrace-stop (state t: a process a per-thread syscall delay stopped whole, which chaos's holder
+/// traces from then on, stays stopped in that state).
 #[must_use]
 pub fn is_stopped(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['T', 't'])))
         .unwrap_or(false)
 }
 

@@ -10,6 +10,7 @@ pub mod chaos;
 pub mod controllers;
 pub mod crash;
 pub mod dns;
+pub mod held;
 pub mod kernel;
 pub mod manifest;
 pub mod net;

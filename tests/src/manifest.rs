@@ -417,6 +417,17 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("a_daemon_run_whose_cgroup_is_removed_ends_target_gone_and_the_daemon_carries_on", &[HostTier]),
         ("a_detached_experiment_whose_cgroup_is_removed_ends_target_gone", &[]),
     ]),
+    ("thread_delay", &[
+        ("a_delayed_call_holds_only_its_own_thread", &[]),
+        ("two_threads_delayed_at_once_each_wait_their_own_delay", &[]),
+        ("threads_and_processes_started_during_the_fault_are_held_alone", &[]),
+        ("sigkill_of_chaos_mid_delay_leaves_no_thread_stopped_or_traced", &[]),
+        ("a_target_another_tracer_holds_is_refused_naming_the_tracer", &[]),
+        ("signals_reach_a_target_held_per_thread_unchanged", &[]),
+        ("every_syscall_by_name_and_a_delay_of_bpf_and_a_crash_point_at_io_uring_enter", &[]),
+        ("a_frozen_chaos_neither_stretches_holds_nor_outlives_the_deadline", &[]),
+        ("a_daemon_lets_go_of_one_target_while_another_delay_runs_on", &[]),
+    ]),
     ("trace", &[
         ("a_traced_drop_names_each_lost_datagram_with_its_sender_and_ports", &[]),
         ("the_kernel_holds_the_trace_rate", &[]),

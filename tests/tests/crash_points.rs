@@ -132,9 +132,27 @@ fn a_syscall_delay_killed_at_any_step_leaves_no_task_stopped_and_no_record() {
     let _serial = chaos_tests::serialized();
     let target = TestCgroup::new();
     let counter = Counter::start(&target);
-    let victim = ["syscall", "delay", "--cgroup", target.path(), "--syscall", "write", "--by", "20ms", "--for", "50ms"];
+    // `--scope thread` (the default, named so the sweep stays on it): chaos's holder process
+    // seizes the counter's threads; SIGKILL of chaos or of its holder (both run in the victims'
+    // cgroup) must leave none of them stopped or traced.
+    let victim = [
+        "syscall",
+        "delay",
+        "--cgroup",
+        target.path(),
+        "--syscall",
+        "write",
+        "--by",
+        "20ms",
+        "--scope",
+        "thread",
+        "--for",
+        "50ms",
+    ];
     let sweep = crash::sweep("syscall delay", &victim, CHAOS_STEPS, MAX_POINTS, |n, cleaned| {
         let what = format!("syscall delay point {n}{}", if cleaned { " after cleanup" } else { "" });
+        let left = kernel::threads_stopped_or_traced(counter.child.id());
+        assert!(left.is_empty(), "{what}: threads of the target left stopped or traced: {left:?}");
         counter.assert_running(&what);
     });
     assert!(sweep.points >= 10, "only {} crash points: the victim's sequence is not being crashed", sweep.points);

@@ -272,6 +272,9 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     // for seconds on real workloads: cpu shares, memory, io, pids).
     ("limits", 2.2),
     ("entry_hook", 0.8),
+    // Per-thread syscall delay: measured alone at 56-75 s on 6.12 and 84 s on 6.1; beside
+    // another guest, more.
+    ("thread_delay", 1.5),
     ("lsm_cgroup", 1.0),
     ("net_drop", 0.65),
     // Measured on 6.12 alone at load 10: 92 s of tests (the dig tests skip there; the experiment

@@ -140,6 +140,10 @@ Examples:
     /// thaws a frozen target if chaos dies.
     #[command(name = "__guard", hide = true)]
     Guard { cgroup_dir: PathBuf, resume_all_at_ns: u64 },
+    /// The holder of per-thread syscall delays (started by chaos): traces the targets' threads
+    /// and holds the delayed ones.
+    #[command(name = "__holder", hide = true)]
+    Holder { cgroup_mount: PathBuf },
     /// A detached experiment's reaper (started by `chaos run --detach`).
     #[command(name = "__reap", hide = true)]
     Reap { id: String },
@@ -275,6 +279,7 @@ impl Cli {
             Command::Daemon(args) => args.run(self.output),
             Command::Cleanup => Ok(cleanup::run()),
             Command::Guard { cgroup_dir, resume_all_at_ns } => Ok(crate::os::guard::run(&cgroup_dir, resume_all_at_ns)),
+            Command::Holder { cgroup_mount } => Ok(crate::os::holder::process::run(&cgroup_mount)),
             Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
             Command::Generate { out_dir } => generate::run(&out_dir),
         }

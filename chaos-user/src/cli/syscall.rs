@@ -13,6 +13,7 @@ use crate::{
         hooks::{Filter, SYSCALLS, entry_only},
     },
     features::Prober,
+    os::syscall_table,
     report::OutputFormat,
 };
 
@@ -44,15 +45,24 @@ socket was created in, as cgroup socket hooks do.")]
 Examples:
   chaos syscall delay --cgroup /app --syscall read,write,fsync --by 50ms --for 60s
   chaos syscall delay --unit db.service --syscall fsync --by 200ms --jitter 50ms --percent 10 --for 5m
+  chaos syscall delay --pid 4242 --syscall connect --by 1s --scope process --for 30s
 
-eBPF cannot sleep, so the whole process is stopped (SIGSTOP) as the delayed call returns and
-resumed (SIGCONT) when the delay is over: its other threads pause too, and concurrent delayed
-calls of one process overlap. The caller sees the call take its own time plus the delay. A
-guard process resumes every stopped task if chaos dies, even by SIGKILL; at the end of the run
-(deadline or signal) every stopped task is resumed at once. --jitter spreads each delay
-uniformly by up to that much either way.")]
+A delayed call holds only its own thread (--scope thread, the default). The kernel decides which
+call is delayed and signals that thread alone; chaos's holder process, which traces the target's
+threads (PTRACE_SEIZE: nothing stops, no syscall is traced), keeps it stopped for the delay, then
+resumes it. The caller sees its call's own time plus the delay; the other threads run on. Signals
+the target gets pass through the holder unchanged (one round trip each). A process that joins
+the target during the fault is stopped whole for its first delayed call, then held per thread.
+A target another tracer holds (gdb, strace) is refused, naming the tracer.
+--scope process stops the whole process instead (SIGSTOP, then SIGCONT from chaos; no tracing):
+its other threads pause too, the delay counts from the call's entry, and delayed calls of one
+process overlap.
+Nothing stays stopped or traced: if chaos dies, even by SIGKILL, its holder (per process, its
+guard) lets every task go at once; after the kernel deadline nothing new is held. --syscall takes
+any x86_64 syscall by name (`chaos syscall list`). More in docs/syscall-delay.md.")]
     Delay(Box<FaultArgs<SyscallDelayOptions>>),
-    /// Every syscall chaos can fail, the mechanism used on this kernel, and its filters.
+    /// Every x86_64 syscall: how chaos fails it here (mechanism, filters) and where a delay
+    /// or a crash point of it catches the call.
     List,
 }
 
@@ -82,6 +92,9 @@ struct Row {
     override_function: String,
     /// Why `--backend override` cannot serve it here (none: it can).
     override_refused: Option<String>,
+    /// Where a delay or crash point of this one syscall catches it here with `--hook auto`:
+    /// `fentry` on its entry function, else the raw `sys-enter` tracepoint.
+    delay_hook: &'static str,
     filters: Vec<&'static str>,
     errnos: &'static str,
     /// Why this mechanism (what the better ones lack), or why none.
@@ -96,13 +109,14 @@ fn list(output: OutputFormat) {
         Filter::Remote => vec!["remote", "remote-port"],
         Filter::None => vec![],
     };
+    let fentry = fentry_entries(&kernel);
     let rows: Vec<Row> = SYSCALLS
         .iter()
         .chain(entry_only())
         .map(|syscall| {
             let lsm_hook = syscall.lsm.map(|h| h.name());
             let cgroup_hooks: Vec<&'static str> = syscall.cgroup.iter().map(|h| h.hook).collect();
-            let override_function = error_injection::entry_function(syscall.name);
+            let override_function = error_injection::entry_function(syscall.name).unwrap_or_default();
             let chosen = mechanisms.choose(syscall, Backend::Auto);
             let (mechanism, errnos, note) = match &chosen {
                 Ok((Mechanism::Lsm, _)) => (syscall.lsm.map(|h| h.hook.to_owned()), "any", String::new()),
@@ -131,6 +145,7 @@ fn list(output: OutputFormat) {
                 cgroup_hooks,
                 override_function,
                 override_refused: mechanisms.choose(syscall, Backend::Override).err(),
+                delay_hook: if fentry.contains(syscall.name) { "fentry" } else { "sys-enter" },
                 filters: chosen.map(|(_, f)| filter_names(f)).unwrap_or_default(),
                 errnos,
                 note,
@@ -141,14 +156,15 @@ fn list(output: OutputFormat) {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize")),
         OutputFormat::Text => {
             let mut out = format!(
-                "{:<16} {:<9} {:<34} {:<10} {:<21} notes\n",
-                "syscall", "backend", "mechanism here", "filters", "errnos"
+                "{:<24} {:<9} {:<9} {:<34} {:<10} {:<21} notes\n",
+                "syscall", "delay", "backend", "mechanism here", "filters", "errnos"
             );
             for row in &rows {
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<9} {:<34} {:<10} {:<21} {}",
+                    "{:<24} {:<9} {:<9} {:<34} {:<10} {:<21} {}",
                     row.syscall,
+                    row.delay_hook,
                     row.backend.unwrap_or("-"),
                     row.mechanism.as_deref().unwrap_or("unavailable"),
                     if row.filters.is_empty() { "-".to_owned() } else { row.filters.join(", ") },
@@ -159,4 +175,17 @@ fn list(output: OutputFormat) {
             print!("{out}");
         }
     }
+}
+
+/// The syscalls a delay (or crash point) of one syscall puts on fentry here: the kernel has BPF
+/// trampolines and its BTF has the entry function. The BTF is read once for all of them.
+fn fentry_entries(kernel: &Prober) -> std::collections::BTreeSet<&'static str> {
+    if !kernel.syscall_entry_fentry("__x64_sys_read").ok {
+        return std::collections::BTreeSet::new();
+    }
+    let with_entry: Vec<(&'static str, String)> =
+        syscall_table::X86_64.iter().filter_map(|s| Some((s.name, s.entry_function()?))).collect();
+    let functions: Vec<&str> = with_entry.iter().map(|(_, f)| f.as_str()).collect();
+    let found = crate::os::btf::kernel_has_names(&functions).unwrap_or_default();
+    with_entry.iter().zip(found).filter(|(_, found)| *found).map(|((name, _), _)| *name).collect()
 }

@@ -1,7 +1,7 @@
 //! Attaching a fault's programs where its plan says: the target cgroup (cgroup_skb, socket
 //! hooks), a BPF LSM hook, a raw tracepoint or a syscall's entry function (fentry) whose
-//! program stops tasks (with its guard and resumer) or signals them, a kprobe, or a TC hook in
-//! the target's namespace (`tc`).
+//! program stops tasks (a thread, with the holder; a process, with its guard and resumer) or
+//! signals them, a kprobe, or a TC hook in the target's namespace (`tc`).
 use std::{
     fs::File,
     path::Path,
@@ -17,7 +17,7 @@ use aya::{
         links::{FdLink, LinkError},
     },
 };
-use chaos_common::{Direction, maps};
+use chaos_common::{Direction, flags, maps};
 
 use super::{
     AttachError, LoadedFault, dispatch, program_error,
@@ -26,9 +26,17 @@ use super::{
 use crate::{
     features::TcApi,
     ledger::{self, Item},
-    os::{guard::Guard, resumer::Resumer},
+    os::{guard::Guard, holder::HeldFault, resumer::Resumer},
     plan::{AttachPoint, PlannedProgram},
 };
+
+/// What resumes the tasks a program stops, started before it attaches.
+enum Stopper {
+    /// Per thread: the holder took the fault (of this target cgroup).
+    Holding(HeldFault, ledger::Entry, std::path::PathBuf),
+    /// Per process: the guard runs; the resumer starts once the program is attached.
+    Guarded(Guard, ledger::Entry),
+}
 
 impl LoadedFault {
     /// Loads and attaches one planned program.
@@ -114,17 +122,73 @@ impl LoadedFault {
         Ok(())
     }
 
-    /// A raw tracepoint program that stops tasks of `cgroup_dir` (syscall delay): the guard is
-    /// started before anything attaches, the resumer right after.
+    /// A raw tracepoint program that stops tasks of `cgroup_dir` (syscall delay): what resumes
+    /// them is started before anything attaches ([`Self::start_stopper`]), and completed
+    /// right after ([`Self::keep_stopper`]).
     fn attach_stopping_tracepoint(
         &mut self,
         program: &'static str,
         tracepoint: &str,
         cgroup_dir: &Path,
     ) -> Result<(), AttachError> {
-        let (guard, record) = self.start_guard(program, cgroup_dir)?;
+        let stopper = self.start_stopper(program, cgroup_dir)?;
         self.attach_tracepoint(program, tracepoint)?;
-        self.start_resumer(program, guard, record)
+        self.keep_stopper(program, stopper)
+    }
+
+    /// Before a program that stops tasks attaches: per thread (`flags::HOLD_THREAD`), the
+    /// process's holder seizes the target's threads; per process, the guard starts. Either way
+    /// the ledger records the cgroup first (a program may stop a whole process in both).
+    fn start_stopper(&mut self, program: &'static str, cgroup_dir: &Path) -> Result<Stopper, AttachError> {
+        if self.config.flags & flags::HOLD_THREAD == 0 {
+            let (guard, record) = self.start_guard(program, cgroup_dir)?;
+            return Ok(Stopper::Guarded(guard, record));
+        }
+        let record = ledger::write(None, Item::StoppedTasks { cgroup_dir: cgroup_dir.to_path_buf() })
+            .map_err(|e| AttachError::Program { program, reason: format!("recording the tasks it may stop: {e}") })?;
+        let fd_of = |ebpf: &aya::Ebpf, name: &'static str| -> Result<std::os::fd::RawFd, AttachError> {
+            use std::os::fd::{AsFd as _, AsRawFd as _};
+            match ebpf.map(name) {
+                Some(aya::maps::Map::HashMap(data) | aya::maps::Map::RingBuf(data)) => {
+                    Ok(data.fd().as_fd().as_raw_fd())
+                }
+                _ => Err(AttachError::Map { map: name, source: MapError::InvalidName { name: name.into() } }),
+            }
+        };
+        let (held, events) = (fd_of(&self.ebpf, maps::HELD_THREADS)?, fd_of(&self.ebpf, maps::STOP_EVENTS)?);
+        let delay = std::time::Duration::from_nanos(self.config.delay_ns);
+        let jitter = std::time::Duration::from_nanos(self.config.jitter_ns);
+        // SAFETY: both descriptors are this fault's maps, open while `self.ebpf` is, which
+        // outlives the holder's use of them (finish_stops ends it first).
+        let (held, events) =
+            unsafe { (std::os::fd::BorrowedFd::borrow_raw(held), std::os::fd::BorrowedFd::borrow_raw(events)) };
+        let (holding, seized) = HeldFault::start(cgroup_dir, delay, jitter, held, events).map_err(|err| match err {
+            crate::os::holder::HolderError::Refused(reason) => AttachError::Refused(reason),
+            other => AttachError::Program { program, reason: other.to_string() },
+        })?;
+        tracing::info!(
+            "holding delayed calls per thread: seized {} threads of {} processes of {} in {:.1} ms",
+            seized.threads,
+            seized.processes,
+            cgroup_dir.display(),
+            seized.seize_ns as f64 / 1e6
+        );
+        for skipped in &seized.skipped {
+            tracing::warn!("not seized: {skipped}");
+        }
+        Ok(Stopper::Holding(holding, record, cgroup_dir.to_path_buf()))
+    }
+
+    /// After a program that stops tasks attached: per thread, the holder is kept; per process,
+    /// the resumer starts.
+    fn keep_stopper(&mut self, program: &'static str, stopper: Stopper) -> Result<(), AttachError> {
+        match stopper {
+            Stopper::Holding(holding, record, cgroup_dir) => {
+                self.holding = Some((holding, record, cgroup_dir));
+                Ok(())
+            }
+            Stopper::Guarded(guard, record) => self.start_resumer(program, guard, record),
+        }
     }
 
     /// Records the tasks a program may stop and starts the guard that resumes them if chaos
@@ -166,7 +230,7 @@ impl LoadedFault {
         function: &str,
         stops_tasks_of: Option<&Path>,
     ) -> Result<(), AttachError> {
-        let stopping = stops_tasks_of.map(|dir| self.start_guard(program, dir)).transpose()?;
+        let stopping = stops_tasks_of.map(|dir| self.start_stopper(program, dir)).transpose()?;
         let btf = self.take_btf(program, "fentry")?;
         let result = (|| -> Result<Option<FdLink>, AttachError> {
             let prog: &mut FEntry = self.program(program)?;
@@ -193,7 +257,7 @@ impl LoadedFault {
             self.links.push((program, link));
         }
         match stopping {
-            Some((guard, record)) => self.start_resumer(program, guard, record),
+            Some(stopper) => self.keep_stopper(program, stopper),
             None => Ok(()),
         }
     }

@@ -15,8 +15,11 @@ use super::{
     tc::{self, TcAttachment},
 };
 use crate::{
-    ledger::Entry,
-    os::resumer::Resumer,
+    ledger::{self, Entry},
+    os::{
+        holder::{HeldFault, HoldStats},
+        resumer::{ResumeStats, Resumer},
+    },
     plan::{
         MapContents,
         companion::{Companion, RunningCompanion},
@@ -43,6 +46,9 @@ pub struct LoadedFault {
     pub(super) config: FaultConfig,
     /// Resumes the tasks a syscall delay stops (with its guard and its ledger record).
     pub(super) resumer: Option<(Resumer, Entry)>,
+    /// A per-thread syscall delay's place in the process's holder (with its ledger record and
+    /// the target cgroup's directory).
+    pub(super) holding: Option<(HeldFault, Entry, std::path::PathBuf)>,
     /// The target's cgroup directory, when this fault's raw `sys_enter` and fentry programs may
     /// go to the process's shared programs ([`share_hooks`](Self::share_hooks)); `None`: they
     /// attach links of their own (a detached experiment pins them).
@@ -69,6 +75,7 @@ impl LoadedFault {
             btf: None,
             config: FaultConfig::default(),
             resumer: None,
+            holding: None,
             shared_hooks_target: None,
             dispatched: Vec::new(),
             syscall_words: Vec::new(),
@@ -192,7 +199,11 @@ impl LoadedFault {
 
     /// Ends a syscall delay: no new stops (disarm), then every stopped task resumed now.
     /// Returns how many were resumed and how late against their due time (ns).
-    pub fn finish_stops(&mut self) -> Option<crate::os::resumer::ResumeStats> {
+    pub fn finish_stops(&mut self) -> Option<ResumeStats> {
+        if let Some((holding, record, cgroup_dir)) = self.holding.take() {
+            let _ = self.disarm();
+            return Some(finish_holding(holding, record, cgroup_dir));
+        }
         let (mut resumer, record) = self.resumer.take()?;
         let _ = self.disarm();
         let stats = resumer.finish();
@@ -200,6 +211,32 @@ impl LoadedFault {
         record.settle();
         Some(stats)
     }
+}
+
+/// A per-thread delay's end (its program disarmed): the holder resumes what it holds for it; if
+/// the holder is gone (the kernel detached its threads), what the program stopped whole is
+/// continued here, as the ledger's cleanup would.
+fn finish_holding(holding: HeldFault, record: Entry, cgroup_dir: std::path::PathBuf) -> ResumeStats {
+    let stats = holding.finish().unwrap_or_else(|err| {
+        tracing::warn!("{err}");
+        let _ = ledger::remove(&ledger::Item::StoppedTasks { cgroup_dir });
+        HoldStats::default()
+    });
+    record.settle();
+    if stats.held + stats.whole_process > 0 {
+        let mut late = stats.lateness_ns.clone();
+        late.sort_unstable();
+        let at = |p: usize| late.get(late.len().saturating_sub(1) * p / 100).copied().unwrap_or(0);
+        tracing::info!(
+            "held {} calls on their own thread (resumed p50 {:.0} us, p99 {:.0} us after their due time) and {} whole \
+             processes (they joined the target during the fault)",
+            stats.held,
+            at(50) as f64 / 1e3,
+            at(99) as f64 / 1e3,
+            stats.whole_process
+        );
+    }
+    ResumeStats { resumed: stats.held, lateness_ns: stats.lateness_ns }
 }
 
 impl Drop for LoadedFault {

@@ -69,7 +69,7 @@ impl LoadedFault {
                     .into(),
             ));
         }
-        if self.resumer.is_some() {
+        if self.resumer.is_some() || self.holding.is_some() {
             return Err(AttachError::NotPinnable(
                 "a syscall delay stops tasks that only a running chaos resumes: --detach does not support it; run it \
                  in the foreground"

@@ -93,8 +93,10 @@ pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
         (
             SYSCALL_DELAY,
             "syscall delay",
-            "a program at the syscall's entry stopping the process, resumed by the controller",
-            &[Program("raw_tracepoint"), Helper("bpf_send_signal")],
+            "a program at the syscall's entry signalling the calling thread, which chaos's holder process \
+             (ptrace) keeps stopped for the delay; --scope process: stopping the whole process, resumed by the \
+             controller",
+            &[Program("raw_tracepoint"), Helper("bpf_send_signal"), Helper("bpf_send_signal_thread")],
             true,
         ),
         (

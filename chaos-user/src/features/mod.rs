@@ -151,6 +151,9 @@ impl Prober {
             "bpf_send_signal" => {
                 helper_check(ProgramType::RawTracePoint, BpfHelper::BPF_FUNC_send_signal, name, "raw_tracepoint")
             }
+            "bpf_send_signal_thread" => {
+                helper_check(ProgramType::RawTracePoint, BpfHelper::BPF_FUNC_send_signal_thread, name, "raw_tracepoint")
+            }
             "bpf_clone_redirect" => {
                 helper_check(ProgramType::SchedClassifier, BpfHelper::BPF_FUNC_clone_redirect, name, "sched_cls")
             }
@@ -276,6 +279,9 @@ impl Prober {
         }
         if (id == SYSCALL_DELAY || id == PROCESS_KILL) && reason.is_none() {
             mechanism.push_str(&self.entry_hook_words());
+        }
+        if id == SYSCALL_DELAY && reason.is_none() {
+            mechanism.push_str(&crate::os::holder::tracing_words());
         }
         if id == SYSCALL_ERRNO_LSM && reason.is_none() {
             mechanism.push_str(&self.lsm_attach_words());

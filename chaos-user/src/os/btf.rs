@@ -169,6 +169,16 @@ pub fn kernel_has_name(name: &str) -> io::Result<bool> {
     Ok(memchr::memmem::find(strings, &wanted).is_some())
 }
 
+/// [`kernel_has_name`] for many names, reading the BTF once.
+pub fn kernel_has_names(names: &[&str]) -> io::Result<Vec<bool>> {
+    let data = fs::read("/sys/kernel/btf/vmlinux")?;
+    let strings = Sections::of(&data)?.strings;
+    Ok(names
+        .iter()
+        .map(|name| memchr::memmem::find(strings, &[b"\0", name.as_bytes(), b"\0"].concat()).is_some())
+        .collect())
+}
+
 fn string_at(strings: &[u8], offset: u32) -> &str {
     let tail = strings.get(offset as usize..).unwrap_or_default();
     let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());

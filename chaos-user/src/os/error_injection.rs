@@ -18,11 +18,9 @@ pub fn kprobes() -> Result<String, String> {
     }
 }
 
-/// The function a syscall enters the kernel through on this architecture.
-#[must_use]
-pub fn entry_function(syscall: &str) -> String {
-    format!("__x64_sys_{syscall}")
-}
+/// The function a syscall enters the kernel through on this architecture (`__x64_sys_newstat`
+/// for `stat`: the kernel's table names it), or why there is none.
+pub use super::syscall_table::entry_function;
 
 /// The kernel's error-injection list, or why it could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]

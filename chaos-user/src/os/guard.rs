@@ -1,5 +1,6 @@
-//! The guard of `syscall delay` and `proc pause`: a small process that makes sure no task stays
-//! stopped and no cgroup stays frozen.
+//! The guard of `syscall delay --scope process` and `proc pause`: a small process that makes
+//! sure no task stays stopped and no cgroup stays frozen. (Per thread, the holder is its own
+//! guard: holder/.)
 //!
 //! The controller stops tasks (SIGSTOP, from the kernel) and resumes them (SIGCONT) when their
 //! delay is over. If the controller dies in between, even by SIGKILL, nothing would resume
@@ -310,6 +311,15 @@ impl Controller {
     }
 }
 
+/// Whether process `pid` is gone or exiting (PF_EXITING, set as the kernel starts `do_exit`, in
+/// the flags field of /proc/PID/stat).
+pub(crate) fn is_exiting(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+    let flags = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok());
+    flags.is_none_or(|flags| flags & PF_EXITING != 0)
+}
+
 fn thaw_if_frozen(cgroup_dir: &Path, frozen: &mut bool) {
     if std::mem::take(frozen) {
         let _ = crate::os::freezer::thaw(cgroup_dir);
@@ -322,6 +332,13 @@ fn resume_all(cgroup_dir: &Path, stopped: &mut BTreeSet<i32>) {
         // SAFETY: kill(2) with SIGCONT on a task chaos stopped (or of the target cgroup).
         unsafe { libc::kill(pid, libc::SIGCONT) };
     }
+}
+
+/// Continues every process below `cgroup_dir` that is stopped by a signal (what `chaos cleanup`
+/// does for a stopped-tasks record): for the holder, when it died while processes it had let the
+/// kernel stop whole were still stopped.
+pub fn continue_stopped(cgroup_dir: &Path) {
+    resume_all(cgroup_dir, &mut BTreeSet::new());
 }
 
 /// Whether a process is stopped by a signal (state T in /proc/PID/stat).

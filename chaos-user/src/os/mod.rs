@@ -1,7 +1,7 @@
 //! The lower layer: code that talks to the kernel and knows nothing of faults, as aya's `sys/`
 //! sits under its `programs/`. Files, processes and cgroups, the network namespaces chaos enters,
 //! netlink and sock_diag, signals and the cgroup freezer, the guard and resumer processes that
-//! undo stops and freezes, syscall numbers, errno names, BTF. Nothing here imports a module
+//! undo stops and freezes, ptrace and the holder process that holds one thread of a target, syscall numbers, errno names, BTF. Nothing here imports a module
 //! above it (engine, fault families, runs, experiments): data flows down.
 pub mod btf;
 pub mod cgroup;
@@ -10,11 +10,13 @@ pub mod errno;
 pub mod error_injection;
 pub mod freezer;
 pub mod guard;
+pub mod holder;
 pub mod host_view;
 pub mod mountinfo;
 pub mod netlink;
 pub mod netns;
 pub mod process;
+pub mod ptrace;
 pub mod records;
 pub mod resumer;
 pub mod signal;

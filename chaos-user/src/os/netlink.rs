@@ -290,8 +290,6 @@ impl NetlinkSocket {
                 if seq == self.seq {
                     match msg_type {
                         NLMSG_ERROR => return status_of(rest),
-                        // A dump that failed part way (sock_diag: no handler for the protocol,
-                        // ENOENT) says so in its DONE message's payload, not in an ERROR message.
                         // A dump that failed part way (sock_diag without a handler for the
                         // protocol: ENOENT) says so in its DONE message, not in an ERROR one.
                         NLMSG_DONE => return status_of(rest),

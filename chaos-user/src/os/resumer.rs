@@ -1,4 +1,5 @@
-//! Resumes the tasks `syscall delay` stopped, each when its delay is over.
+//! Resumes the processes `syscall delay --scope process` stopped, each when its delay is over.
+//! (Per thread, the holder does this for threads: holder/.)
 //!
 //! One thread reads the kernel's stop events from the ring buffer and keeps a heap of resume
 //! times, counted from the moment the program stopped the task (`bpf_ktime_get_ns`, the same

@@ -64,6 +64,9 @@
 //!       per start, until killed
 //!   chaos-workload burn | touch-memory | disk-writer | fork-probe
 //!       pressure on one resource, for the limit tests (chaos_tests::pressure says how)
+//!   chaos-workload threads --call CALL --count N [--workers W] [--together] [--heartbeat-ms MS]
+//!       [--gap-ms MS] [--wait-line] [--child] [--spin-threads K] [--idle-threads I]
+//!       worker threads making timed calls beside a heartbeat thread (threads.rs)
 //!
 //! Datagram payload (64 bytes): sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64),
 //! a filler derived from the sequence, and an FNV-1a checksum of the rest in the last 4 bytes, so
@@ -80,6 +83,8 @@ use std::{
 mod resolve;
 #[path = "chaos-workload/tcp.rs"]
 mod tcp;
+#[path = "chaos-workload/threads.rs"]
+mod threads;
 
 const PAYLOAD: usize = 64;
 
@@ -155,6 +160,18 @@ fn main() {
         }),
         "socket-calls" => socket_calls(),
         "lsm-calls" => lsm_calls(std::path::Path::new(&flag("--dir").unwrap_or_else(|| usage()))),
+        "threads" => threads::run(&threads::Options {
+            call: flag("--call").unwrap_or_else(|| usage()),
+            count: num("--count", 10),
+            workers: num("--workers", 1),
+            together: has("--together"),
+            heartbeat_ms: num("--heartbeat-ms", 0),
+            gap_ms: num("--gap-ms", 0),
+            wait_line: has("--wait-line"),
+            child: has("--child"),
+            spin_threads: num("--spin-threads", 0),
+            idle_threads: num("--idle-threads", 0),
+        }),
         other if chaos_tests::pressure::run(other, flags) => {}
         _ => usage(),
     }

@@ -57,6 +57,7 @@ mod startup;
 mod syscall;
 mod syscall_lsm;
 mod syscall_override;
+mod thread_delay;
 mod trace;
 
 /// The benchmarks, as `cargo xtask bench` names them.
@@ -69,7 +70,8 @@ pub enum Which {
     /// Syscall errors: chaos vs strace --inject, and untargeted overhead (host and VM tier).
     Syscall,
     /// Delays: syscall delay cost and untargeted overhead (host; fentry vs sys_enter in the VM
-    /// tier); net delay vs tc netem (VM tier).
+    /// tier); per thread vs per process vs strace (host and VM tier); net delay vs tc netem (VM
+    /// tier).
     Delay,
     /// Process faults: crash-point latency vs strace's signal injection, thaw after SIGKILL (host).
     Proc,
@@ -119,6 +121,8 @@ pub enum InVm {
     ScaleEntry,
     /// `chaos limit cpu` vs stress-ng in the target (the host has no cgroup v2 controllers).
     Limit,
+    /// Syscall delay per thread vs per process vs strace, on fentry.
+    DelayThread,
 }
 
 /// What `cargo xtask bench` was asked to run, checked before anything is built.
@@ -185,6 +189,8 @@ pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<(
         write_section("delay-host", &delay::syscall_delay_bench()?)?;
         write_section("delay-vm", &guest::section(binaries, vm::KernelName::V6_12, "delay")?)?;
         write_section("delay-hooks-vm", &guest::section(binaries, vm::KernelName::V6_12, "delay-hooks")?)?;
+        write_section("delay-thread-host", &thread_delay::thread_delay_bench("host")?)?;
+        write_section("delay-thread-vm", &guest::section(binaries, vm::KernelName::V6_12, "delay-thread")?)?;
     }
     if which.contains(&Which::Override) {
         write_section("override-vm", &guest::section(binaries, vm::KernelName::V6_1ErrInj, "override")?)?;
@@ -245,6 +251,7 @@ pub fn in_vm(which: InVm) -> anyhow::Result<()> {
         InVm::ScaleLsm => scale_lsm::lsm_scale_bench()?,
         InVm::ScaleEntry => scale_entry::entry_scale_bench()?,
         InVm::Limit => limit::limit_bench()?,
+        InVm::DelayThread => thread_delay::thread_delay_bench("6.12 VM")?,
     };
     guest::print_section(&section);
     Ok(())

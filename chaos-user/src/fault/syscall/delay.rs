@@ -1,8 +1,10 @@
-//! `syscall delay`: a program at the syscall's entry stops the target's matching calls
-//! (SIGSTOP) for the resumer to continue after the delay; a guard process resumes them if chaos
-//! dies. The program is fentry on the one syscall's entry function where the kernel can, else on
-//! the raw `sys_enter` tracepoint (`entry_hook`).
-use chaos_common::{Direction, FaultConfig, threshold_from_ppm};
+//! `syscall delay`: a program at the syscall's entry decides which calls of the target are
+//! delayed, and the calling thread is held for the delay: alone (`--scope thread`, the default:
+//! chaos's holder process traces the target's threads, see `holder`), or with its whole process
+//! (`--scope process`: SIGSTOP, then SIGCONT from the resumer; a guard process resumes them if
+//! chaos dies). The program is fentry on the one syscall's entry function where the kernel can,
+//! else on the raw `sys_enter` tracepoint (`entry_hook`).
+use chaos_common::{Direction, FaultConfig, flags, threshold_from_ppm};
 use serde_json::json;
 
 use crate::{
@@ -21,7 +23,8 @@ use crate::{
 /// `syscall delay`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SyscallDelayOptions {
-    /// Comma-separated syscall names; repeatable (any of the common x86_64 syscalls).
+    /// Comma-separated syscall names; repeatable (any x86_64 syscall, by the name libc and
+    /// strace use: `chaos syscall list` shows them).
     #[arg(long = "syscall", value_name = "NAMES", required = true, value_parser = syscall_table::parse_list)]
     pub syscalls: Vec<Vec<syscall_table::Numbered>>,
     /// How long each matching call is held, e.g. 50ms (up to 10s).
@@ -39,6 +42,22 @@ pub struct SyscallDelayOptions {
     /// callers pay), the raw sys_enter tracepoint (every kernel), or the best this kernel has.
     #[arg(long, value_enum, default_value = "auto")]
     pub hook: HookChoice,
+    /// What a delayed call holds: its own thread, while the process's other threads run on
+    /// (chaos traces the target's threads to hold one), or the whole process (SIGSTOP and
+    /// SIGCONT; no tracing, for targets a debugger traces or kernels that forbid tracing).
+    #[arg(long, value_enum, default_value = "thread")]
+    pub scope: DelayScope,
+}
+
+/// `--scope`: what a delayed call holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DelayScope {
+    /// The calling thread alone.
+    #[default]
+    Thread,
+    /// The calling thread's whole process.
+    Process,
 }
 
 impl SyscallDelayOptions {
@@ -71,6 +90,10 @@ impl PlanFault for SyscallDelayOptions {
             jitter_ns: self.jitter.map_or(0, |j| u64::try_from(j.as_nanos()).unwrap_or(0)),
             ..FaultConfig::default()
         };
+        if self.scope == DelayScope::Thread {
+            crate::os::holder::can_hold(&target.dir).map_err(PlanError::Refused)?;
+            config.flags |= flags::HOLD_THREAD;
+        }
         let hook = EntryHook::choose(context.kernel, &syscalls, self.hook)?;
         let (program, hook_words, attach) =
             hook.program("syscall_delay", "syscall_delay_entry", Some(target.dir.clone()));
@@ -84,7 +107,10 @@ impl PlanFault for SyscallDelayOptions {
             schedule.apply(&mut config);
             summary.push_str(&format!(", {}", schedule.describe()));
         }
-        summary.push_str("; stops the whole process while a call is held");
+        summary.push_str(match self.scope {
+            DelayScope::Thread => "; holds the calling thread alone (traced by chaos's holder)",
+            DelayScope::Process => "; stops the whole process while a call is held",
+        });
         Ok(FaultPlan {
             fault: "syscall delay",
             injected_word: "delayed",
@@ -95,6 +121,7 @@ impl PlanFault for SyscallDelayOptions {
                 "jitter": self.jitter.map(|j| humantime::format_duration(j).to_string()),
                 "percent": self.percent,
                 "schedule": schedule,
+                "scope": self.scope,
             }),
             summary,
             duration: context.duration,

@@ -58,7 +58,7 @@ impl EntryHook {
             let [syscall] = syscalls else {
                 return Err(format!("fentry serves one syscall per fault, and {} are named", syscalls.len()));
             };
-            let function = error_injection::entry_function(syscall.name);
+            let function = error_injection::entry_function(syscall.name)?;
             let check = kernel.syscall_entry_fentry(&function);
             if check.ok { Ok(function) } else { Err(check.detail) }
         };

@@ -225,7 +225,7 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
                 }
             }
             Mechanism::Override => {
-                let function = error_injection::entry_function(syscall.name);
+                let function = error_injection::entry_function(syscall.name).map_err(PlanError::Refused)?;
                 add(error_injection::PROGRAM, "kprobe", AttachPoint::Kprobe { function });
             }
         }
@@ -316,7 +316,7 @@ fn choose(syscall: &Syscall, backend: Backend, kernel: &Mechanisms) -> Result<(M
                 kernel.over.reason.clone().unwrap_or_default()
             ));
         }
-        let function = error_injection::entry_function(syscall.name);
+        let function = error_injection::entry_function(syscall.name)?;
         error_injection::InjectionList::cached()
             .allows(&function)
             .map_err(|reason| format!("error injection: {reason}"))?;

@@ -185,14 +185,14 @@ impl Syscall {
 }
 
 /// The syscalls with no LSM or cgroup hook in chaos (fsync, fdatasync, getrandom, ...): only
-/// error injection serves them. Every x86_64 syscall chaos knows the number of.
+/// error injection serves them. Every other x86_64 syscall (numbers.rs).
 pub fn entry_only() -> &'static [Syscall] {
     static ENTRY_ONLY: LazyLock<Vec<Syscall>> = LazyLock::new(|| {
         syscall_numbers::X86_64
             .iter()
-            .filter(|(name, _)| !SYSCALLS.iter().any(|s| s.name == *name))
-            .map(|&(name, _)| Syscall {
-                name,
+            .filter(|numbered| !SYSCALLS.iter().any(|s| s.name == numbered.name))
+            .map(|numbered| Syscall {
+                name: numbered.name,
                 lsm: None,
                 cgroup: NO_CGROUP,
                 lsm_filter: Filter::None,

@@ -1,7 +1,7 @@
 //! Syscall faults: make chosen calls of the target fail with an errno (`fail`), or hold them
 //! for a while (`delay`). What they share is here: exact schedules over a fault's matching
 //! calls, counted by BPF atomics machine-wide. The syscalls' hooks and numbers, and syscall
-//! delay's resumer and guard, have files of their own.
+//! delay's holder (per thread), resumer and guard (per process), have files of their own.
 pub mod delay;
 pub mod entry_hook;
 pub mod error_injection;
