@@ -17,7 +17,7 @@ use crate::{
 };
 
 #[derive(Debug, Subcommand)]
-pub enum SyscallCommand {
+pub(super) enum SyscallCommand {
     /// Make chosen syscalls of the target fail with an errno.
     #[command(after_help = "\
 Examples:
@@ -57,7 +57,7 @@ uniformly by up to that much either way.")]
 }
 
 impl SyscallCommand {
-    pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    pub(super) fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         match self {
             Self::Fail(args) => args.run(output),
             Self::Delay(args) => args.run(output),

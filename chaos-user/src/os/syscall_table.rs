@@ -2,7 +2,7 @@
 //! `sys_enter` tracepoint). These are ABI: they never change on a given architecture.
 
 /// (name, number) on x86_64.
-pub const X86_64: &[(&str, u32)] = &[
+pub(crate) const X86_64: &[(&str, u32)] = &[
     ("read", 0),
     ("write", 1),
     ("open", 2),
@@ -123,20 +123,21 @@ pub const X86_64: &[(&str, u32)] = &[
 ];
 
 /// The number of syscall `name` on this architecture.
+#[cfg(test)]
 #[must_use]
-pub fn number(name: &str) -> Option<u32> {
+pub(crate) fn number(name: &str) -> Option<u32> {
     X86_64.iter().find(|(n, _)| *n == name).map(|&(_, number)| number)
 }
 
 /// A syscall named for a fault that watches syscalls by number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Numbered {
+pub(crate) struct Numbered {
     pub name: &'static str,
     pub number: u32,
 }
 
 /// Parses `read,write,fsync` into syscalls this table knows.
-pub fn parse_list(text: &str) -> Result<Vec<Numbered>, String> {
+pub(crate) fn parse_list(text: &str) -> Result<Vec<Numbered>, String> {
     if !cfg!(target_arch = "x86_64") {
         return Err("syscall numbers are only known for x86_64 in this version of chaos".into());
     }
@@ -157,7 +158,7 @@ pub fn parse_list(text: &str) -> Result<Vec<Numbered>, String> {
 
 /// The `SYSCALL_SET` bitmap for these syscalls.
 #[must_use]
-pub fn bitmap(syscalls: &[Numbered]) -> Vec<u64> {
+pub(crate) fn bitmap(syscalls: &[Numbered]) -> Vec<u64> {
     let mut words = vec![0u64; (chaos_common::SYSCALL_SET_BITS / 64) as usize];
     for syscall in syscalls {
         words[(syscall.number / 64) as usize] |= 1 << (syscall.number % 64);

@@ -20,7 +20,7 @@ use crate::{
 
 /// `syscall delay`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct SyscallDelayOptions {
+pub(crate) struct SyscallDelayOptions {
     /// Comma-separated syscall names; repeatable (any of the common x86_64 syscalls).
     #[arg(long = "syscall", value_name = "NAMES", required = true, value_parser = syscall_table::parse_list)]
     pub syscalls: Vec<Vec<syscall_table::Numbered>>,
@@ -43,7 +43,7 @@ pub struct SyscallDelayOptions {
 
 impl SyscallDelayOptions {
     #[must_use]
-    pub fn chosen(&self) -> Vec<syscall_table::Numbered> {
+    pub(crate) fn chosen(&self) -> Vec<syscall_table::Numbered> {
         let mut chosen: Vec<syscall_table::Numbered> = Vec::new();
         for syscall in self.syscalls.iter().flatten() {
             if !chosen.iter().any(|s| s.number == syscall.number) {
