@@ -89,9 +89,5 @@ pub struct Client {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain #[repr(C)] data with explicit padding, valid for any bit pattern.
-    unsafe impl aya::Pod for super::Resolver {}
-    unsafe impl aya::Pod for super::ResponderPorts {}
-    unsafe impl aya::Pod for super::PortKey {}
-    unsafe impl aya::Pod for super::Client {}
+    crate::pod!(super::Resolver, super::ResponderPorts, super::PortKey, super::Client);
 }

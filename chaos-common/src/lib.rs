@@ -519,17 +519,33 @@ pub struct ScheduleState {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY (all): plain-old-data, `#[repr(C)]`, every field an integer, no implicit padding.
-    unsafe impl aya::Pod for super::FaultConfig {}
-    unsafe impl aya::Pod for super::FaultCounters {}
-    unsafe impl aya::Pod for super::ScheduleState {}
-    unsafe impl aya::Pod for super::KernelOffsets {}
-    unsafe impl aya::Pod for super::StopEvent {}
-    unsafe impl aya::Pod for super::KillEvent {}
-    unsafe impl aya::Pod for super::InjectionRecord {}
-    unsafe impl aya::Pod for super::TraceWindow {}
-    unsafe impl aya::Pod for super::SeverEvent {}
-    unsafe impl aya::Pod for super::dispatch::LevelRoute {}
+    use crate::pod;
+    pod!(
+        super::FaultConfig,
+        super::FaultCounters,
+        super::ScheduleState,
+        super::KernelOffsets,
+        super::StopEvent,
+        super::KillEvent,
+        super::InjectionRecord,
+        super::TraceWindow,
+        super::SeverEvent,
+        super::dispatch::LevelRoute,
+    );
+}
+
+/// Marks `#[repr(C)]` plain-old-data types as `aya::Pod`, so maps can copy them in and out.
+#[cfg(feature = "user")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! pod {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: each type named is `#[repr(C)]` plain-old-data: integer fields (and arrays
+            // of them), explicit padding only, valid for any bit pattern.
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
 }
 
 #[cfg(test)]

@@ -20,11 +20,11 @@ use crate::{
 };
 
 /// How long a network fault may see no packet before chaos says why that may be.
-pub const QUIET_FOR: Duration = Duration::from_secs(10);
+pub(crate) const QUIET_FOR: Duration = Duration::from_secs(10);
 
 /// A socket of the target's processes that belongs to another cgroup.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForeignSocket {
+pub(crate) struct ForeignSocket {
     pub pid: i32,
     pub protocol: &'static str,
     pub cgroup_id: u64,
@@ -34,7 +34,7 @@ pub struct ForeignSocket {
 /// looked up with sock_diag in each network namespace its processes live in. Empty when it has
 /// none, or when the kernel cannot say (before 5.7, no sock_diag).
 #[must_use]
-pub fn foreign_sockets(target: &Target) -> Vec<ForeignSocket> {
+pub(crate) fn foreign_sockets(target: &Target) -> Vec<ForeignSocket> {
     let inside = subtree_ids(&target.dir);
     let pids = crate::os::cgroup::pids_below(&target.dir);
     let owners = socket_owners(&pids);
@@ -83,7 +83,7 @@ pub fn foreign_sockets(target: &Target) -> Vec<ForeignSocket> {
 
 /// The note chaos prints at start when the target has sockets of another cgroup.
 #[must_use]
-pub fn foreign_sockets_note(target: &Target, foreign: &[ForeignSocket]) -> Option<String> {
+pub(crate) fn foreign_sockets_note(target: &Target, foreign: &[ForeignSocket]) -> Option<String> {
     let first = foreign.first()?;
     let pids: HashSet<i32> = foreign.iter().map(|s| s.pid).collect();
     Some(format!(
@@ -100,7 +100,7 @@ pub fn foreign_sockets_note(target: &Target, foreign: &[ForeignSocket]) -> Optio
 }
 
 /// The cgroup ids of `dir` and every cgroup below it (a cgroup's id is its inode number).
-pub fn subtree_ids(dir: &Path) -> HashSet<u64> {
+pub(crate) fn subtree_ids(dir: &Path) -> HashSet<u64> {
     let mut ids = HashSet::new();
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -115,7 +115,7 @@ pub fn subtree_ids(dir: &Path) -> HashSet<u64> {
 }
 
 /// Socket inode -> the pid holding it, from /proc/PID/fd (`socket:[N]` links).
-pub fn socket_owners(pids: &[i32]) -> HashMap<u64, i32> {
+pub(crate) fn socket_owners(pids: &[i32]) -> HashMap<u64, i32> {
     let mut owners = HashMap::new();
     for &pid in pids {
         let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
@@ -134,7 +134,7 @@ fn socket_inode(link: &Path) -> Option<u64> {
 
 /// Watches a network fault's counters for a quiet spell: no packet seen for [`QUIET_FOR`].
 #[derive(Clone, Debug)]
-pub struct QuietHint {
+pub(crate) struct QuietHint {
     cgroup: String,
     seen: u64,
     since: Instant,
@@ -145,7 +145,7 @@ pub struct QuietHint {
 
 impl QuietHint {
     #[must_use]
-    pub fn new(target: &Target, now: Instant) -> Self {
+    pub(crate) fn new(target: &Target, now: Instant) -> Self {
         Self { cgroup: target.cgroup.clone(), seen: 0, since: now, shown: false, reasons: None }
     }
 
@@ -153,7 +153,7 @@ impl QuietHint {
     /// get it, and faults whose companion counts what it sees (with the companion's own likely
     /// reasons); syscall and process faults, which count calls, do not.
     #[must_use]
-    pub fn for_plan(plan: &FaultPlan, now: Instant) -> Option<Self> {
+    pub(crate) fn for_plan(plan: &FaultPlan, now: Instant) -> Option<Self> {
         match &plan.companion {
             Some(companion) => Some(Self { reasons: Some(companion.quiet_reasons()), ..Self::new(&plan.target, now) }),
             None => plan.counter_label.is_none().then(|| Self::new(&plan.target, now)),
@@ -161,7 +161,7 @@ impl QuietHint {
     }
 
     /// The hint, once, when no direction has seen a packet for [`QUIET_FOR`].
-    pub fn check(&mut self, now: Instant, counters: &[DirectionCounters]) -> Option<String> {
+    pub(crate) fn check(&mut self, now: Instant, counters: &[DirectionCounters]) -> Option<String> {
         let seen: u64 = counters.iter().map(|c| c.seen).sum();
         if seen != self.seen {
             (self.seen, self.since) = (seen, now);

@@ -2,7 +2,7 @@
 //! chaos-ebpf trace.rs), decoded for people and programs, and their summary (top processes,
 //! peers and calls). The engine reads them (`engine::trace`); runs log them, experiments write
 //! them to the timeline as `injection` events, reports list the summary.
-use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use chaos_common::{Direction, InjectionRecord, NO_SYSCALL, TRACE_SITES, address_kind};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use crate::os::{errno, syscall_table};
 
 /// One injection, decoded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Injection {
+pub(crate) struct Injection {
     /// When, CLOCK_MONOTONIC ns (to place it on a timeline).
     #[serde(skip)]
     pub at_ns: u64,
@@ -46,7 +46,7 @@ pub struct Injection {
 
 /// A query a DNS fault answered, dropped or delayed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DnsHit {
+pub(crate) struct DnsHit {
     /// The name asked, without the trailing dot.
     pub name: String,
     /// Its type: `A`, `AAAA`, `SRV`...
@@ -58,7 +58,7 @@ pub struct DnsHit {
 
 impl Injection {
     #[must_use]
-    pub fn decode(record: &InjectionRecord) -> Self {
+    pub(crate) fn decode(record: &InjectionRecord) -> Self {
         let is_packet = matches!(record.site, chaos_common::site::CGROUP_SKB | chaos_common::site::TC);
         let address = match record.address_kind {
             address_kind::IPV4 => {
@@ -92,13 +92,13 @@ impl Injection {
 
     /// `comm[pid]`, or `-` where the hook has no task.
     #[must_use]
-    pub fn process(&self) -> String {
+    pub(crate) fn process(&self) -> String {
         if self.pid == 0 { "-".to_owned() } else { format!("{}[{}]", self.comm, self.pid) }
     }
 
     /// `10.0.0.2:5000`, `[fd00::2]:5000`, or the address alone.
     #[must_use]
-    pub fn peer(&self) -> Option<String> {
+    pub(crate) fn peer(&self) -> Option<String> {
         let address = self.remote.as_ref()?;
         Some(match (self.remote_port, address.contains(':')) {
             (Some(port), true) => format!("[{address}]:{port}"),
@@ -109,7 +109,7 @@ impl Injection {
 
     /// What was done to what: `connect ECONNREFUSED`, `write SIGSTOP`, `packet (tc) egress`.
     #[must_use]
-    pub fn call(&self) -> String {
+    pub(crate) fn call(&self) -> String {
         let mut call = self.syscall.clone().unwrap_or_else(|| self.hook.clone());
         let answer = self.dns.as_ref().map(|dns| dns.answer.clone());
         for part in [&self.direction, &self.errno, &self.signal, &answer].into_iter().flatten() {
@@ -121,7 +121,7 @@ impl Injection {
 
     /// One line for the log.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut line = format!("{} {}", self.process(), self.call());
         if let Some(dns) = &self.dns {
             let _ = write!(line, " for {} {}", dns.name, dns.query_type);
@@ -154,19 +154,12 @@ fn protocol_name(protocol: u32) -> String {
     }
 }
 
-/// Wall-clock time of a CLOCK_MONOTONIC instant (for log lines and reports).
-#[must_use]
-pub fn wall_time(at_ns: u64) -> SystemTime {
-    let ago = crate::os::sys::monotonic_now_ns().saturating_sub(at_ns);
-    SystemTime::now() - std::time::Duration::from_nanos(ago)
-}
-
 /// How many entries each "top" list keeps.
-pub const TOP: usize = 5;
+pub(crate) const TOP: usize = 5;
 
 /// Who was hit, from the records: how many, and the top processes, peers and calls.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HitSummary {
+pub(crate) struct HitSummary {
     /// Records read (a sample: the kernel sends at most the trace rate a second).
     pub records: u64,
     pub processes: Vec<(String, u64)>,
@@ -176,7 +169,7 @@ pub struct HitSummary {
 
 /// Counts records as they come, for a [`HitSummary`].
 #[derive(Clone, Debug, Default)]
-pub struct HitTally {
+pub(crate) struct HitTally {
     records: u64,
     processes: BTreeMap<String, u64>,
     peers: BTreeMap<String, u64>,
@@ -184,7 +177,7 @@ pub struct HitTally {
 }
 
 impl HitTally {
-    pub fn add(&mut self, injection: &Injection) {
+    pub(crate) fn add(&mut self, injection: &Injection) {
         self.records += 1;
         *self.processes.entry(injection.process()).or_default() += 1;
         if let Some(peer) = injection.peer() {
@@ -194,7 +187,7 @@ impl HitTally {
     }
 
     #[must_use]
-    pub fn summary(&self) -> HitSummary {
+    pub(crate) fn summary(&self) -> HitSummary {
         HitSummary {
             records: self.records,
             processes: top(&self.processes),
@@ -215,7 +208,7 @@ fn top(counts: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
 impl HitSummary {
     /// The "who was hit" lines of a text report (nothing when there were no records).
     #[must_use]
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = String::new();
         if self.records == 0 {
             return out;

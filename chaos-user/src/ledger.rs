@@ -34,7 +34,7 @@ const LEDGER_DIR: &str = "/run/chaos/ledger";
 /// One object in the kernel that outlives its creator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Item {
+pub(crate) enum Item {
     /// A legacy cls_bpf filter: removed by (interface, direction, priority, handle). The record
     /// is written before the filter exists, with the handle chaos chose and priority 0: the
     /// kernel picks the priority, and cleanup finds the filter by its handle.
@@ -54,7 +54,7 @@ pub enum Item {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     pub owner_pid: u32,
     pub owner_start: u64,
     pub netns_inode: u64,
@@ -63,20 +63,20 @@ pub struct Record {
 
 /// A written record; [`Entry::settle`] removes it once the item itself is gone.
 #[derive(Debug)]
-pub struct Entry {
+pub(crate) struct Entry {
     path: PathBuf,
 }
 
 impl Entry {
     /// The item was removed properly: forget it.
-    pub fn settle(self) {
+    pub(crate) fn settle(self) {
         let _ = fs::remove_file(&self.path);
     }
 }
 
 /// Writes a record of `item` in `netns` (None for items outside any network namespace), owned
 /// by this process.
-pub fn write(netns: Option<&Netns>, item: Item) -> io::Result<Entry> {
+pub(crate) fn write(netns: Option<&Netns>, item: Item) -> io::Result<Entry> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let pid = std::process::id();
     let netns_inode = netns.map_or(0, |n| n.inode);
@@ -105,7 +105,7 @@ pub(crate) fn owner_named(file_name: &str) -> Option<(u32, Option<u64>)> {
 /// `iface` in `netns` for a network delay or rate, if any. Two such faults on one interface
 /// would clash: the first to end puts the old qdisc back under the other.
 #[must_use]
-pub fn root_qdisc_owner(netns: &Netns, iface: &str) -> Option<u32> {
+pub(crate) fn root_qdisc_owner(netns: &Netns, iface: &str) -> Option<u32> {
     fs::read_dir(LEDGER_DIR)
         .ok()?
         .flatten()
@@ -122,7 +122,7 @@ pub fn root_qdisc_owner(netns: &Netns, iface: &str) -> Option<u32> {
 /// The live chaos process (this one included) whose `limit` fault holds `knob`, if any: a
 /// second limit on the same file would take the first one's value for the one to restore.
 #[must_use]
-pub fn limit_owner(knob: &Knob) -> Option<u32> {
+pub(crate) fn limit_owner(knob: &Knob) -> Option<u32> {
     fs::read_dir(LEDGER_DIR)
         .ok()?
         .flatten()
@@ -139,7 +139,7 @@ fn owner_alive(record: &Record) -> bool {
 /// Cleaners take turns (an exclusive lock on the ledger), so two runs starting together never
 /// race to remove the same item.
 #[must_use]
-pub fn cleanup_stale() -> Vec<String> {
+pub(crate) fn cleanup_stale() -> Vec<String> {
     let Ok(entries) = fs::read_dir(LEDGER_DIR) else { return Vec::new() };
     let Ok(lock) = fs::File::open(LEDGER_DIR) else { return Vec::new() };
     // SAFETY: flock on an open directory fd; released when `lock` is dropped.
@@ -225,7 +225,7 @@ fn describe(item: &Item) -> String {
 }
 
 /// Removes `item` from the calling thread's namespace. Items already gone count as removed.
-pub fn remove(item: &Item) -> io::Result<String> {
+pub(crate) fn remove(item: &Item) -> io::Result<String> {
     let what = describe(item);
     if let Item::StoppedTasks { cgroup_dir } = item {
         let stopped: Vec<i32> = crate::os::cgroup::pids_below(cgroup_dir)
@@ -316,7 +316,7 @@ pub fn remove(item: &Item) -> io::Result<String> {
 
 /// Puts back a root qdisc chaos replaced: a device default (handle 0) comes back by deleting
 /// chaos's fq, anything else is re-created as it was read.
-pub fn restore_root_qdisc(
+pub(crate) fn restore_root_qdisc(
     socket: &mut netlink::RouteSocket,
     ifindex: i32,
     previous: &netlink::Qdisc,

@@ -7,20 +7,23 @@
 //! Experiments ([`experiment`]) drive the same path for several faults with steady-state
 //! checks ([`steady`]).
 pub mod cli;
-pub mod daemon;
-pub mod engine;
-pub mod experiment;
-pub mod fault;
-pub mod features;
-pub mod hints;
-pub mod injections;
-pub mod ledger;
-pub mod live;
-pub mod os;
-pub mod plan;
-pub mod report;
-pub mod run;
-pub mod run_all;
-pub mod run_records;
-pub mod steady;
-pub mod targets;
+mod daemon;
+mod engine;
+mod experiment;
+mod fault;
+mod features;
+mod hints;
+mod injections;
+mod ledger;
+mod live;
+mod os;
+mod plan;
+mod report;
+mod run;
+mod run_all;
+mod run_records;
+mod steady;
+mod targets;
+
+/// The binary takes the host's view of cgroups first, while it has one thread.
+pub use os::host_view;

@@ -6,28 +6,28 @@ use std::{
 };
 
 #[derive(Clone, Copy, Debug)]
-pub struct LiveLine {
+pub(crate) struct LiveLine {
     tty: bool,
 }
 
 impl LiveLine {
     #[must_use]
-    pub fn on_stderr() -> Self {
+    pub(crate) fn on_stderr() -> Self {
         Self { tty: std::io::stderr().is_terminal() }
     }
 
     #[must_use]
-    pub const fn is_terminal(self) -> bool {
+    pub(crate) const fn is_terminal(self) -> bool {
         self.tty
     }
 
     /// How often to refresh it: four times a second on a terminal, every 5 s in a log.
     #[must_use]
-    pub const fn period(self) -> Duration {
+    pub(crate) const fn period(self) -> Duration {
         if self.tty { Duration::from_millis(250) } else { Duration::from_secs(5) }
     }
 
-    pub fn show(self, line: &str) {
+    pub(crate) fn show(self, line: &str) {
         let mut err = std::io::stderr().lock();
         if self.tty {
             let _ = write!(err, "\r\x1b[2K{line}");
@@ -38,7 +38,7 @@ impl LiveLine {
     }
 
     /// Clears the line on a terminal (a log keeps its lines).
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         if self.tty {
             let _ = write!(std::io::stderr(), "\r\x1b[2K");
         }

@@ -5,7 +5,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // First, while the process has one thread: in a container, take the host's cgroup paths.
-    let host_view = chaos::os::host_view::enter();
+    let host_view = chaos::host_view::enter();
     let cli = chaos::cli::Cli::parse();
     let daemon = cli.daemon_log_format();
     let default_level = match (cli.verbosity(), daemon) {
@@ -22,11 +22,11 @@ fn main() -> ExitCode {
         logs.init();
     }
     match host_view {
-        chaos::os::host_view::HostView::Own(reason) => {
+        chaos::host_view::HostView::Own(reason) => {
             tracing::warn!("{reason}: cgroup paths are this container's, not the host's");
         }
-        chaos::os::host_view::HostView::Joined => tracing::debug!("joined init's cgroup namespace"),
-        chaos::os::host_view::HostView::Already => {}
+        chaos::host_view::HostView::Joined => tracing::debug!("joined init's cgroup namespace"),
+        chaos::host_view::HostView::Already => {}
     }
     match cli.run() {
         Ok(code) => code,

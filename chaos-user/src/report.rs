@@ -14,7 +14,7 @@ use crate::{
 impl FaultPlan {
     /// The report of this plan's run: what it was, how it ended and what it counted.
     #[must_use]
-    pub fn report(
+    pub(crate) fn report(
         &self,
         elapsed: Duration,
         stopped: StopReason,
@@ -36,7 +36,7 @@ impl FaultPlan {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     #[default]
     Text,
     Json,
@@ -44,7 +44,7 @@ pub enum OutputFormat {
 
 /// The outcome of one fault.
 #[derive(Debug, Serialize)]
-pub struct FaultReport<'a> {
+pub(crate) struct FaultReport<'a> {
     pub fault: &'static str,
     pub target: &'a Target,
     #[serde(skip)]
@@ -64,7 +64,7 @@ pub struct FaultReport<'a> {
 
 /// A traced fault's records and their summary.
 #[derive(Debug, Serialize)]
-pub struct Hits {
+pub(crate) struct Hits {
     #[serde(flatten)]
     pub summary: HitSummary,
     /// Every record, in order (at most the trace rate a second of the run).
@@ -73,7 +73,7 @@ pub struct Hits {
 
 impl Hits {
     #[must_use]
-    pub fn of(samples: Vec<Injection>) -> Self {
+    pub(crate) fn of(samples: Vec<Injection>) -> Self {
         let mut tally = HitTally::default();
         samples.iter().for_each(|s| tally.add(s));
         Self { summary: tally.summary(), samples }
@@ -82,7 +82,7 @@ impl Hits {
 
 impl FaultReport<'_> {
     #[must_use]
-    pub fn render(&self, format: OutputFormat, injected_word: &str) -> String {
+    pub(crate) fn render(&self, format: OutputFormat, injected_word: &str) -> String {
         match format {
             OutputFormat::Json => serde_json::to_string_pretty(self).expect("report serializes") + "\n",
             OutputFormat::Text => self.text(injected_word),
@@ -126,12 +126,12 @@ impl FaultReport<'_> {
 
 /// The exit status of a fault or experiment whose target went away mid-run (0, 1 and 2 are
 /// taken by the verdicts, 128 + n by signals).
-pub const TARGET_GONE_EXIT: u8 = 3;
+pub(crate) const TARGET_GONE_EXIT: u8 = 3;
 
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "by", content = "signal")]
-pub enum StopReason {
+pub(crate) enum StopReason {
     Deadline,
     Signal(StopSignal),
     /// The daemon ended the run (kill switch, pause --now, stop-all, its own end).
@@ -143,7 +143,7 @@ pub enum StopReason {
 
 /// The signals that stop a run early (after clean-up).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum StopSignal {
+pub(crate) enum StopSignal {
     #[serde(rename = "SIGHUP")]
     Hup = 1,
     #[serde(rename = "SIGINT")]
@@ -154,7 +154,7 @@ pub enum StopSignal {
 
 impl StopSignal {
     #[must_use]
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Hup => "SIGHUP",
             Self::Int => "SIGINT",
@@ -167,7 +167,7 @@ impl StopReason {
     /// Conventional exit status: 0 for a run that reached its deadline, 128 + signal for one
     /// stopped by a signal, 3 for one whose target went away.
     #[must_use]
-    pub const fn exit_code(self) -> u8 {
+    pub(crate) const fn exit_code(self) -> u8 {
         match self {
             Self::Deadline => 0,
             Self::Signal(signal) => 128 + signal as u8,
@@ -179,7 +179,7 @@ impl StopReason {
 
 /// Counters of one direction at one moment. The names are stable (they become metrics).
 #[derive(Clone, Copy, Debug, Serialize)]
-pub struct DirectionCounters {
+pub(crate) struct DirectionCounters {
     pub direction: &'static str,
     pub seen: u64,
     pub matched: u64,
@@ -188,14 +188,14 @@ pub struct DirectionCounters {
 
 impl DirectionCounters {
     /// `label` names the slot when it does not count a packet direction (e.g. `calls`).
-    pub fn new(direction: Direction, label: Option<&'static str>, c: FaultCounters) -> Self {
+    pub(crate) fn new(direction: Direction, label: Option<&'static str>, c: FaultCounters) -> Self {
         let direction = label.unwrap_or_else(|| direction_name(direction));
         Self { direction, seen: c.seen, matched: c.matched, injected: c.injected }
     }
 }
 
 #[must_use]
-pub const fn direction_name(direction: Direction) -> &'static str {
+pub(crate) const fn direction_name(direction: Direction) -> &'static str {
     match direction {
         Direction::Egress => "egress",
         Direction::Ingress => "ingress",

@@ -30,7 +30,7 @@ use crate::{
 /// because attaching verifies each one, which can take seconds on a slow machine: a short
 /// fault is not spent before it is in place. On error, whatever was attached is detached again
 /// (drop). Returns the fault and its deadline (CLOCK_MONOTONIC ns).
-pub fn arm(plan: &FaultPlan, in_force_for: Option<Duration>) -> Result<(LoadedFault, u64), AttachError> {
+pub(crate) fn arm(plan: &FaultPlan, in_force_for: Option<Duration>) -> Result<(LoadedFault, u64), AttachError> {
     let mut fault = LoadedFault::load(plan.kernel_offsets)?;
     // Raw sys_enter and fentry programs run through the process's one program per hook
     // (engine/dispatch.rs).
@@ -40,7 +40,7 @@ pub fn arm(plan: &FaultPlan, in_force_for: Option<Duration>) -> Result<(LoadedFa
 
 /// [`arm`] for a fault that will be pinned (a detached experiment): every program on a link of
 /// its own, which the pins keep once this process is gone.
-pub fn arm_to_pin(plan: &FaultPlan) -> Result<LoadedFault, AttachError> {
+pub(crate) fn arm_to_pin(plan: &FaultPlan) -> Result<LoadedFault, AttachError> {
     arm_loaded(LoadedFault::load(plan.kernel_offsets)?, plan, None).map(|(fault, _)| fault)
 }
 
@@ -70,7 +70,11 @@ fn arm_loaded(
 /// Runs one fault from the command line: arm, wait for its deadline or a stop signal while
 /// showing counters (on stderr and in its run record), disarm, detach, report. Returns the exit
 /// status.
-pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Registration) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_plan(
+    plan: &FaultPlan,
+    output: OutputFormat,
+    registration: &mut Registration,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         // Signals first: a Ctrl-C during set-up must still reach the clean-up below.
@@ -119,7 +123,7 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
 /// is no kernel deadline: the time box is this timer, backed by the action's guard (a pause's).
 /// Its record (`registration`, written before anything starts) gets what the action has done
 /// so far every second, for `chaos status`; `chaos stop` ends it with SIGTERM, as any one-shot.
-pub fn run_userspace_plan(
+pub(crate) fn run_userspace_plan(
     plan: &FaultPlan,
     output: OutputFormat,
     registration: &mut Registration,
@@ -192,7 +196,7 @@ pub fn run_userspace_plan(
 /// What ends a run early: the stop signals chaos handles (installed before anything is attached
 /// so that a Ctrl-C during set-up still goes through clean-up), or, for a run inside the daemon,
 /// its cancellation (the daemon owns the process's signals).
-pub struct StopSignals {
+pub(crate) struct StopSignals {
     signals: Option<[tokio::signal::unix::Signal; 3]>,
     cancel: Option<tokio::sync::watch::Receiver<bool>>,
     /// The target, when its removal ends the run ("target gone").
@@ -200,7 +204,7 @@ pub struct StopSignals {
 }
 
 impl StopSignals {
-    pub fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         Ok(Self {
             signals: Some([
                 signal(SignalKind::interrupt())?,
@@ -214,24 +218,24 @@ impl StopSignals {
 
     /// Ends the run when `cancel` turns true (or its sender is gone: nobody is left to end it).
     #[must_use]
-    pub const fn cancelled_by(cancel: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub(crate) const fn cancelled_by(cancel: tokio::sync::watch::Receiver<bool>) -> Self {
         Self { signals: None, cancel: Some(cancel), target: None }
     }
 
     /// Also ends the run when `target`'s cgroup goes away.
     #[must_use]
-    pub fn watching(mut self, target: &Target) -> Self {
+    pub(crate) fn watching(mut self, target: &Target) -> Self {
         self.target = Some(TargetWatch::new(target));
         self
     }
 
     /// Watches `target` from now on instead (None: no target ends the run), for a run that
     /// follows its target to a new cgroup.
-    pub fn watch(&mut self, target: Option<&Target>) {
+    pub(crate) fn watch(&mut self, target: Option<&Target>) {
         self.target = target.map(TargetWatch::new);
     }
 
-    pub async fn next(&mut self) -> StopReason {
+    pub(crate) async fn next(&mut self) -> StopReason {
         let Self { signals, cancel, target } = self;
         let gone = async {
             match target {
@@ -264,7 +268,7 @@ impl StopSignals {
     }
 }
 
-pub fn read_counters(
+pub(crate) fn read_counters(
     fault: &LoadedFault,
     directions: &[Direction],
     label: Option<&'static str>,
@@ -274,7 +278,7 @@ pub fn read_counters(
 
 /// A fault's live counters, per direction, and the time left; for a network fault, a hint when
 /// it has seen nothing for a while.
-pub struct Progress {
+pub(crate) struct Progress {
     pub line: LiveLine,
     pub label: &'static str,
     pub injected_word: &'static str,
@@ -296,7 +300,7 @@ impl Progress {
 }
 
 /// Waits for the deadline or a stop signal, showing progress. Returns why it stopped.
-pub async fn supervise(
+pub(crate) async fn supervise(
     fault: &LoadedFault,
     directions: &[Direction],
     label: Option<&'static str>,

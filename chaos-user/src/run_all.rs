@@ -31,7 +31,7 @@ struct Copy<'p> {
 /// Arms `plans` (one per target, all of one fault), waits for their deadline or a stop signal
 /// while showing their counters, detaches each and prints one report per target. The exit
 /// status is the gravest of theirs (a signal, then a target gone, then 0).
-pub fn run_plans(
+pub(crate) fn run_plans(
     plans: &[FaultPlan],
     output: OutputFormat,
     registrations: &mut [Registration],

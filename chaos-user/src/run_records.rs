@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::os::sys;
 
-pub const RUNS_DIR: &str = "/run/chaos/runs";
+pub(crate) const RUNS_DIR: &str = "/run/chaos/runs";
 
 /// One running (or stale) experiment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     pub id: String,
     /// The process that owns it: the foreground run, or a detached experiment's reaper.
     pub pid: u32,
@@ -52,7 +52,7 @@ pub struct RunRecord {
 /// `stop --all` and counted by the conflict check: "stop all chaos" means all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum RunKind {
+pub(crate) enum RunKind {
     /// `chaos run FILE` (foreground or detached).
     #[default]
     Experiment,
@@ -64,7 +64,7 @@ pub enum RunKind {
 
 impl RunKind {
     #[must_use]
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Experiment => "experiment",
             Self::OneShot => "one-shot",
@@ -74,7 +74,7 @@ impl RunKind {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FaultRecord {
+pub(crate) struct FaultRecord {
     /// `#1 net drop`
     pub label: String,
     /// Where its programs attach: (hook, place), e.g. ("cgroup_skb/egress", "/sys/fs/cgroup/x").
@@ -89,7 +89,7 @@ pub struct FaultRecord {
 
 /// The state of a record's owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Liveness {
+pub(crate) enum Liveness {
     /// Its process runs (foreground), or its deadline has not passed (detached).
     Running,
     /// Its owner is gone or its deadline has passed: what it left can be removed.
@@ -98,12 +98,12 @@ pub enum Liveness {
 
 impl RunRecord {
     #[must_use]
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         Path::new(RUNS_DIR).join(format!("{}.json", self.id))
     }
 
     #[must_use]
-    pub fn liveness(&self) -> Liveness {
+    pub(crate) fn liveness(&self) -> Liveness {
         let owner_alive = crate::os::process::process_alive(self.pid, self.pid_start);
         let before_deadline = sys::monotonic_now_ns() < self.ends_ns;
         // A detached experiment runs until its deadline whatever its reaper does (the kernel
@@ -114,20 +114,20 @@ impl RunRecord {
 
     /// Time left, in whole seconds.
     #[must_use]
-    pub fn seconds_left(&self) -> u64 {
+    pub(crate) fn seconds_left(&self) -> u64 {
         self.ends_ns.saturating_sub(sys::monotonic_now_ns()) / 1_000_000_000
     }
 
     /// Writes (or rewrites) the record atomically: readers, and a crash at any moment, see the
     /// old record or the new one, never half a file.
-    pub fn write(&self) -> io::Result<()> {
+    pub(crate) fn write(&self) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
         crate::os::records::write_atomic_in_dir(&self.path(), &bytes)
     }
 
     /// Removes the record, and a detached run's reaper schedule before it (whoever removes a
     /// stale record leaves no schedule that no record names).
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         if self.detached {
             let _ = fs::remove_file(Path::new(RUNS_DIR).join(format!("{}.schedule", self.id)));
         }
@@ -137,7 +137,7 @@ impl RunRecord {
 
 /// Every record, stale ones included, oldest id first.
 #[must_use]
-pub fn all() -> Vec<RunRecord> {
+pub(crate) fn all() -> Vec<RunRecord> {
     let Ok(entries) = fs::read_dir(RUNS_DIR) else { return Vec::new() };
     let entries: Vec<_> = entries.flatten().collect();
     let mut records: Vec<RunRecord> = entries
@@ -153,7 +153,7 @@ pub fn all() -> Vec<RunRecord> {
 /// renamed, and records or schedules nobody can read (empty ones from chaos versions that wrote
 /// in place), once the process their name ends in is gone. One line per file, for people.
 #[must_use]
-pub fn remove_unreadable() -> Vec<String> {
+pub(crate) fn remove_unreadable() -> Vec<String> {
     // `ID.json` and `ID.schedule`, the id ending in its writer's pid.
     let owner = |name: &str| -> Option<(u32, Option<u64>)> {
         let id = name.strip_suffix(".json").or_else(|| name.strip_suffix(".schedule"))?;
@@ -169,7 +169,7 @@ pub fn remove_unreadable() -> Vec<String> {
 /// between removing its schedule and its record did so before the schedule was removed first.
 /// One line per file, for people.
 #[must_use]
-pub fn remove_orphan_schedules() -> Vec<String> {
+pub(crate) fn remove_orphan_schedules() -> Vec<String> {
     let Ok(entries) = fs::read_dir(RUNS_DIR) else { return Vec::new() };
     let mut lines = Vec::new();
     for entry in entries.flatten() {
@@ -192,30 +192,30 @@ pub fn remove_orphan_schedules() -> Vec<String> {
 
 /// The record of `id`.
 #[must_use]
-pub fn find(id: &str) -> Option<RunRecord> {
+pub(crate) fn find(id: &str) -> Option<RunRecord> {
     all().into_iter().find(|r| r.id == id)
 }
 
 /// Removes a foreground run's record when dropped (normal end, error, panic).
-pub struct Registration {
+pub(crate) struct Registration {
     pub record: RunRecord,
 }
 
 impl Registration {
-    pub fn register(record: RunRecord) -> io::Result<Self> {
+    pub(crate) fn register(record: RunRecord) -> io::Result<Self> {
         record.write()?;
         Ok(Self { record })
     }
 
     /// The run's faults are on another cgroup now (a followed target came back): the record
     /// says so before anything announces the move.
-    pub fn move_to(&mut self, cgroup: &str, id: u64) -> io::Result<()> {
+    pub(crate) fn move_to(&mut self, cgroup: &str, id: u64) -> io::Result<()> {
         (self.record.target, self.record.target_id) = (cgroup.to_owned(), id);
         self.record.write()
     }
 
     /// Rewrites the record with fresh counts (best effort: status is informative).
-    pub fn update_counts(&mut self, injected: &[u64]) {
+    pub(crate) fn update_counts(&mut self, injected: &[u64]) {
         for (fault, &count) in self.record.faults.iter_mut().zip(injected) {
             fault.injected = count;
         }
@@ -231,7 +231,7 @@ impl Drop for Registration {
 
 /// A new experiment id: short, unique on this machine, sortable by start time.
 #[must_use]
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     // Seconds since 2020 in base 36 keep ids short; the pid keeps two processes' runs in one
     // second apart, and a count the runs of one process (the daemon starts many at once; they

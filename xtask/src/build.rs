@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use crate::util;
 
 /// The binaries the tests need, built once.
-pub struct Binaries {
+pub(crate) struct Binaries {
     pub chaos: PathBuf,
     pub workload: PathBuf,
     /// Integration test executables of the `chaos-tests` package.
@@ -17,7 +17,7 @@ pub struct Binaries {
 
 impl Binaries {
     /// Files to copy into a VM.
-    pub fn files(&self) -> Vec<PathBuf> {
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.chaos.clone(), self.workload.clone()];
         files.extend(self.integration_tests.iter().cloned());
         files.extend(golden_files());
@@ -25,7 +25,7 @@ impl Binaries {
     }
 
     /// Environment that points the tests at these binaries and names the tier.
-    pub fn env(&self, tier: &str) -> Vec<(String, String)> {
+    pub(crate) fn env(&self, tier: &str) -> Vec<(String, String)> {
         vec![
             ("CHAOS_TEST_TIER".into(), tier.into()),
             ("CHAOS_BIN".into(), self.chaos.display().to_string()),
@@ -35,7 +35,7 @@ impl Binaries {
 }
 
 /// `cargo build --bins` and `cargo test --no-run -p chaos-tests`, returning the executables.
-pub fn build_binaries() -> anyhow::Result<Binaries> {
+pub(crate) fn build_binaries() -> anyhow::Result<Binaries> {
     let mut binaries = build_bins()?;
     let tests = executables(
         util::cargo().args(["test", "--no-run", "-p", "chaos-tests", "--message-format=json-render-diagnostics"]),
@@ -48,7 +48,7 @@ pub fn build_binaries() -> anyhow::Result<Binaries> {
 
 /// Only `cargo build --bins` (chaos and the workload, without the integration tests): what the
 /// demo runs.
-pub fn build_bins() -> anyhow::Result<Binaries> {
+pub(crate) fn build_bins() -> anyhow::Result<Binaries> {
     let bins =
         executables(util::cargo().args(["build", "--bins", "--message-format=json-render-diagnostics"]), "build")?;
     let find = |name: &str| {

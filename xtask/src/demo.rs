@@ -15,7 +15,7 @@ const PPS: u64 = 1000;
 const SECONDS: u64 = 4;
 
 /// Runs as root, the binaries built and named in the environment (main.rs does both first).
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let server = SocketAddr::from((TwoHosts::B, 7200));

@@ -13,10 +13,10 @@ use anyhow::{Context as _, bail};
 use crate::util;
 
 /// Points at a bzImage to use instead of the built or shared one.
-pub const ENV_OVERRIDE: &str = "CHAOS_ERRINJ_KERNEL";
+pub(crate) const ENV_OVERRIDE: &str = "CHAOS_ERRINJ_KERNEL";
 
 /// How to get the kernel when it is missing (printed in the test summary and in errors).
-pub const HOW_TO_GET: &str = "build it with `cargo xtask kernel 6.1-errinj` (about 20 minutes on two cores), \
+pub(crate) const HOW_TO_GET: &str = "build it with `cargo xtask kernel 6.1-errinj` (about 20 minutes on two cores), \
                               or point CHAOS_ERRINJ_KERNEL at a bzImage";
 
 /// The prebuilt copy beside the clone (CI keeps `shared/` next to the repository), relative to
@@ -24,7 +24,7 @@ pub const HOW_TO_GET: &str = "build it with `cargo xtask kernel 6.1-errinj` (abo
 const SHARED_COPY: &str = "../shared/kernels/6.1-errinj/bzImage";
 
 /// Where `cargo xtask kernel 6.1-errinj` puts its result.
-pub fn built_bzimage() -> PathBuf {
+pub(crate) fn built_bzimage() -> PathBuf {
     output_dir().join("bzImage")
 }
 
@@ -34,7 +34,7 @@ fn output_dir() -> PathBuf {
 
 /// The bzImage to boot and where it came from: $CHAOS_ERRINJ_KERNEL, else the one built here,
 /// else the shared prebuilt copy; `None` when there is none (the tier is then skipped).
-pub fn find() -> anyhow::Result<Option<(PathBuf, String)>> {
+pub(crate) fn find() -> anyhow::Result<Option<(PathBuf, String)>> {
     if let Some(path) = std::env::var_os(ENV_OVERRIDE).filter(|v| !v.is_empty()).map(PathBuf::from) {
         if !path.is_file() {
             bail!("{ENV_OVERRIDE}={} is not a file; point it at a bzImage or unset it", path.display());
@@ -53,7 +53,7 @@ pub fn find() -> anyhow::Result<Option<(PathBuf, String)>> {
 }
 
 /// The kernel release a bzImage carries in its setup header (and a check that it is one).
-pub fn release(bzimage: &Path) -> anyhow::Result<String> {
+pub(crate) fn release(bzimage: &Path) -> anyhow::Result<String> {
     let data = fs::read(bzimage).with_context(|| format!("read {}", bzimage.display()))?;
     release_in(&data).with_context(|| format!("{} is not an x86 bzImage", bzimage.display()))
 }
@@ -138,7 +138,7 @@ const REQUIRED: &[&str] = &["FUNCTION_ERROR_INJECTION", "BPF_KPROBE_OVERRIDE", "
 
 /// `cargo xtask kernel 6.1-errinj`: builds the kernel from Debian's source package, as
 /// the recipe of the prebuilt copy says, into target/xtask/kernels/6.1-errinj/.
-pub fn build() -> anyhow::Result<()> {
+pub(crate) fn build() -> anyhow::Result<()> {
     let step = "kernel 6.1-errinj";
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

@@ -9,7 +9,7 @@ use std::process::Command;
 
 /// One reading: a labelled, normalised line per object.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Snapshot(Vec<String>);
+pub(crate) struct Snapshot(Vec<String>);
 
 /// What to read, and how: (label, command and arguments). Commands that are not installed read
 /// as nothing (nft is optional; iptables is a setup package).
@@ -29,7 +29,7 @@ const READINGS: &[(&str, &[&str])] = &[
 impl Snapshot {
     /// Reads the machine's network now.
     #[must_use]
-    pub fn read() -> Self {
+    pub(crate) fn read() -> Self {
         let mut lines = Vec::new();
         for (label, command) in READINGS {
             let Ok(output) = Command::new(command[0]).args(&command[1..]).output() else { continue };
@@ -41,7 +41,7 @@ impl Snapshot {
 
     /// The lines only one of the readings has: `-` gone since `before`, `+` new.
     #[must_use]
-    pub fn changes_since(&self, before: &Self) -> Vec<String> {
+    pub(crate) fn changes_since(&self, before: &Self) -> Vec<String> {
         let gone = before.0.iter().filter(|line| !self.0.contains(line)).map(|line| format!("- {line}"));
         let new = self.0.iter().filter(|line| !before.0.contains(line)).map(|line| format!("+ {line}"));
         gone.chain(new).collect()

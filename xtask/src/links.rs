@@ -27,7 +27,7 @@ mod tests;
 
 /// One link that does not resolve: where it is, what it says, and why it fails.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Broken {
+pub(crate) struct Broken {
     /// The Markdown file, relative to the root.
     pub file: PathBuf,
     /// 1-based line of the link's start.
@@ -44,7 +44,7 @@ impl fmt::Display for Broken {
 
 /// Checks every Markdown file under `root` (see [`markdown_files`]) and returns the broken
 /// links, in file and line order.
-pub fn check(root: &Path) -> anyhow::Result<Vec<Broken>> {
+pub(crate) fn check(root: &Path) -> anyhow::Result<Vec<Broken>> {
     let mut anchors = Anchors::default();
     let mut broken = Vec::new();
     for file in markdown_files(root)? {
@@ -62,7 +62,7 @@ pub fn check(root: &Path) -> anyhow::Result<Vec<Broken>> {
 /// The project's Markdown files: every `.md` under `root`, except in hidden directories,
 /// `target/` (build output) and the crates under `vendor/` (other projects' files, whose links
 /// point into their own repositories).
-pub fn markdown_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn markdown_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -95,7 +95,7 @@ fn options() -> Options {
 }
 
 /// Every link and image destination in `text`, with the line it starts on.
-pub fn links(text: &str) -> Vec<(usize, String)> {
+pub(crate) fn links(text: &str) -> Vec<(usize, String)> {
     let line_starts: Vec<usize> = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
     let line_of = |offset: usize| line_starts.partition_point(|&start| start <= offset);
     Parser::new_ext(text, options())
@@ -111,7 +111,7 @@ pub fn links(text: &str) -> Vec<(usize, String)> {
 
 /// The anchors of `text`'s headings, as GitHub makes them: each heading's slug, and `-1`,
 /// `-2`, ... appended to repeats.
-pub fn heading_anchors(text: &str) -> HashSet<String> {
+pub(crate) fn heading_anchors(text: &str) -> HashSet<String> {
     let mut anchors = HashSet::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut heading: Option<String> = None;
@@ -148,7 +148,7 @@ pub fn heading_anchors(text: &str) -> HashSet<String> {
 /// GitHub's anchor for a heading's text (github-slugger): lower case; letters, digits, `-`
 /// and `_` kept; each space becomes `-`; everything else (punctuation, symbols, emoji) dropped.
 /// Spaces are not collapsed: "drop | partition" is `drop--partition`.
-pub fn slug(heading: &str) -> String {
+pub(crate) fn slug(heading: &str) -> String {
     heading
         .trim()
         .to_lowercase()

@@ -16,7 +16,7 @@ struct Check {
 
 /// Runs every check (all of them, so one run lists every problem) and fails naming each failed
 /// check with the command to run.
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     println!("== lint: Markdown links, the workspace's structure, rustfmt and clippy");
     let mut failed = Vec::new();
     let broken = links::check(&util::root())?;

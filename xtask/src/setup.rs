@@ -10,7 +10,7 @@ use crate::{errinj, util, vm};
 
 /// What the machine is set up for; each purpose includes what the ones before it need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Purpose {
+pub(crate) enum Purpose {
     /// `cargo xtask demo`: the eBPF toolchain, and test namespaces.
     Demo,
     /// `cargo xtask package`: a release build, cargo-deb and lintian.
@@ -83,17 +83,17 @@ const PACKAGES: &[(&str, Purpose, &str)] = &[
 ];
 
 /// Whether setup installs Debian package `name` (the host tier's manifest has what it installs).
-pub fn installs(name: &str) -> bool {
+pub(crate) fn installs(name: &str) -> bool {
     PACKAGES.iter().any(|(package, _, _)| *package == name)
 }
 
 /// `cargo xtask setup`: everything.
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     run_for(Purpose::Tests)
 }
 
 /// What `purpose` needs, and nothing more.
-pub fn run_for(purpose: Purpose) -> anyhow::Result<()> {
+pub(crate) fn run_for(purpose: Purpose) -> anyhow::Result<()> {
     nightly_rust_src(purpose)?;
     bpf_linker()?;
     debian_packages(purpose)?;

@@ -18,7 +18,7 @@ use std::{
 /// A crate's source tree and the order of its top-level modules, lowest layer first. A module
 /// may use modules of its own layer or lower ones; a layer is a list of top-level module names.
 /// Top-level modules not listed are on the top layer.
-pub struct Crate {
+pub(crate) struct Crate {
     pub name: &'static str,
     pub src: &'static str,
     pub layers: &'static [&'static [&'static str]],
@@ -26,13 +26,13 @@ pub struct Crate {
 
 /// Arrows allowed to run back up, each with the reason it is there: (from file's module, to
 /// module, why).
-pub type Exception = (&'static str, &'static str, &'static str);
+pub(crate) type Exception = (&'static str, &'static str, &'static str);
 
 /// The arrows that may run back up, and why. Each is a debt with its reason.
-pub const EXCEPTIONS: &[Exception] = &[];
+pub(crate) const EXCEPTIONS: &[Exception] = &[];
 
 /// The workspace's crates and their layers.
-pub const CRATES: &[Crate] = &[
+pub(crate) const CRATES: &[Crate] = &[
     Crate { name: "chaos-common", src: "chaos-common/src", layers: &[] },
     Crate {
         name: "chaos-ebpf",
@@ -92,7 +92,7 @@ pub const CRATES: &[Crate] = &[
 
 /// What the check found in one crate.
 #[derive(Debug, Default)]
-pub struct Findings {
+pub(crate) struct Findings {
     pub circles: Vec<Vec<String>>,
     /// (from file module, to module, the names that tie them).
     pub upward: Vec<(String, String)>,
@@ -101,7 +101,7 @@ pub struct Findings {
 }
 
 /// Checks every crate under `root`; one line per problem.
-pub fn check(root: &Path, exceptions: &[Exception]) -> anyhow::Result<Vec<String>> {
+pub(crate) fn check(root: &Path, exceptions: &[Exception]) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     for krate in CRATES {
         let findings = check_crate(&root.join(krate.src), krate.layers)?;
@@ -130,7 +130,7 @@ pub fn check(root: &Path, exceptions: &[Exception]) -> anyhow::Result<Vec<String
 }
 
 /// The findings of one crate whose sources are under `src`.
-pub fn check_crate(src: &Path, layers: &[&[&str]]) -> anyhow::Result<Findings> {
+pub(crate) fn check_crate(src: &Path, layers: &[&[&str]]) -> anyhow::Result<Findings> {
     let mut files = Vec::new();
     rust_files(src, &mut files)?;
     let modules: BTreeMap<String, PathBuf> = files.iter().map(|f| (module_of(src, f), f.clone())).collect();

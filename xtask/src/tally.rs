@@ -17,15 +17,15 @@ use chaos_tests::{
 };
 
 /// The line a guest script (and the host tier) prints after each test binary.
-pub const EXIT_MARK: &str = "CHAOS_BINARY_EXIT ";
+pub(crate) const EXIT_MARK: &str = "CHAOS_BINARY_EXIT ";
 /// The line printed before each test binary runs, followed by its path.
-pub const START_MARK: &str = "=== ";
+pub(crate) const START_MARK: &str = "=== ";
 
 /// Every test of every binary, as `--list` gives them: binary name -> test names.
-pub type Listing = BTreeMap<String, Vec<String>>;
+pub(crate) type Listing = BTreeMap<String, Vec<String>>;
 
 /// Runs `<binary> --list` for each test binary.
-pub fn list(binaries: &[impl AsRef<Path>]) -> anyhow::Result<Listing> {
+pub(crate) fn list(binaries: &[impl AsRef<Path>]) -> anyhow::Result<Listing> {
     let mut listing = Listing::new();
     for binary in binaries {
         let binary = binary.as_ref();
@@ -52,13 +52,13 @@ pub fn list(binaries: &[impl AsRef<Path>]) -> anyhow::Result<Listing> {
 }
 
 /// A test binary's target name (`delay-6beb36907909f233` is `delay`).
-pub fn binary_name(path: &Path) -> &str {
+pub(crate) fn binary_name(path: &Path) -> &str {
     skip::test_binary_name(path.file_name().and_then(|f| f.to_str()).unwrap_or_default())
 }
 
 /// Tests with no line in the manifest, and lines that name no test: each a problem, with what
 /// to do.
-pub fn coverage(listing: &Listing) -> Vec<String> {
+pub(crate) fn coverage(listing: &Listing) -> Vec<String> {
     let mut problems = Vec::new();
     for (binary, tests) in listing {
         for test in tests {
@@ -81,7 +81,7 @@ pub fn coverage(listing: &Listing) -> Vec<String> {
 
 /// What one tier's binaries did, read from their output and the skip log.
 #[derive(Default)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// Binary name -> its exit status.
     pub exits: BTreeMap<String, i32>,
     /// `binary::test` of each test that panicked.
@@ -92,7 +92,7 @@ pub struct Observed {
 
 impl Observed {
     /// Reads the output lines of a run (start and exit marks, panics) and its skip log lines.
-    pub fn read(&mut self, lines: &[String], skip_lines: &[String]) {
+    pub(crate) fn read(&mut self, lines: &[String], skip_lines: &[String]) {
         let mut binary = String::new();
         for line in lines {
             if let Some(path) = line.strip_prefix(START_MARK) {
@@ -119,7 +119,7 @@ impl Observed {
 
 /// One tier's tests against its manifest.
 #[derive(Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub ran: usize,
     /// (reason, tests) of the tests the manifest says are not on the tier, which skipped.
     pub not_here: BTreeMap<String, Vec<String>>,
@@ -129,14 +129,14 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn not_here_count(&self) -> usize {
+    pub(crate) fn not_here_count(&self) -> usize {
         self.not_here.values().map(Vec::len).sum()
     }
 }
 
 /// Holds what `tier` did against its manifest. `installed` says whether setup installs a
 /// Debian package on the host.
-pub fn tally(tier: &str, listing: &Listing, observed: &Observed, installed: &dyn Fn(&str) -> bool) -> Tally {
+pub(crate) fn tally(tier: &str, listing: &Listing, observed: &Observed, installed: &dyn Fn(&str) -> bool) -> Tally {
     let mut tally = Tally::default();
     for (binary, tests) in listing {
         let exit = observed.exits.get(binary).copied();

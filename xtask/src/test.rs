@@ -54,7 +54,7 @@ fn failure_digest(lines: &[String]) -> Vec<String> {
     digest
 }
 
-pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<()> {
+pub(crate) fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<()> {
     // As non-root every integration test of the host tier would skip and the tier would pass
     // having run nothing. (The VM tiers run as root inside their guest.)
     // SAFETY: geteuid has no preconditions.
@@ -120,7 +120,7 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
 }
 
 /// `cargo xtask manifest`: each tier's manifest, from the built test binaries' `--list`.
-pub fn manifest() -> anyhow::Result<()> {
+pub(crate) fn manifest() -> anyhow::Result<()> {
     let binaries = build::build_binaries()?;
     let listing = tally::list(&binaries.integration_tests)?;
     let problems = tally::coverage(&listing);

@@ -7,12 +7,12 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// The workspace root.
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 /// Where xtask keeps downloads and generated files: under target/, so `cargo clean` resets it.
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     root().join("target").join("xtask")
 }
 
@@ -26,7 +26,7 @@ fn describe(command: &Command) -> String {
 }
 
 /// Runs `command` with inherited output; fails naming `step` and the command.
-pub fn run(command: &mut Command, step: &str) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command, step: &str) -> anyhow::Result<()> {
     let status = command.status().with_context(|| format!("{step}: cannot start `{}`", describe(command)))?;
     if !status.success() {
         bail!("{step}: `{}` failed ({status})", describe(command));
@@ -35,7 +35,7 @@ pub fn run(command: &mut Command, step: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `command` quietly and returns its stdout; on failure the error carries its stderr.
-pub fn output(command: &mut Command, step: &str) -> anyhow::Result<String> {
+pub(crate) fn output(command: &mut Command, step: &str) -> anyhow::Result<String> {
     let out = command
         .stdin(Stdio::null())
         .output()
@@ -52,7 +52,7 @@ pub fn output(command: &mut Command, step: &str) -> anyhow::Result<String> {
 }
 
 /// `cargo` as invoked by the user (keeps the toolchain of the outer cargo).
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(root());
     command

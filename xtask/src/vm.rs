@@ -18,7 +18,7 @@ use anyhow::{Context as _, anyhow, bail};
 use crate::{errinj, util};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum KernelName {
+pub(crate) enum KernelName {
     /// Debian 12's own kernel: legacy TC only, BPF LSM, fq and netem as modules.
     #[value(name = "6.1")]
     V6_1,
@@ -32,9 +32,9 @@ pub enum KernelName {
 }
 
 impl KernelName {
-    pub const ALL: [Self; 3] = [Self::V6_1, Self::V6_12, Self::V6_1ErrInj];
+    pub(crate) const ALL: [Self; 3] = [Self::V6_1, Self::V6_12, Self::V6_1ErrInj];
 
-    pub const fn label(self) -> &'static str {
+    pub(crate) const fn label(self) -> &'static str {
         match self {
             Self::V6_1 => "6.1",
             Self::V6_12 => "6.12",
@@ -43,11 +43,11 @@ impl KernelName {
     }
 
     /// Whether the kernel is a package of Debian's archive (so `cargo xtask setup` downloads it).
-    pub const fn is_debian_package(self) -> bool {
+    pub(crate) const fn is_debian_package(self) -> bool {
         !matches!(self, Self::V6_1ErrInj)
     }
 
-    pub fn tier(self) -> String {
+    pub(crate) fn tier(self) -> String {
         format!("vm-{}", self.label())
     }
 
@@ -60,7 +60,7 @@ impl KernelName {
 }
 
 /// A kernel unpacked in the cache, ready to boot.
-pub struct Kernel {
+pub(crate) struct Kernel {
     pub name: KernelName,
     pub vmlinuz: PathBuf,
     /// lib/modules/<release>
@@ -74,13 +74,13 @@ fn kernel_dir(name: KernelName) -> PathBuf {
 
 /// The kernel, downloaded and unpacked once for Debian's; an error when the 6.1-errinj one is
 /// nowhere to be found (it says how to get it).
-pub fn ensure_kernel(name: KernelName) -> anyhow::Result<Kernel> {
+pub(crate) fn ensure_kernel(name: KernelName) -> anyhow::Result<Kernel> {
     available_kernel(name)?.ok_or_else(|| anyhow!("no {} kernel here: {}", name.label(), errinj::HOW_TO_GET))
 }
 
 /// The kernel if this machine has it or can download it; `None` only for the 6.1-errinj kernel
 /// when no bzImage of it is found (`cargo xtask test` then skips its tier, saying so).
-pub fn available_kernel(name: KernelName) -> anyhow::Result<Option<Kernel>> {
+pub(crate) fn available_kernel(name: KernelName) -> anyhow::Result<Option<Kernel>> {
     if name.is_debian_package() {
         return ensure_debian_kernel(name).map(Some);
     }
@@ -245,7 +245,7 @@ const HOST_TOOLS: &[&str] =
     &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace", "/usr/sbin/dnsmasq"];
 
 /// What to run in a VM.
-pub struct VmJob<'a> {
+pub(crate) struct VmJob<'a> {
     pub kernel: &'a Kernel,
     /// The guest's name in its output prefix and work directory: the kernel's label, and the
     /// shard when a tier's tests are split over several guests.
@@ -261,13 +261,13 @@ pub struct VmJob<'a> {
     pub parallel_vcpus: bool,
 }
 
-pub struct VmOutcome {
+pub(crate) struct VmOutcome {
     pub exit_code: i32,
     pub lines: Vec<String>,
 }
 
 /// Builds the initramfs, boots, streams the guest's output (prefixed), returns its exit status.
-pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
+pub(crate) fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
     let label = job.guest.as_str();
     let work = util::cache_dir().join("vm").join("run").join(label.replace(' ', "-"));
     let initramfs = work.join("initramfs.cpio");
@@ -468,7 +468,7 @@ fn write_executable(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Single-quotes `value` for sh.
-pub fn shell_quote(value: &str) -> String {
+pub(crate) fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
@@ -550,7 +550,7 @@ fn module_load_order(modules_dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<
 
 /// `cargo xtask vm --kernel K -- command...`: `command` in `kernel`, with `files` (the built
 /// binaries, their environment in `env`) and the user's `include`s copied in.
-pub fn run_command(
+pub(crate) fn run_command(
     kernel: &Kernel,
     mut files: Vec<PathBuf>,
     env: Vec<(String, String)>,

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use crate::{experiment, ledger};
 
-pub fn run() -> ExitCode {
+pub(super) fn run() -> ExitCode {
     let mut report = ledger::cleanup_stale();
     report.extend(experiment::clean_stale_runs());
     if report.is_empty() {

@@ -9,7 +9,7 @@ use crate::{
 };
 
 #[derive(Debug, Args)]
-pub struct DaemonArgs {
+pub(super) struct DaemonArgs {
     #[command(subcommand)]
     command: Option<DaemonCommand>,
     /// The configuration file.
@@ -53,11 +53,11 @@ enum DaemonCommand {
 impl DaemonArgs {
     /// Whether this runs the service (which logs at info by default).
     #[must_use]
-    pub const fn serves(&self) -> bool {
+    pub(super) const fn serves(&self) -> bool {
         self.command.is_none() && self.check.is_none()
     }
 
-    pub fn run(&self, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    pub(super) fn run(&self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         if let Some(file) = &self.check {
             return daemon::check(file);
         }

@@ -28,7 +28,7 @@ matter. The fault ends at its deadline even if chaos is stopped or killed (docs/
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DnsCommand {
+pub(super) enum DnsCommand {
     /// Answer the target's queries for some names with an error code, at once.
     #[command(after_help = dns_help!("  chaos dns fail --cgroup /app --name api.example.com --rcode nxdomain --for 1m
   chaos dns fail --container 3f2a --name '*.internal' --rcode servfail --percent 30 --for 5m
@@ -49,7 +49,7 @@ pub enum DnsCommand {
 }
 
 impl DnsCommand {
-    pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    pub(super) fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         match self {
             Self::Fail(args) => args.run(output),
             Self::Drop(args) => args.run(output),

@@ -9,7 +9,7 @@ use crate::{
     targets::runtime,
 };
 
-pub fn run(output: OutputFormat) -> ExitCode {
+pub(super) fn run(output: OutputFormat) -> ExitCode {
     let features = features::probe();
     let runtimes = runtime::status();
     let controllers = CgroupFs::discover().map(|fs| controllers::status(fs.mount())).unwrap_or_default();

@@ -15,7 +15,7 @@ use crate::{
 };
 
 #[derive(Debug, Args)]
-pub struct ExperimentArgs {
+pub(super) struct ExperimentArgs {
     /// The experiment file (TOML).
     file: PathBuf,
     /// Print the plan (which programs attach where, with which maps) and stop.
@@ -34,7 +34,7 @@ pub struct ExperimentArgs {
     timeline: Option<PathBuf>,
 }
 
-pub fn run(args: &ExperimentArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: &ExperimentArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
     // Whatever finished runs left (records, expired pins) goes first: it would look like a
     // conflict otherwise.
     for line in experiment::clean_stale_runs() {
@@ -86,7 +86,7 @@ fn default_timeline(name: &str) -> PathBuf {
 
 /// Checks a file without touching this machine: syntax, keys, types, values, fault options (and
 /// asks each Prometheus server about its query: a refusal is an error, no answer a warning).
-pub fn validate(path: &Path, i_know: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn validate(path: &Path, i_know: bool) -> anyhow::Result<ExitCode> {
     let experiment = file::load(path, i_know)?;
     for warning in file::checks::ask_servers(&experiment.steady_state.checks, &experiment.source)? {
         eprintln!("chaos: warning: {warning}");
@@ -103,7 +103,7 @@ pub fn validate(path: &Path, i_know: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Re-renders a saved timeline; exits with the code of its verdict.
-pub fn report(
+pub(super) fn report(
     path: &Path,
     output: OutputFormat,
     html: Option<&Path>,

@@ -27,7 +27,7 @@ use crate::{
 
 /// One fault from the command line: its target, its options and how it runs.
 #[derive(Debug, Args)]
-pub struct FaultArgs<F: Args> {
+pub(super) struct FaultArgs<F: Args> {
     #[command(flatten)]
     pub target: TargetArgs,
     /// The family's options and the shared trace options.
@@ -38,7 +38,7 @@ pub struct FaultArgs<F: Args> {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(super) struct RunArgs {
     /// How long the fault lasts, e.g. 30s, 5m (at most 1h without --i-know).
     #[arg(long = "for", value_name = "DURATION", value_parser = options::parse_duration)]
     pub duration: Duration,
@@ -51,13 +51,13 @@ pub struct RunArgs {
 }
 
 impl<F: Args + PlanFault> FaultArgs<F> {
-    pub fn run(&self, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    pub(super) fn run(&self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         run_fault(&self.target, &self.fault, &self.run, output)
     }
 }
 
 /// The pipeline of every one-shot fault.
-pub fn run_fault(
+pub(super) fn run_fault(
     target: &TargetArgs,
     fault: &dyn PlanFault,
     run: &RunArgs,

@@ -19,7 +19,7 @@ use super::Cli;
 const MANUAL: &str = "User Commands";
 
 /// Writes `DIR/man/*.1` and `DIR/completions/{chaos.bash,_chaos,chaos.fish}`.
-pub fn run(out_dir: &Path) -> anyhow::Result<ExitCode> {
+pub(super) fn run(out_dir: &Path) -> anyhow::Result<ExitCode> {
     let man_dir = out_dir.join("man");
     let completions_dir = out_dir.join("completions");
     for dir in [&man_dir, &completions_dir] {

@@ -16,7 +16,7 @@ use crate::{
 };
 
 #[derive(Debug, Subcommand)]
-pub enum NetCommand {
+pub(super) enum NetCommand {
     /// Drop a share of the target's packets, silently, as a lossy network would.
     #[command(after_help = concat!("\
 Examples:
@@ -99,7 +99,7 @@ payload in either direction (counted by sequence number) and then goes silent, o
 }
 
 impl NetCommand {
-    pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    pub(super) fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         match self {
             Self::Drop(args) => args.run(output),
             Self::Corrupt(args) => args.run(output),

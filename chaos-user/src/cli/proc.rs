@@ -10,7 +10,7 @@ use crate::{
 };
 
 #[derive(Debug, Subcommand)]
-pub enum ProcCommand {
+pub(super) enum ProcCommand {
     /// Kill the target's processes on a schedule, or at an exact syscall (a crash point).
     #[command(after_help = "\
 Examples:
@@ -42,7 +42,7 @@ cleanup` thaws what a dead guard left. A cgroup that holds chaos is refused.")]
 }
 
 impl ProcCommand {
-    pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    pub(super) fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         match self {
             Self::Kill(args) => args.run(output),
             Self::Pause(args) => args.run(output),

@@ -11,7 +11,7 @@ use crate::{
     run_records::{self, Liveness, RunKind, RunRecord},
 };
 
-pub fn status(output: OutputFormat) -> ExitCode {
+pub(super) fn status(output: OutputFormat) -> ExitCode {
     // Expired detached experiments and dead runs are removed, not listed as running.
     let cleaned = experiment::clean_stale_runs();
     let records = run_records::all();
@@ -75,7 +75,7 @@ fn describe(record: &RunRecord) -> serde_json::Value {
 
 /// Stops one experiment, or all: a foreground run gets SIGTERM (it detaches and reports); a
 /// detached one is unpinned here.
-pub fn stop(id: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn stop(id: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
     let records = run_records::all();
     let chosen: Vec<&RunRecord> = match (id, all) {
         (_, true) => records.iter().collect(),

@@ -18,7 +18,7 @@ use crate::{
 };
 
 #[derive(Debug, Subcommand)]
-pub enum SyscallCommand {
+pub(super) enum SyscallCommand {
     /// Make chosen syscalls of the target fail with an errno.
     #[command(after_help = "\
 Examples:
@@ -67,7 +67,7 @@ any x86_64 syscall by name (`chaos syscall list`). More in docs/syscall-delay.md
 }
 
 impl SyscallCommand {
-    pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    pub(super) fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         match self {
             Self::Fail(args) => args.run(output),
             Self::Delay(args) => args.run(output),

@@ -16,7 +16,7 @@ use crate::targets::{
 
 /// What a selector matches now.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Matches {
+pub(crate) struct Matches {
     /// Cgroup paths (as /proc/PID/cgroup shows them), sorted, each once.
     pub cgroups: Vec<String>,
     /// The name each cgroup was found by, where it has one the runtimes can resolve again (a
@@ -28,7 +28,7 @@ pub struct Matches {
 
 impl Matches {
     #[must_use]
-    pub fn of(mut cgroups: Vec<String>) -> Self {
+    pub(crate) fn of(mut cgroups: Vec<String>) -> Self {
         cgroups.sort();
         cgroups.dedup();
         Self { cgroups, ..Self::default() }
@@ -36,7 +36,7 @@ impl Matches {
 
     /// Why a run found nothing to run on.
     #[must_use]
-    pub fn why_none(&self) -> String {
+    pub(crate) fn why_none(&self) -> String {
         if self.notes.is_empty() {
             "the selector matches no cgroup now".to_owned()
         } else {
@@ -49,7 +49,7 @@ impl Matches {
 /// Containers kubelet made (they carry its pod labels, e.g. through cri-dockerd) are left out:
 /// pods are chosen by pod selectors, behind the namespace opt-in.
 #[must_use]
-pub fn by_container_name(glob: &str, cgroups: &CgroupFs, inventory: &Inventory) -> Matches {
+pub(super) fn by_container_name(glob: &str, cgroups: &CgroupFs, inventory: &Inventory) -> Matches {
     let Ok(pattern) = glob::Pattern::new(glob) else { return Matches::default() };
     let mut found = Vec::new();
     let mut notes = Vec::new();
@@ -79,7 +79,7 @@ pub fn by_container_name(glob: &str, cgroups: &CgroupFs, inventory: &Inventory) 
 
 /// The pods `selector` matches whose namespace opted in, and why the others are left out.
 #[must_use]
-pub fn eligible_pods(
+pub(super) fn eligible_pods(
     selector: &PodSelector,
     kubernetes: &Kubernetes,
     inventory: &Inventory,
@@ -109,7 +109,12 @@ pub fn eligible_pods(
 /// The cgroups of the eligible pods `selector` matches (the pods' own, or their container
 /// named `container_name`): one per pod, so the share cap is a share of the pods.
 #[must_use]
-pub fn pods(selector: &PodSelector, kubernetes: &Kubernetes, cgroups: &CgroupFs, inventory: &Inventory) -> Matches {
+pub(super) fn pods(
+    selector: &PodSelector,
+    kubernetes: &Kubernetes,
+    cgroups: &CgroupFs,
+    inventory: &Inventory,
+) -> Matches {
     let (eligible, mut notes) = eligible_pods(selector, kubernetes, inventory);
     let mut found = Vec::new();
     let mut names = BTreeMap::new();

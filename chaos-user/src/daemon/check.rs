@@ -9,7 +9,7 @@ use super::{
 use crate::targets::CgroupFs;
 
 #[must_use]
-pub fn describe_selector(selector: &Selector) -> String {
+pub(super) fn describe_selector(selector: &Selector) -> String {
     match selector {
         Selector::Cgroup(glob) => format!("cgroup {glob}"),
         Selector::Unit(glob) => format!("unit {glob}"),
@@ -24,7 +24,7 @@ pub fn describe_selector(selector: &Selector) -> String {
 }
 
 /// `chaos daemon --check FILE`: validates and prints the catalogue, budgets and next runs.
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = DaemonConfig::load(path)?;
     if config.catalogue.is_empty() {
         println!("{}: valid: no experiment, so nothing is scheduled until an [[experiment]] is added", path.display());

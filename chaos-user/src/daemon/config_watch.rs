@@ -15,15 +15,15 @@ use super::config::DaemonConfig;
 
 /// How often the directories are looked at (a ConfigMap change takes kubelet up to a minute
 /// to reach the node anyway).
-pub const POLL: Duration = Duration::from_secs(1);
+pub(super) const POLL: Duration = Duration::from_secs(1);
 
 /// What the configuration's directories held when last looked at.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Fingerprint(Vec<(PathBuf, Option<PathBuf>, u64, u64, i64, i64)>);
+pub(super) struct Fingerprint(Vec<(PathBuf, Option<PathBuf>, u64, u64, i64, i64)>);
 
 /// The fingerprint of `config`'s file, its experiment files and their directories.
 #[must_use]
-pub fn fingerprint(config: &DaemonConfig) -> Fingerprint {
+pub(super) fn fingerprint(config: &DaemonConfig) -> Fingerprint {
     let mut dirs = BTreeSet::new();
     for file in std::iter::once(&config.path).chain(config.catalogue.iter().map(|e| &e.file)) {
         if let Some(dir) = file.parent() {

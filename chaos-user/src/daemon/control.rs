@@ -18,7 +18,7 @@ use super::{Pause, Service, check::describe_selector, config};
 /// What a client asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "command")]
-pub enum Request {
+pub(crate) enum Request {
     Status,
     /// Stop starting runs; with `now`, also end every running one (the kill switch).
     Pause {
@@ -35,7 +35,7 @@ pub enum Request {
 
 /// The daemon's answer: whether it did it, a sentence for people, and details.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub ok: bool,
     pub message: String,
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct Reply {
 }
 
 /// Binds the socket, replacing a stale one, readable and writable by its owner only.
-pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+pub(crate) fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -66,7 +66,7 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
 }
 
 /// Sends one request to the daemon at `socket` and returns its reply.
-pub fn ask(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
+pub(crate) fn ask(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         anyhow::anyhow!(
             "cannot reach the daemon at {}: {e} (is `chaos daemon` running? --socket names another path)",
@@ -190,7 +190,7 @@ impl Service {
 }
 
 /// The client side of `chaos daemon status | pause | resume | run | stop-all`.
-pub fn run_client(socket: &Path, request: &Request, json_output: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_client(socket: &Path, request: &Request, json_output: bool) -> anyhow::Result<ExitCode> {
     let reply = ask(socket, request)?;
     if json_output {
         println!(
@@ -218,6 +218,6 @@ pub fn run_client(socket: &Path, request: &Request, json_output: bool) -> anyhow
 
 /// The socket of the configuration at `config`, if it loads; the default otherwise.
 #[must_use]
-pub fn socket_of(config: &Path) -> PathBuf {
+pub(crate) fn socket_of(config: &Path) -> PathBuf {
     config::DaemonConfig::load(config).map_or_else(|_| PathBuf::from(config::DEFAULT_SOCKET), |c| c.socket)
 }

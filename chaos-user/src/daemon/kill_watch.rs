@@ -12,7 +12,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-pub struct KillWatch {
+pub(super) struct KillWatch {
     /// The kill-switch file this watch is for.
     pub path: PathBuf,
     fd: Option<AsyncFd<OwnedFd>>,
@@ -20,7 +20,7 @@ pub struct KillWatch {
 
 impl KillWatch {
     /// Watches the directory of `kill_switch`; inactive (not an error) where that cannot be done.
-    pub fn new(kill_switch: &Path) -> Self {
+    pub(super) fn new(kill_switch: &Path) -> Self {
         let dir = match kill_switch.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -33,13 +33,13 @@ impl KillWatch {
 
     /// Whether events arrive; if not, the caller must look for the file itself.
     #[must_use]
-    pub fn active(&self) -> bool {
+    pub(super) fn active(&self) -> bool {
         self.fd.is_some()
     }
 
     /// Returns when something happened in the directory (never, when inactive), having read
     /// every event there is.
-    pub async fn changed(&mut self) {
+    pub(super) async fn changed(&mut self) {
         let Some(fd) = &self.fd else { return std::future::pending().await };
         let mut gone = false;
         match fd.readable().await {

@@ -13,26 +13,26 @@ use prometheus_client::{
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RunLabels {
+pub(crate) struct RunLabels {
     pub experiment: String,
     /// started, held, violated, aborted (could not run, or ended early)
     pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ExperimentLabel {
+pub(crate) struct ExperimentLabel {
     pub experiment: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct InjectionLabels {
+pub(crate) struct InjectionLabels {
     pub experiment: String,
     /// the fault's kind, e.g. "net drop", "syscall delay"
     pub family: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CheckLabels {
+pub(crate) struct CheckLabels {
     pub experiment: String,
     pub check: String,
     /// passed or failed
@@ -40,19 +40,19 @@ pub struct CheckLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PausedLabels {
+pub(crate) struct PausedLabels {
     /// why injection is paused ("" when it is not)
     pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConfigLabels {
+pub(crate) struct ConfigLabels {
     pub path: String,
 }
 
 /// Every metric the daemon keeps; cheap to clone (each is an Arc inside).
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub runs: Family<RunLabels, Counter>,
     pub runs_active: Gauge,
     pub faults_active: Gauge,
@@ -69,7 +69,7 @@ pub struct Metrics {
 
 impl Metrics {
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("chaos");
         let runs = Family::<RunLabels, Counter>::default();
         registry.register("daemon_runs", "Runs of the daemon by experiment and outcome", runs.clone());
@@ -133,12 +133,12 @@ impl Metrics {
         }
     }
 
-    pub fn count_run(&self, experiment: &str, outcome: &str) {
+    pub(crate) fn count_run(&self, experiment: &str, outcome: &str) {
         self.runs.get_or_create(&RunLabels { experiment: experiment.to_owned(), outcome: outcome.to_owned() }).inc();
     }
 
     /// Counts what a run's timeline records: injections per fault family and check results.
-    pub fn count_timeline(&self, experiment: &str, timeline: &std::path::Path) {
+    pub(crate) fn count_timeline(&self, experiment: &str, timeline: &std::path::Path) {
         use crate::experiment::{events::TimelineEvent, timeline};
         let Ok(events) = timeline::read(timeline) else { return };
         let mut kinds = std::collections::HashMap::new();
@@ -162,28 +162,28 @@ impl Metrics {
         }
     }
 
-    pub fn set_paused(&self, reason: Option<&str>) {
+    pub(crate) fn set_paused(&self, reason: Option<&str>) {
         self.paused.clear();
         self.paused
             .get_or_create(&PausedLabels { reason: reason.unwrap_or_default().to_owned() })
             .set(i64::from(reason.is_some()));
     }
 
-    pub fn set_config(&self, path: &str) {
+    pub(crate) fn set_config(&self, path: &str) {
         self.config_loaded.clear();
         self.config_loaded.get_or_create(&ConfigLabels { path: path.to_owned() }).set(1);
     }
 
     /// The text exposition format.
     #[must_use]
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
     }
 
     /// Serves `/metrics` on `address` from a thread of its own, until the process ends.
-    pub fn serve(&self, address: &str) -> anyhow::Result<()> {
+    pub(crate) fn serve(&self, address: &str) -> anyhow::Result<()> {
         let server = tiny_http::Server::http(address).map_err(|e| {
             anyhow::anyhow!("cannot serve metrics on {address}: {e} (set `metrics` in the configuration)")
         })?;

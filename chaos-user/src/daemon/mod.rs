@@ -10,13 +10,13 @@
 //! fault has its kernel deadline and fd-owned links, which go with the process.
 mod candidates;
 mod check;
-pub mod config;
+pub(crate) mod config;
 mod config_watch;
-pub mod control;
+pub(crate) mod control;
 mod kill_watch;
-pub mod metrics;
+pub(crate) mod metrics;
 mod run;
-pub mod scheduler;
+pub(crate) mod scheduler;
 
 use std::{
     path::{Path, PathBuf},
@@ -26,7 +26,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-pub use check::check;
+pub(crate) use check::check;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
@@ -93,7 +93,7 @@ struct Service {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. A bad configuration is an error (exit 2).
-pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = DaemonConfig::load(config_path)?;
     let _ = crate::os::sys::raise_resource_limits();
     // Each run has a thread of its own; glibc would give many of them an arena of their own,

@@ -14,7 +14,7 @@ use crate::{
 
 /// Runs `file` on the cgroup the daemon picked, or, when the run follows its target, on the
 /// name that cgroup was found by (resolved to the same cgroup now, and again after a restart).
-pub fn run_one(
+pub(super) fn run_one(
     file: &Path,
     target: &str,
     follow: Option<&TargetName>,
@@ -47,7 +47,7 @@ pub fn run_one(
 
 /// The summary of the verdict a run's timeline ends with ("fault 1 could not attach: ..."), for
 /// the daemon's log line of a run that ended without one of its own words.
-pub fn verdict_summary(timeline: &Path) -> Option<String> {
+pub(super) fn verdict_summary(timeline: &Path) -> Option<String> {
     let events = crate::experiment::timeline::read(timeline).ok()?;
     events.into_iter().rev().find_map(|(_, recorded)| match recorded.event {
         crate::experiment::events::TimelineEvent::Verdict { summary, .. } => Some(summary),
@@ -56,7 +56,7 @@ pub fn verdict_summary(timeline: &Path) -> Option<String> {
 }
 
 /// Keeps the newest `keep` timelines (their names start with the time).
-pub fn prune_timelines(dir: &Path, keep: usize) {
+pub(super) fn prune_timelines(dir: &Path, keep: usize) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut files: Vec<PathBuf> =
         entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();

@@ -21,7 +21,7 @@ use crate::targets::{
 
 /// A random u64 from the kernel (jitter and weighted picks need no more than this).
 #[must_use]
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     // SAFETY: getrandom(2) writes at most bytes.len() bytes into the buffer.
     let _ = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
@@ -31,7 +31,7 @@ pub fn random_u64() -> u64 {
 /// The wait from `now` until the next start: `every`, or until the cron expression's next
 /// time, moved by a uniform draw in [-jitter, +jitter] (never before now).
 #[must_use]
-pub fn next_delay(schedule: &Schedule, now: DateTime<Utc>, random: u64) -> Duration {
+pub(crate) fn next_delay(schedule: &Schedule, now: DateTime<Utc>, random: u64) -> Duration {
     let nominal = match &schedule.when {
         When::Every(every) => *every,
         When::Cron(cron) => cron
@@ -50,7 +50,7 @@ pub fn next_delay(schedule: &Schedule, now: DateTime<Utc>, random: u64) -> Durat
 
 /// Whether injection may run at `now`: inside an allowed window (if any are set) and in no
 /// blackout. If not, why.
-pub fn allowed_at(schedule: &Schedule, now: DateTime<Utc>) -> Result<(), String> {
+pub(crate) fn allowed_at(schedule: &Schedule, now: DateTime<Utc>) -> Result<(), String> {
     let local = now.with_timezone(&schedule.time_zone);
     let weekday = local.weekday().num_days_from_monday() as usize;
     let second = local.num_seconds_from_midnight();
@@ -75,7 +75,7 @@ pub fn allowed_at(schedule: &Schedule, now: DateTime<Utc>) -> Result<(), String>
 }
 
 #[must_use]
-pub fn describe_window(window: &Window) -> String {
+pub(crate) fn describe_window(window: &Window) -> String {
     const NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     let days: Vec<&str> = NAMES.iter().zip(window.days).filter(|(_, on)| *on).map(|(n, _)| *n).collect();
     let time = |s: u32| format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60);
@@ -84,7 +84,7 @@ pub fn describe_window(window: &Window) -> String {
 
 /// Index of the entry picked with chances proportional to `weights`.
 #[must_use]
-pub fn pick_weighted(weights: &[u32], random: u64) -> Option<usize> {
+pub(crate) fn pick_weighted(weights: &[u32], random: u64) -> Option<usize> {
     let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     if total == 0 {
         return None;
@@ -103,7 +103,7 @@ pub fn pick_weighted(weights: &[u32], random: u64) -> Option<usize> {
 /// why matching containers or pods were left out. Container names and pods are asked of the
 /// runtimes; pods only of the namespaces in `kubernetes`.
 #[must_use]
-pub fn matches(selector: &Selector, cgroups: &CgroupFs, kubernetes: &Kubernetes) -> Matches {
+pub(crate) fn matches(selector: &Selector, cgroups: &CgroupFs, kubernetes: &Kubernetes) -> Matches {
     let cgroup_mount = cgroups.mount();
     let pattern = match selector {
         Selector::Cgroup(glob) => format!("{}{glob}", cgroup_mount.display()),
@@ -149,14 +149,14 @@ fn container_matches(glob: &str, cgroup_mount: &Path) -> Vec<String> {
 
 /// What the budgets remember: recent starts and each target's last run.
 #[derive(Debug, Default)]
-pub struct Budgets {
+pub(crate) struct Budgets {
     starts: VecDeque<Instant>,
     last_on_target: HashMap<String, Instant>,
 }
 
 impl Budgets {
     /// Whether a new run may start now with `running` runs under way; if not, why.
-    pub fn allows(&mut self, budget: &Budget, running: usize, now: Instant) -> Result<(), String> {
+    pub(crate) fn allows(&mut self, budget: &Budget, running: usize, now: Instant) -> Result<(), String> {
         let hour = Duration::from_secs(3600);
         while self.starts.front().is_some_and(|&t| now.duration_since(t) >= hour) {
             self.starts.pop_front();
@@ -177,7 +177,7 @@ impl Budgets {
     /// A target for the next run among `candidates`: not under fault now (`busy`: a target
     /// inside or around a busy one counts as busy, e.g. a pod and its container), not hit
     /// within the gap, and keeping the selector's share under fault within the cap.
-    pub fn pick_target(
+    pub(crate) fn pick_target(
         &self,
         budget: &Budget,
         candidates: &[String],
@@ -210,7 +210,7 @@ impl Budgets {
         Ok(free[index].clone())
     }
 
-    pub fn started(&mut self, target: &str, now: Instant) {
+    pub(crate) fn started(&mut self, target: &str, now: Instant) {
         self.starts.push_back(now);
         self.last_on_target.insert(target.to_owned(), now);
     }

@@ -40,7 +40,7 @@ enum Stopper {
 
 impl LoadedFault {
     /// Loads and attaches one planned program.
-    pub fn attach(&mut self, planned: &PlannedProgram) -> Result<(), AttachError> {
+    pub(crate) fn attach(&mut self, planned: &PlannedProgram) -> Result<(), AttachError> {
         match &planned.attach {
             AttachPoint::Cgroup { cgroup_dir } => self.attach_cgroup(planned, cgroup_dir),
             AttachPoint::Lsm { hook } => self.attach_lsm(planned.program, hook),

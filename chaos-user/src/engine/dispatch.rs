@@ -49,7 +49,7 @@ static DISPATCHERS: Mutex<Vec<Dispatcher>> = Mutex::new(Vec::new());
 
 /// Where a dispatcher sits.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Hook {
+pub(crate) enum Hook {
     /// The raw `sys_enter` tracepoint: every syscall.
     SysEnter,
     /// fentry on this syscall entry function (`__x64_sys_read`): that syscall only.
@@ -68,13 +68,13 @@ impl std::fmt::Display for Hook {
 /// One fault's place in a dispatcher; dropping it takes the fault out (and the dispatcher off
 /// its hook with the last one).
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     hook: Hook,
     index: u32,
 }
 
 /// What the dispatcher needs to route a task to a fault.
-pub struct Route<'a> {
+pub(crate) struct Route<'a> {
     /// The fault's program on the dispatcher's hook, loaded (for fentry: on the same function).
     pub program: &'a ProgramFd,
     /// The target cgroup's id and level (the fault's config).
@@ -110,7 +110,7 @@ struct Dispatcher {
 /// Hands the fault `route` describes to the process's dispatcher on `hook` (attaching it first
 /// if this is the hook's first fault; fentry needs the kernel's `btf`); `None` when the fault
 /// must attach its own program (see the module).
-pub fn register(hook: &Hook, route: &Route<'_>, btf: Option<&Btf>) -> Result<Option<Slot>, AttachError> {
+pub(crate) fn register(hook: &Hook, route: &Route<'_>, btf: Option<&Btf>) -> Result<Option<Slot>, AttachError> {
     let mut dispatchers = DISPATCHERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let at = match dispatchers.iter().position(|d| d.hook == *hook) {
         Some(at) => at,

@@ -30,7 +30,7 @@ use crate::{
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos"));
 
 /// One fault's instance of the eBPF object: its own maps, its own attached programs.
-pub struct LoadedFault {
+pub(crate) struct LoadedFault {
     pub(super) ebpf: Ebpf,
     /// Every bpf_link taken out of its program as soon as it is made: dropping one detaches
     /// it, and a detached experiment pins them all the same way.
@@ -65,7 +65,7 @@ pub struct LoadedFault {
 impl LoadedFault {
     /// Loads a fresh copy of the object (maps are created; no program is loaded yet), with the
     /// kernel struct offsets some syscall programs need written into its read-only data.
-    pub fn load(kernel_offsets: Option<KernelOffsets>) -> Result<Self, AttachError> {
+    pub(crate) fn load(kernel_offsets: Option<KernelOffsets>) -> Result<Self, AttachError> {
         let ebpf = load_object(EBPF_OBJECT, Some(kernel_offsets.unwrap_or_default()))?;
         Ok(Self {
             ebpf,
@@ -84,7 +84,7 @@ impl LoadedFault {
     }
 
     /// Starts the fault's companion (before its programs attach: it fills maps they read).
-    pub fn start_companion(&mut self, companion: &dyn Companion) -> Result<(), AttachError> {
+    pub(crate) fn start_companion(&mut self, companion: &dyn Companion) -> Result<(), AttachError> {
         let running = companion
             .start(&mut self.ebpf)
             .map_err(|reason| AttachError::Program { program: "(companion)", reason })?;
@@ -96,12 +96,12 @@ impl LoadedFault {
     /// Lets this fault's raw `sys_enter` and fentry programs run through the process's one
     /// program per hook (engine/dispatch.rs) rather than each on its own link; `target_dir` is
     /// the target cgroup's directory. Not for a fault that will be pinned.
-    pub fn share_hooks(&mut self, target_dir: &std::path::Path) {
+    pub(crate) fn share_hooks(&mut self, target_dir: &std::path::Path) {
         self.shared_hooks_target = Some(target_dir.to_path_buf());
     }
 
     /// Writes the fault's configuration. Safe while the programs run: the next event sees it.
-    pub fn configure(&mut self, config: FaultConfig) -> Result<(), AttachError> {
+    pub(crate) fn configure(&mut self, config: FaultConfig) -> Result<(), AttachError> {
         let mut array: Array<_, FaultConfig> = self.map(maps::FAULT_CONFIG)?;
         array.set(0, config, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })?;
         self.config = config;
@@ -119,12 +119,12 @@ impl LoadedFault {
     }
 
     /// Switches the fault off now (deadline 0), without detaching anything.
-    pub fn disarm(&mut self) -> Result<(), AttachError> {
+    pub(crate) fn disarm(&mut self) -> Result<(), AttachError> {
         self.configure(FaultConfig::default())
     }
 
     /// Fills the filter maps.
-    pub fn fill_maps(&mut self, contents: &MapContents) -> Result<(), AttachError> {
+    pub(crate) fn fill_maps(&mut self, contents: &MapContents) -> Result<(), AttachError> {
         if !contents.remote_v4.is_empty() {
             let mut trie: LpmTrie<_, [u8; 4], u8> = self.map(maps::REMOTE_V4)?;
             for &(len, address) in &contents.remote_v4 {
@@ -169,17 +169,17 @@ impl LoadedFault {
 
     /// The loaded object itself, for a userspace action that reads what its programs report
     /// (it takes its maps out: a ring buffer the programs write to).
-    pub fn object_mut(&mut self) -> &mut Ebpf {
+    pub(crate) fn object_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
 
     /// The counters of `direction`, summed over CPUs.
-    pub fn counters(&self, direction: Direction) -> Result<FaultCounters, AttachError> {
+    pub(crate) fn counters(&self, direction: Direction) -> Result<FaultCounters, AttachError> {
         self.total(&[direction])
     }
 
     /// The counters of `directions`, summed over CPUs and directions.
-    pub fn total(&self, directions: &[Direction]) -> Result<FaultCounters, AttachError> {
+    pub(crate) fn total(&self, directions: &[Direction]) -> Result<FaultCounters, AttachError> {
         let map = self.ebpf.map(maps::FAULT_COUNTERS).ok_or(AttachError::Map {
             map: maps::FAULT_COUNTERS,
             source: MapError::InvalidName { name: maps::FAULT_COUNTERS.into() },
@@ -193,13 +193,13 @@ impl LoadedFault {
     /// Detaches the TC programs from inside their namespaces, removes a clsact qdisc chaos
     /// added once it is empty, and forgets the records of what is gone; returns what could not
     /// be undone, for people. (Cgroup links go when the object is dropped.)
-    pub fn detach_tc(&mut self) -> Vec<String> {
+    pub(crate) fn detach_tc(&mut self) -> Vec<String> {
         self.tc.drain(..).filter_map(tc::detach).collect()
     }
 
     /// Ends a syscall delay: no new stops (disarm), then every stopped task resumed now.
     /// Returns how many were resumed and how late against their due time (ns).
-    pub fn finish_stops(&mut self) -> Option<ResumeStats> {
+    pub(crate) fn finish_stops(&mut self) -> Option<ResumeStats> {
         if let Some((holding, record, cgroup_dir)) = self.holding.take() {
             let _ = self.disarm();
             return Some(finish_holding(holding, record, cgroup_dir));

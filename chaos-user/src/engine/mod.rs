@@ -9,13 +9,13 @@
 //! TC filters (kernels before 6.6) are netlink objects that outlive it: they are written to the
 //! [`ledger`](crate::ledger) so `chaos cleanup` or the next run removes them after a crash, and
 //! until then the kernel-enforced deadline keeps them inert.
-pub mod attach;
-pub mod dispatch;
-pub mod load;
+pub(crate) mod attach;
+pub(crate) mod dispatch;
+pub(crate) mod load;
 mod object;
-pub mod pin;
-pub mod tc;
-pub mod trace;
+pub(crate) mod pin;
+pub(crate) mod tc;
+pub(crate) mod trace;
 
 use aya::{
     EbpfError,
@@ -23,13 +23,13 @@ use aya::{
     programs::ProgramError,
 };
 use chaos_common::{Direction, FaultCounters, maps};
-pub use load::LoadedFault;
-pub use pin::PinnedFault;
+pub(crate) use load::LoadedFault;
+pub(crate) use pin::PinnedFault;
 
 use crate::{features::describe_program_error, os::errno};
 
 #[derive(Debug, thiserror::Error)]
-pub enum AttachError {
+pub(crate) enum AttachError {
     #[error(
         "this chaos binary was built without its eBPF object (AYA_BUILD_SKIP was set); rebuild it \
          without AYA_BUILD_SKIP"

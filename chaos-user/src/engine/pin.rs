@@ -13,13 +13,13 @@ use super::{AttachError, LoadedFault, sum_counters};
 
 /// A fault pinned by a detached experiment, reached through its pinned maps by a process that
 /// did not load it (the reaper, `chaos status`).
-pub struct PinnedFault {
+pub(crate) struct PinnedFault {
     config: Array<MapData, FaultConfig>,
     counters: PerCpuArray<MapData, FaultCounters>,
 }
 
 impl PinnedFault {
-    pub fn open(dir: &Path) -> Result<Self, AttachError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, AttachError> {
         let open = |name: &'static str| {
             MapData::from_pin(dir.join(name)).map_err(|source| AttachError::Map { map: name, source })
         };
@@ -30,16 +30,16 @@ impl PinnedFault {
         Ok(Self { config, counters })
     }
 
-    pub fn config(&self) -> Result<FaultConfig, AttachError> {
+    pub(crate) fn config(&self) -> Result<FaultConfig, AttachError> {
         self.config.get(&0, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })
     }
 
-    pub fn configure(&mut self, config: FaultConfig) -> Result<(), AttachError> {
+    pub(crate) fn configure(&mut self, config: FaultConfig) -> Result<(), AttachError> {
         self.config.set(0, config, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })
     }
 
     /// Counters of every direction, summed over CPUs and directions.
-    pub fn total(&self) -> Result<FaultCounters, AttachError> {
+    pub(crate) fn total(&self) -> Result<FaultCounters, AttachError> {
         sum_counters(&self.counters, &Direction::ALL)
     }
 }
@@ -49,7 +49,7 @@ impl LoadedFault {
     /// fault outlives this process: a detached experiment. Legacy TC filters (netlink objects)
     /// and cgroup sockopt links (aya cannot hand them over) cannot be pinned: such faults are
     /// refused.
-    pub fn pin(&mut self, dir: &Path) -> Result<(), AttachError> {
+    pub(crate) fn pin(&mut self, dir: &Path) -> Result<(), AttachError> {
         let pin_error = |what: &str, err: Box<dyn std::error::Error + Send + Sync>| AttachError::Pin {
             what: what.to_owned(),
             dir: dir.display().to_string(),

@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// A TC program attached in some namespace, detached from inside that namespace.
-pub struct TcAttachment {
+pub(crate) struct TcAttachment {
     pub(super) link: Option<SchedClassifierLink>,
     netns: Netns,
     pub(super) iface: String,

@@ -46,7 +46,7 @@ const POLL_MS: i32 = 100;
 impl LoadedFault {
     /// Starts reading the fault's injection records, if it is traced (None otherwise). Call it
     /// once, after the programs are attached: the ring buffer moves to the reader.
-    pub fn read_injections(&mut self) -> Result<Option<InjectionReader>, AttachError> {
+    pub(crate) fn read_injections(&mut self) -> Result<Option<InjectionReader>, AttachError> {
         if self.config.flags & flags::TRACE == 0 {
             return Ok(None);
         }
@@ -62,7 +62,7 @@ impl LoadedFault {
 }
 
 /// Reads a traced fault's records until finished.
-pub struct InjectionReader {
+pub(crate) struct InjectionReader {
     stop: Arc<AtomicBool>,
     read: Arc<Mutex<Vec<Injection>>>,
     thread: Option<JoinHandle<()>>,
@@ -107,7 +107,7 @@ impl InjectionReader {
     }
 
     /// The records read since the last call (the companion's too, in time order).
-    pub fn take(&self) -> Vec<Injection> {
+    pub(crate) fn take(&self) -> Vec<Injection> {
         let mut records = std::mem::take(&mut *self.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         if let Some(companion) = &self.companion {
             records.extend(companion.take_injections());
@@ -117,7 +117,7 @@ impl InjectionReader {
     }
 
     /// Stops the thread after one last read, and returns what it read since the last `take`.
-    pub fn finish(mut self) -> Vec<Injection> {
+    pub(crate) fn finish(mut self) -> Vec<Injection> {
         self.join();
         self.take()
     }

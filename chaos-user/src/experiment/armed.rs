@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// A fault's loaded object, while it is attached.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub fault: LoadedFault,
     pub config: FaultConfig,
     pub armed: bool,
@@ -41,7 +41,12 @@ pub struct Loaded {
 
 /// After a re-attach, each moved fault that is traced: the old object's last records to the
 /// timeline, and a reader on the new object's ring buffer.
-pub fn restart_readers(plan: &ExperimentPlan, loaded: &mut [Option<Loaded>], moved: &[usize], timeline: &mut Timeline) {
+pub(crate) fn restart_readers(
+    plan: &ExperimentPlan,
+    loaded: &mut [Option<Loaded>],
+    moved: &[usize],
+    timeline: &mut Timeline,
+) {
     for (fault, slot) in plan.faults.iter().zip(loaded.iter_mut()) {
         let Some(loaded) = slot.as_mut().filter(|_| moved.contains(&fault.number)) else { continue };
         if let Some(old) = loaded.injections.take() {
@@ -57,7 +62,7 @@ pub fn restart_readers(plan: &ExperimentPlan, loaded: &mut [Option<Loaded>], mov
 /// Starts the userspace action of a fault being armed, if it has one (a limit at a ramp's
 /// first step). With programs too (`net sever --after-bytes`), the action reads what they
 /// report from the armed object.
-pub fn start_actor(
+pub(crate) fn start_actor(
     fault: &PlannedFault,
     loaded: &mut Loaded,
     target: &crate::targets::Target,
@@ -74,7 +79,7 @@ pub fn start_actor(
 }
 
 /// A ramp's step for a fault whose actor moves a value (a limit).
-pub fn ramp_actor(fault: &PlannedFault, loaded: &Loaded, ppm: u32) -> Result<(), String> {
+pub(crate) fn ramp_actor(fault: &PlannedFault, loaded: &Loaded, ppm: u32) -> Result<(), String> {
     match &loaded.actor {
         Some(actor) => actor.ramp(ppm).map_err(|e| format!("ramping fault {}: {e:#}", fault.label)),
         None => Ok(()),
@@ -83,7 +88,7 @@ pub fn ramp_actor(fault: &PlannedFault, loaded: &Loaded, ppm: u32) -> Result<(),
 
 /// Writes what a fault's reader and actor have gathered since the last sample: a traced
 /// fault's injections, a limit's samples.
-pub fn drain_events(number: usize, loaded: Option<&Loaded>, timeline: &mut Timeline) {
+pub(crate) fn drain_events(number: usize, loaded: Option<&Loaded>, timeline: &mut Timeline) {
     let hits = loaded.and_then(|l| l.injections.as_ref()).map(|r| r.take());
     injection_events(number, hits.unwrap_or_default(), timeline);
     if let Some(actor) = loaded.and_then(|l| l.actor.as_ref()) {
@@ -101,7 +106,7 @@ fn drain_actor(number: usize, actor: &dyn RunningAction, timeline: &mut Timeline
 }
 
 /// A family's own records that are a limit's events, apart from the rest.
-pub fn split_limit_events(events: Vec<ActionEvent>) -> (Vec<LimitEvent>, Vec<ActionEvent>) {
+pub(crate) fn split_limit_events(events: Vec<ActionEvent>) -> (Vec<LimitEvent>, Vec<ActionEvent>) {
     let mut limits = Vec::new();
     let mut rest = Vec::new();
     for event in events {
@@ -117,7 +122,7 @@ pub fn split_limit_events(events: Vec<ActionEvent>) -> (Vec<LimitEvent>, Vec<Act
 }
 
 /// Writes one `limit` event per thing a limit fault did or saw, at the time it happened.
-pub fn limit_events(number: usize, events: Vec<LimitEvent>, timeline: &mut Timeline) {
+pub(crate) fn limit_events(number: usize, events: Vec<LimitEvent>, timeline: &mut Timeline) {
     let now_ns = crate::os::sys::monotonic_now_ns();
     for did in events {
         let ago = now_ns.saturating_sub(did.at_ns()) as f64 / 1e9;
@@ -128,7 +133,7 @@ pub fn limit_events(number: usize, events: Vec<LimitEvent>, timeline: &mut Timel
 
 /// Writes one `injection` event per record of fault `number`, with the time the program
 /// injected (`at_s`, on the timeline's clock).
-pub fn injection_events(number: usize, hits: Vec<crate::injections::Injection>, timeline: &mut Timeline) {
+pub(crate) fn injection_events(number: usize, hits: Vec<crate::injections::Injection>, timeline: &mut Timeline) {
     let now_ns = crate::os::sys::monotonic_now_ns();
     for hit in hits {
         let ago = now_ns.saturating_sub(hit.at_ns) as f64 / 1e9;
@@ -140,7 +145,7 @@ pub fn injection_events(number: usize, hits: Vec<crate::injections::Injection>, 
 impl Loaded {
     /// A fault attached inert, not yet armed.
     #[must_use]
-    pub fn inert(fault: LoadedFault, config: FaultConfig) -> Self {
+    pub(crate) fn inert(fault: LoadedFault, config: FaultConfig) -> Self {
         Self {
             fault,
             config,
@@ -156,7 +161,7 @@ impl Loaded {
 
     /// The fault's counters over its directions, re-attaches included.
     #[must_use]
-    pub fn total(&self, directions: &[chaos_common::Direction]) -> FaultCounters {
+    pub(crate) fn total(&self, directions: &[chaos_common::Direction]) -> FaultCounters {
         let now = total_counters(&self.fault, directions);
         FaultCounters {
             seen: self.carried.seen + now.seen,
@@ -167,7 +172,7 @@ impl Loaded {
 }
 
 /// One sample of the run's faults, taken every second.
-pub struct Sample {
+pub(crate) struct Sample {
     /// Per armed fault, since the last sample and in all.
     pub counts: Vec<FaultCounts>,
     /// Injections in all, per fault (0 for those detached), for the run record.
@@ -177,7 +182,7 @@ pub struct Sample {
 }
 
 /// Reads every fault's counters; for armed packet faults, asks their quiet hint.
-pub fn sample(plan: &ExperimentPlan<'_>, loaded: &mut [Option<Loaded>]) -> Sample {
+pub(crate) fn sample(plan: &ExperimentPlan<'_>, loaded: &mut [Option<Loaded>]) -> Sample {
     let mut sample = Sample { counts: Vec::new(), totals: Vec::new(), hints: Vec::new() };
     let now = tokio::time::Instant::now();
     for (fault, loaded) in plan.faults.iter().zip(loaded) {
@@ -216,12 +221,12 @@ pub fn sample(plan: &ExperimentPlan<'_>, loaded: &mut [Option<Loaded>]) -> Sampl
 }
 
 /// A fault's counters over its directions (zero if they cannot be read: the run goes on).
-pub fn total_counters(fault: &LoadedFault, directions: &[chaos_common::Direction]) -> FaultCounters {
+pub(crate) fn total_counters(fault: &LoadedFault, directions: &[chaos_common::Direction]) -> FaultCounters {
     fault.total(directions).unwrap_or_default()
 }
 
 /// The run's status line on a terminal: time left, check health, injections.
-pub fn show_status(
+pub(crate) fn show_status(
     line: LiveLine,
     left: Duration,
     hypothesis: &Hypothesis<'_>,
@@ -249,7 +254,7 @@ pub fn show_status(
 
 /// Disarms and detaches one fault, writing its timeline events: its last injections, what a
 /// process fault did, then `detach` with its totals.
-pub fn detach(fault: &PlannedFault, mut loaded: Loaded, why: &str, timeline: &mut Timeline) {
+pub(crate) fn detach(fault: &PlannedFault, mut loaded: Loaded, why: &str, timeline: &mut Timeline) {
     let mut events = Vec::new();
     // Disarmed first, so the reader's last records are all there are.
     let _ = loaded.fault.disarm();

@@ -40,7 +40,7 @@ use crate::{
 const TARGET_GONE: &str = "target gone";
 
 /// Where detached experiments pin their links and maps.
-pub const PIN_ROOT: &str = "/sys/fs/bpf/chaos";
+pub(crate) const PIN_ROOT: &str = "/sys/fs/bpf/chaos";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The schedule a reaper follows, kept beside the run record.
@@ -61,7 +61,7 @@ fn schedule_path(id: &str) -> PathBuf {
 }
 
 /// Mounts bpffs on /sys/fs/bpf if nothing is mounted there; says so when it does.
-pub fn ensure_bpffs() -> anyhow::Result<()> {
+pub(crate) fn ensure_bpffs() -> anyhow::Result<()> {
     let root = Path::new("/sys/fs/bpf");
     if is_bpffs(root) {
         return Ok(());
@@ -85,11 +85,12 @@ fn is_bpffs(path: &Path) -> bool {
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
     // SAFETY: statfs fills the zeroed struct; valid C string.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs writes into `stat`, which outlives the call; `c_path` is a valid C string.
     unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) == 0 && stat.f_type as i64 == BPF_FS_MAGIC }
 }
 
 /// Attaches and pins every fault, starts the reaper, and returns at once.
-pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<ExitCode> {
     let experiment = plan.experiment;
     ensure_bpffs()?;
     let _ = sys::raise_resource_limits();
@@ -225,7 +226,7 @@ fn spawn_reaper(id: &str) -> io::Result<u32> {
 }
 
 /// The reaper: follows the schedule by writing the pinned maps, then removes everything.
-pub fn reap(id: &str) -> ExitCode {
+pub(crate) fn reap(id: &str) -> ExitCode {
     let (Some(record), Ok(schedule)) = (
         run_records::find(id),
         fs::read(schedule_path(id))
@@ -346,7 +347,7 @@ fn sleep_until_ns(at_ns: u64, target: Option<&(PathBuf, u64)>) -> bool {
 
 /// Ends a detached experiment: its reaper (if another process ends it), its pins, its record.
 /// Returns what was done, one line per item.
-pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
+pub(crate) fn end(record: &RunRecord, why: &str) -> Vec<String> {
     let mut lines = Vec::new();
     if record.pid != 0
         && record.pid != std::process::id()
@@ -413,7 +414,7 @@ fn detached(fault: usize, why: &str, total: chaos_common::FaultCounters) -> Faul
 
 /// Pin directories that no record describes (a crash between pinning and recording).
 #[must_use]
-pub fn orphan_pins(records: &[RunRecord]) -> Vec<PathBuf> {
+pub(crate) fn orphan_pins(records: &[RunRecord]) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(PIN_ROOT) else { return Vec::new() };
     entries
         .flatten()

@@ -23,7 +23,7 @@ use crate::{
 /// `detach` (one per fault, with its totals), `comparison` (with a control group), `verdict`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
-pub enum TimelineEvent {
+pub(crate) enum TimelineEvent {
     Experiment(Started),
     Plan(FaultPlanned),
     Phase {
@@ -117,7 +117,7 @@ pub enum TimelineEvent {
 impl TimelineEvent {
     /// The `check` event of one result (of the control group's replica when `group` says so).
     #[must_use]
-    pub fn check(name: &str, phase: Phase, result: &CheckResult, group: Option<&str>) -> Self {
+    pub(crate) fn check(name: &str, phase: Phase, result: &CheckResult, group: Option<&str>) -> Self {
         Self::Check {
             check: name.to_owned(),
             phase,
@@ -132,7 +132,7 @@ impl TimelineEvent {
 
 /// `experiment`: what runs, where, and what the hypothesis is.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Started {
+pub(crate) struct Started {
     pub id: String,
     pub name: String,
     pub file: String,
@@ -156,7 +156,7 @@ pub struct Started {
 
 /// Where a run ran: the facts a review needs to compare two runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Machine {
+pub(crate) struct Machine {
     pub hostname: String,
     /// The kernel release (`uname -r`).
     pub kernel: String,
@@ -169,7 +169,7 @@ pub struct Machine {
 impl Machine {
     /// This machine.
     #[must_use]
-    pub fn this() -> Self {
+    pub(crate) fn this() -> Self {
         let read =
             |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into());
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -192,13 +192,13 @@ impl Machine {
 
     /// `web-1 (Linux 6.12.0, x86_64, Intel Xeon ...; chaos 0.1.0)`.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("{} (Linux {}, {}, {}; chaos {})", self.hostname, self.kernel, self.arch, self.cpu, self.chaos_version)
     }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CheckInfo {
+pub(crate) struct CheckInfo {
     pub name: String,
     pub what: String,
     pub pass_rate: Ppm,
@@ -206,7 +206,7 @@ pub struct CheckInfo {
 
 /// `plan`: one fault, when it starts and for how long, and what it attaches where.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FaultPlanned {
+pub(crate) struct FaultPlanned {
     pub fault: usize,
     pub kind: String,
     pub command_line: String,
@@ -219,7 +219,7 @@ pub struct FaultPlanned {
 
 impl FaultPlanned {
     #[must_use]
-    pub fn of(fault: &PlannedFault) -> Self {
+    pub(crate) fn of(fault: &PlannedFault) -> Self {
         Self {
             fault: fault.number,
             kind: fault.plan.fault.to_owned(),
@@ -234,7 +234,7 @@ impl FaultPlanned {
 
 /// `attach`: a fault's programs are in place (inert until armed).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FaultAttached {
+pub(crate) struct FaultAttached {
     pub fault: usize,
     /// How many programs (foreground runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,7 +247,7 @@ pub struct FaultAttached {
 
 /// One fault's line in a `counts` event: since the last one, and in all.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct FaultCounts {
+pub(crate) struct FaultCounts {
     pub fault: usize,
     pub injected: u64,
     pub seen: u64,
@@ -259,7 +259,7 @@ pub struct FaultCounts {
 
 /// `detach`: a fault is gone, with its totals.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FaultDetached {
+pub(crate) struct FaultDetached {
     pub fault: usize,
     pub why: String,
     pub seen: u64,
@@ -272,7 +272,7 @@ pub struct FaultDetached {
 
 /// `reattach`: where the faults were and are now, and how long the target was away.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Reattached {
+pub(crate) struct Reattached {
     pub old_cgroup: String,
     pub old_id: u64,
     pub new_cgroup: String,
@@ -285,7 +285,7 @@ pub struct Reattached {
 impl Started {
     /// The `experiment` event of a foreground run.
     #[must_use]
-    pub fn foreground(id: &str, plan: &ExperimentPlan<'_>) -> Self {
+    pub(crate) fn foreground(id: &str, plan: &ExperimentPlan<'_>) -> Self {
         let experiment = plan.experiment;
         let steady = &experiment.steady_state;
         Self {
@@ -310,7 +310,7 @@ impl Started {
 
     /// The `experiment` event of a detached experiment (it runs no checks).
     #[must_use]
-    pub fn detached(id: &str, plan: &ExperimentPlan<'_>) -> Self {
+    pub(crate) fn detached(id: &str, plan: &ExperimentPlan<'_>) -> Self {
         Self {
             pid: None,
             detached: true,

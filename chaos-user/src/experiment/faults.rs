@@ -10,7 +10,7 @@ use crate::fault::{PlanFault, registry::FaultKind};
 
 /// A fault's options read from its table, and the command line they stand for.
 #[derive(Debug)]
-pub struct ParsedOptions {
+pub(crate) struct ParsedOptions {
     pub options: Box<dyn PlanFault>,
     /// The equivalent flags, e.g. `["--percent=20", "--direction=egress"]`.
     pub flags: Vec<String>,
@@ -18,7 +18,11 @@ pub struct ParsedOptions {
 
 /// Reads the options of `kind` from `table`, skipping the keys the experiment itself uses
 /// (`reserved`: kind, start, duration, ramp...).
-pub fn parse_options(kind: &FaultKind, table: &Table<'_>, reserved: &[&str]) -> Result<ParsedOptions, FileError> {
+pub(crate) fn parse_options(
+    kind: &FaultKind,
+    table: &Table<'_>,
+    reserved: &[&str],
+) -> Result<ParsedOptions, FileError> {
     let command = kind.command();
     let mut flags = Vec::new();
     // Which key each flag came from, to put clap's errors where the user wrote the value.

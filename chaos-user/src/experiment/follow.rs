@@ -23,10 +23,10 @@ use crate::{
 };
 
 /// How often a followed target's name is resolved again while it is away.
-pub const POLL: Duration = Duration::from_millis(200);
+pub(crate) const POLL: Duration = Duration::from_millis(200);
 
 /// A followed target while it is away: which cgroup it was, and since when.
-pub struct Away {
+pub(crate) struct Away {
     pub old: Target,
     pub since: Instant,
 }
@@ -34,7 +34,7 @@ pub struct Away {
 /// The experiment's target name resolved again, when it now names a live cgroup other than
 /// `old`. None while the runtime has nothing running under that name (or cannot be asked).
 #[must_use]
-pub fn resolve_again(plan: &ExperimentPlan<'_>, old: &Target) -> Option<Target> {
+pub(crate) fn resolve_again(plan: &ExperimentPlan<'_>, old: &Target) -> Option<Target> {
     let cgroups = CgroupFs::discover().ok()?;
     let name = &plan.experiment.target;
     match cgroups.resolve_allowing(name, targets::own_cgroup().as_deref(), plan.i_know) {
@@ -49,7 +49,7 @@ pub fn resolve_again(plan: &ExperimentPlan<'_>, old: &Target) -> Option<Target> 
 
 /// Moves every fault still attached onto `target`; returns the `reattach` event. An error names
 /// the fault that could not be planned or attached there (the caller ends the run).
-pub fn reattach_all(
+pub(crate) fn reattach_all(
     plan: &ExperimentPlan<'_>,
     loaded: &mut [Option<Loaded>],
     target: &Target,

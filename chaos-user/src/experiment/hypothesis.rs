@@ -28,7 +28,7 @@ fn add_sample(samples: &mut Samples, result: &CheckResult, metric: bool) {
 /// How the run ended, and its exit code: 0 held, 1 violated, 2 could not run, 3 the target
 /// went away mid-run (no verdict either way).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Held,
     Violated(String),
     CouldNotRun(String),
@@ -37,7 +37,7 @@ pub enum Verdict {
 
 impl Verdict {
     #[must_use]
-    pub const fn exit_code(&self) -> u8 {
+    pub(crate) const fn exit_code(&self) -> u8 {
         match self {
             Self::Held => 0,
             Self::Violated(_) => 1,
@@ -46,7 +46,7 @@ impl Verdict {
         }
     }
 
-    pub fn summary(&self, has_checks: bool) -> String {
+    pub(crate) fn summary(&self, has_checks: bool) -> String {
         match self {
             Self::Held if has_checks => {
                 "hypothesis held: the steady state held before, during and after the faults".into()
@@ -60,7 +60,7 @@ impl Verdict {
 }
 
 /// One result, tagged with its check and phase.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub check: usize,
     pub phase: Phase,
     pub result: CheckResult,
@@ -70,17 +70,17 @@ pub struct Outcome {
 
 /// Pass counts of one check in one phase, and its current run of failures.
 #[derive(Clone, Copy, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub passed: u64,
     pub failed: u64,
     pub streak: u32,
 }
 
 /// The checks of one phase, running as tasks until dropped.
-pub struct RunningChecks(Vec<JoinHandle<()>>);
+pub(crate) struct RunningChecks(Vec<JoinHandle<()>>);
 
 impl RunningChecks {
-    pub fn start(checks: &[Check], phase: Phase, results: &mpsc::UnboundedSender<Outcome>) -> Self {
+    pub(crate) fn start(checks: &[Check], phase: Phase, results: &mpsc::UnboundedSender<Outcome>) -> Self {
         let handles = checks
             .iter()
             .enumerate()
@@ -110,7 +110,7 @@ impl Drop for RunningChecks {
 }
 
 /// Every check's tallies, per phase, and the rules that end a run early.
-pub struct Hypothesis<'e> {
+pub(crate) struct Hypothesis<'e> {
     checks: &'e [Check],
     rules: AbortRules,
     tallies: Vec<[Tally; 3]>,
@@ -120,7 +120,7 @@ pub struct Hypothesis<'e> {
 
 impl<'e> Hypothesis<'e> {
     #[must_use]
-    pub fn new(checks: &'e [Check], rules: AbortRules) -> Self {
+    pub(crate) fn new(checks: &'e [Check], rules: AbortRules) -> Self {
         Self {
             checks,
             rules,
@@ -131,7 +131,7 @@ impl<'e> Hypothesis<'e> {
 
     /// Each tolerance of each check with a control, compared over the faults phase.
     #[must_use]
-    pub fn comparisons(&self, confidence: f64) -> Vec<Comparison> {
+    pub(crate) fn comparisons(&self, confidence: f64) -> Vec<Comparison> {
         self.checks
             .iter()
             .zip(&self.during)
@@ -147,7 +147,7 @@ impl<'e> Hypothesis<'e> {
     }
 
     /// Counts a check result; returns why to abort, if an abort rule now holds.
-    pub fn record(&mut self, outcome: &Outcome, phase_end: Instant) -> Option<String> {
+    pub(crate) fn record(&mut self, outcome: &Outcome, phase_end: Instant) -> Option<String> {
         let check = &self.checks[outcome.check];
         if outcome.phase == Phase::During
             && let Some(control) = &outcome.control
@@ -200,7 +200,7 @@ impl<'e> Hypothesis<'e> {
     }
 
     /// Why the steady state did not hold in `phase`, if it did not.
-    pub fn violation(&self, phase: Phase) -> Option<String> {
+    pub(crate) fn violation(&self, phase: Phase) -> Option<String> {
         for (check, tallies) in self.checks.iter().zip(&self.tallies) {
             let tally = tallies[phase as usize];
             let total = tally.passed + tally.failed;
@@ -220,7 +220,7 @@ impl<'e> Hypothesis<'e> {
 
     /// The checks' pass counts during the faults, for the status line.
     #[must_use]
-    pub fn during(&self) -> Vec<String> {
+    pub(crate) fn during(&self) -> Vec<String> {
         self.checks
             .iter()
             .zip(&self.tallies)

@@ -6,21 +6,21 @@
 //! conflicts with running experiments refused) -> [`runner`] (baseline checks, faults armed at
 //! their offsets with their own kernel deadlines, ramps, checks, abort rules, after checks) ->
 //! the [`timeline`] (JSON Lines, written as things happen) -> the summary and the exit code.
-pub mod armed;
-pub mod detached;
-pub mod events;
-pub mod faults;
-pub mod file;
-pub mod follow;
-pub mod hypothesis;
-pub mod plan;
-pub mod report_html;
-pub mod report_markdown;
-pub mod review;
-pub mod runner;
-pub mod source;
-pub mod steps;
-pub mod timeline;
+pub(crate) mod armed;
+pub(crate) mod detached;
+pub(crate) mod events;
+pub(crate) mod faults;
+pub(crate) mod file;
+pub(crate) mod follow;
+pub(crate) mod hypothesis;
+pub(crate) mod plan;
+pub(crate) mod report_html;
+pub(crate) mod report_markdown;
+pub(crate) mod review;
+pub(crate) mod runner;
+pub(crate) mod source;
+pub(crate) mod steps;
+pub(crate) mod timeline;
 
 use std::{ops::Range, time::Duration};
 
@@ -35,7 +35,7 @@ use crate::{
 
 /// An experiment as its file describes it, validated.
 #[derive(Debug)]
-pub struct Experiment {
+pub(crate) struct Experiment {
     pub source: Source,
     /// `name`, or the file's stem.
     pub name: String,
@@ -54,14 +54,14 @@ pub struct Experiment {
 impl Experiment {
     /// An error at a place in the file (for errors found after parsing: target, kernel).
     #[must_use]
-    pub fn error_at(&self, span: &Range<usize>, message: impl Into<String>) -> FileError {
+    pub(crate) fn error_at(&self, span: &Range<usize>, message: impl Into<String>) -> FileError {
         self.source.error(span, message)
     }
 }
 
 /// One `[[fault]]`.
 #[derive(Debug)]
-pub struct FaultEntry {
+pub(crate) struct FaultEntry {
     /// 1-based, in file order: how the timeline and the summary name it (`#1 net drop`).
     pub number: usize,
     pub kind: &'static FaultKind,
@@ -80,13 +80,13 @@ pub struct FaultEntry {
 impl FaultEntry {
     /// `#1 net drop`
     #[must_use]
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("#{} {}", self.number, self.kind.name)
     }
 
     /// `chaos net drop --percent=20 ...`, for people.
     #[must_use]
-    pub fn command_line(&self) -> String {
+    pub(crate) fn command_line(&self) -> String {
         format!("{} {}", self.kind.name, self.flags.join(" "))
     }
 }
@@ -94,13 +94,13 @@ impl FaultEntry {
 /// The percentage rises from `from` to the fault's own in `steps` equal steps, evenly spread
 /// over the fault's duration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ramp {
+pub(crate) struct Ramp {
     pub from: Ppm,
     pub steps: u32,
 }
 
 #[derive(Debug, Default)]
-pub struct SteadyState {
+pub(crate) struct SteadyState {
     /// How long the checks run before any fault (the baseline) and after the last one.
     pub before: Duration,
     pub after: Duration,
@@ -111,7 +111,7 @@ pub struct SteadyState {
 
 /// `[control]`: a replica that gets no fault, measured by the checks that name it.
 #[derive(Debug)]
-pub struct Control {
+pub(crate) struct Control {
     pub target: TargetName,
     pub target_span: Range<usize>,
     /// How sure a comparison must be that the target is worse (default 0.99).
@@ -119,7 +119,7 @@ pub struct Control {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AbortRules {
+pub(crate) struct AbortRules {
     /// Abort as soon as a check has failed more often than its pass rate allows over the phase.
     pub on_violation: bool,
     /// Abort when any check fails this many times in a row.
@@ -135,17 +135,15 @@ impl Default for AbortRules {
 /// The phases of an experiment, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Phase {
+pub(crate) enum Phase {
     Before,
     During,
     After,
 }
 
 impl Phase {
-    pub const ALL: [Self; 3] = [Self::Before, Self::During, Self::After];
-
     #[must_use]
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Before => "before",
             Self::During => "during",
@@ -158,7 +156,7 @@ impl Phase {
 /// is gone (their links went with it), and the pins of detached experiments whose deadline
 /// has passed or that no record describes. Returns one line per item removed.
 #[must_use]
-pub fn clean_stale_runs() -> Vec<String> {
+pub(crate) fn clean_stale_runs() -> Vec<String> {
     use crate::run_records::{self, Liveness};
     let mut lines = run_records::remove_unreadable();
     lines.extend(run_records::remove_orphan_schedules());

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// An experiment ready to run.
-pub struct ExperimentPlan<'e> {
+pub(crate) struct ExperimentPlan<'e> {
     pub experiment: &'e Experiment,
     pub target: Target,
     /// The control group's replica (no fault attaches to it), when the file has `[control]`.
@@ -34,7 +34,7 @@ pub struct ExperimentPlan<'e> {
 }
 
 /// One fault of the experiment, planned.
-pub struct PlannedFault {
+pub(crate) struct PlannedFault {
     pub number: usize,
     pub label: String,
     pub command_line: String,
@@ -50,14 +50,14 @@ pub struct PlannedFault {
 impl PlannedFault {
     /// (hook, place) of each program, the unit of conflict between experiments.
     #[must_use]
-    pub fn hooks(&self) -> Vec<(String, String)> {
+    pub(crate) fn hooks(&self) -> Vec<(String, String)> {
         self.plan.programs.iter().map(|p| (p.hook.to_owned(), p.attach.describe())).collect()
     }
 }
 
 /// Hooks on which two chaos faults compose, and what the composition means. Two faults on the
 /// same target and the same hook of any other kind conflict: only one could decide.
-pub const COMPOSING_HOOKS: &[(&str, &str)] = &[
+pub(crate) const COMPOSING_HOOKS: &[(&str, &str)] = &[
     (
         "lsm/",
         "every chaos program on the LSM hook runs until one fails the call, so a call fails if any fault fires, with the errno of the first that does",
@@ -79,12 +79,16 @@ pub const COMPOSING_HOOKS: &[(&str, &str)] = &[
 
 /// Whether faults on `hook` compose, and how.
 #[must_use]
-pub fn composition(hook: &str) -> Option<&'static str> {
+pub(crate) fn composition(hook: &str) -> Option<&'static str> {
     COMPOSING_HOOKS.iter().find(|(prefix, _)| hook.starts_with(prefix)).map(|(_, how)| *how)
 }
 
 /// Resolves the target and plans every fault. Errors point at the file.
-pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Result<ExperimentPlan<'e>, FileError> {
+pub(crate) fn plan<'e>(
+    experiment: &'e Experiment,
+    i_know: bool,
+    kernel: &Prober,
+) -> Result<ExperimentPlan<'e>, FileError> {
     let target_error = |message: String| experiment.error_at(&experiment.target_span, message);
     let cgroups = CgroupFs::discover().map_err(|e| target_error(e.to_string()))?;
     let target =
@@ -189,13 +193,13 @@ fn check_conflicts(
 
 /// The live runs (experiments, one-shot faults, the daemon's) on the target with this cgroup id.
 #[must_use]
-pub fn running_on(target_id: u64) -> Vec<RunRecord> {
+pub(crate) fn running_on(target_id: u64) -> Vec<RunRecord> {
     run_records::all().into_iter().filter(|r| r.target_id == target_id && r.liveness() == Liveness::Running).collect()
 }
 
 /// The faults of `running` attached to `hook` on `place`, described for an error message.
 #[must_use]
-pub fn running_faults_on(running: &[RunRecord], hook: &str, place: &str) -> Vec<String> {
+pub(crate) fn running_faults_on(running: &[RunRecord], hook: &str, place: &str) -> Vec<String> {
     let mut found = Vec::new();
     for record in running {
         for other in &record.faults {
@@ -214,7 +218,7 @@ pub fn running_faults_on(running: &[RunRecord], hook: &str, place: &str) -> Vec<
 
 /// The one rule for a hook already used by `others`: a note when faults on it compose, the
 /// refusal when they do not (only one of them could decide).
-pub fn share_hook(label: &str, hook: &str, place: &str, others: &[String]) -> Result<Option<String>, String> {
+pub(crate) fn share_hook(label: &str, hook: &str, place: &str, others: &[String]) -> Result<Option<String>, String> {
     if others.is_empty() {
         return Ok(None);
     }
@@ -231,7 +235,7 @@ pub fn share_hook(label: &str, hook: &str, place: &str, others: &[String]) -> Re
 }
 
 /// The conflict check of a one-shot fault against every live run on its target.
-pub fn check_one_shot(target_id: u64, label: &str, hooks: &[(String, String)]) -> Result<Vec<String>, String> {
+pub(crate) fn check_one_shot(target_id: u64, label: &str, hooks: &[(String, String)]) -> Result<Vec<String>, String> {
     let running = running_on(target_id);
     let mut notes = Vec::new();
     for (hook, place) in hooks {
@@ -244,7 +248,7 @@ pub fn check_one_shot(target_id: u64, label: &str, hooks: &[(String, String)]) -
 impl ExperimentPlan<'_> {
     /// The plan as `chaos run --dry-run --output json` prints it.
     #[must_use]
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let experiment = self.experiment;
         let mut plan = json!({
             "name": experiment.name,
@@ -290,7 +294,7 @@ impl ExperimentPlan<'_> {
 
     /// The plan for people.
     #[must_use]
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         use std::fmt::Write as _;
         let experiment = self.experiment;
         let steady = &experiment.steady_state;

@@ -21,7 +21,7 @@ fn esc(text: &str) -> String {
 }
 
 #[must_use]
-pub fn render(review: &Review) -> String {
+pub(crate) fn render(review: &Review) -> String {
     let mut out = String::new();
     let _ = write!(
         out,

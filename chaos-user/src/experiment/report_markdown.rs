@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::review::Review;
 
 /// The sections every report has, in order (the tests check each is there).
-pub const SECTIONS: [&str; 8] = [
+pub(crate) const SECTIONS: [&str; 8] = [
     "## Summary",
     "## Timeline",
     "## Faults",
@@ -17,7 +17,7 @@ pub const SECTIONS: [&str; 8] = [
 ];
 
 #[must_use]
-pub fn render(review: &Review) -> String {
+pub(crate) fn render(review: &Review) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Learning review: {}\n", review.name);
     let _ = writeln!(out, "{}\n", SECTIONS[0]);

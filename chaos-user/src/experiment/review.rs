@@ -16,14 +16,14 @@ use crate::{
 
 /// One check result at a time.
 #[derive(Clone, Copy, Debug)]
-pub struct Point {
+pub(crate) struct Point {
     pub t: f64,
     pub ok: bool,
     pub latency_ms: f64,
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct FaultReview {
+pub(crate) struct FaultReview {
     pub kind: String,
     pub command_line: String,
     pub start_s: f64,
@@ -44,7 +44,7 @@ pub struct FaultReview {
 /// One sample of a limited target: the kernel's "some" avg10 pressure per resource, in %, and
 /// the CPU it used (in CPUs), each when its controller reports it.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct PressurePoint {
+pub(crate) struct PressurePoint {
     pub t: f64,
     pub cpu: Option<f64>,
     pub memory: Option<f64>,
@@ -54,7 +54,7 @@ pub struct PressurePoint {
 
 /// A check's series: the target's results, and the control's when it has one.
 #[derive(Clone, Debug, Default)]
-pub struct CheckReview {
+pub(crate) struct CheckReview {
     pub what: String,
     pub pass_rate: f64,
     pub target: Vec<Point>,
@@ -64,7 +64,7 @@ pub struct CheckReview {
 }
 
 #[derive(Debug, Default)]
-pub struct Review {
+pub(crate) struct Review {
     pub name: String,
     pub id: String,
     pub file: String,
@@ -85,7 +85,7 @@ pub struct Review {
 
 impl Review {
     #[must_use]
-    pub fn of(events: &[Recorded]) -> Self {
+    pub(crate) fn of(events: &[Recorded]) -> Self {
         let mut review = Self::default();
         for event in events {
             let t = event.t.unwrap_or(review.end);
@@ -209,7 +209,7 @@ impl Review {
 
     /// "held", "violated", "could not run", "target gone" or "no verdict".
     #[must_use]
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self.verdict {
             Some((0, _)) => "held",
             Some((1, _)) => "violated",
@@ -223,7 +223,7 @@ impl Review {
 impl Review {
     /// Who was hit, per traced fault that recorded anything: (`#1 net drop`, summary).
     #[must_use]
-    pub fn who_was_hit(&self) -> Vec<(String, HitSummary)> {
+    pub(crate) fn who_was_hit(&self) -> Vec<(String, HitSummary)> {
         self.faults
             .iter()
             .map(|(number, f)| (format!("#{number} {}", f.kind), f.hits.summary()))
@@ -234,7 +234,7 @@ impl Review {
     /// Where the run ran, for the reports: from the timeline, or (older timelines, which do
     /// not say) the machine rendering the report, marked as such.
     #[must_use]
-    pub fn machine_line(&self) -> String {
+    pub(crate) fn machine_line(&self) -> String {
         match &self.machine {
             Some(machine) => format!("Ran on {}.", machine.describe()),
             None => format!(

@@ -35,7 +35,7 @@ use crate::{
     targets::Target,
 };
 
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub timeline: std::path::PathBuf,
     pub output: OutputFormat,
     /// Who runs it (an experiment from `chaos run`, or the daemon), for its run record.
@@ -45,13 +45,13 @@ pub struct RunOptions {
 }
 
 /// Runs the plan; returns the exit code (0 held, 1 violated, 2 could not run).
-pub fn run(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow::Result<ExitCode> {
     run_to_verdict(plan, options).map(ExitCode::from)
 }
 
 /// Runs the plan on a runtime of its own (a daemon runs each experiment on its own thread);
 /// returns the verdict's exit code (0 held, 1 violated, 2 could not run).
-pub fn run_to_verdict(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow::Result<u8> {
+pub(crate) fn run_to_verdict(plan: &ExperimentPlan<'_>, options: &RunOptions) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = match &options.cancel {

@@ -12,7 +12,7 @@ use crate::plan::options::{self, Ppm};
 
 /// An error in a file, at a position.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileError {
+pub(crate) struct FileError {
     pub path: String,
     /// 1-based line and column (in characters).
     pub line: usize,
@@ -30,20 +30,20 @@ impl std::error::Error for FileError {}
 
 /// The text of a file and its name, for turning byte offsets into positions.
 #[derive(Clone, Debug)]
-pub struct Source {
+pub(crate) struct Source {
     pub path: String,
     pub text: String,
 }
 
 impl Source {
     #[must_use]
-    pub fn new(path: impl Into<String>, text: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, text: impl Into<String>) -> Self {
         Self { path: path.into(), text: text.into() }
     }
 
     /// 1-based (line, column) of a byte offset.
     #[must_use]
-    pub fn position(&self, offset: usize) -> (usize, usize) {
+    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let before = self.text.get(..offset).unwrap_or(&self.text);
         let line = before.matches('\n').count() + 1;
@@ -53,13 +53,13 @@ impl Source {
     }
 
     #[must_use]
-    pub fn error(&self, span: &Range<usize>, message: impl Into<String>) -> FileError {
+    pub(crate) fn error(&self, span: &Range<usize>, message: impl Into<String>) -> FileError {
         let (line, column) = self.position(span.start);
         FileError { path: self.path.clone(), line, column, message: message.into() }
     }
 
     /// Parses the text as a TOML document; syntax errors come with their position.
-    pub fn parse(&self) -> Result<Document<'_>, FileError> {
+    pub(crate) fn parse(&self) -> Result<Document<'_>, FileError> {
         let root = DeTable::parse(&self.text).map_err(|err| {
             let span = err.span().unwrap_or(0..0);
             self.error(&span, format!("not valid TOML: {}", err.message().trim()))
@@ -69,7 +69,7 @@ impl Source {
 }
 
 /// A parsed document; [`Document::root`] reads it.
-pub struct Document<'a> {
+pub(crate) struct Document<'a> {
     source: &'a Source,
     span: Range<usize>,
     root: DeTable<'a>,
@@ -77,7 +77,7 @@ pub struct Document<'a> {
 
 impl Document<'_> {
     #[must_use]
-    pub fn root(&self) -> Table<'_> {
+    pub(crate) fn root(&self) -> Table<'_> {
         Table {
             source: self.source,
             entries: &self.root,
@@ -89,7 +89,7 @@ impl Document<'_> {
 }
 
 /// A TOML table being read: accessors mark keys as used, [`Table::finish`] refuses the rest.
-pub struct Table<'a> {
+pub(crate) struct Table<'a> {
     source: &'a Source,
     entries: &'a DeTable<'a>,
     pub span: Range<usize>,
@@ -104,13 +104,13 @@ impl<'a> Table<'a> {
     }
 
     #[must_use]
-    pub const fn source(&self) -> &'a Source {
+    pub(crate) const fn source(&self) -> &'a Source {
         self.source
     }
 
     /// The value of `key`, if present (and marks it as used).
     #[must_use]
-    pub fn get(&self, key: &str) -> Option<Item<'a>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Item<'a>> {
         let (k, v) = self.entries().iter().find(|(k, _)| k.get_ref().as_ref() == key)?;
         self.used.borrow_mut().push(key.to_owned());
         Some(Item {
@@ -124,12 +124,12 @@ impl<'a> Table<'a> {
     }
 
     /// The value of `key`, or an error at the table saying it is missing.
-    pub fn require(&self, key: &str, example: &str) -> Result<Item<'a>, FileError> {
+    pub(crate) fn require(&self, key: &str, example: &str) -> Result<Item<'a>, FileError> {
         self.get(key).ok_or_else(|| self.error(format!("{} needs `{key}`, e.g. {example}", self.name)))
     }
 
     /// Every entry, in file order (for tables whose keys are not fixed, like a fault's options).
-    pub fn items(&self) -> impl Iterator<Item = Item<'a>> + use<'a> {
+    pub(crate) fn items(&self) -> impl Iterator<Item = Item<'a>> + use<'a> {
         let source = self.source;
         self.entries().iter().map(move |(k, v)| Item {
             source,
@@ -142,7 +142,7 @@ impl<'a> Table<'a> {
     }
 
     /// Refuses keys that no accessor asked for: a misspelt key must not be silently ignored.
-    pub fn finish(&self, known: &[&str]) -> Result<(), FileError> {
+    pub(crate) fn finish(&self, known: &[&str]) -> Result<(), FileError> {
         let used = self.used.borrow();
         for (key, _) in self.entries() {
             let name = key.get_ref().as_ref();
@@ -156,14 +156,14 @@ impl<'a> Table<'a> {
     }
 
     #[must_use]
-    pub fn error(&self, message: impl Into<String>) -> FileError {
+    pub(crate) fn error(&self, message: impl Into<String>) -> FileError {
         self.source.error(&self.span, message)
     }
 }
 
 /// One value of a table, with its key and where both are.
 #[derive(Clone)]
-pub struct Item<'a> {
+pub(crate) struct Item<'a> {
     source: &'a Source,
     pub key: String,
     pub key_span: Range<usize>,
@@ -177,13 +177,13 @@ impl<'a> Item<'a> {
     /// The same value, whose errors say what its key is: "`min_gap_per_target` (the least time
     /// between two runs on one target): ...", so a refusal never reads as if about another key.
     #[must_use]
-    pub fn described(mut self, what: &'static str) -> Self {
+    pub(crate) fn described(mut self, what: &'static str) -> Self {
         self.what = Some(what);
         self
     }
 
     #[must_use]
-    pub fn error(&self, message: impl Into<String>) -> FileError {
+    pub(crate) fn error(&self, message: impl Into<String>) -> FileError {
         let key = match self.what {
             Some(what) => format!("`{}` ({what})", self.key),
             None => format!("`{}`", self.key),
@@ -193,7 +193,7 @@ impl<'a> Item<'a> {
 
     /// An error about the key itself (unknown, misplaced), at the key.
     #[must_use]
-    pub fn error_at_key(&self, message: impl Into<String>) -> FileError {
+    pub(crate) fn error_at_key(&self, message: impl Into<String>) -> FileError {
         self.source.error(&self.key_span, message)
     }
 
@@ -201,19 +201,19 @@ impl<'a> Item<'a> {
         self.error(format!("expected {expected}, found {}", describe(self.value)))
     }
 
-    pub fn str(&self) -> Result<&'a str, FileError> {
+    pub(crate) fn str(&self) -> Result<&'a str, FileError> {
         match self.value {
             DeValue::String(s) => Ok(s.as_ref()),
             _ => Err(self.type_error("a string")),
         }
     }
 
-    pub fn bool(&self) -> Result<bool, FileError> {
+    pub(crate) fn bool(&self) -> Result<bool, FileError> {
         self.value.as_bool().ok_or_else(|| self.type_error("true or false"))
     }
 
     /// An integer (a TOML integer, or a string holding one).
-    pub fn integer<T: TryFrom<i64>>(&self, range: &str) -> Result<T, FileError> {
+    pub(crate) fn integer<T: TryFrom<i64>>(&self, range: &str) -> Result<T, FileError> {
         let text = match self.value {
             DeValue::Integer(i) if i.radix() == 10 => i.as_str().replace('_', ""),
             DeValue::Integer(i) => {
@@ -232,7 +232,7 @@ impl<'a> Item<'a> {
 
     /// The value as it was written, for numbers and strings: what a command-line flag would
     /// have received. Numbers keep their exact text (`0.5` stays `0.5`, not a float).
-    pub fn scalar_text(&self) -> Result<String, FileError> {
+    pub(crate) fn scalar_text(&self) -> Result<String, FileError> {
         match self.value {
             DeValue::String(s) => Ok(s.to_string()),
             DeValue::Integer(i) => Ok(i.as_str().replace('_', "")),
@@ -242,7 +242,7 @@ impl<'a> Item<'a> {
     }
 
     /// A duration such as "30s" (the command line's parser and messages), longer than zero.
-    pub fn duration(&self) -> Result<Duration, FileError> {
+    pub(crate) fn duration(&self) -> Result<Duration, FileError> {
         let duration = self.duration_or_zero()?;
         if duration.is_zero() {
             return Err(
@@ -253,7 +253,7 @@ impl<'a> Item<'a> {
     }
 
     /// A duration that may be zero ("0s": none), such as a jitter or a gap.
-    pub fn duration_or_zero(&self) -> Result<Duration, FileError> {
+    pub(crate) fn duration_or_zero(&self) -> Result<Duration, FileError> {
         let text = match self.value {
             DeValue::String(s) => s.as_ref(),
             DeValue::Integer(i) => {
@@ -269,13 +269,13 @@ impl<'a> Item<'a> {
     }
 
     /// A percentage: `20`, `0.5` or `"99.9%"` (the command line's parser and messages).
-    pub fn percent(&self) -> Result<Ppm, FileError> {
+    pub(crate) fn percent(&self) -> Result<Ppm, FileError> {
         let text = self.scalar_text()?;
         options::parse_percent(&text).map_err(|e| self.error(e))
     }
 
     /// A table value, to read further.
-    pub fn table(&self, name: impl Into<String>) -> Result<Table<'a>, FileError> {
+    pub(crate) fn table(&self, name: impl Into<String>) -> Result<Table<'a>, FileError> {
         match self.value {
             DeValue::Table(entries) => Ok(Table {
                 source: self.source,
@@ -289,7 +289,7 @@ impl<'a> Item<'a> {
     }
 
     /// An array of values.
-    pub fn array(&self) -> Result<Vec<Item<'a>>, FileError> {
+    pub(crate) fn array(&self) -> Result<Vec<Item<'a>>, FileError> {
         match self.value {
             DeValue::Array(values) => Ok(values
                 .iter()
@@ -307,7 +307,7 @@ impl<'a> Item<'a> {
     }
 
     /// Strings, from one string or an array of them.
-    pub fn strings(&self) -> Result<Vec<String>, FileError> {
+    pub(crate) fn strings(&self) -> Result<Vec<String>, FileError> {
         match self.value {
             DeValue::Array(_) => self.array()?.iter().map(|i| i.str().map(str::to_owned)).collect(),
             _ => Ok(vec![self.str()?.to_owned()]),
@@ -317,7 +317,7 @@ impl<'a> Item<'a> {
 
 /// What a value is, for "expected X, found Y".
 #[must_use]
-pub fn describe(value: &DeValue<'_>) -> String {
+pub(crate) fn describe(value: &DeValue<'_>) -> String {
     match value {
         DeValue::String(s) => format!("the string \"{s}\""),
         DeValue::Integer(i) => format!("the integer {}", i.as_str()),

@@ -10,7 +10,7 @@ use crate::plan::options::{Ppm, deserialize_secs, serialize_secs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
-pub enum Action {
+pub(crate) enum Action {
     /// Arm with a kernel deadline `duration` from now (at `ppm`, the ramp's first step, if set).
     Arm {
         #[serde(serialize_with = "serialize_secs", deserialize_with = "deserialize_secs")]
@@ -24,7 +24,7 @@ pub enum Action {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Step {
+pub(crate) struct Step {
     /// Offset from the start of the faults phase.
     #[serde(serialize_with = "serialize_secs", deserialize_with = "deserialize_secs")]
     pub at: Duration,
@@ -36,7 +36,7 @@ pub struct Step {
 
 /// Every step of every fault, in time order (at equal times: ends first, then arms, then ramps).
 #[must_use]
-pub fn steps(faults: &[PlannedFault]) -> Vec<Step> {
+pub(crate) fn steps(faults: &[PlannedFault]) -> Vec<Step> {
     let mut steps = Vec::new();
     for (index, fault) in faults.iter().enumerate() {
         let first = fault.ramp.map(|(ramp, _)| ramp.from.get());
@@ -69,7 +69,7 @@ pub fn steps(faults: &[PlannedFault]) -> Vec<Step> {
 /// Step `k` of `steps` (0-based) goes from `from` (k = 0) to `to` (k = steps - 1), up (a
 /// probability rising) or down (a limit tightening).
 #[must_use]
-pub fn ramp_ppm(from: Ppm, to: Ppm, k: u32, steps: u32) -> u32 {
+pub(crate) fn ramp_ppm(from: Ppm, to: Ppm, k: u32, steps: u32) -> u32 {
     let (from, to) = (i64::from(from.get()), i64::from(to.get()));
     let span = i64::from(steps.saturating_sub(1).max(1));
     (from + (to - from) * i64::from(k) / span) as u32
@@ -77,7 +77,7 @@ pub fn ramp_ppm(from: Ppm, to: Ppm, k: u32, steps: u32) -> u32 {
 
 /// `config` with a deadline and, when given, a new probability.
 #[must_use]
-pub fn armed(config: FaultConfig, deadline_ns: u64, ppm: Option<u32>) -> FaultConfig {
+pub(crate) fn armed(config: FaultConfig, deadline_ns: u64, ppm: Option<u32>) -> FaultConfig {
     let threshold = ppm.map_or(config.threshold, threshold_from_ppm);
     FaultConfig { deadline_ns, threshold, ..config }
 }

@@ -19,7 +19,7 @@ use super::events::TimelineEvent;
 use crate::fault::limit::events::LimitEvent;
 
 /// Appends events to a file, and keeps them for the summary.
-pub struct Timeline {
+pub(crate) struct Timeline {
     path: PathBuf,
     file: File,
     started: Instant,
@@ -28,37 +28,37 @@ pub struct Timeline {
 
 impl Timeline {
     /// Creates (or truncates) the file.
-    pub fn create(path: &Path) -> io::Result<Self> {
+    pub(crate) fn create(path: &Path) -> io::Result<Self> {
         let file = File::create(path)?;
         Ok(Self { path: path.to_owned(), file, started: Instant::now(), events: Vec::new() })
     }
 
     /// Appends to an existing timeline (a detached experiment's reaper, `chaos stop`).
-    pub fn append(path: &Path) -> io::Result<Self> {
+    pub(crate) fn append(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new().append(true).open(path)?;
         Ok(Self { path: path.to_owned(), file, started: Instant::now(), events: Vec::new() })
     }
 
     #[must_use]
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Seconds since the timeline was created, rounded to ms.
     #[must_use]
-    pub fn elapsed(&self) -> f64 {
+    pub(crate) fn elapsed(&self) -> f64 {
         (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
     }
 
     /// Writes one event. A write error is reported once on stderr and does not stop the run
     /// (the faults matter more than the log).
-    pub fn event(&mut self, event: &TimelineEvent) {
+    pub(crate) fn event(&mut self, event: &TimelineEvent) {
         self.event_at(Some(self.elapsed()), event);
     }
 
     /// An event with its own `t` (none: written by another process than the one that started
     /// the run, which does not know its clock).
-    pub fn event_at(&mut self, t: Option<f64>, event: &TimelineEvent) {
+    pub(crate) fn event_at(&mut self, t: Option<f64>, event: &TimelineEvent) {
         let mut line =
             serde_json::to_value(event).unwrap_or_else(|e| json!({ "event": "unknown", "error": e.to_string() }));
         line["time"] = json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
@@ -75,14 +75,14 @@ impl Timeline {
 
     /// The events written so far, as written.
     #[must_use]
-    pub fn events(&self) -> &[Value] {
+    pub(crate) fn events(&self) -> &[Value] {
         &self.events
     }
 }
 
 /// One event as a timeline holds it.
 #[derive(Clone, Debug, Deserialize)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     #[serde(default)]
     pub t: Option<f64>,
     #[serde(flatten)]
@@ -91,7 +91,7 @@ pub struct Recorded {
 
 /// Reads a saved timeline: each event as written (for `--output json`) and typed. A bad line
 /// is an error naming its line number.
-pub fn read(path: &Path) -> Result<Vec<(Value, Recorded)>, String> {
+pub(crate) fn read(path: &Path) -> Result<Vec<(Value, Recorded)>, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut events = Vec::new();
     for (number, line) in BufReader::new(file).lines().enumerate() {
@@ -116,7 +116,7 @@ pub fn read(path: &Path) -> Result<Vec<(Value, Recorded)>, String> {
 
 /// The events as written, typed (the runner's own, for its summary).
 #[must_use]
-pub fn typed(events: &[Value]) -> Vec<Recorded> {
+pub(crate) fn typed(events: &[Value]) -> Vec<Recorded> {
     events.iter().filter_map(|e| Recorded::deserialize(e).ok()).collect()
 }
 
@@ -140,7 +140,7 @@ struct FaultLine {
 /// The human summary of a run, from its events: verdict, faults with their counts, and the
 /// checks' pass rates before, during and after.
 #[must_use]
-pub fn summary(events: &[Recorded]) -> String {
+pub(crate) fn summary(events: &[Recorded]) -> String {
     let mut out = String::new();
     let Some((start, _)) = events.iter().find_map(|e| match &e.event {
         TimelineEvent::Experiment(start) => Some((start, e.t)),
@@ -332,7 +332,7 @@ pub fn summary(events: &[Recorded]) -> String {
 
 /// The exit code a timeline's verdict stands for (2 when it has none).
 #[must_use]
-pub fn exit_code(events: &[Recorded]) -> u8 {
+pub(crate) fn exit_code(events: &[Recorded]) -> u8 {
     events
         .iter()
         .find_map(|e| match &e.event {

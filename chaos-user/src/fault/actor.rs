@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// An action's work running in a thread of its own until its deadline or [`RunningAction::finish`].
-pub struct Actor {
+pub(crate) struct Actor {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<JoinHandle<ActionOutcome>>,
     /// What the work has done so far (processes killed, connections severed), as it counts it:
@@ -31,13 +31,15 @@ impl Actor {
     /// Runs `work` on a new thread. `work` waits for each of its times through the function it
     /// is given: `wait(ns)` sleeps until CLOCK_MONOTONIC `ns` and says false once the action is
     /// told to stop, when `work` must end (a pause thaws first).
-    pub fn spawn(work: impl FnOnce(&dyn Fn(u64) -> bool) -> ActionOutcome + Send + 'static) -> std::io::Result<Self> {
+    pub(crate) fn spawn(
+        work: impl FnOnce(&dyn Fn(u64) -> bool) -> ActionOutcome + Send + 'static,
+    ) -> std::io::Result<Self> {
         Self::spawn_counting(move |wait, _| work(wait))
     }
 
     /// [`spawn`](Self::spawn) for work that also says what it did as it goes: `acted(n)` adds
     /// `n` to the count [`RunningAction::acted`] reads while it runs.
-    pub fn spawn_counting(
+    pub(crate) fn spawn_counting(
         work: impl FnOnce(&dyn Fn(u64) -> bool, &dyn Fn(u64)) -> ActionOutcome + Send + 'static,
     ) -> std::io::Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));

@@ -4,22 +4,22 @@
 //! plan and stops. Every family produces the same [`FaultPlan`], so the engine, runs, reports
 //! and experiments need no per-family code. Adding a family: its module here, one line in
 //! [`registry::FAULT_KINDS`], an [`AttachPoint`] arm if it needs a new kind of hook.
-pub mod actor;
-pub mod dns;
-pub mod limit;
-pub mod net;
-pub mod proc;
-pub mod registry;
-pub mod syscall;
-pub mod traced;
+pub(crate) mod actor;
+pub(crate) mod dns;
+pub(crate) mod limit;
+pub(crate) mod net;
+pub(crate) mod proc;
+pub(crate) mod registry;
+pub(crate) mod syscall;
+pub(crate) mod traced;
 
 use std::time::Duration;
 
-pub use crate::plan::{AttachPoint, FaultPlan, MapContents, PlannedProgram, options};
+pub(crate) use crate::plan::{AttachPoint, FaultPlan, MapContents, PlannedProgram};
 use crate::{features::Prober, plan::options::Ppm, targets::Target};
 
 /// What a fault needs besides its own options to become a plan.
-pub struct FaultContext<'a> {
+pub(crate) struct FaultContext<'a> {
     pub target: &'a Target,
     pub duration: Duration,
     /// The user passed `--i-know` (host interfaces for TC faults, durations over the cap).
@@ -29,7 +29,7 @@ pub struct FaultContext<'a> {
 
 /// A fault family's options, as the command line and experiment files parse them (one clap
 /// definition per family), turned into a plan. This is what makes a family usable from both.
-pub trait PlanFault: std::fmt::Debug {
+pub(crate) trait PlanFault: std::fmt::Debug {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError>;
 
     /// The probability the user asked for, when the fault has one: a ramp rewrites the
@@ -52,7 +52,7 @@ pub trait PlanFault: std::fmt::Debug {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     #[error("{family} is not supported by this kernel: {reason}")]
     Unsupported { family: &'static str, reason: String },
     #[error(transparent)]
@@ -70,7 +70,7 @@ pub enum PlanError {
 
 /// The depth of a cgroup below the root: `/a/b` is 2 (the root is level 0).
 #[must_use]
-pub fn cgroup_level(cgroup: &str) -> u32 {
+pub(crate) fn cgroup_level(cgroup: &str) -> u32 {
     cgroup.split('/').filter(|c| !c.is_empty()).count() as u32
 }
 

@@ -23,7 +23,7 @@ use super::{
 };
 
 /// One fault kind: its name and its options.
-pub struct FaultKind {
+pub(crate) struct FaultKind {
     /// As the command line spells it: `net drop`.
     pub name: &'static str,
     options: fn() -> Command,
@@ -38,18 +38,18 @@ impl FaultKind {
 
     /// The options as clap knows them.
     #[must_use]
-    pub fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         (self.options)()
     }
 
     /// The options from what clap matched.
-    pub fn build(&self, matches: &ArgMatches) -> Result<Box<dyn PlanFault>, clap::Error> {
+    pub(crate) fn build(&self, matches: &ArgMatches) -> Result<Box<dyn PlanFault>, clap::Error> {
         (self.build)(matches)
     }
 
     /// The option names as a file spells them (`burst_len`).
     #[must_use]
-    pub fn option_names(&self) -> Vec<String> {
+    pub(crate) fn option_names(&self) -> Vec<String> {
         self.command().get_arguments().filter_map(|a| a.get_long()).map(|l| l.replace('-', "_")).collect()
     }
 }
@@ -69,7 +69,7 @@ fn build_of<T: FromArgMatches + PlanFault + 'static>(matches: &ArgMatches) -> Re
 }
 
 /// Every fault kind, for the command line and experiment files.
-pub const FAULT_KINDS: &[FaultKind] = &[
+pub(crate) const FAULT_KINDS: &[FaultKind] = &[
     FaultKind::of::<NetDropOptions>("net drop"),
     FaultKind::of::<NetPartitionOptions>("net partition"),
     FaultKind::of::<NetCorruptOptions>("net corrupt"),
@@ -93,13 +93,13 @@ pub const FAULT_KINDS: &[FaultKind] = &[
 
 /// Looks a kind up by name (`net drop`; extra spaces are forgiven).
 #[must_use]
-pub fn kind_named(name: &str) -> Option<&'static FaultKind> {
+pub(crate) fn kind_named(name: &str) -> Option<&'static FaultKind> {
     let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
     FAULT_KINDS.iter().find(|k| k.name == name)
 }
 
 #[must_use]
-pub fn kind_names() -> Vec<&'static str> {
+pub(crate) fn kind_names() -> Vec<&'static str> {
     FAULT_KINDS.iter().map(|k| k.name).collect()
 }
 

@@ -12,14 +12,14 @@ use crate::{
 };
 
 /// The default kernel-side limit: records per second, per fault.
-pub const DEFAULT_TRACE_RATE: u64 = 100;
+pub(crate) const DEFAULT_TRACE_RATE: u64 = 100;
 
 /// The most records a second a fault may report: beyond this the ring buffer (64 KiB) fills
 /// between two reads and records are lost anyway.
-pub const MAX_TRACE_RATE: u64 = 10_000;
+pub(crate) const MAX_TRACE_RATE: u64 = 10_000;
 
 #[derive(Clone, Copy, Debug, Default, Args)]
-pub struct TraceOptions {
+pub(crate) struct TraceOptions {
     /// Report who was hit: a sample of the injections (time, process, addresses or syscall,
     /// signal) as log lines and, in experiments, `injection` events in the timeline.
     #[arg(long)]
@@ -33,13 +33,13 @@ pub struct TraceOptions {
 impl TraceOptions {
     /// Records per second the kernel may send, or None when tracing is off.
     #[must_use]
-    pub fn rate(&self) -> Option<u64> {
+    pub(crate) fn rate(&self) -> Option<u64> {
         self.trace_injections.then(|| self.trace_rate.unwrap_or(DEFAULT_TRACE_RATE))
     }
 
     /// Turns tracing on in a plan's kernel configuration. Faults done from userspace have no
     /// program to trace: refused, with what to use instead.
-    pub fn apply(&self, plan: &mut FaultPlan) -> Result<(), PlanError> {
+    pub(crate) fn apply(&self, plan: &mut FaultPlan) -> Result<(), PlanError> {
         let Some(rate) = self.rate() else { return Ok(()) };
         if plan.programs.is_empty() {
             return Err(PlanError::Refused(format!(
@@ -59,7 +59,7 @@ impl TraceOptions {
 
 /// A family's options with the shared trace options beside them.
 #[derive(Clone, Debug, Args)]
-pub struct Traced<F: Args> {
+pub(crate) struct Traced<F: Args> {
     #[command(flatten)]
     pub fault: F,
     #[command(flatten)]

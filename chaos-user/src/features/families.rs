@@ -2,18 +2,18 @@
 //! chaos uses for it, what it needs from the kernel, and whether this version ships it.
 
 /// Family ids, stable for scripts.
-pub const PACKET_DROP: &str = "packet-drop";
-pub const PACKET_CORRUPT_DUPLICATE: &str = "packet-corrupt-duplicate";
-pub const NETWORK_DELAY: &str = "network-delay";
-pub const SYSCALL_ERRNO_LSM: &str = "syscall-errno-lsm";
-pub const SYSCALL_ERRNO_CGROUP_HOOKS: &str = "syscall-errno-cgroup-hooks";
-pub const SYSCALL_ERRNO_OVERRIDE: &str = "syscall-errno-override";
-pub const SYSCALL_DELAY: &str = "syscall-delay";
-pub const PROCESS_KILL: &str = "process-kill";
-pub const PROCESS_PAUSE: &str = "process-pause";
-pub const RESOURCE_LIMITS: &str = "resource-limits";
-pub const DNS: &str = "dns";
-pub const CONNECTION_SEVER: &str = "connection-sever";
+pub(crate) const PACKET_DROP: &str = "packet-drop";
+pub(crate) const PACKET_CORRUPT_DUPLICATE: &str = "packet-corrupt-duplicate";
+pub(crate) const NETWORK_DELAY: &str = "network-delay";
+pub(crate) const SYSCALL_ERRNO_LSM: &str = "syscall-errno-lsm";
+pub(crate) const SYSCALL_ERRNO_CGROUP_HOOKS: &str = "syscall-errno-cgroup-hooks";
+pub(crate) const SYSCALL_ERRNO_OVERRIDE: &str = "syscall-errno-override";
+pub(crate) const SYSCALL_DELAY: &str = "syscall-delay";
+pub(crate) const PROCESS_KILL: &str = "process-kill";
+pub(super) const PROCESS_PAUSE: &str = "process-pause";
+pub(super) const RESOURCE_LIMITS: &str = "resource-limits";
+pub(crate) const DNS: &str = "dns";
+pub(crate) const CONNECTION_SEVER: &str = "connection-sever";
 
 /// `SockDestroy`: sock_diag destroys a loopback connection in a throwaway namespace.
 pub(super) fn sock_destroy() -> super::Check {

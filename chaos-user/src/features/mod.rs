@@ -18,9 +18,9 @@ use serde::Serialize;
 
 mod families;
 
-pub use families::{
-    CONNECTION_SEVER, DNS, NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE,
-    SYSCALL_DELAY, SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
+pub(crate) use families::{
+    CONNECTION_SEVER, DNS, NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, SYSCALL_DELAY,
+    SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
 };
 use families::{FAMILIES, Requirement};
 
@@ -31,7 +31,7 @@ use crate::{
 
 /// One yes/no answer with what was found, or why not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub ok: bool,
     pub detail: String,
 }
@@ -49,7 +49,7 @@ impl Check {
 /// How TC programs attach on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TcApi {
+pub(crate) enum TcApi {
     /// bpf_link based, owned by an fd: vanishes with the process (6.6+).
     Tcx,
     /// clsact qdisc + cls_bpf filter: outlives the process, must be removed explicitly.
@@ -58,7 +58,7 @@ pub enum TcApi {
 
 /// A fault family and whether chaos can run it here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FamilySupport {
+pub(crate) struct FamilySupport {
     /// Stable identifier, e.g. `packet-drop`.
     pub id: &'static str,
     pub name: &'static str,
@@ -73,7 +73,7 @@ pub struct FamilySupport {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Basics {
+pub(crate) struct Basics {
     pub btf: Check,
     pub cgroup2: Check,
     pub bpffs: Check,
@@ -87,7 +87,7 @@ pub struct Basics {
 
 /// Everything `chaos doctor` reports.
 #[derive(Clone, Debug, Serialize)]
-pub struct KernelFeatures {
+pub(crate) struct KernelFeatures {
     pub kernel: String,
     pub basics: Basics,
     /// Program types by their libbpf section-style name.
@@ -105,7 +105,7 @@ const QDISCS: &[&str] = &["clsact", "fq", "netem"];
 /// Answers "can this kernel do X", asking the kernel about each thing at most once and only
 /// when asked: a plan probes what its family needs, `doctor` probes everything.
 #[derive(Default)]
-pub struct Prober {
+pub(crate) struct Prober {
     checks: RefCell<BTreeMap<String, Check>>,
     tc_api: OnceCell<(TcApi, String)>,
     lsms: OnceCell<(Option<Vec<String>>, String)>,
@@ -113,7 +113,7 @@ pub struct Prober {
 
 impl Prober {
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -182,7 +182,7 @@ impl Prober {
     /// Whether an fentry program can run on syscall entry function `function`: the kernel loads
     /// tracing programs (BPF trampolines; the host kernel refuses them with EPERM) and its BTF
     /// has the function (fentry attaches by BTF id).
-    pub fn syscall_entry_fentry(&self, function: &str) -> Check {
+    pub(crate) fn syscall_entry_fentry(&self, function: &str) -> Check {
         let tracing = self.program("tracing");
         if !tracing.ok {
             return Check::no(format!("no BPF trampolines for fentry: {}", tracing.detail));
@@ -215,7 +215,7 @@ impl Prober {
     /// Whether BPF LSM programs can attach per cgroup (BPF_LSM_CGROUP, 6.0+): the kernel loads
     /// a trivial lsm_cgroup program. (Attaching goes through the same trampolines as the global
     /// programs, which the `lsm` probe attaches.)
-    pub fn lsm_cgroup(&self) -> Check {
+    pub(crate) fn lsm_cgroup(&self) -> Check {
         let check = self.program("lsm_cgroup");
         if check.ok {
             Check::yes("lsm_cgroup programs load (BPF_LSM_CGROUP)")
@@ -237,7 +237,7 @@ impl Prober {
     }
 
     /// How TC programs attach here: tcx links or legacy clsact filters.
-    pub fn tc_api(&self) -> TcApi {
+    pub(crate) fn tc_api(&self) -> TcApi {
         self.tc_api.get_or_init(tc_api).0
     }
 
@@ -266,7 +266,7 @@ impl Prober {
     /// Whether family `id` can run here; its requirements are probed in order, and the first
     /// that fails is the reason.
     #[must_use]
-    pub fn family(&self, id: &str) -> FamilySupport {
+    pub(crate) fn family(&self, id: &str) -> FamilySupport {
         let &(id, name, mechanism, requirements, in_chaos) =
             FAMILIES.iter().find(|f| f.0 == id).unwrap_or_else(|| panic!("unknown fault family {id}"));
         let reason = requirements.iter().map(|&r| self.requirement(r)).find(|c| !c.ok).map(|c| c.detail);
@@ -304,7 +304,7 @@ impl Prober {
 
     /// Everything, for `chaos doctor`.
     #[must_use]
-    pub fn everything(&self) -> KernelFeatures {
+    pub(crate) fn everything(&self) -> KernelFeatures {
         let (tc_api, tc_api_detail) = self.tc_api.get_or_init(tc_api).clone();
         let (active_lsms, active_lsms_detail) = self.active_lsms().clone();
         KernelFeatures {
@@ -329,7 +329,7 @@ impl Prober {
 
 /// Probes everything (what `chaos doctor` prints). Takes a fraction of a second; changes nothing.
 #[must_use]
-pub fn probe() -> KernelFeatures {
+pub(crate) fn probe() -> KernelFeatures {
     Prober::new().everything()
 }
 
@@ -350,7 +350,7 @@ fn helper_check(program_type: ProgramType, helper: BpfHelper, name: &str, progra
 }
 
 /// "BPF_PROG_LOAD returned EPERM" rather than aya's Debug output.
-pub fn describe_program_error(err: &ProgramError) -> String {
+pub(crate) fn describe_program_error(err: &ProgramError) -> String {
     match err {
         ProgramError::SyscallError(syscall) => {
             let call = match syscall.call {

@@ -30,18 +30,18 @@ struct Composite {
 }
 
 /// The structs and unions of a BTF blob, by type id, plus the string table.
-pub struct Btf {
+pub(crate) struct Btf {
     strings: Vec<u8>,
     composites: HashMap<u32, Composite>,
     by_name: HashMap<String, u32>,
 }
 
 impl Btf {
-    pub fn from_sys_fs() -> io::Result<Self> {
+    pub(crate) fn from_sys_fs() -> io::Result<Self> {
         Self::parse(&fs::read("/sys/kernel/btf/vmlinux")?)
     }
 
-    pub fn parse(data: &[u8]) -> io::Result<Self> {
+    pub(crate) fn parse(data: &[u8]) -> io::Result<Self> {
         let u32_at = |at: usize| data.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         let sections = Sections::of(data)?;
         let (types, type_len) = sections.types;
@@ -89,7 +89,7 @@ impl Btf {
 
     /// Byte offset of `member` in struct `name`, looking inside anonymous structs and unions.
     #[must_use]
-    pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
+    pub(crate) fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
         self.offset_in(*self.by_name.get(name)?, member).map(|bits| bits / 8)
     }
 
@@ -111,7 +111,7 @@ impl Btf {
     }
 
     /// The offsets the syscall programs need, or the first one the kernel's BTF lacks.
-    pub fn kernel_offsets(&self) -> Result<KernelOffsets, String> {
+    pub(crate) fn kernel_offsets(&self) -> Result<KernelOffsets, String> {
         let get = |s: &str, m: &str| {
             self.member_offset(s, m).ok_or_else(|| format!("struct {s} has no member {m} in this kernel's BTF"))
         };
@@ -161,7 +161,7 @@ impl<'a> Sections<'a> {
 /// Whether the running kernel's BTF has the name `name` at all (a function, a type or a member
 /// of that name): one search of its string table, a few ms, where decoding every type (aya's
 /// `Btf`) takes tens. For "does this kernel have function X", where X is not also a member.
-pub fn kernel_has_name(name: &str) -> io::Result<bool> {
+pub(crate) fn kernel_has_name(name: &str) -> io::Result<bool> {
     let data = fs::read("/sys/kernel/btf/vmlinux")?;
     let strings = Sections::of(&data)?.strings;
     // Strings are NUL-terminated and the table starts with an empty one: "\0name\0" is exact.
@@ -170,7 +170,7 @@ pub fn kernel_has_name(name: &str) -> io::Result<bool> {
 }
 
 /// [`kernel_has_name`] for many names, reading the BTF once.
-pub fn kernel_has_names(names: &[&str]) -> io::Result<Vec<bool>> {
+pub(crate) fn kernel_has_names(names: &[&str]) -> io::Result<Vec<bool>> {
     let data = fs::read("/sys/kernel/btf/vmlinux")?;
     let strings = Sections::of(&data)?.strings;
     Ok(names

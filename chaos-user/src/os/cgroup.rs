@@ -9,7 +9,7 @@ use std::{
 
 /// Reading the hierarchy failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum CgroupError {
+pub(crate) enum CgroupError {
     #[error(
         "no cgroup v2 filesystem is mounted (looked in /proc/self/mountinfo); chaos targets cgroup \
          v2 cgroups: mount one with `mount -t cgroup2 none /sys/fs/cgroup` or boot with \
@@ -26,37 +26,38 @@ pub enum CgroupError {
 
 /// The cgroup v2 hierarchy as this process sees it.
 #[derive(Clone, Debug)]
-pub struct CgroupFs {
+pub(crate) struct CgroupFs {
     mount: PathBuf,
 }
 
 impl CgroupFs {
     /// Finds the cgroup2 mount of this process.
-    pub fn discover() -> Result<Self, CgroupError> {
+    pub(crate) fn discover() -> Result<Self, CgroupError> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| CgroupError::Unreadable { what: "/proc/self/mountinfo".into(), reason: e.to_string() })?;
         super::mountinfo::cgroup2_mount(&mountinfo).map(|mount| Self { mount }).ok_or(CgroupError::NoCgroup2)
     }
 
     /// A hierarchy rooted somewhere else (tests build fake trees).
+    #[cfg(test)]
     #[must_use]
-    pub fn at(mount: impl Into<PathBuf>) -> Self {
+    pub(crate) fn at(mount: impl Into<PathBuf>) -> Self {
         Self { mount: mount.into() }
     }
 
     #[must_use]
-    pub fn mount(&self) -> &Path {
+    pub(crate) fn mount(&self) -> &Path {
         &self.mount
     }
 
     /// The directory of a kernel cgroup path (`/a/b` -> `<mount>/a/b`).
     #[must_use]
-    pub fn dir_of(&self, cgroup: &str) -> PathBuf {
+    pub(crate) fn dir_of(&self, cgroup: &str) -> PathBuf {
         self.mount.join(cgroup.trim_start_matches('/'))
     }
 
     /// The kernel cgroup path of a directory under the mount (`<mount>/a/b` -> `/a/b`).
-    pub fn cgroup_of(&self, dir: &Path) -> Option<String> {
+    pub(crate) fn cgroup_of(&self, dir: &Path) -> Option<String> {
         let rel = dir.strip_prefix(&self.mount).ok()?;
         Some(format!("/{}", rel.to_string_lossy()).trim_end_matches('/').to_owned())
             .map(|s| if s.is_empty() { "/".to_owned() } else { s })
@@ -65,7 +66,7 @@ impl CgroupFs {
     /// The cgroup directory whose `cgroup.procs` lists `pid`: how chaos finds its own cgroup
     /// where the kernel shows it as `/` (a cgroup namespace whose root it cannot name).
     #[must_use]
-    pub fn dir_holding(&self, pid: u32) -> Option<PathBuf> {
+    pub(crate) fn dir_holding(&self, pid: u32) -> Option<PathBuf> {
         let wanted = pid.to_string();
         let mut stack = vec![self.mount.clone()];
         while let Some(dir) = stack.pop() {
@@ -82,7 +83,7 @@ impl CgroupFs {
 
 /// Every pid in the cgroup directory and its descendants.
 #[must_use]
-pub fn pids_below(dir: &Path) -> Vec<i32> {
+pub(crate) fn pids_below(dir: &Path) -> Vec<i32> {
     let mut pids = Vec::new();
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -97,7 +98,7 @@ pub fn pids_below(dir: &Path) -> Vec<i32> {
 }
 
 /// The first `0::` line of /proc/PID/cgroup: the process's cgroup v2 path.
-pub fn pid_cgroup(proc_root: &Path, pid: u32) -> Result<String, CgroupError> {
+pub(crate) fn pid_cgroup(proc_root: &Path, pid: u32) -> Result<String, CgroupError> {
     let file = proc_root.join(pid.to_string()).join("cgroup");
     let text = fs::read_to_string(&file).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => CgroupError::NoSuchPid { pid },
@@ -112,7 +113,7 @@ pub fn pid_cgroup(proc_root: &Path, pid: u32) -> Result<String, CgroupError> {
 
 /// This process's own cgroup v2 path, if it has one.
 #[must_use]
-pub fn own_cgroup() -> Option<String> {
+pub(crate) fn own_cgroup() -> Option<String> {
     let file = fs::read_to_string("/proc/self/cgroup").ok()?;
     let as_read = file.lines().find_map(|line| line.strip_prefix("0::"))?.trim();
     if let Some(path) = super::host_view::under_mount(as_read) {
@@ -126,7 +127,7 @@ pub fn own_cgroup() -> Option<String> {
 
 /// Whether cgroup `inner` is `outer` or inside it (`/a/b` is inside `/a`, `/ab` is not).
 #[must_use]
-pub fn is_same_or_below(inner: &str, outer: &str) -> bool {
+pub(crate) fn is_same_or_below(inner: &str, outer: &str) -> bool {
     let outer = outer.trim_end_matches('/');
     outer.is_empty() || inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'))
 }

@@ -92,12 +92,12 @@ const ALIASES: &[(&str, i32)] = &[("EWOULDBLOCK", 11), ("EDEADLOCK", 35)];
 
 /// The symbolic name of `errno`, or `errno N` when it has none here.
 #[must_use]
-pub fn name(errno: i32) -> String {
+pub(crate) fn name(errno: i32) -> String {
     TABLE.iter().find(|(n, _)| *n == errno).map_or_else(|| format!("errno {errno}"), |(_, name)| (*name).to_owned())
 }
 
 /// Parses `EIO`, `eio` or `5`. Numbers must be a known errno (1..=4095 would let typos through).
-pub fn parse(text: &str) -> Result<i32, String> {
+pub(crate) fn parse(text: &str) -> Result<i32, String> {
     let upper = text.trim().to_ascii_uppercase();
     if let Ok(number) = upper.parse::<i32>() {
         return if TABLE.iter().any(|(n, _)| *n == number) {
@@ -117,7 +117,7 @@ pub fn parse(text: &str) -> Result<i32, String> {
 
 /// The name of an `io::Error`'s errno, e.g. "EPERM".
 #[must_use]
-pub fn name_of(error: &std::io::Error) -> String {
+pub(crate) fn name_of(error: &std::io::Error) -> String {
     error.raw_os_error().map_or_else(|| error.to_string(), name)
 }
 

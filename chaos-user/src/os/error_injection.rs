@@ -4,13 +4,13 @@
 use std::{collections::BTreeSet, fs, io, path::Path};
 
 /// Where the kernel lists the functions BPF may override (debugfs).
-pub const ERROR_INJECTION_LIST: &str = "/sys/kernel/debug/error_injection/list";
+pub(crate) const ERROR_INJECTION_LIST: &str = "/sys/kernel/debug/error_injection/list";
 
 /// The kprobe PMU: present when the kernel has kprobes (and perf-based attachment, 4.17+).
-pub const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
+pub(crate) const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 
 /// Whether the kernel has kprobes (the PMU aya attaches them through): what was found, or why not.
-pub fn kprobes() -> Result<String, String> {
+pub(crate) fn kprobes() -> Result<String, String> {
     if Path::new(KPROBE_PMU).exists() {
         Ok(format!("kprobe PMU at {KPROBE_PMU}"))
     } else {
@@ -20,11 +20,11 @@ pub fn kprobes() -> Result<String, String> {
 
 /// The function a syscall enters the kernel through on this architecture (`__x64_sys_newstat`
 /// for `stat`: the kernel's table names it), or why there is none.
-pub use super::syscall_table::entry_function;
+pub(crate) use super::syscall_table::entry_function;
 
 /// The kernel's error-injection list, or why it could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InjectionList {
+pub(crate) enum InjectionList {
     /// Function names (the list's first column).
     Read(BTreeSet<String>),
     /// Why chaos cannot tell which functions are on it.
@@ -33,7 +33,7 @@ pub enum InjectionList {
 
 impl InjectionList {
     /// The list, read once per process (it changes only when modules load).
-    pub fn cached() -> &'static Self {
+    pub(crate) fn cached() -> &'static Self {
         static LIST: std::sync::OnceLock<InjectionList> = std::sync::OnceLock::new();
         LIST.get_or_init(Self::read)
     }
@@ -41,7 +41,7 @@ impl InjectionList {
     /// Reads the list only where debugfs is already mounted: chaos does not mount filesystems
     /// behind the user's back, it says how instead.
     #[must_use]
-    pub fn read() -> Self {
+    pub(crate) fn read() -> Self {
         Self::read_from(Path::new(ERROR_INJECTION_LIST), debugfs_mounted())
     }
 
@@ -67,7 +67,7 @@ impl InjectionList {
     /// A list chaos cannot read is no reason to refuse: the kernel checks the function itself
     /// when the kprobe attaches (EINVAL, which chaos explains), and with error injection built
     /// in, every syscall entry is on it (`SYSCALL_DEFINE` marks each one ALLOW_ERROR_INJECTION).
-    pub fn allows(&self, function: &str) -> Result<(), String> {
+    pub(crate) fn allows(&self, function: &str) -> Result<(), String> {
         match self {
             Self::Read(functions) if !functions.contains(function) => {
                 Err(format!("{function} is not on the kernel's error-injection list"))
@@ -78,7 +78,7 @@ impl InjectionList {
 
     /// For `doctor`: how many functions, how many of them syscall entries.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::Read(functions) => {
                 let syscalls = functions.iter().filter(|f| f.starts_with("__x64_sys_")).count();

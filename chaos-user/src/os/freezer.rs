@@ -16,14 +16,14 @@ use std::{
 
 /// The freezer of one cgroup directory.
 #[derive(Clone, Debug)]
-pub struct Freezer {
+pub(crate) struct Freezer {
     dir: PathBuf,
 }
 
 impl Freezer {
     /// The freezer of `cgroup_dir`, or why it has none: the root cgroup has no `cgroup.freeze`,
     /// and kernels before 5.2 have no cgroup v2 freezer at all.
-    pub fn of(cgroup_dir: &Path) -> Result<Self, String> {
+    pub(crate) fn of(cgroup_dir: &Path) -> Result<Self, String> {
         if cgroup_dir.join("cgroup.freeze").exists() {
             Ok(Self { dir: cgroup_dir.to_path_buf() })
         } else {
@@ -36,29 +36,29 @@ impl Freezer {
     }
 
     #[must_use]
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Asks the kernel to freeze the cgroup (returns at once; see [`Freezer::wait`]).
-    pub fn freeze(&self) -> io::Result<()> {
+    pub(crate) fn freeze(&self) -> io::Result<()> {
         fs::write(self.dir.join("cgroup.freeze"), "1")
     }
 
     /// Thaws the cgroup. A cgroup that is gone has nothing left to thaw: that counts as done.
-    pub fn thaw(&self) -> io::Result<()> {
+    pub(crate) fn thaw(&self) -> io::Result<()> {
         thaw(&self.dir)
     }
 
     /// Whether the freeze asked for is complete (`frozen 1` in `cgroup.events`).
     #[must_use]
-    pub fn is_frozen(&self) -> bool {
+    pub(crate) fn is_frozen(&self) -> bool {
         is_frozen(&self.dir)
     }
 
     /// Whether chaos (or anyone) asked for the cgroup to be frozen (`cgroup.freeze` is 1).
     #[must_use]
-    pub fn freeze_requested(&self) -> bool {
+    pub(crate) fn freeze_requested(&self) -> bool {
         fs::read_to_string(self.dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
     }
 
@@ -66,7 +66,7 @@ impl Freezer {
     /// Polls `cgroup.events` every millisecond (the kernel also notifies pollers of the file,
     /// but a millisecond is below anything a pause is measured in).
     #[must_use]
-    pub fn wait(&self, frozen: bool, timeout: Duration) -> bool {
+    pub(crate) fn wait(&self, frozen: bool, timeout: Duration) -> bool {
         let start = Instant::now();
         loop {
             if self.is_frozen() == frozen {
@@ -81,7 +81,7 @@ impl Freezer {
 }
 
 /// Thaws `cgroup_dir`; a cgroup that no longer exists counts as thawed.
-pub fn thaw(cgroup_dir: &Path) -> io::Result<()> {
+pub(crate) fn thaw(cgroup_dir: &Path) -> io::Result<()> {
     match fs::write(cgroup_dir.join("cgroup.freeze"), "0") {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
@@ -90,26 +90,26 @@ pub fn thaw(cgroup_dir: &Path) -> io::Result<()> {
 
 /// Whether `cgroup_dir` is frozen (`frozen 1` in its `cgroup.events`).
 #[must_use]
-pub fn is_frozen(cgroup_dir: &Path) -> bool {
+pub(crate) fn is_frozen(cgroup_dir: &Path) -> bool {
     fs::read_to_string(cgroup_dir.join("cgroup.events"))
         .is_ok_and(|events| events.lines().any(|line| line.trim() == "frozen 1"))
 }
 
 /// Whether this kernel has `cgroup.kill` (5.14+) for `cgroup_dir`.
 #[must_use]
-pub fn has_cgroup_kill(cgroup_dir: &Path) -> bool {
+pub(crate) fn has_cgroup_kill(cgroup_dir: &Path) -> bool {
     cgroup_dir.join("cgroup.kill").exists()
 }
 
 /// SIGKILLs every process of the cgroup and its descendants through `cgroup.kill`.
-pub fn kill_all(cgroup_dir: &Path) -> io::Result<()> {
+pub(crate) fn kill_all(cgroup_dir: &Path) -> io::Result<()> {
     fs::write(cgroup_dir.join("cgroup.kill"), "1")
 }
 
 /// Whether this kernel has the cgroup v2 freezer (`chaos doctor`): every non-root cgroup has
 /// `cgroup.freeze` from 5.2 on (the root has none). Looks at chaos's own cgroup, else at any
 /// child of the mount, else at a throwaway child it creates and removes again.
-pub fn probe() -> Result<String, String> {
+pub(crate) fn probe() -> Result<String, String> {
     let fs = crate::os::cgroup::CgroupFs::discover().map_err(|e| e.to_string())?;
     let own = crate::os::cgroup::own_cgroup().filter(|c| c != "/").map(|c| fs.dir_of(&c));
     let child = || {

@@ -66,7 +66,7 @@ struct Limit {
 }
 
 /// The controller's side: the pipe to a running guard.
-pub struct Guard {
+pub(crate) struct Guard {
     stdin: Option<ChildStdin>,
     child: Child,
 }
@@ -76,7 +76,7 @@ impl Guard {
     /// `time_box_end_ns` (CLOCK_MONOTONIC: the fault's deadline plus its longest delay). None
     /// for a fault attached inert: the kernel stops nobody until it is armed, and arming sends
     /// the time box ([`Guard::time_box`]).
-    pub fn spawn(cgroup_dir: &Path, time_box_end_ns: Option<u64>) -> io::Result<Self> {
+    pub(crate) fn spawn(cgroup_dir: &Path, time_box_end_ns: Option<u64>) -> io::Result<Self> {
         let mut command = Command::new(std::env::current_exe()?);
         command
             .arg("__guard")
@@ -118,38 +118,38 @@ impl Guard {
         }
     }
 
-    pub fn stopped(&mut self, pid: u32) {
+    pub(crate) fn stopped(&mut self, pid: u32) {
         self.tell(&format!("stop {pid}"));
     }
 
-    pub fn resumed(&mut self, pid: u32) {
+    pub(crate) fn resumed(&mut self, pid: u32) {
         self.tell(&format!("cont {pid}"));
     }
 
     /// The controller is about to freeze the cgroup: thaw it if the controller goes away.
-    pub fn freezing(&mut self) {
+    pub(crate) fn freezing(&mut self) {
         self.tell("freeze");
     }
 
     /// The controller thawed the cgroup.
-    pub fn thawed(&mut self) {
+    pub(crate) fn thawed(&mut self) {
         self.tell("thaw");
     }
 
     /// The controller is about to write `written` into `knob`, which holds `previous` (the
     /// value to put back if the controller goes away); sent again for each new value.
-    pub fn limiting(&mut self, knob: &Knob, written: &str, previous: &str) {
+    pub(crate) fn limiting(&mut self, knob: &Knob, written: &str, previous: &str) {
         let limit = Limit { knob: knob.clone(), written: written.to_owned(), previous: previous.to_owned() };
         self.tell(&format!("limit {}", serde_json::to_string(&limit).expect("a limit serializes")));
     }
 
     /// The controller put `knob`'s previous value back (or left it to whoever changed it).
-    pub fn unlimited(&mut self, knob: &Knob) {
+    pub(crate) fn unlimited(&mut self, knob: &Knob) {
         self.tell(&format!("unlimit {}", serde_json::to_string(knob).expect("a knob serializes")));
     }
 
     /// The fault's time box moved: no task may stay stopped past `time_box_end_ns`.
-    pub fn time_box(&mut self, time_box_end_ns: u64) {
+    pub(crate) fn time_box(&mut self, time_box_end_ns: u64) {
         self.tell(&format!("until {}", time_box_end_ns.saturating_add(MARGIN_NS)));
     }
 }
@@ -163,7 +163,7 @@ impl Drop for Guard {
 }
 
 /// `chaos __guard <cgroup dir> <resume-all-at ns, 0 for none yet>`: the guard's side.
-pub fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
+pub(crate) fn run(cgroup_dir: &Path, mut resume_all_at_ns: u64) -> ExitCode {
     // Only the pipe (or the time box) ends the guard's watch: Ctrl-C, SIGTERM or a hang-up
     // aimed at chaos must not.
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
@@ -337,13 +337,13 @@ fn resume_all(cgroup_dir: &Path, stopped: &mut BTreeSet<i32>) {
 /// Continues every process below `cgroup_dir` that is stopped by a signal (what `chaos cleanup`
 /// does for a stopped-tasks record): for the holder, when it died while processes it had let the
 /// kernel stop whole were still stopped.
-pub fn continue_stopped(cgroup_dir: &Path) {
+pub(crate) fn continue_stopped(cgroup_dir: &Path) {
     resume_all(cgroup_dir, &mut BTreeSet::new());
 }
 
 /// Whether a process is stopped by a signal (state T in /proc/PID/stat).
 #[must_use]
-pub fn is_stopped(pid: i32) -> bool {
+pub(crate) fn is_stopped(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))

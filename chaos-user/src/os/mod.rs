@@ -3,24 +3,24 @@
 //! netlink and sock_diag, signals and the cgroup freezer, the guard and resumer processes that
 //! undo stops and freezes, ptrace and the holder process that holds one thread of a target, syscall numbers, errno names, BTF. Nothing here imports a module
 //! above it (engine, fault families, runs, experiments): data flows down.
-pub mod btf;
-pub mod cgroup;
-pub mod cgroup_files;
-pub mod errno;
-pub mod error_injection;
-pub mod freezer;
-pub mod guard;
-pub mod holder;
+pub(crate) mod btf;
+pub(crate) mod cgroup;
+pub(crate) mod cgroup_files;
+pub(crate) mod errno;
+pub(crate) mod error_injection;
+pub(crate) mod freezer;
+pub(crate) mod guard;
+pub(crate) mod holder;
 pub mod host_view;
-pub mod mountinfo;
-pub mod netlink;
-pub mod netns;
-pub mod process;
-pub mod ptrace;
-pub mod records;
-pub mod resumer;
-pub mod signal;
-pub mod sock_diag;
-pub mod sys;
-pub mod syscall_table;
-pub mod tcp_connections;
+pub(crate) mod mountinfo;
+pub(crate) mod netlink;
+pub(crate) mod netns;
+pub(crate) mod process;
+pub(crate) mod ptrace;
+pub(crate) mod records;
+pub(crate) mod resumer;
+pub(crate) mod signal;
+pub(crate) mod sock_diag;
+pub(crate) mod sys;
+pub(crate) mod syscall_table;
+pub(crate) mod tcp_connections;

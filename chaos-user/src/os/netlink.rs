@@ -17,7 +17,7 @@ const RTM_GETQDISC: u16 = 38;
 const NLM_F_REPLACE: u16 = 0x100;
 const RTM_NEWTFILTER: u16 = 44;
 const RTM_GETTFILTER: u16 = 46;
-pub const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
@@ -25,36 +25,36 @@ const NLM_F_CREATE: u16 = 0x400;
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 /// `TC_H_ROOT`: the device's root qdisc.
-pub const TC_H_ROOT: u32 = 0xFFFF_FFFF;
+pub(crate) const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 /// `TC_H_CLSACT` (== `TC_H_INGRESS`): the clsact pseudo-qdisc's parent.
-pub const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
+pub(crate) const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 /// The handle clsact always has (`ffff:`).
-pub const CLSACT_HANDLE: u32 = 0xFFFF_0000;
+pub(crate) const CLSACT_HANDLE: u32 = 0xFFFF_0000;
 /// Parents of clsact's two hooks (`ffff:fff2` ingress, `ffff:fff3` egress).
-pub const CLSACT_INGRESS: u32 = 0xFFFF_FFF2;
-pub const CLSACT_EGRESS: u32 = 0xFFFF_FFF3;
+pub(crate) const CLSACT_INGRESS: u32 = 0xFFFF_FFF2;
+pub(crate) const CLSACT_EGRESS: u32 = 0xFFFF_FFF3;
 
 /// A netlink socket of one protocol (`NETLINK_ROUTE`, `NETLINK_SOCK_DIAG`) in the network
 /// namespace of the calling thread.
-pub struct NetlinkSocket {
+pub(crate) struct NetlinkSocket {
     fd: OwnedFd,
     seq: u32,
 }
 
 /// A NETLINK_ROUTE socket in the network namespace of the calling thread.
-pub struct RouteSocket {
+pub(crate) struct RouteSocket {
     socket: NetlinkSocket,
 }
 
 impl RouteSocket {
-    pub fn open() -> io::Result<Self> {
+    pub(crate) fn open() -> io::Result<Self> {
         Ok(Self { socket: NetlinkSocket::open(libc::NETLINK_ROUTE)? })
     }
 
     /// Creates qdisc `kind` at `parent` of interface `ifindex` (fails with EEXIST if one is
     /// there), with `options` as its TCA_OPTIONS payload when given. ENOENT means the kernel has
     /// no qdisc of that kind (not built, module missing).
-    pub fn add_qdisc(
+    pub(crate) fn add_qdisc(
         &mut self,
         ifindex: i32,
         parent: u32,
@@ -73,7 +73,7 @@ impl RouteSocket {
 
     /// Replaces the root qdisc of `ifindex` with `kind` (created if there is none), with
     /// `options` as its TCA_OPTIONS payload.
-    pub fn replace_root_qdisc(&mut self, ifindex: i32, kind: &str, options: Option<&[u8]>) -> io::Result<()> {
+    pub(crate) fn replace_root_qdisc(&mut self, ifindex: i32, kind: &str, options: Option<&[u8]>) -> io::Result<()> {
         let mut attrs = Vec::new();
         push_attr(&mut attrs, TCA_KIND, kind.as_bytes(), true);
         if let Some(options) = options {
@@ -85,7 +85,7 @@ impl RouteSocket {
     }
 
     /// The root qdisc of `ifindex`: its kind, handle and raw options, enough to put it back.
-    pub fn root_qdisc(&mut self, ifindex: i32) -> io::Result<Option<Qdisc>> {
+    pub(crate) fn root_qdisc(&mut self, ifindex: i32) -> io::Result<Option<Qdisc>> {
         let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent: 0, info: 0 };
         self.socket.send(RTM_GETQDISC, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
         let mut found = None;
@@ -120,7 +120,7 @@ impl RouteSocket {
     }
 
     /// Puts a root qdisc back as [`RouteSocket::root_qdisc`] read it.
-    pub fn restore_root_qdisc(&mut self, ifindex: i32, qdisc: &Qdisc) -> io::Result<()> {
+    pub(crate) fn restore_root_qdisc(&mut self, ifindex: i32, qdisc: &Qdisc) -> io::Result<()> {
         let mut attrs = Vec::new();
         push_attr(&mut attrs, TCA_KIND, qdisc.kind.as_bytes(), true);
         if let Some(options) = &qdisc.options {
@@ -139,18 +139,18 @@ impl RouteSocket {
     }
 
     /// Deletes the root qdisc of `ifindex`: the kernel puts the device's default back.
-    pub fn delete_root_qdisc(&mut self, ifindex: i32) -> io::Result<()> {
+    pub(crate) fn delete_root_qdisc(&mut self, ifindex: i32) -> io::Result<()> {
         self.delete_qdisc(ifindex, TC_H_ROOT, 0)
     }
 
     /// Deletes the qdisc at `parent` with `handle` on interface `ifindex`.
-    pub fn delete_qdisc(&mut self, ifindex: i32, parent: u32, handle: u32) -> io::Result<()> {
+    pub(crate) fn delete_qdisc(&mut self, ifindex: i32, parent: u32, handle: u32) -> io::Result<()> {
         let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle, parent, info: 0 };
         self.request(RTM_DELQDISC, 0, as_bytes(&tcmsg), &[])
     }
 
     /// The filter entries that hang under `parent` of interface `ifindex` (none: empty).
-    pub fn filters(&mut self, ifindex: i32, parent: u32) -> io::Result<Vec<Filter>> {
+    pub(crate) fn filters(&mut self, ifindex: i32, parent: u32) -> io::Result<Vec<Filter>> {
         let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent, info: 0 };
         self.socket.send(RTM_GETTFILTER, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
         let mut filters = Vec::new();
@@ -165,7 +165,7 @@ impl RouteSocket {
     }
 
     /// Whether interface `ifindex` has a clsact qdisc.
-    pub fn has_clsact(&mut self, ifindex: i32) -> io::Result<bool> {
+    pub(crate) fn has_clsact(&mut self, ifindex: i32) -> io::Result<bool> {
         let tcmsg = TcMsg { family: libc::AF_UNSPEC as u8, pad1: 0, pad2: 0, ifindex, handle: 0, parent: 0, info: 0 };
         self.socket.send(RTM_GETQDISC, NLM_F_DUMP, as_bytes(&tcmsg), &[])?;
         let mut found = false;
@@ -185,7 +185,7 @@ impl RouteSocket {
 }
 
 impl NetlinkSocket {
-    pub fn open(protocol: libc::c_int) -> io::Result<Self> {
+    pub(crate) fn open(protocol: libc::c_int) -> io::Result<Self> {
         // SAFETY: plain socket(2) call; the fd is owned below.
         let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
         if fd < 0 {
@@ -197,7 +197,7 @@ impl NetlinkSocket {
 
     /// Sends one request: a netlink header numbered after the last, `header` (the family's
     /// fixed part) and `attrs`.
-    pub fn send(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&mut self, msg_type: u16, flags: u16, header: &[u8], attrs: &[u8]) -> io::Result<()> {
         self.seq += 1;
         let len = mem::size_of::<NlMsgHdr>() + header.len() + attrs.len();
         let nlh = NlMsgHdr { len: len as u32, msg_type, flags: NLM_F_REQUEST | flags, seq: self.seq, pid: 0 };
@@ -217,7 +217,7 @@ impl NetlinkSocket {
     /// (the kernel handles every message of a send in turn), and returns each one's result in
     /// order: what takes one round trip per request (tcp_connections.rs destroys thousands of
     /// sockets at once) takes one per batch.
-    pub fn request_each(&mut self, msg_type: u16, bodies: &[Vec<u8>]) -> io::Result<Vec<io::Result<()>>> {
+    pub(crate) fn request_each(&mut self, msg_type: u16, bodies: &[Vec<u8>]) -> io::Result<Vec<io::Result<()>>> {
         // An error ack carries the request back (~100 bytes): 256 of them fit the receive buffer.
         const PER_SEND: usize = 256;
         let mut results = Vec::with_capacity(bodies.len());
@@ -270,7 +270,7 @@ impl NetlinkSocket {
 
     /// Reads replies to the last request until its ack, error or end of dump, passing the type
     /// and body (after the netlink header) of every other message to `each`.
-    pub fn read_messages(&self, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+    pub(crate) fn read_messages(&self, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
         // Dumps come in messages the kernel sizes to the reader's buffer, up to 32 KiB.
         let mut buf = vec![0u8; 32 * 1024];
         loop {
@@ -311,14 +311,14 @@ fn status_of(message: &[u8]) -> io::Result<()> {
 
 /// A TC filter entry: a chain's priority and the filter's handle in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub priority: u16,
     pub handle: u32,
 }
 
 /// A qdisc as the kernel describes it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Qdisc {
+pub(crate) struct Qdisc {
     pub kind: String,
     /// 0 for the device's default qdisc (which the kernel re-creates on its own).
     pub handle: u32,
@@ -347,7 +347,7 @@ struct TcMsg {
 }
 
 /// Netlink messages and attributes start on 4-byte boundaries.
-pub const fn align4(n: usize) -> usize {
+pub(crate) const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
@@ -372,7 +372,7 @@ fn as_bytes<T>(value: &T) -> &[u8] {
 /// per flow. fq's defaults (10 000 and 100) drop a flow's packets as soon as more than 100 of
 /// them wait, which a 100 ms delay reaches at 1000 packets per second.
 #[must_use]
-pub fn fq_options_for_delays() -> Vec<u8> {
+pub(crate) fn fq_options_for_delays() -> Vec<u8> {
     const TCA_FQ_PLIMIT: u16 = 1;
     const TCA_FQ_FLOW_PLIMIT: u16 = 2;
     let mut options = Vec::new();
@@ -383,7 +383,7 @@ pub fn fq_options_for_delays() -> Vec<u8> {
 
 /// `struct tc_netem_qopt` with only a queue limit: netem refuses to be created without options.
 #[must_use]
-pub fn netem_default_options() -> Vec<u8> {
+pub(crate) fn netem_default_options() -> Vec<u8> {
     // latency, limit, loss, gap, duplicate, jitter
     [0u32, 1000, 0, 0, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect()
 }
@@ -391,7 +391,7 @@ pub fn netem_default_options() -> Vec<u8> {
 /// Runs `f` on a fresh thread inside a brand-new, empty network namespace, which disappears
 /// with the thread. Probes that need to create things (a qdisc on `lo`) do it there, so they
 /// change nothing the machine can see.
-pub fn in_throwaway_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+pub(crate) fn in_throwaway_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
     std::thread::spawn(move || {
         // SAFETY: unshare(CLONE_NEWNET) only affects the calling thread, which ends after `f`.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {

@@ -11,7 +11,7 @@ use std::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum NetnsError {
+pub(crate) enum NetnsError {
     #[error(
         "{target}: the cgroup has no processes, so chaos cannot tell which network namespace is its \
          own; start the workload first"
@@ -30,7 +30,7 @@ pub enum NetnsError {
 
 /// An open handle on a network namespace (keeps it reachable while chaos runs).
 #[derive(Clone, Debug)]
-pub struct Netns {
+pub(crate) struct Netns {
     file: Arc<File>,
     pub inode: u64,
     /// Whether it is the namespace chaos itself runs in (on a host: the root namespace).
@@ -39,7 +39,7 @@ pub struct Netns {
 
 impl Netns {
     /// The namespace of `/proc/<pid>/ns/net` or a bind-mounted namespace file.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
         let file = File::open(path)?;
         let inode = file.metadata()?.ino();
         let own = fs::metadata("/proc/self/ns/net")?.ino();
@@ -48,7 +48,7 @@ impl Netns {
 
     /// The namespace of the processes of cgroup `dir` (all of them must share it); `named_as`
     /// says which target that is, for the errors.
-    pub fn of_cgroup(dir: &Path, named_as: &str) -> Result<Self, NetnsError> {
+    pub(crate) fn of_cgroup(dir: &Path, named_as: &str) -> Result<Self, NetnsError> {
         let pids = super::cgroup::pids_below(dir);
         let mut namespaces: Vec<(u64, i32)> = pids
             .iter()
@@ -66,7 +66,7 @@ impl Netns {
 
     /// Moves the calling thread into this namespace, for a thread of chaos's own that lives there
     /// (the DNS responder's); never call it on the controller's threads.
-    pub fn enter(&self) -> Result<(), NetnsError> {
+    pub(crate) fn enter(&self) -> Result<(), NetnsError> {
         // SAFETY: setns on a valid namespace fd; affects only the calling thread.
         if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return Err(NetnsError::Enter { inode: self.inode, source: io::Error::last_os_error() });
@@ -75,7 +75,7 @@ impl Netns {
     }
 
     /// Runs `f` on a new thread inside this namespace and returns its result.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+    pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -93,7 +93,7 @@ impl Netns {
 
 /// A network interface of the calling thread's namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Interface {
+pub(crate) struct Interface {
     pub index: u32,
     pub name: String,
     /// Ethernet framing (the TC programs expect an Ethernet header).
@@ -101,7 +101,7 @@ pub struct Interface {
 }
 
 /// The interfaces of the calling thread's network namespace (call it inside [`Netns::run`]).
-pub fn interfaces() -> io::Result<Vec<Interface>> {
+pub(crate) fn interfaces() -> io::Result<Vec<Interface>> {
     // SAFETY: if_nameindex returns a heap array terminated by a zero entry, freed below.
     let list = unsafe { libc::if_nameindex() };
     if list.is_null() {

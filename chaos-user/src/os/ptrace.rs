@@ -9,7 +9,7 @@ use libc::{c_int, c_void, pid_t};
 /// traced from their first instruction) and exec (which changes a thread's id). No syscall
 /// stops: PTRACE_SEIZE with these options stops nothing and costs the tracee nothing until it
 /// gets a signal.
-pub const OPTIONS: c_int =
+pub(crate) const OPTIONS: c_int =
     libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK | libc::PTRACE_O_TRACEEXEC;
 
 fn request(request: libc::c_uint, tid: pid_t, addr: usize, data: usize) -> io::Result<libc::c_long> {
@@ -20,33 +20,33 @@ fn request(request: libc::c_uint, tid: pid_t, addr: usize, data: usize) -> io::R
 }
 
 /// PTRACE_SEIZE: traced from now on, without being stopped.
-pub fn seize(tid: pid_t) -> io::Result<()> {
+pub(crate) fn seize(tid: pid_t) -> io::Result<()> {
     request(libc::PTRACE_SEIZE, tid, 0, OPTIONS as usize).map(drop)
 }
 
 /// Resumes a tracee from a ptrace-stop, delivering `signal` (0: none).
-pub fn cont(tid: pid_t, signal: c_int) -> io::Result<()> {
+pub(crate) fn cont(tid: pid_t, signal: c_int) -> io::Result<()> {
     request(libc::PTRACE_CONT, tid, 0, signal as usize).map(drop)
 }
 
 /// Leaves a tracee in a group-stop (a user's SIGSTOP) stopped, yet able to report what comes
 /// next (the SIGCONT that ends it).
-pub fn listen(tid: pid_t) -> io::Result<()> {
+pub(crate) fn listen(tid: pid_t) -> io::Result<()> {
     request(libc::PTRACE_LISTEN, tid, 0, 0).map(drop)
 }
 
 /// Asks a running tracee to stop (PTRACE_EVENT_STOP), so that it can be detached.
-pub fn interrupt(tid: pid_t) -> io::Result<()> {
+pub(crate) fn interrupt(tid: pid_t) -> io::Result<()> {
     request(libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)
 }
 
 /// Detaches a tracee in a ptrace-stop, delivering `signal` (0: none).
-pub fn detach(tid: pid_t, signal: c_int) -> io::Result<()> {
+pub(crate) fn detach(tid: pid_t, signal: c_int) -> io::Result<()> {
     request(libc::PTRACE_DETACH, tid, 0, signal as usize).map(drop)
 }
 
 /// The event's message: the new task's id (clone, fork, vfork), the former thread id (exec).
-pub fn event_message(tid: pid_t) -> io::Result<u64> {
+pub(crate) fn event_message(tid: pid_t) -> io::Result<u64> {
     let mut message: libc::c_ulong = 0;
     request(libc::PTRACE_GETEVENTMSG, tid, 0, (&raw mut message) as usize)?;
     Ok(message)
@@ -54,7 +54,7 @@ pub fn event_message(tid: pid_t) -> io::Result<u64> {
 
 /// Who sent the signal a tracee stopped for: `si_code` (SI_KERNEL for the kernel's own, as
 /// `bpf_send_signal_thread` sends) and `si_pid`.
-pub fn signal_origin(tid: pid_t) -> io::Result<(c_int, pid_t)> {
+pub(crate) fn signal_origin(tid: pid_t) -> io::Result<(c_int, pid_t)> {
     // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     request(libc::PTRACE_GETSIGINFO, tid, 0, (&raw mut info) as usize)?;
@@ -64,7 +64,7 @@ pub fn signal_origin(tid: pid_t) -> io::Result<(c_int, pid_t)> {
 
 /// What a tracee's wait status says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// The thread is gone (exited or killed): reaped by this wait.
     Gone,
     /// Signal-delivery-stop: the thread is about to get `signal`, which the tracer passes on or
@@ -72,7 +72,7 @@ pub enum Stop {
     Signal(c_int),
     /// Group-stop (a SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU acting on the whole process): the
     /// tracer leaves it stopped with PTRACE_LISTEN.
-    GroupStop,
+    Group,
     /// PTRACE_EVENT_STOP outside a group-stop: a new tracee's first stop, or an interrupt.
     Trap,
     /// The thread made a thread or a process (clone, fork, vfork), whose id the event holds.
@@ -86,7 +86,7 @@ pub enum Stop {
 impl Stop {
     /// Reads a wait status.
     #[must_use]
-    pub fn of(status: c_int) -> Self {
+    pub(crate) fn of(status: c_int) -> Self {
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             return Self::Gone;
         }
@@ -97,7 +97,7 @@ impl Stop {
         match status >> 16 {
             0 => Self::Signal(signal),
             libc::PTRACE_EVENT_STOP => match signal {
-                libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => Self::GroupStop,
+                libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => Self::Group,
                 _ => Self::Trap,
             },
             libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => Self::NewTask,
@@ -109,7 +109,7 @@ impl Stop {
 
 /// The next tracee that changed state, without waiting: `(thread id, status)`, or `None` when
 /// none has. `__WALL`: threads as well as processes; `__WNOTHREAD`: only this thread's tracees.
-pub fn next_change() -> io::Result<Option<(pid_t, c_int)>> {
+pub(crate) fn next_change() -> io::Result<Option<(pid_t, c_int)>> {
     let mut status: c_int = 0;
     // SAFETY: waitpid(2) with a pointer to a local.
     let tid = unsafe { libc::waitpid(-1, &raw mut status, libc::__WALL | libc::__WNOTHREAD | libc::WNOHANG) };
@@ -125,7 +125,7 @@ pub fn next_change() -> io::Result<Option<(pid_t, c_int)>> {
 
 /// The pid of the process tracing `tid` (`TracerPid` in /proc/TID/status), 0 for none.
 #[must_use]
-pub fn tracer_of(tid: pid_t) -> pid_t {
+pub(crate) fn tracer_of(tid: pid_t) -> pid_t {
     std::fs::read_to_string(format!("/proc/{tid}/status"))
         .ok()
         .and_then(|status| {
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(Stop::of(0), Stop::Gone, "exited 0");
         assert_eq!(Stop::of(libc::SIGKILL), Stop::Gone, "killed");
         assert_eq!(Stop::of(stopped(libc::SIGURG, 0)), Stop::Signal(libc::SIGURG));
-        assert_eq!(Stop::of(stopped(libc::SIGSTOP, libc::PTRACE_EVENT_STOP)), Stop::GroupStop);
+        assert_eq!(Stop::of(stopped(libc::SIGSTOP, libc::PTRACE_EVENT_STOP)), Stop::Group);
         assert_eq!(Stop::of(stopped(libc::SIGTRAP, libc::PTRACE_EVENT_STOP)), Stop::Trap);
         assert_eq!(Stop::of(stopped(libc::SIGTRAP, libc::PTRACE_EVENT_CLONE)), Stop::NewTask);
         assert_eq!(Stop::of(stopped(libc::SIGTRAP, libc::PTRACE_EVENT_EXEC)), Stop::Exec);

@@ -14,7 +14,7 @@ use std::{
 /// fsynced so the rename itself is kept. Every record chaos keeps on disk (the ledger, run
 /// records, a detached experiment's schedule) is written this way: a record that `chaos
 /// cleanup` cannot read cannot say what to undo.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let temporary = temporary_of(path)?;
     let written = (|| {
         let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&temporary)?;
@@ -31,7 +31,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// [`write_atomic`], making `path`'s directory first if it is missing, and again if someone
 /// removed it in between (an operator clearing /run/chaos while runs start).
-pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     match write_atomic(path, bytes) {
@@ -45,7 +45,7 @@ pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// The temporary file [`write_atomic`] writes `path` through: `.NAME.PID.tmp` beside it, so
 /// that a cleaner can tell from its name whose it is (a process that died mid-write leaves it).
-pub fn temporary_of(path: &Path) -> io::Result<PathBuf> {
+pub(crate) fn temporary_of(path: &Path) -> io::Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
@@ -54,7 +54,7 @@ pub fn temporary_of(path: &Path) -> io::Result<PathBuf> {
 
 /// The process that was writing temporary file `name` (as [`temporary_of`] names them).
 #[must_use]
-pub fn temporary_writer(name: &str) -> Option<u32> {
+pub(crate) fn temporary_writer(name: &str) -> Option<u32> {
     name.strip_prefix('.')?.strip_suffix(".tmp")?.rsplit_once('.')?.1.parse().ok()
 }
 
@@ -62,7 +62,7 @@ pub fn temporary_writer(name: &str) -> Option<u32> {
 /// dead: temporaries a writer died before renaming, and records that cannot be parsed (empty
 /// ones left by chaos versions that wrote in place). Removed, one line each for people.
 /// `owner_of` reads the owner from a record file's name.
-pub fn remove_unreadable(
+pub(crate) fn remove_unreadable(
     dir: &str,
     what: &str,
     owner_of: impl Fn(&str) -> Option<(u32, Option<u64>)>,

@@ -26,12 +26,12 @@ use crate::os::sys;
 
 /// How precisely tasks were resumed: lateness of each SIGCONT against its due time.
 #[derive(Clone, Debug, Default)]
-pub struct ResumeStats {
+pub(crate) struct ResumeStats {
     pub resumed: u64,
     pub lateness_ns: Vec<u64>,
 }
 
-pub struct Resumer {
+pub(crate) struct Resumer {
     stop: Arc<AtomicBool>,
     /// The fault's time box (deadline + longest delay), for the guard; 0 when unchanged.
     time_box: Arc<AtomicU64>,
@@ -42,7 +42,7 @@ pub struct Resumer {
 impl Resumer {
     /// Starts resuming the tasks reported in `events` after `delay` (plus a uniform jitter of
     /// up to `jitter` either way), telling `guard` about every stop and resume.
-    pub fn start(
+    pub(crate) fn start(
         mut events: RingBuf<MapData>,
         mut guard: Guard,
         delay: Duration,
@@ -107,7 +107,7 @@ impl Resumer {
 
     /// The fault's deadline changed: tell the guard its new time box (deadline plus the
     /// longest delay).
-    pub fn set_time_box(&self, time_box_end_ns: u64) {
+    pub(crate) fn set_time_box(&self, time_box_end_ns: u64) {
         self.time_box.store(time_box_end_ns.max(1), Ordering::Release);
         self.wake_thread();
     }
@@ -120,7 +120,7 @@ impl Resumer {
 
     /// Resumes every task still stopped, now, and stops the thread. Disarm the fault first, so
     /// that no new stop comes in after this.
-    pub fn finish(&mut self) -> ResumeStats {
+    pub(crate) fn finish(&mut self) -> ResumeStats {
         self.stop.store(true, Ordering::Release);
         self.wake_thread();
         self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default()

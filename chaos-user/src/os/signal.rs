@@ -3,7 +3,7 @@ use std::fmt;
 
 /// A signal chaos may send: a standard one (1..=31) or a real-time one (SIGRTMIN..=SIGRTMAX).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Signal(i32);
+pub(crate) struct Signal(i32);
 
 /// The standard signals by name (x86_64 numbering, as the kernel's uapi signal.h has it).
 const NAMES: &[(&str, i32)] = &[
@@ -43,16 +43,17 @@ const NAMES: &[(&str, i32)] = &[
 ];
 
 impl Signal {
-    pub const KILL: Self = Self(libc::SIGKILL);
+    #[cfg(test)]
+    pub(crate) const KILL: Self = Self(libc::SIGKILL);
 
     #[must_use]
-    pub const fn number(self) -> i32 {
+    pub(crate) const fn number(self) -> i32 {
         self.0
     }
 
     /// `SIGKILL`, `SIGRTMIN+3`, ...
     #[must_use]
-    pub fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         match NAMES.iter().find(|(_, n)| *n == self.0) {
             Some((name, _)) => format!("SIG{name}"),
             None => format!("SIGRTMIN+{}", self.0 - libc::SIGRTMIN()),
@@ -74,7 +75,7 @@ impl serde::Serialize for Signal {
 
 /// Parses `KILL`, `SIGKILL`, `kill`, `9`, `RTMIN+2`. Signal 0 (no signal, only a check) is
 /// refused: it would "kill" without doing anything.
-pub fn parse(text: &str) -> Result<Signal, String> {
+pub(crate) fn parse(text: &str) -> Result<Signal, String> {
     let trimmed = text.trim();
     let (rt_min, rt_max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     let valid = |n: i32| (1..=31).contains(&n) || (rt_min..=rt_max).contains(&n);

@@ -16,7 +16,7 @@ const INODE_OFFSET: usize = 68;
 
 /// One socket: its inode number (`socket:[N]` in /proc/PID/fd) and the cgroup it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SocketCgroup {
+pub(crate) struct SocketCgroup {
     pub inode: u64,
     pub cgroup_id: u64,
     pub protocol: &'static str,
@@ -26,7 +26,7 @@ pub struct SocketCgroup {
 /// cgroup id, and the protocols the kernel cannot list (ENOENT: inet_diag, tcp_diag or udp_diag
 /// not built or not loaded). Sockets the kernel reports without a cgroup id (before 5.7) are
 /// left out.
-pub fn inet_sockets() -> io::Result<(Vec<SocketCgroup>, Vec<&'static str>)> {
+pub(crate) fn inet_sockets() -> io::Result<(Vec<SocketCgroup>, Vec<&'static str>)> {
     let mut socket = NetlinkSocket::open(libc::NETLINK_SOCK_DIAG)?;
     let mut sockets = Vec::new();
     let mut unlisted = Vec::new();
@@ -50,7 +50,7 @@ pub fn inet_sockets() -> io::Result<(Vec<SocketCgroup>, Vec<&'static str>)> {
 /// `bpf_get_socket_cookie` gives programs for that socket. `None` when no such socket exists.
 /// A UDP socket need not be connected: the kernel finds the one a datagram from `remote` to
 /// `local` would reach.
-pub fn socket_cookie(
+pub(crate) fn socket_cookie(
     socket: &mut NetlinkSocket,
     protocol: u8,
     local: std::net::SocketAddr,

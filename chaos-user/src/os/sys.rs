@@ -4,7 +4,7 @@ use std::{fs, io, time::Duration};
 /// `CLOCK_MONOTONIC` now, in ns: the clock `bpf_ktime_get_ns()` reads in the kernel, so deadlines
 /// computed here are the ones the programs compare against.
 #[must_use]
-pub fn monotonic_now_ns() -> u64 {
+pub(crate) fn monotonic_now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists on Linux.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
@@ -14,7 +14,7 @@ pub fn monotonic_now_ns() -> u64 {
 
 /// A monotonic deadline `after` from now, in ns.
 #[must_use]
-pub fn monotonic_deadline_ns(after: Duration) -> u64 {
+pub(crate) fn monotonic_deadline_ns(after: Duration) -> u64 {
     monotonic_now_ns().saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX))
 }
 
@@ -24,7 +24,7 @@ pub fn monotonic_deadline_ns(after: Duration) -> u64 {
 /// descriptor (about 30 a fault), so at the usual soft limit of 1024 a daemon holding 43 faults
 /// got EMFILE. Raising the soft limit to the hard one is what systemd asks of services that
 /// need many descriptors.
-pub fn raise_resource_limits() -> io::Result<()> {
+pub(crate) fn raise_resource_limits() -> io::Result<()> {
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: valid pointer to an rlimit.
     let memlock = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
@@ -42,13 +42,13 @@ pub fn raise_resource_limits() -> io::Result<()> {
 }
 
 /// Capabilities chaos cares about, by bit number (linux/capability.h).
-pub const CAP_NET_ADMIN: u32 = 12;
-pub const CAP_SYS_ADMIN: u32 = 21;
-pub const CAP_PERFMON: u32 = 38;
-pub const CAP_BPF: u32 = 39;
+pub(crate) const CAP_NET_ADMIN: u32 = 12;
+pub(crate) const CAP_SYS_ADMIN: u32 = 21;
+pub(crate) const CAP_PERFMON: u32 = 38;
+pub(crate) const CAP_BPF: u32 = 39;
 
 /// The effective capability set of this process, from /proc/self/status.
-pub fn effective_capabilities() -> io::Result<u64> {
+pub(crate) fn effective_capabilities() -> io::Result<u64> {
     let status = fs::read_to_string("/proc/self/status")?;
     status
         .lines()
@@ -58,13 +58,13 @@ pub fn effective_capabilities() -> io::Result<u64> {
 }
 
 #[must_use]
-pub const fn has_capability(set: u64, cap: u32) -> bool {
+pub(crate) const fn has_capability(set: u64, cap: u32) -> bool {
     set & (1 << cap) != 0
 }
 
 /// The running kernel's release, e.g. "6.1.0-56-amd64".
 #[must_use]
-pub fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
 }
 

@@ -12,7 +12,7 @@
 
 /// One x86_64 syscall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Syscall {
+pub(crate) struct Syscall {
     /// The name users type (libc's `SYS_<name>`, strace's).
     pub name: &'static str,
     pub number: u32,
@@ -25,7 +25,7 @@ impl Syscall {
     /// The function the call enters the kernel through (`__x64_sys_newstat` for `stat`), where
     /// fentry and error injection's kprobe attach.
     #[must_use]
-    pub fn entry_function(&self) -> Option<String> {
+    pub(crate) fn entry_function(&self) -> Option<String> {
         self.entry.map(|entry| format!("__x64_sys_{entry}"))
     }
 }
@@ -46,7 +46,7 @@ const fn ni(name: &'static str, number: u32) -> Syscall {
 }
 
 /// Every x86_64 syscall, by number.
-pub const X86_64: &[Syscall] = &[
+pub(crate) const X86_64: &[Syscall] = &[
     sys("read", 0),
     sys("write", 1),
     sys("open", 2),
@@ -434,24 +434,25 @@ pub const X86_64: &[Syscall] = &[
 
 /// Syscall `name` on this architecture.
 #[must_use]
-pub fn find(name: &str) -> Option<&'static Syscall> {
+pub(crate) fn find(name: &str) -> Option<&'static Syscall> {
     X86_64.iter().find(|s| s.name == name)
 }
 
 /// The number of syscall `name` on this architecture.
+#[cfg(test)]
 #[must_use]
-pub fn number(name: &str) -> Option<u32> {
+pub(crate) fn number(name: &str) -> Option<u32> {
     find(name).map(|s| s.number)
 }
 
 /// The name of syscall `number`, for people.
 #[must_use]
-pub fn name_of(number: u32) -> Option<&'static str> {
+pub(crate) fn name_of(number: u32) -> Option<&'static str> {
     X86_64.iter().find(|s| s.number == number).map(|s| s.name)
 }
 
 /// The entry function of syscall `name` (`__x64_sys_newstat` for `stat`), or why there is none.
-pub fn entry_function(name: &str) -> Result<String, String> {
+pub(crate) fn entry_function(name: &str) -> Result<String, String> {
     let syscall = find(name).ok_or_else(|| format!("unknown syscall '{name}'"))?;
     syscall.entry_function().ok_or_else(|| {
         format!("{name} (x86_64 syscall {}) is not implemented by Linux: every call fails with ENOSYS", syscall.number)
@@ -460,13 +461,13 @@ pub fn entry_function(name: &str) -> Result<String, String> {
 
 /// A syscall named for a fault that watches syscalls by number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Numbered {
+pub(crate) struct Numbered {
     pub name: &'static str,
     pub number: u32,
 }
 
 /// Parses `read,write,fsync` into syscalls this table knows.
-pub fn parse_list(text: &str) -> Result<Vec<Numbered>, String> {
+pub(crate) fn parse_list(text: &str) -> Result<Vec<Numbered>, String> {
     if !cfg!(target_arch = "x86_64") {
         return Err("syscall numbers are only known for x86_64 in this version of chaos".into());
     }
@@ -505,7 +506,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The `SYSCALL_SET` bitmap for these syscalls.
 #[must_use]
-pub fn bitmap(syscalls: &[Numbered]) -> Vec<u64> {
+pub(crate) fn bitmap(syscalls: &[Numbered]) -> Vec<u64> {
     let mut words = vec![0u64; (chaos_common::SYSCALL_SET_BITS / 64) as usize];
     for syscall in syscalls {
         words[(syscall.number / 64) as usize] |= 1 << (syscall.number % 64);

@@ -25,28 +25,28 @@ const INET_DIAG_MSG_LEN: usize = 72;
 const INET_DIAG_REQ_LEN: usize = 56;
 
 /// TCP states (include/net/tcp_states.h), as bits of a state mask.
-pub mod state {
-    pub const ESTABLISHED: u8 = 1;
-    pub const SYN_SENT: u8 = 2;
-    pub const SYN_RECV: u8 = 3;
-    pub const FIN_WAIT1: u8 = 4;
-    pub const FIN_WAIT2: u8 = 5;
-    pub const TIME_WAIT: u8 = 6;
-    pub const CLOSE: u8 = 7;
-    pub const CLOSE_WAIT: u8 = 8;
-    pub const LAST_ACK: u8 = 9;
-    pub const LISTEN: u8 = 10;
-    pub const CLOSING: u8 = 11;
+pub(crate) mod state {
+    pub(crate) const ESTABLISHED: u8 = 1;
+    pub(crate) const SYN_SENT: u8 = 2;
+    pub(crate) const SYN_RECV: u8 = 3;
+    pub(crate) const FIN_WAIT1: u8 = 4;
+    pub(crate) const FIN_WAIT2: u8 = 5;
+    pub(crate) const TIME_WAIT: u8 = 6;
+    pub(crate) const CLOSE: u8 = 7;
+    pub(crate) const CLOSE_WAIT: u8 = 8;
+    pub(crate) const LAST_ACK: u8 = 9;
+    pub(crate) const LISTEN: u8 = 10;
+    pub(crate) const CLOSING: u8 = 11;
 
     /// Connections past their handshake and not yet closed: established, or closing with
     /// their sockets still there. Never a listening socket, a handshake in progress or a
     /// TIME_WAIT remnant.
-    pub const CONNECTED: u32 =
+    pub(crate) const CONNECTED: u32 =
         1 << ESTABLISHED | 1 << FIN_WAIT1 | 1 << FIN_WAIT2 | 1 << CLOSE_WAIT | 1 << LAST_ACK | 1 << CLOSING;
 
     /// The kernel's name of a state, as `ss` prints it.
     #[must_use]
-    pub const fn name(state: u8) -> &'static str {
+    pub(crate) const fn name(state: u8) -> &'static str {
         match state {
             ESTABLISHED => "ESTAB",
             SYN_SENT => "SYN-SENT",
@@ -66,7 +66,7 @@ pub mod state {
 
 /// One TCP socket as sock_diag reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TcpConnection {
+pub(crate) struct TcpConnection {
     /// AF_INET or AF_INET6 (an IPv6 socket talking to an IPv4 peer has v4-mapped addresses).
     pub family: u8,
     pub state: u8,
@@ -85,14 +85,14 @@ pub struct TcpConnection {
 impl TcpConnection {
     /// The peer's address, with a v4-mapped IPv6 address shown (and filtered) as IPv4.
     #[must_use]
-    pub fn remote_ip(&self) -> IpAddr {
+    pub(crate) fn remote_ip(&self) -> IpAddr {
         unmapped(self.remote.ip())
     }
 }
 
 /// `::ffff:a.b.c.d` as `a.b.c.d`; any other address unchanged.
 #[must_use]
-pub fn unmapped(ip: IpAddr) -> IpAddr {
+pub(crate) fn unmapped(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -101,7 +101,7 @@ pub fn unmapped(ip: IpAddr) -> IpAddr {
 
 /// Why connections could not be listed or destroyed here.
 #[derive(Debug, thiserror::Error)]
-pub enum SockDiagError {
+pub(crate) enum SockDiagError {
     #[error(
         "this kernel cannot list TCP sockets through sock_diag (tcp_diag: CONFIG_INET_DIAG and CONFIG_INET_TCP_DIAG, \
          or the tcp_diag module is not loaded: `modprobe tcp_diag`)"
@@ -118,7 +118,7 @@ pub enum SockDiagError {
 
 /// Every TCP socket (IPv4 and IPv6) of the calling thread's network namespace whose state is in
 /// `states` (a mask of `1 << state`).
-pub fn list(states: u32) -> Result<Vec<TcpConnection>, SockDiagError> {
+pub(crate) fn list(states: u32) -> Result<Vec<TcpConnection>, SockDiagError> {
     let mut socket = NetlinkSocket::open(libc::NETLINK_SOCK_DIAG)?;
     let mut found = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
@@ -144,7 +144,7 @@ pub fn list(states: u32) -> Result<Vec<TcpConnection>, SockDiagError> {
 /// order: ENOENT for a connection gone since it was listed, ESTALE for one whose addresses
 /// another socket has taken since. Errors that stop everything (no SOCK_DESTROY in this
 /// kernel) come as the outer error.
-pub fn destroy(connections: &[TcpConnection]) -> Result<Vec<io::Result<()>>, SockDiagError> {
+pub(crate) fn destroy(connections: &[TcpConnection]) -> Result<Vec<io::Result<()>>, SockDiagError> {
     if connections.is_empty() {
         return Ok(Vec::new());
     }
@@ -223,7 +223,7 @@ fn parse(body: &[u8]) -> Option<TcpConnection> {
 /// Asks the kernel whether it can destroy a TCP connection through sock_diag: in a private,
 /// empty network namespace, a loopback connection is made, found in a dump and destroyed, and
 /// its client end must then report ECONNABORTED. Changes nothing the machine can see.
-pub fn probe_destroy() -> Result<String, String> {
+pub(crate) fn probe_destroy() -> Result<String, String> {
     let outcome = crate::os::netlink::in_throwaway_netns(|| -> Result<(), String> {
         loopback_up().map_err(|e| format!("bringing lo up in a private network namespace: {e}"))?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;

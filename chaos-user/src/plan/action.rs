@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::targets::Target;
 
 /// What a fault does from chaos's own process, as its plan carries it.
-pub trait UserspaceAction: std::fmt::Debug + Send + Sync {
+pub(crate) trait UserspaceAction: std::fmt::Debug + Send + Sync {
     /// Starts acting on `target` now, until CLOCK_MONOTONIC `deadline_ns`. What must be undone
     /// if chaos dies is recorded and guarded before this returns, so a failure here is reported
     /// before anything was done. A fault with programs too gets its armed object, to read what
@@ -53,7 +53,7 @@ pub trait UserspaceAction: std::fmt::Debug + Send + Sync {
 }
 
 /// A started action.
-pub trait RunningAction: Send {
+pub(crate) trait RunningAction: Send {
     /// Stops it (undoing what must be undone, e.g. a pause thaws) and says what it did.
     fn finish(self: Box<Self>) -> ActionOutcome;
 
@@ -84,7 +84,7 @@ pub trait RunningAction: Send {
 
 /// What an action did.
 #[derive(Clone, Debug, Default)]
-pub struct ActionOutcome {
+pub(crate) struct ActionOutcome {
     pub ticks: u64,
     /// Processes killed, freezes made, connections severed.
     pub acted: u64,
@@ -96,7 +96,7 @@ pub struct ActionOutcome {
 
 impl ActionOutcome {
     /// Adds what a later start of the same fault did (a followed target's new cgroup).
-    pub fn absorb(&mut self, later: Self) {
+    pub(crate) fn absorb(&mut self, later: Self) {
         self.ticks += later.ticks;
         self.acted += later.acted;
         self.events.extend(later.events);
@@ -107,7 +107,7 @@ impl ActionOutcome {
 /// One thing an action did, for the timeline and the JSON summary.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "what", rename_all = "kebab-case")]
-pub enum ActionEvent {
+pub(crate) enum ActionEvent {
     /// A signal sent to one process.
     Kill {
         pid: u32,

@@ -23,7 +23,7 @@ use chaos_common::{FaultConfig, FaultCounters};
 use crate::injections::Injection;
 
 /// What a plan says about its companion: how to start it.
-pub trait Companion: Send + Sync + std::fmt::Debug {
+pub(crate) trait Companion: Send + Sync + std::fmt::Debug {
     /// One line for `--dry-run`: what will run where.
     fn describe(&self) -> String;
 
@@ -37,7 +37,7 @@ pub trait Companion: Send + Sync + std::fmt::Debug {
 }
 
 /// A started companion.
-pub trait RunningCompanion: Send + Sync {
+pub(crate) trait RunningCompanion: Send + Sync {
     /// The fault's configuration as just written to its map (deadline, probability).
     fn configure(&self, config: &FaultConfig);
 

@@ -3,9 +3,9 @@
 //! engine loads and attaches it, runs and experiments arm, watch and end it, and reports read
 //! it, with no code per family. The values it carries (percentages as exact ppm, durations)
 //! are parsed and checked in [`options`].
-pub mod action;
-pub mod companion;
-pub mod options;
+pub(crate) mod action;
+pub(crate) mod companion;
+pub(crate) mod options;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -16,7 +16,7 @@ use crate::{os::netns::Netns, targets::Target};
 
 /// One fault, ready to load and attach.
 #[derive(Clone, Debug, Serialize)]
-pub struct FaultPlan {
+pub(crate) struct FaultPlan {
     /// What it is, e.g. `net drop`.
     pub fault: &'static str,
     /// What its counters call an injection, e.g. `dropped`.
@@ -53,7 +53,7 @@ pub struct FaultPlan {
 impl FaultPlan {
     /// The directions the plan has programs for (its counters).
     #[must_use]
-    pub fn directions(&self) -> Vec<Direction> {
+    pub(crate) fn directions(&self) -> Vec<Direction> {
         let mut directions: Vec<Direction> = Vec::new();
         for program in &self.programs {
             if !directions.contains(&program.direction) {
@@ -66,7 +66,7 @@ impl FaultPlan {
     /// Whether its programs find the target by a socket's cgroup (cgroup_skb, cgroup socket
     /// hooks, TC egress), so that sockets opened elsewhere escape it.
     #[must_use]
-    pub fn keys_on_sockets(&self) -> bool {
+    pub(crate) fn keys_on_sockets(&self) -> bool {
         self.programs.iter().any(|p| {
             matches!(
                 p.attach,
@@ -78,7 +78,7 @@ impl FaultPlan {
 
 /// One program and where it attaches.
 #[derive(Clone, Debug, Serialize)]
-pub struct PlannedProgram {
+pub(crate) struct PlannedProgram {
     pub program: &'static str,
     pub hook: &'static str,
     pub attach: AttachPoint,
@@ -89,7 +89,7 @@ pub struct PlannedProgram {
 /// Where a program attaches.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "to", rename_all = "kebab-case")]
-pub enum AttachPoint {
+pub(crate) enum AttachPoint {
     /// The target cgroup's directory (cgroup_skb, cgroup sock_addr, ...).
     Cgroup { cgroup_dir: PathBuf },
     /// A BPF LSM hook (global: the program checks the current task's cgroup).
@@ -139,7 +139,7 @@ pub enum AttachPoint {
 impl PlannedProgram {
     /// `attach PROGRAM (HOOK) to PLACE`, as both dry runs print it.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("attach {} ({}) to {}", self.program, self.hook, self.attach.describe())
     }
 }
@@ -147,7 +147,7 @@ impl PlannedProgram {
 impl AttachPoint {
     /// Where, for people: a cgroup directory, `iface in net:[inode]`, or the LSM hook.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::Cgroup { cgroup_dir } => cgroup_dir.display().to_string(),
             Self::Lsm { hook } => format!("LSM hook {hook} (every task; the program keeps the target's)"),
@@ -182,7 +182,7 @@ fn serialize_netns<S: serde::Serializer>(netns: &Netns, s: S) -> Result<S::Ok, S
 
 /// What goes into the filter maps before anything attaches.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct MapContents {
+pub(crate) struct MapContents {
     /// `REMOTE_V4` / `REMOTE_V6` entries: (prefix length, address bytes).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remote_v4: Vec<(u32, [u8; 4])>,

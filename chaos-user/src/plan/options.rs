@@ -12,25 +12,25 @@ use serde::Serialize;
 /// ("20" -> 200 000 ppm, "0.0001" -> 1 ppm), so what the user typed is exactly what the kernel
 /// gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ppm(u32);
+pub(crate) struct Ppm(u32);
 
 impl Ppm {
-    pub const ZERO: Self = Self(0);
-    pub const ALL: Self = Self(PPM_SCALE);
+    pub(crate) const ZERO: Self = Self(0);
+    pub(crate) const ALL: Self = Self(PPM_SCALE);
 
     #[must_use]
-    pub const fn get(self) -> u32 {
+    pub(crate) const fn get(self) -> u32 {
         self.0
     }
 
     /// From parts per million (clamped to 100 %).
     #[must_use]
-    pub const fn from_ppm(ppm: u32) -> Self {
+    pub(crate) const fn from_ppm(ppm: u32) -> Self {
         Self(if ppm > PPM_SCALE { PPM_SCALE } else { ppm })
     }
 
     #[must_use]
-    pub fn as_percent(self) -> f64 {
+    pub(crate) fn as_percent(self) -> f64 {
         f64::from(self.0) / 10_000.0
     }
 }
@@ -65,7 +65,7 @@ impl<'de> serde::Deserialize<'de> for Ppm {
 }
 
 /// Parses a percentage: `20`, `20%`, `0.5`, `99.9999`. At most four decimals (1 ppm).
-pub fn parse_percent(text: &str) -> Result<Ppm, String> {
+pub(crate) fn parse_percent(text: &str) -> Result<Ppm, String> {
     let trimmed = text.trim();
     let number = trimmed.strip_suffix('%').unwrap_or(trimmed).trim();
     let bad = || format!("'{text}' is not a percentage: expected a number from 0 to 100, e.g. 20 or 0.5");
@@ -98,11 +98,11 @@ pub fn parse_percent(text: &str) -> Result<Ppm, String> {
 
 /// The longest fault chaos runs without `--i-know`: long enough for any experiment, short enough
 /// that a forgotten one does not become the new normal.
-pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(3600);
 
 /// Parses a duration such as `30s`, `5m`, `1h30m`, `250ms`. Zero is refused: a fault that ends
 /// before it starts is a typo.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration_or_zero(text)?;
     if duration.is_zero() {
         return Err(format!("'{text}' is zero: a fault must last some time, e.g. 30s"));
@@ -112,7 +112,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses a duration that may be zero (`0s`: none), such as a jitter or a gap; negative and
 /// unit-less values are refused with the same messages as [`parse_duration`].
-pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if trimmed.starts_with('-') {
         return Err(format!("'{text}' is negative: a duration must be positive, e.g. 30s"));
@@ -129,10 +129,10 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
 
 /// The longest delay chaos holds a call or a packet: beyond it a stopped process or a queued
 /// packet stops looking like latency (and fq drops packets scheduled further out than 10 s).
-pub const MAX_DELAY: Duration = Duration::from_secs(10);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// Parses a delay such as `50ms`, `1.5s` would be `1500ms`, `250us`: positive, at most 10 s.
-pub fn parse_delay(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_delay(text: &str) -> Result<Duration, String> {
     let delay = parse_duration(text)?;
     if delay > MAX_DELAY {
         return Err(format!("'{text}' is longer than the {} a delay may last", humantime::format_duration(MAX_DELAY)));
@@ -141,18 +141,18 @@ pub fn parse_delay(text: &str) -> Result<Duration, String> {
 }
 
 /// Durations as seconds (a float) in JSON: plans, reports, a detached experiment's schedule.
-pub fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
 /// Reads what [`serialize_secs`] wrote.
-pub fn deserialize_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn deserialize_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let secs = <f64 as serde::Deserialize>::deserialize(d)?;
     Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
 }
 
 /// Refuses durations above the cap unless the user said `--i-know`.
-pub fn check_duration_cap(duration: Duration, i_know: bool) -> Result<(), String> {
+pub(crate) fn check_duration_cap(duration: Duration, i_know: bool) -> Result<(), String> {
     if duration > DEFAULT_MAX_DURATION && !i_know {
         return Err(format!(
             "--for {} is longer than the {} cap; pass --i-know to run it anyway",

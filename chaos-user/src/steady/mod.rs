@@ -5,23 +5,23 @@
 //! must contain) and a Prometheus instant query (its value against bounds). Each result carries
 //! how long it took, and a metric value when it has one. (The kernel feature tests of `features`
 //! are "probes"; these are "checks", so the two are never confused.)
-pub mod checks;
-pub mod verdict;
+pub(crate) mod checks;
+pub(crate) mod verdict;
 
 use std::{fmt, time::Duration};
 
 use serde::Serialize;
 use tokio::time::{Instant, timeout};
 
-pub use self::checks::{
-    http::{HttpCheck, parse_http_url},
-    prometheus::{Bounds, PrometheusCheck, Reduce},
+pub(crate) use self::checks::{
+    http::HttpCheck,
+    prometheus::{Bounds, PrometheusCheck},
 };
 use crate::plan::options::Ppm;
 
 /// One check, with how often it runs and how often it must pass.
 #[derive(Clone, Debug)]
-pub struct Check {
+pub(crate) struct Check {
     pub name: String,
     pub kind: CheckKind,
     pub interval: Duration,
@@ -37,7 +37,7 @@ pub struct Check {
 }
 
 #[derive(Clone, Debug)]
-pub enum CheckKind {
+pub(crate) enum CheckKind {
     Http(Box<HttpCheck>),
     Tcp { address: String },
     Command { argv: Vec<String>, exit_code: i32, stdout_contains: Option<String> },
@@ -63,7 +63,7 @@ impl fmt::Display for CheckKind {
 
 /// One result of one check.
 #[derive(Clone, Debug, Serialize)]
-pub struct CheckResult {
+pub(crate) struct CheckResult {
     pub ok: bool,
     #[serde(rename = "latency_ms", serialize_with = "millis")]
     pub latency: Duration,
@@ -79,7 +79,7 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// What an attempt saw when it passed: a description, and a value if it read one.
-pub struct Seen {
+pub(crate) struct Seen {
     pub detail: String,
     pub value: Option<f64>,
 }
@@ -91,7 +91,7 @@ impl From<String> for Seen {
 }
 
 /// Why an attempt failed, and the value it read if the failure is the value's.
-pub struct Failed {
+pub(crate) struct Failed {
     pub detail: String,
     pub value: Option<f64>,
 }
@@ -109,14 +109,14 @@ impl From<&str> for Failed {
 }
 
 /// Runs the check once, within its timeout.
-pub async fn run(check: &Check) -> CheckResult {
+pub(crate) async fn run(check: &Check) -> CheckResult {
     run_kind(check, &check.kind).await
 }
 
 /// Runs the check and its control at the same time; the control's result is `None` without one.
 /// `control_first` says which of the two is started (and polled) first: on one thread the first
 /// gets ahead, so callers alternate it, and neither group is favoured by the order.
-pub async fn run_with_control(check: &Check, control_first: bool) -> (CheckResult, Option<CheckResult>) {
+pub(crate) async fn run_with_control(check: &Check, control_first: bool) -> (CheckResult, Option<CheckResult>) {
     match &check.control {
         None => (run(check).await, None),
         Some(control) if control_first => {

@@ -123,7 +123,7 @@ impl CgroupFs {
 
     /// The cgroup (as /proc/PID/cgroup shows it) of a container of `inventory`, for the
     /// daemon's selectors; the container must be running.
-    pub fn container_cgroup(
+    pub(crate) fn container_cgroup(
         &self,
         inventory: &Inventory,
         endpoint: usize,
@@ -140,7 +140,7 @@ impl CgroupFs {
 
     /// The cgroup of `pod` (or of its container named `container`), for the daemon's
     /// selectors, with the refusals of `--pod` (members' cgroups that differ, a shared parent).
-    pub fn pod_cgroup(
+    pub(crate) fn pod_cgroup(
         &self,
         inventory: &Inventory,
         pod: &PodName,
@@ -249,6 +249,6 @@ impl CgroupFs {
 
 /// `ns/name` or `ns/name --container-name c`, as the user wrote it.
 #[must_use]
-pub fn pod_arg(pod: &str, container: Option<&str>) -> String {
+pub(super) fn pod_arg(pod: &str, container: Option<&str>) -> String {
     container.map_or_else(|| pod.to_owned(), |c| format!("{pod} --container-name {c}"))
 }

@@ -1,7 +1,7 @@
 //! Every way naming a target can fail, each saying what was wrong and what to do.
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TargetError {
+pub(crate) enum TargetError {
     #[error(
         "no cgroup v2 filesystem is mounted (looked in /proc/self/mountinfo); chaos targets cgroup \
          v2 cgroups: mount one with `mount -t cgroup2 none /sys/fs/cgroup` or boot with \
@@ -97,7 +97,7 @@ impl TargetError {
     /// A refusal made for safety (root cgroup, chaos's own, init's), which `chaos run --i-know`
     /// may override, as opposed to a target that does not exist.
     #[must_use]
-    pub const fn is_safety_refusal(&self) -> bool {
+    pub(crate) const fn is_safety_refusal(&self) -> bool {
         matches!(self, Self::RootCgroup { .. } | Self::ContainsController { .. } | Self::InitScope { .. })
     }
 }

@@ -13,8 +13,8 @@ use std::{
 
 use serde::Serialize;
 
-pub use self::{container::SelectorSpec, error::TargetError};
-pub use crate::os::cgroup::{CgroupFs, is_same_or_below, own_cgroup, pid_cgroup};
+pub(crate) use self::{container::SelectorSpec, error::TargetError};
+pub(crate) use crate::os::cgroup::{CgroupFs, is_same_or_below, own_cgroup, pid_cgroup};
 
 /// What the user named on the command line or in a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl TargetName {
 
 /// A resolved target: one cgroup v2 directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Target {
+pub(crate) struct Target {
     /// How the user named it, e.g. `--pid 1234`.
     pub named_as: String,
     /// The cgroup path as the kernel shows it in /proc/PID/cgroup, e.g. `/system.slice/x.service`.
@@ -93,7 +93,7 @@ pub struct Target {
 impl Target {
     /// `cgroup /a/b (id 42)`, plus how it was named when that was not by path.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let cgroup = format!("cgroup {} (id {})", self.cgroup, self.id);
         if self.named_as.starts_with("--cgroup") { cgroup } else { format!("{} = {cgroup}", self.named_as) }
     }
@@ -102,13 +102,13 @@ impl Target {
 impl CgroupFs {
     /// Resolves `spec`, refusing the root cgroup, any cgroup that contains `own_cgroup` (the
     /// controller's own cgroup path, from /proc/self/cgroup) and init's (`init.scope`).
-    pub fn resolve(&self, spec: &TargetName, own_cgroup: Option<&str>) -> Result<Target, TargetError> {
+    pub(crate) fn resolve(&self, spec: &TargetName, own_cgroup: Option<&str>) -> Result<Target, TargetError> {
         self.resolve_allowing(spec, own_cgroup, false)
     }
 
     /// [`Self::resolve`]; with `i_know`, the safety refusals are lifted (the target must still
     /// exist).
-    pub fn resolve_allowing(
+    pub(crate) fn resolve_allowing(
         &self,
         spec: &TargetName,
         own_cgroup: Option<&str>,
@@ -142,7 +142,11 @@ impl CgroupFs {
 
     /// Every pod a selector matches (`--all`), each resolved as `--pick-pod N` would be, in the
     /// order the refusal of several lists them; one pod gives one target. Other forms: refused.
-    pub fn resolve_every_pod(&self, spec: &TargetName, own_cgroup: Option<&str>) -> Result<Vec<Target>, TargetError> {
+    pub(crate) fn resolve_every_pod(
+        &self,
+        spec: &TargetName,
+        own_cgroup: Option<&str>,
+    ) -> Result<Vec<Target>, TargetError> {
         let TargetName::Selector(selector) = spec else {
             return Err(TargetError::BadTarget {
                 flag: spec.flag(),
@@ -264,7 +268,7 @@ fn refuse_unsafe(flag: &'static str, arg: &str, cgroup: &str, own_cgroup: Option
 /// `docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
 /// (systemd driver) or a bare 64-hex `<id>` (cgroupfs driver, e.g. `/docker/<id>`).
 #[must_use]
-pub fn container_id(dir_name: &str) -> Option<&str> {
+pub(crate) fn container_id(dir_name: &str) -> Option<&str> {
     let name = dir_name.strip_suffix(".scope").unwrap_or(dir_name);
     let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
         .iter()
@@ -290,8 +294,8 @@ fn normalize(path: &Path) -> PathBuf {
 
 mod container;
 mod error;
-pub mod registry;
-pub mod runtime;
+pub(crate) mod registry;
+pub(crate) mod runtime;
 #[cfg(test)]
 mod tests;
-pub mod watch;
+pub(crate) mod watch;

@@ -56,7 +56,7 @@ impl std::fmt::Debug for TargetKind {
 }
 
 /// Every target kind, in the order `--help` lists them.
-pub const TARGET_KINDS: &[TargetKind] = &[
+pub(crate) const TARGET_KINDS: &[TargetKind] = &[
     TargetKind {
         key: "cgroup",
         value_name: "PATH",
@@ -118,20 +118,20 @@ pub const TARGET_KINDS: &[TargetKind] = &[
 
 /// The kind spelt `key` (`unit`).
 #[must_use]
-pub fn kind_named(key: &str) -> Option<&'static TargetKind> {
+pub(crate) fn kind_named(key: &str) -> Option<&'static TargetKind> {
     TARGET_KINDS.iter().find(|kind| kind.key == key)
 }
 
 /// Every kind's key, for "name exactly one of: ..." messages.
 #[must_use]
-pub fn keys() -> Vec<&'static str> {
+pub(crate) fn keys() -> Vec<&'static str> {
     TARGET_KINDS.iter().map(|kind| kind.key).collect()
 }
 
 /// The target a runtime answered with (the daemon's selectors): a container by its name, a pod
 /// by `namespace/name` and, optionally, one of its containers.
 #[must_use]
-pub fn named(key: &str, value: String, narrowing: &Narrowing) -> TargetName {
+pub(crate) fn named(key: &str, value: String, narrowing: &Narrowing) -> TargetName {
     let kind = kind_named(key).unwrap_or_else(|| panic!("no target kind {key}"));
     kind.name(value, narrowing).unwrap_or_else(|err| panic!("a runtime's {key} name: {err}"))
 }

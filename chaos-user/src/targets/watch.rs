@@ -11,10 +11,10 @@ use tokio::time::{Interval, MissedTickBehavior, interval};
 use crate::targets::Target;
 
 /// How often the target's directory is looked at: a removal ends the fault within this.
-pub const POLL: Duration = Duration::from_millis(500);
+pub(crate) const POLL: Duration = Duration::from_millis(500);
 
 /// Watches one target's cgroup directory.
-pub struct TargetWatch {
+pub(crate) struct TargetWatch {
     dir: PathBuf,
     id: u64,
     ticks: Interval,
@@ -23,7 +23,7 @@ pub struct TargetWatch {
 impl TargetWatch {
     /// Must be created inside a tokio runtime.
     #[must_use]
-    pub fn new(target: &Target) -> Self {
+    pub(crate) fn new(target: &Target) -> Self {
         let mut ticks = interval(POLL);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self { dir: target.dir.clone(), id: target.id, ticks }
@@ -32,13 +32,13 @@ impl TargetWatch {
     /// Whether the target's cgroup is still there: its directory exists with the same inode
     /// number (a cgroup re-created under the same name is another cgroup, with another id).
     #[must_use]
-    pub fn present(&self) -> bool {
+    pub(crate) fn present(&self) -> bool {
         is_present(&self.dir, self.id)
     }
 
     /// Returns once the target is gone. Cancel-safe: the poll keeps its pace when a `select!`
     /// drops this future for another branch and calls it again.
-    pub async fn gone(&mut self) {
+    pub(crate) async fn gone(&mut self) {
         loop {
             self.ticks.tick().await;
             if !self.present() {
@@ -50,7 +50,7 @@ impl TargetWatch {
 
 /// Whether `dir` is a cgroup directory with inode number `id`.
 #[must_use]
-pub fn is_present(dir: &std::path::Path, id: u64) -> bool {
+pub(crate) fn is_present(dir: &std::path::Path, id: u64) -> bool {
     // An error other than "not there" (EACCES, say) is not taken as the target's end.
     match std::fs::metadata(dir) {
         Ok(meta) => meta.ino() == id,

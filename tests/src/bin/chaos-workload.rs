@@ -731,37 +731,35 @@ fn socket_calls() {
     let mut value: libc::c_int = 65536;
     let mut length = size_of::<libc::c_int>() as libc::socklen_t;
     let value_ptr = std::ptr::from_mut(&mut value).cast::<libc::c_void>();
-    // SAFETY (each call below): plain socket calls on our own descriptors with valid addresses
-    // and buffers that outlive the call.
-    let report: BTreeMap<&str, i32> = [
-        ("socket", errno_of(socket(libc::AF_INET) as libc::c_long)),
-        ("bind4", errno_of(unsafe { libc::bind(bind4, addr4(&bind_v4).0, addr4(&bind_v4).1) } as libc::c_long)),
-        ("bind6", errno_of(unsafe { libc::bind(bind6, addr6(&bind_v6).0, addr6(&bind_v6).1) } as libc::c_long)),
-        ("connect4", errno_of(unsafe { libc::connect(connect4, addr4(&v4).0, addr4(&v4).1) } as libc::c_long)),
-        ("connect6", errno_of(unsafe { libc::connect(connect6, addr6(&v6).0, addr6(&v6).1) } as libc::c_long)),
-        (
-            "sendto4",
-            errno_of(
-                unsafe { libc::sendto(send4, byte.as_ptr().cast(), 1, 0, addr4(&v4).0, addr4(&v4).1) } as libc::c_long
+    // SAFETY: plain socket calls on our own descriptors with valid addresses and buffers that
+    // outlive each call; each errno is read right after its call (an array's elements are
+    // evaluated in order).
+    let report: BTreeMap<&str, i32> = unsafe {
+        [
+            ("socket", errno_of(socket(libc::AF_INET) as libc::c_long)),
+            ("bind4", errno_of(libc::bind(bind4, addr4(&bind_v4).0, addr4(&bind_v4).1) as libc::c_long)),
+            ("bind6", errno_of(libc::bind(bind6, addr6(&bind_v6).0, addr6(&bind_v6).1) as libc::c_long)),
+            ("connect4", errno_of(libc::connect(connect4, addr4(&v4).0, addr4(&v4).1) as libc::c_long)),
+            ("connect6", errno_of(libc::connect(connect6, addr6(&v6).0, addr6(&v6).1) as libc::c_long)),
+            (
+                "sendto4",
+                errno_of(libc::sendto(send4, byte.as_ptr().cast(), 1, 0, addr4(&v4).0, addr4(&v4).1) as libc::c_long),
             ),
-        ),
-        (
-            "sendto6",
-            errno_of(
-                unsafe { libc::sendto(send6, byte.as_ptr().cast(), 1, 0, addr6(&v6).0, addr6(&v6).1) } as libc::c_long
+            (
+                "sendto6",
+                errno_of(libc::sendto(send6, byte.as_ptr().cast(), 1, 0, addr6(&v6).0, addr6(&v6).1) as libc::c_long),
             ),
-        ),
-        (
-            "setsockopt",
-            errno_of(unsafe { libc::setsockopt(send4, libc::SOL_SOCKET, libc::SO_RCVBUF, value_ptr, length) }
-                as libc::c_long),
-        ),
-        (
-            "getsockopt",
-            errno_of(unsafe { libc::getsockopt(send4, libc::SOL_SOCKET, libc::SO_RCVBUF, value_ptr, &raw mut length) }
-                as libc::c_long),
-        ),
-    ]
+            (
+                "setsockopt",
+                errno_of(libc::setsockopt(send4, libc::SOL_SOCKET, libc::SO_RCVBUF, value_ptr, length) as libc::c_long),
+            ),
+            (
+                "getsockopt",
+                errno_of(libc::getsockopt(send4, libc::SOL_SOCKET, libc::SO_RCVBUF, value_ptr, &raw mut length)
+                    as libc::c_long),
+            ),
+        ]
+    }
     .into_iter()
     .collect();
     println!("{}", serde_json::to_string(&report).expect("serialize"));
@@ -826,7 +824,7 @@ fn lsm_calls(dir: &std::path::Path) {
     std::io::stdout().flush().expect("flush");
     stop_self();
     let errno = errno_of;
-    // SAFETY (each call): plain syscalls on this process's own descriptors and paths, with
+    // SAFETY: (each call) plain syscalls on this process's own descriptors and paths, with
     // buffers and addresses that outlive the call.
     let report: [(&str, i32); 17] = unsafe {
         [

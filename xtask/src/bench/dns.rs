@@ -127,7 +127,7 @@ struct Rounds {
     chaos_failed: Vec<Batch>,
 }
 
-pub fn dns_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
+pub(super) fn dns_bench(binaries: &build::Binaries) -> anyhow::Result<String> {
     let netns = Netns::new();
     let nx = format!("nx.{ZONE}");
     // One resolver serves the zone and fails `nx` itself (a name with no address is NXDOMAIN).

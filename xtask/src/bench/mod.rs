@@ -62,7 +62,7 @@ mod trace;
 
 /// The benchmarks, as `cargo xtask bench` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Which {
+pub(crate) enum Which {
     /// Packet drop: untargeted throughput armed vs not, CPU per packet vs iptables.
     Drop,
     /// Network faults: `drop`, plus the same 20 % loss with tc netem vs chaos in the VM tier.
@@ -106,7 +106,7 @@ pub enum Which {
 
 /// Benchmark halves that run inside a VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum InVm {
+pub(crate) enum InVm {
     Netem,
     Syscall,
     Delay,
@@ -126,7 +126,7 @@ pub enum InVm {
 }
 
 /// What `cargo xtask bench` was asked to run, checked before anything is built.
-pub enum Selection {
+pub(crate) enum Selection {
     /// These benchmarks, in the order of [`run`].
     Benches(Vec<Which>),
     /// `floor --kernel 6.1-errinj`: the floor's kprobe row alone, in the error-injection VM.
@@ -135,7 +135,7 @@ pub enum Selection {
 
 /// `kernel` picks the VM half of a benchmark alone; only `floor` has one to pick (6.1-errinj:
 /// the kprobe row). No benchmark named: all of them but `override` (see [`Which::Override`]).
-pub fn select(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<Selection> {
+pub(crate) fn select(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result<Selection> {
     if let Some(kernel) = kernel {
         if which != [Which::Floor] || kernel != vm::KernelName::V6_1ErrInj {
             let named: Vec<String> = which
@@ -161,7 +161,7 @@ pub fn select(which: &[Which], kernel: Option<vm::KernelName>) -> anyhow::Result
 
 /// Runs the selected benchmarks with the built `binaries` (as root, the machine set up), each
 /// writing its sections into BENCHMARKS.md.
-pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<()> {
+pub(crate) fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<()> {
     let which = match selection {
         Selection::FloorErrinj => {
             let kernel = vm::ensure_kernel(vm::KernelName::V6_1ErrInj)?;
@@ -240,7 +240,7 @@ pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<(
 }
 
 /// `xtask bench-in-vm`: runs inside the VM, prints its section between markers.
-pub fn in_vm(which: InVm) -> anyhow::Result<()> {
+pub(crate) fn in_vm(which: InVm) -> anyhow::Result<()> {
     let section = match which {
         InVm::Netem => net::netem_bench()?,
         InVm::Syscall => syscall_lsm::syscall_open_bench()?,

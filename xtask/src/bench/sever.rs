@@ -44,7 +44,7 @@ const BULK_PORT: u16 = 7310;
 /// What each round of the per-packet measurement sends.
 const BULK_BYTES: u64 = 200_000_000;
 
-pub fn sever_bench() -> anyhow::Result<String> {
+pub(super) fn sever_bench() -> anyhow::Result<String> {
     let load = super::common::load_average();
     let resets = resets_bench()?;
     let per_packet = per_packet_bench()?;

@@ -26,7 +26,7 @@ const CHANGELOG: &str = "deploy/debian/changelog";
 
 /// `profile`: cargo's name of the build `chaos` is from (cargo-deb reads its assets'
 /// `target/release/` paths from that profile's directory).
-pub fn build(chaos: &Path, dist: &Path, profile: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn build(chaos: &Path, dist: &Path, profile: &str) -> anyhow::Result<PathBuf> {
     let root = util::root();
     let deb = dist.join(format!("chaos_{VERSION}_amd64.deb"));
     let inputs = [

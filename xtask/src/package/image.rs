@@ -18,7 +18,7 @@ use crate::util;
 /// starts.
 const GOAL_BYTES: usize = 30 << 20;
 
-pub fn build(chaos: &Path, dist: &Path) -> anyhow::Result<PathBuf> {
+pub(super) fn build(chaos: &Path, dist: &Path) -> anyhow::Result<PathBuf> {
     let archive = dist.join(format!("chaos_{VERSION}_amd64.oci.tar"));
     let libraries = linked_libraries(chaos)?;
     let mut inputs = vec![chaos.to_path_buf()];
@@ -90,7 +90,7 @@ fn stripped(binary: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// `docker load` into the Docker the environment names (DOCKER_HOST, else the default socket),
 /// if it answers; otherwise says how to load the archive later.
-pub fn load_into_local_docker(archive: &Path) -> anyhow::Result<()> {
+pub(super) fn load_into_local_docker(archive: &Path) -> anyhow::Result<()> {
     let answers = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .output()

@@ -25,14 +25,14 @@ use crate::util;
 
 /// The image's repository name; its tag is the version. deploy/kubernetes names exactly
 /// `chaos:<version>` (tests/tests/manifests.rs checks it against this).
-pub const IMAGE_REPOSITORY: &str = "chaos";
+pub(crate) const IMAGE_REPOSITORY: &str = "chaos";
 
 /// The workspace's version: the package's, the image's tag.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Which build of chaos goes into the package and the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Profile {
+pub(crate) enum Profile {
     /// The optimised build people install.
     Release,
     /// The debug build the tests use (stripped like the release one).
@@ -49,7 +49,7 @@ impl Profile {
     }
 }
 
-pub fn run(profile: Profile) -> anyhow::Result<()> {
+pub(crate) fn run(profile: Profile) -> anyhow::Result<()> {
     let chaos = build(profile)?;
     let mut dist = util::root().join("target").join("dist");
     if profile == Profile::Dev {

@@ -12,7 +12,7 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 /// A file of the image's filesystem: its bytes, where it goes, its mode.
-pub struct File {
+pub(super) struct File {
     pub data: Vec<u8>,
     /// Path inside the image, without a leading slash.
     pub path: String,
@@ -20,7 +20,7 @@ pub struct File {
 }
 
 /// What runs, and how the image is named.
-pub struct Image {
+pub(super) struct Image {
     pub files: Vec<File>,
     /// The repository name, e.g. `chaos`.
     pub repository: String,
@@ -37,7 +37,7 @@ const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// The archive's bytes.
-pub fn archive(image: &Image) -> anyhow::Result<Vec<u8>> {
+pub(super) fn archive(image: &Image) -> anyhow::Result<Vec<u8>> {
     let layer = layer_tar(image)?;
     let diff_id = digest(&layer);
     let mut gz = GzBuilder::new().mtime(0).write(Vec::new(), Compression::best());
@@ -139,7 +139,7 @@ fn append_dir(archive: &mut tar::Builder<Vec<u8>>, path: &str, mtime: u64) -> an
 }
 
 /// `sha256:<hex>` of `bytes`.
-pub fn digest(bytes: &[u8]) -> String {
+pub(super) fn digest(bytes: &[u8]) -> String {
     let hash = Sha256::digest(bytes);
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")

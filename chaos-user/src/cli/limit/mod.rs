@@ -1,6 +1,6 @@
 //! `chaos limit ...`: starve a target of CPU, memory, disk I/O or processes through its own
 //! cgroup v2 controls (docs/limits.md).
-pub mod run;
+pub(super) mod run;
 
 use std::process::ExitCode;
 
@@ -26,7 +26,7 @@ not load (no CPU is burned: load for autoscaling tests is another tool's job)."
 }
 
 #[derive(Debug, Subcommand)]
-pub enum LimitCommand {
+pub(super) enum LimitCommand {
     /// At most a share of CPU time (cpu.max): the target's threads are throttled beyond it.
     #[command(after_help = concat!(
         "Examples:
@@ -86,7 +86,7 @@ Evidence: pids.current and pids.events (max: forks refused).
 }
 
 impl LimitCommand {
-    pub fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    pub(super) fn run(self, output: OutputFormat) -> anyhow::Result<ExitCode> {
         match self {
             Self::Cpu(args) => args.run(output),
             Self::Memory(args) => args.run(output),

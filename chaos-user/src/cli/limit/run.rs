@@ -44,7 +44,7 @@ struct Summary<'a> {
 }
 
 /// Runs `limit` on the plan's target for `plan.duration`, then reports. Returns the exit status.
-pub fn run(
+pub(crate) fn run(
     plan: &FaultPlan,
     limit: &LimitPlan,
     output: OutputFormat,

@@ -5,7 +5,7 @@
 use crate::experiment::source::{FileError, Item, Table};
 
 /// One key of a table: its name and what it is, as errors say it.
-pub struct Key {
+pub(super) struct Key {
     pub name: &'static str,
     pub is: &'static str,
 }
@@ -15,7 +15,7 @@ const fn key(name: &'static str, is: &'static str) -> Key {
 }
 
 /// The file's top level.
-pub const TOP: &[Key] = &[
+pub(super) const TOP: &[Key] = &[
     key("socket", "the control socket that `chaos daemon status|pause|resume` talk to"),
     key("kill_switch", "the file whose existence ends every run and pauses injection"),
     key("state_dir", "the directory the timelines of runs are kept in"),
@@ -29,7 +29,7 @@ pub const TOP: &[Key] = &[
 ];
 
 /// `[schedule]`.
-pub const SCHEDULE: &[Key] = &[
+pub(super) const SCHEDULE: &[Key] = &[
     key("every", "the time between two scheduled runs"),
     key("cron", "the times runs start, as a cron expression with seconds first"),
     key("jitter", "how far each start may move at random, either way; 0s for none"),
@@ -39,14 +39,14 @@ pub const SCHEDULE: &[Key] = &[
 ];
 
 /// One window of `windows` or `blackouts`.
-pub const WINDOW: &[Key] = &[
+pub(super) const WINDOW: &[Key] = &[
     key("days", "the days the window is on"),
     key("from", "the time of day the window opens"),
     key("to", "the time of day the window closes"),
 ];
 
 /// `[budget]`.
-pub const BUDGET: &[Key] = &[
+pub(super) const BUDGET: &[Key] = &[
     key("max_runs_per_hour", "the most runs started in any hour"),
     key("max_concurrent", "the most runs under way at once"),
     key("min_gap_per_target", "the least time between two runs on one target; 0s for none"),
@@ -54,16 +54,17 @@ pub const BUDGET: &[Key] = &[
 ];
 
 /// `[safety]`.
-pub const SAFETY: &[Key] = &[key(
+pub(super) const SAFETY: &[Key] = &[key(
     "cool_down",
     "how long injection stays paused after a violated steady state; absent: until `chaos daemon resume`",
 )];
 
 /// `[kubernetes]`.
-pub const KUBERNETES: &[Key] = &[key("namespaces", "the namespaces that opted in: only their pods may be picked")];
+pub(super) const KUBERNETES: &[Key] =
+    &[key("namespaces", "the namespaces that opted in: only their pods may be picked")];
 
 /// One `[[experiment]]` of the catalogue.
-pub const EXPERIMENT: &[Key] = &[
+pub(super) const EXPERIMENT: &[Key] = &[
     key("file", "an experiment file, or a directory of them, relative to this file"),
     key("weight", "this experiment's relative chance of being picked at a run"),
     key("targets", "the selector of the targets to pick from, instead of the file's own `target`"),
@@ -71,7 +72,7 @@ pub const EXPERIMENT: &[Key] = &[
 ];
 
 /// `targets = { ... }` of an `[[experiment]]`.
-pub const TARGETS: &[Key] = &[
+pub(super) const TARGETS: &[Key] = &[
     key("cgroup", "a glob over cgroup paths"),
     key("unit", "a glob over systemd unit names"),
     key("container", "a glob over container ids"),
@@ -81,7 +82,7 @@ pub const TARGETS: &[Key] = &[
 ];
 
 /// The value of `name` in `table`, whose errors say what the key is.
-pub fn get<'a>(table: &Table<'a>, keys: &[Key], name: &str) -> Option<Item<'a>> {
+pub(super) fn get<'a>(table: &Table<'a>, keys: &[Key], name: &str) -> Option<Item<'a>> {
     let item = table.get(name)?;
     Some(match keys.iter().find(|k| k.name == name) {
         Some(key) => item.described(key.is),
@@ -90,7 +91,7 @@ pub fn get<'a>(table: &Table<'a>, keys: &[Key], name: &str) -> Option<Item<'a>> 
 }
 
 /// The value of `name`, or an error at the table saying it is missing, with an example.
-pub fn require<'a>(table: &Table<'a>, keys: &[Key], name: &str, example: &str) -> Result<Item<'a>, FileError> {
+pub(super) fn require<'a>(table: &Table<'a>, keys: &[Key], name: &str, example: &str) -> Result<Item<'a>, FileError> {
     let item = table.require(name, example)?;
     Ok(match keys.iter().find(|k| k.name == name) {
         Some(key) => item.described(key.is),
@@ -99,7 +100,7 @@ pub fn require<'a>(table: &Table<'a>, keys: &[Key], name: &str, example: &str) -
 }
 
 /// Refuses the keys of `table` that are not in `keys`, listing those that are.
-pub fn finish(table: &Table<'_>, keys: &[Key]) -> Result<(), FileError> {
+pub(super) fn finish(table: &Table<'_>, keys: &[Key]) -> Result<(), FileError> {
     let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
     table.finish(&names)
 }

@@ -12,15 +12,15 @@ use crate::experiment::{
     source::{FileError, Item, Source, Table},
 };
 
-pub const DEFAULT_CONFIG: &str = "/etc/chaos/daemon.toml";
-pub const DEFAULT_SOCKET: &str = "/run/chaos/daemon.sock";
-pub const DEFAULT_KILL_SWITCH: &str = "/run/chaos/kill";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/chaos";
-pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/chaos/daemon.toml";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/chaos/daemon.sock";
+pub(crate) const DEFAULT_KILL_SWITCH: &str = "/run/chaos/kill";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/chaos";
+pub(crate) const DEFAULT_METRICS: &str = "127.0.0.1:9464";
 
 /// A loaded, validated configuration.
 #[derive(Debug)]
-pub struct DaemonConfig {
+pub(crate) struct DaemonConfig {
     pub path: PathBuf,
     /// The experiments runs are picked from; empty: nothing is scheduled.
     pub catalogue: Vec<CatalogueEntry>,
@@ -42,7 +42,7 @@ pub struct DaemonConfig {
 
 /// One experiment file of the catalogue.
 #[derive(Debug)]
-pub struct CatalogueEntry {
+pub(crate) struct CatalogueEntry {
     /// The experiment's `name`.
     pub name: String,
     pub file: PathBuf,
@@ -61,7 +61,7 @@ pub struct CatalogueEntry {
 /// to ± `jitter` at random; only inside the allowed windows (all the time if there are none)
 /// and never in a blackout, both in `time_zone`.
 #[derive(Clone, Debug)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     pub when: When,
     pub jitter: Duration,
     pub time_zone: chrono_tz::Tz,
@@ -70,7 +70,7 @@ pub struct Schedule {
 }
 
 #[derive(Clone, Debug)]
-pub enum When {
+pub(crate) enum When {
     Every(Duration),
     /// A cron expression (seconds first, as the `cron` crate reads it), in the time zone.
     Cron(Box<cron::Schedule>),
@@ -79,14 +79,14 @@ pub enum When {
 /// A weekly time window: on these days (Monday = 0), from `from` to `to` (seconds of the day;
 /// `to` may pass midnight, then the window ends the next day).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     pub days: [bool; 7],
     pub from: u32,
     pub to: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Budget {
+pub(crate) struct Budget {
     pub max_runs_per_hour: u32,
     pub max_concurrent: usize,
     pub min_gap_per_target: Duration,
@@ -96,7 +96,7 @@ pub struct Budget {
 
 impl DaemonConfig {
     /// Reads and validates `path`.
-    pub fn load(path: &Path) -> Result<Self, FileError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, FileError> {
         let text = std::fs::read_to_string(path).map_err(|e| FileError {
             path: path.display().to_string(),
             line: 1,
@@ -106,7 +106,7 @@ impl DaemonConfig {
         Self::parse(&Source::new(path.display().to_string(), text))
     }
 
-    pub fn parse(source: &Source) -> Result<Self, FileError> {
+    pub(crate) fn parse(source: &Source) -> Result<Self, FileError> {
         let document = source.parse()?;
         let root = document.root();
         let base = Path::new(&source.path).parent().unwrap_or_else(|| Path::new("."));
@@ -189,7 +189,7 @@ impl DaemonConfig {
     }
 
     #[must_use]
-    pub fn timelines_dir(&self) -> PathBuf {
+    pub(crate) fn timelines_dir(&self) -> PathBuf {
         self.state_dir.join("timelines")
     }
 }
@@ -402,4 +402,4 @@ mod selector;
 #[cfg(test)]
 mod tests;
 
-pub use self::selector::{Kubernetes, PodSelector, Selector};
+pub(crate) use self::selector::{Kubernetes, PodSelector, Selector};

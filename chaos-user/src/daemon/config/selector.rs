@@ -9,7 +9,7 @@ use crate::{
 
 /// Which cgroups an experiment may run on; one matching target is picked per run.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Selector {
+pub(crate) enum Selector {
     /// A glob over cgroup paths, e.g. `/system.slice/*.service`.
     Cgroup(String),
     /// A glob over systemd unit names, e.g. `web-*.service`: the cgroups named so.
@@ -28,7 +28,7 @@ pub enum Selector {
 
 /// `pods = "app=web,tier=db", namespace = "shop", container_name = "nginx"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodSelector {
+pub(crate) struct PodSelector {
     /// As written, for logs.
     pub text: String,
     /// Every pair must be on the pod.
@@ -43,14 +43,14 @@ pub struct PodSelector {
 /// the opt-in is this node-local list in the daemon's own configuration (the ConfigMap that
 /// only chaos's operators edit), not a label an application team could set on its own pods.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Kubernetes {
+pub(crate) struct Kubernetes {
     /// Exact namespace names; empty: no pod is eligible.
     pub namespaces: Vec<String>,
 }
 
 impl Kubernetes {
     #[must_use]
-    pub fn opted_in(&self, namespace: &str) -> bool {
+    pub(crate) fn opted_in(&self, namespace: &str) -> bool {
         self.namespaces.iter().any(|n| n == namespace)
     }
 }

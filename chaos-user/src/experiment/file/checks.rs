@@ -50,7 +50,7 @@ const HTTP_KEYS: &[&str] = &["status", "max_latency", "method", "headers", "body
 const COMMAND_KEYS: &[&str] = &["exit_code", "stdout_contains"];
 const PROMETHEUS_KEYS: &[&str] = &["max", "min", "between", "reduce"];
 
-pub struct CheckDefaults {
+pub(crate) struct CheckDefaults {
     pub interval: Duration,
     pub timeout: Option<Duration>,
     pub pass_rate: Ppm,
@@ -58,7 +58,7 @@ pub struct CheckDefaults {
     pub has_control: bool,
 }
 
-pub fn parse_check(table: &Table<'_>, defaults: &CheckDefaults) -> Result<Check, FileError> {
+pub(crate) fn parse_check(table: &Table<'_>, defaults: &CheckDefaults) -> Result<Check, FileError> {
     let kinds: Vec<Item<'_>> = KINDS.iter().filter_map(|k| table.get(k)).collect();
     let [what] = kinds.as_slice() else {
         return Err(table.error(format!(
@@ -269,7 +269,7 @@ fn number(item: &Item<'_>) -> Result<f64, FileError> {
 /// Asks each Prometheus check's server whether its query is valid: a query the server refuses
 /// is an error at the query's position; a server that cannot be reached gives a warning (it may
 /// be up by the time of the run). Returns the warnings.
-pub fn ask_servers(checks: &[Check], source: &super::super::source::Source) -> Result<Vec<String>, FileError> {
+pub(crate) fn ask_servers(checks: &[Check], source: &super::super::source::Source) -> Result<Vec<String>, FileError> {
     let queries: Vec<&PrometheusCheck> = checks
         .iter()
         .flat_map(|c| std::iter::once(&c.kind).chain(c.control.as_deref()))

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Keys of a `[[fault]]` table that belong to the experiment, not to the fault's options.
-pub const FAULT_KEYS: &[&str] = &["kind", "start", "duration", "ramp"];
+pub(crate) const FAULT_KEYS: &[&str] = &["kind", "start", "duration", "ramp"];
 const TOP_KEYS: &[&str] =
     &["name", "description", "target", "follow", "duration", "fault", "control", "steady_state", "abort"];
 const CONTROL_KEYS: &[&str] = &["target", "confidence"];
@@ -33,7 +33,7 @@ const DEFAULT_PASS_RATE: &str = "99";
 const DEFAULT_CONFIDENCE: f64 = 0.99;
 
 /// Reads and validates an experiment file. `i_know` lifts the duration cap.
-pub fn load(path: &Path, i_know: bool) -> Result<Experiment, FileError> {
+pub(crate) fn load(path: &Path, i_know: bool) -> Result<Experiment, FileError> {
     let text = std::fs::read_to_string(path).map_err(|e| FileError {
         path: path.display().to_string(),
         line: 1,
@@ -44,7 +44,7 @@ pub fn load(path: &Path, i_know: bool) -> Result<Experiment, FileError> {
 }
 
 /// Parses and validates an experiment from its text.
-pub fn parse(source: Source, i_know: bool) -> Result<Experiment, FileError> {
+pub(crate) fn parse(source: Source, i_know: bool) -> Result<Experiment, FileError> {
     let parsed = parse_parts(&source, i_know)?;
     Ok(Experiment { source, ..parsed })
 }
@@ -327,6 +327,6 @@ fn parse_abort(table: &Table<'_>) -> Result<AbortRules, FileError> {
     Ok(AbortRules { on_violation, consecutive_failures })
 }
 
-pub mod checks;
+pub(crate) mod checks;
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ use super::names::{NamePattern, QueryTypes};
 /// The error codes `fail` answers with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum Rcode {
+pub(crate) enum Rcode {
     NxDomain,
     ServFail,
     Refused,
@@ -25,7 +25,7 @@ pub enum Rcode {
 
 impl Rcode {
     #[must_use]
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::NxDomain => "NXDOMAIN",
             Self::ServFail => "SERVFAIL",
@@ -43,7 +43,7 @@ impl Rcode {
 }
 
 /// Parses `--rcode`: `nxdomain`, `servfail`, `refused` (any case).
-pub fn parse_rcode(text: &str) -> Result<Rcode, String> {
+pub(crate) fn parse_rcode(text: &str) -> Result<Rcode, String> {
     match text.trim().to_ascii_lowercase().as_str() {
         "nxdomain" => Ok(Rcode::NxDomain),
         "servfail" => Ok(Rcode::ServFail),
@@ -57,7 +57,7 @@ pub fn parse_rcode(text: &str) -> Result<Rcode, String> {
 
 /// What the fault does to a query it takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Answer at once with this code.
     Fail(Rcode),
     /// Answer nothing: the client times out.
@@ -71,7 +71,7 @@ pub enum Action {
 
 /// Which queries a fault takes and what it does to them.
 #[derive(Clone, Debug)]
-pub struct Rules {
+pub(crate) struct Rules {
     pub names: Vec<NamePattern>,
     pub types: QueryTypes,
     pub action: Action,
@@ -81,7 +81,7 @@ impl Rules {
     /// Whether the fault takes this question. `spoof` takes only the address types: other
     /// types of its names go to the resolver.
     #[must_use]
-    pub fn takes(&self, question: &Question) -> bool {
+    pub(crate) fn takes(&self, question: &Question) -> bool {
         let spoofable = !matches!(self.action, Action::Spoof { .. })
             || matches!(question.query_type, RecordType::A | RecordType::AAAA);
         spoofable && self.types.matches(question.query_type) && self.names.iter().any(|n| n.matches(&question.name))
@@ -89,7 +89,7 @@ impl Rules {
 
     /// The answer to send at once, or None (drop; delay forwards later).
     #[must_use]
-    pub fn answer(&self, question: &Question) -> Option<Vec<u8>> {
+    pub(crate) fn answer(&self, question: &Question) -> Option<Vec<u8>> {
         match &self.action {
             Action::Fail(rcode) => encode(&response(&question.message, rcode.code())),
             Action::Spoof { v4, v6, ttl } => encode(&spoofed(question, v4, v6, *ttl)),
@@ -99,7 +99,7 @@ impl Rules {
 
     /// What the fault did, for injection records: `NXDOMAIN`, `dropped`, `spoofed 10.0.0.9`.
     #[must_use]
-    pub fn did(&self, question: &Question, delayed: Duration) -> String {
+    pub(crate) fn did(&self, question: &Question, delayed: Duration) -> String {
         match &self.action {
             Action::Fail(rcode) => rcode.name().to_owned(),
             Action::Drop => "dropped".to_owned(),
@@ -125,7 +125,7 @@ fn round_to_ms(delay: Duration) -> Duration {
 
 /// A query's question, as the fault matches it.
 #[derive(Clone, Debug)]
-pub struct Question {
+pub(crate) struct Question {
     /// Lowercase, without the trailing dot.
     pub name: String,
     pub query_type: RecordType,
@@ -135,7 +135,7 @@ pub struct Question {
 /// The (first) question of a standard query for class IN, or None for anything else (which is
 /// forwarded untouched).
 #[must_use]
-pub fn question(bytes: &[u8]) -> Option<Question> {
+pub(crate) fn question(bytes: &[u8]) -> Option<Question> {
     let message = Message::from_vec(bytes).ok()?;
     if message.metadata.message_type != MessageType::Query || message.metadata.op_code != OpCode::Query {
         return None;
@@ -151,7 +151,7 @@ pub fn question(bytes: &[u8]) -> Option<Question> {
 
 /// The ID of a DNS message (its first two bytes), to pair answers with queries.
 #[must_use]
-pub fn message_id(bytes: &[u8]) -> Option<u16> {
+pub(crate) fn message_id(bytes: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]))
 }
 

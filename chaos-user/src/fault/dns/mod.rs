@@ -11,9 +11,9 @@
 //!
 //! This file: the options of the four faults (one clap struct each, for the command line and
 //! experiment files) and their one planner.
-pub mod answer;
-pub mod names;
-pub mod responder;
+pub(crate) mod answer;
+pub(crate) mod names;
+pub(crate) mod responder;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -40,7 +40,7 @@ use crate::{
 
 /// What every DNS fault takes: which names and types, and how often.
 #[derive(Clone, Debug, clap::Args)]
-pub struct DnsMatchOptions {
+pub(crate) struct DnsMatchOptions {
     /// A name or glob the fault applies to (repeatable): api.example.com, '*.example.com' (any
     /// depth below, not the name itself). Case and a trailing dot do not matter.
     #[arg(long = "name", value_name = "GLOB", required = true, value_parser = parse_name_pattern)]
@@ -58,7 +58,7 @@ pub struct DnsMatchOptions {
 
 /// `dns fail`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct DnsFailOptions {
+pub(crate) struct DnsFailOptions {
     #[command(flatten)]
     pub matching: DnsMatchOptions,
     /// The answer: nxdomain (no such name), servfail (the resolver failed) or refused.
@@ -68,14 +68,14 @@ pub struct DnsFailOptions {
 
 /// `dns drop`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct DnsDropOptions {
+pub(crate) struct DnsDropOptions {
     #[command(flatten)]
     pub matching: DnsMatchOptions,
 }
 
 /// `dns delay`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct DnsDelayOptions {
+pub(crate) struct DnsDelayOptions {
     #[command(flatten)]
     pub matching: DnsMatchOptions,
     /// How late the real answer comes, e.g. 500ms (at most 10s).
@@ -88,7 +88,7 @@ pub struct DnsDelayOptions {
 
 /// `dns spoof`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct DnsSpoofOptions {
+pub(crate) struct DnsSpoofOptions {
     #[command(flatten)]
     pub matching: DnsMatchOptions,
     /// The addresses to answer with (repeatable, or comma-separated): IPv4 ones answer A

@@ -15,7 +15,7 @@ const MAX_LABEL: usize = 63;
 
 /// One `--name` pattern.
 #[derive(Clone, Debug)]
-pub struct NamePattern {
+pub(crate) struct NamePattern {
     /// As the user gave it, lowercased and without its trailing dot.
     text: String,
     glob: glob::Pattern,
@@ -24,7 +24,7 @@ pub struct NamePattern {
 impl NamePattern {
     /// Whether `name` (lowercase, no trailing dot) matches.
     #[must_use]
-    pub fn matches(&self, name: &str) -> bool {
+    pub(crate) fn matches(&self, name: &str) -> bool {
         self.glob.matches_with(
             name,
             glob::MatchOptions {
@@ -36,7 +36,7 @@ impl NamePattern {
     }
 
     #[must_use]
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 }
@@ -48,7 +48,7 @@ impl Serialize for NamePattern {
 }
 
 /// Parses a `--name` pattern: `api.example.com`, `*.example.com`, `Example.COM.`.
-pub fn parse_name_pattern(text: &str) -> Result<NamePattern, String> {
+pub(crate) fn parse_name_pattern(text: &str) -> Result<NamePattern, String> {
     let trimmed = text.trim();
     let name = trimmed.strip_suffix('.').unwrap_or(trimmed).to_ascii_lowercase();
     let example = "give a name or a glob, e.g. api.example.com or '*.example.com'";
@@ -76,13 +76,13 @@ pub fn parse_name_pattern(text: &str) -> Result<NamePattern, String> {
 
 /// One `--type`: a query type, or `any`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QueryType {
+pub(crate) enum QueryType {
     Any,
     Only(RecordType),
 }
 
 /// The types `--type` accepts besides `any` (the common ones a service asks for).
-pub const TYPES: &[RecordType] = &[
+pub(crate) const TYPES: &[RecordType] = &[
     RecordType::A,
     RecordType::AAAA,
     RecordType::SRV,
@@ -98,7 +98,7 @@ pub const TYPES: &[RecordType] = &[
 ];
 
 /// Parses `--type`: `A`, `aaaa`, `SRV`, ..., or `any`.
-pub fn parse_query_type(text: &str) -> Result<QueryType, String> {
+pub(crate) fn parse_query_type(text: &str) -> Result<QueryType, String> {
     let upper = text.trim().to_ascii_uppercase();
     if upper == "ANY" {
         return Ok(QueryType::Any);
@@ -111,11 +111,11 @@ pub fn parse_query_type(text: &str) -> Result<QueryType, String> {
 
 /// The `--type`s of a fault: empty or `any` among them means every type.
 #[derive(Clone, Debug, Default)]
-pub struct QueryTypes(Vec<RecordType>);
+pub(crate) struct QueryTypes(Vec<RecordType>);
 
 impl QueryTypes {
     #[must_use]
-    pub fn of(types: &[QueryType]) -> Self {
+    pub(crate) fn of(types: &[QueryType]) -> Self {
         if types.contains(&QueryType::Any) {
             return Self::default();
         }
@@ -123,24 +123,24 @@ impl QueryTypes {
     }
 
     #[must_use]
-    pub fn is_any(&self) -> bool {
+    pub(crate) fn is_any(&self) -> bool {
         self.0.is_empty()
     }
 
     #[must_use]
-    pub fn matches(&self, query_type: RecordType) -> bool {
+    pub(crate) fn matches(&self, query_type: RecordType) -> bool {
         self.is_any() || self.0.contains(&query_type)
     }
 
     /// Whether any type it takes has addresses for answers (A, AAAA), for `spoof`.
     #[must_use]
-    pub fn has_addresses(&self) -> bool {
+    pub(crate) fn has_addresses(&self) -> bool {
         self.is_any() || self.0.iter().any(|t| matches!(t, RecordType::A | RecordType::AAAA))
     }
 
     /// `A, AAAA` or `any type`.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if self.is_any() {
             return "any type".to_owned();
         }
@@ -148,7 +148,7 @@ impl QueryTypes {
     }
 
     #[must_use]
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         if self.is_any() { vec!["any".to_owned()] } else { self.0.iter().map(ToString::to_string).collect() }
     }
 }

@@ -14,16 +14,16 @@ use crate::plan::options::{Ppm, parse_percent};
 
 /// The kernel's smallest CPU quota per period (1 ms), at the default period of 100 ms: 1 % of a
 /// CPU. cpu.max refuses less.
-pub const MIN_CPU_SHARE: u64 = 10_000;
+pub(crate) const MIN_CPU_SHARE: u64 = 10_000;
 
 /// A CPU share in millionths of one CPU: 250 000 is a quarter of a CPU, 1 500 000 one and a half.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct CpuShare(pub u64);
+pub(crate) struct CpuShare(pub u64);
 
 impl CpuShare {
     /// The share as a fraction of one CPU (0.25).
     #[must_use]
-    pub fn cpus(self) -> f64 {
+    pub(crate) fn cpus(self) -> f64 {
         self.0 as f64 / 1e6
     }
 }
@@ -45,14 +45,14 @@ fn trim(value: f64) -> String {
 
 /// The CPUs this machine has online: a share above them could never be used.
 #[must_use]
-pub fn online_cpus() -> u64 {
+pub(crate) fn online_cpus() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     u64::try_from(online).unwrap_or(1).max(1)
 }
 
 /// `--to`: `25%` (of one CPU), `1.5` (CPUs), `250m` (millicores, as Kubernetes writes them).
-pub fn parse_cpu_share(text: &str) -> Result<CpuShare, String> {
+pub(crate) fn parse_cpu_share(text: &str) -> Result<CpuShare, String> {
     let trimmed = text.trim();
     let bad = || {
         format!(
@@ -107,7 +107,7 @@ fn decimal_millionths(text: &str, places: usize) -> Option<u64> {
 /// none, of its current usage. Never of the node's memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum MemoryAmount {
+pub(crate) enum MemoryAmount {
     Bytes(u64),
     Percent(Ppm),
 }
@@ -122,7 +122,7 @@ impl fmt::Display for MemoryAmount {
 }
 
 /// `--high` / `--max` of `limit memory`: `200M`, `1G`, `512Ki`, `1048576`, `50%`.
-pub fn parse_memory(text: &str) -> Result<MemoryAmount, String> {
+pub(crate) fn parse_memory(text: &str) -> Result<MemoryAmount, String> {
     let trimmed = text.trim();
     if let Some(percent) = trimmed.strip_suffix('%') {
         let ppm = parse_percent(percent)?;
@@ -145,7 +145,7 @@ pub fn parse_memory(text: &str) -> Result<MemoryAmount, String> {
 }
 
 /// `--read-bps` / `--write-bps`: bytes a second, `10M`, `512K`, `1048576` (an optional `/s`).
-pub fn parse_rate(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let number = trimmed.strip_suffix("/s").unwrap_or(trimmed);
     let bytes = parse_bytes(number.trim()).ok_or_else(|| {
@@ -161,7 +161,7 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
 }
 
 /// `--read-iops`, `--write-iops`, `limit pids --max`: a whole number, at least 1.
-pub fn parse_count(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_count(text: &str) -> Result<u64, String> {
     let count: u64 = text.trim().parse().map_err(|_| format!("'{text}' is not a whole number, e.g. 20"))?;
     if count == 0 {
         return Err(format!("'{text}' is zero: nothing could get through at all; give 1 or more"));
@@ -170,7 +170,7 @@ pub fn parse_count(text: &str) -> Result<u64, String> {
 }
 
 /// `limit pids --max`: at least 1.
-pub fn parse_pids_max(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_pids_max(text: &str) -> Result<u64, String> {
     let max: u64 = text.trim().parse().map_err(|_| format!("'{text}' is not a whole number of tasks, e.g. 50"))?;
     if max == 0 {
         return Err(format!(
@@ -204,7 +204,7 @@ fn parse_bytes(text: &str) -> Option<u64> {
 
 /// `100 MiB`, `1.5 GiB`, `512 KiB`, `100 B`.
 #[must_use]
-pub fn format_bytes(bytes: u64) -> String {
+pub(crate) fn format_bytes(bytes: u64) -> String {
     const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, size) in UNITS {
         if bytes >= size {

@@ -9,7 +9,7 @@ use crate::{
 
 /// `limit cpu`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct LimitCpuOptions {
+pub(crate) struct LimitCpuOptions {
     /// The most CPU the target gets: a share of one CPU (25%), a number of CPUs (1.5) or
     /// millicores (250m). Written to cpu.max with the target's own period (100 ms by default).
     #[arg(long = "to", value_name = "SHARE", value_parser = amounts::parse_cpu_share)]

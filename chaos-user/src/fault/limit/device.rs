@@ -16,7 +16,7 @@ use serde::Serialize;
 
 /// A whole disk `io.max` can limit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct BlockDevice {
+pub(crate) struct BlockDevice {
     /// `MAJ:MIN`, as io.max and io.stat name it.
     pub id: String,
     /// Its kernel name (`vda`, `nvme0n1`, `dm-0`).
@@ -26,13 +26,13 @@ pub struct BlockDevice {
 impl BlockDevice {
     /// `vda (254:0)`.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("{} ({})", self.name, self.id)
     }
 }
 
 /// `--device` (and `--path` for `auto`), resolved; the error names the flag and what to do.
-pub fn resolve(device: &str, path: Option<&Path>) -> Result<BlockDevice, String> {
+pub(crate) fn resolve(device: &str, path: Option<&Path>) -> Result<BlockDevice, String> {
     match (device.trim(), path) {
         ("auto", Some(path)) => of_path(path),
         ("auto", None) => Err("--device auto needs --path P: the device is the one holding P".into()),

@@ -11,7 +11,7 @@ use crate::os::cgroup_files::{Knob, Restore};
 /// One thing a limit did or saw.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "what", rename_all = "kebab-case")]
-pub enum LimitEvent {
+pub(crate) enum LimitEvent {
     /// A file was set: it held `previous`, chaos wrote `value`.
     Set {
         #[serde(flatten)]
@@ -53,7 +53,7 @@ pub enum LimitEvent {
 
 /// A process that was in the target before an OOM kill and is not after.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Gone {
+pub(crate) struct Gone {
     pub pid: u32,
     pub comm: String,
 }
@@ -61,7 +61,7 @@ pub struct Gone {
 impl LimitEvent {
     /// When it happened (CLOCK_MONOTONIC ns).
     #[must_use]
-    pub const fn at_ns(&self) -> u64 {
+    pub(crate) const fn at_ns(&self) -> u64 {
         match self {
             Self::Set { at_ns, .. }
             | Self::Sample { at_ns, .. }
@@ -73,7 +73,7 @@ impl LimitEvent {
 
     /// A line for people, except for samples (the summaries show those as tables and charts).
     #[must_use]
-    pub fn describe(&self) -> Option<String> {
+    pub(crate) fn describe(&self) -> Option<String> {
         Some(match self {
             Self::Set { knob, previous, value, note, .. } => format!(
                 "set {} to {value} (it was {previous}){}",

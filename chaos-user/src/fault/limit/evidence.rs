@@ -20,7 +20,7 @@ use crate::os::{
 
 /// The target's counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub at_ns: u64,
     pub cpu_usage_us: Option<u64>,
     pub nr_periods: Option<u64>,
@@ -42,7 +42,7 @@ impl Snapshot {
     /// The files of the cgroup `dir` now; `device` (`MAJ:MIN`) picks the io.stat line, every
     /// device summed when None.
     #[must_use]
-    pub fn read(dir: &Path, device: Option<&str>) -> Self {
+    pub(crate) fn read(dir: &Path, device: Option<&str>) -> Self {
         let cpu = stats::keyed(dir, "cpu.stat");
         let memory = stats::keyed(dir, "memory.events");
         let pids = stats::keyed(dir, "pids.events");
@@ -68,7 +68,7 @@ impl Snapshot {
 
 /// The pressure of one resource over a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Stall {
+pub(crate) struct Stall {
     /// The kernel's 10 s average at the end of the window, in %.
     pub avg10: f64,
     /// The share of the window some task of the target waited, in % (from the `total` counter).
@@ -77,7 +77,7 @@ pub struct Stall {
 
 /// The pressure of the three resources over a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Stalls {
+pub(crate) struct Stalls {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Stall>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,7 +89,7 @@ pub struct Stalls {
 impl Stalls {
     /// The pressure of `resource`'s kind (pids have none: their refusals are counted instead).
     #[must_use]
-    pub const fn of(&self, resource: Resource) -> Option<Stall> {
+    pub(crate) const fn of(&self, resource: Resource) -> Option<Stall> {
         match resource {
             Resource::Cpu => self.cpu,
             Resource::Memory => self.memory,
@@ -101,7 +101,7 @@ impl Stalls {
 
 /// What the kernel counted for the target between two snapshots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Window {
+pub(crate) struct Window {
     pub seconds: f64,
     /// CPUs used on average (0.25 is a quarter of one CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,7 +150,7 @@ fn stall(a: Option<Pressure>, b: Option<Pressure>, seconds: f64) -> Option<Stall
 impl Window {
     /// What changed from `a` to `b`.
     #[must_use]
-    pub fn between(a: &Snapshot, b: &Snapshot) -> Self {
+    pub(crate) fn between(a: &Snapshot, b: &Snapshot) -> Self {
         let seconds = b.at_ns.saturating_sub(a.at_ns) as f64 / 1e9;
         let per = |us: Option<u64>| us.map(|us| if seconds > 0.0 { us as f64 / 1e6 / seconds } else { 0.0 });
         let io = |field: fn(&IoStat) -> u64| Some(field(&b.io_stat?).saturating_sub(field(&a.io_stat?)));
@@ -181,7 +181,7 @@ impl Window {
     /// Consecutive windows as one: counts added, averages weighted by length, levels (memory
     /// in use, tasks, avg10) as the last window ends.
     #[must_use]
-    pub fn merged(windows: &[Self]) -> Self {
+    pub(crate) fn merged(windows: &[Self]) -> Self {
         let seconds: f64 = windows.iter().map(|w| w.seconds).sum();
         let sum = |pick: fn(&Self) -> Option<u64>| {
             windows.iter().map(pick).fold(None, |total: Option<u64>, n| match (total, n) {
@@ -230,7 +230,7 @@ impl Window {
     /// periods, memory.high events plus OOM kills, milliseconds the target stalled on I/O,
     /// refused forks.
     #[must_use]
-    pub fn enforced(&self, resource: Resource) -> u64 {
+    pub(crate) fn enforced(&self, resource: Resource) -> u64 {
         match resource {
             Resource::Cpu => self.throttled_periods.unwrap_or(0),
             Resource::Memory => self.memory_high_events.unwrap_or(0) + self.oom_kills.unwrap_or(0),
@@ -241,7 +241,7 @@ impl Window {
 
     /// The figures that matter for `resource`, on one line (the live line, timeline summaries).
     #[must_use]
-    pub fn line(&self, resource: Resource) -> String {
+    pub(crate) fn line(&self, resource: Resource) -> String {
         let mut parts = Vec::new();
         let rate = |n: Option<u64>| n.map(|n| n as f64 / self.seconds.max(1e-9));
         match resource {
@@ -297,7 +297,7 @@ type Row<'a> = (&'a str, Box<dyn Fn(&Window) -> Option<String>>);
 
 /// The evidence of a whole run: before the limit, while it held, after it was lifted.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Evidence {
+pub(crate) struct Evidence {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<Window>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,7 +309,7 @@ pub struct Evidence {
 impl Evidence {
     /// A table for people: one row per figure of `resource`, one column per window.
     #[must_use]
-    pub fn table(&self, resource: Resource) -> String {
+    pub(crate) fn table(&self, resource: Resource) -> String {
         let windows = [("before", self.before), ("during", self.during), ("after", self.after)];
         let mut rows: Vec<Row<'_>> = Vec::new();
         let secs = |w: &Window| w.seconds.max(1e-9);

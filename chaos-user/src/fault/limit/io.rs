@@ -14,7 +14,7 @@ use crate::fault::{FaultContext, FaultPlan, PlanError, PlanFault};
 
 /// `limit io`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct LimitIoOptions {
+pub(crate) struct LimitIoOptions {
     /// The disk: /dev/NAME, NAME or MAJ:MIN (a partition means its disk); `auto` for the disk
     /// holding --path.
     #[arg(long, value_name = "DEVICE|auto")]
@@ -29,7 +29,7 @@ pub struct LimitIoOptions {
 /// The rates of `limit io`: at least one.
 #[derive(Clone, Debug, clap::Args)]
 #[group(id = "io-rates", required = true, multiple = true)]
-pub struct IoRates {
+pub(crate) struct IoRates {
     /// Reads at most this many bytes a second (10M, 512K: powers of 1024).
     #[arg(long, value_name = "RATE", value_parser = amounts::parse_rate)]
     pub read_bps: Option<u64>,

@@ -59,7 +59,7 @@ struct Held {
 }
 
 /// A limit in force on one target.
-pub struct Limited {
+pub(crate) struct Limited {
     target: Target,
     resource: Resource,
     settings: Vec<Setting>,
@@ -80,7 +80,7 @@ impl Limited {
     /// Starts the guard (time box: `deadline_ns`) and sets every file of `plan` (a ramp's first
     /// step in place of the first setting's amount, when `plan.start_ppm` says), then makes the
     /// OOM kill of `--oom`. On an error, what was already set is put back.
-    pub fn start(target: &Target, plan: &LimitPlan, deadline_ns: u64) -> anyhow::Result<Self> {
+    pub(crate) fn start(target: &Target, plan: &LimitPlan, deadline_ns: u64) -> anyhow::Result<Self> {
         for setting in &plan.settings {
             let knob = setting.knob(&target.dir);
             if let Some(owner) = ledger::limit_owner(&knob) {
@@ -127,40 +127,40 @@ impl Limited {
     }
 
     /// The time box moved: the guard puts everything back if chaos has not by `deadline_ns`.
-    pub fn hold_until(&mut self, deadline_ns: u64) {
+    pub(crate) fn hold_until(&mut self, deadline_ns: u64) {
         self.guard.time_box(deadline_ns);
     }
 
     #[must_use]
-    pub const fn resource(&self) -> Resource {
+    pub(crate) const fn resource(&self) -> Resource {
         self.resource
     }
 
     /// Samples taken, and how many times the kernel enforced the limit over them.
     #[must_use]
-    pub const fn counts(&self) -> (u64, u64) {
+    pub(crate) const fn counts(&self) -> (u64, u64) {
         (self.samples, self.enforced)
     }
 
     /// The last sample's window, if one was taken.
     #[must_use]
-    pub const fn last_window(&self) -> Option<Window> {
+    pub(crate) const fn last_window(&self) -> Option<Window> {
         self.last_window
     }
 
     /// Everything the kernel counted since the limit was in force (up to the last sample).
     #[must_use]
-    pub fn during(&self) -> Window {
+    pub(crate) fn during(&self) -> Window {
         Window::between(&self.first, &self.last)
     }
 
     /// The events since the last call.
-    pub fn take_events(&mut self) -> Vec<LimitEvent> {
+    pub(crate) fn take_events(&mut self) -> Vec<LimitEvent> {
         std::mem::take(&mut self.events)
     }
 
     /// Reads the target's counters: one `sample` event over the window since the last one.
-    pub fn sample(&mut self) -> Window {
+    pub(crate) fn sample(&mut self) -> Window {
         let now = Snapshot::read(&self.target.dir, self.device.as_deref());
         let window = Window::between(&self.last, &now);
         self.last = now;
@@ -172,7 +172,7 @@ impl Limited {
     }
 
     /// A ramp's step: the first setting at `ppm` (of one CPU, or of the memory basis).
-    pub fn ramp(&mut self, ppm: u32) -> anyhow::Result<()> {
+    pub(crate) fn ramp(&mut self, ppm: u32) -> anyhow::Result<()> {
         let Some(setting) = self.settings.first().map(|s| s.at_ppm(ppm)) else { return Ok(()) };
         self.apply(0, &setting)
     }
@@ -317,7 +317,7 @@ impl Limited {
     }
 
     /// Puts every file back, the last changed first.
-    pub fn restore_all(&mut self) {
+    pub(crate) fn restore_all(&mut self) {
         for at in (0..self.held.len()).rev() {
             self.release(at);
         }

@@ -19,7 +19,7 @@ use crate::{
 /// `limit memory`.
 #[derive(Clone, Debug, clap::Args)]
 #[group(id = "memory-limit", required = true, multiple = true)]
-pub struct LimitMemoryOptions {
+pub(crate) struct LimitMemoryOptions {
     /// memory.high: above it the kernel reclaims the target's memory and slows its allocations
     /// (nothing is killed). A size (200M, 1G: powers of 1024) or a percentage of the target's
     /// memory.max (of its current usage when it has no memory.max).

@@ -17,20 +17,20 @@
 //! [`evidence`] (the target's pressure and counters before, during, after), [`events`] (what
 //! the timeline and JSON say), [`action`] (the limit as its plan's userspace action, for
 //! experiments; the command line's run and summary are cli/limit/run.rs).
-pub mod action;
-pub mod amounts;
-pub mod cpu;
-pub mod device;
-pub mod events;
-pub mod evidence;
-pub mod io;
-pub mod limited;
-pub mod memory;
-pub mod pids;
-pub mod setting;
+pub(crate) mod action;
+pub(crate) mod amounts;
+pub(crate) mod cpu;
+pub(crate) mod device;
+pub(crate) mod events;
+pub(crate) mod evidence;
+pub(crate) mod io;
+pub(crate) mod limited;
+pub(crate) mod memory;
+pub(crate) mod pids;
+pub(crate) mod setting;
 
 use serde::{Deserialize, Serialize};
-pub use setting::{Setting, Write};
+pub(crate) use setting::Setting;
 
 use super::{FaultContext, FaultPlan, MapContents, PlanError};
 use crate::{ledger, os::cgroup_files::controllers, targets};
@@ -38,7 +38,7 @@ use crate::{ledger, os::cgroup_files::controllers, targets};
 /// Which resource a limit starves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Resource {
+pub(crate) enum Resource {
     Cpu,
     Memory,
     Io,
@@ -48,7 +48,7 @@ pub enum Resource {
 impl Resource {
     /// The cgroup v2 controller whose files it writes.
     #[must_use]
-    pub const fn controller(self) -> &'static str {
+    pub(crate) const fn controller(self) -> &'static str {
         match self {
             Self::Cpu => "cpu",
             Self::Memory => "memory",
@@ -59,7 +59,7 @@ impl Resource {
 
     /// `limit cpu`
     #[must_use]
-    pub const fn fault(self) -> &'static str {
+    pub(crate) const fn fault(self) -> &'static str {
         match self {
             Self::Cpu => "limit cpu",
             Self::Memory => "limit memory",
@@ -70,7 +70,7 @@ impl Resource {
 
     /// What its report counts as the kernel enforcing the limit.
     #[must_use]
-    pub const fn enforced_word(self) -> &'static str {
+    pub(crate) const fn enforced_word(self) -> &'static str {
         match self {
             Self::Cpu => "throttled",
             Self::Memory => "high+oom",
@@ -81,7 +81,7 @@ impl Resource {
 
     /// What one count of [`Self::enforced_word`] is.
     #[must_use]
-    pub const fn counter_label(self) -> &'static str {
+    pub(crate) const fn counter_label(self) -> &'static str {
         match self {
             Self::Cpu => "periods",
             Self::Memory => "events",
@@ -94,7 +94,7 @@ impl Resource {
 /// What a limit fault does while it is armed: the settings to write, in order, and for
 /// `limit memory --oom` one OOM kill right after them.
 #[derive(Clone, Debug, Serialize)]
-pub struct LimitPlan {
+pub(crate) struct LimitPlan {
     pub resource: Resource,
     pub settings: Vec<Setting>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -111,14 +111,14 @@ pub struct LimitPlan {
 impl LimitPlan {
     /// The same limit, its first setting at a ramp's step `ppm` (an experiment's ramp).
     #[must_use]
-    pub fn starting_at(mut self, ppm: Option<u32>) -> Self {
+    pub(crate) fn starting_at(mut self, ppm: Option<u32>) -> Self {
         self.start_ppm = ppm;
         self
     }
 
     /// (hook, place) pairs for the run record: one per file, so `chaos status` says which.
     #[must_use]
-    pub fn hooks(&self, target: &targets::Target) -> Vec<(String, String)> {
+    pub(crate) fn hooks(&self, target: &targets::Target) -> Vec<(String, String)> {
         self.settings
             .iter()
             .map(|s| ("cgroup file".to_owned(), format!("{} of {}", s.knob(&target.dir).label(), target.cgroup)))
@@ -130,7 +130,7 @@ impl LimitPlan {
 /// available to the target (else the reason and the fix), the target does not hold chaos, no
 /// other live chaos holds the same file; the plan's parameters show each file's value now and
 /// the value that would be written (what `--dry-run` prints).
-pub fn plan(limit: &LimitPlan, context: &FaultContext<'_>, summary: String) -> Result<FaultPlan, PlanError> {
+pub(crate) fn plan(limit: &LimitPlan, context: &FaultContext<'_>, summary: String) -> Result<FaultPlan, PlanError> {
     let target = context.target;
     let fault = limit.resource.fault();
     let cgroups = targets::CgroupFs::discover().map_err(|e| PlanError::Refused(e.to_string()))?;

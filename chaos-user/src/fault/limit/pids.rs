@@ -6,7 +6,7 @@ use crate::fault::{FaultContext, FaultPlan, PlanError, PlanFault};
 
 /// `limit pids`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct LimitPidsOptions {
+pub(crate) struct LimitPidsOptions {
     /// The most tasks (processes and threads) the target may hold; fork and clone fail with
     /// EAGAIN beyond it. At least 1.
     #[arg(long, value_name = "N", value_parser = amounts::parse_pids_max)]

@@ -22,7 +22,7 @@ const MIN_QUOTA_US: u64 = 1_000;
 /// One file a limit writes, and with what.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "file")]
-pub enum Setting {
+pub(crate) enum Setting {
     #[serde(rename = "cpu.max")]
     CpuMax { share: CpuShare },
     #[serde(rename = "memory.high")]
@@ -48,7 +48,7 @@ pub enum Setting {
 /// One write, worked out: the file, its value now, the value to write, and how that value was
 /// reached when it is not what the user typed.
 #[derive(Clone, Debug, Serialize)]
-pub struct Write {
+pub(crate) struct Write {
     #[serde(flatten)]
     pub knob: Knob,
     pub now: String,
@@ -60,7 +60,7 @@ pub struct Write {
 /// What memory percentages are of, read once when a limit starts (so the steps of a ramp are
 /// shares of the same amount, not of a usage the limit itself shrinks).
 #[derive(Clone, Debug, Default)]
-pub struct Basis {
+pub(crate) struct Basis {
     /// (bytes, words): `memory.max 512 MiB` or `current usage 300 MiB`.
     pub memory: Option<(u64, String)>,
 }
@@ -68,7 +68,7 @@ pub struct Basis {
 impl Basis {
     /// The target's memory.max, or its current usage when memory.max is `max`.
     #[must_use]
-    pub fn read(dir: &Path) -> Self {
+    pub(crate) fn read(dir: &Path) -> Self {
         let limit = stats::number(dir, "memory.max");
         let memory = match limit {
             Some(bytes) => Some((bytes, format!("memory.max {}", format_bytes(bytes)))),
@@ -83,7 +83,7 @@ impl Basis {
 impl Setting {
     /// The file (or io.max line) it writes in the cgroup directory `dir`.
     #[must_use]
-    pub fn knob(&self, dir: &Path) -> Knob {
+    pub(crate) fn knob(&self, dir: &Path) -> Knob {
         match self {
             Self::CpuMax { .. } => Knob::file(dir, "cpu.max"),
             Self::MemoryHigh { .. } => Knob::file(dir, "memory.high"),
@@ -96,7 +96,7 @@ impl Setting {
     /// The amount a ramp moves, in parts per million (of one CPU, or of the memory basis), when
     /// it has one: a CPU share up to one CPU, a memory percentage.
     #[must_use]
-    pub fn ppm(&self) -> Option<Ppm> {
+    pub(crate) fn ppm(&self) -> Option<Ppm> {
         match self {
             Self::CpuMax { share } if share.0 <= 1_000_000 => Some(Ppm::from_ppm(share.0 as u32)),
             Self::MemoryHigh { amount: MemoryAmount::Percent(ppm) }
@@ -107,7 +107,7 @@ impl Setting {
 
     /// The same setting at a ramp's step `ppm`.
     #[must_use]
-    pub fn at_ppm(&self, ppm: u32) -> Self {
+    pub(crate) fn at_ppm(&self, ppm: u32) -> Self {
         let ppm = ppm.max(1);
         match self {
             Self::CpuMax { .. } => Self::CpuMax { share: CpuShare(u64::from(ppm)) },
@@ -123,7 +123,7 @@ impl Setting {
 
     /// The value to write, given the file's value `now` and the memory `basis`; with a note
     /// saying how it was reached when that is not plain.
-    pub fn value(&self, now: &str, basis: &Basis) -> Result<(String, Option<String>), String> {
+    pub(crate) fn value(&self, now: &str, basis: &Basis) -> Result<(String, Option<String>), String> {
         match self {
             Self::CpuMax { share } => {
                 let period = now.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PERIOD_US);
@@ -169,7 +169,7 @@ impl Setting {
 
 /// What `settings` would write in `dir` now: the `--dry-run`'s files, values now and values to
 /// write.
-pub fn preview(settings: &[Setting], dir: &Path) -> Result<Vec<Write>, String> {
+pub(crate) fn preview(settings: &[Setting], dir: &Path) -> Result<Vec<Write>, String> {
     let basis = Basis::read(dir);
     settings
         .iter()

@@ -16,7 +16,7 @@ use crate::{
 
 /// `net drop`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct NetDropOptions {
+pub(crate) struct NetDropOptions {
     /// Share of matching packets to drop, in percent (0 to 100, steps of 0.0001).
     #[arg(long, value_parser = parse_percent)]
     pub percent: Ppm,
@@ -56,7 +56,7 @@ impl PlanFault for NetDropOptions {
 /// The burst-loss model: losses come in bursts of `mean_len` packets on average, at `loss`
 /// overall (simple Gilbert model, see [`BurstModel::thresholds`]).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct BurstModel {
+pub(crate) struct BurstModel {
     pub loss: Ppm,
     pub mean_len: f64,
 }
@@ -64,7 +64,7 @@ pub struct BurstModel {
 impl BurstModel {
     /// Checks the model can exist: in the simple Gilbert model a burst ends with probability
     /// r = 1 / mean_len per packet and starts with p = loss * r / (1 - loss); p must be <= 1.
-    pub fn new(loss: Ppm, mean_len: f64) -> Result<Self, String> {
+    pub(crate) fn new(loss: Ppm, mean_len: f64) -> Result<Self, String> {
         if !(mean_len >= 1.0 && mean_len.is_finite()) {
             return Err(format!("--burst-len {mean_len}: bursts average at least 1 packet"));
         }
@@ -85,7 +85,7 @@ impl BurstModel {
 
     /// (enter-bad, leave-bad) thresholds on the 32-bit scale of `threshold_from_ppm`.
     #[must_use]
-    pub fn thresholds(&self) -> (u64, u64) {
+    pub(crate) fn thresholds(&self) -> (u64, u64) {
         let l = self.loss.as_percent() / 100.0;
         let leave = 1.0 / self.mean_len;
         let enter = l * leave / (1.0 - l);
@@ -94,7 +94,7 @@ impl BurstModel {
     }
 }
 
-pub fn parse_burst_len(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_burst_len(text: &str) -> Result<f64, String> {
     text.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 1.0).ok_or_else(|| {
         format!("'{text}' is not a burst length: expected a number of packets, at least 1 (e.g. 4 or 2.5)")
     })

@@ -10,7 +10,7 @@ use crate::fault::MapContents;
 
 /// Which packets a network fault applies to; every given filter must match.
 #[derive(Clone, Debug, clap::Args)]
-pub struct FilterOptions {
+pub(crate) struct FilterOptions {
     /// Which packets: those the target sends, receives, or both.
     #[arg(long, value_enum, default_value = "both")]
     pub direction: DirectionChoice,
@@ -20,7 +20,7 @@ pub struct FilterOptions {
 
 impl FilterOptions {
     #[must_use]
-    pub fn filters(&self) -> NetFilters {
+    pub(crate) fn filters(&self) -> NetFilters {
         self.packets.filters()
     }
 }
@@ -28,7 +28,7 @@ impl FilterOptions {
 /// The filters on a packet's contents (every network fault has them; faults that only shape
 /// what the target sends have no `--direction`).
 #[derive(Clone, Debug, clap::Args)]
-pub struct PacketFilterOptions {
+pub(crate) struct PacketFilterOptions {
     /// Only this protocol (icmp covers ICMPv6 too).
     #[arg(long, value_enum, default_value = "any")]
     pub protocol: Protocol,
@@ -45,7 +45,7 @@ pub struct PacketFilterOptions {
 
 impl PacketFilterOptions {
     #[must_use]
-    pub fn filters(&self) -> NetFilters {
+    pub(crate) fn filters(&self) -> NetFilters {
         let merge = |sets: &[PortSet]| {
             let mut all = PortSet::default();
             sets.iter().for_each(|s| all.extend(s));
@@ -63,7 +63,7 @@ impl PacketFilterOptions {
 /// Which way packets are affected, seen from the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DirectionChoice {
+pub(crate) enum DirectionChoice {
     Egress,
     Ingress,
     Both,
@@ -71,7 +71,7 @@ pub enum DirectionChoice {
 
 impl DirectionChoice {
     #[must_use]
-    pub fn directions(self) -> &'static [chaos_common::Direction] {
+    pub(crate) fn directions(self) -> &'static [chaos_common::Direction] {
         use chaos_common::Direction::{Egress, Ingress};
         match self {
             Self::Egress => &[Egress],
@@ -83,7 +83,7 @@ impl DirectionChoice {
 
 /// An address prefix, IPv4 or IPv6, with its host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     pub address: IpAddr,
     pub prefix_len: u8,
 }
@@ -101,7 +101,7 @@ impl Serialize for Cidr {
 }
 
 /// Parses `10.0.0.0/8`, `fd00::/64`, or a bare address (a /32 or /128).
-pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
+pub(crate) fn parse_cidr(text: &str) -> Result<Cidr, String> {
     let trimmed = text.trim();
     let (address, prefix) = trimmed.split_once('/').map_or((trimmed, None), |(a, p)| (a, Some(p)));
     let address: IpAddr = address.parse().map_err(|_| {
@@ -134,23 +134,23 @@ fn mask(address: IpAddr, prefix_len: u8) -> IpAddr {
 
 /// A set of ports from `80`, `8000-8100`, `80,443,8000-8100`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PortSet {
+pub(crate) struct PortSet {
     ranges: Vec<(u16, u16)>,
 }
 
 impl PortSet {
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
 
-    pub fn extend(&mut self, other: &Self) {
+    pub(crate) fn extend(&mut self, other: &Self) {
         self.ranges.extend_from_slice(&other.ranges);
     }
 
     /// The set as 1024 little bitmaps words: bit `p % 64` of word `p / 64` is port `p`.
     #[must_use]
-    pub fn bitmap(&self) -> Vec<u64> {
+    pub(crate) fn bitmap(&self) -> Vec<u64> {
         let mut words = vec![0u64; chaos_common::WORDS_PER_PORT_SET as usize];
         for &(low, high) in &self.ranges {
             for port in low..=high {
@@ -175,7 +175,7 @@ impl Serialize for PortSet {
     }
 }
 
-pub fn parse_ports(text: &str) -> Result<PortSet, String> {
+pub(crate) fn parse_ports(text: &str) -> Result<PortSet, String> {
     let port = |p: &str| -> Result<u16, String> {
         let n: u64 = p.trim().parse().map_err(|_| format!("'{p}' in '{text}' is not a port number"))?;
         u16::try_from(n)
@@ -206,7 +206,7 @@ pub fn parse_ports(text: &str) -> Result<PortSet, String> {
 /// `--protocol`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Tcp,
     Udp,
     /// ICMP and ICMPv6.
@@ -218,7 +218,7 @@ pub enum Protocol {
 impl Protocol {
     /// The IP protocol number the kernel compares with, `None` for any.
     #[must_use]
-    pub const fn number(self) -> Option<u32> {
+    pub(crate) const fn number(self) -> Option<u32> {
         match self {
             Self::Tcp => Some(6),
             Self::Udp => Some(17),
@@ -230,7 +230,7 @@ impl Protocol {
 
 /// Which packets a network fault applies to; every given filter must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct NetFilters {
+pub(crate) struct NetFilters {
     pub protocol: Protocol,
     pub remote: Vec<Cidr>,
     #[serde(skip_serializing_if = "PortSet::is_empty")]
@@ -241,7 +241,7 @@ pub struct NetFilters {
 
 impl NetFilters {
     /// Port filters only make sense for protocols with ports.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let has_ports = !self.remote_ports.is_empty() || !self.local_ports.is_empty();
         if has_ports && self.protocol == Protocol::Icmp {
             return Err("--remote-port and --local-port need --protocol tcp, udp or any: ICMP has no ports".into());
@@ -250,14 +250,14 @@ impl NetFilters {
     }
 }
 
-pub const fn by_direction(direction: Direction, egress: &'static str, ingress: &'static str) -> &'static str {
+pub(crate) const fn by_direction(direction: Direction, egress: &'static str, ingress: &'static str) -> &'static str {
     match direction {
         Direction::Egress => egress,
         Direction::Ingress => ingress,
     }
 }
 
-pub fn describe_direction(direction: DirectionChoice) -> &'static str {
+pub(crate) fn describe_direction(direction: DirectionChoice) -> &'static str {
     match direction {
         DirectionChoice::Both => "all packets",
         DirectionChoice::Egress => "outgoing packets",
@@ -265,7 +265,7 @@ pub fn describe_direction(direction: DirectionChoice) -> &'static str {
     }
 }
 
-pub fn describe_filters(filters: &NetFilters) -> String {
+pub(crate) fn describe_filters(filters: &NetFilters) -> String {
     let mut text = String::new();
     if filters.protocol.number().is_some() {
         text.push_str(&format!(", {:?} only", filters.protocol).to_lowercase());
@@ -284,7 +284,7 @@ pub fn describe_filters(filters: &NetFilters) -> String {
 }
 
 /// Turns the filters into config bits and map contents.
-pub fn filter_maps(filters: &NetFilters, config: &mut FaultConfig) -> MapContents {
+pub(crate) fn filter_maps(filters: &NetFilters, config: &mut FaultConfig) -> MapContents {
     let mut maps = MapContents::default();
     if let Some(number) = filters.protocol.number() {
         config.net_filters |= net_filters::PROTOCOL;

@@ -3,12 +3,12 @@
 //! namespace (delays and rates set departure times that fq enforces). Each fault's options and
 //! planner live in its own file; what they share (the family's support check, the filters in
 //! the config and maps, where the programs attach) is here.
-pub mod drop;
-pub mod filters;
-pub mod partition;
-pub mod rewrite;
-pub mod sever;
-pub mod shape;
+pub(crate) mod drop;
+pub(crate) mod filters;
+pub(crate) mod partition;
+pub(crate) mod rewrite;
+pub(crate) mod sever;
+pub(crate) mod shape;
 
 use chaos_common::{Direction, FaultConfig, threshold_from_ppm};
 use filters::{NetFilters, by_direction, describe_filters, filter_maps};

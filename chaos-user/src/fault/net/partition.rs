@@ -14,7 +14,7 @@ use crate::{
 
 /// `net partition`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct NetPartitionOptions {
+pub(crate) struct NetPartitionOptions {
     /// The peers to cut off (repeatable): addresses or prefixes, IPv4 or IPv6.
     #[arg(long, value_name = "CIDR", required = true, num_args = 1.., value_parser = parse_cidr)]
     pub to: Vec<Cidr>,

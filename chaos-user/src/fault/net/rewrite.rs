@@ -16,7 +16,7 @@ use crate::{
 
 /// `net corrupt`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct NetCorruptOptions {
+pub(crate) struct NetCorruptOptions {
     /// Share of matching packets to corrupt, in percent.
     #[arg(long, value_parser = parse_percent)]
     pub percent: Ppm,
@@ -32,7 +32,7 @@ pub struct NetCorruptOptions {
 
 /// `net duplicate`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct NetDuplicateOptions {
+pub(crate) struct NetDuplicateOptions {
     /// Share of matching packets to send twice, in percent.
     #[arg(long, value_parser = parse_percent)]
     pub percent: Ppm,

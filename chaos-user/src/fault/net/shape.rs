@@ -13,7 +13,7 @@ use crate::{
 
 /// `net delay`: hold the target's outgoing packets (earliest departure time, enforced by fq).
 #[derive(Clone, Debug, clap::Args)]
-pub struct NetDelayOptions {
+pub(crate) struct NetDelayOptions {
     /// How long each matching packet is held, e.g. 100ms (up to 10s).
     #[arg(long, value_name = "DELAY", value_parser = parse_delay)]
     pub by: std::time::Duration,
@@ -35,7 +35,7 @@ pub struct NetDelayOptions {
 
 /// `net rate`: limit the target's outgoing rate (earliest departure time, enforced by fq).
 #[derive(Clone, Debug, clap::Args)]
-pub struct NetRateOptions {
+pub(crate) struct NetRateOptions {
     /// The rate, in tc's units: 1mbit, 500kbit, 2gbit (bits per second), or 125kbps (bytes).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub limit: u64,
@@ -51,7 +51,7 @@ pub struct NetRateOptions {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum Distribution {
+pub(crate) enum Distribution {
     #[default]
     Normal,
     Uniform,
@@ -59,7 +59,7 @@ pub enum Distribution {
 
 /// Parses a rate in tc's units into bytes per second: `bit`, `kbit`, `mbit`, `gbit` are bits
 /// per second (powers of 1000); `bps`, `kbps`, `mbps`, `gbps` are bytes per second, as in tc.
-pub fn parse_rate(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
     let trimmed = text.trim().to_ascii_lowercase();
     let split = trimmed.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);

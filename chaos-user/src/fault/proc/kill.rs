@@ -37,7 +37,7 @@ use crate::{
 };
 
 /// `--pick all` over more processes than this needs `--i-know`.
-pub const DEFAULT_MAX_PROCS: u64 = 64;
+pub(crate) const DEFAULT_MAX_PROCS: u64 = 64;
 
 /// The errno a `--before-effect` call fails with: the caller is being killed, so it only shows
 /// to a process that survives the signal (a caught SIGTERM).
@@ -45,13 +45,13 @@ const BEFORE_EFFECT_ERRNO: i32 = libc::EINTR;
 
 /// `--every`: a period without `--on-syscall`, a count of calls with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Every {
+pub(crate) enum Every {
     Period(Duration),
     Calls(u64),
 }
 
 /// Parses `30s` (a period) or `5` (every 5th matching call); zero of either is refused.
-pub fn parse_every(text: &str) -> Result<Every, String> {
+pub(crate) fn parse_every(text: &str) -> Result<Every, String> {
     let trimmed = text.trim();
     if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
         return match trimmed.parse::<u64>() {
@@ -66,7 +66,7 @@ pub fn parse_every(text: &str) -> Result<Every, String> {
 
 /// `proc kill`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct ProcKillOptions {
+pub(crate) struct ProcKillOptions {
     /// The signal, by name or number (KILL, TERM, INT, SEGV, 9, ...).
     #[arg(long, value_parser = crate::os::signal::parse, default_value = "KILL")]
     pub signal: Signal,
@@ -109,7 +109,7 @@ pub struct ProcKillOptions {
 
 /// What a periodic kill does, for its runner.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct PeriodicKill {
+pub(crate) struct PeriodicKill {
     #[serde(serialize_with = "serialize_secs")]
     pub every: Duration,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_optional_secs")]
@@ -131,7 +131,7 @@ fn serialize_optional_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> 
 
 impl ProcKillOptions {
     /// The periodic kill asked for, or None for a crash point; errors for mixed-up flags.
-    pub fn periodic(&self, i_know: bool) -> Result<Option<PeriodicKill>, PlanError> {
+    pub(crate) fn periodic(&self, i_know: bool) -> Result<Option<PeriodicKill>, PlanError> {
         if self.is_crash_point() {
             if self.jitter.is_some() || self.pick != Pick::Random {
                 return Err(PlanError::Refused(
@@ -237,13 +237,13 @@ fn plan_periodic(periodic: &PeriodicKill, context: &FaultContext<'_>) -> FaultPl
 
 impl ProcKillOptions {
     #[must_use]
-    pub fn is_crash_point(&self) -> bool {
+    pub(crate) fn is_crash_point(&self) -> bool {
         !self.on_syscall.is_empty()
     }
 
     /// The syscalls of the crash point, each once, in order.
     #[must_use]
-    pub fn crash_syscalls(&self) -> Vec<syscall_numbers::Numbered> {
+    pub(crate) fn crash_syscalls(&self) -> Vec<syscall_numbers::Numbered> {
         let mut chosen: Vec<syscall_numbers::Numbered> = Vec::new();
         for syscall in self.on_syscall.iter().flatten() {
             if !chosen.iter().any(|s| s.number == syscall.number) {

@@ -7,7 +7,7 @@
 //! kills and pauses on that schedule (`fault::actor`); signal names and the cgroup's freezer and
 //! `cgroup.kill` are the kernel's, in `os/`. A frozen target is thawed by the guard process if
 //! chaos dies (os/guard.rs) and by `chaos cleanup` if the guard died too (ledger.rs).
-pub mod kill;
-pub mod pause;
-pub mod pick;
-pub mod ticker;
+pub(crate) mod kill;
+pub(crate) mod pause;
+pub(crate) mod pick;
+pub(crate) mod ticker;

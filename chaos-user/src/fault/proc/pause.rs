@@ -25,7 +25,7 @@ const FREEZE_WAIT: Duration = Duration::from_secs(1);
 
 /// `proc pause`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct ProcPauseOptions {
+pub(crate) struct ProcPauseOptions {
     /// Freeze periodically, once every PERIOD (else: for the whole --for).
     #[arg(long, value_name = "PERIOD", value_parser = crate::plan::options::parse_duration, requires = "pause")]
     pub every: Option<Duration>,
@@ -39,7 +39,7 @@ pub struct ProcPauseOptions {
 
 /// The freezes a pause will make.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct PausePlan {
+pub(crate) struct PausePlan {
     /// None: one freeze for the whole run.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
     pub every: Option<Duration>,
@@ -54,7 +54,7 @@ fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Er
 }
 
 impl ProcPauseOptions {
-    pub fn pause_plan(&self) -> Result<PausePlan, PlanError> {
+    pub(crate) fn pause_plan(&self) -> Result<PausePlan, PlanError> {
         if let (Some(every), Some(pause)) = (self.every, self.pause)
             && pause >= every
         {
@@ -134,7 +134,7 @@ impl UserspaceAction for PausePlan {
 }
 
 /// A pause in progress: the freezer, its guard and its ledger record. Dropping it thaws.
-pub struct Paused {
+pub(crate) struct Paused {
     plan: PausePlan,
     freezer: Freezer,
     guard: Guard,
@@ -146,7 +146,7 @@ pub struct Paused {
 impl Paused {
     /// Writes the ledger record and starts the guard (time box: `deadline_ns`), before any
     /// freeze.
-    pub fn start(target: &crate::targets::Target, plan: &PausePlan, deadline_ns: u64) -> anyhow::Result<Self> {
+    pub(crate) fn start(target: &crate::targets::Target, plan: &PausePlan, deadline_ns: u64) -> anyhow::Result<Self> {
         let freezer = Freezer::of(&target.dir).map_err(anyhow::Error::msg)?;
         let record = ledger::write(None, Item::FrozenCgroup { cgroup_dir: target.dir.clone() })
             .map_err(|e| anyhow::anyhow!("recording the cgroup a pause freezes: {e}"))?;
@@ -156,7 +156,7 @@ impl Paused {
     }
 
     #[must_use]
-    pub const fn freezes(&self) -> u64 {
+    pub(crate) const fn freezes(&self) -> u64 {
         self.freezes
     }
 
@@ -202,7 +202,7 @@ impl Paused {
     /// Freezes as planned until `deadline_ns` or until `wait` says to stop; leaves the target
     /// thawed. `wait(ns)` sleeps until CLOCK_MONOTONIC `ns` and returns false if told to stop;
     /// `acted(1)` says each freeze as it is made (the run's record counts them).
-    pub fn run(
+    pub(crate) fn run(
         &mut self,
         start_ns: u64,
         deadline_ns: u64,

@@ -10,7 +10,7 @@ use super::ticker::random_u64;
 /// `--pick`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Pick {
+pub(crate) enum Pick {
     /// One process, chosen uniformly.
     #[default]
     Random,
@@ -24,7 +24,7 @@ pub enum Pick {
 
 /// A process of the target.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Member {
+pub(crate) struct Member {
     pub pid: u32,
     /// Clock ticks since boot (field 22 of /proc/PID/stat).
     pub start: u64,
@@ -34,7 +34,7 @@ pub struct Member {
 
 /// The processes of `cgroup_dir` and its descendants, skipping any that exited while being read.
 #[must_use]
-pub fn members(cgroup_dir: &Path) -> Vec<Member> {
+pub(crate) fn members(cgroup_dir: &Path) -> Vec<Member> {
     crate::os::cgroup::pids_below(cgroup_dir)
         .into_iter()
         .filter_map(|pid| u32::try_from(pid).ok())
@@ -60,7 +60,7 @@ fn parse_stat(stat: &str) -> Option<(String, u64)> {
 /// The members a tick hits. Ties in age (same tick) go to the lower / higher pid, so a choice
 /// is stable. Empty when the target holds no process.
 #[must_use]
-pub fn choose(pick: Pick, mut members: Vec<Member>) -> Vec<Member> {
+pub(crate) fn choose(pick: Pick, mut members: Vec<Member>) -> Vec<Member> {
     if members.is_empty() {
         return members;
     }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
-pub struct Ticker {
+pub(crate) struct Ticker {
     every_ns: u64,
     jitter_ns: u64,
     max: Option<u64>,
@@ -19,7 +19,7 @@ pub struct Ticker {
 impl Ticker {
     /// Starts at `start_ns` (CLOCK_MONOTONIC); the first tick is due one period later.
     #[must_use]
-    pub fn new(every: Duration, jitter: Option<Duration>, max: Option<u64>, start_ns: u64) -> Self {
+    pub(crate) fn new(every: Duration, jitter: Option<Duration>, max: Option<u64>, start_ns: u64) -> Self {
         let every_ns = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX).max(1);
         // A jitter of a whole period or more would let ticks swap places: keep it below.
         let jitter_ns = jitter.map_or(0, |j| u64::try_from(j.as_nanos()).unwrap_or(u64::MAX)).min(every_ns / 2);
@@ -39,7 +39,7 @@ impl Ticker {
 
     /// When the next tick is due, or None once `max` ticks have fired.
     #[must_use]
-    pub fn next_due_ns(&self) -> Option<u64> {
+    pub(crate) fn next_due_ns(&self) -> Option<u64> {
         if self.max.is_some_and(|max| self.fired >= max) {
             return None;
         }
@@ -47,7 +47,7 @@ impl Ticker {
     }
 
     /// Whether a tick is due at `now_ns`; if so it counts as fired and the next one is planned.
-    pub fn take(&mut self, now_ns: u64) -> bool {
+    pub(crate) fn take(&mut self, now_ns: u64) -> bool {
         match self.next_due_ns() {
             Some(due) if due <= now_ns => {
                 self.fired += 1;
@@ -58,15 +58,16 @@ impl Ticker {
         }
     }
 
+    #[cfg(test)]
     #[must_use]
-    pub const fn fired(&self) -> u64 {
+    pub(crate) const fn fired(&self) -> u64 {
         self.fired
     }
 }
 
 /// A random u64 from the kernel (no seeding, no crate).
 #[must_use]
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     // SAFETY: getrandom(2) into a local buffer of the length given.
     unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, 0) };

@@ -22,7 +22,7 @@ use crate::{
 
 /// `syscall delay`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct SyscallDelayOptions {
+pub(crate) struct SyscallDelayOptions {
     /// Comma-separated syscall names; repeatable (any x86_64 syscall, by the name libc and
     /// strace use: `chaos syscall list` shows them).
     #[arg(long = "syscall", value_name = "NAMES", required = true, value_parser = syscall_table::parse_list)]
@@ -52,7 +52,7 @@ pub struct SyscallDelayOptions {
 /// `--scope`: what a delayed call holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum DelayScope {
+pub(crate) enum DelayScope {
     /// The calling thread alone.
     #[default]
     Thread,
@@ -62,7 +62,7 @@ pub enum DelayScope {
 
 impl SyscallDelayOptions {
     #[must_use]
-    pub fn chosen(&self) -> Vec<syscall_table::Numbered> {
+    pub(crate) fn chosen(&self) -> Vec<syscall_table::Numbered> {
         let mut chosen: Vec<syscall_table::Numbered> = Vec::new();
         for syscall in self.syscalls.iter().flatten() {
             if !chosen.iter().any(|s| s.number == syscall.number) {

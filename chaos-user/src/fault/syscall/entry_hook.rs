@@ -17,7 +17,7 @@ use crate::{
 /// `--before-effect` or `--path`; see `lsm_attach`). A value that does not apply is refused.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum HookChoice {
+pub(crate) enum HookChoice {
     /// The cheapest the kernel has: at the entry, fentry where the kernel can (one syscall,
     /// BPF trampolines, the function in the kernel's BTF), else raw sys_enter; on BPF LSM,
     /// per-cgroup programs (lsm_cgroup, 6.0+) where the kernel has them, else global ones.
@@ -36,7 +36,7 @@ pub enum HookChoice {
 impl HookChoice {
     /// The flag as the user wrote it.
     #[must_use]
-    pub fn flag(self) -> String {
+    pub(crate) fn flag(self) -> String {
         let value = serde_json::to_value(self).expect("serializes");
         format!("--hook {}", value.as_str().unwrap_or_default())
     }
@@ -44,7 +44,7 @@ impl HookChoice {
 
 /// The hook chosen, with the words `--dry-run` and the summary use.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EntryHook {
+pub(crate) enum EntryHook {
     /// fentry on this entry function.
     Fentry { function: String },
     /// The raw sys_enter tracepoint, and why not fentry.
@@ -52,8 +52,18 @@ pub enum EntryHook {
 }
 
 impl EntryHook {
+    /// `fentry` or `sys-enter`, as the tests name what ran.
+    #[cfg(test)]
+    #[must_use]
+    pub(crate) const fn name(&self) -> &'static str {
+        match self {
+            Self::Fentry { .. } => "fentry",
+            Self::SysEnter { .. } => "sys-enter",
+        }
+    }
+
     /// Chooses for these syscalls on this kernel.
-    pub fn choose(kernel: &Prober, syscalls: &[Numbered], choice: HookChoice) -> Result<Self, PlanError> {
+    pub(crate) fn choose(kernel: &Prober, syscalls: &[Numbered], choice: HookChoice) -> Result<Self, PlanError> {
         let fentry = || -> Result<String, String> {
             let [syscall] = syscalls else {
                 return Err(format!("fentry serves one syscall per fault, and {} are named", syscalls.len()));
@@ -81,7 +91,7 @@ impl EntryHook {
     /// The program of the pair (`raw`, `entry`) this hook runs, its hook words, and where it
     /// attaches; `stops_tasks_of` is the cgroup whose tasks the program may stop.
     #[must_use]
-    pub fn program(
+    pub(crate) fn program(
         &self,
         raw: &'static str,
         entry: &'static str,
@@ -103,19 +113,10 @@ impl EntryHook {
 
     /// For summaries: `fentry on __x64_sys_read`, or `raw sys_enter tracepoint (why)`.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::Fentry { function } => format!("fentry on {function}"),
             Self::SysEnter { why } => format!("raw sys_enter tracepoint ({why})"),
-        }
-    }
-
-    /// `fentry` or `sys-enter`, for the plan's parameters.
-    #[must_use]
-    pub const fn name(&self) -> &'static str {
-        match self {
-            Self::Fentry { .. } => "fentry",
-            Self::SysEnter { .. } => "sys-enter",
         }
     }
 }

@@ -3,10 +3,10 @@
 //! resolve it through the task's file table). Which function a syscall enters through and
 //! whether the kernel lets BPF override it (the error-injection list) are the kernel's facts:
 //! `os::error_injection`. The kernel half is chaos-ebpf's `syscall/error_injection.rs`.
-pub use crate::os::error_injection::{InjectionList, entry_function};
+pub(crate) use crate::os::error_injection::{InjectionList, entry_function};
 
 /// The program of the object every override attaches (once per entry function).
-pub const PROGRAM: &str = "sys_override";
+pub(crate) const PROGRAM: &str = "sys_override";
 
 /// Syscalls whose first argument is a file descriptor: `--path` resolves it to its file
 /// (`current->files->fdt->fd[fd]`) and walks that file's dentry like the LSM path does.
@@ -43,7 +43,7 @@ const FD_FIRST: &[&str] = &[
 /// Whether `--path` can narrow this syscall on the override backend. (`mmap`'s descriptor is
 /// its fifth argument, so it is not in the list.)
 #[must_use]
-pub fn takes_fd_first(syscall: &str) -> bool {
+pub(crate) fn takes_fd_first(syscall: &str) -> bool {
     FD_FIRST.contains(&syscall)
 }
 

@@ -28,7 +28,7 @@ use crate::{
 
 /// `syscall fail`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct SyscallFailOptions {
+pub(crate) struct SyscallFailOptions {
     /// Comma-separated syscall names (see `chaos syscall list`); repeatable.
     #[arg(long = "syscall", value_name = "NAMES", required = true, value_parser = hooks::parse_list)]
     pub syscalls: Vec<Vec<&'static Syscall>>,
@@ -63,7 +63,7 @@ pub struct SyscallFailOptions {
 impl SyscallFailOptions {
     /// The syscalls asked for, each once, in order.
     #[must_use]
-    pub fn chosen(&self) -> Vec<&'static Syscall> {
+    pub(crate) fn chosen(&self) -> Vec<&'static Syscall> {
         let mut chosen: Vec<&'static Syscall> = Vec::new();
         for syscall in self.syscalls.iter().flatten() {
             if !chosen.iter().any(|s| s.name == syscall.name) {
@@ -74,7 +74,7 @@ impl SyscallFailOptions {
     }
 
     #[must_use]
-    pub fn filters(&self) -> NetFilters {
+    pub(crate) fn filters(&self) -> NetFilters {
         let mut remote_ports = PortSet::default();
         self.remote_port.iter().for_each(|p| remote_ports.extend(p));
         NetFilters { remote: self.remote.clone(), remote_ports, ..NetFilters::default() }
@@ -84,7 +84,7 @@ impl SyscallFailOptions {
 /// Which mechanism serves the syscalls (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum Backend {
+pub(crate) enum Backend {
     /// BPF LSM where a hook serves the call, else error injection, else cgroup socket hooks.
     #[default]
     Auto,
@@ -107,7 +107,7 @@ impl PlanFault for SyscallFailOptions {
 
 /// The mechanism chosen for one syscall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mechanism {
+pub(crate) enum Mechanism {
     Lsm,
     Cgroup,
     Override,
@@ -116,7 +116,7 @@ pub enum Mechanism {
 impl Mechanism {
     /// The `--backend` value that asks for it.
     #[must_use]
-    pub const fn backend(self) -> &'static str {
+    pub(crate) const fn backend(self) -> &'static str {
         match self {
             Self::Lsm => "lsm",
             Self::Cgroup => "cgroup",
@@ -126,7 +126,7 @@ impl Mechanism {
 }
 
 /// What each mechanism looks like on this kernel, probed once per plan or listing.
-pub struct Mechanisms {
+pub(crate) struct Mechanisms {
     lsm: FamilySupport,
     cgroup: FamilySupport,
     over: FamilySupport,
@@ -134,7 +134,7 @@ pub struct Mechanisms {
 
 impl Mechanisms {
     #[must_use]
-    pub fn probe(kernel: &Prober) -> Self {
+    pub(crate) fn probe(kernel: &Prober) -> Self {
         Self {
             lsm: kernel.family(features::SYSCALL_ERRNO_LSM),
             cgroup: kernel.family(features::SYSCALL_ERRNO_CGROUP_HOOKS),
@@ -143,7 +143,7 @@ impl Mechanisms {
     }
 
     /// The mechanism `backend` gives `syscall` here and the filter it can take, or why none.
-    pub fn choose(&self, syscall: &Syscall, backend: Backend) -> Result<(Mechanism, Filter), String> {
+    pub(crate) fn choose(&self, syscall: &Syscall, backend: Backend) -> Result<(Mechanism, Filter), String> {
         choose(syscall, backend, self)
     }
 }

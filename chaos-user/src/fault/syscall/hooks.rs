@@ -15,7 +15,7 @@ use crate::{fault::syscall::error_injection, os::syscall_table as syscall_number
 /// A BPF LSM hook and the object's two programs on it: the global one (`lsm`) and its
 /// per-cgroup twin (`lsm_cgroup`), which share their body (chaos-ebpf's syscall/lsm.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LsmHook {
+pub(crate) struct LsmHook {
     pub program: &'static str,
     /// `lsm/<hook name>`, as the object's section spells it.
     pub hook: &'static str,
@@ -28,14 +28,14 @@ pub struct LsmHook {
 
 /// A cgroup program of the object (attached to the target cgroup).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CgroupHook {
+pub(crate) struct CgroupHook {
     pub program: &'static str,
     pub hook: &'static str,
 }
 
 /// What a syscall's fault can be narrowed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Filter {
+pub(crate) enum Filter {
     None,
     /// `--path`: the file (or directory entry) is under a directory.
     Path,
@@ -46,7 +46,7 @@ pub enum Filter {
 impl LsmHook {
     /// The LSM hook's own name (`file_open`), which the kernel's BTF knows.
     #[must_use]
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.hook.strip_prefix("lsm/").unwrap_or(self.hook)
     }
 
@@ -57,14 +57,14 @@ impl LsmHook {
     /// from elsewhere (passed in, or opened before it joined the cgroup) and follows the
     /// target's sockets into other processes, as cgroup sock_addr hooks do.
     #[must_use]
-    pub fn per_socket(&self) -> bool {
+    pub(crate) fn per_socket(&self) -> bool {
         is_socket_hook(self.name())
     }
 }
 
 /// See [`LsmHook::per_socket`]: the hooks of chaos whose first argument is a `struct socket *`.
 #[must_use]
-pub fn is_socket_hook(hook: &str) -> bool {
+pub(crate) fn is_socket_hook(hook: &str) -> bool {
     matches!(
         hook,
         "socket_connect" | "socket_bind" | "socket_listen" | "socket_accept" | "socket_sendmsg" | "socket_recvmsg"
@@ -72,7 +72,7 @@ pub fn is_socket_hook(hook: &str) -> bool {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct Syscall {
+pub(crate) struct Syscall {
     pub name: &'static str,
     pub lsm: Option<LsmHook>,
     /// Cgroup hooks covering the call (both address families where there are two).
@@ -117,7 +117,7 @@ const GETSOCKOPT: &[CgroupHook] = &[CgroupHook { program: "sys_getsockopt", hook
 
 macro_rules! syscalls {
     ($($name:literal => $lsm:expr, $lsm_filter:ident, $cgroup:expr, $cgroup_filter:ident, $note:literal;)*) => {
-        pub const SYSCALLS: &[Syscall] = &[$(Syscall {
+        pub(crate) const SYSCALLS: &[Syscall] = &[$(Syscall {
             name: $name,
             lsm: $lsm,
             cgroup: $cgroup,
@@ -179,14 +179,14 @@ impl Syscall {
     /// What `--path` can narrow on the error-injection backend: the file of a first-argument
     /// descriptor.
     #[must_use]
-    pub fn override_filter(&self) -> Filter {
+    pub(crate) fn override_filter(&self) -> Filter {
         if error_injection::takes_fd_first(self.name) { Filter::Path } else { Filter::None }
     }
 }
 
 /// The syscalls with no LSM or cgroup hook in chaos (fsync, fdatasync, getrandom, ...): only
 /// error injection serves them. Every other x86_64 syscall (numbers.rs).
-pub fn entry_only() -> &'static [Syscall] {
+pub(crate) fn entry_only() -> &'static [Syscall] {
     static ENTRY_ONLY: LazyLock<Vec<Syscall>> = LazyLock::new(|| {
         syscall_numbers::X86_64
             .iter()
@@ -206,12 +206,12 @@ pub fn entry_only() -> &'static [Syscall] {
 
 /// Looks a syscall up by name.
 #[must_use]
-pub fn find(name: &str) -> Option<&'static Syscall> {
+pub(crate) fn find(name: &str) -> Option<&'static Syscall> {
     SYSCALLS.iter().chain(entry_only()).find(|s| s.name == name)
 }
 
 /// Parses `openat,read`: every name must be one chaos knows.
-pub fn parse_list(text: &str) -> Result<Vec<&'static Syscall>, String> {
+pub(crate) fn parse_list(text: &str) -> Result<Vec<&'static Syscall>, String> {
     let mut chosen: Vec<&'static Syscall> = Vec::new();
     for name in text.split(',').map(str::trim) {
         let syscall = find(name).ok_or_else(|| {

@@ -21,7 +21,7 @@ use crate::{
 
 /// The attachment chosen for a fault's LSM programs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LsmAttach {
+pub(crate) enum LsmAttach {
     /// lsm_cgroup programs on the target cgroup. `fallback`: chosen by `auto`, so a hook the
     /// kernel has no per-cgroup slot left for takes its global program instead.
     PerCgroup { fallback: bool },
@@ -31,7 +31,7 @@ pub enum LsmAttach {
 
 impl LsmAttach {
     /// Chooses by `--hook` on this kernel (which the caller knows has BPF LSM).
-    pub fn choose(kernel: &Prober, choice: HookChoice) -> Result<Self, PlanError> {
+    pub(crate) fn choose(kernel: &Prober, choice: HookChoice) -> Result<Self, PlanError> {
         match choice {
             HookChoice::Fentry | HookChoice::SysEnter => Err(PlanError::Refused(format!(
                 "{}: BPF LSM programs attach per cgroup or globally (--hook lsm-cgroup or lsm, or auto); fentry and \
@@ -59,7 +59,7 @@ impl LsmAttach {
 
     /// The program of `hook` this attachment runs, its hook words, and where it attaches.
     #[must_use]
-    pub fn program(&self, hook: &LsmHook, cgroup_dir: &Path) -> (&'static str, &'static str, AttachPoint) {
+    pub(crate) fn program(&self, hook: &LsmHook, cgroup_dir: &Path) -> (&'static str, &'static str, AttachPoint) {
         match self {
             Self::PerCgroup { fallback } => (
                 hook.cgroup_program,
@@ -77,7 +77,7 @@ impl LsmAttach {
 
     /// For summaries: which attachment and why.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::PerCgroup { fallback: true } => {
                 "BPF LSM per cgroup (lsm_cgroup: other cgroups run nothing; a hook with no per-cgroup slot left \
@@ -91,7 +91,7 @@ impl LsmAttach {
 
     /// `lsm-cgroup` or `lsm`, for the plan's parameters.
     #[must_use]
-    pub const fn name(&self) -> &'static str {
+    pub(crate) const fn name(&self) -> &'static str {
         match self {
             Self::PerCgroup { .. } => "lsm-cgroup",
             Self::Global { .. } => "lsm",

@@ -2,19 +2,19 @@
 //! for a while (`delay`). What they share is here: exact schedules over a fault's matching
 //! calls, counted by BPF atomics machine-wide. The syscalls' hooks and numbers, and syscall
 //! delay's holder (per thread), resumer and guard (per process), have files of their own.
-pub mod delay;
-pub mod entry_hook;
-pub mod error_injection;
-pub mod fail;
-pub mod hooks;
-pub mod lsm_attach;
+pub(crate) mod delay;
+pub(crate) mod entry_hook;
+pub(crate) mod error_injection;
+pub(crate) mod fail;
+pub(crate) mod hooks;
+pub(crate) mod lsm_attach;
 
 use chaos_common::{FaultConfig, flags};
 
 /// Schedules over a fault's matching calls (`--after`, `--first`, `--every`, `--max`), shared
 /// by every syscall fault.
 #[derive(Clone, Copy, Debug, clap::Args)]
-pub struct ScheduleOptions {
+pub(crate) struct ScheduleOptions {
     /// Leave the first N matching calls alone.
     #[arg(long, value_name = "N")]
     pub after: Option<u64>,
@@ -31,14 +31,14 @@ pub struct ScheduleOptions {
 
 impl ScheduleOptions {
     #[must_use]
-    pub const fn schedule(&self) -> Schedule {
+    pub(crate) const fn schedule(&self) -> Schedule {
         Schedule { after: self.after, first: self.first, every: self.every, max: self.max }
     }
 }
 
 /// `--after`, `--first`, `--every`, `--max`: exact counts over the fault's matching calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,12 +51,12 @@ pub struct Schedule {
 
 impl Schedule {
     #[must_use]
-    pub const fn is_set(&self) -> bool {
+    pub(crate) const fn is_set(&self) -> bool {
         self.after.is_some() || self.first.is_some() || self.every.is_some() || self.max.is_some()
     }
 
     /// Writes the schedule into the fault's configuration (exact, machine-wide counts).
-    pub fn apply(&self, config: &mut FaultConfig) {
+    pub(crate) fn apply(&self, config: &mut FaultConfig) {
         if !self.is_set() {
             return;
         }
@@ -68,7 +68,7 @@ impl Schedule {
     }
 
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(n) = self.after {
             parts.push(format!("after the first {n}"));

@@ -16,11 +16,11 @@ use std::{fs, path::Path};
 use serde::Serialize;
 
 /// The controllers resource limits use, in the order `chaos doctor` lists them.
-pub const LIMIT_CONTROLLERS: [&str; 4] = ["cpu", "memory", "io", "pids"];
+pub(crate) const LIMIT_CONTROLLERS: [&str; 4] = ["cpu", "memory", "io", "pids"];
 
 /// The controllers `dir` has (its `cgroup.controllers`).
 #[must_use]
-pub fn of(dir: &Path) -> Vec<String> {
+pub(crate) fn of(dir: &Path) -> Vec<String> {
     fs::read_to_string(dir.join("cgroup.controllers"))
         .map(|text| text.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default()
@@ -29,7 +29,7 @@ pub fn of(dir: &Path) -> Vec<String> {
 /// Why `dir` (a cgroup below `mount`, the cgroup2 mount) cannot use `controller`, with the fix;
 /// None when it can.
 #[must_use]
-pub fn why_not(mount: &Path, dir: &Path, controller: &str) -> Option<String> {
+pub(crate) fn why_not(mount: &Path, dir: &Path, controller: &str) -> Option<String> {
     if of(dir).iter().any(|c| c == controller) {
         return None;
     }
@@ -124,7 +124,7 @@ fn v1_mount(v1_name: &str) -> Option<String> {
 
 /// One controller as `chaos doctor` reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ControllerStatus {
+pub(crate) struct ControllerStatus {
     pub name: &'static str,
     /// In the cgroup v2 root's `cgroup.controllers`: a cgroup whose parent delegates it can use it.
     pub in_cgroup2: bool,
@@ -133,7 +133,7 @@ pub struct ControllerStatus {
 
 /// The limit controllers of the cgroup2 hierarchy at `mount`, for `chaos doctor`.
 #[must_use]
-pub fn status(mount: &Path) -> Vec<ControllerStatus> {
+pub(crate) fn status(mount: &Path) -> Vec<ControllerStatus> {
     let root = of(mount);
     let delegated = fs::read_to_string(mount.join("cgroup.subtree_control")).unwrap_or_default();
     LIMIT_CONTROLLERS
@@ -156,7 +156,7 @@ pub fn status(mount: &Path) -> Vec<ControllerStatus> {
 
 /// Whether cgroup v2 has the controllers limits write through (`chaos doctor`): yes when at
 /// least one is there (each limit then checks its own for its target), else why not.
-pub fn probe() -> Result<String, String> {
+pub(crate) fn probe() -> Result<String, String> {
     let mount = crate::os::cgroup::CgroupFs::discover().map_err(|e| e.to_string())?.mount().to_path_buf();
     let status = status(&mount);
     let present: Vec<&str> = status.iter().filter(|c| c.in_cgroup2).map(|c| c.name).collect();

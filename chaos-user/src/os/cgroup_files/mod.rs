@@ -10,8 +10,8 @@
 //!
 //! Beside them: which controllers a cgroup can use and why not ([`controllers`]), and the
 //! pressure and statistics files a limit's evidence is read from ([`stats`]).
-pub mod controllers;
-pub mod stats;
+pub(crate) mod controllers;
+pub(crate) mod stats;
 
 use std::{
     fs, io,
@@ -21,11 +21,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 /// The keys of an `io.max` line, in the order the kernel prints them.
-pub const IO_MAX_KEYS: [&str; 4] = ["rbps", "wbps", "riops", "wiops"];
+pub(crate) const IO_MAX_KEYS: [&str; 4] = ["rbps", "wbps", "riops", "wiops"];
 
 /// One value of one interface file: the whole file, or one device's line of `io.max`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Knob {
+pub(crate) struct Knob {
     /// The file, e.g. `/sys/fs/cgroup/app/cpu.max`.
     pub file: PathBuf,
     /// For `io.max`: the device (`MAJ:MIN`) whose line this is.
@@ -36,25 +36,25 @@ pub struct Knob {
 impl Knob {
     /// The whole file `name` of the cgroup directory `dir`.
     #[must_use]
-    pub fn file(dir: &Path, name: &str) -> Self {
+    pub(crate) fn file(dir: &Path, name: &str) -> Self {
         Self { file: dir.join(name), device: None }
     }
 
     /// The `io.max` line of `device` (`MAJ:MIN`) in the cgroup directory `dir`.
     #[must_use]
-    pub fn io_max(dir: &Path, device: &str) -> Self {
+    pub(crate) fn io_max(dir: &Path, device: &str) -> Self {
         Self { file: dir.join("io.max"), device: Some(device.to_owned()) }
     }
 
     /// The file's name: `cpu.max`.
     #[must_use]
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     }
 
     /// `cpu.max`, or `io.max (254:0)`, for messages.
     #[must_use]
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match &self.device {
             Some(device) => format!("{} ({device})", self.name()),
             None => self.name(),
@@ -63,7 +63,7 @@ impl Knob {
 
     /// The value as the kernel shows it now: the file's content, trimmed, or for an `io.max`
     /// device its four keys (`rbps=max wbps=max riops=max wiops=20`; all `max` without a line).
-    pub fn read(&self) -> io::Result<String> {
+    pub(crate) fn read(&self) -> io::Result<String> {
         let text = fs::read_to_string(&self.file)?;
         Ok(match &self.device {
             None => text.trim().to_owned(),
@@ -72,7 +72,7 @@ impl Knob {
     }
 
     /// Writes `value` (for an `io.max` device: `rbps=.. wbps=..`, the device is prefixed).
-    pub fn write(&self, value: &str) -> io::Result<()> {
+    pub(crate) fn write(&self, value: &str) -> io::Result<()> {
         let line = match &self.device {
             None => value.to_owned(),
             Some(device) => format!("{device} {value}"),
@@ -82,7 +82,7 @@ impl Knob {
 
     /// Whether two values of this knob are the same as the kernel sees them.
     #[must_use]
-    pub fn same(&self, a: &str, b: &str) -> bool {
+    pub(crate) fn same(&self, a: &str, b: &str) -> bool {
         match &self.device {
             None => a.split_whitespace().eq(b.split_whitespace()),
             Some(_) => io_max_keys(a) == io_max_keys(b),
@@ -93,7 +93,7 @@ impl Knob {
 /// What [`restore`] found and did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
-pub enum Restore {
+pub(crate) enum Restore {
     /// The file held what was written: the previous value is back.
     Restored,
     /// The file already held the previous value (restored earlier, e.g. by the guard).
@@ -107,7 +107,7 @@ pub enum Restore {
 /// Puts `previous` back into `knob` if it still holds a value of `written` (what chaos wrote:
 /// the value in force, and during a change the one it replaces); leaves a value someone else
 /// set alone.
-pub fn restore(knob: &Knob, written: &[String], previous: &str) -> io::Result<Restore> {
+pub(crate) fn restore(knob: &Knob, written: &[String], previous: &str) -> io::Result<Restore> {
     let now = match knob.read() {
         Ok(now) => now,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Restore::Gone),
@@ -130,7 +130,7 @@ pub fn restore(knob: &Knob, written: &[String], previous: &str) -> io::Result<Re
 
 /// The value of `device`'s line in an `io.max` text, its four keys in the kernel's order.
 #[must_use]
-pub fn io_max_line(text: &str, device: &str) -> String {
+pub(crate) fn io_max_line(text: &str, device: &str) -> String {
     let line = text.lines().find_map(|l| l.trim().strip_prefix(device).and_then(|rest| rest.strip_prefix(' ')));
     let keys = io_max_keys(line.unwrap_or(""));
     keys.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// One line of a pressure file (`some avg10=1.23 avg60=.. avg300=.. total=US`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Pressure {
+pub(crate) struct Pressure {
     /// Share of the last 10 s in which some task of the cgroup waited for the resource, in %.
     pub avg10: f64,
     pub avg60: f64,
@@ -18,7 +18,7 @@ pub struct Pressure {
 /// The `some` line of `<dir>/<resource>.pressure` (`cpu`, `memory`, `io`); None when the file
 /// is missing (no PSI, or the root cgroup before 5.2's per-cgroup PSI).
 #[must_use]
-pub fn pressure_some(dir: &Path, resource: &str) -> Option<Pressure> {
+pub(crate) fn pressure_some(dir: &Path, resource: &str) -> Option<Pressure> {
     let text = fs::read_to_string(dir.join(format!("{resource}.pressure"))).ok()?;
     parse_pressure(&text, "some")
 }
@@ -41,7 +41,7 @@ fn parse_pressure(text: &str, kind: &str) -> Option<Pressure> {
 /// A flat keyed file (`key value` per line: `cpu.stat`, `memory.events`, `memory.stat`,
 /// `pids.events`); empty when it is missing (the controller is not enabled for the cgroup).
 #[must_use]
-pub fn keyed(dir: &Path, file: &str) -> BTreeMap<String, u64> {
+pub(crate) fn keyed(dir: &Path, file: &str) -> BTreeMap<String, u64> {
     fs::read_to_string(dir.join(file)).map(|text| parse_keyed(&text)).unwrap_or_default()
 }
 
@@ -56,13 +56,13 @@ fn parse_keyed(text: &str) -> BTreeMap<String, u64> {
 
 /// A single-number file (`memory.current`, `pids.current`); None when missing or `max`.
 #[must_use]
-pub fn number(dir: &Path, file: &str) -> Option<u64> {
+pub(crate) fn number(dir: &Path, file: &str) -> Option<u64> {
     fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
 }
 
 /// Bytes and operations of one device (or all), from `io.stat`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IoStat {
+pub(crate) struct IoStat {
     pub rbytes: u64,
     pub wbytes: u64,
     pub rios: u64,
@@ -72,7 +72,7 @@ pub struct IoStat {
 /// `io.stat` of the cgroup: the line of `device` (`MAJ:MIN`), or every device summed when None;
 /// None when the file is missing (the io controller is not enabled for the cgroup).
 #[must_use]
-pub fn io_stat(dir: &Path, device: Option<&str>) -> Option<IoStat> {
+pub(crate) fn io_stat(dir: &Path, device: Option<&str>) -> Option<IoStat> {
     let text = fs::read_to_string(dir.join("io.stat")).ok()?;
     Some(parse_io_stat(&text, device))
 }

@@ -38,7 +38,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub mod process;
+pub(crate) mod process;
 
 /// What chaos asks of the holder, one JSON line each.
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ enum Reply {
 
 /// What the holder seized for a fault as it started.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Seized {
+pub(crate) struct Seized {
     pub processes: u32,
     pub threads: u32,
     /// How long seizing them took.
@@ -73,7 +73,7 @@ pub struct Seized {
 
 /// What a fault's delays did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HoldStats {
+pub(crate) struct HoldStats {
     /// Calls held on their own thread.
     pub held: u64,
     /// Calls that stopped their whole process (a process that joined the target during the
@@ -94,7 +94,7 @@ impl HoldStats {
 
 /// Why the holder could not take a fault.
 #[derive(Debug, thiserror::Error)]
-pub enum HolderError {
+pub(crate) enum HolderError {
     #[error("starting the holder of delayed threads (chaos __holder): {0}")]
     Start(#[source] io::Error),
     #[error("the holder of delayed threads: {0}")]
@@ -112,7 +112,7 @@ const CAP_SYS_PTRACE: u32 = 19;
 
 /// Whether the threads of `cgroup_dir`'s processes can be held here, or why not (before
 /// anything is attached: the holder checks again as it seizes them).
-pub fn can_hold(cgroup_dir: &Path) -> Result<(), String> {
+pub(crate) fn can_hold(cgroup_dir: &Path) -> Result<(), String> {
     let alternative = "--scope process stops the whole process instead, which needs no tracing";
     if let Ok(scope) = std::fs::read_to_string(YAMA_PTRACE_SCOPE)
         && scope.trim() == "3"
@@ -142,7 +142,7 @@ pub fn can_hold(cgroup_dir: &Path) -> Result<(), String> {
 
 /// `doctor`'s words for per-thread delays here: whether chaos may trace (Yama, CAP_SYS_PTRACE).
 #[must_use]
-pub fn tracing_words() -> String {
+pub(crate) fn tracing_words() -> String {
     let yama = std::fs::read_to_string(YAMA_PTRACE_SCOPE)
         .map_or_else(|_| "no Yama".to_owned(), |scope| format!("Yama ptrace_scope {}", scope.trim()));
     let capable = crate::os::sys::effective_capabilities().unwrap_or(0) & (1 << CAP_SYS_PTRACE) != 0;
@@ -173,7 +173,7 @@ const RESTARTS: u32 = 3;
 
 /// A fault the holder serves; [`HeldFault::finish`] (or dropping it) ends it.
 #[derive(Debug)]
-pub struct HeldFault {
+pub(crate) struct HeldFault {
     id: u64,
     finished: bool,
 }
@@ -220,7 +220,7 @@ impl HeldFault {
     /// `cgroup_dir` and hold those the fault's program signals for `delay` (± `jitter`).
     /// `held` and `events` are the fault's `HELD_THREADS` map and `STOP_EVENTS` ring buffer,
     /// which must stay open until [`HeldFault::finish`].
-    pub fn start(
+    pub(crate) fn start(
         cgroup_dir: &Path,
         delay: Duration,
         jitter: Duration,
@@ -260,7 +260,7 @@ impl HeldFault {
 
     /// Ends the fault: the holder resumes what it holds for it (disarm the fault first, so that
     /// nothing new is signalled), and exits with the process's last fault.
-    pub fn finish(mut self) -> Result<HoldStats, HolderError> {
+    pub(crate) fn finish(mut self) -> Result<HoldStats, HolderError> {
         self.end()
     }
 

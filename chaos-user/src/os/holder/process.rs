@@ -95,7 +95,7 @@ struct Holder {
 const RETIRED_FOR_NS: u64 = 30_000_000_000;
 
 /// `chaos __holder <cgroup2 mount>`, started by the controller (`super::HolderProcess`).
-pub fn run(cgroup_mount: &Path) -> ExitCode {
+pub(crate) fn run(cgroup_mount: &Path) -> ExitCode {
     match serve(cgroup_mount) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -301,7 +301,7 @@ impl Holder {
             return;
         }
         match stop {
-            Stop::GroupStop => {
+            Stop::Group => {
                 let _ = ptrace::listen(tid);
             }
             Stop::NewTask => {

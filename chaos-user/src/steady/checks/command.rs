@@ -1,7 +1,7 @@
 //! The command check: a program exits with the expected code, optionally printing a string.
 use std::process::Stdio;
 
-pub async fn attempt(argv: &[String], exit_code: i32, stdout_contains: Option<&str>) -> Result<String, String> {
+pub(crate) async fn attempt(argv: &[String], exit_code: i32, stdout_contains: Option<&str>) -> Result<String, String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
     let output = tokio::process::Command::new(program)
         .args(args)

@@ -7,7 +7,7 @@ use reqwest::{Certificate, Client, Method, Url, header::HeaderMap};
 
 /// An HTTP(S) check, with the client it uses built once (its trust roots read at parse time).
 #[derive(Clone, Debug)]
-pub struct HttpCheck {
+pub(crate) struct HttpCheck {
     pub url: Url,
     /// The URL as the file spelt it (shown in reports).
     pub original: String,
@@ -21,7 +21,7 @@ pub struct HttpCheck {
 
 /// How the client trusts servers.
 #[derive(Clone, Debug, Default)]
-pub enum Trust {
+pub(crate) enum Trust {
     /// The system's root certificates.
     #[default]
     System,
@@ -32,7 +32,7 @@ pub enum Trust {
 }
 
 /// Checks an `http://` or `https://` URL, e.g. `https://127.0.0.1:8443/health`.
-pub fn parse_http_url(text: &str) -> Result<Url, String> {
+pub(crate) fn parse_http_url(text: &str) -> Result<Url, String> {
     let url =
         Url::parse(text).map_err(|e| format!("'{text}' is not a URL ({e}), e.g. http://127.0.0.1:8080/health"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -48,7 +48,7 @@ pub fn parse_http_url(text: &str) -> Result<Url, String> {
 }
 
 /// What an HTTP check asks, before its client is built.
-pub struct HttpRequest {
+pub(crate) struct HttpRequest {
     pub original: String,
     pub method: Method,
     pub headers: HeaderMap,
@@ -60,7 +60,7 @@ pub struct HttpRequest {
 
 impl HttpCheck {
     /// Builds the check and its client; `Err` says what is wrong with the URL or the trust.
-    pub fn new(request: HttpRequest) -> Result<Self, String> {
+    pub(crate) fn new(request: HttpRequest) -> Result<Self, String> {
         let url = parse_http_url(&request.original)?;
         let client = client(&request.trust)?;
         let HttpRequest { original, method, headers, status, max_latency, body_contains, .. } = request;
@@ -68,7 +68,7 @@ impl HttpCheck {
     }
 
     /// The same check against another URL (a control group's replica), with the same client.
-    pub fn with_url(&self, text: &str) -> Result<Self, String> {
+    pub(crate) fn with_url(&self, text: &str) -> Result<Self, String> {
         let url = parse_http_url(text)?;
         if url.scheme() != self.url.scheme() {
             return Err(format!(
@@ -80,7 +80,7 @@ impl HttpCheck {
         Ok(Self { url, original: text.to_owned(), ..self.clone() })
     }
 
-    pub async fn attempt(&self) -> Result<String, String> {
+    pub(crate) async fn attempt(&self) -> Result<String, String> {
         let response = self
             .client
             .request(self.method.clone(), self.url.clone())

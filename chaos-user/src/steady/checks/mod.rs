@@ -1,5 +1,5 @@
 //! One file per kind of steady-state check: how it is configured and how one attempt runs.
-pub mod command;
-pub mod http;
-pub mod prometheus;
-pub mod tcp;
+pub(crate) mod command;
+pub(crate) mod http;
+pub(crate) mod prometheus;
+pub(crate) mod tcp;

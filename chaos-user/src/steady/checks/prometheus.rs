@@ -10,14 +10,14 @@ use crate::steady::{Failed, Seen};
 
 /// `min <= value <= max`, either side optional (`between = [a, b]` sets both).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     pub min: Option<f64>,
     pub max: Option<f64>,
 }
 
 /// How a vector of several samples becomes one number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reduce {
+pub(crate) enum Reduce {
     Max,
     Min,
     Sum,
@@ -59,7 +59,7 @@ impl Reduce {
 }
 
 #[derive(Clone, Debug)]
-pub struct PrometheusCheck {
+pub(crate) struct PrometheusCheck {
     /// The server's base URL, e.g. `http://127.0.0.1:9090`.
     pub server: Url,
     pub query: String,
@@ -72,7 +72,7 @@ pub struct PrometheusCheck {
 
 /// What asking the server about a query at validate time found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum QueryCheck {
+pub(crate) enum QueryCheck {
     /// The server accepted the query (it may have no data yet: that is for the run to see).
     Accepted,
     /// The server said the query is wrong (syntax, types): an error in the file.
@@ -82,7 +82,7 @@ pub enum QueryCheck {
 }
 
 impl PrometheusCheck {
-    pub fn new(server: &str, query: String, bounds: Bounds, reduce: Option<Reduce>) -> Result<Self, String> {
+    pub(crate) fn new(server: &str, query: String, bounds: Bounds, reduce: Option<Reduce>) -> Result<Self, String> {
         let server = super::http::parse_http_url(server)?;
         let client = Client::builder()
             .use_rustls_tls()
@@ -95,7 +95,7 @@ impl PrometheusCheck {
 
     /// The same check with another query (the control group's series), on the same server.
     #[must_use]
-    pub fn with_query(&self, query: String, span: std::ops::Range<usize>) -> Self {
+    pub(crate) fn with_query(&self, query: String, span: std::ops::Range<usize>) -> Self {
         Self { query, query_span: span, ..self.clone() }
     }
 
@@ -120,7 +120,7 @@ impl PrometheusCheck {
         })
     }
 
-    pub async fn attempt(&self) -> Result<Seen, Failed> {
+    pub(crate) async fn attempt(&self) -> Result<Seen, Failed> {
         let answer = self.ask().await?;
         let value = self.value_of(&answer)?;
         let seen = format!("{value}");
@@ -174,7 +174,7 @@ impl PrometheusCheck {
     }
 
     /// Asks the server whether the query is valid (at validate time).
-    pub async fn validate(&self) -> QueryCheck {
+    pub(crate) async fn validate(&self) -> QueryCheck {
         match self.ask().await {
             Err(why) => QueryCheck::Unreachable(why),
             Ok(answer) if answer["status"] == "error" && answer["errorType"] == "bad_data" => {

@@ -16,7 +16,7 @@ use super::stats::{self, MannWhitney};
 
 /// One tolerance, e.g. `pass rate -1%` or `p99 +20%`.
 #[derive(Clone, Debug, PartialEq)]
-pub enum MaxDifference {
+pub(crate) enum MaxDifference {
     /// The experimental pass rate may be at most `points` percentage points below the control's.
     PassRate { points: f64 },
     /// The experimental `q` quantile of the latency (or the metric value) may be at most
@@ -25,7 +25,7 @@ pub enum MaxDifference {
 }
 
 /// The tolerances of a check with a control but no `max_difference`.
-pub const DEFAULT_MAX_DIFFERENCE: [&str; 2] = ["pass rate -1%", "p99 +20%"];
+pub(crate) const DEFAULT_MAX_DIFFERENCE: [&str; 2] = ["pass rate -1%", "p99 +20%"];
 
 impl std::str::FromStr for MaxDifference {
     type Err = String;
@@ -84,7 +84,7 @@ impl fmt::Display for MaxDifference {
 
 /// One group's results of one check during the faults.
 #[derive(Clone, Debug, Default)]
-pub struct Samples {
+pub(crate) struct Samples {
     pub passed: u64,
     pub total: u64,
     /// Latencies in ms, or the metric values of a Prometheus check.
@@ -93,7 +93,7 @@ pub struct Samples {
 
 /// The outcome of one tolerance of one check, as the timeline's `comparison` event holds it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Comparison {
+pub(crate) struct Comparison {
     pub check: String,
     pub tolerance: String,
     /// "two-proportion z-test", "Mann-Whitney U" or "quantile test".
@@ -116,7 +116,7 @@ pub struct Comparison {
 
 /// Compares the groups of one check under one tolerance.
 #[must_use]
-pub fn compare(
+pub(crate) fn compare(
     check: &str,
     what: &str,
     tolerance: &MaxDifference,

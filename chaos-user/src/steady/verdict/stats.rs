@@ -6,7 +6,7 @@
 /// The standard normal CDF, Φ(x), through erfc (Numerical Recipes' Chebyshev fit, fractional
 /// error below 1.2e-7 everywhere, so small tail p-values keep their digits).
 #[must_use]
-pub fn normal_cdf(x: f64) -> f64 {
+pub(crate) fn normal_cdf(x: f64) -> f64 {
     0.5 * erfc(-x / std::f64::consts::SQRT_2)
 }
 
@@ -26,7 +26,7 @@ fn erfc(x: f64) -> f64 {
 
 /// The result of a one-sided test.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Test {
+pub(crate) struct Test {
     /// The z statistic (positive: the experimental group looks worse).
     pub z: f64,
     /// P(a z at least this large | the experimental group is not worse beyond the tolerance).
@@ -37,7 +37,7 @@ pub struct Test {
 /// 0.01 for "pass rate -1 %")? A Wald z-test of the difference of two proportions (unpooled
 /// variance, as non-inferiority tests use when the null difference is not zero).
 #[must_use]
-pub fn two_proportion(
+pub(crate) fn two_proportion(
     passed_experimental: u64,
     n_experimental: u64,
     passed_control: u64,
@@ -63,7 +63,7 @@ pub fn two_proportion(
 /// values (normal approximation, with the tie correction and a continuity correction), and its
 /// effect size: the common-language effect P(X > Y) + P(X = Y) / 2, 0.5 when the groups are alike.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MannWhitney {
+pub(crate) struct MannWhitney {
     /// U of the experimental group: pairs where it is greater, ties counting a half.
     pub u: f64,
     pub test: Test,
@@ -71,7 +71,7 @@ pub struct MannWhitney {
 }
 
 #[must_use]
-pub fn mann_whitney(experimental: &[f64], control: &[f64]) -> MannWhitney {
+pub(crate) fn mann_whitney(experimental: &[f64], control: &[f64]) -> MannWhitney {
     let (n1, n2) = (experimental.len() as f64, control.len() as f64);
     if experimental.is_empty() || control.is_empty() {
         return MannWhitney { u: 0.0, test: Test { z: 0.0, p_value: 1.0 }, effect: 0.5 };
@@ -110,7 +110,7 @@ pub fn mann_whitney(experimental: &[f64], control: &[f64]) -> MannWhitney {
 /// distributions, so it does not see a tail: when 5 % of requests wait for a retransmission,
 /// the other 95 % outvote them. This sees exactly the share beyond the quantile.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct QuantileTest {
+pub(crate) struct QuantileTest {
     pub test: Test,
     /// The pooled quantile the counts are taken above.
     pub threshold: f64,
@@ -120,7 +120,7 @@ pub struct QuantileTest {
 }
 
 #[must_use]
-pub fn quantile_test(experimental: &[f64], control: &[f64], q: f64) -> QuantileTest {
+pub(crate) fn quantile_test(experimental: &[f64], control: &[f64], q: f64) -> QuantileTest {
     let pooled: Vec<f64> = experimental.iter().chain(control).copied().collect();
     let threshold = quantile(&pooled, q);
     // At or above: latencies of a coarse clock tie, and a strict count would miss a tail of ties.
@@ -158,7 +158,7 @@ fn ln_factorial(n: u64) -> f64 {
 
 /// The `q` quantile (0..=1) by linear interpolation between order statistics (R's type 7).
 #[must_use]
-pub fn quantile(values: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(values: &[f64], q: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }

@@ -8,7 +8,7 @@ use super::{
 };
 
 /// Every container in every namespace, with the init pid of its task when it has a running one.
-pub fn list(socket: &Path) -> Result<Vec<Container>, String> {
+pub(super) fn list(socket: &Path) -> Result<Vec<Container>, String> {
     let mut out = Vec::new();
     for namespace in namespaces(socket)? {
         let pids = task_pids(socket, &namespace)?;

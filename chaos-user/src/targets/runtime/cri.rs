@@ -10,7 +10,7 @@ const SERVICE: &str = "runtime.v1.RuntimeService";
 
 /// Every pod sandbox (as its pod's labelled member without a container name) and container.
 /// Two connections: the two lists, then the status of each running one.
-pub fn list(runtime: &str, socket: &Path) -> Result<Vec<Container>, String> {
+pub(super) fn list(runtime: &str, socket: &Path) -> Result<Vec<Container>, String> {
     let lists = [format!("{SERVICE}/ListPodSandbox"), format!("{SERVICE}/ListContainers")];
     let mut answers = grpc::call_many(socket, None, lists.into_iter().map(|m| (m, Vec::new())).collect())?.into_iter();
     let (sandboxes, containers) = match (answers.next(), answers.next()) {

@@ -30,7 +30,7 @@ struct State {
 }
 
 /// The running containers (`GET /containers/json`), without their pids (see [`pid`]).
-pub fn list(runtime: &str, socket: &Path) -> Result<Vec<Container>, String> {
+pub(super) fn list(runtime: &str, socket: &Path) -> Result<Vec<Container>, String> {
     let body = http::get(socket, "/containers/json")?;
     let listed: Vec<Listed> = serde_json::from_str(&body).map_err(|e| format!("unexpected answer: {e}"))?;
     Ok(listed
@@ -47,7 +47,7 @@ pub fn list(runtime: &str, socket: &Path) -> Result<Vec<Container>, String> {
 }
 
 /// The init pid of container `id` (`GET /containers/<id>/json`, `State.Pid`); 0 if not running.
-pub fn pid(socket: &Path, id: &str) -> Result<u32, String> {
+pub(super) fn pid(socket: &Path, id: &str) -> Result<u32, String> {
     let body = http::get(socket, &format!("/containers/{id}/json"))?;
     let inspected: Inspected = serde_json::from_str(&body).map_err(|e| format!("unexpected answer: {e}"))?;
     Ok(inspected.state.pid)

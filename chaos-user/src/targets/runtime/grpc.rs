@@ -18,12 +18,12 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// containerd namespace `namespace`; returns the answer's protobuf message.
 ///
 /// Runs on its own thread with its own runtime, so callers inside or outside tokio can use it.
-pub fn call_empty(socket: &Path, namespace: Option<&str>, method: &str) -> Result<Vec<u8>, String> {
+pub(super) fn call_empty(socket: &Path, namespace: Option<&str>, method: &str) -> Result<Vec<u8>, String> {
     call(socket, namespace, method, Vec::new())
 }
 
 /// Calls `method` with `request` (an encoded protobuf message); see [`call_empty`].
-pub fn call(socket: &Path, namespace: Option<&str>, method: &str, request: Vec<u8>) -> Result<Vec<u8>, String> {
+pub(super) fn call(socket: &Path, namespace: Option<&str>, method: &str, request: Vec<u8>) -> Result<Vec<u8>, String> {
     call_many(socket, namespace, vec![(method.to_owned(), request)])?
         .pop()
         .unwrap_or_else(|| Err(format!("{method}: no answer")))
@@ -33,7 +33,7 @@ pub fn call(socket: &Path, namespace: Option<&str>, method: &str, request: Vec<u
 /// timeout: the CRI asks one status per container, and a connection (with a thread and a
 /// runtime) each would cost more than the calls. The outer error is the connection's; each
 /// call has its own (a container that ended between a list and its status is not found).
-pub fn call_many(
+pub(super) fn call_many(
     socket: &Path,
     namespace: Option<&str>,
     calls: Vec<(String, Vec<u8>)>,
@@ -111,13 +111,13 @@ async fn unary(
 
 /// One field of a protobuf message: its number and its value, for the wire types chaos reads.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Field<'a> {
+pub(super) enum Field<'a> {
     Varint(u32, u64),
     Bytes(u32, &'a [u8]),
 }
 
 /// The fields of a protobuf message, in order; fixed-width ones are skipped.
-pub fn fields(mut message: &[u8]) -> Result<Vec<Field<'_>>, String> {
+pub(super) fn fields(mut message: &[u8]) -> Result<Vec<Field<'_>>, String> {
     let mut out = Vec::new();
     while !message.is_empty() {
         let key = varint(&mut message)?;
@@ -152,14 +152,14 @@ fn varint(input: &mut &[u8]) -> Result<u64, String> {
 }
 
 /// Appends field `number` as a length-delimited value (a string, bytes or a message).
-pub fn put_bytes(out: &mut Vec<u8>, number: u32, value: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, number: u32, value: &[u8]) {
     put_varint(out, u64::from(number) << 3 | 2);
     put_varint(out, value.len() as u64);
     out.extend_from_slice(value);
 }
 
 /// Appends field `number` as a varint (an integer, a bool, an enum).
-pub fn put_varint_field(out: &mut Vec<u8>, number: u32, value: u64) {
+pub(super) fn put_varint_field(out: &mut Vec<u8>, number: u32, value: u64) {
     put_varint(out, u64::from(number) << 3);
     put_varint(out, value);
 }
@@ -173,7 +173,7 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// The varint in field `number` (the first one), or 0 (protobuf's default).
-pub fn varint_field(fields: &[Field<'_>], number: u32) -> u64 {
+pub(super) fn varint_field(fields: &[Field<'_>], number: u32) -> u64 {
     fields
         .iter()
         .find_map(|f| match f {
@@ -184,7 +184,7 @@ pub fn varint_field(fields: &[Field<'_>], number: u32) -> u64 {
 }
 
 /// The string in field `number` (the first one), or "".
-pub fn string(fields: &[Field<'_>], number: u32) -> String {
+pub(super) fn string(fields: &[Field<'_>], number: u32) -> String {
     fields
         .iter()
         .find_map(|f| match f {
@@ -195,7 +195,7 @@ pub fn string(fields: &[Field<'_>], number: u32) -> String {
 }
 
 /// Every embedded message in (repeated) field `number`.
-pub fn messages<'a>(fields: &[Field<'a>], number: u32) -> Vec<&'a [u8]> {
+pub(super) fn messages<'a>(fields: &[Field<'a>], number: u32) -> Vec<&'a [u8]> {
     fields
         .iter()
         .filter_map(|f| match f {
@@ -206,7 +206,7 @@ pub fn messages<'a>(fields: &[Field<'a>], number: u32) -> Vec<&'a [u8]> {
 }
 
 /// A `map<string, string>` in field `number`: each entry is a message of key (1) and value (2).
-pub fn string_map(fields: &[Field<'_>], number: u32) -> Result<BTreeMap<String, String>, String> {
+pub(super) fn string_map(fields: &[Field<'_>], number: u32) -> Result<BTreeMap<String, String>, String> {
     messages(fields, number)
         .into_iter()
         .map(|entry| {

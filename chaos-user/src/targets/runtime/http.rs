@@ -14,7 +14,7 @@ use std::{
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `GET path` on the socket at `socket`: the body of a 2xx answer, or why there was none.
-pub fn get(socket: &Path, path: &str) -> Result<String, String> {
+pub(super) fn get(socket: &Path, path: &str) -> Result<String, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;

@@ -11,7 +11,7 @@ mod cri;
 mod docker;
 mod grpc;
 mod http;
-pub mod pod;
+pub(crate) mod pod;
 
 use std::{
     collections::BTreeMap,
@@ -20,7 +20,7 @@ use std::{
 
 /// A container as a runtime describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Container {
+pub(crate) struct Container {
     /// `docker`, `podman`, `containerd (namespace k8s.io)`.
     pub runtime: String,
     /// The full id.
@@ -35,7 +35,7 @@ pub struct Container {
 impl Container {
     /// `docker 3f2a9c0d1e2f (web)`, for lists of matches.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let short = self.id.get(..12).unwrap_or(&self.id);
         if self.names.is_empty() {
             format!("{} {short}", self.runtime)
@@ -46,7 +46,7 @@ impl Container {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Docker,
     Podman,
     Containerd,
@@ -58,7 +58,7 @@ impl Kind {
     const ALL: [Self; 4] = [Self::Docker, Self::Podman, Self::Containerd, Self::Crio];
 
     #[must_use]
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Docker => "docker",
             Self::Podman => "podman",
@@ -87,7 +87,7 @@ impl Kind {
 
 /// One runtime's socket.
 #[derive(Clone, Debug)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub kind: Kind,
     pub socket: PathBuf,
 }
@@ -95,7 +95,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// `docker at /run/docker.sock`.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("{} at {}", self.kind.name(), self.socket.display())
     }
 
@@ -110,13 +110,13 @@ impl Endpoint {
 
 /// The runtimes whose sockets exist on this machine.
 #[must_use]
-pub fn endpoints() -> Vec<Endpoint> {
+pub(crate) fn endpoints() -> Vec<Endpoint> {
     Kind::ALL.into_iter().map(|kind| Endpoint { kind, socket: kind.socket() }).filter(|e| e.socket.exists()).collect()
 }
 
 /// What every runtime present said.
 #[derive(Debug, Default)]
-pub struct Inventory {
+pub(crate) struct Inventory {
     /// Each container with the index of its endpoint in `endpoints`.
     pub containers: Vec<(usize, Container)>,
     pub endpoints: Vec<Endpoint>,
@@ -129,7 +129,7 @@ pub struct Inventory {
 impl Inventory {
     /// Asks every endpoint for its containers.
     #[must_use]
-    pub fn take(endpoints: Vec<Endpoint>) -> Self {
+    pub(crate) fn take(endpoints: Vec<Endpoint>) -> Self {
         let mut inventory = Self::default();
         for (index, endpoint) in endpoints.iter().enumerate() {
             match endpoint.list() {
@@ -146,7 +146,7 @@ impl Inventory {
 
     /// Every runtime asked, and what went wrong with those that did not answer.
     #[must_use]
-    pub fn asked(&self) -> String {
+    pub(crate) fn asked(&self) -> String {
         let mut asked = self.answered.clone();
         asked.extend(self.failed.iter().cloned());
         if asked.is_empty() { "no runtime socket is present".to_owned() } else { asked.join("; ") }
@@ -154,7 +154,7 @@ impl Inventory {
 
     /// The init pid of `container` (listed with it, or asked of its runtime); `None` when it is
     /// not running.
-    pub fn pid(&self, endpoint: usize, container: &Container) -> Result<Option<u32>, String> {
+    pub(crate) fn pid(&self, endpoint: usize, container: &Container) -> Result<Option<u32>, String> {
         if let Some(pid) = container.pid {
             return Ok(Some(pid));
         }
@@ -172,7 +172,7 @@ impl Inventory {
 /// prefix of (at least 4 characters). The same id seen twice (Docker's containers are also in
 /// containerd's `moby` namespace) counts once, under the first runtime that listed it.
 #[must_use]
-pub fn matching<'a>(inventory: &'a Inventory, query: &str) -> Vec<&'a (usize, Container)> {
+pub(crate) fn matching<'a>(inventory: &'a Inventory, query: &str) -> Vec<&'a (usize, Container)> {
     let exact: Vec<_> = inventory
         .containers
         .iter()
@@ -195,7 +195,7 @@ pub fn matching<'a>(inventory: &'a Inventory, query: &str) -> Vec<&'a (usize, Co
 
 /// A socket path the user may want to see in `doctor`: present and answering, or why not.
 #[must_use]
-pub fn status() -> Vec<(String, Result<usize, String>)> {
+pub(crate) fn status() -> Vec<(String, Result<usize, String>)> {
     Kind::ALL
         .into_iter()
         .map(|kind| {

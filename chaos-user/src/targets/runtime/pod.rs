@@ -6,13 +6,13 @@ use std::fmt;
 
 use super::{Container, Inventory};
 
-pub const POD_NAME: &str = "io.kubernetes.pod.name";
-pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
-pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+pub(crate) const POD_NAME: &str = "io.kubernetes.pod.name";
+pub(crate) const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub(crate) const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 
 /// `namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PodName {
+pub(crate) struct PodName {
     pub namespace: String,
     pub name: String,
 }
@@ -25,7 +25,7 @@ impl fmt::Display for PodName {
 
 impl PodName {
     /// `NAMESPACE/NAME`, both non-empty.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         match text.split_once('/') {
             Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
                 Ok(Self { namespace: namespace.to_owned(), name: name.to_owned() })
@@ -43,7 +43,7 @@ impl PodName {
 }
 
 /// `app=web,tier=db`: every pair must be there (as `kubectl get -l` with equality only).
-pub fn parse_selector(text: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn parse_selector(text: &str) -> Result<Vec<(String, String)>, String> {
     text.split(',')
         .map(|pair| match pair.split_once('=') {
             Some((key, value)) if !key.trim().is_empty() && !key.contains('!') && !value.contains(['=', '!']) => {
@@ -56,21 +56,22 @@ pub fn parse_selector(text: &str) -> Result<Vec<(String, String)>, String> {
 
 /// Whether `container` is its pod's sandbox (the pause container that holds the pod's
 /// namespaces and labels) rather than one of its containers.
+#[cfg(test)]
 #[must_use]
-pub fn is_sandbox(container: &Container) -> bool {
+pub(crate) fn is_sandbox(container: &Container) -> bool {
     !container.labels.contains_key(CONTAINER_NAME)
 }
 
 /// Every container and the sandbox of `pod`, with their endpoints.
 #[must_use]
-pub fn members<'a>(inventory: &'a Inventory, pod: &PodName) -> Vec<&'a (usize, Container)> {
+pub(crate) fn members<'a>(inventory: &'a Inventory, pod: &PodName) -> Vec<&'a (usize, Container)> {
     inventory.containers.iter().filter(|(_, c)| PodName::of(c).as_ref() == Some(pod)).collect()
 }
 
 /// The pods (sorted) with every label of `selector` on one of their members, in `namespace`
 /// if given.
 #[must_use]
-pub fn select(inventory: &Inventory, selector: &[(String, String)], namespace: Option<&str>) -> Vec<PodName> {
+pub(crate) fn select(inventory: &Inventory, selector: &[(String, String)], namespace: Option<&str>) -> Vec<PodName> {
     let mut pods: Vec<PodName> = inventory
         .containers
         .iter()

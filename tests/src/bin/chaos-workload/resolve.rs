@@ -10,7 +10,7 @@ use std::{
 };
 
 /// What `resolve` was asked.
-pub struct Lookups {
+pub(crate) struct Lookups {
     pub name: String,
     pub count: u64,
     pub gap: Duration,
@@ -24,7 +24,7 @@ pub struct Lookups {
     pub tcp: bool,
 }
 
-pub fn resolve(lookups: &Lookups) {
+pub(crate) fn resolve(lookups: &Lookups) {
     if !lookups.nameservers.is_empty() {
         private_etc(lookups);
     }

@@ -129,7 +129,7 @@ fn serve_reports(shared: &Shared, streams: &Mutex<Vec<TcpStream>>) {
     }
 }
 
-pub fn serve(port: u16, echo: bool) {
+pub(crate) fn serve(port: u16, echo: bool) {
     let listener = TcpListener::bind(("::", port)).expect("bind");
     let shared: Shared = Arc::default();
     let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
@@ -158,13 +158,13 @@ pub fn serve(port: u16, echo: bool) {
 }
 
 /// What `tcp-clients --send` writes on each connection.
-pub struct Send {
+pub(crate) struct Send {
     pub bytes: u64,
     pub chunk: u64,
     pub gap: Duration,
 }
 
-pub fn clients(to: SocketAddr, count: u64, ping: Option<Duration>, send: Option<Send>) {
+pub(crate) fn clients(to: SocketAddr, count: u64, ping: Option<Duration>, send: Option<Send>) {
     let shared: Shared = Arc::default();
     let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
     for index in 0..count as usize {
@@ -232,7 +232,7 @@ fn more_descriptors() {
 
 /// `tcp-hold --port P`: accepts connections and keeps them open, one thread for all (the
 /// benchmark's servers hold thousands); prints "ready".
-pub fn hold(port: u16) {
+pub(crate) fn hold(port: u16) {
     more_descriptors();
     let listener = TcpListener::bind(("::", port)).expect("bind");
     println!("ready");
@@ -247,7 +247,7 @@ pub fn hold(port: u16) {
 /// once all are up, then answers "report" on stdin with {"count", "ended", "first_ns",
 /// "last_ns"}: how many have ended (error or hang-up) and the CLOCK_MONOTONIC times the first
 /// and the last end were seen.
-pub fn many(to: SocketAddr, count: u64) {
+pub(crate) fn many(to: SocketAddr, count: u64) {
     more_descriptors();
     // SAFETY: epoll_create1 returns a new descriptor (kept for the process's life).
     let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };

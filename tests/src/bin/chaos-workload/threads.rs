@@ -34,7 +34,7 @@ extern "C" fn count_usr1(_: libc::c_int) {
 }
 
 /// The options, as parsed by the caller.
-pub struct Options {
+pub(crate) struct Options {
     pub call: String,
     pub count: u64,
     pub workers: u64,
@@ -47,7 +47,7 @@ pub struct Options {
     pub idle_threads: u64,
 }
 
-pub fn run(options: &Options) {
+pub(crate) fn run(options: &Options) {
     // SAFETY: installing a handler that only touches an atomic.
     unsafe { libc::signal(libc::SIGUSR1, count_usr1 as *const () as libc::sighandler_t) };
     let running = Arc::new(AtomicBool::new(true));

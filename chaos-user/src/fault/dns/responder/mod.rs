@@ -42,14 +42,14 @@ use crate::{
 
 /// The responder a DNS plan starts.
 #[derive(Debug)]
-pub struct DnsResponder {
+pub(crate) struct DnsResponder {
     netns: Netns,
     rules: Arc<Rules>,
 }
 
 impl DnsResponder {
     #[must_use]
-    pub fn new(netns: Netns, rules: Rules) -> Self {
+    pub(crate) fn new(netns: Netns, rules: Rules) -> Self {
         Self { netns, rules: Arc::new(rules) }
     }
 }

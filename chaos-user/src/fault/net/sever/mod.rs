@@ -15,14 +15,14 @@
 //!   ([`runner`]). The kernel deadline ends the silence even if chaos dies.
 //!
 //! Why sock_diag and not `bpf_sock_destroy` from a socket iterator: docs/sever.md.
-pub mod runner;
-pub mod sweep;
+pub(crate) mod runner;
+pub(crate) mod sweep;
 
 use std::time::Duration;
 
 use chaos_common::{Direction, FaultConfig, threshold_from_ppm};
 use serde_json::json;
-pub use sweep::ConnectionFilter;
+pub(crate) use sweep::ConnectionFilter;
 
 use super::filters::{Cidr, NetFilters, PortSet, Protocol, describe_filters, filter_maps, parse_cidr, parse_ports};
 use crate::{
@@ -32,15 +32,15 @@ use crate::{
 };
 
 /// The largest `--after-bytes`: TCP's 32-bit sequence numbers make a longer count ambiguous.
-pub const MAX_AFTER_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_AFTER_BYTES: u64 = 1 << 30;
 
 /// The shortest `--every`: a sweep of thousands of connections takes tens of milliseconds.
-pub const MIN_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const MIN_EVERY: Duration = Duration::from_millis(100);
 
 /// What happens to a connection that has carried `--after-bytes`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SeverMode {
+pub(crate) enum SeverMode {
     /// Nothing more passes, both ways; the connection stays open (a hung middlebox).
     #[default]
     Silent,
@@ -50,7 +50,7 @@ pub enum SeverMode {
 
 /// `net sever`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct NetSeverOptions {
+pub(crate) struct NetSeverOptions {
     /// Only connections to or from this peer prefix (repeatable).
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     pub remote: Vec<Cidr>,
@@ -79,7 +79,7 @@ pub struct NetSeverOptions {
 }
 
 /// `--after-bytes`: a byte count from 1 to [`MAX_AFTER_BYTES`].
-pub fn parse_after_bytes(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_after_bytes(text: &str) -> Result<u64, String> {
     let bytes: u64 = text
         .trim()
         .parse()
@@ -101,7 +101,7 @@ pub fn parse_after_bytes(text: &str) -> Result<u64, String> {
 /// What `net sever` does once armed, for its runner: sweeps (now, and every period) or the
 /// kernel's reports of connections past `--after-bytes`.
 #[derive(Clone, Debug)]
-pub struct SeverAction {
+pub(crate) struct SeverAction {
     pub filter: ConnectionFilter,
     pub percent: Ppm,
     pub every: Option<Duration>,
@@ -116,7 +116,7 @@ pub struct SeverAction {
 impl NetSeverOptions {
     /// The connection filters; refused when there are none and `--all-connections` was not
     /// given: severing every connection of a service is a choice to make out loud.
-    pub fn filters(&self) -> Result<NetFilters, PlanError> {
+    pub(crate) fn filters(&self) -> Result<NetFilters, PlanError> {
         let merge = |sets: &[PortSet]| {
             let mut all = PortSet::default();
             sets.iter().for_each(|s| all.extend(s));

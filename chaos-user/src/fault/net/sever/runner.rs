@@ -34,11 +34,11 @@ const REPORT_POLL_MS: i32 = 50;
 /// The ring buffer the `--after-bytes` programs report silenced connections in, handed over by
 /// the fault's loaded object once it is armed.
 #[derive(Clone)]
-pub struct Reports(Arc<Mutex<RingBuf<MapData>>>);
+pub(crate) struct Reports(Arc<Mutex<RingBuf<MapData>>>);
 
 impl Reports {
     #[must_use]
-    pub fn new(ring: RingBuf<MapData>) -> Self {
+    pub(crate) fn new(ring: RingBuf<MapData>) -> Self {
         Self(Arc::new(Mutex::new(ring)))
     }
 }
@@ -112,7 +112,7 @@ fn severed_lines(events: &[ActionEvent]) -> Vec<String> {
 /// The actor's side of a running sever: `wait(t)` sleeps until CLOCK_MONOTONIC `t` (false: told
 /// to stop, end now); `acted(n)` tells the run that `n` more connections were severed (its record
 /// shows the count while it runs).
-pub struct Pace<'a> {
+pub(crate) struct Pace<'a> {
     pub wait: &'a dyn Fn(u64) -> bool,
     pub acted: &'a dyn Fn(u64),
 }
@@ -120,7 +120,14 @@ pub struct Pace<'a> {
 impl SeverAction {
     /// Runs the fault on `target` from `start_ns` until `deadline_ns` (CLOCK_MONOTONIC) or until
     /// `pace` says it was told to stop.
-    pub fn run(&self, target: &Target, start_ns: u64, deadline_ns: u64, pace: &Pace<'_>, outcome: &mut ActionOutcome) {
+    pub(crate) fn run(
+        &self,
+        target: &Target,
+        start_ns: u64,
+        deadline_ns: u64,
+        pace: &Pace<'_>,
+        outcome: &mut ActionOutcome,
+    ) {
         let mut sweeper = Sweeper::new(target, self.filter.clone(), self.percent, self.trace_per_sec.is_some());
         match self.after_bytes {
             None => self.sweeps(target, &mut sweeper, start_ns, deadline_ns, pace, outcome),

@@ -34,7 +34,7 @@ use crate::{
 
 /// The filters of `net sever` in the form a listed connection is checked against.
 #[derive(Clone, Debug, Default)]
-pub struct ConnectionFilter {
+pub(crate) struct ConnectionFilter {
     remote: Vec<Cidr>,
     /// Port sets as 65 536-bit maps; None: any port.
     remote_ports: Option<Vec<u64>>,
@@ -43,7 +43,7 @@ pub struct ConnectionFilter {
 
 impl ConnectionFilter {
     #[must_use]
-    pub fn new(filters: &NetFilters) -> Self {
+    pub(crate) fn new(filters: &NetFilters) -> Self {
         let bitmap = |set: &super::super::filters::PortSet| (!set.is_empty()).then(|| set.bitmap());
         Self {
             remote: filters.remote.clone(),
@@ -54,7 +54,7 @@ impl ConnectionFilter {
 
     /// Whether every given filter holds for `connection`.
     #[must_use]
-    pub fn matches(&self, connection: &TcpConnection) -> bool {
+    pub(crate) fn matches(&self, connection: &TcpConnection) -> bool {
         let in_set = |set: &Option<Vec<u64>>, port: u16| {
             set.as_ref().is_none_or(|words| words[usize::from(port / 64)] >> (port % 64) & 1 == 1)
         };
@@ -81,7 +81,7 @@ fn contains(cidr: &Cidr, ip: IpAddr) -> bool {
 
 /// One connection chaos severed (reset, or silenced with `--after-bytes`).
 #[derive(Clone, Debug, Serialize)]
-pub struct Severed {
+pub(crate) struct Severed {
     pub local: String,
     pub remote: String,
     /// Its TCP state when it was severed (`ESTAB`, `CLOSE-WAIT`...).
@@ -96,7 +96,7 @@ pub struct Severed {
 impl Severed {
     /// `10.0.0.1:40000 -> 10.0.0.2:80 (ESTAB, pid 42 curl)`.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let owner = self.owner.as_ref().map(|(pid, comm)| format!(", pid {pid} {comm}")).unwrap_or_default();
         format!("{} -> {} ({}{owner})", self.local, self.remote, self.state)
     }
@@ -104,7 +104,7 @@ impl Severed {
 
 /// What one sweep did.
 #[derive(Debug, Default)]
-pub struct SweepOutcome {
+pub(crate) struct SweepOutcome {
     /// Connections of the target that matched the filters and were drawn (now) against --percent.
     pub drawn: u64,
     pub severed: Vec<Severed>,
@@ -114,7 +114,7 @@ pub struct SweepOutcome {
 
 /// Sweeps a target's connections; remembers which it has drawn, so that each connection is
 /// drawn once in the fault's life.
-pub struct Sweeper {
+pub(crate) struct Sweeper {
     target: Target,
     filter: ConnectionFilter,
     threshold: u64,
@@ -125,7 +125,7 @@ pub struct Sweeper {
 
 impl Sweeper {
     #[must_use]
-    pub fn new(target: &Target, filter: ConnectionFilter, percent: Ppm, owners: bool) -> Self {
+    pub(crate) fn new(target: &Target, filter: ConnectionFilter, percent: Ppm, owners: bool) -> Self {
         Self {
             target: target.clone(),
             filter,
@@ -136,7 +136,7 @@ impl Sweeper {
     }
 
     /// Severs the target's matching connections not drawn before (each drawn against --percent).
-    pub fn sweep(&mut self) -> SweepOutcome {
+    pub(crate) fn sweep(&mut self) -> SweepOutcome {
         let (filter, threshold) = (self.filter.clone(), self.threshold);
         let drawn = &mut self.drawn;
         let mut fresh = 0;
@@ -155,7 +155,7 @@ impl Sweeper {
     /// far as the target's processes hold them: `--trace-injections` names the owners of the
     /// connections `--after-bytes` silenced.
     #[must_use]
-    pub fn owners(&self, cookies: &HashSet<u64>) -> HashMap<u64, (u32, String)> {
+    pub(crate) fn owners(&self, cookies: &HashSet<u64>) -> HashMap<u64, (u32, String)> {
         let (namespaces, pids) = namespaces_of(&self.target);
         let owner_of = hints::socket_owners(&pids);
         let mut found = HashMap::new();
@@ -172,7 +172,7 @@ impl Sweeper {
 
     /// Severs the target's connections with these socket cookies (those `--after-bytes --mode
     /// reset` reported), whatever the filters (the kernel applied them).
-    pub fn destroy_cookies(&mut self, cookies: &HashSet<u64>) -> SweepOutcome {
+    pub(crate) fn destroy_cookies(&mut self, cookies: &HashSet<u64>) -> SweepOutcome {
         let mut outcome = each_namespace(&self.target, self.owners, |connection| cookies.contains(&connection.cookie));
         outcome.drawn = outcome.severed.len() as u64;
         outcome
