@@ -13,6 +13,8 @@ pub mod net;
 pub mod programs;
 pub mod runtimes;
 pub mod skip;
+pub mod stats;
+pub mod timing;
 pub mod workload;
 
 use std::sync::atomic::{AtomicU32, Ordering};

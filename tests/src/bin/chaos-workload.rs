@@ -1,7 +1,9 @@
 //! Traffic for chaos's tests and benchmarks, run inside test cgroups and namespaces.
 //!
-//!   chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N]
-//!       sends numbered datagrams, prints {"sent","errors","first_error","elapsed_ns"}
+//!   chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N] [--from-port P] [--times]
+//!       sends numbered datagrams (from local port P if given), prints {"sent","errors",
+//!       "first_error","elapsed_ns"}; with --times also "times": [[ns before, ns after]] the
+//!       sendto(2) of each datagram (CLOCK_MONOTONIC; "before" is the datagram's own stamp)
 //!   chaos-workload udp-sink --port P [--idle-ms MS] [--max-secs S] [--times]
 //!       prints "ready", counts datagrams per sender until idle, prints a JSON report
 //!   chaos-workload tcp-listen --port P
@@ -78,7 +80,13 @@ fn main() {
         |name: &str| -> SocketAddr { flag(name).unwrap_or_else(|| usage()).parse().unwrap_or_else(|_| usage()) };
     let addr = || addr_of("--to");
     match command.as_str() {
-        "udp-blast" => udp_blast(addr(), num("--id", 0) as u32, num("--count", 1000), num("--pps", 0)),
+        "udp-blast" => udp_blast(
+            addr(),
+            num("--id", 0) as u32,
+            (num("--count", 1000), num("--pps", 0)),
+            num("--from-port", 0) as u16,
+            has("--times"),
+        ),
         "udp-sink" => udp_sink(num("--port", 0) as u16, num("--idle-ms", 500), num("--max-secs", 120), has("--times")),
         "tcp-listen" => tcp_listen(num("--port", 0) as u16),
         "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
@@ -201,11 +209,11 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |hash, &b| (hash ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
-fn datagram(id: u32, seq: u64) -> [u8; PAYLOAD] {
+fn datagram(id: u32, seq: u64, stamp: u64) -> [u8; PAYLOAD] {
     let mut payload = [0u8; PAYLOAD];
     payload[..4].copy_from_slice(&id.to_le_bytes());
     payload[4..12].copy_from_slice(&seq.to_le_bytes());
-    payload[12..20].copy_from_slice(&monotonic_ns().to_le_bytes());
+    payload[12..20].copy_from_slice(&stamp.to_le_bytes());
     for (i, byte) in payload[20..PAYLOAD - 4].iter_mut().enumerate() {
         *byte = (seq as u8).wrapping_add(i as u8);
     }
@@ -214,11 +222,17 @@ fn datagram(id: u32, seq: u64) -> [u8; PAYLOAD] {
     payload
 }
 
-fn udp_blast(to: SocketAddr, id: u32, count: u64, pps: u64) {
-    let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("addr");
+/// `(count, pps)`: how many datagrams, how many a second (0: as fast as possible).
+fn udp_blast(to: SocketAddr, id: u32, (count, pps): (u64, u64), from_port: u16, times: bool) {
+    let bind: SocketAddr = if to.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], from_port))
+    } else {
+        SocketAddr::from(([0u16; 8], from_port))
+    };
     let socket = UdpSocket::bind(bind).expect("bind");
     let start = Instant::now();
     let (mut errors, mut first_error) = (0u64, None::<String>);
+    let mut sent_ns = Vec::with_capacity(if times { count as usize } else { 0 });
     for seq in 0..count {
         if let Some(gap_ns) = 1_000_000_000u64.checked_div(pps) {
             let due = start + Duration::from_nanos(seq * gap_ns);
@@ -227,14 +241,21 @@ fn udp_blast(to: SocketAddr, id: u32, count: u64, pps: u64) {
                 std::thread::sleep(due - now);
             }
         }
-        if let Err(err) = socket.send_to(&datagram(id, seq), to) {
+        let before = monotonic_ns();
+        if let Err(err) = socket.send_to(&datagram(id, seq, before), to) {
             errors += 1;
             first_error.get_or_insert_with(|| err.to_string());
         }
+        if times {
+            sent_ns.push([before, monotonic_ns()]);
+        }
     }
     let elapsed_ns = start.elapsed().as_nanos() as u64;
-    let report =
+    let mut report =
         serde_json::json!({ "sent": count, "errors": errors, "first_error": first_error, "elapsed_ns": elapsed_ns });
+    if times {
+        report["times"] = serde_json::json!(sent_ns);
+    }
     println!("{report}");
 }
 
