@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod chaos;
 pub mod crash;
+pub mod daemon;
 pub mod kernel;
 pub mod net;
 pub mod programs;
