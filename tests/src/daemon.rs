@@ -132,3 +132,22 @@ pub fn scrape(address: &str) -> String {
     assert!(text.starts_with("HTTP/1.") && text.contains(" 200 "), "{text}");
     text
 }
+
+/// `log` without its terminal colour codes (`ESC [ ... m`), so fields read `runs_ended=2`.
+#[must_use]
+pub fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
