@@ -483,8 +483,15 @@ pub struct HttpServer {
 impl HttpServer {
     #[must_use]
     pub fn start(cgroup: &TestCgroup, port: u16) -> Self {
+        Self::start_with(cgroup, port, &[])
+    }
+
+    /// [`HttpServer::start`] with more flags of `http-serve` (`--status N`, `--delay-ms MS`).
+    #[must_use]
+    pub fn start_with(cgroup: &TestCgroup, port: u16, flags: &[&str]) -> Self {
         let mut child = command_in(workload_bin(), Some(cgroup), None)
             .args(["http-serve", "--port", &port.to_string()])
+            .args(flags)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start http-serve");
