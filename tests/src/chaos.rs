@@ -181,13 +181,15 @@ impl Chaos {
     /// [`Chaos::start`] with `env` added to its environment (e.g. a test runtime's socket).
     #[must_use]
     pub fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(chaos_bin())
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chaos");
+        let mut command = Command::new(chaos_bin());
+        command.args(args).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Self::spawn(command)
+    }
+
+    /// Starts `command`, a chaos command line the test prepared (e.g. to run in a namespace).
+    #[must_use]
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start chaos");
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&stderr);
