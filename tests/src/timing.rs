@@ -25,11 +25,25 @@ pub struct Edge {
 /// Asserts that a fault dropping every datagram of a blast ended exactly at `deadline_ns`:
 /// `times[seq]` are the (before, after) stamps of datagram `seq`'s sendto (see
 /// [`crate::workload::BlastReport::times`]), `arrived` the sequence numbers the sink received.
-/// `dropped_from_ns`: datagrams whose call ended before it are not judged (sent before the fault
-/// was armed).
+/// `dropped_from_ns`: datagrams whose call began before it are not judged (sent before the
+/// fault was armed).
 pub fn assert_loss_ends_at(
     what: &str,
     deadline_ns: u64,
+    dropped_from_ns: u64,
+    times: &[(u64, u64)],
+    arrived: &BTreeSet<u64>,
+) -> Edge {
+    assert_loss_ends_between(what, (deadline_ns, deadline_ns), dropped_from_ns, times, arrived)
+}
+
+/// [`assert_loss_ends_at`] for a fault whose end is only known to lie in `(earliest, latest)`
+/// (a userspace action that may end it a bounded time before its kernel deadline): every
+/// datagram sent wholly before `earliest` dropped, every one begun at or after `latest`
+/// delivered. The edge's times are measured from `latest`.
+pub fn assert_loss_ends_between(
+    what: &str,
+    (earliest_ns, latest_ns): (u64, u64),
     dropped_from_ns: u64,
     times: &[(u64, u64)],
     arrived: &BTreeSet<u64>,
@@ -45,36 +59,36 @@ pub fn assert_loss_ends_at(
     let ms = |ns: i128| ns as f64 / 1e6;
     for (seq, &(before, after)) in times.iter().enumerate() {
         let got = arrived.contains(&(seq as u64));
-        if after < deadline_ns {
+        if after < earliest_ns {
             if before < dropped_from_ns {
                 continue;
             }
             assert!(
                 !got,
-                "{what}: datagram {seq} was sent {:.3} ms before the kernel deadline (its sendto ended then) and \
-                 got through",
-                ms(i128::from(deadline_ns) - i128::from(after))
+                "{what}: datagram {seq} was sent {:.3} ms before the fault's end (its sendto ended then) and got \
+                 through",
+                ms(i128::from(earliest_ns) - i128::from(after))
             );
             edge.dropped_before += 1;
-            edge.last_drop_ms_before = Some(ms(i128::from(deadline_ns) - i128::from(after)));
-        } else if before >= deadline_ns {
+            edge.last_drop_ms_before = Some(ms(i128::from(latest_ns) - i128::from(after)));
+        } else if before >= latest_ns {
             assert!(
                 got,
                 "{what}: datagram {seq} was sent {:.3} ms after the kernel deadline (its sendto began then) and was \
                  lost",
-                ms(i128::from(before) - i128::from(deadline_ns))
+                ms(i128::from(before) - i128::from(latest_ns))
             );
             edge.delivered_after += 1;
             if edge.first_delivery_ms_after.is_none() {
-                edge.first_delivery_ms_after = Some(ms(i128::from(before) - i128::from(deadline_ns)));
+                edge.first_delivery_ms_after = Some(ms(i128::from(before) - i128::from(latest_ns)));
             }
         } else {
             edge.straddling += 1;
         }
     }
     eprintln!(
-        "measured: {what}: {} datagrams dropped before the kernel deadline (the last ended its sendto {:?} ms \
-         before it), {} delivered after it (the first began {:?} ms after it), {} straddling it",
+        "measured: {what}: {} datagrams dropped before the fault's end (the last ended its sendto {:?} ms before the \
+         kernel deadline), {} delivered after it (the first began {:?} ms after it), {} in between",
         edge.dropped_before,
         edge.last_drop_ms_before,
         edge.delivered_after,

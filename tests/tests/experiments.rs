@@ -176,8 +176,12 @@ fn a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval()
     assert!(after_arm <= 0.5 + check_timeout().as_secs_f64() + slack, "abort {after_arm:.3} s after arming");
     let failed = &events[abort - 1];
     assert_eq!((failed["event"].as_str(), failed["ok"].as_bool()), (Some("check"), Some(false)), "{failed}");
+    // The abort is decided on the failing result itself (the event just before it, checked
+    // above), not at a later check: it comes well within one interval of it (500 ms), which an
+    // abort that waited for the next result would take. The time between the two is the
+    // scheduler's alone, which a loaded machine or a TCG guest can stretch to tens of ms.
     let reaction = events[abort]["t"].as_f64().unwrap() - failed["t"].as_f64().unwrap();
-    assert!(reaction <= 0.05, "abort {reaction:.3} s after the failing result");
+    assert!(reaction < 0.25, "abort {reaction:.3} s after the failing result, half an interval or more");
     assert!(events[abort]["reason"].as_str().unwrap_or_default().contains("web"), "{}", events[abort]);
     // Each fault detached once: the 60 s drop right after the abort; the partition (1 s to 3 s)
     // then too, unless its window closed first (a VM's longer check timeout puts the abort
@@ -378,19 +382,30 @@ fn wait_until_gone(pid: i32, what: &str) {
     }
 }
 
-/// One datagram per ms from the cgroup (in host a) to host b for `ms`: when the first one
-/// arrived (CLOCK_MONOTONIC ns), if any, and how many did.
-fn blast_through(hosts: &TwoHosts, cgroup: &TestCgroup, port: u16, ms: u64) -> (Option<u64>, u64) {
+/// One datagram per ms from the cgroup (in host a) to host b for `ms`, timed: each datagram's
+/// sendto stamps, and the sequence numbers that arrived.
+fn timed_blast_through(
+    hosts: &TwoHosts,
+    cgroup: &TestCgroup,
+    port: u16,
+    ms: u64,
+) -> (Vec<(u64, u64)>, std::collections::BTreeSet<u64>) {
     let sink = UdpSink::start(&hosts.b, port, 1500, true);
     let to = std::net::SocketAddr::from((TwoHosts::B, port));
-    let blast = Blast { to, sender_id: 1, count: ms, pps: 1000, cgroup: Some(cgroup), netns: &hosts.a }.run();
+    let blast = Blast { to, sender_id: 1, count: ms, pps: 1000, cgroup: Some(cgroup), netns: &hosts.a }.run_timed();
     assert_eq!(blast.errors, 0, "{:?}", blast.first_error);
     // A few from outside the cgroup: the sink's idle timer starts at its first datagram.
     let outside = Blast { to, sender_id: 2, count: 10, pps: 1000, cgroup: None, netns: &hosts.a }.run();
     assert_eq!(outside.errors, 0, "{:?}", outside.first_error);
     let report = sink.finish();
-    let first = report.arrivals.iter().filter(|&&(sender, _, _, _)| sender == 1).map(|&(_, _, at, _)| at).min();
-    (first, report.received_from(1))
+    let arrived = report.arrivals.iter().filter(|a| a.0 == 1).map(|a| a.1).collect();
+    (blast.times, arrived)
+}
+
+/// One datagram per ms from the cgroup (in host a) to host b for `ms`: how many arrived.
+fn blast_through(hosts: &TwoHosts, cgroup: &TestCgroup, port: u16, ms: u64) -> u64 {
+    let (_, arrived) = timed_blast_through(hosts, cgroup, port, ms);
+    arrived.len() as u64
 }
 
 #[test]
@@ -414,7 +429,7 @@ fn a_detached_experiment_is_listed_and_stopped() {
     assert_eq!(entry["faults"][0]["label"], "#1 net drop");
     let reaper = entry["pid"].as_u64().expect("pid") as i32;
     let _armed = wait_for_arm(&timeline);
-    let (_, during) = blast_through(&hosts, &cgroup, 7031, 500);
+    let during = blast_through(&hosts, &cgroup, 7031, 500);
     assert_eq!(during, 0, "the armed detached drop let {during} of 500 datagrams through");
 
     let (status, _, stderr) = chaos::run(&["stop", &id]);
@@ -423,7 +438,7 @@ fn a_detached_experiment_is_listed_and_stopped() {
     assert!(!pins.exists(), "pins left after stop");
     wait_until_gone(reaper, "the reaper after chaos stop");
     assert!(listed(&status_json(), &id).is_none(), "still listed after stop");
-    let (_, after) = blast_through(&hosts, &cgroup, 7032, 500);
+    let after = blast_through(&hosts, &cgroup, 7032, 500);
     eprintln!("measured: detached drop: {during} of 500 delivered while armed, {after} of 500 after chaos stop");
     assert!(after >= 495, "only {after} of 500 datagrams delivered after chaos stop");
     let events = read_timeline(&timeline);
@@ -452,13 +467,13 @@ fn chaos_stop_ends_a_foreground_experiment() {
         id.is_some() && kernel::inet_programs_attached(cgroup.dir()) == 1
     });
     let id = id.expect("listed");
-    let (_, during) = blast_through(&hosts, &cgroup, 7035, 300);
+    let during = blast_through(&hosts, &cgroup, 7035, 300);
     let (status, _, stderr) = chaos::run(&["stop", &id]);
     assert!(status.success(), "{stderr}");
     let (status, stdout, stderr) = run.wait(Duration::from_secs(20));
     assert_eq!(status.code(), Some(2), "a stopped experiment has no verdict: {stdout}{stderr}");
     assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left after chaos stop");
-    let (_, after) = blast_through(&hosts, &cgroup, 7036, 300);
+    let after = blast_through(&hosts, &cgroup, 7036, 300);
     eprintln!("measured: foreground experiment: {during} of 300 delivered while running, {after} of 300 after stop");
     assert_eq!(during, 0, "the experiment's drop was not in force");
     assert!(after >= 297, "only {after} of 300 delivered after chaos stop");
@@ -468,16 +483,20 @@ fn chaos_stop_ends_a_foreground_experiment() {
     assert!(listed(&status_json(), &id).is_none(), "still listed after stop");
 }
 
-/// A drop ramped 20, 40, 60, 80 % in four 1.5 s steps, run in the foreground or detached
-/// (the reaper ramps it), measured at the receiver in the middle of each step.
+/// A drop ramped 20, 40, 60, 80 % in four 2 s steps, run in the foreground or detached (the
+/// reaper ramps it), measured at the receiver in the middle of each step. The steps' times come
+/// from the kernel deadline the arm event carries (the fault is armed at that deadline less its
+/// 8 s, and steps every 2 s from there), not from chaos's own clock; the last one ends at the
+/// deadline itself.
 fn ramp_is_measured_per_step(detached: bool) {
+    const STEP_NS: u64 = 2_000_000_000;
     let hosts = TwoHosts::new();
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
     let file = scratch.file(
         "ramp.toml",
         &format!(
-            "name = \"ramp\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"6s\"\n\n[[fault]]\nkind = \"net drop\"\n\
+            "name = \"ramp\"\ntarget = {{ cgroup = \"{}\" }}\nduration = \"8s\"\n\n[[fault]]\nkind = \"net drop\"\n\
              percent = 80\ndirection = \"egress\"\nremote = [\"{}\"]\nramp = {{ from = 20, steps = 4 }}\n",
             cgroup.path(),
             TwoHosts::B
@@ -507,18 +526,12 @@ fn ramp_is_measured_per_step(detached: bool) {
         let (status, stdout, stderr) = run.wait(Duration::from_secs(30));
         assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
     }
-    // Step starts in CLOCK_MONOTONIC: the arm event's kernel deadline is 6 s after arming, and
-    // the ramp events follow it by their timeline `t`.
+    // The percentages of the steps, as the timeline announces them.
     let events = read_timeline(&timeline);
-    let arm = &events[position(&events, "arm", 0)];
-    let arm_ns = deadline_ns - 6_000_000_000;
-    let t_arm = arm["t"].as_f64().expect("t");
-    let mut starts = vec![(arm_ns, 20.0)];
-    for event in events.iter().filter(|e| e["event"] == "ramp") {
-        let at = arm_ns + ((event["t"].as_f64().expect("t") - t_arm) * 1e9) as u64;
-        starts.push((at, event["percent"].as_f64().expect("percent")));
-    }
-    assert_eq!(starts.iter().map(|s| s.1.round() as u32).collect::<Vec<_>>(), [20, 40, 60, 80], "{:?}", names(&events));
+    let mut percents = vec![events[position(&events, "arm", 0)]["percent"].as_f64().unwrap_or(20.0)];
+    percents.extend(events.iter().filter(|e| e["event"] == "ramp").filter_map(|e| e["percent"].as_f64()));
+    assert_eq!(percents.iter().map(|p| p.round() as u32).collect::<Vec<_>>(), [20, 40, 60, 80], "{:?}", names(&events));
+    let arm_ns = deadline_ns - 4 * STEP_NS;
     // When each sequence number was sent: an arrived datagram's send stamp, and a lost one's
     // interpolated between the arrived ones around it. (Not from the pacing: a busy TCG
     // guest's blaster falls behind its schedule by up to seconds; nor from the arrival: its
@@ -534,51 +547,26 @@ fn ramp_is_measured_per_step(detached: bool) {
         }
     }
     let mut measured = Vec::new();
-    let mut judged = 0;
-    // The last step ends where the fault was detached (on the run's schedule), which for a
-    // detached run comes its reaper's start-up lag before the kernel deadline.
-    let detached_at = events
-        .iter()
-        .find(|e| e["event"] == "detach")
-        .and_then(|e| e["t"].as_f64())
-        .map_or(deadline_ns, |t| arm_ns + ((t - t_arm) * 1e9) as u64);
-    let lag_s = t_arm - events[0]["t"].as_f64().unwrap_or(0.0);
-    for (step, &(start, percent)) in starts.iter().enumerate() {
-        let end = starts.get(step + 1).map_or(detached_at, |s| s.0).max(start);
-        // The middle of the step: away from the switch, whatever the blur of the clocks.
-        let (from, to) = (start + (end - start) / 4, end - (end - start) / 4);
+    for (step, &percent) in percents.iter().enumerate() {
+        let start = arm_ns + step as u64 * STEP_NS;
+        // The middle half of the step: half a second from either switch, which covers a
+        // detached reaper that follows the run's schedule up to 100 ms ahead of its arm
+        // (experiment/detached.rs) and a foreground run's timer as late as a loaded machine
+        // makes it.
+        let (from, to) = (start + STEP_NS / 4, start + 3 * STEP_NS / 4);
         let seqs: Vec<u64> = sent_at.iter().filter(|(_, at)| (from..to).contains(at)).map(|&(seq, _)| seq).collect();
-        // A detached fault is armed when its reaper gets going, but ramps on the run's
-        // schedule: under TCG that start-up lag can leave the first step a sliver.
-        // Fewer than that: the blaster stalled there (a TCG guest can pause a sender for a
-        // second), and send times interpolated across the gap cannot place a loss in its step.
-        if seqs.len() < 500 {
-            measured.push(format!("{percent:.0} %: too short ({} datagrams)", seqs.len()));
-            continue;
-        }
-        let n = seqs.len() as f64;
-        let lost = seqs.iter().filter(|i| !arrived.contains(i)).count() as f64 / n;
-        measured.push(format!("{percent:.0} %: {:.1} % of {}", lost * 100.0, seqs.len()));
-        // 5 points, or four standard deviations of a binomial share when the step is short.
-        let p = percent / 100.0;
-        let tolerance = (4.0 * (p * (1.0 - p) / n).sqrt() * 100.0).max(5.0);
+        // 400 datagrams at least (2 000 are sent in that second): five standard deviations of a
+        // binomial share are then under 12.5 points, so a step off by one (20 points) fails.
         assert!(
-            (lost * 100.0 - percent).abs() <= tolerance,
-            "step {step}: {:.1} % lost, expected {percent} % +- {tolerance:.1} ({measured:?})",
-            lost * 100.0
+            seqs.len() >= 400,
+            "step {step} ({percent} %): only {} datagrams sent in the middle of the step: the sender stalled",
+            seqs.len()
         );
-        judged += 1;
+        let lost = seqs.iter().filter(|i| !arrived.contains(i)).count() as u64;
+        measured.push(format!("{percent:.0} %: {:.1} % of {}", lost as f64 * 100.0 / seqs.len() as f64, seqs.len()));
+        chaos_tests::stats::assert_share(&format!("ramp step {step}"), lost, seqs.len() as u64, percent / 100.0, 1.0);
     }
-    // A reaper that starts late (seconds, in a busy TCG guest) follows the schedule from its own
-    // start, so no step is lost; a stalled sender may still leave two steps too short to judge.
-    assert!(
-        judged >= 2,
-        "only {judged} steps long enough to measure (armed {lag_s:.2} s into its timeline): {measured:?}"
-    );
-    eprintln!(
-        "measured: ramp ({}, armed {lag_s:.2} s into its timeline): {measured:?}",
-        if detached { "detached" } else { "foreground" }
-    );
+    eprintln!("measured: ramp ({}): {measured:?}", if detached { "detached" } else { "foreground" });
 }
 
 #[test]
@@ -593,6 +581,16 @@ fn a_detached_reaper_ramps_the_loss_step_by_step() {
     require_root!("a_detached_reaper_ramps_the_loss_step_by_step");
     let _stale = chaos_tests::may_clean_stale_runs();
     ramp_is_measured_per_step(true);
+}
+
+/// CLOCK_MONOTONIC ns at which detached run `id`'s faults phase started, from the schedule its
+/// reaper follows (/run/chaos/runs/ID.schedule).
+fn schedule_started_ns(id: &str) -> u64 {
+    let path = Path::new("/run/chaos/runs").join(format!("{id}.schedule"));
+    let schedule: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .expect("the schedule is JSON");
+    schedule["started_ns"].as_u64().unwrap_or_else(|| panic!("no started_ns in {schedule}"))
 }
 
 /// The reaper arms the fault, which drops traffic until the kernel deadline `duration` after
@@ -611,22 +609,25 @@ fn a_detached_experiment_ends_by_itself_at_its_deadline() {
     let reaper = listed(&status_json(), &id).expect("listed")["pid"].as_u64().expect("pid") as i32;
     let (deadline_ns, armed_seen_ns) = wait_for_arm(&timeline);
     chaos::assert_deadline_is_for(deadline_ns, started_ns, armed_seen_ns, Duration::from_secs(3));
+    let schedule_started_ns = schedule_started_ns(&id);
+    assert!(schedule_started_ns <= deadline_ns - 3_000_000_000, "the schedule starts after the fault was armed");
     let blast_ms = deadline_ns.saturating_sub(kernel::monotonic_ns()) / 1_000_000 + 2000;
-    let (first, delivered) = blast_through(&hosts, &cgroup, 7033, blast_ms);
-    let first = first.expect("nothing got through after the deadline");
-    let late_ms = (first as f64 - deadline_ns as f64) / 1e6;
-    eprintln!(
-        "measured: detached 3 s drop: first datagram {late_ms:.1} ms after the kernel deadline, {delivered} delivered"
+    let (times, arrived) = timed_blast_through(&hosts, &cgroup, 7033, blast_ms);
+    // The reaper ends the fault on the run's schedule (experiment/detached.rs): `duration` after
+    // the schedule's start, or after its own start when that came over 100 ms late; it armed the
+    // fault after either, so that end is never after the kernel deadline, and the kernel ends it
+    // there if the reaper is late. So the loss ends between the schedule's start plus 3 s
+    // (read from the schedule the reaper follows) and the deadline. Judged by the sender's stamps
+    // around each sendto (the hook runs inside it), not by arrival times, which a busy receiver
+    // delays.
+    let edge = chaos_tests::timing::assert_loss_ends_between(
+        "detached 3 s drop",
+        (schedule_started_ns + 3_000_000_000, deadline_ns),
+        0,
+        &times,
+        &arrived,
     );
-    // The reaper ends the fault on the experiment's schedule, which it follows from its own
-    // start when that is over 100 ms late: at the kernel deadline it wrote when it armed, or
-    // up to its start-up lag before it (never less than 3 s after the run started).
-    assert!(
-        first >= started_ns + 3_000_000_000,
-        "a datagram got through {:.1} ms before the kernel deadline, less than 3 s after the experiment started",
-        -late_ms
-    );
-    assert!(late_ms <= 100.0, "traffic restored {late_ms:.1} ms after the deadline (limit 100 ms)");
+    assert!(edge.dropped_before > 0 && edge.delivered_after > 1000, "{edge:?}");
     // No foreground process: the reaper removes the pins and itself at the deadline.
     kernel::wait_for_inet_programs(cgroup.dir(), 0, Duration::from_secs(5));
     let pins = Path::new("/sys/fs/bpf/chaos").join(&id);
@@ -659,14 +660,11 @@ fn a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed() {
     unsafe { libc::kill(reaper, libc::SIGKILL) };
     wait_until_gone(reaper, "the killed reaper");
     let blast_ms = deadline_ns.saturating_sub(kernel::monotonic_ns()) / 1_000_000 + 2000;
-    let (first, delivered) = blast_through(&hosts, &cgroup, 7034, blast_ms);
-    let first = first.expect("nothing got through after the deadline with the reaper killed");
-    let late_ms = (first as f64 - deadline_ns as f64) / 1e6;
-    eprintln!(
-        "measured: reaper killed: first datagram {late_ms:.1} ms after the kernel deadline, {delivered} delivered"
-    );
-    assert!(late_ms >= 0.0, "a datagram got through {:.1} ms before the deadline", -late_ms);
-    assert!(late_ms <= 100.0, "traffic restored {late_ms:.1} ms after the deadline (limit 100 ms)");
+    let (times, arrived) = timed_blast_through(&hosts, &cgroup, 7034, blast_ms);
+    // Only the kernel can end it now: exactly at its deadline, by the sender's stamps.
+    let edge =
+        chaos_tests::timing::assert_loss_ends_at("detached drop, reaper killed", deadline_ns, 0, &times, &arrived);
+    assert!(edge.dropped_before > 0 && edge.delivered_after > 1000, "{edge:?}");
     // Nobody removed the pins: the inert program is still attached until something cleans up.
     let pins = Path::new("/sys/fs/bpf/chaos").join(&id);
     assert!(pins.is_dir(), "the pins vanished with the reaper: {}", pins.display());
