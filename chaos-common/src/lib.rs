@@ -40,6 +40,9 @@ pub mod maps {
     pub const INJECTIONS: &str = "INJECTIONS";
     /// Array, one entry: [`super::TraceWindow`], the kernel-side rate limit of `INJECTIONS`.
     pub const TRACE_WINDOW: &str = "TRACE_WINDOW";
+    /// Ring buffer of [`super::SeverEvent`]s: connections `net sever --after-bytes` silenced,
+    /// for the controller to record (and, with `--mode reset`, to destroy).
+    pub const SEVER_EVENTS: &str = "SEVER_EVENTS";
 }
 
 /// Probabilities are given in parts per million: 1 ppm is the finest step a user can ask for.
@@ -228,6 +231,9 @@ pub struct FaultConfig {
     pub signal: u32,
     /// `--trace-rate`: at most this many injection records a second (with [`flags::TRACE`]).
     pub trace_per_sec: u64,
+    /// `net sever --after-bytes`: the bytes of payload each direction of a connection carries
+    /// (counted by TCP sequence number) before the connection goes silent.
+    pub after_bytes: u64,
 }
 
 /// Where an injection happened: the program's hook, so that userspace can name the call a
@@ -395,6 +401,26 @@ pub struct KillEvent {
 /// [`KillEvent::syscall`] of a kill from an LSM hook.
 pub const KILL_EVENT_LSM: u32 = u32::MAX;
 
+/// A connection `net sever --after-bytes` silenced: the first packet that would have carried
+/// one of its directions past the limit, as the program saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeverEvent {
+    /// `CLOCK_MONOTONIC` ns when the program silenced it.
+    pub at_ns: u64,
+    /// The socket's cookie: the controller finds the socket by it.
+    pub cookie: u64,
+    /// [`Direction`] of the packet that crossed the limit.
+    pub direction: u32,
+    /// 1 for IPv6 addresses (else IPv4, in the first 4 bytes).
+    pub ipv6: u32,
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u32,
+}
+
 /// Offsets of the few kernel struct members the syscall programs read, taken from the running
 /// kernel's BTF at load time and written into the object's read-only data (the verifier sees
 /// them as constants). Rust eBPF cannot emit CO-RE relocations, and hard-coded offsets would be
@@ -475,6 +501,7 @@ mod user {
     unsafe impl aya::Pod for super::KillEvent {}
     unsafe impl aya::Pod for super::InjectionRecord {}
     unsafe impl aya::Pod for super::TraceWindow {}
+    unsafe impl aya::Pod for super::SeverEvent {}
     unsafe impl aya::Pod for super::dispatch::LevelRoute {}
 }
 
@@ -501,8 +528,9 @@ mod tests {
 
     #[test]
     fn shared_structs_have_no_implicit_padding() {
-        // 16 u64 and 8 u32 fields, nothing between them.
-        assert_eq!(core::mem::size_of::<FaultConfig>(), 16 * 8 + 8 * 4);
+        // 17 u64 and 8 u32 fields, nothing between them.
+        assert_eq!(core::mem::size_of::<FaultConfig>(), 17 * 8 + 8 * 4);
+        assert_eq!(core::mem::size_of::<SeverEvent>(), 2 * 8 + 2 * 4 + 2 * 16 + 2 * 2 + 4);
         assert_eq!(core::mem::size_of::<InjectionRecord>(), 8 + 8 * 4 + 16 + 8 + 16);
         assert_eq!(core::mem::size_of::<TraceWindow>(), 2 * 8);
         assert_eq!(core::mem::size_of::<KillEvent>(), 8 + 4 * 4 + 16);

@@ -83,6 +83,14 @@ impl Live {
         unsafe { (*self.counters).matched += 1 };
     }
 
+    /// The program applied the fault by a rule of its own rather than a draw (`net sever
+    /// --after-bytes` drops what passes its byte limit): counted as injected.
+    #[inline(always)]
+    pub(crate) fn injected(&self) {
+        // SAFETY: see `before_deadline`.
+        unsafe { (*self.counters).injected += 1 };
+    }
+
     /// Decides for one matching event: true means apply the fault (counted as injected).
     #[inline(always)]
     pub(crate) fn fires(&self) -> bool {

@@ -58,6 +58,12 @@ pub(crate) static KILL_EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024, 0);
 #[map(name = "INJECTIONS")]
 pub(crate) static INJECTIONS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
+/// `net sever --after-bytes`: the connections it silenced, once each, for the controller (which
+/// destroys them with `--mode reset`). 64 KiB holds about 900 reports between two reads; a full
+/// buffer loses the report, never the silence.
+#[map(name = "SEVER_EVENTS")]
+pub(crate) static SEVER_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
 /// The trace rate limit (trace.rs): records taken this second, shared by all CPUs.
 #[map(name = "TRACE_WINDOW")]
 pub(crate) static TRACE_WINDOW: Array<TraceWindow> = Array::with_max_entries(1, 0);

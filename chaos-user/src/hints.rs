@@ -99,7 +99,7 @@ pub fn foreign_sockets_note(target: &Target, foreign: &[ForeignSocket]) -> Optio
 }
 
 /// The cgroup ids of `dir` and every cgroup below it (a cgroup's id is its inode number).
-fn subtree_ids(dir: &Path) -> HashSet<u64> {
+pub fn subtree_ids(dir: &Path) -> HashSet<u64> {
     let mut ids = HashSet::new();
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -114,7 +114,7 @@ fn subtree_ids(dir: &Path) -> HashSet<u64> {
 }
 
 /// Socket inode -> the pid holding it, from /proc/PID/fd (`socket:[N]` links).
-fn socket_owners(pids: &[i32]) -> HashMap<u64, i32> {
+pub fn socket_owners(pids: &[i32]) -> HashMap<u64, i32> {
     let mut owners = HashMap::new();
     for &pid in pids {
         let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };

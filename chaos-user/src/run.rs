@@ -108,9 +108,12 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
 }
 
 /// Runs one fault done from chaos's own process (its plan's userspace action: periodic kills,
-/// pauses) from the command line for `plan.duration`, or until a stop signal, then reports, with
-/// what it did in the JSON summary (`events`). There is no kernel program and so no kernel
-/// deadline: the time box is this timer, backed by the action's guard (a pause's).
+/// pauses, `net sever`'s resets) from the command line for `plan.duration`, or until a stop
+/// signal, then reports, with what it did in the JSON summary (`events`) and at the end of the
+/// text one (its notes). A plan with programs too (`net sever --after-bytes`) has them armed
+/// first, with the kernel deadline; the action reads what they report, their counters and
+/// traced injections join the report, and they are detached at the end. Without programs there
+/// is no kernel deadline: the time box is this timer, backed by the action's guard (a pause's).
 pub fn run_userspace_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCode> {
     #[derive(serde::Serialize)]
     struct Summary<'a> {
@@ -123,27 +126,50 @@ pub fn run_userspace_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Res
     runtime.block_on(async {
         let mut signals = StopSignals::install().context("installing signal handlers")?.watching(&plan.target);
         let started = Instant::now();
-        let deadline_ns = sys::monotonic_deadline_ns(plan.duration);
-        let running = action.start(&plan.target, deadline_ns)?;
+        let (mut armed, deadline_ns) = if plan.programs.is_empty() {
+            (None, sys::monotonic_deadline_ns(plan.duration))
+        } else {
+            let _ = sys::raise_resource_limits();
+            let (fault, deadline_ns) = arm(plan, Some(plan.duration))?;
+            (Some(fault), deadline_ns)
+        };
+        let injections = match armed.as_mut() {
+            Some(fault) => fault.read_injections()?,
+            None => None,
+        };
+        let running = action.start(&plan.target, deadline_ns, armed.as_mut().map(LoadedFault::object_mut))?;
         tracing::info!("fault armed: {} until CLOCK_MONOTONIC ns={deadline_ns}", plan.fault);
         let stopped = tokio::select! {
             () = sleep_until(started + plan.duration) => StopReason::Deadline,
             reason = signals.next() => reason,
         };
+        let mut packets = Vec::new();
+        if let Some(fault) = armed.as_mut() {
+            fault.disarm()?;
+            packets = read_counters(fault, &plan.directions(), None)?;
+        }
         let outcome = running.finish();
+        let hits = injections.map(|reader| Hits::of(reader.finish()));
+        drop(armed); // detaches every fd-owned link
         let elapsed = started.elapsed();
-        let counters = vec![DirectionCounters {
+        let mut counters = vec![DirectionCounters {
             direction: plan.counter_label.unwrap_or("ticks"),
             seen: outcome.ticks,
             matched: outcome.ticks,
             injected: outcome.acted,
         }];
-        let report = plan.report(elapsed, stopped, counters, None);
+        counters.extend(packets);
+        let report = plan.report(elapsed, stopped, counters, hits);
         match output {
             OutputFormat::Json => {
                 println!("{}", serde_json::to_string_pretty(&Summary { report: &report, events: &outcome.events })?);
             }
-            OutputFormat::Text => print!("{}", report.render(output, plan.injected_word)),
+            OutputFormat::Text => {
+                print!("{}", report.render(output, plan.injected_word));
+                for note in &outcome.notes {
+                    println!("{note}");
+                }
+            }
         }
         Ok(ExitCode::from(stopped.exit_code()))
     })

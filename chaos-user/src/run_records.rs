@@ -27,6 +27,10 @@ pub struct RunRecord {
     pub pid: u32,
     pub pid_start: u64,
     pub detached: bool,
+    /// A detached experiment still being set up by the chaos that pins it (`pid`): the record
+    /// is written before the pins, so whatever happens to that chaos, something describes them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starting: bool,
     /// Who started it: absent in records written before one-shot faults registered.
     #[serde(default)]
     pub kind: RunKind,
@@ -102,7 +106,9 @@ impl RunRecord {
     pub fn liveness(&self) -> Liveness {
         let owner_alive = crate::os::process::process_alive(self.pid, self.pid_start);
         let before_deadline = sys::monotonic_now_ns() < self.ends_ns;
-        let running = if self.detached { before_deadline } else { owner_alive };
+        // A detached experiment runs until its deadline whatever its reaper does (the kernel
+        // ends each armed fault on time); one whose setting-up chaos died did not start at all.
+        let running = if self.detached && !self.starting { before_deadline } else { owner_alive };
         if running { Liveness::Running } else { Liveness::Stale }
     }
 

@@ -114,31 +114,24 @@ pub fn assert_deadline_is_for(deadline_ns: u64, started_ns: u64, armed_seen_ns: 
     );
 }
 
-/// Why BPF LSM faults cannot run here, if they cannot (asks `chaos doctor`).
+/// Why BPF LSM faults cannot run here, if they cannot: the kernel's own answer
+/// ([`crate::probe`]), not doctor's (doctor.rs checks that doctor agrees).
 #[must_use]
 pub fn lsm_unavailable() -> Option<String> {
-    family_unavailable("syscall-errno-lsm").map(|reason| format!("BPF LSM unavailable: {reason}"))
+    crate::probe::bpf_lsm_missing().map(|reason| format!("BPF LSM unavailable: {reason}"))
 }
 
-/// Why BPF LSM programs cannot attach per cgroup here (lsm_cgroup), if they cannot.
+/// Why BPF LSM programs cannot attach per cgroup here (lsm_cgroup), if they cannot: the
+/// kernel's own answer.
 #[must_use]
 pub fn lsm_cgroup_unavailable() -> Option<String> {
-    if let Some(reason) = lsm_unavailable() {
-        return Some(reason);
-    }
-    let (status, stdout, stderr) = run(&["doctor", "--output", "json"]);
-    assert!(status.success(), "chaos doctor failed: {stderr}");
-    let doctor: serde_json::Value = serde_json::from_str(&stdout).expect("doctor JSON");
-    let check = doctor["program_types"]
-        .as_array()
-        .and_then(|types| types.iter().find(|t| t[0] == "lsm_cgroup"))
-        .map(|t| t[1].clone())
-        .expect("doctor lists program type lsm_cgroup");
-    (check["ok"] != true).then(|| format!("no lsm_cgroup programs: {}", check["detail"].as_str().unwrap_or("?")))
+    crate::probe::lsm_cgroup_missing().map(|reason| format!("no lsm_cgroup programs: {reason}"))
 }
 
 /// Whether `chaos doctor` says one-syscall delays and crash points run on fentry here (BPF
-/// trampolines: the VM tiers), rather than on the raw sys_enter tracepoint (the host).
+/// trampolines: the VM tiers), rather than on the raw sys_enter tracepoint (the host). What
+/// doctor says, to compare with the kernel's own answer (`probe::fentry_missing`): never a
+/// test's gate.
 #[must_use]
 pub fn entry_hook_is_fentry() -> bool {
     let (status, stdout, stderr) = run(&["doctor", "--output", "json"]);
@@ -151,7 +144,8 @@ pub fn entry_hook_is_fentry() -> bool {
     delay["mechanism"].as_str().unwrap_or_default().contains("one syscall: fentry")
 }
 
-/// Doctor's reason why fault family `id` cannot run here, if it cannot.
+/// Doctor's reason why fault family `id` cannot run here, if it cannot: what doctor says, to
+/// compare with the kernel's own answer ([`crate::probe`]), never a test's gate.
 #[must_use]
 pub fn family_unavailable(id: &str) -> Option<String> {
     let (status, stdout, stderr) = run(&["doctor", "--output", "json"]);

@@ -32,7 +32,29 @@ pub struct Sweep {
     pub outcomes: Vec<String>,
 }
 
-/// Runs `victim_args` (a chaos command line) inside a fresh cgroup under a crash point at its
+/// How a victim runs: its command line, and, for one that runs until told (the daemon), how long
+/// before the sweep sends it SIGTERM.
+#[derive(Clone, Copy, Debug)]
+pub struct Victim<'a> {
+    pub args: &'a [&'a str],
+    pub stop_after: Option<Duration>,
+    /// Every how many crash points one is tried (1: every one). Under TCG a point costs
+    /// seconds (two chaos starts), so a VM tier may try every k-th; the count says so.
+    pub stride: usize,
+}
+
+/// [`sweep_victim`] for a victim that ends by itself.
+pub fn sweep(
+    family: &str,
+    victim_args: &[&str],
+    syscalls: &str,
+    max_points: usize,
+    after_death: impl FnMut(usize, bool),
+) -> Sweep {
+    sweep_victim(family, Victim { args: victim_args, stop_after: None, stride: 1 }, syscalls, max_points, after_death)
+}
+
+/// Runs a victim (a chaos command line) inside a fresh cgroup under a crash point at its
 /// N-th call of `syscalls`, for every N until the crash point no longer fires (at most
 /// `max_points`, a guard against a sweep that never ends). After each run: waits until every
 /// process of the victim's cgroup (its guard too) is gone, calls `after_death(n, false)` to
@@ -40,16 +62,16 @@ pub struct Sweep {
 /// calls `after_death(n, true)`, and checks that no record of the victim is left in /run/chaos.
 /// A crash point kills one process per run (`--max 1`): the victim or its guard, never both, so
 /// whatever a guard undoes is undone before `chaos cleanup` runs.
-pub fn sweep(
+pub fn sweep_victim(
     family: &str,
-    victim_args: &[&str],
+    victim: Victim<'_>,
     syscalls: &str,
     max_points: usize,
     mut after_death: impl FnMut(usize, bool),
 ) -> Sweep {
     let victims = TestCgroup::new();
     let mut found = Sweep::default();
-    for n in 0..max_points {
+    for n in (0..max_points).step_by(victim.stride.max(1)) {
         let after = n.to_string();
         let mut killer = Chaos::start(&[
             "proc",
@@ -69,22 +91,23 @@ pub fn sweep(
             "-v",
         ]);
         killer.wait_until_armed(Duration::from_secs(60));
-        let mut victim = command_in(chaos::chaos_bin(), Some(&victims), None)
-            .args(victim_args)
+        let mut process = command_in(chaos::chaos_bin(), Some(&victims), None)
+            .args(victim.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("start the victim chaos: {e}"));
-        let victim_pid = victim.id();
-        let status = wait_with_timeout(&mut victim, Duration::from_secs(120), family, n);
-        let stderr = read_all(victim.stderr.take());
+        let victim_pid = process.id();
+        let status = wait_with_timeout(&mut process, victim.stop_after, Duration::from_secs(120), family, n);
+        let stderr = read_all(process.stderr.take());
         let report = killer.stop_json();
         let fired = report["counters"].as_array().map_or(0, |c| c.iter().filter_map(|d| d["injected"].as_u64()).sum());
         wait_for_empty(&victims, Duration::from_secs(10), family, n);
         if fired == 0 {
+            let ended_well = status.success() || (victim.stop_after.is_some() && status.code() == Some(143));
             assert!(
-                status.success(),
+                ended_well,
                 "{family}: the victim ran its whole sequence without a crash point and failed ({status}): {stderr}"
             );
             after_death(n, false);
@@ -101,26 +124,39 @@ pub fn sweep(
         after_death(n, true);
         let left = files_of(victim_pid);
         assert!(left.is_empty(), "{family} point {n}: after `chaos cleanup` ({stdout}) the dead victim left {left:?}");
-        assert!(n + 1 < max_points, "{family}: the crash point still fired at point {n}: is the sweep endless?");
+        assert!(
+            n + victim.stride < max_points,
+            "{family}: the crash point still fired at point {n}: is the sweep endless?"
+        );
     }
     eprintln!(
-        "measured: {family}: {} crash points tried, then a whole run; the victim ended: {}",
+        "measured: {family}: {} crash points tried{}, then a whole run; the victim ended: {}",
         found.points,
+        if victim.stride > 1 { format!(" (one point in {})", victim.stride) } else { String::new() },
         summarise(&found.outcomes)
     );
     found
 }
 
+/// Waits for the victim to end (SIGTERM after `stop_after`, if given), at most `timeout`.
 fn wait_with_timeout(
     child: &mut std::process::Child,
+    stop_after: Option<Duration>,
     timeout: Duration,
     family: &str,
     n: usize,
 ) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut stop_sent = false;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait the victim") {
             return status;
+        }
+        if !stop_sent && stop_after.is_some_and(|after| started.elapsed() >= after) {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            stop_sent = true;
         }
         if Instant::now() > deadline {
             let _ = child.kill();

@@ -10,11 +10,14 @@ pub mod chaos;
 pub mod crash;
 pub mod daemon;
 pub mod kernel;
+pub mod manifest;
 pub mod net;
+pub mod probe;
 pub mod programs;
 pub mod runtimes;
 pub mod skip;
 pub mod stats;
+pub mod tcp;
 pub mod timing;
 pub mod workload;
 

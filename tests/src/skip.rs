@@ -1,13 +1,13 @@
 //! Skipping a test says why, where people will read it.
 //!
 //! A skipped test returns early (cargo shows it as passed), so the reason is also appended to
-//! the file named by `CHAOS_SKIP_LOG` when set: `cargo xtask test` prints those lines per tier,
-//! so a skip never passes silently. A skip for want of a kernel feature names the feature
-//! (`[needs fq]`): the runner fails a tier whose required features a test skipped for.
+//! the file named by `CHAOS_SKIP_LOG` when set, one line per skip naming the test as libtest
+//! does (`<binary>::<test>`, read from the name libtest gives each test's thread). `cargo xtask
+//! test` holds those lines against the tier's manifest ([`crate::manifest`]): a skip of a test
+//! the tier must run fails the tier, whatever its reason, so a skip never passes silently.
 use std::io::Write as _;
 
-/// Kernel features a test may need. Their names are what `cargo xtask test` matches against
-/// each tier's list of required features (xtask/src/test.rs): keep the two in step.
+/// Kernel features a test may need, named in the skip's line (`[needs fq]`) for the reader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Feature {
     /// Running as root (cgroups, namespaces, BPF).
@@ -26,6 +26,10 @@ pub enum Feature {
     Fq,
     /// The netem qdisc.
     Netem,
+    /// fentry programs (BPF trampolines).
+    Fentry,
+    /// Error injection: kprobes calling bpf_override_return.
+    ErrorInjection,
 }
 
 impl Feature {
@@ -40,6 +44,8 @@ impl Feature {
             Self::LsmCgroup => "lsm-cgroup",
             Self::Fq => "fq",
             Self::Netem => "netem",
+            Self::Fentry => "fentry",
+            Self::ErrorInjection => "error-injection",
         }
     }
 }
@@ -47,13 +53,43 @@ impl Feature {
 /// Records that `test` is skipped on this kernel because of `reason` (not for want of a
 /// feature: use [`missing`] for that).
 pub fn record(test: &str, reason: &str) {
-    write_line(&format!("SKIPPED {test} on {}: {reason}", kernel_release()));
+    write_line(&format!("SKIPPED {} on {}: {reason}", qualified(test), kernel_release()));
 }
 
 /// Records that `test` is skipped because this kernel lacks `feature` (`reason` says how that
 /// was found out).
 pub fn missing(feature: Feature, test: &str, reason: &str) {
-    write_line(&format!("SKIPPED {test} on {} [needs {}]: {reason}", kernel_release(), feature.name()));
+    write_line(&format!("SKIPPED {} on {} [needs {}]: {reason}", qualified(test), kernel_release(), feature.name()));
+}
+
+/// The skipping test as the manifest names it, `<binary>::<test>`: libtest runs each test on a
+/// thread named after it, which no caller can misspell; `label` (the caller's own name for the
+/// test) stands in only off a test thread. The binary is cargo's test target, its file name
+/// without the hash cargo appends (`delay-6beb36907909f233` is `delay`).
+fn qualified(label: &str) -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(test_binary_name(exe.file_name()?.to_str()?).to_owned()))
+        .unwrap_or_else(|| "?".into());
+    let thread = std::thread::current();
+    let test = thread.name().filter(|name| *name != "main").unwrap_or(label);
+    format!("{binary}::{test}")
+}
+
+/// A test binary's target name: its file name without cargo's `-<hash>` suffix.
+#[must_use]
+pub fn test_binary_name(file_name: &str) -> &str {
+    file_name
+        .rsplit_once('-')
+        .filter(|(_, hash)| hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or(file_name, |(name, _)| name)
+}
+
+/// The skip log's line for a skip: (`<binary>::<test>`, the rest of the line), or None for a
+/// line that is not one.
+#[must_use]
+pub fn parse_line(line: &str) -> Option<(&str, &str)> {
+    line.strip_prefix("SKIPPED ")?.split_once(' ')
 }
 
 /// A skip the runner cannot read would pass unnoticed: failing to log it fails the test.
@@ -64,7 +100,9 @@ fn write_line(line: &str) {
             .create(true)
             .append(true)
             .open(&path)
-            .and_then(|mut file| writeln!(file, "{line}"));
+            // One write of the whole line: with O_APPEND it cannot interleave with another
+            // test's (writeln! may write the text and its newline apart).
+            .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()));
         if let Err(e) = written {
             panic!("cannot log the skip to CHAOS_SKIP_LOG={}: {e}; the skip was: {line}", path.display());
         }

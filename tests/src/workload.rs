@@ -169,8 +169,14 @@ pub struct Resident(Child);
 impl Resident {
     #[must_use]
     pub fn start(cgroup: &TestCgroup, netns: Option<&Netns>) -> Self {
+        Self::start_for(cgroup, netns, 600)
+    }
+
+    /// [`Resident::start`] for a process that lives `secs` seconds (a long test's target).
+    #[must_use]
+    pub fn start_for(cgroup: &TestCgroup, netns: Option<&Netns>, secs: u64) -> Self {
         let child = command_in(workload_bin(), Some(cgroup), netns)
-            .args(["sleep", "--secs", "600"])
+            .args(["sleep", "--secs", &secs.to_string()])
             .spawn()
             .expect("start resident");
         // pre_exec joined the cgroup before exec, so it is normally there at once; a resident
@@ -484,6 +490,13 @@ impl HttpServer {
     #[must_use]
     pub fn start(cgroup: &TestCgroup, port: u16) -> Self {
         Self::start_with(cgroup, port, &[])
+    }
+
+    /// [`HttpServer::start`], appending one line per request answered to `log` (the request
+    /// line): what the server saw.
+    #[must_use]
+    pub fn start_logging(cgroup: &TestCgroup, port: u16, log: &std::path::Path) -> Self {
+        Self::start_with(cgroup, port, &["--log", &log.display().to_string()])
     }
 
     /// [`HttpServer::start`] with more flags of `http-serve` (`--status N`, `--delay-ms MS`).

@@ -192,13 +192,10 @@ fn syscall_delays_end_at_the_deadline() {
     assert!(p99 < 25.0, "reads are still delayed after the deadline with chaos frozen: p99 {p99:.3} ms");
 }
 
-/// Why network delays cannot run here, if they cannot.
+/// Why network delays cannot run here, if they cannot: the kernel's own answer (a fq qdisc
+/// added in a throwaway namespace), not doctor's.
 fn fq_missing() -> Option<String> {
-    let (_, stdout, _) = chaos::run(&["doctor", "--output", "json"]);
-    let doctor: serde_json::Value = serde_json::from_str(&stdout).expect("doctor JSON");
-    let family = doctor["families"].as_array()?.iter().find(|f| f["id"] == "network-delay")?.clone();
-    (family["supported"] != true)
-        .then(|| format!("network delay unavailable: {}", family["reason"].as_str().unwrap_or("?")))
+    chaos_tests::probe::fq_missing().map(|reason| format!("network delay unavailable: {reason}"))
 }
 
 /// A network-delay setup: hosts, a target cgroup with a resident in host a, an echo in b.
@@ -416,10 +413,12 @@ fn net_delay_state_is_put_back_after_sigkill_by_cleanup() {
 fn network_delay_is_refused_plainly_where_fq_is_missing() {
     require_root!("network_delay_is_refused_plainly_where_fq_is_missing");
     let _serial = chaos_tests::serialized();
-    let Some(reason) = fq_missing() else {
+    if fq_missing().is_none() {
         skip::record("network_delay_is_refused_plainly_where_fq_is_missing", "this kernel has fq: nothing to refuse");
         return;
-    };
+    }
+    // Doctor agrees with the kernel, and says why.
+    let reason = chaos::family_unavailable("network-delay").expect("doctor says network delay works without fq");
     assert!(reason.contains("qdisc fq not available"), "{reason}");
     let setup_cgroup = TestCgroup::new();
     let (status, _, stderr) =

@@ -1,6 +1,9 @@
-//! `chaos doctor` must tell the truth on every tier: BPF LSM works on the Debian VM kernels
-//! (booted with `lsm=...,bpf`) and not on the host; tcx exists on 6.6+ kernels only.
-use chaos_tests::{chaos, require_root, skip};
+//! `chaos doctor` must tell the truth on every tier: what it says of BPF LSM, lsm_cgroup,
+//! fentry, error injection and fq is what the kernel answers when asked directly
+//! (chaos_tests::probe: BPF LSM works on the Debian VM kernels booted with `lsm=...,bpf` and not
+//! on the host); tcx exists on 6.6+ kernels only. The tests of the other families gate on the
+//! kernel's answers, so this file is where doctor's own are checked.
+use chaos_tests::{chaos, probe, require_root, skip};
 
 fn doctor_json() -> serde_json::Value {
     let (status, stdout, stderr) = chaos::run(&["doctor", "--output", "json"]);
@@ -36,21 +39,58 @@ fn doctor_reports_bpf_lsm_where_it_works_and_why_not_elsewhere() {
     require_root!("doctor_reports_bpf_lsm_where_it_works_and_why_not_elsewhere");
     let doctor = doctor_json();
     let lsm = family(&doctor, "syscall-errno-lsm");
-    match skip::tier().as_deref() {
-        Some("host") => {
-            assert_eq!(lsm["supported"], false, "{lsm}");
+    match probe::bpf_lsm_missing() {
+        Some(missing) => {
+            assert_eq!(lsm["supported"], false, "the kernel says {missing}: {lsm}");
             let reason = lsm["reason"].as_str().unwrap_or_default();
-            assert!(reason.contains("program type lsm"), "the reason must name the failing check: {reason}");
+            if missing.contains("does not load") {
+                assert!(reason.contains("program type lsm"), "the reason must name the failing check: {reason}");
+            }
         }
-        Some(tier) if tier.starts_with("vm-") => {
-            assert_eq!(lsm["supported"], true, "BPF LSM must be reported on {tier}: {lsm}");
-            let lsms = doctor["basics"]["active_lsms"].as_array().expect("active LSMs readable in the VM");
+        None => {
+            assert_eq!(lsm["supported"], true, "BPF LSM works here: {lsm}");
+            let lsms = doctor["basics"]["active_lsms"].as_array().expect("active LSMs readable where BPF LSM runs");
             assert!(lsms.iter().any(|l| l == "bpf"), "{lsms:?}");
         }
-        other => skip::record(
-            "doctor_reports_bpf_lsm_where_it_works_and_why_not_elsewhere",
-            &format!("tier {other:?} has no known LSM expectation (run through cargo xtask test)"),
+    }
+}
+
+/// What doctor says of each feature the tests gate on is what the kernel answers when asked
+/// directly, yes or no, on every tier (on the VM tiers, where the kernel has them all, doctor
+/// must say so).
+#[test]
+fn doctor_agrees_with_the_kernels_own_answers() {
+    require_root!("doctor_agrees_with_the_kernels_own_answers");
+    let doctor = doctor_json();
+    let supported = |id: &str| family(&doctor, id)["supported"] == true;
+    let program_type = |name: &str| {
+        doctor["program_types"]
+            .as_array()
+            .and_then(|types| types.iter().find(|t| t[0] == name))
+            .unwrap_or_else(|| panic!("doctor lists no program type {name}"))[1]["ok"]
+            == true
+    };
+    let answers = [
+        ("BPF LSM (family syscall-errno-lsm)", probe::bpf_lsm_missing(), supported("syscall-errno-lsm")),
+        ("lsm_cgroup programs", probe::lsm_cgroup_missing(), program_type("lsm_cgroup")),
+        ("fentry (the one-syscall hook of syscall delay)", probe::fentry_missing(), chaos::entry_hook_is_fentry()),
+        (
+            "error injection (family syscall-errno-override)",
+            probe::error_injection_missing(),
+            supported("syscall-errno-override"),
         ),
+        ("fq (family network-delay)", probe::fq_missing(), supported("network-delay")),
+    ];
+    for (what, missing, doctor_yes) in &answers {
+        eprintln!("measured: {what}: kernel {}, doctor {doctor_yes}", missing.as_deref().unwrap_or("yes"));
+    }
+    for (what, missing, doctor_yes) in answers {
+        assert_eq!(
+            doctor_yes,
+            missing.is_none(),
+            "{what}: the kernel says {}, doctor says {doctor_yes}",
+            missing.as_deref().unwrap_or("yes")
+        );
     }
 }
 

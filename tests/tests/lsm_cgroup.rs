@@ -43,15 +43,18 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `chaos <args> --cgroup <cgroup> --for 5s --dry-run`.
+fn dry_run(cgroup: &TestCgroup, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let mut full = args.to_vec();
+    full.extend(["--cgroup", cgroup.path(), "--for", "5s", "--dry-run"]);
+    chaos::run(&full)
+}
+
 #[test]
-fn dry_runs_name_the_lsm_attachment_and_hooks_that_do_not_apply_are_refused() {
-    require_root!("dry_runs_name_the_lsm_attachment_and_hooks_that_do_not_apply_are_refused");
+fn hooks_that_do_not_apply_are_refused_naming_the_flag() {
+    require_root!("hooks_that_do_not_apply_are_refused_naming_the_flag");
     let cgroup = TestCgroup::new();
-    let dry = |args: &[&str]| {
-        let mut full = args.to_vec();
-        full.extend(["--cgroup", cgroup.path(), "--for", "5s", "--dry-run"]);
-        chaos::run(&full)
-    };
+    let dry = |args: &[&str]| dry_run(&cgroup, args);
     // Everywhere: a hook of the other kind is refused, naming the flag.
     let refused: [(&[&str], &str); 2] = [
         (&["syscall", "delay", "--syscall", "read", "--by", "10ms", "--hook", "lsm-cgroup"], "--hook lsm-cgroup:"),
@@ -65,14 +68,14 @@ fn dry_runs_name_the_lsm_attachment_and_hooks_that_do_not_apply_are_refused() {
         assert_eq!(status.code(), Some(2), "{args:?}: {stdout}{stderr}");
         assert!(stderr.contains(expected), "{args:?}: expected '{expected}' in:\n{stderr}");
     }
-    if let Some(reason) = chaos::lsm_cgroup_unavailable() {
-        chaos_tests::skip::missing(
-            Feature::LsmCgroup,
-            "dry_runs_name_the_lsm_attachment_and_hooks_that_do_not_apply_are_refused (LSM half)",
-            &reason,
-        );
-        return;
-    }
+}
+
+#[test]
+fn dry_runs_name_the_lsm_attachment() {
+    require_root!("dry_runs_name_the_lsm_attachment");
+    skip_unless_has!(Feature::LsmCgroup, chaos::lsm_cgroup_unavailable(), "dry_runs_name_the_lsm_attachment");
+    let cgroup = TestCgroup::new();
+    let dry = |args: &[&str]| dry_run(&cgroup, args);
     let open = ["syscall", "fail", "--syscall", "openat", "--errno", "EIO"];
     let kill = ["proc", "kill", "--on-syscall", "write", "--before-effect"];
     let per_cgroup =

@@ -17,7 +17,9 @@ use chaos_tests::{
     TempDir,
     cgroup::TestCgroup,
     chaos::{self, Chaos},
-    kernel, require_root, skip,
+    kernel, require_root,
+    skip::{self, Feature},
+    skip_unless_has,
     workload::{Resident, command_in, workload_bin},
 };
 
@@ -196,33 +198,36 @@ fn a_crash_point_at_the_100th_fsync_leaves_exactly_100_records_every_time() {
 #[test]
 fn a_crash_point_on_write_kills_before_the_record_is_written() {
     require_root!("a_crash_point_on_write_kills_before_the_record_is_written");
+    five_writers_killed_at_write_100(&["proc", "kill", "--on-syscall", "write", "--every", "100"]);
+}
+
+#[test]
+fn a_crash_point_before_effect_on_write_fails_the_call_before_the_record_is_written() {
+    let test = "a_crash_point_before_effect_on_write_fails_the_call_before_the_record_is_written";
+    require_root!(test);
+    skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), test);
+    five_writers_killed_at_write_100(&["proc", "kill", "--on-syscall", "write", "--every", "100", "--before-effect"]);
+}
+
+/// Five writers under one crash point at every 100th write (the count is the target's): each
+/// is killed at its write #100, which writes nothing.
+fn five_writers_killed_at_write_100(args: &[&str]) {
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
-    // The tracepoint everywhere; --before-effect (the LSM hook fails the call too) where BPF
-    // LSM is.
-    let mut variants = vec![vec!["proc", "kill", "--on-syscall", "write", "--every", "100"]];
-    if chaos::lsm_unavailable().is_none() {
-        variants.push(vec!["proc", "kill", "--on-syscall", "write", "--every", "100", "--before-effect"]);
-    } else {
-        skip::record("a_crash_point_on_write_kills_before_the_record_is_written (--before-effect)", "no BPF LSM here");
+    let chaos = chaos::start_fault(args, &cgroup);
+    for _ in 0..5 {
+        let (signal, records) = write_records(&cgroup, dir.path(), 200);
+        assert_eq!(signal, Some(libc::SIGKILL), "{args:?}");
+        eprintln!("measured: {args:?}: {} records after a SIGKILL at write #100", records.len());
+        // SIGKILL is pending from the call's entry: the kernel's write path checks for a fatal
+        // signal before it copies anything, so write #100 returns -EINTR having written
+        // nothing (the tracepoint); the LSM hook fails it before it starts (--before-effect).
+        assert_eq!(records.len(), 99, "{args:?}");
+        assert!(!records.iter().any(|r| r == "record 100"), "{args:?}");
     }
-    for args in variants {
-        // Five writers under one crash point at every 100th write (the count is the target's).
-        let chaos = chaos::start_fault(&args, &cgroup);
-        for _ in 0..5 {
-            let (signal, records) = write_records(&cgroup, dir.path(), 200);
-            assert_eq!(signal, Some(libc::SIGKILL), "{args:?}");
-            eprintln!("measured: {args:?}: {} records after a SIGKILL at write #100", records.len());
-            // SIGKILL is pending from the call's entry: the kernel's write path checks for a fatal
-            // signal before it copies anything, so write #100 returns -EINTR having written
-            // nothing (the tracepoint); the LSM hook fails it before it starts (--before-effect).
-            assert_eq!(records.len(), 99, "{args:?}");
-            assert!(!records.iter().any(|r| r == "record 100"), "{args:?}");
-        }
-        let report = chaos.stop_json();
-        assert_eq!(report["counters"][0]["injected"], 5, "{args:?}: {report}");
-    }
+    let report = chaos.stop_json();
+    assert_eq!(report["counters"][0]["injected"], 5, "{args:?}: {report}");
 }
 
 /// Starts a counter in `cgroup`; returns it and the path of its file.
@@ -510,6 +515,7 @@ fn doctor_says_how_process_faults_run_here() {
     let (kill, pause) = (family("process-kill"), family("process-pause"));
     assert_eq!((kill["in_chaos"].as_bool(), kill["supported"].as_bool()), (Some(true), Some(true)), "{kill}");
     let mechanism = kill["mechanism"].as_str().unwrap_or_default();
+    // What the kernel says of BPF LSM, which --before-effect needs.
     let before_effect = if chaos::lsm_unavailable().is_none() { "available" } else { "not available" };
     assert!(mechanism.contains(&format!("--before-effect and --path: {before_effect}")), "{mechanism}");
     assert_eq!((pause["in_chaos"].as_bool(), pause["supported"].as_bool()), (Some(true), Some(true)), "{pause}");
@@ -592,7 +598,7 @@ fn dry_runs_say_what_would_be_done_and_do_nothing() {
     let cgroup = TestCgroup::new();
     let resident = Resident::start(&cgroup, None);
     let target = cgroup.path();
-    let crash_point = if chaos::entry_hook_is_fentry() {
+    let crash_point = if chaos_tests::probe::fentry_missing().is_none() {
         "attach proc_kill_on_syscall_entry (fentry) to fentry on __x64_sys_fsync"
     } else {
         "attach proc_kill_on_syscall (raw_tracepoint/sys_enter)"
@@ -618,10 +624,11 @@ fn dry_runs_say_what_would_be_done_and_do_nothing() {
 #[test]
 fn a_crash_point_with_a_path_kills_only_for_files_under_it() {
     require_root!("a_crash_point_with_a_path_kills_only_for_files_under_it");
-    if let Some(reason) = chaos::lsm_unavailable() {
-        skip::record("a_crash_point_with_a_path_kills_only_for_files_under_it", &reason);
-        return;
-    }
+    skip_unless_has!(
+        Feature::BpfLsm,
+        chaos::lsm_unavailable(),
+        "a_crash_point_with_a_path_kills_only_for_files_under_it"
+    );
     let _serial = chaos_tests::serialized();
     let cgroup = TestCgroup::new();
     let (inside, outside) = (TempDir::new(), TempDir::new());

@@ -88,11 +88,11 @@ fn faults_of_one_daemon_share_one_sys_enter_program() {
 #[test]
 fn faults_of_one_daemon_on_one_syscall_share_one_fentry_program() {
     require_root!("faults_of_one_daemon_on_one_syscall_share_one_fentry_program");
-    if !chaos::entry_hook_is_fentry() {
-        skip::record(
+    if let Some(reason) = chaos_tests::probe::fentry_missing() {
+        skip::missing(
+            skip::Feature::Fentry,
             "faults_of_one_daemon_on_one_syscall_share_one_fentry_program",
-            "this kernel has no BPF trampolines for fentry (tracing programs do not load); the sys_enter test covers \
-             the shared program here",
+            &format!("{reason}; the sys_enter test covers the shared program here"),
         );
         return;
     }

@@ -308,12 +308,14 @@ fn bad_syscall_input_is_refused_and_changes_nothing() {
     ];
     match chaos::lsm_unavailable() {
         // Here a file syscall has no mechanism at all: that is what the relative path hits first.
-        Some(reason) => {
+        Some(_) => {
             cases[2].1 = "BPF LSM is not available".into();
             cases.push((
                 vec!["--syscall", "openat", "--errno", "EIO", "--backend", "lsm"],
                 "BPF LSM is not available".into(),
             ));
+            // Doctor agrees with the kernel, and says why.
+            let reason = chaos::family_unavailable("syscall-errno-lsm").expect("doctor says BPF LSM works here");
             assert!(reason.contains("program type lsm"), "{reason}");
         }
         None => cases[2].1 = "--path relative/dir: not an absolute path".into(),
@@ -332,21 +334,15 @@ fn bad_syscall_input_is_refused_and_changes_nothing() {
     }
 }
 
-/// Every hook chaos ships must pass this kernel's verifier and attach: the kernel must show
-/// each one attached, and each cgroup hook must fire on one matching call at 100 %. (The LSM
-/// half is attached at 0 % and counted in the kernel; its hooks fire in the LSM tests above.)
+/// Every cgroup hook chaos ships must pass this kernel's verifier and attach: the kernel must
+/// show each one attached, and each must fire on one matching call at 100 %.
 #[test]
-fn every_hook_loads_and_attaches_on_this_kernel() {
-    require_root!("every_hook_loads_and_attaches_on_this_kernel");
-    // It counts the LSM links of the whole machine: no other test of this file may hold one
-    // meanwhile (each LSM test, and `syscall list`'s probes, take this lock).
+fn every_cgroup_hook_loads_and_attaches_on_this_kernel() {
+    require_root!("every_cgroup_hook_loads_and_attaches_on_this_kernel");
     let _serial = chaos_tests::serialized();
-    let (status, stdout, _) = chaos::run(&["syscall", "list", "--output", "json"]);
-    assert!(status.success());
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON rows");
-
-    // The cgroup half: every hook attached (asked of the kernel per attach type), then one call
-    // of each kind from sockets made in the cgroup before the fault, each refused with EIO.
+    let rows = syscall_rows();
+    // Every hook attached (asked of the kernel per attach type), then one call of each kind
+    // from sockets made in the cgroup before the fault, each refused with EIO.
     let cgroup = TestCgroup::new();
     let ns = Netns::new();
     let cgroup_rows: Vec<&serde_json::Value> =
@@ -379,13 +375,27 @@ fn every_hook_loads_and_attaches_on_this_kernel() {
         report["counters"].as_array().expect("counters").iter().filter_map(|c| c["injected"].as_u64()).sum();
     assert_eq!(injected, 9, "one injection per call: {report}");
     assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left on the cgroup");
+}
 
-    // The LSM half: every distinct LSM hook is a link chaos holds, as the kernel reports it,
-    // and each fails one real call of a workload in the cgroup, prepared before the fault.
-    if let Some(reason) = chaos::lsm_unavailable() {
-        chaos_tests::skip::missing(Feature::BpfLsm, "every_hook_loads_and_attaches_on_this_kernel (LSM half)", &reason);
-        return;
-    }
+/// `chaos syscall list --output json`: one row per syscall chaos knows.
+fn syscall_rows() -> Vec<serde_json::Value> {
+    let (status, stdout, stderr) = chaos::run(&["syscall", "list", "--output", "json"]);
+    assert!(status.success(), "{stderr}");
+    serde_json::from_str(&stdout).expect("JSON rows")
+}
+
+/// Every LSM hook chaos ships must pass this kernel's verifier and attach, and fail one real
+/// call (the BPF LSM tiers).
+#[test]
+fn every_lsm_hook_loads_and_attaches_on_this_kernel() {
+    require_root!("every_lsm_hook_loads_and_attaches_on_this_kernel");
+    // It counts the LSM links of the whole machine: no other test of this file may hold one
+    // meanwhile (each LSM test, and `syscall list`'s probes, take this lock).
+    let _serial = chaos_tests::serialized();
+    skip_unless_has!(Feature::BpfLsm, chaos::lsm_unavailable(), "every_lsm_hook_loads_and_attaches_on_this_kernel");
+    let rows = syscall_rows();
+    // Every distinct LSM hook is a link chaos holds, as the kernel reports it, and each fails
+    // one real call of a workload in the cgroup, prepared before the fault.
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
     let lsm_rows: Vec<&serde_json::Value> = rows.iter().filter(|r| !r["lsm_hook"].is_null()).collect();

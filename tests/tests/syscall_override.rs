@@ -9,7 +9,9 @@ use chaos_tests::{
     TempDir,
     cgroup::TestCgroup,
     chaos::{self, Chaos},
-    require_root, skip_if,
+    require_root,
+    skip::Feature,
+    skip_unless_has,
     workload::{Calls, command_in, workload_loop},
 };
 
@@ -18,9 +20,10 @@ const EAGAIN: i32 = 11;
 const OVERRIDE: &str = "syscall-errno-override";
 const DEBUGFS: &str = "/sys/kernel/debug";
 
-/// Doctor's reason why error injection cannot run here, if it cannot.
+/// Why error injection cannot run here, if it cannot: the kernel's own answer (a kprobe
+/// program calling bpf_override_return loaded through bpf(2)), not doctor's.
 fn override_unavailable() -> Option<String> {
-    chaos::family_unavailable(OVERRIDE)
+    chaos_tests::probe::error_injection_missing()
 }
 
 /// debugfs mounted for the length of a test (the error-injection list and the kernel's list of
@@ -78,7 +81,7 @@ fn sync_loop(file: &Path, count: u64, cgroup: Option<&TestCgroup>) -> (Calls, Ca
 fn fsync_and_fdatasync_fail_with_eio_for_the_cgroup_only_and_only_under_the_path() {
     let name = "fsync_and_fdatasync_fail_with_eio_for_the_cgroup_only_and_only_under_the_path";
     require_root!(name);
-    skip_if!(override_unavailable().is_some(), name, override_unavailable().unwrap_or_default());
+    skip_unless_has!(Feature::ErrorInjection, override_unavailable(), name);
     let _debugfs = Debugfs::mount();
     let cgroup = TestCgroup::new();
     let (inside, elsewhere) = (TempDir::new(), TempDir::new());
@@ -117,7 +120,7 @@ fn fsync_and_fdatasync_fail_with_eio_for_the_cgroup_only_and_only_under_the_path
 fn dd_with_conv_fsync_reports_an_input_output_error() {
     let name = "dd_with_conv_fsync_reports_an_input_output_error";
     require_root!(name);
-    skip_if!(override_unavailable().is_some(), name, override_unavailable().unwrap_or_default());
+    skip_unless_has!(Feature::ErrorInjection, override_unavailable(), name);
     let _debugfs = Debugfs::mount();
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
@@ -149,7 +152,7 @@ fn dd_with_conv_fsync_reports_an_input_output_error() {
 fn a_call_no_hook_serves_fails_with_its_errno_at_the_rate() {
     let name = "a_call_no_hook_serves_fails_with_its_errno_at_the_rate";
     require_root!(name);
-    skip_if!(override_unavailable().is_some(), name, override_unavailable().unwrap_or_default());
+    skip_unless_has!(Feature::ErrorInjection, override_unavailable(), name);
     let _debugfs = Debugfs::mount();
     let cgroup = TestCgroup::new();
     // auto: getrandom has no LSM hook and no cgroup hook, so error injection serves it.
@@ -175,7 +178,7 @@ fn a_call_no_hook_serves_fails_with_its_errno_at_the_rate() {
 fn the_kernel_ends_the_override_at_its_deadline_even_if_chaos_is_frozen() {
     let name = "the_kernel_ends_the_override_at_its_deadline_even_if_chaos_is_frozen";
     require_root!(name);
-    skip_if!(override_unavailable().is_some(), name, override_unavailable().unwrap_or_default());
+    skip_unless_has!(Feature::ErrorInjection, override_unavailable(), name);
     let _debugfs = Debugfs::mount();
     let cgroup = TestCgroup::new();
     let mut chaos = Chaos::start(&[
@@ -209,7 +212,7 @@ fn the_kernel_ends_the_override_at_its_deadline_even_if_chaos_is_frozen() {
 fn after_sigkill_no_kprobe_stays_attached() {
     let name = "after_sigkill_no_kprobe_stays_attached";
     require_root!(name);
-    skip_if!(override_unavailable().is_some(), name, override_unavailable().unwrap_or_default());
+    skip_unless_has!(Feature::ErrorInjection, override_unavailable(), name);
     let debugfs = Debugfs::mount();
     let cgroup = TestCgroup::new();
     let dir = TempDir::new();
@@ -238,7 +241,7 @@ fn after_sigkill_no_kprobe_stays_attached() {
 fn every_syscall_chaos_knows_attaches_through_error_injection() {
     let name = "every_syscall_chaos_knows_attaches_through_error_injection";
     require_root!(name);
-    skip_if!(override_unavailable().is_some(), name, override_unavailable().unwrap_or_default());
+    skip_unless_has!(Feature::ErrorInjection, override_unavailable(), name);
     let debugfs = Debugfs::mount();
     let cgroup = TestCgroup::new();
     let (status, stdout, _) = chaos::run(&["syscall", "list", "--output", "json"]);
@@ -283,8 +286,11 @@ fn override_is_refused_with_doctors_reason_and_auto_never_picks_it_where_it_cann
     assert!(status.success());
     let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON rows");
     let row = |name: &str| rows.iter().find(|r| r["syscall"] == name).unwrap_or_else(|| panic!("no row for {name}"));
+    let doctor_says = chaos::family_unavailable(OVERRIDE);
     match override_unavailable() {
-        Some(reason) => {
+        Some(missing) => {
+            let reason = doctor_says
+                .unwrap_or_else(|| panic!("the kernel has no error injection ({missing}), but doctor offers it"));
             eprintln!("measured: doctor says error injection is unavailable: {reason}");
             let (status, _, stderr) = dry_run(&["--syscall", "fsync", "--backend", "override"]);
             assert_eq!(status.code(), Some(2), "{stderr}");
@@ -297,6 +303,7 @@ fn override_is_refused_with_doctors_reason_and_auto_never_picks_it_where_it_cann
             assert!(row("fsync")["note"].as_str().unwrap_or_default().contains(&reason), "{}", row("fsync"));
         }
         None => {
+            assert_eq!(doctor_says, None, "the kernel has error injection, but doctor refuses it");
             let _debugfs = Debugfs::mount();
             let (status, stdout, stderr) = dry_run(&["--syscall", "fsync,getrandom"]);
             assert!(status.success(), "{stderr}");

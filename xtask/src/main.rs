@@ -15,6 +15,7 @@ mod links;
 mod lint;
 mod setup;
 mod structure;
+mod tally;
 mod test;
 mod util;
 mod vm;
@@ -63,6 +64,9 @@ enum Task {
     /// Only the lint step that opens `test`: the Markdown links between the project's pages,
     /// rustfmt and clippy.
     Lint,
+    /// Print each tier's manifest (tests/src/manifest.rs): how many tests it must run, and which
+    /// are not on it and why; fails on a test with no line there.
+    Manifest,
     /// Boot a Debian kernel under QEMU (TCG) and run a command inside; exits with its status.
     /// The workspace's binaries, `ip` and `tc` are always there; the command's own file too.
     Vm {
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             lint.and_then(|()| test::run(!vm_only, !host_only, &kernels))
         }
         Task::Lint => lint::run(),
+        Task::Manifest => test::manifest(),
         Task::Vm { kernel, include, command } => run_in_vm(kernel, &include, &command),
         Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
         Task::Bench { which, kernel } => bench::select(&which, kernel)

@@ -30,6 +30,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("chromium", "the verdict tests: renders `chaos report --html` headless, to a PNG"),
     ("nginx-light", "the real service of `cargo xtask bench service`, and the HTTP/2 server of the verdict tests"),
+    ("curl", "the real client of the net sever test: its download from nginx is reset"),
     ("wrk", "the load generator of `cargo xtask bench service`"),
     // The container tests start each runtime themselves (private sockets and data directories);
     // the packages' own services are never started by chaos's tests.
@@ -39,6 +40,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("podman", "the container tests: `podman system service`, the Docker-compatible socket"),
     ("crun", "the OCI runtime podman prefers"),
 ];
+
+/// Whether setup installs Debian package `name` (the host tier's manifest has what it installs).
+pub fn installs(name: &str) -> bool {
+    PACKAGES.iter().any(|(package, _)| *package == name)
+}
 
 pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;

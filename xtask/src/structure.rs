@@ -68,7 +68,12 @@ pub const CRATES: &[Crate] = &[
     Crate {
         name: "chaos-tests",
         src: "tests/src",
-        layers: &[&["skip"], &["cgroup", "net", "programs"], &["workload", "kernel"], &["chaos", "runtimes", "crash"]],
+        layers: &[
+            &["skip", "manifest"],
+            &["cgroup", "net", "programs"],
+            &["workload", "kernel", "probe"],
+            &["chaos", "runtimes", "crash"],
+        ],
     },
     Crate {
         name: "xtask",
@@ -76,7 +81,7 @@ pub const CRATES: &[Crate] = &[
         // main.rs orders setup, build, lint, test, bench, demo; each below it knows only lower ones.
         layers: &[
             &["util"],
-            &["host_state", "links", "structure", "errinj"],
+            &["host_state", "links", "structure", "errinj", "tally"],
             &["build", "vm"],
             &["setup", "lint"],
             &["test", "bench", "demo"],

@@ -1,6 +1,8 @@
 //! `cargo xtask test`: set up, build, then run the tests on the host kernel and on each VM kernel
 //! (two guests at a time).
-//! Skipped tests are listed per tier with their reasons, so a skip never passes unnoticed.
+//! Each tier is held against its manifest (tests/src/manifest.rs, through `tally`): a test the
+//! tier must run that skipped, for any reason, fails the tier, and the summary says per tier
+//! what ran, what skipped as the manifest says (with the reason) and what skipped unexpectedly.
 use std::{
     fs,
     io::{BufRead as _, BufReader},
@@ -17,14 +19,19 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     build::{self, Binaries},
-    errinj, host_state, setup, util, vm,
+    errinj, host_state, setup,
+    tally::{self, Observed, Tally},
+    util, vm,
 };
 
 struct TierResult {
     tier: String,
     passed: bool,
     detail: String,
-    skips: Vec<String>,
+    /// What the tier's binaries did (exits, panics, skips), to hold against its manifest.
+    observed: Observed,
+    /// The tier's tests against its manifest, once all its guests are in.
+    tally: Tally,
     /// One line per failed test (name and the first line of its panic) and per kernel oops,
     /// repeated in the summary: a long run's log is often cut, and the end is what is read.
     failures: Vec<String>,
@@ -60,14 +67,16 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
     }
     setup::run()?;
     let binaries = build::build_binaries()?;
+    // Every test must have its line in the manifest before any tier runs: a new test is placed
+    // (runs here, or not here because ...) or the run stops, saying how.
+    let listing = tally::list(&binaries.integration_tests)?;
+    let problems = tally::coverage(&listing);
+    if !problems.is_empty() {
+        bail!("the test manifest does not match the tests:\n  {}", problems.join("\n  "));
+    }
     let mut results = Vec::new();
-    // Tiers whose kernel is missing (only the 6.1-errinj one can be): listed, never silent.
-    let mut skipped_tiers = Vec::new();
     if host {
         results.push(host_tier(&binaries)?);
-    }
-    for result in &mut results {
-        result.fail_on_required_skips();
     }
     if vms {
         let kernels = if kernels.is_empty() { &vm::KernelName::ALL[..] } else { kernels };
@@ -75,47 +84,106 @@ pub fn run(host: bool, vms: bool, kernels: &[vm::KernelName]) -> anyhow::Result<
         for &kernel in kernels {
             match vm::available_kernel(kernel)? {
                 Some(kernel) => available.push(kernel),
-                None => skipped_tiers.push(format!(
-                    "{:<13} skipped: no {} kernel on this machine; {}",
-                    kernel.tier(),
+                // CI keeps the kernel beside its clone: missing there, the six error-injection
+                // tests would pass having run nowhere.
+                None if std::env::var("CI").is_ok_and(|v| v == "true") => bail!(
+                    "CI=true and no {} kernel (looked at CHAOS_ERRINJ_KERNEL, `cargo xtask kernel`'s output and \
+                     ../shared/kernels beside the clone): its tier must run in CI; {}",
                     kernel.label(),
                     errinj::HOW_TO_GET
-                )),
+                ),
+                None => results.push(TierResult {
+                    tier: kernel.tier(),
+                    passed: true,
+                    detail: format!("not run: no {} kernel on this machine; {}", kernel.label(), errinj::HOW_TO_GET),
+                    observed: Observed::default(),
+                    tally: Tally::default(),
+                    failures: Vec::new(),
+                }),
             }
         }
         results.extend(vm_tiers(&binaries, &available)?);
     }
-    // Skips first, failures last: a long run's log is often cut, and its end is what is read.
-    println!("\ntest summary: skips");
-    for result in &results {
-        for skip in &result.skips {
-            println!("  {:<13} {skip}", result.tier);
+    let installed = |package: &str| setup::installs(package);
+    for result in results.iter_mut().filter(|r| r.detail.is_empty() || !r.detail.starts_with("not run")) {
+        result.tally = tally::tally(&result.tier, &listing, &result.observed, &installed);
+        if !result.tally.problems.is_empty() {
+            result.passed = false;
         }
     }
-    for skipped in &skipped_tiers {
-        println!("  {skipped}");
-    }
-    println!("\ntest summary: tiers");
-    for result in &results {
-        println!(
-            "  {:<13} {} {} ({} skipped)",
-            result.tier,
-            if result.passed { "passed" } else { "FAILED" },
-            result.detail,
-            result.skips.len()
-        );
-        for failure in &result.failures {
-            println!("  {:<13} FAILED {failure}", result.tier);
-        }
-        if !result.passed && result.failures.is_empty() {
-            println!("  {:<13} FAILED without a panicked test: look above for its `error:` or timeout", result.tier);
-        }
-    }
+    summary(&results);
     let failed: Vec<&str> = results.iter().filter(|r| !r.passed).map(|r| r.tier.as_str()).collect();
     if !failed.is_empty() {
         bail!("tests failed on: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// `cargo xtask manifest`: each tier's manifest, from the built test binaries' `--list`.
+pub fn manifest() -> anyhow::Result<()> {
+    let binaries = build::build_binaries()?;
+    let listing = tally::list(&binaries.integration_tests)?;
+    let problems = tally::coverage(&listing);
+    if !problems.is_empty() {
+        bail!("the test manifest does not match the tests:\n  {}", problems.join("\n  "));
+    }
+    let installed = |package: &str| setup::installs(package);
+    let tests: usize = listing.values().map(Vec::len).sum();
+    println!("{tests} tests in {} binaries", listing.len());
+    for tier in chaos_tests::manifest::TIERS {
+        let mut not_here: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        for (name, needs) in chaos_tests::manifest::all() {
+            if let chaos_tests::manifest::Expect::NotHere(reason) =
+                chaos_tests::manifest::expect(tier, needs, &installed)
+            {
+                not_here.entry(reason).or_default().push(name);
+            }
+        }
+        let absent: usize = not_here.values().map(Vec::len).sum();
+        println!("{tier}: must run {}, not here {absent}", tests - absent);
+        for (reason, names) in not_here {
+            println!("  {} not here, because {reason}: {}", names.len(), names.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// The end of the run's output: per tier, what skipped as its manifest says (with the reason),
+/// then the counts and every failure. Failures last: a long run's log is often cut, and its end
+/// is what is read.
+fn summary(results: &[TierResult]) {
+    println!("\ntest summary: skipped as each tier's manifest says (tests/src/manifest.rs)");
+    for result in results {
+        for (reason, tests) in &result.tally.not_here {
+            println!("  {:<13} {} not here, because {reason}: {}", result.tier, tests.len(), tests.join(", "));
+        }
+    }
+    println!("\ntest summary: tiers");
+    for result in results {
+        if result.detail.starts_with("not run") {
+            println!("  {:<13} {}", result.tier, result.detail);
+            continue;
+        }
+        let tally = &result.tally;
+        println!(
+            "  {:<13} {} {}ran {}, skipped as the manifest says {}, skipped unexpectedly {}",
+            result.tier,
+            if result.passed { "passed" } else { "FAILED" },
+            if result.detail.is_empty() { String::new() } else { format!("{} ", result.detail) },
+            tally.ran,
+            tally.not_here_count(),
+            tally.problems.iter().filter(|p| p.contains(" skipped, but ")).count(),
+        );
+        for problem in &tally.problems {
+            println!("  {:<13} FAILED {problem}", result.tier);
+        }
+        for failure in &result.failures {
+            println!("  {:<13} FAILED {failure}", result.tier);
+        }
+        if !result.passed && result.failures.is_empty() && tally.problems.is_empty() {
+            println!("  {:<13} FAILED without a panicked test: look above for its `error:` or timeout", result.tier);
+        }
+    }
 }
 
 fn skip_log(tier: &str) -> anyhow::Result<PathBuf> {
@@ -128,35 +196,62 @@ fn skip_log(tier: &str) -> anyhow::Result<PathBuf> {
 fn host_tier(binaries: &Binaries) -> anyhow::Result<TierResult> {
     println!("== host tier: kernel {}", fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
     let skips_path = skip_log("host")?;
-    let mut command = util::cargo();
-    command.args(["test", "--no-fail-fast", "--", "--show-output"]).env("CHAOS_SKIP_LOG", &skips_path);
-    for (key, value) in binaries.env("host") {
-        command.env(key, value);
-    }
     let network_before = host_state::Snapshot::read();
-    // Every binary runs even after one fails (`--no-fail-fast`): a cut-short tier hid the rest.
-    // The test output is passed through line by line and kept for the failure digest.
-    let mut child = command.stdout(Stdio::piped()).spawn().context("running cargo test")?;
+    // The unit tests of every crate (no root needed, no manifest: they never skip).
+    let units = util::cargo()
+        .args(["test", "--no-fail-fast", "--lib", "--bins", "--", "--show-output"])
+        .status()
+        .context("running the unit tests")?;
+    // Then each integration test binary, as in a guest: the same executables, one at a time,
+    // each run to its end (a cut-short tier hid the rest), its exit status marked for the tally.
+    // The output is passed through line by line and kept for the failure digest.
     let mut lines = Vec::new();
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
-        println!("{line}");
-        lines.push(line);
+    let mut integration_passed = true;
+    for test in &binaries.integration_tests {
+        let mark = format!("{}{}", tally::START_MARK, test.display());
+        println!("{mark}");
+        lines.push(mark);
+        let mut command = std::process::Command::new(test);
+        command.arg("--show-output").env("CHAOS_SKIP_LOG", &skips_path).current_dir(util::root().join("tests"));
+        for (key, value) in binaries.env("host") {
+            command.env(key, value);
+        }
+        let mut child =
+            command.stdout(Stdio::piped()).spawn().with_context(|| format!("running {}", test.display()))?;
+        for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+            println!("{line}");
+            lines.push(line);
+        }
+        let status = child.wait().with_context(|| format!("waiting for {}", test.display()))?;
+        integration_passed &= status.success();
+        let code = status.code().unwrap_or(-1);
+        lines.push(format!("{}{} {code}", tally::EXIT_MARK, tally::binary_name(test)));
     }
-    let status = child.wait().context("waiting for cargo test")?;
-    let skips = fs::read_to_string(&skips_path).unwrap_or_default().lines().map(str::to_owned).collect();
+    let skips: Vec<String> = fs::read_to_string(&skips_path).unwrap_or_default().lines().map(str::to_owned).collect();
     let mut failures = failure_digest(&lines);
     // The tests may change the machine's network only inside namespaces of their own.
     let changed = host_state::Snapshot::read().changes_since(&network_before);
     for change in &changed {
         failures.push(format!("the host's network changed during the tier and was not put back: {change}"));
     }
-    let passed = status.success() && changed.is_empty();
-    Ok(TierResult { tier: "host".into(), passed, detail: String::new(), skips, failures })
+    if !units.success() {
+        failures.push(format!("the unit tests failed ({units}): see `cargo test --lib --bins` above"));
+    }
+    let passed = units.success() && integration_passed && changed.is_empty();
+    let mut observed = Observed::default();
+    observed.read(&lines, &skips);
+    Ok(TierResult { tier: "host".into(), passed, detail: String::new(), observed, tally: Tally::default(), failures })
 }
 
 /// How many VM guests run at once. A guest runs both its vCPUs on one TCG thread (see `vm`), so
 /// it keeps one core busy: two guests use this machine's two cores.
 const GUESTS_AT_ONCE: usize = 2;
+
+/// `GUESTS_AT_ONCE`, or fewer where CHAOS_GUESTS_AT_ONCE says so: on a machine shared with
+/// other runs, `CHAOS_GUESTS_AT_ONCE=1` keeps to one guest (and one core).
+fn guests_at_once() -> usize {
+    std::env::var("CHAOS_GUESTS_AT_ONCE").ok().and_then(|n| n.parse().ok()).filter(|&n| n > 0).unwrap_or(GUESTS_AT_ONCE)
+}
 
 /// How many guests share one tier's test binaries. Three tiers of whole suites on two cores
 /// leave one core idle for the last tier; halves of each keep both busy to the end.
@@ -176,6 +271,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("entry_hook", 0.8),
     ("lsm_cgroup", 1.0),
     ("net_drop", 0.65),
+    ("net_sever", 0.6),
     ("golden", 0.55),
     ("syscall_override", 0.5),
     ("hints", 0.6),
@@ -193,13 +289,12 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("daemon_pods", 0.01),
     ("manifests", 0.02),
     ("runtimes_network", 0.01),
-    ("crash_points", 3.0),
+    ("crash_points", 6.0),
 ];
 
 /// A test binary's name without cargo's hash suffix (`delay-6beb36907909f233` is `delay`).
 fn test_name(path: &Path) -> &str {
-    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
-    file.rsplit_once('-').map_or(file, |(name, _)| name)
+    tally::binary_name(path)
 }
 
 fn guest_minutes(test: &Path) -> f64 {
@@ -230,8 +325,8 @@ struct GuestJob<'a> {
 }
 
 /// Every VM tier, its test binaries split over `SHARDS_PER_TIER` guests, `GUESTS_AT_ONCE` guests
-/// at a time (the longest first); each tier's results merged and its required skips checked,
-/// in the order of `kernels` (the lines are told apart by each guest's `[vm K i/n]` prefix).
+/// at a time (the longest first); each tier's results merged, in the order of `kernels` (the
+/// lines are told apart by each guest's `[vm K i/n]` prefix).
 fn vm_tiers(binaries: &Binaries, kernels: &[vm::Kernel]) -> anyhow::Result<Vec<TierResult>> {
     if binaries.integration_tests.is_empty() {
         bail!("cargo test --no-run -p chaos-tests built no integration test binary: the VM tiers would run nothing");
@@ -248,9 +343,9 @@ fn vm_tiers(binaries: &Binaries, kernels: &[vm::Kernel]) -> anyhow::Result<Vec<T
     }
     jobs.sort_by(|a, b| b.minutes.total_cmp(&a.minutes));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, TierResult)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, GuestResult)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for _ in 0..GUESTS_AT_ONCE.min(jobs.len()) {
+        for _ in 0..guests_at_once().min(jobs.len()) {
             scope.spawn(|| {
                 while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let result = guest_run(binaries, job);
@@ -266,7 +361,8 @@ fn vm_tiers(binaries: &Binaries, kernels: &[vm::Kernel]) -> anyhow::Result<Vec<T
             tier: kernel.name.tier(),
             passed: true,
             detail: String::new(),
-            skips: Vec::new(),
+            observed: Observed::default(),
+            tally: Tally::default(),
             failures: Vec::new(),
         };
         for (_, part) in results.iter().filter(|(i, _)| *i == index) {
@@ -274,18 +370,30 @@ fn vm_tiers(binaries: &Binaries, kernels: &[vm::Kernel]) -> anyhow::Result<Vec<T
             if !part.detail.is_empty() {
                 tier.detail = format!("{} {}", tier.detail, part.detail).trim().to_owned();
             }
-            tier.skips.extend(part.skips.iter().cloned());
             tier.failures.extend(part.failures.iter().cloned());
+            let part = &part.observed;
+            tier.observed.exits.extend(part.exits.iter().map(|(k, v)| (k.clone(), *v)));
+            tier.observed.failed.extend(part.failed.iter().cloned());
+            for (test, lines) in &part.skips {
+                tier.observed.skips.entry(test.clone()).or_default().extend(lines.iter().cloned());
+            }
         }
-        tier.fail_on_required_skips();
         tiers.push(tier);
     }
     Ok(tiers)
 }
 
+/// What one guest reported.
+struct GuestResult {
+    passed: bool,
+    detail: String,
+    observed: Observed,
+    failures: Vec<String>,
+}
+
 /// Boots one guest and runs its share of a tier's test binaries. A guest that cannot boot or
 /// does not finish fails its tier with the reason, and the other guests still run.
-fn guest_run(binaries: &Binaries, job: &GuestJob<'_>) -> TierResult {
+fn guest_run(binaries: &Binaries, job: &GuestJob<'_>) -> GuestResult {
     let tier = job.kernel.name.tier();
     println!("== VM tier: {} under QEMU (TCG), guest {}: {}", job.kernel.package, job.guest, {
         let names: Vec<&str> = job.tests.iter().map(|t| test_name(t)).collect();
@@ -293,12 +401,17 @@ fn guest_run(binaries: &Binaries, job: &GuestJob<'_>) -> TierResult {
     });
     let mut script = String::from("export RUST_BACKTRACE=1 CHAOS_SKIP_LOG=/tmp/skips\nrc=0\n");
     // Each test's time in the log (`<12.3s>`), to keep the shards balanced and the slow tests
-    // in sight: libtest's --report-time, which asks for its unstable options switch.
+    // in sight: libtest's --report-time, which asks for its unstable options switch. Each
+    // binary's exit status is marked for the tally.
     for test in &job.tests {
         let quoted = vm::shell_quote(&test.display().to_string());
         script.push_str(&format!(
-            "echo \"=== {}\"\nRUSTC_BOOTSTRAP=1 {quoted} --test-threads=2 --show-output -Zunstable-options --report-time || rc=1\n",
-            test.display()
+            "echo \"{}{}\"\nRUSTC_BOOTSTRAP=1 {quoted} --test-threads=2 --show-output -Zunstable-options --report-time\n\
+             code=$?\necho \"{}{} $code\"\n[ $code -eq 0 ] || rc=1\n",
+            tally::START_MARK,
+            test.display(),
+            tally::EXIT_MARK,
+            test_name(test),
         ));
     }
     script.push_str(
@@ -313,61 +426,31 @@ fn guest_run(binaries: &Binaries, job: &GuestJob<'_>) -> TierResult {
         timeout: Duration::from_secs(40 * 60),
     };
     match vm::boot(&vm_job) {
-        Ok(outcome) => TierResult {
-            tier,
-            passed: outcome.exit_code == 0,
-            detail: if outcome.exit_code == 0 {
-                String::new()
-            } else {
-                format!("(guest {} exit {})", job.guest, outcome.exit_code)
-            },
-            skips: outcome.lines.iter().filter_map(|l| l.strip_prefix("CHAOS_SKIP ")).map(str::to_owned).collect(),
-            failures: failure_digest(&outcome.lines),
-        },
-        Err(error) => TierResult {
-            tier,
+        Ok(outcome) => {
+            let skips: Vec<String> = outcome
+                .lines
+                .iter()
+                .filter_map(|l| l.find("CHAOS_SKIP ").map(|at| l[at + "CHAOS_SKIP ".len()..].to_owned()))
+                .collect();
+            let mut observed = Observed::default();
+            observed.read(&outcome.lines, &skips);
+            GuestResult {
+                passed: outcome.exit_code == 0,
+                detail: if outcome.exit_code == 0 {
+                    String::new()
+                } else {
+                    format!("(guest {} exit {})", job.guest, outcome.exit_code)
+                },
+                observed,
+                failures: failure_digest(&outcome.lines),
+            }
+        }
+        Err(error) => GuestResult {
             passed: false,
             detail: format!("(guest {})", job.guest),
-            skips: Vec::new(),
+            observed: Observed::default(),
             failures: vec![format!("guest {}: {error:#}", job.guest)],
         },
-    }
-}
-
-/// The features whose tests must run on `tier`: a test skipping for want of one fails the tier
-/// (a module that failed to load, a kernel booted without `lsm=bpf`, a run without root would
-/// otherwise turn those tests into skips and the run green). The names are those of
-/// chaos_tests::skip::Feature, which tags each such skip `[needs <name>]`.
-fn required_features(tier: &str) -> &'static [&'static str] {
-    match tier {
-        "host" => &["root", "cgroup-hooks", "raw_tp", "tcx"],
-        // 6.1 kernels (Debian's own and any build of it) predate tcx: legacy TC there.
-        tier if tier == "vm-6.1" || tier.starts_with("vm-6.1-") => {
-            &["root", "cgroup-hooks", "raw_tp", "bpf-lsm", "lsm-cgroup", "fq", "netem"]
-        }
-        _ => &["root", "cgroup-hooks", "raw_tp", "bpf-lsm", "lsm-cgroup", "fq", "netem", "tcx"],
-    }
-}
-
-/// The skip lines of `skips` that name a feature in `required`.
-fn required_skips<'a>(skips: &'a [String], required: &[&str]) -> Vec<&'a str> {
-    skips
-        .iter()
-        .filter(|line| {
-            line.split("[needs ").skip(1).filter_map(|rest| rest.split_once(']')).any(|(f, _)| required.contains(&f))
-        })
-        .map(String::as_str)
-        .collect()
-}
-
-impl TierResult {
-    fn fail_on_required_skips(&mut self) {
-        let required = required_features(&self.tier);
-        let bad: Vec<String> = required_skips(&self.skips, required).into_iter().map(str::to_owned).collect();
-        for line in bad {
-            self.passed = false;
-            self.failures.push(format!("skipped a test {} must run: {line}", self.tier));
-        }
     }
 }
 
@@ -375,7 +458,7 @@ impl TierResult {
 mod tests {
     use std::path::PathBuf;
 
-    use super::{failure_digest, guest_minutes, required_features, required_skips, shards, test_name};
+    use super::{failure_digest, guest_minutes, shards, test_name};
 
     #[test]
     fn shards_split_the_binaries_by_guest_time_and_keep_every_one() {
@@ -394,20 +477,6 @@ mod tests {
         let minutes: Vec<f64> = groups.iter().map(|g| g.iter().map(|t| guest_minutes(t)).sum()).collect();
         assert!((minutes[0] - minutes[1]).abs() <= 5.5, "unbalanced: {minutes:?}");
         assert_eq!(shards(&tests[..1], 2).len(), 1, "no empty guest");
-    }
-
-    #[test]
-    fn a_skip_for_a_required_feature_is_found_and_others_are_not() {
-        let skips = [
-            "SKIPPED a on 6.12.1 [needs fq]: network delay unavailable: no sch_fq",
-            "SKIPPED b on 6.12.1: this kernel has fq: nothing to refuse",
-            "SKIPPED c on 6.18.0 [needs bpf-lsm]: BPF LSM unavailable",
-        ]
-        .map(str::to_owned);
-        assert_eq!(required_skips(&skips, required_features("vm-6.12")), [skips[0].as_str(), skips[2].as_str()]);
-        assert!(required_skips(&skips, required_features("host")).is_empty());
-        assert!(required_features("vm-6.1").contains(&"fq") && !required_features("vm-6.1").contains(&"tcx"));
-        assert!(required_features("vm-6.12").contains(&"tcx") && required_features("host").contains(&"tcx"));
     }
 
     #[test]

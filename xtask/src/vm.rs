@@ -205,8 +205,23 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
 }
 
 /// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
-const MODULES: &[&str] =
-    &["veth", "sch_fq", "sch_netem", "sch_ingress", "cls_bpf", "act_bpf", "ifb", "sch_htb", "sch_tbf"];
+/// (inet_diag, tcp_diag and udp_diag: sock_diag for TCP and UDP, which `net sever` resets
+/// connections through and the foreign-socket hints read; a real system loads them on first use,
+/// the guest cannot.)
+const MODULES: &[&str] = &[
+    "veth",
+    "sch_fq",
+    "sch_netem",
+    "sch_ingress",
+    "cls_bpf",
+    "act_bpf",
+    "ifb",
+    "sch_htb",
+    "sch_tbf",
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
+];
 
 /// Host tools copied into every VM (with their shared libraries).
 const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace"];

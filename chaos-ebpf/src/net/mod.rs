@@ -7,6 +7,9 @@
 //!   may rewrite and copy packets where cgroup_skb programs may not.
 //! - [`delay`]: delays and rate limits (`net delay`, `net rate`), by TC egress programs that set
 //!   departure times the fq qdisc enforces.
+//! - [`sever`]: `net sever --after-bytes`, by cgroup_skb programs that count each connection's
+//!   payload by sequence number and silence it past N bytes (the resets themselves are
+//!   sock_diag's, from chaos's own process).
 //! - [`filter`]: `--protocol`, `--remote`, `--remote-port`, `--local-port`, read from maps;
 //!   the syscall family's socket hooks apply them too.
 //!
@@ -14,4 +17,5 @@
 mod cgroup;
 mod delay;
 pub(crate) mod filter;
+mod sever;
 mod tc;

@@ -10,14 +10,19 @@ use clap::Args;
 use super::TargetArgs;
 use crate::{
     experiment::plan::check_one_shot,
-    fault::{FaultContext, FaultPlan, PlanFault, options, traced::Traced},
+    fault::{FaultContext, FaultPlan, PlanFault, traced::Traced},
     features::Prober,
     hints, ledger,
     os::sys,
+    plan::options,
     report::OutputFormat,
     run,
-    run_records::{self, FaultRecord, Registration, RunKind, RunRecord},
-    targets::{self, CgroupFs, TargetName},
+    run_records::{
+        FaultRecord, Registration, RunKind, RunRecord, {self},
+    },
+    targets::{
+        CgroupFs, TargetName, {self},
+    },
 };
 
 /// One fault from the command line: its target, its options and how it runs.
@@ -157,6 +162,7 @@ fn register(plan: &FaultPlan, hooks: Vec<(String, String)>) -> anyhow::Result<Re
         pid,
         pid_start: crate::os::process::start_time(pid).unwrap_or(0),
         detached: false,
+        starting: false,
         kind: RunKind::OneShot,
         name: plan.fault.to_owned(),
         file: String::new(),
@@ -194,7 +200,7 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
             }
             if plan.programs.is_empty() {
                 println!(
-                    "  nothing to attach: chaos's own process does this (signals, the cgroup freezer), for {}",
+                    "  nothing to attach: chaos's own process does this (signals, the cgroup freezer, sock_diag), for {}",
                     humantime::format_duration(plan.duration)
                 );
                 println!("dry run: nothing done");

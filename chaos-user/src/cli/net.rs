@@ -9,6 +9,7 @@ use crate::{
         drop::NetDropOptions,
         partition::NetPartitionOptions,
         rewrite::{NetCorruptOptions, NetDuplicateOptions},
+        sever::NetSeverOptions,
         shape::{NetDelayOptions, NetRateOptions},
     },
     report::OutputFormat,
@@ -79,6 +80,22 @@ Examples:
 Matching packets leave one after another at the given rate, all flows together; fq holds them
 (and drops what overflows its queues). See `net delay` for where the programs go.")]
     Rate(FaultArgs<NetRateOptions>),
+    /// Reset the target's TCP connections now (and every PERIOD), or silence them after N bytes.
+    #[command(after_help = "\
+Examples:
+  chaos net sever --cgroup /app --remote 10.0.3.0/24 --remote-port 6379 --for 1s
+  chaos net sever --container 3f2a --all-connections --every 10s --percent 30 --for 5m
+  chaos net sever --cgroup /app --remote-port 443 --after-bytes 1000 --for 2m
+  chaos net sever --cgroup /app --remote-port 443 --after-bytes 64000 --mode reset --for 2m
+
+Without --after-bytes, the target's matching connections (established or closing; never a
+listening socket) are reset at once: the application's next call fails with ECONNABORTED and
+the peer gets an RST. --every repeats that for the connections made since; --percent draws each
+connection once. With --after-bytes, each matching connection carries that many bytes of
+payload in either direction (counted by sequence number) and then goes silent, open but dead
+(--mode reset: reset at that point). A filter is required: --remote, --remote-port,
+--local-port, or --all-connections. See docs/sever.md.")]
+    Sever(FaultArgs<NetSeverOptions>),
 }
 
 impl NetCommand {
@@ -90,6 +107,7 @@ impl NetCommand {
             Self::Partition(args) => args.run(output),
             Self::Delay(args) => args.run(output),
             Self::Rate(args) => args.run(output),
+            Self::Sever(args) => args.run(output),
         }
     }
 }

@@ -136,6 +136,12 @@ impl LoadedFault {
         typed_program(&mut self.ebpf, program)
     }
 
+    /// The loaded object itself, for a userspace action that reads what its programs report
+    /// (it takes its maps out: a ring buffer the programs write to).
+    pub fn object_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// The counters of `direction`, summed over CPUs.
     pub fn counters(&self, direction: Direction) -> Result<FaultCounters, AttachError> {
         self.total(&[direction])

@@ -104,10 +104,38 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
     let mut timeline = Timeline::create(timeline_path)
         .with_context(|| format!("creating the timeline {}", timeline_path.display()))?;
     timeline.event(&TimelineEvent::Experiment(Started::detached(&id, plan)));
-    let mut faults = Vec::new();
+    let fault_dir = |number: usize| pin_dir.join(format!("fault-{number}"));
+    // The record before the pins: a chaos that dies while pinning leaves a record (its owner
+    // dead, `starting`) that cleanup ends, never pins nothing describes.
+    let mut record = RunRecord {
+        id: id.clone(),
+        pid: std::process::id(),
+        pid_start: crate::os::process::start_time(std::process::id()).unwrap_or(0),
+        detached: true,
+        starting: true,
+        kind: run_records::RunKind::Experiment,
+        name: experiment.name.clone(),
+        file: experiment.source.path.clone(),
+        target: plan.target.cgroup.clone(),
+        target_id: plan.target.id,
+        faults: plan
+            .faults
+            .iter()
+            .map(|f| FaultRecord {
+                label: f.label.clone(),
+                hooks: f.hooks(),
+                injected: 0,
+                pin_dir: Some(fault_dir(f.number)),
+            })
+            .collect(),
+        ends_ns: sys::monotonic_deadline_ns(experiment.duration),
+        timeline: timeline_path.canonicalize().unwrap_or_else(|_| timeline_path.to_owned()).display().to_string(),
+        pin_dir: Some(pin_dir.clone()),
+    };
+    record.write().with_context(|| format!("recording the detached experiment in {}", run_records::RUNS_DIR))?;
     for fault in &plan.faults {
         timeline.event(&TimelineEvent::Plan(FaultPlanned::of(fault)));
-        let dir = pin_dir.join(format!("fault-{}", fault.number));
+        let dir = fault_dir(fault.number);
         let pinned = arm_to_pin(&fault.plan).map_err(anyhow::Error::from).and_then(|mut loaded| {
             loaded.pin(&dir)?;
             Ok(loaded)
@@ -117,6 +145,7 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
             Ok(loaded) => drop(loaded),
             Err(err) => {
                 let _ = fs::remove_dir_all(&pin_dir);
+                record.remove();
                 let reason = format!("fault {} could not attach: {err}", fault.label);
                 timeline.event(&TimelineEvent::Abort { phase: None, reason });
                 let summary = format!("could not run: {err:#}");
@@ -130,24 +159,9 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
             pinned: Some(dir.clone()),
             hooks: fault.hooks(),
         }));
-        faults.push(FaultRecord { label: fault.label.clone(), hooks: fault.hooks(), injected: 0, pin_dir: Some(dir) });
     }
     let started_ns = sys::monotonic_now_ns();
-    let mut record = RunRecord {
-        id: id.clone(),
-        pid: 0,
-        pid_start: 0,
-        detached: true,
-        kind: run_records::RunKind::Experiment,
-        name: experiment.name.clone(),
-        file: experiment.source.path.clone(),
-        target: plan.target.cgroup.clone(),
-        target_id: plan.target.id,
-        faults,
-        ends_ns: started_ns + u64::try_from(experiment.duration.as_nanos()).unwrap_or(u64::MAX),
-        timeline: timeline_path.canonicalize().unwrap_or_else(|_| timeline_path.to_owned()).display().to_string(),
-        pin_dir: Some(pin_dir.clone()),
-    };
+    record.ends_ns = started_ns + u64::try_from(experiment.duration.as_nanos()).unwrap_or(u64::MAX);
     let schedule = ReaperSchedule {
         started_ns,
         t0_s: timeline.elapsed(),
@@ -165,7 +179,7 @@ pub fn start(plan: &ExperimentPlan<'_>, timeline_path: &Path) -> anyhow::Result<
     let reaper = spawn_reaper(&id);
     match reaper {
         Ok(pid) => {
-            record.pid = pid;
+            (record.pid, record.starting) = (pid, false);
             record.pid_start = crate::os::process::start_time(pid).unwrap_or(0);
             if let Err(err) = record.write() {
                 // The reaper runs and ends the run on time; only `chaos stop` cannot find it to

@@ -27,7 +27,8 @@ use std::{ops::Range, time::Duration};
 use source::{FileError, Source};
 
 use crate::{
-    fault::{PlanFault, options::Ppm, registry::FaultKind},
+    fault::{PlanFault, registry::FaultKind},
+    plan::options::Ppm,
     steady::Check,
     targets::TargetName,
 };
@@ -166,7 +167,8 @@ pub fn clean_stale_runs() -> Vec<String> {
             continue;
         }
         if record.detached {
-            lines.extend(detached::end(record, "deadline passed"));
+            let why = if record.starting { "its chaos died while setting it up" } else { "deadline passed" };
+            lines.extend(detached::end(record, why));
         } else {
             record.remove();
             lines.push(format!(

@@ -7,11 +7,16 @@ use serde_json::json;
 
 use super::{Experiment, Ramp, source::FileError};
 use crate::{
-    fault::{FaultContext, FaultPlan, options::Ppm},
+    fault::{FaultContext, FaultPlan},
     features::Prober,
     hints, ledger,
-    run_records::{self, Liveness, RunKind, RunRecord},
-    targets::{self, CgroupFs, Target},
+    plan::options::Ppm,
+    run_records::{
+        Liveness, RunKind, RunRecord, {self},
+    },
+    targets::{
+        CgroupFs, Target, {self},
+    },
 };
 
 /// An experiment ready to run.

@@ -108,6 +108,7 @@ impl<'p, 't> Runner<'p, 't> {
             pid: std::process::id(),
             pid_start: crate::os::process::start_time(std::process::id()).unwrap_or(0),
             detached: false,
+            starting: false,
             kind,
             name: experiment.name.clone(),
             file: experiment.source.path.clone(),
@@ -378,9 +379,12 @@ impl<'p, 't> Runner<'p, 't> {
                 // Packet faults only (syscall and process faults count calls): quiet from now on?
                 loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
                 if let Some(action) = &fault.plan.userspace {
+                    // With programs too (`net sever --after-bytes`), the action reads what they
+                    // report from the armed object.
+                    let object = (!fault.plan.programs.is_empty()).then(|| loaded.fault.object_mut());
                     loaded.actor = Some(
                         action
-                            .start(&self.target, deadline_ns)
+                            .start(&self.target, deadline_ns, object)
                             .map_err(|e| format!("starting fault {}: {e}", fault.label))?,
                     );
                 }

@@ -4,6 +4,7 @@
 //! plan and stops. Every family produces the same [`FaultPlan`], so the engine, runs, reports
 //! and experiments need no per-family code. Adding a family: its module here, one line in
 //! [`registry::FAULT_KINDS`], an [`AttachPoint`] arm if it needs a new kind of hook.
+pub mod actor;
 pub mod net;
 pub mod proc;
 pub mod registry;

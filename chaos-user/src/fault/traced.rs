@@ -6,7 +6,10 @@
 use chaos_common::flags;
 use clap::Args;
 
-use super::{FaultContext, FaultPlan, PlanError, PlanFault, options::Ppm};
+use crate::{
+    fault::{FaultContext, FaultPlan, PlanError, PlanFault},
+    plan::options::Ppm,
+};
 
 /// The default kernel-side limit: records per second, per fault.
 pub const DEFAULT_TRACE_RATE: u64 = 100;
@@ -66,6 +69,16 @@ pub struct Traced<F: Args> {
 impl<F: Args + PlanFault> PlanFault for Traced<F> {
     fn plan(&self, context: &FaultContext<'_>) -> Result<FaultPlan, PlanError> {
         let mut plan = self.fault.plan(context)?;
+        // An action that names whom it hit itself (`net sever`'s sweeps) is traced by its own
+        // process and needs no program; its programs, if it has some, are traced as any.
+        if let Some(rate) = self.trace.rate()
+            && let Some(traced) = plan.userspace.as_ref().and_then(|action| action.traced(rate))
+        {
+            plan.userspace = Some(traced);
+            if plan.programs.is_empty() {
+                return Ok(plan);
+            }
+        }
         self.trace.apply(&mut plan)?;
         Ok(plan)
     }

@@ -11,6 +11,26 @@ pub const SYSCALL_ERRNO_OVERRIDE: &str = "syscall-errno-override";
 pub const SYSCALL_DELAY: &str = "syscall-delay";
 pub const PROCESS_KILL: &str = "process-kill";
 pub const PROCESS_PAUSE: &str = "process-pause";
+pub const CONNECTION_SEVER: &str = "connection-sever";
+
+/// `SockDestroy`: sock_diag destroys a loopback connection in a throwaway namespace.
+pub(super) fn sock_destroy() -> super::Check {
+    crate::os::tcp_connections::probe_destroy().map_or_else(super::Check::no, super::Check::yes)
+}
+
+/// What a family's mechanism adds about this kernel that no requirement says: for `net sever`,
+/// whether the kernel has the `bpf_sock_destroy` kfunc, and why chaos does not use it.
+pub(super) fn runtime_words(id: &str) -> String {
+    if id != CONNECTION_SEVER {
+        return String::new();
+    }
+    let has = crate::os::btf::kernel_has_name("bpf_sock_destroy").unwrap_or(false);
+    format!(
+        "; the bpf_sock_destroy kfunc (6.5+, {}) is not used: a socket iterator calling it needs a kfunc call, which \
+         aya 0.14 cannot load (docs/sever.md)",
+        if has { "in this kernel's BTF" } else { "not in this kernel" }
+    )
+}
 
 /// Something a fault family needs from the kernel.
 #[derive(Clone, Copy)]
@@ -22,11 +42,13 @@ pub(super) enum Requirement {
     BpfLsmActive,
     CgroupFreezer,
     Kprobes,
+    /// sock_diag can destroy a TCP connection (CONFIG_INET_DIAG_DESTROY, tcp_diag).
+    SockDestroy,
 }
 
 /// (id, name, mechanism, requirements, shipped in this version)
 pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
-    use Requirement::{BpfLsmActive, Cgroup2, CgroupFreezer, Helper, Kprobes, Program, Qdisc};
+    use Requirement::{BpfLsmActive, Cgroup2, CgroupFreezer, Helper, Kprobes, Program, Qdisc, SockDestroy};
     &[
         (
             PACKET_DROP,
@@ -84,6 +106,14 @@ pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
             "process pause",
             "cgroup v2 freezer (cgroup.freeze), thawed by a guard process if chaos dies",
             &[Cgroup2, CgroupFreezer],
+            true,
+        ),
+        (
+            CONNECTION_SEVER,
+            "connection sever",
+            "sock_diag SOCK_DESTROY from chaos's process for the target's connections; --after-bytes: cgroup_skb \
+             programs counting each connection's bytes by sequence number (--mode silent needs only those)",
+            &[SockDestroy],
             true,
         ),
     ]

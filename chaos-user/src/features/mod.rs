@@ -18,11 +18,11 @@ use serde::Serialize;
 
 mod families;
 
-use families::{FAMILIES, Requirement};
 pub use families::{
-    NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
+    CONNECTION_SEVER, NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
     SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
 };
+use families::{FAMILIES, Requirement};
 
 use crate::{
     os::{errno, error_injection as injection, netlink, sys},
@@ -255,6 +255,7 @@ impl Prober {
             Requirement::Kprobes => {
                 self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
             }
+            Requirement::SockDestroy => self.memo("sock destroy".into(), families::sock_destroy),
         }
     }
 
@@ -287,6 +288,7 @@ impl Prober {
                 Some(why) => format!("; --before-effect and --path: not available ({why})"),
             });
         }
+        mechanism.push_str(&families::runtime_words(id));
         if id == SYSCALL_ERRNO_OVERRIDE && reason.is_none() {
             mechanism.push_str(&format!("; {}", injection::InjectionList::cached().describe()));
         }

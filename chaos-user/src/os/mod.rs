@@ -20,3 +20,4 @@ pub mod signal;
 pub mod sock_diag;
 pub mod sys;
 pub mod syscall_table;
+pub mod tcp_connections;

@@ -1,5 +1,5 @@
 //! Faults done by chaos's own process while they are armed, instead of (or beside) kernel
-//! programs: periodic kills and pauses today. A family's planner puts its action in the
+//! programs: periodic kills and pauses, `net sever`'s resets. A family's planner puts its action in the
 //! [`FaultPlan`](super::FaultPlan); a run starts it when the fault is armed and finishes it when
 //! the fault ends, and gets back what it did, one [`ActionEvent`] per act (the command line's
 //! JSON summary, an experiment's `proc` timeline events). An action undoes what it must itself
@@ -13,8 +13,21 @@ use crate::targets::Target;
 pub trait UserspaceAction: std::fmt::Debug + Send + Sync {
     /// Starts acting on `target` now, until CLOCK_MONOTONIC `deadline_ns`. What must be undone
     /// if chaos dies is recorded and guarded before this returns, so a failure here is reported
-    /// before anything was done.
-    fn start(&self, target: &Target, deadline_ns: u64) -> anyhow::Result<Box<dyn RunningAction>>;
+    /// before anything was done. A fault with programs too gets its armed object, to read what
+    /// they report (`net sever --after-bytes` takes its ring buffer); one without gets None.
+    fn start(
+        &self,
+        target: &Target,
+        deadline_ns: u64,
+        object: Option<&mut aya::Ebpf>,
+    ) -> anyhow::Result<Box<dyn RunningAction>>;
+
+    /// With `--trace-injections` at `rate` records a second: this action naming whom it hits
+    /// itself (`net sever` names each connection's process), or None when it has nothing to
+    /// add (the `proc` actions' events already say whom they hit).
+    fn traced(&self, _rate: u64) -> Option<std::sync::Arc<dyn UserspaceAction>> {
+        None
+    }
 }
 
 /// A started action.
@@ -27,9 +40,12 @@ pub trait RunningAction: Send {
 #[derive(Clone, Debug, Default)]
 pub struct ActionOutcome {
     pub ticks: u64,
-    /// Processes killed, or freezes made.
+    /// Processes killed, freezes made, connections severed.
     pub acted: u64,
     pub events: Vec<ActionEvent>,
+    /// Lines for the end of the command line's text summary (the connections `net sever`
+    /// severed), beside the counters every report has.
+    pub notes: Vec<String>,
 }
 
 /// One thing an action did, for the timeline and the JSON summary.
@@ -60,6 +76,24 @@ pub enum ActionEvent {
         frozen_after_ns: Option<u64>,
     },
     Thaw {
+        at_ns: u64,
+    },
+    /// `net sever`: one connection reset, or silenced (`--after-bytes`); `pid` and `comm` name
+    /// the process holding it, with `--trace-injections`.
+    Sever {
+        how: String,
+        local: String,
+        remote: String,
+        state: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comm: Option<String>,
+        at_ns: u64,
+    },
+    /// `net sever` could not do all it meant to (the kernel refused a step); the run goes on.
+    NoSever {
+        reason: String,
         at_ns: u64,
     },
 }

@@ -10,9 +10,10 @@
 //!       prints "ready", accepts and closes connections until killed
 //!   chaos-workload tcp-connect --to ADDR:PORT [--timeout-ms MS]
 //!       prints {"connected", "error", "elapsed_ms"}
-//!   chaos-workload http-serve --port P [--addr IP] [--status N] [--delay-ms MS]
+//!   chaos-workload http-serve --port P [--addr IP] [--status N] [--delay-ms MS] [--log FILE]
 //!       prints "ready", answers every HTTP request with N (default 200) "ok", MS after it came in
-//!       (default at once), until killed
+//!       (default at once), until killed; with --log, appends one line to FILE per request
+//!       answered (what the server saw, for tests)
 //!   chaos-workload metrics-serve --port P --probe ADDR:PORT [--timeout-ms MS]
 //!       a Prometheus exporter: TCP-connects to ADDR:PORT every 20 ms (each attempt waits at most
 //!       MS, default 100) and serves the counters `workload_probe_total` and
@@ -61,6 +62,8 @@
 //!       getppid(2), the call a benchmark's crash point kills; exits 0 if it survives
 //!   chaos-workload counter --file F
 //!       prints "ready", then rewrites F with an increasing counter every millisecond until killed
+//!   chaos-workload tcp-serve --port P [--echo] | tcp-clients --to ADDR:PORT --count N ...
+//!       long-lived TCP connections that report how each one ended (chaos-workload/tcp.rs)
 //!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
 //!       runs COMMAND (in cgroup DIR if given, the supervisor staying where it is) and starts it
 //!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
@@ -76,6 +79,9 @@ use std::{
     os::fd::AsRawFd as _,
     time::{Duration, Instant},
 };
+
+#[path = "chaos-workload/tcp.rs"]
+mod tcp;
 
 const PAYLOAD: usize = 64;
 
@@ -99,11 +105,25 @@ fn main() {
         "udp-sink" => udp_sink(num("--port", 0) as u16, num("--idle-ms", 500), num("--max-secs", 120), has("--times")),
         "tcp-listen" => tcp_listen(num("--port", 0) as u16),
         "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
+        "tcp-serve" => tcp::serve(num("--port", 0) as u16, has("--echo")),
+        "tcp-hold" => tcp::hold(num("--port", 0) as u16),
+        "tcp-many" => tcp::many(addr(), num("--count", 1)),
+        "tcp-clients" => tcp::clients(
+            addr(),
+            num("--count", 1),
+            flag("--ping-ms").map(|_| Duration::from_millis(num("--ping-ms", 0))),
+            flag("--send").map(|_| tcp::Send {
+                bytes: num("--send", 0),
+                chunk: num("--chunk", 100),
+                gap: Duration::from_millis(num("--gap-ms", 20)),
+            }),
+        ),
         "http-serve" => http_serve(
             flag("--addr").unwrap_or_else(|| "127.0.0.1".into()),
             num("--port", 0) as u16,
             num("--status", 200) as u16,
             num("--delay-ms", 0),
+            flag("--log"),
         ),
         "getppid-loop" => getppid_loop(num("--count", 100), num("--gap-ms", 0)),
         "icmp-ping" => icmp_ping(
@@ -217,7 +237,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N] | udp-sink --port P \
          [--idle-ms MS] [--max-secs S] [--times] | tcp-listen --port P | tcp-connect --to ADDR:PORT \
-         [--timeout-ms MS] | http-serve --port P [--addr IP] | sleep --secs S | sync-loop --path FILE --count N \
+         [--timeout-ms MS] | http-serve --port P [--addr IP] [--log FILE] | sleep --secs S | sync-loop --path FILE --count N \
          | getrandom-loop --count N | fsync-loop --path FILE --count N"
     );
     std::process::exit(2)
@@ -639,7 +659,7 @@ fn metrics_serve(port: u16, probe: SocketAddr, timeout_ms: u64) {
     }
 }
 
-fn http_serve(addr: String, port: u16, status: u16, delay_ms: u64) {
+fn http_serve(addr: String, port: u16, status: u16, delay_ms: u64, log: Option<String>) {
     let ip: std::net::IpAddr = addr.parse().unwrap_or_else(|_| usage());
     let listener = TcpListener::bind((ip, port)).expect("bind");
     println!("ready");
@@ -648,6 +668,7 @@ fn http_serve(addr: String, port: u16, status: u16, delay_ms: u64) {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         let answer = answer.clone();
+        let log = log.clone();
         std::thread::spawn(move || {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
             let mut request = Vec::new();
@@ -659,7 +680,14 @@ fn http_serve(addr: String, port: u16, status: u16, delay_ms: u64) {
                 }
             }
             std::thread::sleep(Duration::from_millis(delay_ms));
-            let _ = stream.write_all(answer.as_bytes());
+            let answered = stream.write_all(answer.as_bytes());
+            if let (Ok(()), Some(log)) = (answered, log) {
+                // One write per line: the threads append to one file.
+                let line =
+                    format!("{}\n", String::from_utf8_lossy(request.split(|&b| b == b'\r').next().unwrap_or_default()));
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(&log);
+                file.and_then(|mut f| f.write_all(line.as_bytes())).expect("append to the request log");
+            }
         });
     }
 }

@@ -50,6 +50,7 @@ mod scale;
 mod scale_entry;
 mod scale_lsm;
 mod service;
+mod sever;
 mod startup;
 mod syscall;
 mod syscall_lsm;
@@ -88,6 +89,9 @@ pub enum Which {
     /// Many faults at once: an untargeted getpid() loop with 1, 10 and 50 syscall delays armed
     /// on distinct cgroups (host: raw sys_enter).
     Scale,
+    /// Connection sever: command to last reset for 10, 1 000 and 10 000 connections (against a
+    /// bpf_sock_destroy iterator), and --after-bytes' CPU per packet against an empty program (host).
+    Sever,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -203,6 +207,9 @@ pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<(
         write_section("scale", &scale::scale_bench()?)?;
         write_section("scale-entry-vm", &guest::section(binaries, vm::KernelName::V6_12, "scale-entry")?)?;
         write_section("scale-lsm-vm", &guest::section(binaries, vm::KernelName::V6_12, "scale-lsm")?)?;
+    }
+    if which.contains(&Which::Sever) {
+        write_section("sever", &sever::sever_bench()?)?;
     }
     println!("figures written to BENCHMARKS.md");
     Ok(())

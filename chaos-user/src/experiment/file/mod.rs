@@ -7,9 +7,11 @@ use super::{
     source::{FileError, Item, Source, Table},
 };
 use crate::{
-    fault::{
-        options::{self, Ppm},
-        registry::{self, kind_named},
+    fault::registry::{
+        kind_named, {self},
+    },
+    plan::options::{
+        Ppm, {self},
     },
     steady::Check,
     targets::{TargetName, registry as target_kinds},

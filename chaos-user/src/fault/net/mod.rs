@@ -7,15 +7,17 @@ pub mod drop;
 pub mod filters;
 pub mod partition;
 pub mod rewrite;
+pub mod sever;
 pub mod shape;
 
 use chaos_common::{Direction, FaultConfig, threshold_from_ppm};
 use filters::{NetFilters, by_direction, describe_filters, filter_maps};
 
-use super::{AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlannedProgram, cgroup_level, options::Ppm};
 use crate::{
+    fault::{AttachPoint, FaultContext, FaultPlan, MapContents, PlanError, PlannedProgram, cgroup_level},
     features::{self, Prober},
     os::netns::{self, Netns},
+    plan::options::Ppm,
     targets::Target,
 };
 

@@ -7,7 +7,10 @@ use super::{
     filters::{Cidr, NetFilters, Protocol, parse_cidr},
     finish, start,
 };
-use crate::fault::{FaultContext, FaultPlan, PlanError, PlanFault, options::Ppm};
+use crate::{
+    fault::{FaultContext, FaultPlan, PlanError, PlanFault},
+    plan::options::Ppm,
+};
 
 /// `net partition`.
 #[derive(Clone, Debug, clap::Args)]

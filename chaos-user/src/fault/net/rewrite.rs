@@ -9,9 +9,9 @@ use super::{
     filters::{FilterOptions, describe_direction},
     finish, start, tc_programs,
 };
-use crate::fault::{
-    FaultContext, FaultPlan, PlanError, PlanFault,
-    options::{Ppm, parse_percent},
+use crate::{
+    fault::{FaultContext, FaultPlan, PlanError, PlanFault},
+    plan::options::{Ppm, parse_percent},
 };
 
 /// `net corrupt`.

@@ -6,9 +6,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{NETWORK_DELAY, NetStart, TcPrograms, filters::PacketFilterOptions, finish, start, tc_programs};
-use crate::fault::{
-    FaultContext, FaultPlan, PlanError, PlanFault,
-    options::{Ppm, parse_delay, parse_percent},
+use crate::{
+    fault::{FaultContext, FaultPlan, PlanError, PlanFault},
+    plan::options::{Ppm, parse_delay, parse_percent},
 };
 
 /// `net delay`: hold the target's outgoing packets (earliest departure time, enforced by fq).

@@ -13,11 +13,12 @@ use std::time::Duration;
 use chaos_common::{Direction, FaultConfig, action, flags, threshold_from_ppm};
 use serde_json::json;
 
-use super::{actor::Actor, pick, ticker::Ticker};
+use super::{pick, ticker::Ticker};
 use crate::{
     fault::{
-        FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
-        options::{Ppm, parse_duration, parse_percent, serialize_secs},
+        FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram,
+        actor::Actor,
+        cgroup_level,
         proc::pick::Pick,
         syscall::{
             Schedule, ScheduleOptions,
@@ -28,7 +29,10 @@ use crate::{
     },
     features,
     os::{freezer, signal::Signal, sys, syscall_table as syscall_numbers},
-    plan::action::{ActionEvent, ActionOutcome, RunningAction, UserspaceAction},
+    plan::{
+        action::{ActionEvent, ActionOutcome, RunningAction, UserspaceAction},
+        options::{Ppm, parse_duration, parse_percent, serialize_secs},
+    },
     targets::Target,
 };
 
@@ -400,7 +404,12 @@ fn schedule_words(schedule: &Schedule) -> String {
 
 impl UserspaceAction for PeriodicKill {
     /// Kills on the ticker's schedule, from now until `deadline_ns`.
-    fn start(&self, target: &Target, deadline_ns: u64) -> anyhow::Result<Box<dyn RunningAction>> {
+    fn start(
+        &self,
+        target: &Target,
+        deadline_ns: u64,
+        _object: Option<&mut aya::Ebpf>,
+    ) -> anyhow::Result<Box<dyn RunningAction>> {
         let (kill, target) = (self.clone(), target.clone());
         let start_ns = sys::monotonic_now_ns();
         let actor = Actor::spawn(move |wait| {

@@ -4,10 +4,9 @@
 //!
 //! The building blocks, each in its own file: which processes a cgroup holds and which one to
 //! hit ([`pick`]), the periodic ticker with jitter and a cap ([`ticker`]), and the thread that
-//! kills and pauses on that schedule ([`actor`]); signal names and the cgroup's freezer and
+//! kills and pauses on that schedule (`fault::actor`); signal names and the cgroup's freezer and
 //! `cgroup.kill` are the kernel's, in `os/`. A frozen target is thawed by the guard process if
 //! chaos dies (os/guard.rs) and by `chaos cleanup` if the guard died too (ledger.rs).
-pub mod actor;
 pub mod kill;
 pub mod pause;
 pub mod pick;

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use chaos_common::FaultConfig;
 
-use super::actor::Actor;
 use crate::{
-    fault::{FaultContext, FaultPlan, MapContents, PlanError, PlanFault, proc::ticker::Ticker},
+    fault::{FaultContext, FaultPlan, MapContents, PlanError, PlanFault, actor::Actor, proc::ticker::Ticker},
     ledger::{self, Entry, Item},
     os::{freezer::Freezer, guard::Guard, sys},
     plan::action::{ActionEvent, ActionOutcome, RunningAction, UserspaceAction},
@@ -115,7 +114,12 @@ impl PlanFault for ProcPauseOptions {
 impl UserspaceAction for PausePlan {
     /// Writes the ledger record and starts the guard here, before the actor's thread, so a
     /// failure is reported before anything is frozen; then freezes as planned.
-    fn start(&self, target: &Target, deadline_ns: u64) -> anyhow::Result<Box<dyn RunningAction>> {
+    fn start(
+        &self,
+        target: &Target,
+        deadline_ns: u64,
+        _object: Option<&mut aya::Ebpf>,
+    ) -> anyhow::Result<Box<dyn RunningAction>> {
         let start_ns = sys::monotonic_now_ns();
         let mut paused = Paused::start(target, self, deadline_ns)?;
         let actor = Actor::spawn(move |wait| {

@@ -8,7 +8,6 @@ use serde_json::json;
 use crate::{
     fault::{
         FaultContext, FaultPlan, MapContents, PlanError, PlanFault, PlannedProgram, cgroup_level,
-        options::{Ppm, parse_delay, parse_percent},
         syscall::{
             ScheduleOptions,
             entry_hook::{EntryHook, HookChoice},
@@ -16,6 +15,7 @@ use crate::{
     },
     features,
     os::syscall_table,
+    plan::options::{Ppm, parse_delay, parse_percent},
 };
 
 /// `syscall delay`.

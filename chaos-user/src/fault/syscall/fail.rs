@@ -17,11 +17,13 @@ use crate::{
     fault::{
         AttachPoint, FaultContext, FaultPlan, PlanError, PlanFault, PlannedProgram, cgroup_level,
         net::filters::{Cidr, NetFilters, PortSet, filter_maps, parse_cidr, parse_ports},
-        options::{Ppm, parse_percent},
         syscall::error_injection,
     },
-    features::{self, FamilySupport, Prober},
+    features::{
+        FamilySupport, Prober, {self},
+    },
     os::{btf, errno},
+    plan::options::{Ppm, parse_percent},
 };
 
 /// `syscall fail`.

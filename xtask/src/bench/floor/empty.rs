@@ -20,7 +20,7 @@ use super::{Hook, Setup};
 
 /// The floor object aya-build wrote beside the real one: the newest chaos-user build output
 /// next to the `chaos` binary (in a VM too: the object is copied to the same path).
-pub(super) fn floor_object(chaos: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn floor_object(chaos: &Path) -> anyhow::Result<PathBuf> {
     let build_dir = chaos.parent().context("chaos binary has no directory")?.join("build");
     let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
     for entry in fs::read_dir(&build_dir).with_context(|| format!("read {}", build_dir.display()))? {

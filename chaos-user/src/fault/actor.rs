@@ -1,8 +1,9 @@
-//! The thread that does a userspace `proc` action (periodic kills, pauses) on its schedule:
-//! neither needs an eBPF program (a signal and a write to `cgroup.freeze` are the kernel's own
-//! mechanisms), so an [`Actor`] runs the action's work until its deadline or until it is told to
-//! stop, and hands back what it did. Each action says what its work is (kill.rs, pause.rs),
-//! through `plan::action::UserspaceAction`; this file knows none of them.
+//! The thread that does a fault's userspace action (periodic kills and pauses, `net sever`'s
+//! resets) on its schedule: these need no eBPF program (a signal, a write to `cgroup.freeze`,
+//! sock_diag's SOCK_DESTROY are the kernel's own mechanisms), so an [`Actor`] runs the action's
+//! work until its deadline or until it is told to stop, and hands back what it did. Each action
+//! says what its work is (proc/kill.rs, proc/pause.rs, net/sever/), through
+//! `plan::action::UserspaceAction`; this file knows none of them.
 use std::{
     sync::{Arc, Condvar, Mutex},
     thread::JoinHandle,
