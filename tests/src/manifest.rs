@@ -141,6 +141,17 @@ pub type Test = (&'static str, &'static [Need]);
 /// Every integration test: (binary, its tests), binaries in alphabetical order.
 #[rustfmt::skip]
 pub const TESTS: &[(&str, &[Test])] = &[
+    ("checks", &[
+        ("each_kind_of_check_passes_and_fails_as_a_real_client_sees_the_service", &[HostTier]),
+        ("consecutive_failures_end_the_run_at_the_third_failure_in_a_row", &[HostTier]),
+        ("a_run_without_timeline_writes_it_where_the_docs_say", &[HostTier]),
+    ]),
+    ("cleanup", &[
+        ("cleanup_thaws_a_cgroup_a_pause_left_frozen_when_chaos_and_its_guard_died", &[]),
+        ("cleanup_resumes_a_task_a_delay_left_stopped_when_chaos_and_its_guard_died", &[]),
+        ("cleanup_removes_the_pins_of_a_detached_run_past_its_deadline_whose_reaper_died", &[]),
+        ("cleanup_removes_pins_no_record_describes_once_they_are_a_minute_old", &[]),
+    ]),
     ("containers", &[
         ("docker_containers_are_found_by_short_id_full_id_and_name_and_a_drop_and_a_partition_hit_only_them", &[DOCKER]),
         ("podman_containers_are_found_through_its_docker_compatible_socket_and_a_drop_and_a_partition_hit_only_them", &[PODMAN]),
@@ -179,6 +190,15 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("budgets_hold_no_target_is_hit_twice_at_once_and_the_share_cap_holds", &[HostTier]),
         ("kill_9_of_the_daemon_mid_delay_leaves_no_task_stopped", &[HostTier]),
     ]),
+    ("daemon_brakes", &[
+        ("max_concurrent_keeps_to_one_run_at_a_time_across_targets", &[HostTier]),
+        ("max_runs_per_hour_stops_starting_runs_at_its_count", &[HostTier]),
+        ("a_cool_down_pauses_injection_after_a_violation_and_resumes_by_itself", &[HostTier]),
+        ("stop_all_ends_every_run_and_the_schedule_goes_on", &[HostTier]),
+        ("chaos_stop_on_a_daemon_run_stops_the_daemon_and_detaches_everything", &[HostTier]),
+        ("the_metrics_follow_the_runs_the_kernel_shows", &[HostTier]),
+        ("the_daemon_removes_what_dead_runs_left_before_its_first_run", &[HostTier]),
+    ]),
     ("daemon_configmap", &[
         ("a_configmap_update_is_picked_up_without_a_restart_and_its_kill_key_pauses_injection", &[HostTier]),
     ]),
@@ -200,6 +220,11 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("the_guard_of_an_inert_fault_waits_for_its_time_box", &[]),
         ("a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box", &[]),
         ("the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen", &[Fq]),
+    ]),
+    ("delay_schedules", &[
+        ("every_and_max_hold_exactly_the_scheduled_calls", &[]),
+        ("after_and_first_hold_exactly_the_calls_between_them", &[]),
+        ("jitter_spreads_the_delays_uniformly_around_the_delay", &[RealTime]),
     ]),
     ("doctor", &[
         ("doctor_reports_the_tc_api_of_this_kernel", &[]),
@@ -251,6 +276,11 @@ pub const TESTS: &[(&str, &[Test])] = &[
     ]),
     ("host_view", &[
         ("in_a_cgroup_namespace_of_its_own_chaos_aims_at_host_cgroups_and_refuses_its_own", &[]),
+    ]),
+    ("legacy_tc", &[
+        ("a_detached_tc_fault_is_pinned_on_tcx_and_refused_on_legacy_tc", &[]),
+        // Legacy TC filters are what a killed chaos leaves: kernels before 6.6.
+        ("the_daemon_removes_the_tc_filters_a_killed_chaos_left_before_its_first_run", &[Tiers(&["vm-6.1", "vm-6.1-errinj"])]),
     ]),
     ("lsm_cgroup", &[
         ("hooks_that_do_not_apply_are_refused_naming_the_flag", &[]),
@@ -323,12 +353,21 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("dry_runs_say_what_would_be_done_and_do_nothing", &[]),
         ("a_crash_point_with_a_path_kills_only_for_files_under_it", &[BpfLsm]),
     ]),
+    ("proc_schedules", &[
+        ("every_periodic_kill_is_a_death_the_supervisor_saw_and_an_outage_the_check_saw", &[]),
+        ("a_signal_other_than_kill_is_the_one_the_process_dies_of", &[]),
+        ("a_tick_that_finds_the_target_empty_kills_nothing_and_says_so", &[]),
+        ("each_periodic_pause_is_a_gap_of_its_length_in_a_heartbeat_inside", &[]),
+    ]),
     ("runtimes_network", &[
         ("private_runtimes_leave_the_machines_default_bridges_as_they_were", &[DOCKER, PODMAN, CONTAINERD]),
     ]),
     ("shared_programs", &[
         ("faults_of_one_daemon_share_one_sys_enter_program", &[]),
         ("faults_of_one_daemon_on_one_syscall_share_one_fentry_program", &[Fentry]),
+    ]),
+    ("stop_all", &[
+        ("stop_all_stops_every_run_it_knows_of_and_nothing_is_left_attached", &[HostTier]),
     ]),
     ("syscall_faults", &[
         ("connect_fails_with_the_errno_at_the_rate_through_cgroup_hooks", &[]),
@@ -362,6 +401,12 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("an_experiment_whose_cgroup_is_removed_ends_target_gone_in_its_timeline", &[]),
         ("a_daemon_run_whose_cgroup_is_removed_ends_target_gone_and_the_daemon_carries_on", &[HostTier]),
         ("a_detached_experiment_whose_cgroup_is_removed_ends_target_gone", &[]),
+    ]),
+    ("tc_filters", &[
+        ("iface_puts_a_tc_fault_on_that_interface_alone", &[]),
+        ("duplication_and_corruption_on_ingress_reach_what_the_namespace_receives", &[]),
+        ("a_protocol_filter_of_icmp_drops_the_pings_and_nothing_else", &[]),
+        ("a_local_port_filter_drops_the_flows_from_that_port_and_no_other", &[]),
     ]),
     ("trace", &[
         ("a_traced_drop_names_each_lost_datagram_with_its_sender_and_ports", &[]),

@@ -39,6 +39,11 @@ fn results<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
 fn each_kind_of_check_passes_and_fails_as_a_real_client_sees_the_service() {
     let test = "each_kind_of_check_passes_and_fails_as_a_real_client_sees_the_service";
     require_root!(test);
+    chaos_tests::skip_if!(
+        chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-")),
+        test,
+        "a host-tier test: the checks are the experiment engine's, in userspace, the same on every kernel"
+    );
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
     let (teapot, slow) = (free_port(), free_port());
@@ -162,6 +167,11 @@ max_latency = "1500ms"
 fn consecutive_failures_end_the_run_at_the_third_failure_in_a_row() {
     let test = "consecutive_failures_end_the_run_at_the_third_failure_in_a_row";
     require_root!(test);
+    chaos_tests::skip_if!(
+        chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-")),
+        test,
+        "a host-tier test: the checks are the experiment engine's, in userspace, the same on every kernel"
+    );
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
     let server = HttpServer::start(&cgroup, free_port());
@@ -231,6 +241,11 @@ consecutive_failures = 3
 fn a_run_without_timeline_writes_it_where_the_docs_say() {
     let test = "a_run_without_timeline_writes_it_where_the_docs_say";
     require_root!(test);
+    chaos_tests::skip_if!(
+        chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-")),
+        test,
+        "a host-tier test: the checks are the experiment engine's, in userspace, the same on every kernel"
+    );
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
     let file = scratch.file(
