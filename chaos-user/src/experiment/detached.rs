@@ -242,6 +242,12 @@ pub fn reap(id: &str) -> ExitCode {
     let (started_ns, record) = if lag_ns > 100_000_000 {
         let mut record = run_records::find(id).unwrap_or(record);
         record.ends_ns += lag_ns;
+        // The parent may not have named this reaper yet (it does once the spawn returns): a
+        // record still `starting` under the parent's pid would be judged stale once the parent
+        // exits, and the running experiment cleaned away.
+        record.pid = std::process::id();
+        record.pid_start = crate::os::process::start_time(record.pid).unwrap_or(0);
+        record.starting = false;
         if let Err(err) = record.write() {
             // Nobody reads the reaper's stderr: the timeline is where people look.
             if let Ok(mut timeline) = Timeline::append(Path::new(&record.timeline)) {
