@@ -860,16 +860,25 @@ fn a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed() {
     // SAFETY: kill(2) on the reaper of the experiment this test started.
     unsafe { libc::kill(reaper, libc::SIGKILL) };
     wait_until_gone(reaper, "the killed reaper");
+    // Nobody removed the pins: the program stays attached, and only the kernel can end the fault.
+    // (Judged before the deadline: after it, any chaos command on the machine, another test
+    // binary's too, removes a dead reaper's pins.)
+    let pins = Path::new("/sys/fs/bpf/chaos").join(&id);
+    assert!(kernel::monotonic_ns() < deadline_ns, "the reaper took until the deadline to die: nothing left to judge");
+    assert!(pins.is_dir(), "the pins vanished with the reaper: {}", pins.display());
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 1, "the program went with the reaper");
     let blast_ms = deadline_ns.saturating_sub(kernel::monotonic_ns()) / 1_000_000 + 2000;
     let (times, arrived) = timed_blast_through(&hosts, &cgroup, 7034, blast_ms);
     // Only the kernel can end it now: exactly at its deadline, by the sender's stamps.
     let edge =
         chaos_tests::timing::assert_loss_ends_at("detached drop, reaper killed", deadline_ns, 0, &times, &arrived);
     assert!(edge.dropped_before > 0 && edge.delivered_after > 1000, "{edge:?}");
-    // Nobody removed the pins: the inert program is still attached until something cleans up.
-    let pins = Path::new("/sys/fs/bpf/chaos").join(&id);
-    assert!(pins.is_dir(), "the pins vanished with the reaper: {}", pins.display());
-    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 1);
+    // The inert program stays attached until a chaos command cleans up: this test's `chaos
+    // status`, unless another process's chaos command got there first (cleanup.rs shows that
+    // removal on its own).
+    if !pins.is_dir() {
+        eprintln!("measured: another chaos command on this machine removed the expired pins before chaos status");
+    }
     assert!(listed(&status_json(), &id).is_none(), "listed after its deadline");
     assert!(!pins.exists(), "chaos status left the pins of an experiment past its deadline");
     assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left after chaos status");
