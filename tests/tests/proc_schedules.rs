@@ -146,9 +146,12 @@ fn every_periodic_kill_is_a_death_the_supervisor_saw_and_an_outage_the_check_saw
         died_of_kill.len()
     );
     // Ticks are planned from the start: due at 1 s, 2 s, ... and only before the deadline, so
-    // the tenth (due at the deadline itself) does not fire; the server is up at each of them.
-    assert_eq!(killed.len(), 9, "{report}");
-    assert!(events(&report, "no-kill").is_empty(), "a tick found the server down: {report}");
+    // the tenth (due at the deadline itself) does not fire. The supervisor restarts the server
+    // 100 ms after each death, but a loaded machine was seen to take 0.9 s to put the new one in
+    // the cgroup: a tick may find it empty then, and says so; it may not skip a tick.
+    let empty = events(&report, "no-kill").len();
+    assert_eq!(killed.len() + empty, 9, "nine ticks, each a kill or an empty tick: {report}");
+    assert!(killed.len() >= 5, "most ticks found the restarted server: {report}");
     // Each kill is a death by SIGKILL the supervisor's wait(2) returned, and there was no other.
     assert_eq!(
         killed.iter().copied().collect::<BTreeSet<u32>>(),
@@ -177,8 +180,10 @@ fn a_signal_other_than_kill_is_the_one_the_process_dies_of() {
         "TERM",
         "--max",
         "2",
+        // Seven ticks for two kills: a tick may find the cgroup empty while the supervisor's
+        // restart is on its way (100 ms, longer on a loaded machine), and --max still binds.
         "--for",
-        "2s",
+        "4s",
         "--output",
         "json",
     ]);
@@ -234,13 +239,26 @@ fn a_tick_that_finds_the_target_empty_kills_nothing_and_says_so() {
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let (kills, empty) = (events(&report, "kill"), events(&report, "no-kill"));
     eprintln!("measured: {} kill, {} empty ticks: {:?}", kills.len(), empty.len(), report["events"]);
-    assert_eq!(kills.len(), 1, "{report}");
-    assert_eq!(empty.len(), 2, "the ticks after the member left: {report}");
+    // The first tick's SIGTERM ends the member, and a tick after it finds nobody. A tick that
+    // comes late on a loaded machine can come just before the next one, before the member's
+    // exit: that one signals it again. So: every kill is of the one member, every tick (at
+    // 0.4, 0.8 and 1.2 s, the last lost if late) either kills or says it found nobody, and at least the last is empty.
+    let member = i64::from(leaver.id());
+    assert!(!kills.is_empty() && kills.iter().all(|k| k["pid"].as_i64() == Some(member)), "{report}");
+    assert!(
+        (2..=3).contains(&(kills.len() + empty.len())),
+        "three ticks fit in 1.4 s (one may be lost late): {report}"
+    );
+    assert!(!empty.is_empty(), "the ticks after the member left: {report}");
     assert!(
         empty.iter().all(|e| e["reason"].as_str().is_some_and(|r| r.contains("no process in the target"))),
         "{empty:?}"
     );
-    assert_eq!(stderr.matches("no process in the target at this tick").count(), 2, "each empty tick is said: {stderr}");
+    assert_eq!(
+        stderr.matches("no process in the target at this tick").count(),
+        empty.len(),
+        "each empty tick is said: {stderr}"
+    );
     assert!(std::fs::metadata(format!("/proc/{}", bystander.pid())).is_ok(), "a process outside the target died");
 }
 
