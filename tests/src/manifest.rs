@@ -357,7 +357,7 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("every_periodic_kill_is_a_death_the_supervisor_saw_and_an_outage_the_check_saw", &[]),
         ("a_signal_other_than_kill_is_the_one_the_process_dies_of", &[]),
         ("a_tick_that_finds_the_target_empty_kills_nothing_and_says_so", &[]),
-        ("each_periodic_pause_is_a_gap_of_its_length_in_a_heartbeat_inside", &[]),
+        ("each_periodic_pause_is_a_gap_of_its_length_in_a_heartbeat_inside", &[RealTime]),
     ]),
     ("runtimes_network", &[
         ("private_runtimes_leave_the_machines_default_bridges_as_they_were", &[DOCKER, PODMAN, CONTAINERD]),
