@@ -336,16 +336,14 @@ fn each_periodic_pause_is_a_gap_of_its_length_in_a_heartbeat_inside() {
     );
     assert!(pauses.iter().all(|&ms| ms >= PAUSE_MS as f64), "a pause shorter than {PAUSE_MS} ms: {pauses:.1?}");
     // And not longer: the thaw is chaos's timer, then the heartbeat's next tick, each late by
-    // the scheduler (a few ms on the host; tens under TCG, where both vCPUs share one emulation
-    // thread). The median keeps one late wake-up from failing the run; either bound stays under
-    // 400 ms, which a pause 100 ms too long always exceeds.
-    let mut sorted = pauses.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = (sorted[1] + sorted[2]) / 2.0;
+    // the scheduler, which the kernel does not bound (a few ms on an idle host; at load 13 three
+    // of four pauses were seen 50 to 380 ms long). The shortest of the four is the one whose
+    // wake-ups came on time: a pause 100 ms too long makes even that one exceed the bound.
+    let shortest = pauses.iter().copied().fold(f64::INFINITY, f64::min);
     let slack = if tcg { 95.0 } else { 60.0 };
     assert!(
-        median <= PAUSE_MS as f64 + slack,
-        "the pauses lasted {pauses:.1?} ms (median {median:.1}, bound {})",
+        shortest <= PAUSE_MS as f64 + slack,
+        "the pauses lasted {pauses:.1?} ms (the shortest {shortest:.1}, bound {})",
         PAUSE_MS as f64 + slack
     );
     // One period apart: the ticks are planned from the start, each freeze as late as the
