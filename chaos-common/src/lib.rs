@@ -10,6 +10,8 @@
 //! and no uninitialised bytes reach the kernel.
 #![no_std]
 
+pub mod dns;
+
 /// Map names, shared so neither side can misspell them.
 pub mod maps {
     /// Array, one entry: the fault's [`super::FaultConfig`].

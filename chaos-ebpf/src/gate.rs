@@ -33,6 +33,16 @@ pub(crate) fn live(direction: Direction) -> Option<Live> {
     before_deadline(config, direction)
 }
 
+/// Whether the fault is armed and before its deadline, without counting: for programs whose
+/// events userspace counts (DNS: the hooks see sockets, the responder counts queries).
+#[inline(always)]
+pub(crate) fn armed() -> Option<&'static FaultConfig> {
+    let config = FAULT_CONFIG.get(0)?;
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    (now < config.deadline_ns).then_some(config)
+}
+
 /// [`live`] for hooks that every task runs through: only tasks in the target cgroup or below it.
 #[inline(always)]
 pub(crate) fn live_for_current_task(direction: Direction) -> Option<Live> {

@@ -35,6 +35,7 @@
 
 // Shared plumbing.
 mod dentry;
+mod dns;
 mod gate;
 mod maps;
 mod packet;

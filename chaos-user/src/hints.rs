@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::{
     os::{netns, sock_diag},
+    plan::FaultPlan,
     report::DirectionCounters,
     targets::Target,
 };
@@ -138,12 +139,25 @@ pub struct QuietHint {
     seen: u64,
     since: Instant,
     shown: bool,
+    /// The likely reasons, where the fault's own differ from a packet fault's.
+    reasons: Option<&'static str>,
 }
 
 impl QuietHint {
     #[must_use]
     pub fn new(target: &Target, now: Instant) -> Self {
-        Self { cgroup: target.cgroup.clone(), seen: 0, since: now, shown: false }
+        Self { cgroup: target.cgroup.clone(), seen: 0, since: now, shown: false, reasons: None }
+    }
+
+    /// The watch for `plan`'s fault, or None where seeing nothing says nothing: packet faults
+    /// get it, and faults whose companion counts what it sees (with the companion's own likely
+    /// reasons); syscall and process faults, which count calls, do not.
+    #[must_use]
+    pub fn for_plan(plan: &FaultPlan, now: Instant) -> Option<Self> {
+        match &plan.companion {
+            Some(companion) => Some(Self { reasons: Some(companion.quiet_reasons()), ..Self::new(&plan.target, now) }),
+            None => plan.counter_label.is_none().then(|| Self::new(&plan.target, now)),
+        }
     }
 
     /// The hint, once, when no direction has seen a packet for [`QUIET_FOR`].
@@ -158,6 +172,14 @@ impl QuietHint {
         }
         self.shown = true;
         let directions: Vec<&str> = counters.iter().map(|c| c.direction).collect();
+        let quiet_for = now.duration_since(self.since).as_secs();
+        if let Some(reasons) = self.reasons {
+            return Some(format!(
+                "hint: nothing seen ({}) on {} for {quiet_for} s. Likely: {reasons}",
+                directions.join(", "),
+                self.cgroup
+            ));
+        }
         Some(format!(
             "hint: no packet seen ({}) on {} for {} s. Likely: the target sends and receives nothing \
              right now; its sockets were created in another cgroup (a process moved in after opening \
@@ -165,7 +187,7 @@ impl QuietHint {
              traffic (--direction)",
             directions.join(", "),
             self.cgroup,
-            now.duration_since(self.since).as_secs()
+            quiet_for
         ))
     }
 }

@@ -39,6 +39,21 @@ pub struct Injection {
     pub remote_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_port: Option<u16>,
+    /// What a DNS fault did to a query (its responder makes these records, not a program).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsHit>,
+}
+
+/// A query a DNS fault answered, dropped or delayed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsHit {
+    /// The name asked, without the trailing dot.
+    pub name: String,
+    /// Its type: `A`, `AAAA`, `SRV`...
+    #[serde(rename = "type")]
+    pub query_type: String,
+    /// What the fault did: `NXDOMAIN`, `dropped`, `delayed 500ms`, `spoofed 10.0.0.9`.
+    pub answer: String,
 }
 
 impl Injection {
@@ -71,6 +86,7 @@ impl Injection {
             remote: address,
             remote_port: (has_ports && record.remote_port != 0).then_some(record.remote_port),
             local_port: (has_ports && record.local_port != 0).then_some(record.local_port),
+            dns: None,
         }
     }
 
@@ -95,7 +111,8 @@ impl Injection {
     #[must_use]
     pub fn call(&self) -> String {
         let mut call = self.syscall.clone().unwrap_or_else(|| self.hook.clone());
-        for part in [&self.direction, &self.errno, &self.signal].into_iter().flatten() {
+        let answer = self.dns.as_ref().map(|dns| dns.answer.clone());
+        for part in [&self.direction, &self.errno, &self.signal, &answer].into_iter().flatten() {
             call.push(' ');
             call.push_str(part);
         }
@@ -106,6 +123,9 @@ impl Injection {
     #[must_use]
     pub fn describe(&self) -> String {
         let mut line = format!("{} {}", self.process(), self.call());
+        if let Some(dns) = &self.dns {
+            let _ = write!(line, " for {} {}", dns.name, dns.query_type);
+        }
         if let Some(peer) = self.peer() {
             let _ = write!(line, " peer {peer}");
         }

@@ -27,7 +27,7 @@ use aya::programs::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::os::{netlink, netns::Netns};
+use crate::os::{cgroup_files::Knob, netlink, netns::Netns};
 
 const LEDGER_DIR: &str = "/run/chaos/ledger";
 
@@ -47,6 +47,10 @@ pub enum Item {
     StoppedTasks { cgroup_dir: std::path::PathBuf },
     /// A cgroup `proc pause` may have frozen (cgroup v2 freezer): thawed.
     FrozenCgroup { cgroup_dir: std::path::PathBuf },
+    /// A cgroup interface file a `limit` fault changed: `previous` is put back if the file
+    /// still holds a value of `written` (the one in force, and while a ramp changes it, the one
+    /// it replaces); a value someone else set since is left alone.
+    CgroupLimit { knob: Knob, written: Vec<String>, previous: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -115,6 +119,18 @@ pub fn root_qdisc_owner(netns: &Netns, iface: &str) -> Option<u32> {
         .map(|record| record.owner_pid)
 }
 
+/// The live chaos process (this one included) whose `limit` fault holds `knob`, if any: a
+/// second limit on the same file would take the first one's value for the one to restore.
+#[must_use]
+pub fn limit_owner(knob: &Knob) -> Option<u32> {
+    fs::read_dir(LEDGER_DIR)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| serde_json::from_slice::<Record>(&fs::read(entry.path()).ok()?).ok())
+        .find(|record| matches!(&record.item, Item::CgroupLimit { knob: k, .. } if k == knob) && owner_alive(record))
+        .map(|record| record.owner_pid)
+}
+
 fn owner_alive(record: &Record) -> bool {
     crate::os::process::process_alive(record.owner_pid, record.owner_start)
 }
@@ -147,12 +163,12 @@ pub fn cleanup_stale() -> Vec<String> {
     // Frozen cgroups and stopped tasks first (they wait on nothing; a frozen task acts on
     // SIGCONT only once thawed), then filters before the qdiscs that hold them.
     records.sort_by_key(|(_, r)| match r.item {
-        Item::FrozenCgroup { .. } | Item::StoppedTasks { .. } => 0,
+        Item::FrozenCgroup { .. } | Item::StoppedTasks { .. } | Item::CgroupLimit { .. } => 0,
         Item::LegacyTcFilter { .. } => 1,
         _ => 2,
     });
     for (path, record) in records {
-        if matches!(record.item, Item::StoppedTasks { .. } | Item::FrozenCgroup { .. }) {
+        if matches!(record.item, Item::StoppedTasks { .. } | Item::FrozenCgroup { .. } | Item::CgroupLimit { .. }) {
             match remove(&record.item) {
                 Ok(what) => {
                     report.push(what);
@@ -199,6 +215,12 @@ fn describe(item: &Item) -> String {
             format!("processes of {} stopped by a syscall delay", cgroup_dir.display())
         }
         Item::FrozenCgroup { cgroup_dir } => format!("cgroup {} frozen by a proc pause", cgroup_dir.display()),
+        Item::CgroupLimit { knob, written, .. } => format!(
+            "{} of {} set to {} by a limit",
+            knob.label(),
+            knob.file.parent().unwrap_or(&knob.file).display(),
+            written.last().map_or("?", String::as_str)
+        ),
     }
 }
 
@@ -224,6 +246,16 @@ pub fn remove(item: &Item) -> io::Result<String> {
         let was_frozen = crate::os::freezer::Freezer::of(cgroup_dir).is_ok_and(|f| f.freeze_requested());
         crate::os::freezer::thaw(cgroup_dir)?;
         return Ok(format!("{what}: {}", if was_frozen { "thawed" } else { "not frozen any more" }));
+    }
+    if let Item::CgroupLimit { knob, written, previous } = item {
+        return Ok(match crate::os::cgroup_files::restore(knob, written, previous)? {
+            crate::os::cgroup_files::Restore::Restored => format!("{what}: put back {previous}"),
+            crate::os::cgroup_files::Restore::AlreadyBack => format!("{what}: already back to {previous}"),
+            crate::os::cgroup_files::Restore::ChangedByOthers { found } => {
+                format!("{what}: left alone, someone else set it to {found} since")
+            }
+            crate::os::cgroup_files::Restore::Gone => format!("{what}: the cgroup is gone, and the limit with it"),
+        });
     }
     let Ok(ifindex) = ifindex(item) else {
         return Ok(format!("{what}: interface gone, nothing to remove"));
@@ -261,7 +293,9 @@ pub fn remove(item: &Item) -> io::Result<String> {
             restore_root_qdisc(&mut socket, ifindex, previous)?;
             Ok(format!("restored the {} root qdisc (removed {what})", previous.kind))
         }
-        Item::StoppedTasks { .. } | Item::FrozenCgroup { .. } => unreachable!("handled above"),
+        Item::StoppedTasks { .. } | Item::FrozenCgroup { .. } | Item::CgroupLimit { .. } => {
+            unreachable!("handled above")
+        }
         Item::ClsactQdisc { .. } => {
             let mut socket = netlink::RouteSocket::open()?;
             let left = socket.filters(ifindex, netlink::CLSACT_INGRESS)?.len()
@@ -302,7 +336,7 @@ fn ifindex(item: &Item) -> io::Result<i32> {
         Item::LegacyTcFilter { iface, .. } | Item::ClsactQdisc { iface } | Item::ReplacedRootQdisc { iface, .. } => {
             iface
         }
-        Item::StoppedTasks { .. } | Item::FrozenCgroup { .. } => return Ok(0),
+        Item::StoppedTasks { .. } | Item::FrozenCgroup { .. } | Item::CgroupLimit { .. } => return Ok(0),
     };
     let name = std::ffi::CString::new(iface.as_str()).map_err(io::Error::other)?;
     // SAFETY: valid C string.

@@ -52,6 +52,9 @@ fn arm_loaded(
     let armed_from_now =
         || FaultConfig { deadline_ns: in_force_for.map_or(0, sys::monotonic_deadline_ns), ..plan.config };
     fault.fill_maps(&plan.maps)?;
+    if let Some(companion) = &plan.companion {
+        fault.start_companion(companion.as_ref())?;
+    }
     let mut config = armed_from_now();
     fault.configure(config)?;
     for program in &plan.programs {
@@ -81,8 +84,8 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
         tracing::info!("fault armed: kernel deadline CLOCK_MONOTONIC ns={deadline_ns}");
 
         let directions = plan.directions();
-        // Only packet faults get the "seen nothing" hint (syscall and process faults count calls).
-        let quiet = plan.counter_label.is_none().then(|| QuietHint::new(&plan.target, Instant::now()));
+        // Packet faults and DNS get the "seen nothing" hint (syscall and process faults count calls).
+        let quiet = QuietHint::for_plan(plan, Instant::now());
         let progress =
             Progress { line: LiveLine::on_stderr(), label: plan.fault, injected_word: plan.injected_word, quiet };
         let record_counts = |counters: &[DirectionCounters]| {

@@ -125,7 +125,12 @@ impl RunRecord {
         crate::os::records::write_atomic_in_dir(&self.path(), &bytes)
     }
 
+    /// Removes the record, and a detached run's reaper schedule before it (whoever removes a
+    /// stale record leaves no schedule that no record names).
     pub fn remove(&self) {
+        if self.detached {
+            let _ = fs::remove_file(Path::new(RUNS_DIR).join(format!("{}.schedule", self.id)));
+        }
         let _ = fs::remove_file(self.path());
     }
 }
@@ -157,6 +162,32 @@ pub fn remove_unreadable() -> Vec<String> {
     crate::os::records::remove_unreadable(RUNS_DIR, "run file", owner, |bytes| {
         serde_json::from_slice::<serde_json::Value>(bytes).is_ok()
     })
+}
+
+/// Removes reaper schedules (`ID.schedule`) that no record names any more, once the chaos that
+/// created the run (the pid the id ends in) is gone: a detached run ended by a chaos that died
+/// between removing its schedule and its record did so before the schedule was removed first.
+/// One line per file, for people.
+#[must_use]
+pub fn remove_orphan_schedules() -> Vec<String> {
+    let Ok(entries) = fs::read_dir(RUNS_DIR) else { return Vec::new() };
+    let mut lines = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".schedule") else { continue };
+        let creator_gone = id
+            .rsplit('-')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
+        if creator_gone && !Path::new(RUNS_DIR).join(format!("{id}.json")).exists() {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => lines.push(format!("removed the schedule of detached run {id}, which no record names")),
+                Err(err) => lines.push(format!("could not remove {}: {err}", entry.path().display())),
+            }
+        }
+    }
+    lines
 }
 
 /// The record of `id`.

@@ -177,12 +177,13 @@ impl Chaos {
     pub fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut command = Command::new(chaos_bin());
         command.args(args).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        Self::spawn(command)
+        Self::start_command(command)
     }
 
-    /// Starts `command`, a chaos command line the test prepared (e.g. to run in a namespace).
+    /// A chaos started by another program, e.g. `docker exec CONTAINER chaos ...` (its
+    /// stdout and stderr are chaos's).
     #[must_use]
-    pub fn spawn(mut command: Command) -> Self {
+    pub fn start_command(mut command: Command) -> Self {
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start chaos");
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("stderr");
@@ -212,6 +213,11 @@ impl Chaos {
     #[must_use]
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Whether chaos is still running (not exited yet).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Waits until `ready()` holds, for at most `timeout`; panics with chaos's output if chaos

@@ -7,11 +7,14 @@
 //! created; traffic only crosses veth pairs between test namespaces.
 pub mod cgroup;
 pub mod chaos;
+pub mod controllers;
 pub mod crash;
 pub mod daemon;
+pub mod dns;
 pub mod kernel;
 pub mod manifest;
 pub mod net;
+pub mod pressure;
 pub mod probe;
 pub mod programs;
 pub mod runtimes;

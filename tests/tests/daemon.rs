@@ -343,28 +343,31 @@ fn a_bad_configuration_is_refused_at_its_line_and_column_and_check_prints_the_ne
     let cases: &[(&str, &str)] = &[
         (
             "[schedule]\nevery = 30\n[[experiment]]\nfile = \"e.toml\"\n",
-            "daemon.toml:2:9: `every`: expected a duration with a unit",
+            "daemon.toml:2:9: `every` (the time between two scheduled runs): expected a duration with a unit",
         ),
         (
             "[schedule]\nevery = \"10m\"\nevry = 1\n[[experiment]]\nfile = \"e.toml\"\n",
             "daemon.toml:3:1: unknown key `evry`",
         ),
-        ("[schedule]\nevery = \"10m\"\n[[experiment]]\nfile = \"missing.toml\"\n", "daemon.toml:4:8: `file`:"),
+        (
+            "[schedule]\nevery = \"10m\"\n[[experiment]]\nfile = \"missing.toml\"\n",
+            "daemon.toml:4:8: `file` (an experiment file, or a directory of them, relative to this file):",
+        ),
         (
             "[schedule]\nevery = \"1m\"\njitter = \"2m\"\n[[experiment]]\nfile = \"e.toml\"\n",
-            "daemon.toml:3:10: `jitter`: a jitter of 2m",
+            "daemon.toml:3:10: `jitter` (how far each start may move at random, either way; 0s for none): a jitter of 2m",
         ),
         (
             "[schedule]\ncron = \"every minute\"\n[[experiment]]\nfile = \"e.toml\"\n",
-            "daemon.toml:2:8: `cron`: not a cron expression",
+            "daemon.toml:2:8: `cron` (the times runs start, as a cron expression with seconds first): not a cron expression",
         ),
         (
             "[schedule]\nevery = \"1m\"\ntime_zone = \"Mars/Olympus\"\n[[experiment]]\nfile = \"e.toml\"\n",
-            "daemon.toml:3:13: `time_zone`: \"Mars/Olympus\" is not a time zone",
+            "daemon.toml:3:13: `time_zone` (the time zone of the windows, blackouts and cron expression): \"Mars/Olympus\" is not a time zone",
         ),
         (
             "[schedule]\nevery = \"1m\"\nwindows = [{ days = \"Mon-Fri\", from = \"25:00\", to = \"16:00\" }]\n[[experiment]]\nfile = \"e.toml\"\n",
-            "daemon.toml:3:39: `from`: \"25:00\" is not a time of day",
+            "daemon.toml:3:39: `from` (the time of day the window opens): \"25:00\" is not a time of day",
         ),
         (
             "[schedule]\nevery = \"1m\"\n[[experiment]]\nfile = \"e.toml\"\ntargets = { container = \"web/1\" }\n",

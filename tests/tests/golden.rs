@@ -312,6 +312,25 @@ fn dry_runs() -> Vec<(&'static str, Vec<&'static str>)> {
             "syscall-delay",
             vec!["syscall", "delay", "--syscall", "read,write", "--by", "50ms", "--jitter", "10ms", "--every", "2"],
         ),
+        (
+            "dns-fail",
+            vec![
+                "dns",
+                "fail",
+                "--name",
+                "api.chaos.test",
+                "--name",
+                "*.internal",
+                "--type",
+                "A",
+                "--rcode",
+                "servfail",
+                "--percent",
+                "30",
+                "--after",
+                "2",
+            ],
+        ),
     ]
 }
 

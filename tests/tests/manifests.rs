@@ -126,6 +126,35 @@ fn the_daemonset_runs_with_the_least_capabilities_and_the_host_mounts() {
     assert_eq!(mounts.get("config").map(String::as_str), Some("/etc/chaos"));
 }
 
+/// The image `cargo xtask package` writes: its repository (read from xtask's source, where it
+/// is named once) and the workspace's version as the tag.
+fn packaged_image() -> String {
+    let source = include_str!("../../xtask/src/package/mod.rs");
+    let repository = source
+        .lines()
+        .find_map(|l| l.strip_prefix("pub const IMAGE_REPOSITORY: &str = \""))
+        .and_then(|rest| rest.strip_suffix("\";"))
+        .expect("xtask/src/package/mod.rs names IMAGE_REPOSITORY");
+    format!("{repository}:{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[test]
+fn the_daemonset_and_the_kustomization_name_the_image_xtask_package_writes() {
+    let daemonset: DaemonSet = typed("daemonset.yaml", "DaemonSet");
+    let pod = daemonset.spec.expect("spec").template.spec.expect("pod spec");
+    let image = pod.containers[0].image.clone().expect("an image");
+    assert_eq!(image, packaged_image(), "the DaemonSet runs another image than `cargo xtask package` writes");
+    let kustomization = &documents("kustomization.yaml")[0];
+    let entry = &kustomization["images"][0];
+    let (name, tag) = image.split_once(':').expect("name:tag");
+    assert_eq!(entry["name"], name, "{kustomization}");
+    assert_eq!(
+        format!("{}:{}", entry["newName"].as_str().unwrap_or(name), entry["newTag"].as_str().unwrap_or("")),
+        image
+    );
+    assert_eq!(entry["newTag"], tag);
+}
+
 #[test]
 fn the_configmap_opts_no_namespace_in_and_keeps_the_share_cap_on() {
     let config: ConfigMap = typed("configmap.yaml", "ConfigMap");

@@ -95,7 +95,7 @@ fn stop_all_stops_every_run_it_knows_of_and_nothing_is_left_attached() {
     let private = PrivateRunDir::new();
     let (one, two, detached, outside) = (TestCgroup::new(), TestCgroup::new(), TestCgroup::new(), TestCgroup::new());
     let start = |cgroup: &TestCgroup| {
-        let mut chaos = Chaos::spawn(private.chaos(&[
+        let mut chaos = Chaos::start_command(private.chaos(&[
             "net",
             "drop",
             "--percent",

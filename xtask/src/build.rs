@@ -36,6 +36,19 @@ impl Binaries {
 
 /// `cargo build --bins` and `cargo test --no-run -p chaos-tests`, returning the executables.
 pub fn build_binaries() -> anyhow::Result<Binaries> {
+    let mut binaries = build_bins()?;
+    let tests = executables(
+        util::cargo().args(["test", "--no-run", "-p", "chaos-tests", "--message-format=json-render-diagnostics"]),
+        "build tests",
+    )?;
+    binaries.integration_tests =
+        tests.into_iter().filter(|(_, kind, _)| kind == "test").map(|(_, _, path)| path).collect();
+    Ok(binaries)
+}
+
+/// Only `cargo build --bins` (chaos and the workload, without the integration tests): what the
+/// demo runs.
+pub fn build_bins() -> anyhow::Result<Binaries> {
     let bins =
         executables(util::cargo().args(["build", "--bins", "--message-format=json-render-diagnostics"]), "build")?;
     let find = |name: &str| {
@@ -44,15 +57,7 @@ pub fn build_binaries() -> anyhow::Result<Binaries> {
             .map(|(_, _, path)| path.clone())
             .with_context(|| format!("cargo build produced no {name} binary"))
     };
-    let tests = executables(
-        util::cargo().args(["test", "--no-run", "-p", "chaos-tests", "--message-format=json-render-diagnostics"]),
-        "build tests",
-    )?;
-    Ok(Binaries {
-        chaos: find("chaos")?,
-        workload: find("chaos-workload")?,
-        integration_tests: tests.into_iter().filter(|(_, kind, _)| kind == "test").map(|(_, _, path)| path).collect(),
-    })
+    Ok(Binaries { chaos: find("chaos")?, workload: find("chaos-workload")?, integration_tests: Vec::new() })
 }
 
 /// (target name, target kind, executable) of every executable artifact cargo reports.

@@ -2,7 +2,7 @@
 //! (`cargo xtask demo`, `cargo xtask test`) and nothing else.
 //!
 //! Each module has one job, and this file orders them: `setup` (what the machine needs), `build`
-//! (cargo), `vm` (kernels and QEMU), then the tasks `test`, `bench`, `demo`. Data flows down:
+//! (cargo), `vm` (kernels and QEMU), then the tasks `test`, `bench`, `demo`, `package`. Data flows down:
 //! setup uses vm (for its kernels), the tasks use what they need below them, and no module
 //! imports one that imports it back; `util` (commands, paths), `errinj` (the 6.1-errinj kernel)
 //! and `host_state` sit at the bottom.
@@ -13,6 +13,7 @@ mod errinj;
 mod host_state;
 mod links;
 mod lint;
+mod package;
 mod setup;
 mod structure;
 mod tally;
@@ -94,8 +95,19 @@ enum Task {
         #[arg(long, value_enum)]
         kernel: Option<vm::KernelName>,
     },
-    /// Show chaos dropping packets for one cgroup, end to end, in test namespaces.
+    /// Show chaos dropping packets for one cgroup, end to end, in test namespaces (installs
+    /// only what the demo needs).
     Demo,
+    /// Build release chaos and write into target/dist/ the Debian package (man pages,
+    /// completions, the systemd unit, a default daemon.toml, the examples) and the container
+    /// image the DaemonSet runs, as an OCI archive (loaded into the local Docker if one runs).
+    Package {
+        /// The cargo profile to package: `release` (what people install), or `dev` (the
+        /// binary the tests already built, into target/dist/dev/: the package test checks the
+        /// packaging without a release build, which takes 10+ minutes on two cores).
+        #[arg(long, value_enum, default_value = "release")]
+        profile: package::Profile,
+    },
     /// Inside a VM only: the VM half of a benchmark (prints a BENCHMARKS.md section).
     #[command(hide = true)]
     BenchInVm {
@@ -117,8 +129,9 @@ fn main() -> ExitCode {
         Task::Vm { kernel, include, command } => run_in_vm(kernel, &include, &command),
         Task::Kernel { name: BuildableKernel::V6_1ErrInj } => errinj::build(),
         Task::Bench { which, kernel } => bench::select(&which, kernel)
-            .and_then(|selection| bench::run(selection, &prepare_root_task("the benchmark")?)),
-        Task::Demo => prepare_root_task("the demo").and_then(|_| demo::run()),
+            .and_then(|selection| bench::run(selection, &prepare_root_task("the benchmark", setup::Purpose::Tests)?)),
+        Task::Demo => prepare_root_task("the demo", setup::Purpose::Demo).and_then(|_| demo::run()),
+        Task::Package { profile } => setup::run_for(setup::Purpose::Package).and_then(|()| package::run(profile)),
         Task::BenchInVm { which } => bench::in_vm(which),
     };
     match result {
@@ -131,15 +144,16 @@ fn main() -> ExitCode {
 }
 
 /// For the tasks that run chaos on this machine (bench, demo): root first (they create cgroups,
-/// network namespaces and BPF programs), then setup, then the build, whose binaries the test
-/// helpers find through the environment.
-fn prepare_root_task(task: &str) -> anyhow::Result<build::Binaries> {
+/// network namespaces and BPF programs), then what `purpose` needs of setup, then the build
+/// (the demo's without the integration tests), whose binaries the test helpers find through
+/// the environment.
+fn prepare_root_task(task: &str, purpose: setup::Purpose) -> anyhow::Result<build::Binaries> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("{task} creates cgroups, network namespaces and BPF programs: run it as root");
     }
-    setup::run()?;
-    let binaries = build::build_binaries()?;
+    setup::run_for(purpose)?;
+    let binaries = if purpose == setup::Purpose::Demo { build::build_bins()? } else { build::build_binaries()? };
     for (key, value) in binaries.env("host") {
         // SAFETY: xtask is still single-threaded here; the helpers read these variables.
         unsafe { std::env::set_var(key, value) };

@@ -206,8 +206,12 @@ fn system_debian_archive() -> anyhow::Result<(String, String)> {
 
 /// Kernel modules the tests and benchmarks use, loaded (with their dependencies) at boot.
 /// (inet_diag, tcp_diag and udp_diag: sock_diag for TCP and UDP, which `net sever` resets
-/// connections through and the foreign-socket hints read; a real system loads them on first use,
-/// the guest cannot.)
+/// connections through, the foreign-socket hints read, and DNS faults ask which process sent a
+/// query; a real system loads them on first use, the guest cannot.) The
+/// last four bring up the guest's disk (io.max needs a real block device): virtio_pci is built
+/// into 6.12 and the error-injection kernel (then absent from modules.dep, and skipped), and
+/// crc32c_generic comes before ext4, whose checksums ask the crypto API for it (no modprobe in
+/// the guest to load it on demand).
 const MODULES: &[&str] = &[
     "veth",
     "sch_fq",
@@ -221,10 +225,24 @@ const MODULES: &[&str] = &[
     "inet_diag",
     "tcp_diag",
     "udp_diag",
+    "virtio_pci",
+    "virtio_blk",
+    "crc32c_generic",
+    "ext4",
 ];
 
-/// Host tools copied into every VM (with their shared libraries).
-const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace"];
+/// The guest's disk: a sparse raw image with an ext4 filesystem, made afresh for each boot,
+/// attached as a virtio block device (an NVMe one for the error-injection kernel, whose cloud
+/// config has no virtio_blk but NVMe built in) and mounted at /mnt/disk (CHAOS_TEST_DISK; the
+/// limit tests throttle it with io.max). `cache=unsafe`: the host never flushes it, so what the
+/// guest measures is its own block layer, not the host's disk.
+const DISK_SIZE: u64 = 256 << 20;
+
+/// Host tools copied into every VM (with their shared libraries). dnsmasq: the real resolver of
+/// the DNS tests (about 10 MB with its libraries; dig's are 59 MB, so the guests' DNS clients
+/// are glibc's, through chaos-workload).
+const HOST_TOOLS: &[&str] =
+    &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/ethtool", "/usr/bin/strace", "/usr/sbin/dnsmasq"];
 
 /// What to run in a VM.
 pub struct VmJob<'a> {
@@ -238,6 +256,9 @@ pub struct VmJob<'a> {
     /// Shell script (busybox sh) run as root once the VM is up; its exit status is the job's.
     pub script: String,
     pub timeout: Duration,
+    /// Each vCPU on a host thread of its own (multi-threaded TCG), for jobs that need two CPUs
+    /// that really run side by side and attach no BPF program (see below why the others don't).
+    pub parallel_vcpus: bool,
 }
 
 pub struct VmOutcome {
@@ -252,19 +273,23 @@ pub fn boot(job: &VmJob<'_>) -> anyhow::Result<VmOutcome> {
     let initramfs = work.join("initramfs.cpio");
     build_initramfs(job, &work.join("root"), &initramfs)
         .with_context(|| format!("building the initramfs for {label}"))?;
+    let disk = work.join("disk.img");
+    make_disk(&disk).with_context(|| format!("making the disk image for {label}"))?;
     let append = "console=ttyS0 quiet loglevel=3 panic=-1 lsm=lockdown,capability,landlock,yama,apparmor,bpf";
     // Two vCPUs on one host thread: with multi-threaded TCG a 6.12 guest once died of an
     // "Oops: int3" in __dev_queue_xmit, the breakpoint of a static key patched while another
     // vCPU ran a stale copy of that code (attaching tcx flips such keys). One thread runs the
     // vCPUs in turn, so a patch is seen by both before either runs on.
+    let accel = if job.parallel_vcpus { "tcg,thread=multi" } else { "tcg,thread=single" };
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg,thread=single", "-cpu", "max", "-m", "2048", "-smp", "2"])
+        .args(["-accel", accel, "-cpu", "max", "-m", "2048", "-smp", "2"])
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
         .arg(&job.kernel.vmlinuz)
         .arg("-initrd")
         .arg(&initramfs)
         .args(["-append", append])
+        .args(disk_args(job.kernel.name, &disk))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -339,6 +364,17 @@ while read -r module; do
     fi
 done < /modules/load-order
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
+# The disk (virtio, or NVMe): the tests find its mount point in CHAOS_TEST_DISK.
+mkdir -p /mnt/disk
+disk=/dev/vda
+[ -b /dev/nvme0n1 ] && disk=/dev/nvme0n1
+if mount -t ext4 "$disk" /mnt/disk; then
+    export CHAOS_TEST_DISK=/mnt/disk
+else
+    echo "CHAOS_VM_MODULE_FAILED=virtio_blk, nvme or ext4 (mounting the disk $disk failed)"
+    echo "CHAOS_VM_EXIT=3"
+    poweroff -f
+fi
 ip link set lo up
 . /job-env
 cd /tmp
@@ -396,6 +432,31 @@ fn build_initramfs(job: &VmJob<'_>, root: &Path, out: &Path) -> anyhow::Result<(
     if !status.success() {
         bail!("cpio failed ({status})");
     }
+    Ok(())
+}
+
+/// QEMU's arguments for the disk image: virtio, or NVMe for the error-injection kernel.
+fn disk_args(kernel: KernelName, image: &Path) -> Vec<String> {
+    let drive = format!("file={},format=raw,cache=unsafe", image.display());
+    match kernel {
+        KernelName::V6_1ErrInj => {
+            vec![
+                "-drive".into(),
+                format!("{drive},if=none,id=disk"),
+                "-device".into(),
+                "nvme,drive=disk,serial=chaos".into(),
+            ]
+        }
+        KernelName::V6_1 | KernelName::V6_12 => vec!["-drive".into(), format!("{drive},if=virtio")],
+    }
+}
+
+/// A fresh, sparse ext4 image (made on the host: the guest has no mkfs).
+fn make_disk(path: &Path) -> anyhow::Result<()> {
+    let _ = fs::remove_file(path);
+    fs::File::create(path)?.set_len(DISK_SIZE)?;
+    util::output(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "chaos-vm"]).arg(path), "mkfs.ext4 of the VM disk")
+        .context("`cargo xtask setup` installs e2fsprogs")?;
     Ok(())
 }
 
@@ -512,6 +573,7 @@ pub fn run_command(
         env,
         script: format!("exec {}\n", script.join(" ")),
         timeout: Duration::from_secs(30 * 60),
+        parallel_vcpus: false,
     };
     let outcome = boot(&job)?;
     if outcome.exit_code != 0 {

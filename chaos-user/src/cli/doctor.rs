@@ -4,6 +4,7 @@ use std::{fmt::Write as _, process::ExitCode};
 
 use crate::{
     features::{self, Check, KernelFeatures},
+    os::{cgroup::CgroupFs, cgroup_files::controllers},
     report::OutputFormat,
     targets::runtime,
 };
@@ -11,6 +12,7 @@ use crate::{
 pub fn run(output: OutputFormat) -> ExitCode {
     let features = features::probe();
     let runtimes = runtime::status();
+    let controllers = CgroupFs::discover().map(|fs| controllers::status(fs.mount())).unwrap_or_default();
     match output {
         OutputFormat::Json => {
             let mut json = serde_json::to_value(&features).expect("features serialize");
@@ -23,10 +25,15 @@ pub fn run(output: OutputFormat) -> ExitCode {
                     Err(why) => serde_json::json!({ "socket": socket, "answers": false, "reason": why }),
                 })
                 .collect();
+            json["controllers"] = serde_json::to_value(&controllers).expect("controllers serialize");
             println!("{}", serde_json::to_string_pretty(&json).expect("json"));
         }
         OutputFormat::Text => {
             print!("{}", render(&features));
+            println!("\ncgroup v2 controllers (chaos limit)");
+            for controller in &controllers {
+                println!("  {} {:<18} {}", mark(controller.in_cgroup2), controller.name, controller.detail);
+            }
             println!("\nContainer runtimes (--container, --pod, --selector)");
             for (socket, answer) in &runtimes {
                 match answer {

@@ -10,7 +10,7 @@ use clap::Args;
 use super::TargetArgs;
 use crate::{
     experiment::plan::check_one_shot,
-    fault::{FaultContext, FaultPlan, PlanFault, traced::Traced},
+    fault::{FaultContext, FaultPlan, PlanFault, limit::LimitPlan, traced::Traced},
     features::Prober,
     hints, ledger,
     os::sys,
@@ -84,6 +84,12 @@ pub fn run_fault(
     if run.dry_run {
         print_plan(&plan, output);
         return Ok(ExitCode::SUCCESS);
+    }
+    // A limit runs its own way: it watches the target a second before and after, shows its
+    // pressure live, and registers its run, so `chaos status` lists it and `chaos stop` ends it.
+    if let Some(limit) = plan.userspace.as_deref().and_then(|a| a.as_any()?.downcast_ref::<LimitPlan>()) {
+        let mut registration = register(&plan, limit.hooks(&plan.target))?;
+        return super::limit::run::run(&plan, limit, output, &mut registration);
     }
     if plan.userspace.is_some() {
         return run::run_userspace_plan(&plan, output);
@@ -197,6 +203,28 @@ fn print_plan(plan: &FaultPlan, output: OutputFormat) {
             );
             for program in &plan.programs {
                 println!("  {}", program.describe());
+            }
+            if let Some(writes) = plan.parameters["writes"].as_array() {
+                // A limit: the files, their values now, the values it would write.
+                for write in writes {
+                    let device = write["device"].as_str().map_or_else(String::new, |d| format!(" ({d})"));
+                    let note = write["note"].as_str().map_or_else(String::new, |n| format!("  [{n}]"));
+                    println!(
+                        "  write {}{device}: now {}, would be {}{note}",
+                        write["file"].as_str().unwrap_or("?"),
+                        write["now"].as_str().unwrap_or("?"),
+                        write["value"].as_str().unwrap_or("?")
+                    );
+                }
+                println!(
+                    "  put back at the end (deadline, signal; the guard if chaos dies, `chaos cleanup` if both do), for {}",
+                    humantime::format_duration(plan.duration)
+                );
+                println!("dry run: nothing written");
+                return;
+            }
+            if let Some(companion) = &plan.companion {
+                println!("  {}", companion.describe());
             }
             if plan.programs.is_empty() {
                 println!(

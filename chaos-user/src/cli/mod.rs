@@ -2,9 +2,12 @@
 //! the one pipeline in `fault.rs` (options, target, plan, run).
 mod cleanup;
 mod daemon;
+mod dns;
 mod doctor;
 mod experiment;
 mod fault;
+mod generate;
+mod limit;
 mod net;
 mod proc;
 mod status;
@@ -35,10 +38,21 @@ Exit status: 0 the fault ran to its deadline; 2 it could not run (bad input, mis
 kernel or privileges lacking; nothing was changed); 130/143 stopped early by SIGINT/SIGTERM
 (everything was detached).";
 
+/// `chaos --version`: the release, the commit of the source it was built from, and when its
+/// embedded eBPF object was built (both recorded by build.rs; "unknown" without git).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("CHAOS_GIT_COMMIT"),
+    "\neBPF object built: ",
+    env!("CHAOS_EBPF_BUILT")
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "chaos",
     version,
+    long_version = LONG_VERSION,
     about = "Kernel-level fault injection for one cgroup, time-boxed by the kernel itself",
     after_help = EXAMPLES
 )]
@@ -67,6 +81,12 @@ enum Command {
     /// Process faults for a target cgroup: kill its processes, freeze it.
     #[command(subcommand)]
     Proc(Box<proc::ProcCommand>),
+    /// Resource pressure through the target's own cgroup controls: CPU, memory, disk I/O, pids.
+    #[command(subcommand)]
+    Limit(Box<limit::LimitCommand>),
+    /// DNS faults for a target cgroup: its lookups of chosen names fail, time out, come late or lie.
+    #[command(subcommand)]
+    Dns(Box<dns::DnsCommand>),
     /// Run an experiment file: several faults, a steady-state hypothesis, a timeline and a
     /// verdict. Exit status: 0 the hypothesis held, 1 it was violated, 2 it could not run.
     #[command(after_help = "\
@@ -123,6 +143,10 @@ Examples:
     /// A detached experiment's reaper (started by `chaos run --detach`).
     #[command(name = "__reap", hide = true)]
     Reap { id: String },
+    /// Writes the man pages and shell completions generated from these definitions into
+    /// DIR/man and DIR/completions (`cargo xtask package` runs it).
+    #[command(name = "__generate", hide = true)]
+    Generate { out_dir: PathBuf },
 }
 
 /// Exactly one way of naming the target: the flags of every kind in the target registry
@@ -239,6 +263,8 @@ impl Cli {
             Command::Net(command) => (*command).run(self.output),
             Command::Syscall(command) => (*command).run(self.output),
             Command::Proc(command) => (*command).run(self.output),
+            Command::Limit(command) => (*command).run(self.output),
+            Command::Dns(command) => (*command).run(self.output),
             Command::Run(args) => experiment::run(&args, self.output),
             Command::Validate { file, i_know } => experiment::validate(&file, i_know),
             Command::Report { file, html, markdown } => {
@@ -250,6 +276,7 @@ impl Cli {
             Command::Cleanup => Ok(cleanup::run()),
             Command::Guard { cgroup_dir, resume_all_at_ns } => Ok(crate::os::guard::run(&cgroup_dir, resume_all_at_ns)),
             Command::Reap { id } => Ok(crate::experiment::detached::reap(&id)),
+            Command::Generate { out_dir } => generate::run(&out_dir),
         }
     }
 }

@@ -26,7 +26,11 @@ pub fn describe_selector(selector: &Selector) -> String {
 /// `chaos daemon --check FILE`: validates and prints the catalogue, budgets and next runs.
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = DaemonConfig::load(path)?;
-    println!("{}: valid: {} experiment(s)", path.display(), config.catalogue.len());
+    if config.catalogue.is_empty() {
+        println!("{}: valid: no experiment, so nothing is scheduled until an [[experiment]] is added", path.display());
+    } else {
+        println!("{}: valid: {} experiment(s)", path.display(), config.catalogue.len());
+    }
     let cgroups = CgroupFs::discover().ok();
     let opted_in = if config.kubernetes.namespaces.is_empty() {
         "none (no pod is eligible)".to_owned()
@@ -80,7 +84,7 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let mut at = chrono::Utc::now();
     let mut shown = 0;
     // Starts that fall outside the windows are skipped, as the daemon skips them.
-    for _ in 0..100_000 {
+    for _ in 0..if config.catalogue.is_empty() { 0 } else { 100_000 } {
         let delay = next_delay(schedule, at, random_u64());
         at += chrono::TimeDelta::from_std(delay.max(Duration::from_millis(1))).unwrap_or(chrono::TimeDelta::MAX);
         if scheduler::allowed_at(schedule, at).is_err() {
@@ -93,7 +97,9 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    if shown == 0 {
+    if config.catalogue.is_empty() {
+        println!("  none: the catalogue is empty");
+    } else if shown == 0 {
         println!("  none: the windows and blackouts leave no time to run");
     }
     println!("check: nothing attached");

@@ -131,6 +131,11 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
             cleaned = cleaned.len(),
             "chaos daemon started"
         );
+        if config.catalogue.is_empty() {
+            tracing::warn!(
+                "the catalogue is empty: nothing will run until an [[experiment]] is added (reloaded on change)"
+            );
+        }
         let socket = config.socket.clone();
         let config_seen = config_watch::fingerprint(&config);
         let mut service = Service {

@@ -14,7 +14,14 @@ use super::{
     sum_counters,
     tc::{self, TcAttachment},
 };
-use crate::{ledger::Entry, os::resumer::Resumer, plan::MapContents};
+use crate::{
+    ledger::Entry,
+    os::resumer::Resumer,
+    plan::{
+        MapContents,
+        companion::{Companion, RunningCompanion},
+    },
+};
 
 /// The object built from chaos-ebpf by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos"));
@@ -44,6 +51,9 @@ pub struct LoadedFault {
     pub(super) dispatched: Vec<super::dispatch::Slot>,
     /// The syscall bitmap written to `SYSCALL_SET`, which the shared program needs too.
     pub(super) syscall_words: Vec<u64>,
+    /// The fault's part in this process (DNS's responder), once started: told every
+    /// configuration, its counters and records are the fault's, stopped after the links go.
+    pub(super) companion: Option<std::sync::Arc<dyn RunningCompanion>>,
 }
 
 impl LoadedFault {
@@ -62,7 +72,18 @@ impl LoadedFault {
             shared_hooks_target: None,
             dispatched: Vec::new(),
             syscall_words: Vec::new(),
+            companion: None,
         })
+    }
+
+    /// Starts the fault's companion (before its programs attach: it fills maps they read).
+    pub fn start_companion(&mut self, companion: &dyn Companion) -> Result<(), AttachError> {
+        let running = companion
+            .start(&mut self.ebpf)
+            .map_err(|reason| AttachError::Program { program: "(companion)", reason })?;
+        running.configure(&self.config);
+        self.companion = Some(running);
+        Ok(())
     }
 
     /// Lets this fault's raw `sys_enter` and fentry programs run through the process's one
@@ -77,6 +98,9 @@ impl LoadedFault {
         let mut array: Array<_, FaultConfig> = self.map(maps::FAULT_CONFIG)?;
         array.set(0, config, 0).map_err(|source| AttachError::Map { map: maps::FAULT_CONFIG, source })?;
         self.config = config;
+        if let Some(companion) = &self.companion {
+            companion.configure(&config);
+        }
         if let Some((resumer, _)) = &self.resumer {
             // A disarmed fault (deadline 0) stops nobody new: its time box ends with the
             // longest delay from now.
@@ -155,7 +179,8 @@ impl LoadedFault {
         })?;
         let array: PerCpuArray<_, FaultCounters> =
             PerCpuArray::try_from(map).map_err(|source| AttachError::Map { map: maps::FAULT_COUNTERS, source })?;
-        sum_counters(&array, directions)
+        let kernel = sum_counters(&array, directions)?;
+        Ok(self.companion.as_ref().map_or(kernel, |companion| kernel.add(companion.counters())))
     }
 
     /// Detaches the TC programs from inside their namespaces, removes a clsact qdisc chaos
@@ -182,6 +207,18 @@ impl Drop for LoadedFault {
         // Tasks first: nothing may stay stopped, whatever else goes wrong below.
         let _ = self.finish_stops();
         self.dispatched.clear();
+        if let Some(companion) = self.companion.clone() {
+            // Disarmed, so nothing new is sent to it: what it holds is answered while the
+            // programs that route its answers are still there.
+            let _ = self.disarm();
+            companion.quiesce();
+        }
+        // Last attached, first detached (a fault attaches what others rely on first), and the
+        // links before the companion: nothing is sent to a responder that has gone.
+        while self.links.pop().is_some() {}
+        if let Some(companion) = self.companion.take() {
+            companion.stop();
+        }
         for problem in self.detach_tc() {
             tracing::warn!("{problem}; `chaos cleanup` will retry");
         }

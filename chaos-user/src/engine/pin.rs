@@ -62,6 +62,13 @@ impl LoadedFault {
                     .into(),
             ));
         }
+        if self.companion.is_some() {
+            return Err(AttachError::NotPinnable(
+                "this fault works through a part of chaos's own process (the DNS responder), which ends with it: \
+                 --detach does not support it; run it in the foreground"
+                    .into(),
+            ));
+        }
         if self.resumer.is_some() {
             return Err(AttachError::NotPinnable(
                 "a syscall delay stops tasks that only a running chaos resumes: --detach does not support it; run it \

@@ -20,7 +20,7 @@ use aya::{
 use chaos_common::{InjectionRecord, flags, maps, skb_task};
 
 use super::{AttachError, LoadedFault};
-use crate::injections::Injection;
+use crate::{injections::Injection, plan::companion::RunningCompanion};
 
 /// The task helpers cgroup_skb programs may call on this kernel (`skb_task` bits), probed
 /// once: Linux 6.18 allows both, Debian's 6.12 refuses `bpf_get_current_comm` there, and a
@@ -55,7 +55,7 @@ impl LoadedFault {
             source: MapError::InvalidName { name: maps::INJECTIONS.into() },
         })?;
         let ring = RingBuf::try_from(map).map_err(|source| AttachError::Map { map: maps::INJECTIONS, source })?;
-        InjectionReader::start(ring)
+        InjectionReader::start(ring, self.companion.clone())
             .map(Some)
             .map_err(|e| AttachError::Program { program: "(trace)", reason: format!("starting its reader: {e}") })
     }
@@ -66,10 +66,12 @@ pub struct InjectionReader {
     stop: Arc<AtomicBool>,
     read: Arc<Mutex<Vec<Injection>>>,
     thread: Option<JoinHandle<()>>,
+    /// The fault's part in this process (DNS's responder), which makes records of its own.
+    companion: Option<Arc<dyn RunningCompanion>>,
 }
 
 impl InjectionReader {
-    fn start(mut ring: RingBuf<MapData>) -> std::io::Result<Self> {
+    fn start(mut ring: RingBuf<MapData>, companion: Option<Arc<dyn RunningCompanion>>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let read: Arc<Mutex<Vec<Injection>>> = Arc::default();
         let (thread_stop, thread_read) = (Arc::clone(&stop), Arc::clone(&read));
@@ -101,12 +103,17 @@ impl InjectionReader {
                 unsafe { libc::poll(&raw mut poll, 1, POLL_MS) };
             }
         })?;
-        Ok(Self { stop, read, thread: Some(thread) })
+        Ok(Self { stop, read, thread: Some(thread), companion })
     }
 
-    /// The records read since the last call.
+    /// The records read since the last call (the companion's too, in time order).
     pub fn take(&self) -> Vec<Injection> {
-        std::mem::take(&mut *self.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        let mut records = std::mem::take(&mut *self.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if let Some(companion) = &self.companion {
+            records.extend(companion.take_injections());
+            records.sort_by_key(|record| record.at_ns);
+        }
+        records
     }
 
     /// Stops the thread after one last read, and returns what it read since the last `take`.

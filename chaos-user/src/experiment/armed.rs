@@ -12,7 +12,14 @@ use super::{
     plan::{ExperimentPlan, PlannedFault},
     timeline::Timeline,
 };
-use crate::{engine::LoadedFault, hints::QuietHint, live::LiveLine, run::read_counters};
+use crate::{
+    engine::LoadedFault,
+    fault::limit::events::LimitEvent,
+    hints::QuietHint,
+    live::LiveLine,
+    plan::action::{ActionEvent, RunningAction},
+    run::read_counters,
+};
 
 /// A fault's loaded object, while it is attached.
 pub struct Loaded {
@@ -20,8 +27,8 @@ pub struct Loaded {
     pub config: FaultConfig,
     pub armed: bool,
     pub last: FaultCounters,
-    /// The userspace action of a `proc` fault, running while it is armed.
-    pub actor: Option<Box<dyn crate::plan::action::RunningAction>>,
+    /// The userspace action of a fault (`proc`, `net sever`, `limit`), running while it is armed.
+    pub actor: Option<Box<dyn RunningAction>>,
     /// The totals of the objects this fault had on earlier cgroups of a followed target.
     pub carried: FaultCounters,
     /// For a packet fault while armed: says once why it sees nothing, after a quiet spell.
@@ -42,6 +49,78 @@ pub fn restart_readers(plan: &ExperimentPlan, loaded: &mut [Option<Loaded>], mov
                 None
             });
         }
+    }
+}
+
+/// Starts the userspace action of a fault being armed, if it has one (a limit at a ramp's
+/// first step). With programs too (`net sever --after-bytes`), the action reads what they
+/// report from the armed object.
+pub fn start_actor(
+    fault: &PlannedFault,
+    loaded: &mut Loaded,
+    target: &crate::targets::Target,
+    ppm: Option<u32>,
+    deadline_ns: u64,
+) -> Result<(), String> {
+    let Some(action) = &fault.plan.userspace else { return Ok(()) };
+    let ramped = ppm.and_then(|ppm| action.at_ramp_step(ppm));
+    let action = ramped.as_ref().unwrap_or(action);
+    let object = (!fault.plan.programs.is_empty()).then(|| loaded.fault.object_mut());
+    loaded.actor =
+        Some(action.start(target, deadline_ns, object).map_err(|e| format!("starting fault {}: {e:#}", fault.label))?);
+    Ok(())
+}
+
+/// A ramp's step for a fault whose actor moves a value (a limit).
+pub fn ramp_actor(fault: &PlannedFault, loaded: &Loaded, ppm: u32) -> Result<(), String> {
+    match &loaded.actor {
+        Some(actor) => actor.ramp(ppm).map_err(|e| format!("ramping fault {}: {e:#}", fault.label)),
+        None => Ok(()),
+    }
+}
+
+/// Writes what a fault's reader and actor have gathered since the last sample: a traced
+/// fault's injections, a limit's samples.
+pub fn drain_events(number: usize, loaded: Option<&Loaded>, timeline: &mut Timeline) {
+    let hits = loaded.and_then(|l| l.injections.as_ref()).map(|r| r.take());
+    injection_events(number, hits.unwrap_or_default(), timeline);
+    if let Some(actor) = loaded.and_then(|l| l.actor.as_ref()) {
+        drain_actor(number, actor.as_ref(), timeline);
+    }
+}
+
+/// An action's events so far (a limit's samples) to the timeline, at the times they happened.
+fn drain_actor(number: usize, actor: &dyn RunningAction, timeline: &mut Timeline) {
+    let (limits, rest) = split_limit_events(actor.take_events());
+    limit_events(number, limits, timeline);
+    for did in rest {
+        timeline.event(&TimelineEvent::Proc { fault: number, did });
+    }
+}
+
+/// A family's own records that are a limit's events, apart from the rest.
+pub fn split_limit_events(events: Vec<ActionEvent>) -> (Vec<LimitEvent>, Vec<ActionEvent>) {
+    let mut limits = Vec::new();
+    let mut rest = Vec::new();
+    for event in events {
+        match event {
+            ActionEvent::Family(value) => match serde_json::from_value::<LimitEvent>(value.clone()) {
+                Ok(limit) => limits.push(limit),
+                Err(_) => rest.push(ActionEvent::Family(value)),
+            },
+            other => rest.push(other),
+        }
+    }
+    (limits, rest)
+}
+
+/// Writes one `limit` event per thing a limit fault did or saw, at the time it happened.
+pub fn limit_events(number: usize, events: Vec<LimitEvent>, timeline: &mut Timeline) {
+    let now_ns = crate::os::sys::monotonic_now_ns();
+    for did in events {
+        let ago = now_ns.saturating_sub(did.at_ns()) as f64 / 1e9;
+        let at_s = ((timeline.elapsed() - ago).max(0.0) * 1000.0).round() / 1000.0;
+        timeline.event(&TimelineEvent::Limit { fault: number, at_s, did });
     }
 }
 
@@ -150,7 +229,10 @@ pub fn show_status(
         .iter()
         .zip(loaded)
         .map(|(f, l)| match l {
-            Some(l) if l.armed => format!("{} {} {}", f.label, l.last.injected, f.plan.injected_word),
+            Some(l) if l.armed => match l.actor.as_ref().and_then(|a| a.status()) {
+                Some(status) => format!("{} {status}", f.label),
+                None => format!("{} {} {}", f.label, l.last.injected, f.plan.injected_word),
+            },
             Some(_) => format!("{} waiting", f.label),
             None => format!("{} done", f.label),
         })
@@ -169,8 +251,11 @@ pub fn detach(fault: &PlannedFault, mut loaded: Loaded, why: &str, timeline: &mu
     }
     let mut total = loaded.total(&fault.plan.directions());
     if let Some(actor) = loaded.actor.take() {
+        drain_actor(fault.number, actor.as_ref(), timeline);
         let outcome = actor.finish();
-        events.extend(outcome.events.iter().cloned().map(|did| TimelineEvent::Proc { fault: fault.number, did }));
+        let (limits, rest) = split_limit_events(outcome.events);
+        limit_events(fault.number, limits, timeline);
+        events.extend(rest.into_iter().map(|did| TimelineEvent::Proc { fault: fault.number, did }));
         total = FaultCounters { seen: outcome.ticks, matched: outcome.ticks, injected: outcome.acted };
     }
     let problems = loaded.fault.detach_tc();

@@ -384,8 +384,10 @@ pub fn end(record: &RunRecord, why: &str) -> Vec<String> {
             Err(err) => lines.push(format!("could not remove {}: {err}", dir.display())),
         }
     }
-    record.remove();
+    // The schedule first: a death between the two leaves a record cleanup still finds (and
+    // ends again), never a schedule no record names.
     let _ = fs::remove_file(schedule_path(&record.id));
+    record.remove();
     if let Ok(mut timeline) = Timeline::append(Path::new(&record.timeline)) {
         for event in &detach_events {
             timeline.event_at(None, event);

@@ -18,7 +18,8 @@ use crate::{
 /// Every event a timeline holds, in the order a run writes them: `experiment`, `plan` (one per
 /// fault), `phase`, `check` (each result), `attach` (one per fault), `arm`, `ramp`, `counts`
 /// (injections per fault per second), `injection` (a traced fault's sample of who was hit),
-/// `proc` (what a userspace process fault did), `abort`,
+/// `proc` (what a userspace process fault did), `limit` (what a resource limit set, saw each
+/// second and put back), `abort`,
 /// `detach` (one per fault, with its totals), `comparison` (with a control group), `verdict`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
@@ -78,6 +79,15 @@ pub enum TimelineEvent {
         fault: usize,
         #[serde(flatten)]
         did: crate::plan::action::ActionEvent,
+    },
+    /// What a `limit` fault did or saw: a file set, a sample of the target's pressure and
+    /// counters (each second), an OOM kill, a file put back; `at_s` is when (seconds since the
+    /// start, like `t`).
+    Limit {
+        fault: usize,
+        at_s: f64,
+        #[serde(flatten)]
+        did: crate::fault::limit::events::LimitEvent,
     },
     Detach(FaultDetached),
     /// `follow = true`: the target's cgroup went away and its name resolved to a new one; the

@@ -88,7 +88,7 @@ pub fn reattach_all(
         }
         drop(old); // its links, on a cgroup that no longer exists
         loaded.config = config;
-        loaded.quiet = loaded.quiet.as_ref().map(|_| crate::hints::QuietHint::new(target, Instant::now()));
+        loaded.quiet = loaded.quiet.as_ref().and_then(|_| crate::hints::QuietHint::for_plan(&new_plan, Instant::now()));
         moved.push(fault.number);
     }
     Ok(Reattached {

@@ -161,6 +161,7 @@ impl Phase {
 pub fn clean_stale_runs() -> Vec<String> {
     use crate::run_records::{self, Liveness};
     let mut lines = run_records::remove_unreadable();
+    lines.extend(run_records::remove_orphan_schedules());
     let records = run_records::all();
     for record in &records {
         if record.liveness() != Liveness::Stale {

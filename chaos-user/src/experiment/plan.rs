@@ -353,6 +353,9 @@ impl ExperimentPlan<'_> {
             for program in &fault.plan.programs {
                 let _ = writeln!(out, "    {}", program.describe());
             }
+            if let Some(companion) = &fault.plan.companion {
+                let _ = writeln!(out, "    {}", companion.describe());
+            }
             let _ = writeln!(out, "    map FAULT_CONFIG[0] = {}", config_json(&fault.plan));
             let maps = serde_json::to_string(&fault.plan.maps).unwrap_or_default();
             if maps != "{}" {

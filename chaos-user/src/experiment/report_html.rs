@@ -56,6 +56,7 @@ pub fn render(review: &Review) -> String {
     }
     out.push_str("<h2>Injections per second</h2>\n");
     out.push_str(&injection_chart(review));
+    out.push_str(&pressure_charts(review));
     out.push_str(&who_was_hit(review));
     out.push_str(&tables(review));
     out.push_str("</body></html>\n");
@@ -219,6 +220,67 @@ fn injection_chart(review: &Review) -> String {
         "</svg>\n<p class=\"legend\">{legend}<span>injections per sample (about one a second)</span></p>\n"
     );
     svg
+}
+
+/// A line of a chart: its label, its colour, its (t, value) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// Per `limit` fault, its target's pressure over time (the kernel's "some" avg10 of CPU,
+/// memory and I/O, in %) and, where cpu.stat says, the CPU it used (as % of one CPU).
+fn pressure_charts(review: &Review) -> String {
+    let limited: Vec<_> = review.faults.iter().filter(|(_, f)| !f.pressure.is_empty()).collect();
+    if limited.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<h2>Pressure on the limited target</h2>\n");
+    for (number, fault) in limited {
+        let series: [Series<'_>; 4] = [
+            ("cpu pressure", "#c50", fault.pressure.iter().filter_map(|p| Some((p.t, p.cpu?))).collect()),
+            ("memory pressure", "#36c", fault.pressure.iter().filter_map(|p| Some((p.t, p.memory?))).collect()),
+            ("io pressure", "#393", fault.pressure.iter().filter_map(|p| Some((p.t, p.io?))).collect()),
+            (
+                "CPU used (% of one CPU)",
+                "#939",
+                fault.pressure.iter().filter_map(|p| Some((p.t, p.cpu_used? * 100.0))).collect(),
+            ),
+        ];
+        let max = series.iter().flat_map(|(_, _, points)| points.iter().map(|p| p.1)).fold(100.0, f64::max);
+        let axes = Axes { end: review.end, log_max: 1.0 };
+        let y = |v: f64| HEIGHT - BOTTOM - v / max * (HEIGHT - TOP - BOTTOM);
+        let _ = writeln!(out, "<h3>#{number} {} <small>{}</small></h3>", esc(&fault.kind), esc(&fault.command_line));
+        let mut svg =
+            format!("<svg width=\"{WIDTH}\" height=\"{HEIGHT}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\">");
+        svg.push_str(&frame(review, &axes));
+        for mark in [0.0, 50.0, 100.0] {
+            let _ = write!(
+                svg,
+                "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{mark} %</text>",
+                WIDTH - RIGHT,
+                y(mark),
+                y(mark),
+                LEFT - 4.0,
+                y(mark) + 3.0
+            );
+        }
+        let mut legend = String::new();
+        for (label, colour, points) in &series {
+            if points.is_empty() {
+                continue;
+            }
+            let drawn: Vec<String> = points.iter().map(|(t, v)| format!("{:.1},{:.1}", axes.x(*t), y(*v))).collect();
+            let _ = write!(
+                svg,
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"><title>{label}</title></polyline>",
+                drawn.join(" ")
+            );
+            let _ = write!(legend, "<span style=\"color:{colour}\">— {label}</span>");
+        }
+        let _ = write!(
+            out,
+            "{svg}</svg>\n<p class=\"legend\">{legend}<span>pressure: share of time some task of the target waited (the kernel's avg10)</span></p>\n"
+        );
+    }
+    out
 }
 
 /// The traced faults' top processes, peers and calls.

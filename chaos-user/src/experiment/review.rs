@@ -9,6 +9,7 @@ use super::{
     timeline::Recorded,
 };
 use crate::{
+    fault::limit::events::LimitEvent,
     injections::{HitSummary, HitTally},
     steady::verdict::Comparison,
 };
@@ -36,6 +37,19 @@ pub struct FaultReview {
     pub ramps: Vec<(f64, f64)>,
     /// Who was hit, from its `injection` events (traced faults).
     pub hits: HitTally,
+    /// A limit's samples of its target: pressure and CPU used over time (`limit` events).
+    pub pressure: Vec<PressurePoint>,
+}
+
+/// One sample of a limited target: the kernel's "some" avg10 pressure per resource, in %, and
+/// the CPU it used (in CPUs), each when its controller reports it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PressurePoint {
+    pub t: f64,
+    pub cpu: Option<f64>,
+    pub memory: Option<f64>,
+    pub io: Option<f64>,
+    pub cpu_used: Option<f64>,
 }
 
 /// A check's series: the target's results, and the control's when it has one.
@@ -143,6 +157,7 @@ impl Review {
                 )),
                 TimelineEvent::Hint { fault, hint } => review.notes.push(format!("at {t:.1}s fault #{fault}: {hint}")),
                 TimelineEvent::Warning { warning } => review.notes.push(format!("at {t:.1}s warning: {warning}")),
+                TimelineEvent::Limit { fault, at_s, did } => review.limit(*fault, *at_s, did),
                 TimelineEvent::Injection { fault, hit, .. } => {
                     if let Some(f) = review.faults.get_mut(fault) {
                         f.hits.add(hit);
@@ -152,6 +167,30 @@ impl Review {
             }
         }
         review
+    }
+
+    /// A limit's event: a sample goes to its pressure series (and its enforcements to the
+    /// per-second counts); the rest (set, OOM kill, put back) to the notes.
+    fn limit(&mut self, fault: usize, at_s: f64, did: &LimitEvent) {
+        let Some(f) = self.faults.get_mut(&fault) else { return };
+        match did {
+            LimitEvent::Sample { resource, window, .. } => {
+                let avg10 = |stall: Option<crate::fault::limit::evidence::Stall>| stall.map(|s| s.avg10);
+                f.pressure.push(PressurePoint {
+                    t: at_s,
+                    cpu: avg10(window.pressure.cpu),
+                    memory: avg10(window.pressure.memory),
+                    io: avg10(window.pressure.io),
+                    cpu_used: window.cpu_used,
+                });
+                f.per_second.push((at_s, window.enforced(*resource)));
+            }
+            other => {
+                if let Some(line) = other.describe() {
+                    self.notes.push(format!("at {at_s:.1}s fault #{fault}: {line}"));
+                }
+            }
+        }
     }
 
     fn start(&mut self, started: &Started) {

@@ -16,7 +16,7 @@ use tokio::{
 
 use super::{
     Phase,
-    armed::{self, Loaded, injection_events, show_status},
+    armed::{self, Loaded, show_status},
     events::{FaultAttached, FaultPlanned, Started, TimelineEvent},
     follow::{self, Away},
     hypothesis::{Hypothesis, Outcome, RunningChecks, Verdict},
@@ -376,18 +376,9 @@ impl<'p, 't> Runner<'p, 't> {
                 let config = steps::armed(loaded.config, deadline_ns, ppm);
                 loaded.fault.configure(config).map_err(|e| format!("arming fault {}: {e}", fault.label))?;
                 (loaded.config, loaded.armed) = (config, true);
-                // Packet faults only (syscall and process faults count calls): quiet from now on?
-                loaded.quiet = fault.plan.counter_label.is_none().then(|| QuietHint::new(&self.target, Instant::now()));
-                if let Some(action) = &fault.plan.userspace {
-                    // With programs too (`net sever --after-bytes`), the action reads what they
-                    // report from the armed object.
-                    let object = (!fault.plan.programs.is_empty()).then(|| loaded.fault.object_mut());
-                    loaded.actor = Some(
-                        action
-                            .start(&self.target, deadline_ns, object)
-                            .map_err(|e| format!("starting fault {}: {e}", fault.label))?,
-                    );
-                }
+                // Packet faults and DNS (syscall and process faults count calls): quiet from now on?
+                loaded.quiet = QuietHint::for_plan(&fault.plan, Instant::now());
+                armed::start_actor(fault, loaded, &self.target, ppm, deadline_ns)?;
                 self.timeline.event(&TimelineEvent::Arm {
                     fault: fault.number,
                     kernel_deadline_ns: deadline_ns,
@@ -398,6 +389,7 @@ impl<'p, 't> Runner<'p, 't> {
                 let config = steps::armed(loaded.config, loaded.config.deadline_ns, Some(ppm));
                 loaded.fault.configure(config).map_err(|e| format!("ramping fault {}: {e}", fault.label))?;
                 loaded.config = config;
+                armed::ramp_actor(fault, loaded, ppm)?;
                 self.timeline.event(&TimelineEvent::Ramp { fault: fault.number, percent: Ppm::from_ppm(ppm) });
             }
             Action::End => self.detach(index, "end"),
@@ -442,8 +434,7 @@ impl<'p, 't> Runner<'p, 't> {
         }
         self.registration.update_counts(&sample.totals);
         for (fault, loaded) in self.plan.faults.iter().zip(&self.loaded) {
-            let hits = loaded.as_ref().and_then(|l| l.injections.as_ref()).map(|r| r.take());
-            injection_events(fault.number, hits.unwrap_or_default(), self.timeline);
+            armed::drain_events(fault.number, loaded.as_ref(), self.timeline);
         }
     }
 

@@ -113,7 +113,14 @@ impl<'a> Table<'a> {
     pub fn get(&self, key: &str) -> Option<Item<'a>> {
         let (k, v) = self.entries().iter().find(|(k, _)| k.get_ref().as_ref() == key)?;
         self.used.borrow_mut().push(key.to_owned());
-        Some(Item { source: self.source, key: key.to_owned(), key_span: k.span(), span: v.span(), value: v.get_ref() })
+        Some(Item {
+            source: self.source,
+            key: key.to_owned(),
+            key_span: k.span(),
+            span: v.span(),
+            value: v.get_ref(),
+            what: None,
+        })
     }
 
     /// The value of `key`, or an error at the table saying it is missing.
@@ -130,6 +137,7 @@ impl<'a> Table<'a> {
             key_span: k.span(),
             span: v.span(),
             value: v.get_ref(),
+            what: None,
         })
     }
 
@@ -161,12 +169,26 @@ pub struct Item<'a> {
     pub key_span: Range<usize>,
     pub span: Range<usize>,
     pub value: &'a DeValue<'a>,
+    /// What the key is, said by every error about its value (see [`Item::described`]).
+    pub what: Option<&'static str>,
 }
 
 impl<'a> Item<'a> {
+    /// The same value, whose errors say what its key is: "`min_gap_per_target` (the least time
+    /// between two runs on one target): ...", so a refusal never reads as if about another key.
+    #[must_use]
+    pub fn described(mut self, what: &'static str) -> Self {
+        self.what = Some(what);
+        self
+    }
+
     #[must_use]
     pub fn error(&self, message: impl Into<String>) -> FileError {
-        self.source.error(&self.span, format!("`{}`: {}", self.key, message.into()))
+        let key = match self.what {
+            Some(what) => format!("`{}` ({what})", self.key),
+            None => format!("`{}`", self.key),
+        };
+        self.source.error(&self.span, format!("{key}: {}", message.into()))
     }
 
     /// An error about the key itself (unknown, misplaced), at the key.
@@ -219,8 +241,19 @@ impl<'a> Item<'a> {
         }
     }
 
-    /// A duration such as "30s" (the command line's parser and messages).
+    /// A duration such as "30s" (the command line's parser and messages), longer than zero.
     pub fn duration(&self) -> Result<Duration, FileError> {
+        let duration = self.duration_or_zero()?;
+        if duration.is_zero() {
+            return Err(
+                self.error(format!("{} is zero: expected a time longer than that, e.g. \"30s\"", describe(self.value)))
+            );
+        }
+        Ok(duration)
+    }
+
+    /// A duration that may be zero ("0s": none), such as a jitter or a gap.
+    pub fn duration_or_zero(&self) -> Result<Duration, FileError> {
         let text = match self.value {
             DeValue::String(s) => s.as_ref(),
             DeValue::Integer(i) => {
@@ -232,7 +265,7 @@ impl<'a> Item<'a> {
             }
             _ => return Err(self.type_error("a duration as a string, e.g. \"30s\"")),
         };
-        options::parse_duration(text).map_err(|e| self.error(e))
+        options::parse_duration_or_zero(text).map_err(|e| self.error(e))
     }
 
     /// A percentage: `20`, `0.5` or `"99.9%"` (the command line's parser and messages).
@@ -266,6 +299,7 @@ impl<'a> Item<'a> {
                     key_span: self.key_span.clone(),
                     span: v.span(),
                     value: v.get_ref(),
+                    what: self.what,
                 })
                 .collect()),
             _ => Err(self.type_error("an array")),

@@ -66,12 +66,13 @@ pub fn steps(faults: &[PlannedFault]) -> Vec<Step> {
     steps
 }
 
-/// Step `k` of `steps` (0-based) goes from `from` (k = 0) to `to` (k = steps - 1).
+/// Step `k` of `steps` (0-based) goes from `from` (k = 0) to `to` (k = steps - 1), up (a
+/// probability rising) or down (a limit tightening).
 #[must_use]
 pub fn ramp_ppm(from: Ppm, to: Ppm, k: u32, steps: u32) -> u32 {
-    let (from, to) = (u64::from(from.get()), u64::from(to.get()));
-    let span = u64::from(steps.saturating_sub(1).max(1));
-    (from + (to - from) * u64::from(k) / span) as u32
+    let (from, to) = (i64::from(from.get()), i64::from(to.get()));
+    let span = i64::from(steps.saturating_sub(1).max(1));
+    (from + (to - from) * i64::from(k) / span) as u32
 }
 
 /// `config` with a deadline and, when given, a new probability.
@@ -90,6 +91,13 @@ mod tests {
         let (from, to) = (Ppm::from_ppm(50_000), Ppm::from_ppm(200_000));
         let ppms: Vec<u32> = (0..4).map(|k| ramp_ppm(from, to, k, 4)).collect();
         assert_eq!(ppms, [50_000, 100_000, 150_000, 200_000]);
+    }
+
+    #[test]
+    fn a_tightening_ramp_falls_in_even_steps_to_the_faults_value() {
+        let (from, to) = (Ppm::from_ppm(800_000), Ppm::from_ppm(100_000));
+        let ppms: Vec<u32> = (0..8).map(|k| ramp_ppm(from, to, k, 8)).collect();
+        assert_eq!(ppms, [800_000, 700_000, 600_000, 500_000, 400_000, 300_000, 200_000, 100_000]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::events::TimelineEvent;
+use crate::fault::limit::events::LimitEvent;
 
 /// Appends events to a file, and keeps them for the summary.
 pub struct Timeline {
@@ -226,8 +227,31 @@ pub fn summary(events: &[Recorded]) -> String {
             TimelineEvent::Warning { warning } => {
                 let _ = writeln!(out, "warning: {warning}");
             }
+            TimelineEvent::Limit { fault, at_s, did } => {
+                if let Some(line) = did.describe() {
+                    let _ = writeln!(out, "limit #{fault} at {at_s:.1}s: {line}");
+                }
+            }
             _ => {}
         }
+    }
+    // Limits: what their targets went through while they held, from their samples.
+    let mut limited: BTreeMap<usize, Vec<crate::fault::limit::evidence::Window>> = BTreeMap::new();
+    let mut resources = BTreeMap::new();
+    for event in events {
+        if let TimelineEvent::Limit { fault, did: LimitEvent::Sample { resource, window, .. }, .. } = &event.event {
+            limited.entry(*fault).or_default().push(*window);
+            resources.insert(*fault, *resource);
+        }
+    }
+    for (fault, windows) in &limited {
+        let resource = resources[fault];
+        let _ = writeln!(
+            out,
+            "limit #{fault} while it held ({} samples): {}",
+            windows.len(),
+            crate::fault::limit::evidence::Window::merged(windows).line(resource)
+        );
     }
     // Checks: pass counts per phase.
     let mut checks: BTreeMap<String, (BTreeMap<&'static str, Tally>, String)> = BTreeMap::new();

@@ -5,6 +5,8 @@
 //! and experiments need no per-family code. Adding a family: its module here, one line in
 //! [`registry::FAULT_KINDS`], an [`AttachPoint`] arm if it needs a new kind of hook.
 pub mod actor;
+pub mod dns;
+pub mod limit;
 pub mod net;
 pub mod proc;
 pub mod registry;
@@ -34,6 +36,12 @@ pub trait PlanFault: std::fmt::Debug {
     /// config's threshold between 0 and this.
     fn percent(&self) -> Option<Ppm> {
         None
+    }
+
+    /// Whether a ramp tightens this fault rather than raising it: a limit's ramp goes from a
+    /// looser value (`from`) down to the fault's own (cpu from 80 % of a CPU down to 10 %).
+    fn ramp_tightens(&self) -> bool {
+        false
     }
 
     /// Whether the fault may leave kernel state behind a crash (legacy TC filters), so that

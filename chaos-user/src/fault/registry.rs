@@ -8,6 +8,8 @@ use clap::{ArgMatches, Args, Command, FromArgMatches};
 
 use super::{
     PlanFault,
+    dns::{DnsDelayOptions, DnsDropOptions, DnsFailOptions, DnsSpoofOptions},
+    limit::{cpu::LimitCpuOptions, io::LimitIoOptions, memory::LimitMemoryOptions, pids::LimitPidsOptions},
     net::{
         drop::NetDropOptions,
         partition::NetPartitionOptions,
@@ -79,6 +81,14 @@ pub const FAULT_KINDS: &[FaultKind] = &[
     FaultKind::of::<SyscallDelayOptions>("syscall delay"),
     FaultKind::of::<ProcKillOptions>("proc kill"),
     FaultKind::of::<ProcPauseOptions>("proc pause"),
+    FaultKind::of::<LimitCpuOptions>("limit cpu"),
+    FaultKind::of::<LimitMemoryOptions>("limit memory"),
+    FaultKind::of::<LimitIoOptions>("limit io"),
+    FaultKind::of::<LimitPidsOptions>("limit pids"),
+    FaultKind::of::<DnsFailOptions>("dns fail"),
+    FaultKind::of::<DnsDropOptions>("dns drop"),
+    FaultKind::of::<DnsDelayOptions>("dns delay"),
+    FaultKind::of::<DnsSpoofOptions>("dns spoof"),
 ];
 
 /// Looks a kind up by name (`net drop`; extra spaces are forgiven).

@@ -87,6 +87,10 @@ impl<F: Args + PlanFault> PlanFault for Traced<F> {
         self.fault.percent()
     }
 
+    fn ramp_tightens(&self) -> bool {
+        self.fault.ramp_tightens()
+    }
+
     fn uses_ledger(&self) -> bool {
         self.fault.uses_ledger()
     }

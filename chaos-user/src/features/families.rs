@@ -11,6 +11,8 @@ pub const SYSCALL_ERRNO_OVERRIDE: &str = "syscall-errno-override";
 pub const SYSCALL_DELAY: &str = "syscall-delay";
 pub const PROCESS_KILL: &str = "process-kill";
 pub const PROCESS_PAUSE: &str = "process-pause";
+pub const RESOURCE_LIMITS: &str = "resource-limits";
+pub const DNS: &str = "dns";
 pub const CONNECTION_SEVER: &str = "connection-sever";
 
 /// `SockDestroy`: sock_diag destroys a loopback connection in a throwaway namespace.
@@ -42,13 +44,15 @@ pub(super) enum Requirement {
     BpfLsmActive,
     CgroupFreezer,
     Kprobes,
+    /// A probe of its own, under a name (asked once): what it found, or why not.
+    Probe(&'static str, fn() -> Result<String, String>),
     /// sock_diag can destroy a TCP connection (CONFIG_INET_DIAG_DESTROY, tcp_diag).
     SockDestroy,
 }
 
 /// (id, name, mechanism, requirements, shipped in this version)
 pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
-    use Requirement::{BpfLsmActive, Cgroup2, CgroupFreezer, Helper, Kprobes, Program, Qdisc, SockDestroy};
+    use Requirement::{BpfLsmActive, Cgroup2, CgroupFreezer, Helper, Kprobes, Probe, Program, Qdisc, SockDestroy};
     &[
         (
             PACKET_DROP,
@@ -106,6 +110,22 @@ pub(super) const FAMILIES: &[(&str, &str, &str, &[Requirement], bool)] = {
             "process pause",
             "cgroup v2 freezer (cgroup.freeze), thawed by a guard process if chaos dies",
             &[Cgroup2, CgroupFreezer],
+            true,
+        ),
+        (
+            RESOURCE_LIMITS,
+            "resource limits",
+            "the target's own cgroup v2 files (cpu.max, memory.high/max, io.max, pids.max), put back by a guard \
+             process if chaos dies; the target's parent must delegate the controller",
+            &[Cgroup2, Probe("limit controllers", crate::os::cgroup_files::controllers::probe)],
+            true,
+        ),
+        (
+            DNS,
+            "DNS faults",
+            "cgroup sock_addr hooks on the target cgroup (connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6) send its \
+             port-53 queries to a responder chaos runs in the target's network namespace",
+            &[Program("cgroup_sock_addr"), Cgroup2],
             true,
         ),
         (

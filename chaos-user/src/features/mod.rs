@@ -19,8 +19,8 @@ use serde::Serialize;
 mod families;
 
 pub use families::{
-    CONNECTION_SEVER, NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE, SYSCALL_DELAY,
-    SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
+    CONNECTION_SEVER, DNS, NETWORK_DELAY, PACKET_CORRUPT_DUPLICATE, PACKET_DROP, PROCESS_KILL, PROCESS_PAUSE,
+    SYSCALL_DELAY, SYSCALL_ERRNO_CGROUP_HOOKS, SYSCALL_ERRNO_LSM, SYSCALL_ERRNO_OVERRIDE,
 };
 use families::{FAMILIES, Requirement};
 
@@ -255,6 +255,7 @@ impl Prober {
             Requirement::Kprobes => {
                 self.memo("kprobes".into(), || injection::kprobes().map_or_else(Check::no, Check::yes))
             }
+            Requirement::Probe(key, probe) => self.memo(key.into(), || probe().map_or_else(Check::no, Check::yes)),
             Requirement::SockDestroy => self.memo("sock destroy".into(), families::sock_destroy),
         }
     }

@@ -5,6 +5,7 @@
 //! above it (engine, fault families, runs, experiments): data flows down.
 pub mod btf;
 pub mod cgroup;
+pub mod cgroup_files;
 pub mod errno;
 pub mod error_injection;
 pub mod freezer;

@@ -257,8 +257,7 @@ impl NetlinkSocket {
                     }
                     let index = seq.wrapping_sub(first) as usize;
                     if kind == NLMSG_ERROR && rest.len() >= 20 && index < batch.len() && acks[index].is_none() {
-                        let errno = i32::from_ne_bytes(rest[16..20].try_into().expect("4 bytes"));
-                        acks[index] = Some(if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) });
+                        acks[index] = Some(status_of(rest));
                         missing -= 1;
                     }
                     rest = &rest[align4(len).min(rest.len())..];
@@ -290,17 +289,12 @@ impl NetlinkSocket {
                 }
                 if seq == self.seq {
                     match msg_type {
-                        NLMSG_ERROR => {
-                            let errno = i32::from_ne_bytes(rest[16..20].try_into().expect("4 bytes"));
-                            return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) };
-                        }
+                        NLMSG_ERROR => return status_of(rest),
                         // A dump that failed part way (sock_diag: no handler for the protocol,
                         // ENOENT) says so in its DONE message's payload, not in an ERROR message.
-                        NLMSG_DONE => {
-                            let errno =
-                                rest.get(16..20).map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
-                            return if errno >= 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) };
-                        }
+                        // A dump that failed part way (sock_diag without a handler for the
+                        // protocol: ENOENT) says so in its DONE message, not in an ERROR one.
+                        NLMSG_DONE => return status_of(rest),
                         other => each(other, &rest[mem::size_of::<NlMsgHdr>()..len]),
                     }
                 }
@@ -308,6 +302,13 @@ impl NetlinkSocket {
             }
         }
     }
+}
+
+/// What an ERROR (an ack when 0) or DONE message says: the i32 after its header, 0 or a
+/// negated errno. A DONE without one is a dump that ended well.
+fn status_of(message: &[u8]) -> io::Result<()> {
+    let errno = message.get(16..20).map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
+    if errno >= 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) }
 }
 
 /// A TC filter entry: a chain's priority and the filter's handle in it.

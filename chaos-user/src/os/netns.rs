@@ -64,6 +64,16 @@ impl Netns {
         }
     }
 
+    /// Moves the calling thread into this namespace, for a thread of chaos's own that lives there
+    /// (the DNS responder's); never call it on the controller's threads.
+    pub fn enter(&self) -> Result<(), NetnsError> {
+        // SAFETY: setns on a valid namespace fd; affects only the calling thread.
+        if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(NetnsError::Enter { inode: self.inode, source: io::Error::last_os_error() });
+        }
+        Ok(())
+    }
+
     /// Runs `f` on a new thread inside this namespace and returns its result.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         std::thread::scope(|scope| {

@@ -7,6 +7,7 @@ use std::io;
 use crate::os::netlink::{NLM_F_DUMP, NetlinkSocket, align4};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_ACK: u16 = 0x4;
 const INET_DIAG_CGROUP_ID: u16 = 21;
 /// `struct inet_diag_msg`: family, state, timer, retrans, the 48-byte socket id, then expires,
 /// rqueue, wqueue, uid and inode (u32 each).
@@ -42,6 +43,62 @@ pub fn inet_sockets() -> io::Result<(Vec<SocketCgroup>, Vec<&'static str>)> {
         }
     }
     Ok((sockets, unlisted))
+}
+
+/// The cookie of the TCP or UDP socket whose own address is `local` and whose peer is `remote`
+/// (both of one family), in the calling thread's network namespace: the number
+/// `bpf_get_socket_cookie` gives programs for that socket. `None` when no such socket exists.
+/// A UDP socket need not be connected: the kernel finds the one a datagram from `remote` to
+/// `local` would reach.
+pub fn socket_cookie(
+    socket: &mut NetlinkSocket,
+    protocol: u8,
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> io::Result<Option<u64>> {
+    let family = if local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // udp_diag looks a socket up as a datagram's receiver: its `src` is the peer (the kernel's
+    // own comment: "src and dst are swapped for historical reasons"); tcp_diag's is the socket.
+    let (src, dst) = if i32::from(protocol) == libc::IPPROTO_UDP { (remote, local) } else { (local, remote) };
+    // inet_diag_req_v2: family, protocol, ext, pad, states; the socket id: sport, dport (big
+    // endian), src and dst (16 bytes each), interface, cookie (none: INET_DIAG_NOCOOKIE).
+    let mut request = [0u8; 56];
+    request[0] = family as u8;
+    request[1] = protocol;
+    request[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    request[8..10].copy_from_slice(&src.port().to_be_bytes());
+    request[10..12].copy_from_slice(&dst.port().to_be_bytes());
+    request[12..28].copy_from_slice(&address_bytes(src.ip()));
+    request[28..44].copy_from_slice(&address_bytes(dst.ip()));
+    request[48..56].copy_from_slice(&[0xff; 8]);
+    // One reply, not a dump: the ack ends it (an error, ENOENT, says there is no such socket).
+    socket.send(SOCK_DIAG_BY_FAMILY, NLM_F_ACK, &request, &[])?;
+    let mut cookie = None;
+    let answer = socket.read_messages(|msg_type, body| {
+        // inet_diag_msg: the socket id from byte 4, its own port first, the cookie at 44..52.
+        if msg_type == SOCK_DIAG_BY_FAMILY && body.len() >= 52 && body[4..6] == local.port().to_be_bytes() {
+            let low = u32::from_ne_bytes(body[44..48].try_into().expect("4 bytes"));
+            let high = u32::from_ne_bytes(body[48..52].try_into().expect("4 bytes"));
+            cookie = Some(u64::from(high) << 32 | u64::from(low));
+        }
+    });
+    match answer {
+        Ok(()) => Ok(cookie),
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// An address as sock_diag carries it: IPv4 in the first four bytes.
+fn address_bytes(ip: std::net::IpAddr) -> [u8; 16] {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut bytes = [0; 16];
+            bytes[..4].copy_from_slice(&v4.octets());
+            bytes
+        }
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    }
 }
 
 /// Sends one `inet_diag_req_v2` dump request (every state) and collects its answers.

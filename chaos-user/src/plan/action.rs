@@ -28,12 +28,42 @@ pub trait UserspaceAction: std::fmt::Debug + Send + Sync {
     fn traced(&self, _rate: u64) -> Option<std::sync::Arc<dyn UserspaceAction>> {
         None
     }
+
+    /// The same action starting at a ramp's first step, `ppm` (a limit's value moves with an
+    /// experiment's ramp), or None when a ramp does not move it (a probability's ramp is in
+    /// the programs' config).
+    fn at_ramp_step(&self, _ppm: u32) -> Option<std::sync::Arc<dyn UserspaceAction>> {
+        None
+    }
+
+    /// The action as its family's own type, for a command line that runs it its own way (a
+    /// limit's run watches the target before and after, and registers for `chaos status`).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// A started action.
 pub trait RunningAction: Send {
     /// Stops it (undoing what must be undone, e.g. a pause thaws) and says what it did.
     fn finish(self: Box<Self>) -> ActionOutcome;
+
+    /// A ramp's next step: the value the action holds moves to `ppm` (a limit). Most hold none.
+    fn ramp(&self, _ppm: u32) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// What it did since the last call, for a timeline written as the run goes (a limit's
+    /// samples each second); most actions say it all when they finish.
+    fn take_events(&self) -> Vec<ActionEvent> {
+        Vec::new()
+    }
+
+    /// One line for the live status line, when the action has more to say than its counter
+    /// (a limit: the target's CPU share or pressure in the last second).
+    fn status(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What an action did.
@@ -96,4 +126,8 @@ pub enum ActionEvent {
         reason: String,
         at_ns: u64,
     },
+    /// A family's own record, as its own JSON with its own `what` (a limit's `set`, `sample`,
+    /// `oom-kill`, `restore`): the layers below the fault families do not know its shape.
+    #[serde(untagged)]
+    Family(serde_json::Value),
 }

@@ -4,6 +4,7 @@
 //! it, with no code per family. The values it carries (percentages as exact ppm, durations)
 //! are parsed and checked in [`options`].
 pub mod action;
+pub mod companion;
 pub mod options;
 
 use std::{path::PathBuf, time::Duration};
@@ -43,6 +44,10 @@ pub struct FaultPlan {
     /// the fault is done from userspace.
     #[serde(skip)]
     pub userspace: Option<std::sync::Arc<dyn action::UserspaceAction>>,
+    /// The part of the fault that works in chaos's own process beside its programs (DNS's
+    /// responder): started before they attach, stopped after they are detached.
+    #[serde(serialize_with = "serialize_companion", skip_serializing_if = "Option::is_none")]
+    pub companion: Option<std::sync::Arc<dyn companion::Companion>>,
 }
 
 impl FaultPlan {
@@ -162,6 +167,13 @@ impl AttachPoint {
             }
         }
     }
+}
+
+fn serialize_companion<S: serde::Serializer>(
+    companion: &Option<std::sync::Arc<dyn companion::Companion>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&companion.as_ref().map(|c| c.describe()).unwrap_or_default())
 }
 
 fn serialize_netns<S: serde::Serializer>(netns: &Netns, s: S) -> Result<S::Ok, S::Error> {

@@ -103,22 +103,28 @@ pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(3600);
 /// Parses a duration such as `30s`, `5m`, `1h30m`, `250ms`. Zero is refused: a fault that ends
 /// before it starts is a typo.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration_or_zero(text)?;
+    if duration.is_zero() {
+        return Err(format!("'{text}' is zero: a fault must last some time, e.g. 30s"));
+    }
+    Ok(duration)
+}
+
+/// Parses a duration that may be zero (`0s`: none), such as a jitter or a gap; negative and
+/// unit-less values are refused with the same messages as [`parse_duration`].
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if trimmed.starts_with('-') {
         return Err(format!("'{text}' is negative: a duration must be positive, e.g. 30s"));
     }
-    let duration = humantime::parse_duration(trimmed).map_err(|err| {
+    humantime::parse_duration(trimmed).map_err(|err| {
         let hint = if trimmed.bytes().all(|b| b.is_ascii_digit()) && !trimmed.is_empty() {
             format!(" (a unit is required: did you mean {trimmed}s?)")
         } else {
             format!(" ({err})")
         };
         format!("'{text}' is not a duration: expected a number with a unit, e.g. 30s, 5m, 1h30m{hint}")
-    })?;
-    if duration.is_zero() {
-        return Err(format!("'{text}' is zero: a fault must last some time, e.g. 30s"));
-    }
-    Ok(duration)
+    })
 }
 
 /// The longest delay chaos holds a call or a packet: beyond it a stopped process or a queued

@@ -62,12 +62,19 @@
 //!       getppid(2), the call a benchmark's crash point kills; exits 0 if it survives
 //!   chaos-workload counter --file F
 //!       prints "ready", then rewrites F with an increasing counter every millisecond until killed
+//!   chaos-workload resolve --name N [--count K] [--gap-ms MS] [--family any|4|6]
+//!       [--nameserver IP]... [--timeout S] [--attempts N] [--tcp]
+//!       K getaddrinfo() lookups of N through glibc's resolver (with --nameserver: in a private
+//!       /etc naming those servers, see resolve.rs; --tcp asks over TCP); prints {"lookups": [{"ok", "addresses" or
+//!       "error" (EAI_NONAME...), "elapsed_us", "at_ns"}], "cpu_ns"}
 //!   chaos-workload tcp-serve --port P [--echo] | tcp-clients --to ADDR:PORT --count N ...
 //!       long-lived TCP connections that report how each one ended (chaos-workload/tcp.rs)
 //!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
 //!       runs COMMAND (in cgroup DIR if given, the supervisor staying where it is) and starts it
 //!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
 //!       per start and "exited PID signal S" (S 0: it exited by itself) per end, until killed
+//!   chaos-workload burn | touch-memory | disk-writer | fork-probe
+//!       pressure on one resource, for the limit tests (chaos_tests::pressure says how)
 //!
 //! Datagram payload (64 bytes): sender id (u32), sequence (u64), CLOCK_MONOTONIC send time (u64),
 //! a filler derived from the sequence, and an FNV-1a checksum of the rest in the last 4 bytes, so
@@ -80,6 +87,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "chaos-workload/resolve.rs"]
+mod resolve;
 #[path = "chaos-workload/tcp.rs"]
 mod tcp;
 
@@ -153,8 +162,29 @@ fn main() {
             let command = flags.iter().position(|a| a == "--").map(|i| &flags[i + 1..]).unwrap_or_else(|| usage());
             supervise(num("--restart-ms", 100), flag("--into-cgroup"), command);
         }
+        "resolve" => resolve::resolve(&resolve::Lookups {
+            name: flag("--name").unwrap_or_else(|| usage()),
+            count: num("--count", 1),
+            gap: Duration::from_millis(num("--gap-ms", 0)),
+            family: match flag("--family").as_deref() {
+                None | Some("any") => libc::AF_UNSPEC,
+                Some("4") => libc::AF_INET,
+                Some("6") => libc::AF_INET6,
+                Some(_) => usage(),
+            },
+            nameservers: flags
+                .iter()
+                .zip(flags.iter().skip(1))
+                .filter(|(f, _)| *f == "--nameserver")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            timeout_s: num("--timeout", 2),
+            attempts: num("--attempts", 1),
+            tcp: has("--tcp"),
+        }),
         "socket-calls" => socket_calls(),
         "lsm-calls" => lsm_calls(std::path::Path::new(&flag("--dir").unwrap_or_else(|| usage()))),
+        other if chaos_tests::pressure::run(other, flags) => {}
         _ => usage(),
     }
 }

@@ -30,13 +30,19 @@ pub(super) fn section_on(
     let mut files = binaries.files();
     files.push(xtask.clone());
     files.extend(more_files);
+    let mut env = binaries.env(&kernel.name.tier());
+    // The guest cannot see how busy its host is; a bench whose figures move with it says so.
+    env.push(("CHAOS_HOST_LOAD".into(), host_load()));
     let job = vm::VmJob {
         kernel,
         guest: kernel.name.label().to_owned(),
         files,
-        env: binaries.env(&kernel.name.tier()),
+        env,
         script: format!("{} bench-in-vm {which}\n", vm::shell_quote(&xtask.display().to_string())),
         timeout: Duration::from_secs(30 * 60),
+        // The limit bench needs two CPUs that run side by side (a target and a neighbour each
+        // on its own), and attaches no BPF program.
+        parallel_vcpus: which == "limit",
     };
     let outcome = vm::boot(&job)?;
     if outcome.exit_code != 0 {
@@ -46,6 +52,11 @@ pub(super) fn section_on(
     let begin = lines.iter().position(|l| l == VM_SECTION_BEGIN).context("the VM printed no benchmark section")?;
     let end = lines.iter().position(|l| l == VM_SECTION_END).context("the VM's benchmark section did not end")?;
     Ok(lines[begin + 1..end].iter().map(|l| format!("{l}\n")).collect())
+}
+
+/// The host's load average (1, 5, 15 min), for a guest that cannot see it.
+fn host_load() -> String {
+    super::common::load_average().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// Inside the VM: prints `section` between the markers the host looks for.

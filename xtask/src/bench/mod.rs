@@ -40,10 +40,12 @@ mod common;
 mod daemon;
 mod delay;
 mod delay_net;
+mod dns;
 mod drop;
 mod entry_hook;
 mod floor;
 mod guest;
+mod limit;
 mod net;
 mod proc;
 mod scale;
@@ -92,6 +94,12 @@ pub enum Which {
     /// Connection sever: command to last reset for 10, 1 000 and 10 000 connections (against a
     /// bpf_sock_destroy iterator), and --after-bytes' CPU per packet against an empty program (host).
     Sever,
+    /// Resource limits: a target at a quarter of a CPU by `chaos limit cpu` vs stress-ng in its
+    /// cgroup: CPU burned, the share's steadiness, a neighbour's throughput (VM tier).
+    Limit,
+    /// DNS faults: untargeted lookups armed vs not, the target's other names through chaos vs
+    /// direct, a failed lookup from chaos vs a resolver configured to fail it (host).
+    Dns,
 }
 
 /// Benchmark halves that run inside a VM.
@@ -109,6 +117,8 @@ pub enum InVm {
     ScaleLsm,
     /// N syscall delays on fentry: an untargeted loop, one daemon vs a chaos per fault.
     ScaleEntry,
+    /// `chaos limit cpu` vs stress-ng in the target (the host has no cgroup v2 controllers).
+    Limit,
 }
 
 /// What `cargo xtask bench` was asked to run, checked before anything is built.
@@ -211,6 +221,14 @@ pub fn run(selection: Selection, binaries: &build::Binaries) -> anyhow::Result<(
     if which.contains(&Which::Sever) {
         write_section("sever", &sever::sever_bench()?)?;
     }
+    if which.contains(&Which::Limit) {
+        // stress-ng goes into the guest beside chaos (its libraries follow it).
+        let kernel = vm::ensure_kernel(vm::KernelName::V6_12)?;
+        write_section("limit-vm", &guest::section_on(binaries, &kernel, "limit", vec!["/usr/bin/stress-ng".into()])?)?;
+    }
+    if which.contains(&Which::Dns) {
+        write_section("dns", &dns::dns_bench(binaries)?)?;
+    }
     println!("figures written to BENCHMARKS.md");
     Ok(())
 }
@@ -226,6 +244,7 @@ pub fn in_vm(which: InVm) -> anyhow::Result<()> {
         InVm::DelayHooks => entry_hook::syscall_delay_hooks_bench()?,
         InVm::ScaleLsm => scale_lsm::lsm_scale_bench()?,
         InVm::ScaleEntry => scale_entry::entry_scale_bench()?,
+        InVm::Limit => limit::limit_bench()?,
     };
     guest::print_section(&section);
     Ok(())

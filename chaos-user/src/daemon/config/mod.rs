@@ -22,6 +22,7 @@ pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
 #[derive(Debug)]
 pub struct DaemonConfig {
     pub path: PathBuf,
+    /// The experiments runs are picked from; empty: nothing is scheduled.
     pub catalogue: Vec<CatalogueEntry>,
     pub schedule: Schedule,
     pub budget: Budget,
@@ -93,19 +94,6 @@ pub struct Budget {
     pub max_share: f64,
 }
 
-const TOP_KEYS: &[&str] = &[
-    "socket",
-    "kill_switch",
-    "state_dir",
-    "keep_timelines",
-    "metrics",
-    "schedule",
-    "budget",
-    "safety",
-    "kubernetes",
-    "experiment",
-];
-
 impl DaemonConfig {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, FileError> {
@@ -131,14 +119,20 @@ impl DaemonConfig {
                 }
             }
         };
-        let socket = path_of(root.get("socket"), DEFAULT_SOCKET)?;
-        let kill_switch = path_of(root.get("kill_switch"), DEFAULT_KILL_SWITCH)?;
-        let state_dir = path_of(root.get("state_dir"), DEFAULT_STATE_DIR)?;
-        let keep_timelines = match root.get("keep_timelines") {
-            Some(item) => item.integer::<usize>("1 to 100000")?.clamp(1, 100_000),
+        let socket = path_of(keys::get(&root, keys::TOP, "socket"), DEFAULT_SOCKET)?;
+        let kill_switch = path_of(keys::get(&root, keys::TOP, "kill_switch"), DEFAULT_KILL_SWITCH)?;
+        let state_dir = path_of(keys::get(&root, keys::TOP, "state_dir"), DEFAULT_STATE_DIR)?;
+        let keep_timelines = match keys::get(&root, keys::TOP, "keep_timelines") {
+            Some(item) => {
+                let keep = item.integer::<usize>("1 to 100000")?;
+                if !(1..=100_000).contains(&keep) {
+                    return Err(item.error(format!("{keep} is out of range: expected 1 to 100000")));
+                }
+                keep
+            }
             None => 200,
         };
-        let metrics = match root.get("metrics") {
+        let metrics = match keys::get(&root, keys::TOP, "metrics") {
             None => Some(DEFAULT_METRICS.to_owned()),
             Some(item) if item.value.as_bool() == Some(false) => None,
             Some(item) => {
@@ -149,34 +143,36 @@ impl DaemonConfig {
                 Some(address.to_owned())
             }
         };
-        let schedule = parse_schedule(&root.require("schedule", "[schedule] every = \"10m\"")?)?;
-        let budget = match root.get("budget") {
+        let schedule = parse_schedule(&keys::require(&root, keys::TOP, "schedule", "[schedule] every = \"10m\"")?)?;
+        let budget = match keys::get(&root, keys::TOP, "budget") {
             Some(item) => parse_budget(&item)?,
             None => {
                 Budget { max_runs_per_hour: 6, max_concurrent: 1, min_gap_per_target: Duration::ZERO, max_share: 1.0 }
             }
         };
-        let cool_down = match root.get("safety") {
+        let cool_down = match keys::get(&root, keys::TOP, "safety") {
             Some(item) => {
                 let table = item.table("[safety]")?;
-                let cool_down = table.get("cool_down").map(|i| i.duration()).transpose()?;
-                table.finish(&["cool_down"])?;
+                let cool_down = keys::get(&table, keys::SAFETY, "cool_down").map(|i| i.duration()).transpose()?;
+                keys::finish(&table, keys::SAFETY)?;
                 cool_down
             }
             None => None,
         };
-        let kubernetes =
-            root.get("kubernetes").map(|i| selector::parse_kubernetes(&i)).transpose()?.unwrap_or_default();
-        let experiments = root.require("experiment", "[[experiment]] file = \"latency.toml\"")?;
+        let kubernetes = keys::get(&root, keys::TOP, "kubernetes")
+            .map(|i| selector::parse_kubernetes(&i))
+            .transpose()?
+            .unwrap_or_default();
+        // No `[[experiment]]` is an empty catalogue: a valid configuration that schedules nothing
+        // (the packaged default, until an operator adds one); `--check` and the start say so.
         let mut catalogue = Vec::new();
-        for item in experiments.array()? {
-            let table = item.table("an [[experiment]]")?;
-            catalogue.extend(parse_entry(&table, base, &kubernetes)?);
+        if let Some(experiments) = keys::get(&root, keys::TOP, "experiment") {
+            for item in experiments.array()? {
+                let table = item.table("an [[experiment]]")?;
+                catalogue.extend(parse_entry(&table, base, &kubernetes)?);
+            }
         }
-        if catalogue.is_empty() {
-            return Err(experiments.error("the catalogue is empty: name at least one experiment file"));
-        }
-        root.finish(TOP_KEYS)?;
+        keys::finish(&root, keys::TOP)?;
         Ok(Self {
             path: PathBuf::from(&source.path),
             catalogue,
@@ -200,34 +196,38 @@ impl DaemonConfig {
 
 fn parse_schedule(item: &Item<'_>) -> Result<Schedule, FileError> {
     let table = item.table("[schedule]")?;
-    let (when, every_item) = match (table.get("every"), table.get("cron")) {
-        (Some(every), None) => (When::Every(every.duration()?), every),
-        (None, Some(cron)) => {
-            let text = cron.str()?;
-            let parsed = text.parse::<cron::Schedule>().map_err(|e| {
-                let e = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-                cron.error(format!(
-                    "not a cron expression ({e}); seconds come first, e.g. \"0 */10 10-15 * * Mon-Fri\""
-                ))
-            })?;
-            (When::Cron(Box::new(parsed)), cron)
-        }
-        _ => {
-            return Err(table.error("[schedule] needs exactly one of `every = \"10m\"` or `cron = \"0 */10 * * * *\"`"));
-        }
-    };
-    let jitter = table.get("jitter").map(|i| i.duration()).transpose()?.unwrap_or_default();
+    let (when, every_item) =
+        match (keys::get(&table, keys::SCHEDULE, "every"), keys::get(&table, keys::SCHEDULE, "cron")) {
+            (Some(every), None) => (When::Every(every.duration()?), every),
+            (None, Some(cron)) => {
+                let text = cron.str()?;
+                let parsed = text.parse::<cron::Schedule>().map_err(|e| {
+                    let e = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                    cron.error(format!(
+                        "not a cron expression ({e}); seconds come first, e.g. \"0 */10 10-15 * * Mon-Fri\""
+                    ))
+                })?;
+                (When::Cron(Box::new(parsed)), cron)
+            }
+            _ => {
+                return Err(
+                    table.error("[schedule] needs exactly one of `every = \"10m\"` or `cron = \"0 */10 * * * *\"`")
+                );
+            }
+        };
+    let jitter_item = keys::get(&table, keys::SCHEDULE, "jitter");
+    let jitter = jitter_item.as_ref().map(Item::duration_or_zero).transpose()?.unwrap_or_default();
     if let When::Every(every) = when
         && jitter >= every
     {
-        let at = table.get("jitter").unwrap_or(every_item);
+        let at = jitter_item.unwrap_or(every_item);
         return Err(at.error(format!(
             "a jitter of {} would let runs overlap their neighbours: keep it under `every` ({})",
             humantime::format_duration(jitter),
             humantime::format_duration(every)
         )));
     }
-    let time_zone = match table.get("time_zone") {
+    let time_zone = match keys::get(&table, keys::SCHEDULE, "time_zone") {
         Some(item) => {
             let name = item.str()?;
             name.parse::<chrono_tz::Tz>().map_err(|_| {
@@ -236,9 +236,11 @@ fn parse_schedule(item: &Item<'_>) -> Result<Schedule, FileError> {
         }
         None => chrono_tz::UTC,
     };
-    let windows = table.get("windows").map(|i| parse_windows(&i)).transpose()?.unwrap_or_default();
-    let blackouts = table.get("blackouts").map(|i| parse_windows(&i)).transpose()?.unwrap_or_default();
-    table.finish(&["every", "cron", "jitter", "time_zone", "windows", "blackouts"])?;
+    let windows =
+        keys::get(&table, keys::SCHEDULE, "windows").map(|i| parse_windows(&i)).transpose()?.unwrap_or_default();
+    let blackouts =
+        keys::get(&table, keys::SCHEDULE, "blackouts").map(|i| parse_windows(&i)).transpose()?.unwrap_or_default();
+    keys::finish(&table, keys::SCHEDULE)?;
     Ok(Schedule { when, jitter, time_zone, windows, blackouts })
 }
 
@@ -248,16 +250,16 @@ fn parse_windows(item: &Item<'_>) -> Result<Vec<Window>, FileError> {
         .iter()
         .map(|entry| {
             let table = entry.table(format!("a window of `{}`", item.key))?;
-            let days = match table.get("days") {
+            let days = match keys::get(&table, keys::WINDOW, "days") {
                 Some(days) => parse_days(&days)?,
                 None => [true; 7],
             };
-            let from = parse_time_of_day(&table.require("from", "from = \"10:00\"")?)?;
-            let to = parse_time_of_day(&table.require("to", "to = \"16:00\"")?)?;
+            let from = parse_time_of_day(&keys::require(&table, keys::WINDOW, "from", "from = \"10:00\"")?)?;
+            let to = parse_time_of_day(&keys::require(&table, keys::WINDOW, "to", "to = \"16:00\"")?)?;
             if from == to {
                 return Err(table.error("a window from a time to the same time is empty"));
             }
-            table.finish(&["days", "from", "to"])?;
+            keys::finish(&table, keys::WINDOW)?;
             Ok(Window { days, from, to })
         })
         .collect()
@@ -312,45 +314,43 @@ fn parse_time_of_day(item: &Item<'_>) -> Result<u32, FileError> {
 
 fn parse_budget(item: &Item<'_>) -> Result<Budget, FileError> {
     let table = item.table("[budget]")?;
-    let max_runs_per_hour = table.get("max_runs_per_hour").map(|i| i.integer::<u32>("1 to 100000")).transpose()?;
-    let max_concurrent = table.get("max_concurrent").map(|i| i.integer::<usize>("1 to 1000")).transpose()?;
-    let min_gap_per_target = table.get("min_gap_per_target").map(|i| i.duration()).transpose()?;
-    let max_share = match table.get("max_share") {
-        Some(item) => f64::from(item.percent()?.get()) / 1e6,
-        None => 1.0,
-    };
-    for (key, value) in
-        [("max_runs_per_hour", max_runs_per_hour.map(|n| n as usize)), ("max_concurrent", max_concurrent)]
-    {
-        if value == Some(0)
-            && let Some(item) = table.get(key)
-        {
+    let get = |key| keys::get(&table, keys::BUDGET, key);
+    let max_runs_per_hour = get("max_runs_per_hour").map(|i| i.integer::<u32>("1 to 100000")).transpose()?;
+    let max_concurrent = get("max_concurrent").map(|i| i.integer::<usize>("1 to 1000")).transpose()?;
+    let min_gap_per_target = get("min_gap_per_target").map(|i| i.duration_or_zero()).transpose()?;
+    let max_share = get("max_share").map(|i| i.percent()).transpose()?.map(|share| f64::from(share.get()) / 1e6);
+    for (key, is_zero) in [
+        ("max_runs_per_hour", max_runs_per_hour == Some(0)),
+        ("max_concurrent", max_concurrent == Some(0)),
+        ("max_share", max_share == Some(0.0)),
+    ] {
+        if is_zero && let Some(item) = get(key) {
             return Err(item.error("0 would never run anything: remove the experiment instead"));
         }
     }
-    table.finish(&["max_runs_per_hour", "max_concurrent", "min_gap_per_target", "max_share"])?;
+    keys::finish(&table, keys::BUDGET)?;
     Ok(Budget {
         max_runs_per_hour: max_runs_per_hour.unwrap_or(6),
         max_concurrent: max_concurrent.unwrap_or(1),
         min_gap_per_target: min_gap_per_target.unwrap_or_default(),
-        max_share,
+        max_share: max_share.unwrap_or(1.0),
     })
 }
 
 /// One `[[experiment]]`: a file, or a directory of them (each `*.toml`), with a weight and a
 /// selector shared by all.
 fn parse_entry(table: &Table<'_>, base: &Path, kubernetes: &Kubernetes) -> Result<Vec<CatalogueEntry>, FileError> {
-    let file_item = table.require("file", "file = \"latency.toml\"")?;
+    let file_item = keys::require(table, keys::EXPERIMENT, "file", "file = \"latency.toml\"")?;
     let path = base.join(file_item.str()?);
-    let weight = match table.get("weight") {
+    let weight = match keys::get(table, keys::EXPERIMENT, "weight") {
         Some(item) => item.integer::<u32>("1 to 1000000")?,
         None => 1,
     };
-    let selector = match table.get("targets") {
+    let selector = match keys::get(table, keys::EXPERIMENT, "targets") {
         Some(item) => Some(selector::parse_selector(&item, kubernetes)?),
         None => None,
     };
-    let follow = match table.get("follow") {
+    let follow = match keys::get(table, keys::EXPERIMENT, "follow") {
         Some(item) => {
             let follow = item.bool()?;
             if follow && !matches!(selector, Some(Selector::ContainerName(_) | Selector::Pods(_))) {
@@ -363,7 +363,7 @@ fn parse_entry(table: &Table<'_>, base: &Path, kubernetes: &Kubernetes) -> Resul
         }
         None => false,
     };
-    table.finish(&["file", "weight", "targets", "follow"])?;
+    keys::finish(table, keys::EXPERIMENT)?;
     let files = if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
             .map_err(|e| file_item.error(format!("cannot read the directory {}: {e}", path.display())))?
@@ -397,6 +397,7 @@ fn parse_entry(table: &Table<'_>, base: &Path, kubernetes: &Kubernetes) -> Resul
         .collect()
 }
 
+mod keys;
 mod selector;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! The daemon's target selectors (`targets = { ... }` of an `[[experiment]]`) and the
 //! Kubernetes namespace opt-in (`[kubernetes] namespaces = [...]`) that gates pod selectors;
 //! both read from the positioned TOML, so every error is at `file:line:column`.
+use super::keys;
 use crate::{
     experiment::source::{FileError, Item},
     targets::runtime::pod,
@@ -56,7 +57,7 @@ impl Kubernetes {
 
 pub(super) fn parse_kubernetes(item: &Item<'_>) -> Result<Kubernetes, FileError> {
     let table = item.table("[kubernetes]")?;
-    let namespaces = match table.get("namespaces") {
+    let namespaces = match keys::get(&table, keys::KUBERNETES, "namespaces") {
         Some(list) => {
             let names = list.strings()?;
             if let Some(bad) = names.iter().find(|n| !is_namespace_name(n)) {
@@ -68,7 +69,7 @@ pub(super) fn parse_kubernetes(item: &Item<'_>) -> Result<Kubernetes, FileError>
         }
         None => Vec::new(),
     };
-    table.finish(&["namespaces"])?;
+    keys::finish(&table, keys::KUBERNETES)?;
     Ok(Kubernetes { namespaces })
 }
 
@@ -80,17 +81,16 @@ fn is_namespace_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-const KEYS: &[&str] = &["cgroup", "unit", "container", "container_name", "pods", "namespace"];
-
 /// `targets = { ... }`; `kubernetes` is the opt-in already read, so that a selector naming a
 /// namespace that has not opted in (it could never match) is refused where it is written.
 pub(super) fn parse_selector(item: &Item<'_>, kubernetes: &Kubernetes) -> Result<Selector, FileError> {
     let table = item.table("`targets`")?;
     // A misspelt key first: it would otherwise read as a missing selector.
-    for key in KEYS {
-        let _ = table.get(key);
+    for key in keys::TARGETS {
+        let _ = table.get(key.name);
     }
-    table.finish(KEYS)?;
+    keys::finish(&table, keys::TARGETS)?;
+    let get = |key| keys::get(&table, keys::TARGETS, key);
     let glob_of = |item: &Item<'_>, slash: &str| -> Result<String, FileError> {
         let pattern = item.str()?;
         if !slash.is_empty() && pattern.contains('/') {
@@ -99,13 +99,12 @@ pub(super) fn parse_selector(item: &Item<'_>, kubernetes: &Kubernetes) -> Result
         glob::Pattern::new(pattern).map_err(|e| item.error(format!("not a valid glob: {e}")))?;
         Ok(pattern.to_owned())
     };
-    let container_name = table
-        .get("container_name")
+    let container_name = get("container_name")
         .map(|i| glob_of(&i, "a container name glob is a name, without a slash, e.g. \"web-*\""))
         .transpose()?;
-    if let Some(pods) = table.get("pods") {
+    if let Some(pods) = get("pods") {
         for key in ["cgroup", "unit", "container"] {
-            if let Some(other) = table.get(key) {
+            if let Some(other) = get(key) {
                 return Err(other.error_at_key(format!(
                     "`{key}` and `pods` are two selectors: keep one (`container_name` and `namespace` narrow `pods`)"
                 )));
@@ -113,7 +112,7 @@ pub(super) fn parse_selector(item: &Item<'_>, kubernetes: &Kubernetes) -> Result
         }
         let text = pods.str()?;
         let labels = pod::parse_selector(text).map_err(|why| pods.error(why))?;
-        let namespace = match table.get("namespace") {
+        let namespace = match get("namespace") {
             Some(ns) => {
                 let name = ns.str()?;
                 if !is_namespace_name(name) {
@@ -131,10 +130,10 @@ pub(super) fn parse_selector(item: &Item<'_>, kubernetes: &Kubernetes) -> Result
         };
         return Ok(Selector::Pods(PodSelector { text: text.to_owned(), labels, namespace, container_name }));
     }
-    if let Some(ns) = table.get("namespace") {
+    if let Some(ns) = get("namespace") {
         return Err(ns.error_at_key("`namespace` narrows a pod selector: add `pods = \"app=web\"`"));
     }
-    let selector = match (table.get("cgroup"), table.get("unit"), table.get("container"), container_name) {
+    let selector = match (get("cgroup"), get("unit"), get("container"), container_name) {
         (Some(glob), None, None, None) => {
             if !glob.str()?.starts_with('/') {
                 return Err(glob.error("a cgroup glob is an absolute cgroup path, e.g. \"/system.slice/*.service\""));

@@ -30,13 +30,13 @@ fn schedule_errors_point_at_the_value() {
     let cases: &[(&str, &str)] = &[
         (
             "[schedule]\nevery = \"1m\"\nwindows = [{ days = \"Moonday\", from = \"10:00\", to = \"11:00\" }]",
-            "daemon.toml:3:21: `days`: \"Moonday\" is not a day",
+            "daemon.toml:3:21: `days` (the days the window is on): \"Moonday\" is not a day",
         ),
         ("[schedule]\nevery = \"1m\"\ncron = \"0 * * * * *\"", "exactly one of"),
         ("[schedule]\nevery = \"1m\"\nwindows = [{ from = \"10:00\", to = \"10:00\" }]", "is empty"),
         (
             "[schedule]\nevery = \"1m\"\n[budget]\nmax_concurrent = 0",
-            "daemon.toml:4:18: `max_concurrent`: 0 would never",
+            "daemon.toml:4:18: `max_concurrent` (the most runs under way at once): 0 would never",
         ),
         ("[schedule]\nevery = \"1m\"\n[safety]\ncooldown = \"1h\"", "daemon.toml:4:1: unknown key `cooldown`"),
     ];
@@ -44,6 +44,54 @@ fn schedule_errors_point_at_the_value() {
         let error = error_of(text);
         assert!(error.contains(expected), "{text:?}: expected {expected:?} in {error}");
     }
+}
+
+#[test]
+fn every_key_error_says_what_that_key_is() {
+    // Zero is no gap and no jitter: accepted (the only error left is the test's missing file).
+    for zero in ["[budget]\nmin_gap_per_target = \"0s\"", "jitter = \"0s\""] {
+        let error = error_of(&format!("[schedule]\nevery = \"10m\"\n{zero}"));
+        assert!(error.ends_with(": ok"), "{zero}: {error}");
+    }
+    let cases: &[(&str, &str)] = &[
+        (
+            "[budget]\nmin_gap_per_target = \"soon\"",
+            "daemon.toml:4:22: `min_gap_per_target` (the least time between two runs on one target; 0s for none): \
+             'soon' is not a duration",
+        ),
+        (
+            "[budget]\nmin_gap_per_target = 30",
+            "`min_gap_per_target` (the least time between two runs on one target; 0s for none): expected a duration",
+        ),
+        (
+            "[safety]\ncool_down = \"0s\"",
+            "`cool_down` (how long injection stays paused after a violated steady state; absent: until `chaos daemon \
+             resume`): the string \"0s\" is zero",
+        ),
+        (
+            "[budget]\nmax_runs_per_hour = -1",
+            "`max_runs_per_hour` (the most runs started in any hour): -1 is out of range",
+        ),
+        (
+            "[budget]\nmax_share = 0",
+            "`max_share` (the largest share of a selector's matches under fault at once, in %): 0",
+        ),
+        ("keep_timelines = 0", "`keep_timelines` (how many timelines of past runs are kept): 0 is out of range"),
+        ("metrics = 9464", "`metrics` (the address:port that serves Prometheus /metrics, or false for none): expected"),
+    ];
+    for (text, expected) in cases {
+        // Top-level keys go before the first table.
+        let text = if text.starts_with('[') {
+            format!("[schedule]\nevery = \"10m\"\n{text}")
+        } else {
+            format!("{text}\n[schedule]\nevery = \"10m\"")
+        };
+        let error = error_of(&text);
+        assert!(error.contains(expected), "{text:?}: expected {expected:?} in {error}");
+    }
+    let every = error_of("[schedule]\nevery = \"0s\"");
+    assert!(every.contains("`every` (the time between two scheduled runs): the string \"0s\" is zero"), "{every}");
+    assert!(!every.contains("fault"), "{every}");
 }
 
 /// The selector of a one-experiment configuration (the experiment file is this test's own).
@@ -77,15 +125,31 @@ fn container_name_and_pod_selectors_parse_and_errors_point_at_the_value() {
     );
     // Line 6 is the `targets` line; the column is the value's.
     let cases: &[(&str, &str, &str)] = &[
-        ("", "{ pods = \"app\" }", "daemon.toml:6:20: `pods`: \"app\" in \"app\" is not KEY=VALUE"),
-        ("", "{ pods = \"app=web\", namespace = \"shop\" }", "6:43: `namespace`: namespace \"shop\" has not opted in"),
+        (
+            "",
+            "{ pods = \"app\" }",
+            "daemon.toml:6:20: `pods` (the labels of the pods to pick from): \"app\" in \"app\" is not",
+        ),
+        (
+            "",
+            "{ pods = \"app=web\", namespace = \"shop\" }",
+            "6:43: `namespace` (the one namespace the pods are picked in): namespace \"shop\" has not opted in",
+        ),
         (shop, "{ pods = \"app=web\", namespace = \"Shop!\" }", "is not a namespace name"),
         ("", "{ namespace = \"shop\" }", "6:13: `namespace` narrows a pod selector"),
         ("", "{ pods = \"a=b\", unit = \"x.service\" }", "`unit` and `pods` are two selectors"),
-        ("", "{ container_name = \"web/x\" }", "6:30: `container_name`: a container name glob is a name"),
+        (
+            "",
+            "{ container_name = \"web/x\" }",
+            "6:30: `container_name` (a glob over container names): a container name glob is a name",
+        ),
         ("", "{ container_name = \"web\", cgroup = \"/x\" }", "takes exactly one of"),
         ("", "{ pod = \"a=b\" }", "6:13: unknown key `pod`"),
-        ("[kubernetes]\nnamespaces = [\"-x\"]", "{ cgroup = \"/x\" }", "daemon.toml:4:14: `namespaces`: \"-x\" is not"),
+        (
+            "[kubernetes]\nnamespaces = [\"-x\"]",
+            "{ cgroup = \"/x\" }",
+            "daemon.toml:4:14: `namespaces` (the namespaces that opted in: only their pods may be picked): \"-x\" is not",
+        ),
     ];
     for (kubernetes, targets, expected) in cases {
         let error = selector_of(kubernetes, targets).unwrap_err();
@@ -115,4 +179,13 @@ fn follow_needs_a_selector_by_name_and_says_so_at_its_position() {
     let accepted = config("{ container_name = \"web-*\" }").expect("follow with a name selector");
     assert!(accepted.catalogue[0].follow);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_configuration_without_experiments_is_valid_and_schedules_nothing() {
+    let source = Source::new("daemon.toml", "# nothing yet\n[schedule]\nevery = \"10m\"\n");
+    let config = DaemonConfig::parse(&source).expect("an empty catalogue is a valid configuration");
+    assert!(config.catalogue.is_empty());
+    let weights: Vec<u32> = config.catalogue.iter().map(|e| e.weight).collect();
+    assert_eq!(crate::daemon::scheduler::pick_weighted(&weights, 7), None, "nothing is ever picked");
 }

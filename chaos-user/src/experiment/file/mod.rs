@@ -186,7 +186,7 @@ fn parse_faults(item: &Item<'_>, experiment: Duration) -> Result<Vec<FaultEntry>
         };
         let ramp_item = table.get("ramp");
         let ramp = match &ramp_item {
-            Some(item) => Some(parse_ramp(item, parsed.options.percent(), kind.name)?),
+            Some(item) => Some(parse_ramp(item, parsed.options.percent(), parsed.options.ramp_tightens(), kind.name)?),
             None => None,
         };
         faults.push(FaultEntry {
@@ -218,9 +218,19 @@ fn zero_or_duration(item: &Item<'_>) -> Result<Duration, FileError> {
     item.duration()
 }
 
-fn parse_ramp(item: &Item<'_>, percent: Option<Ppm>, kind: &str) -> Result<Ramp, FileError> {
+/// A ramp rises to the fault's percentage; for a limit (`tightens`) it falls from a looser
+/// value to the fault's own.
+fn parse_ramp(item: &Item<'_>, percent: Option<Ppm>, tightens: bool, kind: &str) -> Result<Ramp, FileError> {
     let Some(percent) = percent else {
-        return Err(item.error(format!("{kind} has no percent to ramp")));
+        let what = if tightens {
+            format!(
+                "{kind} has no percentage to ramp: a ramp moves a CPU share up to one CPU (to = \"25%\") or a memory \
+                 percentage (high = \"50%\")"
+            )
+        } else {
+            format!("{kind} has no percent to ramp")
+        };
+        return Err(item.error(what));
     };
     let table = item.table("the ramp")?;
     let steps = table.require("steps", "ramp = { steps = 4 }")?.integer::<u32>("2 to 100 steps")?;
@@ -231,11 +241,18 @@ fn parse_ramp(item: &Item<'_>, percent: Option<Ppm>, kind: &str) -> Result<Ramp,
     let from = match table.get("from") {
         Some(item) => {
             let from = item.percent()?;
-            if from >= percent {
+            if tightens && from <= percent {
+                return Err(item.error(format!(
+                    "a limit's ramp tightens: start it above the fault's own value ({percent}), e.g. from = \"80%\""
+                )));
+            }
+            if !tightens && from >= percent {
                 return Err(item.error(format!("a ramp rises: start it below the fault's percent ({percent})")));
             }
             from
         }
+        // The first step of an even ramp down from 100 %.
+        None if tightens => Ppm::from_ppm(percent.get() + (Ppm::ALL.get() - percent.get()) / steps),
         // The first step of an even ramp from zero.
         None => Ppm::from_ppm(percent.get() / steps),
     };

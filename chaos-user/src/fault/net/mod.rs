@@ -56,6 +56,7 @@ fn finish(
         injected_word,
         counter_label: None,
         kernel_offsets: None,
+        companion: None,
         userspace: None,
         target: context.target.clone(),
         summary,

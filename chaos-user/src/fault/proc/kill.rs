@@ -230,6 +230,7 @@ fn plan_periodic(periodic: &PeriodicKill, context: &FaultContext<'_>) -> FaultPl
         config: FaultConfig::default(),
         maps: MapContents::default(),
         kernel_offsets: None,
+        companion: None,
         userspace: Some(std::sync::Arc::new(periodic.clone())),
     }
 }
@@ -392,6 +393,7 @@ fn plan_at_entry(
         config,
         maps: MapContents { syscall_set: Some(syscall_numbers::bitmap(numbered)), ..MapContents::default() },
         kernel_offsets: None,
+        companion: None,
         userspace: None,
         target,
     })

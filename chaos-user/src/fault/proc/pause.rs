@@ -106,6 +106,7 @@ impl PlanFault for ProcPauseOptions {
             config: FaultConfig::default(),
             maps: MapContents::default(),
             kernel_offsets: None,
+            companion: None,
             userspace: Some(std::sync::Arc::new(pause)),
         })
     }

@@ -102,6 +102,7 @@ impl PlanFault for SyscallDelayOptions {
             config,
             maps: MapContents { syscall_set: Some(syscall_table::bitmap(&syscalls)), ..MapContents::default() },
             kernel_offsets: None,
+            companion: None,
             userspace: None,
             target,
         })

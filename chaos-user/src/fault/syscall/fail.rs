@@ -282,6 +282,7 @@ fn plan(options: &SyscallFailOptions, context: &FaultContext<'_>) -> Result<Faul
         config,
         maps,
         kernel_offsets,
+        companion: None,
         userspace: None,
     })
 }

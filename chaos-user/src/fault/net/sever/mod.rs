@@ -218,6 +218,7 @@ impl PlanFault for NetSeverOptions {
             maps,
             kernel_offsets: None,
             userspace: Some(std::sync::Arc::new(action)),
+            companion: None,
         })
     }
 
