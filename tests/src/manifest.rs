@@ -154,10 +154,10 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("a_run_without_timeline_writes_it_where_the_docs_say", &[HostTier]),
     ]),
     ("cleanup", &[
-        ("cleanup_thaws_a_cgroup_a_pause_left_frozen_when_chaos_and_its_guard_died", &[]),
-        ("cleanup_resumes_a_task_a_delay_left_stopped_when_chaos_and_its_guard_died", &[]),
-        ("cleanup_removes_the_pins_of_a_detached_run_past_its_deadline_whose_reaper_died", &[]),
-        ("cleanup_removes_pins_no_record_describes_once_they_are_a_minute_old", &[]),
+        ("cleanup_thaws_a_cgroup_a_pause_left_frozen_when_chaos_and_its_guard_died", &[HostTier]),
+        ("cleanup_resumes_a_task_a_delay_left_stopped_when_chaos_and_its_guard_died", &[HostTier]),
+        ("cleanup_removes_the_pins_of_a_detached_run_past_its_deadline_whose_reaper_died", &[HostTier]),
+        ("cleanup_removes_pins_no_record_describes_once_they_are_a_minute_old", &[HostTier]),
     ]),
     ("containers", &[
         ("docker_containers_are_found_by_short_id_full_id_and_name_and_a_drop_and_a_partition_hit_only_them", &[DOCKER]),
@@ -230,8 +230,8 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen", &[Fq]),
     ]),
     ("delay_schedules", &[
-        ("every_and_max_hold_exactly_the_scheduled_calls", &[]),
-        ("after_and_first_hold_exactly_the_calls_between_them", &[]),
+        ("every_and_max_hold_exactly_the_scheduled_calls", &[HostTier]),
+        ("after_and_first_hold_exactly_the_calls_between_them", &[HostTier]),
         ("jitter_spreads_the_delays_uniformly_around_the_delay", &[RealTime]),
     ]),
     ("dns", &[
@@ -301,9 +301,10 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("in_a_cgroup_namespace_of_its_own_chaos_aims_at_host_cgroups_and_refuses_its_own", &[]),
     ]),
     ("legacy_tc", &[
-        ("a_detached_tc_fault_is_pinned_on_tcx_and_refused_on_legacy_tc", &[]),
+        // One tier of each TC API: tcx on the host, legacy filters on 6.1.
+        ("a_detached_tc_fault_is_pinned_on_tcx_and_refused_on_legacy_tc", &[Tiers(&["host", "vm-6.1"])]),
         // Legacy TC filters are what a killed chaos leaves: kernels before 6.6.
-        ("the_daemon_removes_the_tc_filters_a_killed_chaos_left_before_its_first_run", &[Tiers(&["vm-6.1", "vm-6.1-errinj"])]),
+        ("the_daemon_removes_the_tc_filters_a_killed_chaos_left_before_its_first_run", &[Tiers(&["vm-6.1"])]),
     ]),
     ("limits", &[
         ("a_busy_loop_gets_the_cpu_share_asked_and_a_full_cpu_again_after", &[CgroupV2Controllers]),
@@ -404,9 +405,9 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("a_crash_point_with_a_path_kills_only_for_files_under_it", &[BpfLsm]),
     ]),
     ("proc_schedules", &[
-        ("every_periodic_kill_is_a_death_the_supervisor_saw_and_an_outage_the_check_saw", &[]),
-        ("a_signal_other_than_kill_is_the_one_the_process_dies_of", &[]),
-        ("a_tick_that_finds_the_target_empty_kills_nothing_and_says_so", &[]),
+        ("every_periodic_kill_is_a_death_the_supervisor_saw_and_an_outage_the_check_saw", &[HostTier]),
+        ("a_signal_other_than_kill_is_the_one_the_process_dies_of", &[HostTier]),
+        ("a_tick_that_finds_the_target_empty_kills_nothing_and_says_so", &[HostTier]),
         ("each_periodic_pause_is_a_gap_of_its_length_in_a_heartbeat_inside", &[RealTime]),
     ]),
     ("runtimes_network", &[
@@ -453,10 +454,12 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("a_detached_experiment_whose_cgroup_is_removed_ends_target_gone", &[]),
     ]),
     ("tc_filters", &[
-        ("iface_puts_a_tc_fault_on_that_interface_alone", &[]),
-        ("duplication_and_corruption_on_ingress_reach_what_the_namespace_receives", &[]),
-        ("a_protocol_filter_of_icmp_drops_the_pings_and_nothing_else", &[]),
-        ("a_local_port_filter_drops_the_flows_from_that_port_and_no_other", &[]),
+        // TC programs, on one tier of each TC API: tcx on the host, legacy filters on 6.1.
+        ("iface_puts_a_tc_fault_on_that_interface_alone", &[Tiers(&["host", "vm-6.1"])]),
+        ("duplication_and_corruption_on_ingress_reach_what_the_namespace_receives", &[Tiers(&["host", "vm-6.1"])]),
+        // cgroup skb programs, alike on every kernel.
+        ("a_protocol_filter_of_icmp_drops_the_pings_and_nothing_else", &[HostTier]),
+        ("a_local_port_filter_drops_the_flows_from_that_port_and_no_other", &[HostTier]),
     ]),
     ("trace", &[
         ("a_traced_drop_names_each_lost_datagram_with_its_sender_and_ports", &[]),

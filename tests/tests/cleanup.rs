@@ -1,4 +1,5 @@
-//! `chaos cleanup` where nothing else can undo what a run left (all tiers): a cgroup frozen by a
+//! `chaos cleanup` where nothing else can undo what a run left (host tier: thawing, SIGCONT and
+//! unpinning are alike on every kernel): a cgroup frozen by a
 //! pause, and a task stopped by a syscall delay, after both chaos and its guard died (chaos
 //! stopped first so it cannot resume anything itself when the guard goes); the pins of a
 //! detached experiment whose reaper was killed, past their deadline; and pins no record
@@ -69,6 +70,7 @@ fn cleanup_says(expected: &str) -> String {
 fn cleanup_thaws_a_cgroup_a_pause_left_frozen_when_chaos_and_its_guard_died() {
     let test = "cleanup_thaws_a_cgroup_a_pause_left_frozen_when_chaos_and_its_guard_died";
     require_root!(test);
+    chaos_tests::host_tier_only!(test);
     // Any other test's cleanup would undo what this one leaves: one at a time.
     let _alone = chaos_tests::leaves_a_stale_run();
     let cgroup = TestCgroup::new();
@@ -99,6 +101,7 @@ fn cleanup_thaws_a_cgroup_a_pause_left_frozen_when_chaos_and_its_guard_died() {
 fn cleanup_resumes_a_task_a_delay_left_stopped_when_chaos_and_its_guard_died() {
     let test = "cleanup_resumes_a_task_a_delay_left_stopped_when_chaos_and_its_guard_died";
     require_root!(test);
+    chaos_tests::host_tier_only!(test);
     // Any other test's cleanup would undo what this one leaves: one at a time.
     let _alone = chaos_tests::leaves_a_stale_run();
     let cgroup = TestCgroup::new();
@@ -160,6 +163,7 @@ fn detached_with_its_reaper_killed(
 fn cleanup_removes_the_pins_of_a_detached_run_past_its_deadline_whose_reaper_died() {
     let test = "cleanup_removes_the_pins_of_a_detached_run_past_its_deadline_whose_reaper_died";
     require_root!(test);
+    chaos_tests::host_tier_only!(test);
     let _alone = chaos_tests::leaves_a_stale_run();
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();
@@ -177,6 +181,7 @@ fn cleanup_removes_the_pins_of_a_detached_run_past_its_deadline_whose_reaper_die
 fn cleanup_removes_pins_no_record_describes_once_they_are_a_minute_old() {
     let test = "cleanup_removes_pins_no_record_describes_once_they_are_a_minute_old";
     require_root!(test);
+    chaos_tests::host_tier_only!(test);
     let _alone = chaos_tests::leaves_a_stale_run();
     let cgroup = TestCgroup::new();
     let scratch = TempDir::new();

@@ -1,5 +1,6 @@
-//! `syscall delay` schedules and jitter at run time (all tiers: raw sys_enter on the host,
-//! fentry in the VMs): which calls are held (`--every`, `--max`, `--after`, `--first`), exactly,
+//! `syscall delay` schedules and jitter at run time (host tier: the schedule is counted in the
+//! body the sys_enter and fentry hooks share, and delay.rs runs both hooks on their tiers): which
+//! calls are held (`--every`, `--max`, `--after`, `--first`), exactly,
 //! and how long (`--jitter`: uniform around `--by`, by its mean, spread and range), as the
 //! calling program timed each call. The calls are getppid(2), which no program's start-up makes,
 //! so the workload's own calls are the only ones the schedule counts.
@@ -25,6 +26,7 @@ fn held(latencies: &[f64], threshold_ms: f64) -> Vec<usize> {
 fn every_and_max_hold_exactly_the_scheduled_calls() {
     let test = "every_and_max_hold_exactly_the_scheduled_calls";
     require_root!(test);
+    chaos_tests::host_tier_only!(test);
     let cgroup = TestCgroup::new();
     let latencies = delayed_getppids(&cgroup, &["--by", "100ms", "--every", "4", "--max", "5"], 30);
     // A held call takes at least the delay (the task is stopped until then); one not held takes
@@ -41,6 +43,7 @@ fn every_and_max_hold_exactly_the_scheduled_calls() {
 fn after_and_first_hold_exactly_the_calls_between_them() {
     let test = "after_and_first_hold_exactly_the_calls_between_them";
     require_root!(test);
+    chaos_tests::host_tier_only!(test);
     let cgroup = TestCgroup::new();
     let latencies = delayed_getppids(&cgroup, &["--by", "100ms", "--after", "3", "--first", "2"], 12);
     let held_calls = held(&latencies, 50.0);

@@ -2,8 +2,7 @@
 //! cls_bpf filters, which neither die with chaos nor can be pinned. So `chaos run --detach`
 //! refuses a TC fault there (and takes off what it had attached), while on tcx kernels it pins
 //! it like any other; and the filters a SIGKILLed chaos left are removed by the daemon when it
-//! starts, said in its log. Runs on every tier; the parts of one TC API skip on the other,
-//! saying why.
+//! starts, said in its log. On one tier of each TC API: tcx on the host, legacy filters on 6.1.
 use std::{path::Path, time::Duration};
 
 use chaos_tests::{
@@ -39,6 +38,11 @@ fn ledger_records_of(netns: &chaos_tests::net::Netns) -> Vec<serde_json::Value> 
 fn a_detached_tc_fault_is_pinned_on_tcx_and_refused_on_legacy_tc() {
     let test = "a_detached_tc_fault_is_pinned_on_tcx_and_refused_on_legacy_tc";
     require_root!(test);
+    chaos_tests::only_on_tiers!(
+        ["host", "vm-6.1"],
+        test,
+        "one tier of each TC API: tcx on the host, legacy filters on 6.1"
+    );
     let _serial = chaos_tests::serialized();
     let _stale = chaos_tests::may_clean_stale_runs();
     let hosts = TwoHosts::new();
@@ -89,6 +93,11 @@ fn a_detached_tc_fault_is_pinned_on_tcx_and_refused_on_legacy_tc() {
 fn the_daemon_removes_the_tc_filters_a_killed_chaos_left_before_its_first_run() {
     let test = "the_daemon_removes_the_tc_filters_a_killed_chaos_left_before_its_first_run";
     require_root!(test);
+    chaos_tests::only_on_tiers!(
+        ["vm-6.1"],
+        test,
+        "legacy TC filters (before 6.6) are what a killed chaos leaves; 6.1-errinj's are the same"
+    );
     chaos_tests::skip_if!(tcx(), test, "tcx links die with chaos here: a killed chaos leaves no TC filter to remove");
     let _serial = chaos_tests::serialized();
     let _alone = chaos_tests::leaves_a_stale_run();

@@ -1,4 +1,5 @@
-//! Periodic process faults measured from outside chaos (all tiers): each kill seen by the
+//! Periodic process faults measured from outside chaos (host tier: the schedule is chaos's own
+//! userspace, the same on every kernel): each kill seen by the
 //! supervisor that restarts the service (the pid and the signal its wait(2) returned) and by an
 //! HTTP check; `--signal` other than KILL delivered as asked; a tick that finds the target empty
 //! kills nothing and says so; each pause seen as a gap in a heartbeat inside the target (a
@@ -116,6 +117,7 @@ fn killed(report: &serde_json::Value) -> Vec<u32> {
 fn every_periodic_kill_is_a_death_the_supervisor_saw_and_an_outage_the_check_saw() {
     let test = "every_periodic_kill_is_a_death_the_supervisor_saw_and_an_outage_the_check_saw";
     require_root!(test);
+    chaos_tests::host_tier_only!(test);
     let cgroup = TestCgroup::new();
     let port = free_port();
     // Restarted 500 ms after each death: every outage lasts at least that, 25 polls of the check.
@@ -169,6 +171,7 @@ fn every_periodic_kill_is_a_death_the_supervisor_saw_and_an_outage_the_check_saw
 fn a_signal_other_than_kill_is_the_one_the_process_dies_of() {
     let test = "a_signal_other_than_kill_is_the_one_the_process_dies_of";
     require_root!(test);
+    chaos_tests::host_tier_only!(test);
     let cgroup = TestCgroup::new();
     let server = Supervised::start(&cgroup, free_port(), 100);
     wait_for("the server to start", Duration::from_secs(30), || !server.seen.lock().expect("lock").started.is_empty());
@@ -209,6 +212,7 @@ fn a_signal_other_than_kill_is_the_one_the_process_dies_of() {
 fn a_tick_that_finds_the_target_empty_kills_nothing_and_says_so() {
     let test = "a_tick_that_finds_the_target_empty_kills_nothing_and_says_so";
     require_root!(test);
+    chaos_tests::host_tier_only!(test);
     let cgroup = TestCgroup::new();
     let bystander_cgroup = TestCgroup::new();
     let bystander = Resident::start(&bystander_cgroup, None);
