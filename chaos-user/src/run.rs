@@ -117,7 +117,13 @@ pub fn run_plan(plan: &FaultPlan, output: OutputFormat, registration: &mut Regis
 /// first, with the kernel deadline; the action reads what they report, their counters and
 /// traced injections join the report, and they are detached at the end. Without programs there
 /// is no kernel deadline: the time box is this timer, backed by the action's guard (a pause's).
-pub fn run_userspace_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Result<ExitCode> {
+/// Its record (`registration`, written before anything starts) gets what the action has done
+/// so far every second, for `chaos status`; `chaos stop` ends it with SIGTERM, as any one-shot.
+pub fn run_userspace_plan(
+    plan: &FaultPlan,
+    output: OutputFormat,
+    registration: &mut Registration,
+) -> anyhow::Result<ExitCode> {
     #[derive(serde::Serialize)]
     struct Summary<'a> {
         #[serde(flatten)]
@@ -142,9 +148,14 @@ pub fn run_userspace_plan(plan: &FaultPlan, output: OutputFormat) -> anyhow::Res
         };
         let running = action.start(&plan.target, deadline_ns, armed.as_mut().map(LoadedFault::object_mut))?;
         tracing::info!("fault armed: {} until CLOCK_MONOTONIC ns={deadline_ns}", plan.fault);
-        let stopped = tokio::select! {
-            () = sleep_until(started + plan.duration) => StopReason::Deadline,
-            reason = signals.next() => reason,
+        let mut counts = interval(Duration::from_secs(1));
+        counts.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let stopped = loop {
+            tokio::select! {
+                () = sleep_until(started + plan.duration) => break StopReason::Deadline,
+                reason = signals.next() => break reason,
+                _ = counts.tick() => registration.update_counts(&[running.acted()]),
+            }
         };
         let mut packets = Vec::new();
         if let Some(fault) = armed.as_mut() {

@@ -36,6 +36,54 @@ pub fn run_with_env(args: &[&str], env: &[(&str, String)]) -> (ExitStatus, Strin
     )
 }
 
+/// `chaos status --output json`'s rows: every run on this machine (other tests' too: pick
+/// yours by pid or target).
+#[must_use]
+pub fn status_rows() -> Vec<serde_json::Value> {
+    let (status, stdout, stderr) = run(&["status", "--output", "json"]);
+    assert!(status.success(), "chaos status failed: {stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    json["experiments"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (at most `timeout`) until `chaos status` lists the run of process `pid` with a row
+/// that `ready` accepts; returns that row.
+#[must_use]
+pub fn wait_for_status_row(
+    pid: i32,
+    timeout: Duration,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let rows = status_rows();
+        if let Some(row) = rows.iter().find(|r| r["pid"] == pid && ready(r)) {
+            return row.clone();
+        }
+        assert!(Instant::now() < deadline, "after {timeout:?}, chaos status has no such run of pid {pid}: {rows:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `chaos stop ID` for the one-shot fault `run`: it must exit within `within` with 143 (it
+/// ended on the SIGTERM `chaos stop` sends, as every one-shot fault does), having printed its
+/// summary, and its record must be gone. Returns the summary (`--output json`).
+#[must_use]
+pub fn stop_by_id(run: Chaos, id: &str, within: Duration) -> serde_json::Value {
+    let (status, stdout, stderr) = self::run(&["stop", id]);
+    assert!(status.success(), "chaos stop {id}: {stdout}{stderr}");
+    let stopped = Instant::now();
+    let (status, stdout, stderr) = run.wait(within);
+    eprintln!("measured: run {id} exited {:.1} ms after chaos stop", stopped.elapsed().as_secs_f64() * 1e3);
+    assert_eq!(status.code(), Some(143), "a one-shot fault ended by chaos stop exits 143 (SIGTERM): {stderr}");
+    assert!(
+        !std::path::Path::new("/run/chaos/runs").join(format!("{id}.json")).exists(),
+        "the record of run {id} is still there after its end"
+    );
+    assert!(status_rows().iter().all(|r| r["id"] != id), "chaos status still lists run {id}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\nstderr: {stderr}"))
+}
+
 /// Runs `chaos args...` to completion under `strace -e trace=bpf`: (exit status, stderr, the
 /// bpf(2) calls the kernel accepted that attach, link, pin or write a map). Feature probes are
 /// not changes: they load unnamed programs (aya's probes, and the attach some of them try to see

@@ -197,6 +197,7 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("sighup_reloads_the_configuration_and_keeps_the_old_one_when_the_new_one_is_invalid", &[HostTier]),
         ("budgets_hold_no_target_is_hit_twice_at_once_and_the_share_cap_holds", &[HostTier]),
         ("kill_9_of_the_daemon_mid_delay_leaves_no_task_stopped", &[HostTier]),
+        ("a_daemon_run_of_net_sever_resets_the_targets_connection_and_not_the_one_beside_it", &[HostTier, SockDiag]),
     ]),
     ("daemon_brakes", &[
         ("max_concurrent_keeps_to_one_run_at_a_time_across_targets", &[HostTier]),
@@ -284,6 +285,7 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("an_unfollowed_container_restarted_mid_run_ends_target_gone", &[DOCKER]),
         ("a_followed_container_that_never_comes_back_ends_target_gone_when_the_faults_phase_ends", &[DOCKER]),
         ("a_followed_runs_record_names_the_new_cgroup_before_its_reattach_event_is_written", &[DOCKER]),
+        ("a_followed_sever_resets_the_connections_of_the_restarted_container_too", &[DOCKER]),
     ]),
     ("golden", &[
         ("the_output_of_every_family_is_unchanged", &[]),
@@ -375,6 +377,7 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("an_experiment_severs_through_its_kind_and_writes_each_connection_in_its_timeline", &[SockDiag]),
         ("curls_download_from_nginx_is_reset_and_nginx_sees_it_while_the_other_curl_finishes", &[SockDiag, Package("nginx-light")]),
         ("doctor_says_how_connections_are_severed_and_why_not_the_kfunc", &[]),
+        ("a_sever_run_is_listed_by_status_with_its_count_and_ended_by_stop", &[HostTier, SockDiag]),
     ]),
     ("package", &[
         ("the_package_puts_each_file_where_the_unit_and_the_docs_say", &[HostTier, Package("lintian")]),
@@ -403,6 +406,7 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("a_crash_point_does_nothing_after_its_kernel_deadline_even_with_chaos_stopped", &[]),
         ("dry_runs_say_what_would_be_done_and_do_nothing", &[]),
         ("a_crash_point_with_a_path_kills_only_for_files_under_it", &[BpfLsm]),
+        ("a_periodic_kill_and_a_pause_are_listed_by_status_and_ended_by_stop", &[HostTier]),
     ]),
     ("proc_schedules", &[
         ("every_periodic_kill_is_a_death_the_supervisor_saw_and_an_outage_the_check_saw", &[HostTier]),

@@ -825,3 +825,55 @@ fn kill_9_of_the_daemon_mid_delay_leaves_no_task_stopped() {
     let status = reader.wait().expect("wait for the reader");
     assert!(status.success(), "the reader did not finish: {status}");
 }
+
+/// The daemon runs `kind = "net sever"` experiments through the same run path as `chaos run`:
+/// its run resets the target's connection to a test server (the server sees the RST, the client
+/// ECONNABORTED) while a connection beside the target carries on.
+#[test]
+fn a_daemon_run_of_net_sever_resets_the_targets_connection_and_not_the_one_beside_it() {
+    require_root!("a_daemon_run_of_net_sever_resets_the_targets_connection_and_not_the_one_beside_it");
+    host_tier_only!("a_daemon_run_of_net_sever_resets_the_targets_connection_and_not_the_one_beside_it");
+    chaos_tests::skip_if!(
+        chaos::family_unavailable("connection-sever").is_some(),
+        "a_daemon_run_of_net_sever",
+        format!("no SOCK_DESTROY here: {}", chaos::family_unavailable("connection-sever").unwrap_or_default())
+    );
+    use chaos_tests::{net::TwoHosts, tcp::Endpoint};
+    let _serial = chaos_tests::serialized();
+    let hosts = TwoHosts::new();
+    let (target, beside) = (TestCgroup::new(), TestCgroup::new());
+    let to = std::net::SocketAddr::from((TwoHosts::B, 7220));
+    let mut server = Endpoint::server(&hosts.b, None, 7220, true);
+    let mut severed = Endpoint::pinging(&hosts.a, Some(&target), to, 1, 20);
+    let mut carries_on = Endpoint::pinging(&hosts.a, Some(&beside), to, 1, 20);
+    let flowing = |e: &mut Endpoint| e.report().iter().all(|c| c.received > 0 && c.error.is_none());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(flowing(&mut severed) && flowing(&mut carries_on)) {
+        assert!(Instant::now() < deadline, "the connections never carried bytes");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let experiment = "name = \"sever\"\ntarget = { cgroup = \"/placeholder\" }\nduration = \"2s\"\n\n\
+                      [[fault]]\nkind = \"net sever\"\nremote_port = [\"7220\"]\n";
+    let config = format!(
+        "metrics = false\n[schedule]\nevery = \"1s\"\n[budget]\nmax_runs_per_hour = 1000\n\n\
+         [[experiment]]\nfile = \"experiment.toml\"\ntargets = {{ cgroup = \"{}\" }}\n",
+        target.path()
+    );
+    let mut daemon = Daemon::start(experiment, &config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.report().iter().all(|c| c.error.is_none()) || severed.report()[0].error.is_none() {
+        assert!(Instant::now() < deadline, "no daemon run reset the connection: {}", daemon.chaos().stderr_so_far());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let client = severed.report()[0].clone();
+    let ended: Vec<_> = server.report().into_iter().filter(|c| c.error.is_some()).collect();
+    assert_eq!(ended.len(), 1, "only the target's connection ends: {ended:?}");
+    assert_eq!((ended[0].remote.as_str(), ended[0].error.as_deref()), (client.local.as_str(), Some("ECONNRESET")));
+    assert_eq!(client.error.as_deref(), Some("ECONNABORTED"), "{client:?}");
+    // The connection beside the target still carries bytes, a second later.
+    let before = carries_on.report()[0].clone();
+    std::thread::sleep(Duration::from_secs(1));
+    let after = carries_on.report()[0].clone();
+    assert!(after.error.is_none() && after.received > before.received, "{before:?} then {after:?}");
+    daemon.terminate();
+}

@@ -253,3 +253,101 @@ fn a_followed_runs_record_names_the_new_cgroup_before_its_reattach_event_is_writ
     assert_eq!(kernel::cgroup_programs(&new_dir), 0, "programs left after the run");
     assert!(record_of(&file).is_none(), "the run's record outlived it");
 }
+
+/// A TCP client inside the container (`docker exec -i`: in its cgroup and network namespace)
+/// with one connection to `port` on the container's loopback; it lives while its stdin is open
+/// (killed on Drop) or until the container stops.
+struct ClientInside(std::process::Child);
+
+impl ClientInside {
+    fn start(docker: &DockerApi, name: &str, port: u16) -> Self {
+        let to = format!("127.0.0.1:{port}");
+        let child = Command::new("docker")
+            .args(["-H", &docker.host(), "exec", "-i", name, "/chaos-workload", "tcp-clients", "--to", &to])
+            .args(["--count", "1", "--ping-ms", "20"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker exec a TCP client in the container");
+        Self(child)
+    }
+}
+
+impl Drop for ClientInside {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server beside the container (the test's own cgroup) in its network namespace, and a client
+/// inside it connected to it; returns once the connection carries bytes. (server, client).
+fn connection_into(docker: &DockerApi, name: &str, port: u16) -> (Netns, chaos_tests::tcp::Endpoint, ClientInside) {
+    let netns = Netns::of_process(pid_of(docker, name));
+    let mut server = chaos_tests::tcp::Endpoint::server(&netns, None, port, true);
+    let client = ClientInside::start(docker, name, port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !server.report().iter().any(|c| c.received > 0) {
+        assert!(std::time::Instant::now() < deadline, "the client inside {name} never reached the server");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (netns, server, client)
+}
+
+/// Waits until the server saw its one connection reset; returns the client's address.
+fn reset_seen(server: &mut chaos_tests::tcp::Endpoint, run: &mut Chaos, when: &str) -> String {
+    run.wait_until(&format!("the server to see the reset {when}"), Duration::from_secs(20), || {
+        server.report().iter().any(|c| c.error.is_some())
+    });
+    let ended: Vec<_> = server.report().into_iter().filter(|c| c.error.is_some()).collect();
+    assert_eq!(ended.len(), 1, "{when}: {ended:?}");
+    assert_eq!(ended[0].error.as_deref(), Some("ECONNRESET"), "{when}: {ended:?}");
+    ended[0].remote.clone()
+}
+
+/// `net sever` acts from chaos's own process: with `follow = true` its sweeps start again on the
+/// restarted container's new cgroup, and its connections there are reset too (the server beside
+/// it sees each RST); the timeline names both connections, before and after the `reattach`.
+#[test]
+fn a_followed_sever_resets_the_connections_of_the_restarted_container_too() {
+    let test = "a_followed_sever_resets_the_connections_of_the_restarted_container_too";
+    require_root!(test);
+    host_tier_only!(test);
+    let Some((_rootfs, docker, name)) = docker_with_container(test) else { return };
+    const SEVER_PORT: u16 = 7312;
+    let scratch = TempDir::new();
+    let file = scratch.file(
+        "sever.toml",
+        &format!(
+            "name = \"follow sever\"\ntarget = {{ container = \"{name}\" }}\nfollow = true\nduration = \"60s\"\n\n\
+             [[fault]]\nkind = \"net sever\"\nremote_port = [\"{SEVER_PORT}\"]\nevery = \"300ms\"\n"
+        ),
+    );
+    let timeline = scratch.join("sever.jsonl");
+    let (_old_netns, mut server, _client) = connection_into(&docker, &name, SEVER_PORT);
+    let mut run = run_armed(&file, &timeline, &docker);
+    let before = reset_seen(&mut server, &mut run, "before the restart");
+
+    docker.cli(&["restart", "-t", "0", &name]).expect("docker restart");
+    run.wait_until("a reattach event", Duration::from_secs(20), || {
+        chaos_tests::timeline_so_far(&timeline).iter().any(|e| e["event"] == "reattach")
+    });
+    let (_new_netns, mut server, _client) = connection_into(&docker, &name, SEVER_PORT);
+    let after = reset_seen(&mut server, &mut run, "after the restart");
+
+    run.signal(libc::SIGINT);
+    let (_, _, stderr) = run.wait(Duration::from_secs(20));
+    let events = chaos_tests::timeline_so_far(&timeline);
+    let position =
+        |local: &str| events.iter().position(|e| e["event"] == "proc" && e["what"] == "sever" && e["local"] == local);
+    let reattach = events.iter().position(|e| e["event"] == "reattach").expect("a reattach event");
+    let (first, second) = (position(&before), position(&after));
+    assert!(first.is_some() && second.is_some(), "the timeline names both connections: {events:?}\n{stderr}");
+    eprintln!(
+        "measured: severed {before} in the old container and {after} in the restarted one; away {} s",
+        events[reattach]["gone_s"]
+    );
+    let detach = events.iter().find(|e| e["event"] == "detach").expect("a detach event");
+    assert_eq!(detach["injected"], 2, "counts carry over the re-attach: {detach}");
+    assert!(events[reattach]["faults"] == serde_json::json!([1]), "{}", events[reattach]);
+}

@@ -590,3 +590,65 @@ fn doctor_says_how_connections_are_severed_and_why_not_the_kfunc() {
         }
     }
 }
+
+/// The host tier checks the run records (they do not depend on the kernel; every tier runs the
+/// sever itself above).
+fn on_a_vm_tier() -> bool {
+    chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-"))
+}
+
+/// A sever from the command line is a run like any one-shot fault: `chaos status` lists it with
+/// the connections it severed so far (as many as the server saw reset), `chaos stop ID` ends it
+/// (it reports and exits on the SIGTERM) and its record goes; a SIGKILLed one's record is
+/// removed by the next `chaos status`.
+#[test]
+fn a_sever_run_is_listed_by_status_with_its_count_and_ended_by_stop() {
+    require_root!("a_sever_run_is_listed_by_status_with_its_count_and_ended_by_stop");
+    skip_if!(
+        on_a_vm_tier(),
+        "a_sever_run_is_listed_by_status",
+        "run records are the host tier's (every tier runs the sever itself)"
+    );
+    skip_if!(no_sock_destroy().is_some(), "a_sever_run_is_listed_by_status", no_sock_destroy().unwrap_or_default());
+    let hosts = TwoHosts::new();
+    let target = TestCgroup::new();
+    let mut server = Endpoint::server(&hosts.b, None, 7210, true);
+    let mut clients = Endpoint::pinging(&hosts.a, Some(&target), to(TwoHosts::B, 7210), 3, 20);
+    wait_flowing(&mut clients, 1);
+    let mut args = vec!["net", "sever", "--cgroup", target.path(), "--remote-port", "7210", "--every", "200ms"];
+    args.extend_from_slice(&["--for", "5m", "--output", "json", "-v"]);
+    let mut chaos = Chaos::start(&args);
+    chaos.wait_until_armed(Duration::from_secs(60));
+    chaos.wait_until("the server to see three resets", Duration::from_secs(30), || {
+        server.report().iter().filter(|c| c.error.as_deref() == Some("ECONNRESET")).count() == 3
+    });
+    // The record is rewritten every second.
+    let row = chaos::wait_for_status_row(chaos.pid(), Duration::from_secs(5), |row| row["faults"][0]["injected"] == 3);
+    let reset_at_server = server.report().iter().filter(|c| c.error.as_deref() == Some("ECONNRESET")).count();
+    assert_eq!(row["faults"][0]["injected"].as_u64(), Some(reset_at_server as u64), "{row}");
+    assert_eq!(row["kind"], "one-shot", "{row}");
+    assert_eq!(row["name"], "net sever", "{row}");
+    assert_eq!(row["target"], target.path(), "{row}");
+    let id = row["id"].as_str().expect("an id").to_owned();
+    assert!(id.ends_with(&format!("-{}", chaos.pid())), "{row}");
+
+    let summary = chaos::stop_by_id(chaos, &id, Duration::from_secs(1));
+    assert_eq!(summary["stopped"]["signal"], "SIGTERM", "{summary}");
+    assert_eq!(summary["counters"][0]["injected"], 3, "{summary}");
+
+    // A run killed by SIGKILL cannot remove its record: the next `chaos status` does.
+    let mut killed = Chaos::start(&args);
+    killed.wait_until_armed(Duration::from_secs(60));
+    let id = chaos::wait_for_status_row(killed.pid(), Duration::from_secs(5), |_| true)["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    killed.signal(libc::SIGKILL);
+    let _ = killed.wait(Duration::from_secs(10));
+    let (status, stdout, stderr) = chaos::run(&["status", "--output", "json"]);
+    assert!(status.success(), "{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let cleaned: Vec<&str> = json["cleaned"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert!(cleaned.iter().any(|line| line.contains(&format!("run {id} "))), "{json}");
+    assert!(!std::path::Path::new("/run/chaos/runs").join(format!("{id}.json")).exists(), "{id}'s record stayed");
+}

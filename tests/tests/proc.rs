@@ -646,3 +646,58 @@ fn a_crash_point_with_a_path_kills_only_for_files_under_it() {
     // SIGKILL is pending when the copy would start, so write #10 writes nothing either.
     assert_eq!((killed_by, records.len()), (Some(libc::SIGKILL), 9), "{report}");
 }
+
+/// Whether process `pid` has ended (gone, or a zombie its parent has not reaped yet).
+fn ended(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+}
+
+/// Periodic kills and pauses run from chaos's own process, and are runs like any one-shot
+/// fault: `chaos status` lists each with what it did so far (as the kernel saw it: processes
+/// ended, the cgroup frozen), `chaos stop ID` ends it (a pause thaws) and its record goes.
+#[test]
+fn a_periodic_kill_and_a_pause_are_listed_by_status_and_ended_by_stop() {
+    require_root!("a_periodic_kill_and_a_pause_are_listed_by_status_and_ended_by_stop");
+    chaos_tests::skip_if!(
+        skip::tier().is_some_and(|tier| tier.starts_with("vm-")),
+        "a_periodic_kill_and_a_pause_are_listed_by_status",
+        "run records are the host tier's (every tier runs the kills and pauses themselves)"
+    );
+    let _serial = chaos_tests::serialized();
+    let cgroup = TestCgroup::new();
+    let residents: Vec<Resident> = (0..3).map(|_| Resident::start(&cgroup, None)).collect();
+    let mut kill = Chaos::start(&[
+        "proc",
+        "kill",
+        "--cgroup",
+        cgroup.path(),
+        "--every",
+        "200ms",
+        "--max",
+        "2",
+        "--for",
+        "5m",
+        "--output",
+        "json",
+        "-v",
+    ]);
+    kill.wait_until("two residents to be killed", Duration::from_secs(30), || {
+        residents.iter().filter(|r| ended(r.pid() as i32)).count() == 2
+    });
+    let row = chaos::wait_for_status_row(kill.pid(), Duration::from_secs(5), |row| row["faults"][0]["injected"] == 2);
+    assert_eq!((row["kind"].as_str(), row["name"].as_str()), (Some("one-shot"), Some("proc kill")), "{row}");
+    assert_eq!(row["target"], cgroup.path(), "{row}");
+    let summary = chaos::stop_by_id(kill, row["id"].as_str().expect("an id"), Duration::from_secs(1));
+    assert_eq!(summary["counters"][0]["injected"], 2, "{summary}");
+    assert_eq!(residents.iter().filter(|r| ended(r.pid() as i32)).count(), 2, "--max 2 killed a third");
+
+    let mut pause =
+        Chaos::start(&["proc", "pause", "--cgroup", cgroup.path(), "--for", "5m", "--output", "json", "-v"]);
+    pause.wait_until("the target is frozen", Duration::from_secs(20), || kernel::is_frozen(cgroup.dir()));
+    let row = chaos::wait_for_status_row(pause.pid(), Duration::from_secs(5), |row| row["faults"][0]["injected"] == 1);
+    assert_eq!((row["kind"].as_str(), row["name"].as_str()), (Some("one-shot"), Some("proc pause")), "{row}");
+    let summary = chaos::stop_by_id(pause, row["id"].as_str().expect("an id"), Duration::from_secs(1));
+    assert_eq!(summary["counters"][0]["injected"], 1, "{summary}");
+    assert!(!kernel::is_frozen(cgroup.dir()), "still frozen after chaos stop");
+}

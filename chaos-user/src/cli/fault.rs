@@ -1,8 +1,8 @@
 //! What every fault's command line has, written once: whom (`TargetArgs`), what (the family's
 //! options, `F`), and for how long (`RunArgs`), and the one pipeline that turns them into a run:
 //! cap, target, plan, conflicts with every live run, dry run or register and arm, wait, report.
-//! Faults done from userspace (`proc kill --every`, `proc pause`) take the same path up to the
-//! plan, then run their actor instead.
+//! Faults done from userspace (`proc kill --every`, `proc pause`, `net sever`) take the same
+//! path up to the registration, then run their actor instead.
 use std::{process::ExitCode, time::Duration};
 
 use clap::Args;
@@ -92,7 +92,9 @@ pub fn run_fault(
         return super::limit::run::run(&plan, limit, output, &mut registration);
     }
     if plan.userspace.is_some() {
-        return run::run_userspace_plan(&plan, output);
+        // Registered like every one-shot: `chaos status` lists it, `chaos stop` ends it.
+        let mut registration = register(&plan, hooks)?;
+        return run::run_userspace_plan(&plan, output, &mut registration);
     }
     if matches!(target_spec, TargetName::Pid(_)) && plan.keys_on_sockets() {
         eprintln!(

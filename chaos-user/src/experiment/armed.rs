@@ -29,6 +29,8 @@ pub struct Loaded {
     pub last: FaultCounters,
     /// The userspace action of a fault (`proc`, `net sever`, `limit`), running while it is armed.
     pub actor: Option<Box<dyn RunningAction>>,
+    /// What its actors on earlier cgroups of a followed target did (`net sever`).
+    pub acted_before: crate::plan::action::ActionOutcome,
     /// The totals of the objects this fault had on earlier cgroups of a followed target.
     pub carried: FaultCounters,
     /// For a packet fault while armed: says once why it sees nothing, after a quiet spell.
@@ -145,6 +147,7 @@ impl Loaded {
             armed: false,
             last: FaultCounters::default(),
             actor: None,
+            acted_before: crate::plan::action::ActionOutcome::default(),
             carried: FaultCounters::default(),
             quiet: None,
             injections: None,
@@ -183,12 +186,16 @@ pub fn sample(plan: &ExperimentPlan<'_>, loaded: &mut [Option<Loaded>]) -> Sampl
             continue;
         };
         let directions = fault.plan.directions();
-        let total = loaded.total(&directions);
+        let mut total = loaded.total(&directions);
+        if let Some(actor) = &loaded.actor {
+            // A fault done from chaos's own process counts what its actor did, as its end will.
+            total.injected = loaded.acted_before.acted + actor.acted();
+        }
         sample.totals.push(total.injected);
         if loaded.armed {
             sample.counts.push(FaultCounts {
                 fault: fault.number,
-                injected: total.injected - loaded.last.injected,
+                injected: total.injected.saturating_sub(loaded.last.injected),
                 seen: total.seen - loaded.last.seen,
                 matched: total.matched - loaded.last.matched,
                 injected_total: total.injected,
@@ -252,8 +259,9 @@ pub fn detach(fault: &PlannedFault, mut loaded: Loaded, why: &str, timeline: &mu
     let mut total = loaded.total(&fault.plan.directions());
     if let Some(actor) = loaded.actor.take() {
         drain_actor(fault.number, actor.as_ref(), timeline);
-        let outcome = actor.finish();
-        let (limits, rest) = split_limit_events(outcome.events);
+        let mut outcome = std::mem::take(&mut loaded.acted_before);
+        outcome.absorb(actor.finish());
+        let (limits, rest) = split_limit_events(std::mem::take(&mut outcome.events));
         limit_events(fault.number, limits, timeline);
         events.extend(rest.into_iter().map(|did| TimelineEvent::Proc { fault: fault.number, did }));
         total = FaultCounters { seen: outcome.ticks, matched: outcome.ticks, injected: outcome.acted };

@@ -6,7 +6,9 @@
 //! of the runtimes again; once it names a live cgroup other than the old one, each fault still
 //! attached is planned for the new cgroup by its family's own planner, attached inert, and given
 //! the configuration it had: the same kernel deadline (so exactly its remaining time) and the
-//! same probability. Its counters carry on from the old object's totals.
+//! same probability. Its counters carry on from the old object's totals. A fault done from
+//! chaos's own process that can restart (`net sever`) is finished on the old cgroup and started
+//! again on the new one, until the same deadline; what it did before is kept.
 use std::time::Duration;
 
 use chaos_common::FaultConfig;
@@ -88,6 +90,21 @@ pub fn reattach_all(
         }
         drop(old); // its links, on a cgroup that no longer exists
         loaded.config = config;
+        if let Some(actor) = loaded.actor.take() {
+            // Done from chaos's own process (`net sever`): what it did on the old cgroup is
+            // kept, and it starts again on the new one until the same deadline (with programs
+            // too, reading the new object's reports).
+            loaded.acted_before.absorb(actor.finish());
+            let action = new_plan.userspace.as_ref().ok_or_else(|| {
+                format!("fault {} acts from userspace but its plan for {} has no action", fault.label, target.cgroup)
+            })?;
+            let object = (!new_plan.programs.is_empty()).then(|| loaded.fault.object_mut());
+            loaded.actor = Some(
+                action
+                    .start(target, config.deadline_ns, object)
+                    .map_err(|err| format!("starting fault {} again on {}: {err}", fault.label, target.cgroup))?,
+            );
+        }
         loaded.quiet = loaded.quiet.as_ref().and_then(|_| crate::hints::QuietHint::for_plan(&new_plan, Instant::now()));
         moved.push(fault.number);
     }

@@ -128,12 +128,12 @@ pub fn plan<'e>(experiment: &'e Experiment, i_know: bool, kernel: &Prober) -> Re
                 "a ramp changes the loss rate, which a burst model fixes: remove `ramp` or `burst_len`",
             ));
         }
-        if experiment.follow && plan.userspace.is_some() {
+        if experiment.follow && plan.userspace.as_ref().is_some_and(|action| !action.restarts_on_follow()) {
             return Err(experiment.error_at(
                 &entry.span,
                 format!(
-                    "fault {} acts from userspace on the target's processes, which `follow` cannot move to a \
-                     restarted target yet: remove `follow`, or use a fault the kernel applies",
+                    "fault {} is done from chaos's own process (a kill, a pause, a limit), which `follow` cannot \
+                     move to a restarted target yet: remove `follow`, or use a fault the kernel applies",
                     entry.label()
                 ),
             ));

@@ -5,7 +5,10 @@
 //! says what its work is (proc/kill.rs, proc/pause.rs, net/sever/), through
 //! `plan::action::UserspaceAction`; this file knows none of them.
 use std::{
-    sync::{Arc, Condvar, Mutex},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     thread::JoinHandle,
     time::Duration,
 };
@@ -19,6 +22,9 @@ use crate::{
 pub struct Actor {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<JoinHandle<ActionOutcome>>,
+    /// What the work has done so far (processes killed, connections severed), as it counts it:
+    /// a run's record shows it every second (`chaos status`) before the outcome is handed back.
+    acted: Arc<AtomicU64>,
 }
 
 impl Actor {
@@ -26,13 +32,25 @@ impl Actor {
     /// is given: `wait(ns)` sleeps until CLOCK_MONOTONIC `ns` and says false once the action is
     /// told to stop, when `work` must end (a pause thaws first).
     pub fn spawn(work: impl FnOnce(&dyn Fn(u64) -> bool) -> ActionOutcome + Send + 'static) -> std::io::Result<Self> {
+        Self::spawn_counting(move |wait, _| work(wait))
+    }
+
+    /// [`spawn`](Self::spawn) for work that also says what it did as it goes: `acted(n)` adds
+    /// `n` to the count [`RunningAction::acted`] reads while it runs.
+    pub fn spawn_counting(
+        work: impl FnOnce(&dyn Fn(u64) -> bool, &dyn Fn(u64)) -> ActionOutcome + Send + 'static,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let shared = Arc::clone(&stop);
+        let acted = Arc::new(AtomicU64::new(0));
+        let (shared, counted) = (Arc::clone(&stop), Arc::clone(&acted));
         let thread = std::thread::Builder::new().name("chaos-proc".into()).spawn(move || {
             let wait = |until_ns: u64| wait_until(&shared, until_ns);
-            work(&wait)
+            let count = |n: u64| {
+                counted.fetch_add(n, Ordering::Relaxed);
+            };
+            work(&wait, &count)
         })?;
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self { stop, thread: Some(thread), acted })
     }
 
     fn stop_thread(&mut self) -> ActionOutcome {
@@ -55,6 +73,10 @@ impl RunningAction for Actor {
     /// Stops the action (a pause thaws) and returns what it did.
     fn finish(mut self: Box<Self>) -> ActionOutcome {
         self.stop_thread()
+    }
+
+    fn acted(&self) -> u64 {
+        self.acted.load(Ordering::Relaxed)
     }
 }
 

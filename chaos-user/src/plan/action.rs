@@ -41,6 +41,15 @@ pub trait UserspaceAction: std::fmt::Debug + Send + Sync {
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
     }
+
+    /// Whether a run that follows its target (`follow = true`) may finish this action on the
+    /// old cgroup and start it again on the new one, with the same deadline. True for `net
+    /// sever` (what it does concerns the connections of the cgroup it is started on); false
+    /// where a second start would break its schedule (a periodic kill's `--max`) or what it
+    /// guards (a pause's freezer and guard).
+    fn restarts_on_follow(&self) -> bool {
+        false
+    }
 }
 
 /// A started action.
@@ -64,6 +73,13 @@ pub trait RunningAction: Send {
     fn status(&self) -> Option<String> {
         None
     }
+
+    /// What it has done so far (processes killed, connections severed), for the run's record
+    /// while it runs; [`finish`](Self::finish)'s outcome is the final count. 0 for an action
+    /// that counts only at its end.
+    fn acted(&self) -> u64 {
+        0
+    }
 }
 
 /// What an action did.
@@ -76,6 +92,16 @@ pub struct ActionOutcome {
     /// Lines for the end of the command line's text summary (the connections `net sever`
     /// severed), beside the counters every report has.
     pub notes: Vec<String>,
+}
+
+impl ActionOutcome {
+    /// Adds what a later start of the same fault did (a followed target's new cgroup).
+    pub fn absorb(&mut self, later: Self) {
+        self.ticks += later.ticks;
+        self.acted += later.acted;
+        self.events.extend(later.events);
+        self.notes.extend(later.notes);
+    }
 }
 
 /// One thing an action did, for the timeline and the JSON summary.

@@ -81,6 +81,11 @@ impl RunningAction for LimitActor {
         family_events(self.limited().take_events())
     }
 
+    /// The samples that found the limit enforced, as the command line's record counts them.
+    fn acted(&self) -> u64 {
+        self.limited().counts().1
+    }
+
     fn status(&self) -> Option<String> {
         let limited = self.limited();
         Some(limited.last_window().map_or_else(|| "set".to_owned(), |w| w.line(limited.resource())))

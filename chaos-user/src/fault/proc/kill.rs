@@ -414,7 +414,7 @@ impl UserspaceAction for PeriodicKill {
     ) -> anyhow::Result<Box<dyn RunningAction>> {
         let (kill, target) = (self.clone(), target.clone());
         let start_ns = sys::monotonic_now_ns();
-        let actor = Actor::spawn(move |wait| {
+        let actor = Actor::spawn_counting(move |wait, acted| {
             let mut outcome = ActionOutcome::default();
             let mut ticker = Ticker::new(kill.every, kill.jitter, kill.max, start_ns);
             while let Some(due_ns) = ticker.next_due_ns().filter(|&due| due < deadline_ns) {
@@ -423,7 +423,9 @@ impl UserspaceAction for PeriodicKill {
                 }
                 ticker.take(sys::monotonic_now_ns());
                 outcome.ticks += 1;
-                outcome.acted += kill_once(&target, &kill, &mut outcome.events);
+                let killed = kill_once(&target, &kill, &mut outcome.events);
+                outcome.acted += killed;
+                acted(killed);
             }
             outcome
         })?;

@@ -123,9 +123,9 @@ impl UserspaceAction for PausePlan {
     ) -> anyhow::Result<Box<dyn RunningAction>> {
         let start_ns = sys::monotonic_now_ns();
         let mut paused = Paused::start(target, self, deadline_ns)?;
-        let actor = Actor::spawn(move |wait| {
+        let actor = Actor::spawn_counting(move |wait, acted| {
             let mut outcome = ActionOutcome::default();
-            paused.run(start_ns, deadline_ns, wait, &mut outcome.events);
+            paused.run(start_ns, deadline_ns, wait, acted, &mut outcome.events);
             (outcome.ticks, outcome.acted) = (paused.freezes(), paused.freezes());
             outcome
         })?;
@@ -200,8 +200,16 @@ impl Paused {
     }
 
     /// Freezes as planned until `deadline_ns` or until `wait` says to stop; leaves the target
-    /// thawed. `wait(ns)` sleeps until CLOCK_MONOTONIC `ns` and returns false if told to stop.
-    pub fn run(&mut self, start_ns: u64, deadline_ns: u64, wait: &dyn Fn(u64) -> bool, events: &mut Vec<ActionEvent>) {
+    /// thawed. `wait(ns)` sleeps until CLOCK_MONOTONIC `ns` and returns false if told to stop;
+    /// `acted(1)` says each freeze as it is made (the run's record counts them).
+    pub fn run(
+        &mut self,
+        start_ns: u64,
+        deadline_ns: u64,
+        wait: &dyn Fn(u64) -> bool,
+        acted: &dyn Fn(u64),
+        events: &mut Vec<ActionEvent>,
+    ) {
         match (self.plan.every, self.plan.pause) {
             (Some(every), Some(length)) => {
                 let length_ns = u64::try_from(length.as_nanos()).unwrap_or(u64::MAX);
@@ -212,6 +220,7 @@ impl Paused {
                     }
                     ticker.take(sys::monotonic_now_ns());
                     self.freeze(events);
+                    acted(u64::from(self.frozen));
                     let go_on = wait(sys::monotonic_now_ns().saturating_add(length_ns).min(deadline_ns));
                     self.thaw(events);
                     if !go_on {
@@ -221,6 +230,7 @@ impl Paused {
             }
             _ => {
                 self.freeze(events);
+                acted(u64::from(self.frozen));
                 wait(deadline_ns);
             }
         }

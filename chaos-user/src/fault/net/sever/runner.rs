@@ -69,9 +69,9 @@ impl UserspaceAction for SeverAction {
             action.reports = Some(Reports::new(RingBuf::try_from(map)?));
         }
         let (target, start_ns) = (target.clone(), sys::monotonic_now_ns());
-        let actor = Actor::spawn(move |wait| {
+        let actor = Actor::spawn_counting(move |wait, acted| {
             let mut outcome = ActionOutcome::default();
-            action.run(&target, start_ns, deadline_ns, wait, &mut outcome);
+            action.run(&target, start_ns, deadline_ns, &Pace { wait, acted }, &mut outcome);
             outcome.notes = severed_lines(&outcome.events);
             outcome
         })?;
@@ -80,6 +80,12 @@ impl UserspaceAction for SeverAction {
 
     fn traced(&self, rate: u64) -> Option<Arc<dyn UserspaceAction>> {
         Some(Arc::new(Self { trace_per_sec: Some(rate), ..self.clone() }))
+    }
+
+    /// A restarted target's connections are all new: started again on its new cgroup, the
+    /// sweeps (or the new object's reports) pick them, as the first start did the old ones.
+    fn restarts_on_follow(&self) -> bool {
+        true
     }
 }
 
@@ -103,23 +109,24 @@ fn severed_lines(events: &[ActionEvent]) -> Vec<String> {
     lines
 }
 
+/// The actor's side of a running sever: `wait(t)` sleeps until CLOCK_MONOTONIC `t` (false: told
+/// to stop, end now); `acted(n)` tells the run that `n` more connections were severed (its record
+/// shows the count while it runs).
+pub struct Pace<'a> {
+    pub wait: &'a dyn Fn(u64) -> bool,
+    pub acted: &'a dyn Fn(u64),
+}
+
 impl SeverAction {
     /// Runs the fault on `target` from `start_ns` until `deadline_ns` (CLOCK_MONOTONIC) or until
-    /// `wait` says it was told to stop (`wait(t)` sleeps until `t`; false: stop now).
-    pub fn run(
-        &self,
-        target: &Target,
-        start_ns: u64,
-        deadline_ns: u64,
-        wait: &dyn Fn(u64) -> bool,
-        outcome: &mut ActionOutcome,
-    ) {
+    /// `pace` says it was told to stop.
+    pub fn run(&self, target: &Target, start_ns: u64, deadline_ns: u64, pace: &Pace<'_>, outcome: &mut ActionOutcome) {
         let mut sweeper = Sweeper::new(target, self.filter.clone(), self.percent, self.trace_per_sec.is_some());
         match self.after_bytes {
-            None => self.sweeps(target, &mut sweeper, start_ns, deadline_ns, wait, outcome),
+            None => self.sweeps(target, &mut sweeper, start_ns, deadline_ns, pace, outcome),
             Some(_) => {
                 foreign_sockets_note(target);
-                self.reports(&mut sweeper, deadline_ns, wait, outcome);
+                self.reports(&mut sweeper, deadline_ns, pace, outcome);
             }
         }
     }
@@ -131,32 +138,26 @@ impl SeverAction {
         sweeper: &mut Sweeper,
         start_ns: u64,
         deadline_ns: u64,
-        wait: &dyn Fn(u64) -> bool,
+        pace: &Pace<'_>,
         outcome: &mut ActionOutcome,
     ) {
-        self.record(sweeper.sweep(), "reset", outcome);
+        self.record(sweeper.sweep(), "reset", pace, outcome);
         // After the first sweep, which is what the user is waiting for.
         foreign_sockets_note(target);
         let Some(every) = self.every else { return };
         let mut ticker = Ticker::new(every, None, None, start_ns);
         while let Some(due_ns) = ticker.next_due_ns().filter(|&due| due < deadline_ns) {
-            if !wait(due_ns) {
+            if !(pace.wait)(due_ns) {
                 return;
             }
             ticker.take(sys::monotonic_now_ns());
-            self.record(sweeper.sweep(), "reset", outcome);
+            self.record(sweeper.sweep(), "reset", pace, outcome);
         }
     }
 
     /// Reads the program's reports until the deadline: each silenced connection recorded, or
     /// destroyed with `--mode reset`.
-    fn reports(
-        &self,
-        sweeper: &mut Sweeper,
-        deadline_ns: u64,
-        wait: &dyn Fn(u64) -> bool,
-        outcome: &mut ActionOutcome,
-    ) {
+    fn reports(&self, sweeper: &mut Sweeper, deadline_ns: u64, pace: &Pace<'_>, outcome: &mut ActionOutcome) {
         let Some(Reports(ring)) = &self.reports else {
             let reason = "the program's reports are not readable (no ring buffer was handed over)".to_owned();
             eprintln!("chaos: net sever: {reason}");
@@ -184,16 +185,16 @@ impl SeverAction {
                             .map(|event| Severed { owner: owners.get(&event.cookie).cloned(), ..described(event) })
                             .collect::<Vec<_>>();
                         let drawn = severed.len() as u64;
-                        self.record(SweepOutcome { drawn, severed, problems: Vec::new() }, "silenced", outcome);
+                        self.record(SweepOutcome { drawn, severed, problems: Vec::new() }, "silenced", pace, outcome);
                     }
                     SeverMode::Reset => {
                         let cookies: HashSet<u64> = silenced.iter().map(|e| e.cookie).collect();
-                        self.record(sweeper.destroy_cookies(&cookies), "reset", outcome);
+                        self.record(sweeper.destroy_cookies(&cookies), "reset", pace, outcome);
                     }
                 }
             }
             let now = sys::monotonic_now_ns();
-            if now >= deadline_ns || !wait(now) {
+            if now >= deadline_ns || !(pace.wait)(now) {
                 return;
             }
             let timeout_ms = ((deadline_ns - now) / 1_000_000).min(REPORT_POLL_MS as u64) as i32;
@@ -204,9 +205,10 @@ impl SeverAction {
     }
 
     /// Says what a sweep did (stderr) and keeps it (events, counts).
-    fn record(&self, sweep: SweepOutcome, how: &'static str, outcome: &mut ActionOutcome) {
+    fn record(&self, sweep: SweepOutcome, how: &'static str, pace: &Pace<'_>, outcome: &mut ActionOutcome) {
         outcome.ticks += sweep.drawn;
         outcome.acted += sweep.severed.len() as u64;
+        (pace.acted)(sweep.severed.len() as u64);
         let at_ns = sys::monotonic_now_ns();
         for problem in sweep.problems {
             eprintln!("chaos: net sever: {problem}");
