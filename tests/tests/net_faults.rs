@@ -151,9 +151,12 @@ fn burst_loss_has_the_requested_mean_loss_and_burst_length() {
     let cgroup = TestCgroup::new();
     // Bursts make the loss share of a sample vary more than independent losses do (variance
     // 5.4 times the binomial one at 20 % in bursts of 4: chaos_tests::stats): enough packets
-    // that a 10 % relative bias of the mean loss lies beyond the 5 sigma band (106 000).
+    // that a 10 % relative bias of the mean loss lies beyond the 5 sigma band (106 000) on the
+    // host; in a TCG guest, where each packet costs the emulator's time and the model is the
+    // same program, a 15 % bias (47 000, about what the guests sent before).
     let inflation = stats::gilbert_inflation(0.2, 4.0);
-    let packets = stats::samples_to_catch(0.2, 0.1, inflation);
+    let in_guest = chaos_tests::skip::tier().is_some_and(|tier| tier.starts_with("vm-"));
+    let packets = stats::samples_to_catch(0.2, if in_guest { 0.15 } else { 0.1 }, inflation);
     let chaos =
         start(&["drop", "--percent", "20", "--burst-len", "4", "--for", "5m", "--direction", "egress"], &cgroup, 1);
     let sink = UdpSink::start(&hosts.b, 7130, 1000, false);
