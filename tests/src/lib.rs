@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod chaos;
 pub mod controllers;
 pub mod crash;
+pub mod daemon;
 pub mod dns;
 pub mod held;
 pub mod kernel;
@@ -19,7 +20,9 @@ pub mod probe;
 pub mod programs;
 pub mod runtimes;
 pub mod skip;
+pub mod stats;
 pub mod tcp;
+pub mod timing;
 pub mod workload;
 
 use std::sync::atomic::{AtomicU32, Ordering};

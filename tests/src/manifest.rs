@@ -148,6 +148,17 @@ pub type Test = (&'static str, &'static [Need]);
 /// Every integration test: (binary, its tests), binaries in alphabetical order.
 #[rustfmt::skip]
 pub const TESTS: &[(&str, &[Test])] = &[
+    ("checks", &[
+        ("each_kind_of_check_passes_and_fails_as_a_real_client_sees_the_service", &[HostTier]),
+        ("consecutive_failures_end_the_run_at_the_third_failure_in_a_row", &[HostTier]),
+        ("a_run_without_timeline_writes_it_where_the_docs_say", &[HostTier]),
+    ]),
+    ("cleanup", &[
+        ("cleanup_thaws_a_cgroup_a_pause_left_frozen_when_chaos_and_its_guard_died", &[HostTier]),
+        ("cleanup_resumes_a_task_a_delay_left_stopped_when_chaos_and_its_guard_died", &[HostTier]),
+        ("cleanup_removes_the_pins_of_a_detached_run_past_its_deadline_whose_reaper_died", &[HostTier]),
+        ("cleanup_removes_pins_no_record_describes_once_they_are_a_minute_old", &[HostTier]),
+    ]),
     ("containers", &[
         ("docker_containers_are_found_by_short_id_full_id_and_name_and_a_drop_and_a_partition_hit_only_them", &[DOCKER]),
         ("podman_containers_are_found_through_its_docker_compatible_socket_and_a_drop_and_a_partition_hit_only_them", &[PODMAN]),
@@ -188,6 +199,15 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("kill_9_of_the_daemon_mid_delay_leaves_no_task_stopped", &[HostTier]),
         ("a_daemon_run_of_net_sever_resets_the_targets_connection_and_not_the_one_beside_it", &[HostTier, SockDiag]),
     ]),
+    ("daemon_brakes", &[
+        ("max_concurrent_keeps_to_one_run_at_a_time_across_targets", &[HostTier]),
+        ("max_runs_per_hour_stops_starting_runs_at_its_count", &[HostTier]),
+        ("a_cool_down_pauses_injection_after_a_violation_and_resumes_by_itself", &[HostTier]),
+        ("stop_all_ends_every_run_and_the_schedule_goes_on", &[HostTier]),
+        ("chaos_stop_on_a_daemon_run_stops_the_daemon_and_detaches_everything", &[HostTier]),
+        ("the_metrics_follow_the_runs_the_kernel_shows", &[HostTier]),
+        ("the_daemon_removes_what_dead_runs_left_before_its_first_run", &[HostTier]),
+    ]),
     ("daemon_configmap", &[
         ("a_configmap_update_is_picked_up_without_a_restart_and_its_kill_key_pauses_injection", &[HostTier]),
     ]),
@@ -209,6 +229,11 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("the_guard_of_an_inert_fault_waits_for_its_time_box", &[]),
         ("a_frozen_chaos_cannot_keep_a_task_stopped_past_the_time_box", &[]),
         ("the_kernel_ends_a_net_delay_at_its_deadline_even_if_chaos_is_frozen", &[Fq]),
+    ]),
+    ("delay_schedules", &[
+        ("every_and_max_hold_exactly_the_scheduled_calls", &[HostTier]),
+        ("after_and_first_hold_exactly_the_calls_between_them", &[HostTier]),
+        ("jitter_spreads_the_delays_uniformly_around_the_delay", &[RealTime]),
     ]),
     ("dns", &[
         ("a_failed_name_gets_its_rcode_inside_the_target_only_over_udp_tcp_and_ipv6", &[]),
@@ -276,6 +301,12 @@ pub const TESTS: &[(&str, &[Test])] = &[
     ]),
     ("host_view", &[
         ("in_a_cgroup_namespace_of_its_own_chaos_aims_at_host_cgroups_and_refuses_its_own", &[]),
+    ]),
+    ("legacy_tc", &[
+        // One tier of each TC API: tcx on the host, legacy filters on 6.1.
+        ("a_detached_tc_fault_is_pinned_on_tcx_and_refused_on_legacy_tc", &[Tiers(&["host", "vm-6.1"])]),
+        // Legacy TC filters are what a killed chaos leaves: kernels before 6.6.
+        ("the_daemon_removes_the_tc_filters_a_killed_chaos_left_before_its_first_run", &[Tiers(&["vm-6.1"])]),
     ]),
     ("limits", &[
         ("a_busy_loop_gets_the_cpu_share_asked_and_a_full_cpu_again_after", &[CgroupV2Controllers]),
@@ -377,12 +408,21 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("a_crash_point_with_a_path_kills_only_for_files_under_it", &[BpfLsm]),
         ("a_periodic_kill_and_a_pause_are_listed_by_status_and_ended_by_stop", &[HostTier]),
     ]),
+    ("proc_schedules", &[
+        ("every_periodic_kill_is_a_death_the_supervisor_saw_and_an_outage_the_check_saw", &[HostTier]),
+        ("a_signal_other_than_kill_is_the_one_the_process_dies_of", &[HostTier]),
+        ("a_tick_that_finds_the_target_empty_kills_nothing_and_says_so", &[HostTier]),
+        ("each_periodic_pause_is_a_gap_of_its_length_in_a_heartbeat_inside", &[RealTime]),
+    ]),
     ("runtimes_network", &[
         ("private_runtimes_leave_the_machines_default_bridges_as_they_were", &[DOCKER, PODMAN, CONTAINERD]),
     ]),
     ("shared_programs", &[
         ("faults_of_one_daemon_share_one_sys_enter_program", &[]),
         ("faults_of_one_daemon_on_one_syscall_share_one_fentry_program", &[Fentry]),
+    ]),
+    ("stop_all", &[
+        ("stop_all_stops_every_run_it_knows_of_and_nothing_is_left_attached", &[HostTier]),
     ]),
     ("syscall_faults", &[
         ("connect_fails_with_the_errno_at_the_rate_through_cgroup_hooks", &[]),
@@ -416,6 +456,14 @@ pub const TESTS: &[(&str, &[Test])] = &[
         ("an_experiment_whose_cgroup_is_removed_ends_target_gone_in_its_timeline", &[]),
         ("a_daemon_run_whose_cgroup_is_removed_ends_target_gone_and_the_daemon_carries_on", &[HostTier]),
         ("a_detached_experiment_whose_cgroup_is_removed_ends_target_gone", &[]),
+    ]),
+    ("tc_filters", &[
+        // TC programs, on one tier of each TC API: tcx on the host, legacy filters on 6.1.
+        ("iface_puts_a_tc_fault_on_that_interface_alone", &[Tiers(&["host", "vm-6.1"])]),
+        ("duplication_and_corruption_on_ingress_reach_what_the_namespace_receives", &[Tiers(&["host", "vm-6.1"])]),
+        // cgroup skb programs, alike on every kernel.
+        ("a_protocol_filter_of_icmp_drops_the_pings_and_nothing_else", &[HostTier]),
+        ("a_local_port_filter_drops_the_flows_from_that_port_and_no_other", &[HostTier]),
     ]),
     ("thread_delay", &[
         ("a_delayed_call_holds_only_its_own_thread", &[]),

@@ -158,3 +158,30 @@ macro_rules! skip_unless_has {
         }
     };
 }
+
+/// Skips the calling test on a tier of `cargo xtask test` that is not one of `tiers` (run by
+/// hand, with no tier named, it runs): the gate of a manifest line `Tiers(&[...])`, saying why
+/// those tiers.
+#[macro_export]
+macro_rules! only_on_tiers {
+    ($tiers:expr, $test:expr, $why:expr) => {
+        $crate::skip_if!(
+            $crate::skip::tier().is_some_and(|tier| !$tiers.contains(&tier.as_str())),
+            $test,
+            format!("run on {} only: {}", $tiers.join(" and "), $why)
+        );
+    };
+}
+
+/// Skips the calling test on the VM tiers: the gate of a manifest line `HostTier`, for a test
+/// of userspace logic that is the same on every kernel.
+#[macro_export]
+macro_rules! host_tier_only {
+    ($test:expr) => {
+        $crate::skip_if!(
+            $crate::skip::tier().is_some_and(|tier| tier.starts_with("vm-")),
+            $test,
+            "a host-tier test: what it tests is chaos's userspace, the same on every kernel"
+        );
+    };
+}

@@ -374,6 +374,12 @@ pub struct BlastReport {
     pub first_error: Option<String>,
     /// Wall time of the whole send loop.
     pub elapsed_ns: u64,
+    /// Per datagram, when its sendto(2) began and ended (CLOCK_MONOTONIC ns), when started with
+    /// [`Blast::start_timed`]. A hook that runs in sendto ran between the two: a fault that
+    /// ended at a kernel deadline must have let through every datagram begun at or after it, and
+    /// dropped every one ended before it, whatever the scheduler did to the sender.
+    #[serde(default)]
+    pub times: Vec<(u64, u64)>,
 }
 
 impl BlastReport {
@@ -399,6 +405,24 @@ impl Blast<'_> {
     /// Starts the blaster; [`BlastRun::finish`] waits for its report.
     #[must_use]
     pub fn start(&self) -> BlastRun {
+        self.start_with(&[])
+    }
+
+    /// [`Blast::start`], the report with each datagram's send times ([`BlastReport::times`]).
+    #[must_use]
+    pub fn start_timed(&self) -> BlastRun {
+        self.start_with(&["--times"])
+    }
+
+    /// [`Blast::run`] with each datagram's send times.
+    #[must_use]
+    pub fn run_timed(&self) -> BlastReport {
+        self.start_timed().finish()
+    }
+
+    /// [`Blast::start`] with more flags of `udp-blast` (`--from-port P`, `--times`).
+    #[must_use]
+    pub fn start_with(&self, flags: &[&str]) -> BlastRun {
         let child = command_in(workload_bin(), self.cgroup, Some(self.netns))
             .args([
                 "udp-blast",
@@ -411,6 +435,7 @@ impl Blast<'_> {
                 "--pps",
                 &self.pps.to_string(),
             ])
+            .args(flags)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start udp-blast");
@@ -474,10 +499,12 @@ impl HttpServer {
         Self::start_with(cgroup, port, &["--log", &log.display().to_string()])
     }
 
-    fn start_with(cgroup: &TestCgroup, port: u16, more: &[&str]) -> Self {
+    /// [`HttpServer::start`] with more flags of `http-serve` (`--status N`, `--delay-ms MS`).
+    #[must_use]
+    pub fn start_with(cgroup: &TestCgroup, port: u16, flags: &[&str]) -> Self {
         let mut child = command_in(workload_bin(), Some(cgroup), None)
             .args(["http-serve", "--port", &port.to_string()])
-            .args(more)
+            .args(flags)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start http-serve");

@@ -293,8 +293,12 @@ fn a_severe_fault_violates_the_hypothesis_and_aborts_within_one_check_interval()
     assert!(after_arm <= 0.5 + check_timeout().as_secs_f64() + slack, "abort {after_arm:.3} s after arming");
     let failed = &events[abort - 1];
     assert_eq!((failed["event"].as_str(), failed["ok"].as_bool()), (Some("check"), Some(false)), "{failed}");
+    // The abort is decided on the failing result itself (the event just before it, checked
+    // above), not at a later check: it comes well within one interval of it (500 ms), which an
+    // abort that waited for the next result would take. The time between the two is the
+    // scheduler's alone, which a loaded machine or a TCG guest can stretch to tens of ms.
     let reaction = events[abort]["t"].as_f64().unwrap() - failed["t"].as_f64().unwrap();
-    assert!(reaction <= 0.05, "abort {reaction:.3} s after the failing result");
+    assert!(reaction < 0.25, "abort {reaction:.3} s after the failing result, half an interval or more");
     assert!(events[abort]["reason"].as_str().unwrap_or_default().contains("web"), "{}", events[abort]);
     // Each fault detached once: the 60 s drop right after the abort; the partition (1 s to 3 s)
     // then too, unless its window closed first (a VM's longer check timeout puts the abort
@@ -520,19 +524,30 @@ fn wait_until_gone(pid: i32, what: &str) {
     }
 }
 
-/// One datagram per ms from the cgroup (in host a) to host b for `ms`: when the first one
-/// arrived (CLOCK_MONOTONIC ns), if any, and how many did.
-fn blast_through(hosts: &TwoHosts, cgroup: &TestCgroup, port: u16, ms: u64) -> (Option<u64>, u64) {
+/// One datagram per ms from the cgroup (in host a) to host b for `ms`, timed: each datagram's
+/// sendto stamps, and the sequence numbers that arrived.
+fn timed_blast_through(
+    hosts: &TwoHosts,
+    cgroup: &TestCgroup,
+    port: u16,
+    ms: u64,
+) -> (Vec<(u64, u64)>, std::collections::BTreeSet<u64>) {
     let sink = UdpSink::start(&hosts.b, port, 1500, true);
     let to = std::net::SocketAddr::from((TwoHosts::B, port));
-    let blast = Blast { to, sender_id: 1, count: ms, pps: 1000, cgroup: Some(cgroup), netns: &hosts.a }.run();
+    let blast = Blast { to, sender_id: 1, count: ms, pps: 1000, cgroup: Some(cgroup), netns: &hosts.a }.run_timed();
     assert_eq!(blast.errors, 0, "{:?}", blast.first_error);
     // A few from outside the cgroup: the sink's idle timer starts at its first datagram.
     let outside = Blast { to, sender_id: 2, count: 10, pps: 1000, cgroup: None, netns: &hosts.a }.run();
     assert_eq!(outside.errors, 0, "{:?}", outside.first_error);
     let report = sink.finish();
-    let first = report.arrivals.iter().filter(|&&(sender, _, _, _)| sender == 1).map(|&(_, _, at, _)| at).min();
-    (first, report.received_from(1))
+    let arrived = report.arrivals.iter().filter(|a| a.0 == 1).map(|a| a.1).collect();
+    (blast.times, arrived)
+}
+
+/// One datagram per ms from the cgroup (in host a) to host b for `ms`: how many arrived.
+fn blast_through(hosts: &TwoHosts, cgroup: &TestCgroup, port: u16, ms: u64) -> u64 {
+    let (_, arrived) = timed_blast_through(hosts, cgroup, port, ms);
+    arrived.len() as u64
 }
 
 #[test]
@@ -556,7 +571,7 @@ fn a_detached_experiment_is_listed_and_stopped() {
     assert_eq!(entry["faults"][0]["label"], "#1 net drop");
     let reaper = entry["pid"].as_u64().expect("pid") as i32;
     let _armed = wait_for_arm(&timeline);
-    let (_, during) = blast_through(&hosts, &cgroup, 7031, 500);
+    let during = blast_through(&hosts, &cgroup, 7031, 500);
     assert_eq!(during, 0, "the armed detached drop let {during} of 500 datagrams through");
 
     let (status, _, stderr) = chaos::run(&["stop", &id]);
@@ -565,7 +580,7 @@ fn a_detached_experiment_is_listed_and_stopped() {
     assert!(!pins.exists(), "pins left after stop");
     wait_until_gone(reaper, "the reaper after chaos stop");
     assert!(listed(&status_json(), &id).is_none(), "still listed after stop");
-    let (_, after) = blast_through(&hosts, &cgroup, 7032, 500);
+    let after = blast_through(&hosts, &cgroup, 7032, 500);
     eprintln!("measured: detached drop: {during} of 500 delivered while armed, {after} of 500 after chaos stop");
     assert!(after >= 495, "only {after} of 500 datagrams delivered after chaos stop");
     let events = read_timeline(&timeline);
@@ -594,13 +609,13 @@ fn chaos_stop_ends_a_foreground_experiment() {
         id.is_some() && kernel::inet_programs_attached(cgroup.dir()) == 1
     });
     let id = id.expect("listed");
-    let (_, during) = blast_through(&hosts, &cgroup, 7035, 300);
+    let during = blast_through(&hosts, &cgroup, 7035, 300);
     let (status, _, stderr) = chaos::run(&["stop", &id]);
     assert!(status.success(), "{stderr}");
     let (status, stdout, stderr) = run.wait(Duration::from_secs(20));
     assert_eq!(status.code(), Some(2), "a stopped experiment has no verdict: {stdout}{stderr}");
     assert_eq!(kernel::cgroup_programs(cgroup.dir()), 0, "programs left after chaos stop");
-    let (_, after) = blast_through(&hosts, &cgroup, 7036, 300);
+    let after = blast_through(&hosts, &cgroup, 7036, 300);
     eprintln!("measured: foreground experiment: {during} of 300 delivered while running, {after} of 300 after stop");
     assert_eq!(during, 0, "the experiment's drop was not in force");
     assert!(after >= 297, "only {after} of 300 delivered after chaos stop");
@@ -794,6 +809,16 @@ fn a_detached_reaper_ramps_the_loss_step_by_step() {
     ramp_is_measured_per_step(true);
 }
 
+/// CLOCK_MONOTONIC ns at which detached run `id`'s faults phase started, from the schedule its
+/// reaper follows (/run/chaos/runs/ID.schedule).
+fn schedule_started_ns(id: &str) -> u64 {
+    let path = Path::new("/run/chaos/runs").join(format!("{id}.schedule"));
+    let schedule: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .expect("the schedule is JSON");
+    schedule["started_ns"].as_u64().unwrap_or_else(|| panic!("no started_ns in {schedule}"))
+}
+
 /// The reaper arms the fault, which drops traffic until the kernel deadline `duration` after
 /// arming, and removes the pins at the end.
 #[test]
@@ -810,22 +835,25 @@ fn a_detached_experiment_ends_by_itself_at_its_deadline() {
     let reaper = listed(&status_json(), &id).expect("listed")["pid"].as_u64().expect("pid") as i32;
     let (deadline_ns, armed_seen_ns) = wait_for_arm(&timeline);
     chaos::assert_deadline_is_for(deadline_ns, started_ns, armed_seen_ns, Duration::from_secs(3));
+    let schedule_started_ns = schedule_started_ns(&id);
+    assert!(schedule_started_ns <= deadline_ns - 3_000_000_000, "the schedule starts after the fault was armed");
     let blast_ms = deadline_ns.saturating_sub(kernel::monotonic_ns()) / 1_000_000 + 2000;
-    let (first, delivered) = blast_through(&hosts, &cgroup, 7033, blast_ms);
-    let first = first.expect("nothing got through after the deadline");
-    let late_ms = (first as f64 - deadline_ns as f64) / 1e6;
-    eprintln!(
-        "measured: detached 3 s drop: first datagram {late_ms:.1} ms after the kernel deadline, {delivered} delivered"
+    let (times, arrived) = timed_blast_through(&hosts, &cgroup, 7033, blast_ms);
+    // The reaper ends the fault on the run's schedule (experiment/detached.rs): `duration` after
+    // the schedule's start, or after its own start when that came over 100 ms late; it armed the
+    // fault after either, so that end is never after the kernel deadline, and the kernel ends it
+    // there if the reaper is late. So the loss ends between the schedule's start plus 3 s
+    // (read from the schedule the reaper follows) and the deadline. Judged by the sender's stamps
+    // around each sendto (the hook runs inside it), not by arrival times, which a busy receiver
+    // delays.
+    let edge = chaos_tests::timing::assert_loss_ends_between(
+        "detached 3 s drop",
+        (schedule_started_ns + 3_000_000_000, deadline_ns),
+        0,
+        &times,
+        &arrived,
     );
-    // The reaper ends the fault on the experiment's schedule, which it follows from its own
-    // start when that is over 100 ms late: at the kernel deadline it wrote when it armed, or
-    // up to its start-up lag before it (never less than 3 s after the run started).
-    assert!(
-        first >= started_ns + 3_000_000_000,
-        "a datagram got through {:.1} ms before the kernel deadline, less than 3 s after the experiment started",
-        -late_ms
-    );
-    assert!(late_ms <= 100.0, "traffic restored {late_ms:.1} ms after the deadline (limit 100 ms)");
+    assert!(edge.dropped_before > 0 && edge.delivered_after > 1000, "{edge:?}");
     // No foreground process: the reaper removes the pins and itself at the deadline.
     kernel::wait_for_inet_programs(cgroup.dir(), 0, Duration::from_secs(5));
     let pins = Path::new("/sys/fs/bpf/chaos").join(&id);
@@ -857,19 +885,25 @@ fn a_detached_fault_ends_at_its_kernel_deadline_when_the_reaper_is_killed() {
     // SAFETY: kill(2) on the reaper of the experiment this test started.
     unsafe { libc::kill(reaper, libc::SIGKILL) };
     wait_until_gone(reaper, "the killed reaper");
-    let blast_ms = deadline_ns.saturating_sub(kernel::monotonic_ns()) / 1_000_000 + 2000;
-    let (first, delivered) = blast_through(&hosts, &cgroup, 7034, blast_ms);
-    let first = first.expect("nothing got through after the deadline with the reaper killed");
-    let late_ms = (first as f64 - deadline_ns as f64) / 1e6;
-    eprintln!(
-        "measured: reaper killed: first datagram {late_ms:.1} ms after the kernel deadline, {delivered} delivered"
-    );
-    assert!(late_ms >= 0.0, "a datagram got through {:.1} ms before the deadline", -late_ms);
-    assert!(late_ms <= 100.0, "traffic restored {late_ms:.1} ms after the deadline (limit 100 ms)");
-    // Nobody removed the pins: the inert program is still attached until something cleans up.
+    // Nobody removed the pins: the program stays attached, and only the kernel can end the fault.
+    // (Judged before the deadline: after it, any chaos command on the machine, another test
+    // binary's too, removes a dead reaper's pins.)
     let pins = Path::new("/sys/fs/bpf/chaos").join(&id);
+    assert!(kernel::monotonic_ns() < deadline_ns, "the reaper took until the deadline to die: nothing left to judge");
     assert!(pins.is_dir(), "the pins vanished with the reaper: {}", pins.display());
-    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 1);
+    assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 1, "the program went with the reaper");
+    let blast_ms = deadline_ns.saturating_sub(kernel::monotonic_ns()) / 1_000_000 + 2000;
+    let (times, arrived) = timed_blast_through(&hosts, &cgroup, 7034, blast_ms);
+    // Only the kernel can end it now: exactly at its deadline, by the sender's stamps.
+    let edge =
+        chaos_tests::timing::assert_loss_ends_at("detached drop, reaper killed", deadline_ns, 0, &times, &arrived);
+    assert!(edge.dropped_before > 0 && edge.delivered_after > 1000, "{edge:?}");
+    // The inert program stays attached until a chaos command cleans up: this test's `chaos
+    // status`, unless another process's chaos command got there first (cleanup.rs shows that
+    // removal on its own).
+    if !pins.is_dir() {
+        eprintln!("measured: another chaos command on this machine removed the expired pins before chaos status");
+    }
     assert!(listed(&status_json(), &id).is_none(), "listed after its deadline");
     assert!(!pins.exists(), "chaos status left the pins of an experiment past its deadline");
     assert_eq!(kernel::inet_programs_attached(cgroup.dir()), 0, "programs left after chaos status");

@@ -51,15 +51,35 @@ fn a_process_moved_in_after_opening_its_socket_is_named_at_start() {
     assert!(output.contains(&format!("pid {}", sink.pid())), "the note does not name the process: {output}");
 }
 
+/// The note names only the processes whose sockets came from elsewhere: beside a sink that moved
+/// in, one that opened its socket inside is not named. The moved one is the proof that the
+/// sockets were listed at all (without it, a chaos that never looked would pass).
 #[test]
 fn a_process_that_opened_its_socket_inside_gets_no_note() {
-    require_root!("a_process_that_opened_its_socket_inside_gets_no_note");
+    let test = "a_process_that_opened_its_socket_inside_gets_no_note";
+    require_root!(test);
     let netns = Netns::new();
     let cgroup = TestCgroup::new();
-    let _sink = UdpSink::start_in(&cgroup, &netns, 7102, 60_000);
+    let inside = UdpSink::start_in(&cgroup, &netns, 7102, 60_000);
     let (code, output) = short_drop(&cgroup);
     assert_eq!(code, 0, "{output}");
     assert!(!output.contains(MOVED_NOTE), "a note about moved sockets where there are none: {output}");
+    let moved = UdpSink::start(&netns, 7103, 60_000, false);
+    fs::write(cgroup.dir().join("cgroup.procs"), moved.pid().to_string()).expect("move the sink into the cgroup");
+    let (code, output) = short_drop(&cgroup);
+    assert_eq!(code, 0, "{output}");
+    if sockets_unlisted(test, &output) {
+        return;
+    }
+    assert!(
+        output.contains(&format!("1 socket(s) of 1 process(es) in {}", cgroup.path()))
+            && output.contains(&format!("pid {}:", moved.pid())),
+        "the note must name the moved sink alone: {output}"
+    );
+    assert!(
+        !output.contains(&format!("pid {}:", inside.pid())),
+        "the sink that opened its socket inside is named: {output}"
+    );
 }
 
 /// A drop of 12 s on the cgroup (logs, not a terminal: counters every 5 s); its JSON report's

@@ -477,21 +477,36 @@ fn a_replica_under_loss_is_worse_than_its_control_and_alike_replicas_are_not() {
     assert!(output.contains("worse than the control"), "{output}");
 
     // No fault on either replica (a partition from an unused network): 20 short runs of 3 s
-    // (about 60 results per group each), and not one false alarm.
-    let mut lowest = 1.0_f64;
+    // (about 60 results per group each). The judge promises at most a 1 % false-alarm rate per
+    // comparison (confidence 0.99; the tolerances make it lower still), so of these 40
+    // comparisons 4 or more alarm with probability 7e-4 if it keeps that promise: at most 3 may
+    // (measured: none; the lowest p-value 0.25). Demanding none would fail a correct judge 33 %
+    // of the time at its promised rate, and a load spike on one replica is exactly such a
+    // chance event; a judge alarming on 10 % of alike comparisons still fails this 58 % of the
+    // time, and one at 25 % all but always.
+    let (mut lowest, mut alarms, mut runs_violated) = (1.0_f64, 0, Vec::new());
     for run in 1..=20 {
         let file =
             scratch.file("alike.toml", &control_experiment(&target, &control, (a.port, b.port), HARMLESS_FAULT, "3s"));
         let (code, output, events) = run_experiment(&file, &scratch.join(&format!("alike-{run}.jsonl")));
-        assert_eq!(code, 0, "run {run} of 20 raised a false alarm: {output}");
         let found = comparisons(&events);
         assert!(
-            found.len() == 2 && found.iter().all(|c| c["worse"] == false && c["n_control"].as_u64() >= Some(30)),
-            "{found:?}"
+            found.len() == 2 && found.iter().all(|c| c["n_control"].as_u64() >= Some(30)),
+            "run {run}: {found:?}: {output}"
         );
+        let worse = found.iter().filter(|c| c["worse"] == true).count();
+        assert_eq!(code, if worse > 0 { 1 } else { 0 }, "run {run}: the exit status is the comparisons': {output}");
+        if worse > 0 {
+            runs_violated.push(run);
+        }
+        alarms += worse;
         lowest = found.iter().filter_map(|c| c["p_value"].as_f64()).fold(lowest, f64::min);
     }
-    eprintln!("no fault: 20 runs of 3 s held; the lowest p-value of any comparison was {lowest:.4}");
+    eprintln!(
+        "measured: no fault: {alarms} of 40 comparisons alarmed (runs {runs_violated:?}); the lowest p-value of \
+         any comparison was {lowest:.4}"
+    );
+    assert!(alarms <= 3, "{alarms} of 40 comparisons of alike replicas alarmed (runs {runs_violated:?}): at most 3");
 }
 
 #[test]
@@ -635,9 +650,13 @@ fn the_report_of_a_violated_run_renders_in_chromium_and_the_review_has_every_sec
     let shaded = pixels.iter().filter(|p| p[..3] == [0xfd, 0xe8, 0xd0]).count();
     let red = pixels.iter().filter(|p| p[0] > 180 && p[1] < 80 && p[2] < 80).count();
     eprintln!("rendered: {} pixels, {inked} inked, {shaded} in the faults shade, {red} red", pixels.len());
+    // A quarter of the page inked, as the docs say (measured 29 %: 408 059 of 1 400 000 at
+    // 1000x1400), the faults phase shaded over a twentieth (measured 7 %), and the failing checks'
+    // red in more than a thousand pixels (measured 2 830).
     assert!(
-        inked * 50 > pixels.len() && shaded > 1000 && red > 20,
-        "a blank render? {inked} inked, {shaded} shaded, {red} red of {}",
+        inked * 4 >= pixels.len() && shaded * 20 >= pixels.len() && red >= 1000,
+        "a page less than a quarter inked, or without its faults shade or failures' red: {inked} inked, {shaded} \
+         shaded, {red} red of {}",
         pixels.len()
     );
     assert!(console_errors(&log).is_empty(), "console messages: {:?}", console_errors(&log));

@@ -1,16 +1,19 @@
 //! Traffic for chaos's tests and benchmarks, run inside test cgroups and namespaces.
 //!
-//!   chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N]
-//!       sends numbered datagrams, prints {"sent","errors","first_error","elapsed_ns"}
+//!   chaos-workload udp-blast --to ADDR:PORT --id N --count N [--pps N] [--from-port P] [--times]
+//!       sends numbered datagrams (from local port P if given), prints {"sent","errors",
+//!       "first_error","elapsed_ns"}; with --times also "times": [[ns before, ns after]] the
+//!       sendto(2) of each datagram (CLOCK_MONOTONIC; "before" is the datagram's own stamp)
 //!   chaos-workload udp-sink --port P [--idle-ms MS] [--max-secs S] [--times]
 //!       prints "ready", counts datagrams per sender until idle, prints a JSON report
 //!   chaos-workload tcp-listen --port P
 //!       prints "ready", accepts and closes connections until killed
 //!   chaos-workload tcp-connect --to ADDR:PORT [--timeout-ms MS]
 //!       prints {"connected", "error", "elapsed_ms"}
-//!   chaos-workload http-serve --port P [--addr IP] [--log FILE]
-//!       prints "ready", answers every HTTP request with 200 "ok" until killed; with --log,
-//!       appends one line to FILE per request answered (what the server saw, for tests)
+//!   chaos-workload http-serve --port P [--addr IP] [--status N] [--delay-ms MS] [--log FILE]
+//!       prints "ready", answers every HTTP request with N (default 200) "ok", MS after it came in
+//!       (default at once), until killed; with --log, appends one line to FILE per request
+//!       answered (what the server saw, for tests)
 //!   chaos-workload metrics-serve --port P --probe ADDR:PORT [--timeout-ms MS]
 //!       a Prometheus exporter: TCP-connects to ADDR:PORT every 20 ms (each attempt waits at most
 //!       MS, default 100) and serves the counters `workload_probe_total` and
@@ -25,6 +28,14 @@
 //!       N rounds of openat+read+close of P; prints {"calls", "ok", "errors", "failed_at", "elapsed_ns"}
 //!   chaos-workload latency-loop --count N [--gap-ms MS]
 //!       N read() calls of 1 byte from /dev/zero, prints {"latencies_ns": [...], "starts_ns": [CLOCK_MONOTONIC]}
+//!   chaos-workload getppid-loop --count N [--gap-ms MS]
+//!       N raw getppid() calls (a call no program's start-up makes), prints {"latencies_ns": [...]}
+//!   chaos-workload icmp-ping --to IP --count N [--interval-ms MS] [--wait-ms MS]
+//!       N ICMP echo requests from a raw socket, prints {"sent", "answered"}
+//!   chaos-workload heartbeat --secs S [--over-ms G]
+//!       prints "ready", ticks every millisecond for S seconds, then prints {"gaps": [[from_ns,
+//!       to_ns]]}: the CLOCK_MONOTONIC spans between two ticks longer than G ms (default 50), i.e.
+//!       when it could not run (frozen, stopped)
 //!   chaos-workload getpid-loop --count N
 //!       N getpid() syscalls (raw, not glibc's), prints {"calls", "elapsed_ns"}
 //!   chaos-workload udp-echo --port P
@@ -61,7 +72,7 @@
 //!   chaos-workload supervise --restart-ms MS [--into-cgroup DIR] -- COMMAND ARGS...
 //!       runs COMMAND (in cgroup DIR if given, the supervisor staying where it is) and starts it
 //!       again MS after each exit, as systemd or a container runtime would; prints "started PID"
-//!       per start, until killed
+//!       per start and "exited PID signal S" (S 0: it exited by itself) per end, until killed
 //!   chaos-workload burn | touch-memory | disk-writer | fork-probe
 //!       pressure on one resource, for the limit tests (chaos_tests::pressure says how)
 //!   chaos-workload threads --call CALL --count N [--workers W] [--together] [--heartbeat-ms MS]
@@ -98,7 +109,13 @@ fn main() {
         |name: &str| -> SocketAddr { flag(name).unwrap_or_else(|| usage()).parse().unwrap_or_else(|_| usage()) };
     let addr = || addr_of("--to");
     match command.as_str() {
-        "udp-blast" => udp_blast(addr(), num("--id", 0) as u32, num("--count", 1000), num("--pps", 0)),
+        "udp-blast" => udp_blast(
+            addr(),
+            num("--id", 0) as u32,
+            (num("--count", 1000), num("--pps", 0)),
+            num("--from-port", 0) as u16,
+            has("--times"),
+        ),
         "udp-sink" => udp_sink(num("--port", 0) as u16, num("--idle-ms", 500), num("--max-secs", 120), has("--times")),
         "tcp-listen" => tcp_listen(num("--port", 0) as u16),
         "tcp-connect" => tcp_connect(addr(), num("--timeout-ms", 1000)),
@@ -115,9 +132,21 @@ fn main() {
                 gap: Duration::from_millis(num("--gap-ms", 20)),
             }),
         ),
-        "http-serve" => {
-            http_serve(flag("--addr").unwrap_or_else(|| "127.0.0.1".into()), num("--port", 0) as u16, flag("--log"))
-        }
+        "http-serve" => http_serve(
+            flag("--addr").unwrap_or_else(|| "127.0.0.1".into()),
+            num("--port", 0) as u16,
+            num("--status", 200) as u16,
+            num("--delay-ms", 0),
+            flag("--log"),
+        ),
+        "getppid-loop" => getppid_loop(num("--count", 100), num("--gap-ms", 0)),
+        "icmp-ping" => icmp_ping(
+            flag("--to").unwrap_or_else(|| usage()).parse().unwrap_or_else(|_| usage()),
+            num("--count", 10),
+            num("--interval-ms", 10),
+            num("--wait-ms", 1000),
+        ),
+        "heartbeat" => heartbeat(num("--secs", 5), num("--over-ms", 50)),
         "metrics-serve" => metrics_serve(num("--port", 0) as u16, addr_of("--probe"), num("--timeout-ms", 100)),
         "sleep" => std::thread::sleep(Duration::from_secs(num("--secs", 60))),
         "connect-loop" if has("--udp") => udp_connect_loop(addr(), num("--count", 100)),
@@ -238,9 +267,12 @@ fn supervise(restart_ms: u64, cgroup: Option<String>, command: &[String]) {
         }
         match child.spawn() {
             Ok(mut child) => {
+                use std::os::unix::process::ExitStatusExt as _;
                 println!("started {}", child.id());
                 std::io::stdout().flush().expect("flush");
-                let _ = child.wait();
+                let signal = child.wait().ok().and_then(|status| status.signal()).unwrap_or(0);
+                println!("exited {} signal {signal}", child.id());
+                std::io::stdout().flush().expect("flush");
             }
             Err(err) => eprintln!("supervise: cannot start {program}: {err}"),
         }
@@ -269,11 +301,11 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |hash, &b| (hash ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
-fn datagram(id: u32, seq: u64) -> [u8; PAYLOAD] {
+fn datagram(id: u32, seq: u64, stamp: u64) -> [u8; PAYLOAD] {
     let mut payload = [0u8; PAYLOAD];
     payload[..4].copy_from_slice(&id.to_le_bytes());
     payload[4..12].copy_from_slice(&seq.to_le_bytes());
-    payload[12..20].copy_from_slice(&monotonic_ns().to_le_bytes());
+    payload[12..20].copy_from_slice(&stamp.to_le_bytes());
     for (i, byte) in payload[20..PAYLOAD - 4].iter_mut().enumerate() {
         *byte = (seq as u8).wrapping_add(i as u8);
     }
@@ -282,11 +314,17 @@ fn datagram(id: u32, seq: u64) -> [u8; PAYLOAD] {
     payload
 }
 
-fn udp_blast(to: SocketAddr, id: u32, count: u64, pps: u64) {
-    let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("addr");
+/// `(count, pps)`: how many datagrams, how many a second (0: as fast as possible).
+fn udp_blast(to: SocketAddr, id: u32, (count, pps): (u64, u64), from_port: u16, times: bool) {
+    let bind: SocketAddr = if to.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], from_port))
+    } else {
+        SocketAddr::from(([0u16; 8], from_port))
+    };
     let socket = UdpSocket::bind(bind).expect("bind");
     let start = Instant::now();
     let (mut errors, mut first_error) = (0u64, None::<String>);
+    let mut sent_ns = Vec::with_capacity(if times { count as usize } else { 0 });
     for seq in 0..count {
         if let Some(gap_ns) = 1_000_000_000u64.checked_div(pps) {
             let due = start + Duration::from_nanos(seq * gap_ns);
@@ -295,14 +333,21 @@ fn udp_blast(to: SocketAddr, id: u32, count: u64, pps: u64) {
                 std::thread::sleep(due - now);
             }
         }
-        if let Err(err) = socket.send_to(&datagram(id, seq), to) {
+        let before = monotonic_ns();
+        if let Err(err) = socket.send_to(&datagram(id, seq, before), to) {
             errors += 1;
             first_error.get_or_insert_with(|| err.to_string());
         }
+        if times {
+            sent_ns.push([before, monotonic_ns()]);
+        }
     }
     let elapsed_ns = start.elapsed().as_nanos() as u64;
-    let report =
+    let mut report =
         serde_json::json!({ "sent": count, "errors": errors, "first_error": first_error, "elapsed_ns": elapsed_ns });
+    if times {
+        report["times"] = serde_json::json!(sent_ns);
+    }
     println!("{report}");
 }
 
@@ -661,13 +706,15 @@ fn metrics_serve(port: u16, probe: SocketAddr, timeout_ms: u64) {
     }
 }
 
-fn http_serve(addr: String, port: u16, log: Option<String>) {
+fn http_serve(addr: String, port: u16, status: u16, delay_ms: u64, log: Option<String>) {
     let ip: std::net::IpAddr = addr.parse().unwrap_or_else(|_| usage());
     let listener = TcpListener::bind((ip, port)).expect("bind");
     println!("ready");
     std::io::stdout().flush().expect("flush");
+    let answer = format!("HTTP/1.1 {status} Chaos\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
+        let answer = answer.clone();
         let log = log.clone();
         std::thread::spawn(move || {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
@@ -679,7 +726,8 @@ fn http_serve(addr: String, port: u16, log: Option<String>) {
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
-            let answered = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            let answered = stream.write_all(answer.as_bytes());
             if let (Ok(()), Some(log)) = (answered, log) {
                 // One write per line: the threads append to one file.
                 let line =
@@ -689,6 +737,103 @@ fn http_serve(addr: String, port: u16, log: Option<String>) {
             }
         });
     }
+}
+
+fn getppid_loop(count: u64, gap_ms: u64) {
+    let mut latencies = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let start = Instant::now();
+        // SAFETY: getppid has no preconditions; raw, so each round is exactly one call.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+        latencies.push(start.elapsed().as_nanos() as u64);
+        if gap_ms > 0 {
+            std::thread::sleep(Duration::from_millis(gap_ms));
+        }
+    }
+    println!("{}", serde_json::json!({ "latencies_ns": latencies }));
+}
+
+/// ICMP echo requests from a raw socket (root), each waited for up to `wait_ms`.
+fn icmp_ping(to: std::net::Ipv4Addr, count: u64, interval_ms: u64, wait_ms: u64) {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    assert!(fd >= 0, "raw ICMP socket: {}", std::io::Error::last_os_error());
+    let timeout = libc::timeval { tv_sec: (wait_ms / 1000) as i64, tv_usec: ((wait_ms % 1000) * 1000) as i64 };
+    // SAFETY: setsockopt with a valid timeval of its size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    // SAFETY: sockaddr_in is a plain C struct; all zeroes is a valid value.
+    let mut address: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    address.sin_family = libc::AF_INET as u16;
+    address.sin_addr.s_addr = u32::from_ne_bytes(to.octets());
+    let id = (std::process::id() & 0xffff) as u16;
+    let (mut sent, mut answered) = (0u64, 0u64);
+    for seq in 0..count as u16 {
+        // Echo request: type 8, code 0, checksum, identifier, sequence, 8 bytes of payload.
+        let mut packet = [0u8; 16];
+        packet[0] = 8;
+        packet[4..6].copy_from_slice(&id.to_be_bytes());
+        packet[6..8].copy_from_slice(&seq.to_be_bytes());
+        let sum = packet.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        packet[2..4].copy_from_slice(&(!(((folded & 0xffff) + (folded >> 16)) as u16)).to_be_bytes());
+        // SAFETY: sendto with a valid buffer and address of their sizes.
+        let rc = unsafe {
+            libc::sendto(
+                fd,
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&raw const address).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if rc == packet.len() as isize {
+            sent += 1;
+        }
+        // The raw socket gets every ICMP message of the namespace: wait for this echo's reply.
+        let until = Instant::now() + Duration::from_millis(wait_ms);
+        while Instant::now() < until {
+            let mut reply = [0u8; 128];
+            // SAFETY: recv into a buffer of its size.
+            let n = unsafe { libc::recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0) };
+            if n < 0 {
+                break; // timed out
+            }
+            let header = usize::from(reply[0] & 0x0f) * 4;
+            let icmp = &reply[header..n as usize];
+            if icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() && icmp[6..8] == seq.to_be_bytes() {
+                answered += 1;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(interval_ms));
+    }
+    println!("{}", serde_json::json!({ "sent": sent, "answered": answered }));
+}
+
+fn heartbeat(secs: u64, over_ms: u64) {
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    let end = monotonic_ns() + secs * 1_000_000_000;
+    let mut gaps = Vec::new();
+    let mut last = monotonic_ns();
+    while last < end {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = monotonic_ns();
+        if now - last > over_ms * 1_000_000 {
+            gaps.push([last, now]);
+        }
+        last = now;
+    }
+    println!("{}", serde_json::json!({ "gaps": gaps }));
 }
 
 /// The errno of a libc call that returned `rc`, 0 if it worked.
