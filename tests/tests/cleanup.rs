@@ -105,7 +105,10 @@ fn cleanup_resumes_a_task_a_delay_left_stopped_when_chaos_and_its_guard_died() {
     // Any other test's cleanup would undo what this one leaves: one at a time.
     let _alone = chaos_tests::leaves_a_stale_run();
     let cgroup = TestCgroup::new();
-    let chaos = chaos::start_fault(&["syscall", "delay", "--syscall", "read", "--by", "10s"], &cgroup);
+    // The whole-process scope stops the task with SIGSTOP, which outlives chaos and its guard;
+    // a per-thread hold ends when its holder dies (the kernel detaches its tracees).
+    let chaos =
+        chaos::start_fault(&["syscall", "delay", "--syscall", "read", "--by", "10s", "--scope", "process"], &cgroup);
     let (mut reader, pid) = start_stopped_reader(&cgroup);
     kill_chaos_and_its_guard(chaos);
     std::thread::sleep(Duration::from_millis(500));

@@ -126,13 +126,39 @@ fn the_daemonset_runs_with_the_least_capabilities_and_the_host_mounts() {
     assert_eq!(mounts.get("config").map(String::as_str), Some("/etc/chaos"));
 }
 
+/// A node-wide agent: it runs on every node, tainted ones included (a fleet's background chaos
+/// must not skip the control plane or a tainted pool by accident), an update replaces one node's
+/// daemon at a time, and SIGTERM gets time to end every run and detach its faults before the
+/// kubelet's SIGKILL (which the kernel's deadlines would also survive, but with leftovers for
+/// the next start to clean).
+#[test]
+fn the_daemonset_runs_on_every_node_updates_one_at_a_time_and_gives_sigterm_time_to_detach() {
+    let daemonset: DaemonSet = typed("daemonset.yaml", "DaemonSet");
+    let spec = daemonset.spec.expect("spec");
+    let strategy = spec.update_strategy.expect("an update strategy");
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let rolling = strategy.rolling_update.expect("rollingUpdate");
+    assert_eq!(
+        rolling.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)),
+        "one node at a time without its daemon"
+    );
+    let pod = spec.template.spec.expect("pod spec");
+    let tolerations = pod.tolerations.unwrap_or_default();
+    assert_eq!(tolerations.len(), 1, "{tolerations:?}");
+    assert_eq!(tolerations[0].operator.as_deref(), Some("Exists"), "tolerates every taint");
+    assert!(tolerations[0].key.is_none() && tolerations[0].effect.is_none(), "{tolerations:?}");
+    let grace = pod.termination_grace_period_seconds.expect("terminationGracePeriodSeconds");
+    assert!((10..=60).contains(&grace), "SIGTERM gets {grace} s to end every run before SIGKILL");
+}
+
 /// The image `cargo xtask package` writes: its repository (read from xtask's source, where it
 /// is named once) and the workspace's version as the tag.
 fn packaged_image() -> String {
     let source = include_str!("../../xtask/src/package/mod.rs");
     let repository = source
         .lines()
-        .find_map(|l| l.strip_prefix("pub const IMAGE_REPOSITORY: &str = \""))
+        .find_map(|l| l.split_once("const IMAGE_REPOSITORY: &str = \"").map(|(_, rest)| rest))
         .and_then(|rest| rest.strip_suffix("\";"))
         .expect("xtask/src/package/mod.rs names IMAGE_REPOSITORY");
     format!("{repository}:{}", env!("CARGO_PKG_VERSION"))
