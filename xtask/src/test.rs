@@ -282,7 +282,7 @@ const GUEST_MINUTES: &[(&str, f64)] = &[
     ("dns", 1.6),
     ("net_sever", 1.1),
     ("golden", 0.55),
-    ("syscall_override", 0.5),
+    ("syscall_override", 0.9),
     ("hints", 0.6),
     ("target_gone", 0.2),
     ("shared_programs", 0.5),
