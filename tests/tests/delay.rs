@@ -404,6 +404,56 @@ fn net_rate_holds_the_limit() {
     }
 }
 
+/// `--queue`: a packet that would wait longer than the queue for its turn is dropped at the
+/// hook, so a sender offering ten times the limit sees its datagrams wait about the queue's
+/// length, not more, and most of them lost. Judged by the receiver: the median time from the
+/// sender's stamp to receipt with a short and with a long queue (the median, since a busy
+/// receiver reads late now and then), and how many arrived.
+#[test]
+fn net_rate_drops_what_would_wait_longer_than_its_queue() {
+    require_root!("net_rate_drops_what_would_wait_longer_than_its_queue");
+    let _serial = chaos_tests::serialized();
+    skip_unless_has!(Feature::Fq, fq_missing(), "net_rate_drops_what_would_wait_longer_than_its_queue");
+    let setup = NetSetup::new();
+    // 300 kbit/s against about 3 mbit/s offered: the queue is always full.
+    let waits = |queue: &str, port: u16| -> (f64, u64, u64) {
+        let chaos = setup.start(&["net", "rate", "--limit", "300kbit", "--queue", queue]);
+        let sink = UdpSink::start(&setup.hosts.b, port, 1500, true);
+        let blast = Blast {
+            to: SocketAddr::from((TwoHosts::B, port)),
+            sender_id: 1,
+            count: 10_500,
+            pps: 3500,
+            cgroup: Some(&setup.cgroup),
+            netns: &setup.hosts.a,
+        }
+        .run();
+        let report = sink.finish();
+        drop(stop(chaos));
+        let mut waited: Vec<f64> =
+            report.arrivals.iter().map(|&(_, _, at, sent)| at.saturating_sub(sent) as f64 / MS).collect();
+        waited.sort_by(f64::total_cmp);
+        let median = waited.get(waited.len() / 2).copied().unwrap_or(f64::NAN);
+        (median, blast.sent, waited.len() as u64)
+    };
+    let (short_ms, short_sent, short_arrived) = waits("20ms", 7620);
+    let (long_ms, long_sent, long_arrived) = waits("400ms", 7621);
+    eprintln!(
+        "measured: 300 kbit/s, queue 20ms: median wait {short_ms:.1} ms, {short_arrived} of {short_sent} arrived; \
+         queue 400ms: median wait {long_ms:.1} ms, {long_arrived} of {long_sent} arrived"
+    );
+    for (queue, sent, arrived) in [("20ms", short_sent, short_arrived), ("400ms", long_sent, long_arrived)] {
+        assert!(arrived > 100, "queue {queue}: only {arrived} datagrams arrived");
+        assert!(arrived * 2 < sent, "queue {queue}: {arrived} of {sent} arrived: the excess was not dropped");
+    }
+    // A full queue of 400 ms holds each datagram about 400 ms; one of 20 ms about 20 ms. The
+    // receiver's own lateness is in both and cancels in the difference.
+    let slack = if on_vm() { 150.0 } else { 60.0 };
+    assert!(long_ms >= 300.0 && long_ms <= 400.0 + slack, "queue 400ms: median wait {long_ms:.1} ms");
+    assert!(short_ms <= 20.0 + slack, "queue 20ms: median wait {short_ms:.1} ms");
+    assert!(long_ms - short_ms >= 300.0, "the queue's length sets the wait: {short_ms:.1} ms and {long_ms:.1} ms");
+}
+
 #[test]
 fn net_delay_state_is_put_back_after_sigkill_by_cleanup() {
     require_root!("net_delay_state_is_put_back_after_sigkill_by_cleanup");
