@@ -230,42 +230,41 @@ impl Limited {
             self.leave(at, now);
             return Ok(false);
         }
+        self.expect(at, value).context("recording the new value in the ledger before writing it")?;
         let held = &mut self.held[at];
-        let item = Item::CgroupLimit {
-            knob: held.knob.clone(),
-            written: vec![held.written.clone(), value.to_owned()],
-            previous: held.previous.clone(),
-        };
-        let record = ledger::write(None, item).context("recording the new value in the ledger before writing it")?;
-        if let Some(old) = held.record.replace(record) {
-            old.settle();
-        }
-        self.guard.limiting(&held.knob, value, &held.previous);
         held.knob.write(value).with_context(|| format!("writing {value} to {}", held.knob.file.display()))?;
         held.written = value.to_owned();
         self.confirm(at)?;
         Ok(true)
     }
 
+    /// Tells the ledger and the guard that file `at` may hold `value` next, beside what it holds
+    /// now: either one is chaos's, and restoring puts the previous value back over both.
+    fn expect(&mut self, at: usize, value: &str) -> anyhow::Result<()> {
+        let held = &mut self.held[at];
+        let item = Item::CgroupLimit {
+            knob: held.knob.clone(),
+            written: vec![held.written.clone(), value.to_owned()],
+            previous: held.previous.clone(),
+        };
+        let record = ledger::write(None, item)?;
+        if let Some(old) = held.record.replace(record) {
+            old.settle();
+        }
+        self.guard.limiting(&held.knob, value, &held.previous);
+        Ok(())
+    }
+
     /// Reads back what was written: when the kernel prints it otherwise (rounded, reordered),
     /// the record and the guard learn the value as it reads, which is what restoring compares.
     fn confirm(&mut self, at: usize) -> anyhow::Result<()> {
-        let held = &mut self.held[at];
+        let held = &self.held[at];
         let read = held.knob.read().with_context(|| format!("reading back {}", held.knob.file.display()))?;
         if held.knob.same(&read, &held.written) {
             return Ok(());
         }
-        let item = Item::CgroupLimit {
-            knob: held.knob.clone(),
-            written: vec![held.written.clone(), read.clone()],
-            previous: held.previous.clone(),
-        };
-        let record = ledger::write(None, item).context("recording the value as the kernel reads it")?;
-        if let Some(old) = held.record.replace(record) {
-            old.settle();
-        }
-        self.guard.limiting(&held.knob, &read, &held.previous);
-        held.written = read;
+        self.expect(at, &read).context("recording the value as the kernel reads it")?;
+        self.held[at].written = read;
         Ok(())
     }
 
